@@ -1,0 +1,108 @@
+"""Every check durably runs, as nox sessions (the venvs are built by uv from uv.lock).
+
+Run everything the way CI does with ``uvx nox``; one session with ``uvx nox -s lint``;
+one backend's conformance run with ``uvx nox -s "conformance(backend='s3')"`` or by
+tag, ``uvx nox -t s3``.
+
+Each test session installs only the distribution under test, its declared
+dependencies and its ``dev`` dependency group (``uv sync --package``), so an import
+that a package forgot to declare fails here rather than on a user's machine.
+"""
+
+from __future__ import annotations
+
+import os
+
+import nox
+
+nox.needs_version = ">=2024.4.15"
+nox.options.default_venv_backend = "uv"
+nox.options.reuse_venv = "yes"
+nox.options.error_on_missing_interpreters = True
+nox.options.sessions = ["lint", "typecheck", "unit", "conformance", "e2e"]
+
+PYTHON = "3.11"
+SRC_DIRS = [
+    "packages/durably/src",
+    "packages/durably-filesystem/src",
+    "packages/durably-conformance/src",
+    "packages/durably-s3/src",
+    "packages/durably-postgres/src",
+]
+
+#: backend -> (distribution to install, test directory, extra PYTHONPATH)
+BACKENDS = {
+    "filesystem": ("durably-filesystem", "packages/durably-filesystem/tests", None),
+    "s3": ("durably-s3", "packages/durably-s3/tests", None),
+    "postgres": ("durably-postgres", "packages/durably-postgres/tests", None),
+    "memory-example": (
+        "durably-conformance",
+        "examples/memory_provider/tests",
+        "examples/memory_provider/src",
+    ),
+}
+
+
+def _sync(session: nox.Session, *args: str) -> None:
+    """Install from uv.lock into the session's venv."""
+    session.run_install(
+        "uv", "sync", "--locked", *args,
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+    )
+
+
+def _pytest(session: nox.Session, *paths: str, pythonpath: str | None = None) -> None:
+    env = {"PYTHONPATH": pythonpath} if pythonpath else {}
+    session.run("python", "-m", "pytest", *paths, *session.posargs, env=env)
+
+
+@nox.session(python=PYTHON, tags=["lint"])
+def lint(session: nox.Session) -> None:
+    """ruff over the whole tree."""
+    _sync(session, "--only-group", "lint")
+    session.run("ruff", "check", ".")
+
+
+@nox.session(python=PYTHON, tags=["lint"])
+def typecheck(session: nox.Session) -> None:
+    """mypy --strict over every distribution's source."""
+    _sync(session, "--all-packages", "--group", "typecheck")
+    session.run("mypy", *SRC_DIRS)
+
+
+@nox.session(python=PYTHON, tags=["unit"])
+@nox.parametrize("package", ["durably", "durably-conformance"])
+def unit(session: nox.Session, package: str) -> None:
+    """A distribution's own unit tests, with only that distribution installed."""
+    _sync(session, "--package", package)
+    _pytest(session, f"packages/{package}/tests")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize(
+    "backend",
+    [nox.param(name, tags=[name, "conformance"]) for name in BACKENDS],
+)
+def conformance(session: nox.Session, backend: str) -> None:
+    """The conformance suite (and the provider's own tests) against one backend."""
+    package, tests, pythonpath = BACKENDS[backend]
+    _sync(session, "--package", package)
+    _pytest(session, tests, pythonpath=pythonpath)
+
+
+@nox.session(python=PYTHON, tags=["e2e"])
+def e2e(session: nox.Session) -> None:
+    """Cross-package and end-to-end tests (real processes, SIGKILL, packaging)."""
+    _sync(session, "--all-packages")
+    _pytest(session, "tests")
+
+
+@nox.session(python=PYTHON, default=False)
+def bench(session: nox.Session) -> None:
+    """Benchmarks (not part of the default run): prints ratios measured side by side."""
+    _sync(session, "--all-packages")
+    scripts = sorted(
+        name for name in os.listdir("benchmarks") if name.startswith("bench_")
+    ) if os.path.isdir("benchmarks") else []
+    for script in scripts:
+        session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -1,0 +1,135 @@
+"""Blob clauses: content addressing and integrity (C17), listing and deleting (C25)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from durably.errors import CorruptObjectError, NotFoundError
+from durably.storage import BlobInfo, CheckpointProvider, blob_digest
+
+from durably_conformance._backdoor import Backdoor
+from durably_conformance._base import SuiteBase
+from durably_conformance._helpers import collect_pages, random_bytes
+
+__all__ = ["BlobSuite"]
+
+RUN = "run-1"
+
+
+async def _blob_infos(
+    provider: CheckpointProvider, execution_id: str = RUN, *, limit: int = 1000,
+) -> list[BlobInfo]:
+    async def fetch(cursor: str | None) -> object:
+        return await provider.list_blobs(execution_id, cursor=cursor, limit=limit)
+
+    items, _pages = await collect_pages(fetch, limit=limit, max_pages=10_000)
+    return items
+
+
+class BlobSuite(SuiteBase):
+    """Clauses C17 and C25."""
+
+    # --------------------------------------------------------------- C17 blobs
+
+    @pytest.mark.asyncio
+    @pytest.mark.durably_clause(17)
+    async def test_c17_put_get_has(self, provider: CheckpointProvider) -> None:
+        """[C17] put_blob returns the sha256 address; get_blob and has_blob find it."""
+        data = random_bytes(4096, seed=17)
+        digest = await provider.put_blob(RUN, data)
+        assert digest == blob_digest(data)
+        assert await provider.get_blob(RUN, digest) == data
+        assert await provider.has_blob(RUN, digest) is True
+        other = blob_digest(b"never stored")
+        assert await provider.has_blob(RUN, other) is False
+        with pytest.raises(NotFoundError):
+            await provider.get_blob(RUN, other)
+        assert await provider.put_blob(RUN, data, digest=digest) == digest
+
+    @pytest.mark.asyncio
+    @pytest.mark.durably_clause(17)
+    async def test_c17_put_is_idempotent(
+        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+    ) -> None:
+        """[C17] Putting stored bytes again writes nothing: _put_blob says False, no new location."""
+        data = random_bytes(4096, seed=171)
+        digest = blob_digest(data)
+        stored = provider.envelope.wrap(data)
+        assert await provider._put_blob(RUN, digest, stored) is True, (
+            "_put_blob of a new blob must return True"
+        )
+        before = sorted(await checked_backdoor.locations())
+        assert await provider._put_blob(RUN, digest, stored) is False, (
+            "_put_blob of a stored blob must return False (and not rewrite it)"
+        )
+        assert await provider.put_blob(RUN, data) == digest
+        assert sorted(await checked_backdoor.locations()) == before
+        assert [info.digest for info in await _blob_infos(provider)] == [digest]
+        assert await provider.get_blob(RUN, digest) == data
+
+    @pytest.mark.asyncio
+    @pytest.mark.durably_clause(17)
+    async def test_c17_a_wrong_digest_is_refused(self, provider: CheckpointProvider) -> None:
+        """[C17] put_blob with a digest that does not match the data stores nothing."""
+        wrong = blob_digest(b"something else")
+        with pytest.raises(ValueError, match="digest"):
+            await provider.put_blob(RUN, b"data", digest=wrong)
+        assert not await provider.has_blob(RUN, wrong)
+        assert not await provider.has_blob(RUN, blob_digest(b"data"))
+        for malformed in ("sha256:xyz", "md5:" + "0" * 32, blob_digest(b"x").upper()):
+            with pytest.raises(ValueError):
+                await provider.get_blob(RUN, malformed)
+
+    @pytest.mark.asyncio
+    @pytest.mark.durably_clause(17)
+    async def test_c17_a_corrupt_blob_is_detected(
+        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+    ) -> None:
+        """[C17] A blob damaged in storage raises CorruptObjectError; others still load."""
+        damaged = random_bytes(8192, seed=172)
+        intact = random_bytes(8192, seed=173)
+        damaged_digest = await provider.put_blob(RUN, damaged)
+        intact_digest = await provider.put_blob(RUN, intact)
+        await checked_backdoor.corrupt_blob(RUN, damaged_digest)
+        with pytest.raises(CorruptObjectError):
+            await provider.get_blob(RUN, damaged_digest)
+        assert await provider.get_blob(RUN, intact_digest) == intact
+
+    # ------------------------------------------------- C25 list and delete blobs
+
+    @pytest.mark.asyncio
+    @pytest.mark.durably_clause(25)
+    async def test_c25_blobs_are_listed_by_ascending_digest(
+        self, provider: CheckpointProvider,
+    ) -> None:
+        """[C25] list_blobs pages through every blob once, ascending by digest."""
+        before = time.time()
+        digests = sorted([await provider.put_blob(RUN, f"blob {i}".encode()) for i in range(12)])
+        after = time.time()
+        for limit in (1, 5, 12, 1000):
+            infos = await _blob_infos(provider, limit=limit)
+            assert [info.digest for info in infos] == digests, f"limit={limit}"
+        for info in await _blob_infos(provider):
+            assert isinstance(info, BlobInfo)
+            assert isinstance(info.size, int) and info.size >= 0
+            tolerance = self.clock_tolerance
+            assert before - tolerance <= info.created_at <= after + tolerance
+        page = await provider.list_blobs("never-written")
+        assert list(page.items) == [] and page.next_cursor is None
+
+    @pytest.mark.asyncio
+    @pytest.mark.durably_clause(25)
+    async def test_c25_delete_blob(self, provider: CheckpointProvider) -> None:
+        """[C25] delete_blob returns True once, then False; the blob is gone, others stay."""
+        gone = await provider.put_blob(RUN, b"to delete")
+        kept = await provider.put_blob(RUN, b"to keep")
+        assert await provider.delete_blob(RUN, gone) is True
+        assert await provider.delete_blob(RUN, gone) is False
+        assert not await provider.has_blob(RUN, gone)
+        with pytest.raises(NotFoundError):
+            await provider.get_blob(RUN, gone)
+        assert [info.digest for info in await _blob_infos(provider)] == [kept]
+        assert await provider.get_blob(RUN, kept) == b"to keep"
+        assert await provider.put_blob(RUN, b"to delete") == gone  # can be stored again
+        assert await provider.get_blob(RUN, gone) == b"to delete"

@@ -1,0 +1,140 @@
+"""Small filesystem helpers: durable atomic writes, directory fsync, error mapping."""
+
+from __future__ import annotations
+
+import errno
+import os
+import secrets
+from collections.abc import Sequence
+
+from durably.errors import StoreError, StoreUnavailableError
+
+O_CLOEXEC = getattr(os, "O_CLOEXEC", 0)
+O_DIRECTORY = getattr(os, "O_DIRECTORY", 0)
+TMP_PREFIX = ".tmp-"
+
+fdatasync = getattr(os, "fdatasync", os.fsync)
+"""``fdatasync`` where the OS has it (Linux); ``fsync`` elsewhere."""
+
+_UNAVAILABLE = frozenset({
+    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
+})
+
+
+def wrap_os_error(exc: OSError, action: str, path: str | None = None) -> StoreError:
+    """The :mod:`durably.errors` exception for an OSError (raise it ``from exc``).
+
+    Permission problems, a read-only filesystem and a root that cannot be created
+    become :class:`~durably.errors.StoreUnavailableError`; anything else (a full disk,
+    an I/O error) :class:`~durably.errors.StoreError`. The message names the path.
+    """
+    where = exc.filename if isinstance(exc.filename, str) else path
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    cls = StoreUnavailableError if exc.errno in _UNAVAILABLE else StoreError
+    text = f"cannot {action}: {where}: {reason}" if where else f"cannot {action}: {reason}"
+    return cls(text)
+
+
+def fsync_dir(path: str) -> None:
+    """Make a directory's entries (names created, renamed, removed) durable."""
+    fd = os.open(path, os.O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+    """Write every buffer, in order, with as few system calls as possible."""
+    total = sum(len(part) for part in parts)
+    written = os.writev(fd, parts) if len(parts) > 1 else os.write(fd, parts[0])
+    if written == total:
+        return
+    rest = memoryview(b"".join(parts))[written:]
+    while rest:
+        written = os.write(fd, rest)
+        rest = rest[written:]
+
+
+def tmp_path(directory: str, name: str) -> str:
+    return os.path.join(directory, f"{TMP_PREFIX}{secrets.token_hex(6)}-{name}")
+
+
+def write_atomic(
+    path: str, parts: Sequence[bytes | memoryview], *, fsync: bool, exclusive: bool = False,
+) -> bool:
+    """Create or replace ``path`` with ``parts`` so that readers see all or nothing.
+
+    Writes a temporary file in the same directory, fsyncs it, moves it into place
+    (``rename``, or ``link`` when ``exclusive``) and fsyncs the directory.
+
+    Returns:
+        False if ``exclusive`` and ``path`` already existed (nothing was changed).
+    """
+    directory = os.path.dirname(path)
+    tmp = tmp_path(directory, os.path.basename(path))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
+    try:
+        try:
+            write_all(fd, parts)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+        if exclusive:
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                os.unlink(tmp)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    if fsync:
+        fsync_dir(directory)
+    return True
+
+
+def makedirs_durable(path: str, *, fsync: bool) -> None:
+    """``os.makedirs(path, exist_ok=True)``, fsyncing each parent that gained an entry."""
+    missing = []
+    current = path
+    while not os.path.isdir(current):
+        missing.append(current)
+        parent = os.path.dirname(current)
+        if parent == current:
+            break
+        current = parent
+    for directory in reversed(missing):
+        try:
+            os.mkdir(directory, 0o755)
+        except FileExistsError:
+            if not os.path.isdir(directory):
+                raise
+            continue
+        if fsync:
+            fsync_dir(os.path.dirname(directory))
+
+
+def read_file(path: str) -> bytes | None:
+    """The content of a file, or None if it does not exist."""
+    try:
+        fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        chunks = []
+        while True:
+            chunk = os.read(fd, 1 << 24)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)

@@ -1,0 +1,1201 @@
+"""The filesystem provider: an append-only, checksummed log per execution.
+
+See ``docs/providers/filesystem.md`` for the layout, the record format and the
+guarantees. In short, for one execution ``E`` under the store's root::
+
+    root/durably-store.json            marker: the layout version
+    root/executions/E/log              the checkpoint log (append-only, checksummed)
+    root/executions/E/lock             flock(2) target serialising writers of E
+    root/executions/E/lease            the current lease (JSON, replaced atomically)
+    root/executions/E/blobs/ab/<hex>   one file per blob (envelope bytes)
+    root/.trash/                       executions being deleted
+
+A save is: take E's lock, catch up with what other processes appended (a ``stat``),
+check the write mode and the lease, append the record with one ``write``,
+``fdatasync``, unlock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import time
+import warnings
+from bisect import bisect_right
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from typing import Any, ClassVar, ParamSpec, Self, TypeVar
+
+from durably.config import parse_size
+from durably.errors import (
+    AlreadyExistsError,
+    ConfigError,
+    CorruptObjectError,
+    DurablyWarning,
+    FencedError,
+    InvalidExecutionIdError,
+    LeaseHeldError,
+    PreconditionFailedError,
+    StoreError,
+    UnsupportedFormatError,
+)
+from durably.storage import (
+    BlobInfo,
+    Capability,
+    CheckpointInfo,
+    CheckpointProvider,
+    ExecutionInfo,
+    ExpectedVersion,
+    Lease,
+    Page,
+    WriteMode,
+    validate_execution_id,
+)
+from durably_filesystem import _format as fmt
+from durably_filesystem._fsutil import (
+    O_CLOEXEC,
+    TMP_PREFIX,
+    fdatasync,
+    fsync_dir,
+    makedirs_durable,
+    read_file,
+    tmp_path,
+    wrap_os_error,
+    write_all,
+    write_atomic,
+)
+
+__all__ = ["FilesystemProvider"]
+
+log = logging.getLogger("durably.filesystem")
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+MARKER = "durably-store.json"
+LAYOUT = "durably-filesystem"
+LAYOUT_VERSION = 1
+EXECUTIONS = "executions"
+TRASH = ".trash"
+LOG = "log"
+LOCK = "lock"
+LEASE = "lease"
+BLOBS = "blobs"
+
+DEFAULT_COMPACT_THRESHOLD = 1 << 20
+"""Compact a log once it holds at least this many bytes of dead records (and at least
+as many dead bytes as live ones)."""
+INLINE_LIMIT = 1 << 20
+"""Reads and writes larger than this run in a worker thread, not on the event loop."""
+MAX_OPEN_EXECUTIONS = 128
+"""Executions whose open files and index a provider instance keeps (LRU)."""
+OPTIONS = ("compact_threshold", "fsync")
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+_HEX2 = re.compile(r"[0-9a-f]{2}")
+
+
+async def _blocking(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
+    """Run ``fn`` in a worker thread; if the caller is cancelled, wait for it anyway.
+
+    The thread cannot be stopped, and it works on state guarded by the caller's locks:
+    returning early would release them while it still runs.
+    """
+    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
+    try:
+        return await asyncio.shield(task)
+    except asyncio.CancelledError:
+        while not task.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({task})
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller was cancelled, it cannot see it
+        raise
+
+
+@dataclass(slots=True)
+class _OpenLog:
+    fd: int
+    ino: int
+    index: fmt.LogIndex
+    writable: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _LeaseRecord:
+    owner: str
+    epoch: int
+    expires_at: float
+    released: bool
+
+    def encode(self) -> bytes:
+        return json.dumps({"v": 1, "owner": self.owner, "epoch": self.epoch,
+                           "expires_at": self.expires_at, "released": self.released},
+                          separators=(",", ":")).encode("utf-8")
+
+    def live(self, now: float) -> bool:
+        return not self.released and now < self.expires_at
+
+
+@dataclass(slots=True)
+class _LeaseCache:
+    fd: int
+    """Kept open so that the inode cannot be reused while it is the cache key."""
+    key: tuple[int, int, int]
+    record: _LeaseRecord
+
+
+def _parse_lease(raw: bytes, path: str) -> _LeaseRecord:
+    try:
+        data = json.loads(raw.decode("utf-8"))
+        record = _LeaseRecord(data["owner"], data["epoch"], float(data["expires_at"]),
+                              data["released"])
+    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        raise CorruptObjectError(f"lease file {path} is damaged: {exc}") from exc
+    if (not isinstance(record.owner, str) or not isinstance(record.epoch, int)
+            or not isinstance(record.released, bool)):
+        raise CorruptObjectError(f"lease file {path} is damaged: wrong field types")
+    return record
+
+
+class _ExecState:
+    """One execution's open files and index, guarded by ``mutex`` within this instance."""
+
+    def __init__(self, execution_id: str, directory: str) -> None:
+        self.execution_id = execution_id
+        self.dir = directory
+        self.log_path = os.path.join(directory, LOG)
+        self.lock_path = os.path.join(directory, LOCK)
+        self.lease_path = os.path.join(directory, LEASE)
+        self.blobs_dir = os.path.join(directory, BLOBS)
+        self.mutex = asyncio.Lock()
+        self.users = 0
+        self.lock_fd: int | None = None
+        self.log: _OpenLog | None = None
+        self.lease: _LeaseCache | None = None
+
+    def drop_log(self) -> None:
+        if self.log is not None:
+            fd, self.log = self.log.fd, None
+            os.close(fd)
+
+    def drop_lease(self) -> None:
+        if self.lease is not None:
+            fd, self.lease = self.lease.fd, None
+            os.close(fd)
+
+    def reset(self) -> None:
+        """Close every file; the state reopens them lazily."""
+        self.drop_log()
+        self.drop_lease()
+        if self.lock_fd is not None:
+            fd, self.lock_fd = self.lock_fd, None
+            os.close(fd)
+
+
+class FilesystemProvider(CheckpointProvider):
+    """Stores executions in a local directory: the zero-config default store.
+
+    Each execution has an append-only log of checksummed records. A save appends one
+    record and ``fdatasync``\\ s it -- about the cost of the ``fdatasync`` itself -- under
+    a short ``flock`` that makes conditional writes and leases hold between processes.
+    Deletes append tombstones; the log is compacted (rewritten, then atomically renamed)
+    when dead records dominate.
+
+    Args:
+        root: The store's directory; created on the first write. Relative paths are
+            resolved against the current directory when the provider is created.
+        fsync: Flush every write to stable storage before returning (``fdatasync`` of
+            the log; ``fsync`` of new files and their directory). With False, a write
+            survives a crash of the process but not of the machine.
+        compact_threshold: Compact a log once it holds at least this many bytes of
+            deleted or overwritten records, and at least as many as live ones.
+
+    Raises:
+        ValueError: ``root`` is empty or contains NUL; ``compact_threshold`` < 0.
+    """
+
+    scheme: ClassVar[str] = "file"
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS}
+    )
+
+    def __init__(
+        self,
+        root: str | os.PathLike[str] = ".durably",
+        *,
+        fsync: bool = True,
+        compact_threshold: int = DEFAULT_COMPACT_THRESHOLD,
+    ) -> None:
+        super().__init__()
+        path = os.fspath(root)
+        if not isinstance(path, str) or not path or "\x00" in path:
+            raise ValueError(f"invalid store directory {root!r}")
+        if not isinstance(fsync, bool):
+            raise TypeError(f"fsync must be a bool, not {type(fsync).__name__}")
+        if (not isinstance(compact_threshold, int) or isinstance(compact_threshold, bool)
+                or compact_threshold < 0):
+            raise ValueError(f"compact_threshold must be a size in bytes, not {compact_threshold!r}")
+        self._root = os.path.abspath(path)
+        self._executions = os.path.join(self._root, EXECUTIONS)
+        self._trash = os.path.join(self._root, TRASH)
+        self._fsync = fsync
+        self._compact_threshold = compact_threshold
+        self._states: OrderedDict[str, _ExecState] = OrderedDict()
+        self._root_ready = False
+        self._marker_checked = False
+        self._closed = False
+        if not fsync:
+            warnings.warn(
+                f"the file store {self._root} has fsync disabled: a checkpoint survives a "
+                "crash of the process, but not of the machine", DurablyWarning, stacklevel=2,
+            )
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> Self:
+        """Create a provider from ``file://PATH`` and the ``[durability.file]`` options.
+
+        Everything after ``file://`` is the path, verbatim (no percent-decoding):
+        ``file://.durably`` and ``file://runs/store`` are relative to the current
+        directory, ``file:///var/lib/app`` is absolute and ``file://~/store`` is in the
+        home directory. Options: ``fsync`` (bool) and ``compact_threshold`` (bytes, or a
+        size such as ``"4MiB"``). No I/O happens here.
+
+        Raises:
+            ConfigError: Not a ``file://`` URL, no path, a query or fragment, or an
+                unknown or invalid option (the message names the key).
+        """
+        if not isinstance(url, str) or url[:7].lower() != "file://":
+            raise ConfigError(f"{url!r} is not a file:// URL", key="durability.store",
+                              fix="Use e.g. file://.durably or file:///var/lib/durably")
+        path = url[7:]
+        if not path:
+            raise ConfigError(f"the store URL {url!r} names no directory", key="durability.store",
+                              fix="Use e.g. file://.durably or file:///var/lib/durably")
+        if "\x00" in path:
+            raise ConfigError("the store path contains a NUL character", key="durability.store")
+        if "?" in path or "#" in path:
+            raise ConfigError(
+                f"the store URL {url!r} has a query or fragment", key="durability.store",
+                fix="Put options in the [durability.file] table (fsync, compact_threshold)",
+            )
+        if path.startswith("~"):
+            path = os.path.expanduser(path)
+        kwargs: dict[str, Any] = {}
+        for key, value in (options or {}).items():
+            dotted = f"durability.file.{key}"
+            if key == "fsync":
+                if not isinstance(value, bool):
+                    raise ConfigError(f"expected true or false, got {value!r}", key=dotted)
+                kwargs["fsync"] = value
+            elif key == "compact_threshold":
+                if isinstance(value, bool) or not isinstance(value, (int, str)):
+                    raise ConfigError(f"expected a size, got {value!r}", key=dotted,
+                                      fix="Use a number of bytes or e.g. '4MiB'")
+                kwargs["compact_threshold"] = parse_size(value, key=dotted)
+            else:
+                raise ConfigError("unknown option", key=dotted,
+                                  fix=f"Known options: {', '.join(OPTIONS)}")
+        return cls(path, **kwargs)
+
+    @property
+    def root(self) -> str:
+        """The store's directory (absolute)."""
+        return self._root
+
+    def describe(self) -> str:
+        return f"file://{self._root}"
+
+    async def _close(self) -> None:
+        self._closed = True
+        states = list(self._states.values())
+        self._states.clear()
+        for state in states:
+            state.reset()
+
+    # --------------------------------------------------------------- the layout
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError(f"the store {self.describe()} is closed")
+
+    def _exec_dir(self, execution_id: str) -> str:
+        validate_execution_id(execution_id)
+        path = os.path.normpath(os.path.join(self._executions, execution_id))
+        if os.path.dirname(path) != self._executions:
+            raise InvalidExecutionIdError(f"execution id {execution_id!r} escapes the store")
+        return path
+
+    def _state(self, execution_id: str) -> _ExecState:
+        self._check_open()
+        state = self._states.get(execution_id)
+        if state is not None:
+            self._states.move_to_end(execution_id)
+            return state
+        directory = self._exec_dir(execution_id)
+        real_parent = os.path.realpath(self._executions)
+        if os.path.dirname(os.path.realpath(directory)) != real_parent:
+            raise StoreError(
+                f"{directory} resolves outside the store's {real_parent}; refusing to use it"
+            )
+        state = self._states[execution_id] = _ExecState(execution_id, directory)
+        if len(self._states) > MAX_OPEN_EXECUTIONS:
+            for key, old in list(self._states.items()):
+                if len(self._states) <= MAX_OPEN_EXECUTIONS:
+                    break
+                if old.users == 0 and old is not state:
+                    del self._states[key]
+                    old.reset()
+        return state
+
+    @contextlib.asynccontextmanager
+    async def _using(self, execution_id: str) -> AsyncIterator[_ExecState]:
+        """The execution's state, exclusively (other tasks of this instance wait)."""
+        state = self._state(execution_id)
+        state.users += 1
+        try:
+            async with state.mutex:
+                self._check_open()
+                yield state
+        finally:
+            state.users -= 1
+
+    @contextlib.contextmanager
+    def _errors(self, action: str, path: str) -> Iterator[None]:
+        try:
+            yield
+        except OSError as exc:
+            raise wrap_os_error(exc, action, path) from exc
+
+    def _check_marker(self, raw: bytes, path: str) -> None:
+        try:
+            data = json.loads(raw.decode("utf-8"))
+            layout, version = data["layout"], data["version"]
+        except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+            raise CorruptObjectError(f"the store marker {path} is damaged: {exc}") from exc
+        if layout != LAYOUT:
+            raise ConfigError(f"{self._root} holds a {layout!r} store, not a {LAYOUT!r} one",
+                              key="durability.store")
+        if not isinstance(version, int) or version > LAYOUT_VERSION:
+            raise UnsupportedFormatError(
+                f"the store {self._root} has layout version {version}; this "
+                f"durably-filesystem knows version {LAYOUT_VERSION}. Upgrade it."
+            )
+        self._marker_checked = True
+
+    def _check_store(self) -> None:
+        """Before reading: refuse a store of a newer layout (an absent store is empty)."""
+        if self._marker_checked:
+            return
+        path = os.path.join(self._root, MARKER)
+        with self._errors("read the store marker", path):
+            raw = read_file(path)
+        if raw is not None:
+            self._check_marker(raw, path)
+
+    def _prepare_root(self) -> None:
+        """Before writing: create the root and its marker, or check they are ours."""
+        if self._root_ready:
+            return
+        makedirs_durable(self._root, fsync=self._fsync)
+        path = os.path.join(self._root, MARKER)
+        raw = read_file(path)
+        if raw is None:
+            foreign = sorted(
+                name for name in os.listdir(self._root)
+                if name not in (EXECUTIONS, TRASH) and not name.startswith(TMP_PREFIX)
+            )
+            if foreign:
+                raise ConfigError(
+                    f"{self._root} is not empty and is not a durably store (it has no "
+                    f"{MARKER}; it has {', '.join(foreign[:3])}"
+                    f"{', ...' if len(foreign) > 3 else ''})", key="durability.store",
+                    fix="Point the store at a new or empty directory, e.g. file://.durably",
+                )
+            marker = json.dumps({"layout": LAYOUT, "version": LAYOUT_VERSION}).encode()
+            write_atomic(path, [marker], fsync=self._fsync, exclusive=True)
+            raw = read_file(path) or b""
+        self._check_marker(raw, path)
+        makedirs_durable(self._executions, fsync=self._fsync)
+        makedirs_durable(self._trash, fsync=self._fsync)
+        self._empty_trash()
+        self._root_ready = True
+
+    def _empty_trash(self) -> None:
+        """Finish deletions that a crash interrupted."""
+        try:
+            names = os.listdir(self._trash)
+        except FileNotFoundError:
+            return
+        for name in names:
+            shutil.rmtree(os.path.join(self._trash, name), ignore_errors=True)
+
+    # ------------------------------------------------------------------- locking
+
+    def _open_lock(self, state: _ExecState, create: bool) -> int | None:
+        for _ in range(100):
+            try:
+                return os.open(state.lock_path, os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                self._prepare_root()
+                makedirs_durable(state.dir, fsync=self._fsync)
+        raise StoreError(f"cannot create {state.lock_path}: its directory keeps disappearing")
+
+    async def _acquire(self, state: _ExecState, create: bool) -> bool:
+        """Take the execution's cross-process lock (False: no such execution, not created).
+
+        ``flock`` is tried without blocking, so a lock held by another process never
+        blocks the event loop. Holders keep it for microseconds (a big write or a
+        compaction: milliseconds), so a contended lock is first retried at every turn
+        of the event loop for a couple of milliseconds -- which also gives a waiter a
+        fair chance against a holder that locks again right away -- then with sleeps
+        growing to 5 ms.
+        """
+        spin_until = time.monotonic() + 0.002
+        delay = 0.0005
+        while True:
+            if state.lock_fd is None:
+                state.lock_fd = self._open_lock(state, create)
+                if state.lock_fd is None:
+                    return False
+            fd = state.lock_fd
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() < spin_until:
+                    await asyncio.sleep(0)
+                else:
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 0.005)
+                continue
+            try:
+                current: int | None = os.stat(state.lock_path).st_ino
+            except FileNotFoundError:
+                current = None
+            if current == os.fstat(fd).st_ino:
+                return True
+            # the execution was deleted (its directory moved away) while we waited
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            state.lock_fd = None
+            os.close(fd)
+
+    @contextlib.asynccontextmanager
+    async def _locked(self, state: _ExecState, *, create: bool) -> AsyncIterator[bool]:
+        acquired = await self._acquire(state, create)
+        try:
+            yield acquired
+        finally:
+            if acquired and state.lock_fd is not None:
+                fcntl.flock(state.lock_fd, fcntl.LOCK_UN)
+
+    # ----------------------------------------------------------------- the index
+
+    def _reopen(self, state: _ExecState) -> fmt.LogIndex | None:
+        """Open the log at its path and index it from scratch."""
+        state.drop_log()
+        writable = True
+        try:
+            fd = os.open(state.log_path, os.O_RDWR | os.O_APPEND | O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                raise
+            fd = os.open(state.log_path, os.O_RDONLY | O_CLOEXEC)
+            writable = False
+        try:
+            info = os.fstat(fd)
+            fmt.read_log_header(fd, state.log_path)
+            index = fmt.LogIndex()
+            fmt.scan(fd, index, fmt.LOG_HEADER_SIZE, info.st_size)
+        except BaseException:
+            os.close(fd)
+            raise
+        state.log = _OpenLog(fd, info.st_ino, index, writable)
+        return index
+
+    def _refresh_sync(self, state: _ExecState) -> fmt.LogIndex | None:
+        try:
+            info = os.stat(state.log_path)
+        except FileNotFoundError:
+            state.drop_log()
+            return None
+        current = state.log
+        if current is not None and info.st_ino == current.ino:
+            index = current.index
+            if info.st_size == index.scanned_size and index.tail is None:
+                return index
+            if info.st_size >= index.valid_end:
+                fmt.scan(current.fd, index, index.valid_end, info.st_size)
+                return index
+        return self._reopen(state)
+
+    async def _refresh(self, state: _ExecState) -> fmt.LogIndex | None:
+        """Bring the index up to date with the file (other processes may have written).
+
+        One ``stat`` when nothing changed; new records are read incrementally; a new
+        inode (compaction, deletion) means a full re-index. The log's descriptor stays
+        open, so its inode number cannot be reused while it identifies the index.
+        """
+        try:
+            info = os.stat(state.log_path)
+        except FileNotFoundError:
+            state.drop_log()
+            return None
+        current = state.log
+        if current is not None and info.st_ino == current.ino:
+            if info.st_size == current.index.scanned_size and current.index.tail is None:
+                return current.index
+            todo = info.st_size - current.index.valid_end
+        else:
+            todo = info.st_size
+        if todo > INLINE_LIMIT:
+            return await _blocking(self._refresh_sync, state)
+        return self._refresh_sync(state)
+
+    async def _rescan(self, state: _ExecState) -> fmt.LogIndex | None:
+        try:
+            size = os.stat(state.log_path).st_size
+        except FileNotFoundError:
+            state.drop_log()
+            return None
+        if size > INLINE_LIMIT:
+            return await _blocking(self._reopen, state)
+        return self._reopen(state)
+
+    async def _writable_index(self, state: _ExecState, *, create: bool) -> fmt.LogIndex | None:
+        """Under the lock: the up-to-date index, with any torn tail truncated away."""
+        index = await self._refresh(state)
+        if index is None:
+            if not create:
+                return None
+            write_atomic(state.log_path, [fmt.LOG_HEADER], fsync=self._fsync, exclusive=True)
+            index = self._reopen(state)
+            if index is None:
+                raise StoreError(f"{state.log_path} disappeared while it was being created")
+        current = state.log
+        assert current is not None
+        if not current.writable:
+            raise wrap_os_error(OSError(errno.EACCES, "the log is read-only"),
+                                "write", state.log_path)
+        tail = index.tail
+        if tail is not None:
+            if tail.complete:
+                log.warning(
+                    "%s: discarding the last record (checkpoint %s): it fails its checksum "
+                    "(an append torn by a crash, or damage)", state.log_path, tail.seq)
+            else:
+                log.info("%s: discarding %d bytes of an append that never completed",
+                         state.log_path, index.scanned_size - tail.offset)
+            os.ftruncate(current.fd, index.valid_end)
+            index.scanned_size = index.valid_end
+            index.tail = None
+        return index
+
+    def _append_sync(
+        self, state: _ExecState, parts: list[bytes | memoryview],
+        apply: Callable[[fmt.LogIndex, int], None],
+    ) -> None:
+        """Append one or more whole records, make them durable, then update the index."""
+        current = state.log
+        assert current is not None
+        index = current.index
+        offset = index.valid_end
+        try:
+            write_all(current.fd, parts)
+            if self._fsync:
+                fdatasync(current.fd)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.ftruncate(current.fd, offset)
+            state.drop_log()
+            raise
+        index.valid_end = index.scanned_size = offset + sum(len(part) for part in parts)
+        apply(index, offset)
+
+    def _compact_sync(self, state: _ExecState, drop: frozenset[int] = frozenset()) -> None:
+        """Rewrite the log with only its live records (minus ``drop``), then swap it in.
+
+        Under the execution's lock: write a new file, fsync it, rename it over the log,
+        fsync the directory. Other processes notice the new inode and re-index; their
+        descriptors of the old file stay readable until they do.
+        """
+        current = state.log
+        assert current is not None
+        index = current.index
+        keep = sorted((e for e in index.entries.values() if e.seq not in drop),
+                      key=lambda e: e.offset)
+        if index.corrupt_regions:
+            log.error("%s: compaction discards %d unreadable byte range(s) at %s",
+                      state.log_path, len(index.corrupt_regions), index.corrupt_regions)
+        tmp = tmp_path(state.dir, LOG)
+        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
+        try:
+            new = fmt.LogIndex()
+            write_all(fd, [fmt.LOG_HEADER])
+            position = fmt.LOG_HEADER_SIZE
+            for entry in keep:
+                ok = _copy_record(current.fd, entry, fd)
+                new.put(replace(entry, offset=position, corrupt=entry.corrupt or not ok,
+                                verified=True))
+                position += entry.length
+            if keep and new.entries[keep[-1].seq].corrupt:
+                # keep the damage mid-log, where it is reported, not taken for a torn tail
+                seal = fmt.encode_record(fmt.T_SEAL, 0, 0, time.time_ns(), b"", b"")
+                write_all(fd, seal)
+                position += fmt.OVERHEAD
+            new.valid_end = new.scanned_size = position
+            if self._fsync:
+                os.fsync(fd)
+            os.rename(tmp, state.log_path)
+        except BaseException:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        state.log = _OpenLog(fd, os.fstat(fd).st_ino, new, True)
+        os.close(current.fd)
+        if self._fsync:
+            fsync_dir(state.dir)
+        # temporary files in the execution's directory are only made under its lock,
+        # which we hold: any left are from a crashed writer
+        for name in os.listdir(state.dir):
+            if name.startswith(TMP_PREFIX):
+                with contextlib.suppress(OSError):
+                    os.unlink(os.path.join(state.dir, name))
+
+    def _needs_compaction(self, index: fmt.LogIndex) -> bool:
+        dead = index.dead_bytes
+        return dead > 0 and dead >= self._compact_threshold and dead >= index.live_bytes
+
+    async def _maybe_compact(self, state: _ExecState) -> None:
+        if state.log is not None and self._needs_compaction(state.log.index):
+            await _blocking(self._compact_sync, state)
+
+    # -------------------------------------------------------------------- leases
+
+    def _current_lease(self, state: _ExecState) -> _LeaseRecord | None:
+        """The lease record, re-read only when the file changed (keyed by its stat)."""
+        try:
+            info = os.stat(state.lease_path)
+        except FileNotFoundError:
+            state.drop_lease()
+            return None
+        cached = state.lease
+        if cached is not None and cached.key == (info.st_ino, info.st_mtime_ns, info.st_size):
+            return cached.record
+        state.drop_lease()
+        try:
+            fd = os.open(state.lease_path, os.O_RDONLY | O_CLOEXEC)
+        except FileNotFoundError:
+            return None
+        try:
+            info = os.fstat(fd)
+            record = _parse_lease(fmt.pread_exact(fd, info.st_size, 0), state.lease_path)
+        except BaseException:
+            os.close(fd)
+            raise
+        state.lease = _LeaseCache(fd, (info.st_ino, info.st_mtime_ns, info.st_size), record)
+        return record
+
+    def _write_lease(self, state: _ExecState, record: _LeaseRecord) -> None:
+        write_atomic(state.lease_path, [record.encode()], fsync=self._fsync)
+        state.drop_lease()
+
+    def _check_fence(self, state: _ExecState, lease: Lease | None) -> None:
+        if lease is None:
+            return
+        current = self._current_lease(state)
+        if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
+            raise _fenced(lease, current)
+
+    # --------------------------------------------------------------- checkpoints
+
+    async def _save(
+        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
+        mode: WriteMode, lease: Lease | None,
+    ) -> CheckpointInfo:
+        meta = fmt.encode_meta(metadata)
+        write_id = int.from_bytes(os.urandom(8), "little")
+        created_ns = time.time_ns()
+        parts = fmt.encode_record(fmt.T_CHECKPOINT, seq, write_id, created_ns, meta, stored)
+        length = sum(len(part) for part in parts)
+        entry = fmt.Entry(seq, 0, length, write_id, created_ns, len(meta), len(stored),
+                          dict(metadata), verified=True)
+
+        def apply(index: fmt.LogIndex, offset: int) -> None:
+            entry.offset = offset
+            index.put(entry)
+
+        async with self._using(execution_id) as state:
+            with self._errors(f"save checkpoint {seq} of execution {execution_id!r}",
+                              state.log_path):
+                if lease is not None and not os.path.exists(state.lease_path):
+                    raise _fenced(lease, None)
+                async with self._locked(state, create=True):
+                    index = await self._writable_index(state, create=True)
+                    assert index is not None
+                    self._check_fence(state, lease)
+                    current = index.entries.get(seq)
+                    if mode == "create":
+                        if current is not None:
+                            raise AlreadyExistsError(
+                                f"checkpoint {seq} of execution {execution_id!r} already exists")
+                    elif isinstance(mode, ExpectedVersion):
+                        if current is None:
+                            raise PreconditionFailedError(
+                                f"checkpoint {seq} of execution {execution_id!r} does not "
+                                f"exist (expected version {mode.version})")
+                        if current.version != mode.version:
+                            raise PreconditionFailedError(
+                                f"checkpoint {seq} of execution {execution_id!r} has version "
+                                f"{current.version}, not {mode.version}")
+                    if length > INLINE_LIMIT:
+                        await _blocking(self._append_sync, state, parts, apply)
+                    else:
+                        self._append_sync(state, parts, apply)
+                    if current is not None:
+                        await self._maybe_compact(state)
+        return self._info(execution_id, entry)
+
+    def _info(self, execution_id: str, entry: fmt.Entry) -> CheckpointInfo:
+        return CheckpointInfo(execution_id, entry.seq, entry.version, entry.data_len,
+                              entry.created_ns / 1e9, dict(entry.metadata))
+
+    async def _pread(self, state: _ExecState, entry: fmt.Entry) -> bytes:
+        assert state.log is not None
+        if entry.length > INLINE_LIMIT:
+            return await _blocking(fmt.pread_exact, state.log.fd, entry.length, entry.offset)
+        return fmt.pread_exact(state.log.fd, entry.length, entry.offset)
+
+    def _damage(self, state: _ExecState, index: fmt.LogIndex, seq: int) -> str | None:
+        """Why checkpoint ``seq`` (absent from the index) may be damaged, or None."""
+        tail = index.tail
+        if tail is not None and tail.complete and tail.seq == seq:
+            return (f"checkpoint {seq} of execution {state.execution_id!r} is damaged: it is "
+                    f"the last record of {state.log_path} and fails its checksum (an append "
+                    "torn by a crash, or corruption); the next write discards it")
+        if index.corrupt_regions:
+            return (f"checkpoint {seq} of execution {state.execution_id!r} was not found, and "
+                    f"{state.log_path} has unreadable byte ranges {index.corrupt_regions} "
+                    "that may have held it")
+        return None
+
+    async def _read_current(
+        self, state: _ExecState, seq: int | None,
+    ) -> tuple[CheckpointInfo, bytes] | None:
+        """Read and verify checkpoint ``seq`` (None: the latest) under the mutex."""
+        index = await self._refresh(state)
+        rescanned = locked = False
+        while True:
+            if index is None:
+                return None
+            if seq is None:
+                entry = index.entries[index.seqs[-1]] if index.seqs else None
+            else:
+                entry = index.entries.get(seq)
+            if entry is None:
+                if seq is None or self._damage(state, index, seq) is None:
+                    return None
+                reason = self._damage(state, index, seq)
+                if locked:
+                    raise CorruptObjectError(reason)
+                # an append in progress elsewhere is not damage: look again under the lock
+                async with self._locked(state, create=False):
+                    index = await self._refresh(state)
+                locked = True
+                continue
+            if not entry.corrupt:
+                raw = await self._pread(state, entry)
+                if fmt.check_record(raw, entry):
+                    entry.verified = True
+                    start = fmt.HEAD_SIZE + entry.meta_len
+                    return (self._info(state.execution_id, entry),
+                            raw[start : start + entry.data_len])
+                if rescanned:
+                    entry.corrupt = True
+            if entry.corrupt and (rescanned or entry.verified):
+                raise CorruptObjectError(
+                    f"checkpoint {entry.seq} of execution {state.execution_id!r} is damaged: "
+                    f"its record at offset {entry.offset} of {state.log_path} fails its "
+                    "checksum")
+            # perhaps the index is stale (the file was rewritten): index it afresh, once
+            index = await self._rescan(state)
+            rescanned = True
+
+    async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
+        self._check_store()
+        async with self._using(execution_id) as state:
+            with self._errors(f"read checkpoint {seq} of execution {execution_id!r}",
+                              state.log_path):
+                return await self._read_current(state, seq)
+
+    async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
+        self._check_store()
+        async with self._using(execution_id) as state:
+            with self._errors(f"read the latest checkpoint of execution {execution_id!r}",
+                              state.log_path):
+                return await self._read_current(state, None)
+
+    async def _list(
+        self, execution_id: str, cursor: str | None, limit: int, after: int | None,
+    ) -> Page[CheckpointInfo]:
+        self._check_store()
+        start = -1 if after is None else after
+        if cursor is not None:
+            if not cursor.isdigit():
+                raise ValueError(f"invalid cursor {cursor!r}")
+            start = max(start, int(cursor))
+        async with self._using(execution_id) as state:
+            with self._errors(f"list the checkpoints of execution {execution_id!r}",
+                              state.log_path):
+                index = await self._refresh(state)
+            if index is None:
+                return Page(())
+            first = bisect_right(index.seqs, start)
+            seqs = index.seqs[first : first + limit]
+            items = tuple(self._info(execution_id, index.entries[s]) for s in seqs)
+            more = first + limit < len(index.seqs)
+            return Page(items, str(seqs[-1]) if more and seqs else None)
+
+    async def _delete(self, execution_id: str, seq: int, lease: Lease | None) -> bool:
+        return bool(await self._delete_seqs(execution_id, [seq], lease))
+
+    async def _delete_many(
+        self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
+    ) -> list[int]:
+        return await self._delete_seqs(execution_id, list(seqs), lease)
+
+    async def _delete_seqs(
+        self, execution_id: str, seqs: list[int], lease: Lease | None,
+    ) -> list[int]:
+        async with self._using(execution_id) as state:
+            with self._errors(f"delete checkpoints of execution {execution_id!r}",
+                              state.log_path):
+                if lease is not None and not os.path.exists(state.lease_path):
+                    raise _fenced(lease, None)
+                if not os.path.isdir(state.dir):
+                    return []
+                async with self._locked(state, create=False) as locked:
+                    if not locked:
+                        if lease is not None:
+                            raise _fenced(lease, None)
+                        return []
+                    index = await self._writable_index(state, create=False)
+                    self._check_fence(state, lease)
+                    if index is None:
+                        return []
+                    doomed = sorted({seq for seq in seqs if seq in index.entries})
+                    if not doomed:
+                        return []
+                    if len(doomed) == len(index.entries):
+                        # nothing left: an empty log says so at once (and costs no space)
+                        await _blocking(self._compact_sync, state, frozenset(doomed))
+                        return doomed
+                    created_ns = time.time_ns()
+                    parts: list[bytes | memoryview] = []
+                    for seq in doomed:
+                        parts.extend(fmt.encode_record(fmt.T_TOMBSTONE, seq, 0, created_ns,
+                                                       b"", b""))
+
+                    def apply(index: fmt.LogIndex, offset: int) -> None:
+                        for seq in doomed:
+                            index.remove(seq, fmt.OVERHEAD)
+
+                    self._append_sync(state, [b"".join(parts)], apply)
+                    await self._maybe_compact(state)
+                    return doomed
+
+    async def compact(self, execution_id: str) -> bool:
+        """Rewrite an execution's log without its deleted and overwritten records now.
+
+        Compaction also happens on its own (see ``compact_threshold``); call this for
+        maintenance. Returns whether the log was rewritten (False: nothing to reclaim).
+        """
+        validate_execution_id(execution_id)
+        async with self._using(execution_id) as state:
+            with self._errors(f"compact execution {execution_id!r}", state.log_path):
+                if not os.path.isdir(state.dir):
+                    return False
+                async with self._locked(state, create=False) as locked:
+                    if not locked:
+                        return False
+                    index = await self._writable_index(state, create=False)
+                    if index is None or (index.dead_bytes == 0 and not index.corrupt_regions):
+                        return False
+                    await _blocking(self._compact_sync, state)
+                    return True
+
+    # ---------------------------------------------------------------- executions
+
+    def _execution_info(self, execution_id: str) -> ExecutionInfo | None:
+        directory = os.path.join(self._executions, execution_id)
+        exists = False
+        updated: float | None = None
+        for name, minimum in ((LOG, fmt.LOG_HEADER_SIZE + 1), (LEASE, 0)):
+            try:
+                info = os.stat(os.path.join(directory, name))
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            if info.st_size >= minimum:
+                exists = True
+                updated = info.st_mtime if updated is None else max(updated, info.st_mtime)
+        if not exists and self._has_any_blob(os.path.join(directory, BLOBS)):
+            exists = True
+        return ExecutionInfo(execution_id, updated) if exists else None
+
+    @staticmethod
+    def _has_any_blob(blobs_dir: str) -> bool:
+        try:
+            subdirs = os.listdir(blobs_dir)
+        except (FileNotFoundError, NotADirectoryError):
+            return False
+        for sub in subdirs:
+            with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+                if any(_HEX64.fullmatch(name) for name in os.listdir(
+                        os.path.join(blobs_dir, sub))):
+                    return True
+        return False
+
+    async def _list_executions(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
+        self._check_open()
+        self._check_store()
+        with self._errors("list executions", self._executions):
+            try:
+                names = os.listdir(self._executions)
+            except FileNotFoundError:
+                return Page(())
+            candidates = sorted(
+                name for name in names
+                if (cursor is None or name > cursor) and _is_execution_id(name)
+            )
+            items: list[ExecutionInfo] = []
+            for name in candidates:
+                info = self._execution_info(name)
+                if info is None:
+                    continue
+                if len(items) == limit:
+                    return Page(tuple(items), items[-1].execution_id)
+                items.append(info)
+            return Page(tuple(items))
+
+    async def _delete_execution(self, execution_id: str) -> bool:
+        async with self._using(execution_id) as state:
+            with self._errors(f"delete execution {execution_id!r}", state.dir):
+                if not os.path.isdir(state.dir):
+                    return False
+                async with self._locked(state, create=False) as locked:
+                    if not locked:
+                        return False
+                    existed = self._execution_info(execution_id) is not None
+                    self._prepare_root()
+                    trash = os.path.join(self._trash,
+                                         f"{execution_id}.{secrets.token_hex(6)}")
+                    # one atomic rename takes the whole execution away; waiting writers
+                    # notice that their lock file moved and start over
+                    os.rename(state.dir, trash)
+                    if self._fsync:
+                        fsync_dir(self._executions)
+                state.reset()
+                shutil.rmtree(trash, ignore_errors=True)
+                return existed
+
+    # -------------------------------------------------------------------- leases
+
+    async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
+        async with self._using(execution_id) as state:
+            with self._errors(f"claim execution {execution_id!r}", state.lease_path):
+                async with self._locked(state, create=True):
+                    current = self._current_lease(state)
+                    now = time.time()
+                    if current is not None and current.owner != owner and current.live(now):
+                        raise LeaseHeldError(
+                            f"execution {execution_id!r} is claimed by {current.owner!r} "
+                            f"for {current.expires_at - now:.1f} more seconds",
+                            owner=current.owner, expires_at=current.expires_at)
+                    record = _LeaseRecord(owner, (current.epoch if current else 0) + 1,
+                                          now + ttl, False)
+                    self._write_lease(state, record)
+        return Lease(execution_id, owner, record.epoch, record.expires_at)
+
+    async def _renew(self, lease: Lease, ttl: float) -> Lease:
+        async with self._using(lease.execution_id) as state:
+            with self._errors(f"renew the lease on execution {lease.execution_id!r}",
+                              state.lease_path):
+                if not os.path.exists(state.lease_path):
+                    raise _fenced(lease, None)
+                async with self._locked(state, create=False) as locked:
+                    current = self._current_lease(state) if locked else None
+                    if (current is None or current.epoch != lease.epoch
+                            or current.owner != lease.owner):
+                        raise _fenced(lease, current)
+                    record = replace(current, expires_at=time.time() + ttl, released=False)
+                    self._write_lease(state, record)
+        return Lease(lease.execution_id, lease.owner, lease.epoch, record.expires_at)
+
+    async def _release(self, lease: Lease) -> None:
+        async with self._using(lease.execution_id) as state:
+            with self._errors(f"release the lease on execution {lease.execution_id!r}",
+                              state.lease_path):
+                if not os.path.exists(state.lease_path):
+                    return
+                async with self._locked(state, create=False) as locked:
+                    current = self._current_lease(state) if locked else None
+                    if (current is None or current.epoch != lease.epoch
+                            or current.owner != lease.owner or current.released):
+                        return
+                    self._write_lease(state, replace(
+                        current, released=True, expires_at=min(current.expires_at, time.time())))
+
+    async def _get_lease(self, execution_id: str) -> Lease | None:
+        self._check_store()
+        async with self._using(execution_id) as state:
+            with self._errors(f"read the lease on execution {execution_id!r}",
+                              state.lease_path):
+                current = self._current_lease(state)
+        if current is None:
+            return None
+        return Lease(execution_id, current.owner, current.epoch, current.expires_at)
+
+    # --------------------------------------------------------------------- blobs
+
+    def _blob_path(self, state: _ExecState, digest: str) -> str:
+        hexdigest = digest.partition(":")[2]
+        if not _HEX64.fullmatch(hexdigest):
+            raise ValueError(f"invalid blob digest {digest!r}")
+        return os.path.join(state.blobs_dir, hexdigest[:2], hexdigest)
+
+    def _put_blob_sync(self, path: str, stored: bytes) -> bool:
+        for _ in range(100):
+            if os.path.exists(path):
+                return False
+            try:
+                self._prepare_root()
+                makedirs_durable(os.path.dirname(path), fsync=self._fsync)
+                return write_atomic(path, [stored], fsync=self._fsync, exclusive=True)
+            except FileNotFoundError:
+                continue  # the execution was deleted meanwhile: start over
+        raise StoreError(f"cannot create {path}: its directory keeps disappearing")
+
+    async def _put_blob(self, execution_id: str, digest: str, stored: bytes) -> bool:
+        path = self._blob_path(self._state(execution_id), digest)
+        with self._errors(f"store blob {digest} of execution {execution_id!r}", path):
+            if len(stored) > INLINE_LIMIT:
+                return await _blocking(self._put_blob_sync, path, stored)
+            return self._put_blob_sync(path, stored)
+
+    async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
+        self._check_store()
+        path = self._blob_path(self._state(execution_id), digest)
+        with self._errors(f"read blob {digest} of execution {execution_id!r}", path):
+            try:
+                fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                return None
+            try:
+                size = os.fstat(fd).st_size
+                if size > INLINE_LIMIT:
+                    return await _blocking(fmt.pread_exact, fd, size, 0)
+                return fmt.pread_exact(fd, size, 0)
+            finally:
+                os.close(fd)
+
+    async def _has_blob(self, execution_id: str, digest: str) -> bool:
+        path = self._blob_path(self._state(execution_id), digest)
+        with self._errors(f"look up blob {digest} of execution {execution_id!r}", path):
+            return os.path.isfile(path)
+
+    async def _list_blobs(
+        self, execution_id: str, cursor: str | None, limit: int,
+    ) -> Page[BlobInfo]:
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        state = self._state(execution_id)
+        with self._errors(f"list the blobs of execution {execution_id!r}", state.blobs_dir):
+            try:
+                subdirs = sorted(s for s in os.listdir(state.blobs_dir) if _HEX2.fullmatch(s))
+            except (FileNotFoundError, NotADirectoryError):
+                return Page(())
+            items: list[BlobInfo] = []
+            for sub in subdirs:
+                if cursor is not None and f"sha256:{sub}" < cursor[:9]:
+                    continue
+                directory = os.path.join(state.blobs_dir, sub)
+                try:
+                    names = sorted(n for n in os.listdir(directory)
+                                   if _HEX64.fullmatch(n) and n.startswith(sub))
+                except (FileNotFoundError, NotADirectoryError):
+                    continue
+                for name in names:
+                    digest = f"sha256:{name}"
+                    if cursor is not None and digest <= cursor:
+                        continue
+                    try:
+                        info = os.stat(os.path.join(directory, name))
+                    except FileNotFoundError:
+                        continue
+                    if len(items) == limit:
+                        return Page(tuple(items), items[-1].digest)
+                    items.append(BlobInfo(digest, info.st_size, info.st_mtime))
+            return Page(tuple(items))
+
+    async def _delete_blob(self, execution_id: str, digest: str) -> bool:
+        path = self._blob_path(self._state(execution_id), digest)
+        with self._errors(f"delete blob {digest} of execution {execution_id!r}", path):
+            try:
+                os.unlink(path)
+            except (FileNotFoundError, NotADirectoryError):
+                return False
+            if self._fsync:
+                fsync_dir(os.path.dirname(path))
+            return True
+
+
+def _is_execution_id(name: str) -> bool:
+    try:
+        validate_execution_id(name)
+    except InvalidExecutionIdError:
+        return False
+    return True
+
+
+def _fenced(lease: Lease, current: _LeaseRecord | None) -> FencedError:
+    now = ("the execution has no lease" if current is None
+           else f"the current lease is epoch {current.epoch} of {current.owner!r}")
+    return FencedError(
+        f"the lease (epoch {lease.epoch} of {lease.owner!r}) on execution "
+        f"{lease.execution_id!r} was superseded: {now}; nothing was written"
+    )
+
+
+def _copy_record(src: int, entry: fmt.Entry, dst: int) -> bool:
+    """Append a record verbatim from ``src`` to ``dst``; return whether it verified."""
+    digest = hashlib.blake2b(digest_size=fmt.SUM_SIZE)
+    position = entry.offset
+    body_end = entry.offset + entry.length - fmt.SUM_SIZE
+    while position < body_end:
+        chunk = os.pread(src, min(8 << 20, body_end - position), position)
+        if not chunk:
+            raise CorruptObjectError(f"the log ended inside the record of checkpoint {entry.seq}")
+        digest.update(chunk)
+        write_all(dst, [chunk])
+        position += len(chunk)
+    stored_sum = os.pread(src, fmt.SUM_SIZE, body_end)
+    if len(stored_sum) != fmt.SUM_SIZE:
+        raise CorruptObjectError(f"the log ended inside the record of checkpoint {entry.seq}")
+    write_all(dst, [stored_sum])
+    return stored_sum == digest.digest()

@@ -1,0 +1,161 @@
+"""Raw access to a filesystem store, bypassing the provider: for tests only.
+
+:class:`FilesystemBackdoor` implements the conformance suite's ``Backdoor`` protocol
+(``durably_conformance.Backdoor``): it reads and damages the files of a store the way
+a disk, a crash or an operator could, so tests can check that the provider and the
+core notice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+from collections.abc import Iterator
+
+from durably.errors import NotFoundError
+from durably.storage import validate_execution_id
+from durably_filesystem import _format as fmt
+from durably_filesystem._fsutil import O_CLOEXEC, fsync_dir, tmp_path, write_all
+
+__all__ = ["FilesystemBackdoor"]
+
+
+class FilesystemBackdoor:
+    """Reads and rewrites a filesystem store's raw files.
+
+    Every change is made under the execution's lock file, as a writer would, so it
+    never races with a provider's own appends.
+
+    Args:
+        root: The store's directory (what the provider was given).
+    """
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = os.path.abspath(os.fspath(root))
+
+    # ----------------------------------------------------------------- helpers
+
+    def execution_dir(self, execution_id: str) -> str:
+        """The directory that holds an execution's files."""
+        validate_execution_id(execution_id)
+        return os.path.join(self.root, "executions", execution_id)
+
+    def log_path(self, execution_id: str) -> str:
+        """The path of an execution's checkpoint log."""
+        return os.path.join(self.execution_dir(execution_id), "log")
+
+    def blob_path(self, execution_id: str, digest: str) -> str:
+        """The path of a blob's file."""
+        hexdigest = digest.partition(":")[2]
+        return os.path.join(self.execution_dir(execution_id), "blobs", hexdigest[:2], hexdigest)
+
+    @contextlib.contextmanager
+    def locked(self, execution_id: str) -> Iterator[None]:
+        """Hold the execution's cross-process lock (blocking)."""
+        fd = os.open(os.path.join(self.execution_dir(execution_id), "lock"),
+                     os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def index(self, execution_id: str) -> fmt.LogIndex:
+        """Scan an execution's log from scratch, as a new provider would."""
+        fd = os.open(self.log_path(execution_id), os.O_RDONLY | O_CLOEXEC)
+        try:
+            fmt.read_log_header(fd, self.log_path(execution_id))
+            index = fmt.LogIndex()
+            fmt.scan(fd, index, fmt.LOG_HEADER_SIZE, os.fstat(fd).st_size)
+            return index
+        finally:
+            os.close(fd)
+
+    def _entry(self, execution_id: str, seq: int) -> fmt.Entry:
+        try:
+            index = self.index(execution_id)
+        except FileNotFoundError:
+            index = fmt.LogIndex()
+        entry = index.entries.get(seq)
+        if entry is None:
+            raise NotFoundError(f"no checkpoint {seq} in the log of {execution_id!r}")
+        return entry
+
+    def _read(self, path: str, size: int, offset: int) -> bytes:
+        fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+        try:
+            return fmt.pread_exact(fd, size, offset)
+        finally:
+            os.close(fd)
+
+    def _flip(self, path: str, offset: int) -> None:
+        fd = os.open(path, os.O_RDWR | O_CLOEXEC)
+        try:
+            byte = os.pread(fd, 1, offset)
+            os.pwrite(fd, bytes([byte[0] ^ 0xFF]), offset)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _replace_data(self, execution_id: str, seq: int, raw: bytes) -> None:
+        """Rewrite the log with checkpoint ``seq``'s stored bytes replaced, re-framed."""
+        path = self.log_path(execution_id)
+        with self.locked(execution_id):
+            entry = self._entry(execution_id, seq)
+            size = os.stat(path).st_size
+            before = self._read(path, entry.offset, 0)
+            meta = self._read(path, entry.meta_len, entry.offset + fmt.HEAD_SIZE)
+            after_start = entry.offset + entry.length
+            after = self._read(path, size - after_start, after_start)
+            record = fmt.encode_record(fmt.T_CHECKPOINT, seq, entry.write_id,
+                                       entry.created_ns, meta, raw)
+            directory = os.path.dirname(path)
+            tmp = tmp_path(directory, "log")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
+            try:
+                write_all(fd, [before, *record, after])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            fsync_dir(directory)
+
+    # ------------------------------------------------------ the Backdoor protocol
+
+    async def read_checkpoint(self, execution_id: str, seq: int) -> bytes:
+        """The stored (envelope) bytes of checkpoint ``seq``, unverified."""
+        entry = self._entry(execution_id, seq)
+        return self._read(self.log_path(execution_id), entry.data_len, entry.data_offset)
+
+    async def write_checkpoint(self, execution_id: str, seq: int, raw: bytes) -> None:
+        """Replace checkpoint ``seq``'s stored bytes with ``raw``, with a valid frame.
+
+        The provider's own checks pass, so only the core's envelope can tell.
+        """
+        self._replace_data(execution_id, seq, raw)
+
+    async def corrupt_checkpoint(self, execution_id: str, seq: int) -> None:
+        """Invert one byte in the middle of checkpoint ``seq``'s stored bytes, in place."""
+        with self.locked(execution_id):
+            entry = self._entry(execution_id, seq)
+            self._flip(self.log_path(execution_id), entry.data_offset + entry.data_len // 2)
+
+    async def truncate_checkpoint(self, execution_id: str, seq: int) -> None:
+        """Cut checkpoint ``seq``'s stored bytes to half their length (re-framed)."""
+        stored = await self.read_checkpoint(execution_id, seq)
+        self._replace_data(execution_id, seq, stored[: len(stored) // 2])
+
+    async def corrupt_blob(self, execution_id: str, digest: str) -> None:
+        """Invert one byte in the middle of a blob's file."""
+        path = self.blob_path(execution_id, digest)
+        self._flip(path, os.stat(path).st_size // 2)
+
+    async def locations(self) -> list[str]:
+        """Every file under the store's ``executions`` directory, relative to the root."""
+        found = []
+        top = os.path.join(self.root, "executions")
+        for directory, _dirs, files in os.walk(top):
+            for name in files:
+                found.append(os.path.relpath(os.path.join(directory, name), self.root))
+        return sorted(found)

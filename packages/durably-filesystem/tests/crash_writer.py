@@ -1,0 +1,70 @@
+"""The child of the crash test: writes checkpoints until it is killed.
+
+Run as ``python crash_writer.py ROOT EXECUTION_ID``. It resumes after the latest
+checkpoint it finds and loops forever: save checkpoint ``seq`` (payload and metadata
+derived from ``seq`` only, see :func:`payload`), and only *after* the save returned,
+print ``saved <seq>``; now and then it stores a blob (``blob <seq> <digest>``), deletes
+an older checkpoint (``deleted <seq>``) or prunes (``pruned <seq> ...``). The store uses
+a tiny compaction threshold so that compactions happen all the time. Deliberately
+light on imports: it must start fast.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import sys
+
+from durably_filesystem import FilesystemProvider
+
+SIZES = (17, 300, 1500, 5000, 40_000, 700, 2, 120_000)
+
+
+def payload(seq: int) -> bytes:
+    """The deterministic content of checkpoint ``seq``: varied sizes, some compressible.
+
+    Every 50th is 1.2 MB of incompressible bytes (written from a worker thread).
+    """
+    size = 1_200_000 if seq % 50 == 49 else SIZES[seq % len(SIZES)]
+    if seq % 3 == 0:  # compressible (the envelope compresses >= 1 KiB)
+        unit = f"payload {seq} ".encode()
+        return (unit * (size // len(unit) + 1))[:size]
+    head = f"payload {seq} ".encode()
+    return head + random.Random(seq).randbytes(max(0, size - len(head)))
+
+
+def blob(seq: int) -> bytes:
+    return random.Random(-seq).randbytes(2000 + seq % 5000)
+
+
+def metadata(seq: int) -> dict[str, str]:
+    return {"n": str(seq), "kind": "crash-test \u2713"}
+
+
+async def main() -> None:
+    root, execution_id = sys.argv[1], sys.argv[2]
+    out = sys.stdout
+    async with FilesystemProvider(root, compact_threshold=16 * 1024) as provider:
+        latest = await provider.load_latest_checkpoint(execution_id)
+        seq = 0 if latest is None else latest.seq + 1
+        out.write(f"ready {seq}\n")
+        out.flush()
+        while True:
+            await provider.save_checkpoint(execution_id, seq, payload(seq), metadata=metadata(seq))
+            out.write(f"saved {seq}\n")
+            out.flush()
+            if seq % 7 == 3:
+                digest = await provider.put_blob(execution_id, blob(seq))
+                out.write(f"blob {seq} {digest}\n")
+            if seq % 5 == 4 and seq >= 10:
+                if await provider.delete_checkpoint(execution_id, seq - 2):
+                    out.write(f"deleted {seq - 2}\n")
+            if seq % 13 == 0:
+                pruned = await provider.prune(execution_id, keep_last=4)
+                out.write(f"pruned {seq} {' '.join(map(str, pruned))}\n")
+            out.flush()
+            seq += 1
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

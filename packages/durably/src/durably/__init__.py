@@ -1,0 +1,156 @@
+"""durably: durable execution for LLM agent programs.
+
+Every ``await`` in LLM-written agent code is a checkpoint; a new process pointed at the
+same store resumes exactly where a killed one stopped.
+
+Importing ``durably`` is cheap: it imports no storage backend, no LLM client, and the
+executor and runtime only when first used.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from durably.agent import Agent, AgentHandle, State, playbook
+from durably.config import DurabilityConfig, load_config
+from durably.errors import (
+    AlreadyExistsError,
+    CheckpointTooLargeError,
+    ConfigError,
+    ConflictError,
+    CorruptObjectError,
+    DivergenceError,
+    DurablyError,
+    DurablyWarning,
+    FencedError,
+    IncompleteCodeError,
+    InvalidExecutionIdError,
+    LeaseHeldError,
+    NotFoundError,
+    PreconditionFailedError,
+    ProgramChangedError,
+    ProviderNotFoundError,
+    SerializationError,
+    SignatureError,
+    StatementSyntaxError,
+    StoreError,
+    StoreUnavailableError,
+    UnsupportedFormatError,
+)
+from durably.hookspecs import hookimpl
+from durably.storage import (
+    BlobInfo,
+    Capability,
+    CheckpointInfo,
+    CheckpointProvider,
+    ExecutionInfo,
+    ExpectedVersion,
+    Lease,
+    Page,
+    StoredCheckpoint,
+    WriteMode,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Agent",
+    "AgentHandle",
+    "AlreadyExistsError",
+    "Checkpoint",
+    "CheckpointManager",
+    "FilesystemCheckpointProvider",
+    "RecoveryCoordinator",
+    "RunResult",
+    "State",
+    "StreamingPythonExecutor",
+    "playbook",
+    "resume_execution",
+    "run_program",
+    "BlobInfo",
+    "Capability",
+    "CheckpointInfo",
+    "CheckpointProvider",
+    "CheckpointTooLargeError",
+    "ConfigError",
+    "ConflictError",
+    "CorruptObjectError",
+    "DivergenceError",
+    "DurabilityConfig",
+    "DurablyError",
+    "DurablyWarning",
+    "ExecutionInfo",
+    "ExpectedVersion",
+    "FencedError",
+    "IncompleteCodeError",
+    "InvalidExecutionIdError",
+    "Lease",
+    "LeaseHeldError",
+    "NotFoundError",
+    "Page",
+    "PreconditionFailedError",
+    "ProgramChangedError",
+    "ProviderNotFoundError",
+    "SerializationError",
+    "SignatureError",
+    "StatementSyntaxError",
+    "StoreError",
+    "StoreUnavailableError",
+    "StoredCheckpoint",
+    "UnsupportedFormatError",
+    "WriteMode",
+    "__version__",
+    "hookimpl",
+    "load_config",
+    "open_store",
+]
+
+if TYPE_CHECKING:
+    from durably._executor import StreamingPythonExecutor
+    from durably.checkpoint import Checkpoint, CheckpointManager, RecoveryCoordinator
+    from durably.runner import RunResult, resume_execution, run_program
+    from durably.storage import CheckpointProvider as _Provider
+    from durably_filesystem import FilesystemCheckpointProvider
+
+_LAZY = {
+    "StreamingPythonExecutor": "durably._executor",
+    "Checkpoint": "durably.checkpoint",
+    "CheckpointManager": "durably.checkpoint",
+    "RecoveryCoordinator": "durably.checkpoint",
+    "RunResult": "durably.runner",
+    "resume_execution": "durably.runner",
+    "run_program": "durably.runner",
+    "FilesystemCheckpointProvider": "durably_filesystem",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import the executor, the runtime and the default provider on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'durably' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def open_store(url: str | None = None, options: dict[str, Any] | None = None,
+               *, config: DurabilityConfig | None = None) -> _Provider:
+    """Open the checkpoint store for ``url`` (default: the configured store).
+
+    No I/O happens until the store is first used. The envelope (compression) follows
+    the configuration.
+    """
+    from durably._envelope import Envelope
+    from durably._plugins import open_provider
+
+    config = config or load_config()
+    if url is None:
+        url = config.store
+        options = dict(config.provider_options()) if options is None else options
+    provider = open_provider(url, options)
+    provider.envelope = Envelope(compression_level=config.compression_level,
+                                 compression_threshold=config.compression_threshold)
+    return provider

@@ -1,0 +1,212 @@
+"""Run streamed LLM code statement by statement in a call-stack frame's namespace."""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import linecache
+import traceback
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from durably._statements import Statement, StatementSplitter
+from durably.errors import DurablyError, StatementSyntaxError
+
+if TYPE_CHECKING:
+    from durably._runtime import AgentTask, Frame
+    from durably.agent import Agent
+
+__all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit", "StreamingPythonExecutor"]
+
+_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+
+
+class ControlFlow(BaseException):  # noqa: N818 - not an error
+    """Base of the signals durable operations use to end a response or a playbook.
+
+    They derive from BaseException so that ``except Exception`` in LLM code cannot
+    swallow them.
+    """
+
+
+class PlaybookReturn(ControlFlow):
+    """``await self.Return(value)``: the playbook ends with ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        super().__init__(value)
+        self.value = value
+
+
+class EndTurn(ControlFlow):
+    """``await self.Yield("call")``: the rest of this response is skipped; next LLM call."""
+
+
+class ProgramExit(ControlFlow):
+    """``await self.Yield("exit")``: the program ends."""
+
+
+@dataclass
+class StatementError:
+    """An exception LLM code raised; reported to the LLM in the next prompt."""
+
+    statement: str
+    error: str
+    traceback: str = ""
+
+
+@dataclass
+class _Run:
+    statements: list[Statement] = field(default_factory=list)
+
+
+class StreamingPythonExecutor:
+    """Executes a streamed LLM response in a frame, one top-level statement at a time.
+
+    Each statement runs as soon as :class:`~durably._statements.StatementSplitter` says
+    it is complete, with top-level ``await``, using the frame's namespace as its
+    globals, so that comprehensions, lambdas and nested functions see the frame's
+    variables as a Python reader expects. Statements the frame already executed (on
+    resume) are skipped. After each statement of an agent's bottom frame the agent
+    reaches a *quiet point* where the runtime may take a snapshot.
+
+    This is also the seed API: ``StreamingPythonExecutor(agent)`` runs code for a
+    standalone agent (see :func:`durably.checkpoint.CheckpointManager.attach`), with
+    :meth:`set_llm_response` / :meth:`add_chunk` feeding it and
+    :meth:`resume_from_checkpoint` restoring one.
+    """
+
+    def __init__(self, agent: Agent, frame: Frame | None = None) -> None:
+        self.agent = agent
+        self.task: AgentTask = agent._task
+        self.frame = frame if frame is not None else self.task.standalone_frame()
+        self.splitter = StatementSplitter()
+        self.errors: list[StatementError] = []
+        self._stopped = False
+        self.stop_end: int | None = None
+
+    # ---------------------------------------------------------------- seed API
+
+    @property
+    def namespace(self) -> dict[str, Any]:
+        """The frame's variables (without the names durably injects, such as ``self``)."""
+        return self.task.visible_locals(self.frame)
+
+    def set_llm_response(self, text: str) -> None:
+        """Record the complete response text without running it (seed API).
+
+        Statements run on :meth:`add_chunk` / :meth:`finish`; use this when the whole
+        response is known up front.
+        """
+        self._pending_text = text
+
+    async def add_chunk(self, chunk: str) -> list[Statement]:
+        """Feed a chunk of the response; run every statement it completes.
+
+        Returns:
+            The statements that ran (or were skipped as already executed).
+        """
+        if self.task.standalone and self.frame.llm_index is not None:
+            await self.task.standalone_text(self.frame, chunk)
+        return await self._feed(chunk)
+
+    async def finish(self) -> list[Statement]:
+        """End of the response: run the statements still pending."""
+        if self._stopped:
+            return []
+        pending = getattr(self, "_pending_text", None)
+        done: list[Statement] = []
+        if pending:
+            self._pending_text = None
+            done += await self.add_chunk(pending)
+        try:
+            statements = self.splitter.finish()
+        except StatementSyntaxError as exc:
+            self._syntax_error(exc)
+            return done
+        return done + await self._run_all(statements)
+
+    @classmethod
+    async def resume_from_checkpoint(cls, agent: Agent, checkpoint: Any) -> StreamingPythonExecutor:
+        """Restore ``agent`` from ``checkpoint`` and return an executor that continues
+        its response: statements already executed are skipped, awaits already
+        completed are answered from the journal, and later chunks run live."""
+        from durably.checkpoint import restore_standalone
+
+        return await restore_standalone(cls, agent, checkpoint)
+
+    # ------------------------------------------------------------------ running
+
+    async def _feed(self, chunk: str) -> list[Statement]:
+        if self._stopped:
+            return []
+        try:
+            statements = self.splitter.feed(chunk)
+        except StatementSyntaxError as exc:
+            self._syntax_error(exc)
+            return []
+        return await self._run_all(statements)
+
+    async def _run_all(self, statements: list[Statement]) -> list[Statement]:
+        ran = []
+        for statement in statements:
+            if self._stopped:
+                break
+            await self._run(statement)
+            ran.append(statement)
+        return ran
+
+    @property
+    def response(self) -> str:
+        """The response as it counts for the conversation: the code up to the statement
+        that ended it (a Return, a Yield or an error), or all of it. Chunk-invariant."""
+        text = self.splitter.text
+        return text if self.stop_end is None else text[: self.stop_end]
+
+    def _syntax_error(self, exc: SyntaxError) -> None:
+        self._stopped = True
+        self.errors.append(StatementError("", f"SyntaxError: {exc.msg} (line {exc.lineno})"))
+        self.frame.error = self.errors[-1].error
+
+    async def _run(self, statement: Statement) -> None:
+        frame = self.frame
+        if statement.index < frame.executed:
+            return
+        frame.current = (statement.start, statement.end)
+        filename = (f"<llm {self.task.agent_id} {frame.playbook} call {frame.calls} "
+                    f"statement {statement.index}>")
+        padded = "\n" * (statement.lineno - 1) + statement.source
+        # Tracebacks show the statement, and functions it defines can be re-created from it.
+        linecache.cache[filename] = (len(padded), None, padded.splitlines(True), filename)
+        try:
+            code = compile(padded, filename, "exec", flags=_FLAGS, dont_inherit=True)
+            result = eval(code, frame.namespace)  # noqa: S307 - this is the product
+            if inspect.iscoroutine(result):
+                await result
+        except ControlFlow:
+            self._stopped = True
+            self.stop_end = statement.end
+            frame.executed = statement.index + 1
+            frame.spans.append((statement.start, statement.end))
+            frame.current = None
+            raise
+        except DurablyError:
+            raise
+        except Exception as exc:  # the LLM's code failed: tell the LLM next time
+            self._stopped = True
+            self.stop_end = statement.end
+            text = "".join(traceback.format_exception_only(exc)).strip()
+            self.errors.append(StatementError(statement.source, text,
+                                              traceback.format_exc(limit=-3)))
+            frame.error = f"{text}\n  in statement: {statement.source.splitlines()[0]}"
+            frame.executed = statement.index + 1
+            frame.current = None
+            return
+        frame.executed = statement.index + 1
+        frame.spans.append((statement.start, statement.end))
+        frame.current = None
+        await self.task.statement_done(frame)
+
+    @property
+    def stopped(self) -> bool:
+        """True once a Return, Yield("call"/"exit") or an error ended the response."""
+        return self._stopped

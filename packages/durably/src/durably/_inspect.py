@@ -1,0 +1,135 @@
+"""Read executions back for people: what ``durably ls`` and ``durably show`` print."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from durably.checkpoint import META_STATUS, CheckpointManager
+from durably.storage import CheckpointProvider
+
+__all__ = ["describe_execution", "jsonable", "list_executions", "render_show"]
+
+
+def jsonable(value: Any) -> Any:
+    """A JSON-compatible rendering of a stored value (lossy for exotic types)."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else repr(value)
+    if isinstance(value, dict):
+        return {str(k) if not isinstance(k, str) else k: jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if isinstance(value, (set, frozenset)):
+        return sorted((jsonable(v) for v in value), key=repr)
+    if isinstance(value, (bytes, bytearray)):
+        return f"<{len(value)} bytes>"
+    return repr(value)
+
+
+async def describe_execution(manager: CheckpointManager) -> dict[str, Any] | None:
+    """Everything ``show --json`` prints about an execution, or None if it does not exist."""
+    loaded = await manager.load_execution()
+    if loaded is None:
+        return None
+    count = 0
+    stored_bytes = 0
+    async for info in manager.provider.iter_checkpoints(manager.execution_id):
+        count += 1
+        stored_bytes += info.size
+    transcript: dict[tuple[str, int], dict[str, Any]] = {}
+    calls: dict[tuple[str, int], dict[str, Any]] = {}
+    agents: dict[str, Any] = {}
+    for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
+        for item in doc.get("transcript", []):
+            transcript[(item["id"], item["index"])] = item
+        for item in doc.get("llm_log", []):
+            calls[(item["id"], item["index"])] = item
+        frame = doc.get("frame")
+        stack = []
+        if frame is not None:
+            step = frame.get("step")
+            stack = [":".join(step.split(":")[:2]) if step else frame["playbook"]]
+        agents[doc["class"]] = {
+            "id": agent_id, "state": jsonable(state), "call_stack": stack,
+            "locals": jsonable(local_vars), "phase": doc.get("phase"), "snapshot": seq,
+        }
+        for delta_seq, delta in loaded.deltas:
+            if delta.get("agent") != agent_id or delta_seq <= seq:
+                continue
+            for entry in delta.get("entries", []):
+                for item in (entry.get("x") or {}).get("transcript", []):
+                    transcript[(item["id"], item["index"])] = item
+            for item in delta.get("log", []):
+                calls[(item["id"], item["index"])] = item
+
+    def order(item: dict[str, Any]) -> tuple[int, int, int]:
+        return (item.get("after", 0), int(item["id"]), item["index"])
+
+    status = loaded.status
+    return {
+        "execution_id": manager.execution_id,
+        "status": status,
+        "checkpoints": count,
+        "bytes": stored_bytes,
+        "latest_seq": loaded.latest_seq,
+        "updated_at": loaded.latest_created_at,
+        "program": loaded.header.get("program"),
+        "llm": loaded.header.get("llm"),
+        "transcript": [{"agent": i["agent"], "id": i["id"], "text": i["text"]}
+                       for i in sorted(transcript.values(), key=order)],
+        "agents": agents,
+        "llm_calls": [{"agent": i["agent"], "id": i["id"], "playbook": i["playbook"],
+                       "prompt": i["prompt"], "response": i["response"]}
+                      for i in sorted(calls.values(), key=order)],
+        "result": jsonable(loaded.result),
+    }
+
+
+async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
+    """One row per execution: id, status, checkpoints, bytes, last activity."""
+    rows = []
+    async for execution in provider.iter_executions():
+        count = 0
+        size = 0
+        last = None
+        async for info in provider.iter_checkpoints(execution.execution_id):
+            count += 1
+            size += info.size
+            last = info
+        rows.append({
+            "execution_id": execution.execution_id,
+            "status": last.metadata.get(META_STATUS, "running") if last else "empty",
+            "checkpoints": count,
+            "bytes": size,
+            "updated_at": last.created_at if last else execution.updated_at,
+        })
+    return rows
+
+
+def render_show(data: dict[str, Any]) -> str:
+    """The human form of :func:`describe_execution`'s result."""
+    lines = [f"execution {data['execution_id']}: {data['status']}",
+             f"  program: {data.get('program')}   llm: {data.get('llm')}",
+             f"  checkpoints: {data['checkpoints']} ({data['bytes']:,} bytes), latest "
+             f"#{data['latest_seq']}"]
+    for name, agent in data["agents"].items():
+        lines.append(f"agent {name} ({agent['id']}) - {agent['phase']}, call stack "
+                     f"{agent['call_stack']}")
+        for key, value in agent["state"].items():
+            lines.append(f"    state.{key} = {json.dumps(value, ensure_ascii=False)[:200]}")
+        for key, value in agent["locals"].items():
+            lines.append(f"    {key} = {json.dumps(value, ensure_ascii=False)[:200]}")
+    lines.append("transcript:")
+    for item in data["transcript"]:
+        lines.append(f"    {item['agent']}: {item['text']}")
+    lines.append(f"LLM calls: {len(data['llm_calls'])}")
+    for number, call in enumerate(data["llm_calls"], 1):
+        first = call["response"].strip().splitlines()
+        lines.append(f"    {number}. {call['agent']}.{call['playbook']} "
+                     f"({len(call['response'])} chars){': ' + first[1][:60] if len(first) > 1 else ''}")
+    if data["result"] is not None:
+        lines.append(f"result: {json.dumps(data['result'], ensure_ascii=False)}")
+    return "\n".join(lines)

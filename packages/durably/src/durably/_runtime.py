@@ -1,0 +1,1071 @@
+"""The durable runtime: agents' tasks, the journal, snapshots, replay and the LLM loop.
+
+The model (see ``docs/design/resume-model.md``):
+
+* Every awaited durable operation of an agent (Say, Yield, Step, Return, an LLM call,
+  a tool call, agent creation, a message) gets the next *op index* of that agent. When
+  it completes, its journal entry is written in a checkpoint (with the LLM text that
+  arrived since the last one) **before** the code after the ``await`` runs.
+* At *quiet points* -- between two top-level statements of the agent's bottom frame,
+  between two LLM calls of it, or while it is idle -- the agent may write a *snapshot*:
+  its state, the bottom frame's namespace and position, its inbox, and the next op index.
+* Resume restores each agent from its last snapshot and re-executes from there. Every
+  operation whose journal entry exists returns its recorded result (after checking that
+  the same operation is asked for: same kind and argument digest), the code between
+  awaits recomputes everything else -- nested frames, loop variables, branches -- and
+  when the journal runs out execution is live again.
+* Each agent is the only writer of its own state; a call to another agent's playbook is a
+  request message that the callee runs on its own call stack.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import hashlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from durably._executor import (
+    ControlFlow,
+    EndTurn,
+    PlaybookReturn,
+    ProgramExit,
+    StreamingPythonExecutor,
+)
+from durably.errors import DivergenceError, DurablyError, SerializationError
+
+if TYPE_CHECKING:
+    from durably.agent import Agent, AgentHandle, PlaybookSpec
+    from durably.checkpoint import CheckpointManager
+
+log = logging.getLogger("durably.runtime")
+
+PROCESS_MESSAGES = "ProcessMessages"
+
+
+def digest(value: Any) -> str:
+    """A short, stable digest of an operation's arguments (for divergence checks)."""
+    text = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False)
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+@dataclass
+class Entry:
+    """One journaled operation of an agent."""
+
+    index: int
+    kind: str
+    key: str
+    result: Any = None
+    error: list[str] | None = None
+    seq: int | None = None
+    span: int = 1
+    effects: dict[str, Any] | None = None
+
+    def to_doc(self) -> dict[str, Any]:
+        doc: dict[str, Any] = {"i": self.index, "k": self.kind, "d": self.key, "r": self.result}
+        if self.error is not None:
+            doc["e"] = self.error
+        if self.span != 1:
+            doc["n"] = self.span
+        if self.effects:
+            doc["x"] = self.effects
+        return doc
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any], seq: int | None) -> Entry:
+        return cls(doc["i"], doc["k"], doc["d"], doc.get("r"), doc.get("e"), seq,
+                   doc.get("n", 1), doc.get("x"))
+
+
+@dataclass
+class LLMEntry:
+    """A (possibly still streaming) LLM response, journaled as it arrives."""
+
+    index: int
+    key: str
+    playbook: str
+    prompt: list[dict[str, str]]
+    text: str = ""
+    done: bool = False
+    seq: int | None = None
+    after: int = 0
+    """How many checkpoints of the execution were durable when the call started: orders
+    LLM calls of different agents the same way in a resumed run as in the original."""
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"i": self.index, "d": self.key, "p": self.playbook, "m": self.prompt,
+                "t": self.text, "f": self.done, "s": self.after}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> LLMEntry:
+        return cls(doc["i"], doc["d"], doc["p"], doc["m"], doc.get("t", ""), doc.get("f", False),
+                   after=doc.get("s", 0))
+
+
+@dataclass
+class Frame:
+    """One call-stack frame of an LLM playbook."""
+
+    playbook: str
+    namespace: dict[str, Any]
+    calls: int = 0
+    """LLM calls this frame has made (the current one included once it started)."""
+    llm_index: int | None = None
+    """Op index of the frame's current LLM call."""
+    executed: int = 0
+    """Statements of the current response already executed."""
+    spans: list[tuple[int, int]] = field(default_factory=list)
+    current: tuple[int, int] | None = None
+    step: str | None = None
+    error: str | None = None
+    history: list[dict[str, str]] = field(default_factory=list)
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"playbook": self.playbook, "calls": self.calls, "llm_index": self.llm_index,
+                "executed": self.executed, "spans": [list(s) for s in self.spans],
+                "step": self.step, "error": self.error, "history": self.history}
+
+    @property
+    def stack_label(self) -> str:
+        """``Main:03`` from step ``Main:03:YLD``; the playbook name before any step."""
+        if self.step:
+            parts = self.step.split(":")
+            return ":".join(parts[:2]) if len(parts) >= 2 else self.step
+        return self.playbook
+
+
+@dataclass
+class Message:
+    """A message between agents (or a request to run a public playbook)."""
+
+    id: str
+    sender: str
+    receiver: str
+    text: str
+    kind: str = "message"
+    payload: Any = None
+
+    def to_doc(self) -> dict[str, Any]:
+        return {"id": self.id, "from": self.sender, "to": self.receiver, "text": self.text,
+                "kind": self.kind, "payload": self.payload}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> Message:
+        return cls(doc["id"], doc["from"], doc["to"], doc["text"], doc.get("kind", "message"),
+                   doc.get("payload"))
+
+
+class _Restored:
+    """What a snapshot plus its deltas say about one agent (input to AgentTask.restore)."""
+
+    def __init__(self, snapshot: dict[str, Any], seq: int) -> None:
+        self.snapshot = snapshot
+        self.seq = seq
+        self.entries: dict[int, Entry] = {}
+        self.llm: dict[int, LLMEntry] = {}
+        for doc in snapshot.get("open_llm", []):
+            entry = LLMEntry.from_doc(doc)
+            entry.seq = seq
+            self.llm[entry.index] = entry
+
+    def add_delta(self, delta: Mapping[str, Any], seq: int) -> None:
+        for doc in delta.get("entries", []):
+            self.entries[doc["i"]] = Entry.from_doc(doc, seq)
+        for doc in delta.get("llm", []):
+            known = self.llm.get(doc["i"])
+            if known is None:
+                known = LLMEntry(doc["i"], doc["d"], doc["p"], doc.get("m") or [], seq=seq,
+                                 after=doc.get("s", 0))
+                self.llm[doc["i"]] = known
+            known.text += doc.get("a", "")
+            known.done = known.done or doc.get("f", False)
+
+
+class AgentTask:
+    """Runs one agent: its call stack, journal, inbox, and the durable operations."""
+
+    def __init__(self, execution: Execution, agent_id: str, agent_class: type[Agent]) -> None:
+        self.execution = execution
+        self.agent_id = agent_id
+        self.agent_class = agent_class
+        self.agent: Agent = agent_class(self)
+        self.frames: list[Frame] = []
+        self.index = 0
+        self.replay: dict[int, Entry] = {}
+        self.replay_llm: dict[int, LLMEntry] = {}
+        self.open_llm: dict[int, LLMEntry] = {}
+        self.llm_appends: dict[int, list[Any]] = {}
+        self.snapshot_seq: int | None = None
+        self.ops_since_snapshot = 0
+        self.inbox: list[Message] = []
+        self.consumed: set[str] = set()
+        self.seen: set[str] = set()
+        self.inbox_changed = asyncio.Event()
+        self.transcript: list[dict[str, Any]] = []
+        self.llm_log: list[dict[str, Any]] = []
+        self.unwritten_log: list[dict[str, Any]] = []
+        """LLM calls that ended since the last write; deltas carry them for ``show``."""
+        self.llm_counts: dict[str, int] = {}
+        self.phase = "start"
+        self.result: Any = None
+        self.waiting: Callable[[Message], bool] | None = None
+        self.standalone = False
+        self._resume_frame: Frame | None = None
+        self._injected: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ frames
+
+    def new_namespace(self, values: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        injected = {"self": self.agent, **self.execution.program_names}
+        self._injected = injected
+        namespace: dict[str, Any] = {"__builtins__": builtins, "__name__": "__durably__"}
+        namespace.update(injected)
+        if values:
+            namespace.update(values)
+        return namespace
+
+    def visible_locals(self, frame: Frame) -> dict[str, Any]:
+        hidden = self._injected
+        return {
+            name: value for name, value in frame.namespace.items()
+            if not (name.startswith("__") and name.endswith("__"))
+            and not (name in hidden and hidden[name] is value)
+        }
+
+    def standalone_frame(self) -> Frame:
+        """The frame the seed API's executor runs in (no LLM client involved)."""
+        if not self.frames:
+            frame = Frame("Main", self.new_namespace())
+            frame.calls = 1
+            frame.llm_index = self._next_index()
+            entry = LLMEntry(frame.llm_index, "standalone", "Main", [])
+            self.open_llm[entry.index] = entry
+            self.frames.append(frame)
+        return self.frames[-1]
+
+    async def standalone_text(self, frame: Frame, chunk: str) -> None:
+        assert frame.llm_index is not None
+        entry = self.open_llm[frame.llm_index]
+        entry.text += chunk
+        self.llm_appends.setdefault(entry.index, []).append(chunk)
+
+    @property
+    def call_stack(self) -> list[str]:
+        return [frame.stack_label for frame in self.frames]
+
+    # ------------------------------------------------------------------ journal
+
+    def _next_index(self) -> int:
+        index = self.index
+        self.index += 1
+        return index
+
+    async def op(
+        self,
+        kind: str,
+        args: Any,
+        live: Callable[[], Awaitable[Any]],
+        *,
+        apply: Callable[[Any], None] | None = None,
+        journal_errors: bool = False,
+        effects: dict[str, Any] | None = None,
+        effects_after: Callable[[Any], dict[str, Any] | None] | None = None,
+    ) -> Any:
+        """Run a durable operation: answer it from the journal, or run it and journal it.
+
+        Args:
+            kind: The operation's name (``"say"``, ``"yield"``, ``"tool:CookingTime"``).
+            args: Its arguments; their digest is checked on replay.
+            live: Performs the operation (only when not replaying).
+            apply: The operation's effect on in-memory state, given its result; applied
+                both live and on replay, so that replay rebuilds the same state.
+            journal_errors: Record an exception ``live`` raises and raise it again on
+                replay (tools); otherwise exceptions propagate unjournaled.
+            effects: What ``apply`` does, as data (``{"transcript": [...], "messages":
+                [...]}``), journaled so that it can be re-applied where the code is not
+                re-run (inside a journaled tool call) and re-delivered on restore.
+            effects_after: Computes more effects from the result after ``live`` ran (a
+                tool's changes to the agent's state, a transcript line).
+        """
+        index = self._next_index()
+        key = digest([kind, args])
+        recorded = self.replay.pop(index, None)
+        if recorded is not None:
+            if recorded.kind != kind or recorded.key != key:
+                raise self._divergence(index, kind, recorded.kind)
+            if apply is not None:
+                apply(recorded.result)
+            if recorded.span > 1:
+                self._skip_span(index, recorded)
+            if recorded.effects and "state" in recorded.effects:
+                self._apply_effects({"state": recorded.effects["state"]})
+            if recorded.error is not None:
+                raise _rebuild_error(recorded.error)
+            return recorded.result
+        self._check_live(index, kind)
+        try:
+            result = await live()
+        except (ControlFlow, DurablyError, asyncio.CancelledError):
+            raise
+        except Exception as exc:
+            if not journal_errors:
+                raise
+            entry = Entry(index, kind, key, error=[type(exc).__name__, str(exc)],
+                          span=self.index - index,
+                          effects=_merge_effects(effects, effects_after, None))
+            await self.commit(entry)
+            raise
+        entry = Entry(index, kind, key, result=result, span=self.index - index,
+                      effects=_merge_effects(effects, effects_after, result))
+        if apply is not None:
+            apply(result)
+        await self.commit(entry)
+        return result
+
+    def _divergence(self, index: int, asked: str, recorded: str) -> DivergenceError:
+        frame = self.frames[-1] if self.frames else None
+        where = ""
+        if frame is not None and frame.current is not None:
+            text = self.open_llm.get(frame.llm_index or -1)
+            if text is not None:
+                where = f" in statement {text.text[frame.current[0]:frame.current[1]]!r}"
+        return DivergenceError(
+            f"agent {self.agent_id}: replay diverged at operation {index}{where}: the journal "
+            f"recorded {recorded!r} but the code now asks for {asked!r} (or with other "
+            "arguments). The program, its inputs or the LLM code changed, or the code between "
+            "awaits is not deterministic."
+        )
+
+    def _check_live(self, index: int, kind: str) -> None:
+        if self.replay and min(self.replay) < index:
+            missing = min(self.replay)
+            raise DivergenceError(
+                f"agent {self.agent_id}: replay skipped journaled operation {missing} "
+                f"({self.replay[missing].kind!r}) and asked for {kind!r} instead")
+
+    def _skip_span(self, index: int, recorded: Entry) -> None:
+        """A journaled tool call also covers the operations it awaited: re-apply their
+        effects and move past them."""
+        for inner in range(index + 1, index + recorded.span):
+            entry = self.replay.pop(inner, None)
+            if entry is not None and entry.effects:
+                self._apply_effects(entry.effects)
+        self.index = index + recorded.span
+
+    def _apply_effects(self, effects: Mapping[str, Any]) -> None:
+        for name, value in effects.get("state", {}).items():
+            setattr(self.agent.state, name, value)
+        for item in effects.get("transcript", []):
+            self.transcript.append(item)
+        for doc in effects.get("messages", []):
+            self.execution.deliver(Message.from_doc(doc))
+
+    async def commit(self, entry: Entry) -> None:
+        """Make a completed operation durable (with the LLM text received so far)."""
+        self.ops_since_snapshot += 1
+        await self.execution.write_delta(self, [entry])
+
+    def take_llm_appends(self) -> list[dict[str, Any]]:
+        docs = []
+        for index, chunks in self.llm_appends.items():
+            entry = self.open_llm.get(index)
+            if entry is None:
+                continue
+            doc: dict[str, Any] = {"i": index, "d": entry.key, "p": entry.playbook,
+                                   "a": "".join(chunks), "f": entry.done}
+            if entry.seq is None:
+                doc["m"] = entry.prompt
+                doc["s"] = entry.after
+            docs.append(doc)
+        self.llm_appends.clear()
+        return docs
+
+    # ----------------------------------------------------------- quiet points
+
+    @property
+    def quiet(self) -> bool:
+        return len(self.frames) <= 1
+
+    async def statement_done(self, frame: Frame) -> None:
+        every = self.execution.manager.config.snapshot_every
+        if self.standalone or (self.quiet and self.ops_since_snapshot >= every):
+            if self.quiet and self.ops_since_snapshot:
+                await self.snapshot()
+
+    async def snapshot(self) -> None:
+        await self.execution.write_snapshot(self)
+        self.ops_since_snapshot = 0
+
+    def snapshot_doc(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+        """(snapshot document, state, locals) for the codec."""
+        frame = self.frames[0] if self.frames else None
+        open_llm = []
+        if frame is not None and frame.llm_index is not None:
+            entry = self.open_llm.get(frame.llm_index)
+            if entry is not None:
+                open_llm.append(entry.to_doc())
+        doc = {
+            "type": "snapshot",
+            "agent": self.agent_id,
+            "class": self.agent_class.__name__,
+            "index": self.index,
+            "phase": self.phase,
+            "frame": frame.to_doc() if frame is not None else None,
+            "open_llm": open_llm,
+            "inbox": [m.to_doc() for m in self.inbox],
+            "consumed": sorted(self.consumed),
+            "transcript": self.transcript,
+            "llm_log": self.llm_log,
+            "llm_counts": self.llm_counts,
+            "result": self.result,
+        }
+        state = self.agent.state.to_dict()
+        local_vars = self.visible_locals(frame) if frame is not None else {}
+        return doc, state, local_vars
+
+    def restore(self, restored: _Restored, state: dict[str, Any],
+                local_vars: dict[str, Any] | None) -> None:
+        snap = restored.snapshot
+        self.snapshot_seq = restored.seq
+        self.index = snap["index"]
+        self.phase = snap["phase"]
+        self.agent.state.to_dict().update(state)
+        self.inbox = [Message.from_doc(doc) for doc in snap.get("inbox", [])]
+        self.consumed = set(snap.get("consumed", []))
+        self.seen = self.consumed | {m.id for m in self.inbox}
+        self.transcript = list(snap.get("transcript", []))
+        self.llm_log = list(snap.get("llm_log", []))
+        self.llm_counts = dict(snap.get("llm_counts", {}))
+        self.result = snap.get("result")
+        self.replay = dict(restored.entries)
+        self.replay_llm = dict(restored.llm)
+        frame_doc = snap.get("frame")
+        if frame_doc is not None:
+            frame = Frame(frame_doc["playbook"], self.new_namespace(local_vars or {}))
+            _rebind_functions(frame.namespace)
+            frame.calls = frame_doc["calls"]
+            frame.llm_index = frame_doc["llm_index"]
+            frame.executed = frame_doc["executed"]
+            frame.spans = [tuple(s) for s in frame_doc["spans"]]  # type: ignore[misc]
+            frame.step = frame_doc["step"]
+            frame.error = frame_doc["error"]
+            frame.history = list(frame_doc["history"])
+            self._resume_frame = frame
+            if self.standalone:
+                self.frames = [frame]
+                if frame.llm_index is not None and frame.llm_index in self.replay_llm:
+                    self.open_llm[frame.llm_index] = self.replay_llm.pop(frame.llm_index)
+
+    @property
+    def replayed(self) -> int:
+        return len(self.replay)
+
+    # ------------------------------------------------------------- operations
+
+    async def op_step(self, step: str) -> None:
+        frame = self.frames[-1] if self.frames else None
+
+        def apply(_: Any) -> None:
+            if frame is not None:
+                frame.step = step
+
+        await self.op("step", step, _none, apply=apply)
+
+    async def op_trigger(self, name: str) -> None:
+        await self.op("trigger", name, _none)
+
+    async def op_say(self, target: Any, text: str) -> None:
+        receiver = self.execution.resolve_target(target)
+        if receiver == "user":
+            execution = self.execution
+            index = self.index
+
+            async def live() -> dict[str, Any]:
+                execution.io.say(self.agent_class.__name__, self.agent_id, text)
+                return {"agent": self.agent_class.__name__, "id": self.agent_id, "text": text,
+                        "index": index, "after": execution.manager.next_seq}
+
+            await self.op("say", ["user", text], live, apply=self.transcript.append,
+                          effects_after=lambda item: {"transcript": [item]})
+            return
+        message = Message(f"{self.agent_id}:{self.index}", self.agent_id, receiver, text)
+        await self.op("say", [receiver, text], _none, apply=self._sender(message),
+                      effects={"messages": [message.to_doc()]})
+
+    def _sender(self, message: Message) -> Callable[[Any], None]:
+        def deliver(_: Any) -> None:
+            self.execution.deliver(message)
+
+        return deliver
+
+    async def op_yield(self, target: Any) -> Any:
+        if target in ("call",):
+            await self.op("yield", "call", _none)
+            raise EndTurn()
+        if target in ("exit",):
+            await self.op("yield", "exit", _none)
+            raise ProgramExit()
+        if target is None or target == "user" or target == "human":
+            io = self.execution.io
+
+            async def ask() -> dict[str, Any]:
+                number = io.consumed
+                text = await io.ask(self.agent_class.__name__, self.agent_id)
+                return {"n": number, "text": text}
+
+            def consumed(answer: dict[str, Any]) -> None:
+                io.consumed = max(io.consumed, answer["n"] + 1)
+
+            answer = await self.op("yield", "user", ask, apply=consumed)
+            return answer["text"]
+        sender = self.execution.resolve_target(target)
+        messages = await self.receive(lambda m: m.sender == sender and m.kind == "message",
+                                      f"yield:{sender}")
+        return "\n".join(m.text for m in messages) if messages else None
+
+    async def receive(self, accept: Callable[[Message], bool], kind: str) -> list[Message]:
+        """Wait for messages accepted by ``accept``; journaled with their ids."""
+
+        async def live() -> list[dict[str, Any]]:
+            while True:
+                matching = [m for m in self.inbox if accept(m)]
+                if matching:
+                    return [m.to_doc() for m in matching]
+                self.waiting = accept
+                self.inbox_changed.clear()
+                self.execution.agent_waiting()
+                try:
+                    await self.inbox_changed.wait()
+                finally:
+                    self.waiting = None
+
+        def apply(docs: list[dict[str, Any]]) -> None:
+            ids = {doc["id"] for doc in docs}
+            self.inbox = [m for m in self.inbox if m.id not in ids]
+            self.consumed |= ids
+            self.seen |= ids
+
+        docs = await self.op("receive", kind, live, apply=apply)
+        return [Message.from_doc(doc) for doc in docs]
+
+    async def op_return(self, value: Any) -> None:
+        await self.op("return", None, _none)
+        raise PlaybookReturn(value)
+
+    async def op_get_or_create(self, cls: type[Agent]) -> AgentHandle:
+        from durably.agent import AgentHandle
+
+        execution = self.execution
+
+        async def live() -> str:
+            return (await execution.find_or_create(cls)).agent_id
+
+        def apply(agent_id: str) -> None:
+            execution.ensure_agent(agent_id, cls)
+
+        agent_id = await self.op("create", cls.__name__, live, apply=apply)
+        return AgentHandle(agent_id, cls.__name__, self)
+
+    async def op_call_remote(self, handle: AgentHandle, name: str, args: tuple[Any, ...],
+                             kwargs: dict[str, Any]) -> Any:
+        target = self.execution.agents.get(handle.id)
+        if target is None:
+            raise DurablyError(f"no agent {handle.id}")
+        spec = target.agent_class.playbooks.get(name)
+        if spec is None or not spec.public:
+            raise AttributeError(f"{handle!r} has no public playbook {name!r}")
+        request_id = f"{self.agent_id}:{self.index}"
+        request = Message(request_id, self.agent_id, handle.id, name, kind="request",
+                          payload={"args": list(args), "kwargs": kwargs})
+        await self.op("call", [handle.id, name, list(args), kwargs], _none,
+                      apply=self._sender(request), effects={"messages": [request.to_doc()]})
+        replies = await self.receive(
+            lambda m: m.kind == "reply" and m.payload.get("request") == request_id,
+            f"reply:{request_id}")
+        reply = replies[0].payload
+        if reply.get("error"):
+            raise RuntimeError(reply["error"])
+        return reply.get("value")
+
+    async def call_playbook(self, spec: PlaybookSpec, args: tuple[Any, ...],
+                            kwargs: dict[str, Any]) -> Any:
+        if spec.llm:
+            return await self.run_llm_playbook(spec, self._bind(spec, args, kwargs))
+        return await self._call_tool(spec, args, kwargs)
+
+    def _bind(self, spec: PlaybookSpec, args: tuple[Any, ...],
+              kwargs: dict[str, Any]) -> dict[str, Any]:
+        import inspect
+
+        assert spec.func is not None
+        bound = inspect.signature(spec.func).bind(self.agent, *args, **kwargs)
+        bound.apply_defaults()
+        values = dict(bound.arguments)
+        values.pop(next(iter(values)))
+        return values
+
+    async def _call_tool(self, spec: PlaybookSpec, args: tuple[Any, ...],
+                         kwargs: dict[str, Any]) -> Any:
+        assert spec.func is not None
+        func = spec.func
+        codec = self.execution.manager.codec
+        before = {name: codec.encode_value(value)
+                  for name, value in self.agent.state.to_dict().items()}
+
+        async def live() -> Any:
+            return await func(self.agent, *args, **kwargs)
+
+        def changed_state(_: Any) -> dict[str, Any] | None:
+            """The state a live tool changed, journaled so that replay re-applies it."""
+            changed = {name: value for name, value in self.agent.state.to_dict().items()
+                       if before.get(name) != codec.encode_value(value)}
+            return {"state": changed} if changed else None
+
+        return await self.op(f"tool:{spec.name}", [list(args), kwargs], live,
+                             journal_errors=True, effects_after=changed_state)
+
+    # ---------------------------------------------------------- the LLM loop
+
+    async def run_llm_playbook(self, spec: PlaybookSpec | None, args: dict[str, Any],
+                               *, frame: Frame | None = None, name: str | None = None) -> Any:
+        """Run an LLM playbook to its end: call the LLM, run its code, repeat."""
+        resuming = frame is not None and frame.llm_index is not None
+        if frame is None:
+            frame = Frame(name or (spec.name if spec else PROCESS_MESSAGES),
+                          self.new_namespace(args))
+            self.frames.append(frame)
+        else:
+            self.frames.append(frame)
+        try:
+            while True:
+                if resuming:
+                    resuming = False
+                    stream = self._continue_llm(frame)
+                else:
+                    if self.quiet and self.ops_since_snapshot and not self.standalone:
+                        await self.snapshot()
+                    stream = self._start_llm(frame)
+                executor = StreamingPythonExecutor(self.agent, frame)
+                try:
+                    async for chunk in stream:
+                        await executor._feed(chunk)
+                        if executor.stopped:
+                            break
+                    await executor.finish()
+                except PlaybookReturn as done:
+                    self._end_call(frame, executor)
+                    return done.value
+                except EndTurn:
+                    pass
+                self._end_call(frame, executor)
+        finally:
+            self.frames.pop()
+
+    def _end_call(self, frame: Frame, executor: StreamingPythonExecutor) -> None:
+        entry = self.open_llm.pop(frame.llm_index, None) if frame.llm_index is not None else None
+        response = executor.response
+        if entry is not None:
+            item = {"agent": self.agent_class.__name__, "id": self.agent_id,
+                    "playbook": frame.playbook, "index": entry.index, "after": entry.after,
+                    "prompt": entry.prompt, "response": response}
+            self.llm_log.append(item)
+            self.unwritten_log.append(item)
+        note = f"{frame.stack_label} was executed - continue execution."
+        if frame.error:
+            note = f"Error: {frame.error}\n{note}"
+        frame.history.append({"role": "assistant", "content": response})
+        frame.history.append({"role": "user", "content": note})
+        frame.error = None
+        frame.executed = 0
+        frame.spans = []
+        frame.llm_index = None
+
+    async def _start_llm(self, frame: Frame) -> AsyncIterator[str]:
+        from durably._prompts import build_prompt
+
+        prompt = build_prompt(self, frame)
+        index = self._next_index()
+        key = digest(prompt)
+        frame.calls += 1
+        frame.llm_index = index
+        frame.executed = 0
+        frame.spans = []
+        count_key = frame.playbook
+        number = self.llm_counts.get(count_key, 0)
+        self.llm_counts[count_key] = number + 1
+        recorded = self.replay_llm.pop(index, None)
+        if recorded is not None:
+            if recorded.key != key:
+                raise DivergenceError(
+                    f"agent {self.agent_id}: replay diverged at LLM call {index} of "
+                    f"{frame.playbook}: the prompt differs from the journaled one (the program "
+                    "or the code between awaits changed)")
+            entry = recorded
+        else:
+            self._check_live(index, "llm")
+            entry = LLMEntry(index, key, frame.playbook, prompt,
+                             after=self.execution.manager.next_seq)
+        self.open_llm[index] = entry
+        async for chunk in self._stream(frame, entry, number):
+            yield chunk
+
+    async def _continue_llm(self, frame: Frame) -> AsyncIterator[str]:
+        assert frame.llm_index is not None
+        entry = self.replay_llm.pop(frame.llm_index, None) or self.open_llm.get(frame.llm_index)
+        if entry is None:
+            raise DurablyError(f"agent {self.agent_id}: the journal lost LLM call "
+                               f"{frame.llm_index} of {frame.playbook}")
+        self.open_llm[entry.index] = entry
+        number = self.llm_counts.get(frame.playbook, 1) - 1
+        async for chunk in self._stream(frame, entry, number):
+            yield chunk
+
+    async def _stream(self, frame: Frame, entry: LLMEntry, number: int) -> AsyncIterator[str]:
+        if entry.text:
+            yield entry.text
+        if entry.done:
+            return
+        client = self.execution.llm
+        agent_class = self.agent_class.__name__
+        execution = self.execution
+        execution.llm_calls_live += 1
+        execution.llm_streaming = True
+        try:
+            async for chunk in client.stream(entry.prompt, agent=agent_class,
+                                             playbook=frame.playbook, call=number,
+                                             prefix=entry.text):
+                entry.text += chunk
+                self.llm_appends.setdefault(entry.index, []).append(chunk)
+                yield chunk
+        finally:
+            execution.llm_streaming = False
+        entry.done = True
+        self.llm_appends.setdefault(entry.index, [])
+
+    # ------------------------------------------------------------- the agent
+
+    async def run(self) -> Any:
+        """The agent's task: its begin playbook, then its message loop."""
+        begin = next((s for s in self.agent_class.playbooks.values() if s.begin), None)
+        if self._resume_frame is not None:
+            frame, self._resume_frame = self._resume_frame, None
+            spec = self.agent_class.playbooks.get(frame.playbook)
+            value = await self.run_llm_playbook(spec, {}, frame=frame)
+            await self._after_playbook(frame.playbook, value, begin)
+        elif self.phase == "start":
+            if self.snapshot_seq is None:
+                await self.snapshot()
+            if begin is not None:
+                self.phase = "begin"
+                value = await self.run_llm_playbook(begin, {})
+                await self._after_playbook(begin.name, value, begin)
+            else:
+                self.phase = "idle"
+        elif self.phase == "begin" and begin is not None:
+            value = await self.run_llm_playbook(begin, {})
+            await self._after_playbook(begin.name, value, begin)
+        while True:
+            self.phase = "idle"
+            messages = await self.receive(lambda m: m.kind in ("message", "request"), "inbox")
+            requests = [m for m in messages if m.kind == "request"]
+            plain = [m for m in messages if m.kind == "message"]
+            for request in requests:
+                await self._serve(request)
+            if plain:
+                self.phase = "messages"
+                rendered = [{"from": m.sender, "text": m.text, "id": m.id} for m in plain]
+                await self.run_llm_playbook(None, {"messages": rendered}, name=PROCESS_MESSAGES)
+
+    async def _after_playbook(self, name: str, value: Any, begin: PlaybookSpec | None) -> None:
+        if begin is not None and name == begin.name:
+            self.result = value
+            self.execution.begin_returned(self, value)
+
+    async def _serve(self, request: Message) -> None:
+        spec = self.agent_class.playbooks.get(request.text)
+        error = None
+        value = None
+        try:
+            assert spec is not None
+            payload = request.payload or {}
+            value = await self.call_playbook(spec, tuple(payload.get("args", [])),
+                                             dict(payload.get("kwargs", {})))
+        except ControlFlow:
+            raise
+        except DurablyError:
+            raise
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+        reply = Message(f"{self.agent_id}:{self.index}", self.agent_id, request.sender, "",
+                        kind="reply",
+                        payload={"request": request.id, "value": value, "error": error})
+        await self.op("reply", request.id, _none, apply=self._sender(reply),
+                      effects={"messages": [reply.to_doc()]})
+
+
+async def _none() -> None:
+    return None
+
+
+def _merge_effects(static: dict[str, Any] | None,
+                   after: Callable[[Any], dict[str, Any] | None] | None,
+                   result: Any) -> dict[str, Any] | None:
+    extra = after(result) if after is not None else None
+    if not extra:
+        return static
+    merged = dict(static or {})
+    merged.update(extra)
+    return merged
+
+
+_BUILTIN_ERRORS = {
+    name: obj for name, obj in vars(builtins).items()
+    if isinstance(obj, type) and issubclass(obj, Exception)
+}
+
+
+def _rebuild_error(error: list[str]) -> Exception:
+    name, message = error[0], error[1]
+    cls = _BUILTIN_ERRORS.get(name)
+    if cls is not None:
+        try:
+            return cls(message)  # type: ignore[no-any-return]
+        except Exception:
+            pass
+    return RuntimeError(f"{name}: {message}")
+
+
+def _rebind_functions(namespace: dict[str, Any]) -> None:
+    """Re-create the functions LLM code defined, from their source, in their namespace."""
+    import linecache
+    import textwrap
+
+    from durably.checkpoint import FunctionSource
+
+    for name, value in list(namespace.items()):
+        if isinstance(value, FunctionSource):
+            previous = namespace.get(value.name)
+            source = textwrap.dedent(value.source)
+            filename = f"<llm restored {name}>"
+            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+            try:
+                exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - LLM code
+            except Exception as exc:
+                raise SerializationError(f"{name!r}", f"cannot re-create function: {exc}") from exc
+            if value.name == "<lambda>":
+                continue  # the statement assigned it to `name` again
+            namespace[name] = namespace[value.name]
+            if value.name != name and previous is not None:
+                namespace[value.name] = previous
+
+
+class UserIO:
+    """Where agents' words to the user go, and where the user's answers come from."""
+
+    def __init__(self, inputs: list[str] | None = None, *, interactive: bool = False,
+                 echo: Callable[[str], None] | None = print) -> None:
+        self.inputs = list(inputs or [])
+        self.consumed = 0
+        self.interactive = interactive
+        self.echo = echo
+
+    def say(self, agent: str, agent_id: str, text: str) -> None:
+        if self.echo is not None:
+            self.echo(f"{agent}: {text}")
+
+    async def ask(self, agent: str, agent_id: str) -> str:
+        if self.consumed < len(self.inputs):
+            return self.inputs[self.consumed]
+        if self.interactive:
+            answer = await asyncio.to_thread(input, "> ")
+            return answer
+        raise DurablyError(
+            f"{agent}({agent_id}) waits for the user's input, but no input is left: pass "
+            "answers with --input (one per Yield(\"user\")) or run in a terminal")
+
+
+class Execution:
+    """One run of a program: its agents, its store, its LLM and its user."""
+
+    def __init__(self, manager: CheckpointManager, *, program: Any = None, llm: Any = None,
+                 io: UserIO | None = None) -> None:
+        self.manager = manager
+        self.program = program
+        self.llm = llm
+        self.io = io or UserIO()
+        self.agents: dict[str, AgentTask] = {}
+        self.next_agent_id = 1000
+        self.program_names: dict[str, Any] = dict(program.names) if program is not None else {}
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.done = asyncio.Event() if _has_loop() else None
+        self.outcome: tuple[str, Any] | None = None
+        self.llm_calls_live = 0
+        self.llm_streaming = False
+        self.header: dict[str, Any] = {}
+
+    # ------------------------------------------------------------------ agents
+
+    def create_agent(self, cls: type[Agent], agent_id: str | None = None) -> AgentTask:
+        if agent_id is None:
+            agent_id = str(self.next_agent_id)
+        self.next_agent_id = max(self.next_agent_id, int(agent_id) + 1)
+        task = AgentTask(self, agent_id, cls)
+        self.agents[agent_id] = task
+        return task
+
+    async def find_or_create(self, cls: type[Agent]) -> AgentTask:
+        """The agent of class ``cls``; a new one is snapshotted before anyone can see it,
+        so that every later checkpoint's manifest (and so every resume) knows it."""
+        for task in self.agents.values():
+            if task.agent_class is cls:
+                return task
+        task = self.create_agent(cls)
+        await task.snapshot()
+        self._start(task)
+        return task
+
+    def ensure_agent(self, agent_id: str, cls: type[Agent]) -> None:
+        if agent_id not in self.agents:
+            task = self.create_agent(cls, agent_id)
+            self._start(task)
+
+    def _start(self, task: AgentTask) -> None:
+        if self.done is not None and task.agent_id not in self.tasks:
+            self.tasks[task.agent_id] = asyncio.get_running_loop().create_task(
+                self._guard(task), name=f"agent-{task.agent_id}")
+
+    async def _guard(self, task: AgentTask) -> None:
+        try:
+            await task.run()
+        except ProgramExit:
+            self._finish("completed", task.result)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._finish("failed", exc)
+
+    def _finish(self, status: str, value: Any) -> None:
+        if self.outcome is None:
+            self.outcome = (status, value)
+        if self.done is not None:
+            self.done.set()
+
+    def begin_returned(self, task: AgentTask, value: Any) -> None:
+        self.agent_waiting()
+
+    def agent_waiting(self) -> None:
+        """Called when an agent blocks on its inbox: the program ends when every agent
+        waits for a message that nobody can send any more."""
+        for task in self.agents.values():
+            accept = task.waiting
+            if accept is None or any(accept(m) for m in task.inbox):
+                return
+        results = [t.result for t in self.agents.values() if t.result is not None]
+        self._finish("completed", results[0] if results else None)
+
+    @property
+    def status_label(self) -> str:
+        return "running" if self.outcome is None else self.outcome[0]
+
+    def agent_class_named(self, name: str) -> type[Agent]:
+        classes = list(self.program.agent_classes) if self.program is not None else []
+        classes += [t.agent_class for t in self.agents.values()]
+        for cls in classes:
+            if cls.__name__ == name:
+                return cls
+        raise DurablyError(f"the program has no agent class {name!r} (it changed?)")
+
+    def resolve_target(self, target: Any) -> str:
+        from durably.agent import Agent, AgentHandle
+
+        if isinstance(target, AgentHandle):
+            return target.id
+        if isinstance(target, Agent):
+            return target.id
+        text = str(target).strip()
+        if text.lower() in ("user", "human"):
+            return "user"
+        if text.lower().startswith("agent "):
+            text = text[6:].strip()
+        if text in self.agents:
+            return text
+        for task in self.agents.values():
+            if task.agent_class.__name__ == text:
+                return task.agent_id
+        raise DurablyError(f"unknown message target {target!r}")
+
+    def deliver(self, message: Message) -> None:
+        task = self.agents.get(message.receiver)
+        if task is None:
+            raise DurablyError(f"message to unknown agent {message.receiver}")
+        if message.id in task.seen:
+            return
+        task.seen.add(message.id)
+        task.inbox.append(message)
+        task.inbox_changed.set()
+
+    # ----------------------------------------------------------- checkpoints
+
+    async def write_delta(self, task: AgentTask, entries: list[Entry]) -> None:
+        delta = {"type": "delta", "agent": task.agent_id,
+                 "entries": [e.to_doc() for e in entries], "llm": task.take_llm_appends()}
+        if task.unwritten_log:
+            delta["log"], task.unwritten_log = task.unwritten_log, []
+        seq = await self.manager.write(self, task, delta, kind="delta")
+        for entry in entries:
+            entry.seq = seq
+        for entry in task.open_llm.values():
+            if entry.seq is None:
+                entry.seq = seq
+
+    async def write_snapshot(self, task: AgentTask) -> None:
+        doc, state, local_vars = task.snapshot_doc()
+        task.llm_appends.clear()
+        task.unwritten_log = []
+        seq = await self.manager.write(self, task, doc, kind="snapshot", state=state,
+                                       local_vars=local_vars)
+        task.snapshot_seq = seq
+        for entry in task.open_llm.values():
+            if entry.seq is None:
+                entry.seq = seq
+
+    def manifest(self) -> dict[str, int]:
+        return {agent_id: task.snapshot_seq for agent_id, task in self.agents.items()
+                if task.snapshot_seq is not None}
+
+    # ------------------------------------------------------------------- run
+
+    async def run(self, *, resume: bool = False) -> tuple[str, Any]:
+        """Run (or resume) every agent until the program ends."""
+        self.done = asyncio.Event()
+        if not resume:
+            for cls in self.program.agent_classes:
+                if any(spec.begin for spec in cls.playbooks.values()):
+                    self.create_agent(cls)
+        for task in list(self.agents.values()):
+            self._start(task)
+        try:
+            await self.done.wait()
+        finally:
+            for t in self.tasks.values():
+                t.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        assert self.outcome is not None
+        return self.outcome
+
+
+def _has_loop() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+__all__ = ["AgentTask", "Entry", "Execution", "Frame", "LLMEntry", "Message", "UserIO",
+           "digest"]

@@ -1,0 +1,551 @@
+"""Checkpoints of an execution: writing them, reading them back, recovering from them.
+
+:class:`CheckpointManager` is the core's side of the storage contract for one
+execution: it numbers checkpoints, encodes them with the safe codec (large unchanged
+values go to content-addressed blobs, stored once), enforces the size limit, fences
+every write with the execution's lease and calls the checkpoint hooks.
+
+:class:`Checkpoint` is a checkpoint read back in human terms (the seed API's
+``checkpoint.namespace``, ``checkpoint.execution_state``, ``checkpoint.metadata``), and
+:class:`RecoveryCoordinator` restores agents from the store.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+import types
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from durably._codec import ValueCodec
+from durably._plugins import Hooks, get_hooks
+from durably.config import DurabilityConfig
+from durably.errors import (
+    CheckpointTooLargeError,
+    CorruptObjectError,
+    DurablyError,
+    NotFoundError,
+    SerializationError,
+)
+from durably.storage import META_BASE, CheckpointProvider, Lease, StoredCheckpoint
+
+if TYPE_CHECKING:
+    from durably._executor import StreamingPythonExecutor
+    from durably._runtime import AgentTask, Execution
+    from durably.agent import Agent
+
+__all__ = ["Checkpoint", "CheckpointManager", "RecoveryCoordinator"]
+
+FORMAT = 1
+META_KIND = "durably.kind"
+META_AGENT = "durably.agent"
+META_STATUS = "durably.status"
+CRASH_ENV = "DURABLY_CRASH_AFTER_CHECKPOINT"
+CRASH_LLM_ENV = "DURABLY_CRASH_IN_LLM_CALL"
+
+_crash_counter = 0
+
+
+class _MissingBlob(Exception):
+    def __init__(self, digest: str) -> None:
+        self.digest = digest
+
+
+@dataclass
+class AgentView:
+    """One agent as a checkpoint shows it."""
+
+    agent_id: str
+    agent_class: str
+    state: dict[str, Any]
+    namespace: dict[str, Any]
+    call_stack: list[str]
+    phase: str
+    transcript: list[dict[str, Any]]
+    llm_response: str
+    executed_statements: list[tuple[int, int]]
+    current_statement: tuple[int, int] | None
+    snapshot_seq: int
+    replay_entries: int
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back, in human terms.
+
+    Attributes:
+        execution_id: The execution.
+        seq: The checkpoint's sequence number (the counter).
+        namespace: The first agent's bottom-frame variables as of its last snapshot.
+        execution_state: ``{"agents": {id: {"class", "state", "call_stack", "phase"}},
+            "call_stack": [...], "state": {...}}`` (the latter two for the first agent).
+        metadata: ``llm_response`` (the response so far), ``executed_statements``
+            (``(start, end)`` offsets into it), ``current_statement``, ``counter``,
+            ``timestamp`` and the stored metadata.
+        agents: Every agent's :class:`AgentView`, by id.
+    """
+
+    execution_id: str
+    seq: int
+    namespace: dict[str, Any]
+    execution_state: dict[str, Any]
+    metadata: dict[str, Any]
+    agents: dict[str, AgentView] = field(default_factory=dict)
+    status: str = "running"
+    header: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+
+
+@dataclass
+class LoadedExecution:
+    """Everything resume needs, decoded from the checkpoints since the oldest snapshot."""
+
+    latest_seq: int
+    latest_created_at: float
+    status: str
+    header: dict[str, Any]
+    result: Any
+    snapshots: dict[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]]
+    deltas: list[tuple[int, dict[str, Any]]]
+    metadata: Mapping[str, str]
+    next_agent_id: int
+
+
+class CheckpointManager:
+    """Writes and reads the checkpoints of one execution.
+
+    Args:
+        execution_id: The execution.
+        provider: Where checkpoints live (any :class:`~durably.storage.CheckpointProvider`).
+        config: Limits, retention and codec settings (default: :func:`durably.load_config`
+            defaults, without reading files).
+        hooks: The plugin facade (default: the process-wide one).
+    """
+
+    def __init__(self, execution_id: str, provider: CheckpointProvider, *,
+                 config: DurabilityConfig | None = None, hooks: Hooks | None = None) -> None:
+        from durably.storage import validate_execution_id
+
+        self.execution_id = validate_execution_id(execution_id)
+        self.provider = provider
+        self.config = config or DurabilityConfig()
+        self.hooks = hooks or get_hooks()
+        self.lease: Lease | None = None
+        self.next_seq = 0
+        self.written = 0
+        self.known_blobs: set[str] = set()
+        self.bytes_written = 0
+        self._lock: Any = None
+        hooks_ = self.hooks
+        self.codec = ValueCodec(
+            blob_threshold=self.config.blob_threshold,
+            encode_hook=hooks_.encode_value if hooks_.has_value_codecs else None,
+            decode_hook=hooks_.decode_value if hooks_.has_value_codecs else None,
+            encode_fallback=_encode_fallback,
+            decode_fallback=_decode_fallback,
+            pickle_key=self.config.pickle_key if self.config.allow_pickle else None,
+            on_unserializable=self.config.on_unserializable,
+        )
+        if self.config.allow_pickle and self.config.pickle_key is None:
+            raise DurablyError("allow_pickle is set but DURABLY_PICKLE_KEY is not: pickled "
+                               "values are signed with that key and never loaded unsigned")
+
+    # ------------------------------------------------------------------ writing
+
+    async def write(self, execution: Execution, task: AgentTask, doc: dict[str, Any], *,
+                    kind: str, state: dict[str, Any] | None = None,
+                    local_vars: dict[str, Any] | None = None) -> int:
+        """Encode and durably store one checkpoint of ``task``; return its seq."""
+        import asyncio
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            seq = self.next_seq
+            manifest = execution.manifest()
+            if kind == "snapshot":
+                manifest[task.agent_id] = seq
+            body = dict(doc)
+            body["manifest"] = manifest
+            body["next_agent_id"] = execution.next_agent_id
+            if kind == "snapshot":
+                body["header"] = execution.header
+            roots: dict[str, Any] = {"doc": body}
+            labels = {"doc": f"agent {task.agent_id} checkpoint"}
+            if state is not None:
+                roots["state"] = state
+                labels["state"] = f"agent {task.agent_id} state"
+            if local_vars is not None:
+                roots["locals"] = local_vars
+                frame = task.frames[0].playbook if task.frames else "agent"
+                labels["locals"] = f"{frame} frame local"
+            encoded = self.codec.encode(roots, labels)
+            size = len(encoded.data)
+            if size > self.config.max_checkpoint_size:
+                raise CheckpointTooLargeError(self._too_large(size, state, local_vars))
+            base = min(manifest.values()) if manifest else seq
+            metadata = {META_KIND: kind, META_AGENT: task.agent_id, META_BASE: str(base),
+                        META_STATUS: execution.status_label}
+            self.hooks.before_checkpoint(self.execution_id, seq, metadata)
+            try:
+                for digest, blob in encoded.blobs.items():
+                    if digest not in self.known_blobs:
+                        await self.provider.put_blob(self.execution_id, blob, digest=digest)
+                        self.known_blobs.add(digest)
+                        self.bytes_written += len(blob)
+                info = await self.provider.save_checkpoint(
+                    self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease)
+            except BaseException as exc:
+                self.hooks.on_checkpoint_error(self.execution_id, seq, exc)
+                raise
+            self.next_seq = seq + 1
+            self.written += 1
+            self.bytes_written += size
+            self.hooks.after_checkpoint(self.execution_id, info)
+            _maybe_crash(execution)
+            return seq
+
+    async def write_final(self, execution: Execution, status: str, result: Any) -> int:
+        """Mark the execution finished (``completed`` or ``failed``)."""
+        import asyncio
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        async with self._lock:
+            seq = self.next_seq
+            manifest = execution.manifest()
+            body = {"type": "final", "status": status, "result": result,
+                    "manifest": manifest, "header": execution.header,
+                    "next_agent_id": execution.next_agent_id}
+            encoded = self.codec.encode({"doc": body}, {"doc": "execution result"})
+            for digest, blob in encoded.blobs.items():
+                if digest not in self.known_blobs:
+                    await self.provider.put_blob(self.execution_id, blob, digest=digest)
+                    self.known_blobs.add(digest)
+            base = min(manifest.values()) if manifest else seq
+            metadata = {META_KIND: "final", META_STATUS: status, META_BASE: str(base)}
+            self.hooks.before_checkpoint(self.execution_id, seq, metadata)
+            info = await self.provider.save_checkpoint(
+                self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease)
+            self.next_seq = seq + 1
+            self.hooks.after_checkpoint(self.execution_id, info)
+            return seq
+
+    def _too_large(self, size: int, state: dict[str, Any] | None,
+                   local_vars: dict[str, Any] | None) -> str:
+        sizes = []
+        for label, values in (("state", state or {}), ("local", local_vars or {})):
+            for name, value in values.items():
+                try:
+                    sizes.append((len(self.codec.encode_value(value)), f"{label} {name!r}"))
+                except Exception:
+                    continue
+        sizes.sort(reverse=True)
+        largest = ", ".join(f"{name} ({n:,} bytes)" for n, name in sizes[:3])
+        return (f"checkpoint of execution {self.execution_id!r} is {size:,} bytes, over "
+                f"max_checkpoint_size ({self.config.max_checkpoint_size:,}); largest values: "
+                f"{largest or 'none'}")
+
+    # ------------------------------------------------------------------ reading
+
+    async def decode(self, stored: StoredCheckpoint) -> dict[str, Any]:
+        """Decode a stored checkpoint, fetching the blobs it references."""
+        blobs: dict[str, bytes] = {}
+
+        def get(digest: str) -> bytes:
+            if digest not in blobs:
+                raise _MissingBlob(digest)
+            return blobs[digest]
+
+        for _ in range(10_000):
+            try:
+                return self.codec.decode(stored.data, get)
+            except (_MissingBlob, CorruptObjectError) as exc:
+                missing = exc if isinstance(exc, _MissingBlob) else exc.__cause__
+                if not isinstance(missing, _MissingBlob):
+                    raise
+                try:
+                    blobs[missing.digest] = await self.provider.get_blob(
+                        self.execution_id, missing.digest)
+                except NotFoundError as exc:
+                    raise CorruptObjectError(
+                        f"checkpoint {stored.seq} of {self.execution_id!r} references blob "
+                        f"{missing.digest}, which is missing") from exc
+                self.known_blobs.add(missing.digest)
+        raise CorruptObjectError("too many blobs")  # pragma: no cover
+
+    async def load_execution(self) -> LoadedExecution | None:
+        """Load what resuming needs: the latest checkpoint and everything since its base."""
+        latest = await self.provider.load_latest_checkpoint(self.execution_id)
+        if latest is None:
+            return None
+        latest_doc = (await self.decode(latest))["doc"]
+        manifest: dict[str, int] = latest_doc.get("manifest", {})
+        base = min(manifest.values()) if manifest else latest.seq
+        snapshots: dict[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
+        deltas: list[tuple[int, dict[str, Any]]] = []
+        header: dict[str, Any] = latest_doc.get("header") or {}
+        async for info in self.provider.iter_checkpoints(self.execution_id, after=base - 1):
+            stored = latest if info.seq == latest.seq else await self.provider.load_checkpoint(
+                self.execution_id, info.seq)
+            roots = await self.decode(stored)
+            doc = roots["doc"]
+            kind = doc.get("type")
+            if kind == "snapshot":
+                agent = doc["agent"]
+                if manifest.get(agent) == info.seq:
+                    snapshots[agent] = (info.seq, doc, roots.get("state") or {},
+                                        roots.get("locals") or {})
+                header = doc.get("header") or header
+            elif kind == "delta":
+                deltas.append((info.seq, doc))
+        missing = set(manifest) - set(snapshots)
+        if missing:
+            raise CorruptObjectError(
+                f"execution {self.execution_id!r}: the snapshot of agent(s) "
+                f"{', '.join(sorted(missing))} is missing from the store")
+        status = latest.metadata.get(META_STATUS, "running")
+        self.next_seq = latest.seq + 1
+        return LoadedExecution(
+            latest_seq=latest.seq, latest_created_at=latest.info.created_at,
+            status=latest_doc.get("status", status) if latest_doc.get("type") == "final"
+            else status,
+            header=header, result=latest_doc.get("result"), snapshots=snapshots,
+            deltas=deltas, metadata=latest.metadata,
+            next_agent_id=latest_doc.get("next_agent_id", 1000))
+
+    async def get_latest_checkpoint(self) -> Checkpoint | None:
+        """The latest checkpoint in human terms, or None if the execution has none."""
+        loaded = await self.load_execution()
+        if loaded is None:
+            return None
+        return _view(self.execution_id, loaded)
+
+    # --------------------------------------------------------------- standalone
+
+    def attach(self, agent_class: type[Agent]) -> Agent:
+        """A standalone agent whose executor checkpoints through this manager (seed API)."""
+        from durably._runtime import Execution
+
+        execution = Execution(self)
+        task = execution.create_agent(agent_class)
+        task.standalone = True
+        return task.agent
+
+
+def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
+    from durably._runtime import _Restored
+
+    agents: dict[str, AgentView] = {}
+    for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
+        restored = _Restored(doc, seq)
+        for delta_seq, delta in loaded.deltas:
+            if delta.get("agent") == agent_id and delta_seq > seq:
+                restored.add_delta(delta, delta_seq)
+        frame = doc.get("frame")
+        response = ""
+        if frame is not None and frame.get("llm_index") in restored.llm:
+            response = restored.llm[frame["llm_index"]].text
+        stack = []
+        if frame is not None:
+            step = frame.get("step")
+            stack = [":".join(step.split(":")[:2]) if step else frame["playbook"]]
+        transcript = list(doc.get("transcript", []))
+        agents[agent_id] = AgentView(
+            agent_id=agent_id, agent_class=doc["class"], state=state, namespace=local_vars,
+            call_stack=stack, phase=doc["phase"], transcript=transcript,
+            llm_response=response,
+            executed_statements=[tuple(s) for s in (frame or {}).get("spans", [])],
+            current_statement=None, snapshot_seq=seq,
+            replay_entries=len(restored.entries),
+        )
+    first = next(iter(agents.values()), None)
+    return Checkpoint(
+        execution_id=execution_id,
+        seq=loaded.latest_seq,
+        namespace=dict(first.namespace) if first else {},
+        execution_state={
+            "agents": {a.agent_id: {"class": a.agent_class, "state": a.state,
+                                    "call_stack": a.call_stack, "phase": a.phase}
+                       for a in agents.values()},
+            "call_stack": first.call_stack if first else [],
+            "state": first.state if first else {},
+        },
+        metadata={
+            "llm_response": first.llm_response if first else "",
+            "executed_statements": first.executed_statements if first else [],
+            "current_statement": first.current_statement if first else None,
+            "counter": loaded.latest_seq,
+            "timestamp": loaded.latest_created_at,
+            **dict(loaded.metadata),
+        },
+        agents=agents,
+        status=loaded.status,
+        header=loaded.header,
+        result=loaded.result,
+    )
+
+
+class RecoveryCoordinator:
+    """Restores agents from an execution's checkpoints (seed API)."""
+
+    def __init__(self, manager: CheckpointManager) -> None:
+        self.manager = manager
+
+    async def can_recover(self) -> bool:
+        """Whether the execution has a checkpoint to resume from and is not finished."""
+        latest = await self.manager.provider.load_latest_checkpoint(self.manager.execution_id)
+        return latest is not None and latest.metadata.get(META_STATUS) not in (
+            "completed", "failed")
+
+    async def recover_execution_state(self, agent: Agent) -> Checkpoint:
+        """Restore ``agent`` (a standalone agent of this manager) from the latest checkpoint."""
+        checkpoint = await self.manager.get_latest_checkpoint()
+        if checkpoint is None:
+            raise NotFoundError(f"execution {self.manager.execution_id!r} has no checkpoint")
+        await restore_agents(self.manager, agent._task.execution, checkpoint)
+        return checkpoint
+
+
+async def restore_agents(manager: CheckpointManager, execution: Execution,
+                         checkpoint: Checkpoint | None = None) -> LoadedExecution:
+    """Restore every agent of ``execution`` from the store (creating missing ones)."""
+    from durably._runtime import Message, _Restored
+
+    hooks = manager.hooks
+    loaded = await manager.load_execution()
+    if loaded is None:
+        raise NotFoundError(f"execution {manager.execution_id!r} has no checkpoint")
+    hooks.before_recover(manager.execution_id, loaded.latest_seq)
+    try:
+        execution.header = loaded.header
+        execution.next_agent_id = max(execution.next_agent_id, loaded.next_agent_id)
+        replayed = 0
+        for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
+            task = execution.agents.get(agent_id)
+            if task is None:
+                cls = execution.agent_class_named(doc["class"])
+                task = execution.create_agent(cls, agent_id)
+            restored = _Restored(doc, seq)
+            for delta_seq, delta in loaded.deltas:
+                if delta.get("agent") == agent_id and delta_seq > seq:
+                    restored.add_delta(delta, delta_seq)
+            task.restore(restored, state, local_vars)
+            replayed += len(restored.entries)
+        # Messages sent after the receiver's snapshot: deliver them again (deduplicated).
+        for delta_seq, delta in loaded.deltas:
+            for doc in delta.get("entries", []):
+                for message in doc.get("x", {}).get("messages", []) if doc.get("x") else []:
+                    receiver = execution.agents.get(message["to"])
+                    if receiver is not None and (receiver.snapshot_seq or 0) < delta_seq:
+                        execution.deliver(Message.from_doc(message))
+    except BaseException as exc:
+        hooks.on_recover_error(manager.execution_id, exc)
+        raise
+    hooks.after_recover(manager.execution_id, loaded.latest_seq, replayed)
+    return loaded
+
+
+async def restore_standalone(cls: type[StreamingPythonExecutor], agent: Agent,
+                             checkpoint: Any) -> StreamingPythonExecutor:
+    """Resume a standalone agent's executor (seed API)."""
+    task = agent._task
+    if task.snapshot_seq is None:
+        await restore_agents(task.execution.manager, task.execution, checkpoint)
+    frame = task.frames[0] if task.frames else task.standalone_frame()
+    executor = cls(agent, frame)
+    assert frame.llm_index is not None
+    entry = task.open_llm.get(frame.llm_index)
+    text = entry.text if entry is not None else ""
+    if text:
+        await executor._feed(text)
+    return executor
+
+
+# ------------------------------------------------------------- code objects
+
+
+class FunctionSource:
+    """A function defined by LLM code, to be re-created from its source on restore."""
+
+    def __init__(self, name: str, source: str) -> None:
+        self.name = name
+        self.source = source
+
+
+def _encode_fallback(value: Any) -> tuple[str, Any] | None:
+    from durably.agent import Agent, AgentHandle
+
+    if isinstance(value, AgentHandle):
+        return ("durably.agent", [value.id, value.agent_class])
+    if isinstance(value, types.ModuleType):
+        # LLM code ran `import name`; restoring re-imports the same module by name.
+        return ("durably.module", value.__name__)
+    if isinstance(value, Agent):
+        return ("durably.agent", [value.id, type(value).__name__])
+    if isinstance(value, (types.FunctionType, type)):
+        source = _defining_statement(value)
+        if source is not None:
+            return ("durably.function", [value.__name__, source])
+    return None
+
+
+def _defining_statement(value: Any) -> str | None:
+    """The source of the LLM statement that defined a function or class, if that statement
+    only defines it (``def``, ``class``, or ``name = lambda ...``), so re-running it on
+    restore has no other effect."""
+    import ast
+    import linecache
+
+    if isinstance(value, types.FunctionType):
+        filename = value.__code__.co_filename
+    else:
+        filename = getattr(value, "__durably_source__", "")
+    if not filename.startswith("<llm "):
+        return None
+    source = "".join(linecache.getlines(filename)).lstrip("\n")
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return None
+    pure = all(
+        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and not node.decorator_list
+        or isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda)
+        for node in tree.body
+    )
+    return source if pure and tree.body else None
+
+
+def _decode_fallback(tag: str, payload: Any) -> Any:
+    from durably.agent import AgentHandle
+
+    if tag == "durably.agent":
+        return AgentHandle(payload[0], payload[1])
+    if tag == "durably.function":
+        return FunctionSource(payload[0], payload[1])
+    if tag == "durably.module":
+        import importlib
+
+        return importlib.import_module(payload)
+    return None
+
+
+def _maybe_crash(execution: Execution) -> None:
+    """Fault injection for tests and the demo (documented in testing-durability.md).
+
+    ``DURABLY_CRASH_AFTER_CHECKPOINT=N``: SIGKILL this process right after its N-th
+    checkpoint is durable. ``DURABLY_CRASH_IN_LLM_CALL=N``: SIGKILL it right after the
+    first checkpoint written while its N-th LLM response is still streaming in.
+    """
+    global _crash_counter
+    _crash_counter += 1
+    after = os.environ.get(CRASH_ENV)
+    in_call = os.environ.get(CRASH_LLM_ENV)
+    if (after and _crash_counter == int(after)) or (
+            in_call and execution.llm_calls_live == int(in_call) and execution.llm_streaming):
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)  # pragma: no cover

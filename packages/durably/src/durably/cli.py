@@ -1,0 +1,269 @@
+"""The ``durably`` command: run, resume, ls, show, gc, demo.
+
+Exit status: 0 on success (also for resuming an execution that already completed), 1
+when the program failed, 2 for usage errors, an unknown execution, bad configuration or
+a store that cannot be used.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from durably.errors import (
+    ConfigError,
+    DurablyError,
+    LeaseHeldError,
+    NotFoundError,
+    ProgramChangedError,
+    StoreError,
+)
+
+__all__ = ["main"]
+
+
+def _config(args: argparse.Namespace) -> Any:
+    from durably.config import load_config
+
+    overrides = {"store": getattr(args, "store", None)}
+    return load_config(config_file=getattr(args, "config", None), overrides=overrides)
+
+
+def _llm_spec(args: argparse.Namespace) -> str | None:
+    if getattr(args, "llm", None):
+        return str(args.llm)
+    env = os.environ.get("DURABLY_LLM")
+    if env:
+        return env
+    path = Path(getattr(args, "config", None) or "durably.toml")
+    if path.is_file():
+        import tomllib
+
+        spec = tomllib.loads(path.read_text()).get("llm", {}).get("spec")
+        if isinstance(spec, str):
+            return spec
+    return None
+
+
+class _Progress:
+    """The current agent/playbook/step on stderr, only when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.enabled = sys.stderr.isatty()
+
+    def say(self, line: str) -> None:
+        if self.enabled:
+            sys.stderr.write("\r\x1b[K")
+        print(line, flush=True)
+
+
+async def _run(args: argparse.Namespace) -> int:
+    from durably.runner import new_execution_id, run_program
+
+    spec = _llm_spec(args)
+    if spec is None:
+        raise ConfigError("no LLM given", key="--llm",
+                          fix="Pass --llm scripted:PATH or --llm openai:MODEL, or set [llm] spec "
+                          "in durably.toml")
+    config = _config(args)
+    execution_id = args.execution_id or new_execution_id()
+    print(f"execution {execution_id}", file=sys.stderr, flush=True)
+    result = await run_program(
+        args.program, llm=spec, execution_id=execution_id, inputs=args.input or [],
+        interactive=not args.input and sys.stdin.isatty(), config=config,
+        echo=_Progress().say,
+    )
+    return _report(result)
+
+
+def _report(result: Any) -> int:
+    if result.status == "already-completed":
+        print(f"execution {result.execution_id} already completed", file=sys.stderr)
+        return 0
+    if result.status == "completed":
+        if result.result is not None:
+            print(f"result: {json.dumps(result.result, default=repr, ensure_ascii=False)}",
+                  file=sys.stderr)
+        return 0
+    print(f"execution {result.execution_id} failed: {result.error}", file=sys.stderr)
+    return 1
+
+
+async def _resume(args: argparse.Namespace) -> int:
+    from durably.runner import resume_execution
+
+    config = _config(args)
+    result = await resume_execution(
+        args.execution_id, llm=_llm_spec(args) if args.llm else None, config=config,
+        allow_changed_program=args.allow_changed_program,
+        interactive=sys.stdin.isatty(), echo=_Progress().say, wait=args.wait,
+    )
+    return _report(result)
+
+
+async def _ls(args: argparse.Namespace) -> int:
+    from durably import open_store
+    from durably._inspect import list_executions
+
+    async with open_store(config=_config(args)) as provider:
+        rows = await list_executions(provider)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no executions")
+        return 0
+    print(f"{'EXECUTION':<20} {'STATUS':<10} {'CHECKPOINTS':>11} {'BYTES':>10}  LAST ACTIVITY")
+    for row in rows:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"] or 0))
+        print(f"{row['execution_id']:<20} {row['status']:<10} {row['checkpoints']:>11} "
+              f"{row['bytes']:>10,}  {when}")
+    return 0
+
+
+async def _show(args: argparse.Namespace) -> int:
+    from durably import open_store
+    from durably._inspect import describe_execution, render_show
+    from durably.checkpoint import CheckpointManager
+
+    config = _config(args)
+    async with open_store(config=config) as provider:
+        data = await describe_execution(CheckpointManager(args.execution_id, provider,
+                                                          config=config))
+    if data is None:
+        raise NotFoundError(f"no execution {args.execution_id!r}")
+    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else render_show(data))
+    return 0
+
+
+def _age(text: str) -> float:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    if text and text[-1] in units and text[:-1].replace(".", "", 1).isdigit():
+        return float(text[:-1]) * units[text[-1]]
+    if text.replace(".", "", 1).isdigit():
+        return float(text)
+    raise argparse.ArgumentTypeError(f"cannot read age {text!r}: use e.g. 90s, 30m, 12h, 7d")
+
+
+async def _gc(args: argparse.Namespace) -> int:
+    from durably import open_store
+    from durably.checkpoint import META_STATUS
+
+    deleted_checkpoints = 0
+    deleted_executions = 0
+    async with open_store(config=_config(args)) as provider:
+        now = time.time()
+        async for execution in provider.iter_executions():
+            latest = await provider.load_latest_checkpoint(execution.execution_id)
+            if latest is None:
+                continue
+            status = latest.metadata.get(META_STATUS)
+            if (args.completed_older_than is not None and status == "completed"
+                    and latest.info.created_at < now - args.completed_older_than):
+                await provider.delete_execution(execution.execution_id)
+                deleted_executions += 1
+                continue
+            if args.keep_last:
+                deleted_checkpoints += len(await provider.prune(
+                    execution.execution_id, keep_last=args.keep_last))
+    print(f"deleted {deleted_executions} execution(s) and {deleted_checkpoints} checkpoint(s)")
+    return 0
+
+
+async def _demo(args: argparse.Namespace) -> int:
+    from durably._demo import run_demo
+
+    return await run_demo(keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="durably",
+        description="Durable execution for LLM agent programs: every await is a checkpoint.")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def store_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--store", help="store URL (default: from durably.toml, else "
+                       "file://.durably)")
+        p.add_argument("--config", help="a durably.toml to read instead of ./durably.toml")
+
+    run = sub.add_parser("run", help="run a program from its beginning",
+                         description="Run PROGRAM durably; prints what agents say to the user.")
+    run.add_argument("program", help="the program file (a .py defining Agent classes)")
+    run.add_argument("--llm", help="scripted:PATH[?chunk_seed=N] or openai:MODEL")
+    run.add_argument("--execution-id", help="id of the new execution (default: random)")
+    run.add_argument("--input", action="append", metavar="TEXT",
+                     help="an answer to the user's next Yield; repeat for more (stored with "
+                     "the execution)")
+    store_options(run)
+    run.set_defaults(handler=_run)
+
+    resume = sub.add_parser("resume", help="resume an execution from its latest checkpoint",
+                            description="Restore EXECUTION_ID and continue it to the end.")
+    resume.add_argument("execution_id")
+    resume.add_argument("--llm", help="override the LLM recorded in the execution")
+    resume.add_argument("--allow-changed-program", action="store_true",
+                        help="resume even if the program file changed")
+    resume.add_argument("--wait", action="store_true",
+                        help="if another process holds the execution's lease, wait for it to "
+                        "expire instead of failing")
+    store_options(resume)
+    resume.set_defaults(handler=_resume)
+
+    ls = sub.add_parser("ls", help="list executions")
+    ls.add_argument("--json", action="store_true", help="print JSON")
+    store_options(ls)
+    ls.set_defaults(handler=_ls)
+
+    show = sub.add_parser("show", help="show an execution's latest checkpoint")
+    show.add_argument("execution_id")
+    show.add_argument("--json", action="store_true", help="print one JSON object")
+    store_options(show)
+    show.set_defaults(handler=_show)
+
+    gc = sub.add_parser("gc", help="delete old checkpoints and completed executions")
+    gc.add_argument("--keep-last", type=int, metavar="N",
+                    help="keep the last N checkpoints of each execution (and what resume needs)")
+    gc.add_argument("--completed-older-than", type=_age, metavar="AGE",
+                    help="delete completed executions older than AGE (e.g. 7d, 12h)")
+    store_options(gc)
+    gc.set_defaults(handler=_gc)
+
+    demo = sub.add_parser("demo", help="crash a bundled program mid-run and resume it",
+                          description="Runs a bundled two-agent program in a child process "
+                          "that kills itself in the middle of its 3rd LLM call, resumes it in "
+                          "a new process, and compares with an uninterrupted run.")
+    demo.add_argument("--keep", action="store_true", help="keep the demo's store directory")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``durably`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(args.handler(args))
+    except KeyboardInterrupt:
+        print("interrupted; resume with `durably resume`", file=sys.stderr)
+        return 130
+    except (NotFoundError, ConfigError, LeaseHeldError, ProgramChangedError) as exc:
+        print(f"durably: error: {exc}", file=sys.stderr)
+        return 2
+    except StoreError as exc:
+        print(f"durably: store error: {exc}", file=sys.stderr)
+        return 2
+    except DurablyError as exc:
+        print(f"durably: error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

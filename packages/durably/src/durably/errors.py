@@ -1,0 +1,206 @@
+"""The exceptions durably raises.
+
+Every exception durably raises on purpose derives from :class:`DurablyError`, so
+``except durably.DurablyError`` catches all of them. Errors coming from a storage
+backend (an OS error, a botocore or psycopg exception) are wrapped in a
+:class:`StoreError` subclass with ``raise ... from original``, so the original is
+always available as ``__cause__``.
+
+The tree::
+
+    DurablyError
+    ├── ConfigError                      bad configuration (names the file, key and fix)
+    │   └── ProviderNotFoundError        no provider for a URL scheme (names the package)
+    ├── InvalidExecutionIdError          an id that could escape the store (``../x``)
+    ├── StoreError                       anything a storage backend reports
+    │   ├── StoreUnavailableError        backend unreachable / credentials refused
+    │   ├── NotFoundError                no such checkpoint / blob / execution
+    │   ├── ConflictError                a conditional write lost
+    │   │   ├── AlreadyExistsError       mode="create" on an existing sequence
+    │   │   ├── PreconditionFailedError  expected version did not match
+    │   │   ├── FencedError              the writer's lease epoch was superseded
+    │   │   └── LeaseHeldError           another owner holds a live lease
+    │   └── CorruptObjectError           checksum mismatch, truncated or malformed object
+    ├── UnsupportedFormatError           stored by a newer durably (unknown format version)
+    ├── SerializationError               a value cannot be stored (names its path)
+    │   └── SignatureError               signed pickle data failed verification
+    ├── CheckpointTooLargeError          a checkpoint exceeds the configured maximum
+    ├── DivergenceError                  replay requested a different operation
+    ├── ProgramChangedError              the program changed under an execution
+    └── StatementSyntaxError             LLM code that can never parse (also a SyntaxError)
+        └── IncompleteCodeError          the stream ended in the middle of a statement
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "AlreadyExistsError",
+    "CheckpointTooLargeError",
+    "ConfigError",
+    "ConflictError",
+    "CorruptObjectError",
+    "DivergenceError",
+    "DurablyError",
+    "DurablyWarning",
+    "FencedError",
+    "IncompleteCodeError",
+    "InvalidExecutionIdError",
+    "LeaseHeldError",
+    "NotFoundError",
+    "PreconditionFailedError",
+    "ProgramChangedError",
+    "ProviderNotFoundError",
+    "SerializationError",
+    "SignatureError",
+    "StatementSyntaxError",
+    "StoreError",
+    "StoreUnavailableError",
+    "UnsupportedFormatError",
+]
+
+
+class DurablyError(Exception):
+    """Root of every exception durably raises on purpose."""
+
+
+class DurablyWarning(UserWarning):
+    """Warnings durably emits (skipped variables, non-durable backend settings, ...)."""
+
+
+class ConfigError(DurablyError):
+    """The configuration is invalid.
+
+    Attributes:
+        source: The file (or ``"environment"`` / ``"argument"``) the bad value came from.
+        key: The dotted key, e.g. ``"durability.store"``.
+        fix: A sentence telling the user what to do.
+    """
+
+    def __init__(
+        self, message: str, *, source: str | None = None, key: str | None = None,
+        fix: str | None = None,
+    ) -> None:
+        self.source = source
+        self.key = key
+        self.fix = fix
+        parts = []
+        if source:
+            parts.append(source)
+        if key:
+            parts.append(f"[{key}]" if not parts else f"key {key!r}")
+        prefix = ": ".join(parts)
+        text = f"{prefix}: {message}" if prefix else message
+        if fix:
+            text = f"{text}. {fix}"
+        super().__init__(text)
+
+
+class ProviderNotFoundError(ConfigError):
+    """No storage provider is installed for a URL scheme."""
+
+
+class InvalidExecutionIdError(DurablyError, ValueError):
+    """An execution id is empty, too long, or could escape the store's namespace."""
+
+
+class StoreError(DurablyError):
+    """A storage backend failed. The backend's own exception is ``__cause__``."""
+
+
+class StoreUnavailableError(StoreError):
+    """The backend cannot be reached, or refused our credentials."""
+
+
+class NotFoundError(StoreError, KeyError):
+    """The requested checkpoint, blob or execution does not exist."""
+
+    def __str__(self) -> str:  # KeyError would repr() the message
+        return str(self.args[0]) if self.args else ""
+
+
+class ConflictError(StoreError):
+    """A conditional write did not happen because its precondition failed.
+
+    A conflict never leaves a partial write behind: the stored data is exactly what
+    it was before the call.
+    """
+
+
+class AlreadyExistsError(ConflictError):
+    """``mode="create"`` was asked for an object that already exists."""
+
+
+class PreconditionFailedError(ConflictError):
+    """The object's current version is not the expected one."""
+
+
+class FencedError(ConflictError):
+    """The writer's lease was superseded by a newer claim (its epoch is stale)."""
+
+
+class LeaseHeldError(ConflictError):
+    """Another owner holds a live lease on the execution.
+
+    Attributes:
+        owner: The current holder.
+        expires_at: When its lease expires (UNIX seconds), unless renewed.
+    """
+
+    def __init__(self, message: str, *, owner: str | None = None,
+                 expires_at: float | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+        self.expires_at = expires_at
+
+
+class CorruptObjectError(StoreError):
+    """A stored object failed its integrity check (checksum, length or structure).
+
+    A corrupt object is never returned to the caller, not even partially.
+    """
+
+
+class UnsupportedFormatError(DurablyError):
+    """An object was written in a format version this durably does not know."""
+
+
+class SerializationError(DurablyError):
+    """A value cannot be stored.
+
+    Attributes:
+        path: Where the value lives, e.g. ``"Main frame local 'conn'"``.
+        reason: Why, e.g. ``"socket is not serializable"``.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}" if path else reason)
+
+
+class SignatureError(SerializationError):
+    """Signed (pickled) data did not verify; it was not unpickled."""
+
+
+class CheckpointTooLargeError(DurablyError):
+    """A checkpoint exceeds ``max_checkpoint_size``; the message names the largest values."""
+
+
+class DivergenceError(DurablyError):
+    """During replay the code asked for a different operation than the journal recorded.
+
+    This means the program, its inputs or the LLM code changed, or the code between
+    awaits is not deterministic.
+    """
+
+
+class ProgramChangedError(DurablyError):
+    """The program file differs from the one the execution started with."""
+
+
+class StatementSyntaxError(DurablyError, SyntaxError):
+    """LLM code that can never become valid Python, whatever arrives next."""
+
+
+class IncompleteCodeError(StatementSyntaxError):
+    """The response ended while a statement was still incomplete."""
