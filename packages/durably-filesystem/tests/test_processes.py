@@ -23,18 +23,42 @@ def lease_args(reply: dict[str, Any]) -> list[Any]:
 
 
 @pytest.mark.asyncio
-async def test_two_processes_racing_to_create_the_same_seqs(root: Path, driver: Start) -> None:
-    """Both processes try to create seqs 0..N-1 at the same time: each seq is won by
-    exactly one of them, and what is stored is the winner's payload."""
+async def test_two_processes_racing_to_create_the_same_seq(root: Path, driver: Start) -> None:
+    """Round after round, both processes are told at the same instant to create the
+    same seq: exactly one succeeds, the other gets AlreadyExistsError, and what is
+    stored is the winner's payload."""
+    rounds = 400
+    a, b = driver(), driver()
+    wins = {"a": 0, "b": 0}
+    for seq in range(rounds):
+        pair = [("a", a), ("b", b)] if seq % 2 else [("b", b), ("a", a)]
+        for name, proc in pair:
+            proc.send(op="save", exec=RUN, seq=seq, data=f"{name}:{seq}")
+        replies = {name: proc.recv() for name, proc in pair}
+        winners = [name for name, reply in replies.items() if "version" in reply]
+        assert len(winners) == 1, f"seq {seq}: {replies}"
+        loser = "b" if winners[0] == "a" else "a"
+        assert replies[loser]["error"] == "AlreadyExistsError", replies
+        wins[winners[0]] += 1
+        assert a.call(op="load", exec=RUN, seq=seq) == {"data": f"{winners[0]}:{seq}"}
+    assert wins["a"] and wins["b"], f"the processes never really raced: {wins}"
+    async with FilesystemProvider(root) as provider:
+        assert [i.seq async for i in provider.iter_checkpoints(RUN)] == list(range(rounds))
+
+
+@pytest.mark.asyncio
+async def test_two_processes_streaming_creates_of_the_same_seqs(
+    root: Path, driver: Start,
+) -> None:
+    """Both processes try to create seqs 0..N-1 as fast as they can: each seq is
+    created exactly once, with the creator's payload."""
     count = 1500
     a, b = driver(), driver()
     a.send(op="race", exec=RUN, n=count, name="a")
     b.send(op="race", exec=RUN, n=count, name="b")
     won_a, won_b = set(a.recv()["won"]), set(b.recv()["won"])
-    print(len(won_a), len(won_b))
     assert won_a.isdisjoint(won_b), f"seqs created twice: {sorted(won_a & won_b)[:10]}"
     assert won_a | won_b == set(range(count))
-    assert won_a and won_b, "the processes did not actually race (one won every seq)"
     async with FilesystemProvider(root) as provider:
         for seq in range(count):
             winner = "a" if seq in won_a else "b"
@@ -121,7 +145,6 @@ async def test_another_process_reads_correctly_during_compactions(
                 inode = log.stat().st_ino
             seq += 1
         result = reader.recv()
-        print(result, replaced, seq)
         assert "error" not in result, result
         assert result["checked"] > 0 and result["rounds"] > 0
         assert replaced >= 5, "the test meant to compact many times"

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import pytest
-from durably._codec import Encoded, ValueCodec
+from durably._codec import _HEADER, Encoded, ValueCodec
 from durably.errors import (
     CorruptObjectError,
     DurablyWarning,
@@ -199,19 +199,28 @@ def referenced(data: bytes, blobs: dict[str, bytes]) -> set[str]:
     """Every digest reachable from a document, following chunk and index blobs."""
     found: set[str] = set()
 
-    def walk(node: Any) -> None:
-        if isinstance(node, str) and node.startswith("sha256:"):
-            if node not in found:
-                found.add(node)
-                walk(json.loads(blobs[node]))
-        elif isinstance(node, list):
-            for x in node:
-                walk(x)
-        elif isinstance(node, dict):
-            for x in node.values():
-                walk(x)
+    def node(n: Any) -> None:
+        if isinstance(n, list) and n and n[0] == "C":
+            header = _HEADER[n[1]]
+            for x in n[2 : 2 + header]:
+                node(x)
+            for digest in n[2 + header :]:
+                chunk(digest)
+        elif isinstance(n, list):
+            for x in n[1:]:
+                node(x)
 
-    walk(json.loads(data))
+    def chunk(digest: str) -> None:
+        found.add(digest)
+        content = json.loads(blobs[digest])
+        for x in content[1:]:
+            if content[0] == "cc":
+                chunk(x)
+            else:
+                node(x)
+
+    for root in json.loads(data)["roots"].values():
+        node(root)
     return found
 
 

@@ -28,6 +28,7 @@ import os
 import re
 import secrets
 import shutil
+import threading
 import time
 import warnings
 from bisect import bisect_right
@@ -121,6 +122,47 @@ async def _blocking(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
         if not task.cancelled():
             task.exception()  # retrieved: the caller was cancelled, it cannot see it
         raise
+
+
+async def _wait_for_flock(fd: int) -> None:
+    """Take ``flock(fd, LOCK_EX)``, blocking in a dedicated thread, not the event loop.
+
+    A dedicated thread (not the default executor) so that waiters can never starve
+    the executor that lock holders need for big writes. The thread works on a
+    duplicate of ``fd`` (same open file description, so the same lock). If the caller
+    is cancelled, the lock -- once the kernel grants it -- is handed back at once.
+    """
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[None] = loop.create_future()
+    dup = os.dup(fd)
+
+    def deliver(error: BaseException | None) -> None:
+        if future.cancelled():
+            if error is None:
+                fcntl.flock(dup, fcntl.LOCK_UN)
+            os.close(dup)
+            return
+        os.close(dup)
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
+
+    def wait() -> None:
+        error: BaseException | None = None
+        try:
+            fcntl.flock(dup, fcntl.LOCK_EX)
+        except BaseException as exc:
+            error = exc
+        try:
+            loop.call_soon_threadsafe(deliver, error)
+        except RuntimeError:  # the loop is closed: nobody waits any more
+            if error is None:
+                fcntl.flock(dup, fcntl.LOCK_UN)
+            os.close(dup)
+
+    threading.Thread(target=wait, name="durably-flock-wait", daemon=True).start()
+    await future
 
 
 @dataclass(slots=True)
@@ -458,15 +500,10 @@ class FilesystemProvider(CheckpointProvider):
     async def _acquire(self, state: _ExecState, create: bool) -> bool:
         """Take the execution's cross-process lock (False: no such execution, not created).
 
-        ``flock`` is tried without blocking, so a lock held by another process never
-        blocks the event loop. Holders keep it for microseconds (a big write or a
-        compaction: milliseconds), so a contended lock is first retried at every turn
-        of the event loop for a couple of milliseconds -- which also gives a waiter a
-        fair chance against a holder that locks again right away -- then with sleeps
-        growing to 5 ms.
+        ``flock`` is tried without blocking first; if another process holds the lock,
+        a short-lived thread waits for it in the kernel (see :func:`_wait_for_flock`),
+        so the event loop never blocks and the waiter wakes as soon as it is free.
         """
-        spin_until = time.monotonic() + 0.002
-        delay = 0.0005
         while True:
             if state.lock_fd is None:
                 state.lock_fd = self._open_lock(state, create)
@@ -476,12 +513,7 @@ class FilesystemProvider(CheckpointProvider):
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                if time.monotonic() < spin_until:
-                    await asyncio.sleep(0)
-                else:
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 0.005)
-                continue
+                await _wait_for_flock(fd)
             try:
                 current: int | None = os.stat(state.lock_path).st_ino
             except FileNotFoundError:

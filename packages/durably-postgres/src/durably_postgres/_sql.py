@@ -99,8 +99,10 @@ _STATEMENTS: dict[str, str] = {
     "list_executions": (
         "SELECT e.id, extract(epoch FROM e.updated_at)::float8 FROM {s}.executions AS e"
         " WHERE e.id > %(cursor)s AND (e.lease_owner IS NOT NULL"
-        " OR EXISTS (SELECT 1 FROM {s}.checkpoints AS c WHERE c.execution_id = e.id)"
-        " OR EXISTS (SELECT 1 FROM {s}.blobs AS b WHERE b.execution_id = e.id))"
+        # Scalar sub-selects, not EXISTS: the planner may turn an EXISTS under OR into
+        # a hashed sub-plan that reads all of checkpoints; these stay index probes.
+        " OR (SELECT true FROM {s}.checkpoints AS c WHERE c.execution_id = e.id LIMIT 1)"
+        " OR (SELECT true FROM {s}.blobs AS b WHERE b.execution_id = e.id LIMIT 1))"
         " ORDER BY e.id LIMIT %(limit)s::int8"
     ),
     "delete_execution": (

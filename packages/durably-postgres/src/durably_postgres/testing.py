@@ -314,14 +314,13 @@ class PostgresBackdoor:
                           (bytes(data), execution_id, digest))
 
     async def locations(self) -> list[str]:
-        """Every row holding data: ``checkpoints/<id>/<seq>``, ``blobs/<id>/<digest>``
-        and ``leases/<id>`` (an execution row that carries a lease)."""
+        """Every row the provider wrote for executions: ``checkpoints/<id>/<seq>``,
+        ``blobs/<id>/<digest>`` and ``executions/<id>`` (the lease/status row)."""
         try:
             rows = await self._fetch(
                 "SELECT 'checkpoints/' || execution_id || '/' || seq FROM {s}.checkpoints"
                 " UNION ALL SELECT 'blobs/' || execution_id || '/' || digest FROM {s}.blobs"
-                " UNION ALL SELECT 'leases/' || id FROM {s}.executions"
-                " WHERE lease_owner IS NOT NULL", ())
+                " UNION ALL SELECT 'executions/' || id FROM {s}.executions", ())
         except psycopg.errors.UndefinedTable:
             return []  # the provider never ran: no schema yet
         return sorted(str(row[0]) for row in rows)

@@ -54,7 +54,7 @@ async def describe_execution(manager: CheckpointManager) -> dict[str, Any] | Non
             stack = [":".join(step.split(":")[:2]) if step else frame["playbook"]]
         agents[doc["class"]] = {
             "id": agent_id, "state": jsonable(state), "call_stack": stack,
-            "locals": jsonable(local_vars), "phase": doc.get("phase"), "snapshot": seq,
+            "locals": jsonable(local_vars), "phase": doc.get("phase"),
         }
         for delta_seq, delta in loaded.deltas:
             if delta.get("agent") != agent_id or delta_seq <= seq:
