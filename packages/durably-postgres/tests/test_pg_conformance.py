@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 from durably_conformance import Backdoor, ProviderFactory, ProviderSuite
-
 from durably_postgres import PostgresProvider
 from durably_postgres.testing import PostgresBackdoor
 

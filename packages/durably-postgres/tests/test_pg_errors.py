@@ -11,11 +11,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from durably.errors import StoreError, StoreUnavailableError
 from durably_postgres import PostgresProvider, migrate_async
-from durably_postgres.testing import ThrowawayCluster, _free_port
+from durably_postgres.testing import ThrowawayCluster, free_port
+from psycopg.conninfo import conninfo_to_dict
 
 MakeStore = Callable[..., PostgresProvider]
 
@@ -27,12 +26,6 @@ def _chain(exc: BaseException | None) -> str:
         parts.append(f"{type(exc).__name__}: {exc}")
         exc = exc.__cause__ or exc.__context__
     return "\n".join(parts)
-
-
-def _with(url: str, **changes: str) -> str:
-    params = conninfo_to_dict(url)
-    params.update(changes)
-    return make_conninfo(**params)
 
 
 def _url(url: str, **changes: str) -> str:
@@ -48,7 +41,7 @@ def _url(url: str, **changes: str) -> str:
 async def test_server_down_is_retried_then_unavailable_without_the_password(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    port = _free_port()  # nothing listens there
+    port = free_port()  # nothing listens there
     url = f"postgresql://alice:s3cret@127.0.0.1:{port}/db"
     store = PostgresProvider.from_url(url, {"connect_retries": 2, "connect_timeout": 2})
     caplog.set_level(logging.DEBUG)
@@ -106,7 +99,8 @@ async def test_wrong_password(scram_cluster: ThrowawayCluster,
                        match="authentication failed for user 'postgres'") as info:
         await store.save_checkpoint("x", 0, b"x")
     assert "(after" not in str(info.value)
-    assert "s3cret" not in _chain(info.value) and "s3cret" not in caplog.text
+    assert "s3cret" not in _chain(info.value)
+    assert "s3cret" not in caplog.text
     await store.close()
     right = PostgresProvider.from_url(scram_cluster.url, {})
     try:
@@ -122,13 +116,13 @@ def limited_role(pg_url: str) -> Any:
     role = f"durably_limited_{secrets.token_hex(3)}"
     try:
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'pw\'')  # type: ignore[arg-type]
+            conn.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'pw\'')
     except psycopg.Error as exc:
         pytest.skip(f"cannot create a role for the permission test: {exc}")
     yield role
     with psycopg.connect(pg_url, autocommit=True) as conn:
-        conn.execute(f'DROP OWNED BY "{role}"')  # type: ignore[arg-type]
-        conn.execute(f'DROP ROLE "{role}"')  # type: ignore[arg-type]
+        conn.execute(f'DROP OWNED BY "{role}"')
+        conn.execute(f'DROP ROLE "{role}"')
 
 
 @pytest.mark.asyncio
@@ -153,7 +147,7 @@ async def test_permission_denied_says_what_to_grant(
                   f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s}'
                   f' TO "{limited_role}"',
                   f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO "{limited_role}"'):
-        await admin.execute(grant)  # type: ignore[arg-type]
+        await admin.execute(grant)
     store = PostgresProvider.from_url(url, {"schema": pg_schema, "migrate": False})
     try:
         lease = await store.claim("x", "me", ttl=30)
@@ -223,7 +217,7 @@ async def test_statement_timeout_cancels_and_leaves_nothing(
         await locker.execute(f'SELECT 1 FROM "{pg_schema}".executions WHERE id = %s FOR UPDATE',
                              ("slow",))
         for mode_lease in (None, lease):
-            with pytest.raises(StoreError, match="cancelled.*nothing was written"):
+            with pytest.raises(StoreError, match=r"cancelled.*nothing was written"):
                 await store.save_checkpoint("slow", 1, b"y" * 100_000, lease=mode_lease)
         await locker.rollback()
     assert await _checkpoint_rows(admin, pg_schema, "slow") == [0]
@@ -235,8 +229,8 @@ async def test_a_dropped_schema_is_reported(
 ) -> None:
     store = make_store()
     await store.save_checkpoint("x", 0, b"x")
-    await admin.execute(f'DROP SCHEMA "{pg_schema}" CASCADE')  # type: ignore[arg-type]
-    with pytest.raises(StoreError, match="tables are missing.*durably migrate"):
+    await admin.execute(f'DROP SCHEMA "{pg_schema}" CASCADE')
+    with pytest.raises(StoreError, match=r"tables are missing.*durably migrate"):
         await store.load_checkpoint("x", 0)
 
 

@@ -7,7 +7,6 @@ from typing import Any
 
 import psycopg
 import pytest
-
 from durably_postgres import PostgresProvider
 
 MakeStore = Callable[..., PostgresProvider]
@@ -23,23 +22,23 @@ async def test_hot_queries_use_index_scans(
     s = f'"{pg_schema}"'
     # 20,000 executions with one checkpoint each, one with 20,000 checkpoints, 5,000 blobs.
     await admin.execute(
-        f"INSERT INTO {s}.executions (id, lease_owner, epoch, lease_expires_at, status)"  # type: ignore[arg-type]
+        f"INSERT INTO {s}.executions (id, lease_owner, epoch, lease_expires_at, status)"
         " SELECT 'exec-' || lpad(i::text, 6, '0'), 'w', i, now() + (i % 7 - 3) * interval '1 h',"
         " CASE WHEN i % 3 = 0 THEN 'completed' END FROM generate_series(1, 20000) AS i")
-    await admin.execute(f"INSERT INTO {s}.executions (id) VALUES ('hot')")  # type: ignore[arg-type]
+    await admin.execute(f"INSERT INTO {s}.executions (id) VALUES ('hot')")
     await admin.execute(
-        f"INSERT INTO {s}.checkpoints (execution_id, seq, version, data, metadata, size)"  # type: ignore[arg-type]
+        f"INSERT INTO {s}.checkpoints (execution_id, seq, version, data, metadata, size)"
         " SELECT 'exec-' || lpad(i::text, 6, '0'), 0, i, %(data)s, '{}'::jsonb, %(size)s"
         " FROM generate_series(1, 20000) AS i"
         " UNION ALL SELECT 'hot', i, i, %(data)s, '{}'::jsonb, %(size)s"
         " FROM generate_series(0, 19999) AS i",
         {"data": b"\x00" * 200, "size": stored.size})
     await admin.execute(
-        f"INSERT INTO {s}.blobs (execution_id, digest, data, size)"  # type: ignore[arg-type]
+        f"INSERT INTO {s}.blobs (execution_id, digest, data, size)"
         " SELECT 'exec-' || lpad(i::text, 6, '0'), 'sha256:' || md5(i::text) || md5(i::text),"
         " '\\x00', 1 FROM generate_series(1, 20000, 4) AS i")
     for table in ("executions", "checkpoints", "blobs"):
-        await admin.execute(f"ANALYZE {s}.{table}")  # type: ignore[arg-type]
+        await admin.execute(f"ANALYZE {s}.{table}")
 
     sql = store._sql
     queries: dict[str, tuple[str, dict[str, Any], str]] = {
@@ -56,7 +55,7 @@ async def test_hot_queries_use_index_scans(
                          "status": None, "epoch": 0, "owner": "w"}, "executions_pkey"),
     }
     for what, (query, params, index) in queries.items():
-        cur = await admin.execute("EXPLAIN " + query, params)  # type: ignore[arg-type]
+        cur = await admin.execute("EXPLAIN " + query, params)
         plan = "\n".join(str(row[0]) for row in await cur.fetchall())
         assert index in plan, f"{what} does not use {index}:\n{plan}"
         assert "Seq Scan" not in plan, f"{what} scans a table:\n{plan}"

@@ -8,11 +8,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg.conninfo import conninfo_to_dict
-
 from durably._plugins import open_provider
 from durably.errors import ConfigError
 from durably_postgres import PostgresOptions, PostgresProvider
+from psycopg.conninfo import conninfo_to_dict
 
 MakeStore = Callable[..., PostgresProvider]
 
@@ -85,7 +84,8 @@ def test_unparsable_url_does_not_show_the_password() -> None:
         PostgresProvider.from_url("postgresql://alice:s3cret@h/db?bogus=1", {})
     assert "s3cret" not in str(info.value)
     assert "alice:***@h" in str(info.value)
-    assert info.value.__cause__ is None and info.value.__suppress_context__
+    assert info.value.__cause__ is None
+    assert info.value.__suppress_context__
 
 
 @pytest.mark.asyncio

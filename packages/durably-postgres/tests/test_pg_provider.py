@@ -13,11 +13,10 @@ from typing import Any
 
 import psycopg
 import pytest
-from psycopg import pq
-
 from durably.errors import FencedError, LeaseHeldError, PreconditionFailedError
 from durably.storage import ExpectedVersion, Lease
 from durably_postgres import PostgresProvider, _provider
+from psycopg import pq
 
 MakeStore = Callable[..., PostgresProvider]
 
@@ -26,7 +25,8 @@ MakeStore = Callable[..., PostgresProvider]
 async def _traced(store: PostgresProvider, path: Path) -> AsyncIterator[Callable[[], str]]:
     """Record the wire protocol of the store's only pooled connection (libpq trace)."""
     pool = store._pool
-    assert pool is not None and pool.max_size == 1
+    assert pool is not None
+    assert pool.max_size == 1
     with path.open("w") as fh:
         async with pool.connection() as conn:
             conn.pgconn.trace(fh.fileno())
@@ -61,7 +61,8 @@ async def test_one_round_trip_per_write(make_store: MakeStore, tmp_path: Path) -
     assert _messages(trace, "F", "Sync") == 20
     assert _messages(trace, "B", "ReadyForQuery") == 20
     assert _messages(trace, "F", "Execute") == 20
-    assert "BEGIN" not in trace and "COMMIT" not in trace
+    assert "BEGIN" not in trace
+    assert "COMMIT" not in trace
 
     info = await store.load_checkpoint("rt", 15)
     async with _traced(store, tmp_path / "trace2.txt") as read:
@@ -98,7 +99,7 @@ async def test_fence_check_waits_for_a_concurrent_claim_and_rechecks(
     s = f'"{pg_schema}"'
     async with await psycopg.AsyncConnection.connect(pg_url) as thief:
         await thief.execute(  # what a claim by another owner does, not yet committed
-            f"UPDATE {s}.executions SET lease_owner = 'thief',"  # type: ignore[arg-type]
+            f"UPDATE {s}.executions SET lease_owner = 'thief',"
             f" epoch = nextval('{s}.epochs') WHERE id = 'race'")
         save = asyncio.create_task(store.save_checkpoint("race", 1, b"racing", lease=lease))
         await _wait_until_blocked(admin, app)
@@ -106,7 +107,7 @@ async def test_fence_check_waits_for_a_concurrent_claim_and_rechecks(
         await thief.commit()
         with pytest.raises(FencedError):
             await save
-    cur = await admin.execute(f"SELECT seq FROM {s}.checkpoints ORDER BY seq")  # type: ignore[arg-type]
+    cur = await admin.execute(f"SELECT seq FROM {s}.checkpoints ORDER BY seq")
     assert [row[0] for row in await cur.fetchall()] == [0]
 
 
@@ -119,7 +120,7 @@ async def test_fence_waits_then_writes_when_the_claim_rolls_back(
     lease = await store.claim("race", "owner", ttl=60)
     s = f'"{pg_schema}"'
     async with await psycopg.AsyncConnection.connect(pg_url) as thief:
-        await thief.execute(f"UPDATE {s}.executions SET lease_owner = 'thief',"  # type: ignore[arg-type]
+        await thief.execute(f"UPDATE {s}.executions SET lease_owner = 'thief',"
                             f" epoch = nextval('{s}.epochs') WHERE id = 'race'")
         save = asyncio.create_task(store.save_checkpoint("race", 0, b"kept", lease=lease))
         await _wait_until_blocked(admin, app)
@@ -252,9 +253,11 @@ async def test_claim_next_takes_expired_and_released_skips_live_and_completed(
         assert await store.get_lease(lease.execution_id) == lease
         await store.save_checkpoint(lease.execution_id, 1, b"resumed", lease=lease)
     unclaimed = await store.claim_next("w", ttl=60)
-    assert unclaimed is not None and unclaimed.execution_id == "never-claimed"
+    assert unclaimed is not None
+    assert unclaimed.execution_id == "never-claimed"
     completed = await store.claim_next("w", ttl=60, exclude_completed=False)
-    assert completed is not None and completed.execution_id == "done"
+    assert completed is not None
+    assert completed.execution_id == "done"
     assert completed.epoch > done.epoch
     assert await store.claim_next("w", ttl=60, exclude_completed=False) is None
     with pytest.raises(LeaseHeldError):
@@ -292,7 +295,8 @@ async def test_client_lease_clock(make_store: MakeStore) -> None:
     assert taken.epoch > short.epoch
     await _expire(store, ["d"])
     next_lease = await store.claim_next("w", ttl=30)
-    assert next_lease is not None and next_lease.execution_id == "d"
+    assert next_lease is not None
+    assert next_lease.execution_id == "d"
 
 
 @pytest.mark.asyncio

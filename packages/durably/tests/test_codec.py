@@ -758,15 +758,18 @@ def test_unserializable_value_names_its_path() -> None:
 def test_skip_policy_drops_the_variable_warns_and_records_it() -> None:
     codec = ValueCodec(on_unserializable="skip")
     shared = [1, 2]
-    with (
-        socket.socket() as conn,
-        pytest.warns(DurablyWarning, match="Main frame local 'bad' was not saved"),
-    ):
+    with socket.socket() as conn, pytest.warns(DurablyWarning) as caught:
         enc = codec.encode(
             {"frame0": {"a": 1, "bad": [shared, {"c": conn}], "b": shared},
              "whole": conn, "state": {"x": shared}},
             {"frame0": "Main frame local"},
         )
+    assert [str(w.message) for w in caught] == [
+        "Main frame local 'bad' was not saved: "
+        "Main frame local 'bad'[1]['c']: socket is not serializable",
+        "whole was not saved: whole: socket is not serializable",
+    ]
+    assert caught[0].filename == __file__
     assert enc.skipped == ("Main frame local 'bad'", "whole")
     out = codec.decode(enc.data, enc.blobs.__getitem__)
     assert out == {"frame0": {"a": 1, "b": [1, 2]}, "state": {"x": [1, 2]}}

@@ -6,9 +6,8 @@ import logging
 from dataclasses import dataclass
 
 import psycopg
-from psycopg import errors as pg_errors
-
 from durably.errors import StoreError
+from psycopg import errors as pg_errors
 
 log = logging.getLogger("durably.postgres")
 
@@ -108,7 +107,7 @@ async def current_version(conn: psycopg.AsyncConnection[object], schema: str) ->
     except pg_errors.UndefinedTable:
         return 0
     row = await cur.fetchone()
-    return int(row[0]) if row else 0  # type: ignore[index, call-overload]
+    return int(row[0]) if row else 0  # type: ignore[index]
 
 
 async def ensure_schema(
@@ -160,7 +159,7 @@ async def ensure_schema(
             if migration.version <= before:
                 continue
             for statement in migration.statements:
-                await conn.execute(statement.format(s=s))  # type: ignore[arg-type]
+                await conn.execute(statement.format(s=s))
             await conn.execute(
                 f"INSERT INTO {s}.schema_version (version, description) VALUES (%s, %s)",
                 (migration.version, migration.description))

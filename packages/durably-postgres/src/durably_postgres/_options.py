@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
 from durably.errors import ConfigError
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 SCHEMES = ("postgresql", "postgres")
 SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -179,8 +178,11 @@ def parse_target(url: str, opts: PostgresOptions) -> Target:
     host = merged.get("host") or os.environ.get("PGHOST") or "localhost"
     port = merged.get("port") or os.environ.get("PGPORT") or "5432"
     dbname = merged.get("dbname") or os.environ.get("PGDATABASE") or user
-    shown_host = f"[{host}]" if ":" in host and not host.startswith("/") else host
-    where = f"postgresql://{user}@{shown_host}:{port}/{dbname}"
+    if host.startswith("/"):  # a Unix-domain socket directory
+        where = f"postgresql://{user}@:{port}/{dbname}?host={host}"
+    else:
+        shown_host = f"[{host}]" if ":" in host else host
+        where = f"postgresql://{user}@{shown_host}:{port}/{dbname}"
     return Target(params=merged, password=password, user=user, where=where)
 
 

@@ -11,12 +11,6 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Self
 
 import psycopg
-from psycopg import errors as pg_errors
-from psycopg import pq
-from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
-
 from durably.errors import (
     AlreadyExistsError,
     FencedError,
@@ -35,6 +29,12 @@ from durably.storage import (
     Page,
     WriteMode,
 )
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
 from durably_postgres._errors import (
     connect_error,
     connect_error_is_permanent,
@@ -124,7 +124,7 @@ def _check_ttl(ttl: float) -> None:
 def _int_cursor(cursor: str | None) -> int:
     if cursor is None:
         return -1
-    if not cursor.isdigit():
+    if not (cursor.isascii() and cursor.isdigit()):
         raise ValueError(f"invalid cursor {cursor!r}")
     return int(cursor)
 
@@ -271,7 +271,7 @@ class PostgresProvider(CheckpointProvider):
         while True:
             try:
                 async with pool.connection() as conn:
-                    cur = await conn.execute(query, params, binary=True)  # type: ignore[arg-type]
+                    cur = await conn.execute(query, params, binary=True)
                     return await cur.fetchall()
             except psycopg.Error as exc:
                 attempt += 1
@@ -306,8 +306,9 @@ class PostgresProvider(CheckpointProvider):
         if isinstance(mode, ExpectedVersion):
             kind = "expected"
             expected = mode.version
-            params["expected"] = (int(expected) if expected.isdigit() and len(expected) < 19
-                                  else -1)
+            params["expected"] = (
+                int(expected) if expected.isascii() and expected.isdigit() and len(expected) < 19
+                else -1)
         else:
             kind = mode
         if lease is not None:

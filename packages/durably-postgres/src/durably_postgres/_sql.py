@@ -206,7 +206,7 @@ def render(quoted_schema: str, lease_clock: Literal["server", "client"]) -> Stat
     raw = dict(_STATEMENTS)
     for kind in ("create", "overwrite", "expected"):
         for fenced in (False, True):
-            raw[f"save:{kind}:{int(fenced)}"] = _save(kind, fenced)  # type: ignore[arg-type]
+            raw[f"save:{kind}:{int(fenced)}"] = _save(kind, fenced)
     for fenced in (False, True):
         raw[f"delete:{int(fenced)}"] = _delete(fenced)
     for completed in (False, True):

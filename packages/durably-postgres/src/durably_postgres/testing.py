@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import glob
 import os
-import pwd
 import secrets
 import shutil
 import socket
@@ -44,6 +43,7 @@ __all__ = [
     "ThrowawayCluster",
     "drop_schema",
     "find_server",
+    "free_port",
     "random_schema",
     "server_or_skip",
 ]
@@ -72,7 +72,8 @@ def _pg_bin(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
@@ -105,6 +106,8 @@ class ThrowawayCluster:
         if _pg_bin("initdb") is None or _pg_bin("pg_ctl") is None:
             return "initdb/pg_ctl not found (on PATH or under /usr/lib/postgresql/*/bin)"
         if os.name == "posix" and os.geteuid() == 0:
+            import pwd
+
             try:
                 pwd.getpwnam("postgres")
             except KeyError:
@@ -127,9 +130,12 @@ class ThrowawayCluster:
         if reason:
             raise RuntimeError(f"cannot start a throwaway PostgreSQL cluster: {reason}")
         initdb, pg_ctl = _pg_bin("initdb"), _pg_bin("pg_ctl")
-        assert initdb and pg_ctl
+        assert initdb
+        assert pg_ctl
         self._dir = Path(tempfile.mkdtemp(prefix="durably-pg-"))
         if os.name == "posix" and os.geteuid() == 0:
+            import pwd
+
             entry = pwd.getpwnam("postgres")
             os.chown(self._dir, entry.pw_uid, entry.pw_gid)
             self._runas = ["runuser", "-u", "postgres", "--"]
@@ -139,10 +145,12 @@ class ThrowawayCluster:
             pwfile = self._dir / "pw"
             pwfile.write_text(self.password + "\n")
             if self._runas:
+                import pwd
+
                 entry = pwd.getpwnam("postgres")
                 os.chown(pwfile, entry.pw_uid, entry.pw_gid)
             args += ["--pwfile", str(pwfile)]
-        self.port = _free_port()
+        self.port = free_port()
         try:
             self._run(*args)
             self._run(pg_ctl, "-D", str(data), "-w", "-t", "30", "-l", str(self._dir / "log"),
@@ -244,7 +252,7 @@ def random_schema(prefix: str = "durably_test") -> str:
 def drop_schema(url: str, schema: str) -> None:
     """``DROP SCHEMA ... CASCADE`` if it exists (synchronous, for fixture teardown)."""
     with psycopg.connect(url, autocommit=True, connect_timeout=10) as conn:
-        conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")  # type: ignore[arg-type]
+        conn.execute(f"DROP SCHEMA IF EXISTS {quote_ident(schema)} CASCADE")
 
 
 class PostgresBackdoor:
@@ -265,7 +273,7 @@ class PostgresBackdoor:
 
     async def _fetch(self, sql: str, params: tuple[object, ...]) -> list[tuple[object, ...]]:
         async with await self._connect() as conn:
-            cur = await conn.execute(sql.replace("{s}", self._s), params)  # type: ignore[arg-type]
+            cur = await conn.execute(sql.replace("{s}", self._s), params)
             return await cur.fetchall() if cur.description else []
 
     async def _one_bytes(self, sql: str, params: tuple[object, ...], what: str) -> bytes:

@@ -267,8 +267,8 @@ class _Encoder:
     """State of one encode call: the identity memo, the blobs, the class-path cache."""
 
     __slots__ = (
-        "avg", "blob_log", "blobs", "cls_cache", "codec", "fallback", "hook", "keying", "late",
-        "limit", "lo", "memo", "nrefs", "objs", "pickle_key",
+        "avg", "blob_log", "blobs", "cls_cache", "codec", "fallback", "fields", "hook", "keying",
+        "late", "limit", "lo", "memo", "nrefs", "objs", "pickle_key",
     )
 
     def __init__(self, codec: ValueCodec, limit: int, *, keying: bool = False,
@@ -288,6 +288,7 @@ class _Encoder:
         self.blobs: dict[str, bytes] = {}
         self.blob_log: list[str] = []
         self.cls_cache: dict[type, str | None] = {} if cls_cache is None else cls_cache
+        self.fields: dict[type, tuple[str, ...]] = {}  # dataclass -> field names
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -529,7 +530,9 @@ class _Encoder:
 
     def _dataclass(self, value: Any, t: type, path: str) -> str:
         self._new(value)
-        names = [f.name for f in _dc_fields(value)]
+        names = self.fields.get(t)
+        if names is None:
+            names = self.fields[t] = tuple(f.name for f in _dc_fields(value))
         pairs: list[tuple[str, Any]] = []
         for name in names:
             try:
@@ -601,7 +604,7 @@ class _Encoder:
             try:
                 return self.enc(value)
             except (_Fail, RecursionError) as exc:
-                self._give_up(exc, label, label, skip, skipped, cp)
+                self._give_up(exc, label, skip, skipped, cp)
                 return None
         self._new(value)
         items: list[str] = []
@@ -611,14 +614,15 @@ class _Encoder:
                 kf = _esc(key) if type(key) is str else self.enc(key)
                 vf = self.enc(item)
             except (_Fail, RecursionError) as exc:
-                self._give_up(exc, label, f"{label} {_short_repr(key)}", skip, skipped, cp)
+                self._give_up(exc, f"{label} {_short_repr(key)}", skip, skipped, cp)
                 continue
             items.append(kf)
             items.append(vf)
         return self._node("d", items, "", 2)
 
-    def _give_up(self, exc: _Fail | RecursionError, label: str, var: str, skip: bool,
-                 skipped: list[str], cp: tuple[int, int]) -> None:
+    def _give_up(self, exc: _Fail | RecursionError, var: str, skip: bool, skipped: list[str],
+                 cp: tuple[int, int]) -> None:
+        """Raise the located error, or (skip policy) forget the variable ``var`` and warn."""
         fail = exc if isinstance(exc, _Fail) else _Fail("nested too deeply to serialize")
         error = fail.located(var)
         if not skip:
@@ -635,7 +639,7 @@ def _e_list(e: _Encoder, v: list[Any]) -> str:
         return e._ref(number)
     memo[key] = len(objs)
     objs.append(v)
-    if len(v) >= _FLOAT_RUN and set(map(type, v)) == _FLOAT_ONLY:
+    if len(v) >= _FLOAT_RUN and type(v[0]) is float and set(map(type, v)) == _FLOAT_ONLY:
         return e._bytes("lf", _pack_floats(v))
     return e._node("l", e._seq(v))
 

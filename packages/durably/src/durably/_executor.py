@@ -91,6 +91,12 @@ class StreamingPythonExecutor:
         """The frame's variables (without the names durably injects, such as ``self``)."""
         return self.task.visible_locals(self.frame)
 
+    @property
+    def llm_response(self) -> str:
+        """The response text received so far (after a resume: what was durable). A caller
+        streaming a response itself continues from ``len(executor.llm_response)``."""
+        return self.splitter.text
+
     def set_llm_response(self, text: str) -> None:
         """Record the complete response text without running it (seed API).
 
@@ -201,6 +207,8 @@ class StreamingPythonExecutor:
             frame.executed = statement.index + 1
             frame.current = None
             return
+        if statement.source.startswith("class "):
+            _tag_classes(frame.namespace, filename)
         frame.executed = statement.index + 1
         frame.spans.append((statement.start, statement.end))
         frame.current = None
@@ -210,3 +218,11 @@ class StreamingPythonExecutor:
     def stopped(self) -> bool:
         """True once a Return, Yield("call"/"exit") or an error ended the response."""
         return self._stopped
+
+
+def _tag_classes(namespace: dict[str, Any], filename: str) -> None:
+    """Remember which statement defined a class, so a checkpoint can re-create it."""
+    for value in namespace.values():
+        if (isinstance(value, type) and value.__module__ == "__durably__"
+                and "__durably_source__" not in vars(value)):
+            value.__durably_source__ = filename  # type: ignore[attr-defined]

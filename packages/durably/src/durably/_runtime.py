@@ -250,6 +250,8 @@ class AgentTask:
 
     async def standalone_text(self, frame: Frame, chunk: str) -> None:
         assert frame.llm_index is not None
+        if self.snapshot_seq is None:
+            await self.snapshot()
         entry = self.open_llm[frame.llm_index]
         entry.text += chunk
         self.llm_appends.setdefault(entry.index, []).append(chunk)
@@ -860,6 +862,8 @@ def _rebind_functions(namespace: dict[str, Any]) -> None:
             if value.name == "<lambda>":
                 continue  # the statement assigned it to `name` again
             namespace[name] = namespace[value.name]
+            if isinstance(namespace[name], type):
+                namespace[name].__durably_source__ = filename
             if value.name != name and previous is not None:
                 namespace[value.name] = previous
 

@@ -326,11 +326,18 @@ class CheckpointManager:
 
     # --------------------------------------------------------------- standalone
 
-    def attach(self, agent_class: type[Agent]) -> Agent:
-        """A standalone agent whose executor checkpoints through this manager (seed API)."""
-        from durably._runtime import Execution
+    def attach(self, agent_class: type[Agent], *, inputs: list[str] | None = None,
+               echo: Any = print) -> Agent:
+        """A standalone agent whose executor checkpoints through this manager (seed API).
 
-        execution = Execution(self)
+        Args:
+            agent_class: The agent's class (an :class:`~durably.Agent` subclass).
+            inputs: Answers its ``Yield("user")`` gets, in order.
+            echo: Called with each line it says to the user.
+        """
+        from durably._runtime import Execution, UserIO
+
+        execution = Execution(self, io=UserIO(inputs, echo=echo))
         task = execution.create_agent(agent_class)
         task.standalone = True
         return task.agent

@@ -1,0 +1,78 @@
+"""What users get from `pip install`: light imports, the default store, the extras."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import pytest
+from conftest import ROOT
+
+HEAVY = ("boto3", "botocore", "aiobotocore", "psycopg", "psycopg_pool", "openai", "httpx",
+         "zstandard", "durably_s3", "durably_postgres")
+
+
+def test_import_durably_imports_no_backend_or_llm_library() -> None:
+    code = ("import sys, durably; "
+            f"print([m for m in {HEAVY!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_opening_the_default_store_does_not_import_other_backends() -> None:
+    code = ("import sys, durably; durably.open_store('file:///tmp/durably-light'); "
+            f"print([m for m in {HEAVY[:-3]!r} if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    assert out == "[]"
+
+
+def test_extras_name_the_sibling_providers() -> None:
+    meta = tomllib.loads((ROOT / "packages/durably/pyproject.toml").read_text())["project"]
+    assert "durably-filesystem==0.1.0" in meta["dependencies"]
+    assert meta["optional-dependencies"]["s3"] == ["durably-s3==0.1.0"]
+    assert meta["optional-dependencies"]["postgres"] == ["durably-postgres==0.1.0"]
+
+
+def test_demo_copy_of_the_kitchen_example_is_identical() -> None:
+    bundled = ROOT / "packages/durably/src/durably/demo"
+    for name in ("kitchen.py", "kitchen.scripted.json"):
+        assert (bundled / name).read_bytes() == (ROOT / "examples/kitchen" / name).read_bytes()
+
+
+@pytest.mark.skipif(subprocess.run(["uv", "--version"], capture_output=True).returncode != 0,
+                    reason="needs uv to build wheels")
+def test_pip_install_durably_alone_gives_a_working_filesystem_default(tmp_path: Path) -> None:
+    dist = tmp_path / "dist"
+    for package in ("durably", "durably-filesystem"):
+        subprocess.run(["uv", "build", "--wheel", "--out-dir", str(dist),
+                        str(ROOT / "packages" / package)], check=True, capture_output=True)
+    venv = tmp_path / "venv"
+    subprocess.run(["uv", "venv", "--python", sys.executable, str(venv)], check=True,
+                   capture_output=True)
+    python = venv / "bin" / "python"
+    # Only `durably` is named; the filesystem provider comes with it. Dependencies from
+    # PyPI (pluggy, zstandard) come from uv's cache or the index.
+    subprocess.run(["uv", "pip", "install", "--python", str(python), "--find-links", str(dist),
+                    "durably"], check=True, capture_output=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    code = (
+        "import asyncio, durably\n"
+        "async def main():\n"
+        "    async with durably.open_store() as store:\n"
+        "        await store.save_checkpoint('e1', 0, b'hello')\n"
+        "        print(type(store).__module__, (await store.load_latest_checkpoint('e1')).data)\n"
+        "asyncio.run(main())\n"
+    )
+    out = subprocess.run([str(python), "-c", code], cwd=work, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["durably_filesystem._provider", "b'hello'"]
+    assert (work / ".durably").is_dir()
+    cli = subprocess.run([str(venv / "bin" / "durably"), "ls"], cwd=work, capture_output=True,
+                         text=True)
+    assert cli.returncode == 0, cli.stderr
+    assert "e1" in cli.stdout
