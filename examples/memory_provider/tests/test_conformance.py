@@ -7,12 +7,12 @@ and a ``backdoor`` fixture (raw access to that store).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 
 import pytest
 from durably_conformance import Backdoor, ProviderSuite
-
-from durably_memory import MemoryProvider, MemoryStore
+from durably_memory import MemoryProvider, MemoryStore, StoredObject
 
 
 class MemoryBackdoor:
@@ -21,12 +21,12 @@ class MemoryBackdoor:
     def __init__(self, store: MemoryStore) -> None:
         self.store = store
 
-    def _checkpoint(self, execution_id: str, seq: int):  # -> StoredObject
+    def _checkpoint(self, execution_id: str, seq: int) -> StoredObject:
         return self.store.checkpoints[execution_id][seq]
 
     def _replace(self, execution_id: str, seq: int, raw: bytes) -> None:
         found = self._checkpoint(execution_id, seq)
-        self.store.checkpoints[execution_id][seq] = type(found)(raw, found.created_at, found.info)
+        self.store.checkpoints[execution_id][seq] = dataclasses.replace(found, stored=raw)
 
     async def read_checkpoint(self, execution_id: str, seq: int) -> bytes:
         return self._checkpoint(execution_id, seq).stored
@@ -43,8 +43,8 @@ class MemoryBackdoor:
 
     async def corrupt_blob(self, execution_id: str, digest: str) -> None:
         blobs = self.store.blobs[execution_id]
-        found = blobs[digest]
-        blobs[digest] = type(found)(_flip_middle(found.stored), found.created_at, found.info)
+        damaged = _flip_middle(blobs[digest].stored)
+        blobs[digest] = dataclasses.replace(blobs[digest], stored=damaged)
 
     async def locations(self) -> list[str]:
         return [

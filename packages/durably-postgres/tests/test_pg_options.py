@@ -56,6 +56,7 @@ def test_unknown_option_is_named() -> None:
     ({"statement_timeout": -1}, "at least"),
     ({"lease_clock": "local"}, "'server' or 'client'"),
     ({"migrate": "no"}, "expected true or false"),
+    ({"prepared_statements": 0}, "expected true or false"),
     ({"application_name": 3}, "expected a string"),
 ])
 def test_invalid_option_values(options: dict[str, Any], match: str) -> None:
@@ -133,3 +134,13 @@ async def test_default_application_name_is_durably(make_store: MakeStore) -> Non
     async with store._pool.connection() as conn:
         cur = await conn.execute("SELECT current_setting('application_name')")
         assert await cur.fetchone() == ("durably",)
+
+
+@pytest.mark.asyncio
+async def test_prepared_statements_can_be_turned_off(make_store: MakeStore) -> None:
+    for enabled, threshold in ((True, 5), (False, None)):
+        store = make_store(prepared_statements=enabled, pool_max_size=1)
+        await store.save_checkpoint(f"p-{enabled}", 0, b"x")
+        assert store._pool is not None
+        async with store._pool.connection() as conn:
+            assert conn.prepare_threshold == threshold

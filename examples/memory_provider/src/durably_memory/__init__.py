@@ -63,7 +63,7 @@ from durably.storage import (
     WriteMode,
 )
 
-__all__ = ["MemoryProvider", "MemoryStore"]
+__all__ = ["LeaseRecord", "MemoryProvider", "MemoryStore", "StoredObject"]
 
 __version__ = "0.1.0"
 

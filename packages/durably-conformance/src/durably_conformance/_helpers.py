@@ -151,15 +151,15 @@ async def eventually(
     attempt: Callable[[], Awaitable[T]],
     *,
     retry_on: type[BaseException] | tuple[type[BaseException], ...],
-    timeout: float,
+    within: float,
     interval: float = 0.05,
 ) -> T:
-    """Retry ``attempt`` while it raises ``retry_on``, for at most ``timeout`` seconds.
+    """Retry ``attempt`` while it raises ``retry_on``, for at most ``within`` seconds.
 
     Used where a provider's clock may lag ours a little (a lease that expired by our
     clock may still be live by the server's); the last error propagates on timeout.
     """
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + within
     while True:
         try:
             return await attempt()

@@ -52,7 +52,7 @@ class BlobSuite(SuiteBase):
     async def test_c17_put_is_idempotent(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
     ) -> None:
-        """[C17] Putting stored bytes again writes nothing: _put_blob says False, no new location."""
+        """[C17] Putting stored bytes again writes nothing: _put_blob says False, no new place."""
         data = random_bytes(4096, seed=171)
         digest = blob_digest(data)
         stored = provider.envelope.wrap(data)
@@ -112,11 +112,13 @@ class BlobSuite(SuiteBase):
             assert [info.digest for info in infos] == digests, f"limit={limit}"
         for info in await _blob_infos(provider):
             assert isinstance(info, BlobInfo)
-            assert isinstance(info.size, int) and info.size >= 0
+            assert isinstance(info.size, int)
+            assert info.size >= 0
             tolerance = self.clock_tolerance
             assert before - tolerance <= info.created_at <= after + tolerance
         page = await provider.list_blobs("never-written")
-        assert list(page.items) == [] and page.next_cursor is None
+        assert list(page.items) == []
+        assert page.next_cursor is None
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(25)

@@ -108,7 +108,8 @@ class CheckpointSuite(SuiteBase):
         after = time.time()
         assert isinstance(info, CheckpointInfo)
         assert (info.execution_id, info.seq) == (RUN, 3)
-        assert isinstance(info.version, str) and info.version, "version must be a non-empty str"
+        assert isinstance(info.version, str), "version must be a str"
+        assert info.version, "version must not be empty"
         assert info.size == len(provider.envelope.wrap(data)), (
             "size must be the stored size, envelope included"
         )
@@ -130,7 +131,8 @@ class CheckpointSuite(SuiteBase):
         info = await provider.save_checkpoint(RUN, 0, data)
         assert (await provider.load_checkpoint(RUN, 0)).data == data
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.data == data
+        assert latest is not None
+        assert latest.data == data
         listed = await provider.list_checkpoints(RUN)
         assert [item.seq for item in listed.items] == [0]
         _assert_same_info(listed.items[0], info, self.clock_tolerance)
@@ -209,10 +211,12 @@ class CheckpointSuite(SuiteBase):
     ) -> None:
         """[C4] An execution without checkpoints lists no items and no cursor."""
         page = await provider.list_checkpoints(RUN)
-        assert list(page.items) == [] and page.next_cursor is None
+        assert list(page.items) == []
+        assert page.next_cursor is None
         await provider.save_checkpoint("run-10", 0, b"x")
         page = await provider.list_checkpoints(RUN)
-        assert list(page.items) == [] and page.next_cursor is None
+        assert list(page.items) == []
+        assert page.next_cursor is None
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(4)
@@ -253,7 +257,8 @@ class CheckpointSuite(SuiteBase):
             await provider.save_checkpoint(RUN, seq, b"x")
         first = await provider.list_checkpoints(RUN, limit=3)
         seen = [info.seq for info in first.items]
-        assert 1 <= len(seen) <= 3 and first.next_cursor is not None
+        assert 1 <= len(seen) <= 3
+        assert first.next_cursor is not None
         await provider.delete_checkpoint(RUN, 7)
         await provider.save_checkpoint(RUN, 20, b"new")
         cursor: str | None = first.next_cursor
@@ -274,7 +279,7 @@ class CheckpointSuite(SuiteBase):
     async def test_c04_paging_past_1000_with_default_page_size(
         self, provider: CheckpointProvider,
     ) -> None:
-        """[C4] 1,100 checkpoints: default-sized pages (1,000) and iteration cross the 1,000 mark."""
+        """[C4] 1,100 checkpoints: default pages (1,000) and iteration cross the 1,000 mark."""
         count = 1100
         await gather_limited(
             (functools.partial(provider.save_checkpoint, RUN, seq, b"") for seq in range(count)),
@@ -285,7 +290,8 @@ class CheckpointSuite(SuiteBase):
         assert first.next_cursor is not None, "1,100 checkpoints do not fit one default page"
         assert await _seqs(provider) == list(range(count))
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == count - 1
+        assert latest is not None
+        assert latest.seq == count - 1
 
     # ------------------------------------------------------------ C5 create
 
@@ -531,7 +537,8 @@ class CheckpointSuite(SuiteBase):
         assert await _seqs(provider) == [4, 5]
         assert await provider.prune(RUN, keep_last=2) == []
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == 5
+        assert latest is not None
+        assert latest.seq == 5
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(11)
@@ -546,7 +553,8 @@ class CheckpointSuite(SuiteBase):
         assert await _seqs(provider) == [4, 5, 6, 7, 8, 9]
         # Resuming needs the latest and everything from its base on: all still load.
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == 9
+        assert latest is not None
+        assert latest.seq == 9
         for seq in range(4, 10):
             assert (await provider.load_checkpoint(RUN, seq)).data == f"c{seq}".encode()
 
@@ -598,7 +606,8 @@ class CheckpointSuite(SuiteBase):
         assert dict(saved.metadata) == metadata
         assert dict((await provider.load_checkpoint(RUN, 0)).metadata) == metadata
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and dict(latest.metadata) == metadata
+        assert latest is not None
+        assert dict(latest.metadata) == metadata
         listed = await provider.list_checkpoints(RUN)
         assert dict(listed.items[0].metadata) == metadata
 
@@ -650,7 +659,8 @@ class CheckpointSuite(SuiteBase):
         assert info.size == len(provider.envelope.wrap(data))
         assert (await provider.load_checkpoint(RUN, 0)).data == data
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.data == data
+        assert latest is not None
+        assert latest.data == data
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(20)
@@ -671,11 +681,13 @@ class CheckpointSuite(SuiteBase):
         data = os.urandom(64 * 1024 * 1024)
         await provider.save_checkpoint(RUN, 0, data)
         got = await provider.load_checkpoint(RUN, 0)
-        assert len(got.data) == len(data) and got.data == data
+        assert len(got.data) == len(data)
+        assert got.data == data
         del got
         digest = await provider.put_blob(RUN, data)
         blob = await provider.get_blob(RUN, digest)
-        assert len(blob) == len(data) and blob == data
+        assert len(blob) == len(data)
+        assert blob == data
 
     # ---------------------------------------------- C27 concurrency, one instance
 

@@ -47,7 +47,8 @@ class ExecutionSuite(SuiteBase):
     ) -> None:
         """[C13] A new store lists no executions and no cursor."""
         page = await provider.list_executions()
-        assert list(page.items) == [] and page.next_cursor is None
+        assert list(page.items) == []
+        assert page.next_cursor is None
         assert await drain(provider.iter_executions()) == []
 
     @pytest.mark.asyncio
@@ -100,7 +101,8 @@ class ExecutionSuite(SuiteBase):
             await provider.save_checkpoint(execution_id, 0, b"x")
         first = await provider.list_executions(limit=3)
         seen = [item.execution_id for item in first.items]
-        assert 1 <= len(seen) <= 3 and first.next_cursor is not None
+        assert 1 <= len(seen) <= 3
+        assert first.next_cursor is not None
         await provider.delete_execution("exec-7")
         await provider.save_checkpoint("exec-77", 0, b"x")
         cursor: str | None = first.next_cursor
@@ -144,7 +146,8 @@ class ExecutionSuite(SuiteBase):
         for execution_id in ids:
             assert await _seqs(provider, execution_id) == [0, 1, 2]
             latest = await provider.load_latest_checkpoint(execution_id)
-            assert latest is not None and latest.data == f"{execution_id}/2".encode()
+            assert latest is not None
+            assert latest.data == f"{execution_id}/2".encode()
             for seq in range(3):
                 got = await provider.load_checkpoint(execution_id, seq)
                 assert got.data == f"{execution_id}/{seq}".encode()
@@ -167,7 +170,8 @@ class ExecutionSuite(SuiteBase):
         await provider.save_checkpoint("run-10", 0, b"x", lease=second)
         assert (await provider.load_checkpoint("run-10", 0)).data == b"x"
         current = await provider.get_lease("run-10")
-        assert current is not None and (current.owner, current.epoch) == ("worker-b", second.epoch)
+        assert current is not None
+        assert (current.owner, current.epoch) == ("worker-b", second.epoch)
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(18)
@@ -226,7 +230,8 @@ class ExecutionSuite(SuiteBase):
         assert await _seqs(provider, "run-2") == [0, 1]
         assert await provider.get_blob("run-2", _BLOB_DIGEST) == _BLOB
         current = await provider.get_lease("run-2")
-        assert current is not None and current.owner == "worker-a"
+        assert current is not None
+        assert current.owner == "worker-a"
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(24)
@@ -241,7 +246,7 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(24)
     async def test_c24_unknown_and_partial_executions(self, provider: CheckpointProvider) -> None:
-        """[C24] delete_execution returns False for unknown ids, True for lease- or blob-only ones."""
+        """[C24] delete_execution: False for unknown ids, True for lease- or blob-only ones."""
         assert await provider.delete_execution("never-written") is False
         await provider.claim("lease-only", "worker-a", ttl=LONG)
         await provider.put_blob("blob-only", b"b")

@@ -78,12 +78,14 @@ class InstanceSuite(SuiteBase):
             assert dict(got.metadata) == {"seq": str(seq), "note": "\u00e9\U0001f389"}
             assert got.info.version == infos[seq].version
         latest = await second.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == 2
+        assert latest is not None
+        assert latest.seq == 2
         assert await _seqs(second) == [0, 1, 2]
         assert await second.get_blob(RUN, digest) == b"blob bytes"
         assert [e.execution_id async for e in second.iter_executions()] == [RUN, "run-2"]
         current = await second.get_lease(RUN)
-        assert current is not None and (current.owner, current.epoch) == ("worker-a", lease.epoch)
+        assert current is not None
+        assert (current.owner, current.epoch) == ("worker-a", lease.epoch)
         with pytest.raises(LeaseHeldError):
             await second.claim(RUN, "worker-b", ttl=LONG)
         # Versions and epochs carry over: conditional writes and fencing still work.
@@ -181,7 +183,8 @@ class InstanceSuite(SuiteBase):
         holder_instance = instances[int(holder.owner.rsplit("-", 1)[1])]
         other_instance = next(p for p in instances if p is not holder_instance)
         current = await other_instance.get_lease(RUN)
-        assert current is not None and current.epoch == holder.epoch
+        assert current is not None
+        assert current.epoch == holder.epoch
         # The same owner restarts on another instance: the old incarnation is fenced.
         again = await other_instance.claim(RUN, holder.owner, ttl=LONG)
         assert again.epoch > holder.epoch
@@ -206,7 +209,7 @@ class InstanceSuite(SuiteBase):
         await sleep_past(old.expires_at)
         new = await eventually(
             lambda: two.claim(RUN, "worker-b", ttl=LONG),
-            retry_on=LeaseHeldError, timeout=self.expiry_grace,
+            retry_on=LeaseHeldError, within=self.expiry_grace,
         )
         assert new.epoch > old.epoch
         with pytest.raises(FencedError):
@@ -225,7 +228,8 @@ class InstanceSuite(SuiteBase):
     ) -> None:
         """[C26] The class has a URL scheme, a frozenset of Capability and a from_url."""
         cls = type(provider)
-        assert isinstance(cls.scheme, str) and re.fullmatch(r"[a-z][a-z0-9+.-]*", cls.scheme), (
+        assert isinstance(cls.scheme, str)
+        assert re.fullmatch(r"[a-z][a-z0-9+.-]*", cls.scheme), (
             f"scheme must be a lower-case URL scheme, not {cls.scheme!r}"
         )
         assert isinstance(cls.capabilities, frozenset)
@@ -236,7 +240,8 @@ class InstanceSuite(SuiteBase):
             "from_url must be a classmethod"
         )
         description = provider.describe()
-        assert isinstance(description, str) and description.startswith(f"{cls.scheme}:"), (
+        assert isinstance(description, str)
+        assert description.startswith(f"{cls.scheme}:"), (
             f"describe() should start with {cls.scheme!r}:, got {description!r}"
         )
 

@@ -45,7 +45,7 @@ class LeaseSuite(SuiteBase):
         await sleep_past(expired.expires_at)
         return await eventually(
             lambda: provider.claim(execution_id, owner, ttl=ttl),
-            retry_on=LeaseHeldError, timeout=self.expiry_grace,
+            retry_on=LeaseHeldError, within=self.expiry_grace,
         )
 
     # ------------------------------------------------------------- C9 fencing
@@ -109,7 +109,8 @@ class LeaseSuite(SuiteBase):
         one = await provider.load_checkpoint(RUN, 1)
         assert (one.data, one.info.version) == (b"one", kept.version)
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == 1
+        assert latest is not None
+        assert latest.seq == 1
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(9)
@@ -154,7 +155,8 @@ class LeaseSuite(SuiteBase):
         old = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
         await provider.save_checkpoint(RUN, 0, b"a0", lease=old)
         new = await self._claim_after_expiry(provider, RUN, "worker-b", old, LONG)
-        assert new.epoch > old.epoch and new.owner == "worker-b"
+        assert new.epoch > old.epoch
+        assert new.owner == "worker-b"
         with pytest.raises(FencedError):
             await provider.save_checkpoint(RUN, 1, b"a1", lease=old)
         await provider.save_checkpoint(RUN, 1, b"b1", lease=new)
@@ -171,7 +173,8 @@ class LeaseSuite(SuiteBase):
         after = time.time()
         assert isinstance(lease, Lease)
         assert (lease.execution_id, lease.owner) == (RUN, "worker-a")
-        assert isinstance(lease.epoch, int) and not isinstance(lease.epoch, bool)
+        assert isinstance(lease.epoch, int)
+        assert not isinstance(lease.epoch, bool)
         self._assert_expiry(lease, 120, before, after)
         assert not lease.expired()
 
@@ -200,7 +203,8 @@ class LeaseSuite(SuiteBase):
         second = await provider.claim(RUN, "worker-a", ttl=LONG)
         assert second.epoch > first.epoch
         current = await provider.get_lease(RUN)
-        assert current is not None and current.epoch == second.epoch
+        assert current is not None
+        assert current.epoch == second.epoch
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(15)
@@ -211,7 +215,8 @@ class LeaseSuite(SuiteBase):
         first = await provider.claim(RUN, "worker-a", ttl=LONG)
         await provider.release(first)
         second = await provider.claim(RUN, "worker-b", ttl=LONG)
-        assert second.owner == "worker-b" and second.epoch > first.epoch
+        assert second.owner == "worker-b"
+        assert second.epoch > first.epoch
         with pytest.raises(FencedError):
             await provider.save_checkpoint(RUN, 0, b"x", lease=first)
 
@@ -223,7 +228,8 @@ class LeaseSuite(SuiteBase):
         """[C15] After the TTL passed, another owner's claim succeeds with a higher epoch."""
         first = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
         second = await self._claim_after_expiry(provider, RUN, "worker-b", first, LONG)
-        assert second.owner == "worker-b" and second.epoch > first.epoch
+        assert second.owner == "worker-b"
+        assert second.epoch > first.epoch
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(15)
@@ -235,7 +241,7 @@ class LeaseSuite(SuiteBase):
             if current is not None and current.owner != owner:
                 await provider.release(current)
             epochs.append((await provider.claim(RUN, owner, ttl=LONG)).epoch)
-        assert epochs == sorted(epochs) and len(set(epochs)) == len(epochs), epochs
+        assert epochs == sorted(set(epochs)), f"epochs did not strictly grow: {epochs}"
 
     @pytest.mark.asyncio
     @pytest.mark.durably_clause(15)
@@ -274,7 +280,8 @@ class LeaseSuite(SuiteBase):
         self._assert_expiry(renewed, LONG, before, after)
         assert renewed.expires_at > lease.expires_at
         current = await provider.get_lease(RUN)
-        assert current is not None and current.epoch == lease.epoch
+        assert current is not None
+        assert current.epoch == lease.epoch
         assert abs(current.expires_at - renewed.expires_at) <= self.clock_tolerance
         with pytest.raises(LeaseHeldError):
             await provider.claim(RUN, "worker-b", ttl=LONG)
@@ -292,7 +299,8 @@ class LeaseSuite(SuiteBase):
         with pytest.raises(FencedError):
             await provider.renew(old, ttl=LONG)
         current = await provider.get_lease(RUN)
-        assert current is not None and current.epoch == new.epoch
+        assert current is not None
+        assert current.epoch == new.epoch
         with pytest.raises(FencedError):
             await provider.renew(Lease("run-2", "worker-a", 1, time.time() + LONG), ttl=LONG)
 
@@ -305,7 +313,8 @@ class LeaseSuite(SuiteBase):
         lease = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
         await sleep_past(lease.expires_at)
         renewed = await provider.renew(lease, ttl=LONG)
-        assert renewed.epoch == lease.epoch and not renewed.expired()
+        assert renewed.epoch == lease.epoch
+        assert not renewed.expired()
         with pytest.raises(LeaseHeldError):
             await provider.claim(RUN, "worker-b", ttl=LONG)
 
@@ -320,7 +329,8 @@ class LeaseSuite(SuiteBase):
         with pytest.raises(FencedError):
             await provider.renew(old, ttl=LONG)
         current = await provider.get_lease(RUN)
-        assert current is not None and (current.owner, current.epoch) == ("worker-b", new.epoch)
+        assert current is not None
+        assert (current.owner, current.epoch) == ("worker-b", new.epoch)
 
     # ----------------------------------------------------- C23 release, get_lease
 
@@ -374,6 +384,7 @@ class LeaseSuite(SuiteBase):
         with pytest.raises(LeaseHeldError):
             await provider.claim(RUN, "worker-b", ttl=LONG)
         current = await provider.get_lease(RUN)
-        assert current is not None and current.epoch == new.epoch
+        assert current is not None
+        assert current.epoch == new.epoch
         await provider.save_checkpoint(RUN, 0, b"x", lease=new)
         await provider.release(Lease("run-2", "nobody", 7, time.time()))  # never claimed

@@ -45,6 +45,9 @@ class PostgresOptions:
     """Whose clock times leases: the server's ``now()`` (default) or this process's."""
     migrate: bool = True
     """Create/upgrade the schema automatically on first use."""
+    prepared_statements: bool = True
+    """Let psycopg prepare statements it runs often (turn off behind PgBouncer in
+    transaction mode older than 1.21)."""
 
 
 _NUMBER = (int, float)
@@ -98,7 +101,7 @@ def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
         elif name == "lease_clock":
             if value not in ("server", "client"):
                 raise ConfigError(f"{value!r} is not 'server' or 'client'", key=key)
-        elif name == "migrate" and not isinstance(value, bool):
+        elif name in ("migrate", "prepared_statements") and not isinstance(value, bool):
             raise ConfigError(f"expected true or false, got {value!r}", key=key)
         values[name] = value
     parsed = PostgresOptions(**values)

@@ -177,7 +177,7 @@ class PostgresProvider(CheckpointProvider):
             options: The ``[durability.postgres]`` table: ``schema``, ``pool_min_size``,
                 ``pool_max_size``, ``pool_timeout``, ``application_name``,
                 ``connect_timeout``, ``connect_retries``, ``statement_timeout``,
-                ``lease_clock``, ``migrate``.
+                ``lease_clock``, ``migrate``, ``prepared_statements``.
 
         Raises:
             ConfigError: Not a PostgreSQL URL, an unparsable URL, or an unknown or
@@ -240,9 +240,12 @@ class PostgresProvider(CheckpointProvider):
                 if self._closed:
                     raise StoreError(f"the PostgreSQL store {self.describe()} is closed")
                 await self._migrate(migrate=self._options.migrate)
+                kwargs: dict[str, Any] = {"autocommit": True}
+                if not self._options.prepared_statements:
+                    kwargs["prepare_threshold"] = None
                 pool = AsyncConnectionPool(
                     self._target.conninfo(),
-                    kwargs={"autocommit": True},
+                    kwargs=kwargs,
                     check=_discard_if_dead,
                     min_size=self._options.pool_min_size,
                     max_size=self._options.pool_max_size,

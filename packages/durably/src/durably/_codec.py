@@ -850,8 +850,9 @@ class _Decoder:
             pass
         module, _, qualname = path.partition(":")
         parts = qualname.split(".")
-        if not module or not qualname or any(not p.isidentifier() or p.startswith("__")
-                                             for p in parts):
+        if not all(p.isidentifier() for p in module.split(".")) or any(
+            not p.isidentifier() or p.startswith("__") for p in parts
+        ):
             raise _Fail(f"refusing to resolve class path {path!r}")
         try:
             obj: Any = importlib.import_module(module)

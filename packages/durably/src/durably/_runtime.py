@@ -215,6 +215,7 @@ class AgentTask:
         self.result: Any = None
         self.waiting: Callable[[Message], bool] | None = None
         self.standalone = False
+        self.idempotency_key: str | None = None
         self._resume_frame: Frame | None = None
         self._injected: dict[str, Any] = {}
 
@@ -619,8 +620,14 @@ class AgentTask:
         before = {name: codec.encode_value(value)
                   for name, value in self.agent.state.to_dict().items()}
 
+        key = f"{self.execution.manager.execution_id}:{self.agent_id}:{self.index}"
+
         async def live() -> Any:
-            return await func(self.agent, *args, **kwargs)
+            previous, self.idempotency_key = self.idempotency_key, key
+            try:
+                return await func(self.agent, *args, **kwargs)
+            finally:
+                self.idempotency_key = previous
 
         def changed_state(_: Any) -> dict[str, Any] | None:
             """The state a live tool changed, journaled so that replay re-applies it."""

@@ -171,6 +171,13 @@ class Agent:
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.id})"
 
+    @property
+    def idempotency_key(self) -> str | None:
+        """Inside a Python playbook (a tool): a key unique to this call of it, the same
+        when a crash makes the runtime run the call again. Pass it to external services
+        that deduplicate requests. None outside a tool."""
+        return self._task.idempotency_key
+
     # ---------------------------------------------------- durable operations
 
     async def Step(self, step: str) -> None:
