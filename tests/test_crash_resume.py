@@ -13,6 +13,7 @@ from __future__ import annotations
 import signal
 
 import pytest
+
 from conftest import PROGRAM_CASES, ProgramCase, durably, show
 
 COMPARED = ("transcript", "agents", "llm_calls", "result")

@@ -8,6 +8,7 @@ import tomllib
 from pathlib import Path
 
 import pytest
+
 from conftest import ROOT
 
 HEAVY = ("boto3", "botocore", "aiobotocore", "psycopg", "psycopg_pool", "openai", "httpx",

@@ -8,6 +8,7 @@ from typing import Any
 import psycopg
 import pytest
 import pytest_asyncio
+
 from durably_postgres import PostgresProvider
 from durably_postgres.testing import PostgresServer, drop_schema, random_schema, server_or_skip
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from durably_conformance import Backdoor, ProviderFactory, ProviderSuite
 from durably_postgres import PostgresProvider
 from durably_postgres.testing import PostgresBackdoor

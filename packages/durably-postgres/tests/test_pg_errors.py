@@ -11,10 +11,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
+
 from durably.errors import StoreError, StoreUnavailableError
 from durably_postgres import PostgresProvider, migrate_async
 from durably_postgres.testing import ThrowawayCluster, free_port
-from psycopg.conninfo import conninfo_to_dict
 
 MakeStore = Callable[..., PostgresProvider]
 

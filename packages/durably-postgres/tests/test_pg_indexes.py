@@ -7,6 +7,7 @@ from typing import Any
 
 import psycopg
 import pytest
+
 from durably_postgres import PostgresProvider
 
 MakeStore = Callable[..., PostgresProvider]

@@ -12,9 +12,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import durably_postgres
 import psycopg
 import pytest
+
+import durably_postgres
 from durably.errors import StoreError
 from durably_postgres import SCHEMA_VERSION, PostgresProvider, migrate, migrate_async
 from durably_postgres.testing import drop_schema, random_schema

@@ -8,10 +8,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg.conninfo import conninfo_to_dict
+
 from durably._plugins import open_provider
 from durably.errors import ConfigError
 from durably_postgres import PostgresOptions, PostgresProvider
-from psycopg.conninfo import conninfo_to_dict
 
 MakeStore = Callable[..., PostgresProvider]
 

@@ -13,10 +13,11 @@ from typing import Any
 
 import psycopg
 import pytest
+from psycopg import pq
+
 from durably.errors import FencedError, LeaseHeldError, PreconditionFailedError
 from durably.storage import ExpectedVersion, Lease
 from durably_postgres import PostgresProvider, _provider
-from psycopg import pq
 
 MakeStore = Callable[..., PostgresProvider]
 

@@ -39,7 +39,8 @@ class MemoryStore(CheckpointProvider):
         existing = self.checkpoints.setdefault(eid, {}).get(seq)
         if mode == "create" and existing:
             raise AlreadyExistsError(f"{eid}/{seq}")
-        if isinstance(mode, ExpectedVersion) and (not existing or existing[0].version != mode.version):
+        if isinstance(mode, ExpectedVersion) and (
+                not existing or existing[0].version != mode.version):
             raise PreconditionFailedError("version")
         self.version += 1
         self.saves += 1

@@ -25,6 +25,9 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from durably._codec import _HEADER, Encoded, ValueCodec
 from durably.errors import (
     CorruptObjectError,
@@ -33,8 +36,6 @@ from durably.errors import (
     SignatureError,
     UnsupportedFormatError,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 try:
     import pydantic

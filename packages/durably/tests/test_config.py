@@ -92,7 +92,7 @@ def test_bad_choice(tmp_path: Path) -> None:
 
 def test_invalid_toml_names_the_file(tmp_path: Path) -> None:
     (tmp_path / "durably.toml").write_text("[durability\n")
-    with pytest.raises(ConfigError, match="durably.toml.*not valid TOML"):
+    with pytest.raises(ConfigError, match=r"durably\.toml.*not valid TOML"):
         load_config(tmp_path)
 
 

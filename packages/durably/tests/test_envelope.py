@@ -48,14 +48,14 @@ def test_any_flipped_byte_is_detected(position: int) -> None:
 @pytest.mark.parametrize("keep", [0, 3, HEADER_SIZE - 1, HEADER_SIZE, HEADER_SIZE + 10])
 def test_truncation_is_detected(keep: int) -> None:
     wrapped = Envelope().wrap(b"hello world" * 300)
-    with pytest.raises(CorruptObjectError, match="truncated|header"):
+    with pytest.raises(CorruptObjectError, match=r"truncated|header"):
         unwrap(wrapped[:keep])
 
 
 def test_unknown_format_version_is_refused_with_upgrade_hint() -> None:
     wrapped = bytearray(Envelope().wrap(b"payload"))
     wrapped[4] = 99
-    with pytest.raises(UnsupportedFormatError, match="version 99.*[Uu]pgrade"):
+    with pytest.raises(UnsupportedFormatError, match=r"version 99.*[Uu]pgrade"):
         unwrap(bytes(wrapped), what="checkpoint 3")
 
 

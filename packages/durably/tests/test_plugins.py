@@ -29,7 +29,7 @@ def test_missing_known_scheme_says_which_package_to_install() -> None:
 
 def test_missing_unknown_scheme_explains_the_entry_point_group() -> None:
     hooks = Hooks(load_entrypoints=False)
-    with pytest.raises(ProviderNotFoundError, match="durably.providers"):
+    with pytest.raises(ProviderNotFoundError, match=r"durably\.providers"):
         open_provider("gopher://x", hooks=hooks)
 
 

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memstore import MemoryStore
 
 from durably._runtime import Execution, UserIO
 from durably.checkpoint import CheckpointManager, restore_agents
 from durably.config import DurabilityConfig
 from durably.llm import ScriptedLLM, open_llm
 from durably.runner import Program
+
+from memstore import MemoryStore
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[2]

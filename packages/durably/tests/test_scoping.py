@@ -7,10 +7,11 @@ import textwrap
 from typing import Any
 
 import pytest
-from memstore import MemoryStore
 
 from durably import Agent, CheckpointManager, StreamingPythonExecutor
 from durably.config import DurabilityConfig
+
+from memstore import MemoryStore
 
 
 class Scratch(Agent):

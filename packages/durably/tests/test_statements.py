@@ -16,14 +16,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from durably._statements import (
     IncompleteCodeError,
     Statement,
     StatementSplitter,
     StatementSyntaxError,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 COMPOUND_NODES = (
     ast.If,

@@ -32,7 +32,7 @@ class BlobSuite(SuiteBase):
 
     # --------------------------------------------------------------- C17 blobs
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(17)
     async def test_c17_put_get_has(self, provider: CheckpointProvider) -> None:
         """[C17] put_blob returns the sha256 address; get_blob and has_blob find it."""
@@ -47,7 +47,7 @@ class BlobSuite(SuiteBase):
             await provider.get_blob(RUN, other)
         assert await provider.put_blob(RUN, data, digest=digest) == digest
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(17)
     async def test_c17_put_is_idempotent(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
@@ -68,7 +68,7 @@ class BlobSuite(SuiteBase):
         assert [info.digest for info in await _blob_infos(provider)] == [digest]
         assert await provider.get_blob(RUN, digest) == data
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(17)
     async def test_c17_a_wrong_digest_is_refused(self, provider: CheckpointProvider) -> None:
         """[C17] put_blob with a digest that does not match the data stores nothing."""
@@ -81,7 +81,7 @@ class BlobSuite(SuiteBase):
             with pytest.raises(ValueError):
                 await provider.get_blob(RUN, malformed)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(17)
     async def test_c17_a_corrupt_blob_is_detected(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
@@ -98,7 +98,7 @@ class BlobSuite(SuiteBase):
 
     # ------------------------------------------------- C25 list and delete blobs
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(25)
     async def test_c25_blobs_are_listed_by_ascending_digest(
         self, provider: CheckpointProvider,
@@ -120,7 +120,7 @@ class BlobSuite(SuiteBase):
         assert list(page.items) == []
         assert page.next_cursor is None
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(25)
     async def test_c25_delete_blob(self, provider: CheckpointProvider) -> None:
         """[C25] delete_blob returns True once, then False; the blob is gone, others stay."""

@@ -65,7 +65,7 @@ class CheckpointSuite(SuiteBase):
 
     # ------------------------------------------------------------------ C1 load
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(1)
     async def test_c01_load_returns_what_was_saved(self, provider: CheckpointProvider) -> None:
         """[C1] load_checkpoint returns the saved bytes, seq, execution id and metadata."""
@@ -85,7 +85,7 @@ class CheckpointSuite(SuiteBase):
             assert dict(got.metadata) == {"step": str(seq)}
             assert got.info.version == info.version
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(1)
     async def test_c01_load_missing_raises_not_found(self, provider: CheckpointProvider) -> None:
         """[C1] Loading a seq or an execution that does not exist raises NotFoundError."""
@@ -98,7 +98,7 @@ class CheckpointSuite(SuiteBase):
 
     # ------------------------------------------------------- C2 durable save
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(2)
     async def test_c02_save_returns_the_stored_info(self, provider: CheckpointProvider) -> None:
         """[C2] save_checkpoint returns the info of what it stored, and load agrees."""
@@ -121,7 +121,7 @@ class CheckpointSuite(SuiteBase):
         loaded = await provider.load_checkpoint(RUN, 3)
         _assert_same_info(loaded.info, info, tolerance)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(2)
     async def test_c02_saved_checkpoint_is_visible_at_once(
         self, provider: CheckpointProvider,
@@ -141,7 +141,7 @@ class CheckpointSuite(SuiteBase):
 
     # --------------------------------------------------------------- C3 latest
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(3)
     async def test_c03_latest_is_highest_seq_not_last_written(
         self, provider: CheckpointProvider,
@@ -155,7 +155,7 @@ class CheckpointSuite(SuiteBase):
         assert latest.seq == 10, "seq 10 > 9 > 5: sequence numbers compare as integers"
         assert latest.data == b"data 10"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(3)
     async def test_c03_latest_of_unknown_execution_is_none(
         self, provider: CheckpointProvider,
@@ -165,7 +165,7 @@ class CheckpointSuite(SuiteBase):
         await provider.save_checkpoint("other", 0, b"x")
         assert await provider.load_latest_checkpoint(RUN) is None
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(3)
     async def test_c03_latest_with_huge_sequence_numbers(
         self, provider: CheckpointProvider,
@@ -183,7 +183,7 @@ class CheckpointSuite(SuiteBase):
 
     # -------------------------------------------------------------- C4 listing
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_listing_is_in_ascending_seq_order(
         self, provider: CheckpointProvider,
@@ -204,7 +204,7 @@ class CheckpointSuite(SuiteBase):
             )
         assert await _seqs(provider) == seqs
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_listing_of_unknown_execution_is_empty(
         self, provider: CheckpointProvider,
@@ -218,7 +218,7 @@ class CheckpointSuite(SuiteBase):
         assert list(page.items) == []
         assert page.next_cursor is None
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_paging_returns_everything_once(self, provider: CheckpointProvider) -> None:
         """[C4] Following next_cursor with any limit yields every checkpoint once, in order."""
@@ -229,7 +229,7 @@ class CheckpointSuite(SuiteBase):
             items = await _list_all(provider, RUN, limit=limit)
             assert [info.seq for info in items] == seqs, f"limit={limit}"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_after_skips_lower_sequence_numbers(
         self, provider: CheckpointProvider,
@@ -247,7 +247,7 @@ class CheckpointSuite(SuiteBase):
                 assert [info.seq for info in items] == want, f"after={after} limit={limit}"
         assert [i.seq async for i in provider.iter_checkpoints(RUN, after=5)] == [8, 13, 21]
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_cursor_survives_writes_between_pages(
         self, provider: CheckpointProvider,
@@ -274,7 +274,7 @@ class CheckpointSuite(SuiteBase):
         assert stable <= set(seen), f"missing {sorted(stable - set(seen))}"
         assert set(seen) <= stable | {7, 20}
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_paging_past_1000_with_default_page_size(
         self, provider: CheckpointProvider,
@@ -295,7 +295,7 @@ class CheckpointSuite(SuiteBase):
 
     # ------------------------------------------------------------ C5 create
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(5)
     async def test_c05_create_rejects_an_existing_seq(self, provider: CheckpointProvider) -> None:
         """[C5] "create" (the default) raises AlreadyExistsError and changes nothing."""
@@ -310,7 +310,7 @@ class CheckpointSuite(SuiteBase):
         assert got.info.version == original.version
         assert await _seqs(provider) == [0]
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(5)
     async def test_c05_create_writes_new_sequence_numbers(
         self, provider: CheckpointProvider,
@@ -323,7 +323,7 @@ class CheckpointSuite(SuiteBase):
 
     # --------------------------------------------------------- C6 overwrite
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(6)
     async def test_c06_overwrite_replaces_data_metadata_and_version(
         self, provider: CheckpointProvider,
@@ -340,14 +340,14 @@ class CheckpointSuite(SuiteBase):
         assert got.info.version == second.version
         assert await _seqs(provider) == [0]
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(6)
     async def test_c06_overwrite_creates_a_missing_seq(self, provider: CheckpointProvider) -> None:
         """[C6] "overwrite" of a seq that does not exist creates it."""
         await provider.save_checkpoint(RUN, 4, b"fresh", mode="overwrite")
         assert (await provider.load_checkpoint(RUN, 4)).data == b"fresh"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(6)
     async def test_c06_every_write_changes_the_version(self, provider: CheckpointProvider) -> None:
         """[C6] Rewriting identical bytes and metadata still yields a new version."""
@@ -365,7 +365,7 @@ class CheckpointSuite(SuiteBase):
 
     # --------------------------------------------------- C7 expected version
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(7)
     async def test_c07_expected_version_replaces_the_current_object(
         self, provider: CheckpointProvider,
@@ -382,7 +382,7 @@ class CheckpointSuite(SuiteBase):
         assert dict(got.metadata) == {}
         assert got.info.version == third.version
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(7)
     async def test_c07_stale_version_is_rejected(self, provider: CheckpointProvider) -> None:
         """[C7] A version that is no longer current raises PreconditionFailedError, no write."""
@@ -395,7 +395,7 @@ class CheckpointSuite(SuiteBase):
         got = await provider.load_checkpoint(RUN, 0)
         assert (got.data, got.info.version) == (b"v2", second.version)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(7)
     async def test_c07_expected_version_of_a_missing_seq_creates_nothing(
         self, provider: CheckpointProvider,
@@ -411,7 +411,7 @@ class CheckpointSuite(SuiteBase):
         assert await _seqs(provider) == [0]
         assert await provider.load_latest_checkpoint("run-2") is None
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(7)
     async def test_c07_version_of_a_deleted_object_does_not_match_its_successor(
         self, provider: CheckpointProvider,
@@ -427,7 +427,7 @@ class CheckpointSuite(SuiteBase):
 
     # ---------------------------------------------------- C8 concurrent writers
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(8)
     async def test_c08_concurrent_creates_exactly_one_wins(
         self, provider: CheckpointProvider,
@@ -450,7 +450,7 @@ class CheckpointSuite(SuiteBase):
             assert isinstance(winner, CheckpointInfo)
             assert got.info.version == winner.version
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(8)
     async def test_c08_concurrent_expected_version_exactly_one_wins(
         self, provider: CheckpointProvider,
@@ -479,7 +479,7 @@ class CheckpointSuite(SuiteBase):
 
     # ----------------------------------------------------------- C10 delete
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(10)
     async def test_c10_delete_returns_whether_it_existed(
         self, provider: CheckpointProvider,
@@ -497,7 +497,7 @@ class CheckpointSuite(SuiteBase):
         assert (await provider.load_checkpoint(RUN, 0)).data == b"\x00"
         assert (await provider.load_checkpoint(RUN, 2)).data == b"\x02"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(10)
     async def test_c10_deleting_the_latest_makes_the_previous_one_latest(
         self, provider: CheckpointProvider,
@@ -514,7 +514,7 @@ class CheckpointSuite(SuiteBase):
         assert await provider.load_latest_checkpoint(RUN) is None
         assert await _seqs(provider) == []
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(10)
     async def test_c10_a_deleted_seq_can_be_created_again(
         self, provider: CheckpointProvider,
@@ -527,7 +527,7 @@ class CheckpointSuite(SuiteBase):
 
     # ------------------------------------------------------------- C11 prune
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(11)
     async def test_c11_prune_keep_last(self, provider: CheckpointProvider) -> None:
         """[C11] prune(keep_last=n) deletes all but the n newest and returns them ascending."""
@@ -540,7 +540,7 @@ class CheckpointSuite(SuiteBase):
         assert latest is not None
         assert latest.seq == 5
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(11)
     async def test_c11_prune_keeps_the_base_of_the_latest(
         self, provider: CheckpointProvider,
@@ -558,7 +558,7 @@ class CheckpointSuite(SuiteBase):
         for seq in range(4, 10):
             assert (await provider.load_checkpoint(RUN, seq)).data == f"c{seq}".encode()
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(11)
     async def test_c11_prune_never_deletes_the_latest(self, provider: CheckpointProvider) -> None:
         """[C11] Even keep_last=1 with older_than=0 keeps the latest checkpoint."""
@@ -567,7 +567,7 @@ class CheckpointSuite(SuiteBase):
         assert await _seqs(provider) == [0]
         assert await provider.prune("never-written", keep_last=1) == []
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(11)
     async def test_c11_prune_older_than_spares_recent_checkpoints(
         self, provider: CheckpointProvider,
@@ -581,7 +581,7 @@ class CheckpointSuite(SuiteBase):
 
     # --------------------------------------------------------- C19 metadata
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(19)
     async def test_c19_unicode_metadata_round_trips(self, provider: CheckpointProvider) -> None:
         """[C19] Any Unicode metadata values come back exactly, in every view."""
@@ -611,7 +611,7 @@ class CheckpointSuite(SuiteBase):
         listed = await provider.list_checkpoints(RUN)
         assert dict(listed.items[0].metadata) == metadata
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(19)
     async def test_c19_metadata_at_the_size_limit_round_trips(
         self, provider: CheckpointProvider,
@@ -625,7 +625,7 @@ class CheckpointSuite(SuiteBase):
         listed = await provider.list_checkpoints(RUN)
         assert dict(listed.items[0].metadata) == metadata
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(19)
     async def test_c19_empty_metadata_is_an_empty_mapping(
         self, provider: CheckpointProvider,
@@ -636,7 +636,7 @@ class CheckpointSuite(SuiteBase):
         assert dict((await provider.load_checkpoint(RUN, 0)).metadata) == {}
         assert dict((await provider.list_checkpoints(RUN)).items[0].metadata) == {}
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(19)
     async def test_c19_invalid_metadata_writes_nothing(self, provider: CheckpointProvider) -> None:
         """[C19] Oversized or malformed metadata is refused (ValueError) and nothing is stored."""
@@ -647,7 +647,7 @@ class CheckpointSuite(SuiteBase):
 
     # ---------------------------------------------------- C20 byte round-trip
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(20)
     @pytest.mark.parametrize("kind", ["empty", "all-byte-values", "random-1MiB", "zeros-1MiB"])
     async def test_c20_checkpoint_bytes_round_trip(
@@ -662,7 +662,7 @@ class CheckpointSuite(SuiteBase):
         assert latest is not None
         assert latest.data == data
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(20)
     @pytest.mark.parametrize("kind", ["empty", "all-byte-values", "random-1MiB", "zeros-1MiB"])
     async def test_c20_blob_bytes_round_trip(
@@ -673,7 +673,7 @@ class CheckpointSuite(SuiteBase):
         digest = await provider.put_blob(RUN, data)
         assert await provider.get_blob(RUN, digest) == data
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(20)
     @pytest.mark.durably_large_objects
     async def test_c20_64_mib_round_trips(self, provider: CheckpointProvider) -> None:
@@ -691,7 +691,7 @@ class CheckpointSuite(SuiteBase):
 
     # ---------------------------------------------- C27 concurrency, one instance
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(27)
     async def test_c27_concurrent_operations_on_one_instance(
         self, provider: CheckpointProvider,

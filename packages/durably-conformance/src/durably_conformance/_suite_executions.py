@@ -40,7 +40,7 @@ class ExecutionSuite(SuiteBase):
 
     # ----------------------------------------------------- C13 list executions
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_an_empty_store_lists_no_executions(
         self, provider: CheckpointProvider,
@@ -51,7 +51,7 @@ class ExecutionSuite(SuiteBase):
         assert page.next_cursor is None
         assert await drain(provider.iter_executions()) == []
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_executions_are_listed_in_ascending_id_order(
         self, provider: CheckpointProvider,
@@ -67,7 +67,7 @@ class ExecutionSuite(SuiteBase):
         for info in (await provider.list_executions()).items:
             assert info.updated_at is None or abs(info.updated_at - now) <= self.clock_tolerance
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_paging_returns_every_execution_once(
         self, provider: CheckpointProvider,
@@ -79,7 +79,7 @@ class ExecutionSuite(SuiteBase):
         for limit in (1, 2, 4, 22, 23, 24, 100):
             assert await _execution_ids(provider, limit=limit) == ids, f"limit={limit}"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_a_checkpoint_a_blob_or_a_lease_makes_an_execution(
         self, provider: CheckpointProvider,
@@ -90,7 +90,7 @@ class ExecutionSuite(SuiteBase):
         await provider.claim("with-lease", "worker-a", ttl=LONG)
         assert await _execution_ids(provider) == ["with-blob", "with-checkpoint", "with-lease"]
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_cursor_survives_writes_between_pages(
         self, provider: CheckpointProvider,
@@ -118,7 +118,7 @@ class ExecutionSuite(SuiteBase):
         assert stable <= set(seen), f"missing {sorted(stable - set(seen))}"
         assert set(seen) <= stable | {"exec-7", "exec-77"}
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_paging_past_1000_executions(self, provider: CheckpointProvider) -> None:
         """[C13] 1,100 executions: default pages (100) and iter_executions (pages of 1,000)."""
@@ -133,7 +133,7 @@ class ExecutionSuite(SuiteBase):
 
     # ---------------------------------------------------------- C18 isolation
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(18)
     async def test_c18_checkpoints_of_executions_are_separate(
         self, provider: CheckpointProvider,
@@ -158,7 +158,7 @@ class ExecutionSuite(SuiteBase):
             assert await _seqs(provider, execution_id) == [0, 1, 2], execution_id
         assert await _seqs(provider, "run-1") == [1]
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(18)
     async def test_c18_leases_are_per_execution(self, provider: CheckpointProvider) -> None:
         """[C18] A lease on one execution neither blocks nor fences another."""
@@ -173,7 +173,7 @@ class ExecutionSuite(SuiteBase):
         assert current is not None
         assert (current.owner, current.epoch) == ("worker-b", second.epoch)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(18)
     async def test_c18_blobs_are_per_execution(self, provider: CheckpointProvider) -> None:
         """[C18] A blob put in one execution is not visible in another."""
@@ -188,7 +188,7 @@ class ExecutionSuite(SuiteBase):
         assert await provider.delete_blob("run-1", digest)
         assert await provider.get_blob("run-10", digest) == b"shared bytes"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(18)
     async def test_c18_executions_live_in_separate_locations(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
@@ -210,7 +210,7 @@ class ExecutionSuite(SuiteBase):
 
     # ---------------------------------------------------- C24 delete_execution
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_delete_execution_removes_everything(
         self, provider: CheckpointProvider,
@@ -233,7 +233,7 @@ class ExecutionSuite(SuiteBase):
         assert current is not None
         assert current.owner == "worker-a"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_delete_execution_leaves_no_location_behind(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
@@ -243,7 +243,7 @@ class ExecutionSuite(SuiteBase):
         assert await provider.delete_execution("run-1")
         assert await checked_backdoor.locations() == []
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_unknown_and_partial_executions(self, provider: CheckpointProvider) -> None:
         """[C24] delete_execution: False for unknown ids, True for lease- or blob-only ones."""
@@ -254,7 +254,7 @@ class ExecutionSuite(SuiteBase):
         assert await provider.delete_execution("blob-only") is True
         assert await _execution_ids(provider) == []
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_a_deleted_execution_can_start_again(
         self, provider: CheckpointProvider,

@@ -70,7 +70,7 @@ class IntegritySuite(SuiteBase):
 
     # ------------------------------------------------------------ C12 hostile ids
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(12)
     @pytest.mark.parametrize("execution_id", HOSTILE_EXECUTION_IDS, ids=_id_name)
     async def test_c12_hostile_ids_are_rejected_everywhere(
@@ -90,7 +90,7 @@ class IntegritySuite(SuiteBase):
         assert not problems, f"execution id {execution_id!r}:\n" + "\n".join(problems)
         assert await checked_backdoor.locations() == [], "a rejected call left something behind"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(12)
     async def test_c12_unusual_valid_ids_are_stored_faithfully(
         self, provider: CheckpointProvider,
@@ -109,7 +109,7 @@ class IntegritySuite(SuiteBase):
 
     # ------------------------------------------------------------ C14 corruption
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_the_backdoor_sees_the_stored_envelope(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
@@ -125,7 +125,7 @@ class IntegritySuite(SuiteBase):
         await checked_backdoor.write_checkpoint(RUN, 0, provider.envelope.wrap(other))
         assert (await provider.load_checkpoint(RUN, 0)).data == other
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_a_flipped_byte_is_detected(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
@@ -141,7 +141,7 @@ class IntegritySuite(SuiteBase):
             await provider.load_latest_checkpoint(RUN)
         await _assert_loads(provider, payloads, 0)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_truncation_is_detected(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,
@@ -155,7 +155,7 @@ class IntegritySuite(SuiteBase):
             await provider.load_latest_checkpoint(RUN)
         await _assert_loads(provider, payloads, 0, 1)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     @pytest.mark.parametrize("damage", ["flipped-payload-byte", "garbage", "empty", "header-only"])
     async def test_c14_rewritten_bad_bytes_are_detected(
@@ -178,7 +178,7 @@ class IntegritySuite(SuiteBase):
             await provider.load_checkpoint(RUN, 1)
         await _assert_loads(provider, payloads, 0, 2)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_an_unknown_format_version_is_refused(
         self, provider: CheckpointProvider, checked_backdoor: Backdoor,

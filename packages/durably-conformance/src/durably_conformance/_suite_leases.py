@@ -50,7 +50,7 @@ class LeaseSuite(SuiteBase):
 
     # ------------------------------------------------------------- C9 fencing
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_the_current_lease_may_write(self, provider: CheckpointProvider) -> None:
         """[C9] Saves, overwrites, deletes and prunes carrying the current lease succeed."""
@@ -62,7 +62,7 @@ class LeaseSuite(SuiteBase):
         assert await provider.prune(RUN, keep_last=1, lease=lease) == [0, 2]
         assert await _seqs(provider) == [3]
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_a_superseded_lease_writes_nothing(
         self, provider: CheckpointProvider,
@@ -75,7 +75,7 @@ class LeaseSuite(SuiteBase):
         assert new.epoch > old.epoch
         await self._assert_fenced(provider, old, kept)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     @pytest.mark.durably_persistent
     async def test_c09_a_fenced_write_is_not_durable(self, provider_pool: ProviderPool) -> None:
@@ -112,7 +112,7 @@ class LeaseSuite(SuiteBase):
         assert latest is not None
         assert latest.seq == 1
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_a_lease_never_granted_is_fenced(self, provider: CheckpointProvider) -> None:
         """[C9] A made-up lease on an execution nobody claimed is fenced, nothing written."""
@@ -126,7 +126,7 @@ class LeaseSuite(SuiteBase):
             await provider.save_checkpoint(RUN, 0, b"x", lease=forged)
         assert await _seqs(provider) == []
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_a_lease_is_for_one_execution(self, provider: CheckpointProvider) -> None:
         """[C9] A lease for another execution is refused (ValueError), nothing written."""
@@ -135,7 +135,7 @@ class LeaseSuite(SuiteBase):
             await provider.save_checkpoint(RUN, 0, b"x", lease=lease)
         assert await _seqs(provider) == []
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_an_expired_lease_nobody_replaced_still_writes(
         self, provider: CheckpointProvider, lease_ttl: float,
@@ -146,7 +146,7 @@ class LeaseSuite(SuiteBase):
         await provider.save_checkpoint(RUN, 0, b"late but unopposed", lease=lease)
         assert (await provider.load_checkpoint(RUN, 0)).data == b"late but unopposed"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_takeover_fences_the_previous_owner(
         self, provider: CheckpointProvider, lease_ttl: float,
@@ -164,7 +164,7 @@ class LeaseSuite(SuiteBase):
 
     # --------------------------------------------------------------- C15 claim
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_claim_a_fresh_execution(self, provider: CheckpointProvider) -> None:
         """[C15] Claiming an unclaimed execution returns a lease for it, owner and expiry."""
@@ -178,7 +178,7 @@ class LeaseSuite(SuiteBase):
         self._assert_expiry(lease, 120, before, after)
         assert not lease.expired()
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_another_owner_cannot_claim_a_live_lease(
         self, provider: CheckpointProvider,
@@ -193,7 +193,7 @@ class LeaseSuite(SuiteBase):
         assert (current.owner, current.epoch) == ("worker-a", lease.epoch)
         await provider.save_checkpoint(RUN, 0, b"still mine", lease=lease)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_the_same_owner_reclaims_with_a_higher_epoch(
         self, provider: CheckpointProvider,
@@ -206,7 +206,7 @@ class LeaseSuite(SuiteBase):
         assert current is not None
         assert current.epoch == second.epoch
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_a_released_lease_can_be_claimed_at_once(
         self, provider: CheckpointProvider,
@@ -220,7 +220,7 @@ class LeaseSuite(SuiteBase):
         with pytest.raises(FencedError):
             await provider.save_checkpoint(RUN, 0, b"x", lease=first)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_an_expired_lease_can_be_claimed_by_another_owner(
         self, provider: CheckpointProvider, lease_ttl: float,
@@ -231,7 +231,7 @@ class LeaseSuite(SuiteBase):
         assert second.owner == "worker-b"
         assert second.epoch > first.epoch
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_epochs_only_grow(self, provider: CheckpointProvider) -> None:
         """[C15] Every successful claim has a higher epoch than all before it."""
@@ -243,7 +243,7 @@ class LeaseSuite(SuiteBase):
             epochs.append((await provider.claim(RUN, owner, ttl=LONG)).epoch)
         assert epochs == sorted(set(epochs)), f"epochs did not strictly grow: {epochs}"
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_concurrent_claims_exactly_one_wins(
         self, provider: CheckpointProvider,
@@ -266,7 +266,7 @@ class LeaseSuite(SuiteBase):
 
     # --------------------------------------------------------------- C16 renew
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(16)
     async def test_c16_renew_extends_the_same_epoch(self, provider: CheckpointProvider) -> None:
         """[C16] renew keeps owner and epoch and moves expires_at to now + ttl."""
@@ -288,7 +288,7 @@ class LeaseSuite(SuiteBase):
         await provider.save_checkpoint(RUN, 0, b"x", lease=renewed)
         await provider.save_checkpoint(RUN, 1, b"y", lease=lease)  # same epoch
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(16)
     async def test_c16_renewing_a_superseded_lease_is_fenced(
         self, provider: CheckpointProvider,
@@ -304,7 +304,7 @@ class LeaseSuite(SuiteBase):
         with pytest.raises(FencedError):
             await provider.renew(Lease("run-2", "worker-a", 1, time.time() + LONG), ttl=LONG)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(16)
     async def test_c16_an_expired_lease_nobody_claimed_can_be_renewed(
         self, provider: CheckpointProvider, lease_ttl: float,
@@ -318,7 +318,7 @@ class LeaseSuite(SuiteBase):
         with pytest.raises(LeaseHeldError):
             await provider.claim(RUN, "worker-b", ttl=LONG)
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(16)
     async def test_c16_renewing_after_a_takeover_is_fenced(
         self, provider: CheckpointProvider, lease_ttl: float,
@@ -334,7 +334,7 @@ class LeaseSuite(SuiteBase):
 
     # ----------------------------------------------------- C23 release, get_lease
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_get_lease_of_a_never_claimed_execution_is_none(
         self, provider: CheckpointProvider,
@@ -345,7 +345,7 @@ class LeaseSuite(SuiteBase):
         await provider.claim("run-2", "worker-a", ttl=LONG)
         assert await provider.get_lease(RUN) is None
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_get_lease_returns_the_current_lease(
         self, provider: CheckpointProvider,
@@ -359,7 +359,7 @@ class LeaseSuite(SuiteBase):
         )
         assert abs(current.expires_at - lease.expires_at) <= self.clock_tolerance
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_a_released_lease_is_still_reported(
         self, provider: CheckpointProvider,
@@ -372,7 +372,7 @@ class LeaseSuite(SuiteBase):
         assert current.epoch == lease.epoch
         await provider.release(lease)  # releasing twice is harmless
 
-    @pytest.mark.asyncio
+    @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_releasing_a_superseded_lease_changes_nothing(
         self, provider: CheckpointProvider,

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import psycopg
-from durably.errors import DurablyError, StoreError, StoreUnavailableError
 from psycopg import errors as pg_errors
 from psycopg_pool import PoolTimeout
 
+from durably.errors import DurablyError, StoreError, StoreUnavailableError
 from durably_postgres._options import Target
 
 #: SQLSTATEs after which the server rolled the whole statement back: retrying is safe.

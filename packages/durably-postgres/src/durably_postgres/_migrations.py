@@ -6,8 +6,9 @@ import logging
 from dataclasses import dataclass
 
 import psycopg
-from durably.errors import StoreError
 from psycopg import errors as pg_errors
+
+from durably.errors import StoreError
 
 log = logging.getLogger("durably.postgres")
 

@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import psycopg
-from durably.errors import ConfigError
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+from durably.errors import ConfigError
 
 SCHEMES = ("postgresql", "postgres")
 SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")

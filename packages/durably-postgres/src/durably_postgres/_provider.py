@@ -11,6 +11,12 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar, Self
 
 import psycopg
+from psycopg import errors as pg_errors
+from psycopg import pq
+from psycopg.rows import TupleRow
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
 from durably.errors import (
     AlreadyExistsError,
     FencedError,
@@ -29,12 +35,6 @@ from durably.storage import (
     Page,
     WriteMode,
 )
-from psycopg import errors as pg_errors
-from psycopg import pq
-from psycopg.rows import TupleRow
-from psycopg.types.json import Jsonb
-from psycopg_pool import AsyncConnectionPool
-
 from durably_postgres._errors import (
     connect_error,
     connect_error_is_permanent,

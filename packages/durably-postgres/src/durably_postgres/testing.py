@@ -17,6 +17,7 @@ which turns the skip into a failure (CI sets it).
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import glob
 import os
@@ -115,6 +116,11 @@ class ThrowawayCluster:
             if shutil.which("runuser") is None:
                 return "running as root and runuser is not available"
         return None
+
+    @property
+    def running(self) -> bool:
+        """Whether :meth:`start` succeeded and :meth:`stop` has not run since."""
+        return self._dir is not None
 
     @property
     def url(self) -> str:
@@ -228,14 +234,28 @@ def find_server() -> tuple[PostgresServer | None, str]:
     return PostgresServer(cluster.url, "throwaway", cluster), ""
 
 
+_found: PostgresServer | None = None
+
+
 def server_or_skip() -> PostgresServer:
-    """:func:`find_server`, or skip the test -- a failure when DURABLY_REQUIRE_POSTGRES=1."""
+    """:func:`find_server`, or skip the test -- a failure when DURABLY_REQUIRE_POSTGRES=1.
+
+    The server found is remembered for the process (a throwaway cluster is started
+    once, and stopped at exit if nobody called :meth:`PostgresServer.stop`).
+    """
     import pytest
 
+    global _found
+    if _found is not None and (_found.cluster is None or _found.cluster.running):
+        return _found
     try:
         server, reason = find_server()
     except RuntimeError as exc:
         pytest.fail(str(exc))
+    if server is not None:
+        _found = server
+        if server.cluster is not None:
+            atexit.register(server.cluster.stop)
     if server is None:
         message = f"no PostgreSQL server for the tests: {reason}. Set {ENV_URL} to use one"
         if os.environ.get(ENV_REQUIRE) == "1":

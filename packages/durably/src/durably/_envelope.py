@@ -126,7 +126,7 @@ def unwrap(blob: bytes | bytearray | memoryview, *, what: str = "object") -> byt
         raise CorruptObjectError(f"{what} could not be decompressed: {exc}") from exc
     if len(payload) != raw_len:
         raise CorruptObjectError(f"{what} decompressed to {len(payload)} bytes, not {raw_len}")
-    return payload
+    return bytes(payload)
 
 
 def describe(blob: bytes) -> dict[str, Any]:

@@ -21,7 +21,7 @@ __all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit", "Streaming
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
 
-class ControlFlow(BaseException):  # noqa: N818 - not an error
+class ControlFlow(BaseException):
     """Base of the signals durable operations use to end a response or a playbook.
 
     They derive from BaseException so that ``except Exception`` in LLM code cannot
@@ -83,6 +83,7 @@ class StreamingPythonExecutor:
         self.errors: list[StatementError] = []
         self._stopped = False
         self.stop_end: int | None = None
+        self._pending_text: str | None = None
 
     # ---------------------------------------------------------------- seed API
 
@@ -119,7 +120,7 @@ class StreamingPythonExecutor:
         """End of the response: run the statements still pending."""
         if self._stopped:
             return []
-        pending = getattr(self, "_pending_text", None)
+        pending = self._pending_text
         done: list[Statement] = []
         if pending:
             self._pending_text = None
@@ -185,7 +186,7 @@ class StreamingPythonExecutor:
         linecache.cache[filename] = (len(padded), None, padded.splitlines(True), filename)
         try:
             code = compile(padded, filename, "exec", flags=_FLAGS, dont_inherit=True)
-            result = eval(code, frame.namespace)  # noqa: S307 - this is the product
+            result = eval(code, frame.namespace)
             if inspect.iscoroutine(result):
                 await result
         except ControlFlow:

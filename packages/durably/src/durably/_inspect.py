@@ -128,8 +128,9 @@ def render_show(data: dict[str, Any]) -> str:
     lines.append(f"LLM calls: {len(data['llm_calls'])}")
     for number, call in enumerate(data["llm_calls"], 1):
         first = call["response"].strip().splitlines()
+        summary = f": {first[1][:60]}" if len(first) > 1 else ""
         lines.append(f"    {number}. {call['agent']}.{call['playbook']} "
-                     f"({len(call['response'])} chars){': ' + first[1][:60] if len(first) > 1 else ''}")
+                     f"({len(call['response'])} chars){summary}")
     if data["result"] is not None:
         lines.append(f"result: {json.dumps(data['result'], ensure_ascii=False)}")
     return "\n".join(lines)

@@ -85,7 +85,9 @@ class Hooks:
 
     # ---------------------------------------------------------------- providers
 
-    def provider_factory(self, scheme: str) -> Callable[[str, Mapping[str, Any]], CheckpointProvider]:
+    def provider_factory(
+        self, scheme: str,
+    ) -> Callable[[str, Mapping[str, Any]], CheckpointProvider]:
         """Return the factory for a URL scheme, loading its entry point lazily."""
         if self._providers is None:
             self._providers = {}
@@ -105,14 +107,14 @@ class Hooks:
                 reason = f"it is disabled by {DISABLE_ENV}"
                 continue
             try:
-                factory = ep.load()
+                factory = ep.load()  # a factory(url, options) -> CheckpointProvider
             except Exception as exc:
                 reason = f"{ep.value} failed to import: {type(exc).__name__}: {exc}"
                 self._skipped[f"{PROVIDER_GROUP}:{scheme}"] = reason
                 log.warning("storage provider for %r skipped: %s", scheme, reason)
                 continue
             self._providers[scheme] = factory
-            return factory
+            return self._providers[scheme]
         package = KNOWN_PACKAGES.get(scheme)
         if reason is not None:
             message = f"the storage provider for '{scheme}://' is installed but unusable: {reason}"

@@ -66,7 +66,7 @@ def render(value: Any, limit: int = 2000) -> str:
 
 def _default(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
-        return sorted((render(v) for v in value))
+        return sorted(render(v) for v in value)
     if isinstance(value, (bytes, bytearray)):
         return f"<{len(value)} bytes>"
     if inspect.isfunction(value) or inspect.ismethod(value):

@@ -395,10 +395,9 @@ class AgentTask:
         return len(self.frames) <= 1
 
     async def statement_done(self, frame: Frame) -> None:
-        every = self.execution.manager.config.snapshot_every
-        if self.standalone or (self.quiet and self.ops_since_snapshot >= every):
-            if self.quiet and self.ops_since_snapshot:
-                await self.snapshot()
+        every = 1 if self.standalone else self.execution.manager.config.snapshot_every
+        if self.quiet and self.ops_since_snapshot >= every:
+            await self.snapshot()
 
     async def snapshot(self) -> None:
         await self.execution.write_snapshot(self)
@@ -454,7 +453,7 @@ class AgentTask:
             frame.calls = frame_doc["calls"]
             frame.llm_index = frame_doc["llm_index"]
             frame.executed = frame_doc["executed"]
-            frame.spans = [tuple(s) for s in frame_doc["spans"]]  # type: ignore[misc]
+            frame.spans = [(int(s[0]), int(s[1])) for s in frame_doc["spans"]]
             frame.step = frame_doc["step"]
             frame.error = frame_doc["error"]
             frame.history = list(frame_doc["history"])
@@ -843,7 +842,8 @@ def _rebuild_error(error: list[str]) -> Exception:
     cls = _BUILTIN_ERRORS.get(name)
     if cls is not None:
         try:
-            return cls(message)  # type: ignore[no-any-return]
+            rebuilt: Exception = cls(message)
+            return rebuilt
         except Exception:
             pass
     return RuntimeError(f"{name}: {message}")
@@ -863,7 +863,7 @@ def _rebind_functions(namespace: dict[str, Any]) -> None:
             filename = f"<llm restored {name}>"
             linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
             try:
-                exec(compile(source, filename, "exec"), namespace)  # noqa: S102 - LLM code
+                exec(compile(source, filename, "exec"), namespace)
             except Exception as exc:
                 raise SerializationError(f"{name!r}", f"cannot re-create function: {exc}") from exc
             if value.name == "<lambda>":
@@ -988,7 +988,8 @@ class Execution:
         classes += [t.agent_class for t in self.agents.values()]
         for cls in classes:
             if cls.__name__ == name:
-                return cls
+                found: type[Agent] = cls
+                return found
         raise DurablyError(f"the program has no agent class {name!r} (it changed?)")
 
     def resolve_target(self, target: Any) -> str:
@@ -1030,9 +1031,9 @@ class Execution:
         seq = await self.manager.write(self, task, delta, kind="delta")
         for entry in entries:
             entry.seq = seq
-        for entry in task.open_llm.values():
-            if entry.seq is None:
-                entry.seq = seq
+        for llm_entry in task.open_llm.values():
+            if llm_entry.seq is None:
+                llm_entry.seq = seq
 
     async def write_snapshot(self, task: AgentTask) -> None:
         doc, state, local_vars = task.snapshot_doc()

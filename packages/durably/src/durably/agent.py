@@ -135,7 +135,8 @@ class State:
 
     def to_dict(self) -> dict[str, Any]:
         """The variables as a dict (the live dict: mutations show through)."""
-        return self._vars
+        variables: dict[str, Any] = self._vars
+        return variables
 
 
 class Agent:

@@ -28,7 +28,6 @@ from durably.errors import (
     CorruptObjectError,
     DurablyError,
     NotFoundError,
-    SerializationError,
 )
 from durably.storage import META_BASE, CheckpointProvider, Lease, StoredCheckpoint
 
@@ -519,9 +518,9 @@ def _defining_statement(value: Any) -> str | None:
     except SyntaxError:
         return None
     pure = all(
-        isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        and not node.decorator_list
-        or isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda)
+        (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        and not node.decorator_list)
+        or (isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda))
         for node in tree.body
     )
     return source if pure and tree.body else None

@@ -250,7 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return asyncio.run(args.handler(args))
+        code: int = asyncio.run(args.handler(args))
+        return code
     except KeyboardInterrupt:
         print("interrupted; resume with `durably resume`", file=sys.stderr)
         return 130

@@ -160,7 +160,7 @@ def _check_table(table: Mapping[str, Any], source: str, prefix: str) -> dict[str
             raise ConfigError(f"{value!r} is not one of {', '.join(_CHOICES[key])}",
                               source=source, key=dotted)
         if key in _SIZES:
-            value = parse_size(value, key=dotted, source=source)
+            value = parse_size(value, key=dotted, source=source)  # type: ignore[arg-type]
         if key == "compression_level" and not 0 <= value <= 22:
             raise ConfigError("must be between 0 and 22", source=source, key=dotted)
         if key == "keep_last" and value < 0:

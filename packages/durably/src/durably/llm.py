@@ -119,7 +119,8 @@ def open_llm(spec: str, options: Mapping[str, Any] | None = None) -> LLMClient:
     if prefix == "openai":
         from durably._openai import OpenAIClient
 
-        return OpenAIClient.from_spec(rest, options)
+        openai_client: LLMClient = OpenAIClient.from_spec(rest, options)
+        return openai_client
     from durably._plugins import get_hooks
 
     factory = get_hooks().llm_client_factories().get(prefix)
@@ -127,5 +128,7 @@ def open_llm(spec: str, options: Mapping[str, Any] | None = None) -> LLMClient:
         raise ConfigError(f"unknown LLM client {prefix!r}", key="--llm",
                           fix="Use scripted:PATH or openai:MODEL, or install a plugin that "
                           "registers it")
-    client: LLMClient = factory(rest, dict(options or {}))
+    client = factory(rest, dict(options or {}))
+    if not isinstance(client, LLMClient):
+        raise ConfigError(f"the {prefix!r} LLM client factory returned {client!r}", key="--llm")
     return client

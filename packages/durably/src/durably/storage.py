@@ -35,7 +35,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 from types import TracebackType
 from typing import ClassVar, Generic, Literal, TypeAlias, TypeVar
 
@@ -72,7 +72,7 @@ META_BASE = "durably.base"
 """Metadata key: the lowest sequence number this checkpoint needs to be resumed (see prune)."""
 
 
-class Capability(str, Enum):
+class Capability(StrEnum):
     """Optional abilities a provider declares in :attr:`CheckpointProvider.capabilities`.
 
     The conformance suite skips the clauses of an undeclared capability with a reason.

@@ -2,8 +2,9 @@
 
 Run it with the scripted LLM (no network needed):
 
-    durably run examples/kitchen/kitchen.py --llm scripted:examples/kitchen/kitchen.scripted.json \
-        --input "I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. I'm vegetarian."
+    durably run examples/kitchen/kitchen.py \
+        --llm scripted:examples/kitchen/kitchen.scripted.json \
+        --input "I've got chickpeas, spinach, a can of tomatoes and rice. I'm vegetarian."
 """
 
 from durably import Agent, playbook
