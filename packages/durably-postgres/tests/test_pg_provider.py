@@ -346,3 +346,12 @@ async def test_large_blob_already_stored_is_not_sent_again(
     assert _messages(trace, "B", "ReadyForQuery") == 1  # only the existence check
     assert len(trace) < 100_000  # the megabyte was not sent
     assert await store.get_blob("b", digest) == data
+
+
+@pytest.mark.asyncio
+async def test_an_owner_postgres_cannot_store_is_a_value_error(make_store: MakeStore) -> None:
+    store = make_store()
+    for call in (store.claim("x", "bad\ud800", ttl=5), store.claim_next("bad\ud800", ttl=5)):
+        with pytest.raises(ValueError, match="not valid Unicode"):
+            await call
+    assert await store.get_lease("x") is None

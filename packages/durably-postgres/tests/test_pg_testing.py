@@ -10,6 +10,12 @@ from durably_postgres import testing as pg_testing
 from durably_postgres.testing import ThrowawayCluster, find_server, free_port, server_or_skip
 
 
+@pytest.fixture(autouse=True)
+def fresh_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    """server_or_skip remembers the server of the session; these tests look afresh."""
+    monkeypatch.setattr(pg_testing, "_found", None)
+
+
 @pytest.fixture
 def no_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv(pg_testing.ENV_URL, raising=False)
@@ -77,3 +83,11 @@ def test_unix_socket_urls_are_described_readably() -> None:
     store = PostgresProvider.from_url("postgresql://bob@/app?host=/var/run/postgresql", {})
     assert store.describe() == (
         "postgresql://bob@:5432/app?host=/var/run/postgresql (schema durably)")
+
+
+def test_the_server_is_found_once_per_process(pg_url: str,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(pg_testing.ENV_URL, pg_url)
+    first = server_or_skip()
+    monkeypatch.setenv(pg_testing.ENV_URL, "postgresql://nobody@127.0.0.1:1/not-asked-again")
+    assert server_or_skip() is first

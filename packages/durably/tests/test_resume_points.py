@@ -63,10 +63,11 @@ class Outcome:
 
 
 async def run(program: str, store: CrashingStore, *, every: int, crash_at: int | None = None,
-              resume: bool = False, chunk_seed: int = 0) -> Outcome:
+              resume: bool = False, chunk_seed: int = 0, keep_last: int = 0) -> Outcome:
     path, script, inputs = PROGRAMS[program]
     store.crash_at = crash_at
-    manager = CheckpointManager("run", store, config=DurabilityConfig(snapshot_every=every))
+    config = DurabilityConfig(snapshot_every=every, keep_last=keep_last)
+    manager = CheckpointManager("run", store, config=config)
     said: list[str] = []
     llm = open_llm(f"scripted:{script}?chunk_seed={chunk_seed}")
     assert isinstance(llm, ScriptedLLM)
@@ -93,31 +94,34 @@ async def run(program: str, store: CrashingStore, *, every: int, crash_at: int |
     )
 
 
-def total_checkpoints(program: str, every: int) -> int:
+def total_checkpoints(program: str, every: int, keep_last: int) -> int:
     import asyncio
 
     store = CrashingStore()
-    asyncio.run(run(program, store, every=every))
+    asyncio.run(run(program, store, every=every, keep_last=keep_last))
     return store.saves
 
 
-CASES = [(program, every, k) for program in PROGRAMS for every in (1, 16)
-         for k in range(1, total_checkpoints(program, every) + 1)]
+# (snapshot_every, keep_last): snapshots after every statement that awaited; the default;
+# frequent snapshots with retention pruning all but what resume needs.
+CONFIGS = [(1, 0), (16, 0), (4, 2)]
+CASES = [(program, every, keep, k) for program in PROGRAMS for every, keep in CONFIGS
+         for k in range(1, total_checkpoints(program, every, keep) + 1)]
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("program", "every", "k"), CASES)
+@pytest.mark.parametrize(("program", "every", "keep", "k"), CASES)
 async def test_resume_after_checkpoint_k_equals_uninterrupted_run(
-    program: str, every: int, k: int,
+    program: str, every: int, keep: int, k: int,
 ) -> None:
-    reference = await run(program, CrashingStore(), every=every)
+    reference = await run(program, CrashingStore(), every=every, keep_last=keep)
     assert reference.status == "completed"
 
     store = CrashingStore()
-    first = await run(program, store, every=every, crash_at=k)
+    first = await run(program, store, every=every, crash_at=k, keep_last=keep)
     assert first.status == "failed"
     assert isinstance(first.value, Crash)
-    second = await run(program, store, every=every, resume=True)
+    second = await run(program, store, every=every, resume=True, keep_last=keep)
 
     assert second.status == "completed", second.value
     assert second.value == reference.value

@@ -457,7 +457,7 @@ class FilesystemProvider(CheckpointProvider):
         if raw is None:
             foreign = sorted(
                 name for name in os.listdir(self._root)
-                if name not in (EXECUTIONS, TRASH) and not name.startswith(TMP_PREFIX)
+                if name not in (MARKER, EXECUTIONS, TRASH) and not name.startswith(TMP_PREFIX)
             )
             if foreign:
                 raise ConfigError(
@@ -467,6 +467,7 @@ class FilesystemProvider(CheckpointProvider):
                     fix="Point the store at a new or empty directory, e.g. file://.durably",
                 )
             marker = json.dumps({"layout": LAYOUT, "version": LAYOUT_VERSION}).encode()
+            # exclusive: another process may be initialising the store right now
             write_atomic(path, [marker], fsync=self._fsync, exclusive=True)
             raw = read_file(path) or b""
         self._check_marker(raw, path)

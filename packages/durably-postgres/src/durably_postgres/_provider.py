@@ -90,6 +90,16 @@ def _decode_metadata(raw: Any) -> dict[str, str]:
     return {str(k): str(v) for k, v in meta.items()}
 
 
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has input (or EOF) pending, without blocking."""
+    if hasattr(select, "poll"):  # not limited to fds < 1024 like select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
 async def _discard_if_dead(conn: AsyncConn) -> None:
     """Pool ``check``: reject an idle connection the server has already given up on.
 
@@ -100,8 +110,7 @@ async def _discard_if_dead(conn: AsyncConn) -> None:
     """
     try:
         for _ in range(3):  # a FATAL message, then EOF: the second read fails
-            readable, _, _ = select.select([conn.fileno()], [], [], 0)
-            if not readable:
+            if not _readable(conn.fileno()):
                 break
             conn.pgconn.consume_input()
             if conn.pgconn.status != pq.ConnStatus.OK:
@@ -114,6 +123,15 @@ async def _discard_if_dead(conn: AsyncConn) -> None:
 def _check_owner(owner: str) -> None:
     if not isinstance(owner, str) or not owner or len(owner) > 200 or "\x00" in owner:
         raise ValueError("owner must be a non-empty string of at most 200 characters")
+    _check_encodable(owner)
+
+
+def _check_encodable(owner: str) -> None:
+    """The core accepts any str as owner; PostgreSQL text must be valid UTF-8."""
+    try:
+        owner.encode()
+    except UnicodeEncodeError:
+        raise ValueError(f"owner {owner!r} is not valid Unicode (lone surrogate)") from None
 
 
 def _check_ttl(ttl: float) -> None:
@@ -427,9 +445,10 @@ class PostgresProvider(CheckpointProvider):
     # --------------------------------------------------------------------- leases
 
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
+        _check_encodable(owner)
         what = f"claiming execution {execution_id!r}"
         params = {"id": execution_id, "owner": owner, "ttl": float(ttl)}
-        while True:
+        for _ in range(STATEMENT_RETRIES + 1):
             rows = await self._run(what, "claim", dict(params), idempotent=True)
             if rows:
                 epoch, expires_at = rows[0]
@@ -442,6 +461,7 @@ class PostgresProvider(CheckpointProvider):
                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(expires_at))} UTC",
                     owner=holder, expires_at=float(expires_at))
             # The lease expired or was released in between: claim again.
+        raise LeaseHeldError(f"execution {execution_id!r} is contended: claim it again")
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         params = {"id": lease.execution_id, "ttl": float(ttl), **self._lease_params(lease)}

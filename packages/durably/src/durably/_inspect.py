@@ -102,6 +102,7 @@ async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
         rows.append({
             "execution_id": execution.execution_id,
             "status": last.metadata.get(META_STATUS, "running") if last else "empty",
+            "agents": int(last.metadata.get("durably.agents", "0")) if last else 0,
             "checkpoints": count,
             "bytes": size,
             "updated_at": last.created_at if last else execution.updated_at,

@@ -475,6 +475,9 @@ class AgentTask:
         def apply(_: Any) -> None:
             if frame is not None:
                 frame.step = step
+            progress = self.execution.progress
+            if progress is not None:
+                progress(self.agent_class.__name__, self.agent_id, self.call_stack)
 
         await self.op("step", step, _none, apply=apply)
 
@@ -779,6 +782,8 @@ class AgentTask:
             await self._after_playbook(begin.name, value, begin)
         while True:
             self.phase = "idle"
+            if self.ops_since_snapshot:
+                await self.snapshot()  # idle is a quiet point: keep the resume base recent
             messages = await self.receive(lambda m: m.kind in ("message", "request"), "inbox")
             requests = [m for m in messages if m.kind == "request"]
             plain = [m for m in messages if m.kind == "message"]
@@ -915,6 +920,8 @@ class Execution:
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.done = asyncio.Event() if _has_loop() else None
         self.outcome: tuple[str, Any] | None = None
+        self.progress: Callable[[str, str, list[str]], None] | None = None
+        """Called with (agent class, agent id, call stack) when an agent takes a step."""
         self.llm_calls_live = 0
         self.llm_streaming = False
         self.header: dict[str, Any] = {}

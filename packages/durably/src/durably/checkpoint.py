@@ -42,6 +42,10 @@ FORMAT = 1
 META_KIND = "durably.kind"
 META_AGENT = "durably.agent"
 META_STATUS = "durably.status"
+META_AGENTS = "durably.agents"
+PRUNE_EVERY = 8
+"""With ``keep_last``, prune every ``max(keep_last, PRUNE_EVERY)`` checkpoints, not at
+every write (a prune lists the execution's checkpoints)."""
 CRASH_ENV = "DURABLY_CRASH_AFTER_CHECKPOINT"
 CRASH_LLM_ENV = "DURABLY_CRASH_IN_LLM_CALL"
 
@@ -187,7 +191,7 @@ class CheckpointManager:
                 raise CheckpointTooLargeError(self._too_large(size, state, local_vars))
             base = min(manifest.values()) if manifest else seq
             metadata = {META_KIND: kind, META_AGENT: task.agent_id, META_BASE: str(base),
-                        META_STATUS: execution.status_label}
+                        META_STATUS: execution.status_label, META_AGENTS: str(len(manifest))}
             self.hooks.before_checkpoint(self.execution_id, seq, metadata)
             try:
                 for digest, blob in encoded.blobs.items():
@@ -205,7 +209,15 @@ class CheckpointManager:
             self.bytes_written += size
             self.hooks.after_checkpoint(self.execution_id, info)
             _maybe_crash(execution)
-            return seq
+        keep = self.config.keep_last
+        if keep and self.written % max(keep, PRUNE_EVERY) == 0:
+            await self.prune(keep)
+        return seq
+
+    async def prune(self, keep_last: int) -> list[int]:
+        """Apply retention: keep the last ``keep_last`` checkpoints and what resume needs."""
+        return await self.provider.prune(self.execution_id, keep_last=max(1, keep_last),
+                                         lease=self.lease)
 
     async def write_final(self, execution: Execution, status: str, result: Any) -> int:
         """Mark the execution finished (``completed`` or ``failed``)."""

@@ -53,15 +53,27 @@ def _llm_spec(args: argparse.Namespace) -> str | None:
 
 
 class _Progress:
-    """The current agent/playbook/step on stderr, only when stderr is a terminal."""
+    """The current agent, playbook and step on stderr -- only when stderr is a terminal,
+    so that piped output stays clean."""
 
     def __init__(self) -> None:
         self.enabled = sys.stderr.isatty()
+        self.shown = False
 
     def say(self, line: str) -> None:
-        if self.enabled:
-            sys.stderr.write("\r\x1b[K")
+        self._clear()
         print(line, flush=True)
+
+    def step(self, agent: str, agent_id: str, stack: list[str]) -> None:
+        if self.enabled:
+            sys.stderr.write(f"\r\x1b[K  {agent}({agent_id}) {' > '.join(stack)}")
+            sys.stderr.flush()
+            self.shown = True
+
+    def _clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            self.shown = False
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -75,11 +87,13 @@ async def _run(args: argparse.Namespace) -> int:
     config = _config(args)
     execution_id = args.execution_id or new_execution_id()
     print(f"execution {execution_id}", file=sys.stderr, flush=True)
+    progress = _Progress()
     result = await run_program(
         args.program, llm=spec, execution_id=execution_id, inputs=args.input or [],
         interactive=not args.input and sys.stdin.isatty(), config=config,
-        echo=_Progress().say,
+        echo=progress.say, progress=progress.step,
     )
+    progress._clear()
     return _report(result)
 
 
@@ -100,10 +114,12 @@ async def _resume(args: argparse.Namespace) -> int:
     from durably.runner import resume_execution
 
     config = _config(args)
+    progress = _Progress()
     result = await resume_execution(
         args.execution_id, llm=_llm_spec(args) if args.llm else None, config=config,
         allow_changed_program=args.allow_changed_program,
-        interactive=sys.stdin.isatty(), echo=_Progress().say, wait=args.wait,
+        interactive=sys.stdin.isatty(), echo=progress.say, wait=args.wait,
+        progress=progress.step,
     )
     return _report(result)
 
@@ -120,11 +136,12 @@ async def _ls(args: argparse.Namespace) -> int:
     if not rows:
         print("no executions")
         return 0
-    print(f"{'EXECUTION':<20} {'STATUS':<10} {'CHECKPOINTS':>11} {'BYTES':>10}  LAST ACTIVITY")
+    print(f"{'EXECUTION':<20} {'STATUS':<10} {'AGENTS':>6} {'CHECKPOINTS':>11} {'BYTES':>10}"
+          "  LAST ACTIVITY")
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"] or 0))
-        print(f"{row['execution_id']:<20} {row['status']:<10} {row['checkpoints']:>11} "
-              f"{row['bytes']:>10,}  {when}")
+        print(f"{row['execution_id']:<20} {row['status']:<10} {row['agents']:>6} "
+              f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}")
     return 0
 
 

@@ -160,6 +160,11 @@ async def _drive(execution: Execution, manager: CheckpointManager, *,
         for task in execution.agents.values():
             await task.snapshot()
         await manager.write_final(execution, "completed", value)
+        policy = manager.config.on_completion
+        if policy == "prune":
+            await manager.prune(manager.config.keep_last or 1)
+        elif policy == "delete":
+            await manager.provider.delete_execution(manager.execution_id)
         return RunResult(manager.execution_id, "completed", value)
     error = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
     if isinstance(value, DurablyError):
@@ -181,6 +186,7 @@ async def run_program(
     interactive: bool = False,
     config: DurabilityConfig | None = None,
     echo: Any = print,
+    progress: Any = None,
 ) -> RunResult:
     """Run a program durably from its beginning.
 
@@ -194,6 +200,7 @@ async def run_program(
         interactive: Ask the user on the terminal when the inputs run out.
         config: Configuration (default: :func:`durably.load_config`).
         echo: Called with each line an agent says to the user (None: silent).
+        progress: Called with (agent, agent id, call stack) at every step.
     """
     from durably.llm import open_llm
 
@@ -209,6 +216,7 @@ async def run_program(
                                f"{provider.describe()}; resume it or pick another id")
         io = UserIO(list(inputs), interactive=interactive, echo=echo)
         execution = Execution(manager, program=prog, llm=client, io=io)
+        execution.progress = progress
         execution.header = {"program": str(prog.path), "digest": prog.digest,
                             "llm": getattr(client, "spec", str(llm)), "inputs": list(inputs)}
         async with _leased(manager, config.lease_ttl, asyncio.current_task()):
@@ -225,6 +233,7 @@ async def resume_execution(
     interactive: bool = False,
     echo: Any = print,
     wait: bool = False,
+    progress: Any = None,
 ) -> RunResult:
     """Resume an execution from its latest checkpoint and run it to the end.
 
@@ -242,7 +251,7 @@ async def resume_execution(
         try:
             return await _resume_once(execution_id, store=store, llm=llm, config=config,
                                       allow_changed_program=allow_changed_program,
-                                      interactive=interactive, echo=echo)
+                                      interactive=interactive, echo=echo, progress=progress)
         except LeaseHeldError as exc:
             if not wait or exc.expires_at is None:
                 raise
@@ -253,7 +262,7 @@ async def resume_execution(
 
 async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any | None,
                        config: DurabilityConfig | None, allow_changed_program: bool,
-                       interactive: bool, echo: Any) -> RunResult:
+                       interactive: bool, echo: Any, progress: Any) -> RunResult:
     from durably.llm import open_llm
 
     config = config or load_config()
@@ -277,6 +286,7 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
         inputs = list(header.get("inputs", []))
         io = UserIO(inputs, interactive=interactive, echo=echo)
         execution = Execution(manager, program=prog, llm=client, io=io)
+        execution.progress = progress
         try:
             lease_cm = _leased(manager, config.lease_ttl, asyncio.current_task())
             async with lease_cm:

@@ -1,0 +1,78 @@
+"""Retention and limits: keep_last, on_completion, max_checkpoint_size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from memstore import MemoryStore
+
+from durably import Agent, CheckpointManager, StreamingPythonExecutor
+from durably._runtime import Execution, UserIO
+from durably.config import DurabilityConfig
+from durably.errors import CheckpointTooLargeError
+from durably.llm import open_llm
+from durably.runner import Program
+
+HERE = Path(__file__).parent
+
+
+async def run_counter(store: MemoryStore, config: DurabilityConfig) -> None:
+    from durably.runner import _drive
+
+    manager = CheckpointManager("ret", store, config=config)
+    llm = open_llm(f"scripted:{HERE / 'programs/counter.scripted.json'}")
+    execution = Execution(manager, program=Program.load(HERE / "programs/counter.py"),
+                          llm=llm, io=UserIO(["x"], echo=None))
+    result = await _drive(execution, manager, resume=False)
+    assert result.status == "completed"
+
+
+@pytest.mark.asyncio
+async def test_keep_last_bounds_what_is_stored_while_running() -> None:
+    store = MemoryStore()
+    await run_counter(store, DurabilityConfig(keep_last=3, snapshot_every=4))
+    stored = len(store.checkpoints["ret"])
+    assert store.saves > 20
+    assert stored < store.saves / 2
+
+
+@pytest.mark.asyncio
+async def test_keep_all_by_default() -> None:
+    store = MemoryStore()
+    await run_counter(store, DurabilityConfig())
+    assert len(store.checkpoints["ret"]) == store.saves
+
+
+@pytest.mark.asyncio
+async def test_on_completion_delete_removes_the_execution() -> None:
+    store = MemoryStore()
+    await run_counter(store, DurabilityConfig(on_completion="delete"))
+    assert "ret" not in store.checkpoints
+
+
+@pytest.mark.asyncio
+async def test_on_completion_prune_keeps_the_final_state() -> None:
+    store = MemoryStore()
+    await run_counter(store, DurabilityConfig(on_completion="prune", keep_last=1))
+    manager = CheckpointManager("ret", store)
+    checkpoint = await manager.get_latest_checkpoint()
+    assert checkpoint is not None and checkpoint.status == "completed"
+    assert checkpoint.execution_state["state"]["total"] == 15
+    assert len(store.checkpoints["ret"]) < store.saves
+
+
+class Big(Agent):
+    """Holds big values."""
+
+
+@pytest.mark.asyncio
+async def test_a_checkpoint_over_the_limit_names_the_largest_variables() -> None:
+    manager = CheckpointManager("big", MemoryStore(),
+                                config=DurabilityConfig(max_checkpoint_size=4096,
+                                                        blob_threshold=1 << 20))
+    agent = manager.attach(Big, echo=None)
+    executor = StreamingPythonExecutor(agent)
+    await executor.add_chunk("small = 1\nhuge = 'x' * 20000\nmedium = 'y' * 3000\n")
+    with pytest.raises(CheckpointTooLargeError, match=r"local 'huge' \(2\d,\d{3} bytes\)"):
+        await executor.add_chunk('await self.Step("Main:01:EXE")\n')
