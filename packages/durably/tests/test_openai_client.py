@@ -9,13 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from memstore import MemoryStore
 
 from durably._openai import OpenAIClient
 from durably._runtime import Execution, UserIO
 from durably.checkpoint import CheckpointManager
 from durably.llm import LLMError, open_llm
 from durably.runner import Program
+
+from memstore import MemoryStore
 
 HERE = Path(__file__).parent
 
@@ -137,4 +138,5 @@ async def test_a_whole_program_runs_with_openai_spec(monkeypatch: pytest.MonkeyP
     assert all("Authorization: Bearer sk-local" in h for h in server.headers)
     # The system prompt teaches the conventions and lists the agent's playbooks.
     system = server.requests[0]["messages"][0]["content"]
-    assert "await self.Say" in system and "Double(n)" in system
+    assert "await self.Say" in system
+    assert "Double(n)" in system

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from memstore import MemoryStore
 
 from durably import Agent, CheckpointManager, StreamingPythonExecutor
 from durably._runtime import Execution, UserIO
@@ -13,6 +12,8 @@ from durably.config import DurabilityConfig
 from durably.errors import CheckpointTooLargeError
 from durably.llm import open_llm
 from durably.runner import Program
+
+from memstore import MemoryStore
 
 HERE = Path(__file__).parent
 
@@ -57,7 +58,8 @@ async def test_on_completion_prune_keeps_the_final_state() -> None:
     await run_counter(store, DurabilityConfig(on_completion="prune", keep_last=1))
     manager = CheckpointManager("ret", store)
     checkpoint = await manager.get_latest_checkpoint()
-    assert checkpoint is not None and checkpoint.status == "completed"
+    assert checkpoint is not None
+    assert checkpoint.status == "completed"
     assert checkpoint.execution_state["state"]["total"] == 15
     assert len(store.checkpoints["ret"]) < store.saves
 
