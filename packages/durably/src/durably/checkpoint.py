@@ -43,6 +43,8 @@ META_KIND = "durably.kind"
 META_AGENT = "durably.agent"
 META_STATUS = "durably.status"
 META_AGENTS = "durably.agents"
+META_OWNER = "durably.owner"
+META_EPOCH = "durably.epoch"
 PRUNE_EVERY = 8
 """With ``keep_last``, prune every ``max(keep_last, PRUNE_EVERY)`` checkpoints, not at
 every write (a prune lists the execution's checkpoints)."""
@@ -191,7 +193,8 @@ class CheckpointManager:
                 raise CheckpointTooLargeError(self._too_large(size, state, local_vars))
             base = min(manifest.values()) if manifest else seq
             metadata = {META_KIND: kind, META_AGENT: task.agent_id, META_BASE: str(base),
-                        META_STATUS: execution.status_label, META_AGENTS: str(len(manifest))}
+                        META_STATUS: execution.status_label, META_AGENTS: str(len(manifest)),
+                        **self._owner_metadata()}
             self.hooks.before_checkpoint(self.execution_id, seq, metadata)
             try:
                 for digest, blob in encoded.blobs.items():
@@ -237,13 +240,21 @@ class CheckpointManager:
                     await self.provider.put_blob(self.execution_id, blob, digest=digest)
                     self.known_blobs.add(digest)
             base = min(manifest.values()) if manifest else seq
-            metadata = {META_KIND: "final", META_STATUS: status, META_BASE: str(base)}
+            metadata = {META_KIND: "final", META_STATUS: status, META_BASE: str(base),
+                        META_AGENTS: str(len(manifest)), **self._owner_metadata()}
             self.hooks.before_checkpoint(self.execution_id, seq, metadata)
             info = await self.provider.save_checkpoint(
                 self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease)
             self.next_seq = seq + 1
             self.hooks.after_checkpoint(self.execution_id, info)
             return seq
+
+    def _owner_metadata(self) -> dict[str, str]:
+        """Who wrote a checkpoint: lets anyone check from the store that owners never
+        overlapped (epochs never decrease along the sequence)."""
+        if self.lease is None:
+            return {}
+        return {META_OWNER: self.lease.owner, META_EPOCH: str(self.lease.epoch)}
 
     def _too_large(self, size: int, state: dict[str, Any] | None,
                    local_vars: dict[str, Any] | None) -> str:

@@ -194,6 +194,31 @@ async def _gc(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _submit(args: argparse.Namespace) -> int:
+    from durably.runner import submit_program
+
+    spec = _llm_spec(args)
+    if spec is None:
+        raise ConfigError("no LLM given", key="--llm", fix="Pass --llm scripted:PATH or "
+                          "--llm openai:MODEL")
+    execution_id = await submit_program(args.program, llm=spec, execution_id=args.execution_id,
+                                        inputs=args.input or [], config=_config(args))
+    print(execution_id)
+    return 0
+
+
+async def _worker(args: argparse.Namespace) -> int:
+    import logging
+
+    from durably.worker import run_worker
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    finished = await run_worker(concurrency=args.concurrency, poll=args.poll, once=args.once,
+                                config=_config(args))
+    print(f"worker finished {finished} execution(s)", file=sys.stderr)
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from durably._demo import run_demo
 
@@ -233,6 +258,28 @@ def build_parser() -> argparse.ArgumentParser:
                         "expire instead of failing")
     store_options(resume)
     resume.set_defaults(handler=_resume)
+
+    submit = sub.add_parser("submit", help="create an execution for a worker to run",
+                            description="Create an execution of PROGRAM without running it; "
+                            "prints its id. `durably worker` (or `durably resume`) runs it.")
+    submit.add_argument("program")
+    submit.add_argument("--llm", help="scripted:PATH or openai:MODEL")
+    submit.add_argument("--execution-id")
+    submit.add_argument("--input", action="append", metavar="TEXT")
+    store_options(submit)
+    submit.set_defaults(handler=_submit)
+
+    worker = sub.add_parser("worker", help="resume orphaned executions (run on many machines)",
+                            description="Claim executions whose lease expired and that are not "
+                            "finished, resume them, renew their leases. Run one per machine.")
+    worker.add_argument("--concurrency", type=int, default=4, metavar="N",
+                        help="executions resumed at once (default 4)")
+    worker.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
+                        help="how often to look for work (default 1)")
+    worker.add_argument("--once", action="store_true",
+                        help="exit when no resumable execution is left")
+    store_options(worker)
+    worker.set_defaults(handler=_worker)
 
     ls = sub.add_parser("ls", help="list executions")
     ls.add_argument("--json", action="store_true", help="print JSON")

@@ -14,6 +14,7 @@ assistant's message and asks the model to continue it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 from collections.abc import AsyncIterator, Mapping
@@ -56,16 +57,19 @@ class ScriptedLLM:
 
     The file maps ``"Agent.Playbook"`` to the list of responses that playbook gets, in
     order. Each response is streamed in chunks of 1-24 characters whose sizes come from a
-    seeded generator (``scripted:PATH?chunk_seed=N``), to exercise streaming.
+    seeded generator (``scripted:PATH?chunk_seed=N``), to exercise streaming;
+    ``&delay=SECONDS`` waits before each chunk, like a real model.
     """
 
     def __init__(self, responses: Mapping[str, list[str]], *, spec: str = "scripted",
-                 chunk_seed: int = 0, min_chunk: int = 1, max_chunk: int = 24) -> None:
+                 chunk_seed: int = 0, min_chunk: int = 1, max_chunk: int = 24,
+                 delay: float = 0.0) -> None:
         self.responses = {key: list(value) for key, value in responses.items()}
         self.spec = spec
         self.chunk_seed = chunk_seed
         self.min_chunk = min_chunk
         self.max_chunk = max_chunk
+        self.delay = delay
         self.calls: list[tuple[str, int, str]] = []
 
     @classmethod
@@ -73,6 +77,7 @@ class ScriptedLLM:
         path, _, query = rest.partition("?")
         params = parse_qs(query)
         seed = int(params.get("chunk_seed", ["0"])[0])
+        delay = float(params.get("delay", ["0"])[0])
         file = Path(path).expanduser()
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
@@ -86,7 +91,7 @@ class ScriptedLLM:
         ):
             raise ConfigError('expected an object {"Agent.Playbook": ["response", ...]}',
                               source=str(file))
-        return cls(data, spec=f"scripted:{rest}", chunk_seed=seed)
+        return cls(data, spec=f"scripted:{rest}", chunk_seed=seed, delay=delay)
 
     async def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str,
                      call: int, prefix: str = "") -> AsyncIterator[str]:
@@ -104,6 +109,8 @@ class ScriptedLLM:
         position = len(prefix)
         while position < len(response):
             size = rng.randint(self.min_chunk, self.max_chunk)
+            if self.delay:
+                await asyncio.sleep(self.delay)
             yield response[position:position + size]
             position += size
 

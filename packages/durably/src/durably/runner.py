@@ -38,7 +38,8 @@ from durably.errors import (
 )
 from durably.storage import CheckpointProvider, Lease
 
-__all__ = ["Program", "RunResult", "new_execution_id", "resume_execution", "run_program"]
+__all__ = ["Program", "RunResult", "new_execution_id", "resume_execution", "run_program",
+           "submit_program"]
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,35 @@ async def run_program(
                             "llm": getattr(client, "spec", str(llm)), "inputs": list(inputs)}
         async with _leased(manager, config.lease_ttl, asyncio.current_task()):
             return await _drive(execution, manager, resume=False)
+
+
+async def submit_program(
+    program: str | os.PathLike[str] | Program,
+    *,
+    llm: str,
+    store: str | None = None,
+    execution_id: str | None = None,
+    inputs: Sequence[str] = (),
+    config: DurabilityConfig | None = None,
+) -> str:
+    """Create an execution without running it: a worker (``durably worker``) or
+    ``durably resume`` will run it. Returns its id."""
+    config = config or load_config()
+    prog = program if isinstance(program, Program) else Program.load(program)
+    execution_id = execution_id or new_execution_id()
+    provider = _store(config, store)
+    async with provider:
+        manager = CheckpointManager(execution_id, provider, config=config)
+        if await provider.load_latest_checkpoint(execution_id) is not None:
+            raise DurablyError(f"execution {execution_id!r} already exists")
+        execution = Execution(manager, program=prog, llm=None, io=UserIO(list(inputs)))
+        execution.header = {"program": str(prog.path), "digest": prog.digest, "llm": llm,
+                            "inputs": list(inputs)}
+        async with _leased(manager, config.lease_ttl):
+            for cls in prog.agent_classes:
+                if any(spec.begin for spec in cls.playbooks.values()):
+                    await execution.create_agent(cls).snapshot()
+    return execution_id
 
 
 async def resume_execution(

@@ -1,0 +1,108 @@
+"""Crash safety: a writer process is SIGKILLed at random moments, 50 times in a row.
+
+The child (tests/crash_writer.py) resumes after the latest checkpoint it finds and
+writes checkpoints (varied sizes, compressible or not, one of 1.2 MB now and then),
+blobs, deletes and prunes (with a tiny compaction threshold, so the log is rewritten
+all the time). It reports each operation on stdout only after it returned. After every
+kill a fresh provider must find: a latest checkpoint at least as new as the last one
+reported, every listed checkpoint loading byte-for-byte as written, no checkpoint whose
+deletion was reported, and every reported blob.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from durably_filesystem import FilesystemBackdoor, FilesystemProvider
+
+RUN = "crash-run"
+KILLS = 50
+WRITER = Path(__file__).resolve().parent / "crash_writer.py"
+
+
+def _writer_module() -> ModuleType:
+    """crash_writer.py, imported by path (it defines the expected payloads)."""
+    spec = importlib.util.spec_from_file_location("_durably_fs_crash_writer", WRITER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.asyncio
+async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
+    root: Path, child_env: dict[str, str],
+) -> None:
+    writer = _writer_module()
+    rng = random.Random(20240611)
+    durable = -1  # the highest seq the child reported as saved
+    deleted: set[int] = set()
+    blobs: dict[str, int] = {}
+    resume_at = 0
+    started = time.monotonic()
+    for kill in range(KILLS):
+        child = subprocess.Popen(
+            [sys.executable, str(WRITER), str(root), RUN],
+            stdout=subprocess.PIPE, env=child_env,
+        )
+        assert child.stdout is not None
+        ready = child.stdout.readline().decode()
+        assert ready == f"ready {resume_at}\n", f"kill {kill}: the child said {ready!r}"
+        # kill at a random moment: right away, mid-stream, or after a while
+        time.sleep(rng.choice([0.0, rng.uniform(0.0, 0.03), rng.uniform(0.03, 0.25)]))
+        child.send_signal(signal.SIGKILL)
+        output = child.stdout.read().decode()
+        child.stdout.close()
+        assert child.wait() == -signal.SIGKILL
+        lines = output.split("\n")[:-1]  # the last one may be cut off (or empty)
+        for line in lines:
+            word, *rest = line.split()
+            if word == "saved":
+                durable = max(durable, int(rest[0]))
+            elif word == "deleted":
+                deleted.add(int(rest[0]))
+            elif word == "pruned":
+                deleted.update(int(seq) for seq in rest[1:])
+            elif word == "blob":
+                blobs[rest[1]] = int(rest[0])
+
+        async with FilesystemProvider(root) as provider:
+            latest = await provider.load_latest_checkpoint(RUN)
+            if durable >= 0:
+                assert latest is not None, f"kill {kill}: everything was lost"
+            if latest is None:
+                resume_at = 0
+                continue
+            assert latest.seq >= durable, (
+                f"kill {kill}: checkpoint {durable} was reported saved, the latest is "
+                f"{latest.seq}")
+            assert latest.data == writer.payload(latest.seq)
+            assert dict(latest.metadata) == writer.metadata(latest.seq)
+            listed = [info async for info in provider.iter_checkpoints(RUN)]
+            assert listed[-1].seq == latest.seq
+            for info in listed:
+                assert info.seq not in deleted, f"kill {kill}: deleted {info.seq} is back"
+                stored = await provider.load_checkpoint(RUN, info.seq)
+                assert stored.data == writer.payload(info.seq), f"kill {kill}: seq {info.seq}"
+                assert dict(info.metadata) == writer.metadata(info.seq)
+            for digest, seq in blobs.items():
+                assert await provider.get_blob(RUN, digest) == writer.blob(seq)
+            resume_at = latest.seq + 1
+
+    assert durable > 200, "the child should have saved hundreds of checkpoints"
+    # the store is still tidy: at most a torn tail (the next writer truncates it)
+    index = FilesystemBackdoor(root).index(RUN)
+    assert index.corrupt_regions == []
+    leftovers = [name for name in os.listdir(FilesystemBackdoor(root).execution_dir(RUN))
+                 if name not in ("log", "lock", "lease", "blobs")]
+    assert len(leftovers) <= 1, f"temporary files piled up: {leftovers}"
+    assert time.monotonic() - started < 120, "the crash loop is far too slow"
