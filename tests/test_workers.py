@@ -15,11 +15,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import PROGRAM_CASES, durably, show
 
 from durably import open_store
 from durably.checkpoint import META_EPOCH, META_KIND, META_OWNER, META_STATUS
 from durably.config import load_config
+
+from conftest import PROGRAM_CASES, durably, show
 
 EXECUTIONS = 20
 
