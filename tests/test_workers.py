@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from durably import open_store
-from durably.checkpoint import META_EPOCH, META_KIND, META_OWNER, META_STATUS
+from durably.checkpoint import META_EPOCH, META_KIND, META_OWNER
+from durably.storage import META_STATUS
 from durably.config import load_config
 
 from conftest import PROGRAM_CASES, durably, show

@@ -11,6 +11,7 @@ import dataclasses
 from collections.abc import Callable
 
 import pytest
+
 from durably_conformance import Backdoor, ProviderSuite
 from durably_memory import MemoryProvider, MemoryStore, StoredObject
 

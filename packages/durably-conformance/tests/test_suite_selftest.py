@@ -12,9 +12,13 @@ import os
 import subprocess
 import sys
 import textwrap
+import tomllib
+from importlib.metadata import EntryPoint
 from pathlib import Path
 
 import pytest
+
+from durably.errors import ConfigError
 
 pytest_plugins = ["pytester"]
 
@@ -352,6 +356,23 @@ def test_a_broken_provider_fails_its_clause(suite_dir: pytest.Pytester, variant:
     assert must_fail <= failed_names, f"not caught: {sorted(must_fail - failed_names)}"
     stray = {name for name in failed_names if _clause(name) not in allowed_clauses}
     assert not stray, f"{variant} made unrelated clauses fail: {sorted(stray)}"
+
+
+def test_the_example_registers_the_memory_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
+    pyproject = EXAMPLE / "pyproject.toml"
+    if not pyproject.is_file():
+        pytest.skip(f"the example provider is not in this checkout ({EXAMPLE})")
+    monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
+    value = tomllib.loads(pyproject.read_text())["project"]["entry-points"][
+        "durably.providers"]["memory"]
+    factory = EntryPoint(name="memory", value=value, group="durably.providers").load()
+    provider = factory("memory://scratch", {})
+    assert type(provider).__name__ == "MemoryProvider"
+    assert provider.describe() == "memory://scratch"
+    with pytest.raises(ConfigError):
+        factory("memory://scratch", {"no_such_option": 1})
+    with pytest.raises(ConfigError):
+        factory("file://elsewhere", {})
 
 
 def test_a_suite_without_fixtures_explains_what_to_override(pytester: pytest.Pytester) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
 from durably.storage import Capability
 from durably_conformance import CAPABILITY_MARKERS, CLAUSES, ProviderSuite
 
@@ -39,7 +40,8 @@ def test_every_test_is_async_marked_and_cites_its_clause(name: str) -> None:
     clause = _clause_of(function)
     assert clause in CLAUSES
     assert name.startswith(f"test_c{clause:02d}_"), f"{name} must be named test_c{clause:02d}_..."
-    assert (function.__doc__ or "").startswith(f"[C{clause}]"), f"{name}'s docstring cites [C{clause}]"
+    docstring = function.__doc__ or ""
+    assert docstring.startswith(f"[C{clause}]"), f"{name}'s docstring must start with [C{clause}]"
 
 
 def test_every_clause_has_tests() -> None:

@@ -6,7 +6,8 @@ derived from ``seq`` only, see :func:`payload`), and only *after* the save retur
 print ``saved <seq>``; now and then it stores a blob (``blob <seq> <digest>``), deletes
 an older checkpoint (``deleted <seq>``) or prunes (``pruned <seq> ...``). The store uses
 a tiny compaction threshold so that compactions happen all the time. Deliberately
-light on imports: it must start fast.
+light on imports: it must start fast. Before each write of more than 1 MB it prints
+``writing``, so that the parent can aim its kill at it.
 """
 
 from __future__ import annotations
@@ -15,17 +16,32 @@ import asyncio
 import random
 import sys
 
-from durably_filesystem import FilesystemProvider
+from durably_filesystem import FilesystemProvider, _provider
+
+_write_all = _provider.write_all
+
+
+def _announced_write_all(fd: int, parts: list[bytes | memoryview]) -> None:
+    """The provider's write, announced on stdout when it is big, so that the parent
+    can aim its SIGKILL at the middle of it (and tear the record)."""
+    if sum(len(part) for part in parts) > 1_000_000:
+        sys.stdout.write("writing\n")
+        sys.stdout.flush()
+    _write_all(fd, parts)
+
+
+_provider.write_all = _announced_write_all  # type: ignore[assignment]
 
 SIZES = (17, 300, 1500, 5000, 40_000, 700, 2, 120_000)
+BIG = 1_200_000
 
 
 def payload(seq: int) -> bytes:
     """The deterministic content of checkpoint ``seq``: varied sizes, some compressible.
 
-    Every 50th is 1.2 MB of incompressible bytes (written from a worker thread).
+    Every 10th is 1.2 MB of incompressible bytes (written from a worker thread).
     """
-    size = 1_200_000 if seq % 50 == 49 else SIZES[seq % len(SIZES)]
+    size = BIG if seq % 10 == 9 else SIZES[seq % len(SIZES)]
     if seq % 3 == 0:  # compressible (the envelope compresses >= 1 KiB)
         unit = f"payload {seq} ".encode()
         return (unit * (size // len(unit) + 1))[:size]

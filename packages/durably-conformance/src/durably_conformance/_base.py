@@ -7,8 +7,8 @@ from typing import ClassVar, TypeAlias
 
 import pytest
 import pytest_asyncio
-from durably.storage import Capability, CheckpointProvider
 
+from durably.storage import Capability, CheckpointProvider
 from durably_conformance._backdoor import Backdoor
 
 __all__ = ["CAPABILITY_MARKERS", "ProviderFactory", "ProviderPool", "SuiteBase"]

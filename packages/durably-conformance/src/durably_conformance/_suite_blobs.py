@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 
 import pytest
+
 from durably.errors import CorruptObjectError, NotFoundError
 from durably.storage import BlobInfo, CheckpointProvider, blob_digest
-
 from durably_conformance._backdoor import Backdoor
 from durably_conformance._base import SuiteBase
 from durably_conformance._helpers import collect_pages, random_bytes

@@ -9,6 +9,7 @@ import random
 import time
 
 import pytest
+
 from durably.errors import (
     AlreadyExistsError,
     NotFoundError,
@@ -20,7 +21,6 @@ from durably.storage import (
     ExpectedVersion,
     StoredCheckpoint,
 )
-
 from durably_conformance._base import SuiteBase
 from durably_conformance._helpers import (
     ALL_BYTE_VALUES,

@@ -7,9 +7,9 @@ import random
 import time
 
 import pytest
+
 from durably.errors import FencedError, NotFoundError
 from durably.storage import CheckpointProvider, ExecutionInfo, blob_digest
-
 from durably_conformance._backdoor import Backdoor
 from durably_conformance._base import SuiteBase
 from durably_conformance._helpers import collect_pages, drain, gather_limited

@@ -7,6 +7,7 @@ import re
 from importlib import metadata as importlib_metadata
 
 import pytest
+
 from durably.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -22,7 +23,6 @@ from durably.storage import (
     ExpectedVersion,
     Lease,
 )
-
 from durably_conformance._base import ProviderPool, SuiteBase
 from durably_conformance._helpers import eventually, random_bytes, sleep_past
 

@@ -7,13 +7,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+
 from durably.errors import (
     CorruptObjectError,
     InvalidExecutionIdError,
     UnsupportedFormatError,
 )
 from durably.storage import CheckpointProvider, Lease, blob_digest
-
 from durably_conformance._backdoor import Backdoor
 from durably_conformance._base import SuiteBase
 from durably_conformance._helpers import (

@@ -6,13 +6,13 @@ import asyncio
 import time
 
 import pytest
+
 from durably.errors import (
     FencedError,
     LeaseHeldError,
     NotFoundError,
 )
 from durably.storage import CheckpointInfo, CheckpointProvider, Lease
-
 from durably_conformance._base import ProviderPool, SuiteBase
 from durably_conformance._helpers import eventually, sleep_past
 

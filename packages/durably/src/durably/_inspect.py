@@ -6,7 +6,8 @@ import json
 import math
 from typing import Any
 
-from durably.checkpoint import META_STATUS, CheckpointManager
+from durably.checkpoint import CheckpointManager
+from durably.storage import META_STATUS
 from durably.storage import CheckpointProvider
 
 __all__ = ["describe_execution", "jsonable", "list_executions", "render_show"]

@@ -29,7 +29,7 @@ from durably.errors import (
     DurablyError,
     NotFoundError,
 )
-from durably.storage import META_BASE, CheckpointProvider, Lease, StoredCheckpoint
+from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease, StoredCheckpoint
 
 if TYPE_CHECKING:
     from durably._executor import StreamingPythonExecutor
@@ -41,7 +41,6 @@ __all__ = ["Checkpoint", "CheckpointManager", "RecoveryCoordinator"]
 FORMAT = 1
 META_KIND = "durably.kind"
 META_AGENT = "durably.agent"
-META_STATUS = "durably.status"
 META_AGENTS = "durably.agents"
 META_OWNER = "durably.owner"
 META_EPOCH = "durably.epoch"

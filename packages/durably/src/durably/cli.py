@@ -171,7 +171,7 @@ def _age(text: str) -> float:
 
 async def _gc(args: argparse.Namespace) -> int:
     from durably import open_store
-    from durably.checkpoint import META_STATUS
+    from durably.storage import META_STATUS
 
     deleted_checkpoints = 0
     deleted_executions = 0

@@ -25,6 +25,15 @@ Concepts:
   not durable (fencing tokens).
 * **Blob** -- content-addressed bytes (``sha256:<hex>``) scoped to an execution, stored
   once however often they are put.
+
+Clocks: ``created_at``, lease expiry and ``updated_at`` come from the provider's clock
+(the database server's, the object store's, or this machine's); ``prune(older_than=)``
+and :meth:`Lease.expired` compare them with this machine's clock, so keep clocks in sync
+(NTP) and leases well above the expected skew.
+
+Fencing covers checkpoint writes and deletes. Blob writes and ``delete_execution`` are not
+fenced: blobs are content-addressed (a stale writer can only add unreferenced bytes, which
+garbage collection removes) and deleting an execution is an administrative act.
 """
 
 from __future__ import annotations
@@ -70,6 +79,9 @@ DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}")
 MAX_METADATA_BYTES = 2048
 META_BASE = "durably.base"
 """Metadata key: the lowest sequence number this checkpoint needs to be resumed (see prune)."""
+META_STATUS = "durably.status"
+"""Metadata key: ``running``, ``completed`` or ``failed``; providers may index it (a worker
+looks for executions that are not finished)."""
 
 
 class Capability(StrEnum):
@@ -145,6 +157,7 @@ class BlobInfo:
 
     digest: str
     size: int
+    """Stored size in bytes (envelope included), like :attr:`CheckpointInfo.size`."""
     created_at: float
 
 
@@ -200,7 +213,10 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
             raise ValueError(f"invalid metadata key {key!r}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
         if not isinstance(value, str):
             raise TypeError(f"metadata value for {key!r} must be str, not {type(value).__name__}")
-        total += len(key) + len(value.encode())
+        try:
+            total += len(key) + len(value.encode())
+        except UnicodeEncodeError:
+            raise ValueError(f"metadata value for {key!r} is not valid Unicode text") from None
         out[key] = value
     if total > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {total} bytes; the limit is {MAX_METADATA_BYTES}")
@@ -508,6 +524,8 @@ class CheckpointProvider(abc.ABC):
     ) -> Page[BlobInfo]:
         """List an execution's blobs in increasing digest order, one page at a time."""
         validate_execution_id(execution_id)
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
         return await self._list_blobs(execution_id, cursor, limit)
 
     async def delete_blob(self, execution_id: str, digest: str) -> bool:
@@ -615,6 +633,10 @@ class CheckpointProvider(abc.ABC):
 def _check_owner(owner: str) -> None:
     if not isinstance(owner, str) or not owner or len(owner) > 200 or "\x00" in owner:
         raise ValueError("owner must be a non-empty string of at most 200 characters")
+    try:
+        owner.encode()
+    except UnicodeEncodeError:
+        raise ValueError("owner must be valid Unicode text") from None
 
 
 def _check_ttl(ttl: float) -> None:

@@ -21,7 +21,7 @@ import logging
 import time
 from typing import Any
 
-from durably.checkpoint import META_STATUS
+from durably.storage import META_STATUS
 from durably.config import DurabilityConfig, load_config
 from durably.errors import DurablyError, LeaseHeldError
 from durably.storage import CheckpointProvider
