@@ -18,8 +18,8 @@ import pytest
 
 from durably import open_store
 from durably.checkpoint import META_EPOCH, META_KIND, META_OWNER
-from durably.storage import META_STATUS
 from durably.config import load_config
+from durably.storage import META_STATUS
 
 from conftest import PROGRAM_CASES, durably, show
 

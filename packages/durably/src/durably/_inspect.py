@@ -7,8 +7,7 @@ import math
 from typing import Any
 
 from durably.checkpoint import CheckpointManager
-from durably.storage import META_STATUS
-from durably.storage import CheckpointProvider
+from durably.storage import META_STATUS, CheckpointProvider
 
 __all__ = ["describe_execution", "jsonable", "list_executions", "render_show"]
 

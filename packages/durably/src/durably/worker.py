@@ -21,10 +21,9 @@ import logging
 import time
 from typing import Any
 
-from durably.storage import META_STATUS
 from durably.config import DurabilityConfig, load_config
 from durably.errors import DurablyError, LeaseHeldError
-from durably.storage import CheckpointProvider
+from durably.storage import META_STATUS, CheckpointProvider
 
 __all__ = ["find_resumable", "run_worker"]
 
