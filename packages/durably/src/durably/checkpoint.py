@@ -439,12 +439,14 @@ class RecoveryCoordinator:
 
 
 async def restore_agents(manager: CheckpointManager, execution: Execution,
-                         checkpoint: Checkpoint | None = None) -> LoadedExecution:
+                         checkpoint: Checkpoint | None = None, *,
+                         loaded: LoadedExecution | None = None) -> LoadedExecution:
     """Restore every agent of ``execution`` from the store (creating missing ones)."""
     from durably._runtime import Message, _Restored
 
     hooks = manager.hooks
-    loaded = await manager.load_execution()
+    if loaded is None:
+        loaded = await manager.load_execution()
     if loaded is None:
         raise NotFoundError(f"execution {manager.execution_id!r} has no checkpoint")
     hooks.before_recover(manager.execution_id, loaded.latest_seq)

@@ -36,7 +36,7 @@ from durably.errors import (
     NotFoundError,
     ProgramChangedError,
 )
-from durably.storage import CheckpointProvider, Lease
+from durably.storage import META_STATUS, CheckpointProvider, Lease
 
 __all__ = ["Program", "RunResult", "new_execution_id", "resume_execution", "run_program",
            "submit_program"]
@@ -299,28 +299,34 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
     provider = _store(config, store)
     async with provider:
         manager = CheckpointManager(execution_id, provider, config=config)
-        loaded = await manager.load_execution()
-        if loaded is None:
+        latest = await provider.load_latest_checkpoint(execution_id)
+        if latest is None:
             raise NotFoundError(f"no execution {execution_id!r} in {provider.describe()}")
-        if loaded.status == "completed":
-            return RunResult(execution_id, "already-completed", loaded.result)
-        header = loaded.header
-        prog = Program.load(header["program"])
-        if prog.digest != header.get("digest") and not allow_changed_program:
-            raise ProgramChangedError(
-                f"the program {header['program']} changed since execution {execution_id!r} "
-                "started; resuming it could replay different code. Restore the original file "
-                "or pass --allow-changed-program")
-        spec = llm if llm is not None else header.get("llm")
-        client = open_llm(spec) if isinstance(spec, str) else spec
-        inputs = list(header.get("inputs", []))
-        io = UserIO(inputs, interactive=interactive, echo=echo)
-        execution = Execution(manager, program=prog, llm=client, io=io)
-        execution.progress = progress
+        if latest.metadata.get(META_STATUS) == "completed":
+            loaded = await manager.load_execution()
+            return RunResult(execution_id, "already-completed", loaded and loaded.result)
         try:
-            lease_cm = _leased(manager, config.lease_ttl, asyncio.current_task())
-            async with lease_cm:
-                await restore_agents(manager, execution)
+            async with _leased(manager, config.lease_ttl, asyncio.current_task()):
+                # Read the state only once the lease is ours: another process may have
+                # finished the execution between the check above and the claim.
+                loaded = await manager.load_execution()
+                assert loaded is not None
+                if loaded.status == "completed":
+                    return RunResult(execution_id, "already-completed", loaded.result)
+                header = loaded.header
+                prog = Program.load(header["program"])
+                if prog.digest != header.get("digest") and not allow_changed_program:
+                    raise ProgramChangedError(
+                        f"the program {header['program']} changed since execution "
+                        f"{execution_id!r} started; resuming it could replay different code. "
+                        "Restore the original file or pass --allow-changed-program")
+                spec = llm if llm is not None else header.get("llm")
+                client = open_llm(spec) if isinstance(spec, str) else spec
+                io = UserIO(list(header.get("inputs", [])), interactive=interactive,
+                            echo=echo)
+                execution = Execution(manager, program=prog, llm=client, io=io)
+                execution.progress = progress
+                await restore_agents(manager, execution, loaded=loaded)
                 return await _drive(execution, manager, resume=True)
         except LeaseHeldError as exc:
             raise LeaseHeldError(
