@@ -38,7 +38,8 @@ def durably(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 
-def show(store: str, execution_id: str, *, subprocess: bool = False) -> dict[str, Any]:
+def show(store: str, execution_id: str, *, subprocess: bool = False,
+         config: Path | None = None) -> dict[str, Any]:
     """What `durably show --json` prints (in this process unless ``subprocess``)."""
     if subprocess:
         result = durably("show", execution_id, "--json", "--store", store)
@@ -53,10 +54,10 @@ def show(store: str, execution_id: str, *, subprocess: bool = False) -> dict[str
     from durably.config import load_config
 
     async def describe() -> dict[str, Any] | None:
-        config = load_config(overrides={"store": store}, use_env=False)
-        async with open_store(config=config) as provider:
+        settings = load_config(config_file=config, overrides={"store": store}, use_env=False)
+        async with open_store(config=settings) as provider:
             return await describe_execution(CheckpointManager(execution_id, provider,
-                                                              config=config))
+                                                              config=settings))
 
     found = asyncio.run(describe())
     assert found is not None

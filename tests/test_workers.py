@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +27,18 @@ from conftest import PROGRAM_CASES, durably, show
 EXECUTIONS = 20
 
 
-def _worker(store: str) -> subprocess.Popen[str]:
+def _worker(where: list[str]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     env["DURABLY_LEASE_TTL"] = "1"
     return subprocess.Popen(
-        [sys.executable, "-m", "durably", "worker", "--store", store, "--concurrency", "3",
+        [sys.executable, "-m", "durably", "worker", *where, "--concurrency", "3",
          "--poll", "0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
         text=True)
 
 
-async def _audit(store: str) -> dict[str, Any]:
+async def _audit(store: str, config_file: Path | None) -> dict[str, Any]:
     """Per execution: finals written, and the owners' epochs along the sequence."""
-    config = load_config(overrides={"store": store}, use_env=False)
+    config = load_config(config_file=config_file, overrides={"store": store}, use_env=False)
     report: dict[str, Any] = {}
     async with open_store(config=config) as provider:
         async for execution in provider.iter_executions():
@@ -54,15 +55,16 @@ async def _audit(store: str) -> dict[str, Any]:
     return report
 
 
-def run_workers_with_kills(store: str, ids: list[str], *, seconds: float = 90) -> int:
+def run_workers_with_kills(store: str, where: list[str], config: Path | None, ids: list[str],
+                           *, seconds: float = 90) -> int:
     rng = random.Random(20261126)
-    workers = [_worker(store) for _ in range(3)]
+    workers = [_worker(where) for _ in range(3)]
     kills = 0
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.2, 0.6))
-            report = asyncio.run(_audit(store))
+            report = asyncio.run(_audit(store, config))
             if all(report.get(i, {}).get("status") == "completed" for i in ids):
                 break
             if kills < 12:
@@ -70,7 +72,7 @@ def run_workers_with_kills(store: str, ids: list[str], *, seconds: float = 90) -
                 workers[victim].send_signal(signal.SIGKILL)
                 workers[victim].wait()
                 kills += 1
-                workers[victim] = _worker(store)
+                workers[victim] = _worker(where)
         else:
             pytest.fail("executions did not all complete in time")
     finally:
@@ -80,8 +82,9 @@ def run_workers_with_kills(store: str, ids: list[str], *, seconds: float = 90) -
     return kills
 
 
-def check_store_after_workers(store: str, ids: list[str], reference: dict[str, Any]) -> None:
-    report = asyncio.run(_audit(store))
+def check_store_after_workers(store: str, config: Path | None, ids: list[str],
+                              reference: dict[str, Any]) -> None:
+    report = asyncio.run(_audit(store, config))
     taken_over = [i for i in ids if len({owner for _, owner in report[i]["epochs"]}) > 2]
     # submit, then at least two workers: some executions were taken over mid-run
     assert taken_over, "no execution changed worker: the kills missed every execution"
@@ -97,25 +100,45 @@ def check_store_after_workers(store: str, ids: list[str], reference: dict[str, A
         for epoch, owner in entry["epochs"]:
             owners.setdefault(epoch, set()).add(owner)
         assert all(len(o) == 1 for o in owners.values()), execution_id
-        data = show(store, execution_id)
+        data = show(store, execution_id, config=config)
         for key in ("transcript", "agents", "llm_calls", "result"):
             assert data[key] == reference[key], (execution_id, key)
 
 
-@pytest.mark.parametrize("store_kind", ["file"])
-def test_three_workers_twenty_executions_random_sigkills(tmp_path: Path, store_kind: str) -> None:
-    store = f"file://{tmp_path}/store"
+@pytest.fixture(params=["file", "postgres"])
+def store_where(request: pytest.FixtureRequest, tmp_path: Path
+                ) -> Iterator[tuple[str, list[str], Path | None]]:
+    """(store URL, the command-line options that select it, the config file if any)."""
+    if request.param == "file":
+        store = f"file://{tmp_path}/store"
+        yield store, ["--store", store], None
+        return
+    from durably_postgres.testing import drop_schema, random_schema, server_or_skip
+
+    server = server_or_skip()
+    schema = random_schema("durably_workers")
+    config = tmp_path / "durably.toml"
+    config.write_text(f'[durability]\nstore = "{server.url}"\n'
+                      f'[durability.postgres]\nschema = "{schema}"\n')
+    yield server.url, ["--config", str(config)], config
+    drop_schema(server.url, schema)
+
+
+def test_three_workers_twenty_executions_random_sigkills(
+    store_where: tuple[str, list[str], Path | None],
+) -> None:
+    store, where, config = store_where
     case = PROGRAM_CASES["counter"]
     llm = f"scripted:{case.script}?chunk_seed=5&delay=0.002"
-    done = durably("run", str(case.program), "--llm", llm, "--store", store,
+    done = durably("run", str(case.program), "--llm", llm, *where,
                    "--execution-id", "reference", "--input", case.inputs[0])
     assert done.code == 0, done.err
-    reference = show(store, "reference")
+    reference = show(store, "reference", config=config)
     ids = [f"job-{n:02d}" for n in range(EXECUTIONS)]
     for execution_id in ids:
-        submitted = durably("submit", str(case.program), "--llm", llm, "--store", store,
+        submitted = durably("submit", str(case.program), "--llm", llm, *where,
                             "--execution-id", execution_id, "--input", case.inputs[0])
         assert submitted.code == 0, submitted.err
-    kills = run_workers_with_kills(store, ids)
+    kills = run_workers_with_kills(store, where, config, ids)
     assert kills >= 1
-    check_store_after_workers(store, ids, reference)
+    check_store_after_workers(store, config, ids, reference)

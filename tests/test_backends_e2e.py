@@ -1,0 +1,52 @@
+"""The end-to-end crash/resume test against the other backends: SIGKILL `durably run`
+after checkpoint k, `durably resume` in a new process, compare `show --json` with an
+uninterrupted run -- through a `durably.toml` that names the store, as a user would."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import PROGRAM_CASES, durably, show
+
+CRASH_POINTS = (2, 7, 15, 30)
+
+
+@pytest.fixture
+def postgres_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    from durably_postgres.testing import drop_schema, random_schema, server_or_skip
+
+    server = server_or_skip()
+    schema = random_schema("durably_e2e")
+    config = tmp_path / "durably.toml"
+    config.write_text(f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
+                      f'[durability.postgres]\nschema = "{schema}"\n')
+    yield config, server.url
+    drop_schema(server.url, schema)
+
+
+def _crash_and_resume(config: Path, store: str) -> None:
+    case = PROGRAM_CASES["kitchen"]
+    args = case.run_args(store, "reference")
+    args[args.index("--store"):args.index("--store") + 2] = ["--config", str(config)]
+    done = durably(*args)
+    assert done.code == 0, done.err
+    reference = show(store, "reference", config=config)
+    for k in CRASH_POINTS:
+        execution_id = f"crash-{k}"
+        run_args = [a if a != "reference" else execution_id for a in args]
+        first = durably(*run_args, env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(k)})
+        assert first.code == -signal.SIGKILL, (k, first.err)
+        second = durably("resume", execution_id, "--wait", "--config", str(config))
+        assert second.code == 0, (k, second.err)
+        data = show(store, execution_id, config=config)
+        assert data["status"] == "completed"
+        for key in ("transcript", "agents", "llm_calls", "result"):
+            assert data[key] == reference[key], (k, key)
+
+
+def test_crash_and_resume_on_postgres(postgres_config: tuple[Path, str]) -> None:
+    config, url = postgres_config
+    _crash_and_resume(config, url)
