@@ -219,6 +219,30 @@ async def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _migrate(args: argparse.Namespace) -> int:
+    import importlib
+
+    from durably import open_store
+
+    config = _config(args)
+    provider = open_store(config=config)
+    package = importlib.import_module(type(provider).__module__.split(".")[0])
+    await provider.close()
+    migrate = getattr(package, "migrate_async", None)
+    if migrate is None:
+        print(f"{config.scheme}:// stores have no schema to migrate")
+        return 0
+    report = await migrate(config.store, dict(config.provider_options()))
+    before, after = getattr(report, "before", None), getattr(report, "after", None)
+    if before is None:
+        print(report)
+    elif before == after:
+        print(f"schema {report.schema} is up to date (version {after})")
+    else:
+        print(f"schema {report.schema} migrated from version {before} to {after}")
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from durably._demo import run_demo
 
@@ -280,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="exit when no resumable execution is left")
     store_options(worker)
     worker.set_defaults(handler=_worker)
+
+    migrate = sub.add_parser("migrate", help="create or upgrade the store's schema",
+                             description="Run the store's schema migrations (PostgreSQL); safe "
+                             "to run repeatedly and from several machines at once.")
+    store_options(migrate)
+    migrate.set_defaults(handler=_migrate)
 
     ls = sub.add_parser("ls", help="list executions")
     ls.add_argument("--json", action="store_true", help="print JSON")
