@@ -10,9 +10,10 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 import durably
 import durably_filesystem
-import pytest
 
 TESTS = Path(__file__).resolve().parent
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from durably_conformance import Backdoor, ProviderSuite
 from durably_filesystem import FilesystemBackdoor, FilesystemProvider
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+
 from durably_filesystem import FilesystemBackdoor, FilesystemProvider
 
 RUN = "crash-run"
@@ -34,7 +35,8 @@ WRITER = Path(__file__).resolve().parent / "crash_writer.py"
 def _writer_module() -> ModuleType:
     """crash_writer.py, imported by path (it defines the expected payloads)."""
     spec = importlib.util.spec_from_file_location("_durably_fs_crash_writer", WRITER)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+
 from durably._envelope import Envelope
 from durably.errors import (
     AlreadyExistsError,
@@ -76,7 +77,8 @@ async def test_incomplete_last_record_is_ignored_then_truncated(root: Path, keep
     async with FilesystemProvider(root) as provider:
         assert await seqs_of(provider) == [0, 1, 2]
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and (latest.seq, latest.data) == (2, data(2))
+        assert latest is not None
+        assert (latest.seq, latest.data) == (2, data(2))
         with pytest.raises(NotFoundError):
             await provider.load_checkpoint(RUN, 3)
         # the torn bytes are still there: readers never truncate
@@ -85,7 +87,8 @@ async def test_incomplete_last_record_is_ignored_then_truncated(root: Path, keep
         # the next writer cuts them off before it appends
         await provider.save_checkpoint(RUN, 3, b"the real 3")
     index = backdoor.index(RUN)
-    assert index.tail is None and index.corrupt_regions == []
+    assert index.tail is None
+    assert index.corrupt_regions == []
     assert index.seqs == [0, 1, 2, 3]
     assert index.entries[3].offset == clean_size, "the new record starts where the torn one did"
     async with FilesystemProvider(root) as provider:
@@ -95,23 +98,31 @@ async def test_incomplete_last_record_is_ignored_then_truncated(root: Path, keep
 
 
 @pytest.mark.asyncio
-async def test_complete_last_record_failing_its_checksum_is_a_torn_tail(root: Path) -> None:
-    """A last record of full length whose frame checksum fails (power loss mid-append):
-    it is not loaded, not listed, not the latest; asked for by seq it is reported; the
-    next write discards it."""
+async def test_a_complete_last_record_failing_its_checksum_is_damage(root: Path) -> None:
+    """A crash cannot leave a whole record with wrong bytes (the file's size never
+    covers data that was not written), so such a record is damage, like in the middle:
+    listed, reported when loaded, the latest reports it too; it is never truncated."""
     backdoor = await write(root, 3)
     log = backdoor.log_path(RUN)
     append_raw(log, record(3, data(3), flip_at=fmt.HEAD_SIZE + 20))
 
     async with FilesystemProvider(root) as provider:
-        assert await seqs_of(provider) == [0, 1, 2]
-        latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == 2
-        with pytest.raises(CorruptObjectError, match="last record"):
+        assert await seqs_of(provider) == [0, 1, 2, 3]
+        with pytest.raises(CorruptObjectError, match="checkpoint 3"):
             await provider.load_checkpoint(RUN, 3)
-        await provider.save_checkpoint(RUN, 3, b"rewritten")
+        with pytest.raises(CorruptObjectError, match="checkpoint 3"):
+            await provider.load_latest_checkpoint(RUN)
+        assert (await provider.load_checkpoint(RUN, 2)).data == data(2)
+        with pytest.raises(AlreadyExistsError):
+            await provider.save_checkpoint(RUN, 3, b"x")
+        await provider.save_checkpoint(RUN, 4, b"after the damage")
+        with pytest.raises(CorruptObjectError):
+            await provider.load_checkpoint(RUN, 3)
+        await provider.save_checkpoint(RUN, 3, b"rewritten", mode="overwrite")
         assert (await provider.load_checkpoint(RUN, 3)).data == b"rewritten"
-    assert backdoor.index(RUN).tail is None
+    index = backdoor.index(RUN)
+    assert index.tail is None
+    assert index.seqs == [0, 1, 2, 3, 4]
 
 
 @pytest.mark.asyncio
@@ -123,7 +134,8 @@ async def test_garbage_without_a_record_header_at_the_end_is_truncated(root: Pat
         assert await seqs_of(provider) == [0, 1]
         await provider.save_checkpoint(RUN, 2, b"after the garbage")
     index = backdoor.index(RUN)
-    assert index.tail is None and index.seqs == [0, 1, 2]
+    assert index.tail is None
+    assert index.seqs == [0, 1, 2]
 
 
 @pytest.mark.asyncio
@@ -159,7 +171,8 @@ async def test_damaged_record_in_the_middle_is_listed_but_never_loaded(root: Pat
         for seq in (0, 1, 3, 4):
             assert (await provider.load_checkpoint(RUN, seq)).data == data(seq, 3000)
         latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == 4
+        assert latest is not None
+        assert latest.seq == 4
         # writes go on; the damaged record stays reported
         await provider.save_checkpoint(RUN, 5, data(5))
         with pytest.raises(CorruptObjectError):
@@ -185,9 +198,9 @@ async def test_damage_under_a_provider_that_already_indexed_the_log(root: Path) 
             await provider.load_checkpoint(RUN, 1)
         with pytest.raises(CorruptObjectError):
             await provider.load_checkpoint(RUN, 3)
-        # the damaged last record now looks like a torn append: the latest is the one before
-        latest = await provider.load_latest_checkpoint(RUN)
-        assert latest is not None and latest.seq == 2
+        with pytest.raises(CorruptObjectError):
+            await provider.load_latest_checkpoint(RUN)
+        assert (await provider.load_checkpoint(RUN, 2)).data == data(2)
 
 
 @pytest.mark.asyncio
@@ -224,7 +237,8 @@ async def test_damaged_record_header_in_the_middle(root: Path) -> None:
         await provider.save_checkpoint(RUN, 5, data(5))
         assert await seqs_of(provider) == [0, 1, 3, 4, 5]
     index = backdoor.index(RUN)
-    assert len(index.corrupt_regions) == 1 and index.tail is None
+    assert len(index.corrupt_regions) == 1
+    assert index.tail is None
 
 
 @pytest.mark.asyncio
@@ -265,7 +279,8 @@ async def test_compaction_keeps_live_records_and_their_versions(root: Path) -> N
         await provider.save_checkpoint(RUN, 47, b"new", mode=ExpectedVersion(infos[47].version))
         await provider.save_checkpoint(RUN, 50, b"after")
     index = backdoor.index(RUN)
-    assert index.seqs == [45, 46, 47, 48, 49, 50] and index.tail is None
+    assert index.seqs == [45, 46, 47, 48, 49, 50]
+    assert index.tail is None
 
 
 @pytest.mark.asyncio
@@ -316,8 +331,8 @@ async def test_deleting_every_checkpoint_leaves_an_empty_log(root: Path) -> None
 
 @pytest.mark.asyncio
 async def test_damaged_records_stay_damaged_through_compaction(root: Path) -> None:
-    """Compaction copies a damaged record verbatim (and seals the file if it is the last
-    one), so it is still reported afterwards -- never dropped, never "repaired"."""
+    """Compaction copies a damaged record verbatim (here: as the last record of the new
+    file), so it is still reported afterwards -- never dropped, never "repaired"."""
     backdoor = await write(root, 6, size=500)
     entry = backdoor.index(RUN).entries[4]
     flip(backdoor.log_path(RUN), entry.data_offset + 7)

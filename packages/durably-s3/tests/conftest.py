@@ -31,7 +31,7 @@ if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
 import botocore.session  # noqa: E402
-from aiobotocore.session import AioSession  # noqa: E402
+from durably_s3._client import new_session  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
 
 REGION = "us-east-1"
@@ -98,7 +98,7 @@ class RequestCounter:
     """
 
     def __init__(self) -> None:
-        self.session = AioSession()
+        self.session = new_session()
         self.sent: Counter[str] = Counter()
         self.session.register("before-send.s3", self._before_send)
 

@@ -26,8 +26,13 @@ A log file is a 16-byte file header followed by records, appended one ``write`` 
 The header CRC makes the lengths trustworthy on their own, so a record whose payload is
 damaged can be skipped (and reported) without losing the records after it; the metadata
 CRC lets listings trust metadata without reading payloads. The frame checksum covers
-the whole record and is verified whenever a payload is read, and for the last record of
-the file when the file is scanned (that is how a torn append is recognised).
+the whole record; it is verified whenever a payload is read, and while scanning for
+records small enough to be read anyway.
+
+A record that extends past the end of the file is an append that never completed (a
+crash in the middle of ``write``): it is not indexed and the next writer truncates it.
+A complete record that fails its checksum is damage, wherever it is: it is indexed,
+listed, and loading it raises :class:`~durably.errors.CorruptObjectError`.
 """
 
 from __future__ import annotations
@@ -57,10 +62,6 @@ OVERHEAD = HEAD_SIZE + SUM_SIZE
 
 T_CHECKPOINT = 1
 T_TOMBSTONE = 2
-T_SEAL = 3
-"""A seal carries nothing; compaction ends a file with one when the last record it
-copied is damaged, so that the damage stays mid-log (reported) rather than looking like
-a torn append (discarded)."""
 
 MAX_META = 64 * 1024
 MAX_DATA = 1 << 46
@@ -122,11 +123,11 @@ def decode_head(buf: bytes | memoryview, offset: int = 0) -> RecordHead | None:
     (crc,) = _CRC.unpack_from(buf, offset + _REC_HEAD.size)
     if crc != zlib.crc32(buf[offset : offset + _REC_HEAD.size]):
         return None
-    if kind not in (T_CHECKPOINT, T_TOMBSTONE, T_SEAL) or flags or reserved:
+    if kind not in (T_CHECKPOINT, T_TOMBSTONE) or flags or reserved:
         return None
     if meta_len > MAX_META or data_len > MAX_DATA or seq >= 2**63:
         return None
-    if kind != T_CHECKPOINT and (meta_len or data_len):
+    if kind == T_TOMBSTONE and (meta_len or data_len):
         return None
     return RecordHead(kind, seq, write_id, created_ns, meta_len, data_len, meta_crc)
 
@@ -158,17 +159,11 @@ class Entry:
 
 @dataclass(slots=True)
 class TornTail:
-    """Bytes at the end of the file that do not form a valid record.
-
-    ``seq`` is known when the header is intact; ``complete`` is True when the record
-    has its full length but fails its frame checksum (an append torn by a power loss,
-    or damage), False when it is cut short (a crash in the middle of the append) or
-    unreadable.
-    """
+    """Bytes at the end of the file that do not form a complete record: an append that
+    never completed. ``seq`` is known when its header is intact."""
 
     offset: int
     seq: int | None
-    complete: bool
 
 
 @dataclass(slots=True)
@@ -323,9 +318,9 @@ def scan(fd: int, index: LogIndex, start: int, end: int) -> None:
     A record whose header is valid but whose payload or metadata fails its checks is
     indexed as corrupt (listed; loading it raises). Unreadable bytes followed by a valid
     record become a *corrupt region*. Bytes at the end of the file that do not form a
-    valid record -- an incomplete record, or a complete last record that fails its
-    frame checksum -- become :attr:`LogIndex.tail` and are not indexed: they are an
-    append that never completed, and the next writer truncates them.
+    complete record -- a record cut short, or an unreadable header with no valid record
+    after it -- become :attr:`LogIndex.tail` and are not indexed: they are an append
+    that never completed, and the next writer truncates them.
     """
     window = _Window(fd, end)
     position = start
@@ -335,7 +330,7 @@ def scan(fd: int, index: LogIndex, start: int, end: int) -> None:
     except _ShortRead:
         # another process truncated a torn tail while we read it: stop where the
         # valid records end; the next refresh reads what was appended since
-        index.tail = TornTail(index.valid_end, None, False)
+        index.tail = TornTail(index.valid_end, None)
     index.scanned_size = end
 
 
@@ -343,13 +338,13 @@ def _scan_records(fd: int, index: LogIndex, window: _Window, position: int, end:
     index.valid_end = position
     while position < end:
         if end - position < HEAD_SIZE:
-            index.tail = TornTail(position, None, False)
+            index.tail = TornTail(position, None)
             break
         head = decode_head(window.get(position, HEAD_SIZE))
         if head is None:
             resumed = _resync(fd, position + 1, end)
             if resumed is None:
-                index.tail = TornTail(position, None, False)
+                index.tail = TornTail(position, None)
                 break
             index.corrupt_regions.append((position, resumed))
             index.dead_bytes += resumed - position
@@ -357,21 +352,13 @@ def _scan_records(fd: int, index: LogIndex, window: _Window, position: int, end:
             continue
         record_end = position + head.length
         if record_end > end:
-            index.tail = TornTail(position, head.seq, False)
+            index.tail = TornTail(position, head.seq)
             break
-        last = record_end == end
-        verified = False
-        corrupt = False
+        verified = corrupt = False
         if head.length <= VERIFY_WHILE_SCANNING:
             record = window.get(position, head.length)
             corrupt = frame_sum(record[: head.length - SUM_SIZE]) != record[-SUM_SIZE:]
             verified = True
-        elif last:
-            corrupt = not verify_record(fd, position, head)
-            verified = True
-        if corrupt and last:
-            index.tail = TornTail(position, head.seq, True)
-            break
         if head.kind == T_CHECKPOINT:
             metadata = parse_meta(window.get(position + HEAD_SIZE, head.meta_len), head)
             if metadata is None:
@@ -379,11 +366,9 @@ def _scan_records(fd: int, index: LogIndex, window: _Window, position: int, end:
                 metadata = {}
             index.put(Entry(head.seq, position, head.length, head.write_id, head.created_ns,
                             head.meta_len, head.data_len, metadata, corrupt, verified))
-        elif head.kind == T_TOMBSTONE:
+        else:
             # a tombstone carries no payload: its CRC-checked header says all there is
             index.remove(head.seq, head.length)
-        else:
-            index.dead_bytes += head.length
         position = record_end
         index.valid_end = position
 

@@ -15,6 +15,10 @@ check the write mode and the lease, append the record with one ``write``,
 ``fdatasync``, unlock.
 """
 
+# Small filesystem calls (stat, exists, a short read or append) run on the event loop
+# on purpose; big payloads and compactions go to threads. See the module docstring.
+# ruff: noqa: ASYNC240
+
 from __future__ import annotations
 
 import asyncio
@@ -287,7 +291,8 @@ class FilesystemProvider(CheckpointProvider):
             raise TypeError(f"fsync must be a bool, not {type(fsync).__name__}")
         if (not isinstance(compact_threshold, int) or isinstance(compact_threshold, bool)
                 or compact_threshold < 0):
-            raise ValueError(f"compact_threshold must be a size in bytes, not {compact_threshold!r}")
+            raise ValueError(
+                f"compact_threshold must be a size in bytes, not {compact_threshold!r}")
         self._root = os.path.abspath(path)
         self._executions = os.path.join(self._root, EXECUTIONS)
         self._trash = os.path.join(self._root, TRASH)
@@ -357,7 +362,18 @@ class FilesystemProvider(CheckpointProvider):
         """The store's directory (absolute)."""
         return self._root
 
+    @property
+    def fsync(self) -> bool:
+        """Whether writes are flushed to stable storage before they return."""
+        return self._fsync
+
+    @property
+    def compact_threshold(self) -> int:
+        """Dead bytes a log may hold before it is compacted."""
+        return self._compact_threshold
+
     def describe(self) -> str:
+        """``file://`` and the store's absolute path."""
         return f"file://{self._root}"
 
     async def _close(self) -> None:
@@ -627,13 +643,10 @@ class FilesystemProvider(CheckpointProvider):
                                 "write", state.log_path)
         tail = index.tail
         if tail is not None:
-            if tail.complete:
-                log.warning(
-                    "%s: discarding the last record (checkpoint %s): it fails its checksum "
-                    "(an append torn by a crash, or damage)", state.log_path, tail.seq)
-            else:
-                log.info("%s: discarding %d bytes of an append that never completed",
-                         state.log_path, index.scanned_size - tail.offset)
+            log.warning("%s: discarding %d bytes at offset %d, an append that never "
+                        "completed (checkpoint %s; its writer crashed)", state.log_path,
+                        index.scanned_size - tail.offset, tail.offset,
+                        "unknown" if tail.seq is None else tail.seq)
             os.ftruncate(current.fd, index.valid_end)
             index.scanned_size = index.valid_end
             index.tail = None
@@ -682,15 +695,11 @@ class FilesystemProvider(CheckpointProvider):
             write_all(fd, [fmt.LOG_HEADER])
             position = fmt.LOG_HEADER_SIZE
             for entry in keep:
+                # damaged records are copied as they are: still reported, never "repaired"
                 ok = _copy_record(current.fd, entry, fd)
                 new.put(replace(entry, offset=position, corrupt=entry.corrupt or not ok,
                                 verified=True))
                 position += entry.length
-            if keep and new.entries[keep[-1].seq].corrupt:
-                # keep the damage mid-log, where it is reported, not taken for a torn tail
-                seal = fmt.encode_record(fmt.T_SEAL, 0, 0, time.time_ns(), b"", b"")
-                write_all(fd, seal)
-                position += fmt.OVERHEAD
             new.valid_end = new.scanned_size = position
             if self._fsync:
                 os.fsync(fd)
@@ -815,25 +824,17 @@ class FilesystemProvider(CheckpointProvider):
             return await _blocking(fmt.pread_exact, state.log.fd, entry.length, entry.offset)
         return fmt.pread_exact(state.log.fd, entry.length, entry.offset)
 
-    def _damage(self, state: _ExecState, index: fmt.LogIndex, seq: int) -> str | None:
-        """Why checkpoint ``seq`` (absent from the index) may be damaged, or None."""
-        tail = index.tail
-        if tail is not None and tail.complete and tail.seq == seq:
-            return (f"checkpoint {seq} of execution {state.execution_id!r} is damaged: it is "
-                    f"the last record of {state.log_path} and fails its checksum (an append "
-                    "torn by a crash, or corruption); the next write discards it")
-        if index.corrupt_regions:
-            return (f"checkpoint {seq} of execution {state.execution_id!r} was not found, and "
-                    f"{state.log_path} has unreadable byte ranges {index.corrupt_regions} "
-                    "that may have held it")
-        return None
-
     async def _read_current(
         self, state: _ExecState, seq: int | None,
     ) -> tuple[CheckpointInfo, bytes] | None:
-        """Read and verify checkpoint ``seq`` (None: the latest) under the mutex."""
+        """Read and verify checkpoint ``seq`` (None: the latest) under the mutex.
+
+        Before reporting damage, the log is indexed afresh under the execution's lock:
+        the index may be stale (the file was rewritten under it), and no append can be
+        in progress then.
+        """
         index = await self._refresh(state)
-        rescanned = locked = False
+        confirmed = False
         while True:
             if index is None:
                 return None
@@ -842,33 +843,36 @@ class FilesystemProvider(CheckpointProvider):
             else:
                 entry = index.entries.get(seq)
             if entry is None:
-                if seq is None or self._damage(state, index, seq) is None:
+                if seq is None or not index.corrupt_regions:
                     return None
-                reason = self._damage(state, index, seq)
-                if locked:
-                    raise CorruptObjectError(reason)
-                # an append in progress elsewhere is not damage: look again under the lock
+                if confirmed:
+                    raise CorruptObjectError(
+                        f"checkpoint {seq} of execution {state.execution_id!r} was not "
+                        f"found, and {state.log_path} has unreadable byte ranges "
+                        f"{index.corrupt_regions} that may have held it")
+            else:
+                if not entry.corrupt:
+                    raw = await self._pread(state, entry)
+                    if fmt.check_record(raw, entry):
+                        entry.verified = True
+                        start = fmt.HEAD_SIZE + entry.meta_len
+                        return (self._info(state.execution_id, entry),
+                                raw[start : start + entry.data_len])
+                    if confirmed:
+                        entry.corrupt = True
+                if confirmed:
+                    raise CorruptObjectError(
+                        f"checkpoint {entry.seq} of execution {state.execution_id!r} is "
+                        f"damaged: its record at offset {entry.offset} of {state.log_path} "
+                        "fails its checksum")
+            try:
                 async with self._locked(state, create=False):
-                    index = await self._refresh(state)
-                locked = True
-                continue
-            if not entry.corrupt:
-                raw = await self._pread(state, entry)
-                if fmt.check_record(raw, entry):
-                    entry.verified = True
-                    start = fmt.HEAD_SIZE + entry.meta_len
-                    return (self._info(state.execution_id, entry),
-                            raw[start : start + entry.data_len])
-                if rescanned:
-                    entry.corrupt = True
-            if entry.corrupt and (rescanned or entry.verified):
-                raise CorruptObjectError(
-                    f"checkpoint {entry.seq} of execution {state.execution_id!r} is damaged: "
-                    f"its record at offset {entry.offset} of {state.log_path} fails its "
-                    "checksum")
-            # perhaps the index is stale (the file was rewritten): index it afresh, once
-            index = await self._rescan(state)
-            rescanned = True
+                    index = await self._rescan(state)
+            except OSError as exc:  # a read-only store: look again without the lock
+                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
+                    raise
+                index = await self._rescan(state)
+            confirmed = True
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         self._check_store()

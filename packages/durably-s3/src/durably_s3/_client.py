@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
+from botocore.loaders import Loader, create_loader
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -34,7 +35,7 @@ from durably.errors import CorruptObjectError, StoreError, StoreUnavailableError
 
 from durably_s3._options import S3Options
 
-__all__ = ["NOT_MODIFIED", "Listing", "ObjectInfo", "Precondition", "S3Client"]
+__all__ = ["NOT_MODIFIED", "Listing", "ObjectInfo", "Precondition", "S3Client", "new_session"]
 
 T = TypeVar("T")
 
@@ -90,6 +91,23 @@ class Listing:
     prefixes: list[str]
     truncated: bool
     token: str | None
+
+
+_loader: Loader | None = None
+
+
+def new_session(profile: str | None = None) -> AioSession:
+    """A new aiobotocore session (its own credentials chain) sharing parsed service models.
+
+    Loading and parsing the S3 service model costs tens of milliseconds per session;
+    the loader only caches read-only data files, so sessions can share it.
+    """
+    global _loader
+    if _loader is None:
+        _loader = create_loader()
+    session = AioSession(profile=profile)
+    session.register_component("data_loader", _loader)
+    return session
 
 
 def _etag(value: str | None) -> str:
@@ -154,7 +172,7 @@ class S3Client:
         async with self._lock:
             if self._client is None:
                 opts = self.options
-                session = self._session or AioSession(profile=opts.profile)
+                session = self._session or new_session(opts.profile)
                 config = AioConfig(
                     retries={"mode": opts.retry_mode, "max_attempts": opts.max_attempts},
                     connect_timeout=opts.connect_timeout,

@@ -1037,15 +1037,19 @@ class S3Provider(CheckpointProvider):
             if current.chain.state == "claiming":
                 current.chain.state = "alive"
             current.jobs = []
+            # The lease lasts ttl from the claim's end, not from its first request.
+            current.expires_at = max(current.expires_at, time.time() + ttl)
 
         try:
             updated = await self._update_lease(execution_id, finalize)
         except _Superseded:
             updated = None
-        if updated is not None and updated[0].chain is not None \
-                and updated[0].chain.state == "alive":
-            self._chains[execution_id] = _ChainState(epoch, owner, chain_id, seq, fence_etag)
-        return Lease(execution_id, owner, epoch, record.expires_at)
+        expires_at = record.expires_at
+        if updated is not None:
+            expires_at = updated[0].expires_at
+            if updated[0].chain is not None and updated[0].chain.state == "alive":
+                self._chains[execution_id] = _ChainState(epoch, owner, chain_id, seq, fence_etag)
+        return Lease(execution_id, owner, epoch, expires_at)
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         expires_at = 0.0

@@ -12,11 +12,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from aiobotocore.session import AioSession
 from durably.errors import NotFoundError
 from durably.storage import validate_execution_id
 
 from durably_s3 import _format as fmt
+from durably_s3._client import new_session
 
 __all__ = ["S3Backdoor"]
 
@@ -40,6 +40,7 @@ class S3Backdoor:
         self.layout = fmt.Layout(self.prefix)
         self.endpoint_url = endpoint_url
         self.versions = versions
+        self._session = new_session()
 
     @contextlib.asynccontextmanager
     async def client(self) -> AsyncIterator[Any]:
@@ -47,7 +48,7 @@ class S3Backdoor:
         kwargs: dict[str, Any] = {}
         if self.endpoint_url:
             kwargs["endpoint_url"] = self.endpoint_url
-        async with AioSession().create_client("s3", **kwargs) as client:
+        async with self._session.create_client("s3", **kwargs) as client:
             yield client
 
     # ------------------------------------------------------------------ objects

@@ -97,18 +97,23 @@ __all__ = [
     "UnsupportedFormatError",
     "WriteMode",
     "__version__",
+    "diff",
+    "fork",
+    "history",
     "hookimpl",
     "load_config",
     "open_store",
     "playbook",
     "resume_execution",
     "run_program",
+    "submit_program",
 ]
 
 if TYPE_CHECKING:
     from durably._executor import StreamingPythonExecutor
     from durably.checkpoint import Checkpoint, CheckpointManager, RecoveryCoordinator
-    from durably.runner import RunResult, resume_execution, run_program
+    from durably.runner import RunResult, resume_execution, run_program, submit_program
+    from durably.timetravel import diff, fork, history
     from durably.storage import CheckpointProvider as _Provider
     from durably_filesystem import FilesystemCheckpointProvider
 
@@ -118,6 +123,10 @@ _LAZY = {
     "CheckpointManager": "durably.checkpoint",
     "RecoveryCoordinator": "durably.checkpoint",
     "RunResult": "durably.runner",
+    "fork": "durably.timetravel",
+    "diff": "durably.timetravel",
+    "history": "durably.timetravel",
+    "submit_program": "durably.runner",
     "resume_execution": "durably.runner",
     "run_program": "durably.runner",
     "FilesystemCheckpointProvider": "durably_filesystem",

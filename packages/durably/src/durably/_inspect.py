@@ -29,9 +29,11 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-async def describe_execution(manager: CheckpointManager) -> dict[str, Any] | None:
-    """Everything ``show --json`` prints about an execution, or None if it does not exist."""
-    loaded = await manager.load_execution()
+async def describe_execution(manager: CheckpointManager,
+                             at: int | None = None) -> dict[str, Any] | None:
+    """Everything ``show --json`` prints about an execution (as of its latest checkpoint, or
+    of checkpoint ``at``), or None if it does not exist."""
+    loaded = await manager.load_execution(at=at)
     if loaded is None:
         return None
     count = 0

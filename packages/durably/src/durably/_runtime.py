@@ -508,11 +508,24 @@ class AgentTask:
 
         return deliver
 
+    def _response_ends(self) -> None:
+        """The statement running now ends the current LLM response (a Return, a Yield for
+        the next call or for exit): what follows it in the stream will never run, so the
+        response counts as received -- and the next checkpoint says so."""
+        if not self.frames or self.frames[-1].llm_index is None:
+            return
+        entry = self.open_llm.get(self.frames[-1].llm_index)
+        if entry is not None and not entry.done:
+            entry.done = True
+            self.llm_appends.setdefault(entry.index, [])
+
     async def op_yield(self, target: Any) -> Any:
         if target in ("call",):
+            self._response_ends()
             await self.op("yield", "call", _none)
             raise EndTurn()
         if target in ("exit",):
+            self._response_ends()
             await self.op("yield", "exit", _none)
             raise ProgramExit()
         if target is None or target == "user" or target == "human":
@@ -559,6 +572,7 @@ class AgentTask:
         return [Message.from_doc(doc) for doc in docs]
 
     async def op_return(self, value: Any) -> None:
+        self._response_ends()
         await self.op("return", None, _none)
         raise PlaybookReturn(value)
 
@@ -671,6 +685,9 @@ class AgentTask:
                 except PlaybookReturn as done:
                     self._end_call(frame, executor)
                     return done.value
+                except ProgramExit:
+                    self._end_call(frame, executor)
+                    raise
                 except EndTurn:
                     pass
                 self._end_call(frame, executor)

@@ -272,8 +272,10 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ reading
 
-    async def decode(self, stored: StoredCheckpoint) -> dict[str, Any]:
-        """Decode a stored checkpoint, fetching the blobs it references."""
+    async def decode(self, stored: StoredCheckpoint,
+                     referenced: set[str] | None = None) -> dict[str, Any]:
+        """Decode a stored checkpoint, fetching the blobs it references (their digests are
+        added to ``referenced`` if given)."""
         blobs: dict[str, bytes] = {}
 
         def get(digest: str) -> bytes:
@@ -283,7 +285,10 @@ class CheckpointManager:
 
         for _ in range(10_000):
             try:
-                return self.codec.decode(stored.data, get)
+                roots = self.codec.decode(stored.data, get)
+                if referenced is not None:
+                    referenced.update(blobs)
+                return roots
             except (_MissingBlob, CorruptObjectError) as exc:
                 missing = exc if isinstance(exc, _MissingBlob) else exc.__cause__
                 if not isinstance(missing, _MissingBlob):
@@ -298,9 +303,17 @@ class CheckpointManager:
                 self.known_blobs.add(missing.digest)
         raise CorruptObjectError("too many blobs")  # pragma: no cover
 
-    async def load_execution(self) -> LoadedExecution | None:
-        """Load what resuming needs: the latest checkpoint and everything since its base."""
-        latest = await self.provider.load_latest_checkpoint(self.execution_id)
+    async def load_execution(self, at: int | None = None) -> LoadedExecution | None:
+        """Load what resuming needs: the latest checkpoint (or checkpoint ``at``) and
+        everything since its base."""
+        if at is None:
+            latest = await self.provider.load_latest_checkpoint(self.execution_id)
+        else:
+            try:
+                latest = await self.provider.load_checkpoint(self.execution_id, at)
+            except NotFoundError:
+                raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint {at}"
+                                    " (it may have been pruned)") from None
         if latest is None:
             return None
         latest_doc = (await self.decode(latest))["doc"]
@@ -310,6 +323,8 @@ class CheckpointManager:
         deltas: list[tuple[int, dict[str, Any]]] = []
         header: dict[str, Any] = latest_doc.get("header") or {}
         async for info in self.provider.iter_checkpoints(self.execution_id, after=base - 1):
+            if info.seq > latest.seq:
+                break
             stored = latest if info.seq == latest.seq else await self.provider.load_checkpoint(
                 self.execution_id, info.seq)
             roots = await self.decode(stored)
@@ -329,7 +344,8 @@ class CheckpointManager:
                 f"execution {self.execution_id!r}: the snapshot of agent(s) "
                 f"{', '.join(sorted(missing))} is missing from the store")
         status = latest.metadata.get(META_STATUS, "running")
-        self.next_seq = latest.seq + 1
+        if at is None:
+            self.next_seq = latest.seq + 1
         return LoadedExecution(
             latest_seq=latest.seq, latest_created_at=latest.info.created_at,
             status=latest_doc.get("status", status) if latest_doc.get("type") == "final"

@@ -153,7 +153,7 @@ async def _show(args: argparse.Namespace) -> int:
     config = _config(args)
     async with open_store(config=config) as provider:
         data = await describe_execution(CheckpointManager(args.execution_id, provider,
-                                                          config=config))
+                                                          config=config), at=args.at)
     if data is None:
         raise NotFoundError(f"no execution {args.execution_id!r}")
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else render_show(data))
@@ -243,6 +243,63 @@ async def _migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+async def _fork(args: argparse.Namespace) -> int:
+    from durably.timetravel import fork
+
+    new_id = await fork(args.execution_id, at=args.at, at_llm_call=args.at_llm_call,
+                        new_id=args.new_id, config=_config(args))
+    print(new_id)
+    print(f"resume it with: durably resume {new_id} [--llm SPEC]", file=sys.stderr)
+    return 0
+
+
+def _dumps(value: object, limit: int) -> str:
+    return json.dumps(value, default=repr, ensure_ascii=False)[:limit]
+
+
+async def _diff(args: argparse.Namespace) -> int:
+    from durably.timetravel import diff
+
+    data = await diff(args.execution_id, args.a, args.b, config=_config(args))
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=repr))
+        return 0
+    print(f"{args.execution_id}: checkpoint {args.a} -> {args.b}")
+    for name, agent in data["agents"].items():
+        old, new = agent["call_stack"]
+        if old != new:
+            print(f"  {name} call stack: {old} -> {new}")
+        for part in ("state", "locals"):
+            prefix = "state." if part == "state" else ""
+            for key, value in agent[part]["added"].items():
+                print(f"  {name} + {prefix}{key} = {_dumps(value, 120)}")
+            for key in agent[part]["removed"]:
+                print(f"  {name} - {prefix}{key}")
+            for key, (before, after) in agent[part]["changed"].items():
+                print(f"  {name} ~ {prefix}{key}: {_dumps(before, 60)} -> {_dumps(after, 60)}")
+    for line in data["transcript"]:
+        print(f"  said: {line['agent']}: {line['text']}")
+    print(f"  LLM calls: +{data['llm_calls']}; journal entries: {len(data['journal'])}")
+    for entry in data["journal"]:
+        print(f"    #{entry['seq']} agent {entry['agent']}: {entry['kind']}")
+    return 0
+
+
+async def _history(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from durably.timetravel import history
+
+    points = await history(args.execution_id, config=_config(args))
+    if args.json:
+        print(json.dumps([asdict(p) for p in points], indent=2))
+        return 0
+    print(f"{'SEQ':>5} {'KIND':<9} {'AGENT':<6} {'LLM CALLS':>9}  STATUS")
+    for p in points:
+        print(f"{p.seq:>5} {p.kind:<9} {p.agent or '-':<6} {p.llm_calls:>9}  {p.status}")
+    return 0
+
+
 async def _demo(args: argparse.Namespace) -> int:
     from durably._demo import run_demo
 
@@ -319,8 +376,37 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="show an execution's latest checkpoint")
     show.add_argument("execution_id")
     show.add_argument("--json", action="store_true", help="print one JSON object")
+    show.add_argument("--at", type=int, metavar="CHECKPOINT",
+                      help="show checkpoint CHECKPOINT instead of the latest")
     store_options(show)
     show.set_defaults(handler=_show)
+
+    history = sub.add_parser("history", help="list an execution's checkpoints with LLM calls")
+    history.add_argument("execution_id")
+    history.add_argument("--json", action="store_true")
+    store_options(history)
+    history.set_defaults(handler=_history)
+
+    fork = sub.add_parser("fork", help="copy an execution up to an earlier checkpoint",
+                          description="Create a new execution whose state is that of a checkpoint "
+                          "of EXECUTION_ID; `durably resume NEW [--llm SPEC]` continues it with "
+                          "fresh LLM calls. The original is untouched.")
+    fork.add_argument("execution_id")
+    point = fork.add_mutually_exclusive_group(required=True)
+    point.add_argument("--at", type=int, metavar="CHECKPOINT", help="a checkpoint number")
+    point.add_argument("--at-llm-call", type=int, metavar="N",
+                       help="right after the N-th LLM response was received")
+    fork.add_argument("--execution-id", dest="new_id", help="id of the new execution")
+    store_options(fork)
+    fork.set_defaults(handler=_fork)
+
+    diff = sub.add_parser("diff", help="what changed between two checkpoints")
+    diff.add_argument("execution_id")
+    diff.add_argument("a", type=int)
+    diff.add_argument("b", type=int)
+    diff.add_argument("--json", action="store_true")
+    store_options(diff)
+    diff.set_defaults(handler=_diff)
 
     gc = sub.add_parser("gc", help="delete old checkpoints and completed executions")
     gc.add_argument("--keep-last", type=int, metavar="N",

@@ -1,0 +1,209 @@
+"""Resume from any call: fork an execution at an earlier checkpoint, inspect and diff.
+
+Any checkpoint is a valid point to resume from -- that is what crash recovery does after a
+crash right after it. A *fork* copies an execution's checkpoints up to the chosen one
+(and the blobs they reference) into a new execution; resuming the fork replays the
+journal up to that point and makes fresh LLM calls from there, possibly with another
+model or another scripted file. The original execution is not touched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from durably.checkpoint import META_KIND, CheckpointManager
+from durably.errors import DurablyError, NotFoundError
+from durably.storage import META_STATUS, validate_execution_id
+
+__all__ = ["CheckpointPoint", "checkpoint_points", "diff", "diff_checkpoints", "fork",
+           "fork_execution", "history", "seq_after_llm_call"]
+
+
+@dataclass(frozen=True)
+class CheckpointPoint:
+    """One checkpoint of an execution, as a point in its history."""
+
+    seq: int
+    kind: str
+    """``snapshot``, ``delta`` or ``final``."""
+    agent: str | None
+    created_at: float
+    llm_calls: int
+    """How many LLM responses had been fully received when this checkpoint was written."""
+    status: str
+
+
+async def _scan(manager: CheckpointManager
+                ) -> tuple[list[CheckpointPoint], list[tuple[Any, int]]]:
+    """The checkpoints, and the LLM calls in the order they started with the seq of the
+    first checkpoint that holds their whole response."""
+    started: dict[tuple[str, int], tuple[int, int, int, int]] = {}
+    received: dict[tuple[str, int], int] = {}
+    points = []
+    async for info in manager.provider.iter_checkpoints(manager.execution_id):
+        stored = await manager.provider.load_checkpoint(manager.execution_id, info.seq)
+        doc = (await manager.decode(stored))["doc"]
+        agent = doc.get("agent")
+        for record in doc.get("llm", []) + doc.get("open_llm", []):
+            key = (agent, record["i"])
+            started.setdefault(key, (record.get("s", 0), info.seq, int(agent), record["i"]))
+            if record.get("f"):
+                received.setdefault(key, info.seq)
+        for item in doc.get("log", []) + doc.get("llm_log", []):
+            key = (item["id"], item["index"])
+            started.setdefault(key, (item.get("after", 0), info.seq, int(item["id"]),
+                                     item["index"]))
+            received.setdefault(key, info.seq)
+        points.append(CheckpointPoint(
+            seq=info.seq, kind=info.metadata.get(META_KIND, doc.get("type", "?")),
+            agent=agent, created_at=info.created_at, llm_calls=len(received),
+            status=info.metadata.get(META_STATUS, "running")))
+    calls = sorted((order, received.get(key, -1)) for key, order in started.items())
+    return points, calls
+
+
+async def checkpoint_points(manager: CheckpointManager) -> list[CheckpointPoint]:
+    """Every stored checkpoint of the execution with its LLM-call number, in order."""
+    points, _ = await _scan(manager)
+    return points
+
+
+async def seq_after_llm_call(manager: CheckpointManager, number: int) -> int:
+    """The first checkpoint that holds the whole response of the ``number``-th LLM call
+    (calls numbered in the order they started, from 1)."""
+    _, calls = await _scan(manager)
+    if not 1 <= number <= len(calls) or calls[number - 1][1] < 0:
+        raise NotFoundError(f"execution {manager.execution_id!r} has no completed LLM call "
+                            f"#{number} in its stored checkpoints ({len(calls)} calls)")
+    return calls[number - 1][1]
+
+
+async def fork_execution(manager: CheckpointManager, at: int, new_id: str) -> int:
+    """Create execution ``new_id`` whose state is exactly that of checkpoint ``at``.
+
+    Returns:
+        How many checkpoints were copied.
+    """
+    validate_execution_id(new_id)
+    provider = manager.provider
+    if await provider.load_latest_checkpoint(new_id) is not None:
+        raise DurablyError(f"execution {new_id!r} already exists")
+    loaded = await manager.load_execution(at=at)
+    if loaded is None:
+        raise NotFoundError(f"no execution {manager.execution_id!r}")
+    chosen = await provider.load_checkpoint(manager.execution_id, at)
+    if chosen.metadata.get(META_KIND) == "final" or loaded.status == "completed":
+        raise DurablyError(f"checkpoint {at} of {manager.execution_id!r} marks the end of the "
+                           "execution: there is nothing left to run from it; pick an earlier one")
+    base = min((seq for seq, *_ in loaded.snapshots.values()), default=at)
+    copied = 0
+    blobs: set[str] = set()
+    async for info in provider.iter_checkpoints(manager.execution_id, after=base - 1):
+        if info.seq > at:
+            break
+        stored = await provider.load_checkpoint(manager.execution_id, info.seq)
+        await manager.decode(stored, blobs)
+        for digest in sorted(blobs):
+            await provider.put_blob(new_id, await provider.get_blob(manager.execution_id, digest),
+                                    digest=digest)
+        blobs.clear()
+        metadata = dict(info.metadata)
+        metadata["durably.forked-from"] = f"{manager.execution_id}@{info.seq}"
+        await provider.save_checkpoint(new_id, info.seq, stored.data, metadata=metadata)
+        copied += 1
+    return copied
+
+
+def _compare(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    added = {k: v for k, v in new.items() if k not in old}
+    removed = sorted(k for k in old if k not in new)
+    changed = {k: [old[k], new[k]] for k in new if k in old and old[k] != new[k]}
+    return {"added": added, "removed": removed, "changed": changed}
+
+
+async def diff_checkpoints(manager: CheckpointManager, a: int, b: int) -> dict[str, Any]:
+    """What changed between checkpoints ``a`` and ``b`` (``a < b``): per agent variables,
+    state and call stack; the transcript lines and journal entries written in between."""
+    from durably._inspect import describe_execution
+
+    if a >= b:
+        raise ValueError("diff needs two checkpoints A < B")
+    before = await describe_execution(manager, at=a)
+    after = await describe_execution(manager, at=b)
+    if before is None or after is None:
+        raise NotFoundError(f"no execution {manager.execution_id!r}")
+    agents: dict[str, Any] = {}
+    for name in sorted(set(before["agents"]) | set(after["agents"])):
+        old = before["agents"].get(name, {"state": {}, "locals": {}, "call_stack": []})
+        new = after["agents"].get(name, {"state": {}, "locals": {}, "call_stack": []})
+        agents[name] = {"state": _compare(old["state"], new["state"]),
+                        "locals": _compare(old["locals"], new["locals"]),
+                        "call_stack": [old["call_stack"], new["call_stack"]]}
+    journal = []
+    async for info in manager.provider.iter_checkpoints(manager.execution_id, after=a):
+        if info.seq > b:
+            break
+        stored = await manager.provider.load_checkpoint(manager.execution_id, info.seq)
+        doc = (await manager.decode(stored))["doc"]
+        for entry in doc.get("entries", []):
+            journal.append({"seq": info.seq, "agent": doc.get("agent"), "op": entry["i"],
+                            "kind": entry["k"]})
+        if doc.get("type") in ("snapshot", "final"):
+            journal.append({"seq": info.seq, "agent": doc.get("agent"), "kind": doc["type"]})
+    seen = {(t["id"], t["text"]) for t in before["transcript"]}
+    return {
+        "execution_id": manager.execution_id, "from": a, "to": b,
+        "agents": agents,
+        "transcript": [t for t in after["transcript"] if (t["id"], t["text"]) not in seen],
+        "llm_calls": len(after["llm_calls"]) - len(before["llm_calls"]),
+        "journal": journal,
+    }
+
+
+# ------------------------------------------------------------ convenience API
+
+
+async def _with_manager(execution_id: str, store: str | None, config: Any, work: Any) -> Any:
+    from durably import open_store
+    from durably.config import load_config
+
+    config = config or load_config(overrides={"store": store})
+    async with open_store(config=config) as provider:
+        return await work(CheckpointManager(execution_id, provider, config=config))
+
+
+async def fork(execution_id: str, *, at: int | None = None, at_llm_call: int | None = None,
+               new_id: str | None = None, store: str | None = None, config: Any = None) -> str:
+    """Fork ``execution_id`` at checkpoint ``at`` (or right after its ``at_llm_call``-th
+    LLM response was received) into a new execution; return the new id. Resume it with
+    :func:`durably.resume_execution` (optionally with another ``llm``)."""
+    from durably.runner import new_execution_id
+
+    if (at is None) == (at_llm_call is None):
+        raise ValueError("give exactly one of at= and at_llm_call=")
+    target = new_id or new_execution_id()
+
+    async def work(manager: CheckpointManager) -> str:
+        seq = at if at is not None else await seq_after_llm_call(manager, at_llm_call or 0)
+        await fork_execution(manager, seq, target)
+        return target
+
+    result: str = await _with_manager(execution_id, store, config, work)
+    return result
+
+
+async def diff(execution_id: str, a: int, b: int, *, store: str | None = None,
+               config: Any = None) -> dict[str, Any]:
+    """:func:`diff_checkpoints` on an execution of the configured (or given) store."""
+    result: dict[str, Any] = await _with_manager(
+        execution_id, store, config, lambda m: diff_checkpoints(m, a, b))
+    return result
+
+
+async def history(execution_id: str, *, store: str | None = None,
+                  config: Any = None) -> list[CheckpointPoint]:
+    """:func:`checkpoint_points` on an execution of the configured (or given) store."""
+    result: list[CheckpointPoint] = await _with_manager(execution_id, store, config,
+                                                        checkpoint_points)
+    return result
