@@ -16,9 +16,9 @@ import asyncio
 import random
 import sys
 
-from durably_filesystem import FilesystemProvider, _provider
+from durably_filesystem import FilesystemProvider, _fsutil, _provider
 
-_write_all = _provider.write_all
+_write_all = _fsutil.write_all
 
 
 def _announced_write_all(fd: int, parts: list[bytes | memoryview]) -> None:
@@ -30,7 +30,7 @@ def _announced_write_all(fd: int, parts: list[bytes | memoryview]) -> None:
     _write_all(fd, parts)
 
 
-_provider.write_all = _announced_write_all  # type: ignore[assignment]
+setattr(_provider, "write_all", _announced_write_all)  # noqa: B010 - patching on purpose
 
 SIZES = (17, 300, 1500, 5000, 40_000, 700, 2, 120_000)
 BIG = 1_200_000

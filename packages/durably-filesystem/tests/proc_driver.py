@@ -10,46 +10,49 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from typing import Any
 
 from durably.errors import DurablyError
 from durably.storage import Lease
 from durably_filesystem import FilesystemProvider
 
 
-def _lease(raw: list[object] | None) -> Lease | None:
+def _lease(raw: list[Any] | None) -> Lease | None:
     if raw is None:
         return None
     execution_id, owner, epoch, expires_at = raw
-    return Lease(str(execution_id), str(owner), int(epoch), float(expires_at))  # type: ignore[call-overload]
+    return Lease(str(execution_id), str(owner), int(epoch), float(expires_at))
 
 
-async def _handle(provider: FilesystemProvider, cmd: dict[str, object]) -> dict[str, object]:
+async def _handle(provider: FilesystemProvider, cmd: dict[str, Any]) -> dict[str, Any]:
     op = cmd["op"]
     ex = str(cmd.get("exec", "run"))
     if op == "claim":
-        lease = await provider.claim(ex, str(cmd["owner"]), ttl=float(cmd["ttl"]))  # type: ignore[arg-type]
+        lease = await provider.claim(ex, str(cmd["owner"]), ttl=float(cmd["ttl"]))
         return {"lease": [lease.execution_id, lease.owner, lease.epoch, lease.expires_at]}
     if op == "save":
         info = await provider.save_checkpoint(
-            ex, int(cmd["seq"]), str(cmd["data"]).encode(),  # type: ignore[call-overload]
-            lease=_lease(cmd.get("lease")), mode="overwrite" if cmd.get("overwrite") else "create",  # type: ignore[arg-type]
+            ex, int(cmd["seq"]), str(cmd["data"]).encode(),
+            lease=_lease(cmd.get("lease")), mode="overwrite" if cmd.get("overwrite") else "create",
         )
         return {"version": info.version}
     if op == "delete":
         return {"deleted": await provider.delete_checkpoint(
-            ex, int(cmd["seq"]), lease=_lease(cmd.get("lease")))}  # type: ignore[call-overload, arg-type]
+            ex, int(cmd["seq"]), lease=_lease(cmd.get("lease")))}
     if op == "renew":
-        lease = await provider.renew(_lease(cmd["lease"]), ttl=float(cmd["ttl"]))  # type: ignore[arg-type]
+        old = _lease(cmd["lease"])
+        assert old is not None
+        lease = await provider.renew(old, ttl=float(cmd["ttl"]))
         return {"lease": [lease.execution_id, lease.owner, lease.epoch, lease.expires_at]}
     if op == "load":
-        found = await provider.load_checkpoint(ex, int(cmd["seq"]))  # type: ignore[call-overload]
+        found = await provider.load_checkpoint(ex, int(cmd["seq"]))
         return {"data": found.data.decode()}
     if op == "seqs":
         return {"seqs": [info.seq async for info in provider.iter_checkpoints(ex)]}
     if op == "race":
         # try to create seqs 0..n-1; report which this process won
         won = []
-        for seq in range(int(cmd["n"])):  # type: ignore[call-overload]
+        for seq in range(int(cmd["n"])):
             try:
                 await provider.save_checkpoint(ex, seq, f"{cmd['name']}:{seq}".encode())
             except DurablyError as exc:
@@ -61,7 +64,7 @@ async def _handle(provider: FilesystemProvider, cmd: dict[str, object]) -> dict[
     if op == "read_loop":
         # read everything repeatedly for `seconds`; verify each payload names its seq
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + float(cmd["seconds"])  # type: ignore[arg-type]
+        deadline = loop.time() + float(cmd["seconds"])
         rounds = checked = 0
         while loop.time() < deadline:
             async for info in provider.iter_checkpoints(ex):

@@ -21,6 +21,7 @@ from durably.errors import (
 )
 from durably.storage import blob_digest
 from durably_filesystem import FilesystemBackdoor, FilesystemProvider
+from durably_filesystem import _format as format_module
 from durably_filesystem import _fsutil as fsutil_module
 from durably_filesystem import _provider as provider_module
 
@@ -151,11 +152,11 @@ async def test_a_read_only_store(root: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_os_errors_map_to_store_errors(root: Path) -> None:
-    error = provider_module.wrap_os_error(
+    error = fsutil_module.wrap_os_error(
         PermissionError(errno.EACCES, "Permission denied", str(root)), "write", None)
     assert isinstance(error, StoreUnavailableError)
     assert str(root) in str(error)
-    error = provider_module.wrap_os_error(OSError(errno.ENOSPC, "No space left on device"),
+    error = fsutil_module.wrap_os_error(OSError(errno.ENOSPC, "No space left on device"),
                                           "write", str(root))
     assert type(error) is StoreError
     assert str(error) == f"cannot write: {root}: No space left on device"
@@ -220,7 +221,7 @@ async def test_big_payloads_are_written_and_read_off_the_event_loop(
 ) -> None:
     """Writes and reads above INLINE_LIMIT run in a worker thread; small ones do not."""
     threads: list[str] = []
-    write_all, pread_exact = provider_module.write_all, provider_module.fmt.pread_exact
+    write_all, pread_exact = fsutil_module.write_all, format_module.pread_exact
 
     def spy_write(fd: int, parts: list[bytes | memoryview]) -> None:
         threads.append(threading.current_thread().name)
@@ -231,7 +232,7 @@ async def test_big_payloads_are_written_and_read_off_the_event_loop(
         return pread_exact(fd, size, offset)
 
     monkeypatch.setattr(provider_module, "write_all", spy_write)
-    monkeypatch.setattr(provider_module.fmt, "pread_exact", spy_read)
+    monkeypatch.setattr(format_module, "pread_exact", spy_read)
     big = os.urandom(3 * 1024 * 1024)
     async with FilesystemProvider(root) as provider:
         await provider.save_checkpoint(RUN, 0, b"small")

@@ -78,3 +78,12 @@ async def test_a_checkpoint_over_the_limit_names_the_largest_variables() -> None
     await executor.add_chunk("small = 1\nhuge = 'x' * 20000\nmedium = 'y' * 3000\n")
     with pytest.raises(CheckpointTooLargeError, match=r"local 'huge' \(2\d,\d{3} bytes\)"):
         await executor.add_chunk('await self.Step("Main:01:EXE")\n')
+
+
+@pytest.mark.asyncio
+async def test_disabled_durability_runs_the_program_and_stores_nothing() -> None:
+    store = MemoryStore()
+    await run_counter(store, DurabilityConfig(enabled=False))
+    assert store.saves == 0
+    assert not store.blobs
+    assert not store.leases

@@ -18,7 +18,6 @@ from redis.backoff import NoBackoff
 from durably.errors import (
     AlreadyExistsError,
     CorruptObjectError,
-    DurablyError,
     FencedError,
     LeaseHeldError,
     PreconditionFailedError,
@@ -56,6 +55,9 @@ POOL_TIMEOUT = 30.0
 """Seconds an operation waits for a free pooled connection."""
 READ_RETRIES = 1
 """Reads (and other idempotent operations) whose connection broke are retried this often."""
+REJECTED = frozenset({b"fenced", b"exists", b"mismatch", b"held"})
+"""Script statuses of a write refused by its precondition: nothing was written, so there
+is nothing to wait for."""
 
 
 def _encode_owner(owner: str) -> bytes:
@@ -290,7 +292,7 @@ class RedisProvider(CheckpointProvider):
                 result = replies[0]
                 if isinstance(result, BaseException):
                     raise result
-                if _status(result) in (b"ok", 1):
+                if _status(result) not in REJECTED:
                     self._check_acks(what, replies[1:])
                 return result
             except rx.NoScriptError:
@@ -311,9 +313,7 @@ class RedisProvider(CheckpointProvider):
         opts = self._options
         for wait, reply in zip(self._waits, replies, strict=True):
             if isinstance(reply, BaseException):
-                error = translate(reply, what, self._target)
-                if isinstance(error, DurablyError):
-                    raise error from reply
+                raise translate(reply, what, self._target) from reply
             if wait[0] == "WAIT":
                 acked = int(reply)
                 if acked < opts.wait_replicas:

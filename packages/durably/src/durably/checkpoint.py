@@ -162,8 +162,16 @@ class CheckpointManager:
     async def write(self, execution: Execution, task: AgentTask, doc: dict[str, Any], *,
                     kind: str, state: dict[str, Any] | None = None,
                     local_vars: dict[str, Any] | None = None) -> int:
-        """Encode and durably store one checkpoint of ``task``; return its seq."""
+        """Encode and durably store one checkpoint of ``task``; return its seq.
+
+        With ``enabled = false`` nothing is encoded or stored (the program runs without
+        durability; it cannot be resumed).
+        """
         import asyncio
+
+        if not self.config.enabled:
+            self.next_seq += 1
+            return self.next_seq - 1
 
         if self._lock is None:
             self._lock = asyncio.Lock()
@@ -224,6 +232,9 @@ class CheckpointManager:
     async def write_final(self, execution: Execution, status: str, result: Any) -> int:
         """Mark the execution finished (``completed`` or ``failed``)."""
         import asyncio
+
+        if not self.config.enabled:
+            return self.next_seq
 
         if self._lock is None:
             self._lock = asyncio.Lock()

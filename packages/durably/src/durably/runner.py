@@ -122,6 +122,9 @@ def _store(config: DurabilityConfig, store: str | None) -> CheckpointProvider:
 async def _leased(manager: CheckpointManager, ttl: float,
                   on_lost: asyncio.Task[Any] | None = None) -> AsyncIterator[Lease]:
     provider = manager.provider
+    if not manager.config.enabled:  # nothing is written, so there is nothing to fence
+        yield Lease(manager.execution_id, "durability-disabled", 0, float("inf"))
+        return
     lease = await provider.claim(manager.execution_id, owner_id(), ttl=ttl)
     manager.lease = lease
     stop = asyncio.Event()
