@@ -395,7 +395,8 @@ class AgentTask:
         return len(self.frames) <= 1
 
     async def statement_done(self, frame: Frame) -> None:
-        every = self.execution.manager.config.snapshot_every
+        # The seed API shows `checkpoint.namespace` after every statement that awaited.
+        every = 1 if self.standalone else self.execution.manager.config.snapshot_every
         if self.quiet and self.ops_since_snapshot >= every:
             await self.snapshot()
 
