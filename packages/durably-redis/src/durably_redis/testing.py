@@ -29,7 +29,7 @@ import socket
 import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -37,8 +37,11 @@ from typing import Literal
 
 import redis
 from redis import asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from durably_redis._keys import Keys, glob_escape
+from durably_redis._keys import Keys
 
 __all__ = [
     "ENV_REQUIRE",
@@ -63,7 +66,7 @@ def _answers(url: str, timeout: float = 2.0) -> str | None:
     """None if a server answers PING at ``url``, else why not (no password in it)."""
     try:
         client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
-                                      socket_timeout=timeout)
+                                      socket_timeout=timeout, retry=_no_retry())
         try:
             client.ping()
         finally:
@@ -71,6 +74,10 @@ def _answers(url: str, timeout: float = 2.0) -> str | None:
     except redis.RedisError as exc:
         return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     return None
+
+
+def _no_retry() -> Retry:
+    return Retry(NoBackoff(), 0)
 
 
 def free_port() -> int:
@@ -257,7 +264,7 @@ def delete_prefix(url: str, prefix: str) -> int:
     Returns:
         How many keys were deleted.
     """
-    client = redis.Redis.from_url(url, socket_timeout=30)
+    client = redis.Redis.from_url(url, socket_timeout=30, retry=_no_retry())
     try:
         deleted = 0
         batch: list[bytes] = []
@@ -286,8 +293,8 @@ class RedisBackdoor:
         self.keys = Keys(key_prefix)
 
     @contextlib.asynccontextmanager
-    async def _client(self):  # type: ignore[no-untyped-def]
-        client = aioredis.Redis.from_url(self.url)
+    async def _client(self) -> AsyncIterator[aioredis.Redis]:
+        client = aioredis.Redis.from_url(self.url, retry=AsyncRetry(NoBackoff(), 0))
         try:
             yield client
         finally:
@@ -350,5 +357,3 @@ class RedisBackdoor:
                 found.append(name)
         return sorted(found)
 
-
-__all__ += ["glob_escape"]

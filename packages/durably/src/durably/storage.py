@@ -16,11 +16,15 @@ Concepts:
 * **Checkpoint** -- bytes stored under ``(execution_id, seq)``. ``seq`` is a
   non-negative integer; a writer uses increasing numbers. Checkpoints are immutable
   unless overwritten on purpose (``mode="overwrite"`` or an :class:`ExpectedVersion`).
-* **Version** -- an opaque string that changes whenever the stored object changes
-  (an ETag, a row version, a content hash). ``ExpectedVersion(v)`` makes a write
-  conditional on it, as obstore's ``UpdateVersion`` does.
+* **Version** -- an opaque string that changes with every successful write of the object,
+  identical rewrites included (a row version, a generation number, an ETag only where the
+  store makes each write's ETag unique). ``ExpectedVersion(v)`` makes a write conditional
+  on it, as obstore's ``UpdateVersion`` does.
 * **Lease** -- a claim on an execution by an *owner*, with an *epoch* that grows with
-  every successful claim and an expiry. A write that carries a lease whose epoch is no
+  every successful claim and an expiry. Epochs never repeat for an execution id, not
+  even after ``delete_execution`` (a provider keeps a floor, or draws epochs from a
+  store-wide counter), so a lease from before a deletion stays fenced. After
+  :meth:`~CheckpointProvider.release`, the former holder must not use the lease again. A write that carries a lease whose epoch is no
   longer the current one is rejected with :class:`~durably.errors.FencedError` and is
   not durable (fencing tokens).
 * **Blob** -- content-addressed bytes (``sha256:<hex>``) scoped to an execution, stored
@@ -46,7 +50,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import ClassVar, Generic, Literal, TypeAlias, TypeVar
+from typing import ClassVar, Generic, Literal, Self, TypeAlias, TypeVar
 
 from durably._envelope import Envelope, unwrap
 from durably.errors import (
@@ -260,7 +264,7 @@ class CheckpointProvider(abc.ABC):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> CheckpointProvider:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(
@@ -355,6 +359,8 @@ class CheckpointProvider(abc.ABC):
         validate_execution_id(execution_id)
         if limit < 1:
             raise ValueError("limit must be at least 1")
+        if after is not None and (not isinstance(after, int) or isinstance(after, bool)):
+            raise ValueError(f"after must be an int, not {after!r}")
         return await self._list(execution_id, cursor, limit, after)
 
     async def iter_checkpoints(
@@ -402,6 +408,8 @@ class CheckpointProvider(abc.ABC):
             return []
         if keep_last is not None and keep_last < 1:
             raise ValueError("keep_last must be at least 1")
+        if older_than is not None and older_than < 0:
+            raise ValueError("older_than must not be negative")
         infos = [info async for info in self.iter_checkpoints(execution_id)]
         if not infos:
             return []
