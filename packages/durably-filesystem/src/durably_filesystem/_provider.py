@@ -310,10 +310,6 @@ class FilesystemProvider(CheckpointProvider):
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def __aenter__(self) -> Self:
-        # the base class annotates ``-> CheckpointProvider``; keep the concrete type
-        return self
-
     @classmethod
     def from_url(cls, url: str, options: Mapping[str, Any]) -> Self:
         """Create a provider from ``file://PATH`` and the ``[durability.file]`` options.

@@ -51,7 +51,7 @@ def translate(exc: BaseException, what: str, target: Target) -> DurablyError:
             f"{what}: database {target.db} does not exist on Redis {address} ({detail}). "
             "Redis numbers its databases from 0 to 'databases' - 1 (16 by default); fix the "
             "number in the store URL")
-    if isinstance(exc, rx.NoPermissionError) or isinstance(exc, rx.AuthorizationError):
+    if isinstance(exc, (rx.NoPermissionError, rx.AuthorizationError)):
         return StoreError(
             f"{what}: the Redis user may not do this on {where} ({detail}). Grant it the "
             "commands durably uses (+@read +@write +@scripting +info +config|get +wait "
@@ -66,7 +66,7 @@ def translate(exc: BaseException, what: str, target: Target) -> DurablyError:
             f"{what}: no connection to Redis {address} became free in time ({detail}); "
             f"every pooled connection is busy (raise {OPTION_KEY}.pool_size) or the server "
             "does not answer")
-    if isinstance(exc, rx.TimeoutError) or isinstance(exc, TimeoutError):
+    if isinstance(exc, (rx.TimeoutError, TimeoutError)):
         return StoreUnavailableError(
             f"{what}: Redis {address} did not answer in time ({detail}). A write that timed "
             "out may or may not have been applied. Raise socket_timeout in the store URL if "

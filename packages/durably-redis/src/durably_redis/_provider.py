@@ -6,8 +6,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, ClassVar, Self
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from typing import Any, ClassVar, Self, cast
 
 from redis import exceptions as rx
 from redis.asyncio import BlockingConnectionPool, Redis
@@ -250,7 +250,7 @@ class RedisProvider(CheckpointProvider):
         attempt = 0
         while True:
             try:
-                return await client.execute_command(*command)
+                return await _execute(client, command)
             except rx.RedisError as exc:
                 attempt += 1
                 if idempotent and is_connection_loss(exc) and attempt <= READ_RETRIES:
@@ -283,7 +283,7 @@ class RedisProvider(CheckpointProvider):
                 call = ("EVAL", text, len(keys), *keys, *args)
             try:
                 if not waits:
-                    return await client.execute_command(*call)
+                    return await _execute(client, call)
                 pipe = client.pipeline(transaction=False)
                 pipe.execute_command(*call)
                 for wait in waits:
@@ -609,6 +609,12 @@ class RedisProvider(CheckpointProvider):
             what=f"deleting blob {digest} of execution {execution_id!r}", write=True,
             idempotent=False)
         return bool(reply)
+
+
+async def _execute(client: Redis, command: Sequence[Any]) -> Any:
+    """``client.execute_command(*command)`` (untyped in redis-py)."""
+    run = cast("Callable[..., Awaitable[Any]]", client.execute_command)
+    return await run(*command)
 
 
 def _status(reply: Any) -> Any:

@@ -76,6 +76,14 @@ def _answers(url: str, timeout: float = 2.0) -> str | None:
     return None
 
 
+def _as_bytes(value: object) -> bytes:
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"unexpected reply {value!r}")
+
+
 def _no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
@@ -305,7 +313,7 @@ class RedisBackdoor:
             value = await client.hget(key, "d")
         if value is None:
             raise KeyError(what)
-        return bytes(value)
+        return _as_bytes(value)
 
     async def _replace(self, key: str, raw: bytes, what: str) -> None:
         async with self._client() as client:
@@ -348,12 +356,12 @@ class RedisBackdoor:
         found: list[str] = []
         async with self._client() as client:
             async for key in client.scan_iter(match=self.keys.pattern(), count=1000):
-                name = key.decode()
+                name = _as_bytes(key).decode()
                 if name == self.keys.counter:
                     continue
                 if name == self.keys.executions:
                     members = await client.zrange(name, 0, -1)
-                    found.extend(f"{name}#{member.decode()}" for member in members)
+                    found.extend(f"{name}#{_as_bytes(member).decode()}" for member in members)
                 found.append(name)
         return sorted(found)
 
