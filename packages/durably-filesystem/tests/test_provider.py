@@ -291,3 +291,26 @@ async def test_deleting_an_execution_while_another_instance_writes_to_it(root: P
         assert [i.seq async for i in a.iter_checkpoints(RUN)] == [0]
         assert (await a.load_checkpoint(RUN, 0)).data == b"new life"
         assert os.listdir(root / ".trash") == []
+
+
+@pytest.mark.asyncio
+async def test_epochs_keep_growing_after_an_execution_is_deleted(root: Path) -> None:
+    """A zombie holding a lease from before delete_execution stays fenced: the id's next
+    claims start above every epoch it ever had (a store-wide floor survives deletion)."""
+    async with FilesystemProvider(root) as provider:
+        for _ in range(3):
+            zombie = await provider.claim(RUN, "worker", ttl=60)
+        await provider.claim("other", "worker", ttl=60)
+        assert await provider.delete_execution(RUN)
+        assert await FilesystemBackdoor(root).locations() == [
+            "executions/other/lease", "executions/other/lock"]
+    async with FilesystemProvider(root) as provider:
+        fresh = await provider.claim(RUN, "worker", ttl=60)
+        assert fresh.epoch > zombie.epoch
+        with pytest.raises(StoreError, match="superseded"):
+            await provider.save_checkpoint(RUN, 0, b"zombie", lease=zombie)
+        await provider.save_checkpoint(RUN, 0, b"fresh", lease=fresh)
+        # deleting an execution that has a lower epoch does not lower the floor
+        assert await provider.delete_execution("other")
+        assert await provider.delete_execution(RUN)
+        assert (await provider.claim(RUN, "worker", ttl=60)).epoch > fresh.epoch

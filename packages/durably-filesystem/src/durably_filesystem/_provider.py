@@ -92,6 +92,8 @@ LAYOUT = "durably-filesystem"
 LAYOUT_VERSION = 1
 EXECUTIONS = "executions"
 TRASH = ".trash"
+STORE_LOCK = "lock"
+EPOCH_FLOOR = "epoch-floor"
 LOG = "log"
 LOCK = "lock"
 LEASE = "lease"
@@ -473,7 +475,8 @@ class FilesystemProvider(CheckpointProvider):
         if raw is None:
             foreign = sorted(
                 name for name in os.listdir(self._root)
-                if name not in (MARKER, EXECUTIONS, TRASH) and not name.startswith(TMP_PREFIX)
+                if name not in (MARKER, EXECUTIONS, TRASH, STORE_LOCK, EPOCH_FLOOR)
+                and not name.startswith(TMP_PREFIX)
             )
             if foreign:
                 raise ConfigError(
@@ -729,6 +732,38 @@ class FilesystemProvider(CheckpointProvider):
             await _blocking(self._compact_sync, state)
 
     # -------------------------------------------------------------------- leases
+
+    def _epoch_floor(self) -> int:
+        """The highest epoch any deleted execution had (0 if none was deleted).
+
+        Epochs must never repeat for an execution id, even after ``delete_execution``
+        removed its lease file (a zombie holder of a pre-deletion lease must stay
+        fenced). One store-wide floor, raised when an execution with a lease is deleted,
+        is where a new lease file starts counting from.
+        """
+        raw = read_file(os.path.join(self._root, EPOCH_FLOOR))
+        if raw is None:
+            return 0
+        try:
+            return int(raw.decode("ascii"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise CorruptObjectError(
+                f"{os.path.join(self._root, EPOCH_FLOOR)} is damaged: {raw[:40]!r}") from exc
+
+    async def _raise_epoch_floor(self, epoch: int) -> None:
+        """Raise the store-wide epoch floor to ``epoch`` (under the store's lock)."""
+        fd = os.open(os.path.join(self._root, STORE_LOCK),
+                     os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                await _wait_for_flock(fd)
+            if epoch > self._epoch_floor():
+                write_atomic(os.path.join(self._root, EPOCH_FLOOR), [str(epoch).encode()],
+                             fsync=self._fsync)
+        finally:
+            os.close(fd)
 
     def _current_lease(self, state: _ExecState) -> _LeaseRecord | None:
         """The lease record, re-read only when the file changed (keyed by its stat)."""
@@ -1040,6 +1075,10 @@ class FilesystemProvider(CheckpointProvider):
                         return False
                     existed = self._execution_info(execution_id) is not None
                     self._prepare_root()
+                    lease = self._current_lease(state)
+                    if lease is not None:
+                        # so that the id's next claim gets a higher epoch than any it had
+                        await self._raise_epoch_floor(lease.epoch)
                     trash = os.path.join(self._trash,
                                          f"{execution_id}.{secrets.token_hex(6)}")
                     # one atomic rename takes the whole execution away; waiting writers
@@ -1064,8 +1103,8 @@ class FilesystemProvider(CheckpointProvider):
                             f"execution {execution_id!r} is claimed by {current.owner!r} "
                             f"for {current.expires_at - now:.1f} more seconds",
                             owner=current.owner, expires_at=current.expires_at)
-                    record = _LeaseRecord(owner, (current.epoch if current else 0) + 1,
-                                          now + ttl, False)
+                    last = current.epoch if current else self._epoch_floor()
+                    record = _LeaseRecord(owner, last + 1, now + ttl, False)
                     self._write_lease(state, record)
         return Lease(execution_id, owner, record.epoch, record.expires_at)
 

@@ -135,32 +135,60 @@ class ThrowawayRedis:
         reason = self.unavailable_reason()
         if reason:
             raise RuntimeError(f"cannot start a throwaway Redis server: {reason}")
-        binary = shutil.which("redis-server")
-        assert binary
         self._dir = Path(tempfile.mkdtemp(prefix="durably-redis-"))
-        log = self._dir / "redis.log"
         for _attempt in range(3):  # the free port may be taken between probe and bind
             self.port = free_port()
-            command = [binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                       "--save", "", "--appendonly", "no", "--daemonize", "no",
-                       "--dir", str(self._dir), "--logfile", str(log)]
-            if self.password:
-                command += ["--requirepass", self.password]
-            command += list(self.args)
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                             stdout=subprocess.DEVNULL,
-                                             stderr=subprocess.DEVNULL)
-            deadline = time.monotonic() + timeout
-            while time.monotonic() < deadline:
-                if self._process.poll() is not None:
-                    break
-                if _answers(self.url, timeout=0.5) is None:
-                    return self
-                time.sleep(0.02)
-            self._kill()
-        text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            if self._launch(timeout):
+                return self
+        text = self.log()
         self.stop()
         raise RuntimeError(f"throwaway Redis server failed to start:\n{text}")
+
+    def restart(self, *, kill: bool = True, timeout: float = 10.0) -> None:
+        """Stop the server -- with SIGKILL (a crash) or SIGTERM (a clean shutdown, which
+        writes an RDB snapshot if save points are configured) -- and start it again on the
+        same port and directory, so it reloads whatever it persisted."""
+        if self._dir is None:
+            raise RuntimeError("the server was not started")
+        process = self._process
+        if process is not None and process.poll() is None:
+            if kill:
+                process.kill()
+            else:
+                process.terminate()
+            process.wait(timeout=10)
+        self._process = None
+        if not self._launch(timeout):
+            text = self.log()
+            self.stop()
+            raise RuntimeError(f"throwaway Redis server failed to restart:\n{text}")
+
+    def log(self) -> str:
+        """The end of the server's log file."""
+        path = self._dir / "redis.log" if self._dir is not None else None
+        return path.read_text(errors="replace")[-2000:] if path and path.exists() else ""
+
+    def _launch(self, timeout: float) -> bool:
+        binary = shutil.which("redis-server")
+        assert binary
+        assert self._dir is not None
+        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                   "--save", "", "--appendonly", "no", "--daemonize", "no",
+                   "--dir", str(self._dir), "--logfile", str(self._dir / "redis.log")]
+        if self.password:
+            command += ["--requirepass", self.password]
+        command += list(self.args)  # later settings win over the defaults above
+        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                break
+            if _answers(self.url, timeout=0.5) is None:
+                return True
+            time.sleep(0.02)
+        self._kill()
+        return False
 
     def _kill(self) -> None:
         process, self._process = self._process, None

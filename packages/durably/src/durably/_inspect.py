@@ -54,9 +54,16 @@ async def describe_execution(manager: CheckpointManager,
         if frame is not None:
             step = frame.get("step")
             stack = [":".join(step.split(":")[:2]) if step else frame["playbook"]]
+        position = None
+        if frame is not None:
+            spans = frame.get("spans") or []
+            position = {"playbook": frame["playbook"], "llm_call": frame.get("calls", 0),
+                        "executed_statements": len(spans),
+                        "offset": spans[-1][1] if spans else 0}
         agents[doc["class"]] = {
             "id": agent_id, "state": jsonable(state), "call_stack": stack,
             "locals": jsonable(local_vars), "phase": doc.get("phase"),
+            "position": position,
         }
         for delta_seq, delta in loaded.deltas:
             if delta.get("agent") != agent_id or delta_seq <= seq:
@@ -121,6 +128,11 @@ def render_show(data: dict[str, Any]) -> str:
     for name, agent in data["agents"].items():
         lines.append(f"agent {name} ({agent['id']}) - {agent['phase']}, call stack "
                      f"{agent['call_stack']}")
+        position = agent.get("position")
+        if position:
+            lines.append(f"    at: {position['playbook']} LLM call {position['llm_call']}, "
+                         f"{position['executed_statements']} statement(s) executed (response "
+                         f"offset {position['offset']})")
         for key, value in agent["state"].items():
             lines.append(f"    state.{key} = {json.dumps(value, ensure_ascii=False)[:200]}")
         for key, value in agent["locals"].items():

@@ -13,6 +13,7 @@ every write with the execution's lease and calls the checkpoint hooks.
 from __future__ import annotations
 
 import os
+import re
 import signal
 import time
 import types
@@ -51,6 +52,7 @@ CRASH_ENV = "DURABLY_CRASH_AFTER_CHECKPOINT"
 CRASH_LLM_ENV = "DURABLY_CRASH_IN_LLM_CALL"
 
 _crash_counter = 0
+_DIGEST_IN_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
 
 
 class _MissingBlob(Exception):
@@ -287,7 +289,7 @@ class CheckpointManager:
                      referenced: set[str] | None = None) -> dict[str, Any]:
         """Decode a stored checkpoint, fetching the blobs it references (their digests are
         added to ``referenced`` if given)."""
-        blobs: dict[str, bytes] = {}
+        blobs = await self._prefetch(stored.data)
 
         def get(digest: str) -> bytes:
             if digest not in blobs:
@@ -313,6 +315,32 @@ class CheckpointManager:
                         f"{missing.digest}, which is missing") from exc
                 self.known_blobs.add(missing.digest)
         raise CorruptObjectError("too many blobs")  # pragma: no cover
+
+    async def _prefetch(self, data: bytes) -> dict[str, bytes]:
+        """Fetch, level by level and concurrently, the blobs a document mentions, so that
+        decoding needs no round trip per blob. (A string that merely looks like a digest
+        costs one failed lookup; a blob missed here is still fetched during decoding.)"""
+        import asyncio
+
+        fetched: dict[str, bytes] = {}
+        wanted = {m.decode() for m in _DIGEST_IN_TEXT.findall(data)}
+        while wanted:
+            batch = sorted(wanted - fetched.keys())[:64]
+            if not batch:
+                break
+            results = await asyncio.gather(
+                *(self.provider.get_blob(self.execution_id, d) for d in batch),
+                return_exceptions=True)
+            for digest, result in zip(batch, results, strict=True):
+                wanted.discard(digest)
+                if isinstance(result, NotFoundError):
+                    continue
+                if isinstance(result, BaseException):
+                    raise result
+                fetched[digest] = result
+                self.known_blobs.add(digest)
+                wanted |= {m.decode() for m in _DIGEST_IN_TEXT.findall(result)} - fetched.keys()
+        return fetched
 
     async def load_execution(self, at: int | None = None) -> LoadedExecution | None:
         """Load what resuming needs: the latest checkpoint (or checkpoint ``at``) and
