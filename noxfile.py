@@ -28,6 +28,7 @@ SRC_DIRS = [
     "packages/durably-conformance/src",
     "packages/durably-s3/src",
     "packages/durably-postgres/src",
+    "packages/durably-redis/src",
 ]
 
 #: backend -> (distribution to install, test directory, extra PYTHONPATH)
@@ -35,6 +36,7 @@ BACKENDS = {
     "filesystem": ("durably-filesystem", "packages/durably-filesystem/tests", None),
     "s3": ("durably-s3", "packages/durably-s3/tests", None),
     "postgres": ("durably-postgres", "packages/durably-postgres/tests", None),
+    "redis": ("durably-redis", "packages/durably-redis/tests", None),
     "memory-example": (
         "durably-conformance",
         "examples/memory_provider/tests",

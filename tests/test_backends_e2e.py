@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from conftest import PROGRAM_CASES, durably, show
 
 CRASH_POINTS = (2, 7, 15, 30)
@@ -25,6 +26,19 @@ def postgres_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
                       f'[durability.postgres]\nschema = "{schema}"\n')
     yield config, server.url
     drop_schema(server.url, schema)
+
+
+@pytest.fixture
+def redis_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    from durably_redis.testing import delete_prefix, random_prefix, server_or_skip
+
+    server = server_or_skip()
+    prefix = random_prefix("durably-e2e")
+    config = tmp_path / "durably.toml"
+    config.write_text(f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
+                      f'[durability.redis]\nkey_prefix = "{prefix}"\n')
+    yield config, server.url
+    delete_prefix(server.url, prefix)
 
 
 def _crash_and_resume(config: Path, store: str) -> None:
@@ -49,4 +63,10 @@ def _crash_and_resume(config: Path, store: str) -> None:
 
 def test_crash_and_resume_on_postgres(postgres_config: tuple[Path, str]) -> None:
     config, url = postgres_config
+    _crash_and_resume(config, url)
+
+
+@pytest.mark.filterwarnings("ignore::durably.errors.DurablyWarning")  # Redis without AOF here
+def test_crash_and_resume_on_redis(redis_config: tuple[Path, str]) -> None:
+    config, url = redis_config
     _crash_and_resume(config, url)

@@ -11,8 +11,8 @@ import pytest
 
 from conftest import ROOT
 
-HEAVY = ("boto3", "botocore", "aiobotocore", "psycopg", "psycopg_pool", "openai", "httpx",
-         "zstandard", "durably_s3", "durably_postgres")
+HEAVY = ("boto3", "botocore", "aiobotocore", "psycopg", "psycopg_pool", "redis", "openai",
+         "httpx", "zstandard", "durably_s3", "durably_postgres", "durably_redis")
 
 
 def test_import_durably_imports_no_backend_or_llm_library() -> None:
@@ -25,7 +25,7 @@ def test_import_durably_imports_no_backend_or_llm_library() -> None:
 
 def test_opening_the_default_store_does_not_import_other_backends() -> None:
     code = ("import sys, durably; durably.open_store('file:///tmp/durably-light'); "
-            f"print([m for m in {HEAVY[:-3]!r} if m in sys.modules])")
+            f"print([m for m in {HEAVY[:-4]!r} if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True).stdout.strip()
     assert out == "[]"
@@ -36,6 +36,7 @@ def test_extras_name_the_sibling_providers() -> None:
     assert "durably-filesystem==0.1.0" in meta["dependencies"]
     assert meta["optional-dependencies"]["s3"] == ["durably-s3==0.1.0"]
     assert meta["optional-dependencies"]["postgres"] == ["durably-postgres==0.1.0"]
+    assert meta["optional-dependencies"]["redis"] == ["durably-redis==0.1.0"]
 
 
 def test_demo_copy_of_the_kitchen_example_is_identical() -> None:

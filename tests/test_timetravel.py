@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from conftest import KITCHEN, PROGRAM_CASES, durably, show
 
 COMPARED = ("transcript", "agents", "llm_calls", "result")

@@ -31,8 +31,9 @@ if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
 import botocore.session  # noqa: E402
-from durably_s3._client import new_session  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
+
+from durably_s3._client import new_session  # noqa: E402
 
 REGION = "us-east-1"
 
@@ -64,9 +65,25 @@ class MotoS3:
         return name
 
 
+@pytest.fixture(scope="session", autouse=True)
+def aws_env() -> Iterator[None]:
+    """Dummy credentials and no shared AWS config, for the whole session (then restored)."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
+                     "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+            patch.delenv(name, raising=False)
+        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
+        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+        patch.setenv("AWS_DEFAULT_REGION", REGION)
+        patch.setenv("AWS_CONFIG_FILE", os.devnull)
+        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+        patch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+        yield
+
+
 @pytest.fixture(scope="session")
-def moto_s3() -> Iterator[MotoS3]:
-    """A moto S3 server for the whole session, with dummy credentials in the environment."""
+def moto_s3(aws_env: None) -> Iterator[MotoS3]:
+    """A moto S3 server for the whole session; AWS_ENDPOINT_URL_S3 points at it."""
     logging.getLogger("werkzeug").setLevel(logging.ERROR)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -75,15 +92,7 @@ def moto_s3() -> Iterator[MotoS3]:
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     with pytest.MonkeyPatch.context() as patch:
-        for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
-                     "AWS_ENDPOINT_URL", "AWS_REGION"):
-            patch.delenv(name, raising=False)
-        patch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        patch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        patch.setenv("AWS_DEFAULT_REGION", REGION)
         patch.setenv("AWS_ENDPOINT_URL_S3", endpoint)
-        patch.setenv("AWS_CONFIG_FILE", os.devnull)
-        patch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
         try:
             yield MotoS3(endpoint)
         finally:

@@ -6,8 +6,8 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
-from durably_conformance import Backdoor, ProviderSuite
 
+from durably_conformance import Backdoor, ProviderSuite
 from durably_s3 import S3Backdoor, S3Provider
 
 from .conftest import MotoS3

@@ -9,14 +9,22 @@ guarantees. In short, for one execution ``E`` under the store's root::
     root/executions/E/lease            the current lease (JSON, replaced atomically)
     root/executions/E/blobs/ab/<hex>   one file per blob (envelope bytes)
     root/.trash/                       executions being deleted
+    root/lock, root/epoch-floor        the lease-epoch floor and its lock
 
 A save is: take E's lock, catch up with what other processes appended (a ``stat``),
 check the write mode and the lease, append the record with one ``write``,
-``fdatasync``, unlock.
+``fdatasync``, unlock. The store-wide ``root/lock`` and ``root/epoch-floor`` keep lease
+epochs growing across ``delete_execution``.
+
+Blocking I/O: small operations (a ``stat``, an append of a few kilobytes and its
+``fdatasync``, reading a record) run directly on the event loop -- a thread hop would
+cost about as much as the write. Payloads above :data:`INLINE_LIMIT`, large re-indexing
+and every compaction run in ``asyncio.to_thread``; a contended ``flock`` is waited for
+in a dedicated thread.
 """
 
 # Small filesystem calls (stat, exists, a short read or append) run on the event loop
-# on purpose; big payloads and compactions go to threads. See the module docstring.
+# on purpose; big payloads and compactions go to threads (see the module docstring).
 # ruff: noqa: ASYNC240
 
 from __future__ import annotations
@@ -168,7 +176,13 @@ async def _wait_for_flock(fd: int) -> None:
             os.close(dup)
 
     threading.Thread(target=wait, name="durably-flock-wait", daemon=True).start()
-    await future
+    try:
+        await future
+    except asyncio.CancelledError:
+        # cancelled after the lock was granted but before this task resumed
+        if future.done() and not future.cancelled() and future.exception() is None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        raise
 
 
 @dataclass(slots=True)
@@ -1015,17 +1029,25 @@ class FilesystemProvider(CheckpointProvider):
     # ---------------------------------------------------------------- executions
 
     def _execution_info(self, execution_id: str) -> ExecutionInfo | None:
+        """The execution as listed, or None if it has no checkpoint, blob or lease.
+
+        Cheap, from the files: a log "has checkpoints" when its first record is complete
+        (deleting the last checkpoint leaves an empty log; an append torn by a crash
+        does not count).
+        """
         directory = os.path.join(self._executions, execution_id)
         exists = False
         updated: float | None = None
-        for name, minimum in ((LOG, fmt.LOG_HEADER_SIZE + 1), (LEASE, 0)):
+        for name in (LOG, LEASE):
+            path = os.path.join(directory, name)
             try:
-                info = os.stat(os.path.join(directory, name))
+                info = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            if info.st_size >= minimum:
-                exists = True
-                updated = info.st_mtime if updated is None else max(updated, info.st_mtime)
+            if name == LOG and not _first_record_complete(path, info.st_size):
+                continue
+            exists = True
+            updated = info.st_mtime if updated is None else max(updated, info.st_mtime)
         if not exists and self._has_any_blob(os.path.join(directory, BLOBS)):
             exists = True
         return ExecutionInfo(execution_id, updated) if exists else None
@@ -1239,6 +1261,24 @@ class FilesystemProvider(CheckpointProvider):
             if self._fsync:
                 fsync_dir(os.path.dirname(path))
             return True
+
+
+def _first_record_complete(path: str, size: int) -> bool:
+    if size <= fmt.LOG_HEADER_SIZE:
+        return False
+    try:
+        fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+    except FileNotFoundError:
+        return False
+    try:
+        raw = os.pread(fd, fmt.HEAD_SIZE, fmt.LOG_HEADER_SIZE)
+    finally:
+        os.close(fd)
+    if len(raw) < fmt.HEAD_SIZE:
+        return False  # the beginning of a first append that never completed
+    head = fmt.decode_head(raw)
+    # a damaged first header still means there is something to look at: list it
+    return head is None or fmt.LOG_HEADER_SIZE + head.length <= size
 
 
 def _is_execution_id(name: str) -> bool:

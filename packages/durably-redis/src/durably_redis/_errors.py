@@ -9,6 +9,10 @@ from durably_redis._options import OPTION_KEY, Target
 
 __all__ = ["detail_of", "is_connection_loss", "translate"]
 
+_MAX_CONNECTIONS: tuple[type[BaseException], ...] = tuple(
+    cls for cls in (getattr(rx, "MaxConnectionsError", None),) if isinstance(cls, type))
+"""redis-py's "pool exhausted" error (absent from older 5.x releases)."""
+
 
 def detail_of(exc: BaseException, target: Target) -> str:
     """The first meaningful line of a redis-py message, password removed."""
@@ -60,7 +64,7 @@ def translate(exc: BaseException, what: str, target: Target) -> DurablyError:
         return StoreUnavailableError(
             f"{what}: Redis {address} is loading its data set into memory ({detail}); "
             "try again in a moment")
-    if isinstance(exc, rx.MaxConnectionsError) or "No connection available" in text \
+    if isinstance(exc, _MAX_CONNECTIONS) or "No connection available" in text \
             or "Too many connections" in text:
         return StoreUnavailableError(
             f"{what}: no connection to Redis {address} became free in time ({detail}); "

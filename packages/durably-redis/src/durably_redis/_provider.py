@@ -61,21 +61,20 @@ is nothing to wait for."""
 
 
 def _encode_owner(owner: str) -> bytes:
-    # The core accepts any str without NUL as owner, lone surrogates included.
-    return owner.encode("utf-8", "surrogatepass")
+    return owner.encode()  # the core only accepts owners that are valid Unicode text
 
 
 def _decode(value: bytes | str) -> str:
     if isinstance(value, bytes):
-        return value.decode("utf-8", "surrogatepass")
+        return value.decode("utf-8", "replace")
     return value
 
 
 def _encode_metadata(metadata: Mapping[str, str]) -> bytes:
     if not metadata:
         return b""
-    # ensure_ascii: NUL, control characters and lone surrogates are escaped, so any
-    # Python str survives the round trip.
+    # ensure_ascii: NUL, control characters and non-ASCII characters are escaped; the
+    # stored text is plain ASCII JSON and every str survives the round trip.
     return json.dumps(dict(metadata), ensure_ascii=True, separators=(",", ":")).encode()
 
 
@@ -266,8 +265,8 @@ class RedisProvider(CheckpointProvider):
         """Run a Lua script (EVALSHA, falling back to EVAL if the server lost it).
 
         A ``write`` is followed, in the same pipeline (the same round trip), by the
-        WAIT/WAITAOF the options ask for; their acknowledgements are checked only if
-        the script reports ``ok`` (a rejected write wrote nothing to wait for).
+        WAIT/WAITAOF the options ask for; their acknowledgements are checked unless the
+        script reports a rejection (:data:`REJECTED`: it wrote nothing to wait for).
         """
         client = await self._ready()
         sha = self._shas[name]

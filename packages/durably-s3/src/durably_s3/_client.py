@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import random
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
+import aiohttp
 from aiobotocore.config import AioConfig
 from aiobotocore.session import AioSession
-from botocore.loaders import Loader, create_loader
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
@@ -31,8 +32,9 @@ from botocore.exceptions import (
     ReadTimeoutError,
     ResponseStreamingError,
 )
-from durably.errors import CorruptObjectError, StoreError, StoreUnavailableError
+from botocore.loaders import Loader, create_loader
 
+from durably.errors import CorruptObjectError, StoreError, StoreUnavailableError
 from durably_s3._options import S3Options
 
 __all__ = ["NOT_MODIFIED", "Listing", "ObjectInfo", "Precondition", "S3Client", "new_session"]
@@ -174,7 +176,7 @@ class S3Client:
                 opts = self.options
                 session = self._session or new_session(opts.profile)
                 config = AioConfig(
-                    retries={"mode": opts.retry_mode, "max_attempts": opts.max_attempts},
+                    retries={"mode": opts.retry_mode, "total_max_attempts": opts.max_attempts},
                     connect_timeout=opts.connect_timeout,
                     read_timeout=opts.read_timeout,
                     s3={"addressing_style": opts.addressing_style},
@@ -303,10 +305,17 @@ class S3Client:
                         status == 404 and code != "NoSuchBucket"):
                     raise _Missing from exc
                 raise self._map(exc, op, key) from exc
-            except (BotoCoreError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, BotoCoreError) as exc:
                 if isinstance(exc, (IncompleteReadError, ResponseStreamingError)):
                     raise
                 raise self._map(exc, op, key) from exc
+            except aiohttp.ClientPayloadError as exc:  # a body cut short
+                raise ResponseStreamingError(error=exc) from exc
+            except aiohttp.ClientError as exc:
+                raise StoreUnavailableError(
+                    f"S3 {op} on s3://{self.bucket}/{key or ''} failed in transit "
+                    f"({self.describe_endpoint()}): {type(exc).__name__}: {exc}"
+                ) from exc
         raise AssertionError("unreachable")
 
     # ------------------------------------------------------------------ objects
@@ -356,8 +365,9 @@ class S3Client:
         self, key: str, body: bytes, extra: dict[str, Any],
     ) -> tuple[str, str | None]:
         conditions = {k: extra.pop(k) for k in ("IfNoneMatch", "IfMatch") if k in extra}
-        created = await self._call("CreateMultipartUpload", key, lambda c: c.create_multipart_upload(
-            Bucket=self.bucket, Key=key, **extra))
+        created = await self._call("CreateMultipartUpload", key,
+                                   lambda c: c.create_multipart_upload(
+                                       Bucket=self.bucket, Key=key, **extra))
         upload_id = created["UploadId"]
         part_size = self.options.multipart_threshold
         chunks = [body[i:i + part_size] for i in range(0, len(body), part_size)]
@@ -380,14 +390,13 @@ class S3Client:
                                             MultipartUpload={"Parts": list(parts)}, **conditions))
         except BaseException:
             with contextlib.suppress(Exception):
-                await self._call("AbortMultipartUpload", key, lambda c: c.abort_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id))
+                await self.abort_upload(key, upload_id)
             raise
         return _etag(response.get("ETag")), response.get("VersionId")
 
     async def get(
         self, key: str, *, if_none_match: str | None = None, byte_range: str | None = None,
-    ) -> tuple[ObjectInfo, bytes] | None | _NotModified:
+    ) -> tuple[ObjectInfo, bytes] | _NotModified | None:
         """Read an object (None if missing, NOT_MODIFIED if its ETag is ``if_none_match``).
 
         A body shorter than announced is read again, then reported as corrupt.
@@ -479,8 +488,9 @@ class S3Client:
                 if tag is not None:
                     entry["VersionId" if versions else "ETag"] = tag if versions else _quoted(tag)
                 batch.append(entry)
-            response = await self._call("DeleteObjects", batch[0]["Key"], lambda c, b=batch: (
-                c.delete_objects(Bucket=self.bucket, Delete={"Objects": b, "Quiet": False})))
+            request = {"Objects": batch, "Quiet": False}
+            response = await self._call("DeleteObjects", batch[0]["Key"],
+                                        functools.partial(self._delete_objects, request))
             deleted.update(item["Key"] for item in response.get("Deleted", []))
             for error in response.get("Errors", []):
                 if error.get("Code") not in ("PreconditionFailed", "NoSuchKey"):
@@ -489,6 +499,9 @@ class S3Client:
                         f"{error.get('Code')}: {error.get('Message')}"
                     )
         return deleted
+
+    async def _delete_objects(self, request: dict[str, Any], client: Any) -> Any:
+        return await client.delete_objects(Bucket=self.bucket, Delete=request)
 
     # ----------------------------------------------------------------- listings
 
@@ -537,8 +550,8 @@ class S3Client:
         extra: dict[str, Any] = {"Prefix": prefix}
         while True:
             response = await self._call("ListObjectVersions", prefix,
-                                        lambda c, e=dict(extra): c.list_object_versions(
-                                            Bucket=self.bucket, **e))
+                                        lambda c: c.list_object_versions(
+                                            Bucket=self.bucket, **extra))
             for item in [*response.get("Versions", []), *response.get("DeleteMarkers", [])]:
                 found.append((item["Key"], item["VersionId"]))
             if not response.get("IsTruncated"):
@@ -552,10 +565,14 @@ class S3Client:
                                     lambda c: c.list_multipart_uploads(
                                         Bucket=self.bucket, Prefix=prefix))
         for upload in response.get("Uploads", []):
+            key, upload_id = upload["Key"], upload["UploadId"]
             with contextlib.suppress(StoreError):
-                await self._call("AbortMultipartUpload", upload["Key"],
-                                 lambda c, u=upload: c.abort_multipart_upload(
-                                     Bucket=self.bucket, Key=u["Key"], UploadId=u["UploadId"]))
+                await self.abort_upload(key, upload_id)
+
+    async def abort_upload(self, key: str, upload_id: str) -> None:
+        """Abort one multipart upload."""
+        await self._call("AbortMultipartUpload", key, lambda c: c.abort_multipart_upload(
+            Bucket=self.bucket, Key=key, UploadId=upload_id))
 
     async def versioning(self) -> str | None:
         """The bucket's versioning status: None, "Enabled" or "Suspended"."""

@@ -12,7 +12,7 @@ from urllib.parse import urlsplit
 from durably.config import parse_size
 from durably.errors import ConfigError
 
-__all__ = ["S3Options", "parse_url", "parse_options"]
+__all__ = ["S3Options", "parse_options", "parse_url"]
 
 MIB = 1024 * 1024
 MIN_PART = 5 * MIB

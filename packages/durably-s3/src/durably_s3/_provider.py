@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import functools
 import logging
 import time
 from collections import OrderedDict
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, Self, TypeVar
 
 from aiobotocore.session import AioSession
+
 from durably.errors import (
     AlreadyExistsError,
     ConfigError,
@@ -53,7 +55,6 @@ from durably.storage import (
     Page,
     WriteMode,
 )
-
 from durably_s3 import _format as fmt
 from durably_s3._client import (
     CONDITIONAL_WRITES_HELP,
@@ -646,22 +647,28 @@ class S3Provider(CheckpointProvider):
         if lease is None:
             return await self._put_checkpoint(execution_id, seq, stored, metadata, mode, None)
         chain = self._chains.get(execution_id)
-        if chain is not None and chain.serves(lease) and mode in ("create", "overwrite"):
-            if seq == chain.next:
-                info = await self._chain_put(execution_id, chain, seq, stored, metadata, lease)
-                if info is not None:
-                    return info
-        info = await self._put_checkpoint(execution_id, seq, stored, metadata, mode, lease)
-        if chain is not None and chain.serves(lease) and seq >= chain.next:
-            # A write above our chain: keep the one-request path only if nobody has
-            # started killing it (then our new top is where a killer would fence).
-            current = await self._read_lease(execution_id)
-            record = current[0] if current else None
-            if (record is not None and record.epoch == lease.epoch and record.chain is not None
-                    and record.chain.id == chain.chain_id and record.chain.state == "alive"):
-                chain.next, chain.next_etag = seq + 1, None
-            else:
-                chain.dead = True
+        if chain is None or not chain.serves(lease):
+            return await self._put_checkpoint(execution_id, seq, stored, metadata, mode, lease)
+        if seq == chain.next and mode in ("create", "overwrite"):
+            info = await self._chain_put(execution_id, chain, seq, stored, metadata, lease)
+            if info is not None:
+                return info
+        if seq < chain.next or not chain.serves(lease):
+            return await self._put_checkpoint(execution_id, seq, stored, metadata, mode, lease)
+        # A write above our chain's next slot. Under the chain's lock (no one-request
+        # write may land meanwhile), and keeping the one-request path only if nobody has
+        # started to kill it: then our new top is where a killer or a claim would fence.
+        async with chain.lock:
+            info = await self._put_checkpoint(execution_id, seq, stored, metadata, mode, lease)
+            if chain.serves(lease) and seq >= chain.next:
+                current = await self._read_lease(execution_id)
+                record = current[0] if current else None
+                if (record is not None and record.epoch == lease.epoch
+                        and record.chain is not None and record.chain.id == chain.chain_id
+                        and record.chain.state == "alive"):
+                    chain.next, chain.next_etag = seq + 1, None
+                else:
+                    chain.dead = True
         return info
 
     async def _chain_put(
@@ -834,7 +841,7 @@ class S3Provider(CheckpointProvider):
             candidates = [item for item in page.objects
                           if item.size != MARKER_SIZE and fmt.Layout.seq_of(item.key) is not None]
             infos = await self._gather(
-                (lambda item=item: self._checkpoint_info(execution_id, item))
+                functools.partial(self._checkpoint_info, execution_id, item)
                 for item in candidates
             )
             items = tuple(info for info in infos if info is not None)
@@ -903,7 +910,7 @@ class S3Provider(CheckpointProvider):
                 return seq, cached[0]
             return seq, await self._slot(execution_id, seq)
 
-        found = await self._gather((lambda seq=seq: meta_of(seq)) for seq in wanted)
+        found = await self._gather(functools.partial(meta_of, seq) for seq in wanted)
         present = {seq: meta for seq, meta in found
                    if meta is not None and meta.kind == "checkpoint"}
         intent = Intent(fmt.new_nonce().hex(), {seq: meta.etag for seq, meta in present.items()})
@@ -989,7 +996,6 @@ class S3Provider(CheckpointProvider):
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
         await self._preflight()
         record: LeaseRecord | None = None
-        etag = ""
         for _ in range(_CYCLES):
             current = await self._read_lease(execution_id)
             now = time.time()
@@ -1006,15 +1012,15 @@ class S3Provider(CheckpointProvider):
             record = LeaseRecord(owner, epoch, now + ttl,
                                  chain=Chain(fmt.new_nonce().hex(), None, "claiming"), jobs=jobs)
             try:
-                etag = await self._write_lease(execution_id, record,
-                                               current[1] if current else None)
+                await self._write_lease(execution_id, record, current[1] if current else None)
                 break
             except Precondition:
                 self._leases.pop(execution_id, None)
         else:
             raise StoreError(f"could not claim execution {execution_id!r}: its lease kept "
                              "changing")
-        assert record is not None and record.chain is not None
+        assert record is not None
+        assert record.chain is not None
         self._drop_chain(execution_id)
         # Tie up the superseded epochs: no request of theirs may take effect from now on.
         done = self._done.get(execution_id, set())

@@ -14,7 +14,6 @@ from typing import Any
 
 from durably.errors import NotFoundError
 from durably.storage import validate_execution_id
-
 from durably_s3 import _format as fmt
 from durably_s3._client import new_session
 

@@ -113,8 +113,8 @@ if TYPE_CHECKING:
     from durably._executor import StreamingPythonExecutor
     from durably.checkpoint import Checkpoint, CheckpointManager, RecoveryCoordinator
     from durably.runner import RunResult, resume_execution, run_program, submit_program
-    from durably.timetravel import diff, fork, history
     from durably.storage import CheckpointProvider as _Provider
+    from durably.timetravel import diff, fork, history
     from durably_filesystem import FilesystemCheckpointProvider
 
 _LAZY = {

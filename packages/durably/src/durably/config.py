@@ -34,7 +34,8 @@ from durably.errors import ConfigError
 __all__ = ["DurabilityConfig", "load_config", "parse_size"]
 
 DEFAULT_STORE = "file://.durably"
-PROVIDER_TABLES = frozenset({"file", "s3", "postgres", "postgresql", "redis"})
+PROVIDER_TABLES = frozenset({"file", "s3", "postgres", "postgresql", "redis", "rediss"})
+_SCHEME_ALIASES = {"postgresql": "postgres", "rediss": "redis"}
 
 
 @dataclass(frozen=True)
@@ -81,13 +82,15 @@ class DurabilityConfig:
 
     def provider_options(self) -> Mapping[str, Any]:
         """The sub-table for this store's scheme (``[durability.postgres]`` serves both
-        ``postgres://`` and ``postgresql://``)."""
+        ``postgres://`` and ``postgresql://``, ``[durability.redis]`` both ``redis://`` and
+        ``rediss://``; the table named exactly like the scheme wins key by key)."""
         scheme = self.scheme
-        if scheme in ("postgres", "postgresql"):
-            merged = dict(self.providers.get("postgres", {}))
-            merged.update(self.providers.get("postgresql", {}))
-            return merged
-        return dict(self.providers.get(scheme, {}))
+        family = _SCHEME_ALIASES.get(scheme, scheme)
+        merged = dict(self.providers.get(family, {}))
+        for alias, canonical in _SCHEME_ALIASES.items():
+            if canonical == family and alias != family:
+                merged.update(self.providers.get(alias, {}))
+        return merged
 
     @property
     def pickle_key(self) -> bytes | None:

@@ -24,9 +24,9 @@ Concepts:
   every successful claim and an expiry. Epochs never repeat for an execution id, not
   even after ``delete_execution`` (a provider keeps a floor, or draws epochs from a
   store-wide counter), so a lease from before a deletion stays fenced. After
-  :meth:`~CheckpointProvider.release`, the former holder must not use the lease again. A write that carries a lease whose epoch is no
-  longer the current one is rejected with :class:`~durably.errors.FencedError` and is
-  not durable (fencing tokens).
+  :meth:`~CheckpointProvider.release`, the former holder must not use the lease again.
+  A write that carries a lease whose epoch is no longer the current one is rejected with
+  :class:`~durably.errors.FencedError` and is not durable (fencing tokens).
 * **Blob** -- content-addressed bytes (``sha256:<hex>``) scoped to an execution, stored
   once however often they are put.
 
@@ -148,7 +148,7 @@ class StoredCheckpoint:
 
 @dataclass(frozen=True, slots=True)
 class ExecutionInfo:
-    """An execution known to the store (it has at least one checkpoint or a lease)."""
+    """An execution known to the store (it has at least one checkpoint, blob or lease)."""
 
     execution_id: str
     updated_at: float | None = None
@@ -648,7 +648,8 @@ def _check_owner(owner: str) -> None:
 
 
 def _check_ttl(ttl: float) -> None:
-    if not isinstance(ttl, (int, float)) or not (0 < ttl <= 365 * 86400):
+    if (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)
+            or not (0 < ttl <= 365 * 86400)):
         raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
 
 

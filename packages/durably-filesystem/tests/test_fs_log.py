@@ -432,3 +432,19 @@ async def test_a_failed_flush_writes_nothing(root: Path, monkeypatch: pytest.Mon
             await provider.load_checkpoint(RUN, 1)
         await provider.save_checkpoint(RUN, 1, b"second try")
         assert (await provider.load_checkpoint(RUN, 1)).data == b"second try"
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("keep", [10, fmt.HEAD_SIZE + 5])
+async def test_an_execution_whose_first_append_was_torn_is_not_listed(
+    root: Path, keep: int,
+) -> None:
+    async with FilesystemProvider(root) as provider:
+        await provider.save_checkpoint("other", 0, b"x")
+        await provider.save_checkpoint(RUN, 0, b"x")
+        await provider.delete_checkpoint(RUN, 0)  # an empty log, as after a crash...
+    append_raw(FilesystemBackdoor(root).log_path(RUN), record(0, data(0))[:keep])  # ...here
+    async with FilesystemProvider(root) as provider:
+        assert [e.execution_id async for e in provider.iter_executions()] == ["other"]
+        await provider.save_checkpoint(RUN, 0, b"now")
+        assert [e.execution_id async for e in provider.iter_executions()] == ["other", RUN]

@@ -1,0 +1,72 @@
+"""Measure the cost of a checkpoint save against the raw append it is built on.
+
+Run: ``python packages/durably-filesystem/tests/bench_append.py [DIR]`` (DIR defaults to
+a temporary directory; use one on the disk you care about). Not a test: it asserts
+nothing. It times 2,000 ``save_checkpoint`` calls of a 1 KB payload on one execution,
+and 2,000 ``os.write`` + ``os.fdatasync`` of a record-sized buffer to an open file in
+the same directory, in alternating rounds, and prints the medians and their ratio.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+
+from durably_filesystem import FilesystemProvider
+
+COUNT = 2000
+ROUNDS = 5
+PAYLOAD = os.urandom(1000)
+
+
+async def provider_round(directory: str, number: int) -> float:
+    async with FilesystemProvider(os.path.join(directory, f"store-{number}")) as provider:
+        await provider.save_checkpoint("bench", 0, PAYLOAD)  # creates the files
+        start = time.perf_counter()
+        for seq in range(1, COUNT + 1):
+            await provider.save_checkpoint("bench", seq, PAYLOAD)
+        return (time.perf_counter() - start) / COUNT
+
+
+def raw_round(directory: str, number: int, size: int) -> float:
+    path = os.path.join(directory, f"raw-{number}")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
+    buffer = os.urandom(size)
+    try:
+        start = time.perf_counter()
+        for _ in range(COUNT):
+            os.write(fd, buffer)
+            os.fdatasync(fd)
+        return (time.perf_counter() - start) / COUNT
+    finally:
+        os.close(fd)
+
+
+def main() -> None:
+    base = sys.argv[1] if len(sys.argv) > 1 else None
+    directory = tempfile.mkdtemp(prefix="durably-bench-", dir=base)
+    try:
+        # a record: 52-byte header + metadata (none) + 40-byte envelope + data + 16-byte sum
+        record = 52 + 40 + len(PAYLOAD) + 16
+        saves, raws = [], []
+        for number in range(ROUNDS):
+            saves.append(asyncio.run(provider_round(directory, number)))
+            raws.append(raw_round(directory, number, record))
+        save, raw = statistics.median(saves), statistics.median(raws)
+        print(f"directory: {directory}")
+        print(f"save_checkpoint (1 KB):   {save * 1e6:8.1f} us  (rounds: "
+              f"{', '.join(f'{s * 1e6:.0f}' for s in saves)})")
+        print(f"write + fdatasync ({record} B): {raw * 1e6:8.1f} us  (rounds: "
+              f"{', '.join(f'{r * 1e6:.0f}' for r in raws)})")
+        print(f"ratio: {save / raw:.2f}")
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
