@@ -210,6 +210,14 @@ def _disk(device: str) -> str:
     return ", ".join(bits)
 
 
+def load() -> str:
+    """The 1, 5 and 15 minute load averages."""
+    try:
+        return " ".join(f"{v:.2f}" for v in os.getloadavg())
+    except OSError:
+        return "?"
+
+
 def version_of(dist: str) -> str | None:
     try:
         return importlib.metadata.version(dist)
@@ -266,6 +274,8 @@ def print_header(title: str, args: argparse.Namespace) -> None:
     print(f"- packages: {', '.join(versions)}")
     if missing:
         print(f"- not installed: {', '.join(missing)}")
+    print(f"- load average at start: {load()} (other work on the machine skews timings; "
+          "compare the load at the end)")
     print(f"- PostgreSQL server: {postgres_server_info(pg_url())}")
     print("- moto S3 server: ThreadedMotoServer on 127.0.0.1 (port 0) in a child process, "
           "requests serialized as in packages/durably-s3/tests/conftest.py")
@@ -796,4 +806,5 @@ def main(coro_fn: Callable[[argparse.Namespace], Any], description: str,
     print_header(description, args)
     start = now()
     asyncio.run(coro_fn(args))
-    print(f"\n_{Path(sys.argv[0]).name} took {now() - start:.0f} s._\n")
+    print(f"\n_{Path(sys.argv[0]).name} took {now() - start:.0f} s; load average at the end: "
+          f"{load()}._\n")

@@ -43,7 +43,7 @@ def sizes(args: argparse.Namespace, key: str) -> tuple[int, int, int]:
     """(N awaits, repetitions, primitive operations per repetition) for a store."""
     if args.quick:
         return {"file": (40, 2, 40), "s3": (20, 2, 10), "postgres": (30, 2, 30)}[key]
-    return {"file": (400, 7, 200), "s3": (120, 7, 60), "postgres": (300, 7, 150)}[key]
+    return {"file": (300, 7, 150), "s3": (60, 7, 30), "postgres": (200, 7, 100)}[key]
 
 
 async def provider_save(config: Any, size: int, count: int) -> float:

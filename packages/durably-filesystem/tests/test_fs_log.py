@@ -448,3 +448,29 @@ async def test_an_execution_whose_first_append_was_torn_is_not_listed(
         assert [e.execution_id async for e in provider.iter_executions()] == ["other"]
         await provider.save_checkpoint(RUN, 0, b"now")
         assert [e.execution_id async for e in provider.iter_executions()] == ["other", RUN]
+
+
+@pytest.mark.asyncio
+async def test_a_failed_compaction_does_not_fail_the_write_that_triggered_it(
+    root: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with FilesystemProvider(root, compact_threshold=0) as provider:
+        await provider.save_checkpoint(RUN, 0, b"first")
+        await provider.save_checkpoint(RUN, 1, b"second")
+        log = FilesystemBackdoor(root).log_path(RUN)
+        inode = os.stat(log).st_ino
+
+        def failing_rename(src: str, dst: str) -> None:
+            raise OSError(errno.ENOSPC, "No space left on device", src)
+
+        monkeypatch.setattr(os, "rename", failing_rename)
+        info = await provider.save_checkpoint(RUN, 0, b"again", mode="overwrite")
+        monkeypatch.undo()
+        assert os.stat(log).st_ino == inode, "the compaction did not happen"
+        assert [p.name for p in Path(log).parent.iterdir() if p.name.startswith(".tmp")] == []
+        stored = await provider.load_checkpoint(RUN, 0)
+        assert (stored.data, stored.info.version) == (b"again", info.version)
+        await provider.save_checkpoint(RUN, 1, b"third", mode="overwrite")
+        assert os.stat(log).st_ino != inode, "the next compaction works"
+        assert [(await provider.load_checkpoint(RUN, s)).data for s in (0, 1)] == [
+            b"again", b"third"]

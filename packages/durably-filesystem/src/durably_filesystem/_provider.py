@@ -54,6 +54,7 @@ from durably.errors import (
     AlreadyExistsError,
     ConfigError,
     CorruptObjectError,
+    DurablyError,
     DurablyWarning,
     FencedError,
     InvalidExecutionIdError,
@@ -742,8 +743,15 @@ class FilesystemProvider(CheckpointProvider):
         return dead > 0 and dead >= self._compact_threshold and dead >= index.live_bytes
 
     async def _maybe_compact(self, state: _ExecState) -> None:
-        if state.log is not None and self._needs_compaction(state.log.index):
+        """Compact if due. The write that made it due has succeeded already: a failed
+        compaction is logged, not raised (the old log stays in place, intact)."""
+        if state.log is None or not self._needs_compaction(state.log.index):
+            return
+        try:
             await _blocking(self._compact_sync, state)
+        except (OSError, DurablyError) as exc:
+            log.warning("%s: compaction failed, the log stays as it is: %s",
+                        state.log_path, exc)
 
     # -------------------------------------------------------------------- leases
 
@@ -943,7 +951,7 @@ class FilesystemProvider(CheckpointProvider):
         self._check_store()
         start = -1 if after is None else after
         if cursor is not None:
-            if not cursor.isdigit():
+            if not (cursor.isascii() and cursor.isdigit()):
                 raise ValueError(f"invalid cursor {cursor!r}")
             start = max(start, int(cursor))
         async with self._using(execution_id) as state:

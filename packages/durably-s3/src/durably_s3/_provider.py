@@ -79,8 +79,9 @@ _CYCLES = 16
 _CONCURRENCY = 16
 """Requests a listing keeps in flight to read checkpoint metadata."""
 _CACHE_SIZE = 20_000
-_PROBED: set[tuple[str, str]] = set()
-"""(endpoint, bucket) pairs whose conditional-write support this process has checked."""
+_PROBED: set[str] = set()
+"""Endpoints whose conditional-write support this process has checked (a property of
+the server, not of a bucket)."""
 
 
 class _Superseded(Exception):
@@ -251,7 +252,7 @@ class S3Provider(CheckpointProvider):
         if self._probed:
             return
         client = await self._s3.client()
-        identity = (str(client.meta.endpoint_url), self.bucket)
+        identity = str(client.meta.endpoint_url)
         if identity in _PROBED:
             self._probed = True
             return

@@ -24,7 +24,8 @@ Concepts:
   every successful claim and an expiry. Epochs never repeat for an execution id, not
   even after ``delete_execution`` (a provider keeps a floor, or draws epochs from a
   store-wide counter), so a lease from before a deletion stays fenced. After
-  :meth:`~CheckpointProvider.release`, the former holder must not use the lease again.
+  :meth:`~CheckpointProvider.release` anyone may claim at once; until someone does, the
+  released lease is still current (a renew revives it, fenced writes still pass).
   A write that carries a lease whose epoch is no longer the current one is rejected with
   :class:`~durably.errors.FencedError` and is not durable (fencing tokens).
 * **Blob** -- content-addressed bytes (``sha256:<hex>``) scoped to an execution, stored
