@@ -36,20 +36,29 @@ def _config(args: argparse.Namespace) -> Any:
     return load_config(config_file=getattr(args, "config", None), overrides=overrides)
 
 
+def _llm_table(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``[llm]`` table of durably.toml (``spec`` and the client's options)."""
+    path = Path(getattr(args, "config", None) or "durably.toml")
+    if not path.is_file():
+        return {}
+    import tomllib
+
+    table = tomllib.loads(path.read_text()).get("llm", {})
+    return dict(table) if isinstance(table, dict) else {}
+
+
+def _llm_options(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: v for k, v in _llm_table(args).items() if k != "spec"}
+
+
 def _llm_spec(args: argparse.Namespace) -> str | None:
     if getattr(args, "llm", None):
         return str(args.llm)
     env = os.environ.get("DURABLY_LLM")
     if env:
         return env
-    path = Path(getattr(args, "config", None) or "durably.toml")
-    if path.is_file():
-        import tomllib
-
-        spec = tomllib.loads(path.read_text()).get("llm", {}).get("spec")
-        if isinstance(spec, str):
-            return spec
-    return None
+    spec = _llm_table(args).get("spec")
+    return spec if isinstance(spec, str) else None
 
 
 class _Progress:
@@ -89,7 +98,8 @@ async def _run(args: argparse.Namespace) -> int:
     print(f"execution {execution_id}", file=sys.stderr, flush=True)
     progress = _Progress()
     result = await run_program(
-        args.program, llm=spec, execution_id=execution_id, inputs=args.input or [],
+        args.program, llm=spec, llm_options=_llm_options(args), execution_id=execution_id,
+        inputs=args.input or [],
         interactive=not args.input and sys.stdin.isatty(), config=config,
         echo=progress.say, progress=progress.step,
     )
@@ -116,7 +126,8 @@ async def _resume(args: argparse.Namespace) -> int:
     config = _config(args)
     progress = _Progress()
     result = await resume_execution(
-        args.execution_id, llm=_llm_spec(args) if args.llm else None, config=config,
+        args.execution_id, llm=_llm_spec(args) if args.llm else None,
+        llm_options=_llm_options(args), config=config,
         allow_changed_program=args.allow_changed_program,
         interactive=sys.stdin.isatty(), echo=progress.say, wait=args.wait,
         progress=progress.step,

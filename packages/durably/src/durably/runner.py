@@ -184,6 +184,7 @@ async def run_program(
     program: str | os.PathLike[str] | Program,
     *,
     llm: str | Any,
+    llm_options: dict[str, Any] | None = None,
     store: str | None = None,
     execution_id: str | None = None,
     inputs: Sequence[str] = (),
@@ -197,6 +198,7 @@ async def run_program(
     Args:
         program: The program file (or a loaded :class:`Program`).
         llm: An LLM spec (``scripted:PATH``, ``openai:MODEL``) or a client object.
+        llm_options: Options for the client (the ``[llm]`` table: ``base_url``, ...).
         store: Store URL (default: the configured one).
         execution_id: The new execution's id (default: a random one). Must be unused.
         inputs: Answers to the user's ``Yield("user")``, in order; stored with the
@@ -210,7 +212,7 @@ async def run_program(
 
     config = config or load_config()
     prog = program if isinstance(program, Program) else Program.load(program)
-    client = open_llm(llm) if isinstance(llm, str) else llm
+    client = open_llm(llm, llm_options) if isinstance(llm, str) else llm
     execution_id = execution_id or new_execution_id()
     provider = _store(config, store)
     async with provider:
@@ -261,6 +263,7 @@ async def resume_execution(
     *,
     store: str | None = None,
     llm: str | Any | None = None,
+    llm_options: dict[str, Any] | None = None,
     config: DurabilityConfig | None = None,
     allow_changed_program: bool = False,
     interactive: bool = False,
@@ -282,7 +285,8 @@ async def resume_execution(
     """
     while True:
         try:
-            return await _resume_once(execution_id, store=store, llm=llm, config=config,
+            return await _resume_once(execution_id, store=store, llm=llm,
+                                      llm_options=llm_options, config=config,
                                       allow_changed_program=allow_changed_program,
                                       interactive=interactive, echo=echo, progress=progress)
         except LeaseHeldError as exc:
@@ -294,8 +298,9 @@ async def resume_execution(
 
 
 async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any | None,
-                       config: DurabilityConfig | None, allow_changed_program: bool,
-                       interactive: bool, echo: Any, progress: Any) -> RunResult:
+                       llm_options: dict[str, Any] | None, config: DurabilityConfig | None,
+                       allow_changed_program: bool, interactive: bool, echo: Any,
+                       progress: Any) -> RunResult:
     from durably.llm import open_llm
 
     config = config or load_config()
@@ -324,7 +329,7 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
                         f"{execution_id!r} started; resuming it could replay different code. "
                         "Restore the original file or pass --allow-changed-program")
                 spec = llm if llm is not None else header.get("llm")
-                client = open_llm(spec) if isinstance(spec, str) else spec
+                client = open_llm(spec, llm_options) if isinstance(spec, str) else spec
                 io = UserIO(list(header.get("inputs", [])), interactive=interactive,
                             echo=echo)
                 execution = Execution(manager, program=prog, llm=client, io=io)
