@@ -99,12 +99,30 @@ def e2e(session: nox.Session) -> None:
     _pytest(session, "tests")
 
 
+#: The peers bench_peers.py compares durably with. Installed into the bench session's venv
+#: only (after the locked sync), never into the workspace lock.
+BENCH_PEERS = [
+    "langgraph>=1.0",
+    "langgraph-checkpoint-sqlite>=3.0",
+    "langgraph-checkpoint-postgres>=3.0",
+    "dbos>=2.0",
+    "psycopg[binary,pool]>=3.2",
+]
+
+
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
-    """Benchmarks (not part of the default run): prints ratios measured side by side."""
+    """Benchmarks (not part of the default run): prints ratios measured side by side.
+
+    ``uvx nox -s bench`` runs every ``benchmarks/bench_*.py`` at full size (see
+    docs/performance.md); ``uvx nox -s bench -- --quick`` is a fast smoke run. Arguments
+    after ``--`` are passed to every script.
+    """
     _sync(session, "--all-packages")
+    session.install(*BENCH_PEERS)
     scripts = sorted(
-        name for name in os.listdir("benchmarks") if name.startswith("bench_")
+        name for name in os.listdir("benchmarks")
+        if name.startswith("bench_") and name.endswith(".py")
     ) if os.path.isdir("benchmarks") else []
     for script in scripts:
         session.run("python", f"benchmarks/{script}", *session.posargs)

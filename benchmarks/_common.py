@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -308,6 +309,12 @@ FILL = (
     "                   for j in range(size // 64 + 1))[:size]\n"
 )
 """LLM code that makes deterministic, text-like values (hex digests: zstd halves them)."""
+
+
+def fill(seed: int, size: int) -> str:
+    """The same values as :data:`FILL` makes, for the Python side of the benchmarks."""
+    return "".join(hashlib.sha256(f"{seed}:{j}".encode()).hexdigest()
+                   for j in range(size // 64 + 1))[:size]
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import gc
-import hashlib
 import operator
 import sqlite3
 import uuid
@@ -39,10 +38,7 @@ from typing import Annotated, Any, TypedDict
 import _common as c
 
 
-def fill(seed: int, size: int) -> str:
-    """The same values the durably programs make (see ``_common.FILL``)."""
-    return "".join(hashlib.sha256(f"{seed}:{j}".encode()).hexdigest()
-                   for j in range(size // 64 + 1))[:size]
+fill = c.fill
 
 
 @dataclass(frozen=True)

@@ -15,12 +15,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
-import threading
-import uuid
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -30,39 +26,8 @@ _SRC = str(Path(__file__).resolve().parents[1] / "src")
 if _SRC not in sys.path:
     sys.path.insert(0, _SRC)
 
-import botocore.session  # noqa: E402
 from moto.server import ThreadedMotoServer  # noqa: E402
-
-from durably_s3._client import new_session  # noqa: E402
-
-REGION = "us-east-1"
-
-
-def _serialized(app: Callable[..., Any]) -> Callable[..., Any]:
-    lock = threading.Lock()
-
-    def handle(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
-        with lock:
-            return list(app(environ, start_response))
-
-    return handle
-
-
-class MotoS3:
-    """The running server: its endpoint and a synchronous botocore client for set-up."""
-
-    def __init__(self, endpoint: str) -> None:
-        self.endpoint = endpoint
-        session = botocore.session.get_session()
-        self.client = session.create_client("s3", endpoint_url=endpoint, region_name=REGION)
-
-    def new_bucket(self, *, versioning: bool = False) -> str:
-        name = f"durably-{uuid.uuid4().hex[:20]}"
-        self.client.create_bucket(Bucket=name)
-        if versioning:
-            self.client.put_bucket_versioning(
-                Bucket=name, VersioningConfiguration={"Status": "Enabled"})
-        return name
+from s3_testkit import REGION, MotoS3, RequestCounter, serialized  # noqa: E402
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -88,7 +53,7 @@ def moto_s3(aws_env: None) -> Iterator[MotoS3]:
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     assert server._server is not None
-    server._server.app = _serialized(server._server.app)  # see the module docstring
+    server._server.app = serialized(server._server.app)  # see the module docstring
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
     with pytest.MonkeyPatch.context() as patch:
@@ -97,29 +62,6 @@ def moto_s3(aws_env: None) -> Iterator[MotoS3]:
             yield MotoS3(endpoint)
         finally:
             server.stop()
-
-
-class RequestCounter:
-    """Counts the HTTP requests a provider sends, by operation (retries included).
-
-    Pass ``counter.session`` to the provider; ``before-send`` fires once per HTTP
-    request (attempt), and its event name ends with the operation name.
-    """
-
-    def __init__(self) -> None:
-        self.session = new_session()
-        self.sent: Counter[str] = Counter()
-        self.session.register("before-send.s3", self._before_send)
-
-    def _before_send(self, event_name: str, **_: Any) -> None:
-        self.sent[event_name.rpartition(".")[2]] += 1
-
-    @property
-    def total(self) -> int:
-        return sum(self.sent.values())
-
-    def reset(self) -> None:
-        self.sent.clear()
 
 
 @pytest.fixture

@@ -21,10 +21,15 @@ def test_scheme_of() -> None:
         scheme_of("")
 
 
-def test_missing_known_scheme_says_which_package_to_install() -> None:
+def test_missing_known_scheme_says_which_package_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from durably import _plugins
+
+    monkeypatch.setitem(_plugins.KNOWN_PACKAGES, "gs", "'durably[gcs]'")
     hooks = Hooks(load_entrypoints=False)
-    with pytest.raises(ProviderNotFoundError, match=r"pip install 'durably\[redis\]'"):
-        hooks.provider_factory("redis")
+    with pytest.raises(ProviderNotFoundError, match=r"pip install 'durably\[gcs\]'"):
+        hooks.provider_factory("gs")
 
 
 def test_missing_unknown_scheme_explains_the_entry_point_group() -> None:

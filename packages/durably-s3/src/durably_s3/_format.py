@@ -84,7 +84,8 @@ M_MARKER = "durably-marker"
 Kind = Literal["checkpoint", "marker"]
 MarkerKind = Literal["fence", "tombstone", "kill", "touch"]
 
-_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) not in "%")
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
+"""Printable ASCII but "%" and space (SigV4 collapses runs of spaces in header values)."""
 
 
 def new_nonce() -> bytes:

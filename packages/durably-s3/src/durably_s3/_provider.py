@@ -117,6 +117,13 @@ class _HeadState:
     task: asyncio.Task[None] | None = None
 
 
+def _fenced_error(lease: Lease, why: str) -> FencedError:
+    return FencedError(
+        f"the lease of {lease.owner!r} on execution {lease.execution_id!r} (epoch "
+        f"{lease.epoch}) is no longer current: {why}"
+    )
+
+
 def _info(execution_id: str, seq: int, meta: ObjectMeta, metadata: Mapping[str, str],
           fallback_time: float) -> CheckpointInfo:
     return CheckpointInfo(
@@ -352,7 +359,7 @@ class S3Provider(CheckpointProvider):
                 raise
             if record is None:
                 raise _Skip
-            self._prune_intents(execution_id, record)
+            forget = self._prune_intents(execution_id, record)
             try:
                 etag = await self._write_lease(execution_id, record,
                                                cached[1] if cached is not None else None)
@@ -360,21 +367,23 @@ class S3Provider(CheckpointProvider):
                 self._leases.pop(execution_id, None)
                 use_cache = False
                 continue
+            self._done.get(execution_id, set()).difference_update(forget)
             return record, etag, result
         raise StoreError(f"the lease of execution {execution_id!r} kept changing under us")
 
-    def _prune_intents(self, execution_id: str, record: LeaseRecord) -> None:
+    def _prune_intents(self, execution_id: str, record: LeaseRecord) -> set[str]:
+        """Drop the intents of ours that got their answer; return the ids to forget once
+        the record is written (those dropped, and those no longer in the record)."""
         done = self._done.get(execution_id)
-        if done:
-            record.intents = [i for i in record.intents if i.id not in done]
-            done.intersection_update(i.id for i in record.intents)
+        if not done:
+            return set()
+        record.intents = [i for i in record.intents if i.id not in done]
+        return set(done)
 
     def _fenced(self, lease: Lease, why: str = "a newer claim superseded it") -> FencedError:
+        """The error for a superseded lease (and forget our chain of that epoch)."""
         self._drop_chain(lease.execution_id, lease.epoch)
-        return FencedError(
-            f"the lease of {lease.owner!r} on execution {lease.execution_id!r} (epoch "
-            f"{lease.epoch}) is no longer current: {why}"
-        )
+        return _fenced_error(lease, why)
 
     def _drop_chain(self, execution_id: str, epoch: int | None = None) -> None:
         chain = self._chains.get(execution_id)
@@ -382,12 +391,15 @@ class S3Provider(CheckpointProvider):
             chain.dead = True
             del self._chains[execution_id]
 
-    def _check(self, lease: Lease, record: LeaseRecord | None) -> LeaseRecord:
+    @staticmethod
+    def _check(lease: Lease, record: LeaseRecord | None) -> LeaseRecord:
+        """``record`` if ``lease`` is its current lease, else FencedError (no side effect:
+        it may be judging a cached record)."""
         if record is None:
-            raise self._fenced(lease, "nobody holds a lease on it")
+            raise _fenced_error(lease, "nobody holds a lease on it")
         if record.epoch != lease.epoch or record.owner != lease.owner:
-            raise self._fenced(lease, f"the current lease is {record.owner!r}'s, epoch "
-                               f"{record.epoch}")
+            raise _fenced_error(lease, f"the current lease is {record.owner!r}'s, epoch "
+                                f"{record.epoch}")
         return record
 
     async def _check_current(self, lease: Lease) -> None:

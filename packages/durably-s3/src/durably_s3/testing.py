@@ -9,6 +9,8 @@ core notice. It uses its own aiobotocore client (created per call, in the runnin
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import struct
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -141,9 +143,6 @@ class S3Backdoor:
 
 def _retrailer(tail: bytes, meta_bytes: bytes, nonce: bytes) -> bytes:
     """The fixed trailer part again, with a new nonce and a matching check."""
-    import hashlib
-    import struct
-
     _old_nonce, meta_len, _check, magic = struct.unpack("<16sI8s4s", tail)
     length = struct.pack("<I", meta_len)
     check = hashlib.blake2b(meta_bytes + nonce + length, digest_size=8).digest()

@@ -1,7 +1,7 @@
 """S3-specific behaviour: object format, fencing races, request costs, errors.
 
 Everything runs against a real moto server over HTTP (see conftest.py), except the
-error-mapping tests that need a misbehaving server (fake_s3.py, also real HTTP).
+error-mapping tests that need a misbehaving server (s3_fake_server.py, also real HTTP).
 """
 
 from __future__ import annotations
@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 from botocore.exceptions import ClientError
+from s3_fake_server import Reply, error, fake_s3, ok_put
+from s3_testkit import MotoS3, RequestCounter
 
 from durably.errors import (
     AlreadyExistsError,
@@ -30,9 +32,6 @@ from durably_s3 import S3Backdoor, S3Provider
 from durably_s3 import _format as fmt
 from durably_s3._client import Precondition
 from durably_s3._format import Intent
-
-from .conftest import MotoS3, RequestCounter
-from .fake_s3 import Reply, error, fake_s3, ok_put
 
 PREFIX = "app/durably"
 RUN = "run-1"
@@ -159,7 +158,7 @@ async def test_metadata_lives_in_s3_user_metadata_when_it_fits(
 ) -> None:
     """Small metadata is percent-encoded S3 user metadata; 2 KiB of CJK goes in the object."""
     provider = _provider(bucket)
-    small = {"durably.base": "3", "note": "caf\u00e9 \u2603"}
+    small = {"durably.base": "3", "note": "caf\u00e9 \u2603", "spaces": "  two  spaces  "}
     big = {"text": "\u65e5\u672c" * 340}  # 2,044 bytes of UTF-8: ~6 KB percent-encoded
     await provider.save_checkpoint(RUN, 0, b"x", metadata=small)
     await provider.save_checkpoint(RUN, 1, b"y", metadata=big)
@@ -170,7 +169,7 @@ async def test_metadata_lives_in_s3_user_metadata_when_it_fits(
         return dict(head["Metadata"])
 
     first, second = user_metadata(0), user_metadata(1)
-    assert all(value.isascii() for value in first.values())
+    assert all(value.isascii() and " " not in value for value in first.values())
     assert "durably-meta" in first
     assert "durably-meta-in-body" not in first
     assert "durably-meta" not in second
@@ -412,11 +411,8 @@ async def test_1500_checkpoints_page_and_the_latest_costs_three_requests(
 async def test_executions_are_listed_one_page_per_request(
     bucket: str, counter: RequestCounter,
 ) -> None:
-    """list_executions is a delimiter listing resumed after the cursor: one LIST per page.
-
-    (Paging past 1,000 executions is the conformance suite's C13, run against this
-    provider twice.)
-    """
+    """list_executions is a delimiter listing resumed after the cursor: one LIST per page,
+    in code-point order of the ids even where one id is a prefix of another."""
     provider = _provider(bucket, counter)
     ids = ["run", "run-1", "run.1", "run_1", "run0", "Run", "0", "a-b", "a.b", "a", "ab", "b"]
     for execution_id in ids:
@@ -434,6 +430,25 @@ async def test_executions_are_listed_one_page_per_request(
     assert [i for page in pages for i in page] == sorted([*ids, "blob-only", "lease-only"])
     assert [len(p) for p in pages] == [5, 5, 4]
     assert counter.sent == {"ListObjectsV2": 3}
+    await provider.close()
+
+
+@pytest.mark.asyncio
+async def test_1005_executions_page_past_s3s_1000_key_limit(
+    bucket: str, counter: RequestCounter,
+) -> None:
+    provider = _provider(bucket, counter)
+    ids = [f"exec-{i:04d}" for i in range(1005)]
+    semaphore = asyncio.Semaphore(16)
+
+    async def save(execution_id: str) -> None:
+        async with semaphore:
+            await provider.save_checkpoint(execution_id, 0, b"")
+
+    await asyncio.gather(*(save(execution_id) for execution_id in ids))
+    counter.reset()
+    assert [info.execution_id async for info in provider.iter_executions()] == ids
+    assert counter.sent == {"ListObjectsV2": 2}, "pages of 1,000, resumed after the cursor"
     await provider.close()
 
 

@@ -6,11 +6,10 @@ from collections.abc import Callable
 from typing import ClassVar
 
 import pytest
+from s3_testkit import MotoS3
 
 from durably_conformance import Backdoor, ProviderSuite
 from durably_s3 import S3Backdoor, S3Provider
-
-from .conftest import MotoS3
 
 PREFIX = "store/x"
 

@@ -1,0 +1,133 @@
+"""Throughput: executions and checkpoints per second with 1, 10 and 100 concurrent
+executions, per provider.
+
+Each execution is short: the scripted LLM's code sets a 1 KB state and awaits ``Step``
+10 times in a loop, then returns. One repetition runs the same number of executions at
+every concurrency level -- in batches of ``level`` executions started together with
+``asyncio.gather(run_program(...), ...)`` in this one process (one event loop) -- and
+times the whole batch series. Each ``run_program`` opens its own provider (that is what
+the API does), claims a lease, writes its checkpoints and releases the lease.
+
+A row "durability off" runs the same executions with ``enabled=False`` on the filesystem
+store: the runtime's own ceiling on this machine.
+
+Run: ``python benchmarks/bench_concurrency.py [--quick] [--providers file,s3,postgres]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import traceback
+from typing import Any
+
+import _common as c
+
+AWAITS = 10
+LEVELS = (1, 10, 100)
+
+
+class _Counter(logging.Handler):
+    """Counts warnings the PostgreSQL pool logs (failed connection attempts it retries)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.count = 0
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+
+
+def executions(args: argparse.Namespace, backend: c.Backend, level: int) -> int:
+    """Executions per repetition at a level (a multiple of it): fewer on slow stores."""
+    base = 10 if args.quick else (20 if isinstance(backend, c.S3Backend) else 50)
+    return max(level, base // level * level)
+
+
+async def batch_series(work: c.Workdir, llm: str, config: Any, level: int,
+                       total: int) -> tuple[float, list[str]]:
+    """Run ``total`` executions, ``level`` at a time; return (seconds, execution ids)."""
+    ids: list[str] = []
+    gc.collect()
+    start = c.now()
+    for _ in range(total // level):
+        results = await asyncio.gather(*(c.run(work.program, llm, config)
+                                          for _ in range(level)))
+        ids += [r.execution_id for _t, r in results]
+    return c.now() - start, ids
+
+
+async def bench(args: argparse.Namespace) -> None:
+    reps = 2 if args.quick else 3
+    levels = (1, 10, 20) if args.quick else LEVELS
+    counter = _Counter()
+    pool_log = logging.getLogger("psycopg.pool")
+    pool_log.addHandler(counter)
+    pool_log.propagate = False
+    work = c.Workdir("concurrency")
+    llm = work.script(c.response(c.loop_body(AWAITS, c.SMALL), c.SMALL))
+    rows = []
+    failures = []
+    kinds: list[str] = []
+    try:
+        async with c.backends(args, work.path, "durably_bench_conc") as stores:
+            variants: list[tuple[str, c.Backend, bool]] = [
+                (b.name, b, True) for b in stores]
+            if stores and isinstance(stores[0], c.FilesystemBackend):
+                variants.append(("durability off", stores[0], False))
+            for name, backend, enabled in variants:
+                config = backend.config(enabled=enabled)
+                per_execution = 0
+                if enabled:  # calibrate: checkpoints one execution writes
+                    _t, result = await c.run(work.program, llm, config)
+                    per_execution = (await c.store_usage(config, result.execution_id)).checkpoints
+                    await c.delete_executions(config, [result.execution_id])
+                for level in levels:
+                    total = executions(args, backend, level)
+                    eps: list[float] = []
+                    error = None
+                    counter.count = 0
+                    for rep in range(reps):
+                        c.progress(f"concurrency: {name}, {level} at a time, "
+                                   f"repetition {rep + 1}/{reps}")
+                        try:
+                            seconds, ids = await batch_series(work, llm, config, level, total)
+                        except Exception as exc:  # noqa: BLE001 - reported in the table
+                            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+                            failures.append(f"{name} at {level} concurrent executions:\n"
+                                            + "".join(traceback.format_exception_only(exc)))
+                            break
+                        eps.append(total / seconds)
+                        if enabled:
+                            await c.delete_executions(config, ids)
+                    s = c.Summary.of(eps)
+                    if error is not None:
+                        rows.append([name, level, "failed", "failed", error])
+                        continue
+                    cps = c.Summary(s.median * per_execution, s.p10 * per_execution,
+                                    s.p90 * per_execution, s.n)
+                    notes = [f"{total} per repetition", f"{1e3 / s.median:.1f} ms per execution"]
+                    if counter.count:
+                        notes.append(f"{counter.count} failed connection attempts retried by "
+                                     "the pool (max_connections)")
+                    rows.append([name, level, s.fmt(digits=1),
+                                 cps.fmt(digits=0) if enabled else "–", "; ".join(notes)])
+                if enabled:
+                    kinds.append(f"{name}: {per_execution} checkpoints per execution")
+    finally:
+        work.cleanup()
+    c.table(["store", "concurrent executions", "executions/s", "checkpoints/s", "note"], rows,
+            title=f"## Throughput (executions of {AWAITS} awaits each, {reps} repetitions, "
+                  "one process)")
+    c.note(f"Checkpoints per execution (counted in the store, final record included): "
+           f"{'; '.join(kinds)}. Lease requests (claim, release) and blob writes are not "
+           "counted as checkpoints but take time too. Each run_program opens its own "
+           "provider: on PostgreSQL its own connection pool, on S3 its own client.")
+    for failure in failures:
+        print(f"\nFailure: {failure}")
+
+
+if __name__ == "__main__":
+    c.main(bench, "durably benchmark: throughput with concurrent executions")
