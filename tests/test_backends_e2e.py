@@ -41,6 +41,45 @@ def redis_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     delete_prefix(server.url, prefix)
 
 
+@pytest.fixture
+def s3_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A moto S3 server on loopback (over HTTP), a fresh bucket, and the AWS settings the
+    `durably` processes inherit from the environment."""
+    import logging
+    import os
+    import uuid
+
+    import botocore.session
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
+           "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}
+    saved = {name: os.environ.get(name) for name in aws}
+    os.environ.update(aws)
+    try:
+        bucket = f"durably-e2e-{uuid.uuid4().hex[:12]}"
+        botocore.session.get_session().create_client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+        store = f"s3://{bucket}/runs"
+        config = tmp_path / "durably.toml"
+        config.write_text(f'[durability]\nstore = "{store}"\nlease_ttl = 1\n'
+                          f'[durability.s3]\nendpoint_url = "{endpoint}"\n')
+        yield config, store
+    finally:
+        server.stop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
 def _crash_and_resume(config: Path, store: str) -> None:
     case = PROGRAM_CASES["kitchen"]
     args = case.run_args(store, "reference")
@@ -64,6 +103,11 @@ def _crash_and_resume(config: Path, store: str) -> None:
 def test_crash_and_resume_on_postgres(postgres_config: tuple[Path, str]) -> None:
     config, url = postgres_config
     _crash_and_resume(config, url)
+
+
+def test_crash_and_resume_on_s3(s3_config: tuple[Path, str]) -> None:
+    config, store = s3_config
+    _crash_and_resume(config, store)
 
 
 @pytest.mark.filterwarnings("ignore::durably.errors.DurablyWarning")  # Redis without AOF here

@@ -14,20 +14,11 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-
-# The workspace's editable install of durably-s3 lacks its .pth file; make the package
-# importable from its source tree (harmless when it is installed properly).
-_SRC = str(Path(__file__).resolve().parents[1] / "src")
-if _SRC not in sys.path:
-    sys.path.insert(0, _SRC)
-
-from moto.server import ThreadedMotoServer  # noqa: E402
-from s3_testkit import REGION, MotoS3, RequestCounter, serialized  # noqa: E402
+from moto.server import ThreadedMotoServer
+from s3_testkit import REGION, MotoS3, RequestCounter, serialized
 
 
 @pytest.fixture(scope="session", autouse=True)
