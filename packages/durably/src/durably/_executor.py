@@ -193,7 +193,7 @@ class StreamingPythonExecutor:
             self._stopped = True
             self.stop_end = statement.end
             frame.executed = statement.index + 1
-            frame.spans.append((statement.start, statement.end))
+            frame.offset = statement.end
             frame.current = None
             raise
         except DurablyError:
@@ -211,7 +211,7 @@ class StreamingPythonExecutor:
         if statement.source.startswith("class "):
             _tag_classes(frame.namespace, filename)
         frame.executed = statement.index + 1
-        frame.spans.append((statement.start, statement.end))
+        frame.offset = statement.end
         frame.current = None
         await self.task.statement_done(frame)
 
@@ -219,6 +219,20 @@ class StreamingPythonExecutor:
     def stopped(self) -> bool:
         """True once a Return, Yield("call"/"exit") or an error ended the response."""
         return self._stopped
+
+
+def statement_spans(text: str, count: int) -> list[tuple[int, int]]:
+    """``(start, end)`` offsets of the first ``count`` statements of a response (what a
+    frame executed), recomputed from the text: statement boundaries do not depend on
+    how the text was chunked, so they need not be stored."""
+    splitter = StatementSplitter()
+    try:
+        statements = splitter.feed(text)
+        if len(statements) < count:
+            statements += splitter.finish()
+    except StatementSyntaxError:
+        pass
+    return [(s.start, s.end) for s in statements[:count]]
 
 
 def _tag_classes(namespace: dict[str, Any], filename: str) -> None:

@@ -56,10 +56,9 @@ async def describe_execution(manager: CheckpointManager,
             stack = [":".join(step.split(":")[:2]) if step else frame["playbook"]]
         position = None
         if frame is not None:
-            spans = frame.get("spans") or []
             position = {"playbook": frame["playbook"], "llm_call": frame.get("calls", 0),
-                        "executed_statements": len(spans),
-                        "offset": spans[-1][1] if spans else 0}
+                        "executed_statements": frame.get("executed", 0),
+                        "offset": frame.get("offset", 0)}
         agents[doc["class"]] = {
             "id": agent_id, "state": jsonable(state), "call_stack": stack,
             "locals": jsonable(local_vars), "phase": doc.get("phase"),

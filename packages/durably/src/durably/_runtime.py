@@ -119,7 +119,8 @@ class Frame:
     """Op index of the frame's current LLM call."""
     executed: int = 0
     """Statements of the current response already executed."""
-    spans: list[tuple[int, int]] = field(default_factory=list)
+    offset: int = 0
+    """Offset in the response just past the last executed statement."""
     current: tuple[int, int] | None = None
     step: str | None = None
     error: str | None = None
@@ -127,7 +128,7 @@ class Frame:
 
     def to_doc(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "calls": self.calls, "llm_index": self.llm_index,
-                "executed": self.executed, "spans": [list(s) for s in self.spans],
+                "executed": self.executed, "offset": self.offset,
                 "step": self.step, "error": self.error, "history": self.history}
 
     @property
@@ -454,7 +455,7 @@ class AgentTask:
             frame.calls = frame_doc["calls"]
             frame.llm_index = frame_doc["llm_index"]
             frame.executed = frame_doc["executed"]
-            frame.spans = [(int(s[0]), int(s[1])) for s in frame_doc["spans"]]
+            frame.offset = frame_doc.get("offset", 0)
             frame.step = frame_doc["step"]
             frame.error = frame_doc["error"]
             frame.history = list(frame_doc["history"])
@@ -711,7 +712,7 @@ class AgentTask:
         frame.history.append({"role": "user", "content": note})
         frame.error = None
         frame.executed = 0
-        frame.spans = []
+        frame.offset = 0
         frame.llm_index = None
 
     async def _start_llm(self, frame: Frame) -> AsyncIterator[str]:
@@ -723,7 +724,7 @@ class AgentTask:
         frame.calls += 1
         frame.llm_index = index
         frame.executed = 0
-        frame.spans = []
+        frame.offset = 0
         count_key = frame.playbook
         number = self.llm_counts.get(count_key, 0)
         self.llm_counts[count_key] = number + 1

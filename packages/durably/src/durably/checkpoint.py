@@ -420,6 +420,7 @@ class CheckpointManager:
 
 
 def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
+    from durably._executor import statement_spans
     from durably._runtime import _Restored
 
     agents: dict[str, AgentView] = {}
@@ -441,7 +442,7 @@ def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
             agent_id=agent_id, agent_class=doc["class"], state=state, namespace=local_vars,
             call_stack=stack, phase=doc["phase"], transcript=transcript,
             llm_response=response,
-            executed_statements=[tuple(s) for s in (frame or {}).get("spans", [])],
+            executed_statements=statement_spans(response, (frame or {}).get("executed", 0)),
             current_statement=None, snapshot_seq=seq,
             replay_entries=len(restored.entries),
         )
