@@ -99,17 +99,6 @@ def e2e(session: nox.Session) -> None:
     _pytest(session, "tests")
 
 
-#: The peers bench_peers.py compares durably with. Installed into the bench session's venv
-#: only (after the locked sync), never into the workspace lock.
-BENCH_PEERS = [
-    "langgraph>=1.0",
-    "langgraph-checkpoint-sqlite>=3.0",
-    "langgraph-checkpoint-postgres>=3.0",
-    "dbos>=2.0",
-    "psycopg[binary,pool]>=3.2",
-]
-
-
 @nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks (not part of the default run): prints ratios measured side by side.
@@ -119,7 +108,15 @@ def bench(session: nox.Session) -> None:
     after ``--`` are passed to every script.
     """
     _sync(session, "--all-packages")
-    session.install(*BENCH_PEERS)
+    # The peers bench_peers.py compares durably with: installed into this session's venv
+    # only (after the locked sync), never into the workspace lock.
+    session.install(
+        "langgraph>=1.0",
+        "langgraph-checkpoint-sqlite>=3.0",
+        "langgraph-checkpoint-postgres>=3.0",
+        "dbos>=2.0",
+        "psycopg[binary,pool]>=3.2",
+    )
     scripts = sorted(
         name for name in os.listdir("benchmarks")
         if name.startswith("bench_") and name.endswith(".py")

@@ -211,6 +211,19 @@ def _disk(device: str) -> str:
     return ", ".join(bits)
 
 
+def git_revision() -> str:
+    """The commit of the working tree the benchmark runs from (``+changes`` if dirty)."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
+                              capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                "packages"], cwd=ROOT, check=True, capture_output=True,
+                               text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown (not a git checkout)"
+    return f"commit {head}" + (" + uncommitted changes in packages/" if dirty else "")
+
+
 def load() -> str:
     """The 1, 5 and 15 minute load averages."""
     try:
@@ -246,7 +259,7 @@ def postgres_server_info(url: str) -> str:
             device, point, fstype, _ = _mount_of(data_dir)
             where = f"; data directory on {device} ({fstype}, mounted at {point})"
         return f"PostgreSQL {version} ({', '.join(settings)}){where}"
-    except Exception as exc:  # noqa: BLE001 - reported, not raised
+    except Exception as exc:
         return f"unavailable ({type(exc).__name__}: {exc})".splitlines()[0]
 
 
@@ -256,7 +269,7 @@ def print_header(title: str, args: argparse.Namespace) -> None:
     print()
     print(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
           f"{' (quick smoke run: numbers are indicative only)' if args.quick else ''}")
-    print(f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}")
+    print(f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; source: {git_revision()}")
     print(f"- CPU: {_cpu_model()}; {os.cpu_count()} logical cores "
           f"({len(os.sched_getaffinity(0))} usable)")
     mem = next((line.split(":", 1)[1].strip() for line in _read("/proc/meminfo").splitlines()
@@ -467,6 +480,9 @@ class Backend:
     def config(self, **overrides: Any) -> DurabilityConfig:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        raise NotImplementedError
+
 
 class FilesystemBackend(Backend):
     name = "filesystem"
@@ -536,7 +552,7 @@ def pg_available(url: str) -> str | None:
 
         with psycopg.connect(url, connect_timeout=3):
             return None
-    except Exception as exc:  # noqa: BLE001 - reported
+    except Exception as exc:
         return f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc) else ''}"
 
 
@@ -551,24 +567,6 @@ def pg_schema(url: str, prefix: str = "durably_bench") -> Iterator[str]:
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
-
-
-@contextlib.contextmanager
-def pg_database(url: str, prefix: str = "durably_bench") -> Iterator[str]:
-    """A throwaway database (URL of it); dropped (WITH FORCE) at the end."""
-    import psycopg
-    from psycopg.conninfo import conninfo_to_dict, make_conninfo
-
-    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    params = conninfo_to_dict(url)
-    params["dbname"] = name
-    try:
-        yield make_conninfo(**params)
-    finally:
-        with psycopg.connect(url, autocommit=True) as conn:
-            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def pg_uri(conninfo: str) -> str:
@@ -675,11 +673,12 @@ async def backends(args: argparse.Namespace, work: Path,
         if "s3" in wanted:
             try:
                 import aiobotocore  # noqa: F401
+
                 import durably_s3  # noqa: F401
 
                 endpoint = stack.enter_context(moto_server())
                 found.append(S3Backend(endpoint, new_bucket(endpoint)))
-            except Exception as exc:  # noqa: BLE001 - reported
+            except Exception as exc:
                 print(f"\n**S3 skipped**: cannot start moto / durably-s3 here ({exc!r})")
         if "postgres" in wanted:
             url = pg_url()
@@ -766,10 +765,10 @@ class Primitives:
             await self._s3.put_object(Bucket=backend.bucket, Key="primitive/warm", Body=b"x")
         data = os.urandom(size)
         start = now()
-        for _ in range(count):
+        for _ in range(count):  # a new key each time, as durably writes a new object
             self._counter += 1
             await self._s3.put_object(Bucket=backend.bucket,
-                                      Key=f"primitive/{self._counter % 512}", Body=data)
+                                      Key=f"primitive/{self._counter:08d}", Body=data)
         return (now() - start) / count
 
     # PostgreSQL ---------------------------------------------------------------

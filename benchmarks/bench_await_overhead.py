@@ -43,7 +43,7 @@ def sizes(args: argparse.Namespace, key: str) -> tuple[int, int, int]:
     """(N awaits, repetitions, primitive operations per repetition) for a store."""
     if args.quick:
         return {"file": (40, 2, 40), "s3": (20, 2, 10), "postgres": (30, 2, 30)}[key]
-    return {"file": (300, 7, 150), "s3": (60, 7, 30), "postgres": (200, 7, 100)}[key]
+    return {"file": (300, 7, 150), "s3": (100, 7, 30), "postgres": (200, 7, 100)}[key]
 
 
 async def provider_save(config: Any, size: int, count: int) -> float:
@@ -185,7 +185,8 @@ def report(backend: c.Backend, results: list[tuple[str, c.StateShape, dict[str, 
                      ", ".join(f"{k} {v}" for k, v in sorted(r["kinds"].items()))])
     c.table(["shape", "state", "marginal ms/await (fixed cost excluded)",
              f"marginal ratio vs {prim_names[0]}", "fixed ms/execution",
-             "runtime ms/await with durability off (marginal)", "provider.save_checkpoint ms (same bytes)",
+             "runtime ms/await with durability off (marginal)",
+             "provider.save_checkpoint ms (same bytes)",
              f"save ratio vs {prim_names[0]}", "checkpoints of a run (by kind)"], rows,
             title=f"### {backend.name}: where the time goes")
 

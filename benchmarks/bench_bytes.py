@@ -41,7 +41,7 @@ async def state_growth(args: argparse.Namespace, work: c.Workdir,
             c.progress(f"bytes: {shape}, state {items:,} KB")
             full = work.script(c.response(c.SHAPES[shape](n, state), state))
             empty = work.script(c.response("", state))
-            t_full, r_full = await c.run(work.program, full, config)
+            _t, r_full = await c.run(work.program, full, config)
             t_empty, r_empty = await c.run(work.program, empty, config)
             u_full = await c.store_usage(config, r_full.execution_id)
             u_empty = await c.store_usage(config, r_empty.execution_id)
@@ -49,7 +49,7 @@ async def state_growth(args: argparse.Namespace, work: c.Workdir,
             per = (u_full.total - u_empty.total) / n
             ck = (u_full.checkpoint_bytes - u_empty.checkpoint_bytes) / n
             bl = (u_full.blob_bytes - u_empty.blob_bytes) / n
-            rows.append([shape, fmt_size(state.total), f"{per:,.0f}", f"{ck:,.0f}", f"{bl:,.0f}",
+            rows.append([shape, f"{items:,} KB", f"{per:,.0f}", f"{ck:,.0f}", f"{bl:,.0f}",
                          f"{(u_full.writes - u_empty.writes) / n:.2f}",
                          f"{per / state.item_size:.2f}", f"{per / state.total:.4f}",
                          fmt_size(u_empty.total), f"{t_empty:.2f}",

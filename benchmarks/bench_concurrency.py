@@ -94,7 +94,7 @@ async def bench(args: argparse.Namespace) -> None:
                                    f"repetition {rep + 1}/{reps}")
                         try:
                             seconds, ids = await batch_series(work, llm, config, level, total)
-                        except Exception as exc:  # noqa: BLE001 - reported in the table
+                        except Exception as exc:
                             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
                             failures.append(f"{name} at {level} concurrent executions:\n"
                                             + "".join(traceback.format_exception_only(exc)))

@@ -37,7 +37,6 @@ from typing import Annotated, Any, TypedDict
 
 import _common as c
 
-
 fill = c.fill
 
 
@@ -75,7 +74,7 @@ class System:
 
     name = "?"
 
-    def prepare(self, n: int, v: Variant) -> None:  # noqa: B027 - optional
+    def prepare(self, n: int, v: Variant) -> None:
         """Build what the runs need (outside timing)."""
 
     async def run(self, durable: bool) -> float:
@@ -84,7 +83,7 @@ class System:
     def bytes_per_step(self, n: int) -> float | None:
         return None
 
-    def close(self) -> None:  # noqa: B027 - optional
+    def close(self) -> None:
         pass
 
 
@@ -132,8 +131,10 @@ class LangGraph(System):
             self.conn = sqlite3.connect(self.path, check_same_thread=False)
             self.saver: Any = SqliteSaver(self.conn)
             self.saver.setup()
-            self.pragmas = (f"journal_mode={self.conn.execute('PRAGMA journal_mode').fetchone()[0]}"
-                            f", synchronous={self.conn.execute('PRAGMA synchronous').fetchone()[0]}")
+            mode = self.conn.execute("PRAGMA journal_mode").fetchone()[0]
+            sync = self.conn.execute("PRAGMA synchronous").fetchone()[0]
+            names = {0: "OFF", 1: "NORMAL", 2: "FULL", 3: "EXTRA"}
+            self.pragmas = f"journal_mode={mode}, synchronous={names.get(sync, sync)}"
         else:
             import psycopg
             from psycopg.rows import dict_row
@@ -218,8 +219,10 @@ class LangGraph(System):
                 "WHERE thread_id = %s) AS b, (SELECT COALESCE(SUM(octet_length(blob)), 0) "
                 "FROM checkpoint_writes WHERE thread_id = %s) AS w",
                 (thread, thread, thread)).fetchone()
+            if row is None:
+                return None
             a, b = row["a"], row["b"] + row["w"]
-        return (a + b) / n
+        return float(a + b) / n
 
     def cleanup_runs(self) -> None:
         for thread in self.threads[1:]:
@@ -265,7 +268,10 @@ class Dbos(System):
         def workflow(n: int, items: int, append: bool) -> int:
             return body(n, items, append, step)
 
-        self.plain = lambda n, items, append: body(n, items, append, step_plain)
+        def plain(n: int, items: int, append: bool) -> int:
+            return body(n, items, append, step_plain)
+
+        self.plain = plain
         self.workflow = DBOS.workflow(name="durably_bench_workflow")(workflow)
         DBOS(config={"name": "durably-bench", "system_database_url": c.pg_uri(pg),
                      "dbos_system_schema": self.schema, "log_level": "WARNING"})
@@ -348,7 +354,7 @@ def make_peers(args: argparse.Namespace, work: c.Workdir, pg: str | None) -> lis
             d = Dbos(pg)
             print(f"- DBOS: system database {pg.split('@')[-1]}, schema {d.schema}")
             peers.append(d)
-        except Exception as exc:  # noqa: BLE001 - reported, the rest still runs
+        except Exception as exc:
             print(f"\n**DBOS not measured**: it failed to launch here ({type(exc).__name__}: "
                   f"{exc}).")
     return peers
@@ -393,8 +399,8 @@ async def bench(args: argparse.Namespace) -> None:
                         [s.name, c.ms(over), c.ms(base), f"{b:,.0f}" if b is not None else "?"])
                 ratios += ratio_rows(v, systems, per)
             for v in VARIANTS:
-                c.table(["system", "durability overhead ms/step", "step cost without "
-                         "durability ms", "bytes written/step"], results[v.name],
+                c.table(["system", "durability overhead ms/step", "run without durability "
+                         "÷ N (ms)", "bytes written/step"], results[v.name],
                         title=f"## State {v.name}: N = {n} steps, {reps} repetitions")
             c.table(["state", "peer", "compared with", "peer ÷ durably (overhead per step)"],
                     ratios, title="## Ratios (> 1: durably is ahead)")
@@ -406,7 +412,7 @@ async def bench(args: argparse.Namespace) -> None:
         for s in systems:
             try:
                 s.close()
-            except Exception as exc:  # noqa: BLE001 - cleanup
+            except Exception as exc:
                 print(f"(cleanup of {s.name} failed: {exc!r})")
         work.cleanup()
 

@@ -36,6 +36,8 @@ from pathlib import Path
 
 import _common as c
 
+from durably.config import DurabilityConfig
+
 SNAPSHOT_EVERY = 16
 STARTUP = "import durably.cli, durably.runner, durably_filesystem"
 
@@ -104,7 +106,7 @@ def spawn_resume(execution_id: str, store: Path) -> tuple[float, float]:
     assert proc.stdout is not None
     line = proc.stdout.readline()
     first = c.now() - start
-    out, err = proc.communicate(timeout=600)
+    _out, err = proc.communicate(timeout=600)
     total = c.now() - start
     if "resumed" not in line or proc.returncode != 0:
         raise RuntimeError(f"resume failed: first line {line!r}, exit {proc.returncode}, "
@@ -125,7 +127,7 @@ async def in_process(execution_id: str, store: Path) -> tuple[float, float, int]
     from durably.checkpoint import CheckpointManager
     from durably.runner import resume_execution
 
-    config = c.DurabilityConfig(store=f"file://{store}")
+    config = DurabilityConfig(store=f"file://{store}")
     gc.collect()
     async with open_store(config=config) as provider:
         start = c.now()
@@ -159,7 +161,7 @@ async def bench(args: argparse.Namespace) -> None:
             c.progress(f"resume: {case.shape}, {case.n} awaits, state {case.state.name}")
             original = work.path / f"crashed-{case.shape}-{case.n}-{case.state.items}"
             execution_id, _llm, crash_s = crash(work, case, original)
-            usage = await c.store_usage(c.DurabilityConfig(store=f"file://{original}"),
+            usage = await c.store_usage(DurabilityConfig(store=f"file://{original}"),
                                         execution_id)
             if usage.kinds.get("delta") != case.n:  # the crash point is right before the Say
                 raise RuntimeError(f"expected {case.n} journal deltas before the crash, found "

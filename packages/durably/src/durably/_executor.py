@@ -181,11 +181,11 @@ class StreamingPythonExecutor:
         frame.current = (statement.start, statement.end)
         filename = (f"<llm {self.task.agent_id} {frame.playbook} call {frame.calls} "
                     f"statement {statement.index}>")
-        padded = "\n" * (statement.lineno - 1) + statement.source
         # Tracebacks show the statement, and functions it defines can be re-created from it.
-        linecache.cache[filename] = (len(padded), None, padded.splitlines(True), filename)
+        lines = statement.source.splitlines(True)
+        linecache.cache[filename] = (len(statement.source), None, lines, filename)
         try:
-            code = compile(padded, filename, "exec", flags=_FLAGS, dont_inherit=True)
+            code = compile(statement.source, filename, "exec", flags=_FLAGS, dont_inherit=True)
             result = eval(code, frame.namespace)
             if inspect.iscoroutine(result):
                 await result

@@ -53,6 +53,7 @@ class Hooks:
         self._providers: dict[str, Callable[[str, Mapping[str, Any]], CheckpointProvider]] | None
         self._providers = None
         self._skipped: dict[str, str] = {}
+        self._implemented_cache: dict[str, bool] = {}
         if load_entrypoints:
             self._load_entrypoints()
         self.pm.check_pending()
@@ -77,6 +78,7 @@ class Hooks:
         self.pm.register(plugin, name=name)
         self.pm.check_pending()
         self._providers = None
+        self._implemented_cache.clear()
 
     @property
     def skipped(self) -> Mapping[str, str]:
@@ -129,12 +131,24 @@ class Hooks:
 
     # ------------------------------------------------------ checkpoint lifecycle
 
+    def _implemented(self, name: str) -> bool:
+        """Whether any plugin implements hook ``name`` (cached: checkpoint hooks run at
+        every await, and calling a hook nobody implements still costs)."""
+        cache = self._implemented_cache
+        found = cache.get(name)
+        if found is None:
+            found = cache[name] = bool(getattr(self.pm.hook, name).get_hookimpls())
+        return found
+
     def before_checkpoint(self, execution_id: str, seq: int, metadata: Mapping[str, str]) -> None:
-        self.pm.hook.durably_before_checkpoint(
-            execution_id=execution_id, seq=seq, metadata=metadata
-        )
+        if self._implemented("durably_before_checkpoint"):
+            self.pm.hook.durably_before_checkpoint(
+                execution_id=execution_id, seq=seq, metadata=metadata
+            )
 
     def after_checkpoint(self, execution_id: str, info: CheckpointInfo) -> None:
+        if not self._implemented("durably_after_checkpoint"):
+            return
         try:
             self.pm.hook.durably_after_checkpoint(execution_id=execution_id, info=info)
         except Exception:

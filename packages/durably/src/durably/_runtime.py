@@ -26,7 +26,7 @@ import hashlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from durably._executor import (
@@ -90,12 +90,27 @@ class LLMEntry:
     key: str
     playbook: str
     prompt: list[dict[str, str]]
-    text: str = ""
+    initial: InitVar[str] = ""
     done: bool = False
     seq: int | None = None
     after: int = 0
     """How many checkpoints of the execution were durable when the call started: orders
     LLM calls of different agents the same way in a resumed run as in the original."""
+    _parts: list[str] = field(default_factory=list, repr=False)
+
+    def __post_init__(self, initial: str) -> None:
+        if initial:
+            self._parts.append(initial)
+
+    @property
+    def text(self) -> str:
+        """The response received so far (chunks are joined lazily: appending stays O(1))."""
+        if len(self._parts) > 1:
+            self._parts[:] = ["".join(self._parts)]
+        return self._parts[0] if self._parts else ""
+
+    def append(self, chunk: str) -> None:
+        self._parts.append(chunk)
 
     def to_doc(self) -> dict[str, Any]:
         return {"i": self.index, "d": self.key, "p": self.playbook, "m": self.prompt,
@@ -183,7 +198,7 @@ class _Restored:
                 known = LLMEntry(doc["i"], doc["d"], doc["p"], doc.get("m") or [], seq=seq,
                                  after=doc.get("s", 0))
                 self.llm[doc["i"]] = known
-            known.text += doc.get("a", "")
+            known.append(doc.get("a", ""))
             known.done = known.done or doc.get("f", False)
 
 
@@ -255,7 +270,7 @@ class AgentTask:
         if self.snapshot_seq is None:
             await self.snapshot()
         entry = self.open_llm[frame.llm_index]
-        entry.text += chunk
+        entry.append(chunk)
         self.llm_appends.setdefault(entry.index, []).append(chunk)
 
     @property
@@ -769,7 +784,7 @@ class AgentTask:
             async for chunk in client.stream(entry.prompt, agent=agent_class,
                                              playbook=frame.playbook, call=number,
                                              prefix=entry.text):
-                entry.text += chunk
+                entry.append(chunk)
                 self.llm_appends.setdefault(entry.index, []).append(chunk)
                 yield chunk
         finally:

@@ -319,14 +319,19 @@ class StatementSplitter:
         """Parse lines ``first:stop``, with line numbers relative to the whole text."""
         if self._parsed is not None and self._parsed[:2] == (first, stop):
             return self._parsed[2]
-        # Leading newlines make every line number (in nodes and errors) match the text.
-        source = "\n" * first + "".join(self._lines[first:stop])
+        # Parse the unit's own lines, then shift line numbers (in nodes and errors) to match
+        # the text: padding the source with newlines would cost time linear in ``first``.
+        source = "".join(self._lines[first:stop])
         result: ast.Module | SyntaxError
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. invalid escapes: the executor warns
-                result = ast.parse(source, _FILENAME)
+                result = ast.increment_lineno(ast.parse(source, _FILENAME), first)
         except SyntaxError as error:
+            if error.lineno is not None:
+                error.lineno += first
+            if error.end_lineno is not None:
+                error.end_lineno += first
             result = error
         except ValueError as error:  # null bytes, on Python < 3.12
             result = SyntaxError(str(error), (_FILENAME, first + 1, 1, None, None, None))

@@ -52,6 +52,7 @@ CRASH_ENV = "DURABLY_CRASH_AFTER_CHECKPOINT"
 CRASH_LLM_ENV = "DURABLY_CRASH_IN_LLM_CALL"
 
 _crash_counter = 0
+_crash_settings: tuple[int | None, int | None] | None = None
 _DIGEST_IN_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
 
 
@@ -627,11 +628,17 @@ def _maybe_crash(execution: Execution) -> None:
     checkpoint is durable. ``DURABLY_CRASH_IN_LLM_CALL=N``: SIGKILL it right after the
     first checkpoint written while its N-th LLM response is still streaming in.
     """
-    global _crash_counter
+    global _crash_counter, _crash_settings
+    if _crash_settings is None:  # read once per process: this runs at every checkpoint
+        after_env, in_call_env = os.environ.get(CRASH_ENV), os.environ.get(CRASH_LLM_ENV)
+        _crash_settings = (int(after_env) if after_env else None,
+                           int(in_call_env) if in_call_env else None)
+    after, in_call = _crash_settings
+    if after is None and in_call is None:
+        return
     _crash_counter += 1
-    after = os.environ.get(CRASH_ENV)
-    in_call = os.environ.get(CRASH_LLM_ENV)
-    if (after and _crash_counter == int(after)) or (
-            in_call and execution.llm_calls_live == int(in_call) and execution.llm_streaming):
+    if (after is not None and _crash_counter == after) or (
+            in_call is not None and execution.llm_calls_live == in_call
+            and execution.llm_streaming):
         os.kill(os.getpid(), signal.SIGKILL)
         time.sleep(10)  # pragma: no cover
