@@ -1,6 +1,6 @@
 """Measure the cost of a checkpoint save against the raw append it is built on.
 
-Run: ``python packages/durably-filesystem/tests/bench_append.py [DIR]`` (DIR defaults to
+Run: ``python benchmarks/bench_fs_append.py [--quick] [DIR]`` (DIR defaults to
 a temporary directory; use one on the disk you care about). Not a test: it asserts
 nothing. It times 2,000 ``save_checkpoint`` calls of a 1 KB payload on one execution,
 and 2,000 ``os.write`` + ``os.fdatasync`` of a record-sized buffer to an open file in
@@ -48,7 +48,11 @@ def raw_round(directory: str, number: int, size: int) -> float:
 
 
 def main() -> None:
-    base = sys.argv[1] if len(sys.argv) > 1 else None
+    global COUNT, ROUNDS
+    positional = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    if "--quick" in sys.argv:
+        COUNT, ROUNDS = 300, 3
+    base = positional[0] if positional else None
     directory = tempfile.mkdtemp(prefix="durably-bench-", dir=base)
     try:
         # a record: 52-byte header + metadata (none) + 40-byte envelope + data + 16-byte sum
