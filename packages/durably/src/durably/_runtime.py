@@ -480,10 +480,6 @@ class AgentTask:
                 if frame.llm_index is not None and frame.llm_index in self.replay_llm:
                     self.open_llm[frame.llm_index] = self.replay_llm.pop(frame.llm_index)
 
-    @property
-    def replayed(self) -> int:
-        return len(self.replay)
-
     # ------------------------------------------------------------- operations
 
     async def op_step(self, step: str) -> None:
@@ -831,7 +827,7 @@ class AgentTask:
     async def _after_playbook(self, name: str, value: Any, begin: PlaybookSpec | None) -> None:
         if begin is not None and name == begin.name:
             self.result = value
-            self.execution.begin_returned(self, value)
+            self.execution.agent_waiting()  # the program may be over
 
     async def _serve(self, request: Message) -> None:
         spec = self.agent_class.playbooks.get(request.text)
@@ -1006,9 +1002,6 @@ class Execution:
             self.outcome = (status, value)
         if self.done is not None:
             self.done.set()
-
-    def begin_returned(self, task: AgentTask, value: Any) -> None:
-        self.agent_waiting()
 
     def agent_waiting(self) -> None:
         """Called when an agent blocks on its inbox: the program ends when every agent

@@ -491,12 +491,11 @@ class RecoveryCoordinator:
         checkpoint = await self.manager.get_latest_checkpoint()
         if checkpoint is None:
             raise NotFoundError(f"execution {self.manager.execution_id!r} has no checkpoint")
-        await restore_agents(self.manager, agent._task.execution, checkpoint)
+        await restore_agents(self.manager, agent._task.execution)
         return checkpoint
 
 
-async def restore_agents(manager: CheckpointManager, execution: Execution,
-                         checkpoint: Checkpoint | None = None, *,
+async def restore_agents(manager: CheckpointManager, execution: Execution, *,
                          loaded: LoadedExecution | None = None) -> LoadedExecution:
     """Restore every agent of ``execution`` from the store (creating missing ones)."""
     from durably._runtime import Message, _Restored
@@ -538,10 +537,24 @@ async def restore_agents(manager: CheckpointManager, execution: Execution,
 
 async def restore_standalone(cls: type[StreamingPythonExecutor], agent: Agent,
                              checkpoint: Any) -> StreamingPythonExecutor:
-    """Resume a standalone agent's executor (seed API)."""
+    """Resume a standalone agent's executor (seed API).
+
+    ``checkpoint`` must be the execution's latest checkpoint: continuing from an older one
+    in place would write a second future after it. Fork the execution instead
+    (:func:`durably.fork`) to resume from an earlier point.
+    """
     task = agent._task
     if task.snapshot_seq is None:
-        await restore_agents(task.execution.manager, task.execution, checkpoint)
+        manager = task.execution.manager
+        loaded = await manager.load_execution()
+        if loaded is None:
+            raise NotFoundError(f"execution {manager.execution_id!r} has no checkpoint")
+        seq = getattr(checkpoint, "seq", loaded.latest_seq)
+        if seq != loaded.latest_seq:
+            raise DurablyError(
+                f"checkpoint {seq} is not the latest of {manager.execution_id!r} "
+                f"({loaded.latest_seq}); fork the execution to resume from an earlier point")
+        await restore_agents(manager, task.execution, loaded=loaded)
     frame = task.frames[0] if task.frames else task.standalone_frame()
     executor = cls(agent, frame)
     assert frame.llm_index is not None
