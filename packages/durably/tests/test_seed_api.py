@@ -137,3 +137,28 @@ async def test_can_recover_is_false_without_checkpoints(tmp_path: Path) -> None:
     manager = CheckpointManager("nothing", FilesystemCheckpointProvider(tmp_path))
     assert not await RecoveryCoordinator(manager).can_recover()
     assert await manager.get_latest_checkpoint() is None
+
+
+@pytest.mark.asyncio
+async def test_resume_from_a_checkpoint_that_is_not_the_latest_is_refused(
+    tmp_path: Path,
+) -> None:
+    from durably import (
+        Agent,
+        CheckpointManager,
+        DurablyError,
+        FilesystemCheckpointProvider,
+        StreamingPythonExecutor,
+    )
+
+    class Writer(Agent):
+        """Writes."""
+
+    manager = CheckpointManager("older", FilesystemCheckpointProvider(tmp_path))
+    executor = StreamingPythonExecutor(manager.attach(Writer, echo=None))
+    await executor.add_chunk('await self.Step("Main:01:EXE")\n')
+    old = await manager.get_latest_checkpoint()
+    await executor.add_chunk('await self.Step("Main:02:EXE")\n')
+    fresh = CheckpointManager("older", FilesystemCheckpointProvider(tmp_path))
+    with pytest.raises(DurablyError, match="not the latest.*fork"):
+        await StreamingPythonExecutor.resume_from_checkpoint(fresh.attach(Writer), old)
