@@ -160,5 +160,5 @@ async def test_resume_from_a_checkpoint_that_is_not_the_latest_is_refused(
     old = await manager.get_latest_checkpoint()
     await executor.add_chunk('await self.Step("Main:02:EXE")\n')
     fresh = CheckpointManager("older", FilesystemCheckpointProvider(tmp_path))
-    with pytest.raises(DurablyError, match="not the latest.*fork"):
+    with pytest.raises(DurablyError, match=r"not the latest.*fork"):
         await StreamingPythonExecutor.resume_from_checkpoint(fresh.attach(Writer), old)
