@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import re
@@ -14,6 +13,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from durably.errors import ConfigError
+from durably.options import integer_option, number_option, unknown_option
 
 SCHEMES = ("postgresql", "postgres")
 SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -51,23 +51,10 @@ class PostgresOptions:
     transaction mode older than 1.21)."""
 
 
-_NUMBER = (int, float)
 
 
-def _number(key: str, value: Any, *, minimum: float, allow_zero: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, _NUMBER) or math.isnan(value):
-        raise ConfigError(f"expected a number of seconds, got {value!r}", key=key)
-    if value < minimum or (value == 0 and not allow_zero):
-        raise ConfigError(f"must be at least {minimum}, got {value!r}", key=key)
-    return float(value)
-
-
-def _integer(key: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"expected an integer, got {value!r}", key=key)
-    if value < minimum:
-        raise ConfigError(f"must be at least {minimum}, got {value!r}", key=key)
-    return value
+_number = number_option
+_integer = integer_option
 
 
 def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
@@ -77,10 +64,7 @@ def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
     for name, value in (options or {}).items():
         key = f"{OPTION_KEY}.{name}"
         if name not in known:
-            close = difflib.get_close_matches(str(name), sorted(known), n=1)
-            fix = (f"Did you mean {close[0]!r}?" if close
-                   else f"Known options: {', '.join(sorted(known))}")
-            raise ConfigError(f"unknown option {name!r}", key=key, fix=fix)
+            raise unknown_option(name, known, key)
         if name == "schema":
             if not isinstance(value, str) or not SCHEMA_RE.fullmatch(value):
                 raise ConfigError(

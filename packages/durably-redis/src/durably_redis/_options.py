@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -10,6 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from durably.errors import ConfigError
+from durably.options import did_you_mean, integer_option, unknown_option
 
 SCHEMES = ("redis", "rediss")
 OPTION_KEY = "durability.redis"
@@ -80,12 +80,7 @@ class RedisOptions:
         return (1, int(self.wait_aof))
 
 
-def _integer(key: str, value: Any, *, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"expected an integer, got {value!r}", key=key)
-    if value < minimum:
-        raise ConfigError(f"must be at least {minimum}, got {value!r}", key=key)
-    return value
+_integer = integer_option
 
 
 def parse_options(options: Mapping[str, Any] | None) -> RedisOptions:
@@ -95,10 +90,7 @@ def parse_options(options: Mapping[str, Any] | None) -> RedisOptions:
     for name, value in (options or {}).items():
         key = f"{OPTION_KEY}.{name}"
         if name not in known:
-            close = difflib.get_close_matches(str(name), known, n=1)
-            fix = (f"Did you mean {close[0]!r}?" if close
-                   else f"Known options: {', '.join(known)}")
-            raise ConfigError(f"unknown option {name!r}", key=key, fix=fix)
+            raise unknown_option(name, known, key)
         if name == "key_prefix":
             if not isinstance(value, str) or not KEY_PREFIX_RE.fullmatch(value):
                 raise ConfigError(
@@ -212,10 +204,7 @@ def parse_target(url: str, opts: RedisOptions) -> Target:
             if name in TLS_PARAMETERS:
                 raise ConfigError(f"{name!r} needs a rediss:// (TLS) URL, not {shown_url!r}",
                                   key=key)
-            known = sorted(allowed)
-            close = difflib.get_close_matches(name, known, n=1)
-            fix = (f"Did you mean {close[0]!r}?" if close
-                   else f"Known parameters: {', '.join(known)}")
+            fix = did_you_mean(name, allowed, what="parameters")
             if name in ("max_connections", "timeout"):
                 fix = f"Use the option {OPTION_KEY}.pool_size instead"
             raise ConfigError(f"unknown URL parameter {name!r} in {shown_url!r}", key=key,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
@@ -11,6 +10,7 @@ from urllib.parse import urlsplit
 
 from durably.config import parse_size
 from durably.errors import ConfigError
+from durably.options import unknown_option
 
 __all__ = ["S3Options", "parse_options", "parse_url"]
 
@@ -111,10 +111,7 @@ def parse_options(options: Mapping[str, Any] | None) -> S3Options:
         dotted = f"durability.s3.{name}"
         kind = _KINDS.get(name)
         if kind is None:
-            close = difflib.get_close_matches(str(name), list(_KINDS), n=1)
-            fix = (f"Did you mean {close[0]!r}?" if close
-                   else f"Known options: {', '.join(sorted(_KINDS))}")
-            raise ConfigError(f"unknown option {name!r}", key=dotted, fix=fix)
+            raise unknown_option(name, _KINDS, dotted)
         if kind == "str":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"expected a non-empty string, got {value!r}", key=dotted)

@@ -21,7 +21,6 @@ Every key is checked: an unknown key, a wrong type or an unknown store scheme ra
 
 from __future__ import annotations
 
-import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -30,6 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from durably.errors import ConfigError
+from durably.options import did_you_mean
 
 __all__ = ["DurabilityConfig", "load_config", "parse_size"]
 
@@ -147,10 +147,8 @@ def _check_table(table: Mapping[str, Any], source: str, prefix: str) -> dict[str
             providers[key] = dict(value)
             continue
         if key not in _FIELD_TYPES:
-            close = difflib.get_close_matches(key, list(_FIELD_TYPES), n=1)
-            fix = (f"Did you mean {close[0]!r}?" if close
-                   else f"Known keys: {', '.join(sorted(_FIELD_TYPES))}")
-            raise ConfigError("unknown key", source=source, key=dotted, fix=fix)
+            raise ConfigError("unknown key", source=source, key=dotted,
+                              fix=did_you_mean(key, _FIELD_TYPES, what="keys"))
         types = _FIELD_TYPES[key]
         if isinstance(value, bool) and bool not in types:
             raise ConfigError(f"expected {types[0].__name__}, got a boolean",
