@@ -646,12 +646,14 @@ class AgentTask:
         assert spec.func is not None
         func = spec.func
         codec = self.execution.manager.codec
-        before = {name: codec.encode_value(value)
-                  for name, value in self.agent.state.to_dict().items()}
-
+        before: dict[str, bytes] = {}
         key = f"{self.execution.manager.execution_id}:{self.agent_id}:{self.index}"
 
         async def live() -> Any:
+            # Only a live call can change the state behind the journal's back (replay
+            # re-applies the journaled changes), so only a live call pays for the diff.
+            before.update((name, codec.encode_value(value))
+                          for name, value in self.agent.state.to_dict().items())
             previous, self.idempotency_key = self.idempotency_key, key
             try:
                 return await func(self.agent, *args, **kwargs)
@@ -676,9 +678,7 @@ class AgentTask:
         if frame is None:
             frame = Frame(name or (spec.name if spec else PROCESS_MESSAGES),
                           self.new_namespace(args))
-            self.frames.append(frame)
-        else:
-            self.frames.append(frame)
+        self.frames.append(frame)
         try:
             while True:
                 if resuming:
