@@ -127,7 +127,7 @@ class Hooks:
             else f"Install a package that registers the '{scheme}' scheme in the "
             f"'{PROVIDER_GROUP}' entry-point group"
         )
-        raise ProviderNotFoundError(message, fix=fix)
+        raise ProviderNotFoundError(message, key="durability.store", fix=fix)
 
     # ------------------------------------------------------ checkpoint lifecycle
 
