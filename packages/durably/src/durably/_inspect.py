@@ -6,6 +6,7 @@ import json
 import math
 from typing import Any
 
+from durably._runtime import stack_label
 from durably.checkpoint import CheckpointManager
 from durably.storage import META_STATUS, CheckpointProvider
 
@@ -50,10 +51,7 @@ async def describe_execution(manager: CheckpointManager,
         for item in doc.get("llm_log", []):
             calls[(item["id"], item["index"])] = item
         frame = doc.get("frame")
-        stack = []
-        if frame is not None:
-            step = frame.get("step")
-            stack = [":".join(step.split(":")[:2]) if step else frame["playbook"]]
+        stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
         position = None
         if frame is not None:
             position = {"playbook": frame["playbook"], "llm_call": frame.get("calls", 0),
@@ -64,9 +62,7 @@ async def describe_execution(manager: CheckpointManager,
             "locals": jsonable(local_vars), "phase": doc.get("phase"),
             "position": position,
         }
-        for delta_seq, delta in loaded.deltas:
-            if delta.get("agent") != agent_id or delta_seq <= seq:
-                continue
+        for _delta_seq, delta in loaded.deltas_of(agent_id, seq):
             for entry in delta.get("entries", []):
                 for item in (entry.get("x") or {}).get("transcript", []):
                     transcript[(item["id"], item["index"])] = item

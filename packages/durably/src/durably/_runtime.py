@@ -122,6 +122,14 @@ class LLMEntry:
                    after=doc.get("s", 0))
 
 
+def stack_label(playbook: str, step: str | None) -> str:
+    """How a frame shows in a call stack: ``Main:03`` for step ``Main:03:YLD``."""
+    if step:
+        parts = step.split(":")
+        return ":".join(parts[:2]) if len(parts) >= 2 else step
+    return playbook
+
+
 @dataclass
 class Frame:
     """One call-stack frame of an LLM playbook."""
@@ -149,10 +157,7 @@ class Frame:
     @property
     def stack_label(self) -> str:
         """``Main:03`` from step ``Main:03:YLD``; the playbook name before any step."""
-        if self.step:
-            parts = self.step.split(":")
-            return ":".join(parts[:2]) if len(parts) >= 2 else self.step
-        return self.playbook
+        return stack_label(self.playbook, self.step)
 
 
 @dataclass
@@ -948,7 +953,8 @@ class Execution:
         self.next_agent_id = 1000
         self.program_names: dict[str, Any] = dict(program.names) if program is not None else {}
         self.tasks: dict[str, asyncio.Task[Any]] = {}
-        self.done = asyncio.Event() if _has_loop() else None
+        self.done: asyncio.Event | None = None
+        """Set by :meth:`run`; agents start as tasks only once the execution runs."""
         self.outcome: tuple[str, Any] | None = None
         self.progress: Callable[[str, str, list[str]], None] | None = None
         """Called with (agent class, agent id, call stack) when an agent takes a step."""
@@ -1103,14 +1109,6 @@ class Execution:
             await asyncio.gather(*self.tasks.values(), return_exceptions=True)
         assert self.outcome is not None
         return self.outcome
-
-
-def _has_loop() -> bool:
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return False
-    return True
 
 
 __all__ = ["AgentTask", "Entry", "Execution", "Frame", "LLMEntry", "Message", "UserIO",

@@ -17,7 +17,7 @@ import re
 import signal
 import time
 import types
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +34,7 @@ from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease, S
 
 if TYPE_CHECKING:
     from durably._executor import StreamingPythonExecutor
-    from durably._runtime import AgentTask, Execution
+    from durably._runtime import AgentTask, Execution, _Restored
     from durably.agent import Agent
 
 __all__ = ["Checkpoint", "CheckpointManager", "RecoveryCoordinator"]
@@ -120,6 +120,21 @@ class LoadedExecution:
     metadata: Mapping[str, str]
     next_agent_id: int
 
+    def deltas_of(self, agent_id: str, after: int) -> Iterator[tuple[int, dict[str, Any]]]:
+        """The deltas ``agent_id`` wrote after checkpoint ``after`` (its snapshot), in order."""
+        return ((seq, delta) for seq, delta in self.deltas
+                if delta.get("agent") == agent_id and seq > after)
+
+    def restored(self, agent_id: str) -> _Restored:
+        """An agent's last snapshot with the journal written since (what replay uses)."""
+        from durably._runtime import _Restored
+
+        seq, doc, _state, _locals = self.snapshots[agent_id]
+        restored = _Restored(doc, seq)
+        for delta_seq, delta in self.deltas_of(agent_id, seq):
+            restored.add_delta(delta, delta_seq)
+        return restored
+
 
 class CheckpointManager:
     """Writes and reads the checkpoints of one execution.
@@ -170,22 +185,15 @@ class CheckpointManager:
         With ``enabled = false`` nothing is encoded or stored (the program runs without
         durability; it cannot be resumed).
         """
-        import asyncio
-
         if not self.config.enabled:
             self.next_seq += 1
             return self.next_seq - 1
-
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self._write_lock():
             seq = self.next_seq
             manifest = execution.manifest()
             if kind == "snapshot":
                 manifest[task.agent_id] = seq
-            body = dict(doc)
-            body["manifest"] = manifest
-            body["next_agent_id"] = execution.next_agent_id
+            body = {**doc, "manifest": manifest, "next_agent_id": execution.next_agent_id}
             if kind == "snapshot":
                 body["header"] = execution.header
             roots: dict[str, Any] = {"doc": body}
@@ -197,30 +205,9 @@ class CheckpointManager:
                 roots["locals"] = local_vars
                 frame = task.frames[0].playbook if task.frames else "agent"
                 labels["locals"] = f"{frame} frame local"
-            encoded = self.codec.encode(roots, labels)
-            size = len(encoded.data)
-            if size > self.config.max_checkpoint_size:
-                raise CheckpointTooLargeError(self._too_large(size, state, local_vars))
-            base = min(manifest.values()) if manifest else seq
-            metadata = {META_KIND: kind, META_AGENT: task.agent_id, META_BASE: str(base),
-                        META_STATUS: execution.status_label, META_AGENTS: str(len(manifest)),
-                        **self._owner_metadata()}
-            self.hooks.before_checkpoint(self.execution_id, seq, metadata)
-            try:
-                for digest, blob in encoded.blobs.items():
-                    if digest not in self.known_blobs:
-                        await self.provider.put_blob(self.execution_id, blob, digest=digest)
-                        self.known_blobs.add(digest)
-                        self.bytes_written += len(blob)
-                info = await self.provider.save_checkpoint(
-                    self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease)
-            except BaseException as exc:
-                self.hooks.on_checkpoint_error(self.execution_id, seq, exc)
-                raise
-            self.next_seq = seq + 1
-            self.written += 1
-            self.bytes_written += size
-            self.hooks.after_checkpoint(self.execution_id, info)
+            await self._store(seq, roots, labels, manifest,
+                              {META_KIND: kind, META_AGENT: task.agent_id,
+                               META_STATUS: execution.status_label})
             _maybe_crash(execution)
         keep = self.config.keep_last
         if keep and self.written % max(keep, PRUNE_EVERY) == 0:
@@ -234,33 +221,53 @@ class CheckpointManager:
 
     async def write_final(self, execution: Execution, status: str, result: Any) -> int:
         """Mark the execution finished (``completed`` or ``failed``)."""
-        import asyncio
-
         if not self.config.enabled:
             return self.next_seq
-
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        async with self._lock:
+        async with self._write_lock():
             seq = self.next_seq
             manifest = execution.manifest()
             body = {"type": "final", "status": status, "result": result,
                     "manifest": manifest, "header": execution.header,
                     "next_agent_id": execution.next_agent_id}
-            encoded = self.codec.encode({"doc": body}, {"doc": "execution result"})
+            await self._store(seq, {"doc": body}, {"doc": "execution result"}, manifest,
+                              {META_KIND: "final", META_STATUS: status})
+            return seq
+
+    def _write_lock(self) -> Any:
+        """Serializes writes: sequence numbers are taken and written in order."""
+        import asyncio
+
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    async def _store(self, seq: int, roots: dict[str, Any], labels: dict[str, str],
+                     manifest: dict[str, int], metadata: dict[str, str]) -> None:
+        """Encode ``roots``, put their new blobs, and save checkpoint ``seq`` (fenced by the
+        lease), with the checkpoint hooks around it."""
+        encoded = self.codec.encode(roots, labels)
+        size = len(encoded.data)
+        if size > self.config.max_checkpoint_size:
+            raise CheckpointTooLargeError(self._too_large(size, roots.get("state"),
+                                                          roots.get("locals")))
+        metadata = {**metadata, META_BASE: str(min(manifest.values()) if manifest else seq),
+                    META_AGENTS: str(len(manifest)), **self._owner_metadata()}
+        self.hooks.before_checkpoint(self.execution_id, seq, metadata)
+        try:
             for digest, blob in encoded.blobs.items():
                 if digest not in self.known_blobs:
                     await self.provider.put_blob(self.execution_id, blob, digest=digest)
                     self.known_blobs.add(digest)
-            base = min(manifest.values()) if manifest else seq
-            metadata = {META_KIND: "final", META_STATUS: status, META_BASE: str(base),
-                        META_AGENTS: str(len(manifest)), **self._owner_metadata()}
-            self.hooks.before_checkpoint(self.execution_id, seq, metadata)
+                    self.bytes_written += len(blob)
             info = await self.provider.save_checkpoint(
                 self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease)
-            self.next_seq = seq + 1
-            self.hooks.after_checkpoint(self.execution_id, info)
-            return seq
+        except BaseException as exc:
+            self.hooks.on_checkpoint_error(self.execution_id, seq, exc)
+            raise
+        self.next_seq = seq + 1
+        self.written += 1
+        self.bytes_written += size
+        self.hooks.after_checkpoint(self.execution_id, info)
 
     def _owner_metadata(self) -> dict[str, str]:
         """Who wrote a checkpoint: lets anyone check from the store that owners never
@@ -422,22 +429,16 @@ class CheckpointManager:
 
 def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
     from durably._executor import statement_spans
-    from durably._runtime import _Restored
+    from durably._runtime import stack_label
 
     agents: dict[str, AgentView] = {}
     for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
-        restored = _Restored(doc, seq)
-        for delta_seq, delta in loaded.deltas:
-            if delta.get("agent") == agent_id and delta_seq > seq:
-                restored.add_delta(delta, delta_seq)
+        restored = loaded.restored(agent_id)
         frame = doc.get("frame")
         response = ""
         if frame is not None and frame.get("llm_index") in restored.llm:
             response = restored.llm[frame["llm_index"]].text
-        stack = []
-        if frame is not None:
-            step = frame.get("step")
-            stack = [":".join(step.split(":")[:2]) if step else frame["playbook"]]
+        stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
         transcript = list(doc.get("transcript", []))
         agents[agent_id] = AgentView(
             agent_id=agent_id, agent_class=doc["class"], state=state, namespace=local_vars,
@@ -498,7 +499,7 @@ class RecoveryCoordinator:
 async def restore_agents(manager: CheckpointManager, execution: Execution, *,
                          loaded: LoadedExecution | None = None) -> LoadedExecution:
     """Restore every agent of ``execution`` from the store (creating missing ones)."""
-    from durably._runtime import Message, _Restored
+    from durably._runtime import Message
 
     hooks = manager.hooks
     if loaded is None:
@@ -510,15 +511,12 @@ async def restore_agents(manager: CheckpointManager, execution: Execution, *,
         execution.header = loaded.header
         execution.next_agent_id = max(execution.next_agent_id, loaded.next_agent_id)
         replayed = 0
-        for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
+        for agent_id, (_seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
             task = execution.agents.get(agent_id)
             if task is None:
                 cls = execution.agent_class_named(doc["class"])
                 task = execution.create_agent(cls, agent_id)
-            restored = _Restored(doc, seq)
-            for delta_seq, delta in loaded.deltas:
-                if delta.get("agent") == agent_id and delta_seq > seq:
-                    restored.add_delta(delta, delta_seq)
+            restored = loaded.restored(agent_id)
             task.restore(restored, state, local_vars)
             replayed += len(restored.entries)
         # Messages sent after the receiver's snapshot: deliver them again (deduplicated).
