@@ -7,6 +7,7 @@ guarantees. In short, for one execution ``E`` under the store's root::
     root/executions/E/log              the checkpoint log (append-only, checksummed)
     root/executions/E/lock             flock(2) target serialising writers of E
     root/executions/E/lease            the current lease (JSON, replaced atomically)
+    root/executions/E/owner            flock(2) held by the running owner (owner lock)
     root/executions/E/blobs/ab/<hex>   one file per blob (envelope bytes)
     root/.trash/                       executions being deleted
     root/lock, root/epoch-floor        the lease-epoch floor and its lock
@@ -71,6 +72,7 @@ from durably.storage import (
     ExecutionInfo,
     ExpectedVersion,
     Lease,
+    OwnerLock,
     Page,
     WriteMode,
     validate_execution_id,
@@ -106,6 +108,7 @@ EPOCH_FLOOR = "epoch-floor"
 LOG = "log"
 LOCK = "lock"
 LEASE = "lease"
+OWNER = "owner"
 BLOBS = "blobs"
 
 DEFAULT_COMPACT_THRESHOLD = 1 << 20
@@ -231,6 +234,20 @@ def _parse_lease(raw: bytes, path: str) -> _LeaseRecord:
     return record
 
 
+class _FlockOwnerLock(OwnerLock):
+    """An exclusive ``flock`` on ``executions/E/owner``: the kernel drops it when the
+    holding process dies, however it dies."""
+
+    def __init__(self, fd: int) -> None:
+        self._fd: int | None = fd
+
+    async def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
 class _ExecState:
     """One execution's open files and index, guarded by ``mutex`` within this instance."""
 
@@ -290,7 +307,8 @@ class FilesystemProvider(CheckpointProvider):
 
     scheme: ClassVar[str] = "file"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS}
+        {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
+         Capability.TAKEOVER, Capability.OWNER_LOCK}
     )
 
     def __init__(
@@ -1123,12 +1141,23 @@ class FilesystemProvider(CheckpointProvider):
     # -------------------------------------------------------------------- leases
 
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
+        return await self._claim_if(execution_id, owner, ttl, None)
+
+    async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
+        return await self._claim_if(lease.execution_id, owner, ttl, lease)
+
+    async def _claim_if(self, execution_id: str, owner: str, ttl: float,
+                        dead: Lease | None) -> Lease:
+        """Claim; with ``dead``, also while ``dead`` is the current (live) lease."""
         async with self._using(execution_id) as state:
             with self._errors(f"claim execution {execution_id!r}", state.lease_path):
                 async with self._locked(state, create=True):
                     current = self._current_lease(state)
                     now = time.time()
-                    if current is not None and current.owner != owner and current.live(now):
+                    replaced = (dead is not None and current is not None
+                                and (current.owner, current.epoch) == (dead.owner, dead.epoch))
+                    if (current is not None and current.owner != owner and current.live(now)
+                            and not replaced):
                         raise LeaseHeldError(
                             f"execution {execution_id!r} is claimed by {current.owner!r} "
                             f"for {current.expires_at - now:.1f} more seconds",
@@ -1137,6 +1166,43 @@ class FilesystemProvider(CheckpointProvider):
                     record = _LeaseRecord(owner, last + 1, now + ttl, False)
                     self._write_lease(state, record)
         return Lease(execution_id, owner, record.epoch, record.expires_at)
+
+    async def _lock_owner(self, execution_id: str) -> OwnerLock | None:
+        path = os.path.join(self._exec_dir(execution_id), OWNER)
+        with self._errors(f"lock the owner of execution {execution_id!r}", path):
+            for _ in range(100):
+                try:
+                    fd = os.open(path, os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
+                    break
+                except FileNotFoundError:
+                    self._prepare_root()
+                    makedirs_durable(os.path.dirname(path), fsync=self._fsync)
+            else:
+                raise StoreError(f"cannot create {path}: its directory keeps disappearing")
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return None
+            except BaseException:
+                os.close(fd)
+                raise
+        return _FlockOwnerLock(fd)
+
+    async def _owner_lock_free(self, execution_id: str) -> bool:
+        path = os.path.join(self._exec_dir(execution_id), OWNER)
+        with self._errors(f"probe the owner lock of execution {execution_id!r}", path):
+            try:
+                fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+            except (FileNotFoundError, NotADirectoryError):
+                return True
+            try:
+                fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return False
+            finally:
+                os.close(fd)  # also drops the shared lock just taken
+        return True
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         async with self._using(lease.execution_id) as state:
@@ -1175,7 +1241,8 @@ class FilesystemProvider(CheckpointProvider):
                 current = self._current_lease(state)
         if current is None:
             return None
-        return Lease(execution_id, current.owner, current.epoch, current.expires_at)
+        return Lease(execution_id, current.owner, current.epoch, current.expires_at,
+                     released=current.released)
 
     # --------------------------------------------------------------------- blobs
 

@@ -35,6 +35,7 @@ from durably.errors import (
     StatementSyntaxError,
     StoreError,
     StoreUnavailableError,
+    UnsupportedError,
     UnsupportedFormatError,
 )
 from durably.hookspecs import hookimpl
@@ -94,6 +95,7 @@ __all__ = [
     "StoreUnavailableError",
     "StoredCheckpoint",
     "StreamingPythonExecutor",
+    "UnsupportedError",
     "UnsupportedFormatError",
     "WriteMode",
     "__version__",

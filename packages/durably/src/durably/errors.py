@@ -12,6 +12,7 @@ The tree::
     ├── ConfigError                      bad configuration (names the file, key and fix)
     │   └── ProviderNotFoundError        no provider for a URL scheme (names the package)
     ├── InvalidExecutionIdError          an id that could escape the store (``../x``)
+    ├── UnsupportedError                 the provider lacks a capability (NotImplementedError)
     ├── StoreError                       anything a storage backend reports
     │   ├── StoreUnavailableError        backend unreachable / credentials refused
     │   ├── NotFoundError                no such checkpoint / blob / execution
@@ -21,6 +22,7 @@ The tree::
     │   │   ├── FencedError              the writer's lease epoch was superseded
     │   │   └── LeaseHeldError           another owner holds a live lease
     │   └── CorruptObjectError           checksum mismatch, truncated or malformed object
+    │       └── CorruptHistoryError      a checkpoint missing, replaced or out of order
     ├── UnsupportedFormatError           stored by a newer durably (unknown format version)
     ├── SerializationError               a value cannot be stored (names its path)
     │   └── SignatureError               signed pickle data failed verification
@@ -38,6 +40,7 @@ __all__ = [
     "CheckpointTooLargeError",
     "ConfigError",
     "ConflictError",
+    "CorruptHistoryError",
     "CorruptObjectError",
     "DivergenceError",
     "DurablyError",
@@ -55,6 +58,7 @@ __all__ = [
     "StatementSyntaxError",
     "StoreError",
     "StoreUnavailableError",
+    "UnsupportedError",
     "UnsupportedFormatError",
 ]
 
@@ -97,6 +101,10 @@ class ConfigError(DurablyError):
 
 class ProviderNotFoundError(ConfigError):
     """No storage provider is installed for a URL scheme."""
+
+
+class UnsupportedError(DurablyError, NotImplementedError):
+    """The provider does not declare the capability an operation needs."""
 
 
 class InvalidExecutionIdError(DurablyError, ValueError):
@@ -144,13 +152,17 @@ class LeaseHeldError(ConflictError):
     Attributes:
         owner: The current holder.
         expires_at: When its lease expires (UNIX seconds), unless renewed.
+        owner_alive: Whether the holder is known to be alive (True), unknown (None: it
+            runs on another host and the store cannot tell) -- never False, since a
+            provably dead holder's lease is taken over instead.
     """
 
     def __init__(self, message: str, *, owner: str | None = None,
-                 expires_at: float | None = None) -> None:
+                 expires_at: float | None = None, owner_alive: bool | None = None) -> None:
         super().__init__(message)
         self.owner = owner
         self.expires_at = expires_at
+        self.owner_alive = owner_alive
 
 
 class CorruptObjectError(StoreError):
@@ -158,6 +170,57 @@ class CorruptObjectError(StoreError):
 
     A corrupt object is never returned to the caller, not even partially.
     """
+
+
+class CorruptHistoryError(CorruptObjectError):
+    """An execution's history is not complete: a checkpoint that resuming or inspecting
+    needs is missing, or one was replaced or moved (its hash-chain link does not match).
+
+    Every checkpoint records the digest of the one before it, and the checkpoints from
+    the oldest one the latest builds on (its base snapshot) to the latest must all be
+    present. Retention only ever removes checkpoints below that base.
+
+    Attributes:
+        execution_id: The execution.
+        missing: The sequence numbers that should be there and are not, ascending.
+        broken: Sequence numbers whose link to the previous checkpoint does not match
+            (that checkpoint or its predecessor was replaced, or they were reordered).
+    """
+
+    def __init__(self, execution_id: str, *, missing: tuple[int, ...] = (),
+                 broken: tuple[int, ...] = (), context: str = "") -> None:
+        self.execution_id = execution_id
+        self.missing = missing
+        self.broken = broken
+        problems = []
+        if missing:
+            problems.append(f"checkpoint{'s' if len(missing) > 1 else ''} "
+                            f"{_ranges(missing)} {'are' if len(missing) > 1 else 'is'} missing")
+        if broken:
+            problems.append(
+                f"checkpoints {_ranges(broken)} do not follow the ones before them"
+                if len(broken) > 1 else
+                f"checkpoint {broken[0]} does not follow the one before it")
+            problems[-1] += " (a checkpoint was replaced or reordered)"
+        where = f" ({context})" if context else ""
+        super().__init__(f"the history of execution {execution_id!r} is damaged{where}: "
+                         f"{'; '.join(problems)}. It cannot be resumed or shown safely from "
+                         "this point; restore the store from a backup, or fork the execution "
+                         "at an earlier, complete checkpoint")
+
+
+def _ranges(seqs: tuple[int, ...]) -> str:
+    """``1, 3-5, 9`` for (1, 3, 4, 5, 9)."""
+    parts: list[str] = []
+    start = prev = seqs[0]
+    for seq in (*seqs[1:], None):
+        if seq is not None and seq == prev + 1:
+            prev = seq
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if seq is not None:
+            start = prev = seq
+    return ", ".join(parts)
 
 
 class UnsupportedFormatError(DurablyError):

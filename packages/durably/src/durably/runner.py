@@ -14,11 +14,12 @@ import asyncio
 import contextlib
 import hashlib
 import importlib.util
+import logging
 import os
-import socket
 import sys
+import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -37,6 +38,8 @@ from durably.errors import (
     ProgramChangedError,
 )
 from durably.storage import META_STATUS, CheckpointProvider, Lease
+
+log = logging.getLogger("durably")
 
 __all__ = ["Program", "RunResult", "new_execution_id", "resume_execution", "run_program",
            "submit_program"]
@@ -103,8 +106,11 @@ def new_execution_id() -> str:
 
 
 def owner_id() -> str:
-    """Who holds leases from this process: host, pid and a random part."""
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    """Who holds leases from this process: host, pid, a random part and the identity
+    that lets another process check whether this one is alive (see durably._liveness)."""
+    from durably._liveness import this_owner
+
+    return this_owner().encode()
 
 
 def _store(config: DurabilityConfig, store: str | None) -> CheckpointProvider:
@@ -120,39 +126,84 @@ def _store(config: DurabilityConfig, store: str | None) -> CheckpointProvider:
 
 @contextlib.asynccontextmanager
 async def _leased(manager: CheckpointManager, ttl: float,
-                  on_lost: asyncio.Task[Any] | None = None) -> AsyncIterator[Lease]:
+                  on_lost: asyncio.Task[Any] | None = None,
+                  notice: Callable[[str], None] | None = None) -> AsyncIterator[Lease]:
+    """Hold the execution's lease (and owner lock) while the body runs.
+
+    The claim takes a provably dead owner's lease over at once (see durably._liveness).
+    A heartbeat renews the lease every third of ``ttl``; if a renewal finds the lease
+    superseded (this process was paused or cut off and another one took over),
+    ``on_lost`` is cancelled and the body ends with :class:`FencedError`, as it does when
+    a checkpoint write is fenced.
+    """
+    from durably._liveness import acquire_lease
+
     provider = manager.provider
     if not manager.config.enabled:  # nothing is written, so there is nothing to fence
         yield Lease(manager.execution_id, "durability-disabled", 0, float("inf"))
         return
-    lease = await provider.claim(manager.execution_id, owner_id(), ttl=ttl)
+    held = await acquire_lease(provider, manager.execution_id, ttl)
+    lease = held.lease
     manager.lease = lease
+    if held.took_over is not None and notice is not None:
+        notice(f"took execution {manager.execution_id} over from "
+               f"{held.took_over.owner_label}: {held.took_over.reason}")
     stop = asyncio.Event()
+    lost: FencedError | None = None
 
     async def renew() -> None:
-        nonlocal lease
+        nonlocal lease, lost
+        interval = ttl / 3
         while not stop.is_set():
             try:
-                await asyncio.wait_for(stop.wait(), timeout=ttl / 3)
+                await asyncio.wait_for(stop.wait(), timeout=interval)
                 return
             except TimeoutError:
                 pass
             try:
                 lease = await provider.renew(lease, ttl=ttl)
                 manager.lease = lease
-            except FencedError:
+                interval = ttl / 3
+            except FencedError as exc:
+                lost = exc
                 if on_lost is not None:
                     on_lost.cancel()
                 return
+            except DurablyError as exc:  # a transient store error: retry sooner
+                log.warning("renewing the lease on execution %s failed (%s); retrying",
+                            manager.execution_id, exc)
+                interval = max(0.05, min(interval, ttl / 10))
+
+    def superseded(cause: BaseException) -> FencedError:
+        return FencedError(
+            f"execution {manager.execution_id!r} was taken over by another process (this "
+            f"one was paused or cut off past its lease); this process stopped and wrote "
+            f"nothing more. The new owner: {_holder(cause)}")
 
     renewer = asyncio.create_task(renew())
     try:
         yield lease
+    except FencedError as exc:
+        raise superseded(exc) from exc
+    except asyncio.CancelledError as exc:
+        if lost is None:
+            raise
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        raise superseded(lost) from exc
     finally:
         stop.set()
         await renewer
         with contextlib.suppress(DurablyError):
             await provider.release(manager.lease or lease)
+        with contextlib.suppress(Exception):
+            await held.release_lock()
+
+
+def _holder(cause: BaseException) -> str:
+    text = str(cause)
+    return text if len(text) < 300 else text[:297] + "..."
 
 
 async def _drive(execution: Execution, manager: CheckpointManager, *,
@@ -270,37 +321,56 @@ async def resume_execution(
     echo: Any = print,
     wait: bool = False,
     progress: Any = None,
+    inputs: Sequence[str] = (),
+    waiting: Callable[[LeaseHeldError], None] | None = None,
+    notice: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Resume an execution from its latest checkpoint and run it to the end.
 
     The program and LLM spec recorded in the execution are used unless overridden. If
-    another process holds the execution's live lease (it may still be running, or it
-    died less than ``lease_ttl`` seconds ago), resuming is refused -- or, with ``wait``,
-    postponed until that lease expires.
+    the execution's lease holder is provably dead (see ``docs/guides/scaling-out.md``)
+    its lease is taken over at once. If it is alive, or runs on another host and the
+    store cannot tell, resuming is refused -- or, with ``wait``, postponed until the
+    lease is released or expires (then, if the holder finished the execution, this
+    returns ``already-completed``).
+
+    Args:
+        inputs: More answers to the user's ``Yield("user")``, after those recorded with
+            the execution (for an execution that stopped waiting for input).
+        waiting: With ``wait``, called with the refusal each time before waiting (about
+            once a second): its ``owner`` and ``expires_at`` make a countdown.
+        notice: Called with a one-line message when a dead owner's lease is taken over.
 
     Raises:
         NotFoundError: No such execution.
         ProgramChangedError: The program file changed (``allow_changed_program`` overrides).
-        LeaseHeldError: Another process still holds the execution's live lease.
+        LeaseHeldError: Another process that is (or may be) alive holds the lease; the
+            message says who, whether it is alive, when the lease expires and that
+            ``--wait`` waits.
+        FencedError: Another process took the execution over while this one ran.
     """
     while True:
         try:
             return await _resume_once(execution_id, store=store, llm=llm,
                                       llm_options=llm_options, config=config,
                                       allow_changed_program=allow_changed_program,
-                                      interactive=interactive, echo=echo, progress=progress)
+                                      interactive=interactive, echo=echo, progress=progress,
+                                      inputs=inputs, notice=notice)
         except LeaseHeldError as exc:
-            if not wait or exc.expires_at is None:
+            if not wait:
                 raise
-            import time
-
-            await asyncio.sleep(max(0.05, exc.expires_at - time.time() + 0.05))
+            if waiting is not None:
+                waiting(exc)
+            remaining = 1.0 if exc.expires_at is None else exc.expires_at - time.time()
+            # Poll about once a second: the holder may finish (and release) any time.
+            await asyncio.sleep(min(1.0, max(0.05, remaining + 0.05)))
 
 
 async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any | None,
                        llm_options: dict[str, Any] | None, config: DurabilityConfig | None,
                        allow_changed_program: bool, interactive: bool, echo: Any,
-                       progress: Any) -> RunResult:
+                       progress: Any, inputs: Sequence[str] = (),
+                       notice: Callable[[str], None] | None = None) -> RunResult:
     from durably.llm import open_llm
 
     config = config or load_config()
@@ -313,31 +383,25 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
         if latest.metadata.get(META_STATUS) == "completed":
             loaded = await manager.load_execution()
             return RunResult(execution_id, "already-completed", loaded and loaded.result)
-        try:
-            async with _leased(manager, config.lease_ttl, asyncio.current_task()):
-                # Read the state only once the lease is ours: another process may have
-                # finished the execution between the check above and the claim.
-                loaded = await manager.load_execution()
-                assert loaded is not None
-                if loaded.status == "completed":
-                    return RunResult(execution_id, "already-completed", loaded.result)
-                header = loaded.header
-                prog = Program.load(header["program"])
-                if prog.digest != header.get("digest") and not allow_changed_program:
-                    raise ProgramChangedError(
-                        f"the program {header['program']} changed since execution "
-                        f"{execution_id!r} started; resuming it could replay different code. "
-                        "Restore the original file or pass --allow-changed-program")
-                spec = llm if llm is not None else header.get("llm")
-                client = open_llm(spec, llm_options) if isinstance(spec, str) else spec
-                io = UserIO(list(header.get("inputs", [])), interactive=interactive,
-                            echo=echo)
-                execution = Execution(manager, program=prog, llm=client, io=io)
-                execution.progress = progress
-                await restore_agents(manager, execution, loaded=loaded)
-                return await _drive(execution, manager, resume=True)
-        except LeaseHeldError as exc:
-            raise LeaseHeldError(
-                f"execution {execution_id!r} is running elsewhere (owner {exc.owner}); "
-                "its lease must expire before it can be resumed", owner=exc.owner,
-                expires_at=exc.expires_at) from exc
+        async with _leased(manager, config.lease_ttl, asyncio.current_task(), notice):
+            # Read the state only once the lease is ours: another process may have
+            # finished the execution between the check above and the claim.
+            loaded = await manager.load_execution()
+            assert loaded is not None
+            if loaded.status == "completed":
+                return RunResult(execution_id, "already-completed", loaded.result)
+            header = loaded.header
+            prog = Program.load(header["program"])
+            if prog.digest != header.get("digest") and not allow_changed_program:
+                raise ProgramChangedError(
+                    f"the program {header['program']} changed since execution "
+                    f"{execution_id!r} started; resuming it could replay different code. "
+                    "Restore the original file or pass --allow-changed-program")
+            spec = llm if llm is not None else header.get("llm")
+            client = open_llm(spec, llm_options) if isinstance(spec, str) else spec
+            io = UserIO([*header.get("inputs", []), *inputs], interactive=interactive,
+                        echo=echo)
+            execution = Execution(manager, program=prog, llm=client, io=io)
+            execution.progress = progress
+            await restore_agents(manager, execution, loaded=loaded)
+            return await _drive(execution, manager, resume=True)

@@ -31,6 +31,17 @@ Concepts:
 * **Blob** -- content-addressed bytes (``sha256:<hex>``) scoped to an execution, stored
   once however often they are put.
 
+Owner liveness: a lease names its owner, and durably's owners name themselves with a
+checkable identity (host, pid, process start time; see :mod:`durably._liveness`). When
+an owner is *provably dead* its live lease is taken over at once with
+:meth:`~CheckpointProvider.take_over` -- a claim conditional on the dead owner's lease
+still being the current one, so it bumps the epoch and fences a wrongly-judged owner.
+Providers declare how they help (capabilities ``TAKEOVER`` and ``OWNER_LOCK``): an
+owner lock is a per-execution lock the store frees by itself when its holder dies (an
+``flock`` on a file, a PostgreSQL session advisory lock), so death is detected across
+hosts; without one, same-host owners are checked by pid and start time and other hosts
+by lease expiry.
+
 Clocks: ``created_at``, lease expiry and ``updated_at`` come from the provider's clock
 (the database server's, the object store's, or this machine's); ``prune(older_than=)``
 and :meth:`Lease.expired` compare them with this machine's clock, so keep clocks in sync
@@ -58,6 +69,7 @@ from durably.errors import (
     CorruptObjectError,
     InvalidExecutionIdError,
     NotFoundError,
+    UnsupportedError,
 )
 
 __all__ = [
@@ -68,6 +80,7 @@ __all__ = [
     "ExecutionInfo",
     "ExpectedVersion",
     "Lease",
+    "OwnerLock",
     "Page",
     "StoredCheckpoint",
     "WriteMode",
@@ -102,6 +115,24 @@ class Capability(StrEnum):
     writes and leases hold between them (and between processes or machines)."""
     LARGE_OBJECTS = "large_objects"
     """Checkpoints and blobs of at least 64 MiB round-trip."""
+    TAKEOVER = "takeover"
+    """:meth:`CheckpointProvider.take_over` replaces a given lease atomically even while
+    it is live (a conditional claim): of concurrent take-overs exactly one wins [C29].
+    Without it a dead owner's lease is only claimable once it expired."""
+    OWNER_LOCK = "owner_lock"
+    """:meth:`CheckpointProvider.lock_owner` gives a per-execution lock that the store
+    frees by itself when the holding process (or its connection) dies, and
+    :meth:`CheckpointProvider.owner_lock_free` tells whether it is held [C30]: owner
+    death is detected at once, on any host. Without it only same-host owners are checked
+    (by pid and process start time); owners on other hosts by lease expiry."""
+
+
+class OwnerLock(abc.ABC):
+    """A held owner lock (see :attr:`Capability.OWNER_LOCK`); release it when done."""
+
+    @abc.abstractmethod
+    async def release(self) -> None:
+        """Free the lock. Idempotent; never raises for a lock already lost."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +207,9 @@ class Lease:
     """Grows by at least one with every successful claim of the execution."""
     expires_at: float
     """UNIX seconds; after this another owner may claim the execution."""
+    released: bool = field(default=False, compare=False)
+    """Reported by :meth:`~CheckpointProvider.get_lease`: the owner released the lease
+    (its ``expires_at`` is then the release time at the latest) [C23]."""
 
     def expired(self, now: float | None = None) -> bool:
         return (time.time() if now is None else now) >= self.expires_at
@@ -495,6 +529,41 @@ class CheckpointProvider(abc.ABC):
         validate_execution_id(execution_id)
         return await self._get_lease(execution_id)
 
+    async def take_over(self, lease: Lease, owner: str, *, ttl: float) -> Lease:
+        """Claim an execution whose current lease may still be live: ``lease`` [C29].
+
+        For an owner found dead: succeeds when ``lease`` (same owner and epoch) is still
+        the current lease, live or not, and whenever :meth:`claim` would succeed. The new
+        lease's epoch is greater than every earlier one, so ``lease``'s holder is fenced
+        if it was alive after all. Of concurrent take-overs of one lease exactly one
+        wins. Needs :attr:`Capability.TAKEOVER`.
+
+        Raises:
+            LeaseHeldError: Another live lease replaced ``lease`` meanwhile.
+            UnsupportedError: The provider does not declare ``TAKEOVER``.
+        """
+        validate_execution_id(lease.execution_id)
+        _check_owner(owner)
+        _check_ttl(ttl)
+        self._require(Capability.TAKEOVER, "take over a lease")
+        return await self._take_over(lease, owner, ttl)
+
+    async def lock_owner(self, execution_id: str) -> OwnerLock | None:
+        """Take the execution's owner lock, or return None if a live holder has it [C30].
+
+        The store frees the lock when :meth:`OwnerLock.release` is called or when this
+        process (or its connection to the store) dies. Needs :attr:`Capability.OWNER_LOCK`.
+        """
+        validate_execution_id(execution_id)
+        self._require(Capability.OWNER_LOCK, "lock an owner")
+        return await self._lock_owner(execution_id)
+
+    async def owner_lock_free(self, execution_id: str) -> bool:
+        """Whether nobody holds the execution's owner lock (a probe) [C30]."""
+        validate_execution_id(execution_id)
+        self._require(Capability.OWNER_LOCK, "probe an owner lock")
+        return await self._owner_lock_free(execution_id)
+
     # ---------------------------------------------------------------------- blobs
 
     async def put_blob(self, execution_id: str, data: bytes, *, digest: str | None = None) -> str:
@@ -544,6 +613,12 @@ class CheckpointProvider(abc.ABC):
         return await self._delete_blob(execution_id, digest)
 
     # ------------------------------------------------------------------- internal
+
+    def _require(self, capability: Capability, what: str) -> None:
+        if capability not in self.capabilities:
+            raise UnsupportedError(
+                f"cannot {what}: the {self.scheme or type(self).__name__} provider does not "
+                f"declare the {capability.value!r} capability")
 
     def _open(self, found: tuple[CheckpointInfo, bytes]) -> StoredCheckpoint:
         info, stored = found
@@ -615,6 +690,20 @@ class CheckpointProvider(abc.ABC):
     @abc.abstractmethod
     async def _get_lease(self, execution_id: str) -> Lease | None:
         """Return the current lease record."""
+
+    async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
+        """Provider method: atomically claim if ``lease`` is current or claim would succeed
+        (see :meth:`take_over`). Only called when ``TAKEOVER`` is declared."""
+        raise UnsupportedError(f"{type(self).__name__} declares TAKEOVER without _take_over")
+
+    async def _lock_owner(self, execution_id: str) -> OwnerLock | None:
+        """Provider method: take the owner lock without waiting (see :meth:`lock_owner`)."""
+        raise UnsupportedError(f"{type(self).__name__} declares OWNER_LOCK without _lock_owner")
+
+    async def _owner_lock_free(self, execution_id: str) -> bool:
+        """Provider method: whether the owner lock is free, without keeping it."""
+        raise UnsupportedError(
+            f"{type(self).__name__} declares OWNER_LOCK without _owner_lock_free")
 
     @abc.abstractmethod
     async def _put_blob(self, execution_id: str, digest: str, stored: bytes) -> bool:
