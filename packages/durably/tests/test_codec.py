@@ -28,7 +28,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from durably._codec import _HEADER, Encoded, ValueCodec
+from durably._codec import _HEADER, Encoded, Unresolved, ValueCodec
 from durably.errors import (
     CorruptObjectError,
     DurablyWarning,
@@ -941,7 +941,7 @@ def test_non_allowed_classes_are_never_instantiated(
 
 def test_unresolvable_classes_are_clear_errors() -> None:
     codec = ValueCodec()
-    with pytest.raises(SerializationError, match="cannot import module 'no_such_module_xyz'"):
+    with pytest.raises(SerializationError, match="module 'no_such_module_xyz' is not imported"):
         codec.decode_value(doc(["D", "no_such_module_xyz:Thing", "x", 1]))
     with pytest.raises(SerializationError, match="not found"):
         codec.decode_value(doc(["D", f"{__name__}:Missing", "x", 1]))
@@ -949,6 +949,68 @@ def test_unresolvable_classes_are_clear_errors() -> None:
         codec.decode_value(doc(["E", f"{__name__}:Color", "BLUE"]))
     with pytest.raises(SerializationError, match="now has 2 fields"):
         codec.decode_value(doc(["N", f"{__name__}:Point", 1, 2, 3]))
+
+
+@pytest.fixture
+def canary(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.Path:
+    """An importable module ``durably_canary_codec`` that records being imported (in a
+    file) and a lazy module ``durably_canary_lazy`` whose ``__getattr__`` records use."""
+    marker = tmp_path / "imported"
+    (tmp_path / "durably_canary_codec.py").write_text(
+        f"open({str(marker)!r}, 'a').write('imported\\n')\n"
+        "import dataclasses\n@dataclasses.dataclass\nclass Thing:\n    x: int = 0\n")
+    (tmp_path / "durably_canary_lazy.py").write_text(
+        f"def __getattr__(name):\n    open({str(marker)!r}, 'a').write('getattr ' + name)\n"
+        "    raise AttributeError(name)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("durably_canary_codec", "durably_canary_lazy"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return marker
+
+
+@pytest.mark.parametrize("node", [
+    ["D", "durably_canary_codec:Thing", "x", 1],
+    ["P", "durably_canary_codec:Thing", [], None, None, "x", 1],
+    ["N", "durably_canary_codec:Thing", 1],
+    ["E", "durably_canary_codec:Thing", "A"],
+    ["EV", "durably_canary_codec:Thing", 1],
+])
+def test_decoding_never_imports_the_module_a_class_path_names(
+        node: list[Any], canary: pathlib.Path) -> None:
+    with pytest.raises(SerializationError, match="is not imported"):
+        ValueCodec().decode_value(doc(node))
+    unresolved: list[str] = []
+    value = ValueCodec().decode_value(doc(node), unresolved=unresolved)
+    assert unresolved == ["durably_canary_codec:Thing"]
+    assert isinstance(value, Unresolved)
+    assert value.path == "durably_canary_codec:Thing"
+    assert "not imported" in repr(value)
+    assert "durably_canary_codec" not in sys.modules
+    assert not canary.exists()
+
+
+def test_decoding_never_triggers_a_lazy_module_getattr(canary: pathlib.Path) -> None:
+    import importlib
+
+    importlib.import_module("durably_canary_lazy")
+    with pytest.raises(SerializationError, match="not found"):
+        ValueCodec().decode_value(doc(["D", "durably_canary_lazy:Thing", "x", 1]))
+    assert not canary.exists()
+
+
+def test_imported_classes_resolve_and_placeholders_keep_identity(canary: pathlib.Path) -> None:
+    import importlib
+
+    module = importlib.import_module("durably_canary_codec")
+    assert canary.read_text() == "imported\n"
+    node = ["l", ["D", "durably_canary_codec:Thing", "x", 1], ["r", 1]]
+    value = ValueCodec().decode_value(doc(node))
+    assert value[0] == module.Thing(1)
+    assert value[0] is value[1]
+    del sys.modules["durably_canary_codec"]
+    placeholders = ValueCodec().decode_value(doc(node), unresolved=[])
+    assert placeholders[0] is placeholders[1]
+    assert placeholders[0].fields == {"x": 1}
 
 
 def test_dunder_attribute_names_are_refused() -> None:

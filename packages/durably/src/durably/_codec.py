@@ -2,10 +2,15 @@
 
 It stores the namespaces of call-stack frames and agent state at every checkpoint, so it is
 
-* **safe**: decoding never runs code named by the data. The only classes ever instantiated
-  are dataclasses, pydantic models, enums and named tuples (checked after import, before any
-  instance exists), plus a fixed set of standard-library types. Pickle is used only when a
-  ``pickle_key`` is configured, and then only for data whose HMAC-SHA256 verifies.
+* **safe**: decoding never imports a module and never runs code named by the data. A
+  class path ``"module:Qual"`` is looked up only among modules already imported
+  (``sys.modules``: the program file, the libraries it imported, registered plugins), by
+  plain dictionary lookups that cannot trigger a lazy import; the only classes ever
+  instantiated are dataclasses, pydantic models, enums and named tuples (checked before any
+  instance exists), plus a fixed set of standard-library types. A class that is not
+  imported is an error, or, when the caller asks for it (inspection), an inert
+  :class:`Unresolved` placeholder. Pickle is used only when a ``pickle_key`` is
+  configured, and then only for data whose HMAC-SHA256 verifies.
 * **deterministic**: the same value gives the same bytes (dict order is kept, sets are
   sorted by the encoded form of their elements).
 * **identity preserving**: within one :meth:`ValueCodec.encode` call (across all its roots),
@@ -93,7 +98,6 @@ import enum
 import fractions
 import hashlib
 import hmac
-import importlib
 import json
 import math
 import pathlib
@@ -124,7 +128,9 @@ __all__ = [
     "DecodeHook",
     "EncodeHook",
     "Encoded",
+    "Unresolved",
     "ValueCodec",
+    "lookup_imported",
 ]
 
 BlobGetter = Callable[[str], bytes]
@@ -152,6 +158,57 @@ class Encoded:
     data: bytes
     blobs: dict[str, bytes]
     skipped: tuple[str, ...]
+
+
+class Unresolved:
+    """A stored instance of a class that is not imported in this process (inspection only).
+
+    Decoding never imports the module a stored value names; :meth:`ValueCodec.decode` with
+    ``unresolved=`` given returns this inert stand-in instead of failing. It holds the
+    decoded field values and does nothing else.
+
+    Attributes:
+        path: The stored class path, ``"module:QualName"``.
+        kind: ``"dataclass"``, ``"pydantic model"``, ``"named tuple"``, ``"enum"`` or
+            ``"flag"``.
+        fields: Field name -> value (positional values of a named tuple are numbered
+            ``"0"``, ``"1"``, ...; an enum member has ``{"name": ...}`` or ``{"value": ...}``).
+    """
+
+    __slots__ = ("fields", "kind", "path")
+
+    def __init__(self, path: str, kind: str, fields: dict[str, Any]) -> None:
+        self.path = path
+        self.kind = kind
+        self.fields = fields
+
+    def __repr__(self) -> str:
+        name = self.path.rpartition(":")[2] or self.path
+        if self.kind in ("enum", "flag"):
+            member = self.fields.get("name", self.fields.get("value"))
+            return f"<{name}.{member} (not imported: {self.path})>"
+        inner = ", ".join(f"{k}={_short_repr(v)}" for k, v in self.fields.items())
+        return f"<{name}({inner}) (not imported: {self.path})>"
+
+
+def lookup_imported(path: str) -> Any:
+    """The object named ``"module:Qual.Name"`` if ``module`` is already imported, else None.
+
+    Only dictionary lookups (``sys.modules``, then each ``__dict__``): no import, no module
+    ``__getattr__`` (which may import lazily), no descriptor, no code named by ``path``.
+    """
+    module, _, qualname = path.partition(":")
+    obj: Any = sys.modules.get(module)
+    if obj is None or not qualname:
+        return None
+    for part in qualname.split("."):
+        namespace = getattr(obj, "__dict__", None)
+        if not isinstance(namespace, Mapping):
+            return None
+        obj = namespace.get(part)
+        if obj is None:
+            return None
+    return obj
 
 
 _BIG_INT: Final = 1 << 64
@@ -767,14 +824,16 @@ def _digest_ok(digest: object) -> bool:
 class _Decoder:
     """State of one decode call: numbered objects, parsed blobs, resolved classes."""
 
-    __slots__ = ("blob_cache", "classes", "codec", "get_blob", "objs")
+    __slots__ = ("blob_cache", "classes", "codec", "get_blob", "objs", "unresolved")
 
-    def __init__(self, codec: ValueCodec, get_blob: BlobGetter | None) -> None:
+    def __init__(self, codec: ValueCodec, get_blob: BlobGetter | None,
+                 unresolved: list[str] | None = None) -> None:
         self.codec = codec
         self.get_blob = get_blob
         self.objs: list[Any] = []
         self.blob_cache: dict[str, list[Any]] = {}
         self.classes: dict[tuple[str, str], Any] = {}
+        self.unresolved = unresolved
 
     def dec(self, node: Any) -> Any:
         """Decode one node."""
@@ -841,7 +900,12 @@ class _Decoder:
         return out
 
     def resolve(self, path: Any, kind: str) -> Any:
-        """Import the class named ``"module:Qual.Name"`` and check it is of ``kind``."""
+        """The already-imported class named ``"module:Qual.Name"``, checked to be of ``kind``.
+
+        Never imports: a class whose module is not in ``sys.modules`` is an error, or None
+        (the caller then builds an :class:`Unresolved`) when this decode collects
+        unresolved paths.
+        """
         if type(path) is not str:
             raise _corrupt(f"bad class path {_short_repr(path)}")
         try:
@@ -854,16 +918,17 @@ class _Decoder:
             not p.isidentifier() or p.startswith("__") for p in parts
         ):
             raise _Fail(f"refusing to resolve class path {path!r}")
-        try:
-            obj: Any = importlib.import_module(module)
-        except Exception as exc:
-            raise _Fail(f"cannot import module {module!r} for class {path!r}: {exc!r}") from exc
-        for part in parts:
-            try:
-                obj = getattr(obj, part)
-            except AttributeError:
-                raise _Fail(f"class {path!r} not found: module {module!r} has no "
-                            f"attribute path {qualname!r}") from None
+        obj = lookup_imported(path)
+        if obj is None:
+            if self.unresolved is not None:
+                self.unresolved.append(path)
+                return None
+            if module not in sys.modules:
+                raise _Fail(f"class {path!r} cannot be restored: module {module!r} is not "
+                            "imported (durably never imports a module named by stored data; "
+                            "import it in the program file)")
+            raise _Fail(f"class {path!r} not found: module {module!r} has no "
+                        f"attribute path {qualname!r}")
         if not isinstance(obj, type) or not _KIND_CHECKS[kind](obj):
             raise _Fail(f"refusing to instantiate {path!r}: it is not a {kind} class")
         self.classes[path, kind] = obj
@@ -1114,6 +1179,8 @@ def _d_path(d: _Decoder, n: list[Any]) -> pathlib.PurePath:
 def _d_enum(d: _Decoder, n: list[Any]) -> enum.Enum:
     _arity(n, 3)
     cls = d.resolve(n[1], "enum")
+    if cls is None:
+        return Unresolved(n[1], "enum", {"name": n[2]})  # type: ignore[return-value]
     member: enum.Enum | None = cls.__members__.get(n[2]) if type(n[2]) is str else None
     if member is None:
         raise _Fail(f"enum {n[1]!r} has no member {_short_repr(n[2])}")
@@ -1124,6 +1191,8 @@ def _d_flag(d: _Decoder, n: list[Any]) -> enum.Enum:
     _arity(n, 3)
     cls = d.resolve(n[1], "flag")
     value = d.dec(n[2])
+    if cls is None:
+        return Unresolved(n[1], "flag", {"value": value})  # type: ignore[return-value]
     try:
         member: enum.Enum = cls(value)
         return member
@@ -1136,6 +1205,9 @@ def _d_namedtuple(d: _Decoder, n: list[Any]) -> tuple[Any, ...]:
         raise _corrupt("bad named tuple")
     cls = d.resolve(n[1], "named tuple")
     values = d._seq(n, 2)
+    if cls is None:
+        return Unresolved(n[1], "named tuple",  # type: ignore[return-value]
+                          {str(i): v for i, v in enumerate(values)})
     if len(values) != len(cls._fields):
         raise _Fail(f"named tuple {n[1]!r} now has {len(cls._fields)} fields, "
                     f"the stored value has {len(values)}")
@@ -1147,6 +1219,11 @@ def _d_dataclass(d: _Decoder, n: list[Any]) -> Any:
     if len(n) < 2:
         raise _corrupt("bad dataclass")
     cls = d.resolve(n[1], "dataclass")
+    if cls is None:
+        placeholder = Unresolved(n[1], "dataclass", {})
+        d.objs.append(placeholder)
+        placeholder.fields.update(d._attrs(n, 2))
+        return placeholder
     obj = cls.__new__(cls)
     d.objs.append(obj)
     seen = set()
@@ -1170,6 +1247,13 @@ def _d_pydantic(d: _Decoder, n: list[Any]) -> Any:
     fields_set = n[2]
     if type(fields_set) is not list or not all(type(x) is str for x in fields_set):
         raise _corrupt("bad pydantic fields set")
+    if cls is None:
+        placeholder = Unresolved(n[1], "pydantic model", {})
+        d.objs.append(placeholder)
+        for extra in n[3:5]:  # decoded for the object numbering only
+            d.dec(extra)
+        placeholder.fields.update(d._attrs(n, 5))
+        return placeholder
     obj = cls.__new__(cls)
     d.objs.append(obj)
     extra, private = d.dec(n[3]), d.dec(n[4])
@@ -1373,13 +1457,19 @@ class ValueCodec:
         data = f'{{"durably":{self.FORMAT},"roots":{{{",".join(parts)}}}}}'
         return Encoded(data.encode("ascii"), enc.blobs, tuple(skipped))
 
-    def decode(self, data: bytes, get_blob: BlobGetter) -> dict[str, Any]:
+    def decode(self, data: bytes, get_blob: BlobGetter, *,
+               unresolved: list[str] | None = None) -> dict[str, Any]:
         """Decode a root document made by :meth:`encode`.
+
+        Decoding never imports: classes are looked up among the modules already imported.
 
         Args:
             data: The root document.
             get_blob: Returns a blob's bytes by digest. Every blob is verified against its
                 digest before it is parsed.
+            unresolved: If given, an instance of a class that is not imported decodes to
+                an inert :class:`Unresolved` and its class path is appended here
+                (inspection); otherwise it is a :class:`SerializationError`.
 
         Returns:
             Root name -> value (roots skipped whole at encode time are absent).
@@ -1394,7 +1484,7 @@ class ValueCodec:
         roots = self._document(data).get("roots")
         if type(roots) is not dict:
             raise CorruptObjectError("malformed data: the document has no 'roots' object")
-        dec = _Decoder(self, get_blob)
+        dec = _Decoder(self, get_blob, unresolved)
         out: dict[str, Any] = {}
         for name, node in roots.items():
             out[name] = self._decode_root(dec, node, name)
@@ -1422,8 +1512,9 @@ class ValueCodec:
             raise SerializationError("value", "nested too deeply to serialize") from exc
         return f'{{"durably":{self.FORMAT},"value":{node}}}'.encode("ascii")
 
-    def decode_value(self, data: bytes) -> Any:
-        """Decode a document made by :meth:`encode_value`.
+    def decode_value(self, data: bytes, *, unresolved: list[str] | None = None) -> Any:
+        """Decode a document made by :meth:`encode_value` (``unresolved`` as in
+        :meth:`decode`).
 
         Raises:
             UnsupportedFormatError: Unknown format version.
@@ -1434,7 +1525,7 @@ class ValueCodec:
         doc = self._document(data)
         if "value" not in doc:
             raise CorruptObjectError("malformed data: the document has no 'value'")
-        return self._decode_root(_Decoder(self, None), doc["value"], "value")
+        return self._decode_root(_Decoder(self, None, unresolved), doc["value"], "value")
 
     # -- helpers ------------------------------------------------------------------------
 

@@ -33,8 +33,12 @@ def jsonable(value: Any) -> Any:
 async def describe_execution(manager: CheckpointManager,
                              at: int | None = None) -> dict[str, Any] | None:
     """Everything ``show --json`` prints about an execution (as of its latest checkpoint, or
-    of checkpoint ``at``), or None if it does not exist."""
-    loaded = await manager.load_execution(at=at)
+    of checkpoint ``at``), or None if it does not exist.
+
+    Inert: nothing named by the stored data is imported or run (a class or module that is
+    not imported shows as a placeholder).
+    """
+    loaded = await manager.load_execution(at=at, inert=True)
     if loaded is None:
         return None
     count = 0

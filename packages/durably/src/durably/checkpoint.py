@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+import sys
 import time
 import types
 from collections.abc import Iterator, Mapping
@@ -26,6 +27,7 @@ from durably._plugins import Hooks, get_hooks
 from durably.config import DurabilityConfig
 from durably.errors import (
     CheckpointTooLargeError,
+    CorruptHistoryError,
     CorruptObjectError,
     DurablyError,
     NotFoundError,
@@ -37,7 +39,7 @@ if TYPE_CHECKING:
     from durably._runtime import AgentTask, Execution, _Restored
     from durably.agent import Agent
 
-__all__ = ["Checkpoint", "CheckpointManager", "RecoveryCoordinator"]
+__all__ = ["Checkpoint", "CheckpointManager", "HistoryCheck", "RecoveryCoordinator"]
 
 FORMAT = 1
 META_KIND = "durably.kind"
@@ -45,6 +47,10 @@ META_AGENT = "durably.agent"
 META_AGENTS = "durably.agents"
 META_OWNER = "durably.owner"
 META_EPOCH = "durably.epoch"
+META_PREV = "durably.prev"
+"""Metadata key: ``sha256:<hex>`` of the previous checkpoint's stored document (a hash
+chain: a missing, replaced or reordered checkpoint breaks it); ``start`` on checkpoint 0."""
+CHAIN_START = "start"
 PRUNE_EVERY = 8
 """With ``keep_last``, prune every ``max(keep_last, PRUNE_EVERY)`` checkpoints, not at
 every write (a prune lists the execution's checkpoints)."""
@@ -119,6 +125,9 @@ class LoadedExecution:
     deltas: list[tuple[int, dict[str, Any]]]
     metadata: Mapping[str, str]
     next_agent_id: int
+    unresolved: tuple[str, ...] = ()
+    """With ``inert=True``: the classes (``"module:Qual"``) and modules (``"module"``)
+    the stored values name that were not imported, decoded as inert placeholders."""
 
     def deltas_of(self, agent_id: str, after: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """The deltas ``agent_id`` wrote after checkpoint ``after`` (its snapshot), in order."""
@@ -134,6 +143,94 @@ class LoadedExecution:
         for delta_seq, delta in self.deltas_of(agent_id, seq):
             restored.add_delta(delta, delta_seq)
         return restored
+
+
+def _digest(data: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+class HistoryCheck:
+    """Checks that a stretch of an execution's history is complete and chained.
+
+    Every checkpoint from ``first`` to ``last`` must be stored, and each one's
+    ``durably.prev`` must be the digest of the one before it (checkpoints written before
+    the chain existed carry no link and are only checked for presence). Retention only
+    removes a prefix of the history, below what the latest checkpoint needs; a gap inside
+    the stretch is never legitimate.
+
+    Args:
+        execution_id: The execution (for the error).
+        first: The first sequence number needed.
+        last: The last one.
+    """
+
+    def __init__(self, execution_id: str, first: int, last: int) -> None:
+        self.execution_id = execution_id
+        self.first = first
+        self.last = last
+        self.present: list[int] = []
+        self._gone: set[int] = set()
+        self._prev: tuple[int, str, bool] | None = None  # seq, digest, carried a link
+        self._broken: list[int] = []
+
+    def listed(self, seq: int) -> None:
+        """Record a stored checkpoint (from the listing, in ascending order)."""
+        if self.first <= seq <= self.last and (not self.present or seq > self.present[-1]):
+            self.present.append(seq)
+
+    def vanished(self, seq: int) -> None:
+        """A listed checkpoint could not be read (deleted since the listing)."""
+        self._gone.add(seq)
+
+    def missing(self) -> tuple[int, ...]:
+        """The sequence numbers between ``first`` and ``last`` that are not stored."""
+        have = set(self.present) - self._gone
+        return tuple(seq for seq in range(self.first, self.last + 1) if seq not in have)
+
+    def check_listing(self, *, pruned_ok: bool) -> None:
+        """Raise unless every checkpoint of the stretch is stored.
+
+        Args:
+            pruned_ok: A missing *prefix* (nothing stored before the first present one)
+                means retention removed what an older checkpoint builds on: that is a
+                :class:`NotFoundError`, not damage.
+
+        Raises:
+            CorruptHistoryError: A checkpoint inside the stretch is missing.
+            NotFoundError: Only a prefix is missing and ``pruned_ok``.
+        """
+        missing = self.missing()
+        if not missing:
+            return
+        have = sorted(set(self.present) - self._gone)
+        if pruned_ok and have and max(missing) < have[0]:
+            raise NotFoundError(
+                f"checkpoint {self.last} of execution {self.execution_id!r} can no longer "
+                f"be restored: retention removed checkpoint(s) {self.first}-{have[0] - 1} "
+                "that it builds on")
+        raise CorruptHistoryError(self.execution_id, missing=missing,
+                                  context=f"checkpoints {self.first} to {self.last} are needed")
+
+    def follow(self, stored: StoredCheckpoint) -> None:
+        """Check ``stored``'s link to the checkpoint given before it (ascending order)."""
+        link = stored.metadata.get(META_PREV)
+        prev = self._prev
+        follows = prev is not None and prev[0] == stored.seq - 1
+        if follows and prev is not None and (link != prev[1] if link is not None else prev[2]):
+            self._broken.append(stored.seq)
+        self._prev = (stored.seq, _digest(stored.data), link is not None)
+
+    def check_links(self) -> None:
+        """Raise if a checkpoint did not follow the one before it.
+
+        Raises:
+            CorruptHistoryError: Naming the checkpoints whose link does not match.
+        """
+        if self._broken:
+            raise CorruptHistoryError(self.execution_id, broken=tuple(self._broken),
+                                      missing=self.missing())
 
 
 class CheckpointManager:
@@ -161,13 +258,16 @@ class CheckpointManager:
         self.known_blobs: set[str] = set()
         self.bytes_written = 0
         self._lock: Any = None
+        self._prev_digest: str | None = None  # of the last checkpoint written or loaded
+        self._unresolved: list[str] | None = None  # set while decoding inertly
+        self._loading_seq = -1
         hooks_ = self.hooks
         self.codec = ValueCodec(
             blob_threshold=self.config.blob_threshold,
             encode_hook=hooks_.encode_value if hooks_.has_value_codecs else None,
             decode_hook=hooks_.decode_value if hooks_.has_value_codecs else None,
             encode_fallback=_encode_fallback,
-            decode_fallback=_decode_fallback,
+            decode_fallback=self._decode_fallback,
             pickle_key=self.config.pickle_key if self.config.allow_pickle else None,
             on_unserializable=self.config.on_unserializable,
         )
@@ -252,6 +352,10 @@ class CheckpointManager:
                                                           roots.get("locals")))
         metadata = {**metadata, META_BASE: str(min(manifest.values()) if manifest else seq),
                     META_AGENTS: str(len(manifest)), **self._owner_metadata()}
+        if seq == 0:
+            metadata[META_PREV] = CHAIN_START
+        elif self._prev_digest is not None:
+            metadata[META_PREV] = self._prev_digest
         self.hooks.before_checkpoint(self.execution_id, seq, metadata)
         try:
             for digest, blob in encoded.blobs.items():
@@ -265,6 +369,7 @@ class CheckpointManager:
             self.hooks.on_checkpoint_error(self.execution_id, seq, exc)
             raise
         self.next_seq = seq + 1
+        self._prev_digest = _digest(encoded.data)
         self.written += 1
         self.bytes_written += size
         self.hooks.after_checkpoint(self.execution_id, info)
@@ -293,10 +398,21 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ reading
 
-    async def decode(self, stored: StoredCheckpoint,
-                     referenced: set[str] | None = None) -> dict[str, Any]:
-        """Decode a stored checkpoint, fetching the blobs it references (their digests are
-        added to ``referenced`` if given)."""
+    async def decode(self, stored: StoredCheckpoint, referenced: set[str] | None = None,
+                     *, unresolved: list[str] | None = None) -> dict[str, Any]:
+        """Decode a stored checkpoint, fetching the blobs it references.
+
+        Decoding never imports a module named by the data unless the checkpoint is being
+        restored (``unresolved`` not given, after the program's fingerprint was checked):
+        then a module that LLM code imported is imported again, as its ``import``
+        statement did.
+
+        Args:
+            stored: The checkpoint.
+            referenced: If given, the digests of the blobs it references are added.
+            unresolved: Decode inertly (inspection): classes and modules that are not
+                imported become placeholders and their names are appended here.
+        """
         blobs = await self._prefetch(stored.data)
 
         def get(digest: str) -> bytes:
@@ -305,10 +421,17 @@ class CheckpointManager:
             return blobs[digest]
 
         for _ in range(10_000):
+            sink: list[str] | None = None if unresolved is None else []
             try:
-                roots = self.codec.decode(stored.data, get)
+                self._unresolved = sink  # for _decode_fallback, during this call only
+                try:
+                    roots = self.codec.decode(stored.data, get, unresolved=sink)
+                finally:
+                    self._unresolved = None
                 if referenced is not None:
                     referenced.update(blobs)
+                if unresolved is not None and sink:
+                    unresolved.extend(name for name in sink if name not in unresolved)
                 return roots
             except (_MissingBlob, CorruptObjectError) as exc:
                 missing = exc if isinstance(exc, _MissingBlob) else exc.__cause__
@@ -323,6 +446,9 @@ class CheckpointManager:
                         f"{missing.digest}, which is missing") from exc
                 self.known_blobs.add(missing.digest)
         raise CorruptObjectError("too many blobs")  # pragma: no cover
+
+    def _decode_fallback(self, tag: str, payload: Any) -> Any:
+        return _decode_fallback(tag, payload, self._unresolved)
 
     async def _prefetch(self, data: bytes) -> dict[str, bytes]:
         """Fetch, level by level and concurrently, the blobs a document mentions, so that
@@ -350,9 +476,44 @@ class CheckpointManager:
                 wanted |= {m.decode() for m in _DIGEST_IN_TEXT.findall(result)} - fetched.keys()
         return fetched
 
-    async def load_execution(self, at: int | None = None) -> LoadedExecution | None:
-        """Load what resuming needs: the latest checkpoint (or checkpoint ``at``) and
-        everything since its base."""
+    async def load_execution(self, at: int | None = None, *,
+                             inert: bool = False) -> LoadedExecution | None:
+        """Load what resuming needs: the latest checkpoint (or checkpoint ``at``) and every
+        checkpoint since its base snapshot, checked to be complete and chained.
+
+        Args:
+            at: A checkpoint to load instead of the latest (inspection, fork).
+            inert: Inspection: never import anything; classes and modules that are not
+                imported decode to placeholders (listed in
+                :attr:`LoadedExecution.unresolved`). Without it, the values are restored
+                live (only after the program's fingerprint was checked).
+
+        Returns:
+            The loaded execution, or None if it has no checkpoint.
+
+        Raises:
+            CorruptHistoryError: A checkpoint between the base and ``at`` (or the latest)
+                is missing, or one does not follow the one before it.
+            NotFoundError: Checkpoint ``at`` does not exist, or retention removed the
+                checkpoints it builds on.
+        """
+        for attempt in range(3):
+            try:
+                return await self._load(at, inert)
+            except CorruptHistoryError:
+                # Inspection may race with a writer that prunes: if the execution moved
+                # on, what was missing may have been legitimately removed. Load again.
+                if at is not None or attempt == 2 or not await self._moved_on():
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _moved_on(self) -> bool:
+        seen = self._loading_seq
+        latest = await self.provider.load_latest_checkpoint(self.execution_id)
+        return latest is not None and latest.seq != seen
+
+    async def _load(self, at: int | None, inert: bool) -> LoadedExecution | None:
+        self._loading_seq = -1
         if at is None:
             latest = await self.provider.load_latest_checkpoint(self.execution_id)
         else:
@@ -363,28 +524,43 @@ class CheckpointManager:
                                     " (it may have been pruned)") from None
         if latest is None:
             return None
-        latest_doc = (await self.decode(latest))["doc"]
+        self._loading_seq = latest.seq
+        unresolved: list[str] | None = [] if inert else None
+        latest_doc = (await self.decode(latest, unresolved=unresolved))["doc"]
         manifest: dict[str, int] = latest_doc.get("manifest", {})
         base = min(manifest.values()) if manifest else latest.seq
         snapshots: dict[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         deltas: list[tuple[int, dict[str, Any]]] = []
         header: dict[str, Any] = latest_doc.get("header") or {}
+        history = HistoryCheck(self.execution_id, base, latest.seq)
         async for info in self.provider.iter_checkpoints(self.execution_id, after=base - 1):
             if info.seq > latest.seq:
                 break
-            stored = latest if info.seq == latest.seq else await self.provider.load_checkpoint(
-                self.execution_id, info.seq)
-            roots = await self.decode(stored)
+            history.listed(info.seq)
+        history.check_listing(pruned_ok=at is not None)
+        for seq in history.present:
+            if seq == latest.seq:
+                stored = latest
+            else:
+                try:
+                    stored = await self.provider.load_checkpoint(self.execution_id, seq)
+                except NotFoundError:
+                    history.vanished(seq)
+                    continue
+            history.follow(stored)
+            roots = await self.decode(stored, unresolved=unresolved)
             doc = roots["doc"]
             kind = doc.get("type")
             if kind == "snapshot":
                 agent = doc["agent"]
-                if manifest.get(agent) == info.seq:
-                    snapshots[agent] = (info.seq, doc, roots.get("state") or {},
+                if manifest.get(agent) == seq:
+                    snapshots[agent] = (seq, doc, roots.get("state") or {},
                                         roots.get("locals") or {})
                 header = doc.get("header") or header
             elif kind == "delta":
-                deltas.append((info.seq, doc))
+                deltas.append((seq, doc))
+        history.check_listing(pruned_ok=False)
+        history.check_links()
         missing = set(manifest) - set(snapshots)
         if missing:
             raise CorruptObjectError(
@@ -393,13 +569,29 @@ class CheckpointManager:
         status = latest.metadata.get(META_STATUS, "running")
         if at is None:
             self.next_seq = latest.seq + 1
+            self._prev_digest = _digest(latest.data)
         return LoadedExecution(
             latest_seq=latest.seq, latest_created_at=latest.info.created_at,
             status=latest_doc.get("status", status) if latest_doc.get("type") == "final"
             else status,
             header=header, result=latest_doc.get("result"), snapshots=snapshots,
             deltas=deltas, metadata=latest.metadata,
-            next_agent_id=latest_doc.get("next_agent_id", 1000))
+            next_agent_id=latest_doc.get("next_agent_id", 1000),
+            unresolved=tuple(unresolved or ()))
+
+    async def resolve(self, loaded: LoadedExecution) -> LoadedExecution:
+        """Turn an inert load into a live one, once the program is trusted and imported.
+
+        Nothing to do if the inert load met no class or module that was not imported;
+        otherwise the execution is loaded again, live (the program file is imported by
+        now; a module that LLM code imported is imported again).
+        """
+        if not loaded.unresolved:
+            return loaded
+        live = await self.load_execution()
+        if live is None:  # pragma: no cover - deleted while resuming
+            raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint")
+        return live
 
     async def get_latest_checkpoint(self) -> Checkpoint | None:
         """The latest checkpoint in human terms, or None if the execution has none."""
@@ -618,7 +810,27 @@ def _defining_statement(value: Any) -> str | None:
     return source if pure and tree.body else None
 
 
-def _decode_fallback(tag: str, payload: Any) -> Any:
+class ModuleReference:
+    """A module that LLM code imported, named by a checkpoint but not imported here.
+
+    Inspection shows it; it never imports anything. Restoring an execution (after the
+    program's fingerprint check) imports the module instead, as the LLM code's ``import``
+    statement did.
+    """
+
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return f"<module {self.name!r} (not imported)>"
+
+
+def _decode_fallback(tag: str, payload: Any, unresolved: list[str] | None = None) -> Any:
+    """Decode the values :func:`_encode_fallback` encodes. Never runs stored code: a
+    function's source is kept as text; a module is imported only when restoring
+    (``unresolved`` is None), never when inspecting."""
     from durably.agent import AgentHandle
 
     if tag == "durably.agent":
@@ -626,6 +838,14 @@ def _decode_fallback(tag: str, payload: Any) -> Any:
     if tag == "durably.function":
         return FunctionSource(payload[0], payload[1])
     if tag == "durably.module":
+        if type(payload) is not str or not all(p.isidentifier() for p in payload.split(".")):
+            raise CorruptObjectError(f"malformed data: bad module name {payload!r:.80}")
+        module = sys.modules.get(payload)
+        if module is not None:
+            return module
+        if unresolved is not None:
+            unresolved.append(payload)
+            return ModuleReference(payload)
         import importlib
 
         return importlib.import_module(payload)

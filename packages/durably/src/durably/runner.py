@@ -60,8 +60,25 @@ class Program:
         return {cls.__name__: cls for cls in self.agent_classes}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str]) -> Program:
-        """Import a program file (under a private module name) and find its agents."""
+    def load(cls, path: str | os.PathLike[str], *, expected_digest: str | None = None,
+             execution_id: str | None = None) -> Program:
+        """Import a program file (under a private module name) and find its agents.
+
+        The file is read once; its digest is computed from those bytes and, with
+        ``expected_digest``, checked *before* anything of it runs, and the very bytes that
+        were checked are compiled and executed (no second read).
+
+        Args:
+            path: The program file.
+            expected_digest: The fingerprint the file must have (``sha256:<hex>``, as
+                recorded when an execution started). A different file is never imported.
+            execution_id: The execution it is loaded for (named in the error).
+
+        Raises:
+            ProgramChangedError: The file's digest is not ``expected_digest``.
+            ConfigError: The file cannot be read, does not compile (the message names the
+                line), or defines no agent that begins.
+        """
         file = Path(path).resolve()
         try:
             source = file.read_bytes()
@@ -69,13 +86,30 @@ class Program:
             raise ConfigError(f"cannot read the program: {exc.strerror}",
                               source=str(file)) from exc
         digest = "sha256:" + hashlib.sha256(source).hexdigest()
+        if expected_digest is not None and digest != expected_digest:
+            whose = f"execution {execution_id!r}" if execution_id else "the execution"
+            raise ProgramChangedError(
+                f"the program {file} changed since {whose} started; resuming it could "
+                "replay different code. Restore the original file or pass "
+                "--allow-changed-program")
         name = f"durably_program_{digest[7:19]}"
+        try:
+            code = compile(source, str(file), "exec", dont_inherit=True)
+        except (SyntaxError, ValueError) as exc:
+            where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
+            reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+            raise ConfigError(f"the program does not compile{where}: {reason}",
+                              source=str(file), fix="Fix the program file") from None
         spec = importlib.util.spec_from_file_location(name, file)
         if spec is None or spec.loader is None:
             raise ConfigError("not a Python file", source=str(file))
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
-        spec.loader.exec_module(module)
+        try:
+            exec(code, module.__dict__)
+        except BaseException:
+            del sys.modules[name]
+            raise
         classes = tuple(
             value for value in vars(module).values()
             if isinstance(value, type) and issubclass(value, Agent) and value is not Agent
@@ -381,22 +415,22 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
         if latest is None:
             raise NotFoundError(f"no execution {execution_id!r} in {provider.describe()}")
         if latest.metadata.get(META_STATUS) == "completed":
-            loaded = await manager.load_execution()
+            loaded = await manager.load_execution(inert=True)
             return RunResult(execution_id, "already-completed", loaded and loaded.result)
         async with _leased(manager, config.lease_ttl, asyncio.current_task(), notice):
             # Read the state only once the lease is ours: another process may have
             # finished the execution between the check above and the claim.
-            loaded = await manager.load_execution()
+            # Inert until the program's fingerprint is checked: nothing named by the
+            # store is imported before that.
+            loaded = await manager.load_execution(inert=True)
             assert loaded is not None
             if loaded.status == "completed":
                 return RunResult(execution_id, "already-completed", loaded.result)
             header = loaded.header
-            prog = Program.load(header["program"])
-            if prog.digest != header.get("digest") and not allow_changed_program:
-                raise ProgramChangedError(
-                    f"the program {header['program']} changed since execution "
-                    f"{execution_id!r} started; resuming it could replay different code. "
-                    "Restore the original file or pass --allow-changed-program")
+            prog = Program.load(header["program"], execution_id=execution_id,
+                                expected_digest=None if allow_changed_program
+                                else header.get("digest"))
+            loaded = await manager.resolve(loaded)
             spec = llm if llm is not None else header.get("llm")
             client = open_llm(spec, llm_options) if isinstance(spec, str) else spec
             io = UserIO([*header.get("inputs", []), *inputs], interactive=interactive,

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from durably.checkpoint import META_KIND, CheckpointManager
+from durably.checkpoint import META_KIND, CheckpointManager, HistoryCheck
 from durably.errors import DurablyError, NotFoundError
 from durably.storage import META_STATUS, validate_execution_id
 
@@ -37,13 +37,29 @@ class CheckpointPoint:
 async def _scan(manager: CheckpointManager
                 ) -> tuple[list[CheckpointPoint], list[tuple[Any, int]]]:
     """The checkpoints, and the LLM calls in the order they started with the seq of the
-    first checkpoint that holds their whole response."""
+    first checkpoint that holds their whole response.
+
+    Inert (nothing named by the data is imported or run). The stored history must be
+    complete from the first stored checkpoint (retention removes only older ones) to the
+    latest, and chained.
+
+    Raises:
+        CorruptHistoryError: A checkpoint is missing in between, or replaced.
+    """
     started: dict[tuple[str, int], tuple[int, int, int, int]] = {}
     received: dict[tuple[str, int], int] = {}
     points = []
-    async for info in manager.provider.iter_checkpoints(manager.execution_id):
-        stored = await manager.provider.load_checkpoint(manager.execution_id, info.seq)
-        doc = (await manager.decode(stored))["doc"]
+    provider = manager.provider
+    infos = [info async for info in provider.iter_checkpoints(manager.execution_id)]
+    history = HistoryCheck(manager.execution_id, infos[0].seq if infos else 0,
+                           infos[-1].seq if infos else -1)
+    for info in infos:
+        history.listed(info.seq)
+    history.check_listing(pruned_ok=False)
+    for info in infos:
+        stored = await provider.load_checkpoint(manager.execution_id, info.seq)
+        history.follow(stored)
+        doc = (await manager.decode(stored, unresolved=[]))["doc"]
         agent = doc.get("agent")
         for record in doc.get("llm", []) + doc.get("open_llm", []):
             key = (agent, record["i"])
@@ -59,6 +75,7 @@ async def _scan(manager: CheckpointManager
             seq=info.seq, kind=info.metadata.get(META_KIND, doc.get("type", "?")),
             agent=agent, created_at=info.created_at, llm_calls=len(received),
             status=info.metadata.get(META_STATUS, "running")))
+    history.check_links()
     calls = sorted((order, received.get(key, -1)) for key, order in started.items())
     return points, calls
 
@@ -89,7 +106,7 @@ async def fork_execution(manager: CheckpointManager, at: int, new_id: str) -> in
     provider = manager.provider
     if await provider.load_latest_checkpoint(new_id) is not None:
         raise DurablyError(f"execution {new_id!r} already exists")
-    loaded = await manager.load_execution(at=at)
+    loaded = await manager.load_execution(at=at, inert=True)  # checks base..at is complete
     if loaded is None:
         raise NotFoundError(f"no execution {manager.execution_id!r}")
     chosen = await provider.load_checkpoint(manager.execution_id, at)
@@ -103,7 +120,7 @@ async def fork_execution(manager: CheckpointManager, at: int, new_id: str) -> in
         if info.seq > at:
             break
         stored = await provider.load_checkpoint(manager.execution_id, info.seq)
-        await manager.decode(stored, blobs)
+        await manager.decode(stored, blobs, unresolved=[])
         for digest in sorted(blobs):
             await provider.put_blob(new_id, await provider.get_blob(manager.execution_id, digest),
                                     digest=digest)
@@ -141,16 +158,24 @@ async def diff_checkpoints(manager: CheckpointManager, a: int, b: int) -> dict[s
                         "locals": _compare(old["locals"], new["locals"]),
                         "call_stack": [old["call_stack"], new["call_stack"]]}
     journal = []
-    async for info in manager.provider.iter_checkpoints(manager.execution_id, after=a):
+    history = HistoryCheck(manager.execution_id, a, b)
+    async for info in manager.provider.iter_checkpoints(manager.execution_id, after=a - 1):
         if info.seq > b:
             break
-        stored = await manager.provider.load_checkpoint(manager.execution_id, info.seq)
-        doc = (await manager.decode(stored))["doc"]
+        history.listed(info.seq)
+    history.check_listing(pruned_ok=False)
+    for seq in history.present:
+        stored = await manager.provider.load_checkpoint(manager.execution_id, seq)
+        history.follow(stored)
+        if seq == a:
+            continue
+        doc = (await manager.decode(stored, unresolved=[]))["doc"]
         for entry in doc.get("entries", []):
-            journal.append({"seq": info.seq, "agent": doc.get("agent"), "op": entry["i"],
+            journal.append({"seq": seq, "agent": doc.get("agent"), "op": entry["i"],
                             "kind": entry["k"]})
         if doc.get("type") in ("snapshot", "final"):
-            journal.append({"seq": info.seq, "agent": doc.get("agent"), "kind": doc["type"]})
+            journal.append({"seq": seq, "agent": doc.get("agent"), "kind": doc["type"]})
+    history.check_links()
     seen = {(t["id"], t["text"]) for t in before["transcript"]}
     return {
         "execution_id": manager.execution_id, "from": a, "to": b,
