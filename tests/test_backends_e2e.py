@@ -5,7 +5,6 @@ uninterrupted run -- through a `durably.toml` that names the store, as a user wo
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,71 +12,6 @@ import pytest
 from conftest import PROGRAM_CASES, durably, show
 
 CRASH_POINTS = (2, 7, 15, 30)
-
-
-@pytest.fixture
-def postgres_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    from durably_postgres.testing import drop_schema, random_schema, server_or_skip
-
-    server = server_or_skip()
-    schema = random_schema("durably_e2e")
-    config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
-                      f'[durability.postgres]\nschema = "{schema}"\n')
-    yield config, server.url
-    drop_schema(server.url, schema)
-
-
-@pytest.fixture
-def redis_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    from durably_redis.testing import delete_prefix, random_prefix, server_or_skip
-
-    server = server_or_skip()
-    prefix = random_prefix("durably-e2e")
-    config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
-                      f'[durability.redis]\nkey_prefix = "{prefix}"\n')
-    yield config, server.url
-    delete_prefix(server.url, prefix)
-
-
-@pytest.fixture
-def s3_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    """A moto S3 server on loopback (over HTTP), a fresh bucket, and the AWS settings the
-    `durably` processes inherit from the environment."""
-    import logging
-    import os
-    import uuid
-
-    import botocore.session
-    from moto.server import ThreadedMotoServer
-
-    logging.getLogger("werkzeug").setLevel(logging.ERROR)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
-           "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}
-    saved = {name: os.environ.get(name) for name in aws}
-    os.environ.update(aws)
-    try:
-        bucket = f"durably-e2e-{uuid.uuid4().hex[:12]}"
-        botocore.session.get_session().create_client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
-        store = f"s3://{bucket}/runs"
-        config = tmp_path / "durably.toml"
-        config.write_text(f'[durability]\nstore = "{store}"\nlease_ttl = 1\n'
-                          f'[durability.s3]\nendpoint_url = "{endpoint}"\n')
-        yield config, store
-    finally:
-        server.stop()
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
 
 
 def _crash_and_resume(config: Path, store: str) -> None:

@@ -1,0 +1,174 @@
+"""Complete histories: a missing, replaced or reordered checkpoint is a CorruptHistoryError
+for resume, show, history, diff and fork; retention (which removes only what the latest
+checkpoint no longer needs) is not an error."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from durably import CheckpointManager
+from durably._inspect import describe_execution
+from durably._runtime import Execution, UserIO
+from durably.checkpoint import META_PREV
+from durably.config import DurabilityConfig
+from durably.errors import CorruptHistoryError, NotFoundError
+from durably.llm import open_llm
+from durably.runner import Program
+from durably.storage import META_BASE, CheckpointInfo
+from durably.timetravel import checkpoint_points, diff_checkpoints, fork_execution
+
+from memstore import MemoryStore
+
+HERE = Path(__file__).parent
+EID = "hist"
+
+
+async def run_counter(store: MemoryStore, config: DurabilityConfig | None = None,
+                      *, stop_after: int | None = None) -> None:
+    """Run the counter program; with ``stop_after``, drop every checkpoint after that one
+    (as if the process had been killed there)."""
+    from durably.runner import _drive
+
+    manager = CheckpointManager(EID, store, config=config)
+    llm = open_llm(f"scripted:{HERE / 'programs/counter.scripted.json'}")
+    execution = Execution(manager, program=Program.load(HERE / "programs/counter.py"),
+                          llm=llm, io=UserIO(["x"], echo=None))
+    result = await _drive(execution, manager, resume=False)
+    assert result.status == "completed"
+    if stop_after is not None:
+        for seq in [s for s in store.checkpoints[EID] if s > stop_after]:
+            del store.checkpoints[EID][seq]
+
+
+def latest_seq(store: MemoryStore) -> int:
+    return max(store.checkpoints[EID])
+
+
+async def all_inspections(store: MemoryStore) -> list[str]:
+    """Run every inspection; return the error message of each (all must fail)."""
+    manager = CheckpointManager(EID, store)
+    last = latest_seq(store)
+    errors = []
+    for action in (
+        lambda: manager.load_execution(),
+        lambda: manager.load_execution(inert=True),
+        lambda: describe_execution(manager),
+        lambda: checkpoint_points(manager),
+        lambda: diff_checkpoints(manager, 0, last),
+        lambda: fork_execution(manager, last, "forked"),
+    ):
+        with pytest.raises(CorruptHistoryError) as info:
+            await action()
+        errors.append(str(info.value))
+    assert "forked" not in store.checkpoints
+    return errors
+
+
+@pytest.mark.asyncio
+async def test_every_checkpoint_links_to_the_one_before() -> None:
+    store = MemoryStore()
+    await run_counter(store)
+    stored = store.checkpoints[EID]
+    for seq, (info, _data) in stored.items():
+        link = info.metadata[META_PREV]
+        if seq == 0:
+            assert link == "start"
+        else:
+            manager = CheckpointManager(EID, store)
+            previous = await manager.provider.load_checkpoint(EID, seq - 1)
+            assert link == "sha256:" + hashlib.sha256(previous.data).hexdigest()
+
+
+@pytest.mark.asyncio
+async def test_a_missing_middle_checkpoint_is_named() -> None:
+    store = MemoryStore()
+    await run_counter(store, stop_after=14)
+    assert (await CheckpointManager(EID, store).load_execution()) is not None
+    del store.checkpoints[EID][7]
+    del store.checkpoints[EID][9]
+    for message in await all_inspections(store):
+        assert "checkpoints 7, 9 are missing" in message, message
+    with pytest.raises(CorruptHistoryError) as info:
+        await CheckpointManager(EID, store).load_execution()
+    assert info.value.missing == (7, 9)
+    assert info.value.execution_id == EID
+    # What comes before the gap is still complete: it can be shown and forked from.
+    manager = CheckpointManager(EID, store)
+    assert (await describe_execution(manager, at=6)) is not None
+    assert await fork_execution(manager, 6, "before-gap") == 7
+
+
+@pytest.mark.asyncio
+async def test_a_missing_base_snapshot_is_named() -> None:
+    store = MemoryStore()
+    await run_counter(store, stop_after=14)
+    del store.checkpoints[EID][0]
+    with pytest.raises(CorruptHistoryError, match="checkpoint 0 is missing"):
+        await CheckpointManager(EID, store).load_execution()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("how", ["replaced", "swapped"])
+async def test_a_replaced_or_reordered_checkpoint_breaks_the_chain(how: str) -> None:
+    store = MemoryStore()
+    await run_counter(store, stop_after=14)
+    stored = store.checkpoints[EID]
+
+    def moved(source: int, to: int) -> tuple[CheckpointInfo, bytes]:
+        """Object ``source`` (its bytes and metadata) stored under sequence ``to``."""
+        info, data = stored[source]
+        return replace(info, seq=to), data
+
+    if how == "replaced":
+        stored[8] = moved(7, 8)  # a copy of its predecessor
+        expected = (8, 9)
+    else:
+        stored[8], stored[9] = moved(9, 8), moved(8, 9)
+        expected = (8, 9, 10)
+    for message in await all_inspections(store):
+        assert "does not follow" in message or "do not follow" in message, message
+    with pytest.raises(CorruptHistoryError) as info:
+        await CheckpointManager(EID, store).load_execution()
+    assert info.value.broken == expected
+    assert info.value.missing == ()
+
+
+@pytest.mark.asyncio
+async def test_retention_is_not_damage() -> None:
+    store = MemoryStore()
+    await run_counter(store, DurabilityConfig(keep_last=3, snapshot_every=4))
+    stored = store.checkpoints[EID]
+    first = min(stored)
+    assert first > 0  # retention removed a prefix
+    manager = CheckpointManager(EID, store)
+    assert (await describe_execution(manager))["status"] == "completed"
+    assert [p.seq for p in await checkpoint_points(manager)] == sorted(stored)
+    # The oldest kept checkpoint builds on checkpoints retention removed: not damage,
+    # but it can no longer be restored.
+    assert int(stored[first][0].metadata[META_BASE]) < first
+    with pytest.raises(NotFoundError, match="retention removed"):
+        await manager.load_execution(at=first, inert=True)
+
+
+@pytest.mark.asyncio
+async def test_checkpoints_written_before_the_chain_existed_still_load() -> None:
+    store = MemoryStore()
+    await run_counter(store, stop_after=14)
+    for seq, (info, data) in list(store.checkpoints[EID].items()):
+        metadata = {k: v for k, v in info.metadata.items() if k != META_PREV}
+        store.checkpoints[EID][seq] = (replace(info, metadata=metadata), data)
+    loaded = await CheckpointManager(EID, store).load_execution()
+    assert loaded is not None
+    assert loaded.latest_seq == 14
+
+
+def test_the_error_lists_ranges() -> None:
+    error = CorruptHistoryError("e", missing=(3, 4, 5, 9), broken=(12,))
+    assert "checkpoints 3-5, 9 are missing" in str(error)
+    assert "checkpoint 12 does not follow" in str(error)
+    assert json.dumps(error.missing) == "[3, 4, 5, 9]"
