@@ -172,3 +172,47 @@ def test_the_error_lists_ranges() -> None:
     assert "checkpoints 3-5, 9 are missing" in str(error)
     assert "checkpoint 12 does not follow" in str(error)
     assert json.dumps(error.missing) == "[3, 4, 5, 9]"
+
+
+# ------------------------------------------------------ inert loads and live restores
+
+
+@pytest.mark.asyncio
+async def test_inert_loads_never_import_and_resolve_restores_live(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+    import sys
+
+    from durably.checkpoint import ModuleReference
+
+    name = "durably_canary_restore"
+    marker = tmp_path / "imported"
+    (tmp_path / f"{name}.py").write_text(
+        f"open({str(marker)!r}, 'a').write('x')\n"
+        "import dataclasses\n@dataclasses.dataclass\nclass Thing:\n    n: int = 0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    module = importlib.import_module(name)
+    store = MemoryStore()
+    manager = CheckpointManager(EID, store)
+    doc = {"type": "snapshot", "agent": "1000", "class": "A", "phase": "idle",
+           "manifest": {"1000": 0}, "header": {"program": "p.py"}, "next_agent_id": 1001}
+    encoded = manager.codec.encode({"doc": doc, "state": {"m": module, "t": module.Thing(3)}})
+    await store.save_checkpoint(EID, 0, encoded.data, metadata={"durably.prev": "start"})
+    monkeypatch.delitem(sys.modules, name)
+    marker.unlink()
+
+    inert = await CheckpointManager(EID, store).load_execution(inert=True)
+    assert inert is not None
+    assert inert.unresolved == (name, f"{name}:Thing")
+    state = inert.snapshots["1000"][2]
+    assert isinstance(state["m"], ModuleReference)
+    assert "not imported" in repr(state["t"])
+    assert not marker.exists()
+    assert name not in sys.modules
+
+    # Restoring (after the program's fingerprint check) imports what LLM code imported.
+    live = await manager.resolve(inert)
+    assert marker.exists()
+    state = live.snapshots["1000"][2]
+    assert state["m"] is sys.modules[name]
+    assert state["t"] == sys.modules[name].Thing(3)

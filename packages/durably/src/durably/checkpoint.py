@@ -31,6 +31,7 @@ from durably.errors import (
     CorruptObjectError,
     DurablyError,
     NotFoundError,
+    SerializationError,
 )
 from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease, StoredCheckpoint
 
@@ -588,6 +589,17 @@ class CheckpointManager:
         """
         if not loaded.unresolved:
             return loaded
+        import importlib
+
+        for name in loaded.unresolved:
+            if ":" in name:
+                continue  # a class: its module must be imported by the program
+            try:  # a module LLM code imported: import it again, as its statement did
+                importlib.import_module(name)
+            except Exception as exc:
+                raise SerializationError(
+                    f"execution {self.execution_id!r}", f"LLM code imported module "
+                    f"{name!r}, which cannot be imported here: {exc!r}") from exc
         live = await self.load_execution()
         if live is None:  # pragma: no cover - deleted while resuming
             raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint")
