@@ -24,7 +24,9 @@ HERE = Path(__file__).parent
 class FakeServer:
     """Answers /v1/chat/completions with queued responses, streamed as SSE, chunked."""
 
-    def __init__(self, responses: list[str], failures: list[int] | None = None) -> None:
+    def __init__(self, responses: list[str], failures: list[int] | None = None, *,
+                 echo: bool = False) -> None:
+        self.echo = echo  # failures answer with the request's headers and body
         self.responses = list(responses)
         self.failures = list(failures or [])
         self.requests: list[dict[str, Any]] = []
@@ -40,7 +42,9 @@ class FakeServer:
         self.headers.append(head)
         if self.failures:
             status = self.failures.pop(0)
-            writer.write(f"HTTP/1.1 {status} Busy\r\nContent-Length: 4\r\n\r\nbusy".encode())
+            answer = (head + json.dumps(body)).encode() if self.echo else b"busy"
+            writer.write(f"HTTP/1.1 {status} Busy\r\nContent-Length: {len(answer)}\r\n\r\n"
+                         .encode() + answer)
             await writer.drain()
             writer.close()
             return
@@ -140,3 +144,38 @@ async def test_a_whole_program_runs_with_openai_spec(monkeypatch: pytest.MonkeyP
     system = server.requests[0]["messages"][0]["content"]
     assert "await self.Say" in system
     assert "Double(n)" in system
+
+
+@pytest.mark.asyncio
+async def test_a_server_echoing_the_key_does_not_leak_it() -> None:
+    key = "sk-proj-SECRETSECRET1234567890"
+    async with FakeServer([], failures=[400], echo=True) as url:
+        client = OpenAIClient("tiny", base_url=url, api_key=key)
+        with pytest.raises(LLMError, match="400") as info:
+            await collect(client.stream([{"role": "user", "content": "hi"}], agent="A",
+                                        playbook="P", call=0))
+    message = str(info.value)
+    assert "POST /v1/chat/completions" in message  # the echo is there, redacted
+    assert "SECRETSECRET" not in message
+    assert "Authorization: ***" in message
+
+
+@pytest.mark.asyncio
+async def test_user_info_in_the_base_url_is_basic_auth_and_never_shown() -> None:
+    server = FakeServer(["ok"])
+    async with server as url:
+        with_user = url.replace("http://", "http://alice:pa55word@")
+        client = OpenAIClient("tiny", base_url=with_user, api_key="")
+        assert await collect(client.stream([], agent="A", playbook="P", call=0)) == "ok"
+    head = server.headers[0]
+    assert "Authorization: Basic YWxpY2U6cGE1NXdvcmQ=" in head
+    assert "pa55word" not in head.split("Host:")[1].splitlines()[0]
+    dead = OpenAIClient("tiny", base_url="http://alice:pa55word@127.0.0.1:9/v1",
+                        max_attempts=1)
+    with pytest.raises(LLMError) as info:
+        await collect(dead.stream([], agent="A", playbook="P", call=0))
+    assert "pa55word" not in str(info.value)
+    assert "alice:***@127.0.0.1:9" in str(info.value)
+    with pytest.raises(Exception, match="base URL") as bad:
+        OpenAIClient("tiny", base_url="ftp://bob:hunter22@host/v1")
+    assert "hunter22" not in str(bad.value)

@@ -21,8 +21,9 @@ import random
 import ssl
 from collections.abc import AsyncIterator, Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
+from durably._redact import redact, redact_url
 from durably.errors import ConfigError
 from durably.llm import LLMError
 
@@ -33,8 +34,11 @@ _OPTIONS = {"base_url", "api_key_env", "temperature", "max_tokens", "timeout", "
 
 
 class _HTTPStatusError(LLMError):
-    def __init__(self, status: int, body: str) -> None:
-        super().__init__(f"the LLM server answered {status}: {body[:300]}")
+    """A non-200 answer. The server's body is echoed redacted (a server may echo the
+    request's ``Authorization`` header or the key), then cut to 300 characters."""
+
+    def __init__(self, status: int, body: str, secrets: tuple[str, ...] = ()) -> None:
+        super().__init__(f"the LLM server answered {status}: {redact(body, secrets)[:300]}")
         self.status = status
 
 
@@ -53,10 +57,28 @@ class OpenAIClient:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.spec = f"openai:{model}"
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"cannot use LLM base URL {self.base_url!r}", key="base_url",
+        self.where = redact_url(self.base_url)
+        """The base URL fit for messages (no password)."""
+        try:
+            parts = urlsplit(self.base_url)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"cannot use LLM base URL {self.where!r}", key="base_url",
                               fix="Use http(s)://host[:port]/v1")
+        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        self._host = f"{host}:{port}" if port else host
+        self._basic: str | None = None
+        if parts.username is not None and not self.api_key:
+            import base64
+
+            pair = f"{unquote(parts.username)}:{unquote(parts.password or '')}"
+            self._basic = base64.b64encode(pair.encode()).decode("ascii")
+
+    def _secrets(self) -> tuple[str, ...]:
+        parts = urlsplit(self.base_url)
+        return tuple(s for s in (self.api_key, self._basic, parts.password) if s)
 
     @classmethod
     def from_spec(cls, model: str, options: Mapping[str, Any] | None = None) -> OpenAIClient:
@@ -97,8 +119,8 @@ class OpenAIClient:
                 if not retryable or attempt >= self.max_attempts:
                     if isinstance(exc, LLMError):
                         raise
-                    raise LLMError(f"cannot reach the LLM server at {self.base_url}: {exc}") \
-                        from exc
+                    raise LLMError(f"cannot reach the LLM server at {self.where}: "
+                                   f"{redact(str(exc), self._secrets())}") from exc
                 await asyncio.sleep(min(8.0, 0.25 * 2 ** (attempt - 1)) * random.uniform(0.5, 1))
         try:
             async for data in _events(reader, self.timeout):
@@ -107,7 +129,8 @@ class OpenAIClient:
                 try:
                     event = json.loads(data)
                 except json.JSONDecodeError as exc:
-                    raise LLMError(f"the LLM server sent malformed data: {data[:100]!r}") from exc
+                    raise LLMError("the LLM server sent malformed data: "
+                                   f"{redact(data, self._secrets())[:100]!r}") from exc
                 for choice in event.get("choices", []):
                     text = (choice.get("delta") or {}).get("content")
                     if text:
@@ -123,11 +146,13 @@ class OpenAIClient:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(parts.hostname, port, ssl=context), self.timeout)
         path = parts.path + (f"?{parts.query}" if parts.query else "")
-        headers = [f"POST {path} HTTP/1.1", f"Host: {parts.netloc}",
+        headers = [f"POST {path} HTTP/1.1", f"Host: {self._host}",
                    "Content-Type: application/json", "Accept: text/event-stream",
                    f"Content-Length: {len(body)}", "Connection: close"]
         if self.api_key:
             headers.append(f"Authorization: Bearer {self.api_key}")
+        elif self._basic:  # user info in the base URL: HTTP basic authentication
+            headers.append(f"Authorization: Basic {self._basic}")
         writer.write(("\r\n".join(headers) + "\r\n\r\n").encode() + body)
         await writer.drain()
         status_line = await asyncio.wait_for(reader.readline(), self.timeout)
@@ -150,7 +175,7 @@ class OpenAIClient:
             text = (await asyncio.wait_for(reader.read(4096), self.timeout)).decode(
                 "utf-8", "replace")
             writer.close()
-            raise _HTTPStatusError(status, text)
+            raise _HTTPStatusError(status, text, self._secrets())
         return reader, writer
 
 

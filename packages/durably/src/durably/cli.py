@@ -224,6 +224,9 @@ async def _worker(args: argparse.Namespace) -> int:
     from durably.worker import run_worker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from durably._redact import redact_logs
+
+    redact_logs()
     finished = await run_worker(concurrency=args.concurrency, poll=args.poll, once=args.once,
                                 config=_config(args))
     print(f"worker finished {finished} execution(s)", file=sys.stderr)
@@ -438,8 +441,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``durably`` command."""
+    from durably._redact import redact, redact_logs
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    redact_logs()  # no secret in any log line or message the command prints
     try:
         code: int = asyncio.run(args.handler(args))
         return code
@@ -447,13 +453,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted; resume with `durably resume`", file=sys.stderr)
         return 130
     except (NotFoundError, ConfigError, LeaseHeldError, ProgramChangedError) as exc:
-        print(f"durably: error: {exc}", file=sys.stderr)
+        print(f"durably: error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except StoreError as exc:
-        print(f"durably: store error: {exc}", file=sys.stderr)
+        print(f"durably: store error: {redact(str(exc))}", file=sys.stderr)
         return 2
     except DurablyError as exc:
-        print(f"durably: error: {exc}", file=sys.stderr)
+        print(f"durably: error: {redact(str(exc))}", file=sys.stderr)
         return 1
 
 
