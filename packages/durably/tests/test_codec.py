@@ -1041,3 +1041,19 @@ def test_the_document_format() -> None:
     assert ValueCodec.FORMAT == 1
     assert codec.decode(enc.data, NO_BLOBS.__getitem__) == {"frame0": {"x": 1, "y": [1, "a", None]},
                                                        "n": 5}
+
+
+def test_inspection_never_unpickles_even_signed_data(monkeypatch: pytest.MonkeyPatch) -> None:
+    codec = ValueCodec(pickle_key=KEY)
+    data = codec.encode_value([Opaque(1), "x"])
+
+    def forbidden(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("unpickled")
+
+    monkeypatch.setattr(pickle, "loads", forbidden)
+    unresolved: list[str] = []
+    value = codec.decode_value(data, unresolved=unresolved)
+    assert isinstance(value[0], Unresolved)
+    assert value[0].kind == "pickle"
+    assert value[1] == "x"
+    assert unresolved == ["pickle:value"]

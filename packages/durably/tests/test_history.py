@@ -216,3 +216,16 @@ async def test_inert_loads_never_import_and_resolve_restores_live(
     state = live.snapshots["1000"][2]
     assert state["m"] is sys.modules[name]
     assert state["t"] == sys.modules[name].Thing(3)
+
+
+def test_show_escapes_terminal_control_characters() -> None:
+    from durably._inspect import render_show
+
+    data = {"execution_id": "e", "status": "running", "checkpoints": 1, "bytes": 1,
+            "latest_seq": 0, "agents": {}, "llm_calls": [], "result": None,
+            "transcript": [{"agent": "A", "id": "1", "text": "hi\x1b]0;pwned\x07\x1b[2J\r"}]}
+    shown = render_show(data)
+    assert "\x1b" not in shown
+    assert "\x07" not in shown
+    assert "\r" not in shown
+    assert "hi\\x1b]0;pwned\\x07" in shown

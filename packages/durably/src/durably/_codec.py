@@ -169,8 +169,8 @@ class Unresolved:
 
     Attributes:
         path: The stored class path, ``"module:QualName"``.
-        kind: ``"dataclass"``, ``"pydantic model"``, ``"named tuple"``, ``"enum"`` or
-            ``"flag"``.
+        kind: ``"dataclass"``, ``"pydantic model"``, ``"named tuple"``, ``"enum"``,
+            ``"flag"``, or ``"pickle"`` (a signed pickle: never loaded by inspection).
         fields: Field name -> value (positional values of a named tuple are numbered
             ``"0"``, ``"1"``, ...; an enum member has ``{"name": ...}`` or ``{"value": ...}``).
     """
@@ -1302,6 +1302,11 @@ def _d_pickle(d: _Decoder, n: list[Any]) -> Any:
     data = d.dec(n[2])
     if type(data) is not bytes or type(sig) is not str:
         raise _corrupt("bad pickle node")
+    if d.unresolved is not None:  # inspection never unpickles, even signed data
+        d.unresolved.append("pickle:value")
+        placeholder = Unresolved("pickle:value", "pickle", {"bytes": len(data)})
+        d.objs[number] = placeholder
+        return placeholder
     key = d.codec._pickle_key
     if key is None:
         raise _Fail("the data holds a pickled value but no pickle_key is configured; "
@@ -1467,9 +1472,10 @@ class ValueCodec:
             data: The root document.
             get_blob: Returns a blob's bytes by digest. Every blob is verified against its
                 digest before it is parsed.
-            unresolved: If given, an instance of a class that is not imported decodes to
-                an inert :class:`Unresolved` and its class path is appended here
-                (inspection); otherwise it is a :class:`SerializationError`.
+            unresolved: If given (inspection), an instance of a class that is not
+                imported, and any pickled value, decode to an inert :class:`Unresolved`
+                and the class path (``"pickle:value"`` for a pickle) is appended here;
+                otherwise such a class is a :class:`SerializationError`.
 
         Returns:
             Root name -> value (roots skipped whole at encode time are absent).

@@ -118,8 +118,22 @@ async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
     return rows
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)] if chr(c) not in "\n\t"}
+
+
+def _printable(text: str) -> str:
+    """``text`` with terminal control characters escaped: stored text (a transcript, a
+    crafted checkpoint) cannot move the cursor, recolour or retitle the terminal."""
+    return text.translate(_CONTROL)
+
+
 def render_show(data: dict[str, Any]) -> str:
-    """The human form of :func:`describe_execution`'s result."""
+    """The human form of :func:`describe_execution`'s result (control characters in the
+    stored text escaped)."""
+    return _printable(_render_show(data))
+
+
+def _render_show(data: dict[str, Any]) -> str:
     lines = [f"execution {data['execution_id']}: {data['status']}",
              f"  program: {data.get('program')}   llm: {data.get('llm')}",
              f"  checkpoints: {data['checkpoints']} ({data['bytes']:,} bytes), latest "
