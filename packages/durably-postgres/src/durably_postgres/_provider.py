@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import logging
 import random
 import select
@@ -32,6 +34,7 @@ from durably.storage import (
     ExecutionInfo,
     ExpectedVersion,
     Lease,
+    OwnerLock,
     Page,
     WriteMode,
 )
@@ -88,6 +91,20 @@ def _decode_metadata(raw: Any) -> dict[str, str]:
         for key, parts in split.items():
             meta[key] = "\x00".join(parts)
     return {str(k): str(v) for k, v in meta.items()}
+
+
+class _SessionOwnerLock(OwnerLock):
+    """A session-level advisory lock held on a connection of its own: the server drops
+    it when the session ends -- when this process dies or its connection is cut."""
+
+    def __init__(self, conn: AsyncConn) -> None:
+        self._conn: AsyncConn | None = conn
+
+    async def release(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(Exception):
+                await conn.close()
 
 
 def _readable(fd: int) -> bool:
@@ -171,6 +188,7 @@ class PostgresProvider(CheckpointProvider):
     scheme: ClassVar[str] = "postgresql"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
+        Capability.TAKEOVER, Capability.OWNER_LOCK,
     })
 
     def __init__(self, target: Target, options: PostgresOptions) -> None:
@@ -463,6 +481,57 @@ class PostgresProvider(CheckpointProvider):
             # The lease expired or was released in between: claim again.
         raise LeaseHeldError(f"execution {execution_id!r} is contended: claim it again")
 
+    async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
+        _check_encodable(owner)
+        execution_id = lease.execution_id
+        what = f"taking execution {execution_id!r} over"
+        params = {"id": execution_id, "owner": owner, "ttl": float(ttl),
+                  "dead_epoch": lease.epoch, "dead_owner": lease.owner}
+        # Not retried on a lost connection: a take-over that did commit would then look
+        # like a lost race.
+        rows = await self._run(what, "take_over", params, idempotent=False)
+        if rows:
+            epoch, expires_at = rows[0]
+            return Lease(execution_id, owner, int(epoch), float(expires_at))
+        current = await self._get_lease(execution_id)
+        raise LeaseHeldError(
+            f"execution {execution_id!r} was claimed by "
+            f"{current.owner if current else 'somebody'!r} meanwhile",
+            owner=current.owner if current else None,
+            expires_at=current.expires_at if current else None)
+
+    def _lock_key(self, execution_id: str) -> tuple[int, int, int]:
+        """The session advisory lock of an execution: (bigint key, high, low halves)."""
+        digest = hashlib.blake2b(f"durably\0{self.schema}\0{execution_id}".encode(),
+                                 digest_size=8).digest()
+        key = int.from_bytes(digest, "big") >> 1  # a positive bigint
+        return key, key >> 32, key & 0xFFFFFFFF
+
+    async def _lock_owner(self, execution_id: str) -> OwnerLock | None:
+        await self._ready()
+        key, _, _ = self._lock_key(execution_id)
+        conn = await self._connect()
+        try:
+            cur = await conn.execute("SELECT pg_try_advisory_lock(%s::int8)", (key,))
+            row = await cur.fetchone()
+        except psycopg.Error as exc:
+            await conn.close()
+            raise translate(exc, f"locking the owner of execution {execution_id!r}",
+                            self._target, schema=self._options.schema) from exc
+        except BaseException:
+            await conn.close()
+            raise
+        if not row or not row[0]:
+            await conn.close()
+            return None
+        return _SessionOwnerLock(conn)
+
+    async def _owner_lock_free(self, execution_id: str) -> bool:
+        _, hi, lo = self._lock_key(execution_id)
+        rows = await self._run(f"probing the owner lock of execution {execution_id!r}",
+                               "owner_lock_held", {"hi": hi, "lo": lo}, idempotent=True)
+        return not rows[0][0]
+
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         params = {"id": lease.execution_id, "ttl": float(ttl), **self._lease_params(lease)}
         rows = await self._run(f"renewing the lease on execution {lease.execution_id!r}",
@@ -483,8 +552,9 @@ class PostgresProvider(CheckpointProvider):
                                "get_lease", {"id": execution_id}, idempotent=True)
         if not rows:
             return None
-        owner, epoch, expires_at = rows[0]
-        return Lease(execution_id, str(owner), int(epoch), float(expires_at))
+        owner, epoch, expires_at, released = rows[0]
+        return Lease(execution_id, str(owner), int(epoch), float(expires_at),
+                     released=bool(released))
 
     async def claim_next(
         self, owner: str, *, ttl: float, exclude_completed: bool = True,

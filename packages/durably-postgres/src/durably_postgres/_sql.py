@@ -125,6 +125,20 @@ _STATEMENTS: dict[str, str] = {
         " OR e.lease_owner = EXCLUDED.lease_owner"
         " RETURNING e.epoch, extract(epoch FROM e.lease_expires_at)::float8"
     ),
+    "take_over": (
+        "UPDATE {s}.executions AS e SET lease_owner = %(owner)s,"
+        " epoch = nextval('{s}.epochs'),"
+        " lease_expires_at = {now} + %(ttl)s::float8 * interval '1 second', released = false"
+        " WHERE e.id = %(id)s AND ((e.epoch = %(dead_epoch)s::int8"
+        " AND e.lease_owner = %(dead_owner)s) OR e.lease_owner IS NULL OR e.released"
+        " OR e.lease_expires_at <= {now} OR e.lease_owner = %(owner)s)"
+        " RETURNING e.epoch, extract(epoch FROM e.lease_expires_at)::float8"
+    ),
+    "owner_lock_held": (
+        "SELECT EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted"
+        " AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+        " AND classid = %(hi)s::int8::oid AND objid = %(lo)s::int8::oid AND objsubid = 1)"
+    ),
     "lease_holder": (
         "SELECT lease_owner, extract(epoch FROM lease_expires_at)::float8,"
         " (lease_owner IS NULL OR released OR lease_expires_at <= {now})"
@@ -143,7 +157,7 @@ _STATEMENTS: dict[str, str] = {
         " RETURNING 1"
     ),
     "get_lease": (
-        "SELECT lease_owner, epoch, extract(epoch FROM lease_expires_at)::float8"
+        "SELECT lease_owner, epoch, extract(epoch FROM lease_expires_at)::float8, released"
         " FROM {s}.executions WHERE id = %(id)s AND lease_owner IS NOT NULL"
     ),
     "claim_next": (
