@@ -36,6 +36,7 @@ How the contract is met:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import itertools
 import time
 from collections.abc import Iterable, Mapping
@@ -320,7 +321,9 @@ class MemoryProvider(CheckpointProvider):
     async def _get_lease(self, execution_id: str) -> Lease | None:
         async with self.store.lock:
             record = self.store.leases.get(execution_id)
-            return None if record is None else record.lease
+            if record is None:
+                return None
+            return dataclasses.replace(record.lease, released=record.released)
 
     # -------------------------------------------------------------------- blobs
 

@@ -133,6 +133,7 @@ class RedisProvider(CheckpointProvider):
     scheme: ClassVar[str] = "redis"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
+        Capability.TAKEOVER,
     })
 
     def __init__(self, target: Target, options: RedisOptions) -> None:
@@ -507,11 +508,22 @@ class RedisProvider(CheckpointProvider):
     # --------------------------------------------------------------------- leases
 
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
+        return await self._claim_if(execution_id, owner, ttl, None)
+
+    async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
+        return await self._claim_if(lease.execution_id, owner, ttl, lease)
+
+    async def _claim_if(self, execution_id: str, owner: str, ttl: float,
+                        dead: Lease | None) -> Lease:
+        """One CLAIM script; with ``dead``, it also replaces ``dead`` while it is live."""
         keys = self._keys
         reply = await self._script(
             "claim", [keys.lease(execution_id), keys.executions, keys.counter],
-            [_encode_owner(owner), repr(float(ttl)), execution_id],
-            what=f"claiming execution {execution_id!r}", write=True, idempotent=True)
+            [_encode_owner(owner), repr(float(ttl)), execution_id,
+             str(dead.epoch) if dead else "", _encode_owner(dead.owner) if dead else b""],
+            what=f"claiming execution {execution_id!r}", write=True,
+            # A take-over retried after a lost reply would look like a lost race.
+            idempotent=dead is None)
         if _status(reply) == b"held":
             holder, expires_at = _decode(reply[1]), float(reply[2])
             raise LeaseHeldError(
@@ -539,13 +551,14 @@ class RedisProvider(CheckpointProvider):
             write=True, idempotent=True)
 
     async def _get_lease(self, execution_id: str) -> Lease | None:
-        owner, epoch, expires = await self._call(
+        owner, epoch, expires, released = await self._call(
             f"reading the lease on execution {execution_id!r}",
-            "HMGET", self._keys.lease(execution_id), "owner", "epoch", "expires",
+            "HMGET", self._keys.lease(execution_id), "owner", "epoch", "expires", "released",
             idempotent=True)
         if epoch is None or owner is None or expires is None:
             return None
-        return Lease(execution_id, _decode(owner), int(epoch), float(expires))
+        return Lease(execution_id, _decode(owner), int(epoch), float(expires),
+                     released=released in (b"1", "1"))
 
     # ---------------------------------------------------------------------- blobs
 

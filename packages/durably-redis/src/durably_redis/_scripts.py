@@ -113,10 +113,13 @@ return out
 """
 
 CLAIM = _NOW + """
--- KEYS: lease, executions, counter.  ARGV: owner, ttl seconds, execution id
+-- KEYS: lease, executions, counter.  ARGV: owner, ttl seconds, execution id,
+-- and for a take-over the dead owner's epoch and owner (else '' and '')
 local now = server_time()
 local cur = redis.call('HMGET', KEYS[1], 'owner', 'epoch', 'expires', 'released')
-if cur[2] and cur[4] ~= '1' and cur[1] ~= ARGV[1] and tonumber(cur[3]) > now then
+local replaced = ARGV[4] ~= '' and cur[2] == ARGV[4] and cur[1] == ARGV[5]
+if cur[2] and cur[4] ~= '1' and cur[1] ~= ARGV[1] and tonumber(cur[3]) > now
+    and not replaced then
   return {'held', cur[1], cur[3]}
 end
 local epoch = string.format('%d', redis.call('INCR', KEYS[3]))

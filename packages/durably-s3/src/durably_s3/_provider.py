@@ -157,7 +157,8 @@ class S3Provider(CheckpointProvider):
 
     scheme: ClassVar[str] = "s3"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS}
+        {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
+         Capability.TAKEOVER}
     )
 
     def __init__(
@@ -1007,6 +1008,16 @@ class S3Provider(CheckpointProvider):
     # ================================================================= leases
 
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
+        return await self._claim_if(execution_id, owner, ttl, None)
+
+    async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
+        return await self._claim_if(lease.execution_id, owner, ttl, lease)
+
+    async def _claim_if(self, execution_id: str, owner: str, ttl: float,
+                        dead: Lease | None) -> Lease:
+        """Claim; with ``dead``, also while ``dead`` is the current (live) lease. The
+        lease object is replaced with a conditional write on its ETag, so of concurrent
+        take-overs of one lease exactly one wins."""
         await self._preflight()
         record: LeaseRecord | None = None
         for _ in range(_CYCLES):
@@ -1016,7 +1027,9 @@ class S3Provider(CheckpointProvider):
             epoch = 1
             if current is not None:
                 old = current[0]
-                if old.owner != owner and old.live(now):
+                replaced = dead is not None and (old.owner, old.epoch) == (
+                    dead.owner, dead.epoch)
+                if old.owner != owner and old.live(now) and not replaced:
                     raise LeaseHeldError(
                         f"execution {execution_id!r} is leased by {old.owner!r} until "
                         f"{old.expires_at:.3f}", owner=old.owner, expires_at=old.expires_at)
@@ -1102,7 +1115,8 @@ class S3Provider(CheckpointProvider):
         expires = record.expires_at
         if record.released_at is not None:
             expires = min(expires, record.released_at)
-        return Lease(execution_id, record.owner, record.epoch, expires)
+        return Lease(execution_id, record.owner, record.epoch, expires,
+                     released=record.released_at is not None)
 
     # ================================================================== blobs
 
