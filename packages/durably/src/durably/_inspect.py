@@ -76,10 +76,11 @@ async def describe_execution(manager: CheckpointManager,
     def order(item: dict[str, Any]) -> tuple[int, int, int]:
         return (item.get("after", 0), int(item["id"]), item["index"])
 
-    status = loaded.status
+    status, lease = await owner_status(manager.provider, manager.execution_id, loaded.status)
     return {
         "execution_id": manager.execution_id,
         "status": status,
+        "lease": lease,
         "checkpoints": count,
         "bytes": stored_bytes,
         "latest_seq": loaded.latest_seq,
@@ -96,6 +97,23 @@ async def describe_execution(manager: CheckpointManager,
     }
 
 
+async def owner_status(provider: CheckpointProvider, execution_id: str,
+                       status: str | None) -> tuple[str, dict[str, Any] | None]:
+    """The status to show and the lease holder's description.
+
+    A ``running`` execution (as its latest checkpoint says) is shown as ``running`` only
+    while its owner may be alive: ``crashed`` when the owner is provably dead (resumable
+    now), ``stale`` when its lease expired, ``stopped`` when the lease was released (an
+    interrupted run, or a submitted execution no worker started yet).
+    """
+    from durably._liveness import inspect_owner
+
+    state = await inspect_owner(provider, execution_id)
+    if status not in (None, "running"):
+        return status, state.as_json() if state.lease is not None else None
+    return state.status, state.as_json() if state.lease is not None else None
+
+
 async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
     """One row per execution: id, status, checkpoints, bytes, last activity."""
     rows = []
@@ -107,9 +125,12 @@ async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
             count += 1
             size += info.size
             last = info
+        status = last.metadata.get(META_STATUS, "running") if last else "empty"
+        if status == "running":
+            status, _ = await owner_status(provider, execution.execution_id, status)
         rows.append({
             "execution_id": execution.execution_id,
-            "status": last.metadata.get(META_STATUS, "running") if last else "empty",
+            "status": status,
             "agents": int(last.metadata.get("durably.agents", "0")) if last else 0,
             "checkpoints": count,
             "bytes": size,
@@ -127,6 +148,23 @@ def _printable(text: str) -> str:
     return text.translate(_CONTROL)
 
 
+def _lease_lines(data: dict[str, Any]) -> list[str]:
+    lease = data.get("lease")
+    if not lease or data["status"] in ("completed", "failed"):
+        return []
+    verdict = {"alive": "alive", "dead": "dead", "unknown": "maybe alive",
+               "released": "released the lease", "none": "none"}[lease["liveness"]]
+    left = lease["expires_in"]
+    when = (f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago")
+    line = (f"  owner: {lease['host']}:{lease['pid']} ({verdict}: {lease['reason']}), "
+            f"epoch {lease['epoch']}, lease {when}") if lease["host"] else (
+            f"  owner: {lease['owner']} ({verdict}), epoch {lease['epoch']}, lease {when}")
+    lines = [_printable(line)]
+    if data["status"] in ("crashed", "stale", "stopped"):
+        lines.append(f"  resume it with: durably resume {data['execution_id']}")
+    return lines
+
+
 def render_show(data: dict[str, Any]) -> str:
     """The human form of :func:`describe_execution`'s result (control characters in the
     stored text escaped)."""
@@ -136,6 +174,7 @@ def render_show(data: dict[str, Any]) -> str:
 def _render_show(data: dict[str, Any]) -> str:
     lines = [f"execution {data['execution_id']}: {data['status']}",
              f"  program: {data.get('program')}   llm: {data.get('llm')}",
+             *_lease_lines(data),
              f"  checkpoints: {data['checkpoints']} ({data['bytes']:,} bytes), latest "
              f"#{data['latest_seq']}"]
     for name, agent in data["agents"].items():

@@ -222,7 +222,7 @@ class OwnerState:
 def _same_host_verdict(ident: OwnerIdentity) -> tuple[Liveness, str]:
     host = _this_host()
     if ident.machine is None or ident.machine != host.machine:
-        return "unknown", f"on another host ({ident.host}); alive unless its lease expires"
+        return "unknown", f"it runs on another host ({ident.host}), which cannot be checked"
     if ident.boot and host.boot and ident.boot != host.boot:
         return "dead", "this host restarted since"
     if _has_proc():

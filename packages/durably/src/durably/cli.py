@@ -1,8 +1,10 @@
 """The ``durably`` command: run, resume, ls, show, gc, demo.
 
 Exit status: 0 on success (also for resuming an execution that already completed), 1
-when the program failed, 2 for usage errors, an unknown execution, bad configuration or
-a store that cannot be used.
+when the program failed, 2 for usage errors, an unknown execution, bad configuration, a
+store that cannot be used, or an execution another live process holds (resume without
+``--wait``), 3 when another process took the execution over while this one ran (it was
+paused or cut off past its lease; it wrote nothing after that), 130 on Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 from durably.errors import (
     ConfigError,
     DurablyError,
+    FencedError,
     LeaseHeldError,
     NotFoundError,
     ProgramChangedError,
@@ -95,6 +98,7 @@ async def _run(args: argparse.Namespace) -> int:
                           "in durably.toml")
     config = _config(args)
     execution_id = args.execution_id or new_execution_id()
+    args.started_execution = execution_id
     print(f"execution {execution_id}", file=sys.stderr, flush=True)
     progress = _Progress()
     result = await run_program(
@@ -120,18 +124,66 @@ def _report(result: Any) -> int:
     return 1
 
 
+class _Countdown:
+    """``--wait``: who holds the lease and how long until it expires -- a live countdown
+    on a terminal, one line per new holder otherwise."""
+
+    def __init__(self, execution_id: str) -> None:
+        self.execution_id = execution_id
+        self.tty = sys.stderr.isatty()
+        self.last_owner: str | None = None
+        self.shown = False
+
+    def __call__(self, exc: LeaseHeldError) -> None:
+        left = "" if exc.expires_at is None else (
+            f"; lease expires in {max(0.0, exc.expires_at - time.time()):.0f} s")
+        holder = (exc.owner or "another process").split(" [")[0]
+        alive = " (alive)" if exc.owner_alive else ""
+        line = (f"waiting for {holder}{alive} to finish or let execution "
+                f"{self.execution_id} go{left} (Ctrl-C to stop waiting)")
+        if self.tty:
+            sys.stderr.write(f"\r\x1b[K{line}")
+            sys.stderr.flush()
+            self.shown = True
+        elif exc.owner != self.last_owner:
+            print(line, file=sys.stderr, flush=True)
+        self.last_owner = exc.owner
+
+    def clear(self) -> None:
+        if self.shown:
+            sys.stderr.write("\r\x1b[K")
+            sys.stderr.flush()
+            self.shown = False
+
+
 async def _resume(args: argparse.Namespace) -> int:
     from durably.runner import resume_execution
 
     config = _config(args)
     progress = _Progress()
-    result = await resume_execution(
-        args.execution_id, llm=_llm_spec(args) if args.llm else None,
-        llm_options=_llm_options(args), config=config,
-        allow_changed_program=args.allow_changed_program,
-        interactive=sys.stdin.isatty(), echo=progress.say, wait=args.wait,
-        progress=progress.step,
-    )
+    countdown = _Countdown(args.execution_id)
+    args.started_execution = args.execution_id
+
+    def say(line: str) -> None:
+        countdown.clear()
+        progress.say(line)
+
+    def notice(line: str) -> None:
+        countdown.clear()
+        print(line, file=sys.stderr, flush=True)
+
+    try:
+        result = await resume_execution(
+            args.execution_id, llm=_llm_spec(args) if args.llm else None,
+            llm_options=_llm_options(args), config=config,
+            allow_changed_program=args.allow_changed_program,
+            interactive=not args.input and sys.stdin.isatty(), echo=say, wait=args.wait,
+            progress=progress.step, inputs=args.input or [], waiting=countdown,
+            notice=notice,
+        )
+    finally:
+        countdown.clear()
+    progress._clear()
     return _report(result)
 
 
@@ -349,8 +401,12 @@ def build_parser() -> argparse.ArgumentParser:
     resume.add_argument("--allow-changed-program", action="store_true",
                         help="resume even if the program file changed")
     resume.add_argument("--wait", action="store_true",
-                        help="if another process holds the execution's lease, wait for it to "
-                        "expire instead of failing")
+                        help="if another live process holds the execution, wait until it "
+                        "finishes or its lease expires instead of failing (a dead owner's "
+                        "lease is taken over at once, with or without --wait)")
+    resume.add_argument("--input", action="append", metavar="TEXT",
+                        help="an answer to the user's next Yield, after those recorded with "
+                        "the execution; repeat for more")
     store_options(resume)
     resume.set_defaults(handler=_resume)
 
@@ -450,8 +506,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = asyncio.run(args.handler(args))
         return code
     except KeyboardInterrupt:
-        print("interrupted; resume with `durably resume`", file=sys.stderr)
+        execution_id = getattr(args, "started_execution", None)
+        if execution_id:
+            print(f"interrupted; resume with: durably resume {execution_id}", file=sys.stderr)
+        else:
+            print("interrupted", file=sys.stderr)
         return 130
+    except FencedError as exc:
+        print(f"durably: stopped: {exc}", file=sys.stderr)
+        return 3
     except (NotFoundError, ConfigError, LeaseHeldError, ProgramChangedError) as exc:
         print(f"durably: error: {redact(str(exc))}", file=sys.stderr)
         return 2

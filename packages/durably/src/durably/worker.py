@@ -1,7 +1,8 @@
 """``durably worker``: resume orphaned executions, on any number of machines.
 
 A worker repeatedly looks for executions that are not finished and whose lease has
-expired (or was released, or never existed: a submitted execution), claims one -- the
+expired (or was released, or never existed: a submitted execution, or whose owner is
+provably dead: see ``docs/guides/scaling-out.md``), claims one -- the
 claim is atomic in every provider, so of several workers exactly one wins -- and resumes
 it to the end, renewing its lease while it runs. A worker that dies stops renewing; once
 its leases expire another worker takes its executions over. Checkpoint writes are fenced
@@ -21,9 +22,10 @@ import logging
 import time
 from typing import Any
 
+from durably._liveness import inspect_owner
 from durably.config import DurabilityConfig, load_config
 from durably.errors import DurablyError, LeaseHeldError
-from durably.storage import META_STATUS, CheckpointProvider
+from durably.storage import META_STATUS, Capability, CheckpointProvider
 
 __all__ = ["find_resumable", "run_worker"]
 
@@ -31,7 +33,7 @@ log = logging.getLogger("durably.worker")
 
 
 async def find_resumable(provider: CheckpointProvider, *, limit: int = 100) -> list[str]:
-    """Executions that are not finished and that nobody holds a live lease on."""
+    """Executions that are not finished and that no live owner holds a lease on."""
     finder = getattr(provider, "find_resumable", None)
     if finder is not None:
         found: list[str] = await finder(limit=limit)
@@ -43,8 +45,11 @@ async def find_resumable(provider: CheckpointProvider, *, limit: int = 100) -> l
         if latest is None or latest.metadata.get(META_STATUS) in ("completed", "failed"):
             continue
         lease = await provider.get_lease(execution.execution_id)
-        if lease is not None and lease.expires_at > now:
-            continue
+        if lease is not None and lease.expires_at > now and not lease.released:
+            # A live lease: still resumable at once if its owner is provably dead.
+            state = await inspect_owner(provider, execution.execution_id, lease=lease)
+            if state.liveness != "dead" or Capability.TAKEOVER not in provider.capabilities:
+                continue
         found.append(execution.execution_id)
         if len(found) >= limit:
             break

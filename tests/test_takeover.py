@@ -1,0 +1,216 @@
+"""Kill it, resume it, at once (issue 13), on every backend, with real processes.
+
+* SIGKILL `durably run`, then `durably resume` right away -- no ``--wait``, the default
+  ``lease_ttl`` of 30 s -- succeeds and equals an uninterrupted run: the dead owner's
+  lease is taken over (same host: pid + start time; filesystem and PostgreSQL also by
+  their owner lock, from any host).
+* From another "host" (``DURABLY_MACHINE_ID``): PostgreSQL still takes over at once (the
+  dead session freed its advisory lock); S3 and Redis refuse with a message that says
+  who, for how long and ``--wait``, and ``--wait`` takes over within ``lease_ttl`` plus
+  a heartbeat.
+* A paused owner (SIGSTOP) is taken over after its lease expired; once continued
+  (SIGCONT) it is fenced: it stops with exit status 3 and a one-line message, writes
+  nothing, and the result equals the uninterrupted run.
+* Two `durably resume` at once after a crash, ten rounds: one winner, a clean loser.
+* `durably ls` says ``crashed`` right after the kill.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from conftest import PROGRAM_CASES, durably, show
+
+COMPARED = ("transcript", "agents", "llm_calls", "result")
+CASE = PROGRAM_CASES["counter"]
+DEFAULT_TTL = "30"
+BACKENDS = ["file", "postgres", "s3", "redis"]
+MEASURED: dict[str, float] = {}
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, Path, str]]:
+    """(name, durably.toml, store URL) -- the toml leaves ``lease_ttl`` at its default."""
+    name = request.param
+    if name == "file":
+        store = f"file://{tmp_path / 'store'}"
+        config = tmp_path / "durably.toml"
+        config.write_text(f'[durability]\nstore = "{store}"\n')
+        yield name, config, store
+        return
+    config, store = request.getfixturevalue(f"{name}_config")
+    text = config.read_text().replace("lease_ttl = 1\n", "")
+    config.write_text(text)
+    yield name, config, store
+
+
+def _run_args(config: Path, execution_id: str, *, delay: float = 0.0) -> list[str]:
+    args = CASE.run_args("unused", execution_id)
+    args[args.index("--store"):args.index("--store") + 2] = ["--config", str(config)]
+    if delay:
+        llm = args.index("--llm") + 1
+        args[llm] += f"&delay={delay}"
+    return args
+
+
+def _reference(config: Path, store: str) -> dict[str, object]:
+    done = durably(*_run_args(config, "reference"))
+    assert done.code == 0, done.err
+    data = show(store, "reference", config=config)
+    return {key: data[key] for key in COMPARED}
+
+
+def _crash(config: Path, execution_id: str, *, after: int = 3,
+           ttl: str = DEFAULT_TTL) -> None:
+    first = durably(*_run_args(config, execution_id),
+                    env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(after), "DURABLY_LEASE_TTL": ttl})
+    assert first.code == -signal.SIGKILL, first.err
+
+
+def _assert_equal(config: Path, store: str, execution_id: str,
+                  reference: dict[str, object]) -> None:
+    data = show(store, execution_id, config=config)
+    assert data["status"] == "completed"
+    for key in COMPARED:
+        assert data[key] == reference[key], key
+
+
+def _ls_status(config: Path, execution_id: str) -> str:
+    listed = durably("ls", "--json", "--config", str(config))
+    assert listed.code == 0, listed.err
+    rows = {row["execution_id"]: row for row in json.loads(listed.out)}
+    return str(rows[execution_id]["status"])
+
+
+def test_sigkill_then_resume_at_once(backend: tuple[str, Path, str]) -> None:
+    name, config, store = backend
+    reference = _reference(config, store)
+    _crash(config, "killed")
+    killed_at = time.monotonic()
+    status = _ls_status(config, "killed")
+    assert status == "crashed", status
+    shown = durably("show", "killed", "--config", str(config))
+    assert shown.code == 0, shown.err
+    assert "crashed" in shown.out.splitlines()[0]
+    assert "dead" in shown.out and "resume it with: durably resume killed" in shown.out
+    started = time.monotonic()
+    resumed = durably("resume", "killed", "--config", str(config),
+                      env={"DURABLY_LEASE_TTL": DEFAULT_TTL})
+    MEASURED[name] = time.monotonic() - killed_at
+    assert resumed.code == 0, resumed.err
+    assert "took execution killed over from" in resumed.err, resumed.err
+    # The lease had ~30 s to go: only a take-over can have been this fast.
+    assert time.monotonic() - started < 15
+    _assert_equal(config, store, "killed", reference)
+    print(f"\n{name}: SIGKILL -> ls/show -> resumed in {MEASURED[name]:.2f} s")
+
+
+def test_resume_from_another_host(backend: tuple[str, Path, str]) -> None:
+    """PostgreSQL and the filesystem see a dead owner from anywhere (owner lock); S3 and
+    Redis see other hosts' owners by lease expiry only."""
+    name, config, store = backend
+    reference = _reference(config, store)
+    elsewhere = {"DURABLY_MACHINE_ID": "another-machine"}
+    if name in ("file", "postgres"):
+        _crash(config, "far")
+        resumed = durably("resume", "far", "--config", str(config), env=elsewhere)
+        assert resumed.code == 0, resumed.err
+        assert "owner lock is free" in resumed.err, resumed.err
+    else:
+        _crash(config, "far", ttl="3")
+        killed_at = time.monotonic()
+        refused = durably("resume", "far", "--config", str(config), env=elsewhere)
+        assert refused.code == 2, refused.err
+        assert "Traceback" not in refused.err, refused.err
+        lines = [line for line in refused.err.splitlines() if line.startswith("durably:")]
+        assert len(lines) == 1, refused.err
+        message = lines[0]
+        assert "another host" in message and "--wait" in message, message
+        assert "expires in" in message, message
+        waited = durably("resume", "far", "--wait", "--config", str(config), env=elsewhere)
+        took = time.monotonic() - killed_at
+        assert waited.code == 0, waited.err
+        # lease_ttl (3 s) + one heartbeat of polling (1 s) + process start-up slack
+        assert took < 3 + 1 + 4, took
+        print(f"\n{name}: another host took over {took:.2f} s after the kill (lease_ttl 3 s)")
+    _assert_equal(config, store, "far", reference)
+
+
+def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, str]) -> None:
+    name, config, store = backend
+    reference = _reference(config, store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    env["DURABLY_LEASE_TTL"] = "6"
+    owner = subprocess.Popen([sys.executable, "-m", "durably",
+                              *_run_args(config, "paused", delay=0.05)],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            listed = durably("ls", "--json", "--config", str(config))
+            rows = {r["execution_id"]: r for r in json.loads(listed.out or "[]")}
+            if rows.get("paused", {}).get("checkpoints", 0) >= 3:
+                break
+            time.sleep(0.2)
+        else:
+            pytest.fail("the owner never got going")
+        owner.send_signal(signal.SIGSTOP)
+        assert _ls_status(config, "paused") in ("running", "stale")
+        refused = durably("resume", "paused", "--config", str(config))
+        assert refused.code == 2
+        assert "alive" in refused.err and "--wait" in refused.err, refused.err
+        taken = durably("resume", "paused", "--wait", "--config", str(config),
+                        env={"DURABLY_LEASE_TTL": "1.5"})
+        assert taken.code == 0, taken.err
+        _assert_equal(config, store, "paused", reference)
+    finally:
+        owner.send_signal(signal.SIGCONT)
+        out, err = owner.communicate(timeout=60)
+    assert owner.returncode == 3, (owner.returncode, err)
+    assert "Traceback" not in err, err
+    assert "taken over by another process" in err, err
+    # Nothing it did after being continued is durable.
+    _assert_equal(config, store, "paused", reference)
+
+
+@pytest.mark.parametrize("wait", [False, True], ids=["no-wait", "wait"])
+def test_two_resumers_at_once(file_store: str, tmp_path: Path, wait: bool) -> None:
+    config = tmp_path / "durably.toml"
+    config.write_text(f'[durability]\nstore = "{file_store}"\n')
+    reference = _reference(config, file_store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    for round_ in range(10):
+        execution_id = f"twice-{round_}"
+        _crash(config, execution_id, after=2 + round_)
+        args = [sys.executable, "-m", "durably", "resume", execution_id,
+                "--config", str(config), *(["--wait"] if wait else [])]
+        procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
+                 for _ in range(2)]
+        results = [(p, *p.communicate(timeout=60)) for p in procs]
+        for proc, _, err in results:
+            assert "Traceback" not in err, err
+        ran = [r for r in results if r[0].returncode == 0 and "already completed" not in r[2]]
+        assert len(ran) == 1, [(p.returncode, e) for p, _, e in results]
+        (loser,) = [r for r in results if r is not ran[0]]
+        proc, out, err = loser
+        if proc.returncode == 0:
+            assert "already completed" in err, err
+            assert out == "", out
+        else:
+            assert not wait, err
+            assert proc.returncode == 2, err
+            lines = err.strip().splitlines()
+            assert len(lines) == 1, err
+            assert "running in another process" in lines[0], err
+        _assert_equal(config, file_store, execution_id, reference)
