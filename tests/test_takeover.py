@@ -101,7 +101,8 @@ def test_sigkill_then_resume_at_once(backend: tuple[str, Path, str]) -> None:
     shown = durably("show", "killed", "--config", str(config))
     assert shown.code == 0, shown.err
     assert "crashed" in shown.out.splitlines()[0]
-    assert "dead" in shown.out and "resume it with: durably resume killed" in shown.out
+    assert "dead" in shown.out
+    assert "resume it with: durably resume killed" in shown.out
     started = time.monotonic()
     resumed = durably("resume", "killed", "--config", str(config),
                       env={"DURABLY_LEASE_TTL": DEFAULT_TTL})
@@ -134,7 +135,8 @@ def test_resume_from_another_host(backend: tuple[str, Path, str]) -> None:
         lines = [line for line in refused.err.splitlines() if line.startswith("durably:")]
         assert len(lines) == 1, refused.err
         message = lines[0]
-        assert "another host" in message and "--wait" in message, message
+        assert "another host" in message, message
+        assert "--wait" in message, message
         assert "expires in" in message, message
         waited = durably("resume", "far", "--wait", "--config", str(config), env=elsewhere)
         took = time.monotonic() - killed_at
@@ -146,7 +148,7 @@ def test_resume_from_another_host(backend: tuple[str, Path, str]) -> None:
 
 
 def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, str]) -> None:
-    name, config, store = backend
+    _, config, store = backend
     reference = _reference(config, store)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     env["DURABLY_LEASE_TTL"] = "6"
@@ -168,14 +170,15 @@ def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, st
         assert _ls_status(config, "paused") in ("running", "stale")
         refused = durably("resume", "paused", "--config", str(config))
         assert refused.code == 2
-        assert "alive" in refused.err and "--wait" in refused.err, refused.err
+        assert "alive" in refused.err, refused.err
+        assert "--wait" in refused.err, refused.err
         taken = durably("resume", "paused", "--wait", "--config", str(config),
                         env={"DURABLY_LEASE_TTL": "1.5"})
         assert taken.code == 0, taken.err
         _assert_equal(config, store, "paused", reference)
     finally:
         owner.send_signal(signal.SIGCONT)
-        out, err = owner.communicate(timeout=60)
+        _, err = owner.communicate(timeout=60)
     assert owner.returncode == 3, (owner.returncode, err)
     assert "Traceback" not in err, err
     assert "taken over by another process" in err, err
@@ -198,7 +201,7 @@ def test_two_resumers_at_once(file_store: str, tmp_path: Path, wait: bool) -> No
                                   stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
                  for _ in range(2)]
         results = [(p, *p.communicate(timeout=60)) for p in procs]
-        for proc, _, err in results:
+        for _, _, err in results:
             assert "Traceback" not in err, err
         ran = [r for r in results if r[0].returncode == 0 and "already completed" not in r[2]]
         assert len(ran) == 1, [(p.returncode, e) for p, _, e in results]
