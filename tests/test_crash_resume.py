@@ -67,11 +67,46 @@ def test_resuming_an_unknown_execution_exits_2(file_store: str) -> None:
     assert "no execution 'nope'" in missing.err
 
 
-def test_resume_is_refused_while_the_owner_holds_a_live_lease(file_store: str) -> None:
+def test_a_killed_owner_does_not_block_resume(file_store: str) -> None:
+    """A SIGKILLed owner's lease, 60 s from expiry, is taken over at once (issue 13)."""
     case = PROGRAM_CASES["counter"]
     first = durably(*case.run_args(file_store, "leased"),
                     env={"DURABLY_CRASH_AFTER_CHECKPOINT": "3", "DURABLY_LEASE_TTL": "60"})
     assert first.code == -signal.SIGKILL
-    refused = durably("resume", "leased", "--store", file_store)
-    assert refused.code == 2
-    assert "running elsewhere" in refused.err
+    resumed = durably("resume", "leased", "--store", file_store)
+    assert resumed.code == 0, resumed.err
+    assert "took execution leased over from" in resumed.err
+    assert show(file_store, "leased")["status"] == "completed"
+
+
+def test_resume_is_refused_while_the_owner_holds_a_live_lease(file_store: str) -> None:
+    """A live owner still blocks resume: exit 2, saying who, that it is alive, when its
+    lease expires and that --wait waits."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    case = PROGRAM_CASES["counter"]
+    args = case.run_args(file_store, "leased")
+    args[args.index("--llm") + 1] += "&delay=0.05"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    env["DURABLY_LEASE_TTL"] = "60"
+    owner = subprocess.Popen([sys.executable, "-m", "durably", *args], env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                             stdin=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while durably("show", "leased", "--store", file_store).code != 0:
+            assert time.monotonic() < deadline, "the owner never wrote a checkpoint"
+            time.sleep(0.1)
+        refused = durably("resume", "leased", "--store", file_store)
+        assert owner.poll() is None, "the owner finished before the refusal was checked"
+    finally:
+        owner.kill()
+        owner.communicate()
+    assert refused.code == 2, refused.err
+    assert "running in another process" in refused.err
+    assert f"process {owner.pid} is running on this host" in refused.err
+    assert "expires in" in refused.err
+    assert "durably resume leased --wait" in refused.err
