@@ -45,6 +45,7 @@ if TYPE_CHECKING:
     from durably_conformance._suite_instances import InstanceSuite
     from durably_conformance._suite_integrity import IntegritySuite
     from durably_conformance._suite_leases import LeaseSuite
+    from durably_conformance._suite_liveness import LivenessSuite
 
 __all__ = [
     "ALL_BYTE_VALUES",
@@ -60,6 +61,7 @@ __all__ = [
     "InstanceSuite",
     "IntegritySuite",
     "LeaseSuite",
+    "LivenessSuite",
     "ProviderFactory",
     "ProviderPool",
     "ProviderSuite",
@@ -100,6 +102,7 @@ _HOME = {
     "InstanceSuite": "_suite_instances",
     "IntegritySuite": "_suite_integrity",
     "LeaseSuite": "_suite_leases",
+    "LivenessSuite": "_suite_liveness",
 }
 
 # The suites' helper assertions get pytest's assertion rewriting (detailed failure

@@ -21,6 +21,8 @@ CAPABILITY_MARKERS: dict[Capability, str] = {
     Capability.PERSISTENT: "durably_persistent",
     Capability.SHARED: "durably_shared",
     Capability.LARGE_OBJECTS: "durably_large_objects",
+    Capability.TAKEOVER: "durably_takeover",
+    Capability.OWNER_LOCK: "durably_owner_lock",
 }
 """The marker that makes a test need a capability."""
 

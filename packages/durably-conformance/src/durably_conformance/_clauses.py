@@ -57,5 +57,7 @@ CLAUSES: dict[int, Clause] = {
         Clause(26, "Provider class and lifecycle"),
         Clause(27, "Concurrent use of one instance"),
         Clause(28, "Construction from a URL and registration"),
+        Clause(29, "Taking over a dead owner's lease", "takeover"),
+        Clause(30, "Owner locks", "owner_lock"),
     )
 }

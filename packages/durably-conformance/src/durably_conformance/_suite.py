@@ -8,6 +8,7 @@ from durably_conformance._suite_executions import ExecutionSuite
 from durably_conformance._suite_instances import InstanceSuite
 from durably_conformance._suite_integrity import IntegritySuite
 from durably_conformance._suite_leases import LeaseSuite
+from durably_conformance._suite_liveness import LivenessSuite
 
 __all__ = ["ProviderSuite"]
 
@@ -15,7 +16,8 @@ __all__ = ["ProviderSuite"]
 # pytest collects the tests of base classes last-base-first: this order runs the
 # checkpoint clauses first and the multi-instance ones last.
 class ProviderSuite(
-    InstanceSuite, IntegritySuite, BlobSuite, ExecutionSuite, LeaseSuite, CheckpointSuite,
+    InstanceSuite, LivenessSuite, IntegritySuite, BlobSuite, ExecutionSuite, LeaseSuite,
+    CheckpointSuite,
 ):
     """Every clause of ``docs/spec/conformance.md``. Subclass it in a test module::
 

@@ -1,4 +1,7 @@
-"""Lease clauses: fencing (C9), claim (C15), renew (C16), release and get_lease (C23)."""
+"""Lease clauses: fencing (C9), claim (C15), renew (C16), release and get_lease (C23).
+
+Taking over a dead owner's lease (C29) and owner locks (C30): ``_suite_liveness``.
+"""
 
 from __future__ import annotations
 
@@ -358,6 +361,7 @@ class LeaseSuite(SuiteBase):
             RUN, "worker-a", lease.epoch,
         )
         assert abs(current.expires_at - lease.expires_at) <= self.clock_tolerance
+        assert not current.released
 
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
@@ -370,6 +374,7 @@ class LeaseSuite(SuiteBase):
         current = await provider.get_lease(RUN)
         assert current is not None, "get_lease returns released leases too (None = never claimed)"
         assert current.epoch == lease.epoch
+        assert current.released, "get_lease reports a released lease with released=True"
         await provider.release(lease)  # releasing twice is harmless
 
     @pytest.mark.asyncio(loop_scope="function")

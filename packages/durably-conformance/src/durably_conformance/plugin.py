@@ -21,7 +21,8 @@ Markers (select with ``-m``, e.g. ``-m "not durably_shared"``):
 ``durably_clause(n)``
     The clause ``[Cn]`` of ``docs/spec/conformance.md`` a test checks (test names
     carry it too: ``-k c07``).
-``durably_persistent`` / ``durably_shared`` / ``durably_large_objects``
+``durably_persistent`` / ``durably_shared`` / ``durably_large_objects`` /
+``durably_takeover`` / ``durably_owner_lock``
     The test needs that capability; it is skipped when the provider class does not
     declare it.
 
@@ -45,6 +46,8 @@ MARKERS = (
     "durably_shared: needs Capability.SHARED; skipped unless the provider declares it",
     "durably_large_objects: needs Capability.LARGE_OBJECTS (64 MiB objects); skipped unless "
     "the provider declares it, or with --durably-skip-large",
+    "durably_takeover: needs Capability.TAKEOVER; skipped unless the provider declares it",
+    "durably_owner_lock: needs Capability.OWNER_LOCK; skipped unless the provider declares it",
 )
 
 

@@ -493,12 +493,8 @@ class PostgresProvider(CheckpointProvider):
         if rows:
             epoch, expires_at = rows[0]
             return Lease(execution_id, owner, int(epoch), float(expires_at))
-        current = await self._get_lease(execution_id)
-        raise LeaseHeldError(
-            f"execution {execution_id!r} was claimed by "
-            f"{current.owner if current else 'somebody'!r} meanwhile",
-            owner=current.owner if current else None,
-            expires_at=current.expires_at if current else None)
+        # No row to update (never claimed) or another live lease: what claim says.
+        return await self._claim(execution_id, owner, ttl)
 
     def _lock_key(self, execution_id: str) -> tuple[int, int, int]:
         """The session advisory lock of an execution: (bigint key, high, low halves)."""
