@@ -217,3 +217,46 @@ def test_two_resumers_at_once(file_store: str, tmp_path: Path, wait: bool) -> No
             assert len(lines) == 1, err
             assert "running in another process" in lines[0], err
         _assert_equal(config, file_store, execution_id, reference)
+
+
+def test_ctrl_c_names_the_execution_and_it_resumes(file_store: str, tmp_path: Path) -> None:
+    config = tmp_path / "durably.toml"
+    config.write_text(f'[durability]\nstore = "{file_store}"\n')
+    reference = _reference(config, file_store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    run = subprocess.Popen([sys.executable, "-m", "durably",
+                            *_run_args(config, "interrupted", delay=0.05)],
+                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           stdin=subprocess.DEVNULL, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while durably("show", "interrupted", "--config", str(config)).code != 0:
+            assert time.monotonic() < deadline, "the run never wrote a checkpoint"
+            time.sleep(0.1)
+        run.send_signal(signal.SIGINT)
+        _, err = run.communicate(timeout=30)
+    finally:
+        run.kill()
+    assert run.returncode == 130, err
+    assert "interrupted; resume with: durably resume interrupted" in err, err
+    assert "Traceback" not in err, err
+    assert _ls_status(config, "interrupted") == "stopped"
+    resumed = durably("resume", "interrupted", "--config", str(config))
+    assert resumed.code == 0, resumed.err
+    _assert_equal(config, file_store, "interrupted", reference)
+
+
+def test_resume_input_continues_an_execution_that_waited_for_the_user(
+    file_store: str, tmp_path: Path,
+) -> None:
+    config = tmp_path / "durably.toml"
+    config.write_text(f'[durability]\nstore = "{file_store}"\n')
+    reference = _reference(config, file_store)
+    args = _run_args(config, "asked")
+    del args[args.index("--input"):args.index("--input") + 2]
+    first = durably(*args)
+    assert first.code == 1, first.err
+    assert "no input is left" in first.err
+    resumed = durably("resume", "asked", "--input", CASE.inputs[0], "--config", str(config))
+    assert resumed.code == 0, resumed.err
+    _assert_equal(config, file_store, "asked", reference)
