@@ -208,24 +208,29 @@ async def _leased(manager: CheckpointManager, ttl: float,
                             manager.execution_id, exc)
                 interval = max(0.05, min(interval, ttl / 10))
 
-    def superseded(cause: BaseException) -> FencedError:
+    async def superseded() -> FencedError:
+        holder = "another process"
+        with contextlib.suppress(DurablyError):
+            current = await provider.get_lease(manager.execution_id)
+            if current is not None and current.epoch != lease.epoch:
+                holder = f"{_holder(current.owner)} (epoch {current.epoch})"
         return FencedError(
-            f"execution {manager.execution_id!r} was taken over by another process (this "
-            f"one was paused or cut off past its lease); this process stopped and wrote "
-            f"nothing more. The new owner: {_holder(cause)}")
+            f"execution {manager.execution_id!r} was taken over by {holder} while this "
+            f"process was paused or cut off past its lease (epoch {lease.epoch}); this "
+            "process stopped and wrote nothing after the take-over")
 
     renewer = asyncio.create_task(renew())
     try:
         yield lease
     except FencedError as exc:
-        raise superseded(exc) from exc
+        raise await superseded() from exc
     except asyncio.CancelledError as exc:
         if lost is None:
             raise
         task = asyncio.current_task()
         if task is not None:
             task.uncancel()
-        raise superseded(lost) from exc
+        raise await superseded() from exc
     finally:
         stop.set()
         await renewer
@@ -235,9 +240,14 @@ async def _leased(manager: CheckpointManager, ttl: float,
             await held.release_lock()
 
 
-def _holder(cause: BaseException) -> str:
-    text = str(cause)
-    return text if len(text) < 300 else text[:297] + "..."
+def _holder(owner: str) -> str:
+    """``host:pid`` of a durably owner string, else the string (shortened)."""
+    from durably._liveness import OwnerIdentity
+
+    ident = OwnerIdentity.parse(owner)
+    if ident is not None:
+        return ident.label
+    return owner if len(owner) < 80 else owner[:77] + "..."
 
 
 async def _drive(execution: Execution, manager: CheckpointManager, *,
