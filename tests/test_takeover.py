@@ -91,11 +91,32 @@ def _ls_status(config: Path, execution_id: str) -> str:
     return str(rows[execution_id]["status"])
 
 
+def _list_in_process(config: Path) -> tuple[dict[str, str], float]:
+    """What `durably ls` lists, timed without the interpreter's start-up: (statuses, s)."""
+    import asyncio
+
+    from durably import open_store
+    from durably._inspect import list_executions
+    from durably.config import load_config
+
+    async def listing() -> tuple[dict[str, str], float]:
+        settings = load_config(config_file=config, use_env=False)
+        async with open_store(config=settings) as provider:
+            started = time.monotonic()
+            rows = await list_executions(provider)
+            return {r["execution_id"]: r["status"] for r in rows}, time.monotonic() - started
+
+    return asyncio.run(listing())
+
+
 def test_sigkill_then_resume_at_once(backend: tuple[str, Path, str]) -> None:
     name, config, store = backend
     reference = _reference(config, store)
     _crash(config, "killed")
     killed_at = time.monotonic()
+    listed, took = _list_in_process(config)
+    assert listed["killed"] == "crashed", listed
+    assert took < 1.0, f"listing took {took:.2f} s"
     status = _ls_status(config, "killed")
     assert status == "crashed", status
     shown = durably("show", "killed", "--config", str(config))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from typing import Any
 
 from durably._runtime import stack_label
@@ -99,7 +100,7 @@ async def describe_execution(manager: CheckpointManager,
 
 async def owner_status(provider: CheckpointProvider, execution_id: str,
                        status: str | None) -> tuple[str, dict[str, Any] | None]:
-    """The status to show and the lease holder's description.
+    """The status to show and the lease holder's description (None once finished).
 
     A ``running`` execution (as its latest checkpoint says) is shown as ``running`` only
     while its owner may be alive: ``crashed`` when the owner is provably dead (resumable
@@ -108,9 +109,9 @@ async def owner_status(provider: CheckpointProvider, execution_id: str,
     """
     from durably._liveness import inspect_owner
 
-    state = await inspect_owner(provider, execution_id)
     if status not in (None, "running"):
-        return status, state.as_json() if state.lease is not None else None
+        return status, None  # finished: who last held it no longer matters
+    state = await inspect_owner(provider, execution_id)
     return state.status, state.as_json() if state.lease is not None else None
 
 
@@ -154,7 +155,7 @@ def _lease_lines(data: dict[str, Any]) -> list[str]:
         return []
     verdict = {"alive": "alive", "dead": "dead", "unknown": "maybe alive",
                "released": "released the lease", "none": "none"}[lease["liveness"]]
-    left = lease["expires_in"]
+    left = lease["expires_at"] - time.time()
     when = (f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago")
     line = (f"  owner: {lease['host']}:{lease['pid']} ({verdict}: {lease['reason']}), "
             f"epoch {lease['epoch']}, lease {when}") if lease["host"] else (

@@ -212,7 +212,6 @@ class OwnerState:
             "started_ticks": ident.start if ident else None,
             "epoch": lease.epoch if lease else None,
             "expires_at": lease.expires_at if lease else None,
-            "expires_in": round(lease.expires_at - self.now, 1) if lease else None,
             "owner_alive": {"alive": True, "dead": False}.get(self.liveness),
             "liveness": self.liveness,
             "reason": self.reason,
