@@ -10,13 +10,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from durably._statements import Statement, StatementSplitter
+from durably.agent import running_agent
 from durably.errors import DurablyError, StatementSyntaxError
 
 if TYPE_CHECKING:
     from durably._runtime import AgentTask, Frame
     from durably.agent import Agent
 
-__all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit", "StreamingPythonExecutor"]
+__all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit",
+           "StreamingPythonExecutor"]
 
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
@@ -184,6 +186,7 @@ class StreamingPythonExecutor:
         # Tracebacks show the statement, and functions it defines can be re-created from it.
         lines = statement.source.splitlines(True)
         linecache.cache[filename] = (len(statement.source), None, lines, filename)
+        token = running_agent.set(self.task)
         try:
             code = compile(statement.source, filename, "exec", flags=_FLAGS, dont_inherit=True)
             result = eval(code, frame.namespace)
@@ -208,6 +211,8 @@ class StreamingPythonExecutor:
             frame.executed = statement.index + 1
             frame.current = None
             return
+        finally:
+            running_agent.reset(token)
         if statement.source.startswith("class "):
             _tag_classes(frame.namespace, filename)
         frame.executed = statement.index + 1

@@ -73,6 +73,8 @@ def _default(value: Any) -> Any:
         return f"<function {value.__name__}>"
     if inspect.isclass(value):
         return f"<class {value.__name__}>"
+    if inspect.ismodule(value):  # its repr holds a path: not the same on every machine
+        return f"<module {value.__name__}>"
     return _ADDRESS.sub("", repr(value))
 
 

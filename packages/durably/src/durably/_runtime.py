@@ -36,7 +36,12 @@ from durably._executor import (
     ProgramExit,
     StreamingPythonExecutor,
 )
-from durably.errors import DivergenceError, DurablyError, SerializationError
+from durably.errors import (
+    DivergenceError,
+    DurablyError,
+    IncompleteExecutionError,
+    SerializationError,
+)
 
 if TYPE_CHECKING:
     from durably.agent import Agent, AgentHandle, PlaybookSpec
@@ -140,6 +145,9 @@ class Frame:
     """LLM calls this frame has made (the current one included once it started)."""
     llm_index: int | None = None
     """Op index of the frame's current LLM call."""
+    number: int = 0
+    """How many LLM calls of this playbook the agent made before the current one (the
+    client's ``call``): not always the latest, when a playbook runs nested in itself."""
     executed: int = 0
     """Statements of the current response already executed."""
     offset: int = 0
@@ -151,6 +159,7 @@ class Frame:
 
     def to_doc(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "calls": self.calls, "llm_index": self.llm_index,
+                "number": self.number,
                 "executed": self.executed, "offset": self.offset,
                 "step": self.step, "error": self.error, "history": self.history}
 
@@ -233,8 +242,15 @@ class AgentTask:
         """LLM calls that ended since the last write; deltas carry them for ``show``."""
         self.llm_counts: dict[str, int] = {}
         self.phase = "start"
+        self.serving: Message | None = None
+        """The request the bottom frame serves (phase ``serve``)."""
+        self.begin_returned = False
+        self.finished = False
+        """The agent ran ``Yield("exit")``: its task is over."""
         self.result: Any = None
         self.waiting: Callable[[Message], bool] | None = None
+        self.waiting_for = ""
+        """What the agent waits for, while it does (``inbox``, ``yield:1001``, ...)."""
         self.standalone = False
         self.idempotency_key: str | None = None
         self._resume_frame: Frame | None = None
@@ -281,6 +297,10 @@ class AgentTask:
     @property
     def call_stack(self) -> list[str]:
         return [frame.stack_label for frame in self.frames]
+
+    @property
+    def has_begin(self) -> bool:
+        return any(spec.begin for spec in self.agent_class.playbooks.values())
 
     # ------------------------------------------------------------------ journal
 
@@ -447,7 +467,11 @@ class AgentTask:
             "llm_log": self.llm_log,
             "llm_counts": self.llm_counts,
             "result": self.result,
+            "returned": self.begin_returned,
+            "inputs": self.execution.io.consumed,
         }
+        if self.serving is not None:
+            doc["serving"] = self.serving.to_doc()
         state = self.agent.state.to_dict()
         local_vars = self.visible_locals(frame) if frame is not None else {}
         return doc, state, local_vars
@@ -466,14 +490,24 @@ class AgentTask:
         self.llm_log = list(snap.get("llm_log", []))
         self.llm_counts = dict(snap.get("llm_counts", {}))
         self.result = snap.get("result")
+        self.begin_returned = snap.get("returned", False)
+        serving = snap.get("serving")
+        self.serving = Message.from_doc(serving) if serving is not None else None
         self.replay = dict(restored.entries)
         self.replay_llm = dict(restored.llm)
+        # The user's inputs are one sequence for all agents: whatever any agent consumed
+        # before the crash is consumed, whichever agent replays first.
+        io = self.execution.io
+        io.consumed = max(io.consumed, snap.get("inputs", 0), *(
+            entry.result["n"] + 1 for entry in self.replay.values()
+            if entry.kind == "yield" and isinstance(entry.result, dict) and "n" in entry.result))
         frame_doc = snap.get("frame")
         if frame_doc is not None:
             frame = Frame(frame_doc["playbook"], self.new_namespace(local_vars or {}))
             _rebind_functions(frame.namespace)
             frame.calls = frame_doc["calls"]
             frame.llm_index = frame_doc["llm_index"]
+            frame.number = frame_doc.get("number", self.llm_counts.get(frame.playbook, 1) - 1)
             frame.executed = frame_doc["executed"]
             frame.offset = frame_doc.get("offset", 0)
             frame.step = frame_doc["step"]
@@ -560,19 +594,29 @@ class AgentTask:
             answer = await self.op("yield", "user", ask, apply=consumed)
             return answer["text"]
         sender = self.execution.resolve_target(target)
-        messages = await self.receive(lambda m: m.sender == sender and m.kind == "message",
-                                      f"yield:{sender}")
+        messages = await self.wait_for(lambda m: m.sender == sender and m.kind == "message",
+                                       f"yield:{sender}")
         return "\n".join(m.text for m in messages) if messages else None
 
-    async def receive(self, accept: Callable[[Message], bool], kind: str) -> list[Message]:
-        """Wait for messages accepted by ``accept``; journaled with their ids."""
+    async def receive(self, accept: Callable[[Message], bool], kind: str, *,
+                      select: Callable[[list[Message]], list[Message]] | None = None,
+                      ) -> list[Message]:
+        """Wait for messages accepted by ``accept``; journaled with their ids.
+
+        ``select`` picks which of the accepted messages to take at once (default: all).
+        """
+
+        def take_all(inbox: list[Message]) -> list[Message]:
+            return [m for m in inbox if accept(m)]
+
+        choose = select or take_all
 
         async def live() -> list[dict[str, Any]]:
             while True:
-                matching = [m for m in self.inbox if accept(m)]
+                matching = choose(self.inbox)
                 if matching:
                     return [m.to_doc() for m in matching]
-                self.waiting = accept
+                self.waiting, self.waiting_for = accept, kind
                 self.inbox_changed.clear()
                 self.execution.agent_waiting()
                 try:
@@ -588,6 +632,25 @@ class AgentTask:
 
         docs = await self.op("receive", kind, live, apply=apply)
         return [Message.from_doc(doc) for doc in docs]
+
+    async def wait_for(self, accept: Callable[[Message], bool], kind: str) -> list[Message]:
+        """Wait for messages accepted by ``accept``, serving the requests that arrive
+        meanwhile: an agent waiting for another agent can be called back by it (or by a
+        third one) without a deadlock."""
+
+        def select(inbox: list[Message]) -> list[Message]:
+            wanted = [m for m in inbox if accept(m)]
+            if wanted:
+                return wanted
+            return next(([m] for m in inbox if m.kind == "request"), [])
+
+        while True:
+            taken = await self.receive(lambda m: accept(m) or m.kind == "request", kind,
+                                       select=select)
+            if taken[0].kind == "request" and not accept(taken[0]):
+                await self._serve(taken[0])
+                continue
+            return taken
 
     async def op_return(self, value: Any) -> None:
         self._response_ends()
@@ -621,7 +684,7 @@ class AgentTask:
                           payload={"args": list(args), "kwargs": kwargs})
         await self.op("call", [handle.id, name, list(args), kwargs], _none,
                       apply=self._sender(request), effects={"messages": [request.to_doc()]})
-        replies = await self.receive(
+        replies = await self.wait_for(
             lambda m: m.kind == "reply" and m.payload.get("request") == request_id,
             f"reply:{request_id}")
         reply = replies[0].payload
@@ -708,9 +771,25 @@ class AgentTask:
                     raise
                 except EndTurn:
                     pass
+                await self._response_received(frame)
                 self._end_call(frame, executor)
         finally:
             self.frames.pop()
+
+    async def _response_received(self, frame: Frame) -> None:
+        """A response that ended without a durable operation at its end (an error in the
+        LLM code, trailing statements that awaited nothing): make it durable now, so that a
+        crash before the next checkpoint cannot make the LLM be asked for it again."""
+        if frame.llm_index is None or self.standalone:
+            return
+        entry = self.open_llm.get(frame.llm_index)
+        if entry is None:
+            return
+        if not entry.done:
+            entry.done = True
+            self.llm_appends.setdefault(entry.index, [])
+        if entry.index in self.llm_appends:
+            await self.execution.write_delta(self, [])
 
     def _end_call(self, frame: Frame, executor: StreamingPythonExecutor) -> None:
         entry = self.open_llm.pop(frame.llm_index, None) if frame.llm_index is not None else None
@@ -744,6 +823,7 @@ class AgentTask:
         count_key = frame.playbook
         number = self.llm_counts.get(count_key, 0)
         self.llm_counts[count_key] = number + 1
+        frame.number = number
         recorded = self.replay_llm.pop(index, None)
         if recorded is not None:
             if recorded.key != key:
@@ -767,8 +847,7 @@ class AgentTask:
             raise DurablyError(f"agent {self.agent_id}: the journal lost LLM call "
                                f"{frame.llm_index} of {frame.playbook}")
         self.open_llm[entry.index] = entry
-        number = self.llm_counts.get(frame.playbook, 1) - 1
-        async for chunk in self._stream(frame, entry, number):
+        async for chunk in self._stream(frame, entry, frame.number):
             yield chunk
 
     async def _stream(self, frame: Frame, entry: LLMEntry, number: int) -> AsyncIterator[str]:
@@ -796,53 +875,87 @@ class AgentTask:
     # ------------------------------------------------------------- the agent
 
     async def run(self) -> Any:
-        """The agent's task: its begin playbook, then its message loop."""
+        """The agent's task: its begin playbook, then its message loop.
+
+        What the bottom frame is doing is the agent's *phase*, kept in every snapshot so
+        that a resumed frame ends the way it would have: ``begin`` (its value is the
+        agent's result), ``serve`` (its value is the reply to :attr:`serving`) or
+        ``messages`` (a ``ProcessMessages`` run); ``idle`` between them.
+        """
+        try:
+            await self._run()
+        except ProgramExit:
+            self.phase = "exit"  # a resumed run exits again at once
+            self.frames.clear()
+            raise
+
+    async def _run(self) -> None:
         begin = next((s for s in self.agent_class.playbooks.values() if s.begin), None)
-        if self._resume_frame is not None:
-            frame, self._resume_frame = self._resume_frame, None
-            spec = self.agent_class.playbooks.get(frame.playbook)
-            value = await self.run_llm_playbook(spec, {}, frame=frame)
-            await self._after_playbook(frame.playbook, value, begin)
-        elif self.phase == "start":
+        frame, self._resume_frame = self._resume_frame, None
+        if self.phase == "exit":
+            raise ProgramExit()
+        if self.phase == "start":
             if self.snapshot_seq is None:
                 await self.snapshot()
-            if begin is not None:
-                self.phase = "begin"
-                value = await self.run_llm_playbook(begin, {})
-                await self._after_playbook(begin.name, value, begin)
-            else:
-                self.phase = "idle"
-        elif self.phase == "begin" and begin is not None:
-            value = await self.run_llm_playbook(begin, {})
-            await self._after_playbook(begin.name, value, begin)
+            self.phase = "begin" if begin is not None else "idle"
+        if self.phase == "begin" and begin is not None:
+            value = await self.run_llm_playbook(begin, {}, frame=frame)
+            self._begin_done(value)
+        elif self.phase == "serve":
+            if self.serving is None:
+                raise DurablyError(f"agent {self.agent_id}: the snapshot says it serves a "
+                                   "request but does not say which (corrupt checkpoint?)")
+            await self._serve(self.serving, frame=frame)
+        elif self.phase == "messages":
+            if frame is None:
+                raise DurablyError(f"agent {self.agent_id}: the snapshot says it processes "
+                                   "messages but has no frame (corrupt checkpoint?)")
+            await self.run_llm_playbook(None, {}, frame=frame)
+        elif frame is not None:
+            raise DurablyError(
+                f"agent {self.agent_id}: its snapshot holds a frame of {frame.playbook} but "
+                f"does not say what the frame works for (phase {self.phase!r}); a snapshot "
+                "written by durably < 0.1.1 while the agent served another agent's request "
+                "cannot be resumed exactly: fork the execution at an earlier LLM call")
         while True:
             self.phase = "idle"
             if self.ops_since_snapshot:
                 await self.snapshot()  # idle is a quiet point: keep the resume base recent
-            messages = await self.receive(lambda m: m.kind in ("message", "request"), "inbox")
-            requests = [m for m in messages if m.kind == "request"]
-            plain = [m for m in messages if m.kind == "message"]
-            for request in requests:
-                await self._serve(request)
-            if plain:
+            messages = await self.receive(_is_work, "inbox", select=_next_work)
+            if messages[0].kind == "request":
+                await self._serve(messages[0])
+            else:
                 self.phase = "messages"
-                rendered = [{"from": m.sender, "text": m.text, "id": m.id} for m in plain]
+                rendered = [{"from": m.sender, "text": m.text, "id": m.id} for m in messages]
                 await self.run_llm_playbook(None, {"messages": rendered}, name=PROCESS_MESSAGES)
 
-    async def _after_playbook(self, name: str, value: Any, begin: PlaybookSpec | None) -> None:
-        if begin is not None and name == begin.name:
-            self.result = value
-            self.execution.agent_waiting()  # the program may be over
+    def _begin_done(self, value: Any) -> None:
+        self.result = value
+        self.begin_returned = True
+        self.execution.agent_waiting()  # the program may be over
 
-    async def _serve(self, request: Message) -> None:
+    async def _serve(self, request: Message, *, frame: Frame | None = None) -> None:
+        """Run the public playbook ``request`` asks for on this agent's stack and reply.
+
+        At the bottom of the stack (phase ``serve``) the request is recorded in
+        snapshots, so that a frame resumed from one still sends the reply.
+        """
+        bottom = not self.frames
+        if bottom:
+            self.phase, self.serving = "serve", request
         spec = self.agent_class.playbooks.get(request.text)
         error = None
         value = None
         try:
-            assert spec is not None
+            if spec is None or not spec.public:
+                raise AttributeError(f"{self.agent_class.__name__} has no public playbook "
+                                     f"{request.text!r}")
             payload = request.payload or {}
-            value = await self.call_playbook(spec, tuple(payload.get("args", [])),
-                                             dict(payload.get("kwargs", {})))
+            if frame is not None:
+                value = await self.run_llm_playbook(spec, {}, frame=frame)
+            else:
+                value = await self.call_playbook(spec, tuple(payload.get("args", [])),
+                                                 dict(payload.get("kwargs", {})))
         except ControlFlow:
             raise
         except DurablyError:
@@ -854,6 +967,28 @@ class AgentTask:
                         payload={"request": request.id, "value": value, "error": error})
         await self.op("reply", request.id, _none, apply=self._sender(reply),
                       effects={"messages": [reply.to_doc()]})
+        if bottom:
+            self.phase, self.serving = "idle", None
+
+
+def _is_work(message: Message) -> bool:
+    return message.kind in ("message", "request")
+
+
+def _next_work(inbox: list[Message]) -> list[Message]:
+    """What an idle agent takes from its inbox at once: the oldest request alone, or the
+    plain messages that arrived before the next request (one ``ProcessMessages`` run)."""
+    work = [m for m in inbox if _is_work(m)]
+    if not work:
+        return []
+    if work[0].kind == "request":
+        return work[:1]
+    batch = []
+    for message in work:
+        if message.kind == "request":
+            break
+        batch.append(message)
+    return batch
 
 
 async def _none() -> None:
@@ -961,6 +1096,8 @@ class Execution:
         self.llm_calls_live = 0
         self.llm_streaming = False
         self.header: dict[str, Any] = {}
+        self.exiting = False
+        """An agent ran ``Yield("exit")``: the program ends when the others are idle."""
 
     # ------------------------------------------------------------------ agents
 
@@ -997,11 +1134,20 @@ class Execution:
         try:
             await task.run()
         except ProgramExit:
-            self._finish("completed", task.result)
+            self.exiting = True
+            task.finished = True
+            self.agent_waiting()
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             self._finish("failed", exc)
+
+    def begin_result(self) -> Any:
+        """The program's result: what the first agent's begin playbook returned."""
+        for task in self.agents.values():
+            if task.has_begin:
+                return task.result
+        return None
 
     def _finish(self, status: str, value: Any) -> None:
         if self.outcome is None:
@@ -1010,14 +1156,21 @@ class Execution:
             self.done.set()
 
     def agent_waiting(self) -> None:
-        """Called when an agent blocks on its inbox: the program ends when every agent
-        waits for a message that nobody can send any more."""
+        """Called when an agent blocks on its inbox (or exits): the program ends when every
+        agent waits for a message that nobody can send any more.
+
+        ``Yield("exit")`` ends the program the same way: once the other agents have finished
+        what they are doing. Stopping them at once would make the end depend on how far
+        each got when the exit ran (a scheduling accident); a resumed run could not repeat
+        that, and the program's outcome would not be a function of its journal.
+        """
         for task in self.agents.values():
+            if task.finished:
+                continue
             accept = task.waiting
             if accept is None or any(accept(m) for m in task.inbox):
                 return
-        results = [t.result for t in self.agents.values() if t.result is not None]
-        self._finish("completed", results[0] if results else None)
+        self._finish("completed", self.begin_result())
 
     @property
     def status_label(self) -> str:
@@ -1103,6 +1256,16 @@ class Execution:
             self._start(task)
         try:
             await self.done.wait()
+            assert self.outcome is not None
+            if self.outcome[0] == "completed":  # checked before the tasks unwind
+                from durably._invariants import check_complete
+
+                problems = check_complete(self)
+                if problems:
+                    self.outcome = ("failed", IncompleteExecutionError(
+                        "the execution ended but cannot be complete: " + "; ".join(problems)
+                        + ". Nothing was recorded as completed; the checkpoint history is "
+                        "kept for `durably resume` and `durably fork`"))
         finally:
             for t in self.tasks.values():
                 t.cancel()

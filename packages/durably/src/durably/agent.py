@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import inspect
 from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, overload
 
@@ -39,6 +40,10 @@ if TYPE_CHECKING:
 __all__ = ["Agent", "AgentHandle", "PlaybookSpec", "State", "playbook"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+running_agent: ContextVar[AgentTask | None] = ContextVar("durably_running_agent", default=None)
+"""The agent whose LLM code runs now: a handle restored from a checkpoint has no caller of
+its own and calls through this one."""
 
 
 @dataclass(frozen=True)
@@ -230,9 +235,9 @@ class AgentHandle:
         return hash(("agent", self.id))
 
     def __getattr__(self, name: str) -> Any:
-        if name.startswith("_") or self._caller is None:
+        caller = self._caller if self._caller is not None else running_agent.get()
+        if name.startswith("_") or caller is None:
             raise AttributeError(name)
-        caller = self._caller
 
         async def call_public(*args: Any, **kwargs: Any) -> Any:
             return await caller.op_call_remote(self, name, args, kwargs)

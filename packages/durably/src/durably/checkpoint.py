@@ -308,7 +308,7 @@ class CheckpointManager:
                 labels["locals"] = f"{frame} frame local"
             await self._store(seq, roots, labels, manifest,
                               {META_KIND: kind, META_AGENT: task.agent_id,
-                               META_STATUS: execution.status_label})
+                               META_STATUS: "running"})
             _maybe_crash(execution)
         keep = self.config.keep_last
         if keep and self.written % max(keep, PRUNE_EVERY) == 0:

@@ -28,6 +28,7 @@ The tree::
     │   └── SignatureError               signed pickle data failed verification
     ├── CheckpointTooLargeError          a checkpoint exceeds the configured maximum
     ├── DivergenceError                  replay requested a different operation
+    ├── IncompleteExecutionError         an end that cannot be a correct completion
     ├── ProgramChangedError              the program changed under an execution
     └── StatementSyntaxError             LLM code that can never parse (also a SyntaxError)
         └── IncompleteCodeError          the stream ended in the middle of a statement
@@ -47,6 +48,7 @@ __all__ = [
     "DurablyWarning",
     "FencedError",
     "IncompleteCodeError",
+    "IncompleteExecutionError",
     "InvalidExecutionIdError",
     "LeaseHeldError",
     "NotFoundError",
@@ -254,6 +256,16 @@ class DivergenceError(DurablyError):
 
     This means the program, its inputs or the LLM code changed, or the code between
     awaits is not deterministic.
+    """
+
+
+class IncompleteExecutionError(DurablyError):
+    """An execution ended in a state that cannot be a correct completion.
+
+    Checked before anything is recorded as ``completed``: an agent with frames left on its
+    call stack, a request to another agent that got no reply, a begin playbook that never
+    returned, or journal entries that replay never consumed. The execution is recorded
+    ``failed`` and its checkpoint history is kept for ``resume`` and ``fork``.
     """
 
 

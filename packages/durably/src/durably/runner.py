@@ -33,6 +33,7 @@ from durably.errors import (
     ConfigError,
     DurablyError,
     FencedError,
+    IncompleteExecutionError,
     LeaseHeldError,
     NotFoundError,
     ProgramChangedError,
@@ -254,10 +255,12 @@ async def _drive(execution: Execution, manager: CheckpointManager, *,
                  resume: bool) -> RunResult:
     status, value = await execution.run(resume=resume)
     if status == "completed":
-        # Final snapshots, so that `show` sees every agent's final state. A completed
-        # execution is never resumed, so these need not be quiet points.
+        # Final snapshots, so that `show` sees every agent's final state. A crash before
+        # the final record resumes from them, so only agents at a quiet point get one
+        # (after a `Yield("exit")` another agent may still be waiting mid-statement).
         for task in execution.agents.values():
-            await task.snapshot()
+            if not task.frames:
+                await task.snapshot()
         await manager.write_final(execution, "completed", value)
         policy = manager.config.on_completion
         if policy == "prune":
@@ -266,6 +269,11 @@ async def _drive(execution: Execution, manager: CheckpointManager, *,
             await manager.provider.delete_execution(manager.execution_id)
         return RunResult(manager.execution_id, "completed", value)
     error = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
+    if isinstance(value, IncompleteExecutionError):
+        # Recorded as failed, loudly: never as completed. The history stays resumable.
+        with contextlib.suppress(DurablyError):
+            await manager.write_final(execution, "failed", error)
+        raise value
     if isinstance(value, DurablyError):
         raise value
     with contextlib.suppress(DurablyError):

@@ -1,0 +1,100 @@
+"""Nothing is recorded ``completed`` unless it is: each violation of the completion
+invariants is a loud, typed failure, and the history stays resumable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from durably._invariants import check_complete
+from durably._runtime import Entry, Execution, Frame, Message, UserIO
+from durably.checkpoint import CheckpointManager
+from durably.config import DurabilityConfig
+from durably.errors import IncompleteExecutionError
+from durably.llm import open_llm
+from durably.runner import Program, _drive
+
+from memstore import MemoryStore
+
+HERE = Path(__file__).parent
+KITCHEN = HERE.parents[2] / "examples" / "kitchen"
+
+
+def finished_execution() -> Execution:
+    """The kitchen program's agents as a correct completion leaves them."""
+    program = Program.load(KITCHEN / "kitchen.py")
+    manager = CheckpointManager("x", MemoryStore(), config=DurabilityConfig())
+    execution = Execution(manager, program=program, llm=None, io=UserIO(echo=None))
+    for cls in program.agent_classes:
+        task = execution.create_agent(cls)
+        task.phase = "idle"
+        task.begin_returned = task.has_begin
+    return execution
+
+
+def test_a_correct_completion_passes() -> None:
+    assert check_complete(finished_execution()) == []
+
+
+def test_a_call_stack_left_is_a_violation() -> None:
+    execution = finished_execution()
+    task = execution.agents["1001"]
+    task.frames.append(Frame("SuggestDish", {}))
+    task.phase = "serve"
+    problems = check_complete(execution)
+    assert any("still has a call stack ['SuggestDish']" in p for p in problems)
+    assert any("phase 'serve'" in p for p in problems)
+
+
+def test_an_unanswered_request_is_a_violation() -> None:
+    execution = finished_execution()
+    execution.agents["1001"].inbox.append(
+        Message("1000:7", "1000", "1001", "SuggestDish", kind="request"))
+    assert any("never consumed request/reply message(s) ['1000:7']" in p
+               for p in check_complete(execution))
+
+
+def test_a_begin_playbook_that_never_returned_is_a_violation() -> None:
+    execution = finished_execution()
+    execution.agents["1000"].begin_returned = False
+    assert check_complete(execution) == ["the begin playbook of Concierge(1000) never returned"]
+
+
+def test_an_unconsumed_journal_entry_is_a_violation_even_after_an_exit() -> None:
+    execution = finished_execution()
+    execution.exiting = True
+    execution.agents["1001"].replay[12] = Entry(12, "say", "k")
+    execution.agents["1000"].replay_llm[3] = None  # type: ignore[assignment]
+    problems = check_complete(execution)
+    assert any("Chef(1001) never replayed 1 journaled operation(s), from #12 ('say')" in p
+               for p in problems)
+    assert any("Concierge(1000) never replayed LLM call(s) [3]" in p for p in problems)
+
+
+@pytest.mark.asyncio
+async def test_waiting_forever_fails_loudly_and_stays_resumable() -> None:
+    """Every agent waits, but the begin playbook waits for a message nobody will send:
+    before, this was recorded `completed` with result None."""
+    store = MemoryStore()
+    program = HERE / "programs" / "silent.py"
+    llm = open_llm(f"scripted:{HERE / 'programs' / 'silent.scripted.json'}")
+    with pytest.raises(IncompleteExecutionError,
+                       match="waits for a message from agent 1001 that no agent will send"):
+        await _run(program, llm, store)
+    latest = await store.load_latest_checkpoint("silent")
+    assert latest is not None
+    assert latest.metadata["durably.status"] == "failed"
+    loaded = await CheckpointManager("silent", store).load_execution()
+    assert loaded is not None
+    assert loaded.status == "failed"
+    assert "never returned" in loaded.result
+    assert loaded.snapshots  # the history is there to resume or fork from
+
+
+async def _run(program: Path, llm: object, store: MemoryStore) -> None:
+    """Run the program as `durably run` does (the final record included)."""
+    manager = CheckpointManager("silent", store, config=DurabilityConfig())
+    execution = Execution(manager, program=Program.load(program), llm=llm,
+                          io=UserIO(echo=None))
+    await _drive(execution, manager, resume=False)
