@@ -100,6 +100,17 @@ def e2e(session: nox.Session) -> None:
 
 
 @nox.session(python=PYTHON, default=False)
+def fuzz(session: nox.Session) -> None:
+    """A long fuzz campaign of generated multi-agent programs, every crash point checked.
+
+    ``uvx nox -s fuzz -- --programs 2000 --seed 1`` (see docs/guides/testing-durability.md;
+    the default run checks a fixed-seed sample in the e2e session).
+    """
+    _sync(session, "--package", "durably")
+    session.run("python", "tests/fuzz/campaign.py", *session.posargs)
+
+
+@nox.session(python=PYTHON, default=False)
 def bench(session: nox.Session) -> None:
     """Benchmarks (not part of the default run): prints ratios measured side by side.
 

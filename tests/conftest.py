@@ -14,6 +14,10 @@ from typing import Any
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+# The fuzzer (tests/fuzz) runs in-process against the core's in-memory test store.
+for _folder in (ROOT / "tests" / "fuzz", ROOT / "packages" / "durably" / "tests"):
+    if str(_folder) not in sys.path:
+        sys.path.insert(0, str(_folder))
 KITCHEN = ROOT / "examples" / "kitchen"
 KITCHEN_INPUT = ("I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. "
                  "I'm vegetarian.")
@@ -80,11 +84,15 @@ class ProgramCase:
         return args
 
 
+RELAY = ROOT / "tests" / "fuzz" / "programs"
+
 PROGRAM_CASES = {
     "kitchen": ProgramCase("kitchen", KITCHEN / "kitchen.py", KITCHEN / "kitchen.scripted.json",
                            [KITCHEN_INPUT]),
     "counter": ProgramCase("counter", COUNTER / "counter.py", COUNTER / "counter.scripted.json",
                            ["forty-two"]),
+    # Cross-agent calls and messages mid-response (tests/fuzz/test_regressions.py).
+    "relay": ProgramCase("relay", RELAY / "relay.py", RELAY / "relay.scripted.json", []),
 }
 
 

@@ -915,7 +915,7 @@ class AgentTask:
             raise DurablyError(
                 f"agent {self.agent_id}: its snapshot holds a frame of {frame.playbook} but "
                 f"does not say what the frame works for (phase {self.phase!r}); a snapshot "
-                "written by durably < 0.1.1 while the agent served another agent's request "
+                "written by an older durably while the agent served another agent's request "
                 "cannot be resumed exactly: fork the execution at an earlier LLM call")
         while True:
             self.phase = "idle"
