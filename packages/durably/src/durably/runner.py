@@ -19,11 +19,11 @@ import os
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 from durably._runtime import Execution, UserIO
 from durably.agent import Agent
@@ -41,6 +41,7 @@ from durably.errors import (
 from durably.storage import META_STATUS, CheckpointProvider, Lease
 
 log = logging.getLogger("durably")
+T = TypeVar("T")
 
 __all__ = ["Program", "RunResult", "new_execution_id", "resume_execution", "run_program",
            "submit_program"]
@@ -201,7 +202,8 @@ async def _leased(manager: CheckpointManager, ttl: float,
                 interval = ttl / 3
             except FencedError as exc:
                 lost = exc
-                if on_lost is not None:
+                # Not once the body ended (it is awaiting this task in `finally`).
+                if on_lost is not None and not stop.is_set():
                     on_lost.cancel()
                 return
             except DurablyError as exc:  # a transient store error: retry sooner
@@ -220,25 +222,38 @@ async def _leased(manager: CheckpointManager, ttl: float,
             f"process was paused or cut off past its lease (epoch {lease.epoch}); this "
             "process stopped and wrote nothing after the take-over")
 
+    async def absorbing(awaitable: Awaitable[T]) -> T:
+        """Await, absorbing the one cancellation this context may have sent its task
+        when the lease was lost (it can land on any await after the body ended)."""
+        inner = asyncio.ensure_future(awaitable)
+        while True:
+            try:
+                return await asyncio.shield(inner)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if lost is None or task is None or not task.cancelling():
+                    inner.cancel()
+                    raise
+                task.uncancel()
+
     renewer = asyncio.create_task(renew())
     try:
         yield lease
-    except FencedError as exc:
-        raise await superseded() from exc
-    except asyncio.CancelledError as exc:
-        if lost is None:
-            raise
-        task = asyncio.current_task()
-        if task is not None:
-            task.uncancel()
-        raise await superseded() from exc
+    except BaseException as exc:
+        stop.set()
+        if isinstance(exc, FencedError) or (lost is not None and isinstance(
+                exc, (Exception, asyncio.CancelledError))):
+            # Whatever broke -- a fenced write, the cancellation, or what the
+            # cancellation broke on its way -- the cause is the take-over.
+            raise await absorbing(superseded()) from exc
+        raise
     finally:
         stop.set()
-        await renewer
+        await absorbing(renewer)
         with contextlib.suppress(DurablyError):
-            await provider.release(manager.lease or lease)
+            await absorbing(provider.release(manager.lease or lease))
         with contextlib.suppress(Exception):
-            await held.release_lock()
+            await absorbing(held.release_lock())
 
 
 def _holder(owner: str) -> str:
