@@ -172,7 +172,7 @@ def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, st
     _, config, store = backend
     reference = _reference(config, store)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    env["DURABLY_LEASE_TTL"] = "6"
+    env["DURABLY_LEASE_TTL"] = "10"  # long enough to check the refusal under load
     owner = subprocess.Popen([sys.executable, "-m", "durably",
                               *_run_args(config, "paused", delay=0.05)],
                              env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -190,7 +190,7 @@ def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, st
         owner.send_signal(signal.SIGSTOP)
         assert _ls_status(config, "paused") in ("running", "stale")
         refused = durably("resume", "paused", "--config", str(config))
-        assert refused.code == 2
+        assert refused.code == 2, refused.err
         assert "alive" in refused.err, refused.err
         assert "--wait" in refused.err, refused.err
         taken = durably("resume", "paused", "--wait", "--config", str(config),
