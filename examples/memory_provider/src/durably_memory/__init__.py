@@ -124,7 +124,7 @@ class MemoryProvider(CheckpointProvider):
     """
 
     scheme: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TAKEOVER})
 
     def __init__(self, store: MemoryStore | None = None, *, name: str = "") -> None:
         super().__init__()
@@ -282,14 +282,26 @@ class MemoryProvider(CheckpointProvider):
     # ------------------------------------------------------------------- leases
 
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
+        return await self._claim_if(execution_id, owner, ttl, None)
+
+    async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
+        # TAKEOVER: the claim, also allowed while ``lease`` is the current live one.
+        return await self._claim_if(lease.execution_id, owner, ttl, lease)
+
+    async def _claim_if(
+        self, execution_id: str, owner: str, ttl: float, dead: Lease | None,
+    ) -> Lease:
         async with self.store.lock:
             now = time.time()
             record = self.store.leases.get(execution_id)
+            replaced = (dead is not None and record is not None
+                        and (record.lease.owner, record.lease.epoch) == (dead.owner, dead.epoch))
             if (
                 record is not None
                 and not record.released
                 and record.lease.owner != owner
                 and not record.lease.expired(now)
+                and not replaced
             ):
                 raise LeaseHeldError(
                     f"execution {execution_id!r} is claimed by {record.lease.owner!r}",
