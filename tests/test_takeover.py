@@ -282,3 +282,61 @@ def test_resume_input_continues_an_execution_that_waited_for_the_user(
     resumed = durably("resume", "asked", "--input", CASE.inputs[0], "--config", str(config))
     assert resumed.code == 0, resumed.err
     _assert_equal(config, file_store, "asked", reference)
+
+
+def test_wait_counts_down_on_a_terminal_and_takes_over_when_the_owner_dies(
+    file_store: str, tmp_path: Path,
+) -> None:
+    """`resume --wait` on a terminal shows who it waits for and a countdown; when the
+    owner dies meanwhile it takes over within about a second -- not at lease expiry."""
+    import pty
+    import re
+
+    config = tmp_path / "durably.toml"
+    config.write_text(f'[durability]\nstore = "{file_store}"\n')
+    reference = _reference(config, file_store)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    env["DURABLY_LEASE_TTL"] = "60"
+    owner = subprocess.Popen([sys.executable, "-m", "durably",
+                              *_run_args(config, "waited", delay=0.05)],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             stdin=subprocess.DEVNULL)
+    master, slave = pty.openpty()
+    waiter = None
+    try:
+        deadline = time.monotonic() + 30
+        while durably("show", "waited", "--config", str(config)).code != 0:
+            assert time.monotonic() < deadline, "the owner never wrote a checkpoint"
+            time.sleep(0.1)
+        waiter = subprocess.Popen([sys.executable, "-m", "durably", "resume", "waited",
+                                   "--wait", "--config", str(config)],
+                                  env=env, stdout=subprocess.PIPE, stderr=slave,
+                                  stdin=subprocess.DEVNULL)
+        os.close(slave)
+        seen = b""
+        deadline = time.monotonic() + 20
+        while seen.count(b"lease expires in") < 2:
+            assert time.monotonic() < deadline, seen
+            seen += os.read(master, 4096)
+        owner.kill()
+        owner.wait()
+        killed_at = time.monotonic()
+        out, _ = waiter.communicate(timeout=30)
+        took = time.monotonic() - killed_at
+    finally:
+        owner.kill()
+        owner.wait()
+        if waiter is not None:
+            waiter.kill()
+            waiter.wait()
+        os.close(master)
+    assert waiter.returncode == 0
+    text = seen.decode(errors="replace")
+    assert "\r\x1b[K" in text, text
+    assert re.search(rf"waiting for \S+:{owner.pid} \(alive\)", text), text
+    left = [int(n) for n in re.findall(r"lease expires in (\d+) s", text)]
+    assert left == sorted(left, reverse=True), left
+    assert 0 < left[-1] <= 60, left
+    assert took < 10, f"the waiter took {took:.1f} s to notice its owner died"
+    assert out, "the waiter ran the rest of the execution"
+    _assert_equal(config, file_store, "waited", reference)

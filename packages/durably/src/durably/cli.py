@@ -137,7 +137,10 @@ class _Countdown:
     def __call__(self, exc: LeaseHeldError) -> None:
         left = "" if exc.expires_at is None else (
             f"; lease expires in {max(0.0, exc.expires_at - time.time()):.0f} s")
-        holder = (exc.owner or "another process").split(" [")[0]
+        from durably._liveness import OwnerIdentity
+
+        ident = OwnerIdentity.parse(exc.owner or "")
+        holder = ident.label if ident else (exc.owner or "another process")
         alive = " (alive)" if exc.owner_alive else ""
         line = (f"waiting for {holder}{alive} to finish or let execution "
                 f"{self.execution_id} go{left} (Ctrl-C to stop waiting)")
