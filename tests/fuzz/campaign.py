@@ -32,17 +32,17 @@ from fuzzharness import Case, Checker, Report, regression_test, shrink  # noqa: 
 
 
 def check_program(seed: int, crash_points: int | None, forks: int | None,
-                  directory: Path) -> tuple[set[str], Report]:
+                  directory: Path, max_llm_calls: int) -> tuple[set[str], Report]:
     """Generate the program of ``seed`` and check it (in a worker process)."""
-    generated = generate(Chooser(seed))
+    generated = generate(Chooser(seed), max_llm_calls=max_llm_calls)
     case = Case.create(generated, directory / f"p{seed}")
     checker = Checker(case, max_crash_points=crash_points, forks=forks, seed=seed)
     return set(generated.shapes), asyncio.run(checker.check())
 
 
 def run_campaign(programs: int, seed: int, *, crash_points: int | None, forks: int | None,
-                 directory: Path, jobs: int = 1, out: Any = print,
-                 ) -> tuple[Counter[str], Report, int]:
+                 directory: Path, jobs: int = 1, max_llm_calls: int = 12,
+                 out: Any = print) -> tuple[Counter[str], Report, int]:
     """Check ``programs`` programs from seeds ``seed, seed+1, ...`` in ``jobs`` processes;
     return the shape tally (programs per shape), the summed report and the number of
     failing programs (each printed, shrunk, as a regression test)."""
@@ -52,8 +52,12 @@ def run_campaign(programs: int, seed: int, *, crash_points: int | None, forks: i
     seeds = range(seed, seed + programs)
     with ProcessPoolExecutor(max_workers=jobs) as pool:
         results = pool.map(check_program, seeds, [crash_points] * programs,
-                           [forks] * programs, [directory] * programs, chunksize=4)
-        for program_seed, (shapes, report) in zip(seeds, results, strict=True):
+                           [forks] * programs, [directory] * programs,
+                           [max_llm_calls] * programs, chunksize=4)
+        for done, (program_seed, (shapes, report)) in enumerate(
+                zip(seeds, results, strict=True), start=1):
+            if done % 50 == 0:
+                out(f"... {done} programs checked, {failing} failing", flush=True)
             tally.update(shapes)
             total.crash_points += report.crash_points
             total.stream_crashes += report.stream_crashes
@@ -64,7 +68,8 @@ def run_campaign(programs: int, seed: int, *, crash_points: int | None, forks: i
             failing += 1
             failure = report.failures[0]
             out(f"program seed {program_seed}: {failure}", flush=True)
-            small = shrink(generate(Chooser(program_seed)), directory / f"shrink{program_seed}")
+            small = shrink(generate(Chooser(program_seed), max_llm_calls=max_llm_calls),
+                           directory / f"shrink{program_seed}", budget=120)
             out(f"shrunk to {len(small.choices)} choices; its responses:")
             for key, responses in small.script.items():
                 for response in responses:
@@ -85,13 +90,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="fork at most this many LLM calls per program (default: all)")
     parser.add_argument("--jobs", type=int, default=os.cpu_count() or 1,
                         help="worker processes (default: one per CPU)")
+    parser.add_argument("--max-llm-calls", type=int, default=12,
+                        help="size of the programs: LLM calls before only leaf statements")
     args = parser.parse_args(argv)
     start = time.monotonic()
     with tempfile.TemporaryDirectory() as folder:
         tally, report, failing = run_campaign(
             args.programs, args.seed, crash_points=args.crash_points, forks=args.forks,
-            directory=Path(folder), jobs=args.jobs)
-    print(f"{args.programs} programs (seeds {args.seed}..{args.seed + args.programs - 1}), "
+            directory=Path(folder), jobs=args.jobs, max_llm_calls=args.max_llm_calls)
+    print(f"{args.programs} programs (seeds {args.seed}..{args.seed + args.programs - 1}, "
+          f"max_llm_calls {args.max_llm_calls}), "
           f"{report.crash_points} crash points after a checkpoint, {report.stream_crashes} "
           f"crashes in an LLM stream, {report.double_crashes} crashes during a resume, "
           f"{report.forks} forks: {failing} failing, in {time.monotonic() - start:.0f} s")

@@ -61,6 +61,8 @@ class DyingStore(MemoryStore):
         self.crash_at: int | None = None
         self.dead = False
         self.writes = 0
+        self.log: list[tuple[str, tuple[Any, ...]]] = []
+        """Every change made to the store, in order (see :meth:`prefix`)."""
 
     def arm(self, crash_at: int | None) -> None:
         """Start a new process: alive, dying after ``crash_at`` more writes."""
@@ -70,20 +72,53 @@ class DyingStore(MemoryStore):
         self.dead = True
         raise Crash(f"after checkpoint {self.writes}")
 
-    async def _save(self, *args: Any, **kwargs: Any) -> Any:
+    async def _save(self, *args: Any) -> Any:
         if self.dead:
             raise Crash("the process is dead")
-        info = await super()._save(*args, **kwargs)
+        self.log.append(("_save", args))
+        info = await super()._save(*args)
         self.writes += 1
         if self.writes == self.crash_at:
             self.die()
         return info
 
-    async def _put_blob(self, *args: Any, **kwargs: Any) -> bool:
+    async def _put_blob(self, *args: Any) -> bool:
         if self.dead:
             raise Crash("the process is dead")
-        result: bool = await super()._put_blob(*args, **kwargs)
+        self.log.append(("_put_blob", args))
+        result: bool = await super()._put_blob(*args)
         return result
+
+    async def _delete(self, *args: Any) -> bool:
+        self.log.append(("_delete", args))
+        result: bool = await super()._delete(*args)
+        return result
+
+    async def _delete_blob(self, *args: Any) -> bool:
+        self.log.append(("_delete_blob", args))
+        result: bool = await super()._delete_blob(*args)
+        return result
+
+    async def prefix(self, writes: int) -> DyingStore:
+        """The store as a process that died right after its ``writes``-th checkpoint left
+        it: every change this store recorded up to that checkpoint, replayed in order."""
+        store = DyingStore()
+        saves = 0
+        for method, args in self.log:
+            await getattr(MemoryStore, method)(store, *args)
+            if method == "_save":
+                saves += 1
+                if saves == writes:
+                    break
+        store.log.clear()
+        return store
+
+    def same_checkpoints(self, other: DyingStore, execution_id: str) -> bool:
+        """Both stores hold the same checkpoints (sequence numbers and bytes) and blobs."""
+        mine, theirs = (s.checkpoints.get(execution_id, {}) for s in (self, other))
+        return ({seq: data for seq, (_, data) in mine.items()}
+                == {seq: data for seq, (_, data) in theirs.items()}
+                and self.blobs.get(execution_id, {}) == other.blobs.get(execution_id, {}))
 
 
 class RecordingLLM:
@@ -97,6 +132,10 @@ class RecordingLLM:
         self.crash_chunk = crash_chunk
         self.chunks = 0
         self.requests: list[tuple[str, int, str]] = []
+        self.requests_at: list[int] = []
+        """How many checkpoints were durable when each request was made."""
+        self.streams: list[tuple[tuple[str, int], int, int | None]] = []
+        """(call, checkpoints durable when it started, ... when it ended or None)."""
         self.prompts: dict[tuple[str, int], Any] = {}
         self.open: list[tuple[str, int]] = []
         """Streams started and not finished (nested playbooks stream inside others)."""
@@ -107,8 +146,11 @@ class RecordingLLM:
             raise Crash("the process is dead")
         key = (f"{agent}.{playbook}", call)
         self.requests.append((key[0], call, prefix))
+        self.requests_at.append(self.store.writes)
         self.prompts[key] = messages
         self.open.append(key)
+        span = len(self.streams)
+        self.streams.append((key, self.store.writes, None))
         async for chunk in self.inner.stream(messages, agent=agent, playbook=playbook,
                                              call=call, prefix=prefix):
             if self.store.dead:
@@ -119,6 +161,7 @@ class RecordingLLM:
                 self.store.dead = True
                 raise Crash(f"in the stream of {key}, after chunk {self.chunks}")
         self.open.remove(key)
+        self.streams[span] = (key, self.streams[span][1], self.store.writes)
 
 
 @dataclass
@@ -135,6 +178,23 @@ class Trace:
     writes: int
     in_flight: list[tuple[str, int]] = field(default_factory=list)
     error: BaseException | None = None
+    said_at: list[int] = field(default_factory=list)
+    requests_at: list[int] = field(default_factory=list)
+    tool_log: list[tuple[str, str, int]] = field(default_factory=list)
+    streams: list[tuple[tuple[str, int], int, int | None]] = field(default_factory=list)
+
+    def until(self, writes: int) -> Trace:
+        """What this process did before its ``writes``-th checkpoint became durable and it
+        died: the part of its events a crash right after that checkpoint leaves."""
+        said = [line for line, w in zip(self.said, self.said_at, strict=True) if w < writes]
+        requests = [r for r, w in zip(self.requests, self.requests_at, strict=True)
+                    if w < writes]
+        tools: Counter[tuple[str, str]] = Counter(
+            (event, name) for event, name, w in self.tool_log if w < writes)
+        in_flight = [key for key, start, end in self.streams
+                     if start < writes and (end is None or end >= writes)]
+        return Trace(True, "crashed", None, said, requests, self.prompts, tools, writes,
+                     in_flight)
 
 
 @dataclass
@@ -171,10 +231,12 @@ async def run_process(case: Case, store: DyingStore, execution_id: str, *, resum
     assert counter is not None
     tools = counter.start(store)
     said: list[str] = []
+    said_at: list[int] = []
 
     def echo(line: str) -> None:
         if not store.dead:  # a dead process shows nothing (see ToolCounter)
             said.append(line)
+            said_at.append(store.writes)
 
     io = UserIO(list(gen.inputs), echo=echo)
     execution = Execution(manager, program=program, llm=llm, io=io)
@@ -197,10 +259,11 @@ async def run_process(case: Case, store: DyingStore, execution_id: str, *, resum
     except Exception as exc:  # a loud failure: reported, never swallowed
         status, error = "error", exc
     store.dead = False
-    view = await describe_execution(CheckpointManager(execution_id, store,
-                                                      config=case.config))
+    view = None if crashed else await describe_execution(
+        CheckpointManager(execution_id, store, config=case.config))
     return Trace(crashed, status, view, said, llm.requests, llm.prompts, tools, store.writes,
-                 llm.open if crashed else [], error)
+                 llm.open if crashed else [], error, said_at, llm.requests_at,
+                 list(counter.log), llm.streams)
 
 
 class ToolCounter:
@@ -210,6 +273,7 @@ class ToolCounter:
 
     def __init__(self, program: Program) -> None:
         self.runs: Counter[tuple[str, str]] = Counter()
+        self.log: list[tuple[str, str, int]] = []
         self.store: DyingStore | None = None
         for cls in program.agent_classes:
             for spec in cls.playbooks.values():
@@ -219,12 +283,13 @@ class ToolCounter:
 
     def start(self, store: DyingStore) -> Counter[tuple[str, str]]:
         """Count the runs of a new process (the returned counter) against ``store``."""
-        self.runs, self.store = Counter(), store
+        self.runs, self.store, self.log = Counter(), store, []
         return self.runs
 
     def _note(self, event: str, name: str) -> None:
         if self.store is not None and not self.store.dead:
             self.runs[event, name] += 1
+            self.log.append((event, name, self.store.writes))
 
     def _wrap(self, name: str, func: Any) -> Any:
         async def counted(*args: Any, **kwargs: Any) -> Any:
@@ -296,18 +361,20 @@ class Checker:
 
     def __init__(self, case: Case, *, max_crash_points: int | None = None,
                  stream_crashes: int = 3, double_crashes: int = 2, forks: int | None = None,
-                 seed: int = 0) -> None:
+                 real_crash_points: int = 2, seed: int = 0) -> None:
         self.case = case
         self.max_crash_points = max_crash_points
         self.stream_crashes = stream_crashes
         self.double_crashes = double_crashes
         self.forks = forks
         self.rng = random.Random(seed)
+        self.real_crash_points = real_crash_points
         self.baseline: Trace | None = None
+        self.base_store = DyingStore()
 
     async def check(self, *, stop_at_first: bool = True) -> Report:
         report = Report()
-        store = DyingStore()
+        store = self.base_store = DyingStore()
         base = await run_process(self.case, store, "baseline", resume=False)
         other = await run_process(self.case, DyingStore(), "baseline", resume=False,
                                   chunk_seed=7)
@@ -323,9 +390,11 @@ class Checker:
         points = list(range(1, total + 1))
         if self.max_crash_points is not None and len(points) > self.max_crash_points:
             points = sorted(self.rng.sample(points, self.max_crash_points))
+        real = set(self.rng.sample(points, min(self.real_crash_points, len(points))))
         for k in points:
             report.crash_points += 1
-            problem = await self.crash_and_resume(f"k{k}", [k])
+            problem = (await self.crash_and_resume("baseline", [k]) if k in real
+                       else await self.resume_prefix(k))
             if problem:
                 report.failures.append(Failure(f"crash after checkpoint {k}", problem))
                 if stop_at_first:
@@ -363,6 +432,24 @@ class Checker:
                     return report
         return report
 
+    async def resume_prefix(self, k: int) -> str | None:
+        """Crash right after checkpoint ``k``, without running to it again: the store is
+        the baseline's first ``k`` checkpoints (a crashed run writes exactly those; some
+        crash points are run for real to check it), the dead process's events are the
+        baseline's before checkpoint ``k``; resume and compare."""
+        assert self.baseline is not None
+        store = await self.base_store.prefix(k)
+        traces = [self.baseline.until(k)]
+        return await self.resume_until_done(store, "baseline", traces)
+
+    async def resume_until_done(self, store: DyingStore, name: str,
+                                traces: list[Trace]) -> str | None:
+        for _ in range(3):
+            if not traces[-1].crashed:
+                break
+            traces.append(await run_process(self.case, store, name, resume=True))
+        return self.compare(self.baseline, traces)
+
     async def crash_and_resume(self, name: str, crashes: list[int | None], *,
                                chunk: int | None = None) -> str | None:
         """Run with the given crashes (a checkpoint number, or None for the stream crash at
@@ -370,25 +457,30 @@ class Checker:
         store = DyingStore()
         traces = [await run_process(self.case, store, name, resume=False,
                                     crash_at=crashes[0], crash_chunk=chunk)]
+        k = crashes[0]
+        if name == "baseline" and k is not None and chunk is None:
+            # A real crash after checkpoint k leaves what resume_prefix assumes it does.
+            assert self.baseline is not None
+            if not store.same_checkpoints(await self.base_store.prefix(k), name):
+                return f"the run that crashed after checkpoint {k} wrote other checkpoints"
+            expected, got = self.baseline.until(k), traces[0]
+            if (expected.said, expected.requests, +expected.tools, expected.in_flight) != (
+                    got.said, got.requests, +got.tools, got.in_flight):
+                return f"the run that crashed after checkpoint {k} did other things"
         for later in crashes[1:]:
             if not traces[-1].crashed:
                 break
             traces.append(await run_process(self.case, store, name, resume=True,
                                             crash_at=later))
-        for _ in range(3):
-            if not traces[-1].crashed:
-                break
-            traces.append(await run_process(self.case, store, name, resume=True))
-        return self.compare(self.baseline, traces)
+        return await self.resume_until_done(store, name, traces)
 
     async def fork_and_resume(self, number: int) -> str | None:
         base = self.baseline
         assert base is not None
-        store = DyingStore()
-        first = await run_process(self.case, store, "original", resume=False)
-        manager = CheckpointManager("original", store, config=self.case.config)
+        store = await self.base_store.prefix(base.writes)  # a copy of the baseline's store
+        manager = CheckpointManager("baseline", store, config=self.case.config)
         seq = await seq_after_llm_call(manager, number)
-        if first.view and seq >= first.view["latest_seq"]:
+        if base.view and seq >= base.view["latest_seq"]:
             return None  # the fork point is the final record: nothing to resume
         try:
             await fork_execution(manager, seq, "fork")
