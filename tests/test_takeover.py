@@ -211,11 +211,11 @@ def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, st
     _assert_equal(config, store, "paused", reference)
 
 
+@pytest.mark.parametrize("backend", ["file", "postgres"], indirect=True)
 @pytest.mark.parametrize("wait", [False, True], ids=["no-wait", "wait"])
-def test_two_resumers_at_once(file_store: str, tmp_path: Path, wait: bool) -> None:
-    config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{file_store}"\n')
-    reference = _reference(config, file_store)
+def test_two_resumers_at_once(backend: tuple[str, Path, str], wait: bool) -> None:
+    _, config, store = backend
+    reference = _reference(config, store)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     for round_ in range(10):
         execution_id = f"twice-{round_}"
@@ -241,7 +241,7 @@ def test_two_resumers_at_once(file_store: str, tmp_path: Path, wait: bool) -> No
             lines = err.strip().splitlines()
             assert len(lines) == 1, err
             assert "running in another process" in lines[0], err
-        _assert_equal(config, file_store, execution_id, reference)
+        _assert_equal(config, store, execution_id, reference)
 
 
 def test_ctrl_c_names_the_execution_and_it_resumes(file_store: str, tmp_path: Path) -> None:
