@@ -97,12 +97,17 @@ class _SessionOwnerLock(OwnerLock):
     """A session-level advisory lock held on a connection of its own: the server drops
     it when the session ends -- when this process dies or its connection is cut."""
 
-    def __init__(self, conn: AsyncConn) -> None:
+    def __init__(self, conn: AsyncConn, key: int) -> None:
         self._conn: AsyncConn | None = conn
+        self._key = key
 
     async def release(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
+            # Unlock first: the server ends a closed session asynchronously, and a probe
+            # right after release must already find the lock free.
+            with contextlib.suppress(Exception):
+                await conn.execute("SELECT pg_advisory_unlock(%s::int8)", (self._key,))
             with contextlib.suppress(Exception):
                 await conn.close()
 
@@ -520,7 +525,7 @@ class PostgresProvider(CheckpointProvider):
         if not row or not row[0]:
             await conn.close()
             return None
-        return _SessionOwnerLock(conn)
+        return _SessionOwnerLock(conn, key)
 
     async def _owner_lock_free(self, execution_id: str) -> bool:
         _, hi, lo = self._lock_key(execution_id)
