@@ -35,7 +35,8 @@ from pathlib import Path
 AGENTS = ("Alpha", "Beta", "Gamma")
 SUBS = ("Sub1", "Sub2", "Sub3")
 PUBLIC = ("Pub1", "Pub2")
-TOOLS = ("Bump", "Take", "Fail", "Echo", "Announce", "Lookup")
+TOOLS = ("Bump", "Take", "Fail", "Echo", "Announce", "Lookup", "Delegate", "Forward", "Twice",
+         "AnnounceThenFail")
 
 #: Every shape the generator can emit; a campaign's tally says how often each ran.
 SHAPES = (
@@ -47,6 +48,8 @@ SHAPES = (
     "remote:llm-playbook", "remote:tool", "remote:callback", "remote:self-call",
     "agent:get_or_create", "message:yield-agent", "message:process-messages",
     "tool:mutates-state", "tool:raises", "tool:in-loop", "tool:awaits-say",
+    "tool:runs-llm-playbook", "tool:calls-other-agent", "remote:tool-runs-llm-playbook",
+    "tool:calls-tools", "tool:raises-after-awaiting", "remote:keyword-argument", "exit:nested",
     "user:yield-user", "return:value", "exit:yield-exit", "trigger",
 )
 
@@ -226,6 +229,11 @@ class _Builder:
             self.exits = True
             self.shapes["exit:yield-exit"] += 1
             return [step, f"self.state.result = {self.value(frame)}", 'await self.Yield("exit")']
+        if frame.depth > 0 and not self.exits and self.ch.draw(40) == 39:
+            # The program ends here: the callers' remaining responses are never asked for.
+            self.exits = True
+            self.shapes["exit:nested"] += 1
+            return [step, 'await self.Yield("exit")']
         self.shapes["return:value"] += 1
         return [step, f"await self.Return({self.value(frame)})"]
 
@@ -251,7 +259,8 @@ class _Builder:
         if nested and self.budget():
             if frame.depth < 2:
                 options += [("sub", 5)]
-            options += [("create", 2), ("remote", 5), ("remote_tool", 3)]
+            options += [("create", 2), ("remote", 5), ("remote_tool", 3), ("delegate", 2),
+                        ("forward", 2)]
             if self.idle_agents(frame):
                 options += [("message", 4)]
             if frame.depth < 2:
@@ -264,7 +273,7 @@ class _Builder:
     def leaf(self, frame: _Frame, indent: str, var: str | None = None) -> Stmt:
         """A simple await for a block body (``var`` is the loop variable, if any)."""
         shape = self.ch.pick([("say", 3), ("bump", 3), ("echo", 2), ("step", 1),
-                              ("announce", 1)])
+                              ("announce", 1), ("twice", 1)])
         arg = var or "1"
         if shape == "say":
             return Stmt([f'{indent}await self.Say("user", f"{frame.playbook} at {{{arg}}}")'])
@@ -276,6 +285,9 @@ class _Builder:
         if shape == "announce":
             self.shapes["tool:awaits-say"] += 1
             return Stmt([f'{indent}await self.Announce(f"announce {{{arg}}}")'])
+        if shape == "twice":
+            self.shapes["tool:calls-tools"] += 1
+            return Stmt([f"{indent}await self.Twice({arg})"])
         return Stmt([f'{indent}await self.Step(f"{frame.playbook}:0{{{arg}}}:EXE")'])
 
     def dead(self, frame: _Frame) -> Stmt:
@@ -291,7 +303,11 @@ class _Builder:
         self.shapes["await:top"] += 1
         if frame.defined and self.ch.chance(40):
             name = frame.defined[self.ch.draw(len(frame.defined))]
-            return Stmt([f'await self.Say("user", f"{frame.agent} has {{{name}!r}}")'])
+            # Sets are shown sorted: the iteration order of a set of strings differs from
+            # one process to the next (hash randomization), with or without a crash.
+            shown = (f"sorted({name}, key=repr) if isinstance({name}, (set, frozenset)) "
+                     f"else {name}")
+            return Stmt([f'await self.Say("user", f"{frame.agent} has {{({shown})!r}}")'])
         return Stmt([f'await self.Say("user", "{frame.agent} {frame.playbook} line {self.names}")'])
 
     def s_state(self, frame: _Frame) -> Stmt:
@@ -418,7 +434,12 @@ class _Builder:
                 part.run()
 
         lines = ["try:"] + [ln for p in before for ln in p.lines]
-        lines += ['    await self.Fail("expected failure")', "except ValueError as err:",
+        if self.ch.chance(30):
+            self.shapes["tool:raises-after-awaiting"] += 1
+            failing = '    await self.AnnounceThenFail("about to fail")'
+        else:
+            failing = '    await self.Fail("expected failure")'
+        lines += [failing, "except ValueError as err:",
                   '    await self.Say("user", f"caught {err}")']
         lines += [ln for p in handler for ln in p.lines] + ["finally:"]
         lines += [ln for p in final for ln in p.lines]
@@ -529,6 +550,9 @@ class _Builder:
             self.run_playbook(target, playbook, depth, chain)
 
         value = arg or self.value(frame)
+        if self.ch.chance(25):
+            self.shapes["remote:keyword-argument"] += 1
+            value = f"x={value}"
         if get and block:  # inside a block: get the handle in the same line
             return Stmt([f"{name} = await (await {target}.get_or_create(requester=self))"
                          f".{playbook}({value})"], run, defines=(name,))
@@ -556,10 +580,44 @@ class _Builder:
         get, handle = self.handle(frame, target, block=block)
         name = self.fresh("looked")
         value = f"str({arg})" if arg else f"'{self.fresh('key')}'"
+        tool, run = "Lookup", Stmt([]).run
+        if self.ch.chance(35):  # a public tool that runs an LLM playbook of its agent
+            self.shapes["remote:tool-runs-llm-playbook"] += 1
+            tool, depth, chain = "Delegate", frame.depth + 1, (*frame.chain, target)
+
+            def run() -> None:
+                self.run_playbook(target, "Sub3", depth, chain)
+
         if get and block:
             return Stmt([f"{name} = await (await {target}.get_or_create(requester=self))"
-                         f".Lookup({value})"], defines=(name,))
-        return Stmt([*get, f"{name} = await {handle}.Lookup({value})"], defines=(name,))
+                         f".{tool}({value})"], run, defines=(name,))
+        return Stmt([*get, f"{name} = await {handle}.{tool}({value})"], run, defines=(name,))
+
+    def s_delegate(self, frame: _Frame) -> Stmt:
+        """A tool of this agent that runs one of its LLM playbooks."""
+        self.shapes["tool:runs-llm-playbook"] += 1
+        name = self.fresh("delegated")
+        agent, depth, chain = frame.agent, frame.depth + 1, frame.chain
+
+        def run() -> None:
+            self.run_playbook(agent, "Sub3", depth, chain)
+
+        return Stmt([f"{name} = await self.Delegate({self.value(frame)})"], run,
+                    defines=(name,))
+
+    def s_forward(self, frame: _Frame) -> Stmt:
+        """A tool of this agent that calls a public playbook of another agent."""
+        self.shapes["tool:calls-other-agent"] += 1
+        targets = self.targets(frame)
+        target = targets[self.ch.draw(len(targets))]
+        name = self.fresh("forwarded")
+        depth, chain = frame.depth + 1, (*frame.chain, target)
+
+        def run() -> None:
+            self.run_playbook(target, "Pub1", depth, chain)
+
+        return Stmt([f'{name} = await self.Forward("{target}", {self.value(frame)})'], run,
+                    defines=(name,))
 
     def s_message(self, frame: _Frame) -> Stmt:
         self.shapes["message:yield-agent"] += 1
@@ -669,6 +727,40 @@ class {name}(Agent):
         await self.Say("user", text)
         _note("end", "{name}.Announce")
         return len(text)
+
+    @playbook
+    async def Twice(self, k: int) -> int:
+        """A tool that calls another tool twice."""
+        _note("start", "{name}.Twice")
+        first = await self.Bump(k)
+        second = await self.Bump(k)
+        _note("end", "{name}.Twice")
+        return first + second
+
+    @playbook
+    async def AnnounceThenFail(self, text: str) -> None:
+        """A tool that says something, then raises ValueError."""
+        _note("start", "{name}.AnnounceThenFail")
+        await self.Say("user", text)
+        _note("end", "{name}.AnnounceThenFail")
+        raise ValueError(text)
+
+    @playbook(public=True)
+    async def Delegate(self, x=None) -> dict:
+        """A public tool that runs an LLM playbook of this agent."""
+        _note("start", "{name}.Delegate")
+        value = await self.Sub3(x)
+        _note("end", "{name}.Delegate")
+        return {{"delegated": value}}
+
+    @playbook
+    async def Forward(self, agent: str, x=None):
+        """A tool that calls a public playbook of another agent (or of this one)."""
+        _note("start", "{name}.Forward")
+        other = await globals()[agent].get_or_create(requester=self)
+        value = await other.Pub1(x)
+        _note("end", "{name}.Forward")
+        return value
 
     @playbook(public=True)
     async def Lookup(self, key: str) -> dict:

@@ -479,7 +479,10 @@ class Checker:
         assert base is not None
         store = await self.base_store.prefix(base.writes)  # a copy of the baseline's store
         manager = CheckpointManager("baseline", store, config=self.case.config)
-        seq = await seq_after_llm_call(manager, number)
+        try:
+            seq = await seq_after_llm_call(manager, number)
+        except NotFoundError:
+            return None  # the call never completed (the program exited in the middle of it)
         if base.view and seq >= base.view["latest_seq"]:
             return None  # the fork point is the final record: nothing to resume
         try:
@@ -538,16 +541,16 @@ class Checker:
         if fresh != expected:
             extra, missing = fresh - expected, expected - fresh
             return f"LLM calls asked again from the start: {dict(extra)}; never: {dict(missing)}"
-        # A tool whose call completed (its end is journaled) never runs again: the runs that
-        # ended in the crashed processes plus the runs of the last one are the baseline's.
+        # A tool whose call completed never runs again, and none is lost: the runs that
+        # completed in all processes are the baseline's. (A run in flight at a crash runs
+        # again and completes once; one cut short by the program's exit never completes.)
         runs: Counter[str] = Counter()
-        for trace in traces[:-1]:
+        for trace in traces:
             runs.update({name: n for (event, name), n in trace.tools.items() if event == "end"})
-        runs.update({name: n for (event, name), n in last.tools.items() if event == "start"})
         expected_runs = Counter({name: n for (event, name), n in base.tools.items()
-                                 if event == "start"})
+                                 if event == "end"})
         if +runs != +expected_runs:
-            return f"tool runs {dict(+runs)} != baseline {dict(+expected_runs)}"
+            return f"completed tool runs {dict(+runs)} != baseline {dict(+expected_runs)}"
         return None
 
 

@@ -198,6 +198,8 @@ class _Restored:
         self.seq = seq
         self.entries: dict[int, Entry] = {}
         self.llm: dict[int, LLMEntry] = {}
+        self.logs: dict[int, dict[str, Any]] = {}
+        """The records of LLM calls that ended after the snapshot (for ``show``), by index."""
         for doc in snapshot.get("open_llm", []):
             entry = LLMEntry.from_doc(doc)
             entry.seq = seq
@@ -214,6 +216,8 @@ class _Restored:
                 self.llm[doc["i"]] = known
             known.append(doc.get("a", ""))
             known.done = known.done or doc.get("f", False)
+        for item in delta.get("log", []):
+            self.logs[item["index"]] = item
 
 
 class AgentTask:
@@ -228,6 +232,7 @@ class AgentTask:
         self.index = 0
         self.replay: dict[int, Entry] = {}
         self.replay_llm: dict[int, LLMEntry] = {}
+        self.replay_logs: dict[int, dict[str, Any]] = {}
         self.open_llm: dict[int, LLMEntry] = {}
         self.llm_appends: dict[int, list[Any]] = {}
         self.snapshot_seq: int | None = None
@@ -253,6 +258,8 @@ class AgentTask:
         """What the agent waits for, while it does (``inbox``, ``yield:1001``, ...)."""
         self.standalone = False
         self.idempotency_key: str | None = None
+        self.tools_running = 0
+        """Python playbooks running live on this agent's stack (see :attr:`quiet`)."""
         self._resume_frame: Frame | None = None
         self._injected: dict[str, Any] = {}
 
@@ -336,18 +343,24 @@ class AgentTask:
             effects_after: Computes more effects from the result after ``live`` ran (a
                 tool's changes to the agent's state, a transcript line).
         """
+        self._check_running()
         index = self._next_index()
         key = digest([kind, args])
         recorded = self.replay.pop(index, None)
         if recorded is not None:
             if recorded.kind != kind or recorded.key != key:
                 raise self._divergence(index, kind, recorded.kind)
+            # Counted as when it was committed: snapshots then come at the same points as
+            # in a run that never crashed (and `show` says the same about it).
+            self.ops_since_snapshot += 1
             if apply is not None:
                 apply(recorded.result)
             if recorded.span > 1:
                 self._skip_span(index, recorded)
-            if recorded.effects and "state" in recorded.effects:
-                self._apply_effects({"state": recorded.effects["state"]})
+            if recorded.effects and ("state" in recorded.effects
+                                     or "unset" in recorded.effects):
+                self._apply_effects({k: v for k, v in recorded.effects.items()
+                                     if k in ("state", "unset")})
             if recorded.error is not None:
                 raise _rebuild_error(recorded.error)
             return recorded.result
@@ -371,6 +384,13 @@ class AgentTask:
         await self.commit(entry)
         return result
 
+    def _check_running(self) -> None:
+        """Once the program has ended nothing more happens: the agents' tasks are being
+        cancelled, and a ``finally:`` block of LLM code unwinding must not run (and
+        journal) a durable operation after the end."""
+        if self.execution.outcome is not None:
+            raise asyncio.CancelledError("the program has ended")
+
     def _divergence(self, index: int, asked: str, recorded: str) -> DivergenceError:
         frame = self.frames[-1] if self.frames else None
         where = ""
@@ -393,17 +413,37 @@ class AgentTask:
                 f"({self.replay[missing].kind!r}) and asked for {kind!r} instead")
 
     def _skip_span(self, index: int, recorded: Entry) -> None:
-        """A journaled tool call also covers the operations it awaited: re-apply their
-        effects and move past them."""
+        """A journaled tool call also covers the operations it awaited (a tool may run an
+        LLM playbook, call another agent, say things): the tool is not run again, so
+        re-apply what those operations did to this agent and move past them."""
         for inner in range(index + 1, index + recorded.span):
             entry = self.replay.pop(inner, None)
-            if entry is not None and entry.effects:
-                self._apply_effects(entry.effects)
+            if entry is not None:
+                self.ops_since_snapshot += 1
+                if entry.effects:  # the state: the tool's own entry has it all, in order
+                    self._apply_effects({k: v for k, v in entry.effects.items()
+                                         if k not in ("state", "unset")})
+                if entry.kind == "receive" and isinstance(entry.result, list):
+                    self._consume({doc["id"] for doc in entry.result})
+            llm = self.replay_llm.pop(inner, None)
+            if llm is not None:  # an LLM call of a playbook the tool ran
+                self.llm_counts[llm.playbook] = self.llm_counts.get(llm.playbook, 0) + 1
+                item = self.replay_logs.pop(inner, None)
+                if item is not None:
+                    self.llm_log.append(item)
         self.index = index + recorded.span
+
+    def _consume(self, ids: set[str]) -> None:
+        """Messages ``ids`` were taken from the inbox."""
+        self.inbox = [m for m in self.inbox if m.id not in ids]
+        self.consumed |= ids
+        self.seen |= ids
 
     def _apply_effects(self, effects: Mapping[str, Any]) -> None:
         for name, value in effects.get("state", {}).items():
             setattr(self.agent.state, name, value)
+        for name in effects.get("unset", []):
+            self.agent.state.to_dict().pop(name, None)
         for item in effects.get("transcript", []):
             self.transcript.append(item)
         for doc in effects.get("messages", []):
@@ -433,7 +473,11 @@ class AgentTask:
 
     @property
     def quiet(self) -> bool:
-        return len(self.frames) <= 1
+        """Nothing of the agent is suspended but its bottom frame, between statements: no
+        nested frame, and no Python playbook (tool) running -- a tool is a Python frame
+        that no snapshot can hold, even when the LLM playbook it awaits is the only frame
+        on the stack (a public tool served at the bottom)."""
+        return len(self.frames) <= 1 and not self.tools_running
 
     async def statement_done(self, frame: Frame) -> None:
         # The seed API shows `checkpoint.namespace` after every statement that awaited.
@@ -495,6 +539,7 @@ class AgentTask:
         self.serving = Message.from_doc(serving) if serving is not None else None
         self.replay = dict(restored.entries)
         self.replay_llm = dict(restored.llm)
+        self.replay_logs = dict(restored.logs)
         # The user's inputs are one sequence for all agents: whatever any agent consumed
         # before the crash is consumed, whichever agent replays first.
         io = self.execution.io
@@ -625,10 +670,7 @@ class AgentTask:
                     self.waiting = None
 
         def apply(docs: list[dict[str, Any]]) -> None:
-            ids = {doc["id"] for doc in docs}
-            self.inbox = [m for m in self.inbox if m.id not in ids]
-            self.consumed |= ids
-            self.seen |= ids
+            self._consume({doc["id"] for doc in docs})
 
         docs = await self.op("receive", kind, live, apply=apply)
         return [Message.from_doc(doc) for doc in docs]
@@ -723,16 +765,26 @@ class AgentTask:
             before.update((name, codec.encode_value(value))
                           for name, value in self.agent.state.to_dict().items())
             previous, self.idempotency_key = self.idempotency_key, key
+            self.tools_running += 1
             try:
                 return await func(self.agent, *args, **kwargs)
             finally:
                 self.idempotency_key = previous
+                self.tools_running -= 1
 
         def changed_state(_: Any) -> dict[str, Any] | None:
-            """The state a live tool changed, journaled so that replay re-applies it."""
-            changed = {name: value for name, value in self.agent.state.to_dict().items()
+            """The state a live tool changed (in the order the variables now have) and the
+            variables it deleted, journaled so that replay re-applies them."""
+            state = self.agent.state.to_dict()
+            changed = {name: value for name, value in state.items()
                        if before.get(name) != codec.encode_value(value)}
-            return {"state": changed} if changed else None
+            unset = [name for name in before if name not in state]
+            effects: dict[str, Any] = {}
+            if changed:
+                effects["state"] = changed
+            if unset:
+                effects["unset"] = unset
+            return effects or None
 
         return await self.op(f"tool:{spec.name}", [list(args), kwargs], live,
                              journal_errors=True, effects_after=changed_state)
@@ -813,6 +865,7 @@ class AgentTask:
     async def _start_llm(self, frame: Frame) -> AsyncIterator[str]:
         from durably._prompts import build_prompt
 
+        self._check_running()
         prompt = build_prompt(self, frame)
         index = self._next_index()
         key = digest(prompt)
@@ -1098,6 +1151,8 @@ class Execution:
         self.header: dict[str, Any] = {}
         self.exiting = False
         """An agent ran ``Yield("exit")``: the program ends when the others are idle."""
+        self.settled: set[str] = set()
+        """Agents with nothing suspended when the program ended (idle or exited)."""
 
     # ------------------------------------------------------------------ agents
 
@@ -1256,6 +1311,10 @@ class Execution:
             self._start(task)
         try:
             await self.done.wait()
+            # Who ended at a quiet point (before cancelling unwinds every stack): only they
+            # may get a final snapshot.
+            self.settled = {agent_id for agent_id, task in self.agents.items()
+                            if not task.frames and not task.tools_running}
             assert self.outcome is not None
             if self.outcome[0] == "completed":  # checked before the tasks unwind
                 from durably._invariants import check_complete

@@ -273,8 +273,8 @@ async def _drive(execution: Execution, manager: CheckpointManager, *,
         # Final snapshots, so that `show` sees every agent's final state. A crash before
         # the final record resumes from them, so only agents at a quiet point get one
         # (after a `Yield("exit")` another agent may still be waiting mid-statement).
-        for task in execution.agents.values():
-            if not task.frames:
+        for agent_id, task in execution.agents.items():
+            if agent_id in execution.settled:
                 await task.snapshot()
         await manager.write_final(execution, "completed", value)
         policy = manager.config.on_completion
