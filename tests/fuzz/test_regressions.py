@@ -1,6 +1,7 @@
 """Regression tests: programs of the shapes that once resumed silently wrong.
 
-Issue 12's three classes, in one hand-written two-agent program (``programs/relay.py``):
+``programs/assembly.py``: a public tool that runs LLM playbooks of its own agent while it
+serves a request. Issue 12's three classes, in one two-agent program (``programs/relay.py``):
 a public LLM playbook of another agent called mid-response, whose work (a tool in
 ``while True: try ... except ValueError: break``, a ``Yield("call")``) the crash
 interrupts; a message answered from ``ProcessMessages`` while the sender waits in
@@ -25,25 +26,32 @@ from fuzzharness import Case, Checker
 PROGRAMS = Path(__file__).parent / "programs"
 
 
-def relay(snapshot_every: int, keep_last: int) -> Generated:
+def program(name: str, snapshot_every: int, keep_last: int) -> Generated:
     return Generated(
-        source=(PROGRAMS / "relay.py").read_text(encoding="utf-8"),
-        script=json.loads((PROGRAMS / "relay.scripted.json").read_text(encoding="utf-8")),
+        source=(PROGRAMS / f"{name}.py").read_text(encoding="utf-8"),
+        script=json.loads((PROGRAMS / f"{name}.scripted.json").read_text(encoding="utf-8")),
         inputs=[], shapes=Counter(), choices=[], snapshot_every=snapshot_every,
         keep_last=keep_last, exits=False, agents=2)
 
 
+RESULTS = {
+    "relay": {"topic": "tides", "found": ["shelf 1", "shelf 2", "shelf 3"],
+              "summary": "shelf 1 is about the moon and the tides"},
+    "assembly": 304,
+}
+
+
+@pytest.mark.parametrize("name", list(RESULTS))
 @pytest.mark.parametrize(("snapshot_every", "keep_last"), [(1, 0), (16, 0), (4, 3)])
 def test_cross_agent_program_resumes_exactly_at_every_point(
-    snapshot_every: int, keep_last: int, tmp_path: Path,
+    name: str, snapshot_every: int, keep_last: int, tmp_path: Path,
 ) -> None:
-    case = Case.create(relay(snapshot_every, keep_last), tmp_path)
-    checker = Checker(case, stream_crashes=10, double_crashes=10)
+    case = Case.create(program(name, snapshot_every, keep_last), tmp_path)
+    checker = Checker(case, stream_crashes=10, double_crashes=10, real_crash_points=5)
     report = asyncio.run(checker.check(stop_at_first=False))
-    assert report.crash_points > 30
+    assert report.crash_points > 15
     assert [str(f) for f in report.failures] == []
     base = checker.baseline
     assert base is not None
     assert base.view is not None
-    assert base.view["result"] == {"topic": "tides", "found": ["shelf 1", "shelf 2", "shelf 3"],
-                                   "summary": "shelf 1 is about the moon and the tides"}
+    assert base.view["result"] == RESULTS[name]
