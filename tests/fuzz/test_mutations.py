@@ -94,7 +94,14 @@ def lose_consumed_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AgentTask, "restore", restore)
 
 
+def snapshot_inside_tools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A snapshot may be taken while a Python playbook runs (the LLM playbook it awaits
+    looks like a bottom frame at a quiet point)."""
+    monkeypatch.setattr(AgentTask, "quiet", property(lambda self: len(self.frames) <= 1))
+
+
 MUTATIONS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
+    "snapshot while a tool runs": snapshot_inside_tools,
     "drop the reply of a cross-agent call on replay": drop_replayed_replies,
     "run a completed tool again on replay": rerun_completed_tools,
     "forget the request a resumed frame serves": forget_the_request_being_served,
