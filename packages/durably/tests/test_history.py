@@ -156,6 +156,34 @@ async def test_retention_is_not_damage() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_gap_below_the_base_is_retention_not_damage() -> None:
+    """The contract lets a provider delete any checkpoint below the base (out of order,
+    or a prune that stopped halfway): the history listing must not call that damage."""
+    store = MemoryStore()
+    await run_counter(store)
+    stored = store.checkpoints[EID]
+    base = int(stored[latest_seq(store)][0].metadata[META_BASE])
+    assert base > 6
+    del stored[5]
+    manager = CheckpointManager(EID, store)
+    assert 5 not in [p.seq for p in await checkpoint_points(manager)]
+    assert (await describe_execution(manager))["status"] == "completed"
+
+
+@pytest.mark.asyncio
+async def test_a_checkpoint_without_a_link_after_linked_ones_is_unchecked() -> None:
+    """An older durably (a rolling upgrade) writes checkpoints without a link."""
+    store = MemoryStore()
+    await run_counter(store, stop_after=14)
+    info, data = store.checkpoints[EID][14]
+    metadata = {k: v for k, v in info.metadata.items() if k != META_PREV}
+    store.checkpoints[EID][14] = (replace(info, metadata=metadata), data)
+    loaded = await CheckpointManager(EID, store).load_execution()
+    assert loaded is not None
+    assert loaded.latest_seq == 14
+
+
+@pytest.mark.asyncio
 async def test_checkpoints_written_before_the_chain_existed_still_load() -> None:
     store = MemoryStore()
     await run_counter(store, stop_after=14)

@@ -125,6 +125,34 @@ def test_a_free_owner_lock_proves_death_on_any_host() -> None:
     assert judge(_lease(unlocked), lock_free=True).liveness == "unknown"
 
 
+def test_a_live_process_on_this_host_is_alive_even_if_its_lock_is_free() -> None:
+    """A lock connection that dropped (idle timeout, failover) does not make a running
+    owner dead: this host sees the process."""
+    me = this_owner(locked=True)
+    state = judge(_lease(me), lock_free=True)
+    assert state.liveness == "alive"
+    assert str(os.getpid()) in state.reason
+
+
+def test_a_process_hidden_by_proc_is_not_gone(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With hidepid, another user's /proc entry is missing or unreadable: the process is
+    confirmed with kill(pid, 0), never judged gone."""
+    import builtins
+
+    from durably import _liveness
+
+    real_open = builtins.open
+
+    def hidden(path: object, *args: object, **kwargs: object) -> object:
+        if str(path).startswith("/proc/") and str(path).endswith("/stat"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)  # type: ignore[call-overload]
+
+    monkeypatch.setattr(builtins, "open", hidden)
+    assert _liveness._proc_stat(os.getpid()) == ("?", None)
+    assert _liveness._proc_stat(_gone_pid()) is None
+
+
 def test_a_released_lease_is_stopped_not_crashed() -> None:
     owner = dataclasses.replace(this_owner(), pid=_gone_pid())
     state = judge(_lease(owner, ttl=0, released=True), lock_free=None)

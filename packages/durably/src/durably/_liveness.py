@@ -112,13 +112,24 @@ def _read(path: str) -> str | None:
         return None
 
 
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """(state letter, start time in ticks) of a process from /proc, or None if gone."""
+def _proc_stat(pid: int) -> tuple[str, int | None] | None:
+    """(state letter, start time in ticks) of a process from /proc, or None if gone.
+
+    Where /proc hides other users' processes (``hidepid``, systemd ``ProtectProc``), a
+    missing or unreadable entry is confirmed with ``kill(pid, 0)``: a process that exists
+    but cannot be inspected is ``("?", None)``, never "gone".
+    """
     try:
         with open(f"/proc/{pid}/stat", "rb") as file:
             raw = file.read()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return None
+        except PermissionError:
+            return "?", None
+        return "?", None
     rest = raw[raw.rindex(b")") + 2:].split()
     return rest[0].decode(), int(rest[19])
 
@@ -145,9 +156,13 @@ def _this_host() -> _Host:
             pid_ns = os.readlink("/proc/self/ns/pid")
         except OSError:
             pid_ns = ""
-        digest = hashlib.sha256(
-            f"{machine_id}|{socket.gethostname()}|{pid_ns}".encode()).hexdigest()[:12]
         boot = _read("/proc/sys/kernel/random/boot_id")
+        # Without a machine id (many container images), a hostname and a namespace inode
+        # may repeat on other nodes: the kernel's boot id, unique per node and boot, then
+        # stands in for it (a reboot makes another "host", judged by expiry, never dead).
+        unique = machine_id or f"boot:{boot or ''}"
+        digest = hashlib.sha256(
+            f"{unique}|{socket.gethostname()}|{pid_ns}".encode()).hexdigest()[:12]
         _host_cache = _Host(digest, boot.replace("-", "")[:8] if boot else None)
     return _host_cache
 
@@ -231,7 +246,7 @@ def _same_host_verdict(ident: OwnerIdentity) -> tuple[Liveness, str]:
         state, start = stat
         if state in ("Z", "X"):
             return "dead", f"process {ident.pid} exited"
-        if ident.start is not None and start != ident.start:
+        if ident.start is not None and start is not None and start != ident.start:
             return "dead", f"process {ident.pid} is gone (the pid now names another process)"
         return "alive", f"process {ident.pid} is running on this host"
     try:
@@ -260,11 +275,12 @@ def judge(lease: Lease | None, *, lock_free: bool | None,
         return OwnerState(lease, ident, "released", "its owner released it", now)
     if ident is None:
         return OwnerState(lease, None, "unknown", "an owner durably cannot check", now)
-    if ident.locked and lock_free:
-        return OwnerState(lease, ident, "dead",
-                          "its owner lock is free (the process or its connection is gone)", now)
+    # What this host can see of its own processes comes first: a free owner lock only
+    # means the lock's connection is gone, which a live owner survives (and is fenced).
     liveness, reason = _same_host_verdict(ident)
-    if liveness == "unknown" and ident.locked and lock_free is False:
+    if liveness == "unknown" and ident.locked and lock_free:
+        liveness, reason = "dead", "its owner lock is free (the process or its connection is gone)"
+    elif liveness == "unknown" and ident.locked and lock_free is False:
         liveness, reason = "alive", "it holds the execution's owner lock"
     return OwnerState(lease, ident, liveness, reason, now)
 

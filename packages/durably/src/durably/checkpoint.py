@@ -156,8 +156,8 @@ class HistoryCheck:
     """Checks that a stretch of an execution's history is complete and chained.
 
     Every checkpoint from ``first`` to ``last`` must be stored, and each one's
-    ``durably.prev`` must be the digest of the one before it (checkpoints written before
-    the chain existed carry no link and are only checked for presence). Retention only
+    ``durably.prev`` must be the digest of the one before it (checkpoints without a link,
+    written by an older durably, are only checked for presence). Retention only
     removes a prefix of the history, below what the latest checkpoint needs; a gap inside
     the stretch is never legitimate.
 
@@ -219,7 +219,9 @@ class HistoryCheck:
         link = stored.metadata.get(META_PREV)
         prev = self._prev
         follows = prev is not None and prev[0] == stored.seq - 1
-        if follows and prev is not None and (link != prev[1] if link is not None else prev[2]):
+        # A checkpoint without a link is unchecked (an older durably wrote it, e.g. during
+        # a rolling upgrade); the chain detects accidents, it is not a signature.
+        if follows and prev is not None and link is not None and link != prev[1]:
             self._broken.append(stored.seq)
         self._prev = (stored.seq, _digest(stored.data), link is not None)
 

@@ -206,8 +206,8 @@ async def _ls(args: argparse.Namespace) -> int:
           "  LAST ACTIVITY")
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"] or 0))
-        print(f"{row['execution_id']:<20} {row['status']:<10} {row['agents']:>6} "
-              f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}")
+        print(_printable(f"{row['execution_id']:<20} {row['status']:<10} {row['agents']:>6} "
+              f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}"))
     return 0
 
 
@@ -322,6 +322,13 @@ async def _fork(args: argparse.Namespace) -> int:
     return 0
 
 
+def _printable(text: str) -> str:
+    """``text`` with terminal control characters escaped (stored text is untrusted)."""
+    from durably._inspect import _printable as escape
+
+    return escape(text)
+
+
 def _dumps(value: object, limit: int) -> str:
     return json.dumps(value, default=repr, ensure_ascii=False)[:limit]
 
@@ -333,24 +340,25 @@ async def _diff(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False, default=repr))
         return 0
-    print(f"{args.execution_id}: checkpoint {args.a} -> {args.b}")
+    print(_printable(f"{args.execution_id}: checkpoint {args.a} -> {args.b}"))
     for name, agent in data["agents"].items():
         old, new = agent["call_stack"]
         if old != new:
-            print(f"  {name} call stack: {old} -> {new}")
+            print(_printable(f"  {name} call stack: {old} -> {new}"))
         for part in ("state", "locals"):
             prefix = "state." if part == "state" else ""
             for key, value in agent[part]["added"].items():
-                print(f"  {name} + {prefix}{key} = {_dumps(value, 120)}")
+                print(_printable(f"  {name} + {prefix}{key} = {_dumps(value, 120)}"))
             for key in agent[part]["removed"]:
-                print(f"  {name} - {prefix}{key}")
+                print(_printable(f"  {name} - {prefix}{key}"))
             for key, (before, after) in agent[part]["changed"].items():
-                print(f"  {name} ~ {prefix}{key}: {_dumps(before, 60)} -> {_dumps(after, 60)}")
+                print(_printable(f"  {name} ~ {prefix}{key}: {_dumps(before, 60)} -> "
+                                 f"{_dumps(after, 60)}"))
     for line in data["transcript"]:
-        print(f"  said: {line['agent']}: {line['text']}")
+        print(_printable(f"  said: {line['agent']}: {line['text']}"))
     print(f"  LLM calls: +{data['llm_calls']}; journal entries: {len(data['journal'])}")
     for entry in data["journal"]:
-        print(f"    #{entry['seq']} agent {entry['agent']}: {entry['kind']}")
+        print(_printable(f"    #{entry['seq']} agent {entry['agent']}: {entry['kind']}"))
     return 0
 
 
@@ -365,7 +373,8 @@ async def _history(args: argparse.Namespace) -> int:
         return 0
     print(f"{'SEQ':>5} {'KIND':<9} {'AGENT':<6} {'LLM CALLS':>9}  STATUS")
     for p in points:
-        print(f"{p.seq:>5} {p.kind:<9} {p.agent or '-':<6} {p.llm_calls:>9}  {p.status}")
+        print(_printable(f"{p.seq:>5} {p.kind:<9} {p.agent or '-':<6} {p.llm_calls:>9}  "
+                         f"{p.status}"))
     return 0
 
 

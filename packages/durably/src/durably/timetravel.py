@@ -14,7 +14,7 @@ from typing import Any
 
 from durably.checkpoint import META_KIND, CheckpointManager, HistoryCheck
 from durably.errors import DurablyError, NotFoundError
-from durably.storage import META_STATUS, validate_execution_id
+from durably.storage import META_BASE, META_STATUS, validate_execution_id
 
 __all__ = ["CheckpointPoint", "checkpoint_points", "diff", "diff_checkpoints", "fork",
            "fork_execution", "history", "seq_after_llm_call"]
@@ -40,8 +40,8 @@ async def _scan(manager: CheckpointManager
     first checkpoint that holds their whole response.
 
     Inert (nothing named by the data is imported or run). The stored history must be
-    complete from the first stored checkpoint (retention removes only older ones) to the
-    latest, and chained.
+    complete and chained from the latest checkpoint's base (the oldest checkpoint resuming
+    needs) to the latest; below the base, retention may have removed any checkpoint.
 
     Raises:
         CorruptHistoryError: A checkpoint is missing in between, or replaced.
@@ -51,14 +51,25 @@ async def _scan(manager: CheckpointManager
     points = []
     provider = manager.provider
     infos = [info async for info in provider.iter_checkpoints(manager.execution_id)]
-    history = HistoryCheck(manager.execution_id, infos[0].seq if infos else 0,
-                           infos[-1].seq if infos else -1)
+    base = 0
+    if infos:
+        try:
+            base = max(infos[0].seq, int(infos[-1].metadata.get(META_BASE, infos[0].seq)))
+        except ValueError:
+            base = infos[0].seq
+    history = HistoryCheck(manager.execution_id, base, infos[-1].seq if infos else -1)
     for info in infos:
         history.listed(info.seq)
     history.check_listing(pruned_ok=False)
     for info in infos:
-        stored = await provider.load_checkpoint(manager.execution_id, info.seq)
-        history.follow(stored)
+        try:
+            stored = await provider.load_checkpoint(manager.execution_id, info.seq)
+        except NotFoundError:
+            if info.seq < base:
+                continue  # pruned since the listing: below the base, that is retention
+            raise
+        if info.seq >= base:
+            history.follow(stored)
         doc = (await manager.decode(stored, unresolved=[]))["doc"]
         agent = doc.get("agent")
         for record in doc.get("llm", []) + doc.get("open_llm", []):
