@@ -53,9 +53,22 @@ PROCESS_MESSAGES = "ProcessMessages"
 
 
 def digest(value: Any) -> str:
-    """A short, stable digest of an operation's arguments (for divergence checks)."""
-    text = json.dumps(value, sort_keys=True, default=repr, ensure_ascii=False)
+    """A short, stable digest of an operation's arguments (for divergence checks).
+
+    It must not change when a value goes through a checkpoint: a set is digested by its
+    sorted elements, not by its iteration order (which a restored set of strings need
+    not keep).
+    """
+    text = json.dumps(value, sort_keys=True, default=_canonical, ensure_ascii=False)
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, (set, frozenset)):
+        return [type(value).__name__, sorted(
+            json.dumps(v, sort_keys=True, default=_canonical, ensure_ascii=False)
+            for v in value)]
+    return repr(value)
 
 
 @dataclass
