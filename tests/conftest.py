@@ -44,11 +44,14 @@ def durably(*args: str, env: dict[str, str] | None = None, cwd: Path | None = No
 
 def show(store: str, execution_id: str, *, subprocess: bool = False,
          config: Path | None = None) -> dict[str, Any]:
-    """What `durably show --json` prints (in this process unless ``subprocess``)."""
+    """What `durably show --json` prints (in this process unless ``subprocess``), without
+    the timings that differ between any two runs (see ``without_measurements``)."""
+    from durably._inspect import without_measurements
+
     if subprocess:
         result = durably("show", execution_id, "--json", "--store", store)
         assert result.code == 0, result.err
-        data: dict[str, Any] = json.loads(result.out)
+        data: dict[str, Any] = without_measurements(json.loads(result.out))
         return data
     import asyncio
 
@@ -66,7 +69,7 @@ def show(store: str, execution_id: str, *, subprocess: bool = False,
     found = asyncio.run(describe())
     assert found is not None
     # Exactly what the command prints, parsed back.
-    return dict(json.loads(json.dumps(found, ensure_ascii=False)))
+    return without_measurements(json.loads(json.dumps(found, ensure_ascii=False)))
 
 
 @dataclass(frozen=True)

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from durably._inspect import describe_execution
+from durably._inspect import describe_execution, without_measurements
 from durably._runtime import Execution, UserIO
 from durably.checkpoint import CheckpointManager, restore_agents
 from durably.config import DurabilityConfig
@@ -314,7 +314,8 @@ def _by_agent(lines: list[str]) -> dict[str, list[str]]:
 
 def _view(trace: Trace) -> dict[str, Any]:
     assert trace.view is not None
-    return {key: trace.view[key] for key in COMPARED}
+    view = without_measurements(trace.view)
+    return {key: view[key] for key in COMPARED}
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:

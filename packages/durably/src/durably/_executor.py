@@ -171,6 +171,13 @@ class StreamingPythonExecutor:
         text = self.splitter.text
         return text if self.stop_end is None else text[: self.stop_end]
 
+    @property
+    def ran_code(self) -> bool:
+        """Whether the response held code: a statement ran (or was skipped as already
+        run), or its code block did not parse. Prose, an empty answer or an empty code
+        block hold none."""
+        return self.frame.executed > 0 or (self.splitter.fenced and bool(self.errors))
+
     def _syntax_error(self, exc: SyntaxError) -> None:
         self._stopped = True
         self.errors.append(StatementError("", f"SyntaxError: {exc.msg} (line {exc.lineno})"))

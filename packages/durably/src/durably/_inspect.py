@@ -5,13 +5,19 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Iterable
 from typing import Any
 
 from durably._runtime import stack_label
 from durably.checkpoint import CheckpointManager
 from durably.storage import META_STATUS, CheckpointProvider
 
-__all__ = ["describe_execution", "jsonable", "list_executions", "render_show"]
+__all__ = ["describe_execution", "jsonable", "list_executions", "render_show", "usage_totals",
+           "without_measurements"]
+
+#: Keys of a call's ``usage`` that measure the run rather than record the execution:
+#: they differ between any two runs (a resumed one and one that never crashed included).
+MEASUREMENTS = ("latency_ms",)
 
 
 def jsonable(value: Any) -> Any:
@@ -78,6 +84,7 @@ async def describe_execution(manager: CheckpointManager,
         return (item.get("after", 0), int(item["id"]), item["index"])
 
     status, lease = await owner_status(manager.provider, manager.execution_id, loaded.status)
+    ordered = sorted(calls.values(), key=order)
     return {
         "execution_id": manager.execution_id,
         "status": status,
@@ -92,10 +99,44 @@ async def describe_execution(manager: CheckpointManager,
                        for i in sorted(transcript.values(), key=order)],
         "agents": agents,
         "llm_calls": [{"agent": i["agent"], "id": i["id"], "playbook": i["playbook"],
-                       "prompt": i["prompt"], "response": i["response"]}
-                      for i in sorted(calls.values(), key=order)],
-        "result": jsonable(loaded.result),
+                       "prompt": i["prompt"], "response": i["response"],
+                       "usage": jsonable(i.get("usage"))}
+                      for i in ordered],
+        "usage": usage_totals(i.get("usage") for i in ordered),
+        "result": jsonable(loaded.result) if loaded.status != "failed" else None,
+        "error": str(loaded.result) if loaded.status == "failed" else None,
     }
+
+
+def without_measurements(view: dict[str, Any]) -> dict[str, Any]:
+    """``view`` (a :func:`describe_execution` result) without its timings, for comparing
+    two runs of one program: everything else must be equal."""
+    out = dict(view)
+    out["llm_calls"] = [
+        {**call, "usage": None if call.get("usage") is None else {
+            k: v for k, v in call["usage"].items() if k not in MEASUREMENTS}}
+        for call in view.get("llm_calls", [])]
+    if isinstance(view.get("usage"), dict):
+        out["usage"] = {k: v for k, v in view["usage"].items() if k not in MEASUREMENTS}
+    return out
+
+
+def usage_totals(usages: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
+    """Totals of the LLM calls' usage records: calls, tokens (as providers reported them;
+    ``calls_reported`` says how many calls reported any) and time spent streaming."""
+    totals = {"calls": 0, "calls_reported": 0, "prompt_tokens": 0, "completion_tokens": 0,
+              "latency_ms": 0.0}
+    for usage in usages:
+        totals["calls"] += 1
+        if not usage:
+            continue
+        if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
+            totals["calls_reported"] += 1
+        totals["prompt_tokens"] += int(usage.get("prompt_tokens") or 0)
+        totals["completion_tokens"] += int(usage.get("completion_tokens") or 0)
+        totals["latency_ms"] += float(usage.get("latency_ms") or 0.0)
+    totals["latency_ms"] = round(totals["latency_ms"], 1)
+    return totals
 
 
 async def owner_status(provider: CheckpointProvider, execution_id: str,
@@ -193,12 +234,29 @@ def _render_show(data: dict[str, Any]) -> str:
     lines.append("transcript:")
     for item in data["transcript"]:
         lines.append(f"    {item['agent']}: {item['text']}")
-    lines.append(f"LLM calls: {len(data['llm_calls'])}")
+    totals = data.get("usage") or usage_totals(c.get("usage") for c in data["llm_calls"])
+    tokens = ""
+    if totals["calls_reported"]:
+        tokens = (f" - tokens: {totals['prompt_tokens']:,} prompt + "
+                  f"{totals['completion_tokens']:,} completion = "
+                  f"{totals['prompt_tokens'] + totals['completion_tokens']:,}")
+        if totals["calls_reported"] < totals["calls"]:
+            tokens += f" ({totals['calls'] - totals['calls_reported']} call(s) reported none)"
+    lines.append(f"LLM calls: {len(data['llm_calls'])}{tokens}")
     for number, call in enumerate(data["llm_calls"], 1):
         first = call["response"].strip().splitlines()
         summary = f": {first[1][:60]}" if len(first) > 1 else ""
+        usage = call.get("usage") or {}
+        cost = [f"{len(call['response'])} chars"]
+        if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
+            cost.append(f"{usage.get('prompt_tokens') or 0}+"
+                        f"{usage.get('completion_tokens') or 0} tokens")
+        if usage.get("latency_ms") is not None:
+            cost.append(f"{usage['latency_ms']:.0f} ms")
         lines.append(f"    {number}. {call['agent']}.{call['playbook']} "
-                     f"({len(call['response'])} chars){summary}")
+                     f"({', '.join(cost)}){summary}")
+    if data.get("error"):
+        lines.append(f"error: {data['error']}")
     if data["result"] is not None:
         lines.append(f"result: {json.dumps(data['result'], ensure_ascii=False)}")
     return "\n".join(lines)

@@ -119,15 +119,20 @@ def build_prompt(task: AgentTask, frame: Frame) -> list[dict[str, str]]:
     current = [f"Call stack: {render(task.call_stack)}",
                f"Agent state: {render(task.agent.state.to_dict())}",
                f"Local variables: {render(task.visible_locals(frame))}"]
+    if spec is not None:
+        intro = f"Execute playbook {frame.playbook}. Its steps:\n{spec.steps}"
+    else:
+        intro = ("Process the messages in the local variable `messages` (a list of "
+                 "{from, text, id}); use your playbooks where a trigger matches.")
+    # System, then the instruction as the first user message, then the conversation
+    # (assistant, user, ...): valid for strict chat templates, which want user and
+    # assistant to alternate from a leading user turn. Only the last user message shows
+    # the current state, so older turns stay byte-identical from call to call.
     messages = [{"role": "system", "content": "\n".join(system)}]
     if not frame.history:
-        if spec is not None:
-            intro = f"Execute playbook {frame.playbook}. Its steps:\n{spec.steps}"
-        else:
-            intro = ("Process the messages in the local variable `messages` (a list of "
-                     "{from, text, id}); use your playbooks where a trigger matches.")
         messages.append({"role": "user", "content": "\n".join([intro, *current])})
     else:
+        messages.append({"role": "user", "content": intro})
         messages += frame.history[:-1]
         last = frame.history[-1]
         messages.append({"role": last["role"],

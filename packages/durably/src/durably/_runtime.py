@@ -25,6 +25,7 @@ import builtins
 import hashlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -46,6 +47,15 @@ from durably.errors import (
 if TYPE_CHECKING:
     from durably.agent import Agent, AgentHandle, PlaybookSpec
     from durably.checkpoint import CheckpointManager
+
+from durably.llm import (
+    Finish,
+    IncompleteResponseError,
+    LLMBudgetExceededError,
+    LLMError,
+    LLMLimits,
+    NoCodeError,
+)
 
 log = logging.getLogger("durably.runtime")
 
@@ -114,6 +124,10 @@ class LLMEntry:
     after: int = 0
     """How many checkpoints of the execution were durable when the call started: orders
     LLM calls of different agents the same way in a resumed run as in the original."""
+    usage: dict[str, Any] | None = None
+    """What the provider reported when it finished the response (model, tokens, latency)."""
+    draining: bool = field(default=False, repr=False)
+    """The code of the response ended: the rest is read only from a request in flight."""
     _parts: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self, initial: str) -> None:
@@ -131,13 +145,16 @@ class LLMEntry:
         self._parts.append(chunk)
 
     def to_doc(self) -> dict[str, Any]:
-        return {"i": self.index, "d": self.key, "p": self.playbook, "m": self.prompt,
-                "t": self.text, "f": self.done, "s": self.after}
+        doc = {"i": self.index, "d": self.key, "p": self.playbook, "m": self.prompt,
+               "t": self.text, "f": self.done, "s": self.after}
+        if self.usage is not None:
+            doc["u"] = self.usage
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> LLMEntry:
         return cls(doc["i"], doc["d"], doc["p"], doc["m"], doc.get("t", ""), doc.get("f", False),
-                   after=doc.get("s", 0))
+                   after=doc.get("s", 0), usage=doc.get("u"))
 
 
 def stack_label(playbook: str, step: str | None) -> str:
@@ -168,13 +185,18 @@ class Frame:
     current: tuple[int, int] | None = None
     step: str | None = None
     error: str | None = None
+    no_code: int = 0
+    """Responses in a row that ran no code (see :meth:`AgentTask._end_call`)."""
     history: list[dict[str, str]] = field(default_factory=list)
+    """The conversation after the playbook's instruction: assistant and user messages,
+    alternating, ending with a user message once a response ended."""
 
     def to_doc(self) -> dict[str, Any]:
         return {"playbook": self.playbook, "calls": self.calls, "llm_index": self.llm_index,
                 "number": self.number,
                 "executed": self.executed, "offset": self.offset,
-                "step": self.step, "error": self.error, "history": self.history}
+                "step": self.step, "error": self.error, "no_code": self.no_code,
+                "history": self.history}
 
     @property
     def stack_label(self) -> str:
@@ -229,8 +251,27 @@ class _Restored:
                 self.llm[doc["i"]] = known
             known.append(doc.get("a", ""))
             known.done = known.done or doc.get("f", False)
+            if "u" in doc:
+                known.usage = doc["u"]
         for item in delta.get("log", []):
             self.logs[item["index"]] = item
+
+    def budget_used(self) -> tuple[int, int]:
+        """``(LLM calls, tokens)`` the journal holds for this agent: what a resumed
+        execution has already spent of its ``[llm]`` budgets."""
+        snap = self.snapshot
+        before = {doc["i"] for doc in snap.get("open_llm", [])}
+        calls = sum(snap.get("llm_counts", {}).values()) + len(set(self.llm) - before)
+        tokens = sum(usage_tokens(item.get("usage"))
+                     for item in [*snap.get("llm_log", []), *self.logs.values()])
+        return calls, tokens
+
+
+def usage_tokens(usage: Mapping[str, Any] | None) -> int:
+    """Prompt plus completion tokens of a journaled usage record (0 if unreported)."""
+    if not usage:
+        return 0
+    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
 
 
 class AgentTask:
@@ -475,6 +516,8 @@ class AgentTask:
                 continue
             doc: dict[str, Any] = {"i": index, "d": entry.key, "p": entry.playbook,
                                    "a": "".join(chunks), "f": entry.done}
+            if entry.done and entry.usage is not None:
+                doc["u"] = entry.usage
             if entry.seq is None:
                 doc["m"] = entry.prompt
                 doc["s"] = entry.after
@@ -553,6 +596,9 @@ class AgentTask:
         self.replay = dict(restored.entries)
         self.replay_llm = dict(restored.llm)
         self.replay_logs = dict(restored.logs)
+        calls, tokens = restored.budget_used()
+        self.execution.calls_used += calls
+        self.execution.tokens_used += tokens
         # The user's inputs are one sequence for all agents: whatever any agent consumed
         # before the crash is consumed, whichever agent replays first.
         io = self.execution.io
@@ -570,6 +616,7 @@ class AgentTask:
             frame.offset = frame_doc.get("offset", 0)
             frame.step = frame_doc["step"]
             frame.error = frame_doc["error"]
+            frame.no_code = frame_doc.get("no_code", 0)
             frame.history = list(frame_doc["history"])
             self._resume_frame = frame
             if self.standalone:
@@ -823,11 +870,7 @@ class AgentTask:
                     stream = self._start_llm(frame)
                 executor = StreamingPythonExecutor(self.agent, frame)
                 try:
-                    async for chunk in stream:
-                        await executor._feed(chunk)
-                        if executor.stopped:
-                            break
-                    await executor.finish()
+                    await self._execute(frame, stream, executor)
                 except PlaybookReturn as done:
                     self._end_call(frame, executor)
                     return done.value
@@ -837,9 +880,40 @@ class AgentTask:
                 except EndTurn:
                     pass
                 await self._response_received(frame)
-                self._end_call(frame, executor)
+                self._end_call(frame, executor, no_code=not executor.ran_code)
         finally:
             self.frames.pop()
+
+    async def _execute(self, frame: Frame, stream: AsyncIterator[str],
+                       executor: StreamingPythonExecutor) -> None:
+        """Run a response's code as it streams in. Once the code ended (a ``Return``, a
+        ``Yield``, an error, the closing fence), the rest of a request in flight is read
+        for the provider's :class:`Finish` (its usage); it runs nothing."""
+        try:
+            async for chunk in stream:
+                await executor._feed(chunk)
+                if executor.stopped:
+                    break
+            await executor.finish()
+        except ControlFlow:
+            await self._drain(frame, stream)
+            raise
+        await self._drain(frame, stream)
+
+    async def _drain(self, frame: Frame, stream: AsyncIterator[str]) -> None:
+        entry = self.open_llm.get(frame.llm_index) if frame.llm_index is not None else None
+        if entry is not None:
+            entry.draining = True  # no new request just for the tail
+        try:
+            async for _ in stream:
+                pass
+        except LLMError as exc:  # the code had ended: what it ran stands
+            log.warning("agent %s: the LLM response for %s ended badly after its code "
+                        "(%s)", self.agent_id, frame.playbook, exc)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
 
     async def _response_received(self, frame: Frame) -> None:
         """A response that ended without a durable operation at its end (an error in the
@@ -856,16 +930,27 @@ class AgentTask:
         if entry.index in self.llm_appends:
             await self.execution.write_delta(self, [])
 
-    def _end_call(self, frame: Frame, executor: StreamingPythonExecutor) -> None:
+    def _end_call(self, frame: Frame, executor: StreamingPythonExecutor, *,
+                  no_code: bool = False) -> None:
+        """A response ended: log it, and add it and the next instruction to the frame's
+        conversation. A response that ran no code gets a corrective note instead; the
+        next live call fails with :class:`NoCodeError` after two in a row."""
         entry = self.open_llm.pop(frame.llm_index, None) if frame.llm_index is not None else None
         response = executor.response
         if entry is not None:
             item = {"agent": self.agent_class.__name__, "id": self.agent_id,
                     "playbook": frame.playbook, "index": entry.index, "after": entry.after,
                     "prompt": entry.prompt, "response": response}
+            if entry.usage is not None:
+                item["usage"] = entry.usage
             self.llm_log.append(item)
             self.unwritten_log.append(item)
         note = f"{frame.stack_label} was executed - continue execution."
+        frame.no_code = frame.no_code + 1 if no_code else 0
+        if no_code:
+            frame.error = None  # prose does not parse: that is not news to the model
+            note = (f"Your answer ran no code. Answer with exactly one fenced ```python code "
+                    f"block that continues playbook {frame.playbook}.")
         if frame.error:
             note = f"Error: {frame.error}\n{note}"
         frame.history.append({"role": "assistant", "content": response})
@@ -880,6 +965,8 @@ class AgentTask:
 
         self._check_running()
         prompt = build_prompt(self, frame)
+        if self.index not in self.replay_llm:
+            self._check_budgets(frame)
         index = self._next_index()
         key = digest(prompt)
         frame.calls += 1
@@ -900,11 +987,35 @@ class AgentTask:
             entry = recorded
         else:
             self._check_live(index, "llm")
+            self.execution.calls_used += 1
             entry = LLMEntry(index, key, frame.playbook, prompt,
                              after=self.execution.manager.next_seq)
         self.open_llm[index] = entry
         async for chunk in self._stream(frame, entry, number):
             yield chunk
+
+    def _check_budgets(self, frame: Frame) -> None:
+        """Before a live LLM call: the ``[llm]`` budgets and the no-code rule."""
+        execution = self.execution
+        limits = execution.limits
+        if frame.no_code >= 2:
+            if not execution.retrying:
+                raise NoCodeError(
+                    f"agent {self.agent_id}: the LLM answered playbook {frame.playbook} "
+                    f"{frame.no_code} times in a row without code, once after a corrective "
+                    "note; check the model (--llm) and resume the execution")
+            frame.no_code = 0  # a resume after this failure: the user changed something
+        if limits.max_calls and execution.calls_used >= limits.max_calls:
+            raise LLMBudgetExceededError("max_calls", limits.max_calls, execution.calls_used,
+                                         "LLM calls of this execution")
+        per_run = limits.max_calls_per_playbook_run
+        if per_run and frame.calls >= per_run:
+            raise LLMBudgetExceededError(
+                "max_calls_per_playbook_run", per_run, frame.calls,
+                f"agent {self.agent_id} ran playbook {frame.playbook} without it returning")
+        if limits.max_tokens and execution.tokens_used >= limits.max_tokens:
+            raise LLMBudgetExceededError("max_tokens", limits.max_tokens, execution.tokens_used,
+                                         "tokens of this execution, as providers reported")
 
     async def _continue_llm(self, frame: Frame) -> AsyncIterator[str]:
         assert frame.llm_index is not None
@@ -926,17 +1037,61 @@ class AgentTask:
         execution = self.execution
         execution.llm_calls_live += 1
         execution.llm_streaming = True
+        started = time.monotonic()
+        continued = 0
+        requested = False
+        finish: Finish | None = None
         try:
-            async for chunk in client.stream(entry.prompt, agent=agent_class,
-                                             playbook=frame.playbook, call=number,
-                                             prefix=entry.text):
-                entry.append(chunk)
-                self.llm_appends.setdefault(entry.index, []).append(chunk)
-                yield chunk
+            while not entry.draining:
+                requested = True
+                try:
+                    async for chunk in client.stream(entry.prompt, agent=agent_class,
+                                                     playbook=frame.playbook, call=number,
+                                                     prefix=entry.text):
+                        if isinstance(chunk, Finish):
+                            finish = chunk
+                            self._finished(entry, finish, started, continued)
+                            continue
+                        if finish is not None:
+                            raise LLMError(f"the LLM client {client.spec!r} sent text after "
+                                           "the end of the response")
+                        if not chunk:
+                            continue
+                        entry.append(chunk)
+                        self.llm_appends.setdefault(entry.index, []).append(chunk)
+                        yield chunk
+                    break
+                except IncompleteResponseError as exc:
+                    # What arrived is journaled; the rest is asked for from there.
+                    if (not exc.retryable or entry.draining
+                            or continued >= execution.limits.max_continuations):
+                        if self.llm_appends.get(entry.index) and not entry.draining:
+                            # Keep what arrived: a resume continues it, never asks anew.
+                            await execution.write_delta(self, [])
+                        raise
+                    continued += 1
+                    log.warning("agent %s: the LLM response for %s was cut off (%s); "
+                                "continuing it (%d of %d)", self.agent_id, frame.playbook, exc,
+                                continued, execution.limits.max_continuations)
         finally:
             execution.llm_streaming = False
+        if not requested:
+            return  # replayed up to where its code ended: nothing more is needed
+        if finish is None:  # a client that does not report the end: taken at its word
+            self._finished(entry, Finish(reason=""), started, continued)
+            entry.usage = {**(entry.usage or {}), "finish": None}
         entry.done = True
         self.llm_appends.setdefault(entry.index, [])
+
+    def _finished(self, entry: LLMEntry, finish: Finish, started: float,
+                  continued: int) -> None:
+        """The provider said the response is complete: record what it cost."""
+        entry.usage = {"model": finish.model, "prompt_tokens": finish.prompt_tokens,
+                       "completion_tokens": finish.completion_tokens,
+                       "finish": finish.reason,
+                       "latency_ms": round((time.monotonic() - started) * 1000, 1),
+                       "continuations": continued}
+        self.execution.tokens_used += usage_tokens(entry.usage)
 
     # ------------------------------------------------------------- the agent
 
@@ -1145,10 +1300,17 @@ class Execution:
     """One run of a program: its agents, its store, its LLM and its user."""
 
     def __init__(self, manager: CheckpointManager, *, program: Any = None, llm: Any = None,
-                 io: UserIO | None = None) -> None:
+                 io: UserIO | None = None, limits: LLMLimits | None = None) -> None:
         self.manager = manager
         self.program = program
         self.llm = llm
+        self.limits = limits or LLMLimits()
+        self.calls_used = 0
+        """LLM calls this execution made, counting those of its journal (for budgets)."""
+        self.tokens_used = 0
+        """Tokens its LLM calls used, as providers reported them (for budgets)."""
+        self.retrying = False
+        """A resume of an execution that failed: a no-code failure is forgiven once."""
         self.io = io or UserIO()
         self.agents: dict[str, AgentTask] = {}
         self.next_agent_id = 1000

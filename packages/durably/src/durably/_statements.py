@@ -142,6 +142,7 @@ class StatementSplitter:
         self._decision: bool | None = None  # whether the arriving line can end a unit
         self._parsed: tuple[int, int, ast.Module | SyntaxError] | None = None  # parse cache
         self._count = 0
+        self._fenced = False
         self._error: SyntaxError | None = None
         self._finished = False
         self._joined = ""  # cache of "".join(self._lines[: self._joined_lines])
@@ -154,6 +155,11 @@ class StatementSplitter:
             self._joined += "".join(self._lines[self._joined_lines :])
             self._joined_lines = len(self._lines)
         return self._joined + self._partial
+
+    @property
+    def fenced(self) -> bool:
+        """Whether the response opened a code fence."""
+        return self._fenced
 
     @property
     def code_closed(self) -> bool:
@@ -244,6 +250,7 @@ class StatementSplitter:
                 return
             self._phase = _Phase.CODE
             if stripped.startswith("```"):
+                self._fenced = True
                 return  # the opening fence
         if self._phase is _Phase.CODE:
             self._code_line(line, out)

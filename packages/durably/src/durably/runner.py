@@ -38,6 +38,7 @@ from durably.errors import (
     NotFoundError,
     ProgramChangedError,
 )
+from durably.llm import LLMError
 from durably.storage import META_STATUS, CheckpointProvider, Lease
 
 log = logging.getLogger("durably")
@@ -284,8 +285,9 @@ async def _drive(execution: Execution, manager: CheckpointManager, *,
             await manager.provider.delete_execution(manager.execution_id)
         return RunResult(manager.execution_id, "completed", value)
     error = f"{type(value).__name__}: {value}" if isinstance(value, BaseException) else str(value)
-    if isinstance(value, IncompleteExecutionError):
-        # Recorded as failed, loudly: never as completed. The history stays resumable.
+    if isinstance(value, (IncompleteExecutionError, LLMError)):
+        # Recorded as failed, loudly: never as completed. The history stays resumable
+        # (`durably resume` once the cause is fixed: a budget raised, the model changed).
         with contextlib.suppress(DurablyError):
             await manager.write_final(execution, "failed", error)
         raise value
@@ -316,7 +318,8 @@ async def run_program(
     Args:
         program: The program file (or a loaded :class:`Program`).
         llm: An LLM spec (``scripted:PATH``, ``openai:MODEL``) or a client object.
-        llm_options: Options for the client (the ``[llm]`` table: ``base_url``, ...).
+        llm_options: The ``[llm]`` table: the client's options (``base_url``, ...) and the
+            runtime's budgets (:class:`durably.llm.LLMLimits`: ``max_calls``, ...).
         store: Store URL (default: the configured one).
         execution_id: The new execution's id (default: a random one). Must be unused.
         inputs: Answers to the user's ``Yield("user")``, in order; stored with the
@@ -326,11 +329,12 @@ async def run_program(
         echo: Called with each line an agent says to the user (None: silent).
         progress: Called with (agent, agent id, call stack) at every step.
     """
-    from durably.llm import open_llm
+    from durably.llm import LLMLimits, open_llm
 
     config = config or load_config()
     prog = program if isinstance(program, Program) else Program.load(program)
-    client = open_llm(llm, llm_options) if isinstance(llm, str) else llm
+    limits, client_options = LLMLimits.split(llm_options)
+    client = open_llm(llm, client_options) if isinstance(llm, str) else llm
     execution_id = execution_id or new_execution_id()
     provider = _store(config, store)
     async with provider:
@@ -339,7 +343,7 @@ async def run_program(
             raise DurablyError(f"execution {execution_id!r} already exists in "
                                f"{provider.describe()}; resume it or pick another id")
         io = UserIO(list(inputs), interactive=interactive, echo=echo)
-        execution = Execution(manager, program=prog, llm=client, io=io)
+        execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
         execution.progress = progress
         execution.header = {"program": str(prog.path), "digest": prog.digest,
                             "llm": getattr(client, "spec", str(llm)), "inputs": list(inputs)}
@@ -438,9 +442,10 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
                        allow_changed_program: bool, interactive: bool, echo: Any,
                        progress: Any, inputs: Sequence[str] = (),
                        notice: Callable[[str], None] | None = None) -> RunResult:
-    from durably.llm import open_llm
+    from durably.llm import LLMLimits, open_llm
 
     config = config or load_config()
+    limits, client_options = LLMLimits.split(llm_options)
     provider = _store(config, store)
     async with provider:
         manager = CheckpointManager(execution_id, provider, config=config)
@@ -465,10 +470,11 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
                                 else header.get("digest"))
             loaded = await manager.resolve(loaded)
             spec = llm if llm is not None else header.get("llm")
-            client = open_llm(spec, llm_options) if isinstance(spec, str) else spec
+            client = open_llm(spec, client_options) if isinstance(spec, str) else spec
             io = UserIO([*header.get("inputs", []), *inputs], interactive=interactive,
                         echo=echo)
-            execution = Execution(manager, program=prog, llm=client, io=io)
+            execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
+            execution.retrying = loaded.status == "failed"
             execution.progress = progress
             await restore_agents(manager, execution, loaded=loaded)
             return await _drive(execution, manager, resume=True)
