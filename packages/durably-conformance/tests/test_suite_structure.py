@@ -1,4 +1,11 @@
-"""The suite's own rules: every test is async, marked, cites its clause, and is documented."""
+"""The suite's own rules: every test is async, marked, cites its clause, and is documented.
+
+The clauses and the tests map onto each other both ways: every clause of the
+specification has at least one test, every test is listed under the clause it cites,
+and every test the specification lists exists. The specification the distribution
+ships (``durably_conformance/conformance.md``, which failing tests quote) is the
+repository's ``docs/spec/conformance.md``, byte for byte.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +19,7 @@ import pytest
 
 from durably.storage import Capability
 from durably_conformance import CAPABILITY_MARKERS, CLAUSES, ProviderSuite
+from durably_conformance._clauses import SPEC_FILE, parse_clauses, spec_text
 
 SPEC = Path(__file__).resolve().parents[3] / "docs" / "spec" / "conformance.md"
 GUIDE = Path(__file__).resolve().parents[3] / "docs" / "guides" / "writing-a-provider.md"
@@ -67,6 +75,50 @@ def _spec_sections() -> dict[int, tuple[str, str]]:
         end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
         sections[int(heading.group(1))] = (heading.group(2).strip(), text[heading.end():end])
     return sections
+
+
+def test_the_shipped_spec_is_the_repository_spec() -> None:
+    if not SPEC.is_file():
+        pytest.skip(f"{SPEC} is not in this checkout")
+    assert spec_text() == SPEC.read_text(), (
+        f"durably_conformance/{SPEC_FILE} differs from docs/spec/conformance.md; copy it: "
+        f"cp docs/spec/conformance.md packages/durably-conformance/src/durably_conformance/"
+        f"{SPEC_FILE}"
+    )
+
+
+def test_the_shipped_clauses_have_texts_and_list_every_test() -> None:
+    assert sorted(CLAUSES) == list(range(1, len(CLAUSES) + 1))
+    listed: dict[str, int] = {}
+    for number, clause in CLAUSES.items():
+        assert clause.text.count("MUST") >= 1, f"C{number} states no requirement"
+        assert "Tests:" not in clause.text, f"C{number}'s text includes its test list"
+        assert clause.tests, f"C{number} lists no test"
+        for name in clause.tests:
+            listed[name] = number
+    assert set(listed) == set(TESTS), (
+        f"tests the spec does not list: {sorted(set(TESTS) - set(listed))}; "
+        f"listed tests that do not exist: {sorted(set(listed) - set(TESTS))}"
+    )
+    for name, number in listed.items():
+        assert _clause_of(TESTS[name]) == number, f"{name} is listed under C{number}"
+
+
+def test_clause_texts_parse_from_markdown() -> None:
+    clauses = parse_clauses(
+        "# Spec\n\n## Clauses\n\n### C1. First\n\nIt MUST work\nwell.\n\n"
+        "Capability: `SHARED`. Tests: `test_c01_a`,\n`test_c01_b`.\n\n"
+        "### C2. Second\n\nA MUST.\n\nCapability: none (`test_c02_x` needs `PERSISTENT`). "
+        "Tests: `test_c02_x`.\n\n## Interpretations\n\n- `test_c09_not_a_clause_test`\n"
+    )
+    assert sorted(clauses) == [1, 2]
+    assert clauses[1].title == "First"
+    assert clauses[1].text == "It MUST work well."
+    assert clauses[1].capability == "shared"
+    assert clauses[1].tests == ("test_c01_a", "test_c01_b")
+    assert clauses[2].capability is None
+    assert clauses[2].tests == ("test_c02_x",)
+    assert clauses[1].explain().startswith("C1. First\n\nIt MUST work well.")
 
 
 def test_the_spec_numbers_and_titles_match_the_suite() -> None:

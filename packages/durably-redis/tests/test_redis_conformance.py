@@ -28,3 +28,8 @@ class TestRedisProvider(ProviderSuite):
     @pytest.fixture
     def store_url(self, redis_url: str) -> str:
         return redis_url
+
+    @pytest.fixture
+    def store_options(self, key_prefix: str) -> dict[str, str]:
+        # Child processes open this test's key prefix (C22 across processes).
+        return {"key_prefix": key_prefix}

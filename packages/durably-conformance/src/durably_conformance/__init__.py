@@ -46,6 +46,7 @@ if TYPE_CHECKING:
     from durably_conformance._suite_integrity import IntegritySuite
     from durably_conformance._suite_leases import LeaseSuite
     from durably_conformance._suite_liveness import LivenessSuite
+    from durably_conformance._suite_processes import ProcessSuite
 
 __all__ = [
     "ALL_BYTE_VALUES",
@@ -62,6 +63,7 @@ __all__ = [
     "IntegritySuite",
     "LeaseSuite",
     "LivenessSuite",
+    "ProcessSuite",
     "ProviderFactory",
     "ProviderPool",
     "ProviderSuite",
@@ -103,6 +105,7 @@ _HOME = {
     "IntegritySuite": "_suite_integrity",
     "LeaseSuite": "_suite_leases",
     "LivenessSuite": "_suite_liveness",
+    "ProcessSuite": "_suite_processes",
 }
 
 # The suites' helper assertions get pytest's assertion rewriting (detailed failure

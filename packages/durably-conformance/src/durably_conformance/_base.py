@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import ClassVar, TypeAlias
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import Any, ClassVar, TypeAlias
 
 import pytest
 import pytest_asyncio
@@ -76,7 +76,8 @@ class SuiteBase:
     """Fixtures and settings of the conformance suites.
 
     A provider's test class overrides ``make_provider`` and ``backdoor`` (and
-    optionally ``store_url``), and may tune the class attributes below.
+    ``store_url``, with ``store_options`` if needed), and may tune the class attributes
+    below.
     """
 
     short_lease_ttl: ClassVar[float] = 0.5
@@ -117,8 +118,17 @@ class SuiteBase:
 
     @pytest.fixture
     def store_url(self) -> str | None:
-        """Optionally override: a store URL ``from_url`` accepts, for clause C28."""
+        """Override: a store URL ``from_url`` accepts (C28). With ``Capability.SHARED``
+        it is required: child processes open the test's store with
+        ``from_url(store_url, store_options)`` (C22)."""
         return None
+
+    @pytest.fixture
+    def store_options(self) -> Mapping[str, Any]:
+        """Optionally override: the options that, with ``store_url``, open the very store
+        ``make_provider`` uses (e.g. ``{"schema": ...}`` for a per-test schema). Default:
+        none."""
+        return {}
 
     # ---------------------------------------------------------------- suite fixtures
 

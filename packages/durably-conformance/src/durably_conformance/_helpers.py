@@ -16,6 +16,7 @@ __all__ = [
     "drain",
     "eventually",
     "gather_limited",
+    "list_while_changing",
     "random_bytes",
     "sleep_past",
     "with_format_version",
@@ -138,6 +139,47 @@ async def collect_pages(
             "next_cursor never became None"
         )
         cursor = page.next_cursor
+
+
+async def list_while_changing(
+    fetch: Callable[[str | None], Awaitable[Any]],
+    key: Callable[[Any], Any],
+    *,
+    delete: Callable[[Any], Awaitable[object]],
+    insert_before: Callable[[Any], Awaitable[object]],
+    limit: int,
+    max_pages: int = 100,
+) -> list[Any]:
+    """Page through a listing while it changes behind the cursor; return the keys seen.
+
+    After every odd page, every item listed so far is deleted (``delete(key)``); after
+    every even page, new items are inserted before the cursor (``insert_before(last
+    key listed)`` inserts items whose keys sort before it). A keyset cursor (the last key
+    returned) is unaffected; an offset cursor skips items after the deletes and repeats
+    some after the inserts.
+    """
+    seen: list[Any] = []
+    deleted = 0
+    cursor: str | None = None
+    for pages in range(1, max_pages + 1):
+        page = await fetch(cursor)
+        assert len(page.items) <= limit, (
+            f"page {pages} has {len(page.items)} items, more than limit={limit}"
+        )
+        seen.extend(key(item) for item in page.items)
+        if page.next_cursor is None:
+            return seen
+        assert isinstance(page.next_cursor, str), (
+            f"next_cursor must be a str or None, not {type(page.next_cursor).__name__}"
+        )
+        cursor = page.next_cursor
+        if pages % 2 == 1:
+            for listed in seen[deleted:]:
+                await delete(listed)
+            deleted = len(seen)
+        elif seen:
+            await insert_before(seen[-1])
+    raise AssertionError(f"listing did not end after {max_pages} pages ({seen[:20]}...)")
 
 
 async def sleep_past(deadline: float, *, margin: float = 0.05) -> None:

@@ -9,15 +9,16 @@ from durably_conformance._suite_instances import InstanceSuite
 from durably_conformance._suite_integrity import IntegritySuite
 from durably_conformance._suite_leases import LeaseSuite
 from durably_conformance._suite_liveness import LivenessSuite
+from durably_conformance._suite_processes import ProcessSuite
 
 __all__ = ["ProviderSuite"]
 
 
 # pytest collects the tests of base classes last-base-first: this order runs the
-# checkpoint clauses first and the multi-instance ones last.
+# checkpoint clauses first and the multi-instance (then multi-process) ones last.
 class ProviderSuite(
-    InstanceSuite, LivenessSuite, IntegritySuite, BlobSuite, ExecutionSuite, LeaseSuite,
-    CheckpointSuite,
+    ProcessSuite, InstanceSuite, LivenessSuite, IntegritySuite, BlobSuite, ExecutionSuite,
+    LeaseSuite, CheckpointSuite,
 ):
     """Every clause of ``docs/spec/conformance.md``. Subclass it in a test module::
 
@@ -36,8 +37,10 @@ class ProviderSuite(
     ``make_provider`` returns a zero-argument callable; each call builds a new,
     not-yet-used instance on the same, initially empty store (the suite closes the
     instances it makes). ``backdoor`` returns a :class:`~durably_conformance.Backdoor`
-    to that store. Optionally override ``store_url`` (a URL ``from_url`` accepts) to
-    check construction and registration (C28), and the class attributes of
+    to that store. Override ``store_url`` (a URL ``from_url`` accepts; with
+    ``store_options`` it must open the same store) to check construction and
+    registration (C28) and -- required with ``Capability.SHARED`` -- to race instances
+    in child processes (C22); optionally override the class attributes of
     :class:`~durably_conformance.SuiteBase` (``short_lease_ttl``, ...) to fit the backend.
 
     Clauses of capabilities the provider class does not declare are skipped with a

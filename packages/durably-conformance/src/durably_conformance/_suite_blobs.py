@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 
 import pytest
@@ -10,7 +11,7 @@ from durably.errors import CorruptObjectError, NotFoundError
 from durably.storage import BlobInfo, CheckpointProvider, blob_digest
 from durably_conformance._backdoor import Backdoor
 from durably_conformance._base import SuiteBase
-from durably_conformance._helpers import collect_pages, random_bytes
+from durably_conformance._helpers import collect_pages, list_while_changing, random_bytes
 
 __all__ = ["BlobSuite"]
 
@@ -119,6 +120,32 @@ class BlobSuite(SuiteBase):
         page = await provider.list_blobs("never-written")
         assert list(page.items) == []
         assert page.next_cursor is None
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(25)
+    async def test_c25_cursor_survives_deletes_and_inserts_before_it(
+        self, provider: CheckpointProvider,
+    ) -> None:
+        """[C25] Deleting listed blobs and putting blobs with lower digests between pages
+        skips and repeats nothing (a keyset cursor, not an offset)."""
+        initial = [await provider.put_blob(RUN, f"blob {i}".encode()) for i in range(12)]
+        inserted: list[str] = []
+        candidates = (f"inserted blob {i}".encode() for i in itertools.count())
+
+        async def insert_before(digest: str) -> None:
+            for _ in range(2):
+                data = next(c for c in candidates if blob_digest(c) < digest)
+                inserted.append(await provider.put_blob(RUN, data))
+
+        seen = await list_while_changing(
+            lambda cursor: provider.list_blobs(RUN, cursor=cursor, limit=3),
+            lambda info: info.digest,
+            delete=lambda digest: provider.delete_blob(RUN, digest),
+            insert_before=insert_before, limit=3,
+        )
+        assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
+        assert set(initial) <= set(seen), f"skipped {sorted(set(initial) - set(seen))}"
+        assert set(seen) <= set(initial) | set(inserted), seen
 
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(25)

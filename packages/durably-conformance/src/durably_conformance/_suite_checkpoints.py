@@ -27,6 +27,7 @@ from durably_conformance._helpers import (
     collect_pages,
     drain,
     gather_limited,
+    list_while_changing,
     random_bytes,
 )
 
@@ -273,6 +274,33 @@ class CheckpointSuite(SuiteBase):
         stable = {0, 1, 2, 3, 4, 5, 6, 8, 9}
         assert stable <= set(seen), f"missing {sorted(stable - set(seen))}"
         assert set(seen) <= stable | {7, 20}
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(4)
+    async def test_c04_cursor_survives_deletes_and_inserts_before_it(
+        self, provider: CheckpointProvider,
+    ) -> None:
+        """[C4] Deleting listed checkpoints and inserting lower seqs between pages skips
+        and repeats nothing (a keyset cursor, not an offset)."""
+        initial = [100 * i for i in range(1, 13)]
+        for seq in initial:
+            await provider.save_checkpoint(RUN, seq, b"x")
+        inserted: list[int] = []
+
+        async def insert_before(seq: int) -> None:
+            for _ in range(2):
+                inserted.append(len(inserted) + 1)  # 1, 2, ...: below every listed seq
+                await provider.save_checkpoint(RUN, inserted[-1], b"new")
+
+        seen = await list_while_changing(
+            lambda cursor: provider.list_checkpoints(RUN, cursor=cursor, limit=3),
+            lambda info: info.seq,
+            delete=lambda seq: provider.delete_checkpoint(RUN, seq),
+            insert_before=insert_before, limit=3,
+        )
+        assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
+        assert set(initial) <= set(seen), f"skipped {sorted(set(initial) - set(seen))}"
+        assert set(seen) <= set(initial) | set(inserted), seen
 
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)

@@ -9,10 +9,15 @@ import time
 import pytest
 
 from durably.errors import FencedError, NotFoundError
-from durably.storage import CheckpointProvider, ExecutionInfo, blob_digest
+from durably.storage import CheckpointProvider, ExecutionInfo, Lease, blob_digest
 from durably_conformance._backdoor import Backdoor
 from durably_conformance._base import SuiteBase
-from durably_conformance._helpers import collect_pages, drain, gather_limited
+from durably_conformance._helpers import (
+    collect_pages,
+    drain,
+    gather_limited,
+    list_while_changing,
+)
 
 __all__ = ["ExecutionSuite"]
 
@@ -117,6 +122,33 @@ class ExecutionSuite(SuiteBase):
         stable = set(ids) - {"exec-7"}
         assert stable <= set(seen), f"missing {sorted(stable - set(seen))}"
         assert set(seen) <= stable | {"exec-7", "exec-77"}
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(13)
+    async def test_c13_cursor_survives_deletes_and_inserts_before_it(
+        self, provider: CheckpointProvider,
+    ) -> None:
+        """[C13] Deleting listed executions and creating lower ids between pages skips and
+        repeats nothing (a keyset cursor, not an offset)."""
+        initial = [f"exec-{i:02d}" for i in range(12)]
+        for execution_id in initial:
+            await provider.save_checkpoint(execution_id, 0, b"x")
+        inserted: list[str] = []
+
+        async def insert_before(execution_id: str) -> None:
+            for _ in range(2):
+                inserted.append(f"a-{len(inserted):02d}")  # "a-..." < "exec-..."
+                await provider.save_checkpoint(inserted[-1], 0, b"new")
+
+        seen = await list_while_changing(
+            lambda cursor: provider.list_executions(cursor=cursor, limit=3),
+            lambda item: item.execution_id,
+            delete=provider.delete_execution,
+            insert_before=insert_before, limit=3,
+        )
+        assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
+        assert set(initial) <= set(seen), f"skipped {sorted(set(initial) - set(seen))}"
+        assert set(seen) <= set(initial) | set(inserted), seen
 
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
@@ -266,6 +298,31 @@ class ExecutionSuite(SuiteBase):
         lease = await provider.claim("run-1", "worker-b", ttl=LONG)
         assert lease.owner == "worker-b"
         assert (await provider.load_checkpoint("run-1", 0)).data == b"again"
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(24)
+    async def test_c24_epochs_never_repeat_after_delete_execution(
+        self, provider: CheckpointProvider,
+    ) -> None:
+        """[C24] A claim after delete_execution gets an epoch above every earlier one of the
+        id, so leases from before the deletion stay fenced (C9) and cannot renew (C16)."""
+        old: list[Lease] = []
+        for round_ in range(3):
+            lease = await provider.claim("run-1", f"worker-{round_}", ttl=LONG)
+            assert all(lease.epoch > earlier.epoch for earlier in old), (
+                f"after delete_execution, a claim got epoch {lease.epoch}; earlier leases of "
+                f"the id had epochs {[earlier.epoch for earlier in old]}"
+            )
+            await provider.save_checkpoint("run-1", 0, b"x", mode="overwrite", lease=lease)
+            for stale in old:
+                with pytest.raises(FencedError):
+                    await provider.save_checkpoint("run-1", 1, b"zombie", lease=stale)
+                with pytest.raises(FencedError):
+                    await provider.renew(stale, ttl=LONG)
+            with pytest.raises(NotFoundError):
+                await provider.load_checkpoint("run-1", 1)
+            old.append(lease)
+            assert await provider.delete_execution("run-1") is True
 
 
 _BLOB = b"blob of the execution"

@@ -26,6 +26,10 @@ Markers (select with ``-m``, e.g. ``-m "not durably_shared"``):
     The test needs that capability; it is skipped when the provider class does not
     declare it.
 
+A failing test that carries ``durably_clause(n)`` gets the text of its clause (from the
+specification shipped with the suite) as a report section, printed under the failure.
+The child processes of the cross-process clauses are stopped when the session ends.
+
 When plugin autoloading is disabled (``PYTEST_DISABLE_PLUGIN_AUTOLOAD=1``), load it with
 ``-p durably_conformance.plugin``; that also works when autoloading is on.
 """
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Generator
 
 import pytest
 
@@ -41,7 +46,8 @@ ENTRY_POINT_NAME = "durably_conformance"
 """The name of this plugin's ``pytest11`` entry point."""
 
 MARKERS = (
-    "durably_clause(n): the conformance clause [Cn] (docs/spec/conformance.md) this test checks",
+    "durably_clause(n): the conformance clause [Cn] (docs/spec/conformance.md; its text is "
+    "printed when the test fails) this test checks",
     "durably_persistent: needs Capability.PERSISTENT; skipped unless the provider declares it",
     "durably_shared: needs Capability.SHARED; skipped unless the provider declares it",
     "durably_large_objects: needs Capability.LARGE_OBJECTS (64 MiB objects); skipped unless "
@@ -93,3 +99,29 @@ def pytest_plugin_registered(plugin: object, manager: pytest.PytestPluginManager
     name = manager.get_name(plugin)
     if name != ENTRY_POINT_NAME and manager.get_plugin(ENTRY_POINT_NAME) is None:
         manager.set_blocked(ENTRY_POINT_NAME)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(
+    item: pytest.Item, call: pytest.CallInfo[None],
+) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+    """Attach the text of the clause a failing test checks to its report."""
+    report = yield
+    if report.failed:
+        marker = item.get_closest_marker("durably_clause")
+        if marker is not None and marker.args:
+            from durably_conformance._clauses import CLAUSES
+
+            clause = CLAUSES.get(int(marker.args[0]))
+            if clause is not None:
+                report.sections.append(
+                    (f"durably conformance clause {clause.tag}", clause.explain())
+                )
+    return report
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Stop the child processes of the cross-process clauses, if any were started."""
+    processes = sys.modules.get("durably_conformance._processes")
+    if processes is not None:
+        processes.shutdown()

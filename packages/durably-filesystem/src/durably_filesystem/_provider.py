@@ -1126,7 +1126,17 @@ class FilesystemProvider(CheckpointProvider):
                     lease = self._current_lease(state)
                     if lease is not None:
                         # so that the id's next claim gets a higher epoch than any it had
-                        await self._raise_epoch_floor(lease.epoch)
+                        try:
+                            await self._raise_epoch_floor(lease.epoch)
+                        except OSError as exc:
+                            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                                raise
+                            # The disk is full and raising the floor writes a small file:
+                            # free this execution's bytes first (it is being deleted; the
+                            # lease file, which keeps its epoch, stays until the floor is
+                            # raised), then raise the floor in the room that made.
+                            self._free_space_sync(state)
+                            await self._raise_epoch_floor(lease.epoch)
                     trash = os.path.join(self._trash,
                                          f"{execution_id}.{secrets.token_hex(6)}")
                     # one atomic rename takes the whole execution away; waiting writers
@@ -1137,6 +1147,15 @@ class FilesystemProvider(CheckpointProvider):
                 state.reset()
                 shutil.rmtree(trash, ignore_errors=True)
                 return existed
+
+    def _free_space_sync(self, state: _ExecState) -> None:
+        """Delete an execution's log and blobs in place, writing nothing (under its lock,
+        while deleting it on a full disk). A crash right after leaves the execution with
+        its lease only: it has no checkpoint, and deleting it again finishes the job."""
+        state.drop_log()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(state.log_path)
+        shutil.rmtree(state.blobs_dir, ignore_errors=True)
 
     # -------------------------------------------------------------------- leases
 

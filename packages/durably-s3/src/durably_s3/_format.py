@@ -7,6 +7,7 @@ Key layout under the store's prefix (``<p>/`` below; nothing when there is no pr
     <p>/executions/<id>!/lease                          the lease record (JSON)
     <p>/heads/<id>                                      a lazily advanced hint (JSON)
     <p>/probes/<random>                                 transient (conditional-write probe)
+    <p>/epochs                                          the store's epoch counter (JSON)
 
 The ``!`` after the execution id makes S3's byte-order listing of ``executions/``
 (``Delimiter="/"``) equal the id order the contract asks for: ``!`` sorts before every
@@ -100,13 +101,15 @@ class Layout:
         prefix: The key prefix, without leading or trailing ``/`` (may be empty).
     """
 
-    __slots__ = ("base", "executions", "heads", "probes")
+    __slots__ = ("base", "epochs", "executions", "heads", "probes")
 
     def __init__(self, prefix: str) -> None:
         self.base = f"{prefix}/" if prefix else ""
         self.executions = f"{self.base}executions/"
         self.heads = f"{self.base}heads/"
         self.probes = f"{self.base}probes/"
+        self.epochs = f"{self.base}epochs"
+        """The store-wide epoch counter: the highest epoch any claim was granted."""
 
     def execution_dir(self, execution_id: str) -> str:
         return f"{self.executions}{execution_id}!/"
@@ -445,6 +448,26 @@ class LeaseRecord:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptObjectError(f"{what} is not a valid lease record: {exc}") from exc
+
+
+def encode_epoch_counter(epoch: int) -> bytes:
+    return json.dumps({"epoch": epoch}).encode()
+
+
+def decode_epoch_counter(body: bytes, what: str) -> int:
+    """The epoch in the store's counter object.
+
+    Raises:
+        CorruptObjectError: The object is not a counter (guessing a value could let an
+            epoch repeat).
+    """
+    try:
+        epoch = json.loads(body)["epoch"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CorruptObjectError(f"{what} is not a valid epoch counter: {exc}") from exc
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise CorruptObjectError(f"{what} is not a valid epoch counter: {epoch!r}")
+    return epoch
 
 
 def encode_head(seq: int) -> bytes:

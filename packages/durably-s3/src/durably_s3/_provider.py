@@ -27,6 +27,7 @@ import asyncio
 import copy
 import functools
 import logging
+import random
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
@@ -78,6 +79,8 @@ _CYCLES = 16
 """Attempts of one conditional operation before giving up (each loses a race)."""
 _CONCURRENCY = 16
 """Requests a listing keeps in flight to read checkpoint metadata."""
+_EPOCH_CYCLES = 64
+"""Attempts to draw an epoch from the store's counter (each loses to another claim)."""
 _CACHE_SIZE = 20_000
 _PROBED: set[str] = set()
 """Endpoints whose conditional-write support this process has checked (a property of
@@ -178,6 +181,8 @@ class S3Provider(CheckpointProvider):
         self._done: dict[str, set[str]] = {}
         self._heads: dict[str, _HeadState] = {}
         self._cache: OrderedDict[str, tuple[ObjectMeta, dict[str, str]]] = OrderedDict()
+        self._epoch_counter: tuple[int, str] | None = None
+        """The store's epoch counter as this instance last wrote it: (epoch, ETag)."""
         self._versioning: str | None = None
         self._versioning_known = False
         self._probed = False
@@ -977,8 +982,14 @@ class S3Provider(CheckpointProvider):
             state.task.cancel()
             await asyncio.gather(state.task, return_exceptions=True)
         self._drop_chain(execution_id)
-        self._leases.pop(execution_id, None)
         self._done.pop(execution_id, None)
+        # The counter must cover the epoch of the lease about to go (a record written
+        # before the counter existed may be above it), so that the next claim of this id
+        # gets a higher epoch [C24].
+        lease = await self._read_lease(execution_id)
+        self._leases.pop(execution_id, None)
+        if lease is not None:
+            await self._next_epoch(lease[0].epoch, grant=False)
         directory = self._layout.execution_dir(execution_id)
         for key in [k for k in self._cache if k.startswith(directory)]:
             del self._cache[key]
@@ -1024,7 +1035,6 @@ class S3Provider(CheckpointProvider):
             current = await self._read_lease(execution_id)
             now = time.time()
             jobs: list[Job] = []
-            epoch = 1
             if current is not None:
                 old = current[0]
                 replaced = dead is not None and (old.owner, old.epoch) == (
@@ -1034,7 +1044,7 @@ class S3Provider(CheckpointProvider):
                         f"execution {execution_id!r} is leased by {old.owner!r} until "
                         f"{old.expires_at:.3f}", owner=old.owner, expires_at=old.expires_at)
                 jobs = [*old.jobs, Job(old.epoch, old.chain, old.intents)]
-                epoch = old.epoch + 1
+            epoch = await self._next_epoch(current[0].epoch if current is not None else 0)
             record = LeaseRecord(owner, epoch, now + ttl,
                                  chain=Chain(fmt.new_nonce().hex(), None, "claiming"), jobs=jobs)
             try:
@@ -1082,6 +1092,46 @@ class S3Provider(CheckpointProvider):
             if updated[0].chain is not None and updated[0].chain.state == "alive":
                 self._chains[execution_id] = _ChainState(epoch, owner, chain_id, seq, fence_etag)
         return Lease(execution_id, owner, epoch, expires_at)
+
+    async def _read_epoch_counter(self) -> tuple[int, str | None]:
+        """The store's epoch counter and its ETag (0 and None before the first claim)."""
+        key = self._layout.epochs
+        found = await self._s3.get(key)
+        if not isinstance(found, tuple):
+            return 0, None
+        info, body = found
+        return fmt.decode_epoch_counter(body, f"s3://{self.bucket}/{key}"), info.etag
+
+    async def _next_epoch(self, above: int, *, grant: bool = True) -> int:
+        """Draw an epoch from the store's counter: greater than ``above`` and than every
+        epoch granted in this store before -- to any execution, deleted ones included --
+        so that an execution's epochs never repeat, not even after ``delete_execution``.
+
+        The counter object only grows, by conditional writes, and each successful write
+        grants the epoch it wrote to exactly one claim. With ``grant=False`` the counter
+        is only raised to at least ``above`` (``delete_execution`` does this for a lease
+        record older than the counter) and ``above`` is returned.
+        """
+        cached: tuple[int, str | None] | None = self._epoch_counter
+        for attempt in range(_EPOCH_CYCLES):
+            current, etag = cached if cached is not None else await self._read_epoch_counter()
+            if not grant and current >= above:
+                return above
+            epoch = max(current, above) + 1 if grant else above
+            try:
+                new_etag, _ = await self._s3.put(
+                    self._layout.epochs, fmt.encode_epoch_counter(epoch),
+                    if_none_match=etag is None, if_match=etag, data=False,
+                )
+            except Precondition:
+                # Another claim drew an epoch meanwhile: read the counter again.
+                self._epoch_counter = cached = None
+                await asyncio.sleep(random.uniform(0, 0.002 * 2 ** min(attempt, 7)))
+                continue
+            self._epoch_counter = (epoch, new_etag)
+            return epoch
+        raise StoreError(f"could not draw an epoch from s3://{self.bucket}/"
+                         f"{self._layout.epochs}: it kept changing (too many concurrent claims)")
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         expires_at = 0.0

@@ -124,20 +124,27 @@ class S3Backdoor:
                               + body[middle + 1:], metadata)
 
     async def locations(self) -> list[str]:
-        """Every key under the store's prefix (``key@version`` of every version, with
-        ``versions``), relative to the prefix."""
+        """Every key of per-execution state under the store's prefix (``key@version`` of
+        every version, with ``versions``), relative to the prefix.
+
+        Store-wide bookkeeping is left out: the epoch counter (``epochs``) belongs to no
+        execution and stays when every execution is deleted.
+        """
         start = self.layout.base
+        counter = self.layout.epochs
         found: list[str] = []
         async with self.client() as client:
             if self.versions:
                 paginator = client.get_paginator("list_object_versions")
                 async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
                     for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-                        found.append(f"{item['Key'][len(start):]}@{item['VersionId']}")
+                        if item["Key"] != counter:
+                            found.append(f"{item['Key'][len(start):]}@{item['VersionId']}")
             else:
                 paginator = client.get_paginator("list_objects_v2")
                 async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
-                    found.extend(item["Key"][len(start):] for item in page.get("Contents", []))
+                    found.extend(item["Key"][len(start):] for item in page.get("Contents", [])
+                                 if item["Key"] != counter)
         return found
 
 
