@@ -23,3 +23,8 @@ class TestPostgresProvider(ProviderSuite):
     @pytest.fixture
     def store_url(self, pg_url: str) -> str:
         return pg_url
+
+    @pytest.fixture
+    def store_options(self, pg_schema: str) -> dict[str, str]:
+        # Child processes open this test's schema (C22 across processes).
+        return {"schema": pg_schema}

@@ -50,7 +50,7 @@ async def test_hot_queries_use_index_scans(
         "list executions": (sql["list_executions"], {"cursor": "exec-010000", "limit": 101},
                             "executions_pkey"),
         "claim next": (sql["claim_next:1:1"], {"owner": "w", "ttl": 30.0},
-                       "executions_claimable_idx"),
+                       "executions_open_idx"),
         "fenced save": (sql.save("create", True),
                         {"id": "hot", "seq": 20000, "data": b"x", "size": 1, "meta": None,
                          "status": None, "epoch": 0, "owner": "w"}, "executions_pkey"),

@@ -20,6 +20,8 @@ from durably.errors import StoreError
 from durably_postgres import SCHEMA_VERSION, PostgresProvider, migrate, migrate_async
 from durably_postgres.testing import drop_schema, random_schema
 
+ALL = tuple(range(1, SCHEMA_VERSION + 1))
+
 MakeStore = Callable[..., PostgresProvider]
 SRC = Path(durably_postgres.__file__).resolve().parents[1]
 
@@ -48,7 +50,7 @@ async def test_first_use_creates_the_schema(
     cur = await admin.execute(
         "SELECT indexname FROM pg_indexes WHERE schemaname = %s ORDER BY 1", (pg_schema,))
     assert [row[0] for row in await cur.fetchall()] == [
-        "blobs_pkey", "checkpoints_pkey", "executions_claimable_idx", "executions_pkey",
+        "blobs_pkey", "checkpoints_pkey", "executions_open_idx", "executions_pkey",
         "schema_version_pkey"]
 
 
@@ -57,18 +59,18 @@ async def test_migrate_is_idempotent_and_keeps_data(
     pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
 ) -> None:
     first = await migrate_async(pg_url, {"schema": pg_schema})
-    assert (first.before, first.after, first.applied) == (0, SCHEMA_VERSION, (1,))
+    assert (first.before, first.after, first.applied) == (0, SCHEMA_VERSION, ALL)
     store = make_store()
     await store.save_checkpoint("keep", 0, b"still here")
     for _ in range(2):
         again = await migrate_async(pg_url, {"schema": pg_schema})
         assert (again.before, again.after, again.applied) == (SCHEMA_VERSION, SCHEMA_VERSION, ())
-    assert await _versions(admin, pg_schema) == [1]
+    assert await _versions(admin, pg_schema) == list(ALL)
     assert (await make_store().load_checkpoint("keep", 0)).data == b"still here"
 
 
 def test_sync_migrate(pg_url: str, pg_schema: str) -> None:
-    assert migrate(pg_url, {"schema": pg_schema}).applied == (1,)
+    assert migrate(pg_url, {"schema": pg_schema}).applied == ALL
     assert migrate(pg_url, {"schema": pg_schema}).applied == ()
 
 
@@ -84,7 +86,7 @@ async def test_concurrent_first_use_on_a_fresh_schema(
             infos = await asyncio.gather(*(
                 store.save_checkpoint(f"race-{i}", 0, b"x") for i, store in enumerate(stores)))
             assert len(infos) == 6
-            assert await _versions(admin, schema) == [1]
+            assert await _versions(admin, schema) == list(ALL)
             listed = await stores[0].list_executions()
             assert [e.execution_id for e in listed.items] == [f"race-{i}" for i in range(6)]
         finally:
@@ -118,7 +120,7 @@ def test_two_processes_migrate_a_fresh_schema_at_once(pg_url: str, pg_schema: st
         results.append(json.loads(out))
     # The advisory lock serializes them: exactly one applied migration 1, the other
     # found it done once it got the lock (or had not even needed it).
-    assert sorted(r["applied"] for r in results) == [[], [1]]
+    assert sorted(r["applied"] for r in results) == [[], list(ALL)]
 
 
 @pytest.mark.asyncio
@@ -136,7 +138,7 @@ async def test_a_newer_schema_is_refused(
         await migrate_async(pg_url, {"schema": pg_schema})
     with pytest.raises(StoreError, match="Upgrade durably-postgres"):
         await make_store(migrate=False).get_lease("x")
-    assert await _versions(admin, pg_schema) == [1, SCHEMA_VERSION + 1]
+    assert await _versions(admin, pg_schema) == [*ALL, SCHEMA_VERSION + 1]
 
 
 @pytest.mark.asyncio
@@ -164,4 +166,4 @@ async def test_an_empty_version_table_is_migrated(
                         " DEFAULT now())")
     store = make_store()
     await store.save_checkpoint("x", 0, b"x")
-    assert await _versions(admin, pg_schema) == [1]
+    assert await _versions(admin, pg_schema) == list(ALL)

@@ -79,6 +79,15 @@ MIGRATIONS: tuple[Migration, ...] = (
         )""",
         "ALTER TABLE {s}.blobs ALTER COLUMN data SET STORAGE EXTERNAL",
     )),
+    # Workers skip failed executions too: with only completed ones left out of the
+    # index, failed ones (whose leases expired long ago) would be scanned first by every
+    # claim_next, and an idle worker's cost would grow with them.
+    Migration(2, "claim index without finished executions", (
+        """CREATE INDEX executions_open_idx ON {s}.executions
+            (lease_expires_at NULLS FIRST)
+            WHERE status IS DISTINCT FROM 'completed' AND status IS DISTINCT FROM 'failed'""",
+        "DROP INDEX {s}.executions_claimable_idx",
+    )),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version

@@ -193,7 +193,7 @@ class PostgresProvider(CheckpointProvider):
     scheme: ClassVar[str] = "postgresql"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
-        Capability.TAKEOVER, Capability.OWNER_LOCK,
+        Capability.TAKEOVER, Capability.OWNER_LOCK, Capability.CLAIM_NEXT,
     })
 
     def __init__(self, target: Target, options: PostgresOptions) -> None:
@@ -563,13 +563,17 @@ class PostgresProvider(CheckpointProvider):
     ) -> Lease | None:
         """Claim one execution that nobody holds a live lease on, for a worker.
 
-        An extension of the storage contract (PostgreSQL only). Candidates are
+        The :attr:`~durably.storage.Capability.CLAIM_NEXT` fast path that ``durably
+        worker`` uses (see :class:`~durably.storage.ClaimsNext`). Candidates are
         executions whose lease expired or was released -- and, with
-        ``include_unclaimed``, executions that were never claimed -- skipping those
-        whose latest ``durably.status`` metadata was ``"completed"`` unless
-        ``exclude_completed`` is false. The candidate row is locked with ``FOR NO KEY
-        UPDATE SKIP LOCKED``, so concurrent workers never get the same execution and do
-        not wait for each other. The longest-expired lease is taken first.
+        ``include_unclaimed``, executions that were never claimed -- skipping finished
+        ones (latest ``durably.status`` metadata ``"completed"`` or ``"failed"``) unless
+        ``exclude_completed`` is false. With the defaults the candidates are read from
+        the partial index ``executions_open_idx``, which holds unfinished executions
+        only: the cost does not grow with the number of finished ones. The candidate row
+        is locked with ``FOR NO KEY UPDATE SKIP LOCKED``, so concurrent workers never get
+        the same execution and do not wait for each other. The longest-expired lease is
+        taken first.
 
         Returns:
             The new lease (epoch greater than any before), or None if nothing is claimable.

@@ -227,7 +227,8 @@ def render(quoted_schema: str, lease_clock: Literal["server", "client"]) -> Stat
         for unclaimed in (False, True):
             filters = ""
             if completed:
-                filters += " AND status IS DISTINCT FROM 'completed'"
+                filters += (" AND status IS DISTINCT FROM 'completed'"
+                            " AND status IS DISTINCT FROM 'failed'")
             if not unclaimed:
                 filters += " AND lease_owner IS NOT NULL"
             raw[f"claim_next:{int(completed)}:{int(unclaimed)}"] = (

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from importlib import metadata as importlib_metadata
 from typing import TYPE_CHECKING, Any
@@ -213,8 +214,24 @@ def scheme_of(url: str) -> str:
         raise ConfigError("the store URL is empty", key="durability.store",
                           fix="Set it to e.g. 'file://.durably' or 's3://bucket/prefix'")
     if "://" not in url:
+        # ``postgresql:/host/db`` (one slash), ``s3:bucket``: a mistyped URL, never a
+        # directory of that name (a drive letter, ``C:\\...``, is one character).
+        typo = re.match(r"([A-Za-z][A-Za-z0-9+.-]+):", url)
+        if typo:
+            raise ConfigError(
+                f"the store URL starts with {typo[1]!r}: but not {typo[1]}://, so it is "
+                "neither a URL nor a directory", key="durability.store",
+                fix=f"Write it as {typo[1]}://... (two slashes); a local directory is "
+                "file://PATH or a plain path")
         return "file"
-    scheme = urlsplit(url).scheme.lower()
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - a port that is not a number raises here
+    except ValueError as exc:
+        raise ConfigError(f"cannot parse store URL: {exc}", key="durability.store",
+                          fix="Check the URL (brackets around an IPv6 address, the port, "
+                          "the scheme)") from None
+    scheme = parts.scheme.lower()
     if not scheme:
         raise ConfigError(f"cannot read a scheme from store URL {url!r}", key="durability.store")
     return scheme

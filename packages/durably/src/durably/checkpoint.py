@@ -52,6 +52,8 @@ META_PREV = "durably.prev"
 """Metadata key: ``sha256:<hex>`` of the previous checkpoint's stored document (a hash
 chain: a missing, replaced or reordered checkpoint breaks it); ``start`` on checkpoint 0."""
 CHAIN_START = "start"
+META_REASON = "durably.reason"
+"""Metadata key: why an execution was marked ``failed`` by a worker (shortened)."""
 PRUNE_EVERY = 8
 """With ``keep_last``, prune every ``max(keep_last, PRUNE_EVERY)`` checkpoints, not at
 every write (a prune lists the execution's checkpoints)."""
@@ -262,6 +264,7 @@ class CheckpointManager:
         self.bytes_written = 0
         self._lock: Any = None
         self._prev_digest: str | None = None  # of the last checkpoint written or loaded
+        self._stored_before: int | None = None  # bytes stored before (max_execution_size)
         self._unresolved: list[str] | None = None  # set while decoding inertly
         self._loading_seq = -1
         hooks_ = self.hooks
@@ -350,9 +353,20 @@ class CheckpointManager:
         lease), with the checkpoint hooks around it."""
         encoded = self.codec.encode(roots, labels)
         size = len(encoded.data)
-        if size > self.config.max_checkpoint_size:
-            raise CheckpointTooLargeError(self._too_large(size, roots.get("state"),
-                                                          roots.get("locals")))
+        new_blobs = {digest: blob for digest, blob in encoded.blobs.items()
+                     if digest not in self.known_blobs}
+        # Blobs count: a value stored once, as a blob, counts when it is first written.
+        total = size + sum(len(blob) for blob in new_blobs.values())
+        if total > self.config.max_checkpoint_size:
+            raise CheckpointTooLargeError(self._too_large(
+                total, roots.get("state"), roots.get("locals"), limit="max_checkpoint_size",
+                blobs=len(new_blobs)))
+        if self.config.max_execution_size:
+            stored = await self._execution_bytes()
+            if stored + total > self.config.max_execution_size:
+                raise CheckpointTooLargeError(self._too_large(
+                    total, roots.get("state"), roots.get("locals"),
+                    limit="max_execution_size", stored=stored, blobs=len(new_blobs)))
         metadata = {**metadata, META_BASE: str(min(manifest.values()) if manifest else seq),
                     META_AGENTS: str(len(manifest)), **self._owner_metadata()}
         if seq == 0:
@@ -361,7 +375,7 @@ class CheckpointManager:
             metadata[META_PREV] = self._prev_digest
         self.hooks.before_checkpoint(self.execution_id, seq, metadata)
         try:
-            for digest, blob in encoded.blobs.items():
+            for digest, blob in new_blobs.items():
                 if digest not in self.known_blobs:
                     await self.provider.put_blob(self.execution_id, blob, digest=digest)
                     self.known_blobs.add(digest)
@@ -384,8 +398,60 @@ class CheckpointManager:
             return {}
         return {META_OWNER: self.lease.owner, META_EPOCH: str(self.lease.epoch)}
 
+    async def _execution_bytes(self) -> int:
+        """Bytes this execution has in the store (checkpoints and blobs), for
+        ``max_execution_size``: counted from the store once per manager (when it did not
+        start the execution), then kept up to date as it writes."""
+        if self._stored_before is None:
+            before = 0
+            if self.next_seq > 0:  # resumed: count what earlier processes stored
+                async for info in self.provider.iter_checkpoints(self.execution_id):
+                    before += info.size
+                cursor: str | None = None
+                while True:
+                    page = await self.provider.list_blobs(self.execution_id, cursor=cursor)
+                    before += sum(blob.size for blob in page.items)
+                    if page.next_cursor is None:
+                        break
+                    cursor = page.next_cursor
+            self._stored_before = before - self.bytes_written
+        return self._stored_before + self.bytes_written
+
+    async def mark_failed(self, reason: str) -> int:
+        """Record that the execution failed, with ``reason``, without running it.
+
+        What ``durably worker`` does once an execution used up its attempts (its process
+        crashed, timed out or could not resume it): a final record with status
+        ``failed``, like the one a failing program gets, so ``durably ls`` shows it and
+        workers stop retrying it; ``durably resume`` still continues it from its last
+        checkpoint. Needs the execution's lease (set :attr:`lease` first).
+
+        Returns:
+            The final record's sequence number.
+
+        Raises:
+            NotFoundError: The execution has no checkpoint.
+            CorruptHistoryError: The execution is damaged (nothing is written).
+        """
+        from durably._redact import redact
+
+        loaded = await self.load_execution(inert=True)
+        if loaded is None:
+            raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint")
+        reason = redact(reason)
+        manifest = {agent: seq for agent, (seq, *_rest) in loaded.snapshots.items()}
+        body = {"type": "final", "status": "failed", "result": reason, "manifest": manifest,
+                "header": loaded.header, "next_agent_id": loaded.next_agent_id}
+        async with self._write_lock():
+            seq = self.next_seq
+            await self._store(seq, {"doc": body}, {"doc": "execution result"}, manifest,
+                              {META_KIND: "final", META_STATUS: "failed",
+                               META_REASON: _shorten(reason, 400)})
+            return seq
+
     def _too_large(self, size: int, state: dict[str, Any] | None,
-                   local_vars: dict[str, Any] | None) -> str:
+                   local_vars: dict[str, Any] | None, *, limit: str = "max_checkpoint_size",
+                   stored: int = 0, blobs: int = 0) -> str:
         sizes = []
         for label, values in (("state", state or {}), ("local", local_vars or {})):
             for name, value in values.items():
@@ -395,8 +461,15 @@ class CheckpointManager:
                     continue
         sizes.sort(reverse=True)
         largest = ", ".join(f"{name} ({n:,} bytes)" for n, name in sizes[:3])
-        return (f"checkpoint of execution {self.execution_id!r} is {size:,} bytes, over "
-                f"max_checkpoint_size ({self.config.max_checkpoint_size:,}); largest values: "
+        with_blobs = f" (with {blobs} new blob(s))" if blobs else ""
+        if limit == "max_execution_size":
+            return (f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
+                    f"{with_blobs}; with the {stored:,} bytes the execution already stored "
+                    f"it goes over max_execution_size ({self.config.max_execution_size:,}); "
+                    f"largest values: {largest or 'none'}")
+        return (f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
+                f"{with_blobs}, over max_checkpoint_size "
+                f"({self.config.max_checkpoint_size:,}); largest values: "
                 f"{largest or 'none'}")
 
     # ------------------------------------------------------------------ reading
@@ -631,6 +704,11 @@ class CheckpointManager:
         task = execution.create_agent(agent_class)
         task.standalone = True
         return task.agent
+
+
+def _shorten(text: str, limit: int) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:

@@ -1,10 +1,21 @@
 """The ``durably`` command: run, resume, ls, show, gc, demo.
 
-Exit status: 0 on success (also for resuming an execution that already completed), 1
-when the program failed, 2 for usage errors, an unknown execution, bad configuration, a
-store that cannot be used, or an execution another live process holds (resume without
-``--wait``), 3 when another process took the execution over while this one ran (it was
-paused or cut off past its lease; it wrote nothing after that), 130 on Ctrl-C.
+Exit status (see ``docs/guides/cli.md``):
+
+* 0 -- success: the execution completed (also resuming one that already completed), or
+  a command other than ``run``/``resume`` did what was asked.
+* 1 -- the execution failed (its program raised, even ``SystemExit(0)`` or
+  ``BaseException``; it is recorded as ``failed`` and can be resumed), or a
+  ``worker --once`` ended with failed or damaged executions, or an internal error.
+* 2 -- usage and configuration errors: a bad argument or option, an invalid execution id,
+  an unknown execution, a bad ``durably.toml`` or store URL, a store that cannot be
+  used, a damaged execution, a program that changed, or an execution another live
+  process holds (``resume`` without ``--wait``).
+* 3 -- the lease was lost: another process took the execution over while this one ran
+  (it was paused or cut off past its lease); it wrote nothing after that.
+* 130 -- interrupted (Ctrl-C).
+
+Every error is one line on stderr (``DURABLY_DEBUG=1`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -17,17 +28,23 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from durably.errors import (
     ConfigError,
+    CorruptObjectError,
     DurablyError,
     FencedError,
+    InvalidExecutionIdError,
     LeaseHeldError,
     NotFoundError,
     ProgramChangedError,
     StoreError,
+    UnsupportedFormatError,
 )
+
+if TYPE_CHECKING:
+    from durably.storage import CheckpointProvider
 
 __all__ = ["main"]
 
@@ -196,6 +213,9 @@ async def _ls(args: argparse.Namespace) -> int:
 
     async with open_store(config=_config(args)) as provider:
         rows = await list_executions(provider)
+        for row in rows:
+            if row["status"] == "failed":
+                row["reason"] = await _failure_reason(provider, row["execution_id"])
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -206,9 +226,34 @@ async def _ls(args: argparse.Namespace) -> int:
           "  LAST ACTIVITY")
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"] or 0))
+        reason = f"  {row['reason']}" if row.get("reason") else ""
         print(_printable(f"{row['execution_id']:<20} {row['status']:<10} {row['agents']:>6} "
-              f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}"))
+              f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}{reason}"))
     return 0
+
+
+async def _failure_reason(provider: Any, execution_id: str) -> str | None:
+    """Why a failed execution failed: the reason a worker recorded, else the error the
+    program ended with (from the final record's document, decoded inertly)."""
+    from durably.checkpoint import META_REASON, CheckpointManager
+    from durably.errors import DurablyError as _Error
+
+    try:
+        latest = await provider.load_latest_checkpoint(execution_id)
+        if latest is None:
+            return None
+        reason = latest.metadata.get(META_REASON)
+        if reason:
+            return str(reason)
+        manager = CheckpointManager(execution_id, provider)
+        doc = (await manager.decode(latest, unresolved=[])).get("doc", {})
+    except _Error as exc:
+        return f"(cannot be read: {exc})"
+    result = doc.get("result") if isinstance(doc, dict) and doc.get("type") == "final" else None
+    if result is None:
+        return None
+    text = " ".join(str(result).split())
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 async def _show(args: argparse.Namespace) -> int:
@@ -236,28 +281,142 @@ def _age(text: str) -> float:
 
 
 async def _gc(args: argparse.Namespace) -> int:
-    from durably import open_store
-    from durably.storage import META_STATUS
+    """Delete completed executions (first: that frees space) and prune checkpoints.
 
-    deleted_checkpoints = 0
-    deleted_executions = 0
+    A damaged execution is reported and skipped; a store error on one execution is
+    reported and the others are still collected (exit 1 at the end).
+    """
+    from durably import open_store
+    from durably.errors import CorruptObjectError, UnsupportedFormatError
+    from durably.storage import META_BASE, META_STATUS
+
+    if args.keep_last is None and args.completed_older_than is None:
+        raise _UsageError("gc needs --keep-last N and/or --completed-older-than AGE")
+    if args.keep_last is not None and args.keep_last < 1:
+        raise _UsageError("--keep-last must be at least 1")
+    dry = args.dry_run
+    verb = "would delete" if dry else "deleted"
+    problems = 0
+    doomed: list[tuple[str, int]] = []  # completed executions to delete, with their bytes
+    prunable: list[str] = []
     async with open_store(config=_config(args)) as provider:
         now = time.time()
         async for execution in provider.iter_executions():
-            latest = await provider.load_latest_checkpoint(execution.execution_id)
-            if latest is None:
-                continue
-            status = latest.metadata.get(META_STATUS)
-            if (args.completed_older_than is not None and status == "completed"
-                    and latest.info.created_at < now - args.completed_older_than):
-                await provider.delete_execution(execution.execution_id)
-                deleted_executions += 1
-                continue
-            if args.keep_last:
-                deleted_checkpoints += len(await provider.prune(
-                    execution.execution_id, keep_last=args.keep_last))
-    print(f"deleted {deleted_executions} execution(s) and {deleted_checkpoints} checkpoint(s)")
-    return 0
+            execution_id = execution.execution_id
+            try:
+                infos = [info async for info in provider.iter_checkpoints(execution_id)]
+                if not infos:
+                    continue
+                latest = infos[-1]
+                if (args.completed_older_than is not None
+                        and latest.metadata.get(META_STATUS) == "completed"
+                        and latest.created_at < now - args.completed_older_than):
+                    doomed.append((execution_id, sum(i.size for i in infos)
+                                   + await _blob_bytes(provider, execution_id)))
+                elif args.keep_last:
+                    prunable.append(execution_id)
+            except (CorruptObjectError, UnsupportedFormatError) as exc:
+                problems += 1
+                print(_printable(f"skipped damaged execution {execution_id}: {exc}"),
+                      file=sys.stderr)
+            except StoreError as exc:
+                problems += 1
+                print(_printable(f"skipped execution {execution_id}: {exc}"), file=sys.stderr)
+        if doomed and not dry and not args.yes and sys.stdin.isatty():
+            total = sum(size for _, size in doomed)
+            answer = await asyncio.to_thread(
+                input, f"delete {len(doomed)} completed execution(s) ({_bytes(total)})? [y/N] ")
+            if answer.strip().lower() not in ("y", "yes"):
+                print("nothing deleted", file=sys.stderr)
+                return 1
+        freed = 0
+        executions = 0
+        for execution_id, size in doomed:
+            if dry:
+                print(_printable(f"would delete execution {execution_id} ({_bytes(size)})"))
+            else:
+                try:
+                    if not await provider.delete_execution(execution_id):
+                        continue
+                except StoreError as exc:
+                    problems += 1
+                    print(_printable(f"could not delete execution {execution_id}: {exc}"),
+                          file=sys.stderr)
+                    continue
+            executions += 1
+            freed += size
+        checkpoints = 0
+        pending = 0  # bytes pruned but not returned (no room to compact)
+        for execution_id in prunable:
+            try:
+                infos = [info async for info in provider.iter_checkpoints(execution_id)]
+                plan = _prune_plan(infos, args.keep_last, META_BASE)
+                if not plan:
+                    continue
+                sizes = {info.seq: info.size for info in infos}
+                if dry:
+                    deleted = plan
+                else:
+                    deleted = await provider.prune(execution_id, keep_last=args.keep_last)
+                size = sum(sizes.get(seq, 0) for seq in deleted)
+                checkpoints += len(deleted)
+                compact = getattr(provider, "compact", None)
+                if dry or compact is None or not deleted:
+                    freed += size
+                    continue
+                try:
+                    await compact(execution_id)
+                    freed += size
+                except StoreError as exc:
+                    pending += size
+                    print(_printable(f"execution {execution_id}: pruned, but its log could "
+                                     f"not be compacted yet: {exc}"), file=sys.stderr)
+            except (CorruptObjectError, UnsupportedFormatError) as exc:
+                problems += 1
+                print(_printable(f"skipped damaged execution {execution_id}: {exc}"),
+                      file=sys.stderr)
+            except StoreError as exc:
+                problems += 1
+                print(_printable(f"could not prune execution {execution_id}: {exc}"),
+                      file=sys.stderr)
+    print(f"{verb} {executions} execution(s) and {checkpoints} checkpoint(s); "
+          f"{'would free' if dry else 'freed'} {_bytes(freed)}")
+    if pending:
+        print(f"{_bytes(pending)} of pruned checkpoints are returned once there is room to "
+              "compact their logs: run gc again after freeing space", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _prune_plan(infos: list[Any], keep_last: int, meta_base: str) -> list[int]:
+    """The checkpoints ``prune(keep_last=...)`` deletes (what ``gc --dry-run`` shows)."""
+    if not infos:
+        return []
+    latest = infos[-1]
+    protected_from = latest.seq
+    base = latest.metadata.get(meta_base)
+    if base is not None and base.isdigit():
+        protected_from = min(protected_from, int(base))
+    return [info.seq for index, info in enumerate(infos)
+            if info.seq < protected_from and index < len(infos) - keep_last]
+
+
+async def _blob_bytes(provider: CheckpointProvider, execution_id: str) -> int:
+    total = 0
+    cursor: str | None = None
+    while True:
+        page = await provider.list_blobs(execution_id, cursor=cursor)
+        total += sum(blob.size for blob in page.items)
+        if page.next_cursor is None:
+            return total
+        cursor = page.next_cursor
+
+
+def _bytes(count: int) -> str:
+    return f"{count:,} bytes"
+
+
+class _UsageError(Exception):
+    """A bad combination of command-line arguments (exit status 2)."""
 
 
 async def _submit(args: argparse.Namespace) -> int:
@@ -276,16 +435,28 @@ async def _submit(args: argparse.Namespace) -> int:
 async def _worker(args: argparse.Namespace) -> int:
     import logging
 
-    from durably.worker import run_worker
+    from durably.config import load_worker_config
+    from durably.worker import supervise
 
+    if args.concurrency < 1:
+        raise _UsageError("--concurrency must be at least 1")
+    if not args.poll > 0 or args.poll == float("inf"):
+        raise _UsageError("--poll must be a positive number of seconds")
+    limits = load_worker_config(config_file=getattr(args, "config", None), overrides={
+        "max_attempts": args.max_attempts, "statement_timeout": args.statement_timeout})
+    config = _config(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from durably._redact import redact_logs
 
     redact_logs()
-    finished = await run_worker(concurrency=args.concurrency, poll=args.poll, once=args.once,
-                                config=_config(args))
-    print(f"worker finished {finished} execution(s)", file=sys.stderr)
-    return 0
+    summary = await supervise(concurrency=args.concurrency, poll=args.poll, once=args.once,
+                              config=config, limits=limits)
+    print(f"worker finished {summary.finished} execution(s): {len(summary.completed)} "
+          f"completed, {len(summary.failed)} failed, {len(summary.damaged)} damaged "
+          "(skipped)", file=sys.stderr)
+    for execution_id, reason in {**summary.failed, **summary.damaged}.items():
+        print(_printable(f"  {execution_id}: {reason}"), file=sys.stderr)
+    return 1 if summary.failed or summary.damaged else 0
 
 
 async def _migrate(args: argparse.Namespace) -> int:
@@ -434,13 +605,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     worker = sub.add_parser("worker", help="resume orphaned executions (run on many machines)",
                             description="Claim executions whose lease expired and that are not "
-                            "finished, resume them, renew their leases. Run one per machine.")
+                            "finished and resume each in a supervised child process (limits "
+                            "and retries: the [worker] table of durably.toml). Run one per "
+                            "machine.")
     worker.add_argument("--concurrency", type=int, default=4, metavar="N",
                         help="executions resumed at once (default 4)")
     worker.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
                         help="how often to look for work (default 1)")
     worker.add_argument("--once", action="store_true",
-                        help="exit when no resumable execution is left")
+                        help="exit when no resumable execution is left (status 1 if some "
+                        "failed or were damaged)")
+    worker.add_argument("--max-attempts", type=int, metavar="N",
+                        help="failed attempts before an execution is marked failed "
+                        "(default: [worker] max_attempts, 3)")
+    worker.add_argument("--statement-timeout", type=float, metavar="SECONDS",
+                        help="kill an attempt that makes no progress for this long "
+                        "(default: [worker] statement_timeout, 300; 0: no limit)")
     store_options(worker)
     worker.set_defaults(handler=_worker)
 
@@ -495,6 +675,12 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the last N checkpoints of each execution (and what resume needs)")
     gc.add_argument("--completed-older-than", type=_age, metavar="AGE",
                     help="delete completed executions older than AGE (e.g. 7d, 12h)")
+    gc.add_argument("--dry-run", action="store_true",
+                    help="print what would be deleted and the bytes it would free; "
+                    "delete nothing")
+    gc.add_argument("--yes", "-y", action="store_true",
+                    help="delete executions without asking (gc asks when stdin is a "
+                    "terminal)")
     store_options(gc)
     gc.set_defaults(handler=_gc)
 
@@ -507,13 +693,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _recorded(args: argparse.Namespace, execution_id: str) -> bool:
+    """Whether the execution has a checkpoint (an error before it has one is an input
+    error, e.g. a bad ``--llm``, not a failed execution)."""
+    from durably import open_store
+
+    async def check() -> bool:
+        async with open_store(config=_config(args)) as provider:
+            return await provider.load_latest_checkpoint(execution_id) is not None
+
+    try:
+        return asyncio.run(check())
+    except Exception:
+        return True
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``durably`` command."""
+    """Entry point of the ``durably`` command (exit statuses: see the module docstring)."""
     from durably._redact import redact, redact_logs
 
     parser = build_parser()
     args = parser.parse_args(argv)
     redact_logs()  # no secret in any log line or message the command prints
+    debug = os.environ.get("DURABLY_DEBUG", "") not in ("", "0")
+
+    def say(prefix: str, exc: BaseException | str) -> None:
+        text = exc if isinstance(exc, str) else str(exc) or type(exc).__name__
+        line = " ".join(redact(text).split()) or "(no message)"
+        print(f"durably: {prefix}{_printable(line)}", file=sys.stderr)
+        if debug and isinstance(exc, BaseException):
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+
     try:
         code: int = asyncio.run(args.handler(args))
         return code
@@ -525,16 +737,43 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("interrupted", file=sys.stderr)
         return 130
     except FencedError as exc:
-        print(f"durably: stopped: {exc}", file=sys.stderr)
+        say("stopped: ", exc)
         return 3
-    except (NotFoundError, ConfigError, LeaseHeldError, ProgramChangedError) as exc:
-        print(f"durably: error: {redact(str(exc))}", file=sys.stderr)
+    except asyncio.CancelledError as exc:
+        # Only the lease watchdog cancels a command's task: another process took over.
+        which = getattr(args, "started_execution", None)
+        say("stopped: ", f"{f'execution {which}' if which else 'the execution'} was "
+            "cancelled: its lease was lost to another process (it wrote nothing after that)")
+        if debug:
+            import traceback
+
+            traceback.print_exception(exc, file=sys.stderr)
+        return 3
+    except _UsageError as exc:
+        parser.print_usage(sys.stderr)
+        say("error: ", exc)
+        return 2
+    except (NotFoundError, ConfigError, LeaseHeldError, ProgramChangedError,
+            InvalidExecutionIdError, CorruptObjectError, UnsupportedFormatError) as exc:
+        say("error: ", exc)
         return 2
     except StoreError as exc:
-        print(f"durably: store error: {redact(str(exc))}", file=sys.stderr)
+        say("store error: ", exc)
         return 2
     except DurablyError as exc:
-        print(f"durably: error: {redact(str(exc))}", file=sys.stderr)
+        say("error: ", exc)
+        return 1
+    except BaseException as exc:  # what LLM code raised (SystemExit too), or a bad input
+        execution_id = getattr(args, "started_execution", None)
+        if execution_id and args.command in ("run", "resume") and (
+                not isinstance(exc, (ValueError, TypeError)) or _recorded(args, execution_id)):
+            say("", f"execution {execution_id} failed: {type(exc).__name__}: {exc}")
+            return 1
+        if isinstance(exc, (ValueError, TypeError, OverflowError, UnicodeError, OSError)):
+            say("error: ", exc)
+            return 2
+        say("internal error: ", f"{type(exc).__name__}: {exc} (DURABLY_DEBUG=1 shows the "
+            "traceback)")
         return 1
 
 

@@ -26,14 +26,17 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from durably.errors import ConfigError
 from durably.options import did_you_mean
 
-__all__ = ["DurabilityConfig", "load_config", "parse_size"]
+__all__ = ["DurabilityConfig", "WorkerConfig", "load_config", "load_worker_config", "parse_size"]
 
 DEFAULT_STORE = "file://.durably"
+KNOWN_TABLES = frozenset({"durability", "llm", "run", "worker"})
+MAX_LEASE_TTL = 365 * 86400
+MIN_BLOB_THRESHOLD = 256  # the codec's smallest chunking threshold (durably._codec)
 PROVIDER_TABLES = frozenset({"file", "s3", "postgres", "postgresql", "redis", "rediss"})
 _SCHEME_ALIASES = {"postgresql": "postgres", "rediss": "redis"}
 
@@ -53,7 +56,12 @@ class DurabilityConfig:
     blob_threshold: int = 16 * 1024
     """Values whose encoding exceeds this many bytes are stored once, as blobs."""
     max_checkpoint_size: int = 64 * 1024 * 1024
-    """A checkpoint larger than this fails with CheckpointTooLargeError."""
+    """A checkpoint larger than this fails with CheckpointTooLargeError: the checkpoint's
+    document plus the new blobs it stores (values stored once, as blobs, count when they
+    are first written)."""
+    max_execution_size: int = 0
+    """Bytes an execution may write in one process (checkpoints and blobs) before its next
+    checkpoint fails with CheckpointTooLargeError (0: no limit)."""
     keep_last: int = 0
     """Keep only the last N checkpoints of an execution while it runs (0 keeps all)."""
     on_completion: Literal["keep", "prune", "delete"] = "keep"
@@ -105,6 +113,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
     "compression_threshold": (int, str),
     "blob_threshold": (int, str),
     "max_checkpoint_size": (int, str),
+    "max_execution_size": (int, str),
     "keep_last": (int,),
     "on_completion": (str,),
     "on_unserializable": (str,),
@@ -116,7 +125,8 @@ _CHOICES = {
     "on_completion": ("keep", "prune", "delete"),
     "on_unserializable": ("error", "skip"),
 }
-_SIZES = ("compression_threshold", "blob_threshold", "max_checkpoint_size")
+_SIZES = ("compression_threshold", "blob_threshold", "max_checkpoint_size",
+          "max_execution_size")
 _UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
           "kib": 1024, "mib": 1024**2, "gib": 1024**3}
 
@@ -136,7 +146,11 @@ def parse_size(value: int | str, *, key: str = "size", source: str | None = None
     return int(float(number) * _UNITS[unit])
 
 
-def _check_table(table: Mapping[str, Any], source: str, prefix: str) -> dict[str, Any]:
+def _check_table(table: Any, source: str, prefix: str) -> dict[str, Any]:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"must be a table, not {type(table).__name__} {table!r}",
+                          source=source, key=prefix, fix=f"Write it as [{prefix}] with keys "
+                          "under it")
     out: dict[str, Any] = {}
     providers: dict[str, dict[str, Any]] = {}
     for key, value in table.items():
@@ -168,8 +182,12 @@ def _check_table(table: Mapping[str, Any], source: str, prefix: str) -> dict[str
             raise ConfigError("must be 0 (keep all) or more", source=source, key=dotted)
         if key == "snapshot_every" and value < 1:
             raise ConfigError("must be at least 1", source=source, key=dotted)
-        if key == "lease_ttl" and value <= 0:
-            raise ConfigError("must be a positive number of seconds", source=source, key=dotted)
+        if key == "lease_ttl" and not 0 < value <= MAX_LEASE_TTL:
+            raise ConfigError(f"must be a positive number of seconds, at most {MAX_LEASE_TTL:,}",
+                              source=source, key=dotted)
+        if key == "blob_threshold" and value < MIN_BLOB_THRESHOLD:
+            raise ConfigError(f"must be at least {MIN_BLOB_THRESHOLD} bytes", source=source,
+                              key=dotted, fix="Use e.g. '16KiB' (the default)")
         out[key] = value
     if providers:
         out["providers"] = providers
@@ -182,6 +200,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
             return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"is not UTF-8 text (byte {exc.start})", source=str(path),
+                          fix="Save the file as UTF-8") from exc
     except OSError as exc:
         raise ConfigError(f"cannot be read: {exc.strerror}", source=str(path)) from exc
 
@@ -268,17 +289,18 @@ def load_config(
         durably_toml = root / "durably.toml"
         if durably_toml.is_file():
             data = _read_toml(durably_toml)
-            unknown = set(data) - {"durability", "llm", "run"}
+            unknown = set(data) - KNOWN_TABLES
             if unknown:
                 raise ConfigError("unknown table", source=str(durably_toml),
-                                  key=sorted(unknown)[0], fix="Known tables: durability, llm, run")
+                                  key=sorted(unknown)[0],
+                                  fix=f"Known tables: {', '.join(sorted(KNOWN_TABLES))}")
             table = data.get("durability", {})
             layers.append((str(durably_toml), _check_table(table, str(durably_toml),
                                                            "durability")))
     if use_env:
         env = _env_layer()
         if env:
-            layers.append(("environment", env))
+            layers.append(("environment", _check_table(env, "environment", "durability")))
     if overrides:
         layers.append(("argument", _check_table(
             {k: v for k, v in overrides.items() if v is not None}, "argument", "durability")))
@@ -291,3 +313,94 @@ def load_config(
                      sources=tuple(source for source, _ in layers))
     config.scheme  # noqa: B018 - validates the store URL early
     return config
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The ``[worker]`` table of ``durably.toml``: how ``durably worker`` supervises the
+    executions it runs (each in a child process; see ``docs/guides/scaling-out.md``)."""
+
+    statement_timeout: float = 300.0
+    """Seconds an attempt may go without progress (a statement starting or a checkpoint
+    being written) before its child process is killed and the attempt fails. 0: no limit."""
+    max_attempts: int = 3
+    """Failed attempts (a crash, a timeout, an error) after which the execution is
+    marked ``failed`` and no longer retried by workers."""
+    backoff: float = 1.0
+    """Seconds to wait before the second attempt; doubled for every further one."""
+    max_backoff: float = 300.0
+    """The longest wait between two attempts."""
+    cpu_limit: float = 0.0
+    """CPU seconds one attempt's child process may use (``RLIMIT_CPU``). 0: no limit."""
+    memory_limit: int = 0
+    """Bytes of address space one attempt's child process may map (``RLIMIT_AS``).
+    0: no limit."""
+
+
+_WORKER_TYPES: dict[str, tuple[type, ...]] = {
+    "statement_timeout": (int, float),
+    "max_attempts": (int,),
+    "backoff": (int, float),
+    "max_backoff": (int, float),
+    "cpu_limit": (int, float),
+    "memory_limit": (int, str),
+}
+
+
+def _check_worker_table(table: Any, source: str) -> dict[str, Any]:
+    import math
+
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"must be a table, not {type(table).__name__} {table!r}",
+                          source=source, key="worker")
+    out: dict[str, Any] = {}
+    for key, value in table.items():
+        dotted = f"worker.{key}"
+        if key not in _WORKER_TYPES:
+            raise ConfigError("unknown key", source=source, key=dotted,
+                              fix=did_you_mean(key, _WORKER_TYPES, what="keys"))
+        types = _WORKER_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, types):
+            raise ConfigError(
+                f"expected {' or '.join(t.__name__ for t in types)}, got "
+                f"{type(value).__name__} {value!r}", source=source, key=dotted)
+        value = cast(Any, value)  # checked above
+        if key == "memory_limit":
+            value = parse_size(value, key=dotted, source=source)
+        elif key == "max_attempts":
+            if value < 1:
+                raise ConfigError("must be at least 1", source=source, key=dotted)
+        elif not (math.isfinite(value) and 0 <= value <= MAX_LEASE_TTL):
+            raise ConfigError(f"must be a number of seconds from 0 to {MAX_LEASE_TTL:,}",
+                              source=source, key=dotted)
+        out[key] = value
+    return out
+
+
+def load_worker_config(
+    directory: str | os.PathLike[str] | None = None,
+    *,
+    config_file: str | os.PathLike[str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+    use_env: bool = True,
+) -> WorkerConfig:
+    """Resolve the ``[worker]`` settings: ``overrides`` (command-line options), then the
+    ``[worker]`` table of ``durably.toml`` (or of ``config_file`` / ``DURABLY_CONFIG``),
+    then the defaults.
+
+    Raises:
+        ConfigError: An unknown key or an invalid value (the message names the file and
+            the key).
+    """
+    root = Path(directory) if directory is not None else Path.cwd()
+    explicit = config_file or (os.environ.get("DURABLY_CONFIG") if use_env else None)
+    path = Path(explicit) if explicit else root / "durably.toml"
+    values: dict[str, Any] = {}
+    if path.is_file():
+        table = _read_toml(path).get("worker")
+        if table is not None:
+            values.update(_check_worker_table(table, str(path)))
+    if overrides:
+        values.update(_check_worker_table(
+            {k: v for k, v in overrides.items() if v is not None}, "argument"))
+    return replace(WorkerConfig(), **values)

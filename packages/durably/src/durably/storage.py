@@ -62,7 +62,16 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
-from typing import ClassVar, Generic, Literal, Self, TypeAlias, TypeVar
+from typing import (
+    ClassVar,
+    Generic,
+    Literal,
+    Protocol,
+    Self,
+    TypeAlias,
+    TypeVar,
+    runtime_checkable,
+)
 
 from durably._envelope import Envelope, unwrap
 from durably.errors import (
@@ -77,6 +86,7 @@ __all__ = [
     "Capability",
     "CheckpointInfo",
     "CheckpointProvider",
+    "ClaimsNext",
     "ExecutionInfo",
     "ExpectedVersion",
     "Lease",
@@ -125,6 +135,38 @@ class Capability(StrEnum):
     :meth:`CheckpointProvider.owner_lock_free` tells whether it is held [C30]: owner
     death is detected at once, on any host. Without it only same-host owners are checked
     (by pid and process start time); owners on other hosts by lease expiry."""
+    CLAIM_NEXT = "claim_next"
+    """The provider has ``claim_next(owner, *, ttl) -> Lease | None`` (see
+    :class:`ClaimsNext`): it claims one unfinished execution that nobody holds a live
+    lease on, through an index or a queue, so that an idle ``durably worker`` costs the
+    same with 100 or 100,000 finished executions. Without it workers list executions and
+    read each unfinished one's latest checkpoint metadata."""
+
+
+@runtime_checkable
+class ClaimsNext(Protocol):
+    """The optional fast path of :attr:`Capability.CLAIM_NEXT`, for workers.
+
+    A provider that declares the capability has this method (it is not part of the
+    base class: providers without it need not implement anything).
+    """
+
+    async def claim_next(self, owner: str, *, ttl: float) -> Lease | None:
+        """Claim one execution for ``owner`` for ``ttl`` seconds, or return None.
+
+        Candidates are executions whose latest checkpoint's ``durably.status`` is
+        neither ``completed`` nor ``failed`` and whose lease expired, was released or
+        never existed. The claim is atomic like :meth:`CheckpointProvider.claim` (the
+        new epoch is greater than every earlier one, fencing the previous holder), and
+        concurrent callers -- in one process or several -- never get the same
+        execution from one round of claims; they do not wait for each other either. Its
+        cost must not grow with the number of finished executions (an index on status
+        and lease expiry, a queue) [C31].
+
+        Returns:
+            The new lease, or None if no execution is claimable.
+        """
+        ...
 
 
 class OwnerLock(abc.ABC):
