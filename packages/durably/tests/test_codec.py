@@ -28,7 +28,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from durably._codec import _HEADER, Encoded, Unresolved, ValueCodec
+from durably._codec import Encoded, Unresolved, ValueCodec
+from durably._codec._format import HEADER as _HEADER
 from durably.errors import (
     CorruptObjectError,
     DurablyWarning,

@@ -1,0 +1,109 @@
+"""Finding classes for the codec without ever importing: the codec's class registry.
+
+A stored value names its class as ``"module:Qual.Name"``. Decoding resolves that name only
+among modules already imported (``sys.modules``: the program file, the libraries it
+imported, registered plugins) by plain dictionary lookups, which cannot trigger a lazy
+import, and instantiates only the kinds :data:`KIND_CHECKS` allows.
+"""
+
+from __future__ import annotations
+
+import enum
+import sys
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from durably._codec._format import Fail
+
+__all__ = ["KIND_CHECKS", "class_path", "lookup_imported", "resolve_class"]
+
+
+def lookup_imported(path: str) -> Any:
+    """The object named ``"module:Qual.Name"`` if ``module`` is already imported, else None.
+
+    Only dictionary lookups (``sys.modules``, then each ``__dict__``): no import, no module
+    ``__getattr__`` (which may import lazily), no descriptor, no code named by ``path``.
+    """
+    module, _, qualname = path.partition(":")
+    obj: Any = sys.modules.get(module)
+    if obj is None or not qualname:
+        return None
+    for part in qualname.split("."):
+        namespace = getattr(obj, "__dict__", None)
+        if not isinstance(namespace, Mapping):
+            return None
+        obj = namespace.get(part)
+        if obj is None:
+            return None
+    return obj
+
+
+def class_path(cls: type) -> str | None:
+    """``"module:QualName"`` if importing ``module`` and walking ``QualName`` finds ``cls``."""
+    module = getattr(cls, "__module__", None)
+    qualname = getattr(cls, "__qualname__", None)
+    if not isinstance(module, str) or not isinstance(qualname, str):
+        return None
+    parts = qualname.split(".")
+    if not all(p.isidentifier() and not p.startswith("__") for p in parts):
+        return None  # "<locals>", generic aliases like "Model[int]", dunders: not importable
+    obj: Any = sys.modules.get(module)
+    if obj is None:
+        return None
+    for part in parts:
+        obj = getattr(obj, part, None)
+    return f"{module}:{qualname}" if obj is cls else None
+
+
+def _kind_namedtuple(cls: type) -> bool:
+    return issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+
+
+def _kind_pydantic(cls: type) -> bool:
+    pyd = sys.modules.get("pydantic")
+    base = getattr(pyd, "BaseModel", None) if pyd is not None else None
+    return (isinstance(base, type) and issubclass(cls, base) and cls is not base
+            and hasattr(cls, "__setstate__"))
+
+
+KIND_CHECKS: Final[dict[str, Callable[[type], bool]]] = {
+    "dataclass": lambda cls: hasattr(cls, "__dataclass_fields__"),
+    "enum": lambda cls: issubclass(cls, enum.Enum),
+    "flag": lambda cls: issubclass(cls, enum.Flag),
+    "named tuple": _kind_namedtuple,
+    "pydantic model": _kind_pydantic,
+}
+
+
+def resolve_class(path: Any, kind: str, *, lenient: bool) -> Any:
+    """The already-imported class named ``"module:Qual.Name"``, checked to be of ``kind``.
+
+    Args:
+        path: The stored class path.
+        kind: A key of :data:`KIND_CHECKS`.
+        lenient: Return None for a class that is not imported (inspection), instead of
+            failing.
+
+    Raises:
+        Fail: A malformed path, a class that is not imported (unless ``lenient``), or an
+            object that is not a ``kind`` class.
+    """
+    module, _, qualname = path.partition(":")
+    parts = qualname.split(".")
+    if not all(p.isidentifier() for p in module.split(".")) or any(
+        not p.isidentifier() or p.startswith("__") for p in parts
+    ):
+        raise Fail(f"refusing to resolve class path {path!r}")
+    obj = lookup_imported(path)
+    if obj is None:
+        if lenient:
+            return None
+        if module not in sys.modules:
+            raise Fail(f"class {path!r} cannot be restored: module {module!r} is not "
+                       "imported (durably never imports a module named by stored data; "
+                       "import it in the program file)")
+        raise Fail(f"class {path!r} not found: module {module!r} has no "
+                   f"attribute path {qualname!r}")
+    if not isinstance(obj, type) or not KIND_CHECKS[kind](obj):
+        raise Fail(f"refusing to instantiate {path!r}: it is not a {kind} class")
+    return obj
