@@ -239,7 +239,9 @@ async def run_process(case: Case, store: DyingStore, execution_id: str, *, resum
             said_at.append(store.writes)
 
     io = UserIO(list(gen.inputs), echo=echo)
-    execution = Execution(manager, program=program, llm=llm, io=io)
+    # A constant clock: the latency journaled with each LLM call is the same in every
+    # run, so two runs' checkpoints can be compared byte for byte.
+    execution = Execution(manager, program=program, llm=llm, io=io, clock=lambda: 0.0)
     crashed, status, error = False, "?", None
     try:
         if resume:

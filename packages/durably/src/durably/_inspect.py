@@ -17,7 +17,6 @@ __all__ = ["describe_execution", "jsonable", "list_executions", "render_show", "
 
 #: Keys of a call's ``usage`` that measure the run rather than record the execution:
 #: they differ between any two runs (a resumed one and one that never crashed included).
-MEASUREMENTS = ("latency_ms",)
 
 
 def jsonable(value: Any) -> Any:
@@ -109,15 +108,21 @@ async def describe_execution(manager: CheckpointManager,
 
 
 def without_measurements(view: dict[str, Any]) -> dict[str, Any]:
-    """``view`` (a :func:`describe_execution` result) without its timings, for comparing
-    two runs of one program: everything else must be equal."""
+    """``view`` (a :func:`describe_execution` result) without what a crash may change
+    without changing the run, for comparing two runs of one program: everything else must
+    be equal.
+
+    Left out: timings, and the usage each provider reported (tokens, model, finish
+    reason). A report arrives after a response's code ended; a process killed in between
+    loses it (the resumed run does not ask again for a response whose code already ran),
+    and a response continued after a crash reports the continuation's usage. The number
+    of calls stays.
+    """
     out = dict(view)
-    out["llm_calls"] = [
-        {**call, "usage": None if call.get("usage") is None else {
-            k: v for k, v in call["usage"].items() if k not in MEASUREMENTS}}
-        for call in view.get("llm_calls", [])]
+    out["llm_calls"] = [{k: v for k, v in call.items() if k != "usage"}
+                        for call in view.get("llm_calls", [])]
     if isinstance(view.get("usage"), dict):
-        out["usage"] = {k: v for k, v in view["usage"].items() if k not in MEASUREMENTS}
+        out["usage"] = {"calls": view["usage"].get("calls")}
     return out
 
 

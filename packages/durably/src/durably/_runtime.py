@@ -1037,7 +1037,7 @@ class AgentTask:
         execution = self.execution
         execution.llm_calls_live += 1
         execution.llm_streaming = True
-        started = time.monotonic()
+        started = execution.clock()
         continued = 0
         requested = False
         finish: Finish | None = None
@@ -1089,7 +1089,7 @@ class AgentTask:
         entry.usage = {"model": finish.model, "prompt_tokens": finish.prompt_tokens,
                        "completion_tokens": finish.completion_tokens,
                        "finish": finish.reason,
-                       "latency_ms": round((time.monotonic() - started) * 1000, 1),
+                       "latency_ms": round((self.execution.clock() - started) * 1000, 1),
                        "continuations": continued}
         self.execution.tokens_used += usage_tokens(entry.usage)
 
@@ -1300,8 +1300,12 @@ class Execution:
     """One run of a program: its agents, its store, its LLM and its user."""
 
     def __init__(self, manager: CheckpointManager, *, program: Any = None, llm: Any = None,
-                 io: UserIO | None = None, limits: LLMLimits | None = None) -> None:
+                 io: UserIO | None = None, limits: LLMLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.manager = manager
+        self.clock = clock
+        """Seconds, for the latency journaled with each LLM call (tests that compare the
+        bytes of two runs' checkpoints pass a constant clock)."""
         self.program = program
         self.llm = llm
         self.limits = limits or LLMLimits()
