@@ -8,6 +8,7 @@ would be blind to that class of bug.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -87,7 +88,7 @@ def lose_consumed_inputs(monkeypatch: pytest.MonkeyPatch) -> None:
     original = AgentTask.restore
 
     def restore(self: AgentTask, restored: Any, *args: Any) -> None:
-        restored.snapshot = {**restored.snapshot, "inputs": 0}
+        restored.snapshot = dataclasses.replace(restored.snapshot, inputs=0)
         original(self, restored, *args)
         self.execution.io.consumed = 0
 

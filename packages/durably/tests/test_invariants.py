@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from durably._invariants import check_complete
-from durably._runtime import Entry, Execution, Frame, Message, UserIO
+from durably._journal import Entry, Frame, Message
+from durably._runtime import Execution, UserIO
 from durably.checkpoint import CheckpointManager
 from durably.config import DurabilityConfig
 from durably.errors import IncompleteExecutionError
@@ -104,7 +105,7 @@ def test_argument_digests_survive_a_checkpoint() -> None:
     """A set of strings restored from a checkpoint may iterate in another order: the
     divergence check must not see another argument (a false DivergenceError)."""
     from durably._codec import ValueCodec
-    from durably._runtime import digest
+    from durably._journal import digest
 
     value = {"tags": frozenset({"delta", "alpha", "charlie", "bravo"}), "n": {3, 1, 2}}
     codec = ValueCodec()

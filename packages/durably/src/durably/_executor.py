@@ -14,7 +14,8 @@ from durably.agent import running_agent
 from durably.errors import DurablyError, StatementSyntaxError
 
 if TYPE_CHECKING:
-    from durably._runtime import AgentTask, Frame
+    from durably._journal import Frame
+    from durably._runtime import AgentTask
     from durably.agent import Agent
 
 __all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit",

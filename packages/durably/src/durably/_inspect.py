@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from durably._runtime import stack_label
+from durably._journal import stack_label
 from durably.checkpoint import CheckpointManager
 from durably.storage import META_STATUS, CheckpointProvider
 

@@ -13,7 +13,8 @@ import re
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from durably._runtime import AgentTask, Frame
+    from durably._journal import Frame
+    from durably._runtime import AgentTask
 
 __all__ = ["build_prompt", "render"]
 

@@ -22,12 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
-from dataclasses import InitVar, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from durably._executor import (
@@ -36,6 +33,20 @@ from durably._executor import (
     PlaybookReturn,
     ProgramExit,
     StreamingPythonExecutor,
+)
+from durably._journal import (
+    DeltaDoc,
+    Entry,
+    Frame,
+    LLMAppend,
+    LLMEntry,
+    LLMRecord,
+    Message,
+    RestoredAgent,
+    SnapshotDoc,
+    TranscriptItem,
+    digest,
+    usage_tokens,
 )
 from durably.errors import (
     DivergenceError,
@@ -62,218 +73,6 @@ log = logging.getLogger("durably.runtime")
 PROCESS_MESSAGES = "ProcessMessages"
 
 
-def digest(value: Any) -> str:
-    """A short, stable digest of an operation's arguments (for divergence checks).
-
-    It must not change when a value goes through a checkpoint: a set is digested by its
-    sorted elements, not by its iteration order (which a restored set of strings need
-    not keep).
-    """
-    text = json.dumps(value, sort_keys=True, default=_canonical, ensure_ascii=False)
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
-
-
-def _canonical(value: Any) -> Any:
-    if isinstance(value, (set, frozenset)):
-        return [type(value).__name__, sorted(
-            json.dumps(v, sort_keys=True, default=_canonical, ensure_ascii=False)
-            for v in value)]
-    return repr(value)
-
-
-@dataclass
-class Entry:
-    """One journaled operation of an agent."""
-
-    index: int
-    kind: str
-    key: str
-    result: Any = None
-    error: list[str] | None = None
-    seq: int | None = None
-    span: int = 1
-    effects: dict[str, Any] | None = None
-
-    def to_doc(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"i": self.index, "k": self.kind, "d": self.key, "r": self.result}
-        if self.error is not None:
-            doc["e"] = self.error
-        if self.span != 1:
-            doc["n"] = self.span
-        if self.effects:
-            doc["x"] = self.effects
-        return doc
-
-    @classmethod
-    def from_doc(cls, doc: Mapping[str, Any], seq: int | None) -> Entry:
-        return cls(doc["i"], doc["k"], doc["d"], doc.get("r"), doc.get("e"), seq,
-                   doc.get("n", 1), doc.get("x"))
-
-
-@dataclass
-class LLMEntry:
-    """A (possibly still streaming) LLM response, journaled as it arrives."""
-
-    index: int
-    key: str
-    playbook: str
-    prompt: list[dict[str, str]]
-    initial: InitVar[str] = ""
-    done: bool = False
-    seq: int | None = None
-    after: int = 0
-    """How many checkpoints of the execution were durable when the call started: orders
-    LLM calls of different agents the same way in a resumed run as in the original."""
-    usage: dict[str, Any] | None = None
-    """What the provider reported when it finished the response (model, tokens, latency)."""
-    draining: bool = field(default=False, repr=False)
-    """The code of the response ended: the rest is read only from a request in flight."""
-    _parts: list[str] = field(default_factory=list, repr=False)
-
-    def __post_init__(self, initial: str) -> None:
-        if initial:
-            self._parts.append(initial)
-
-    @property
-    def text(self) -> str:
-        """The response received so far (chunks are joined lazily: appending stays O(1))."""
-        if len(self._parts) > 1:
-            self._parts[:] = ["".join(self._parts)]
-        return self._parts[0] if self._parts else ""
-
-    def append(self, chunk: str) -> None:
-        self._parts.append(chunk)
-
-    def to_doc(self) -> dict[str, Any]:
-        doc = {"i": self.index, "d": self.key, "p": self.playbook, "m": self.prompt,
-               "t": self.text, "f": self.done, "s": self.after}
-        if self.usage is not None:
-            doc["u"] = self.usage
-        return doc
-
-    @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> LLMEntry:
-        return cls(doc["i"], doc["d"], doc["p"], doc["m"], doc.get("t", ""), doc.get("f", False),
-                   after=doc.get("s", 0), usage=doc.get("u"))
-
-
-def stack_label(playbook: str, step: str | None) -> str:
-    """How a frame shows in a call stack: ``Main:03`` for step ``Main:03:YLD``."""
-    if step:
-        parts = step.split(":")
-        return ":".join(parts[:2]) if len(parts) >= 2 else step
-    return playbook
-
-
-@dataclass
-class Frame:
-    """One call-stack frame of an LLM playbook."""
-
-    playbook: str
-    namespace: dict[str, Any]
-    calls: int = 0
-    """LLM calls this frame has made (the current one included once it started)."""
-    llm_index: int | None = None
-    """Op index of the frame's current LLM call."""
-    number: int = 0
-    """How many LLM calls of this playbook the agent made before the current one (the
-    client's ``call``): not always the latest, when a playbook runs nested in itself."""
-    executed: int = 0
-    """Statements of the current response already executed."""
-    offset: int = 0
-    """Offset in the response just past the last executed statement."""
-    current: tuple[int, int] | None = None
-    step: str | None = None
-    error: str | None = None
-    no_code: int = 0
-    """Responses in a row that ran no code (see :meth:`AgentTask._end_call`)."""
-    history: list[dict[str, str]] = field(default_factory=list)
-    """The conversation after the playbook's instruction: assistant and user messages,
-    alternating, ending with a user message once a response ended."""
-
-    def to_doc(self) -> dict[str, Any]:
-        return {"playbook": self.playbook, "calls": self.calls, "llm_index": self.llm_index,
-                "number": self.number,
-                "executed": self.executed, "offset": self.offset,
-                "step": self.step, "error": self.error, "no_code": self.no_code,
-                "history": self.history}
-
-    @property
-    def stack_label(self) -> str:
-        """``Main:03`` from step ``Main:03:YLD``; the playbook name before any step."""
-        return stack_label(self.playbook, self.step)
-
-
-@dataclass
-class Message:
-    """A message between agents (or a request to run a public playbook)."""
-
-    id: str
-    sender: str
-    receiver: str
-    text: str
-    kind: str = "message"
-    payload: Any = None
-
-    def to_doc(self) -> dict[str, Any]:
-        return {"id": self.id, "from": self.sender, "to": self.receiver, "text": self.text,
-                "kind": self.kind, "payload": self.payload}
-
-    @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> Message:
-        return cls(doc["id"], doc["from"], doc["to"], doc["text"], doc.get("kind", "message"),
-                   doc.get("payload"))
-
-
-class _Restored:
-    """What a snapshot plus its deltas say about one agent (input to AgentTask.restore)."""
-
-    def __init__(self, snapshot: dict[str, Any], seq: int) -> None:
-        self.snapshot = snapshot
-        self.seq = seq
-        self.entries: dict[int, Entry] = {}
-        self.llm: dict[int, LLMEntry] = {}
-        self.logs: dict[int, dict[str, Any]] = {}
-        """The records of LLM calls that ended after the snapshot (for ``show``), by index."""
-        for doc in snapshot.get("open_llm", []):
-            entry = LLMEntry.from_doc(doc)
-            entry.seq = seq
-            self.llm[entry.index] = entry
-
-    def add_delta(self, delta: Mapping[str, Any], seq: int) -> None:
-        for doc in delta.get("entries", []):
-            self.entries[doc["i"]] = Entry.from_doc(doc, seq)
-        for doc in delta.get("llm", []):
-            known = self.llm.get(doc["i"])
-            if known is None:
-                known = LLMEntry(doc["i"], doc["d"], doc["p"], doc.get("m") or [], seq=seq,
-                                 after=doc.get("s", 0))
-                self.llm[doc["i"]] = known
-            known.append(doc.get("a", ""))
-            known.done = known.done or doc.get("f", False)
-            if "u" in doc:
-                known.usage = doc["u"]
-        for item in delta.get("log", []):
-            self.logs[item["index"]] = item
-
-    def budget_used(self) -> tuple[int, int]:
-        """``(LLM calls, tokens)`` the journal holds for this agent: what a resumed
-        execution has already spent of its ``[llm]`` budgets."""
-        snap = self.snapshot
-        before = {doc["i"] for doc in snap.get("open_llm", [])}
-        calls = sum(snap.get("llm_counts", {}).values()) + len(set(self.llm) - before)
-        tokens = sum(usage_tokens(item.get("usage"))
-                     for item in [*snap.get("llm_log", []), *self.logs.values()])
-        return calls, tokens
-
-
-def usage_tokens(usage: Mapping[str, Any] | None) -> int:
-    """Prompt plus completion tokens of a journaled usage record (0 if unreported)."""
-    if not usage:
-        return 0
-    return int(usage.get("prompt_tokens") or 0) + int(usage.get("completion_tokens") or 0)
-
-
 class AgentTask:
     """Runs one agent: its call stack, journal, inbox, and the durable operations."""
 
@@ -286,7 +85,7 @@ class AgentTask:
         self.index = 0
         self.replay: dict[int, Entry] = {}
         self.replay_llm: dict[int, LLMEntry] = {}
-        self.replay_logs: dict[int, dict[str, Any]] = {}
+        self.replay_logs: dict[int, LLMRecord] = {}
         self.open_llm: dict[int, LLMEntry] = {}
         self.llm_appends: dict[int, list[Any]] = {}
         self.snapshot_seq: int | None = None
@@ -295,9 +94,9 @@ class AgentTask:
         self.consumed: set[str] = set()
         self.seen: set[str] = set()
         self.inbox_changed = asyncio.Event()
-        self.transcript: list[dict[str, Any]] = []
-        self.llm_log: list[dict[str, Any]] = []
-        self.unwritten_log: list[dict[str, Any]] = []
+        self.transcript: list[TranscriptItem] = []
+        self.llm_log: list[LLMRecord] = []
+        self.unwritten_log: list[LLMRecord] = []
         """LLM calls that ended since the last write; deltas carry them for ``show``."""
         self.llm_counts: dict[str, int] = {}
         self.phase = "start"
@@ -508,22 +307,13 @@ class AgentTask:
         self.ops_since_snapshot += 1
         await self.execution.write_delta(self, [entry])
 
-    def take_llm_appends(self) -> list[dict[str, Any]]:
-        docs = []
-        for index, chunks in self.llm_appends.items():
-            entry = self.open_llm.get(index)
-            if entry is None:
-                continue
-            doc: dict[str, Any] = {"i": index, "d": entry.key, "p": entry.playbook,
-                                   "a": "".join(chunks), "f": entry.done}
-            if entry.done and entry.usage is not None:
-                doc["u"] = entry.usage
-            if entry.seq is None:
-                doc["m"] = entry.prompt
-                doc["s"] = entry.after
-            docs.append(doc)
+    def take_llm_appends(self) -> list[LLMAppend]:
+        """The LLM text that arrived since the last checkpoint, for the next delta."""
+        appends = [entry.append_doc("".join(chunks))
+                   for index, chunks in self.llm_appends.items()
+                   if (entry := self.open_llm.get(index)) is not None]
         self.llm_appends.clear()
-        return docs
+        return appends
 
     # ----------------------------------------------------------- quiet points
 
@@ -545,54 +335,41 @@ class AgentTask:
         await self.execution.write_snapshot(self)
         self.ops_since_snapshot = 0
 
-    def snapshot_doc(self) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    def snapshot_doc(self) -> tuple[SnapshotDoc, dict[str, Any], dict[str, Any]]:
         """(snapshot document, state, locals) for the codec."""
         frame = self.frames[0] if self.frames else None
         open_llm = []
         if frame is not None and frame.llm_index is not None:
             entry = self.open_llm.get(frame.llm_index)
             if entry is not None:
-                open_llm.append(entry.to_doc())
-        doc = {
-            "type": "snapshot",
-            "agent": self.agent_id,
-            "class": self.agent_class.__name__,
-            "index": self.index,
-            "phase": self.phase,
-            "frame": frame.to_doc() if frame is not None else None,
-            "open_llm": open_llm,
-            "inbox": [m.to_doc() for m in self.inbox],
-            "consumed": sorted(self.consumed),
-            "transcript": self.transcript,
-            "llm_log": self.llm_log,
-            "llm_counts": self.llm_counts,
-            "result": self.result,
-            "returned": self.begin_returned,
-            "inputs": self.execution.io.consumed,
-        }
-        if self.serving is not None:
-            doc["serving"] = self.serving.to_doc()
+                open_llm.append(entry)
+        doc = SnapshotDoc(
+            agent=self.agent_id, agent_class=self.agent_class.__name__, index=self.index,
+            phase=self.phase, frame=frame.to_doc() if frame is not None else None,
+            open_llm=open_llm, inbox=list(self.inbox), consumed=sorted(self.consumed),
+            transcript=self.transcript, llm_log=self.llm_log, llm_counts=self.llm_counts,
+            result=self.result, returned=self.begin_returned,
+            inputs=self.execution.io.consumed, serving=self.serving)
         state = self.agent.state.to_dict()
         local_vars = self.visible_locals(frame) if frame is not None else {}
         return doc, state, local_vars
 
-    def restore(self, restored: _Restored, state: dict[str, Any],
+    def restore(self, restored: RestoredAgent, state: dict[str, Any],
                 local_vars: dict[str, Any] | None) -> None:
         snap = restored.snapshot
         self.snapshot_seq = restored.seq
-        self.index = snap["index"]
-        self.phase = snap["phase"]
+        self.index = snap.index
+        self.phase = snap.phase
         self.agent.state.to_dict().update(state)
-        self.inbox = [Message.from_doc(doc) for doc in snap.get("inbox", [])]
-        self.consumed = set(snap.get("consumed", []))
+        self.inbox = list(snap.inbox)
+        self.consumed = set(snap.consumed)
         self.seen = self.consumed | {m.id for m in self.inbox}
-        self.transcript = list(snap.get("transcript", []))
-        self.llm_log = list(snap.get("llm_log", []))
-        self.llm_counts = dict(snap.get("llm_counts", {}))
-        self.result = snap.get("result")
-        self.begin_returned = snap.get("returned", False)
-        serving = snap.get("serving")
-        self.serving = Message.from_doc(serving) if serving is not None else None
+        self.transcript = list(snap.transcript)
+        self.llm_log = list(snap.llm_log)
+        self.llm_counts = dict(snap.llm_counts)
+        self.result = snap.result
+        self.begin_returned = snap.returned
+        self.serving = snap.serving
         self.replay = dict(restored.entries)
         self.replay_llm = dict(restored.llm)
         self.replay_logs = dict(restored.logs)
@@ -602,22 +379,14 @@ class AgentTask:
         # The user's inputs are one sequence for all agents: whatever any agent consumed
         # before the crash is consumed, whichever agent replays first.
         io = self.execution.io
-        io.consumed = max(io.consumed, snap.get("inputs", 0), *(
+        io.consumed = max(io.consumed, snap.inputs, *(
             entry.result["n"] + 1 for entry in self.replay.values()
             if entry.kind == "yield" and isinstance(entry.result, dict) and "n" in entry.result))
-        frame_doc = snap.get("frame")
-        if frame_doc is not None:
-            frame = Frame(frame_doc["playbook"], self.new_namespace(local_vars or {}))
+        if snap.frame is not None:
+            frame = Frame.from_doc(snap.frame, self.new_namespace(local_vars or {}),
+                                   default_number=self.llm_counts.get(snap.frame["playbook"],
+                                                                      1) - 1)
             _rebind_functions(frame.namespace)
-            frame.calls = frame_doc["calls"]
-            frame.llm_index = frame_doc["llm_index"]
-            frame.number = frame_doc.get("number", self.llm_counts.get(frame.playbook, 1) - 1)
-            frame.executed = frame_doc["executed"]
-            frame.offset = frame_doc.get("offset", 0)
-            frame.step = frame_doc["step"]
-            frame.error = frame_doc["error"]
-            frame.no_code = frame_doc.get("no_code", 0)
-            frame.history = list(frame_doc["history"])
             self._resume_frame = frame
             if self.standalone:
                 self.frames = [frame]
@@ -938,9 +707,10 @@ class AgentTask:
         entry = self.open_llm.pop(frame.llm_index, None) if frame.llm_index is not None else None
         response = executor.response
         if entry is not None:
-            item = {"agent": self.agent_class.__name__, "id": self.agent_id,
-                    "playbook": frame.playbook, "index": entry.index, "after": entry.after,
-                    "prompt": entry.prompt, "response": response}
+            item: LLMRecord = {"agent": self.agent_class.__name__, "id": self.agent_id,
+                               "playbook": frame.playbook, "index": entry.index,
+                               "after": entry.after, "prompt": entry.prompt,
+                               "response": response}
             if entry.usage is not None:
                 item["usage"] = entry.usage
             self.llm_log.append(item)
@@ -1451,11 +1221,9 @@ class Execution:
     # ----------------------------------------------------------- checkpoints
 
     async def write_delta(self, task: AgentTask, entries: list[Entry]) -> None:
-        delta = {"type": "delta", "agent": task.agent_id,
-                 "entries": [e.to_doc() for e in entries], "llm": task.take_llm_appends()}
-        if task.unwritten_log:
-            delta["log"], task.unwritten_log = task.unwritten_log, []
-        seq = await self.manager.write(self, task, delta, kind="delta")
+        delta = DeltaDoc(task.agent_id, entries, task.take_llm_appends(), task.unwritten_log)
+        task.unwritten_log = []
+        seq = await self.manager.write(self, task, delta.to_doc(), kind="delta")
         for entry in entries:
             entry.seq = seq
         for llm_entry in task.open_llm.values():
@@ -1466,7 +1234,7 @@ class Execution:
         doc, state, local_vars = task.snapshot_doc()
         task.llm_appends.clear()
         task.unwritten_log = []
-        seq = await self.manager.write(self, task, doc, kind="snapshot", state=state,
+        seq = await self.manager.write(self, task, doc.to_doc(), kind="snapshot", state=state,
                                        local_vars=local_vars)
         task.snapshot_seq = seq
         for entry in task.open_llm.values():
@@ -1512,5 +1280,4 @@ class Execution:
         return self.outcome
 
 
-__all__ = ["AgentTask", "Entry", "Execution", "Frame", "LLMEntry", "Message", "UserIO",
-           "digest"]
+__all__ = ["AgentTask", "Execution", "UserIO"]

@@ -37,7 +37,8 @@ from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease, S
 
 if TYPE_CHECKING:
     from durably._executor import StreamingPythonExecutor
-    from durably._runtime import AgentTask, Execution, _Restored
+    from durably._journal import RestoredAgent
+    from durably._runtime import AgentTask, Execution
     from durably.agent import Agent
 
 __all__ = ["Checkpoint", "CheckpointManager", "HistoryCheck", "RecoveryCoordinator"]
@@ -137,14 +138,14 @@ class LoadedExecution:
         return ((seq, delta) for seq, delta in self.deltas
                 if delta.get("agent") == agent_id and seq > after)
 
-    def restored(self, agent_id: str) -> _Restored:
+    def restored(self, agent_id: str) -> RestoredAgent:
         """An agent's last snapshot with the journal written since (what replay uses)."""
-        from durably._runtime import _Restored
+        from durably._journal import DeltaDoc, RestoredAgent, SnapshotDoc
 
         seq, doc, _state, _locals = self.snapshots[agent_id]
-        restored = _Restored(doc, seq)
+        restored = RestoredAgent(SnapshotDoc.from_doc(doc), seq)
         for delta_seq, delta in self.deltas_of(agent_id, seq):
-            restored.add_delta(delta, delta_seq)
+            restored.add_delta(DeltaDoc.from_doc(delta, delta_seq), delta_seq)
         return restored
 
 
@@ -713,7 +714,7 @@ def _shorten(text: str, limit: int) -> str:
 
 def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
     from durably._executor import statement_spans
-    from durably._runtime import stack_label
+    from durably._journal import stack_label
 
     agents: dict[str, AgentView] = {}
     for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
@@ -783,7 +784,7 @@ class RecoveryCoordinator:
 async def restore_agents(manager: CheckpointManager, execution: Execution, *,
                          loaded: LoadedExecution | None = None) -> LoadedExecution:
     """Restore every agent of ``execution`` from the store (creating missing ones)."""
-    from durably._runtime import Message
+    from durably._journal import Message
 
     hooks = manager.hooks
     if loaded is None:
