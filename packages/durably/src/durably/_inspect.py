@@ -8,7 +8,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from durably._journal import stack_label
+from durably._journal import DeltaDoc, SnapshotDoc, stack_label
 from durably.checkpoint import CheckpointManager
 from durably.storage import META_STATUS, CheckpointProvider
 
@@ -55,29 +55,31 @@ async def describe_execution(manager: CheckpointManager,
     transcript: dict[tuple[str, int], dict[str, Any]] = {}
     calls: dict[tuple[str, int], dict[str, Any]] = {}
     agents: dict[str, Any] = {}
-    for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
-        for item in doc.get("transcript", []):
-            transcript[(item["id"], item["index"])] = item
-        for item in doc.get("llm_log", []):
-            calls[(item["id"], item["index"])] = item
-        frame = doc.get("frame")
+    for agent_id, (seq, raw, state, local_vars) in sorted(loaded.snapshots.items()):
+        doc = SnapshotDoc.from_doc(raw)
+        for item in doc.transcript:
+            transcript[(item["id"], item["index"])] = dict(item)
+        for record in doc.llm_log:
+            calls[(record["id"], record["index"])] = dict(record)
+        frame = doc.frame
         stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
         position = None
         if frame is not None:
             position = {"playbook": frame["playbook"], "llm_call": frame.get("calls", 0),
                         "executed_statements": frame.get("executed", 0),
                         "offset": frame.get("offset", 0)}
-        agents[doc["class"]] = {
+        agents[doc.agent_class] = {
             "id": agent_id, "state": jsonable(state), "call_stack": stack,
-            "locals": jsonable(local_vars), "phase": doc.get("phase"),
+            "locals": jsonable(local_vars), "phase": doc.phase,
             "position": position,
         }
-        for _delta_seq, delta in loaded.deltas_of(agent_id, seq):
-            for entry in delta.get("entries", []):
-                for item in (entry.get("x") or {}).get("transcript", []):
-                    transcript[(item["id"], item["index"])] = item
-            for item in delta.get("log", []):
-                calls[(item["id"], item["index"])] = item
+        for delta_seq, raw_delta in loaded.deltas_of(agent_id, seq):
+            delta = DeltaDoc.from_doc(raw_delta, delta_seq)
+            for entry in delta.entries:
+                for item in entry.transcript:
+                    transcript[(item["id"], item["index"])] = dict(item)
+            for record in delta.log:
+                calls[(record["id"], record["index"])] = dict(record)
 
     def order(item: dict[str, Any]) -> tuple[int, int, int]:
         return (item.get("after", 0), int(item["id"]), item["index"])

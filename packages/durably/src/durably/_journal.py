@@ -55,6 +55,7 @@ __all__ = [
     "TranscriptItem",
     "digest",
     "doc_type",
+    "llm_progress",
     "stack_label",
     "upgrade",
     "usage_tokens",
@@ -467,6 +468,18 @@ class FinalDoc:
     def from_doc(cls, doc: Mapping[str, Any]) -> FinalDoc:
         doc = upgrade(doc)
         return cls(doc["status"], doc.get("result"))
+
+
+def llm_progress(doc: Mapping[str, Any]) -> list[tuple[int, int, bool]]:
+    """``(op index, checkpoints durable when it started, done)`` of each LLM call a
+    snapshot or delta document records text of (others: none)."""
+    doc = upgrade(doc)
+    kind = doc.get("type")
+    if kind == "snapshot":
+        return [(e.index, e.after, e.done) for e in SnapshotDoc.from_doc(doc).open_llm]
+    if kind == "delta":
+        return [(a.index, a.after or 0, a.done) for a in DeltaDoc.from_doc(doc).llm]
+    return []
 
 
 class RestoredAgent:

@@ -23,6 +23,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from durably._codec import ValueCodec
+from durably._journal import (
+    DeltaDoc,
+    FinalDoc,
+    Message,
+    RestoredAgent,
+    SnapshotDoc,
+    doc_type,
+    stack_label,
+)
 from durably._plugins import Hooks, get_hooks
 from durably.config import DurabilityConfig
 from durably.errors import (
@@ -37,7 +46,6 @@ from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease, S
 
 if TYPE_CHECKING:
     from durably._executor import StreamingPythonExecutor
-    from durably._journal import RestoredAgent
     from durably._runtime import AgentTask, Execution
     from durably.agent import Agent
 
@@ -140,7 +148,6 @@ class LoadedExecution:
 
     def restored(self, agent_id: str) -> RestoredAgent:
         """An agent's last snapshot with the journal written since (what replay uses)."""
-        from durably._journal import DeltaDoc, RestoredAgent, SnapshotDoc
 
         seq, doc, _state, _locals = self.snapshots[agent_id]
         restored = RestoredAgent(SnapshotDoc.from_doc(doc), seq)
@@ -333,9 +340,8 @@ class CheckpointManager:
         async with self._write_lock():
             seq = self.next_seq
             manifest = execution.manifest()
-            body = {"type": "final", "status": status, "result": result,
-                    "manifest": manifest, "header": execution.header,
-                    "next_agent_id": execution.next_agent_id}
+            body = {**FinalDoc(status, result).to_doc(), "manifest": manifest,
+                    "header": execution.header, "next_agent_id": execution.next_agent_id}
             await self._store(seq, {"doc": body}, {"doc": "execution result"}, manifest,
                               {META_KIND: "final", META_STATUS: status})
             return seq
@@ -441,7 +447,7 @@ class CheckpointManager:
             raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint")
         reason = redact(reason)
         manifest = {agent: seq for agent, (seq, *_rest) in loaded.snapshots.items()}
-        body = {"type": "final", "status": "failed", "result": reason, "manifest": manifest,
+        body = {**FinalDoc("failed", reason).to_doc(), "manifest": manifest,
                 "header": loaded.header, "next_agent_id": loaded.next_agent_id}
         async with self._write_lock():
             seq = self.next_seq
@@ -627,7 +633,7 @@ class CheckpointManager:
             history.follow(stored)
             roots = await self.decode(stored, unresolved=unresolved)
             doc = roots["doc"]
-            kind = doc.get("type")
+            kind = doc_type(doc)
             if kind == "snapshot":
                 agent = doc["agent"]
                 if manifest.get(agent) == seq:
@@ -649,7 +655,7 @@ class CheckpointManager:
             self._prev_digest = _digest(latest.data)
         return LoadedExecution(
             latest_seq=latest.seq, latest_created_at=latest.info.created_at,
-            status=latest_doc.get("status", status) if latest_doc.get("type") == "final"
+            status=FinalDoc.from_doc(latest_doc).status if doc_type(latest_doc) == "final"
             else status,
             header=header, result=latest_doc.get("result"), snapshots=snapshots,
             deltas=deltas, metadata=latest.metadata,
@@ -714,20 +720,20 @@ def _shorten(text: str, limit: int) -> str:
 
 def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
     from durably._executor import statement_spans
-    from durably._journal import stack_label
 
     agents: dict[str, AgentView] = {}
-    for agent_id, (seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
+    for agent_id, (seq, _raw, state, local_vars) in sorted(loaded.snapshots.items()):
         restored = loaded.restored(agent_id)
-        frame = doc.get("frame")
+        doc = restored.snapshot
+        frame = doc.frame
         response = ""
         if frame is not None and frame.get("llm_index") in restored.llm:
             response = restored.llm[frame["llm_index"]].text
         stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
-        transcript = list(doc.get("transcript", []))
+        transcript = [dict(item) for item in doc.transcript]
         agents[agent_id] = AgentView(
-            agent_id=agent_id, agent_class=doc["class"], state=state, namespace=local_vars,
-            call_stack=stack, phase=doc["phase"], transcript=transcript,
+            agent_id=agent_id, agent_class=doc.agent_class, state=state, namespace=local_vars,
+            call_stack=stack, phase=doc.phase, transcript=transcript,
             llm_response=response,
             executed_statements=statement_spans(response, (frame or {}).get("executed", 0)),
             current_statement=None, snapshot_seq=seq,
@@ -784,7 +790,6 @@ class RecoveryCoordinator:
 async def restore_agents(manager: CheckpointManager, execution: Execution, *,
                          loaded: LoadedExecution | None = None) -> LoadedExecution:
     """Restore every agent of ``execution`` from the store (creating missing ones)."""
-    from durably._journal import Message
 
     hooks = manager.hooks
     if loaded is None:
@@ -796,21 +801,21 @@ async def restore_agents(manager: CheckpointManager, execution: Execution, *,
         execution.header = loaded.header
         execution.next_agent_id = max(execution.next_agent_id, loaded.next_agent_id)
         replayed = 0
-        for agent_id, (_seq, doc, state, local_vars) in sorted(loaded.snapshots.items()):
+        for agent_id, (_seq, _doc, state, local_vars) in sorted(loaded.snapshots.items()):
+            restored = loaded.restored(agent_id)
             task = execution.agents.get(agent_id)
             if task is None:
-                cls = execution.agent_class_named(doc["class"])
+                cls = execution.agent_class_named(restored.snapshot.agent_class)
                 task = execution.create_agent(cls, agent_id)
-            restored = loaded.restored(agent_id)
             task.restore(restored, state, local_vars)
             replayed += len(restored.entries)
         # Messages sent after the receiver's snapshot: deliver them again (deduplicated).
         for delta_seq, delta in loaded.deltas:
-            for doc in delta.get("entries", []):
-                for message in doc.get("x", {}).get("messages", []) if doc.get("x") else []:
-                    receiver = execution.agents.get(message["to"])
+            for entry in DeltaDoc.from_doc(delta, delta_seq).entries:
+                for message in map(Message.from_doc, entry.messages):
+                    receiver = execution.agents.get(message.receiver)
                     if receiver is not None and (receiver.snapshot_seq or 0) < delta_seq:
-                        execution.deliver(Message.from_doc(message))
+                        execution.deliver(message)
     except BaseException as exc:
         hooks.on_recover_error(manager.execution_id, exc)
         raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from durably._journal import DeltaDoc, doc_type, llm_progress
 from durably.checkpoint import META_KIND, CheckpointManager, HistoryCheck
 from durably.errors import DurablyError, NotFoundError
 from durably.storage import META_BASE, META_STATUS, validate_execution_id
@@ -72,10 +73,10 @@ async def _scan(manager: CheckpointManager
             history.follow(stored)
         doc = (await manager.decode(stored, unresolved=[]))["doc"]
         agent = doc.get("agent")
-        for record in doc.get("llm", []) + doc.get("open_llm", []):
-            key = (agent, record["i"])
-            started.setdefault(key, (record.get("s", 0), info.seq, int(agent), record["i"]))
-            if record.get("f"):
+        for index, after, done in llm_progress(doc):
+            key = (agent, index)
+            started.setdefault(key, (after, info.seq, int(agent), index))
+            if done:
                 received.setdefault(key, info.seq)
         for item in doc.get("log", []) + doc.get("llm_log", []):
             key = (item["id"], item["index"])
@@ -181,11 +182,13 @@ async def diff_checkpoints(manager: CheckpointManager, a: int, b: int) -> dict[s
         if seq == a:
             continue
         doc = (await manager.decode(stored, unresolved=[]))["doc"]
-        for entry in doc.get("entries", []):
-            journal.append({"seq": seq, "agent": doc.get("agent"), "op": entry["i"],
-                            "kind": entry["k"]})
-        if doc.get("type") in ("snapshot", "final"):
-            journal.append({"seq": seq, "agent": doc.get("agent"), "kind": doc["type"]})
+        kind = doc_type(doc)
+        if kind == "delta":
+            for entry in DeltaDoc.from_doc(doc, seq).entries:
+                journal.append({"seq": seq, "agent": doc.get("agent"), "op": entry.index,
+                                "kind": entry.kind})
+        else:
+            journal.append({"seq": seq, "agent": doc.get("agent"), "kind": kind})
     history.check_links()
     seen = {(t["id"], t["text"]) for t in before["transcript"]}
     return {
