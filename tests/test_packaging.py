@@ -12,7 +12,8 @@ import pytest
 from conftest import ROOT
 
 HEAVY = ("boto3", "botocore", "aiobotocore", "psycopg", "psycopg_pool", "redis", "openai",
-         "httpx", "zstandard", "durably_s3", "durably_postgres", "durably_redis")
+         "anthropic", "httpx", "httpx2", "zstandard", "durably_s3", "durably_postgres",
+         "durably_redis")
 
 
 def test_import_durably_imports_no_backend_or_llm_library() -> None:

@@ -11,13 +11,14 @@ What it answers:
   (``{"Agent.Playbook": [response, ...]}``), served in order per key. The key is read
   from the prompt: the system message's ``You are agent <Class>`` and the first
   ``Execute playbook <Name>`` of a user message (``ProcessMessages`` when there is none).
-* A request to continue a cut-off response (OpenAI: the conversation ends with the
-  cut-off text as the assistant's turn and the client's "continue" note; Anthropic: it
-  ends with an assistant prefill) gets, like an honest model, the rest of the response
-  that was being served for that key -- across server-side failures and client
-  restarts alike.
+* A request to continue a cut-off response (the conversation ends with the cut-off text
+  as the assistant's turn and the client's "continue" note; or, Anthropic only, it ends
+  with an assistant prefill) gets, like an honest model, the rest of the response that
+  was being served for that key -- across server-side failures and client restarts
+  alike. ``prefill=False`` makes the Anthropic dialect refuse prefill with a 400, as
+  Claude 4.6 and later do.
 * ``behaviours``: per request, in order, how to misbehave (:class:`Behaviour`); requests
-  beyond the list behave normally.
+  beyond the list behave as ``default`` says (normally when it is ``None``).
 
 Every request is recorded in :attr:`FakeServer.requests`.
 """
@@ -72,6 +73,10 @@ class Behaviour:
             that ignores ``stream: true`` does.
         delay_per_chunk: Seconds to wait before each content event.
         usage: Report token usage.
+        pause_after_chars: After streaming this many characters, set
+            :attr:`FakeServer.paused` and wait (at most 30 s) for
+            :attr:`FakeServer.release` before going on: a stream stalled mid-response,
+            for a test to kill its client in the middle of it.
     """
 
     status: int = 200
@@ -88,6 +93,7 @@ class Behaviour:
     json_instead_of_sse: bool = False
     delay_per_chunk: float = 0.0
     usage: bool = True
+    pause_after_chars: int | None = None
 
 
 @dataclass
@@ -123,16 +129,28 @@ class FakeServer:
         responses: Responses served in order (when there is no ``script``).
         script: ``{"Agent.Playbook": [response, ...]}``, served in order per key.
         behaviours: How to answer each request, in order.
+        default: How to answer requests beyond ``behaviours`` (``None``: normally).
         model: The model name the server reports.
+        prefill: Accept Anthropic's assistant prefill (``False``: a 400, as Claude 4.6
+            and later answer).
     """
 
     def __init__(self, responses: list[str] | None = None, *,
                  script: dict[str, list[str]] | None = None,
-                 behaviours: list[Behaviour] | None = None, model: str = "fake-model") -> None:
+                 behaviours: list[Behaviour] | None = None, default: Behaviour | None = None,
+                 model: str = "fake-model", prefill: bool = True) -> None:
         self.responses = list(responses or [])
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.behaviours = list(behaviours or [])
+        self.default = default
         self.model = model
+        self.prefill = prefill
+        self.paused = threading.Event()
+        """Set when a stream paused (``Behaviour.pause_after_chars``)."""
+        self.release = threading.Event()
+        """Set to let a paused stream go on."""
+        self.active = 0
+        """Requests being answered now."""
         self.requests: list[Request] = []
         self.served: dict[str, int] = {}
         """How many responses each key was served (``""`` without a script)."""
@@ -187,7 +205,9 @@ class FakeServer:
 
     def _behaviour(self) -> Behaviour:
         with self._lock:
-            return self.behaviours.pop(0) if self.behaviours else Behaviour()
+            if self.behaviours:
+                return self.behaviours.pop(0)
+            return self.default or Behaviour()
 
     def _key(self, request: Request) -> str:
         if not self.script:
@@ -210,10 +230,8 @@ class FakeServer:
     def _prefix(request: Request, dialect: str) -> str | None:
         """The cut-off text a request asks to continue, or ``None``."""
         messages = request.messages
-        if dialect == "anthropic":
-            if messages and messages[-1].get("role") == "assistant":
-                return _text(messages[-1].get("content"))
-            return None
+        if dialect == "anthropic" and messages and messages[-1].get("role") == "assistant":
+            return _text(messages[-1].get("content"))
         if (len(messages) >= 2 and messages[-1].get("role") == "user"
                 and _text(messages[-1].get("content")).startswith(_CONTINUE)
                 and messages[-2].get("role") == "assistant"):
@@ -271,8 +289,23 @@ class _Handler(BaseHTTPRequestHandler):
                           {k.lower(): v for k, v in self.headers.items()}, body)
         with self.fake._lock:
             self.fake.requests.append(request)
-        dialect = "anthropic" if parts.path.rstrip("/").endswith("/messages") else "openai"
+            self.fake.active += 1
+        try:
+            self._answer(request, parts.path)
+        finally:
+            with self.fake._lock:
+                self.fake.active -= 1
+
+    def _answer(self, request: Request, path: str) -> None:
+        body = request.body
+        dialect = "anthropic" if path.rstrip("/").endswith("/messages") else "openai"
         behaviour = self.fake._behaviour()
+        if (dialect == "anthropic" and not self.fake.prefill and request.messages
+                and request.messages[-1].get("role") == "assistant"):
+            behaviour = Behaviour(status=400, body=json.dumps({"type": "error", "error": {
+                "type": "invalid_request_error",
+                "message": "This model does not support assistant message prefill. The "
+                           "conversation must end with a user message."}}))
         if behaviour.status != 200:
             self._error(behaviour, dialect)
             return
@@ -301,6 +334,10 @@ class _Handler(BaseHTTPRequestHandler):
                 return
             if event is _DELAY:
                 time.sleep(behaviour.delay_per_chunk)
+                continue
+            if event is _PAUSE:
+                self.fake.paused.set()
+                self.fake.release.wait(30)
                 continue
             assert isinstance(event, bytes)
             try:
@@ -367,6 +404,7 @@ class _Handler(BaseHTTPRequestHandler):
 
 _RESET = object()
 _DELAY = object()
+_PAUSE = object()
 
 
 def _pieces(text: str, behaviour: Behaviour) -> Iterator[str | object]:
@@ -377,7 +415,11 @@ def _pieces(text: str, behaviour: Behaviour) -> Iterator[str | object]:
             limit = min(limit, cut)
     if behaviour.error_event and behaviour.error_after_chars is not None:
         limit = min(limit, behaviour.error_after_chars)
+    pause = behaviour.pause_after_chars
     for start in range(0, limit, max(1, behaviour.chunk_size)):
+        if pause is not None and start >= pause:
+            pause = None
+            yield _PAUSE
         if behaviour.delay_per_chunk:
             yield _DELAY
         yield text[start:min(start + behaviour.chunk_size, limit)]

@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from fakeserver import Behaviour, FakeServer
 
 from durably._openai import AzureOpenAIClient, OpenAIClient
 from durably.errors import ConfigError
@@ -24,8 +25,6 @@ from durably.llm import (
     ResponseTruncatedError,
     open_llm,
 )
-
-from fakeserver import Behaviour, FakeServer
 
 TEXT = ('```python\n# execution_id: 1\n# recap: start\nawait self.Step("Main:01:QUE")\n'
         'await self.Say("user", "Hello there, how are you today?")\n```\n')
@@ -88,16 +87,46 @@ async def test_a_complete_response_streams_then_finishes_with_usage(server: Fake
     assert len(chunks) > 5  # streamed, not buffered
     assert finishes == [Finish("stop", model="fake-model", prompt_tokens=finishes[0].prompt_tokens,
                                completion_tokens=len(TEXT) // 4)]
-    assert finishes[0].prompt_tokens and finishes[0].prompt_tokens > 0
+    assert finishes[0].prompt_tokens
+    assert finishes[0].prompt_tokens > 0
     request = server.requests[0]
     assert request.path == "/v1/chat/completions"
     assert request.body["model"] == "tiny"
     assert request.body["stream"] is True
     assert request.body["stream_options"] == {"include_usage": True}
-    assert request.body["temperature"] == 0
-    assert request.body["max_tokens"] == 500
+    assert "temperature" not in request.body  # the model's default unless set
+    assert request.body["max_tokens"] == 500  # the field any compatible server knows
     assert request.body["messages"] == MESSAGES
     assert request.headers["authorization"] == "Bearer sk-test-key-123456"
+
+
+@pytest.mark.asyncio
+async def test_temperature_is_sent_when_set(server: FakeServer) -> None:
+    client = open_llm("openai:tiny", {"base_url": server.url, "temperature": 0})
+    _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main",
+                                                   call=0))
+    assert error is None
+    assert len(finishes) == 1
+    assert server.requests[0].body["temperature"] == 0
+    assert "max_tokens" not in server.requests[0].body
+
+
+@pytest.mark.asyncio
+async def test_openais_own_server_gets_max_completion_tokens(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Reasoning models refuse max_tokens. The request reaches the fake server as a proxy.
+    with FakeServer([TEXT]) as proxy:
+        monkeypatch.setenv("HTTP_PROXY", proxy.root)
+        monkeypatch.delenv("NO_PROXY")
+        client = OpenAIClient("o-tiny", base_url="http://api.openai.com/v1", api_key="k",
+                              max_attempts=1, max_response_tokens=300)
+        _, finishes, error = await drain(stream(client))
+        request = proxy.requests[0]
+    assert error is None
+    assert len(finishes) == 1
+    assert request.headers["host"] == "api.openai.com"
+    assert request.body["max_completion_tokens"] == 300
+    assert "max_tokens" not in request.body
 
 
 @pytest.mark.asyncio
@@ -112,7 +141,7 @@ async def test_finish_reason_stop_without_done_is_complete() -> None:
 @pytest.mark.asyncio
 async def test_stream_usage_can_be_turned_off() -> None:
     with FakeServer([TEXT], behaviours=[Behaviour(usage=False)]) as fake:
-        chunks, finishes, error = await drain(stream(client_for(fake, stream_usage=False)))
+        _chunks, finishes, error = await drain(stream(client_for(fake, stream_usage=False)))
         assert "stream_options" not in fake.requests[0].body
     assert error is None
     assert finishes == [Finish("stop", model="fake-model")]
@@ -146,7 +175,7 @@ async def test_a_stream_without_finish_reason_or_done_is_incomplete() -> None:
 @pytest.mark.asyncio
 async def test_a_stream_with_done_but_no_finish_reason_is_incomplete() -> None:
     with FakeServer([TEXT], behaviours=[Behaviour(finish_reason=None)]) as fake:
-        chunks, finishes, error = await drain(stream(client_for(fake)))
+        _chunks, finishes, error = await drain(stream(client_for(fake)))
     assert isinstance(error, IncompleteResponseError)
     assert finishes == []
 
@@ -177,7 +206,7 @@ async def test_finish_reason_content_filter_is_a_refusal() -> None:
 @pytest.mark.asyncio
 async def test_an_unknown_finish_reason_is_incomplete() -> None:
     with FakeServer([TEXT], behaviours=[Behaviour(finish_reason="abort")]) as fake:
-        chunks, finishes, error = await drain(stream(client_for(fake)))
+        _chunks, finishes, error = await drain(stream(client_for(fake)))
     assert isinstance(error, IncompleteResponseError)
     assert "'abort'" in str(error)
     assert finishes == []
@@ -215,7 +244,8 @@ async def test_a_non_streaming_server_is_a_clear_error_after_one_request() -> No
     assert not isinstance(error, IncompleteResponseError)
     assert not error.retryable
     assert "application/json instead of a stream" in str(error)
-    assert chunks == [] and finishes == []
+    assert chunks == []
+    assert finishes == []
 
 
 # --------------------------------------------------------------- request failures
@@ -228,7 +258,8 @@ async def test_429_with_retry_after_waits_as_told_then_succeeds() -> None:
         chunks, finishes, error = await drain(stream(client_for(fake, max_attempts=3)))
         first, second = fake.requests
     assert error is None
-    assert "".join(chunks) == TEXT and len(finishes) == 1
+    assert "".join(chunks) == TEXT
+    assert len(finishes) == 1
     assert second.at - first.at >= 0.95
 
 
@@ -250,14 +281,16 @@ async def test_5xx_are_retried_then_succeed() -> None:
         chunks, finishes, error = await drain(stream(client_for(fake, max_attempts=3)))
         assert len(fake.requests) == 3
     assert error is None
-    assert "".join(chunks) == TEXT and len(finishes) == 1
+    assert "".join(chunks) == TEXT
+    assert len(finishes) == 1
 
 
 @pytest.mark.asyncio
 async def test_5xx_on_every_attempt_is_a_retryable_error() -> None:
     with FakeServer([TEXT], behaviours=[Behaviour(status=502)] * 2) as fake:
         _, _, error = await drain(stream(client_for(fake, max_attempts=2)))
-    assert isinstance(error, LLMError) and error.retryable
+    assert isinstance(error, LLMError)
+    assert error.retryable
     assert "server error 502 after 2 attempt(s)" in str(error)
 
 
@@ -274,9 +307,11 @@ async def test_401_names_the_key_variable_and_never_the_key(
         _, _, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main", call=0))
         assert len(fake.requests) == 1  # not retried
         assert fake.requests[0].headers["authorization"] == f"Bearer {key}"
-    assert isinstance(error, LLMError) and not error.retryable
+    assert isinstance(error, LLMError)
+    assert not error.retryable
     message = str(error)
-    assert "401" in message and "$MY_LLM_KEY" in message
+    assert "401" in message
+    assert "$MY_LLM_KEY" in message
     assert "SECRETSECRET" not in message
     assert "Incorrect API key provided" in message
 
@@ -288,7 +323,8 @@ async def test_404_hints_at_the_model_and_base_url() -> None:
     with FakeServer([TEXT], behaviours=[Behaviour(status=404, body=body)]) as fake:
         _, _, error = await drain(stream(client_for(fake, max_attempts=3)))
         assert len(fake.requests) == 1
-    assert isinstance(error, LLMError) and not error.retryable
+    assert isinstance(error, LLMError)
+    assert not error.retryable
     assert "check the model name 'tiny'" in str(error)
     assert "127.0.0.1" in str(error)
 
@@ -310,10 +346,28 @@ async def test_an_unreachable_server_names_it_without_its_password() -> None:
     client = OpenAIClient("tiny", base_url="http://alice:pa55word@127.0.0.1:9/v1",
                           api_key="k", max_attempts=2)
     _, _, error = await drain(stream(client))
-    assert isinstance(error, LLMError) and error.retryable
+    assert isinstance(error, LLMError)
+    assert error.retryable
     assert "cannot reach OpenAI at http://alice:***@127.0.0.1:9/v1" in str(error)
     assert "after 2 attempt(s)" in str(error)
     assert "pa55word" not in str(error)
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("key", ["sk-test-key-123456", None])
+async def test_user_info_in_the_base_url_is_basic_auth_only_without_a_key(
+        key: str | None) -> None:
+    with FakeServer([TEXT]) as fake:
+        port = fake.port
+        client = OpenAIClient("tiny", base_url=f"http://us:pw@127.0.0.1:{port}/v1",
+                              api_key=key, max_attempts=1)
+        _, finishes, error = await drain(stream(client))
+        headers = fake.requests[0].headers
+    assert error is None
+    assert len(finishes) == 1
+    assert headers["host"] == f"127.0.0.1:{port}"
+    assert headers["authorization"] == ("Bearer sk-test-key-123456" if key
+                                        else "Basic dXM6cHc=")  # us:pw
 
 
 @pytest.mark.asyncio
@@ -323,7 +377,8 @@ async def test_a_query_in_the_base_url_reaches_the_server() -> None:
         _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main",
                                                        call=0))
         request = fake.requests[0]
-    assert error is None and len(finishes) == 1
+    assert error is None
+    assert len(finishes) == 1
     assert request.path == "/v1/chat/completions"
     assert request.query == {"api-version": "2024-10-21"}
 
@@ -335,7 +390,8 @@ async def test_openai_base_url_from_the_environment(monkeypatch: pytest.MonkeyPa
         client = open_llm("openai:tiny")  # no key: a local server that needs none
         _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main",
                                                        call=0))
-    assert error is None and len(finishes) == 1
+    assert error is None
+    assert len(finishes) == 1
 
 
 @pytest.mark.asyncio
@@ -348,7 +404,9 @@ async def test_http_proxy_from_the_environment_is_used(monkeypatch: pytest.Monke
                               max_attempts=1)
         chunks, finishes, error = await drain(stream(client))
         request = proxy.requests[0]
-    assert error is None and "".join(chunks) == TEXT and len(finishes) == 1
+    assert error is None
+    assert "".join(chunks) == TEXT
+    assert len(finishes) == 1
     assert request.path == "/v1/chat/completions"
     assert request.headers["host"] == "llm.example.invalid"
 
@@ -364,14 +422,17 @@ async def test_a_cut_off_response_is_continued_after_its_prefix(server: FakeServ
     server.behaviours.append(Behaviour(reset_after_chars=50))
     client = client_for(server)
     chunks, _, error = await drain(stream(client))
-    assert isinstance(error, IncompleteResponseError) and "".join(chunks) == prefix
+    assert isinstance(error, IncompleteResponseError)
+    assert "".join(chunks) == prefix
     chunks, finishes, error = await drain(stream(client, prefix=prefix))
-    assert error is None and len(finishes) == 1
+    assert error is None
+    assert len(finishes) == 1
     assert prefix + "".join(chunks) == TEXT
     sent = server.requests[1].body["messages"]
     assert sent[:-2] == MESSAGES
     assert sent[-2] == {"role": "assistant", "content": prefix}
-    assert sent[-1]["role"] == "user" and "cut off" in sent[-1]["content"]
+    assert sent[-1]["role"] == "user"
+    assert "cut off" in sent[-1]["content"]
 
 
 @pytest.mark.asyncio
@@ -381,7 +442,8 @@ async def test_a_continuation_with_a_preamble_and_a_new_fence_is_cleaned() -> No
     answer = "Sure, continuing:\n```python\n" + TEXT[line_start:]
     with FakeServer([], behaviours=[Behaviour(text=answer)]) as fake:
         chunks, finishes, error = await drain(stream(client_for(fake), prefix=prefix))
-    assert error is None and len(finishes) == 1
+    assert error is None
+    assert len(finishes) == 1
     assert prefix + "".join(chunks) == TEXT
 
 
@@ -432,15 +494,20 @@ async def test_azure_openai_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-key-1234")
     with FakeServer([TEXT]) as fake:
         client = open_llm("azure-openai:my-deployment",
-                          {"azure_endpoint": fake.root, "api_version": "2024-10-21"})
+                          {"azure_endpoint": fake.root, "api_version": "2024-10-21",
+                           "max_response_tokens": 300})
         assert isinstance(client, AzureOpenAIClient)
         chunks, finishes, error = await drain(client.stream(MESSAGES, agent="A",
                                                             playbook="Main", call=0))
         request = fake.requests[0]
-    assert error is None and "".join(chunks) == TEXT and len(finishes) == 1
+    assert error is None
+    assert "".join(chunks) == TEXT
+    assert len(finishes) == 1
     assert request.path == "/openai/deployments/my-deployment/chat/completions"
     assert request.query == {"api-version": "2024-10-21"}
     assert request.headers["api-key"] == "azure-key-1234"
+    assert request.body["max_completion_tokens"] == 300
+    assert "max_tokens" not in request.body
 
 
 def test_azure_needs_an_endpoint_and_a_version(monkeypatch: pytest.MonkeyPatch) -> None:

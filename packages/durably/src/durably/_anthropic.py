@@ -10,16 +10,21 @@ contract and ``docs/guides/llm.md`` for the options.
 A cut-off response is continued with assistant prefill: the text already received is
 sent as the start of the assistant's turn (without its trailing whitespace, which the API
 refuses), and the model's continuation, with that whitespace taken off its start again,
-is cleaned by :func:`~durably._continuation.clean_continuation`.
+is cleaned by :func:`~durably._continuation.clean_continuation`. Models that refuse
+prefill (Claude 4.6 and later answer 400 "does not support assistant message prefill")
+are asked as the OpenAI client asks: the cut-off text as the assistant's turn, then a
+user note asking for the rest. The client switches to that on the first refusal (one
+extra request per client), or at once with ``[llm] prefill = false``.
 """
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import AsyncIterable, AsyncIterator, Mapping
 from typing import Any, ClassVar
 
-from durably._continuation import clean_continuation
+from durably._continuation import clean_continuation, continuation_messages
 from durably._llmsdk import (
     LoopLocal,
     check_options,
@@ -28,6 +33,7 @@ from durably._llmsdk import (
     mid_stream_error,
     request_error,
     split_query,
+    without_userinfo,
 )
 from durably._openai import finish_or_raise, option_number
 from durably._redact import redact, redact_url
@@ -35,6 +41,8 @@ from durably.errors import ConfigError
 from durably.llm import Finish, LLMError
 
 __all__ = ["AnthropicClient"]
+
+log = logging.getLogger("durably.llm")
 
 _DEFAULT_BASE_URL = "https://api.anthropic.com"
 _NO_KEY = "no-key"
@@ -48,24 +56,28 @@ class AnthropicClient:
         base_url: The server (``None``: ``$ANTHROPIC_BASE_URL`` or Anthropic's).
         api_key: The key (``None``: the server needs none).
         api_key_env: The environment variable the key came from (named in hints).
-        temperature: The sampling temperature.
+        temperature: The sampling temperature (``None``: not sent, the model's default;
+            recent models and SDKs take none).
         max_response_tokens: The most tokens one response may have (the API's required
             ``max_tokens``).
         timeout: Seconds to wait to connect and between two events (``None``: the SDK's
             default).
         max_attempts: Attempts at a request in all (the SDK retries connection errors,
             408, 409, 429, 5xx and 529 with backoff, honouring ``Retry-After``).
+        prefill: Continue a cut-off response with assistant prefill (``False``: with a
+            note, as for models that refuse prefill; the client also switches to that
+            on the first refusal).
     """
 
     provider: ClassVar[str] = "Anthropic"
     options: ClassVar[frozenset[str]] = frozenset({
         "base_url", "api_key_env", "temperature", "max_response_tokens", "timeout",
-        "max_attempts"})
+        "max_attempts", "prefill"})
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 api_key_env: str | None = "ANTHROPIC_API_KEY", temperature: float = 0.0,
+                 api_key_env: str | None = "ANTHROPIC_API_KEY", temperature: float | None = None,
                  max_response_tokens: int = 4096, timeout: float | None = None,
-                 max_attempts: int = 5) -> None:
+                 max_attempts: int = 5, prefill: bool = True) -> None:
         self.model = model
         self.spec = f"anthropic:{model}"
         self.api_key = api_key
@@ -74,6 +86,7 @@ class AnthropicClient:
         self.max_response_tokens = max_response_tokens
         self.timeout = timeout
         self.max_attempts = max_attempts
+        self.prefill = prefill
         self.base_url, self.query = split_query(base_url or _DEFAULT_BASE_URL)
         self.where = redact_url(self.base_url)
         self._sdk = LoopLocal(self._make_sdk)
@@ -96,20 +109,25 @@ class AnthropicClient:
                               key="llm.api_key_env")
         base_url = opts.pop("base_url", None) or os.environ.get("ANTHROPIC_BASE_URL") or None
         api_key = os.environ.get(key_env) or None
+        prefill = opts.pop("prefill", True)
+        if not isinstance(prefill, bool):
+            raise ConfigError("[llm] prefill must be true or false", key="llm.prefill")
         if not api_key and base_url is None:
             raise ConfigError(f"the environment variable {key_env} holding the Anthropic API "
                               "key is not set", key="llm.api_key_env",
                               fix=f"export {key_env}=...; or set [llm] base_url to a server "
                               "that needs no key")
         return cls(model, base_url=base_url, api_key=api_key, api_key_env=key_env,
-                   temperature=option_number(opts, "temperature", float, 0.0, 0),
+                   temperature=option_number(opts, "temperature", float, None, 0),
                    max_response_tokens=option_number(opts, "max_response_tokens", int, 4096, 1),
                    timeout=option_number(opts, "timeout", float, None, 0.001),
-                   max_attempts=option_number(opts, "max_attempts", int, 5, 1))
+                   max_attempts=option_number(opts, "max_attempts", int, 5, 1),
+                   prefill=prefill)
 
     def _make_sdk(self) -> Any:
         anthropic = import_sdk("anthropic", "anthropic")
-        kwargs: dict[str, Any] = {"api_key": self.api_key or _NO_KEY, "base_url": self.base_url,
+        kwargs: dict[str, Any] = {"api_key": self.api_key or _NO_KEY,
+                                  "base_url": without_userinfo(self.base_url, self.api_key),
                                   "max_retries": self.max_attempts - 1}
         if self.query:
             kwargs["default_query"] = self.query
@@ -128,6 +146,11 @@ class AnthropicClient:
                prefix: str = "") -> AsyncIterator[str | Finish]:
         """Stream the response, then a :class:`~durably.llm.Finish` (see :mod:`durably.llm`).
 
+        With ``prefix``, the cut-off text is sent as assistant prefill (or, for a model
+        that refuses prefill, as the assistant's turn followed by a note asking for the
+        rest), and the answer is cleaned by
+        :func:`~durably._continuation.clean_continuation`.
+
         Raises:
             IncompleteResponseError: The stream was cut off (after yielding what came).
             ResponseTruncatedError: ``stop_reason: "max_tokens"``.
@@ -139,24 +162,48 @@ class AnthropicClient:
                 if m["role"] != "system"]
         if not prefix:
             return self._stream(system, chat)
-        prefill = prefix.rstrip()
-        if prefill:
-            chat.append({"role": "assistant", "content": prefill})
-        raw = _drop_leading(prefix[len(prefill):], self._stream(system, chat))
-        return clean_continuation(prefix, raw)
+        return clean_continuation(prefix, self._continue(system, chat, prefix))
 
-    async def _stream(self, system: str,
-                      messages: list[dict[str, str]]) -> AsyncIterator[str | Finish]:
+    async def _continue(self, system: str, chat: list[dict[str, str]],
+                        prefix: str) -> AsyncIterator[str | Finish]:
+        """The model's continuation of ``prefix`` (uncleaned)."""
+        prefill = prefix.rstrip()
+        if not prefill:  # only whitespace came: nothing to continue from
+            async for item in _drop_leading(prefix, self._stream(system, chat)):
+                yield item
+            return
+        if self.prefill:
+            try:
+                async for item in _drop_leading(
+                        prefix[len(prefill):],
+                        self._stream(system, [*chat, {"role": "assistant", "content": prefill}],
+                                     prefill=True)):
+                    yield item
+                return
+            except _PrefillRefusedError:
+                log.warning("%s model %r does not support assistant prefill: cut-off "
+                            "responses are continued with a note instead", self.provider,
+                            self.model)
+                self.prefill = False
+        async for item in self._stream(system, continuation_messages(chat, prefix)):
+            yield item
+
+    async def _stream(self, system: str, messages: list[dict[str, str]], *,
+                      prefill: bool = False) -> AsyncIterator[str | Finish]:
         anthropic = import_sdk("anthropic", "anthropic")
         sdk = self._sdk.get()
         request: dict[str, Any] = {"model": self.model, "messages": messages,
-                                   "max_tokens": self.max_response_tokens,
-                                   "temperature": self.temperature, "stream": True}
+                                   "max_tokens": self.max_response_tokens, "stream": True}
         if system:
             request["system"] = system
+        if self.temperature is not None:
+            # Not a parameter of recent SDKs (recent models refuse it): sent as it is.
+            request["extra_body"] = {"temperature": self.temperature}
         try:
             response = await sdk.messages.create(**request)
         except anthropic.AnthropicError as exc:
+            if prefill and _refuses_prefill(exc):
+                raise _PrefillRefusedError(str(exc)) from None
             if isinstance(exc, anthropic.APIError):
                 raise request_error(exc, provider=self.provider, where=self.where,
                                     model=self.model, key_env=self.api_key_env,
@@ -202,6 +249,20 @@ class AnthropicClient:
         yield finish_or_raise(reason if stopped else None, provider=self.provider,
                               where=self.where, received=received, model=model,
                               prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+
+
+class _PrefillRefusedError(LLMError):
+    """The model refused assistant prefill (never leaves this module)."""
+
+
+def _refuses_prefill(exc: BaseException) -> bool:
+    """Whether ``exc`` is a 400 saying the model does not support assistant prefill."""
+    if getattr(exc, "status_code", None) != 400:
+        return False
+    body = getattr(exc, "body", None)
+    error = body.get("error", body) if isinstance(body, Mapping) else None
+    message = error.get("message") if isinstance(error, Mapping) else None
+    return "prefill" in str(message if isinstance(message, str) else exc).lower()
 
 
 def _input_tokens(usage: Any) -> int | None:

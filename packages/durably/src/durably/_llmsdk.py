@@ -30,6 +30,7 @@ __all__ = [
     "mid_stream_error",
     "request_error",
     "split_query",
+    "without_userinfo",
 ]
 
 _TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "h11", "h2", "anyio", "aiohttp", "ssl")
@@ -78,6 +79,22 @@ def split_query(url: str) -> tuple[str, dict[str, str]]:
     parts = urlsplit(url)
     query = dict(parse_qsl(parts.query, keep_blank_values=True))
     return urlunsplit((parts.scheme, parts.netloc, parts.path, "", "")).rstrip("/"), query
+
+
+def without_userinfo(url: str, api_key: str | None) -> str:
+    """The base URL to give an SDK: without its ``user:password@`` when there is a key.
+
+    The SDKs' HTTP client turns user info in the URL into HTTP basic authentication, which
+    replaces the key's ``Authorization`` header: user info authenticates only a server
+    that needs no key (a proxy on the way).
+    """
+    if not api_key:
+        return url
+    parts = urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 class LoopLocal:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 from durably._continuation import clean_continuation, continuation_messages
 from durably._llmsdk import (
@@ -31,6 +32,7 @@ from durably._llmsdk import (
     mid_stream_error,
     request_error,
     split_query,
+    without_userinfo,
 )
 from durably._redact import redact, redact_url
 from durably.errors import ConfigError
@@ -51,7 +53,7 @@ _COMMON = {"api_key_env", "temperature", "max_response_tokens", "timeout", "max_
            "stream_usage"}
 
 _COMPLETE = {"stop", "end_turn", "stop_sequence", "eos", "eos_token"}
-_TRUNCATED = {"length", "max_tokens", "model_length"}
+_TRUNCATED = {"length", "max_tokens", "model_length", "model_context_window_exceeded"}
 _REFUSED = {"content_filter", "refusal", "safety"}
 
 
@@ -118,8 +120,11 @@ class OpenAIClient:
             request.
         api_key: The key (``None``: the server needs none).
         api_key_env: The environment variable the key came from (named in hints).
-        temperature: The sampling temperature.
-        max_response_tokens: The most tokens one response may have (``max_tokens``).
+        temperature: The sampling temperature (``None``: not sent, the model's default;
+            reasoning models refuse any other).
+        max_response_tokens: The most tokens one response may have (``None``: not sent).
+            Sent as ``max_completion_tokens`` to OpenAI's own server and Azure (reasoning
+            models refuse ``max_tokens``), as ``max_tokens`` to any other server.
         timeout: Seconds to wait to connect and between two chunks (``None``: the SDK's
             default, 10 minutes).
         max_attempts: Attempts at a request in all (the SDK retries connection errors,
@@ -134,7 +139,7 @@ class OpenAIClient:
     options: ClassVar[frozenset[str]] = frozenset(_COMMON | {"base_url", "organization"})
 
     def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", temperature: float = 0.0,
+                 api_key_env: str | None = "OPENAI_API_KEY", temperature: float | None = None,
                  max_response_tokens: int | None = None, timeout: float | None = None,
                  max_attempts: int = 5, organization: str | None = None,
                  stream_usage: bool = True) -> None:
@@ -191,7 +196,7 @@ class OpenAIClient:
         return {
             "api_key": os.environ.get(key_env) or None,
             "api_key_env": key_env,
-            "temperature": option_number(opts, "temperature", float, 0.0, 0),
+            "temperature": option_number(opts, "temperature", float, None, 0),
             "max_response_tokens": option_number(opts, "max_response_tokens", int,
                                                  default_max_tokens, 1),
             "timeout": option_number(opts, "timeout", float, None, 0.001),
@@ -201,7 +206,8 @@ class OpenAIClient:
 
     def _make_sdk(self) -> Any:
         openai = import_sdk("openai", "openai")
-        kwargs: dict[str, Any] = {"api_key": self.api_key or _NO_KEY, "base_url": self.base_url,
+        kwargs: dict[str, Any] = {"api_key": self.api_key or _NO_KEY,
+                                  "base_url": without_userinfo(self.base_url, self.api_key),
                                   "max_retries": self.max_attempts - 1}
         if self.query:
             kwargs["default_query"] = self.query
@@ -213,6 +219,12 @@ class OpenAIClient:
 
     def _secrets(self) -> tuple[str | None, ...]:
         return (self.api_key,)
+
+    def _max_tokens_field(self) -> str:
+        """``max_completion_tokens`` for OpenAI's own server, ``max_tokens`` for others
+        (the field OpenAI-compatible servers know)."""
+        host = urlsplit(self.base_url).hostname or ""
+        return "max_completion_tokens" if host == "api.openai.com" else "max_tokens"
 
     async def aclose(self) -> None:
         """Close the SDK client of the running loop (its connections)."""
@@ -240,12 +252,13 @@ class OpenAIClient:
     async def _stream(self, messages: list[dict[str, str]]) -> AsyncIterator[str | Finish]:
         openai = import_sdk("openai", "openai")
         sdk = self._sdk.get()
-        request: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True,
-                                   "temperature": self.temperature}
+        request: dict[str, Any] = {"model": self.model, "messages": messages, "stream": True}
+        if self.temperature is not None:
+            request["temperature"] = self.temperature
         if self.stream_usage:
             request["stream_options"] = {"include_usage": True}
         if self.max_response_tokens is not None:
-            request["max_tokens"] = self.max_response_tokens
+            request[self._max_tokens_field()] = self.max_response_tokens
         try:
             response = await sdk.chat.completions.create(**request)
         except openai.OpenAIError as exc:
@@ -378,6 +391,9 @@ class AzureOpenAIClient(OpenAIClient):
                               "Azure OpenAI key is not set", key="llm.api_key_env",
                               fix=f"export {kwargs['api_key_env']}=...")
         return cls(model, azure_endpoint=str(endpoint), api_version=str(version), **kwargs)
+
+    def _max_tokens_field(self) -> str:
+        return "max_completion_tokens"
 
     def _make_sdk(self) -> Any:
         openai = import_sdk("openai", "openai")
