@@ -267,6 +267,17 @@ def _holder(owner: str) -> str:
     return owner if len(owner) < 80 else owner[:77] + "..."
 
 
+async def _close_llm(client: Any) -> None:
+    """Close a client this module opened (an SDK client's connections), if it can be."""
+    aclose = getattr(client, "aclose", None)
+    if aclose is None:
+        return
+    try:
+        await aclose()
+    except Exception as exc:  # closing must not hide how the run ended
+        log.debug("closing the LLM client failed: %r", exc)
+
+
 async def _drive(execution: Execution, manager: CheckpointManager, *,
                  resume: bool) -> RunResult:
     status, value = await execution.run(resume=resume)
@@ -348,7 +359,11 @@ async def run_program(
         execution.header = {"program": str(prog.path), "digest": prog.digest,
                             "llm": getattr(client, "spec", str(llm)), "inputs": list(inputs)}
         async with _leased(manager, config.lease_ttl, asyncio.current_task()):
-            return await _drive(execution, manager, resume=False)
+            try:
+                return await _drive(execution, manager, resume=False)
+            finally:
+                if isinstance(llm, str):
+                    await _close_llm(client)
 
 
 async def submit_program(
@@ -477,4 +492,8 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
             execution.retrying = loaded.status == "failed"
             execution.progress = progress
             await restore_agents(manager, execution, loaded=loaded)
-            return await _drive(execution, manager, resume=True)
+            try:
+                return await _drive(execution, manager, resume=True)
+            finally:
+                if isinstance(spec, str):
+                    await _close_llm(client)
