@@ -40,7 +40,7 @@ def drop_replayed_replies(monkeypatch: pytest.MonkeyPatch) -> None:
     replaying: list[bool] = []
 
     async def op(self: AgentTask, kind: str, args: Any, live: Any, **kw: Any) -> Any:
-        replaying.append(kind == "reply" and self.index in self.replay)
+        replaying.append(kind == "reply" and self.journal.index in self.journal.replay)
         try:
             return await original_op(self, kind, args, live, **kw)
         finally:
@@ -60,7 +60,7 @@ def rerun_completed_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     original = AgentTask.op
 
     async def op(self: AgentTask, kind: str, args: Any, live: Any, **kw: Any) -> Any:
-        if kind.startswith("tool:") and self.index in self.replay:
+        if kind.startswith("tool:") and self.journal.index in self.journal.replay:
             await live()
         return await original(self, kind, args, live, **kw)
 
@@ -75,7 +75,7 @@ def forget_the_request_being_served(monkeypatch: pytest.MonkeyPatch) -> None:
     async def serve(self: AgentTask, request: Any, *, frame: Any = None) -> None:
         if frame is not None:
             spec = self.agent_class.playbooks[request.text]
-            await self.run_llm_playbook(spec, {}, frame=frame)
+            await self.loop.run_llm_playbook(spec, {}, frame=frame)
             self.phase, self.serving = "idle", None
             return
         await original(self, request, frame=frame)

@@ -50,7 +50,7 @@ def test_a_call_stack_left_is_a_violation() -> None:
 
 def test_an_unanswered_request_is_a_violation() -> None:
     execution = finished_execution()
-    execution.agents["1001"].inbox.append(
+    execution.agents["1001"].mailbox.inbox.append(
         Message("1000:7", "1000", "1001", "SuggestDish", kind="request"))
     assert any("never consumed request/reply message(s) ['1000:7']" in p
                for p in check_complete(execution))
@@ -65,8 +65,8 @@ def test_a_begin_playbook_that_never_returned_is_a_violation() -> None:
 def test_an_unconsumed_journal_entry_is_a_violation_even_after_an_exit() -> None:
     execution = finished_execution()
     execution.exiting = True
-    execution.agents["1001"].replay[12] = Entry(12, "say", "k")
-    execution.agents["1000"].replay_llm[3] = None  # type: ignore[assignment]
+    execution.agents["1001"].journal.replay[12] = Entry(12, "say", "k")
+    execution.agents["1000"].journal.replay_llm[3] = None  # type: ignore[assignment]
     problems = check_complete(execution)
     assert any("Chef(1001) never replayed 1 journaled operation(s), from #12 ('say')" in p
                for p in problems)

@@ -89,7 +89,7 @@ async def run(program: str, store: CrashingStore, *, every: int, crash_at: int |
         {t.agent_id: (t.agent_class.__name__, dict(t.agent.state.to_dict()))
          for t in execution.agents.values()},
         sorted((x["id"], x["index"], x["text"]) for t in execution.agents.values()
-               for x in t.transcript),
+               for x in t.journal.transcript),
         llm, prompts,
     )
 

@@ -7,7 +7,7 @@ import inspect
 import linecache
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from durably._statements import Statement, StatementSplitter
 from durably.agent import running_agent
@@ -16,6 +16,7 @@ from durably.errors import DurablyError, StatementSyntaxError
 if TYPE_CHECKING:
     from durably._journal import Frame
     from durably._runtime import AgentTask
+    from durably._standalone import StandaloneTask
     from durably.agent import Agent
 
 __all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit",
@@ -81,7 +82,7 @@ class StreamingPythonExecutor:
     def __init__(self, agent: Agent, frame: Frame | None = None) -> None:
         self.agent = agent
         self.task: AgentTask = agent._task
-        self.frame = frame if frame is not None else self.task.standalone_frame()
+        self.frame = frame if frame is not None else self._standalone().standalone_frame()
         self.splitter = StatementSplitter()
         self.errors: list[StatementError] = []
         self._stopped = False
@@ -116,8 +117,15 @@ class StreamingPythonExecutor:
             The statements that ran (or were skipped as already executed).
         """
         if self.task.standalone and self.frame.llm_index is not None:
-            await self.task.standalone_text(self.frame, chunk)
+            await self._standalone().standalone_text(self.frame, chunk)
         return await self._feed(chunk)
+
+    def _standalone(self) -> StandaloneTask:
+        """The seed API's task (an agent made by ``CheckpointManager.attach``)."""
+        if not self.task.standalone:
+            raise DurablyError("an executor without a frame runs a standalone agent only: "
+                               "make the agent with CheckpointManager.attach")
+        return cast("StandaloneTask", self.task)
 
     async def finish(self) -> list[Statement]:
         """End of the response: run the statements still pending."""

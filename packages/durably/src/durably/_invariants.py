@@ -29,21 +29,22 @@ def check_complete(execution: Execution) -> list[str]:
     problems = []
     for task in execution.agents.values():
         name = f"{task.agent_class.__name__}({task.agent_id})"
-        if task.replay:
-            first = min(task.replay)
-            problems.append(f"{name} never replayed {len(task.replay)} journaled "
-                            f"operation(s), from #{first} ({task.replay[first].kind!r})")
-        if task.replay_llm:
+        if task.journal.replay:
+            first = min(task.journal.replay)
+            problems.append(f"{name} never replayed {len(task.journal.replay)} journaled "
+                            f"operation(s), from #{first} ({task.journal.replay[first].kind!r})")
+        if task.journal.replay_llm:
             problems.append(f"{name} never replayed LLM call(s) "
-                            f"{sorted(task.replay_llm)} of its journal")
+                            f"{sorted(task.journal.replay_llm)} of its journal")
         if execution.exiting:
             continue
         if task.frames:
-            waits = _describe_wait(task.waiting_for) if task.waiting is not None else ""
+            mailbox = task.mailbox
+            waits = _describe_wait(mailbox.waiting_for) if mailbox.waiting is not None else ""
             problems.append(f"{name} still has a call stack {task.call_stack}{waits}")
         if task.phase not in ("idle", "exit"):
             problems.append(f"{name} is in phase {task.phase!r}, not idle")
-        pending = [m.id for m in task.inbox if m.kind in ("request", "reply")]
+        pending = [m.id for m in task.mailbox.inbox if m.kind in ("request", "reply")]
         if pending:
             problems.append(f"{name} never consumed request/reply message(s) {pending}")
         if task.has_begin and not task.begin_returned:

@@ -706,11 +706,10 @@ class CheckpointManager:
             echo: Called with each line it says to the user.
         """
         from durably._runtime import Execution, UserIO
+        from durably._standalone import StandaloneTask
 
         execution = Execution(self, io=UserIO(inputs, echo=echo))
-        task = execution.create_agent(agent_class)
-        task.standalone = True
-        return task.agent
+        return execution.create_agent(agent_class, task_class=StandaloneTask).agent
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -814,7 +813,8 @@ async def restore_agents(manager: CheckpointManager, execution: Execution, *,
             for entry in DeltaDoc.from_doc(delta, delta_seq).entries:
                 for message in map(Message.from_doc, entry.messages):
                     receiver = execution.agents.get(message.receiver)
-                    if receiver is not None and (receiver.snapshot_seq or 0) < delta_seq:
+                    if (receiver is not None
+                            and (receiver.journal.snapshot_seq or 0) < delta_seq):
                         execution.deliver(message)
     except BaseException as exc:
         hooks.on_recover_error(manager.execution_id, exc)
@@ -831,8 +831,13 @@ async def restore_standalone(cls: type[StreamingPythonExecutor], agent: Agent,
     in place would write a second future after it. Fork the execution instead
     (:func:`durably.fork`) to resume from an earlier point.
     """
+    from durably._standalone import StandaloneTask
+
     task = agent._task
-    if task.snapshot_seq is None:
+    if not isinstance(task, StandaloneTask):
+        raise DurablyError("resume_from_checkpoint resumes a standalone agent only (made by "
+                           "CheckpointManager.attach); resume executions with durably.resume")
+    if task.journal.snapshot_seq is None:
         manager = task.execution.manager
         loaded = await manager.load_execution()
         if loaded is None:
@@ -846,7 +851,7 @@ async def restore_standalone(cls: type[StreamingPythonExecutor], agent: Agent,
     frame = task.frames[0] if task.frames else task.standalone_frame()
     executor = cls(agent, frame)
     assert frame.llm_index is not None
-    entry = task.open_llm.get(frame.llm_index)
+    entry = task.journal.open_llm.get(frame.llm_index)
     text = entry.text if entry is not None else ""
     if text:
         await executor._feed(text)

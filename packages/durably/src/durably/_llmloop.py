@@ -1,0 +1,307 @@
+"""The LLM loop of an agent: run an LLM playbook by asking the LLM and running its code.
+
+A playbook's frame asks the LLM for code, runs it statement by statement as it streams
+in (:class:`~durably._executor.StreamingPythonExecutor`), and asks again until the code
+returns. Each call is journaled as it streams (:class:`~durably._journal.LLMEntry`): a
+resumed agent replays the journaled text, continues a response that was cut off from
+where it stopped, and asks anew only for calls that never started. Responses are
+complete only when the client says so (see :mod:`durably.llm`); budgets are checked
+before every live call.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from durably._executor import (
+    ControlFlow,
+    EndTurn,
+    PlaybookReturn,
+    ProgramExit,
+    StreamingPythonExecutor,
+)
+from durably._journal import Frame, LLMEntry, LLMRecord, digest, usage_tokens
+from durably.errors import DivergenceError, DurablyError
+from durably.llm import (
+    Finish,
+    IncompleteResponseError,
+    LLMBudgetExceededError,
+    LLMError,
+    NoCodeError,
+)
+
+if TYPE_CHECKING:
+    from durably._runtime import AgentTask
+    from durably.agent import PlaybookSpec
+
+__all__ = ["PROCESS_MESSAGES", "PlaybookLoop"]
+
+log = logging.getLogger("durably.runtime")
+
+PROCESS_MESSAGES = "ProcessMessages"
+
+
+class PlaybookLoop:
+    """Runs the LLM playbooks of one agent (on the agent's call stack)."""
+
+    def __init__(self, task: AgentTask) -> None:
+        self.task = task
+        self.journal = task.journal
+
+    async def before_call(self) -> None:
+        """Before a new LLM call: the agent may be at a quiet point, snapshot it there."""
+        if self.task.quiet and self.journal.ops_since_snapshot:
+            await self.task.snapshot()
+
+    def response_ends(self) -> None:
+        """The statement running now ends the current LLM response (a Return, a Yield for
+        the next call or for exit): what follows it in the stream will never run, so the
+        response counts as received -- and the next checkpoint says so."""
+        frames = self.task.frames
+        if not frames or frames[-1].llm_index is None:
+            return
+        entry = self.journal.open_llm.get(frames[-1].llm_index)
+        if entry is not None and not entry.done:
+            self.journal.response_done(entry)
+
+    async def run_llm_playbook(self, spec: PlaybookSpec | None, args: dict[str, Any],
+                               *, frame: Frame | None = None, name: str | None = None) -> Any:
+        """Run an LLM playbook to its end: call the LLM, run its code, repeat."""
+        resuming = frame is not None and frame.llm_index is not None
+        if frame is None:
+            frame = Frame(name or (spec.name if spec else PROCESS_MESSAGES),
+                          self.task.new_namespace(args))
+        self.task.frames.append(frame)
+        try:
+            while True:
+                if resuming:
+                    resuming = False
+                    stream = self._continue_llm(frame)
+                else:
+                    await self.before_call()
+                    stream = self._start_llm(frame)
+                executor = StreamingPythonExecutor(self.task.agent, frame)
+                try:
+                    await self._execute(frame, stream, executor)
+                except PlaybookReturn as done:
+                    self._end_call(frame, executor)
+                    return done.value
+                except ProgramExit:
+                    self._end_call(frame, executor)
+                    raise
+                except EndTurn:
+                    pass
+                await self._response_received(frame)
+                self._end_call(frame, executor, no_code=not executor.ran_code)
+        finally:
+            self.task.frames.pop()
+
+    async def _execute(self, frame: Frame, stream: AsyncIterator[str],
+                       executor: StreamingPythonExecutor) -> None:
+        """Run a response's code as it streams in. Once the code ended (a ``Return``, a
+        ``Yield``, an error, the closing fence), the rest of a request in flight is read
+        for the provider's :class:`Finish` (its usage); it runs nothing."""
+        try:
+            async for chunk in stream:
+                await executor._feed(chunk)
+                if executor.stopped:
+                    break
+            await executor.finish()
+        except ControlFlow:
+            await self._drain(frame, stream)
+            raise
+        await self._drain(frame, stream)
+
+    async def _drain(self, frame: Frame, stream: AsyncIterator[str]) -> None:
+        entry = self.journal.open_llm.get(frame.llm_index) if frame.llm_index is not None else None
+        if entry is not None:
+            entry.draining = True  # no new request just for the tail
+        try:
+            async for _ in stream:
+                pass
+        except LLMError as exc:  # the code had ended: what it ran stands
+            log.warning("agent %s: the LLM response for %s ended badly after its code "
+                        "(%s)", self.task.agent_id, frame.playbook, exc)
+        finally:
+            aclose = getattr(stream, "aclose", None)
+            if aclose is not None:
+                await aclose()
+
+    async def _response_received(self, frame: Frame) -> None:
+        """A response that ended without a durable operation at its end (an error in the
+        LLM code, trailing statements that awaited nothing): make it durable now, so that a
+        crash before the next checkpoint cannot make the LLM be asked for it again."""
+        if frame.llm_index is None:
+            return
+        entry = self.journal.open_llm.get(frame.llm_index)
+        if entry is None:
+            return
+        if not entry.done:
+            self.journal.response_done(entry)
+        if entry.index in self.journal.llm_appends:
+            await self.task.write_delta([])
+
+    def _end_call(self, frame: Frame, executor: StreamingPythonExecutor, *,
+                  no_code: bool = False) -> None:
+        """A response ended: log it, and add it and the next instruction to the frame's
+        conversation. A response that ran no code gets a corrective note instead; the
+        next live call fails with :class:`NoCodeError` after two in a row."""
+        entry = (self.journal.open_llm.pop(frame.llm_index, None)
+                 if frame.llm_index is not None else None)
+        response = executor.response
+        if entry is not None:
+            item: LLMRecord = {"agent": self.task.agent_class.__name__,
+                               "id": self.task.agent_id, "playbook": frame.playbook,
+                               "index": entry.index, "after": entry.after,
+                               "prompt": entry.prompt, "response": response}
+            if entry.usage is not None:
+                item["usage"] = entry.usage
+            self.journal.log_call(item)
+        note = f"{frame.stack_label} was executed - continue execution."
+        frame.no_code = frame.no_code + 1 if no_code else 0
+        if no_code:
+            frame.error = None  # prose does not parse: that is not news to the model
+            note = (f"Your answer ran no code. Answer with exactly one fenced ```python code "
+                    f"block that continues playbook {frame.playbook}.")
+        if frame.error:
+            note = f"Error: {frame.error}\n{note}"
+        frame.history.append({"role": "assistant", "content": response})
+        frame.history.append({"role": "user", "content": note})
+        frame.error = None
+        frame.executed = 0
+        frame.offset = 0
+        frame.llm_index = None
+
+    async def _start_llm(self, frame: Frame) -> AsyncIterator[str]:
+        from durably._prompts import build_prompt
+
+        self.task.check_running()
+        prompt = build_prompt(self.task, frame)
+        if self.journal.index not in self.journal.replay_llm:
+            self._check_budgets(frame)
+        index = self.journal.next_index()
+        key = digest(prompt)
+        frame.calls += 1
+        frame.llm_index = index
+        frame.executed = 0
+        frame.offset = 0
+        count_key = frame.playbook
+        number = self.journal.llm_counts.get(count_key, 0)
+        self.journal.llm_counts[count_key] = number + 1
+        frame.number = number
+        recorded = self.journal.replay_llm.pop(index, None)
+        if recorded is not None:
+            if recorded.key != key:
+                raise DivergenceError(
+                    f"agent {self.task.agent_id}: replay diverged at LLM call {index} of "
+                    f"{frame.playbook}: the prompt differs from the journaled one (the program "
+                    "or the code between awaits changed)")
+            entry = recorded
+        else:
+            self.journal.check_live(index, "llm")
+            self.task.execution.calls_used += 1
+            entry = LLMEntry(index, key, frame.playbook, prompt,
+                             after=self.task.execution.manager.next_seq)
+        self.journal.open_llm[index] = entry
+        async for chunk in self._stream(frame, entry, number):
+            yield chunk
+
+    def _check_budgets(self, frame: Frame) -> None:
+        """Before a live LLM call: the ``[llm]`` budgets and the no-code rule."""
+        execution = self.task.execution
+        limits = execution.limits
+        if frame.no_code >= 2:
+            if not execution.retrying:
+                raise NoCodeError(
+                    f"agent {self.task.agent_id}: the LLM answered playbook {frame.playbook} "
+                    f"{frame.no_code} times in a row without code, once after a corrective "
+                    "note; check the model (--llm) and resume the execution")
+            frame.no_code = 0  # a resume after this failure: the user changed something
+        if limits.max_calls and execution.calls_used >= limits.max_calls:
+            raise LLMBudgetExceededError("max_calls", limits.max_calls, execution.calls_used,
+                                         "LLM calls of this execution")
+        per_run = limits.max_calls_per_playbook_run
+        if per_run and frame.calls >= per_run:
+            raise LLMBudgetExceededError(
+                "max_calls_per_playbook_run", per_run, frame.calls,
+                f"agent {self.task.agent_id} ran playbook {frame.playbook} without it returning")
+        if limits.max_tokens and execution.tokens_used >= limits.max_tokens:
+            raise LLMBudgetExceededError("max_tokens", limits.max_tokens, execution.tokens_used,
+                                         "tokens of this execution, as providers reported")
+
+    async def _continue_llm(self, frame: Frame) -> AsyncIterator[str]:
+        assert frame.llm_index is not None
+        entry = (self.journal.replay_llm.pop(frame.llm_index, None)
+                 or self.journal.open_llm.get(frame.llm_index))
+        if entry is None:
+            raise DurablyError(f"agent {self.task.agent_id}: the journal lost LLM call "
+                               f"{frame.llm_index} of {frame.playbook}")
+        self.journal.open_llm[entry.index] = entry
+        async for chunk in self._stream(frame, entry, frame.number):
+            yield chunk
+
+    async def _stream(self, frame: Frame, entry: LLMEntry, number: int) -> AsyncIterator[str]:
+        if entry.text:
+            yield entry.text
+        if entry.done:
+            return
+        client = self.task.execution.llm
+        agent_class = self.task.agent_class.__name__
+        execution = self.task.execution
+        execution.llm_calls_live += 1
+        execution.llm_streaming = True
+        started = execution.clock()
+        continued = 0
+        requested = False
+        finish: Finish | None = None
+        try:
+            while not entry.draining:
+                requested = True
+                try:
+                    async for chunk in client.stream(entry.prompt, agent=agent_class,
+                                                     playbook=frame.playbook, call=number,
+                                                     prefix=entry.text):
+                        if isinstance(chunk, Finish):
+                            finish = chunk
+                            self._finished(entry, finish, started, continued)
+                            continue
+                        if finish is not None:
+                            raise LLMError(f"the LLM client {client.spec!r} sent text after "
+                                           "the end of the response")
+                        if not chunk:
+                            continue
+                        self.journal.received(entry, chunk)
+                        yield chunk
+                    break
+                except IncompleteResponseError as exc:
+                    # What arrived is journaled; the rest is asked for from there.
+                    if (not exc.retryable or entry.draining
+                            or continued >= execution.limits.max_continuations):
+                        if self.journal.llm_appends.get(entry.index) and not entry.draining:
+                            # Keep what arrived: a resume continues it, never asks anew.
+                            await self.task.write_delta([])
+                        raise
+                    continued += 1
+                    log.warning("agent %s: the LLM response for %s was cut off (%s); "
+                                "continuing it (%d of %d)", self.task.agent_id, frame.playbook,
+                                exc, continued, execution.limits.max_continuations)
+        finally:
+            execution.llm_streaming = False
+        if not requested:
+            return  # replayed up to where its code ended: nothing more is needed
+        if finish is None:  # a client that does not report the end: taken at its word
+            self._finished(entry, Finish(reason=""), started, continued)
+            entry.usage = {**(entry.usage or {}), "finish": None}
+        self.journal.response_done(entry)
+
+    def _finished(self, entry: LLMEntry, finish: Finish, started: float,
+                  continued: int) -> None:
+        """The provider said the response is complete: record what it cost."""
+        entry.usage = {"model": finish.model, "prompt_tokens": finish.prompt_tokens,
+                       "completion_tokens": finish.completion_tokens,
+                       "finish": finish.reason,
+                       "latency_ms": round((self.task.execution.clock() - started) * 1000, 1),
+                       "continuations": continued}
+        self.task.execution.tokens_used += usage_tokens(entry.usage)
