@@ -146,3 +146,14 @@ def test_the_guide_shows_the_boilerplate_the_example_uses() -> None:
                    "def backdoor(self", "-p durably_conformance.plugin",
                    '[project.entry-points."durably.providers"]'):
         assert needle in guide, needle
+
+
+def test_the_guide_lists_every_type_and_helper_with_its_signature() -> None:
+    if not GUIDE.is_file():
+        pytest.skip(f"{GUIDE} is not in this checkout")
+    import guide_reference
+
+    assert guide_reference.current(GUIDE.read_text()) == guide_reference.render(), (
+        "the reference section of docs/guides/writing-a-provider.md is out of date; "
+        "regenerate it: uv run python packages/durably-conformance/tests/guide_reference.py"
+    )

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import psycopg
 import pytest
 import pytest_asyncio
 
+from durably_conformance import ProviderMaker
 from durably_postgres import PostgresProvider
 from durably_postgres.testing import PostgresServer, drop_schema, random_schema, server_or_skip
 
@@ -33,22 +34,16 @@ def pg_schema(pg_url: str) -> Iterator[str]:
     drop_schema(pg_url, schema)
 
 
-MakeStore = Callable[..., PostgresProvider]
+MakeStore = ProviderMaker[PostgresProvider]
 
 
 @pytest_asyncio.fixture
 async def make_store(pg_url: str, pg_schema: str) -> AsyncIterator[MakeStore]:
-    """``make_store(**options)``: a new provider on this test's schema, closed afterwards."""
-    made: list[PostgresProvider] = []
-
-    def make(**options: Any) -> PostgresProvider:
-        provider = PostgresProvider.from_url(pg_url, {"schema": pg_schema, **options})
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        await provider.close()
+    """``make_store(url=None, **options)``: a new provider on this test's store, closed
+    afterwards (the helper the PostgreSQL and Redis tests share)."""
+    maker = ProviderMaker(PostgresProvider, pg_url, {"schema": pg_schema})
+    yield maker
+    await maker.aclose()
 
 
 @pytest_asyncio.fixture

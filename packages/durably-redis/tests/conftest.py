@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Iterator
 
 import pytest
 import pytest_asyncio
 from redis import asyncio as aioredis
 
+from durably_conformance import ProviderMaker
 from durably_redis import RedisProvider
 from durably_redis.testing import RedisServer, delete_prefix, random_prefix, server_or_skip
 
@@ -33,23 +33,16 @@ def key_prefix(redis_url: str) -> Iterator[str]:
     delete_prefix(redis_url, prefix)
 
 
-MakeStore = Callable[..., RedisProvider]
+MakeStore = ProviderMaker[RedisProvider]
 
 
 @pytest_asyncio.fixture
 async def make_store(redis_url: str, key_prefix: str) -> AsyncIterator[MakeStore]:
-    """``make_store(url=None, **options)``: a new provider on this test's key prefix,
-    closed afterwards."""
-    made: list[RedisProvider] = []
-
-    def make(url: str | None = None, **options: Any) -> RedisProvider:
-        provider = RedisProvider.from_url(url or redis_url, {"key_prefix": key_prefix, **options})
-        made.append(provider)
-        return provider
-
-    yield make
-    for provider in made:
-        await provider.close()
+    """``make_store(url=None, **options)``: a new provider on this test's store, closed
+    afterwards (the helper the PostgreSQL and Redis tests share)."""
+    maker = ProviderMaker(RedisProvider, redis_url, {"key_prefix": key_prefix})
+    yield maker
+    await maker.aclose()
 
 
 @pytest_asyncio.fixture

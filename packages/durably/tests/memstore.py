@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from durably.errors import AlreadyExistsError, FencedError, LeaseHeldError, PreconditionFailedError
@@ -28,6 +29,10 @@ class MemoryStore(CheckpointProvider):
         self.released: set[str] = set()
         self.version = 0
         self.saves = 0
+
+    @classmethod
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> MemoryStore:
+        return cls()
 
     def _fence(self, eid: str, lease: Lease | None) -> None:
         if lease is not None and self.leases.get(eid, lease).epoch != lease.epoch:

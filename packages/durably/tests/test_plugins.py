@@ -115,5 +115,9 @@ def test_filesystem_provider_is_discovered_through_the_entry_point() -> None:
 
 def test_disabled_provider_is_reported(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("DURABLY_DISABLE_PLUGINS", "file")
-    with pytest.raises(ProviderNotFoundError, match="disabled by DURABLY_DISABLE_PLUGINS"):
+    with pytest.raises(ProviderNotFoundError, match="disabled by DURABLY_DISABLE_PLUGINS") as err:
         Hooks().provider_factory("file")
+    # The fix names the variable, not a package to install: the provider is installed.
+    assert err.value.fix == (
+        "Remove 'file' from the DURABLY_DISABLE_PLUGINS environment variable to enable it"
+    )

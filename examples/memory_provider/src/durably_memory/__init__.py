@@ -42,15 +42,15 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Self
 from urllib.parse import urlsplit
 
 from durably.errors import (
-    AlreadyExistsError,
     ConfigError,
-    FencedError,
     LeaseHeldError,
-    PreconditionFailedError,
+    already_exists,
+    fenced,
+    precondition_failed,
 )
 from durably.storage import (
     BlobInfo,
@@ -132,7 +132,7 @@ class MemoryProvider(CheckpointProvider):
         self.name = name
 
     @classmethod
-    def from_url(cls, url: str, options: Mapping[str, Any]) -> MemoryProvider:
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> Self:
         """Build a provider for ``memory://NAME`` (NAME is only a label).
 
         Each call makes a new, empty store. No option is accepted.
@@ -159,16 +159,17 @@ class MemoryProvider(CheckpointProvider):
 
     # ------------------------------------------------------------------ helpers
 
-    def _check_fence(self, execution_id: str, lease: Lease | None) -> None:
-        """Raise FencedError unless ``lease`` carries the execution's current epoch."""
+    def _check_fence(self, execution_id: str, lease: Lease | None, action: str) -> None:
+        """Raise FencedError unless ``lease`` carries the execution's current epoch.
+
+        The error comes from :func:`durably.errors.fenced`, like every provider's.
+        """
         if lease is None:
             return
         record = self.store.leases.get(execution_id)
         if record is None or record.lease.epoch != lease.epoch:
-            raise FencedError(
-                f"lease epoch {lease.epoch} of {execution_id!r} was superseded"
-                + ("" if record is None else f" by epoch {record.lease.epoch}")
-            )
+            raise fenced(lease, action, current_epoch=None if record is None
+                         else record.lease.epoch)
 
     # -------------------------------------------------------------- checkpoints
 
@@ -177,16 +178,14 @@ class MemoryProvider(CheckpointProvider):
         mode: WriteMode, lease: Lease | None,
     ) -> CheckpointInfo:
         async with self.store.lock:
-            self._check_fence(execution_id, lease)
+            self._check_fence(execution_id, lease, f"saving checkpoint {seq}")
             current = self.store.checkpoints.get(execution_id, {}).get(seq)
+            version = None if current is None or current.info is None else current.info.version
             if mode == "create" and current is not None:
-                raise AlreadyExistsError(f"checkpoint {seq} of {execution_id!r} already exists")
-            if isinstance(mode, ExpectedVersion) and (
-                current is None or current.info is None or current.info.version != mode.version
-            ):
-                raise PreconditionFailedError(
-                    f"checkpoint {seq} of {execution_id!r} is not at version {mode.version!r}"
-                )
+                raise already_exists(execution_id, seq, version=version)
+            if isinstance(mode, ExpectedVersion) and version != mode.version:
+                raise precondition_failed(execution_id, seq, mode.version, actual=version,
+                                          missing=version is None)
             now = time.time()
             info = CheckpointInfo(
                 execution_id=execution_id, seq=seq, version=self.store.next_version(),
@@ -229,7 +228,7 @@ class MemoryProvider(CheckpointProvider):
 
     async def _delete(self, execution_id: str, seq: int, lease: Lease | None) -> bool:
         async with self.store.lock:
-            self._check_fence(execution_id, lease)
+            self._check_fence(execution_id, lease, f"deleting checkpoint {seq}")
             return self._pop_checkpoint(execution_id, seq)
 
     async def _delete_many(
@@ -237,7 +236,7 @@ class MemoryProvider(CheckpointProvider):
     ) -> list[int]:
         # One fence check for the whole batch: either all of it happens or nothing.
         async with self.store.lock:
-            self._check_fence(execution_id, lease)
+            self._check_fence(execution_id, lease, "pruning checkpoints")
             return [seq for seq in seqs if self._pop_checkpoint(execution_id, seq)]
 
     def _pop_checkpoint(self, execution_id: str, seq: int) -> bool:
@@ -313,7 +312,7 @@ class MemoryProvider(CheckpointProvider):
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         async with self.store.lock:
-            self._check_fence(lease.execution_id, lease)
+            self._check_fence(lease.execution_id, lease, "renewing the lease")
             record = self.store.leases[lease.execution_id]
             renewed = Lease(lease.execution_id, record.lease.owner, record.lease.epoch,
                             time.time() + ttl)

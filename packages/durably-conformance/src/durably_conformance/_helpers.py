@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar
+
+from durably.storage import CheckpointProvider
 
 __all__ = [
     "ALL_BYTE_VALUES",
     "BOUNDARY_EXECUTION_IDS",
     "HOSTILE_EXECUTION_IDS",
+    "ProviderMaker",
     "collect_pages",
     "drain",
     "eventually",
@@ -209,3 +212,38 @@ async def eventually(
             if time.monotonic() >= deadline:
                 raise
         await asyncio.sleep(interval)
+
+
+P = TypeVar("P", bound=CheckpointProvider)
+
+
+class ProviderMaker(Generic[P]):
+    """Builds instances of a networked provider on one test's store, and closes them.
+
+    The shared fixture helper of the provider packages' own tests (PostgreSQL, Redis):
+    ``make_store(**options)`` builds ``cls.from_url(url, {**options_of_the_store,
+    **options})``, and the fixture awaits :meth:`aclose` at teardown.
+
+    Args:
+        cls: The provider class.
+        url: The store URL (a server started for the session).
+        options: The options that select this test's store (a schema, a key prefix).
+    """
+
+    def __init__(self, cls: type[P], url: str, options: Mapping[str, Any]) -> None:
+        self.cls = cls
+        self.url = url
+        self.options = dict(options)
+        self._made: list[P] = []
+
+    def __call__(self, url: str | None = None, **options: Any) -> P:
+        """A new instance (on another ``url`` if given), with extra ``options``."""
+        provider = self.cls.from_url(url or self.url, {**self.options, **options})
+        self._made.append(provider)
+        return provider
+
+    async def aclose(self) -> None:
+        """Close every instance made."""
+        made, self._made = self._made, []
+        for provider in made:
+            await provider.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 from importlib import metadata as importlib_metadata
 
@@ -239,6 +240,14 @@ class InstanceSuite(SuiteBase):
         assert isinstance(_inherited(cls, "from_url"), classmethod), (
             "from_url must be a classmethod"
         )
+        parameters = list(inspect.signature(from_url).parameters.values())
+        assert [(p.name, p.kind) for p in parameters] == [
+            ("url", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            ("options", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+        ], f"from_url must take (url, options), like CheckpointProvider.from_url: {parameters}"
+        assert not inspect.isabstract(cls), (
+            f"{cls.__name__} leaves abstract methods: {sorted(cls.__abstractmethods__)}"
+        )
         description = provider.describe()
         assert isinstance(description, str)
         assert description, "describe() must name the store"
@@ -293,7 +302,7 @@ class InstanceSuite(SuiteBase):
         """[C28] from_url(url, {}) returns an instance of the class, without doing I/O."""
         url = _require_url(store_url)
         cls = type(provider)
-        built = cls.from_url(url, {})  # type: ignore[attr-defined]
+        built = cls.from_url(url, {})
         try:
             assert type(built) is cls
         finally:
@@ -307,7 +316,7 @@ class InstanceSuite(SuiteBase):
         """[C28] from_url raises ConfigError for an option it does not know."""
         url = _require_url(store_url)
         with pytest.raises(ConfigError):
-            type(provider).from_url(  # type: ignore[attr-defined]
+            type(provider).from_url(
                 url, {"durably_conformance_no_such_option": 1},
             )
 

@@ -52,7 +52,6 @@ from typing import Any, ClassVar, ParamSpec, Self, TypeVar
 
 from durably.config import parse_size
 from durably.errors import (
-    AlreadyExistsError,
     ConfigError,
     CorruptObjectError,
     DurablyError,
@@ -60,9 +59,11 @@ from durably.errors import (
     FencedError,
     InvalidExecutionIdError,
     LeaseHeldError,
-    PreconditionFailedError,
     StoreError,
     UnsupportedFormatError,
+    already_exists,
+    fenced,
+    precondition_failed,
 )
 from durably.storage import (
     BlobInfo,
@@ -833,12 +834,12 @@ class FilesystemProvider(CheckpointProvider):
         write_atomic(state.lease_path, [record.encode()], fsync=self._fsync)
         state.drop_lease()
 
-    def _check_fence(self, state: _ExecState, lease: Lease | None) -> None:
+    def _check_fence(self, state: _ExecState, lease: Lease | None, action: str) -> None:
         if lease is None:
             return
         current = self._current_lease(state)
         if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
-            raise _fenced(lease, current)
+            raise _fenced(lease, current, action)
 
     # --------------------------------------------------------------- checkpoints
 
@@ -861,26 +862,23 @@ class FilesystemProvider(CheckpointProvider):
         async with self._using(execution_id) as state:
             with self._errors(f"save checkpoint {seq} of execution {execution_id!r}",
                               state.log_path):
+                action = f"saving checkpoint {seq}"
                 if lease is not None and not os.path.exists(state.lease_path):
-                    raise _fenced(lease, None)
+                    raise _fenced(lease, None, action)
                 async with self._locked(state, create=True):
                     index = await self._writable_index(state, create=True)
                     assert index is not None
-                    self._check_fence(state, lease)
+                    self._check_fence(state, lease, action)
                     current = index.entries.get(seq)
                     if mode == "create":
                         if current is not None:
-                            raise AlreadyExistsError(
-                                f"checkpoint {seq} of execution {execution_id!r} already exists")
-                    elif isinstance(mode, ExpectedVersion):
-                        if current is None:
-                            raise PreconditionFailedError(
-                                f"checkpoint {seq} of execution {execution_id!r} does not "
-                                f"exist (expected version {mode.version})")
-                        if current.version != mode.version:
-                            raise PreconditionFailedError(
-                                f"checkpoint {seq} of execution {execution_id!r} has version "
-                                f"{current.version}, not {mode.version}")
+                            raise already_exists(execution_id, seq, version=current.version)
+                    elif isinstance(mode, ExpectedVersion) and (
+                            current is None or current.version != mode.version):
+                        raise precondition_failed(
+                            execution_id, seq, mode.version,
+                            actual=None if current is None else current.version,
+                            missing=current is None)
                     if length > INLINE_LIMIT:
                         await _blocking(self._append_sync, state, parts, apply)
                     else:
@@ -998,17 +996,18 @@ class FilesystemProvider(CheckpointProvider):
         async with self._using(execution_id) as state:
             with self._errors(f"delete checkpoints of execution {execution_id!r}",
                               state.log_path):
+                action = "deleting checkpoints"
                 if lease is not None and not os.path.exists(state.lease_path):
-                    raise _fenced(lease, None)
+                    raise _fenced(lease, None, action)
                 if not os.path.isdir(state.dir):
                     return []
                 async with self._locked(state, create=False) as locked:
                     if not locked:
                         if lease is not None:
-                            raise _fenced(lease, None)
+                            raise _fenced(lease, None, action)
                         return []
                     index = await self._writable_index(state, create=False)
-                    self._check_fence(state, lease)
+                    self._check_fence(state, lease, action)
                     if index is None:
                         return []
                     doomed = sorted({seq for seq in seqs if seq in index.entries})
@@ -1228,12 +1227,12 @@ class FilesystemProvider(CheckpointProvider):
             with self._errors(f"renew the lease on execution {lease.execution_id!r}",
                               state.lease_path):
                 if not os.path.exists(state.lease_path):
-                    raise _fenced(lease, None)
+                    raise _fenced(lease, None, "renewing the lease")
                 async with self._locked(state, create=False) as locked:
                     current = self._current_lease(state) if locked else None
                     if (current is None or current.epoch != lease.epoch
                             or current.owner != lease.owner):
-                        raise _fenced(lease, current)
+                        raise _fenced(lease, current, "renewing the lease")
                     record = replace(current, expires_at=time.time() + ttl, released=False)
                     self._write_lease(state, record)
         return Lease(lease.execution_id, lease.owner, lease.epoch, record.expires_at)
@@ -1383,13 +1382,8 @@ def _is_execution_id(name: str) -> bool:
     return True
 
 
-def _fenced(lease: Lease, current: _LeaseRecord | None) -> FencedError:
-    now = ("the execution has no lease" if current is None
-           else f"the current lease is epoch {current.epoch} of {current.owner!r}")
-    return FencedError(
-        f"the lease (epoch {lease.epoch} of {lease.owner!r}) on execution "
-        f"{lease.execution_id!r} was superseded: {now}; nothing was written"
-    )
+def _fenced(lease: Lease, current: _LeaseRecord | None, action: str) -> FencedError:
+    return fenced(lease, action, current_epoch=None if current is None else current.epoch)
 
 
 def _copy_record(src: int, entry: fmt.Entry, dst: int) -> bool:

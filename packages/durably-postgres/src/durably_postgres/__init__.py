@@ -50,7 +50,7 @@ async def migrate_async(url: str, options: Mapping[str, Any] | None = None) -> M
         StoreUnavailableError: The server cannot be reached or refused the credentials.
         ConfigError: A bad URL or option.
     """
-    provider = PostgresProvider.from_url(url, options)
+    provider = PostgresProvider.from_url(url, options or {})
     try:
         return await provider._migrate(migrate=True)
     finally:

@@ -16,12 +16,13 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
 from durably.errors import (
-    AlreadyExistsError,
     CorruptObjectError,
     FencedError,
     LeaseHeldError,
-    PreconditionFailedError,
     StoreError,
+    already_exists,
+    fenced,
+    precondition_failed,
 )
 from durably.storage import (
     DIGEST_RE,
@@ -156,7 +157,7 @@ class RedisProvider(CheckpointProvider):
         self._waits: tuple[tuple[Any, ...], ...] = tuple(waits)
 
     @classmethod
-    def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> Self:
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> Self:
         """Create a provider for a ``redis://`` or ``rediss://`` URL; no I/O.
 
         Args:
@@ -338,12 +339,9 @@ class RedisProvider(CheckpointProvider):
             return ["", ""]
         return [str(lease.epoch), _encode_owner(lease.owner)]
 
-    def _fenced_error(self, what: str, lease: Lease, reply: Sequence[Any]) -> FencedError:
+    def _fenced_error(self, action: str, lease: Lease, reply: Sequence[Any]) -> FencedError:
         current = reply[1] if len(reply) > 1 else b""
-        now = f"epoch {_decode(current)}" if current else "no lease"
-        return FencedError(
-            f"{what} failed: the lease of {lease.owner!r} (epoch {lease.epoch}) is no longer "
-            f"current (the execution has {now}); nothing was written")
+        return fenced(lease, action, current_epoch=int(current) if current else None)
 
     # --------------------------------------------------------------- checkpoints
 
@@ -367,17 +365,13 @@ class RedisProvider(CheckpointProvider):
         status = _status(reply)
         if status == b"fenced":
             assert lease is not None
-            raise self._fenced_error(what, lease, reply)
+            raise self._fenced_error(f"saving checkpoint {seq}", lease, reply)
         if status == b"exists":
-            raise AlreadyExistsError(
-                f"checkpoint {seq} of execution {execution_id!r} already exists (version "
-                f"{_decode(reply[1])}); use mode='overwrite' or ExpectedVersion to replace it")
+            raise already_exists(execution_id, seq, version=_decode(reply[1]))
         if status == b"mismatch":
             current = _decode(reply[1])
-            state = f"its version is {current!r}" if current else "it does not exist"
-            raise PreconditionFailedError(
-                f"checkpoint {seq} of execution {execution_id!r} was not written: expected "
-                f"version {expected!r}, but {state}")
+            raise precondition_failed(execution_id, seq, expected, actual=current or None,
+                                      missing=not current)
         if status != b"ok":
             raise StoreError(f"{what}: unexpected reply from the save script: {reply!r}")
         return CheckpointInfo(execution_id, seq, _decode(reply[1]), len(stored),
@@ -471,7 +465,7 @@ class RedisProvider(CheckpointProvider):
             what=what, write=True, idempotent=False)
         if _status(reply) == b"fenced":
             assert lease is not None
-            raise self._fenced_error(what, lease, reply)
+            raise self._fenced_error("deleting checkpoints", lease, reply)
         return [_seq_from_member(member, what) for member in reply[1:]]
 
     # ----------------------------------------------------------------- executions
@@ -539,9 +533,7 @@ class RedisProvider(CheckpointProvider):
             [*self._fence_args(lease), repr(float(ttl))],
             what=what, write=True, idempotent=True)
         if _status(reply) == b"fenced":
-            raise FencedError(
-                f"the lease of {lease.owner!r} on execution {lease.execution_id!r} (epoch "
-                f"{lease.epoch}) was superseded by a newer claim; it cannot be renewed")
+            raise fenced(lease, "renewing the lease")
         return Lease(lease.execution_id, lease.owner, lease.epoch, float(reply[1]))
 
     async def _release(self, lease: Lease) -> None:

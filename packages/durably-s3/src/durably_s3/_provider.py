@@ -37,13 +37,14 @@ from typing import Any, ClassVar, Self, TypeVar
 from aiobotocore.session import AioSession
 
 from durably.errors import (
-    AlreadyExistsError,
     ConfigError,
     CorruptObjectError,
     FencedError,
     LeaseHeldError,
-    PreconditionFailedError,
     StoreError,
+    already_exists,
+    fenced,
+    precondition_failed,
 )
 from durably.storage import (
     BlobInfo,
@@ -120,11 +121,9 @@ class _HeadState:
     task: asyncio.Task[None] | None = None
 
 
-def _fenced_error(lease: Lease, why: str) -> FencedError:
-    return FencedError(
-        f"the lease of {lease.owner!r} on execution {lease.execution_id!r} (epoch "
-        f"{lease.epoch}) is no longer current: {why}"
-    )
+FENCED_ACTION = "writing to the execution"
+"""What a fenced S3 operation is called in its FencedError (the intent protocol judges
+saves and deletes alike)."""
 
 
 def _info(execution_id: str, seq: int, meta: ObjectMeta, metadata: Mapping[str, str],
@@ -386,10 +385,10 @@ class S3Provider(CheckpointProvider):
         record.intents = [i for i in record.intents if i.id not in done]
         return set(done)
 
-    def _fenced(self, lease: Lease, why: str = "a newer claim superseded it") -> FencedError:
+    def _fenced(self, lease: Lease) -> FencedError:
         """The error for a superseded lease (and forget our chain of that epoch)."""
         self._drop_chain(lease.execution_id, lease.epoch)
-        return _fenced_error(lease, why)
+        return fenced(lease, FENCED_ACTION)
 
     def _drop_chain(self, execution_id: str, epoch: int | None = None) -> None:
         chain = self._chains.get(execution_id)
@@ -398,14 +397,15 @@ class S3Provider(CheckpointProvider):
             del self._chains[execution_id]
 
     @staticmethod
-    def _check(lease: Lease, record: LeaseRecord | None) -> LeaseRecord:
+    def _check(
+        lease: Lease, record: LeaseRecord | None, action: str = FENCED_ACTION,
+    ) -> LeaseRecord:
         """``record`` if ``lease`` is its current lease, else FencedError (no side effect:
         it may be judging a cached record)."""
         if record is None:
-            raise _fenced_error(lease, "nobody holds a lease on it")
+            raise fenced(lease, action)
         if record.epoch != lease.epoch or record.owner != lease.owner:
-            raise _fenced_error(lease, f"the current lease is {record.owner!r}'s, epoch "
-                                f"{record.epoch}")
+            raise fenced(lease, action, current_epoch=record.epoch)
         return record
 
     async def _check_current(self, lease: Lease) -> None:
@@ -782,12 +782,12 @@ class S3Provider(CheckpointProvider):
             if lease is not None:
                 await self._check_current(lease)
             if isinstance(mode, ExpectedVersion):
-                raise PreconditionFailedError(
-                    f"{self._what(execution_id, seq)} is not at version {mode.version!r}"
-                    + (" (it does not exist)" if meta is None or meta.kind == "marker" else "")
-                )
+                missing = meta is None or meta.kind == "marker"
+                raise precondition_failed(
+                    execution_id, seq, mode.version,
+                    actual=None if meta is None or missing else meta.version, missing=missing)
             if mode == "create" and meta is not None:
-                raise AlreadyExistsError(f"{self._what(execution_id, seq)} already exists")
+                raise already_exists(execution_id, seq, version=meta.version)
         raise StoreError(f"gave up writing {self._what(execution_id, seq)}: it kept changing")
 
     async def _load_key(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
@@ -1138,7 +1138,7 @@ class S3Provider(CheckpointProvider):
 
         def mutate(record: LeaseRecord | None) -> None:
             nonlocal expires_at
-            record = self._check(lease, record)
+            record = self._check(lease, record, "renewing the lease")
             expires_at = record.expires_at = time.time() + ttl
             record.released_at = None
 

@@ -104,10 +104,12 @@ class Hooks:
             return factory
         blocked = disabled_plugins()
         reason = None
+        disabled_as: str | None = None
         for ep in importlib_metadata.entry_points(group=PROVIDER_GROUP, name=scheme):
             dist = ep.dist.name if ep.dist is not None else None
             if scheme in blocked or (dist is not None and dist in blocked):
                 reason = f"it is disabled by {DISABLE_ENV}"
+                disabled_as = scheme if scheme in blocked else dist
                 continue
             try:
                 factory = ep.load()  # a factory(url, options) -> CheckpointProvider
@@ -124,7 +126,9 @@ class Hooks:
         else:
             message = f"no storage provider is installed for '{scheme}://' URLs"
         fix = (
-            f"Install it with: pip install {package}" if package
+            f"Remove {disabled_as!r} from the {DISABLE_ENV} environment variable to enable it"
+            if disabled_as is not None and reason is not None and DISABLE_ENV in reason
+            else f"Install it with: pip install {package}" if package
             else f"Install a package that registers the '{scheme}' scheme in the "
             f"'{PROVIDER_GROUP}' entry-point group"
         )

@@ -36,6 +36,11 @@ The tree::
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from durably.storage import Lease
+
 __all__ = [
     "AlreadyExistsError",
     "CheckpointTooLargeError",
@@ -62,6 +67,9 @@ __all__ = [
     "StoreUnavailableError",
     "UnsupportedError",
     "UnsupportedFormatError",
+    "already_exists",
+    "fenced",
+    "precondition_failed",
 ]
 
 
@@ -279,3 +287,72 @@ class StatementSyntaxError(DurablyError, SyntaxError):
 
 class IncompleteCodeError(StatementSyntaxError):
     """The response ended while a statement was still incomplete."""
+
+
+# ---------------------------------------------------------------- provider error builders
+#
+# Every storage provider reports the three conflicts of the contract with these, so the
+# messages (and what they promise) are the same whichever backend is used.
+
+
+def fenced(lease: Lease, action: str, *, current_epoch: int | None = None) -> FencedError:
+    """The error of a write, delete or renewal made with a superseded lease [C9, C16].
+
+    Args:
+        lease: The lease the caller presented.
+        action: What was refused, without the execution (``"saving checkpoint 3"``,
+            ``"deleting checkpoint 2"``, ``"renewing the lease"``).
+        current_epoch: The execution's current lease epoch, if the provider knows it.
+
+    Returns:
+        A :class:`FencedError` saying that nothing was changed (a provider raises it
+        only before changing anything).
+    """
+    by = (f" by epoch {current_epoch}" if current_epoch is not None
+          else " by a newer claim (or the execution was deleted)")
+    return FencedError(
+        f"{action} was refused: the lease of {lease.owner!r} on execution "
+        f"{lease.execution_id!r} (epoch {lease.epoch}) was superseded{by}; nothing was changed"
+    )
+
+
+def already_exists(
+    execution_id: str, seq: int, *, version: str | None = None,
+) -> AlreadyExistsError:
+    """The error of ``mode="create"`` for a sequence number that exists [C5].
+
+    Args:
+        execution_id: The execution.
+        seq: The existing checkpoint's sequence number.
+        version: Its current version, if the provider knows it.
+    """
+    at = f" (version {version!r})" if version is not None else ""
+    return AlreadyExistsError(
+        f"checkpoint {seq} of execution {execution_id!r} already exists{at}; use "
+        "mode='overwrite' or ExpectedVersion(version) to replace it"
+    )
+
+
+def precondition_failed(
+    execution_id: str, seq: int, expected: str, *, actual: str | None = None,
+    missing: bool = False,
+) -> PreconditionFailedError:
+    """The error of an ``ExpectedVersion(expected)`` write that found another version [C7].
+
+    Args:
+        execution_id: The execution.
+        seq: The checkpoint's sequence number.
+        expected: The version the caller expected.
+        actual: The version found, if the provider knows it.
+        missing: The checkpoint does not exist (an expected version never creates one).
+    """
+    if missing:
+        found = "it does not exist"
+    elif actual is not None:
+        found = f"its version is {actual!r}"
+    else:
+        found = "it does not exist or has another version"
+    return PreconditionFailedError(
+        f"checkpoint {seq} of execution {execution_id!r} was not written: expected version "
+        f"{expected!r}, but {found}"
+    )

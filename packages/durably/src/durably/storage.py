@@ -63,6 +63,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from types import TracebackType
 from typing import (
+    Any,
     ClassVar,
     Generic,
     Literal,
@@ -70,6 +71,7 @@ from typing import (
     Self,
     TypeAlias,
     TypeVar,
+    final,
     runtime_checkable,
 )
 
@@ -254,6 +256,7 @@ class Lease:
     (its ``expires_at`` is then the release time at the latest) [C23]."""
 
     def expired(self, now: float | None = None) -> bool:
+        """Whether the lease expired at ``now`` (default: this machine's clock)."""
         return (time.time() if now is None else now) >= self.expires_at
 
 
@@ -319,8 +322,11 @@ class CheckpointProvider(abc.ABC):
     """Base class of every storage provider.
 
     Subclasses set :attr:`scheme` and :attr:`capabilities`, implement the abstract
-    ``_``-prefixed provider methods, and provide a ``from_url(url, options)`` class
-    method that the provider registry calls. Public methods must not be overridden.
+    ``_``-prefixed provider methods and the abstract class method :meth:`from_url`
+    that the provider registry calls. The public methods are template methods marked
+    ``@final`` (mypy rejects an override; the conformance suite checks it at run time,
+    C26): they validate, wrap and then call the provider methods. :meth:`describe` is
+    the one public method meant to be overridden.
 
     Providers are used from one event loop; they may be used concurrently by many
     tasks of that loop. Use them as async context managers or call :meth:`close`.
@@ -339,6 +345,24 @@ class CheckpointProvider(abc.ABC):
     def __init__(self) -> None:
         self.envelope = Envelope()
 
+    @classmethod
+    @abc.abstractmethod
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> Self:
+        """Build an instance for a store URL of :attr:`scheme` and its options [C28].
+
+        The provider registry calls it (through the ``durably.providers`` entry point)
+        with the whole store URL and the user's ``[durability.<scheme>]`` table, which
+        may be empty. It must do no I/O (connect on first use).
+
+        Args:
+            url: The store URL, e.g. ``"gizmo://host/path"``.
+            options: The provider's options; an empty mapping when none are configured.
+
+        Raises:
+            ConfigError: A malformed URL, or an option the provider does not know or
+                whose value is invalid (named in the message).
+        """
+
     # ------------------------------------------------------------------ lifecycle
 
     async def __aenter__(self) -> Self:
@@ -350,6 +374,7 @@ class CheckpointProvider(abc.ABC):
     ) -> None:
         await self.close()
 
+    @final
     async def close(self) -> None:
         """Release connections, file handles and background tasks. Idempotent."""
         await self._close()
@@ -363,6 +388,7 @@ class CheckpointProvider(abc.ABC):
 
     # ---------------------------------------------------------------- checkpoints
 
+    @final
     async def save_checkpoint(
         self,
         execution_id: str,
@@ -402,6 +428,7 @@ class CheckpointProvider(abc.ABC):
         stored = self.envelope.wrap(bytes(data))
         return await self._save(execution_id, seq, stored, meta, mode, lease)
 
+    @final
     async def load_checkpoint(self, execution_id: str, seq: int) -> StoredCheckpoint:
         """Read checkpoint ``seq`` [C1]; raises NotFoundError if it does not exist.
 
@@ -416,12 +443,14 @@ class CheckpointProvider(abc.ABC):
             raise NotFoundError(f"no checkpoint {seq} for execution {execution_id!r}")
         return self._open(found)
 
+    @final
     async def load_latest_checkpoint(self, execution_id: str) -> StoredCheckpoint | None:
         """Read the checkpoint with the highest ``seq``, or None if there is none [C3]."""
         validate_execution_id(execution_id)
         found = await self._load_latest(execution_id)
         return None if found is None else self._open(found)
 
+    @final
     async def list_checkpoints(
         self, execution_id: str, *, cursor: str | None = None, limit: int = 1000,
         after: int | None = None,
@@ -440,6 +469,7 @@ class CheckpointProvider(abc.ABC):
             raise ValueError(f"after must be an int, not {after!r}")
         return await self._list(execution_id, cursor, limit, after)
 
+    @final
     async def iter_checkpoints(
         self, execution_id: str, *, after: int | None = None,
     ) -> AsyncIterator[CheckpointInfo]:
@@ -453,6 +483,7 @@ class CheckpointProvider(abc.ABC):
                 return
             cursor = page.next_cursor
 
+    @final
     async def delete_checkpoint(
         self, execution_id: str, seq: int, *, lease: Lease | None = None,
     ) -> bool:
@@ -461,6 +492,7 @@ class CheckpointProvider(abc.ABC):
         _check_seq(seq)
         return await self._delete(execution_id, seq, lease)
 
+    @final
     async def prune(
         self,
         execution_id: str,
@@ -509,6 +541,7 @@ class CheckpointProvider(abc.ABC):
 
     # ----------------------------------------------------------------- executions
 
+    @final
     async def list_executions(
         self, *, cursor: str | None = None, limit: int = 100,
     ) -> Page[ExecutionInfo]:
@@ -517,6 +550,7 @@ class CheckpointProvider(abc.ABC):
             raise ValueError("limit must be at least 1")
         return await self._list_executions(cursor, limit)
 
+    @final
     async def iter_executions(self) -> AsyncIterator[ExecutionInfo]:
         """Iterate over all pages of :meth:`list_executions`."""
         cursor: str | None = None
@@ -528,6 +562,7 @@ class CheckpointProvider(abc.ABC):
                 return
             cursor = page.next_cursor
 
+    @final
     async def delete_execution(self, execution_id: str) -> bool:
         """Delete an execution: checkpoints, blobs and lease. Returns whether it existed."""
         validate_execution_id(execution_id)
@@ -535,6 +570,7 @@ class CheckpointProvider(abc.ABC):
 
     # --------------------------------------------------------------------- leases
 
+    @final
     async def claim(self, execution_id: str, owner: str, *, ttl: float) -> Lease:
         """Claim an execution for ``owner`` for ``ttl`` seconds [C15].
 
@@ -551,6 +587,7 @@ class CheckpointProvider(abc.ABC):
         _check_ttl(ttl)
         return await self._claim(execution_id, owner, ttl)
 
+    @final
     async def renew(self, lease: Lease, *, ttl: float) -> Lease:
         """Extend a lease to ``now + ttl`` [C16].
 
@@ -561,16 +598,19 @@ class CheckpointProvider(abc.ABC):
         _check_ttl(ttl)
         return await self._renew(lease, ttl)
 
+    @final
     async def release(self, lease: Lease) -> None:
         """Give a lease up so others may claim at once. A superseded lease is ignored."""
         validate_execution_id(lease.execution_id)
         await self._release(lease)
 
+    @final
     async def get_lease(self, execution_id: str) -> Lease | None:
         """The current lease (live, expired or released), or None if never claimed."""
         validate_execution_id(execution_id)
         return await self._get_lease(execution_id)
 
+    @final
     async def take_over(self, lease: Lease, owner: str, *, ttl: float) -> Lease:
         """Claim an execution whose current lease may still be live: ``lease`` [C29].
 
@@ -590,6 +630,7 @@ class CheckpointProvider(abc.ABC):
         self._require(Capability.TAKEOVER, "take over a lease")
         return await self._take_over(lease, owner, ttl)
 
+    @final
     async def lock_owner(self, execution_id: str) -> OwnerLock | None:
         """Take the execution's owner lock, or return None if a live holder has it [C30].
 
@@ -600,6 +641,7 @@ class CheckpointProvider(abc.ABC):
         self._require(Capability.OWNER_LOCK, "lock an owner")
         return await self._lock_owner(execution_id)
 
+    @final
     async def owner_lock_free(self, execution_id: str) -> bool:
         """Whether nobody holds the execution's owner lock (a probe) [C30]."""
         validate_execution_id(execution_id)
@@ -608,6 +650,7 @@ class CheckpointProvider(abc.ABC):
 
     # ---------------------------------------------------------------------- blobs
 
+    @final
     async def put_blob(self, execution_id: str, data: bytes, *, digest: str | None = None) -> str:
         """Store ``data`` under its content address and return it [C17].
 
@@ -621,6 +664,7 @@ class CheckpointProvider(abc.ABC):
         await self._put_blob(execution_id, actual, self.envelope.wrap(bytes(data)))
         return actual
 
+    @final
     async def get_blob(self, execution_id: str, digest: str) -> bytes:
         """Read a blob; its content is verified against ``digest`` [C17]."""
         validate_execution_id(execution_id)
@@ -633,12 +677,14 @@ class CheckpointProvider(abc.ABC):
             raise CorruptObjectError(f"blob {digest} of {execution_id!r} has other content")
         return data
 
+    @final
     async def has_blob(self, execution_id: str, digest: str) -> bool:
         """Whether a blob is stored."""
         validate_execution_id(execution_id)
         _check_digest(digest)
         return await self._has_blob(execution_id, digest)
 
+    @final
     async def list_blobs(
         self, execution_id: str, *, cursor: str | None = None, limit: int = 1000,
     ) -> Page[BlobInfo]:
@@ -648,6 +694,7 @@ class CheckpointProvider(abc.ABC):
             raise ValueError("limit must be at least 1")
         return await self._list_blobs(execution_id, cursor, limit)
 
+    @final
     async def delete_blob(self, execution_id: str, digest: str) -> bool:
         """Delete a blob; return whether it existed."""
         validate_execution_id(execution_id)
