@@ -34,8 +34,9 @@ from pathlib import Path
 from typing import Any
 
 from durably._inspect import describe_execution, without_measurements
+from durably._resume import restore_agents
 from durably._runtime import Execution, UserIO
-from durably.checkpoint import CheckpointManager, restore_agents
+from durably.checkpoint import CheckpointManager
 from durably.config import DurabilityConfig
 from durably.errors import NotFoundError
 from durably.llm import ScriptedLLM

@@ -211,7 +211,7 @@ async def test_inert_loads_never_import_and_resolve_restores_live(
     import importlib
     import sys
 
-    from durably.checkpoint import ModuleReference
+    from durably._codeobjects import ModuleReference
 
     name = "durably_canary_restore"
     marker = tmp_path / "imported"

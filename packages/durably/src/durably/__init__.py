@@ -114,18 +114,18 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from durably._executor import StreamingPythonExecutor
-    from durably.checkpoint import Checkpoint, CheckpointManager, RecoveryCoordinator
+    from durably._inspect import Checkpoint
+    from durably._seed import CheckpointManager, RecoveryCoordinator, StreamingPythonExecutor
     from durably.runner import RunResult, resume_execution, run_program, submit_program
     from durably.storage import CheckpointProvider as _Provider
     from durably.timetravel import diff, fork, history
     from durably_filesystem import FilesystemCheckpointProvider
 
 _LAZY = {
-    "StreamingPythonExecutor": "durably._executor",
-    "Checkpoint": "durably.checkpoint",
-    "CheckpointManager": "durably.checkpoint",
-    "RecoveryCoordinator": "durably.checkpoint",
+    "StreamingPythonExecutor": "durably._seed",
+    "Checkpoint": "durably._inspect",
+    "CheckpointManager": "durably._seed",
+    "RecoveryCoordinator": "durably._seed",
     "RunResult": "durably.runner",
     "fork": "durably.timetravel",
     "diff": "durably.timetravel",

@@ -35,10 +35,10 @@ from durably._llmsdk import (
     split_query,
     without_userinfo,
 )
+from durably._llmtypes import Finish, LLMError
 from durably._openai import finish_or_raise, option_number
 from durably._redact import redact, redact_url
 from durably.errors import ConfigError
-from durably.llm import Finish, LLMError
 
 __all__ = ["AnthropicClient"]
 

@@ -41,7 +41,7 @@ import warnings
 from collections.abc import AsyncIterable, AsyncIterator
 from dataclasses import dataclass
 
-from durably.llm import ContinuationError, Finish
+from durably._llmtypes import ContinuationError, Finish
 
 __all__ = ["CONTINUE_NOTE", "MIN_OVERLAP", "clean_continuation", "continuation_messages"]
 

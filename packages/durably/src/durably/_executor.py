@@ -7,7 +7,7 @@ import inspect
 import linecache
 import traceback
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from durably._statements import Statement, StatementSplitter
 from durably.agent import running_agent
@@ -16,7 +16,6 @@ from durably.errors import DurablyError, StatementSyntaxError
 if TYPE_CHECKING:
     from durably._journal import Frame
     from durably._runtime import AgentTask
-    from durably._standalone import StandaloneTask
     from durably.agent import Agent
 
 __all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit",
@@ -73,84 +72,29 @@ class StreamingPythonExecutor:
     resume) are skipped. After each statement of an agent's bottom frame the agent
     reaches a *quiet point* where the runtime may take a snapshot.
 
-    This is also the seed API: ``StreamingPythonExecutor(agent)`` runs code for a
-    standalone agent (see :func:`durably.checkpoint.CheckpointManager.attach`), with
-    :meth:`set_llm_response` / :meth:`add_chunk` feeding it and
-    :meth:`resume_from_checkpoint` restoring one.
+    The seed API's executor (:class:`durably._seed.StreamingPythonExecutor`) adds the
+    methods a caller that feeds the response itself uses.
     """
 
-    def __init__(self, agent: Agent, frame: Frame | None = None) -> None:
+    def __init__(self, agent: Agent, frame: Frame) -> None:
         self.agent = agent
         self.task: AgentTask = agent._task
-        self.frame = frame if frame is not None else self._standalone().standalone_frame()
+        self.frame = frame
         self.splitter = StatementSplitter()
         self.errors: list[StatementError] = []
         self._stopped = False
         self.stop_end: int | None = None
-        self._pending_text: str | None = None
-
-    # ---------------------------------------------------------------- seed API
-
-    @property
-    def namespace(self) -> dict[str, Any]:
-        """The frame's variables (without the names durably injects, such as ``self``)."""
-        return self.task.visible_locals(self.frame)
-
-    @property
-    def llm_response(self) -> str:
-        """The response text received so far (after a resume: what was durable). A caller
-        streaming a response itself continues from ``len(executor.llm_response)``."""
-        return self.splitter.text
-
-    def set_llm_response(self, text: str) -> None:
-        """Record the complete response text without running it (seed API).
-
-        Statements run on :meth:`add_chunk` / :meth:`finish`; use this when the whole
-        response is known up front.
-        """
-        self._pending_text = text
-
-    async def add_chunk(self, chunk: str) -> list[Statement]:
-        """Feed a chunk of the response; run every statement it completes.
-
-        Returns:
-            The statements that ran (or were skipped as already executed).
-        """
-        if self.task.standalone and self.frame.llm_index is not None:
-            await self._standalone().standalone_text(self.frame, chunk)
-        return await self._feed(chunk)
-
-    def _standalone(self) -> StandaloneTask:
-        """The seed API's task (an agent made by ``CheckpointManager.attach``)."""
-        if not self.task.standalone:
-            raise DurablyError("an executor without a frame runs a standalone agent only: "
-                               "make the agent with CheckpointManager.attach")
-        return cast("StandaloneTask", self.task)
 
     async def finish(self) -> list[Statement]:
         """End of the response: run the statements still pending."""
         if self._stopped:
             return []
-        pending = self._pending_text
-        done: list[Statement] = []
-        if pending:
-            self._pending_text = None
-            done += await self.add_chunk(pending)
         try:
             statements = self.splitter.finish()
         except StatementSyntaxError as exc:
             self._syntax_error(exc)
-            return done
-        return done + await self._run_all(statements)
-
-    @classmethod
-    async def resume_from_checkpoint(cls, agent: Agent, checkpoint: Any) -> StreamingPythonExecutor:
-        """Restore ``agent`` from ``checkpoint`` and return an executor that continues
-        its response: statements already executed are skipped, awaits already
-        completed are answered from the journal, and later chunks run live."""
-        from durably.checkpoint import restore_standalone
-
-        return await restore_standalone(cls, agent, checkpoint)
+            return []
+        return await self._run_all(statements)
 
     # ------------------------------------------------------------------ running
 

@@ -1,4 +1,5 @@
-"""Read executions back for people: what ``durably ls`` and ``durably show`` print."""
+"""Read executions back for people: what ``durably ls`` and ``durably show`` print, and the
+seed API's :class:`Checkpoint` view."""
 
 from __future__ import annotations
 
@@ -6,17 +7,17 @@ import json
 import math
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
+from durably._executor import statement_spans
 from durably._journal import DeltaDoc, SnapshotDoc, stack_label
-from durably.checkpoint import CheckpointManager
+from durably.checkpoint import CheckpointManager, LoadedExecution
 from durably.storage import META_STATUS, CheckpointProvider
 
-__all__ = ["describe_execution", "jsonable", "list_executions", "render_show", "usage_totals",
-           "without_measurements"]
+__all__ = ["AgentView", "Checkpoint", "checkpoint_view", "describe_execution", "jsonable",
+           "list_executions", "render_show", "usage_totals", "without_measurements"]
 
-#: Keys of a call's ``usage`` that measure the run rather than record the execution:
-#: they differ between any two runs (a resumed one and one that never crashed included).
 
 
 def jsonable(value: Any) -> Any:
@@ -267,3 +268,98 @@ def _render_show(data: dict[str, Any]) -> str:
     if data["result"] is not None:
         lines.append(f"result: {json.dumps(data['result'], ensure_ascii=False)}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------ the seed API's view
+
+
+@dataclass
+class AgentView:
+    """One agent as a checkpoint shows it."""
+
+    agent_id: str
+    agent_class: str
+    state: dict[str, Any]
+    namespace: dict[str, Any]
+    call_stack: list[str]
+    phase: str
+    transcript: list[dict[str, Any]]
+    llm_response: str
+    executed_statements: list[tuple[int, int]]
+    current_statement: tuple[int, int] | None
+    snapshot_seq: int
+    replay_entries: int
+
+
+@dataclass
+class Checkpoint:
+    """A checkpoint read back, in human terms.
+
+    Attributes:
+        execution_id: The execution.
+        seq: The checkpoint's sequence number (the counter).
+        namespace: The first agent's bottom-frame variables as of its last snapshot.
+        execution_state: ``{"agents": {id: {"class", "state", "call_stack", "phase"}},
+            "call_stack": [...], "state": {...}}`` (the latter two for the first agent).
+        metadata: ``llm_response`` (the response so far), ``executed_statements``
+            (``(start, end)`` offsets into it), ``current_statement``, ``counter``,
+            ``timestamp`` and the stored metadata.
+        agents: Every agent's :class:`AgentView`, by id.
+    """
+
+    execution_id: str
+    seq: int
+    namespace: dict[str, Any]
+    execution_state: dict[str, Any]
+    metadata: dict[str, Any]
+    agents: dict[str, AgentView] = field(default_factory=dict)
+    status: str = "running"
+    header: dict[str, Any] = field(default_factory=dict)
+    result: Any = None
+
+
+def checkpoint_view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
+    """The seed API's :class:`Checkpoint` of a loaded execution."""
+    agents: dict[str, AgentView] = {}
+    for agent_id, (seq, _raw, state, local_vars) in sorted(loaded.snapshots.items()):
+        restored = loaded.restored(agent_id)
+        doc = restored.snapshot
+        frame = doc.frame
+        response = ""
+        if frame is not None and frame.get("llm_index") in restored.llm:
+            response = restored.llm[frame["llm_index"]].text
+        stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
+        transcript = [dict(item) for item in doc.transcript]
+        agents[agent_id] = AgentView(
+            agent_id=agent_id, agent_class=doc.agent_class, state=state, namespace=local_vars,
+            call_stack=stack, phase=doc.phase, transcript=transcript,
+            llm_response=response,
+            executed_statements=statement_spans(response, (frame or {}).get("executed", 0)),
+            current_statement=None, snapshot_seq=seq,
+            replay_entries=len(restored.entries),
+        )
+    first = next(iter(agents.values()), None)
+    return Checkpoint(
+        execution_id=execution_id,
+        seq=loaded.latest_seq,
+        namespace=dict(first.namespace) if first else {},
+        execution_state={
+            "agents": {a.agent_id: {"class": a.agent_class, "state": a.state,
+                                    "call_stack": a.call_stack, "phase": a.phase}
+                       for a in agents.values()},
+            "call_stack": first.call_stack if first else [],
+            "state": first.state if first else {},
+        },
+        metadata={
+            "llm_response": first.llm_response if first else "",
+            "executed_statements": first.executed_statements if first else [],
+            "current_statement": first.current_statement if first else None,
+            "counter": loaded.latest_seq,
+            "timestamp": loaded.latest_created_at,
+            **dict(loaded.metadata),
+        },
+        agents=agents,
+        status=loaded.status,
+        header=loaded.header,
+        result=loaded.result,
+    )

@@ -18,9 +18,9 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
+from durably._llmtypes import IncompleteResponseError, LLMError
 from durably._redact import redact, redact_url
 from durably.errors import ConfigError
-from durably.llm import IncompleteResponseError, LLMError
 
 __all__ = [
     "LoopLocal",

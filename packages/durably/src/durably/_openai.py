@@ -34,15 +34,15 @@ from durably._llmsdk import (
     split_query,
     without_userinfo,
 )
-from durably._redact import redact, redact_url
-from durably.errors import ConfigError
-from durably.llm import (
+from durably._llmtypes import (
     Finish,
     IncompleteResponseError,
     LLMError,
     ResponseRefusedError,
     ResponseTruncatedError,
 )
+from durably._redact import redact, redact_url
+from durably.errors import ConfigError
 
 __all__ = ["AzureOpenAIClient", "OpenAIClient", "finish_or_raise"]
 

@@ -27,12 +27,13 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from durably._codeobjects import rebind_functions
 from durably._executor import ControlFlow, EndTurn, PlaybookReturn, ProgramExit
 from durably._journal import DeltaDoc, Entry, Frame, Message, RestoredAgent, SnapshotDoc
 from durably._llmloop import PROCESS_MESSAGES, PlaybookLoop
 from durably._mailbox import Mailbox, is_work, next_work
 from durably._replay import Journal
-from durably.errors import DurablyError, IncompleteExecutionError, SerializationError
+from durably.errors import DurablyError, IncompleteExecutionError
 from durably.llm import LLMLimits
 
 if TYPE_CHECKING:
@@ -53,7 +54,7 @@ class AgentTask:
 
     loop_class: ClassVar[type[PlaybookLoop]] = PlaybookLoop
     standalone: ClassVar[bool] = False
-    """The seed API's agents (:mod:`durably._standalone`) are fed LLM text by their caller."""
+    """The seed API's agents (:mod:`durably._seed`) are fed LLM text by their caller."""
 
     def __init__(self, execution: Execution, agent_id: str, agent_class: type[Agent]) -> None:
         self.execution = execution
@@ -213,7 +214,7 @@ class AgentTask:
             frame = Frame.from_doc(snap.frame, self.new_namespace(local_vars or {}),
                                    default_number=self.journal.llm_counts.get(
                                        snap.frame["playbook"], 1) - 1)
-            _rebind_functions(frame.namespace)
+            rebind_functions(frame.namespace)
             self._resume_frame = frame
 
     # ------------------------------------------------------------- operations
@@ -525,32 +526,6 @@ async def _none() -> None:
     return None
 
 
-def _rebind_functions(namespace: dict[str, Any]) -> None:
-    """Re-create the functions LLM code defined, from their source, in their namespace."""
-    import linecache
-    import textwrap
-
-    from durably.checkpoint import FunctionSource
-
-    for name, value in list(namespace.items()):
-        if isinstance(value, FunctionSource):
-            previous = namespace.get(value.name)
-            source = textwrap.dedent(value.source)
-            filename = f"<llm restored {name}>"
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            try:
-                exec(compile(source, filename, "exec"), namespace)
-            except Exception as exc:
-                raise SerializationError(f"{name!r}", f"cannot re-create function: {exc}") from exc
-            if value.name == "<lambda>":
-                continue  # the statement assigned it to `name` again
-            namespace[name] = namespace[value.name]
-            if isinstance(namespace[name], type):
-                namespace[name].__durably_source__ = filename
-            if value.name != name and previous is not None:
-                namespace[value.name] = previous
-
-
 class UserIO:
     """Where agents' words to the user go, and where the user's answers come from."""
 
@@ -612,6 +587,9 @@ class Execution:
         """An agent ran ``Yield("exit")``: the program ends when the others are idle."""
         self.settled: set[str] = set()
         """Agents with nothing suspended when the program ended (idle or exited)."""
+        faults = getattr(manager, "faults", None)
+        if faults is not None:  # DURABLY_CRASH_IN_LLM_CALL watches the LLM calls
+            faults.llm_probe = lambda: (self.llm_calls_live, self.llm_streaming)
 
     # ------------------------------------------------------------------ agents
 
@@ -729,7 +707,7 @@ class Execution:
         delta = DeltaDoc(task.agent_id, entries, journal.take_llm_appends(),
                          journal.unwritten_log)
         journal.unwritten_log = []
-        seq = await self.manager.write(self, task, delta.to_doc(), kind="delta")
+        seq = await self.manager.write(self, task.agent_id, delta.to_doc(), kind="delta")
         for entry in entries:
             entry.seq = seq
         journal.written(seq, snapshot=False)
@@ -737,8 +715,9 @@ class Execution:
     async def write_snapshot(self, task: AgentTask) -> None:
         doc, state, local_vars = task.snapshot_doc()
         task.journal.forget_pending()  # in the snapshot
-        seq = await self.manager.write(self, task, doc.to_doc(), kind="snapshot", state=state,
-                                       local_vars=local_vars)
+        frame = task.frames[0].playbook if task.frames else "agent"
+        seq = await self.manager.write(self, task.agent_id, doc.to_doc(), kind="snapshot",
+                                       state=state, local_vars=local_vars, frame=frame)
         task.journal.written(seq, snapshot=True)
 
     def manifest(self) -> dict[str, int]:

@@ -1,36 +1,33 @@
-"""Checkpoints of an execution: writing them, reading them back, recovering from them.
+"""Checkpoints of an execution: encoding and storing them, reading them back.
 
 :class:`CheckpointManager` is the core's side of the storage contract for one
 execution: it numbers checkpoints, encodes them with the safe codec (large unchanged
-values go to content-addressed blobs, stored once), enforces the size limit, fences
-every write with the execution's lease and calls the checkpoint hooks.
+values go to content-addressed blobs, stored once), enforces the size limits, fences
+every write with the execution's lease, chains every checkpoint to the one before it and
+calls the checkpoint hooks. Reading back gives a :class:`LoadedExecution` (the documents
+since the oldest snapshot any agent needs), checked to be complete (:class:`HistoryCheck`).
 
-:class:`Checkpoint` is a checkpoint read back in human terms (the seed API's
-``checkpoint.namespace``, ``checkpoint.execution_state``, ``checkpoint.metadata``), and
-:class:`RecoveryCoordinator` restores agents from the store.
+What the documents hold is :mod:`durably._journal`'s; resuming from them is
+:mod:`durably._resume`'s; showing them is :mod:`durably._inspect`'s; the seed API is
+:mod:`durably._seed`'s.
 """
 
 from __future__ import annotations
 
-import os
 import re
-import signal
-import sys
-import time
-import types
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from durably._codec import ValueCodec
+from durably._codeobjects import decode_fallback, encode_fallback
+from durably._faults import CrashInjector
 from durably._journal import (
     DeltaDoc,
     FinalDoc,
-    Message,
     RestoredAgent,
     SnapshotDoc,
     doc_type,
-    stack_label,
 )
 from durably._plugins import Hooks, get_hooks
 from durably.config import DurabilityConfig
@@ -44,12 +41,19 @@ from durably.errors import (
 )
 from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease, StoredCheckpoint
 
-if TYPE_CHECKING:
-    from durably._executor import StreamingPythonExecutor
-    from durably._runtime import AgentTask, Execution
-    from durably.agent import Agent
+__all__ = ["CheckpointManager", "ExecutionInfo", "HistoryCheck", "LoadedExecution"]
 
-__all__ = ["Checkpoint", "CheckpointManager", "HistoryCheck", "RecoveryCoordinator"]
+
+class ExecutionInfo(Protocol):
+    """What every checkpoint of an execution carries besides its agent's document."""
+
+    header: dict[str, Any]
+    """The execution's header (program, digest, LLM, inputs): on snapshots and finals."""
+    next_agent_id: int
+
+    def manifest(self) -> dict[str, int]:
+        """Each agent's latest snapshot (read when the checkpoint takes its number)."""
+        ...
 
 FORMAT = 1
 META_KIND = "durably.kind"
@@ -66,62 +70,12 @@ META_REASON = "durably.reason"
 PRUNE_EVERY = 8
 """With ``keep_last``, prune every ``max(keep_last, PRUNE_EVERY)`` checkpoints, not at
 every write (a prune lists the execution's checkpoints)."""
-CRASH_ENV = "DURABLY_CRASH_AFTER_CHECKPOINT"
-CRASH_LLM_ENV = "DURABLY_CRASH_IN_LLM_CALL"
-
-_crash_counter = 0
-_crash_settings: tuple[int | None, int | None] | None = None
 _DIGEST_IN_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
 
 
 class _MissingBlob(Exception):
     def __init__(self, digest: str) -> None:
         self.digest = digest
-
-
-@dataclass
-class AgentView:
-    """One agent as a checkpoint shows it."""
-
-    agent_id: str
-    agent_class: str
-    state: dict[str, Any]
-    namespace: dict[str, Any]
-    call_stack: list[str]
-    phase: str
-    transcript: list[dict[str, Any]]
-    llm_response: str
-    executed_statements: list[tuple[int, int]]
-    current_statement: tuple[int, int] | None
-    snapshot_seq: int
-    replay_entries: int
-
-
-@dataclass
-class Checkpoint:
-    """A checkpoint read back, in human terms.
-
-    Attributes:
-        execution_id: The execution.
-        seq: The checkpoint's sequence number (the counter).
-        namespace: The first agent's bottom-frame variables as of its last snapshot.
-        execution_state: ``{"agents": {id: {"class", "state", "call_stack", "phase"}},
-            "call_stack": [...], "state": {...}}`` (the latter two for the first agent).
-        metadata: ``llm_response`` (the response so far), ``executed_statements``
-            (``(start, end)`` offsets into it), ``current_statement``, ``counter``,
-            ``timestamp`` and the stored metadata.
-        agents: Every agent's :class:`AgentView`, by id.
-    """
-
-    execution_id: str
-    seq: int
-    namespace: dict[str, Any]
-    execution_state: dict[str, Any]
-    metadata: dict[str, Any]
-    agents: dict[str, AgentView] = field(default_factory=dict)
-    status: str = "running"
-    header: dict[str, Any] = field(default_factory=dict)
-    result: Any = None
 
 
 @dataclass
@@ -275,12 +229,14 @@ class CheckpointManager:
         self._stored_before: int | None = None  # bytes stored before (max_execution_size)
         self._unresolved: list[str] | None = None  # set while decoding inertly
         self._loading_seq = -1
+        self.faults = CrashInjector.from_env()
+        """Fault injection (``DURABLY_CRASH_*``), None unless asked for."""
         hooks_ = self.hooks
         self.codec = ValueCodec(
             blob_threshold=self.config.blob_threshold,
             encode_hook=hooks_.encode_value if hooks_.has_value_codecs else None,
             decode_hook=hooks_.decode_value if hooks_.has_value_codecs else None,
-            encode_fallback=_encode_fallback,
+            encode_fallback=encode_fallback,
             decode_fallback=self._decode_fallback,
             pickle_key=self.config.pickle_key if self.config.allow_pickle else None,
             on_unserializable=self.config.on_unserializable,
@@ -291,13 +247,23 @@ class CheckpointManager:
 
     # ------------------------------------------------------------------ writing
 
-    async def write(self, execution: Execution, task: AgentTask, doc: dict[str, Any], *,
+    async def write(self, execution: ExecutionInfo, agent_id: str, doc: dict[str, Any], *,
                     kind: str, state: dict[str, Any] | None = None,
-                    local_vars: dict[str, Any] | None = None) -> int:
-        """Encode and durably store one checkpoint of ``task``; return its seq.
+                    local_vars: dict[str, Any] | None = None,
+                    frame: str = "agent") -> int:
+        """Encode and durably store one checkpoint of agent ``agent_id``; return its seq.
 
         With ``enabled = false`` nothing is encoded or stored (the program runs without
         durability; it cannot be resumed).
+
+        Args:
+            execution: The execution-wide keys every checkpoint carries.
+            agent_id: The agent that writes it.
+            doc: Its document (:mod:`durably._journal`).
+            kind: ``"snapshot"`` or ``"delta"``.
+            state: The agent's state (snapshots).
+            local_vars: The bottom frame's variables (snapshots).
+            frame: The bottom frame's playbook (for error messages).
         """
         if not self.config.enabled:
             self.next_seq += 1
@@ -306,23 +272,23 @@ class CheckpointManager:
             seq = self.next_seq
             manifest = execution.manifest()
             if kind == "snapshot":
-                manifest[task.agent_id] = seq
+                manifest[agent_id] = seq
             body = {**doc, "manifest": manifest, "next_agent_id": execution.next_agent_id}
             if kind == "snapshot":
                 body["header"] = execution.header
             roots: dict[str, Any] = {"doc": body}
-            labels = {"doc": f"agent {task.agent_id} checkpoint"}
+            labels = {"doc": f"agent {agent_id} checkpoint"}
             if state is not None:
                 roots["state"] = state
-                labels["state"] = f"agent {task.agent_id} state"
+                labels["state"] = f"agent {agent_id} state"
             if local_vars is not None:
                 roots["locals"] = local_vars
-                frame = task.frames[0].playbook if task.frames else "agent"
                 labels["locals"] = f"{frame} frame local"
             await self._store(seq, roots, labels, manifest,
-                              {META_KIND: kind, META_AGENT: task.agent_id,
+                              {META_KIND: kind, META_AGENT: agent_id,
                                META_STATUS: "running"})
-            _maybe_crash(execution)
+            if self.faults is not None:
+                self.faults.checkpoint_written()
         keep = self.config.keep_last
         if keep and self.written % max(keep, PRUNE_EVERY) == 0:
             await self.prune(keep)
@@ -333,7 +299,7 @@ class CheckpointManager:
         return await self.provider.prune(self.execution_id, keep_last=max(1, keep_last),
                                          lease=self.lease)
 
-    async def write_final(self, execution: Execution, status: str, result: Any) -> int:
+    async def write_final(self, execution: ExecutionInfo, status: str, result: Any) -> int:
         """Mark the execution finished (``completed`` or ``failed``)."""
         if not self.config.enabled:
             return self.next_seq
@@ -531,7 +497,7 @@ class CheckpointManager:
         raise CorruptObjectError("too many blobs")  # pragma: no cover
 
     def _decode_fallback(self, tag: str, payload: Any) -> Any:
-        return _decode_fallback(tag, payload, self._unresolved)
+        return decode_fallback(tag, payload, self._unresolved)
 
     async def _prefetch(self, data: bytes) -> dict[str, bytes]:
         """Fetch, level by level and concurrently, the blobs a document mentions, so that
@@ -687,292 +653,8 @@ class CheckpointManager:
             raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint")
         return live
 
-    async def get_latest_checkpoint(self) -> Checkpoint | None:
-        """The latest checkpoint in human terms, or None if the execution has none."""
-        loaded = await self.load_execution()
-        if loaded is None:
-            return None
-        return _view(self.execution_id, loaded)
-
-    # --------------------------------------------------------------- standalone
-
-    def attach(self, agent_class: type[Agent], *, inputs: list[str] | None = None,
-               echo: Any = print) -> Agent:
-        """A standalone agent whose executor checkpoints through this manager (seed API).
-
-        Args:
-            agent_class: The agent's class (an :class:`~durably.Agent` subclass).
-            inputs: Answers its ``Yield("user")`` gets, in order.
-            echo: Called with each line it says to the user.
-        """
-        from durably._runtime import Execution, UserIO
-        from durably._standalone import StandaloneTask
-
-        execution = Execution(self, io=UserIO(inputs, echo=echo))
-        return execution.create_agent(agent_class, task_class=StandaloneTask).agent
-
-
 def _shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
     return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
-def _view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
-    from durably._executor import statement_spans
-
-    agents: dict[str, AgentView] = {}
-    for agent_id, (seq, _raw, state, local_vars) in sorted(loaded.snapshots.items()):
-        restored = loaded.restored(agent_id)
-        doc = restored.snapshot
-        frame = doc.frame
-        response = ""
-        if frame is not None and frame.get("llm_index") in restored.llm:
-            response = restored.llm[frame["llm_index"]].text
-        stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
-        transcript = [dict(item) for item in doc.transcript]
-        agents[agent_id] = AgentView(
-            agent_id=agent_id, agent_class=doc.agent_class, state=state, namespace=local_vars,
-            call_stack=stack, phase=doc.phase, transcript=transcript,
-            llm_response=response,
-            executed_statements=statement_spans(response, (frame or {}).get("executed", 0)),
-            current_statement=None, snapshot_seq=seq,
-            replay_entries=len(restored.entries),
-        )
-    first = next(iter(agents.values()), None)
-    return Checkpoint(
-        execution_id=execution_id,
-        seq=loaded.latest_seq,
-        namespace=dict(first.namespace) if first else {},
-        execution_state={
-            "agents": {a.agent_id: {"class": a.agent_class, "state": a.state,
-                                    "call_stack": a.call_stack, "phase": a.phase}
-                       for a in agents.values()},
-            "call_stack": first.call_stack if first else [],
-            "state": first.state if first else {},
-        },
-        metadata={
-            "llm_response": first.llm_response if first else "",
-            "executed_statements": first.executed_statements if first else [],
-            "current_statement": first.current_statement if first else None,
-            "counter": loaded.latest_seq,
-            "timestamp": loaded.latest_created_at,
-            **dict(loaded.metadata),
-        },
-        agents=agents,
-        status=loaded.status,
-        header=loaded.header,
-        result=loaded.result,
-    )
-
-
-class RecoveryCoordinator:
-    """Restores agents from an execution's checkpoints (seed API)."""
-
-    def __init__(self, manager: CheckpointManager) -> None:
-        self.manager = manager
-
-    async def can_recover(self) -> bool:
-        """Whether the execution has a checkpoint to resume from and is not finished."""
-        latest = await self.manager.provider.load_latest_checkpoint(self.manager.execution_id)
-        return latest is not None and latest.metadata.get(META_STATUS) not in (
-            "completed", "failed")
-
-    async def recover_execution_state(self, agent: Agent) -> Checkpoint:
-        """Restore ``agent`` (a standalone agent of this manager) from the latest checkpoint."""
-        checkpoint = await self.manager.get_latest_checkpoint()
-        if checkpoint is None:
-            raise NotFoundError(f"execution {self.manager.execution_id!r} has no checkpoint")
-        await restore_agents(self.manager, agent._task.execution)
-        return checkpoint
-
-
-async def restore_agents(manager: CheckpointManager, execution: Execution, *,
-                         loaded: LoadedExecution | None = None) -> LoadedExecution:
-    """Restore every agent of ``execution`` from the store (creating missing ones)."""
-
-    hooks = manager.hooks
-    if loaded is None:
-        loaded = await manager.load_execution()
-    if loaded is None:
-        raise NotFoundError(f"execution {manager.execution_id!r} has no checkpoint")
-    hooks.before_recover(manager.execution_id, loaded.latest_seq)
-    try:
-        execution.header = loaded.header
-        execution.next_agent_id = max(execution.next_agent_id, loaded.next_agent_id)
-        replayed = 0
-        for agent_id, (_seq, _doc, state, local_vars) in sorted(loaded.snapshots.items()):
-            restored = loaded.restored(agent_id)
-            task = execution.agents.get(agent_id)
-            if task is None:
-                cls = execution.agent_class_named(restored.snapshot.agent_class)
-                task = execution.create_agent(cls, agent_id)
-            task.restore(restored, state, local_vars)
-            replayed += len(restored.entries)
-        # Messages sent after the receiver's snapshot: deliver them again (deduplicated).
-        for delta_seq, delta in loaded.deltas:
-            for entry in DeltaDoc.from_doc(delta, delta_seq).entries:
-                for message in map(Message.from_doc, entry.messages):
-                    receiver = execution.agents.get(message.receiver)
-                    if (receiver is not None
-                            and (receiver.journal.snapshot_seq or 0) < delta_seq):
-                        execution.deliver(message)
-    except BaseException as exc:
-        hooks.on_recover_error(manager.execution_id, exc)
-        raise
-    hooks.after_recover(manager.execution_id, loaded.latest_seq, replayed)
-    return loaded
-
-
-async def restore_standalone(cls: type[StreamingPythonExecutor], agent: Agent,
-                             checkpoint: Any) -> StreamingPythonExecutor:
-    """Resume a standalone agent's executor (seed API).
-
-    ``checkpoint`` must be the execution's latest checkpoint: continuing from an older one
-    in place would write a second future after it. Fork the execution instead
-    (:func:`durably.fork`) to resume from an earlier point.
-    """
-    from durably._standalone import StandaloneTask
-
-    task = agent._task
-    if not isinstance(task, StandaloneTask):
-        raise DurablyError("resume_from_checkpoint resumes a standalone agent only (made by "
-                           "CheckpointManager.attach); resume executions with durably.resume")
-    if task.journal.snapshot_seq is None:
-        manager = task.execution.manager
-        loaded = await manager.load_execution()
-        if loaded is None:
-            raise NotFoundError(f"execution {manager.execution_id!r} has no checkpoint")
-        seq = getattr(checkpoint, "seq", loaded.latest_seq)
-        if seq != loaded.latest_seq:
-            raise DurablyError(
-                f"checkpoint {seq} is not the latest of {manager.execution_id!r} "
-                f"({loaded.latest_seq}); fork the execution to resume from an earlier point")
-        await restore_agents(manager, task.execution, loaded=loaded)
-    frame = task.frames[0] if task.frames else task.standalone_frame()
-    executor = cls(agent, frame)
-    assert frame.llm_index is not None
-    entry = task.journal.open_llm.get(frame.llm_index)
-    text = entry.text if entry is not None else ""
-    if text:
-        await executor._feed(text)
-    return executor
-
-
-# ------------------------------------------------------------- code objects
-
-
-class FunctionSource:
-    """A function defined by LLM code, to be re-created from its source on restore."""
-
-    def __init__(self, name: str, source: str) -> None:
-        self.name = name
-        self.source = source
-
-
-def _encode_fallback(value: Any) -> tuple[str, Any] | None:
-    from durably.agent import Agent, AgentHandle
-
-    if isinstance(value, AgentHandle):
-        return ("durably.agent", [value.id, value.agent_class])
-    if isinstance(value, types.ModuleType):
-        # LLM code ran `import name`; restoring re-imports the same module by name.
-        return ("durably.module", value.__name__)
-    if isinstance(value, Agent):
-        return ("durably.agent", [value.id, type(value).__name__])
-    if isinstance(value, (types.FunctionType, type)):
-        source = _defining_statement(value)
-        if source is not None:
-            return ("durably.function", [value.__name__, source])
-    return None
-
-
-def _defining_statement(value: Any) -> str | None:
-    """The source of the LLM statement that defined a function or class, if that statement
-    only defines it (``def``, ``class``, or ``name = lambda ...``), so re-running it on
-    restore has no other effect."""
-    import ast
-    import linecache
-
-    if isinstance(value, types.FunctionType):
-        filename = value.__code__.co_filename
-    else:
-        filename = getattr(value, "__durably_source__", "")
-    if not filename.startswith("<llm "):
-        return None
-    source = "".join(linecache.getlines(filename)).lstrip("\n")
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return None
-    pure = all(
-        (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        and not node.decorator_list)
-        or (isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda))
-        for node in tree.body
-    )
-    return source if pure and tree.body else None
-
-
-class ModuleReference:
-    """A module that LLM code imported, named by a checkpoint but not imported here.
-
-    Inspection shows it; it never imports anything. Restoring an execution (after the
-    program's fingerprint check) imports the module instead, as the LLM code's ``import``
-    statement did.
-    """
-
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return f"<module {self.name!r} (not imported)>"
-
-
-def _decode_fallback(tag: str, payload: Any, unresolved: list[str] | None = None) -> Any:
-    """Decode the values :func:`_encode_fallback` encodes. Never runs stored code: a
-    function's source is kept as text; a module is imported only when restoring
-    (``unresolved`` is None), never when inspecting."""
-    from durably.agent import AgentHandle
-
-    if tag == "durably.agent":
-        return AgentHandle(payload[0], payload[1])
-    if tag == "durably.function":
-        return FunctionSource(payload[0], payload[1])
-    if tag == "durably.module":
-        if type(payload) is not str or not all(p.isidentifier() for p in payload.split(".")):
-            raise CorruptObjectError(f"malformed data: bad module name {payload!r:.80}")
-        module = sys.modules.get(payload)
-        if module is not None:
-            return module
-        if unresolved is not None:
-            unresolved.append(payload)
-            return ModuleReference(payload)
-        import importlib
-
-        return importlib.import_module(payload)
-    return None
-
-
-def _maybe_crash(execution: Execution) -> None:
-    """Fault injection for tests and the demo (documented in testing-durability.md).
-
-    ``DURABLY_CRASH_AFTER_CHECKPOINT=N``: SIGKILL this process right after its N-th
-    checkpoint is durable. ``DURABLY_CRASH_IN_LLM_CALL=N``: SIGKILL it right after the
-    first checkpoint written while its N-th LLM response is still streaming in.
-    """
-    global _crash_counter, _crash_settings
-    if _crash_settings is None:  # read once per process: this runs at every checkpoint
-        after_env, in_call_env = os.environ.get(CRASH_ENV), os.environ.get(CRASH_LLM_ENV)
-        _crash_settings = (int(after_env) if after_env else None,
-                           int(in_call_env) if in_call_env else None)
-    after, in_call = _crash_settings
-    if after is None and in_call is None:
-        return
-    _crash_counter += 1
-    if (after is not None and _crash_counter == after) or (
-            in_call is not None and execution.llm_calls_live == in_call
-            and execution.llm_streaming):
-        os.kill(os.getpid(), signal.SIGKILL)
-        time.sleep(10)  # pragma: no cover

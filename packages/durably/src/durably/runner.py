@@ -25,9 +25,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from durably._resume import restore_agents
 from durably._runtime import Execution, UserIO
 from durably.agent import Agent
-from durably.checkpoint import CheckpointManager, restore_agents
+from durably.checkpoint import CheckpointManager
 from durably.config import DurabilityConfig, load_config
 from durably.errors import (
     ConfigError,
