@@ -59,6 +59,8 @@ __all__ = [
     "stack_label",
     "upgrade",
     "usage_tokens",
+    "user_input",
+    "user_input_number",
 ]
 
 FORMAT = 1
@@ -119,6 +121,18 @@ def stack_label(playbook: str, step: str | None) -> str:
 
 
 # ---------------------------------------------------------------------- records
+
+
+def user_input(number: int, text: str) -> dict[str, Any]:
+    """The journaled result of a ``Yield("user")``: the input's number and its text."""
+    return {"n": number, "text": text}
+
+
+def user_input_number(result: Any) -> int | None:
+    """The input number a journaled ``Yield("user")`` result consumed (None: not one)."""
+    if isinstance(result, dict) and isinstance(result.get("n"), int):
+        return int(result["n"])
+    return None
 
 
 class TranscriptItem(TypedDict):

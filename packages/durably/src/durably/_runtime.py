@@ -29,7 +29,16 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from durably._codeobjects import rebind_functions
 from durably._executor import ControlFlow, EndTurn, PlaybookReturn, ProgramExit
-from durably._journal import DeltaDoc, Entry, Frame, Message, RestoredAgent, SnapshotDoc
+from durably._journal import (
+    DeltaDoc,
+    Entry,
+    Frame,
+    Message,
+    RestoredAgent,
+    SnapshotDoc,
+    user_input,
+    user_input_number,
+)
 from durably._llmloop import PROCESS_MESSAGES, PlaybookLoop
 from durably._mailbox import Mailbox, is_work, next_work
 from durably._replay import Journal
@@ -208,8 +217,9 @@ class AgentTask:
         # before the crash is consumed, whichever agent replays first.
         io = self.execution.io
         io.consumed = max(io.consumed, snap.inputs, *(
-            entry.result["n"] + 1 for entry in self.journal.replay.values()
-            if entry.kind == "yield" and isinstance(entry.result, dict) and "n" in entry.result))
+            number + 1 for entry in self.journal.replay.values()
+            if entry.kind == "yield"
+            and (number := user_input_number(entry.result)) is not None))
         if snap.frame is not None:
             frame = Frame.from_doc(snap.frame, self.new_namespace(local_vars or {}),
                                    default_number=self.journal.llm_counts.get(
@@ -273,10 +283,12 @@ class AgentTask:
             async def ask() -> dict[str, Any]:
                 number = io.consumed
                 text = await io.ask(self.agent_class.__name__, self.agent_id)
-                return {"n": number, "text": text}
+                return user_input(number, text)
 
             def consumed(answer: dict[str, Any]) -> None:
-                io.consumed = max(io.consumed, answer["n"] + 1)
+                number = user_input_number(answer)
+                if number is not None:
+                    io.consumed = max(io.consumed, number + 1)
 
             answer = await self.op("yield", "user", ask, apply=consumed)
             return answer["text"]
