@@ -100,7 +100,9 @@ def render() -> str:
     lines += _entry(f"class Capability(StrEnum): {members}", storage.Capability)
     lines += _entry("class OwnerLock(abc.ABC): async release() -> None", storage.OwnerLock)
     for function in (storage.blob_digest, storage.validate_execution_id,
-                     storage.validate_metadata):
+                     storage.validate_metadata, storage.encode_int_cursor,
+                     storage.decode_int_cursor, storage.encode_metadata,
+                     storage.decode_metadata, storage.call_with_retries):
         lines += _entry(f"{function.__name__}({_parameters(function)}){_returns(function)}",
                         function)
     lines += [f'- `META_BASE = "{storage.META_BASE}"`, `META_STATUS = "{storage.META_STATUS}"`'

@@ -16,7 +16,7 @@ import asyncio
 import random
 import sys
 
-from durably_filesystem import FilesystemProvider, _fsutil, _provider
+from durably_filesystem import FilesystemProvider, _fsutil, _log
 
 _write_all = _fsutil.write_all
 
@@ -30,7 +30,7 @@ def _announced_write_all(fd: int, parts: list[bytes | memoryview]) -> None:
     _write_all(fd, parts)
 
 
-setattr(_provider, "write_all", _announced_write_all)  # noqa: B010 - patching on purpose
+setattr(_log, "write_all", _announced_write_all)  # noqa: B010 - patching on purpose
 
 SIZES = (17, 300, 1500, 5000, 40_000, 700, 2, 120_000)
 BIG = 1_200_000

@@ -412,7 +412,7 @@ async def test_every_write_gets_a_new_version(root: Path) -> None:
 async def test_a_failed_flush_writes_nothing(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """If fdatasync fails (EIO), the append is cut off again and the error is a StoreError
     naming the log; the store stays usable."""
-    from durably_filesystem import _provider
+    from durably_filesystem import _log
 
     async with FilesystemProvider(root) as provider:
         await provider.save_checkpoint(RUN, 0, b"fine")
@@ -421,7 +421,7 @@ async def test_a_failed_flush_writes_nothing(root: Path, monkeypatch: pytest.Mon
         def failing(fd: int) -> None:
             raise OSError(errno.EIO, "Input/output error")
 
-        monkeypatch.setattr(_provider, "fdatasync", failing)
+        monkeypatch.setattr(_log, "fdatasync", failing)
         with pytest.raises(StoreError, match="Input/output error") as caught:
             await provider.save_checkpoint(RUN, 1, b"lost")
         assert isinstance(caught.value.__cause__, OSError)

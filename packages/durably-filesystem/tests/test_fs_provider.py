@@ -23,6 +23,8 @@ from durably.storage import blob_digest
 from durably_filesystem import FilesystemBackdoor, FilesystemProvider
 from durably_filesystem import _format as format_module
 from durably_filesystem import _fsutil as fsutil_module
+from durably_filesystem import _leases as leases_module
+from durably_filesystem import _log as log_module
 from durably_filesystem import _provider as provider_module
 
 RUN = "run-1"
@@ -135,8 +137,8 @@ async def test_a_read_only_store(root: Path, monkeypatch: pytest.MonkeyPatch) ->
             await provider.save_checkpoint(RUN, seq, f"kept {seq}".encode())
     backdoor = FilesystemBackdoor(root)
     await backdoor.corrupt_checkpoint(RUN, 1)
-    monkeypatch.setattr(provider_module, "os", _ReadOnlyOs())
-    monkeypatch.setattr(fsutil_module, "os", _ReadOnlyOs())
+    for module in (provider_module, log_module, leases_module, fsutil_module):
+        monkeypatch.setattr(module, "os", _ReadOnlyOs())
     async with FilesystemProvider(root) as provider:
         assert (await provider.load_checkpoint(RUN, 0)).data == b"kept 0"
         with pytest.raises(CorruptObjectError):
@@ -231,7 +233,7 @@ async def test_big_payloads_are_written_and_read_off_the_event_loop(
         threads.append(threading.current_thread().name)
         return pread_exact(fd, size, offset)
 
-    monkeypatch.setattr(provider_module, "write_all", spy_write)
+    monkeypatch.setattr(log_module, "write_all", spy_write)
     monkeypatch.setattr(format_module, "pread_exact", spy_read)
     big = os.urandom(3 * 1024 * 1024)
     async with FilesystemProvider(root) as provider:

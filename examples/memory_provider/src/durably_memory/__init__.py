@@ -62,6 +62,8 @@ from durably.storage import (
     Lease,
     Page,
     WriteMode,
+    decode_int_cursor,
+    encode_int_cursor,
 )
 
 __all__ = ["LeaseRecord", "MemoryProvider", "MemoryStore", "StoredObject"]
@@ -216,15 +218,16 @@ class MemoryProvider(CheckpointProvider):
         self, execution_id: str, cursor: str | None, limit: int, after: int | None,
     ) -> Page[CheckpointInfo]:
         start = -1 if after is None else after
-        if cursor is not None:
-            start = max(start, _int_cursor(cursor))
+        resume = decode_int_cursor(cursor)  # the last seq listed: survives deletes [C4]
+        if resume is not None:
+            start = max(start, resume)
         async with self.store.lock:
             seqs = self.store.checkpoints.get(execution_id, {})
             wanted = sorted(seq for seq in seqs if seq > start)
             infos = [seqs[seq].info for seq in wanted[:limit]]
         items = tuple(info for info in infos if info is not None)
         more = len(wanted) > limit
-        return Page(items, str(items[-1].seq) if more else None)
+        return Page(items, encode_int_cursor(items[-1].seq) if more else None)
 
     async def _delete(self, execution_id: str, seq: int, lease: Lease | None) -> bool:
         async with self.store.lock:
@@ -375,10 +378,3 @@ class MemoryProvider(CheckpointProvider):
             if not blobs:
                 del self.store.blobs[execution_id]
             return True
-
-
-def _int_cursor(cursor: str) -> int:
-    try:
-        return int(cursor)
-    except ValueError:
-        raise ValueError(f"invalid cursor {cursor!r}: pass the next_cursor of a page") from None

@@ -38,7 +38,6 @@ listed, and loading it raises :class:`~durably.errors.CorruptObjectError`.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import struct
 import zlib
@@ -46,6 +45,7 @@ from bisect import bisect_left, insort
 from dataclasses import dataclass, field
 
 from durably.errors import CorruptObjectError, UnsupportedFormatError
+from durably.storage import decode_metadata, encode_metadata
 
 LOG_MAGIC = b"\x89DRBLOG\n"
 LOG_VERSION = 1
@@ -79,10 +79,7 @@ def frame_sum(*parts: bytes | memoryview) -> bytes:
 
 
 def encode_meta(metadata: dict[str, str]) -> bytes:
-    if not metadata:
-        return b""
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":"),
-                      sort_keys=True).encode("utf-8")
+    return encode_metadata(metadata).encode("utf-8")
 
 
 def encode_record(
@@ -225,17 +222,10 @@ def parse_meta(raw: bytes | memoryview, head: RecordHead) -> dict[str, str] | No
     """The metadata of a record, or None if it fails its CRC or does not parse."""
     if zlib.crc32(raw) != head.meta_crc:
         return None
-    if not raw:
-        return {}
     try:
-        value = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        return decode_metadata(raw, f"the record of checkpoint {head.seq}")
+    except CorruptObjectError:
         return None
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        return None
-    return value
 
 
 class _ShortRead(Exception):

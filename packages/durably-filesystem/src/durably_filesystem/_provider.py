@@ -30,41 +30,36 @@ in a dedicated thread.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import errno
 import fcntl
-import hashlib
 import json
 import logging
 import os
 import re
 import secrets
 import shutil
-import threading
 import time
 import warnings
 from bisect import bisect_right
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+from dataclasses import replace
 from typing import Any, ClassVar, ParamSpec, Self, TypeVar
 
 from durably.config import parse_size
 from durably.errors import (
     ConfigError,
     CorruptObjectError,
-    DurablyError,
     DurablyWarning,
-    FencedError,
     InvalidExecutionIdError,
     LeaseHeldError,
     StoreError,
     UnsupportedFormatError,
     already_exists,
-    fenced,
     precondition_failed,
 )
+from durably.options import bool_option, option_items
 from durably.storage import (
     BlobInfo,
     Capability,
@@ -76,20 +71,43 @@ from durably.storage import (
     OwnerLock,
     Page,
     WriteMode,
+    decode_int_cursor,
+    encode_int_cursor,
     validate_execution_id,
 )
 from durably_filesystem import _format as fmt
 from durably_filesystem._fsutil import (
     O_CLOEXEC,
     TMP_PREFIX,
-    fdatasync,
     fsync_dir,
     makedirs_durable,
     read_file,
-    tmp_path,
     wrap_os_error,
-    write_all,
     write_atomic,
+)
+from durably_filesystem._leases import (
+    FlockOwnerLock,
+    LeaseRecord,
+    check_fence,
+    current_lease,
+    epoch_floor,
+    fenced_by,
+    raise_epoch_floor,
+    write_lease,
+)
+from durably_filesystem._log import (
+    INLINE_LIMIT,
+    ExecState,
+    append_sync,
+    blocking,
+    compact_sync,
+    first_record_complete,
+    hold_lock,
+    info,
+    maybe_compact,
+    read_current,
+    refresh,
+    writable_index,
 )
 
 __all__ = ["FilesystemProvider"]
@@ -115,173 +133,12 @@ BLOBS = "blobs"
 DEFAULT_COMPACT_THRESHOLD = 1 << 20
 """Compact a log once it holds at least this many bytes of dead records (and at least
 as many dead bytes as live ones)."""
-INLINE_LIMIT = 1 << 20
-"""Reads and writes larger than this run in a worker thread, not on the event loop."""
 MAX_OPEN_EXECUTIONS = 128
 """Executions whose open files and index a provider instance keeps (LRU)."""
 OPTIONS = ("compact_threshold", "fsync")
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
-
-
-async def _blocking(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run ``fn`` in a worker thread; if the caller is cancelled, wait for it anyway.
-
-    The thread cannot be stopped, and it works on state guarded by the caller's locks:
-    returning early would release them while it still runs.
-    """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller was cancelled, it cannot see it
-        raise
-
-
-async def _wait_for_flock(fd: int) -> None:
-    """Take ``flock(fd, LOCK_EX)``, blocking in a dedicated thread, not the event loop.
-
-    A dedicated thread (not the default executor) so that waiters can never starve
-    the executor that lock holders need for big writes. The thread works on a
-    duplicate of ``fd`` (same open file description, so the same lock). If the caller
-    is cancelled, the lock -- once the kernel grants it -- is handed back at once.
-    """
-    loop = asyncio.get_running_loop()
-    future: asyncio.Future[None] = loop.create_future()
-    dup = os.dup(fd)
-
-    def deliver(error: BaseException | None) -> None:
-        if future.cancelled():
-            if error is None:
-                fcntl.flock(dup, fcntl.LOCK_UN)
-            os.close(dup)
-            return
-        os.close(dup)
-        if error is None:
-            future.set_result(None)
-        else:
-            future.set_exception(error)
-
-    def wait() -> None:
-        error: BaseException | None = None
-        try:
-            fcntl.flock(dup, fcntl.LOCK_EX)
-        except BaseException as exc:
-            error = exc
-        try:
-            loop.call_soon_threadsafe(deliver, error)
-        except RuntimeError:  # the loop is closed: nobody waits any more
-            if error is None:
-                fcntl.flock(dup, fcntl.LOCK_UN)
-            os.close(dup)
-
-    threading.Thread(target=wait, name="durably-flock-wait", daemon=True).start()
-    try:
-        await future
-    except asyncio.CancelledError:
-        # cancelled after the lock was granted but before this task resumed
-        if future.done() and not future.cancelled() and future.exception() is None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-        raise
-
-
-@dataclass(slots=True)
-class _OpenLog:
-    fd: int
-    ino: int
-    index: fmt.LogIndex
-    writable: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _LeaseRecord:
-    owner: str
-    epoch: int
-    expires_at: float
-    released: bool
-
-    def encode(self) -> bytes:
-        return json.dumps({"v": 1, "owner": self.owner, "epoch": self.epoch,
-                           "expires_at": self.expires_at, "released": self.released},
-                          separators=(",", ":")).encode("utf-8")
-
-    def live(self, now: float) -> bool:
-        return not self.released and now < self.expires_at
-
-
-@dataclass(slots=True)
-class _LeaseCache:
-    fd: int
-    """Kept open so that the inode cannot be reused while it is the cache key."""
-    key: tuple[int, int, int]
-    record: _LeaseRecord
-
-
-def _parse_lease(raw: bytes, path: str) -> _LeaseRecord:
-    try:
-        data = json.loads(raw.decode("utf-8"))
-        record = _LeaseRecord(data["owner"], data["epoch"], float(data["expires_at"]),
-                              data["released"])
-    except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
-        raise CorruptObjectError(f"lease file {path} is damaged: {exc}") from exc
-    if (not isinstance(record.owner, str) or not isinstance(record.epoch, int)
-            or not isinstance(record.released, bool)):
-        raise CorruptObjectError(f"lease file {path} is damaged: wrong field types")
-    return record
-
-
-class _FlockOwnerLock(OwnerLock):
-    """An exclusive ``flock`` on ``executions/E/owner``: the kernel drops it when the
-    holding process dies, however it dies."""
-
-    def __init__(self, fd: int) -> None:
-        self._fd: int | None = fd
-
-    async def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-
-
-class _ExecState:
-    """One execution's open files and index, guarded by ``mutex`` within this instance."""
-
-    def __init__(self, execution_id: str, directory: str) -> None:
-        self.execution_id = execution_id
-        self.dir = directory
-        self.log_path = os.path.join(directory, LOG)
-        self.lock_path = os.path.join(directory, LOCK)
-        self.lease_path = os.path.join(directory, LEASE)
-        self.blobs_dir = os.path.join(directory, BLOBS)
-        self.mutex = asyncio.Lock()
-        self.users = 0
-        self.lock_fd: int | None = None
-        self.log: _OpenLog | None = None
-        self.lease: _LeaseCache | None = None
-
-    def drop_log(self) -> None:
-        if self.log is not None:
-            fd, self.log = self.log.fd, None
-            os.close(fd)
-
-    def drop_lease(self) -> None:
-        if self.lease is not None:
-            fd, self.lease = self.lease.fd, None
-            os.close(fd)
-
-    def reset(self) -> None:
-        """Close every file; the state reopens them lazily."""
-        self.drop_log()
-        self.drop_lease()
-        if self.lock_fd is not None:
-            fd, self.lock_fd = self.lock_fd, None
-            os.close(fd)
 
 
 class FilesystemProvider(CheckpointProvider):
@@ -334,7 +191,7 @@ class FilesystemProvider(CheckpointProvider):
         self._trash = os.path.join(self._root, TRASH)
         self._fsync = fsync
         self._compact_threshold = compact_threshold
-        self._states: OrderedDict[str, _ExecState] = OrderedDict()
+        self._states: OrderedDict[str, ExecState] = OrderedDict()
         self._root_ready = False
         self._marker_checked = False
         self._closed = False
@@ -377,20 +234,14 @@ class FilesystemProvider(CheckpointProvider):
         if path.startswith("~"):
             path = os.path.expanduser(path)
         kwargs: dict[str, Any] = {}
-        for key, value in (options or {}).items():
-            dotted = f"durability.file.{key}"
+        for key, dotted, value in option_items(options, "durability.file", OPTIONS):
             if key == "fsync":
-                if not isinstance(value, bool):
-                    raise ConfigError(f"expected true or false, got {value!r}", key=dotted)
-                kwargs["fsync"] = value
-            elif key == "compact_threshold":
+                kwargs["fsync"] = bool_option(dotted, value)
+            else:
                 if isinstance(value, bool) or not isinstance(value, (int, str)):
                     raise ConfigError(f"expected a size, got {value!r}", key=dotted,
                                       fix="Use a number of bytes or e.g. '4MiB'")
                 kwargs["compact_threshold"] = parse_size(value, key=dotted)
-            else:
-                raise ConfigError("unknown option", key=dotted,
-                                  fix=f"Known options: {', '.join(OPTIONS)}")
         return cls(path, **kwargs)
 
     @property
@@ -432,7 +283,7 @@ class FilesystemProvider(CheckpointProvider):
             raise InvalidExecutionIdError(f"execution id {execution_id!r} escapes the store")
         return path
 
-    def _state(self, execution_id: str) -> _ExecState:
+    def _state(self, execution_id: str) -> ExecState:
         self._check_open()
         state = self._states.get(execution_id)
         if state is not None:
@@ -444,7 +295,8 @@ class FilesystemProvider(CheckpointProvider):
             raise StoreError(
                 f"{directory} resolves outside the store's {real_parent}; refusing to use it"
             )
-        state = self._states[execution_id] = _ExecState(execution_id, directory)
+        state = self._states[execution_id] = ExecState(
+            execution_id, directory, fsync=self._fsync, prepare_root=self._prepare_root)
         if len(self._states) > MAX_OPEN_EXECUTIONS:
             for key, old in list(self._states.items()):
                 if len(self._states) <= MAX_OPEN_EXECUTIONS:
@@ -455,7 +307,7 @@ class FilesystemProvider(CheckpointProvider):
         return state
 
     @contextlib.asynccontextmanager
-    async def _using(self, execution_id: str) -> AsyncIterator[_ExecState]:
+    async def _using(self, execution_id: str) -> AsyncIterator[ExecState]:
         """The execution's state, exclusively (other tasks of this instance wait)."""
         state = self._state(execution_id)
         state.users += 1
@@ -538,309 +390,6 @@ class FilesystemProvider(CheckpointProvider):
         for name in names:
             shutil.rmtree(os.path.join(self._trash, name), ignore_errors=True)
 
-    # ------------------------------------------------------------------- locking
-
-    def _open_lock(self, state: _ExecState, create: bool) -> int | None:
-        for _ in range(100):
-            try:
-                return os.open(state.lock_path, os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
-            except FileNotFoundError:
-                if not create:
-                    return None
-                self._prepare_root()
-                makedirs_durable(state.dir, fsync=self._fsync)
-        raise StoreError(f"cannot create {state.lock_path}: its directory keeps disappearing")
-
-    async def _acquire(self, state: _ExecState, create: bool) -> bool:
-        """Take the execution's cross-process lock (False: no such execution, not created).
-
-        ``flock`` is tried without blocking first; if another process holds the lock,
-        a short-lived thread waits for it in the kernel (see :func:`_wait_for_flock`),
-        so the event loop never blocks and the waiter wakes as soon as it is free.
-        """
-        while True:
-            if state.lock_fd is None:
-                state.lock_fd = self._open_lock(state, create)
-                if state.lock_fd is None:
-                    return False
-            fd = state.lock_fd
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                await _wait_for_flock(fd)
-            try:
-                current: int | None = os.stat(state.lock_path).st_ino
-            except FileNotFoundError:
-                current = None
-            if current == os.fstat(fd).st_ino:
-                return True
-            # the execution was deleted (its directory moved away) while we waited
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            state.lock_fd = None
-            os.close(fd)
-
-    @contextlib.asynccontextmanager
-    async def _locked(self, state: _ExecState, *, create: bool) -> AsyncIterator[bool]:
-        acquired = await self._acquire(state, create)
-        try:
-            yield acquired
-        finally:
-            if acquired and state.lock_fd is not None:
-                fcntl.flock(state.lock_fd, fcntl.LOCK_UN)
-
-    # ----------------------------------------------------------------- the index
-
-    def _reopen(self, state: _ExecState) -> fmt.LogIndex | None:
-        """Open the log at its path and index it from scratch."""
-        state.drop_log()
-        writable = True
-        try:
-            fd = os.open(state.log_path, os.O_RDWR | os.O_APPEND | O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        except OSError as exc:
-            if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                raise
-            fd = os.open(state.log_path, os.O_RDONLY | O_CLOEXEC)
-            writable = False
-        try:
-            info = os.fstat(fd)
-            fmt.read_log_header(fd, state.log_path)
-            index = fmt.LogIndex()
-            fmt.scan(fd, index, fmt.LOG_HEADER_SIZE, info.st_size)
-        except BaseException:
-            os.close(fd)
-            raise
-        state.log = _OpenLog(fd, info.st_ino, index, writable)
-        return index
-
-    def _refresh_sync(self, state: _ExecState) -> fmt.LogIndex | None:
-        try:
-            info = os.stat(state.log_path)
-        except FileNotFoundError:
-            state.drop_log()
-            return None
-        current = state.log
-        if current is not None and info.st_ino == current.ino:
-            index = current.index
-            if info.st_size == index.scanned_size and index.tail is None:
-                return index
-            if info.st_size >= index.valid_end:
-                fmt.scan(current.fd, index, index.valid_end, info.st_size)
-                return index
-        return self._reopen(state)
-
-    async def _refresh(self, state: _ExecState) -> fmt.LogIndex | None:
-        """Bring the index up to date with the file (other processes may have written).
-
-        One ``stat`` when nothing changed; new records are read incrementally; a new
-        inode (compaction, deletion) means a full re-index. The log's descriptor stays
-        open, so its inode number cannot be reused while it identifies the index.
-        """
-        try:
-            info = os.stat(state.log_path)
-        except FileNotFoundError:
-            state.drop_log()
-            return None
-        current = state.log
-        if current is not None and info.st_ino == current.ino:
-            if info.st_size == current.index.scanned_size and current.index.tail is None:
-                return current.index
-            todo = info.st_size - current.index.valid_end
-        else:
-            todo = info.st_size
-        if todo > INLINE_LIMIT:
-            return await _blocking(self._refresh_sync, state)
-        return self._refresh_sync(state)
-
-    async def _rescan(self, state: _ExecState) -> fmt.LogIndex | None:
-        try:
-            size = os.stat(state.log_path).st_size
-        except FileNotFoundError:
-            state.drop_log()
-            return None
-        if size > INLINE_LIMIT:
-            return await _blocking(self._reopen, state)
-        return self._reopen(state)
-
-    async def _writable_index(self, state: _ExecState, *, create: bool) -> fmt.LogIndex | None:
-        """Under the lock: the up-to-date index, with any torn tail truncated away."""
-        index = await self._refresh(state)
-        if index is None:
-            if not create:
-                return None
-            write_atomic(state.log_path, [fmt.LOG_HEADER], fsync=self._fsync, exclusive=True)
-            index = self._reopen(state)
-            if index is None:
-                raise StoreError(f"{state.log_path} disappeared while it was being created")
-        current = state.log
-        assert current is not None
-        if not current.writable:
-            raise wrap_os_error(OSError(errno.EACCES, "the log is read-only"),
-                                "write", state.log_path)
-        tail = index.tail
-        if tail is not None:
-            log.warning("%s: discarding %d bytes at offset %d, an append that never "
-                        "completed (checkpoint %s; its writer crashed)", state.log_path,
-                        index.scanned_size - tail.offset, tail.offset,
-                        "unknown" if tail.seq is None else tail.seq)
-            os.ftruncate(current.fd, index.valid_end)
-            index.scanned_size = index.valid_end
-            index.tail = None
-        return index
-
-    def _append_sync(
-        self, state: _ExecState, parts: list[bytes | memoryview],
-        apply: Callable[[fmt.LogIndex, int], None],
-    ) -> None:
-        """Append one or more whole records, make them durable, then update the index."""
-        current = state.log
-        assert current is not None
-        index = current.index
-        offset = index.valid_end
-        try:
-            write_all(current.fd, parts)
-            if self._fsync:
-                fdatasync(current.fd)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.ftruncate(current.fd, offset)
-            state.drop_log()
-            raise
-        index.valid_end = index.scanned_size = offset + sum(len(part) for part in parts)
-        apply(index, offset)
-
-    def _compact_sync(self, state: _ExecState, drop: frozenset[int] = frozenset()) -> None:
-        """Rewrite the log with only its live records (minus ``drop``), then swap it in.
-
-        Under the execution's lock: write a new file, fsync it, rename it over the log,
-        fsync the directory. Other processes notice the new inode and re-index; their
-        descriptors of the old file stay readable until they do.
-        """
-        current = state.log
-        assert current is not None
-        index = current.index
-        keep = sorted((e for e in index.entries.values() if e.seq not in drop),
-                      key=lambda e: e.offset)
-        if index.corrupt_regions:
-            log.error("%s: compaction discards %d unreadable byte range(s) at %s",
-                      state.log_path, len(index.corrupt_regions), index.corrupt_regions)
-        tmp = tmp_path(state.dir, LOG)
-        fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
-        try:
-            new = fmt.LogIndex()
-            write_all(fd, [fmt.LOG_HEADER])
-            position = fmt.LOG_HEADER_SIZE
-            for entry in keep:
-                # damaged records are copied as they are: still reported, never "repaired"
-                ok = _copy_record(current.fd, entry, fd)
-                new.put(replace(entry, offset=position, corrupt=entry.corrupt or not ok,
-                                verified=True))
-                position += entry.length
-            new.valid_end = new.scanned_size = position
-            if self._fsync:
-                os.fsync(fd)
-            os.rename(tmp, state.log_path)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        state.log = _OpenLog(fd, os.fstat(fd).st_ino, new, True)
-        os.close(current.fd)
-        if self._fsync:
-            fsync_dir(state.dir)
-        # temporary files in the execution's directory are only made under its lock,
-        # which we hold: any left are from a crashed writer
-        for name in os.listdir(state.dir):
-            if name.startswith(TMP_PREFIX):
-                with contextlib.suppress(OSError):
-                    os.unlink(os.path.join(state.dir, name))
-
-    def _needs_compaction(self, index: fmt.LogIndex) -> bool:
-        dead = index.dead_bytes
-        return dead > 0 and dead >= self._compact_threshold and dead >= index.live_bytes
-
-    async def _maybe_compact(self, state: _ExecState) -> None:
-        """Compact if due. The write that made it due has succeeded already: a failed
-        compaction is logged, not raised (the old log stays in place, intact)."""
-        if state.log is None or not self._needs_compaction(state.log.index):
-            return
-        try:
-            await _blocking(self._compact_sync, state)
-        except (OSError, DurablyError) as exc:
-            log.warning("%s: compaction failed, the log stays as it is: %s",
-                        state.log_path, exc)
-
-    # -------------------------------------------------------------------- leases
-
-    def _epoch_floor(self) -> int:
-        """The highest epoch any deleted execution had (0 if none was deleted).
-
-        Epochs must never repeat for an execution id, even after ``delete_execution``
-        removed its lease file (a zombie holder of a pre-deletion lease must stay
-        fenced). One store-wide floor, raised when an execution with a lease is deleted,
-        is where a new lease file starts counting from.
-        """
-        raw = read_file(os.path.join(self._root, EPOCH_FLOOR))
-        if raw is None:
-            return 0
-        try:
-            return int(raw.decode("ascii"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise CorruptObjectError(
-                f"{os.path.join(self._root, EPOCH_FLOOR)} is damaged: {raw[:40]!r}") from exc
-
-    async def _raise_epoch_floor(self, epoch: int) -> None:
-        """Raise the store-wide epoch floor to ``epoch`` (under the store's lock)."""
-        fd = os.open(os.path.join(self._root, STORE_LOCK),
-                     os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
-        try:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                await _wait_for_flock(fd)
-            if epoch > self._epoch_floor():
-                write_atomic(os.path.join(self._root, EPOCH_FLOOR), [str(epoch).encode()],
-                             fsync=self._fsync)
-        finally:
-            os.close(fd)
-
-    def _current_lease(self, state: _ExecState) -> _LeaseRecord | None:
-        """The lease record, re-read only when the file changed (keyed by its stat)."""
-        try:
-            info = os.stat(state.lease_path)
-        except FileNotFoundError:
-            state.drop_lease()
-            return None
-        cached = state.lease
-        if cached is not None and cached.key == (info.st_ino, info.st_mtime_ns, info.st_size):
-            return cached.record
-        state.drop_lease()
-        try:
-            fd = os.open(state.lease_path, os.O_RDONLY | O_CLOEXEC)
-        except FileNotFoundError:
-            return None
-        try:
-            info = os.fstat(fd)
-            record = _parse_lease(fmt.pread_exact(fd, info.st_size, 0), state.lease_path)
-        except BaseException:
-            os.close(fd)
-            raise
-        state.lease = _LeaseCache(fd, (info.st_ino, info.st_mtime_ns, info.st_size), record)
-        return record
-
-    def _write_lease(self, state: _ExecState, record: _LeaseRecord) -> None:
-        write_atomic(state.lease_path, [record.encode()], fsync=self._fsync)
-        state.drop_lease()
-
-    def _check_fence(self, state: _ExecState, lease: Lease | None, action: str) -> None:
-        if lease is None:
-            return
-        current = self._current_lease(state)
-        if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
-            raise _fenced(lease, current, action)
-
     # --------------------------------------------------------------- checkpoints
 
     async def _save(
@@ -864,11 +413,11 @@ class FilesystemProvider(CheckpointProvider):
                               state.log_path):
                 action = f"saving checkpoint {seq}"
                 if lease is not None and not os.path.exists(state.lease_path):
-                    raise _fenced(lease, None, action)
-                async with self._locked(state, create=True):
-                    index = await self._writable_index(state, create=True)
+                    raise fenced_by(lease, None, action)
+                async with hold_lock(state, create=True):
+                    index = await writable_index(state, create=True)
                     assert index is not None
-                    self._check_fence(state, lease, action)
+                    check_fence(state, lease, action)
                     current = index.entries.get(seq)
                     if mode == "create":
                         if current is not None:
@@ -880,107 +429,46 @@ class FilesystemProvider(CheckpointProvider):
                             actual=None if current is None else current.version,
                             missing=current is None)
                     if length > INLINE_LIMIT:
-                        await _blocking(self._append_sync, state, parts, apply)
+                        await blocking(append_sync, state, parts, apply)
                     else:
-                        self._append_sync(state, parts, apply)
+                        append_sync(state, parts, apply)
                     if current is not None:
-                        await self._maybe_compact(state)
-        return self._info(execution_id, entry)
-
-    def _info(self, execution_id: str, entry: fmt.Entry) -> CheckpointInfo:
-        return CheckpointInfo(execution_id, entry.seq, entry.version, entry.data_len,
-                              entry.created_ns / 1e9, dict(entry.metadata))
-
-    async def _pread(self, state: _ExecState, entry: fmt.Entry) -> bytes:
-        assert state.log is not None
-        if entry.length > INLINE_LIMIT:
-            return await _blocking(fmt.pread_exact, state.log.fd, entry.length, entry.offset)
-        return fmt.pread_exact(state.log.fd, entry.length, entry.offset)
-
-    async def _read_current(
-        self, state: _ExecState, seq: int | None,
-    ) -> tuple[CheckpointInfo, bytes] | None:
-        """Read and verify checkpoint ``seq`` (None: the latest) under the mutex.
-
-        Before reporting damage, the log is indexed afresh under the execution's lock:
-        the index may be stale (the file was rewritten under it), and no append can be
-        in progress then.
-        """
-        index = await self._refresh(state)
-        confirmed = False
-        while True:
-            if index is None:
-                return None
-            if seq is None:
-                entry = index.entries[index.seqs[-1]] if index.seqs else None
-            else:
-                entry = index.entries.get(seq)
-            if entry is None:
-                if seq is None or not index.corrupt_regions:
-                    return None
-                if confirmed:
-                    raise CorruptObjectError(
-                        f"checkpoint {seq} of execution {state.execution_id!r} was not "
-                        f"found, and {state.log_path} has unreadable byte ranges "
-                        f"{index.corrupt_regions} that may have held it")
-            else:
-                if not entry.corrupt:
-                    raw = await self._pread(state, entry)
-                    if fmt.check_record(raw, entry):
-                        entry.verified = True
-                        start = fmt.HEAD_SIZE + entry.meta_len
-                        return (self._info(state.execution_id, entry),
-                                raw[start : start + entry.data_len])
-                    if confirmed:
-                        entry.corrupt = True
-                if confirmed:
-                    raise CorruptObjectError(
-                        f"checkpoint {entry.seq} of execution {state.execution_id!r} is "
-                        f"damaged: its record at offset {entry.offset} of {state.log_path} "
-                        "fails its checksum")
-            try:
-                async with self._locked(state, create=False):
-                    index = await self._rescan(state)
-            except OSError as exc:  # a read-only store: look again without the lock
-                if exc.errno not in (errno.EACCES, errno.EPERM, errno.EROFS):
-                    raise
-                index = await self._rescan(state)
-            confirmed = True
+                        await maybe_compact(state, self._compact_threshold)
+        return info(execution_id, entry)
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         self._check_store()
         async with self._using(execution_id) as state:
             with self._errors(f"read checkpoint {seq} of execution {execution_id!r}",
                               state.log_path):
-                return await self._read_current(state, seq)
+                return await read_current(state, seq)
 
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
         self._check_store()
         async with self._using(execution_id) as state:
             with self._errors(f"read the latest checkpoint of execution {execution_id!r}",
                               state.log_path):
-                return await self._read_current(state, None)
+                return await read_current(state, None)
 
     async def _list(
         self, execution_id: str, cursor: str | None, limit: int, after: int | None,
     ) -> Page[CheckpointInfo]:
         self._check_store()
         start = -1 if after is None else after
-        if cursor is not None:
-            if not (cursor.isascii() and cursor.isdigit()):
-                raise ValueError(f"invalid cursor {cursor!r}")
-            start = max(start, int(cursor))
+        resume = decode_int_cursor(cursor)
+        if resume is not None:
+            start = max(start, resume)
         async with self._using(execution_id) as state:
             with self._errors(f"list the checkpoints of execution {execution_id!r}",
                               state.log_path):
-                index = await self._refresh(state)
+                index = await refresh(state)
             if index is None:
                 return Page(())
             first = bisect_right(index.seqs, start)
             seqs = index.seqs[first : first + limit]
-            items = tuple(self._info(execution_id, index.entries[s]) for s in seqs)
+            items = tuple(info(execution_id, index.entries[s]) for s in seqs)
             more = first + limit < len(index.seqs)
-            return Page(items, str(seqs[-1]) if more and seqs else None)
+            return Page(items, encode_int_cursor(seqs[-1]) if more and seqs else None)
 
     async def _delete(self, execution_id: str, seq: int, lease: Lease | None) -> bool:
         return bool(await self._delete_seqs(execution_id, [seq], lease))
@@ -998,16 +486,16 @@ class FilesystemProvider(CheckpointProvider):
                               state.log_path):
                 action = "deleting checkpoints"
                 if lease is not None and not os.path.exists(state.lease_path):
-                    raise _fenced(lease, None, action)
+                    raise fenced_by(lease, None, action)
                 if not os.path.isdir(state.dir):
                     return []
-                async with self._locked(state, create=False) as locked:
+                async with hold_lock(state, create=False) as locked:
                     if not locked:
                         if lease is not None:
-                            raise _fenced(lease, None, action)
+                            raise fenced_by(lease, None, action)
                         return []
-                    index = await self._writable_index(state, create=False)
-                    self._check_fence(state, lease, action)
+                    index = await writable_index(state, create=False)
+                    check_fence(state, lease, action)
                     if index is None:
                         return []
                     doomed = sorted({seq for seq in seqs if seq in index.entries})
@@ -1015,7 +503,7 @@ class FilesystemProvider(CheckpointProvider):
                         return []
                     if len(doomed) == len(index.entries):
                         # nothing left: an empty log says so at once (and costs no space)
-                        await _blocking(self._compact_sync, state, frozenset(doomed))
+                        await blocking(compact_sync, state, frozenset(doomed))
                         return doomed
                     created_ns = time.time_ns()
                     parts: list[bytes | memoryview] = []
@@ -1027,8 +515,8 @@ class FilesystemProvider(CheckpointProvider):
                         for seq in doomed:
                             index.remove(seq, fmt.OVERHEAD)
 
-                    self._append_sync(state, [b"".join(parts)], apply)
-                    await self._maybe_compact(state)
+                    append_sync(state, [b"".join(parts)], apply)
+                    await maybe_compact(state, self._compact_threshold)
                     return doomed
 
     async def compact(self, execution_id: str) -> bool:
@@ -1042,13 +530,13 @@ class FilesystemProvider(CheckpointProvider):
             with self._errors(f"compact execution {execution_id!r}", state.log_path):
                 if not os.path.isdir(state.dir):
                     return False
-                async with self._locked(state, create=False) as locked:
+                async with hold_lock(state, create=False) as locked:
                     if not locked:
                         return False
-                    index = await self._writable_index(state, create=False)
+                    index = await writable_index(state, create=False)
                     if index is None or (index.dead_bytes == 0 and not index.corrupt_regions):
                         return False
-                    await _blocking(self._compact_sync, state)
+                    await blocking(compact_sync, state)
                     return True
 
     # ---------------------------------------------------------------- executions
@@ -1069,7 +557,7 @@ class FilesystemProvider(CheckpointProvider):
                 info = os.stat(path)
             except (FileNotFoundError, NotADirectoryError):
                 continue
-            if name == LOG and not _first_record_complete(path, info.st_size):
+            if name == LOG and not first_record_complete(path, info.st_size):
                 continue
             exists = True
             updated = info.st_mtime if updated is None else max(updated, info.st_mtime)
@@ -1117,16 +605,16 @@ class FilesystemProvider(CheckpointProvider):
             with self._errors(f"delete execution {execution_id!r}", state.dir):
                 if not os.path.isdir(state.dir):
                     return False
-                async with self._locked(state, create=False) as locked:
+                async with hold_lock(state, create=False) as locked:
                     if not locked:
                         return False
                     existed = self._execution_info(execution_id) is not None
                     self._prepare_root()
-                    lease = self._current_lease(state)
+                    lease = current_lease(state)
                     if lease is not None:
                         # so that the id's next claim gets a higher epoch than any it had
                         try:
-                            await self._raise_epoch_floor(lease.epoch)
+                            await raise_epoch_floor(self._root, lease.epoch, fsync=self._fsync)
                         except OSError as exc:
                             if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
                                 raise
@@ -1135,7 +623,7 @@ class FilesystemProvider(CheckpointProvider):
                             # lease file, which keeps its epoch, stays until the floor is
                             # raised), then raise the floor in the room that made.
                             self._free_space_sync(state)
-                            await self._raise_epoch_floor(lease.epoch)
+                            await raise_epoch_floor(self._root, lease.epoch, fsync=self._fsync)
                     trash = os.path.join(self._trash,
                                          f"{execution_id}.{secrets.token_hex(6)}")
                     # one atomic rename takes the whole execution away; waiting writers
@@ -1147,7 +635,7 @@ class FilesystemProvider(CheckpointProvider):
                 shutil.rmtree(trash, ignore_errors=True)
                 return existed
 
-    def _free_space_sync(self, state: _ExecState) -> None:
+    def _free_space_sync(self, state: ExecState) -> None:
         """Delete an execution's log and blobs in place, writing nothing (under its lock,
         while deleting it on a full disk). A crash right after leaves the execution with
         its lease only: it has no checkpoint, and deleting it again finishes the job."""
@@ -1169,8 +657,8 @@ class FilesystemProvider(CheckpointProvider):
         """Claim; with ``dead``, also while ``dead`` is the current (live) lease."""
         async with self._using(execution_id) as state:
             with self._errors(f"claim execution {execution_id!r}", state.lease_path):
-                async with self._locked(state, create=True):
-                    current = self._current_lease(state)
+                async with hold_lock(state, create=True):
+                    current = current_lease(state)
                     now = time.time()
                     replaced = (dead is not None and current is not None
                                 and (current.owner, current.epoch) == (dead.owner, dead.epoch))
@@ -1180,9 +668,9 @@ class FilesystemProvider(CheckpointProvider):
                             f"execution {execution_id!r} is claimed by {current.owner!r} "
                             f"for {current.expires_at - now:.1f} more seconds",
                             owner=current.owner, expires_at=current.expires_at)
-                    last = current.epoch if current else self._epoch_floor()
-                    record = _LeaseRecord(owner, last + 1, now + ttl, False)
-                    self._write_lease(state, record)
+                    last = current.epoch if current else epoch_floor(self._root)
+                    record = LeaseRecord(owner, last + 1, now + ttl, False)
+                    write_lease(state, record)
         return Lease(execution_id, owner, record.epoch, record.expires_at)
 
     async def _lock_owner(self, execution_id: str) -> OwnerLock | None:
@@ -1205,7 +693,7 @@ class FilesystemProvider(CheckpointProvider):
             except BaseException:
                 os.close(fd)
                 raise
-        return _FlockOwnerLock(fd)
+        return FlockOwnerLock(fd)
 
     async def _owner_lock_free(self, execution_id: str) -> bool:
         path = os.path.join(self._exec_dir(execution_id), OWNER)
@@ -1227,14 +715,14 @@ class FilesystemProvider(CheckpointProvider):
             with self._errors(f"renew the lease on execution {lease.execution_id!r}",
                               state.lease_path):
                 if not os.path.exists(state.lease_path):
-                    raise _fenced(lease, None, "renewing the lease")
-                async with self._locked(state, create=False) as locked:
-                    current = self._current_lease(state) if locked else None
+                    raise fenced_by(lease, None, "renewing the lease")
+                async with hold_lock(state, create=False) as locked:
+                    current = current_lease(state) if locked else None
                     if (current is None or current.epoch != lease.epoch
                             or current.owner != lease.owner):
-                        raise _fenced(lease, current, "renewing the lease")
+                        raise fenced_by(lease, current, "renewing the lease")
                     record = replace(current, expires_at=time.time() + ttl, released=False)
-                    self._write_lease(state, record)
+                    write_lease(state, record)
         return Lease(lease.execution_id, lease.owner, lease.epoch, record.expires_at)
 
     async def _release(self, lease: Lease) -> None:
@@ -1243,12 +731,12 @@ class FilesystemProvider(CheckpointProvider):
                               state.lease_path):
                 if not os.path.exists(state.lease_path):
                     return
-                async with self._locked(state, create=False) as locked:
-                    current = self._current_lease(state) if locked else None
+                async with hold_lock(state, create=False) as locked:
+                    current = current_lease(state) if locked else None
                     if (current is None or current.epoch != lease.epoch
                             or current.owner != lease.owner or current.released):
                         return
-                    self._write_lease(state, replace(
+                    write_lease(state, replace(
                         current, released=True, expires_at=min(current.expires_at, time.time())))
 
     async def _get_lease(self, execution_id: str) -> Lease | None:
@@ -1256,7 +744,7 @@ class FilesystemProvider(CheckpointProvider):
         async with self._using(execution_id) as state:
             with self._errors(f"read the lease on execution {execution_id!r}",
                               state.lease_path):
-                current = self._current_lease(state)
+                current = current_lease(state)
         if current is None:
             return None
         return Lease(execution_id, current.owner, current.epoch, current.expires_at,
@@ -1264,7 +752,7 @@ class FilesystemProvider(CheckpointProvider):
 
     # --------------------------------------------------------------------- blobs
 
-    def _blob_path(self, state: _ExecState, digest: str) -> str:
+    def _blob_path(self, state: ExecState, digest: str) -> str:
         hexdigest = digest.partition(":")[2]
         if not _HEX64.fullmatch(hexdigest):
             raise ValueError(f"invalid blob digest {digest!r}")
@@ -1286,7 +774,7 @@ class FilesystemProvider(CheckpointProvider):
         path = self._blob_path(self._state(execution_id), digest)
         with self._errors(f"store blob {digest} of execution {execution_id!r}", path):
             if len(stored) > INLINE_LIMIT:
-                return await _blocking(self._put_blob_sync, path, stored)
+                return await blocking(self._put_blob_sync, path, stored)
             return self._put_blob_sync(path, stored)
 
     async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
@@ -1300,7 +788,7 @@ class FilesystemProvider(CheckpointProvider):
             try:
                 size = os.fstat(fd).st_size
                 if size > INLINE_LIMIT:
-                    return await _blocking(fmt.pread_exact, fd, size, 0)
+                    return await blocking(fmt.pread_exact, fd, size, 0)
                 return fmt.pread_exact(fd, size, 0)
             finally:
                 os.close(fd)
@@ -1356,24 +844,6 @@ class FilesystemProvider(CheckpointProvider):
             return True
 
 
-def _first_record_complete(path: str, size: int) -> bool:
-    if size <= fmt.LOG_HEADER_SIZE:
-        return False
-    try:
-        fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
-    except FileNotFoundError:
-        return False
-    try:
-        raw = os.pread(fd, fmt.HEAD_SIZE, fmt.LOG_HEADER_SIZE)
-    finally:
-        os.close(fd)
-    if len(raw) < fmt.HEAD_SIZE:
-        return False  # the beginning of a first append that never completed
-    head = fmt.decode_head(raw)
-    # a damaged first header still means there is something to look at: list it
-    return head is None or fmt.LOG_HEADER_SIZE + head.length <= size
-
-
 def _is_execution_id(name: str) -> bool:
     try:
         validate_execution_id(name)
@@ -1382,24 +852,3 @@ def _is_execution_id(name: str) -> bool:
     return True
 
 
-def _fenced(lease: Lease, current: _LeaseRecord | None, action: str) -> FencedError:
-    return fenced(lease, action, current_epoch=None if current is None else current.epoch)
-
-
-def _copy_record(src: int, entry: fmt.Entry, dst: int) -> bool:
-    """Append a record verbatim from ``src`` to ``dst``; return whether it verified."""
-    digest = hashlib.blake2b(digest_size=fmt.SUM_SIZE)
-    position = entry.offset
-    body_end = entry.offset + entry.length - fmt.SUM_SIZE
-    while position < body_end:
-        chunk = os.pread(src, min(8 << 20, body_end - position), position)
-        if not chunk:
-            raise CorruptObjectError(f"the log ended inside the record of checkpoint {entry.seq}")
-        digest.update(chunk)
-        write_all(dst, [chunk])
-        position += len(chunk)
-    stored_sum = os.pread(src, fmt.SUM_SIZE, body_end)
-    if len(stored_sum) != fmt.SUM_SIZE:
-        raise CorruptObjectError(f"the log ended inside the record of checkpoint {entry.seq}")
-    write_all(dst, [stored_sum])
-    return stored_sum == digest.digest()

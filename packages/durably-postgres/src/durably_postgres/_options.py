@@ -13,7 +13,15 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from durably.errors import ConfigError
-from durably.options import integer_option, number_option, unknown_option
+from durably.options import (
+    bool_option,
+    choice_option,
+    integer_option,
+    number_option,
+    option_items,
+    redact_url,
+    string_option,
+)
 
 SCHEMES = ("postgresql", "postgres")
 SCHEMA_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -59,18 +67,13 @@ _integer = integer_option
 
 def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
     """Validate the provider options; an unknown key or a bad value raises ConfigError."""
-    known = {name for name in PostgresOptions.__dataclass_fields__}
     values: dict[str, Any] = {}
-    for name, value in (options or {}).items():
-        key = f"{OPTION_KEY}.{name}"
-        if name not in known:
-            raise unknown_option(name, known, key)
+    for name, key, value in option_items(options, OPTION_KEY,
+                                         PostgresOptions.__dataclass_fields__):
         if name == "schema":
-            if not isinstance(value, str) or not SCHEMA_RE.fullmatch(value):
-                raise ConfigError(
-                    f"invalid schema name {value!r}", key=key,
-                    fix="Use 1-63 characters from A-Z, a-z, 0-9 and '_', not starting with a "
-                        "digit")
+            string_option(key, value, pattern=SCHEMA_RE, what="schema name",
+                          fix="Use 1-63 characters from A-Z, a-z, 0-9 and '_', not starting "
+                              "with a digit")
         elif name in ("pool_min_size", "connect_retries"):
             value = _integer(key, value, minimum=0)
         elif name == "pool_max_size":
@@ -81,13 +84,11 @@ def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
             if value is not None:
                 value = _number(key, value, minimum=0, allow_zero=True) or None
         elif name == "application_name":
-            if not isinstance(value, str) or "\x00" in value:
-                raise ConfigError(f"expected a string, got {value!r}", key=key)
+            string_option(key, value)
         elif name == "lease_clock":
-            if value not in ("server", "client"):
-                raise ConfigError(f"{value!r} is not 'server' or 'client'", key=key)
-        elif name in ("migrate", "prepared_statements") and not isinstance(value, bool):
-            raise ConfigError(f"expected true or false, got {value!r}", key=key)
+            choice_option(key, value, ("server", "client"))
+        elif name in ("migrate", "prepared_statements"):
+            bool_option(key, value)
         values[name] = value
     parsed = PostgresOptions(**values)
     if parsed.pool_max_size < parsed.pool_min_size:
@@ -119,12 +120,6 @@ class Target:
         return text
 
 
-def _redact_url(url: str) -> str:
-    """Replace the password of a URL, as far as it can be spotted, by ``***``."""
-    url = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
-    return re.sub(r"(?i)(password=)[^&\s]*", r"\1***", url)
-
-
 def parse_target(url: str, opts: PostgresOptions) -> Target:
     """Turn a ``postgresql://`` URL (plus PG* environment) into connection parameters.
 
@@ -134,7 +129,7 @@ def parse_target(url: str, opts: PostgresOptions) -> Target:
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
-        raise ConfigError(f"not a PostgreSQL URL: {_redact_url(url)!r}", key="durability.store",
+        raise ConfigError(f"not a PostgreSQL URL: {redact_url(url)!r}", key="durability.store",
                           fix="Use postgresql://user@host:5432/dbname")
     try:
         params = conninfo_to_dict(url)
@@ -144,7 +139,7 @@ def parse_target(url: str, opts: PostgresOptions) -> Target:
         if password and len(password) >= 3:
             detail = detail.replace(password, "***")
         # ``from None``: the libpq message may quote the URL, password included.
-        raise ConfigError(f"invalid PostgreSQL URL {_redact_url(url)!r}: {detail}",
+        raise ConfigError(f"invalid PostgreSQL URL {redact_url(url)!r}: {detail}",
                           key="durability.store",
                           fix="See https://www.postgresql.org/docs/current/"
                               "libpq-connect.html#LIBPQ-CONNSTRING-URIS") from None

@@ -9,7 +9,7 @@ from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from durably.errors import ConfigError
-from durably.options import did_you_mean, integer_option, unknown_option
+from durably.options import did_you_mean, integer_option, option_items, redact_url
 
 SCHEMES = ("redis", "rediss")
 OPTION_KEY = "durability.redis"
@@ -81,16 +81,13 @@ class RedisOptions:
 
 
 _integer = integer_option
+__all__ = ["RedisOptions", "Target", "parse_options", "parse_target", "redact_url"]
 
 
 def parse_options(options: Mapping[str, Any] | None) -> RedisOptions:
     """Validate the provider options; an unknown key or a bad value raises ConfigError."""
-    known = sorted(RedisOptions.__dataclass_fields__)
     values: dict[str, Any] = {}
-    for name, value in (options or {}).items():
-        key = f"{OPTION_KEY}.{name}"
-        if name not in known:
-            raise unknown_option(name, known, key)
+    for name, key, value in option_items(options, OPTION_KEY, RedisOptions.__dataclass_fields__):
         if name == "key_prefix":
             if not isinstance(value, str) or not KEY_PREFIX_RE.fullmatch(value):
                 raise ConfigError(
@@ -135,12 +132,6 @@ class Target:
         if self.password:
             text = text.replace(self.password, "***")
         return text
-
-
-def redact_url(url: str) -> str:
-    """Replace the password of a URL, as far as it can be spotted, by ``***``."""
-    url = re.sub(r"(://[^:/@?#]*):[^@/?#]*@", r"\1:***@", url)
-    return re.sub(r"(?i)((?:ssl_)?password=)[^&\s]*", r"\1***", url)
 
 
 def _convert(name: str, kind: str, raw: str, shown_url: str) -> Any:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -36,6 +35,11 @@ from durably.storage import (
     Lease,
     Page,
     WriteMode,
+    call_with_retries,
+    decode_int_cursor,
+    decode_metadata,
+    encode_int_cursor,
+    encode_metadata,
 )
 from durably_redis._errors import detail_of, is_connection_loss, translate
 from durably_redis._keys import MAX_SEQ, Keys, seq_member
@@ -72,24 +76,9 @@ def _decode(value: bytes | str) -> str:
 
 
 def _encode_metadata(metadata: Mapping[str, str]) -> bytes:
-    if not metadata:
-        return b""
-    # ensure_ascii: NUL, control characters and non-ASCII characters are escaped; the
+    # ascii_only: NUL, control characters and non-ASCII characters are escaped; the
     # stored text is plain ASCII JSON and every str survives the round trip.
-    return json.dumps(dict(metadata), ensure_ascii=True, separators=(",", ":")).encode()
-
-
-def _decode_metadata(raw: bytes | None, what: str) -> dict[str, str]:
-    if not raw:
-        return {}
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise CorruptObjectError(f"the metadata of {what} is not valid JSON") from exc
-    if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
-        raise CorruptObjectError(f"the metadata of {what} is not a string mapping")
-    return value
+    return encode_metadata(metadata, ascii_only=True).encode()
 
 
 def _seq_from_member(member: bytes, what: str) -> int:
@@ -97,14 +86,6 @@ def _seq_from_member(member: bytes, what: str) -> int:
     if not text.isdigit():
         raise CorruptObjectError(f"{what}: the index holds {text!r}, not a sequence number")
     return int(text)
-
-
-def _seq_cursor(cursor: str | None) -> int | None:
-    if cursor is None:
-        return None
-    if not (isinstance(cursor, str) and cursor.isascii() and cursor.isdigit()):
-        raise ValueError(f"invalid cursor {cursor!r}")
-    return int(cursor)
 
 
 class RedisProvider(CheckpointProvider):
@@ -248,17 +229,19 @@ class RedisProvider(CheckpointProvider):
     async def _call(self, what: str, *command: Any, idempotent: bool) -> Any:
         """Run one command (one round trip); errors become durably errors."""
         client = await self._ready()
-        attempt = 0
-        while True:
-            try:
-                return await _execute(client, command)
-            except rx.RedisError as exc:
-                attempt += 1
-                if idempotent and is_connection_loss(exc) and attempt <= READ_RETRIES:
-                    log.info("%s on %s: retrying after %s", what, self._target.where,
-                             detail_of(exc, self._target))
-                    continue
-                raise translate(exc, what, self._target) from exc
+        return await self._retrying(what, lambda: _execute(client, command),
+                                    idempotent=idempotent)
+
+    async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]], *,
+                        idempotent: bool) -> Any:
+        """``call`` once, or again after a lost connection if ``idempotent``; errors
+        become durably errors."""
+        return await call_with_retries(
+            call, what=what, catch=rx.RedisError,
+            retryable=lambda exc: idempotent and is_connection_loss(exc),
+            translate=lambda exc: translate(exc, what, self._target),
+            retries=READ_RETRIES, log=log, where=self._target.where,
+            describe=lambda exc: detail_of(exc, self._target))
 
     async def _script(
         self, name: str, keys: Sequence[str], args: Sequence[Any], *, what: str,
@@ -273,41 +256,43 @@ class RedisProvider(CheckpointProvider):
         client = await self._ready()
         sha = self._shas[name]
         waits = self._waits if write else ()
-        attempt = 0
         by_sha = True
-        while True:
-            if by_sha:
-                call: tuple[Any, ...] = ("EVALSHA", sha, len(keys), *keys, *args)
-            else:
-                assert self._server is not None
-                text = SCRIPTS[name].text(self._server.shebang)
-                call = ("EVAL", text, len(keys), *keys, *args)
-            try:
-                if not waits:
-                    return await _execute(client, call)
-                pipe = client.pipeline(transaction=False)
-                pipe.execute_command(*call)
-                for wait in waits:
-                    pipe.execute_command(*wait)
-                replies = await pipe.execute(raise_on_error=False)
-                result = replies[0]
-                if isinstance(result, BaseException):
-                    raise result
-                if _status(result) not in REJECTED:
-                    self._check_acks(what, replies[1:])
-                return result
-            except rx.NoScriptError:
-                if not by_sha:
-                    raise StoreError(f"{what}: Redis {self._target.where} keeps refusing "
-                                     f"the script {name!r}") from None
-                by_sha = False  # the server restarted or its script cache was flushed
-            except rx.RedisError as exc:
-                attempt += 1
-                if idempotent and is_connection_loss(exc) and attempt <= READ_RETRIES:
-                    log.info("%s on %s: retrying after %s", what, self._target.where,
-                             detail_of(exc, self._target))
-                    continue
-                raise translate(exc, what, self._target) from exc
+
+        async def attempt() -> Any:
+            nonlocal by_sha
+            while True:
+                if by_sha:
+                    call: tuple[Any, ...] = ("EVALSHA", sha, len(keys), *keys, *args)
+                else:
+                    assert self._server is not None
+                    text = SCRIPTS[name].text(self._server.shebang)
+                    call = ("EVAL", text, len(keys), *keys, *args)
+                try:
+                    return await self._run_script(client, what, call, waits)
+                except rx.NoScriptError:
+                    if not by_sha:
+                        raise StoreError(f"{what}: Redis {self._target.where} keeps refusing "
+                                         f"the script {name!r}") from None
+                    by_sha = False  # the server restarted or its script cache was flushed
+
+        return await self._retrying(what, attempt, idempotent=idempotent)
+
+    async def _run_script(self, client: Redis, what: str, call: tuple[Any, ...],
+                          waits: tuple[tuple[Any, ...], ...]) -> Any:
+        """One script call, pipelined with ``waits`` (one round trip)."""
+        if not waits:
+            return await _execute(client, call)
+        pipe = client.pipeline(transaction=False)
+        pipe.execute_command(*call)
+        for wait in waits:
+            pipe.execute_command(*wait)
+        replies = await pipe.execute(raise_on_error=False)
+        result = replies[0]
+        if isinstance(result, BaseException):
+            raise result
+        if _status(result) not in REJECTED:
+            self._check_acks(what, replies[1:])
+        return result
 
     def _check_acks(self, what: str, replies: Sequence[Any]) -> None:
         """Raise StoreError unless every WAIT/WAITAOF reached its count."""
@@ -385,7 +370,7 @@ class RedisProvider(CheckpointProvider):
         if data is None or version is None or created is None:
             raise CorruptObjectError(f"{what} is incomplete in Redis (a field is missing)")
         info = CheckpointInfo(execution_id, seq, _decode(version), len(data), float(created),
-                              _decode_metadata(meta, what))
+                              decode_metadata(meta, what))
         return info, bytes(data)
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
@@ -411,7 +396,7 @@ class RedisProvider(CheckpointProvider):
         self, execution_id: str, cursor: str | None, limit: int, after: int | None,
     ) -> Page[CheckpointInfo]:
         limit = min(limit, MAX_PAGE)
-        bounds = [b for b in (_seq_cursor(cursor), after) if b is not None]
+        bounds = [b for b in (decode_int_cursor(cursor), after) if b is not None]
         lower = max(bounds) if bounds else None
         if lower is not None and lower >= MAX_SEQ:
             return Page(())
@@ -430,10 +415,10 @@ class RedisProvider(CheckpointProvider):
                     f"checkpoint {seq} of execution {execution_id!r} is listed but missing")
             items.append(CheckpointInfo(
                 execution_id, seq, _decode(version), int(size), float(created),
-                _decode_metadata(meta, f"checkpoint {seq} of execution {execution_id!r}")))
+                decode_metadata(meta, f"checkpoint {seq} of execution {execution_id!r}")))
         more = len(items) > limit
         items = items[:limit]
-        return Page(tuple(items), str(items[-1].seq) if more else None)
+        return Page(tuple(items), encode_int_cursor(items[-1].seq) if more else None)
 
     async def _delete(self, execution_id: str, seq: int, lease: Lease | None) -> bool:
         return bool(await self._delete_batch(execution_id, [seq], lease))

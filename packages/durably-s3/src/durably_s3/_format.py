@@ -43,6 +43,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from durably.errors import CorruptObjectError
+from durably.storage import decode_metadata, encode_metadata
 
 __all__ = [
     "MARKER_SIZE",
@@ -225,24 +226,11 @@ class ObjectMeta:
                 metadata = None
             else:
                 raw = lowered.get(M_META)
-                metadata = _decode_metadata(unquote(raw)) if raw else {}
+                metadata = decode_metadata(unquote(raw), what) if raw else {}
             return cls("checkpoint", etag, size, created_at=created_at, epoch=epoch,
                        write=write, protected=protected, metadata=metadata, meta_in_body=in_body)
         except (ValueError, TypeError) as exc:
             raise CorruptObjectError(f"{what} has malformed S3 metadata: {exc}") from exc
-
-
-def _encode_metadata(metadata: dict[str, str]) -> str:
-    return json.dumps(metadata, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
-
-
-def _decode_metadata(text: str) -> dict[str, str]:
-    value = json.loads(text)
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
-        raise ValueError("metadata is not an object of strings")
-    return value
 
 
 def _user_metadata_size(user: dict[str, str]) -> int:
@@ -266,11 +254,11 @@ def encode_checkpoint(
         user[M_PROTECTED] = "1"
     meta_bytes = b""
     if metadata:
-        encoded = quote(_encode_metadata(metadata), safe=_SAFE)
+        encoded = quote(encode_metadata(metadata), safe=_SAFE)
         if _user_metadata_size(user) + len(M_META) + len(encoded) <= MAX_USER_METADATA:
             user[M_META] = encoded
         else:
-            meta_bytes = _encode_metadata(metadata).encode()
+            meta_bytes = encode_metadata(metadata).encode()
             user[M_META_IN_BODY] = str(len(meta_bytes))
     length = struct.pack("<I", len(meta_bytes))
     check = hashlib.blake2b(meta_bytes + nonce + length, digest_size=8).digest()
@@ -303,10 +291,7 @@ def decode_trailer(body: bytes | memoryview, what: str) -> tuple[int, bytes, dic
         raise CorruptObjectError(f"{what} has a damaged S3 provider trailer")
     metadata: dict[str, str] | None = None
     if meta_len:
-        try:
-            metadata = _decode_metadata(meta_bytes.decode())
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise CorruptObjectError(f"{what} has malformed metadata: {exc}") from exc
+        metadata = decode_metadata(meta_bytes, what)
     return start, nonce, metadata
 
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 
 from durably.config import parse_size
 from durably.errors import ConfigError
-from durably.options import unknown_option
+from durably.options import choice_option, option_items
 
 __all__ = ["S3Options", "parse_options", "parse_url"]
 
@@ -77,9 +77,7 @@ class S3Options:
 
 
 def _check_choice(name: str, value: object, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{value!r} is not one of {', '.join(map(repr, choices))}",
-                          key=f"durability.s3.{name}")
+    choice_option(f"durability.s3.{name}", value, choices)
 
 
 _KINDS: dict[str, str] = {
@@ -107,11 +105,8 @@ def parse_options(options: Mapping[str, Any] | None) -> S3Options:
         ConfigError: An unknown option (named, with a suggestion) or a bad value.
     """
     values: dict[str, Any] = {}
-    for name, value in (options or {}).items():
-        dotted = f"durability.s3.{name}"
-        kind = _KINDS.get(name)
-        if kind is None:
-            raise unknown_option(name, _KINDS, dotted)
+    for name, dotted, value in option_items(options, "durability.s3", _KINDS):
+        kind = _KINDS[name]
         if kind == "str":
             if not isinstance(value, str) or not value:
                 raise ConfigError(f"expected a non-empty string, got {value!r}", key=dotted)

@@ -56,6 +56,7 @@ from durably.storage import (
     Lease,
     Page,
     WriteMode,
+    decode_int_cursor,
 )
 from durably_s3 import _format as fmt
 from durably_s3._client import (
@@ -849,10 +850,9 @@ class S3Provider(CheckpointProvider):
             return Page((), None)
         if after is not None and after >= 0:
             starts.append(self._key(execution_id, after))
-        if cursor is not None:
-            if not cursor.isdigit() or len(cursor) > 19:
-                raise ValueError(f"invalid cursor {cursor!r}")
-            starts.append(self._key(execution_id, int(cursor)))
+        resume = decode_int_cursor(cursor)
+        if resume is not None:
+            starts.append(self._key(execution_id, resume))
         start = max(starts) if starts else None
         prefix = self._layout.checkpoints(execution_id)
         while True:

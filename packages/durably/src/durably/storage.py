@@ -76,6 +76,13 @@ from typing import (
 )
 
 from durably._envelope import Envelope, unwrap
+from durably._providerkit import (
+    call_with_retries,
+    decode_int_cursor,
+    decode_metadata,
+    encode_int_cursor,
+    encode_metadata,
+)
 from durably.errors import (
     CorruptObjectError,
     InvalidExecutionIdError,
@@ -97,6 +104,11 @@ __all__ = [
     "StoredCheckpoint",
     "WriteMode",
     "blob_digest",
+    "call_with_retries",
+    "decode_int_cursor",
+    "decode_metadata",
+    "encode_int_cursor",
+    "encode_metadata",
     "validate_execution_id",
     "validate_metadata",
 ]
