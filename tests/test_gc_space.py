@@ -7,6 +7,7 @@ one makes every new file fail with ENOSPC, which any user can run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import os
 import shutil
@@ -44,16 +45,25 @@ async def _fill(store: str, *, completed: int, running_checkpoints: int = 0,
                                            metadata={META_STATUS: "running"})
 
 
+def _exists(path: Any, dir_fd: int | None) -> bool:
+    try:
+        os.stat(path, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 def _fill_disk(directory: Path) -> None:
     """Write a filler file until the file system is full."""
-    with open(directory / "filler", "wb") as out:
+    # Unbuffered: a buffered file would raise ENOSPC again when it is closed.
+    with open(directory / "filler", "wb", buffering=0) as out:
         chunk = b"\0" * 4096
         while True:
             try:
                 out.write(chunk)
-                out.flush()
             except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
+                if exc.errno != errno.ENOSPC:
+                    raise
                 break
     # the last page of tmpfs may still take a few bytes: fill it byte by byte
     with open(directory / "filler2", "wb", buffering=0) as out:
@@ -96,7 +106,8 @@ def test_gc_frees_space_on_a_full_disk(small_tmpfs: Path) -> None:
     assert freed >= 40 * 20_000
     assert shutil.disk_usage(small_tmpfs).free >= 40 * 20_000 * 0.9
     listed = durably("ls", "--store", store)
-    assert "done-" not in listed.out and "busy" in listed.out
+    assert "done-" not in listed.out
+    assert "busy" in listed.out
 
     # Pruning returns its bytes too (the log is compacted), and says how many.
     before = os.path.getsize(small_tmpfs / "store" / "executions" / "busy" / "log")
@@ -110,22 +121,37 @@ def test_gc_frees_space_on_a_full_disk(small_tmpfs: Path) -> None:
 def test_gc_deletes_when_every_new_file_fails_with_enospc(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
 ) -> None:
-    """No temporary file on the delete path: with every file creation failing (a full
-    disk), gc still deletes completed executions and frees their bytes."""
+    """No temporary file before space is freed: on a disk where every file creation
+    fails until some bytes are returned (a full disk), gc still deletes completed
+    executions and frees their bytes (the provider frees an execution's bytes first, and
+    only then writes the small epoch-floor file in the room that made)."""
     store = f"file://{tmp_path}/store"
     asyncio.run(_fill(store, completed=5))
     real_open = os.open
+    real_unlink = os.unlink
+    freed: list[int] = []
+    refused: list[str] = []
 
     def full_disk_open(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
-        if flags & os.O_CREAT and not os.path.exists(path):
+        if flags & os.O_CREAT and not freed and not _exists(path, kwargs.get("dir_fd")):
+            refused.append(str(path))
             raise OSError(errno.ENOSPC, "No space left on device", path)
         return real_open(path, flags, *args, **kwargs)
 
+    def unlink(path: Any, *args: Any, **kwargs: Any) -> None:
+        with contextlib.suppress(OSError):
+            size = os.stat(path, dir_fd=kwargs.get("dir_fd"), follow_symlinks=False).st_size
+            if size:
+                freed.append(size)
+        real_unlink(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", unlink)
     monkeypatch.setattr(os, "open", full_disk_open)
     monkeypatch.setattr(sys.stdin, "isatty", lambda: False)
     assert main(["gc", "--completed-older-than", "0s", "--store", store]) == 0
     out = capsys.readouterr().out
     assert "deleted 5 execution(s)" in out, out
+    assert refused, "the disk was never full: the test checks nothing"
     monkeypatch.undo()
     assert not any((tmp_path / "store" / "executions").iterdir())
     # the epoch floor was raised: a new claim of a deleted id gets a higher epoch
@@ -157,7 +183,8 @@ def test_gc_dry_run_and_confirmation(tmp_path: Path, monkeypatch: pytest.MonkeyP
     asked: list[str] = []
     monkeypatch.setattr("builtins.input", lambda prompt: asked.append(prompt) or "y")
     assert main(["gc", "--completed-older-than", "0s", "--store", store]) == 0
-    assert asked and "delete 3 completed execution(s)" in asked[0]
+    assert asked
+    assert "delete 3 completed execution(s)" in asked[0]
     assert [p.name for p in (tmp_path / "store" / "executions").iterdir()] == ["busy"]
     # --yes does not ask
     asyncio.run(_fill(store, completed=1, size=1000))
@@ -166,3 +193,44 @@ def test_gc_dry_run_and_confirmation(tmp_path: Path, monkeypatch: pytest.MonkeyP
     capsys.readouterr()
     # gc with nothing to do is a usage error
     assert main(["gc", "--store", store]) == 2
+
+
+def test_a_damaged_execution_never_stops_gc(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """A corrupt execution (listed first) does not stop gc: it still prunes and deletes
+    every execution after it (before, one damaged checkpoint aborted `gc --keep-last`)."""
+    from durably_filesystem.testing import FilesystemBackdoor
+
+    store = f"file://{tmp_path}/store"
+    asyncio.run(_fill(store, completed=3, running_checkpoints=6, size=1000))
+
+    async def broken() -> None:
+        from durably import open_store
+        from durably.config import load_config
+
+        config = load_config(overrides={"store": store}, use_env=False)
+        async with open_store(config=config) as provider:
+            for seq in range(4):
+                await provider.save_checkpoint("a-broken", seq, os.urandom(1000),
+                                               metadata={META_STATUS: "running"})
+        door = FilesystemBackdoor(tmp_path / "store")
+        await door.corrupt_checkpoint("a-broken", 3)
+        await door.corrupt_checkpoint("a-broken", 1)
+
+    asyncio.run(broken())
+    code = main(["gc", "--completed-older-than", "0s", "--keep-last", "1", "--yes",
+                 "--store", store])
+    out, err = capsys.readouterr()
+    # gc reads metadata only: the damage is not even in its way.
+    assert code == 0, err
+    assert "deleted 3 execution(s) and 8 checkpoint(s)" in out, out  # a-broken 4->1, busy 6->1
+    names = sorted(p.name for p in (tmp_path / "store" / "executions").iterdir())
+    assert names == ["a-broken", "busy"], names
+    listed = {line.split()[0]: line.split()[1] for line in _ls_lines(store)}
+    assert listed == {"a-broken": "damaged", "busy": "stopped"}, listed
+
+
+def _ls_lines(store: str) -> list[str]:
+    done = durably("ls", "--store", store)
+    assert done.code == 0, done.err
+    return done.out.splitlines()[1:]

@@ -20,11 +20,11 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from durably.errors import (
-    AlreadyExistsError,
-    FencedError,
     LeaseHeldError,
-    PreconditionFailedError,
     StoreError,
+    already_exists,
+    fenced,
+    precondition_failed,
 )
 from durably.storage import (
     BlobInfo,
@@ -37,6 +37,9 @@ from durably.storage import (
     OwnerLock,
     Page,
     WriteMode,
+    call_with_retries,
+    decode_int_cursor,
+    encode_int_cursor,
 )
 from durably_postgres._errors import (
     connect_error,
@@ -161,14 +164,6 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
 
 
-def _int_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return -1
-    if not (cursor.isascii() and cursor.isdigit()):
-        raise ValueError(f"invalid cursor {cursor!r}")
-    return int(cursor)
-
-
 class PostgresProvider(CheckpointProvider):
     """Checkpoints, leases and blobs in PostgreSQL tables (``postgresql://`` URLs).
 
@@ -207,7 +202,7 @@ class PostgresProvider(CheckpointProvider):
         self._closed = False
 
     @classmethod
-    def from_url(cls, url: str, options: Mapping[str, Any] | None = None) -> Self:
+    def from_url(cls, url: str, options: Mapping[str, Any]) -> Self:
         """Create a provider for ``postgresql://`` (or ``postgres://``) ``url``; no I/O.
 
         The URL is a libpq connection URI; what it leaves out comes from the ``PG*``
@@ -311,21 +306,21 @@ class PostgresProvider(CheckpointProvider):
         query = sql if sql is not None else self._sql[name]
         if self._options.lease_clock == "client":
             params["now"] = time.time()
-        attempt = 0
-        while True:
-            try:
-                async with pool.connection() as conn:
-                    cur = await conn.execute(query, params, binary=True)
-                    return await cur.fetchall()
-            except psycopg.Error as exc:
-                attempt += 1
-                retry = is_rolled_back(exc) or (idempotent and is_connection_loss(exc))
-                if not retry or attempt > STATEMENT_RETRIES:
-                    raise translate(exc, what, self._target,
-                                    schema=self._options.schema) from exc
-                log.info("%s on %s: retrying after %s", what, self._target.where,
-                         detail_of(exc, self._target))
-                await asyncio.sleep(0.05 * attempt * (0.5 + random.random()))
+
+        async def attempt() -> list[Row]:
+            async with pool.connection() as conn:
+                cur = await conn.execute(query, params, binary=True)
+                return await cur.fetchall()
+
+        return await call_with_retries(
+            attempt, what=what, catch=psycopg.Error,
+            retryable=lambda exc: is_rolled_back(exc) or (idempotent
+                                                          and is_connection_loss(exc)),
+            translate=lambda exc: translate(exc, what, self._target,
+                                            schema=self._options.schema),
+            retries=STATEMENT_RETRIES, log=log, where=self._target.where,
+            describe=lambda exc: detail_of(exc, self._target),
+            backoff=lambda n: 0.05 * n * (0.5 + random.random()))
 
     async def _close(self) -> None:
         self._closed = True
@@ -363,17 +358,12 @@ class PostgresProvider(CheckpointProvider):
         fence_ok, version, created_at = rows[0]
         if not fence_ok:
             assert lease is not None
-            raise FencedError(
-                f"checkpoint {seq} of execution {execution_id!r} was not saved: the lease of "
-                f"{lease.owner!r} (epoch {lease.epoch}) was superseded by a newer claim")
+            raise fenced(lease, f"saving checkpoint {seq}")
         if version is None:
             if kind == "create":
-                raise AlreadyExistsError(
-                    f"checkpoint {seq} of execution {execution_id!r} already exists")
+                raise already_exists(execution_id, seq)
             assert isinstance(mode, ExpectedVersion)
-            raise PreconditionFailedError(
-                f"checkpoint {seq} of execution {execution_id!r} was not saved: it does not "
-                f"exist or is not at version {mode.version!r}")
+            raise precondition_failed(execution_id, seq, mode.version)
         return CheckpointInfo(execution_id, seq, str(version), len(stored), created_at,
                               dict(metadata))
 
@@ -399,14 +389,15 @@ class PostgresProvider(CheckpointProvider):
     async def _list(
         self, execution_id: str, cursor: str | None, limit: int, after: int | None,
     ) -> Page[CheckpointInfo]:
-        lower = max(_int_cursor(cursor), -1 if after is None else after)
+        start = decode_int_cursor(cursor)
+        lower = max(-1 if start is None else start, -1 if after is None else after)
         limit = min(limit, MAX_PAGE)
         rows = await self._run(
             f"listing checkpoints of execution {execution_id!r}", "list",
             {"id": execution_id, "after": lower, "limit": limit + 1}, idempotent=True)
         items = tuple(self._info(execution_id, row) for row in rows[:limit])
         more = len(rows) > limit
-        return Page(items, str(items[-1].seq) if more else None)
+        return Page(items, encode_int_cursor(items[-1].seq) if more else None)
 
     async def _delete(self, execution_id: str, seq: int, lease: Lease | None) -> bool:
         return bool(await self._delete_batch(execution_id, [seq], lease))
@@ -436,9 +427,7 @@ class PostgresProvider(CheckpointProvider):
         fence_ok, done = rows[0]
         if not fence_ok:
             assert lease is not None
-            raise FencedError(
-                f"{what} failed: the lease of {lease.owner!r} (epoch {lease.epoch}) was "
-                "superseded by a newer claim; nothing was deleted")
+            raise fenced(lease, "deleting checkpoints")
         return [int(seq) for seq in done]
 
     # ----------------------------------------------------------------- executions
@@ -538,9 +527,7 @@ class PostgresProvider(CheckpointProvider):
         rows = await self._run(f"renewing the lease on execution {lease.execution_id!r}",
                                "renew", params, idempotent=True)
         if not rows:
-            raise FencedError(
-                f"the lease of {lease.owner!r} on execution {lease.execution_id!r} (epoch "
-                f"{lease.epoch}) was superseded by a newer claim; it cannot be renewed")
+            raise fenced(lease, "renewing the lease")
         return Lease(lease.execution_id, lease.owner, lease.epoch, float(rows[0][0]))
 
     async def _release(self, lease: Lease) -> None:

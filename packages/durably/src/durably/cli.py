@@ -1,12 +1,13 @@
 """The ``durably`` command: run, resume, ls, show, gc, demo.
 
-Exit status (see ``docs/guides/cli.md``):
+Exit status (also in ``durably --help`` and the README's "Exit status"):
 
 * 0 -- success: the execution completed (also resuming one that already completed), or
   a command other than ``run``/``resume`` did what was asked.
 * 1 -- the execution failed (its program raised, even ``SystemExit(0)`` or
   ``BaseException``; it is recorded as ``failed`` and can be resumed), or a
-  ``worker --once`` ended with failed or damaged executions, or an internal error.
+  ``worker --once`` ended with failed or damaged executions, or ``gc`` skipped some
+  executions (damaged, or a store error) or was told not to delete, or an internal error.
 * 2 -- usage and configuration errors: a bad argument or option, an invalid execution id,
   an unknown execution, a bad ``durably.toml`` or store URL, a store that cannot be
   used, a damaged execution, a program that changed, or an execution another live
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import sys
@@ -216,6 +218,8 @@ async def _ls(args: argparse.Namespace) -> int:
         for row in rows:
             if row["status"] == "failed":
                 row["reason"] = await _failure_reason(provider, row["execution_id"])
+            elif row["status"] not in ("completed", "empty"):
+                await _check_damage(provider, row)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -230,6 +234,17 @@ async def _ls(args: argparse.Namespace) -> int:
         print(_printable(f"{row['execution_id']:<20} {row['status']:<10} {row['agents']:>6} "
               f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}{reason}"))
     return 0
+
+
+async def _check_damage(provider: CheckpointProvider, row: dict[str, Any]) -> None:
+    """Show an unfinished execution whose latest checkpoint cannot be read as
+    ``damaged``, with the error as its reason (a worker skips it; nothing is written to
+    it, so that restoring the damaged object from a backup repairs it)."""
+    try:
+        await provider.load_latest_checkpoint(row["execution_id"])
+    except (CorruptObjectError, UnsupportedFormatError) as exc:
+        row["status"] = "damaged"
+        row["reason"] = " ".join(str(exc).split())
 
 
 async def _failure_reason(provider: Any, execution_id: str) -> str | None:
@@ -443,7 +458,9 @@ async def _worker(args: argparse.Namespace) -> int:
     if not args.poll > 0 or args.poll == float("inf"):
         raise _UsageError("--poll must be a positive number of seconds")
     limits = load_worker_config(config_file=getattr(args, "config", None), overrides={
-        "max_attempts": args.max_attempts, "statement_timeout": args.statement_timeout})
+        "max_attempts": args.max_attempts, "statement_timeout": args.statement_timeout,
+        "backoff": args.backoff, "max_backoff": args.max_backoff,
+        "cpu_limit": args.cpu_limit, "memory_limit": args.memory_limit})
     config = _config(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from durably._redact import redact_logs
@@ -555,10 +572,28 @@ async def _demo(args: argparse.Namespace) -> int:
     return await run_demo(keep=args.keep)
 
 
+EXIT_STATUS_HELP = """\
+exit status:
+  0    success: the execution completed (run, resume), or the command did what was
+       asked; never for a failed execution
+  1    the execution failed (recorded as failed; `durably resume` retries it), or
+       `worker --once` ended with failed or damaged executions, or `gc` skipped some
+  2    usage or configuration error: a bad argument, durably.toml or store URL, an
+       unknown or damaged execution, a changed program, an execution another live
+       process holds (resume without --wait)
+  3    the lease was lost: another process took the execution over while this one
+       ran (it was paused past its lease); nothing was written after that
+  130  interrupted (Ctrl-C)
+
+Errors are one line on stderr; DURABLY_DEBUG=1 adds the traceback."""
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``durably`` command's argument parser (its ``--help`` lists the exit statuses)."""
     parser = argparse.ArgumentParser(
         prog="durably",
-        description="Durable execution for LLM agent programs: every await is a checkpoint.")
+        description="Durable execution for LLM agent programs: every await is a checkpoint.",
+        epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store_options(p: argparse.ArgumentParser) -> None:
@@ -621,12 +656,27 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--statement-timeout", type=float, metavar="SECONDS",
                         help="kill an attempt that makes no progress for this long "
                         "(default: [worker] statement_timeout, 300; 0: no limit)")
+    worker.add_argument("--backoff", type=float, metavar="SECONDS",
+                        help="wait before an execution's second attempt, doubled for each "
+                        "further one (default: [worker] backoff, 1)")
+    worker.add_argument("--max-backoff", type=float, metavar="SECONDS",
+                        help="the longest wait between two attempts (default: [worker] "
+                        "max_backoff, 300)")
+    worker.add_argument("--cpu-limit", type=float, metavar="SECONDS",
+                        help="CPU seconds one attempt may use, RLIMIT_CPU (default: [worker] "
+                        "cpu_limit, 0: no limit)")
+    worker.add_argument("--memory-limit", metavar="SIZE",
+                        help="address space one attempt may map, RLIMIT_AS, e.g. 2GiB "
+                        "(default: [worker] memory_limit, 0: no limit)")
     store_options(worker)
     worker.set_defaults(handler=_worker)
 
     migrate = sub.add_parser("migrate", help="create or upgrade the store's schema",
-                             description="Run the store's schema migrations (PostgreSQL); safe "
-                             "to run repeatedly and from several machines at once.")
+                             description="Run the schema migrations of the store's provider "
+                             "(the migrate_async(url, options) function of its package, where "
+                             "it has one, e.g. postgresql://); safe to run repeatedly and from "
+                             "several machines at once. Stores without a schema have nothing "
+                             "to migrate.")
     store_options(migrate)
     migrate.set_defaults(handler=_migrate)
 
@@ -690,6 +740,9 @@ def build_parser() -> argparse.ArgumentParser:
                           "a new process, and compares with an uninterrupted run.")
     demo.add_argument("--keep", action="store_true", help="keep the demo's store directory")
     demo.set_defaults(handler=_demo)
+    from durably._scaffold import add_parser as add_new_provider_parser
+
+    add_new_provider_parser(sub)  # durably new-provider NAME
     return parser
 
 
@@ -736,6 +789,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         else:
             print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `durably ls | head`: the reader went away; say nothing more (stdout is gone).
+        with contextlib.suppress(OSError):
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     except FencedError as exc:
         say("stopped: ", exc)
         return 3
@@ -750,7 +808,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             traceback.print_exception(exc, file=sys.stderr)
         return 3
     except _UsageError as exc:
-        parser.print_usage(sys.stderr)
         say("error: ", exc)
         return 2
     except (NotFoundError, ConfigError, LeaseHeldError, ProgramChangedError,

@@ -60,8 +60,11 @@ class DurabilityConfig:
     document plus the new blobs it stores (values stored once, as blobs, count when they
     are first written)."""
     max_execution_size: int = 0
-    """Bytes an execution may write in one process (checkpoints and blobs) before its next
-    checkpoint fails with CheckpointTooLargeError (0: no limit)."""
+    """Bytes one execution may store, checkpoints and blobs together, before its next
+    checkpoint fails with CheckpointTooLargeError naming the limit and the largest
+    variables (0: no limit). What this process writes counts as encoded (before
+    compression, like ``max_checkpoint_size``); what earlier processes of the execution
+    stored (before a resume) counts as the store reports it."""
     keep_last: int = 0
     """Keep only the last N checkpoints of an execution while it runs (0 keeps all)."""
     on_completion: Literal["keep", "prune", "delete"] = "keep"
@@ -194,6 +197,14 @@ def _check_table(table: Any, source: str, prefix: str) -> dict[str, Any]:
     return out
 
 
+def _check_tables(data: Mapping[str, Any], source: str) -> None:
+    """A ``durably.toml`` holds only the known top-level tables."""
+    unknown = set(data) - KNOWN_TABLES
+    if unknown:
+        raise ConfigError("unknown table", source=source, key=sorted(unknown)[0],
+                          fix=f"Known tables: {', '.join(sorted(KNOWN_TABLES))}")
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with path.open("rb") as fh:
@@ -283,17 +294,14 @@ def load_config(
             raise ConfigError("file not found", source=str(path),
                               fix="Check the path given with --config or DURABLY_CONFIG")
         data = _read_toml(path)
+        _check_tables(data, str(path))
         table = data.get("durability", {})
         layers.append((str(path), _check_table(table, str(path), "durability")))
     else:
         durably_toml = root / "durably.toml"
         if durably_toml.is_file():
             data = _read_toml(durably_toml)
-            unknown = set(data) - KNOWN_TABLES
-            if unknown:
-                raise ConfigError("unknown table", source=str(durably_toml),
-                                  key=sorted(unknown)[0],
-                                  fix=f"Known tables: {', '.join(sorted(KNOWN_TABLES))}")
+            _check_tables(data, str(durably_toml))
             table = data.get("durability", {})
             layers.append((str(durably_toml), _check_table(table, str(durably_toml),
                                                            "durability")))

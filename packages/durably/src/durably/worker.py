@@ -22,7 +22,10 @@ reports nothing for that long is killed (with its process group).
 
 **Damage.** An execution whose checkpoints cannot be read (``CorruptObjectError``,
 ``CorruptHistoryError``, ``UnsupportedFormatError``) is reported once and skipped; it
-never stops the worker or the other executions.
+never stops the worker or the other executions. Nothing is written to it (a ``failed``
+record would chain onto the damage, and restoring the damaged object from a backup would
+then no longer repair it); the worker looks at it again after :data:`DAMAGED_RECHECK`
+seconds, so a repaired execution is picked up without restarting workers.
 
 **Finding work.** Providers that declare :attr:`~durably.storage.Capability.CLAIM_NEXT`
 (PostgreSQL: ``FOR NO KEY UPDATE SKIP LOCKED`` on a partial index of unfinished
@@ -64,8 +67,11 @@ __all__ = ["WorkerSummary", "find_resumable", "run_worker", "supervise"]
 log = logging.getLogger("durably.worker")
 
 DAMAGE = (CorruptObjectError, UnsupportedFormatError)
-"""What makes an execution *damaged*: it is reported and skipped, never retried."""
+"""What makes an execution *damaged*: it is reported and skipped (no attempt is counted;
+see :data:`DAMAGED_RECHECK`)."""
 FINISHED = ("completed", "failed")
+DAMAGED_RECHECK = 300.0
+"""Seconds before a worker looks again at an execution it found damaged."""
 EXIT_ORPHANED = 70
 """A child's exit status when its worker died (it stops at once)."""
 _CHILD_ENTRY = "from durably.worker import _child_main; _child_main()"
@@ -216,6 +222,8 @@ class _Supervisor:
         self.running: dict[str, asyncio.Task[None]] = {}
         self.children: dict[str, asyncio.subprocess.Process] = {}
         self.scan = ScanState()
+        self.damaged_since: dict[str, float] = {}
+        """Damaged executions, by when (``time.monotonic()``) they were last found so."""
         self.owner = this_owner().encode()
         self.claims = (isinstance(provider, ClaimsNext)
                        and Capability.CLAIM_NEXT in provider.capabilities)
@@ -223,11 +231,19 @@ class _Supervisor:
     # ----------------------------------------------------------------- bookkeeping
 
     def held_back(self, execution_id: str) -> bool:
-        """Damaged, given up, or waiting for its backoff."""
-        if execution_id in self.summary.damaged or execution_id in self.summary.failed:
+        """Found damaged a short while ago, or waiting for its backoff.
+
+        Failed executions need no holding back: their ``failed`` record keeps every
+        worker away until someone resumes them. A damaged one is looked at again after
+        :data:`DAMAGED_RECHECK` seconds (or ``max_backoff``, if longer), so that
+        restoring the damaged object repairs it without restarting workers.
+        """
+        now = time.monotonic()
+        since = self.damaged_since.get(execution_id)
+        if since is not None and now - since < max(DAMAGED_RECHECK, self.limits.max_backoff):
             return True
         entry = self.attempts.get(execution_id)
-        return entry is not None and entry.not_before > time.monotonic()
+        return entry is not None and entry.not_before > now
 
     def waiting(self) -> bool:
         """Some execution waits for its backoff (a ``--once`` worker waits for it)."""
@@ -236,7 +252,10 @@ class _Supervisor:
                    if e not in self.summary.failed and e not in self.summary.damaged)
 
     def damaged(self, execution_id: str, exc: BaseException | str) -> None:
-        if execution_id not in self.summary.damaged:
+        """Set a damaged execution aside (reported once, while the error stays the same)."""
+        self.damaged_since[execution_id] = time.monotonic()
+        self.attempts.pop(execution_id, None)
+        if self.summary.damaged.get(execution_id) != str(exc):
             self.summary.damaged[execution_id] = str(exc)
             log.error("execution %s is damaged and is skipped: %s", execution_id, exc)
 
@@ -244,7 +263,8 @@ class _Supervisor:
 
     async def next_batch(self, free: int) -> tuple[list[tuple[str, Lease | None]], bool]:
         """Up to ``free`` executions to start (with the lease claimed for them, if any),
-        and whether any candidate was seen at all."""
+        and whether any was found (damaged and backing-off executions do not count: a
+        ``--once`` worker ends when only they are left)."""
         if self.claims:
             return await self._claim_batch(free)
         found = await find_resumable(
@@ -255,7 +275,6 @@ class _Supervisor:
     async def _claim_batch(self, free: int) -> tuple[list[tuple[str, Lease | None]], bool]:
         assert isinstance(self.provider, ClaimsNext)
         batch: list[tuple[str, Lease | None]] = []
-        seen = False
         # Held-back executions come back from the index too: give each back at once
         # (released, so that other workers may run them) and claim the next one.
         budget = free + len(self.summary.damaged) + len(self.attempts) + 1
@@ -266,14 +285,15 @@ class _Supervisor:
             lease = await self.provider.claim_next(self.owner, ttl=ttl)
             if lease is None:
                 break
-            seen = True
             execution_id = lease.execution_id
             if execution_id in self.running or self.held_back(execution_id) or any(
                     e == execution_id for e, _ in batch):
                 await self.provider.release(lease)
                 continue
             batch.append((execution_id, lease))
-        return batch, seen
+        # Held-back executions do not count as work found (a ``--once`` worker ends when
+        # only they are left), as with the scan.
+        return batch, bool(batch)
 
     # ----------------------------------------------------------------- attempts
 
@@ -284,6 +304,8 @@ class _Supervisor:
             outcome = _Outcome("error", f"could not run the attempt: {exc}")
         if outcome.kind in ("completed", "already-completed"):
             self.attempts.pop(execution_id, None)
+            self.damaged_since.pop(execution_id, None)
+            self.summary.damaged.pop(execution_id, None)  # repaired since
             self.summary.completed.append(execution_id)
             log.info("execution %s: completed", execution_id)
         elif outcome.kind == "failed":
