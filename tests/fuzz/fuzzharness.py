@@ -12,7 +12,7 @@ For a generated program (:mod:`fuzzgen`) the harness runs:
 
 A "crash" is a :class:`Crash` raised where the process would have died; from then on the
 store refuses every write (the process is gone), and the next run starts from a fresh
-:class:`~durably._runtime.Execution` holding nothing but the store. Each resumed run must
+:class:`~durably._execution.Execution` holding nothing but the store. Each resumed run must
 equal the baseline: the store's view (``show --json``: transcript, every agent's state,
 locals, phase and call stack, every LLM call with its prompt and response, the result,
 the status), what the user saw (per agent, each line once), the LLM prompts, and the
@@ -33,9 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from durably._execution import Execution, UserIO
 from durably._inspect import describe_execution, without_measurements
 from durably._resume import restore_agents
-from durably._runtime import Execution, UserIO
 from durably.checkpoint import CheckpointManager
 from durably.config import DurabilityConfig
 from durably.errors import NotFoundError

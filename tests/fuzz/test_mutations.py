@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from durably._runtime import AgentTask, Execution
+from durably._execution import Execution
+from durably._runtime import AgentTask
 
 from fuzzgen import Chooser, generate
 from fuzzharness import Case, Checker
@@ -70,7 +71,7 @@ def rerun_completed_tools(monkeypatch: pytest.MonkeyPatch) -> None:
 def forget_the_request_being_served(monkeypatch: pytest.MonkeyPatch) -> None:
     """A frame resumed from a snapshot taken while serving a request ends without a reply
     (the bug of issue 12's first class)."""
-    original = AgentTask._serve
+    original = AgentTask.serve
 
     async def serve(self: AgentTask, request: Any, *, frame: Any = None) -> None:
         if frame is not None:
@@ -80,7 +81,7 @@ def forget_the_request_being_served(monkeypatch: pytest.MonkeyPatch) -> None:
             return
         await original(self, request, frame=frame)
 
-    monkeypatch.setattr(AgentTask, "_serve", serve)
+    monkeypatch.setattr(AgentTask, "serve", serve)
 
 
 def lose_consumed_inputs(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from durably import CheckpointManager
+from durably._execution import Execution, UserIO
 from durably._inspect import describe_execution
-from durably._runtime import Execution, UserIO
 from durably.checkpoint import META_PREV
 from durably.config import DurabilityConfig
 from durably.errors import CorruptHistoryError, NotFoundError

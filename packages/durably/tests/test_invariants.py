@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from durably._execution import Execution, UserIO
 from durably._invariants import check_complete
 from durably._journal import Entry, Frame, Message
-from durably._runtime import Execution, UserIO
 from durably.checkpoint import CheckpointManager
 from durably.config import DurabilityConfig
 from durably.errors import IncompleteExecutionError

@@ -14,8 +14,8 @@ from typing import Any
 
 import pytest
 
+from durably._execution import Execution, UserIO
 from durably._resume import restore_agents
-from durably._runtime import Execution, UserIO
 from durably.checkpoint import CheckpointManager
 from durably.config import DurabilityConfig
 from durably.llm import ScriptedLLM, open_llm

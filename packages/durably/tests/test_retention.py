@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from durably import Agent, CheckpointManager, StreamingPythonExecutor
-from durably._runtime import Execution, UserIO
+from durably._execution import Execution, UserIO
 from durably.config import DurabilityConfig
 from durably.errors import CheckpointTooLargeError
 from durably.llm import open_llm

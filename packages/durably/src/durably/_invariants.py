@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from durably._runtime import Execution
+    from durably._execution import Execution
 
 __all__ = ["check_complete"]
 

@@ -15,7 +15,7 @@ from durably._journal import DeltaDoc, Message
 from durably.errors import NotFoundError
 
 if TYPE_CHECKING:
-    from durably._runtime import Execution
+    from durably._execution import Execution
     from durably.checkpoint import CheckpointManager, LoadedExecution
 
 __all__ = ["restore_agents"]

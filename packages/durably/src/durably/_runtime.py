@@ -23,14 +23,11 @@ from __future__ import annotations
 import asyncio
 import builtins
 import logging
-import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from durably._codeobjects import rebind_functions
 from durably._executor import ControlFlow, EndTurn, PlaybookReturn, ProgramExit
 from durably._journal import (
-    DeltaDoc,
     Entry,
     Frame,
     Message,
@@ -41,13 +38,15 @@ from durably._journal import (
 )
 from durably._llmloop import PROCESS_MESSAGES, PlaybookLoop
 from durably._mailbox import Mailbox, is_work, next_work
+from durably._messaging import receive, wait_for
 from durably._replay import Journal
-from durably.errors import DurablyError, IncompleteExecutionError
-from durably.llm import LLMLimits
+from durably._snapshots import restore_task, snapshot_of
+from durably._tools import bind_arguments, call_tool
+from durably.errors import DurablyError
 
 if TYPE_CHECKING:
+    from durably._execution import Execution
     from durably.agent import Agent, AgentHandle, PlaybookSpec
-    from durably.checkpoint import CheckpointManager
 
 log = logging.getLogger("durably.runtime")
 
@@ -84,7 +83,8 @@ class AgentTask:
         self.idempotency_key: str | None = None
         self.tools_running = 0
         """Python playbooks running live on this agent's stack (see :attr:`quiet`)."""
-        self._resume_frame: Frame | None = None
+        self.resume_frame: Frame | None = None
+        """The bottom frame a restore put back, taken by :meth:`run` (or the seed API)."""
         self._injected: dict[str, Any] = {}
 
     # ------------------------------------------------------------------ frames
@@ -181,51 +181,12 @@ class AgentTask:
 
     def snapshot_doc(self) -> tuple[SnapshotDoc, dict[str, Any], dict[str, Any]]:
         """(snapshot document, state, locals) for the codec."""
-        frame = self.frames[0] if self.frames else None
-        open_llm = []
-        if frame is not None and frame.llm_index is not None:
-            entry = self.journal.open_llm.get(frame.llm_index)
-            if entry is not None:
-                open_llm.append(entry)
-        doc = SnapshotDoc(
-            agent=self.agent_id, agent_class=self.agent_class.__name__,
-            index=self.journal.index, phase=self.phase,
-            frame=frame.to_doc() if frame is not None else None, open_llm=open_llm,
-            inbox=list(self.mailbox.inbox), consumed=sorted(self.mailbox.consumed),
-            transcript=self.journal.transcript, llm_log=self.journal.llm_log,
-            llm_counts=self.journal.llm_counts,
-            result=self.result, returned=self.begin_returned,
-            inputs=self.execution.io.consumed, serving=self.serving)
-        state = self.agent.state.to_dict()
-        local_vars = self.visible_locals(frame) if frame is not None else {}
-        return doc, state, local_vars
+        return snapshot_of(self)
 
     def restore(self, restored: RestoredAgent, state: dict[str, Any],
                 local_vars: dict[str, Any] | None) -> None:
-        snap = restored.snapshot
-        self.journal.load(restored)
-        self.mailbox.restore(snap.inbox, snap.consumed)
-        self.phase = snap.phase
-        self.agent.state.to_dict().update(state)
-        self.result = snap.result
-        self.begin_returned = snap.returned
-        self.serving = snap.serving
-        calls, tokens = restored.budget_used()
-        self.execution.calls_used += calls
-        self.execution.tokens_used += tokens
-        # The user's inputs are one sequence for all agents: whatever any agent consumed
-        # before the crash is consumed, whichever agent replays first.
-        io = self.execution.io
-        io.consumed = max(io.consumed, snap.inputs, *(
-            number + 1 for entry in self.journal.replay.values()
-            if entry.kind == "yield"
-            and (number := user_input_number(entry.result)) is not None))
-        if snap.frame is not None:
-            frame = Frame.from_doc(snap.frame, self.new_namespace(local_vars or {}),
-                                   default_number=self.journal.llm_counts.get(
-                                       snap.frame["playbook"], 1) - 1)
-            rebind_functions(frame.namespace)
-            self._resume_frame = frame
+        """The agent as its last snapshot and later journal left it (before it runs)."""
+        restore_task(self, restored, state, local_vars)
 
     # ------------------------------------------------------------- operations
 
@@ -293,51 +254,9 @@ class AgentTask:
             answer = await self.op("yield", "user", ask, apply=consumed)
             return answer["text"]
         sender = self.execution.resolve_target(target)
-        messages = await self.wait_for(lambda m: m.sender == sender and m.kind == "message",
+        messages = await wait_for(self, lambda m: m.sender == sender and m.kind == "message",
                                        f"yield:{sender}")
         return "\n".join(m.text for m in messages) if messages else None
-
-    async def receive(self, accept: Callable[[Message], bool], kind: str, *,
-                      select: Callable[[list[Message]], list[Message]] | None = None,
-                      ) -> list[Message]:
-        """Wait for messages accepted by ``accept``; journaled with their ids.
-
-        ``select`` picks which of the accepted messages to take at once (default: all).
-        """
-
-        def take_all(inbox: list[Message]) -> list[Message]:
-            return [m for m in inbox if accept(m)]
-
-        choose = select or take_all
-
-        async def live() -> list[dict[str, Any]]:
-            taken = await self.mailbox.wait(choose, accept, kind, self.execution.agent_waiting)
-            return [m.to_doc() for m in taken]
-
-        def apply(docs: list[dict[str, Any]]) -> None:
-            self.mailbox.consume({doc["id"] for doc in docs})
-
-        docs = await self.op("receive", kind, live, apply=apply)
-        return [Message.from_doc(doc) for doc in docs]
-
-    async def wait_for(self, accept: Callable[[Message], bool], kind: str) -> list[Message]:
-        """Wait for messages accepted by ``accept``, serving the requests that arrive
-        meanwhile: an agent waiting for another agent can be called back by it (or by a
-        third one) without a deadlock."""
-
-        def select(inbox: list[Message]) -> list[Message]:
-            wanted = [m for m in inbox if accept(m)]
-            if wanted:
-                return wanted
-            return next(([m] for m in inbox if m.kind == "request"), [])
-
-        while True:
-            taken = await self.receive(lambda m: accept(m) or m.kind == "request", kind,
-                                       select=select)
-            if taken[0].kind == "request" and not accept(taken[0]):
-                await self._serve(taken[0])
-                continue
-            return taken
 
     async def op_return(self, value: Any) -> None:
         self.loop.response_ends()
@@ -371,7 +290,7 @@ class AgentTask:
                           payload={"args": list(args), "kwargs": kwargs})
         await self.op("call", [handle.id, name, list(args), kwargs], _none,
                       apply=self._sender(request), effects={"messages": [request.to_doc()]})
-        replies = await self.wait_for(
+        replies = await wait_for(self,
             lambda m: m.kind == "reply" and m.payload.get("request") == request_id,
             f"reply:{request_id}")
         reply = replies[0].payload
@@ -382,57 +301,11 @@ class AgentTask:
     async def call_playbook(self, spec: PlaybookSpec, args: tuple[Any, ...],
                             kwargs: dict[str, Any]) -> Any:
         if spec.llm:
-            return await self.loop.run_llm_playbook(spec, self._bind(spec, args, kwargs))
-        return await self._call_tool(spec, args, kwargs)
+            return await self.loop.run_llm_playbook(spec, bind_arguments(self.agent, spec,
+                                                                           args, kwargs))
+        return await call_tool(self, spec, args, kwargs)
 
-    def _bind(self, spec: PlaybookSpec, args: tuple[Any, ...],
-              kwargs: dict[str, Any]) -> dict[str, Any]:
-        import inspect
 
-        assert spec.func is not None
-        bound = inspect.signature(spec.func).bind(self.agent, *args, **kwargs)
-        bound.apply_defaults()
-        values = dict(bound.arguments)
-        values.pop(next(iter(values)))
-        return values
-
-    async def _call_tool(self, spec: PlaybookSpec, args: tuple[Any, ...],
-                         kwargs: dict[str, Any]) -> Any:
-        assert spec.func is not None
-        func = spec.func
-        codec = self.execution.manager.codec
-        before: dict[str, bytes] = {}
-        key = f"{self.execution.manager.execution_id}:{self.agent_id}:{self.journal.index}"
-
-        async def live() -> Any:
-            # Only a live call can change the state behind the journal's back (replay
-            # re-applies the journaled changes), so only a live call pays for the diff.
-            before.update((name, codec.encode_value(value))
-                          for name, value in self.agent.state.to_dict().items())
-            previous, self.idempotency_key = self.idempotency_key, key
-            self.tools_running += 1
-            try:
-                return await func(self.agent, *args, **kwargs)
-            finally:
-                self.idempotency_key = previous
-                self.tools_running -= 1
-
-        def changed_state(_: Any) -> dict[str, Any] | None:
-            """The state a live tool changed (in the order the variables now have) and the
-            variables it deleted, journaled so that replay re-applies them."""
-            state = self.agent.state.to_dict()
-            changed = {name: value for name, value in state.items()
-                       if before.get(name) != codec.encode_value(value)}
-            unset = [name for name in before if name not in state]
-            effects: dict[str, Any] = {}
-            if changed:
-                effects["state"] = changed
-            if unset:
-                effects["unset"] = unset
-            return effects or None
-
-        return await self.op(f"tool:{spec.name}", [list(args), kwargs], live,
-                             journal_errors=True, effects_after=changed_state)
 
     # ------------------------------------------------------------- the agent
 
@@ -453,7 +326,7 @@ class AgentTask:
 
     async def _run(self) -> None:
         begin = next((s for s in self.agent_class.playbooks.values() if s.begin), None)
-        frame, self._resume_frame = self._resume_frame, None
+        frame, self.resume_frame = self.resume_frame, None
         if self.phase == "exit":
             raise ProgramExit()
         if self.phase == "start":
@@ -467,7 +340,7 @@ class AgentTask:
             if self.serving is None:
                 raise DurablyError(f"agent {self.agent_id}: the snapshot says it serves a "
                                    "request but does not say which (corrupt checkpoint?)")
-            await self._serve(self.serving, frame=frame)
+            await self.serve(self.serving, frame=frame)
         elif self.phase == "messages":
             if frame is None:
                 raise DurablyError(f"agent {self.agent_id}: the snapshot says it processes "
@@ -483,9 +356,9 @@ class AgentTask:
             self.phase = "idle"
             if self.journal.ops_since_snapshot:
                 await self.snapshot()  # idle is a quiet point: keep the resume base recent
-            messages = await self.receive(is_work, "inbox", select=next_work)
+            messages = await receive(self, is_work, "inbox", select=next_work)
             if messages[0].kind == "request":
-                await self._serve(messages[0])
+                await self.serve(messages[0])
             else:
                 self.phase = "messages"
                 rendered = [{"from": m.sender, "text": m.text, "id": m.id} for m in messages]
@@ -497,7 +370,7 @@ class AgentTask:
         self.begin_returned = True
         self.execution.agent_waiting()  # the program may be over
 
-    async def _serve(self, request: Message, *, frame: Frame | None = None) -> None:
+    async def serve(self, request: Message, *, frame: Frame | None = None) -> None:
         """Run the public playbook ``request`` asks for on this agent's stack and reply.
 
         At the bottom of the stack (phase ``serve``) the request is recorded in
@@ -538,237 +411,4 @@ async def _none() -> None:
     return None
 
 
-class UserIO:
-    """Where agents' words to the user go, and where the user's answers come from."""
-
-    def __init__(self, inputs: list[str] | None = None, *, interactive: bool = False,
-                 echo: Callable[[str], None] | None = print) -> None:
-        self.inputs = list(inputs or [])
-        self.consumed = 0
-        self.interactive = interactive
-        self.echo = echo
-
-    def say(self, agent: str, agent_id: str, text: str) -> None:
-        if self.echo is not None:
-            self.echo(f"{agent}: {text}")
-
-    async def ask(self, agent: str, agent_id: str) -> str:
-        if self.consumed < len(self.inputs):
-            return self.inputs[self.consumed]
-        if self.interactive:
-            answer = await asyncio.to_thread(input, "> ")
-            return answer
-        raise DurablyError(
-            f"{agent}({agent_id}) waits for the user's input, but no input is left: pass "
-            "answers with --input (one per Yield(\"user\")) or run in a terminal")
-
-
-class Execution:
-    """One run of a program: its agents, its store, its LLM and its user."""
-
-    def __init__(self, manager: CheckpointManager, *, program: Any = None, llm: Any = None,
-                 io: UserIO | None = None, limits: LLMLimits | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
-        self.manager = manager
-        self.clock = clock
-        """Seconds, for the latency journaled with each LLM call (tests that compare the
-        bytes of two runs' checkpoints pass a constant clock)."""
-        self.program = program
-        self.llm = llm
-        self.limits = limits or LLMLimits()
-        self.calls_used = 0
-        """LLM calls this execution made, counting those of its journal (for budgets)."""
-        self.tokens_used = 0
-        """Tokens its LLM calls used, as providers reported them (for budgets)."""
-        self.retrying = False
-        """A resume of an execution that failed: a no-code failure is forgiven once."""
-        self.io = io or UserIO()
-        self.agents: dict[str, AgentTask] = {}
-        self.next_agent_id = 1000
-        self.program_names: dict[str, Any] = dict(program.names) if program is not None else {}
-        self.tasks: dict[str, asyncio.Task[Any]] = {}
-        self.done: asyncio.Event | None = None
-        """Set by :meth:`run`; agents start as tasks only once the execution runs."""
-        self.outcome: tuple[str, Any] | None = None
-        self.progress: Callable[[str, str, list[str]], None] | None = None
-        """Called with (agent class, agent id, call stack) when an agent takes a step."""
-        self.llm_calls_live = 0
-        self.llm_streaming = False
-        self.header: dict[str, Any] = {}
-        self.exiting = False
-        """An agent ran ``Yield("exit")``: the program ends when the others are idle."""
-        self.settled: set[str] = set()
-        """Agents with nothing suspended when the program ended (idle or exited)."""
-        faults = getattr(manager, "faults", None)
-        if faults is not None:  # DURABLY_CRASH_IN_LLM_CALL watches the LLM calls
-            faults.llm_probe = lambda: (self.llm_calls_live, self.llm_streaming)
-
-    # ------------------------------------------------------------------ agents
-
-    def create_agent(self, cls: type[Agent], agent_id: str | None = None, *,
-                     task_class: type[AgentTask] | None = None) -> AgentTask:
-        if agent_id is None:
-            agent_id = str(self.next_agent_id)
-        self.next_agent_id = max(self.next_agent_id, int(agent_id) + 1)
-        task = (task_class or AgentTask)(self, agent_id, cls)
-        self.agents[agent_id] = task
-        return task
-
-    async def find_or_create(self, cls: type[Agent]) -> AgentTask:
-        """The agent of class ``cls``; a new one is snapshotted before anyone can see it,
-        so that every later checkpoint's manifest (and so every resume) knows it."""
-        for task in self.agents.values():
-            if task.agent_class is cls:
-                return task
-        task = self.create_agent(cls)
-        await task.snapshot()
-        self._start(task)
-        return task
-
-    def ensure_agent(self, agent_id: str, cls: type[Agent]) -> None:
-        if agent_id not in self.agents:
-            task = self.create_agent(cls, agent_id)
-            self._start(task)
-
-    def _start(self, task: AgentTask) -> None:
-        if self.done is not None and task.agent_id not in self.tasks:
-            self.tasks[task.agent_id] = asyncio.get_running_loop().create_task(
-                self._guard(task), name=f"agent-{task.agent_id}")
-
-    async def _guard(self, task: AgentTask) -> None:
-        try:
-            await task.run()
-        except ProgramExit:
-            self.exiting = True
-            task.finished = True
-            self.agent_waiting()
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            self._finish("failed", exc)
-
-    def begin_result(self) -> Any:
-        """The program's result: what the first agent's begin playbook returned."""
-        for task in self.agents.values():
-            if task.has_begin:
-                return task.result
-        return None
-
-    def _finish(self, status: str, value: Any) -> None:
-        if self.outcome is None:
-            self.outcome = (status, value)
-        if self.done is not None:
-            self.done.set()
-
-    def agent_waiting(self) -> None:
-        """Called when an agent blocks on its inbox (or exits): the program ends when every
-        agent waits for a message that nobody can send any more.
-
-        ``Yield("exit")`` ends the program the same way: once the other agents have finished
-        what they are doing. Stopping them at once would make the end depend on how far
-        each got when the exit ran (a scheduling accident); a resumed run could not repeat
-        that, and the program's outcome would not be a function of its journal.
-        """
-        for task in self.agents.values():
-            if not task.finished and not task.mailbox.blocked:
-                return
-        self._finish("completed", self.begin_result())
-
-    @property
-    def status_label(self) -> str:
-        return "running" if self.outcome is None else self.outcome[0]
-
-    def agent_class_named(self, name: str) -> type[Agent]:
-        classes = list(self.program.agent_classes) if self.program is not None else []
-        classes += [t.agent_class for t in self.agents.values()]
-        for cls in classes:
-            if cls.__name__ == name:
-                found: type[Agent] = cls
-                return found
-        raise DurablyError(f"the program has no agent class {name!r} (it changed?)")
-
-    def resolve_target(self, target: Any) -> str:
-        from durably.agent import Agent, AgentHandle
-
-        if isinstance(target, AgentHandle):
-            return target.id
-        if isinstance(target, Agent):
-            return target.id
-        text = str(target).strip()
-        if text.lower() in ("user", "human"):
-            return "user"
-        if text.lower().startswith("agent "):
-            text = text[6:].strip()
-        if text in self.agents:
-            return text
-        for task in self.agents.values():
-            if task.agent_class.__name__ == text:
-                return task.agent_id
-        raise DurablyError(f"unknown message target {target!r}")
-
-    def deliver(self, message: Message) -> None:
-        task = self.agents.get(message.receiver)
-        if task is None:
-            raise DurablyError(f"message to unknown agent {message.receiver}")
-        task.mailbox.put(message)
-
-    # ----------------------------------------------------------- checkpoints
-
-    async def write_delta(self, task: AgentTask, entries: list[Entry]) -> None:
-        journal = task.journal
-        delta = DeltaDoc(task.agent_id, entries, journal.take_llm_appends(),
-                         journal.unwritten_log)
-        journal.unwritten_log = []
-        seq = await self.manager.write(self, task.agent_id, delta.to_doc(), kind="delta")
-        for entry in entries:
-            entry.seq = seq
-        journal.written(seq, snapshot=False)
-
-    async def write_snapshot(self, task: AgentTask) -> None:
-        doc, state, local_vars = task.snapshot_doc()
-        task.journal.forget_pending()  # in the snapshot
-        frame = task.frames[0].playbook if task.frames else "agent"
-        seq = await self.manager.write(self, task.agent_id, doc.to_doc(), kind="snapshot",
-                                       state=state, local_vars=local_vars, frame=frame)
-        task.journal.written(seq, snapshot=True)
-
-    def manifest(self) -> dict[str, int]:
-        return {agent_id: task.journal.snapshot_seq for agent_id, task in self.agents.items()
-                if task.journal.snapshot_seq is not None}
-
-    # ------------------------------------------------------------------- run
-
-    async def run(self, *, resume: bool = False) -> tuple[str, Any]:
-        """Run (or resume) every agent until the program ends."""
-        self.done = asyncio.Event()
-        if not resume:
-            for cls in self.program.agent_classes:
-                if any(spec.begin for spec in cls.playbooks.values()):
-                    self.create_agent(cls)
-        for task in list(self.agents.values()):
-            self._start(task)
-        try:
-            await self.done.wait()
-            # Who ended at a quiet point (before cancelling unwinds every stack): only they
-            # may get a final snapshot.
-            self.settled = {agent_id for agent_id, task in self.agents.items()
-                            if not task.frames and not task.tools_running}
-            assert self.outcome is not None
-            if self.outcome[0] == "completed":  # checked before the tasks unwind
-                from durably._invariants import check_complete
-
-                problems = check_complete(self)
-                if problems:
-                    self.outcome = ("failed", IncompleteExecutionError(
-                        "the execution ended but cannot be complete: " + "; ".join(problems)
-                        + ". Nothing was recorded as completed; the checkpoint history is "
-                        "kept for `durably resume` and `durably fork`"))
-        finally:
-            for t in self.tasks.values():
-                t.cancel()
-            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
-        assert self.outcome is not None
-        return self.outcome
-
-
-__all__ = ["AgentTask", "Execution", "UserIO"]
+__all__ = ["AgentTask"]

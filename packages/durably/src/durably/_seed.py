@@ -24,12 +24,13 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from durably import checkpoint as _checkpoint
+from durably._execution import Execution, UserIO
 from durably._executor import StreamingPythonExecutor as _Executor
 from durably._inspect import Checkpoint, checkpoint_view
 from durably._journal import Frame, LLMEntry, RestoredAgent
 from durably._llmloop import PlaybookLoop
 from durably._resume import restore_agents
-from durably._runtime import AgentTask, Execution, UserIO
+from durably._runtime import AgentTask
 from durably._statements import Statement
 from durably.agent import Agent
 from durably.errors import DurablyError, NotFoundError
@@ -82,7 +83,7 @@ class StandaloneTask(AgentTask):
     def restore(self, restored: RestoredAgent, state: dict[str, Any],
                 local_vars: dict[str, Any] | None) -> None:
         super().restore(restored, state, local_vars)
-        frame = self._resume_frame
+        frame = self.resume_frame
         if frame is not None:
             self.frames = [frame]
             replay_llm = self.journal.replay_llm

@@ -25,8 +25,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any, TypeVar
 
+from durably._execution import Execution, UserIO
 from durably._resume import restore_agents
-from durably._runtime import Execution, UserIO
 from durably.agent import Agent
 from durably.checkpoint import CheckpointManager
 from durably.config import DurabilityConfig, load_config

@@ -1,0 +1,258 @@
+"""One run of a program: its agents, its store, its LLM and its user.
+
+:class:`Execution` starts each agent's task, routes messages between agents, decides when
+the program is over (every agent waits for a message nobody can send any more), and
+writes agents' checkpoints through the :class:`~durably.checkpoint.CheckpointManager`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from durably._executor import ProgramExit
+from durably._journal import DeltaDoc, Entry, Message
+from durably._runtime import AgentTask
+from durably.errors import DurablyError, IncompleteExecutionError
+from durably.llm import LLMLimits
+
+if TYPE_CHECKING:
+    from durably.agent import Agent
+    from durably.checkpoint import CheckpointManager
+
+__all__ = ["Execution", "UserIO"]
+
+
+class UserIO:
+    """Where agents' words to the user go, and where the user's answers come from."""
+
+    def __init__(self, inputs: list[str] | None = None, *, interactive: bool = False,
+                 echo: Callable[[str], None] | None = print) -> None:
+        self.inputs = list(inputs or [])
+        self.consumed = 0
+        self.interactive = interactive
+        self.echo = echo
+
+    def say(self, agent: str, agent_id: str, text: str) -> None:
+        if self.echo is not None:
+            self.echo(f"{agent}: {text}")
+
+    async def ask(self, agent: str, agent_id: str) -> str:
+        if self.consumed < len(self.inputs):
+            return self.inputs[self.consumed]
+        if self.interactive:
+            answer = await asyncio.to_thread(input, "> ")
+            return answer
+        raise DurablyError(
+            f"{agent}({agent_id}) waits for the user's input, but no input is left: pass "
+            "answers with --input (one per Yield(\"user\")) or run in a terminal")
+
+
+class Execution:
+    """One run of a program: its agents, its store, its LLM and its user."""
+
+    def __init__(self, manager: CheckpointManager, *, program: Any = None, llm: Any = None,
+                 io: UserIO | None = None, limits: LLMLimits | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.manager = manager
+        self.clock = clock
+        """Seconds, for the latency journaled with each LLM call (tests that compare the
+        bytes of two runs' checkpoints pass a constant clock)."""
+        self.program = program
+        self.llm = llm
+        self.limits = limits or LLMLimits()
+        self.calls_used = 0
+        """LLM calls this execution made, counting those of its journal (for budgets)."""
+        self.tokens_used = 0
+        """Tokens its LLM calls used, as providers reported them (for budgets)."""
+        self.retrying = False
+        """A resume of an execution that failed: a no-code failure is forgiven once."""
+        self.io = io or UserIO()
+        self.agents: dict[str, AgentTask] = {}
+        self.next_agent_id = 1000
+        self.program_names: dict[str, Any] = dict(program.names) if program is not None else {}
+        self.tasks: dict[str, asyncio.Task[Any]] = {}
+        self.done: asyncio.Event | None = None
+        """Set by :meth:`run`; agents start as tasks only once the execution runs."""
+        self.outcome: tuple[str, Any] | None = None
+        self.progress: Callable[[str, str, list[str]], None] | None = None
+        """Called with (agent class, agent id, call stack) when an agent takes a step."""
+        self.llm_calls_live = 0
+        self.llm_streaming = False
+        self.header: dict[str, Any] = {}
+        self.exiting = False
+        """An agent ran ``Yield("exit")``: the program ends when the others are idle."""
+        self.settled: set[str] = set()
+        """Agents with nothing suspended when the program ended (idle or exited)."""
+        faults = getattr(manager, "faults", None)
+        if faults is not None:  # DURABLY_CRASH_IN_LLM_CALL watches the LLM calls
+            faults.llm_probe = lambda: (self.llm_calls_live, self.llm_streaming)
+
+    # ------------------------------------------------------------------ agents
+
+    def create_agent(self, cls: type[Agent], agent_id: str | None = None, *,
+                     task_class: type[AgentTask] | None = None) -> AgentTask:
+        if agent_id is None:
+            agent_id = str(self.next_agent_id)
+        self.next_agent_id = max(self.next_agent_id, int(agent_id) + 1)
+        task = (task_class or AgentTask)(self, agent_id, cls)
+        self.agents[agent_id] = task
+        return task
+
+    async def find_or_create(self, cls: type[Agent]) -> AgentTask:
+        """The agent of class ``cls``; a new one is snapshotted before anyone can see it,
+        so that every later checkpoint's manifest (and so every resume) knows it."""
+        for task in self.agents.values():
+            if task.agent_class is cls:
+                return task
+        task = self.create_agent(cls)
+        await task.snapshot()
+        self._start(task)
+        return task
+
+    def ensure_agent(self, agent_id: str, cls: type[Agent]) -> None:
+        if agent_id not in self.agents:
+            task = self.create_agent(cls, agent_id)
+            self._start(task)
+
+    def _start(self, task: AgentTask) -> None:
+        if self.done is not None and task.agent_id not in self.tasks:
+            self.tasks[task.agent_id] = asyncio.get_running_loop().create_task(
+                self._guard(task), name=f"agent-{task.agent_id}")
+
+    async def _guard(self, task: AgentTask) -> None:
+        try:
+            await task.run()
+        except ProgramExit:
+            self.exiting = True
+            task.finished = True
+            self.agent_waiting()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            self._finish("failed", exc)
+
+    def begin_result(self) -> Any:
+        """The program's result: what the first agent's begin playbook returned."""
+        for task in self.agents.values():
+            if task.has_begin:
+                return task.result
+        return None
+
+    def _finish(self, status: str, value: Any) -> None:
+        if self.outcome is None:
+            self.outcome = (status, value)
+        if self.done is not None:
+            self.done.set()
+
+    def agent_waiting(self) -> None:
+        """Called when an agent blocks on its inbox (or exits): the program ends when every
+        agent waits for a message that nobody can send any more.
+
+        ``Yield("exit")`` ends the program the same way: once the other agents have finished
+        what they are doing. Stopping them at once would make the end depend on how far
+        each got when the exit ran (a scheduling accident); a resumed run could not repeat
+        that, and the program's outcome would not be a function of its journal.
+        """
+        for task in self.agents.values():
+            if not task.finished and not task.mailbox.blocked:
+                return
+        self._finish("completed", self.begin_result())
+
+    @property
+    def status_label(self) -> str:
+        return "running" if self.outcome is None else self.outcome[0]
+
+    def agent_class_named(self, name: str) -> type[Agent]:
+        classes = list(self.program.agent_classes) if self.program is not None else []
+        classes += [t.agent_class for t in self.agents.values()]
+        for cls in classes:
+            if cls.__name__ == name:
+                found: type[Agent] = cls
+                return found
+        raise DurablyError(f"the program has no agent class {name!r} (it changed?)")
+
+    def resolve_target(self, target: Any) -> str:
+        from durably.agent import Agent, AgentHandle
+
+        if isinstance(target, AgentHandle):
+            return target.id
+        if isinstance(target, Agent):
+            return target.id
+        text = str(target).strip()
+        if text.lower() in ("user", "human"):
+            return "user"
+        if text.lower().startswith("agent "):
+            text = text[6:].strip()
+        if text in self.agents:
+            return text
+        for task in self.agents.values():
+            if task.agent_class.__name__ == text:
+                return task.agent_id
+        raise DurablyError(f"unknown message target {target!r}")
+
+    def deliver(self, message: Message) -> None:
+        task = self.agents.get(message.receiver)
+        if task is None:
+            raise DurablyError(f"message to unknown agent {message.receiver}")
+        task.mailbox.put(message)
+
+    # ----------------------------------------------------------- checkpoints
+
+    async def write_delta(self, task: AgentTask, entries: list[Entry]) -> None:
+        journal = task.journal
+        delta = DeltaDoc(task.agent_id, entries, journal.take_llm_appends(),
+                         journal.unwritten_log)
+        journal.unwritten_log = []
+        seq = await self.manager.write(self, task.agent_id, delta.to_doc(), kind="delta")
+        for entry in entries:
+            entry.seq = seq
+        journal.written(seq, snapshot=False)
+
+    async def write_snapshot(self, task: AgentTask) -> None:
+        doc, state, local_vars = task.snapshot_doc()
+        task.journal.forget_pending()  # in the snapshot
+        frame = task.frames[0].playbook if task.frames else "agent"
+        seq = await self.manager.write(self, task.agent_id, doc.to_doc(), kind="snapshot",
+                                       state=state, local_vars=local_vars, frame=frame)
+        task.journal.written(seq, snapshot=True)
+
+    def manifest(self) -> dict[str, int]:
+        return {agent_id: task.journal.snapshot_seq for agent_id, task in self.agents.items()
+                if task.journal.snapshot_seq is not None}
+
+    # ------------------------------------------------------------------- run
+
+    async def run(self, *, resume: bool = False) -> tuple[str, Any]:
+        """Run (or resume) every agent until the program ends."""
+        self.done = asyncio.Event()
+        if not resume:
+            for cls in self.program.agent_classes:
+                if any(spec.begin for spec in cls.playbooks.values()):
+                    self.create_agent(cls)
+        for task in list(self.agents.values()):
+            self._start(task)
+        try:
+            await self.done.wait()
+            # Who ended at a quiet point (before cancelling unwinds every stack): only they
+            # may get a final snapshot.
+            self.settled = {agent_id for agent_id, task in self.agents.items()
+                            if not task.frames and not task.tools_running}
+            assert self.outcome is not None
+            if self.outcome[0] == "completed":  # checked before the tasks unwind
+                from durably._invariants import check_complete
+
+                problems = check_complete(self)
+                if problems:
+                    self.outcome = ("failed", IncompleteExecutionError(
+                        "the execution ended but cannot be complete: " + "; ".join(problems)
+                        + ". Nothing was recorded as completed; the checkpoint history is "
+                        "kept for `durably resume` and `durably fork`"))
+        finally:
+            for t in self.tasks.values():
+                t.cancel()
+            await asyncio.gather(*self.tasks.values(), return_exceptions=True)
+        assert self.outcome is not None
+        return self.outcome
