@@ -341,3 +341,70 @@ def test_usage_is_journaled_per_call_and_totalled_by_show(program: Path, store: 
     text = render_show(data)
     assert "LLM calls: 2 - tokens: 320 prompt + 40 completion = 360" in text
     assert "120+30 tokens" in text
+
+
+class _Crash(BaseException):
+    """Stands for the process dying right after a checkpoint became durable."""
+
+
+def _crashing_store(crash_at: int | None) -> Any:
+    from memstore import MemoryStore
+
+    class Store(MemoryStore):
+        async def _save(self, *args: Any, **kwargs: Any) -> Any:
+            info = await super()._save(*args, **kwargs)
+            if self.saves == crash_at:
+                raise _Crash(f"after checkpoint {crash_at}")
+            return info
+
+    return Store()
+
+
+class _ByCall(Script):
+    """Answers call n of the playbook with the n-th reply (a resumed run asks from there)."""
+
+    def __init__(self, replies: list[Reply]) -> None:
+        super().__init__(list(replies))
+        self.by_call = list(replies)
+
+    async def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str,
+                     call: int, prefix: str = "") -> AsyncIterator[str | Finish]:
+        self.replies = [self.by_call[call]]
+        async for item in super().stream(messages, agent=agent, playbook=playbook, call=call,
+                                          prefix=prefix):
+            yield item
+
+
+async def _run_budgeted(program: Path, store: Any, *, resume: bool) -> tuple[str, Any, list[str]]:
+    from durably._execution import Execution, UserIO
+    from durably._resume import restore_agents
+    from durably.runner import Program
+
+    replies = [Reply(say(1), tokens=(100, 50)), Reply(say(2), tokens=(100, 50)),
+               Reply(say(3), tokens=(100, 50)), Reply(RETURN, tokens=(1, 1))]
+    manager = CheckpointManager("x", store)
+    said_lines: list[str] = []
+    execution = Execution(manager, program=Program.load(program), llm=_ByCall(replies),
+                          io=UserIO([], echo=said_lines.append),
+                          limits=LLMLimits(max_tokens=300))
+    if resume:
+        await restore_agents(manager, execution)
+    status, value = await execution.run(resume=resume)
+    return status, value, said_lines
+
+
+def test_max_tokens_is_reached_at_the_same_call_whatever_the_crash_point(
+        program: Path) -> None:
+    probe = _crashing_store(None)
+    status, value, reference = asyncio.run(_run_budgeted(program, probe, resume=False))
+    assert status == "failed"
+    assert isinstance(value, LLMBudgetExceededError)
+    assert reference == ["Looper: step 1", "Looper: step 2"]
+    for k in range(1, probe.saves + 1):
+        store = _crashing_store(k)
+        first = asyncio.run(_run_budgeted(program, store, resume=False))
+        if not isinstance(first[1], _Crash):
+            continue  # the budget stopped it before checkpoint k
+        status, value, said_after = asyncio.run(_run_budgeted(program, store, resume=True))
+        assert isinstance(value, LLMBudgetExceededError), (k, status, value)
+        assert first[2] + said_after == reference, k

@@ -354,7 +354,7 @@ class Frame:
     step: str | None = None
     error: str | None = None
     no_code: int = 0
-    """Responses in a row that ran no code (see :meth:`AgentTask._end_call`)."""
+    """Responses in a row that ran no code (see :meth:`PlaybookLoop._end_call`)."""
     history: list[dict[str, str]] = field(default_factory=list)
     """The conversation after the playbook's instruction: assistant and user messages,
     alternating, ending with a user message once a response ended."""
@@ -541,6 +541,11 @@ class RestoredAgent:
         snap = self.snapshot
         before = {entry.index for entry in snap.open_llm}
         calls = sum(snap.llm_counts.values()) + len(set(self.llm) - before)
-        tokens = sum(usage_tokens(item.get("usage"))
-                     for item in [*snap.llm_log, *self.logs.values()])
+        records = [*snap.llm_log, *self.logs.values()]
+        logged = {item["index"] for item in records if item.get("id") == snap.agent}
+        tokens = sum(usage_tokens(item.get("usage")) for item in records)
+        # A response whose end the provider reported durably, before its call record
+        # was written (that goes with a later checkpoint).
+        tokens += sum(usage_tokens(entry.usage) for index, entry in self.llm.items()
+                      if index not in logged)
         return calls, tokens

@@ -49,21 +49,30 @@ class PlaybookLoop:
     def __init__(self, task: AgentTask) -> None:
         self.task = task
         self.journal = task.journal
+        self._streams: dict[int, AsyncIterator[str]] = {}
+        """The stream each running frame reads its response from, by ``id(frame)``."""
 
     async def before_call(self) -> None:
         """Before a new LLM call: the agent may be at a quiet point, snapshot it there."""
         if self.task.quiet and self.journal.ops_since_snapshot:
             await self.task.snapshot()
 
-    def response_ends(self) -> None:
+    async def response_ends(self) -> None:
         """The statement running now ends the current LLM response (a Return, a Yield for
         the next call or for exit): what follows it in the stream will never run, so the
-        response counts as received -- and the next checkpoint says so."""
-        frames = self.task.frames
-        if not frames or frames[-1].llm_index is None:
+        response counts as received -- and the next checkpoint, the ending operation's,
+        says so. The rest of a request still in flight is read first, so that the same
+        checkpoint holds the provider's end of the response (its usage)."""
+        frame = self.task.frames[-1] if self.task.frames else None
+        if frame is None or frame.llm_index is None:
             return
-        entry = self.journal.open_llm.get(frames[-1].llm_index)
-        if entry is not None and not entry.done:
+        entry = self.journal.open_llm.get(frame.llm_index)
+        if entry is None or entry.done:
+            return
+        stream = self._streams.get(id(frame))
+        if stream is not None:
+            await self._drain(frame, stream)
+        if not entry.done:
             self.journal.response_done(entry)
 
     async def run_llm_playbook(self, spec: PlaybookSpec | None, args: dict[str, Any],
@@ -103,6 +112,7 @@ class PlaybookLoop:
         """Run a response's code as it streams in. Once the code ended (a ``Return``, a
         ``Yield``, an error, the closing fence), the rest of a request in flight is read
         for the provider's :class:`Finish` (its usage); it runs nothing."""
+        self._streams[id(frame)] = stream
         try:
             async for chunk in stream:
                 await executor._feed(chunk)
@@ -112,6 +122,8 @@ class PlaybookLoop:
         except ControlFlow:
             await self._drain(frame, stream)
             raise
+        finally:
+            self._streams.pop(id(frame), None)
         await self._drain(frame, stream)
 
     async def _drain(self, frame: Frame, stream: AsyncIterator[str]) -> None:

@@ -119,8 +119,12 @@ class LLMLimits:
     are the runtime's, not the client's; :meth:`split` separates them).
 
     Counts are per execution and survive crashes: a resumed execution counts the calls
-    and tokens its journal holds, so a budget is reached at the same call whether or not
-    the execution crashed on the way.
+    and tokens its journal holds. Calls are counted when they start, so ``max_calls`` is
+    reached at the same call whether or not the execution crashed on the way. Tokens are
+    counted when the provider reports them, at the end of a response: a crash while a
+    response streams loses that report (the resumed run continues the response and counts
+    what the continuation reports), so ``max_tokens`` may let a crashed execution spend
+    the tokens of the responses that were in flight once more.
 
     Attributes:
         max_calls: LLM calls per execution (every agent's, continuations of a cut-off

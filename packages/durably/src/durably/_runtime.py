@@ -231,11 +231,11 @@ class AgentTask:
 
     async def op_yield(self, target: Any) -> Any:
         if target in ("call",):
-            self.loop.response_ends()
+            await self.loop.response_ends()
             await self.op("yield", "call", _none)
             raise EndTurn()
         if target in ("exit",):
-            self.loop.response_ends()
+            await self.loop.response_ends()
             await self.op("yield", "exit", _none)
             raise ProgramExit()
         if target is None or target == "user" or target == "human":
@@ -259,7 +259,7 @@ class AgentTask:
         return "\n".join(m.text for m in messages) if messages else None
 
     async def op_return(self, value: Any) -> None:
-        self.loop.response_ends()
+        await self.loop.response_ends()
         await self.op("return", None, _none)
         raise PlaybookReturn(value)
 
