@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -48,7 +47,6 @@ if TYPE_CHECKING:
     from durably._execution import Execution
     from durably.agent import Agent, AgentHandle, PlaybookSpec
 
-log = logging.getLogger("durably.runtime")
 
 
 
@@ -61,8 +59,6 @@ class AgentTask:
     """
 
     loop_class: ClassVar[type[PlaybookLoop]] = PlaybookLoop
-    standalone: ClassVar[bool] = False
-    """The seed API's agents (:mod:`durably._seed`) are fed LLM text by their caller."""
 
     def __init__(self, execution: Execution, agent_id: str, agent_class: type[Agent]) -> None:
         self.execution = execution
@@ -255,7 +251,7 @@ class AgentTask:
             return answer["text"]
         sender = self.execution.resolve_target(target)
         messages = await wait_for(self, lambda m: m.sender == sender and m.kind == "message",
-                                       f"yield:{sender}")
+                                  f"yield:{sender}")
         return "\n".join(m.text for m in messages) if messages else None
 
     async def op_return(self, value: Any) -> None:
@@ -290,8 +286,8 @@ class AgentTask:
                           payload={"args": list(args), "kwargs": kwargs})
         await self.op("call", [handle.id, name, list(args), kwargs], _none,
                       apply=self._sender(request), effects={"messages": [request.to_doc()]})
-        replies = await wait_for(self,
-            lambda m: m.kind == "reply" and m.payload.get("request") == request_id,
+        replies = await wait_for(
+            self, lambda m: m.kind == "reply" and m.payload.get("request") == request_id,
             f"reply:{request_id}")
         reply = replies[0].payload
         if reply.get("error"):
@@ -304,8 +300,6 @@ class AgentTask:
             return await self.loop.run_llm_playbook(spec, bind_arguments(self.agent, spec,
                                                                            args, kwargs))
         return await call_tool(self, spec, args, kwargs)
-
-
 
     # ------------------------------------------------------------- the agent
 

@@ -55,7 +55,6 @@ class StandaloneTask(AgentTask):
     """An agent of the seed API."""
 
     loop_class: ClassVar[type[PlaybookLoop]] = _FedLoop
-    standalone: ClassVar[bool] = True
 
     @property
     def snapshot_every(self) -> int:
