@@ -18,7 +18,9 @@ resume`` still continues it once the cause is fixed). The child applies the
 and dies with the worker (``PR_SET_PDEATHSIG`` on Linux, and end-of-file on the pipe it
 was given its job on, everywhere). ``statement_timeout`` is an inactivity limit: the
 child reports every step and every checkpoint it writes on a pipe; an attempt that
-reports nothing for that long is killed (with its process group).
+reports nothing for that long is killed (with its process group). Loading and restoring
+the execution report too; the first report (after the interpreter started and imported
+what it needs) may take up to 60 s whatever ``statement_timeout`` says.
 
 **Damage.** An execution whose checkpoints cannot be read (``CorruptObjectError``,
 ``CorruptHistoryError``, ``UnsupportedFormatError``) is reported once and skipped; it
@@ -77,6 +79,9 @@ EXIT_ORPHANED = 70
 _CHILD_ENTRY = "from durably.worker import _child_main; _child_main()"
 _PROGRESS_EVERY = 0.25
 """A child reports progress at most this often (seconds)."""
+_STARTUP = 60.0
+"""Seconds a child has to report for the first time (interpreter start and imports, on a
+loaded machine), when ``statement_timeout`` is shorter."""
 
 
 @dataclass
@@ -386,9 +391,12 @@ class _Supervisor:
             proc.stdin.write(json.dumps(job, default=str).encode() + b"\n")
             await proc.stdin.drain()
             timeout = self.limits.statement_timeout or None
+            first = True
             while True:
+                limit = max(timeout, _STARTUP) if first and timeout is not None else timeout
+                first = False
                 try:
-                    line = await asyncio.wait_for(proc.stdout.readline(), timeout)
+                    line = await asyncio.wait_for(proc.stdout.readline(), limit)
                 except TimeoutError:
                     timed_out = True
                     _kill(proc)
@@ -617,6 +625,7 @@ async def _child_run(job: dict[str, Any], channel: Any) -> _Outcome:
     raw = dict(job["config"])
     raw["sources"] = tuple(raw.get("sources", ()))
     config = DurabilityConfig(**raw)
+    channel.write(b"p\n")  # started: the imports are done
     last = 0.0
 
     def progress(*_args: Any) -> None:
@@ -631,6 +640,14 @@ async def _child_run(job: dict[str, Any], channel: Any) -> _Outcome:
         @hookimpl
         def durably_after_checkpoint(self, execution_id: str, info: Any) -> None:
             progress()
+
+        @hookimpl
+        def durably_before_recover(self, execution_id: str, seq: int) -> None:
+            progress()  # the history is loaded
+
+        @hookimpl
+        def durably_after_recover(self, execution_id: str, seq: int, replayed: int) -> None:
+            progress()  # the agents are restored
 
     get_hooks().register(_Progress(), name="durably-worker-progress")
     handoff = job.get("handoff")
