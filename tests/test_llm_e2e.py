@@ -47,6 +47,28 @@ def run_args(store: str, execution_id: str, *extra: str) -> list[str]:
             "--input", KITCHEN_INPUT, "--store", store, "--execution-id", execution_id, *extra]
 
 
+def journaled_text(store: str, execution_id: str) -> list[str]:
+    """The LLM response text the store holds for an execution (every agent's calls since
+    its snapshot), read as resume would read it -- without importing the program."""
+    import asyncio
+
+    from durably import open_store
+    from durably.checkpoint import CheckpointManager
+    from durably.config import load_config
+
+    async def read() -> list[str]:
+        config = load_config(overrides={"store": store}, use_env=False)
+        async with open_store(config=config) as provider:
+            loaded = await CheckpointManager(execution_id, provider,
+                                             config=config).load_execution(inert=True)
+        if loaded is None:
+            return []
+        return [entry.text for agent in loaded.snapshots
+                for entry in loaded.restored(agent).llm.values()]
+
+    return asyncio.run(read())
+
+
 def run(server: FakeServer, store: str, execution_id: str, *extra: str) -> Completed:
     return durably(*run_args(store, execution_id, *extra), env=env_for(server), timeout=120)
 
@@ -153,7 +175,13 @@ def test_sigkill_in_the_middle_of_a_stream_then_resume_equals_the_uninterrupted_
             while fake.active > 1 or time.monotonic() < deadline - 29:
                 assert time.monotonic() < deadline, "the other requests never ended"
                 time.sleep(0.05)
-            time.sleep(0.5)
+            # The Say to the chef wrote a checkpoint journaling the response so far: wait
+            # until the store holds it, however slow the machine.
+            said_to_chef = cut[:cut.index("\n", cut.index("await self.Say(chef.id"))]
+            while not any(text.startswith(said_to_chef)
+                          for text in journaled_text(store, "killed")):
+                assert time.monotonic() < deadline + 30, "the Say to the chef never became durable"
+                time.sleep(0.1)
             assert owner.poll() is None, owner.communicate()
             owner.send_signal(signal.SIGKILL)
             out, err = owner.communicate(timeout=30)
