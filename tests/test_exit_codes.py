@@ -134,8 +134,6 @@ def test_usage_errors_are_status_2(failed_store: str, args: list[str], needle: s
     assert needle in line, line
 
 
-@pytest.mark.xfail(strict=True, reason="the scripted LLM's errors (durably.llm, owned by "
-                   "the LLM-client work) do not name the argument yet")
 @pytest.mark.parametrize("spec", ["?chunk_seed=abc", "bad-json"])
 def test_a_bad_llm_argument_is_status_2_naming_it(tmp_path: Path, spec: str) -> None:
     if spec == "bad-json":

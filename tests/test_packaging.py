@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 
 HEAVY = ("boto3", "botocore", "aiobotocore", "psycopg", "psycopg_pool", "redis", "openai",
-         "anthropic", "httpx", "httpx2", "zstandard", "durably_s3", "durably_postgres",
+         "anthropic", "httpx", "httpx2", "rich", "zstandard", "durably_s3", "durably_postgres",
          "durably_redis")
 
 

@@ -29,16 +29,16 @@ async def _child(*args: str, env: dict[str, str]) -> tuple[int, str]:
     return process.returncode or 0, out.decode()
 
 
-async def _describe(store: str, execution_id: str) -> dict[str, Any]:
+async def _describe(config: Any, execution_id: str) -> dict[str, Any]:
     from durably import open_store
-    from durably._inspect import describe_execution
+    from durably._inspect import describe_execution, without_measurements
     from durably.checkpoint import CheckpointManager
-    from durably.config import load_config
 
-    config = load_config(overrides={"store": store}, use_env=False)
     async with open_store(config=config) as provider:
         data = await describe_execution(CheckpointManager(execution_id, provider, config=config))
     assert data is not None
+    # Timings and reported usage are measurements, not the run (see without_measurements).
+    data = without_measurements(data)
     return {key: data[key] for key in COMPARED}
 
 
@@ -46,26 +46,41 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def run_demo(*, keep: bool = False) -> int:
-    from durably.runner import run_program
+async def run_demo(*, keep: bool = False, config: Any = None,
+                   config_file: str | None = None) -> int:
+    """Run the demo in a temporary store, or in ``config``'s store (with execution ids of
+    its own, ``demo-XXXXXXXX-reference`` and ``demo-XXXXXXXX-crashed``)."""
+    from durably._redact import redact
+    from durably.config import load_config
+    from durably.runner import new_execution_id, run_program
 
-    root = Path(tempfile.mkdtemp(prefix="durably-demo-"))
-    store = f"file://{root / 'store'}"
+    root = None if config is not None else Path(tempfile.mkdtemp(prefix="durably-demo-"))
+    if root is not None:
+        config = load_config(overrides={"store": f"file://{root / 'store'}"}, use_env=False)
+        names = ("reference", "crashed")
+    else:
+        tag = new_execution_id()[:8]
+        names = (f"demo-{tag}-reference", f"demo-{tag}-crashed")
+    reference_id, crashed_id = names
+    store = config.store
     llm = f"scripted:{SCRIPT}?chunk_seed=7"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    # The children use this store (and durably.toml, for its provider's options); no
+    # inherited fault injection, no other LLM.
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(("DURABLY_CRASH", "DURABLY_LLM", "DURABLY_FAULT"))}
+    if root is not None:
+        env = {k: v for k, v in env.items() if not k.startswith("DURABLY_")}
+    where = ["--store", store] + (["--config", config_file] if config_file else [])
     try:
         _say("durably demo: a concierge agent and a chef agent plan dinner with a scripted LLM.")
-        _say(f"store: {store}\n")
+        _say(f"store: {redact(store)}\n")
         _say("1. An uninterrupted run, for reference:")
-        from durably.config import load_config
-
-        config = load_config(overrides={"store": store}, use_env=False)
-        await run_program(PROGRAM, llm=llm, store=store, execution_id="reference",
+        await run_program(PROGRAM, llm=llm, execution_id=reference_id,
                           inputs=[ANSWER], config=config, echo=lambda s: _say("   " + s))
         _say("\n2. The same program in a child process that kills itself (SIGKILL) in the "
              "middle of its 3rd LLM call:")
-        code, out = await _child("run", str(PROGRAM), "--llm", llm, "--store", store,
-                                 "--execution-id", "crashed", "--input", ANSWER,
+        code, out = await _child("run", str(PROGRAM), "--llm", llm, *where,
+                                 "--execution-id", crashed_id, "--input", ANSWER,
                                  env={**env, "DURABLY_CRASH_IN_LLM_CALL": "3"})
         for line in out.splitlines():
             _say("   " + line)
@@ -78,14 +93,14 @@ async def run_demo(*, keep: bool = False) -> int:
         _say("\n3. A new process resumes it from the store at once (its owner is provably "
              "dead, so its 30-second lease is taken over): it restores the agents, finishes "
              "the rest of the 3rd LLM response, then goes on with the 4th call:")
-        code, out = await _child("resume", "crashed", "--store", store, env=env)
+        code, out = await _child("resume", crashed_id, *where, env=env)
         for line in out.splitlines():
             _say("   " + line)
         if code != 0:
             _say(f"   resume failed with status {code}")
             return 1
-        reference = await _describe(store, "reference")
-        resumed = await _describe(store, "crashed")
+        reference = await _describe(config, reference_id)
+        resumed = await _describe(config, crashed_id)
         _say("\n4. Uninterrupted vs crashed-and-resumed:")
         same = True
         for key in COMPARED:
@@ -105,7 +120,10 @@ async def run_demo(*, keep: bool = False) -> int:
              else "\nThe runs differ: this is a bug, please report it.")
         return 0 if same else 1
     finally:
-        if keep:
+        if root is None:
+            _say(f"(executions {reference_id} and {crashed_id} are in {redact(store)}; "
+                 "`durably ls` lists them)")
+        elif keep:
             _say(f"(store kept in {root})")
         else:
             shutil.rmtree(root, ignore_errors=True)

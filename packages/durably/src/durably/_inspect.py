@@ -16,7 +16,8 @@ from durably.checkpoint import CheckpointManager, LoadedExecution
 from durably.storage import META_STATUS, CheckpointProvider
 
 __all__ = ["AgentView", "Checkpoint", "checkpoint_view", "describe_execution", "jsonable",
-           "list_executions", "render_show", "usage_totals", "without_measurements"]
+           "list_executions", "render_show", "tool_error_text", "usage_totals",
+           "without_measurements"]
 
 
 
@@ -87,6 +88,9 @@ async def describe_execution(manager: CheckpointManager,
 
     status, lease = await owner_status(manager.provider, manager.execution_id, loaded.status)
     ordered = sorted(calls.values(), key=order)
+    from durably._events import journal_events
+
+    errors, inputs = await journal_events(manager, loaded.latest_seq)
     return {
         "execution_id": manager.execution_id,
         "status": status,
@@ -107,6 +111,8 @@ async def describe_execution(manager: CheckpointManager,
         "usage": usage_totals(i.get("usage") for i in ordered),
         "result": jsonable(loaded.result) if loaded.status != "failed" else None,
         "error": str(loaded.result) if loaded.status == "failed" else None,
+        "tool_errors": jsonable(errors),
+        "inputs": jsonable(inputs),
     }
 
 
@@ -215,6 +221,16 @@ def _lease_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def tool_error_text(error: dict[str, Any]) -> str:
+    """One journaled tool failure: where, which tool, the exception, the statement."""
+    where = f"{error['agent']}({error['id']})"
+    if error.get("playbook"):
+        where += f".{error['playbook']}"
+    statement = f" in `{error['statement']}`" if error.get("statement") else ""
+    return (f"{where}: {error['operation']} raised {error['type']}: {error['message']}"
+            f"{statement}")
+
+
 def render_show(data: dict[str, Any]) -> str:
     """The human form of :func:`describe_execution`'s result (control characters in the
     stored text escaped)."""
@@ -242,6 +258,13 @@ def _render_show(data: dict[str, Any]) -> str:
     lines.append("transcript:")
     for item in data["transcript"]:
         lines.append(f"    {item['agent']}: {item['text']}")
+    inputs = data.get("inputs") or []
+    if inputs:
+        lines.append(f"user input: {len(inputs)} answer(s)")
+        for item in inputs:
+            lines.append(f"    you (to {item['agent']}): {item['text']}")
+    for error in data.get("tool_errors") or []:
+        lines.append(f"tool error: {tool_error_text(error)}")
     totals = data.get("usage") or usage_totals(c.get("usage") for c in data["llm_calls"])
     tokens = ""
     if totals["calls_reported"]:

@@ -83,32 +83,18 @@ def _llm_spec(args: argparse.Namespace) -> str | None:
     return spec if isinstance(spec, str) else None
 
 
-class _Progress:
-    """The current agent, playbook and step on stderr -- only when stderr is a terminal,
-    so that piped output stays clean."""
+def _screen(args: argparse.Namespace, execution_id: str) -> Any:
+    from durably._console import RunScreen
+    from durably.runner import Terminal
 
-    def __init__(self) -> None:
-        self.enabled = sys.stderr.isatty()
-        self.shown = False
-
-    def say(self, line: str) -> None:
-        self._clear()
-        print(line, flush=True)
-
-    def step(self, agent: str, agent_id: str, stack: list[str]) -> None:
-        if self.enabled:
-            sys.stderr.write(f"\r\x1b[K  {agent}({agent_id}) {' > '.join(stack)}")
-            sys.stderr.flush()
-            self.shown = True
-
-    def _clear(self) -> None:
-        if self.shown:
-            sys.stderr.write("\r\x1b[K")
-            self.shown = False
+    screen = RunScreen(execution_id)
+    args.screen = screen  # main() takes its status line down on Ctrl-C and errors
+    terminal = Terminal(ask=screen.ask, heard=screen.heard, watch=screen.watch)
+    return screen, terminal
 
 
 async def _run(args: argparse.Namespace) -> int:
-    from durably.runner import new_execution_id, run_program
+    from durably.runner import Program, new_execution_id, run_program
 
     spec = _llm_spec(args)
     if spec is None:
@@ -116,30 +102,39 @@ async def _run(args: argparse.Namespace) -> int:
                           fix="Pass --llm scripted:PATH or --llm openai:MODEL, or set [llm] spec "
                           "in durably.toml")
     config = _config(args)
+    program = Program.load(args.program)  # a program that does not load starts nothing
     execution_id = args.execution_id or new_execution_id()
     args.started_execution = execution_id
-    print(f"execution {execution_id}", file=sys.stderr, flush=True)
-    progress = _Progress()
-    result = await run_program(
-        args.program, llm=spec, llm_options=_llm_options(args), execution_id=execution_id,
-        inputs=args.input or [],
-        interactive=not args.input and sys.stdin.isatty(), config=config,
-        echo=progress.say, progress=progress.step,
-    )
-    progress._clear()
+    screen, terminal = _screen(args, execution_id)
+    screen.notice(f"execution {execution_id}")
+    try:
+        result = await run_program(
+            program, llm=spec, llm_options=_llm_options(args), execution_id=execution_id,
+            inputs=args.input or [],
+            interactive=not args.input and sys.stdin.isatty(), config=config,
+            echo=screen.say, progress=screen.step, terminal=terminal,
+        )
+    finally:
+        screen.close()
     return _report(result)
 
 
 def _report(result: Any) -> int:
+    from durably._console import fancy, make_console
+
     if result.status == "already-completed":
         print(f"execution {result.execution_id} already completed", file=sys.stderr)
         return 0
     if result.status == "completed":
         if result.result is not None:
-            print(f"result: {json.dumps(result.result, default=repr, ensure_ascii=False)}",
-                  file=sys.stderr)
+            line = f"result: {json.dumps(result.result, default=repr, ensure_ascii=False)}"
+            if fancy(sys.stdout, sys.stderr):
+                make_console(sys.stderr).print(_printable(line), style="green")
+            else:
+                print(_printable(line), file=sys.stderr)
         return 0
-    print(f"execution {result.execution_id} failed: {result.error}", file=sys.stderr)
+    print(_printable(f"execution {result.execution_id} failed: {result.error}"),
+          file=sys.stderr)
     return 1
 
 
@@ -182,17 +177,17 @@ async def _resume(args: argparse.Namespace) -> int:
     from durably.runner import resume_execution
 
     config = _config(args)
-    progress = _Progress()
     countdown = _Countdown(args.execution_id)
     args.started_execution = args.execution_id
+    screen, terminal = _screen(args, args.execution_id)
 
     def say(line: str) -> None:
         countdown.clear()
-        progress.say(line)
+        screen.say(line)
 
     def notice(line: str) -> None:
         countdown.clear()
-        print(line, file=sys.stderr, flush=True)
+        screen.notice(line)
 
     try:
         result = await resume_execution(
@@ -200,12 +195,12 @@ async def _resume(args: argparse.Namespace) -> int:
             llm_options=_llm_options(args), config=config,
             allow_changed_program=args.allow_changed_program,
             interactive=not args.input and sys.stdin.isatty(), echo=say, wait=args.wait,
-            progress=progress.step, inputs=args.input or [], waiting=countdown,
-            notice=notice,
+            progress=screen.step, inputs=args.input or [], waiting=countdown,
+            notice=notice, terminal=terminal,
         )
     finally:
         countdown.clear()
-    progress._clear()
+        screen.close()
     return _report(result)
 
 
@@ -226,6 +221,11 @@ async def _ls(args: argparse.Namespace) -> int:
     if not rows:
         print("no executions")
         return 0
+    from durably._console import fancy
+
+    if fancy(sys.stdout):
+        _ls_fancy(rows)
+        return 0
     print(f"{'EXECUTION':<20} {'STATUS':<10} {'AGENTS':>6} {'CHECKPOINTS':>11} {'BYTES':>10}"
           "  LAST ACTIVITY")
     for row in rows:
@@ -234,6 +234,28 @@ async def _ls(args: argparse.Namespace) -> int:
         print(_printable(f"{row['execution_id']:<20} {row['status']:<10} {row['agents']:>6} "
               f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}{reason}"))
     return 0
+
+
+def _ls_fancy(rows: list[dict[str, Any]]) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    from durably._console import STATUS_STYLE, iso, make_console, relative
+
+    table = Table()
+    for name, justify in (("EXECUTION", "left"), ("STATUS", "left"), ("AGENTS", "right"),
+                          ("CHECKPOINTS", "right"), ("BYTES", "right"),
+                          ("LAST ACTIVITY", "left"), ("AGO", "right"), ("REASON", "left")):
+        table.add_column(name, justify=justify,  # type: ignore[arg-type]
+                         overflow="fold" if name == "REASON" else "ellipsis")
+    now = time.time()
+    for row in rows:
+        table.add_row(_printable(row["execution_id"]),
+                      Text(row["status"], style=STATUS_STYLE.get(row["status"], "")),
+                      str(row["agents"]), str(row["checkpoints"]), f"{row['bytes']:,}",
+                      iso(row["updated_at"]), relative(row["updated_at"], now),
+                      Text(_printable(row.get("reason") or ""), style="dim"))
+    make_console(sys.stdout).print(table)
 
 
 async def _check_damage(provider: CheckpointProvider, row: dict[str, Any]) -> None:
@@ -282,8 +304,56 @@ async def _show(args: argparse.Namespace) -> int:
                                                           config=config), at=args.at)
     if data is None:
         raise NotFoundError(f"no execution {args.execution_id!r}")
-    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else render_show(data))
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False))
+        return 0
+    from durably._console import fancy
+
+    if fancy(sys.stdout):
+        _show_fancy(data)
+    else:
+        print(render_show(data))
     return 0
+
+
+def _show_fancy(data: dict[str, Any]) -> None:
+    """``show`` on a terminal: the plain text, coloured, then the transcript as a chat."""
+    from rich.text import Text
+
+    from durably._console import STATUS_STYLE, agent_style, iso, make_console, relative
+    from durably._inspect import render_show
+
+    console = make_console(sys.stdout)
+    lines = render_show(data).splitlines()
+    head = Text()
+    head.append(f"execution {data['execution_id']}", style="bold")
+    head.append(": ")
+    head.append(data["status"], style=f"bold {STATUS_STYLE.get(data['status'], '')}")
+    head.append(f"   last activity {iso(data.get('updated_at'))} "
+                f"({relative(data.get('updated_at'))})", style="dim")
+    console.print(head)
+    section = ""
+    for line in lines[1:]:
+        if not line.startswith(" "):
+            section = line.split(":")[0]
+        style = ""
+        if line.startswith(("error:", "tool error:")):
+            style = "red"
+        elif line.startswith("result:"):
+            style = "green"
+        elif line.startswith("agent "):
+            style = f"bold {agent_style(line.split()[1])}"
+        elif section == "transcript" and line.startswith("    "):
+            agent, _, _ = line.strip().partition(": ")
+            text = Text(line)
+            text.stylize(f"bold {agent_style(agent)}", 4, 4 + len(agent))
+            console.print(text)
+            continue
+        elif section == "user input" and line.startswith("    "):
+            style = "green"
+        elif not line.startswith(" "):
+            style = "bold"
+        console.print(Text(line, style=style))
 
 
 def _age(text: str) -> float:
@@ -522,13 +592,115 @@ def _dumps(value: object, limit: int) -> str:
 
 
 async def _diff(args: argparse.Namespace) -> int:
-    from durably.timetravel import diff
+    points = args.points
+    if len(points) == 3 and points[1].isdigit() and points[2].isdigit():
+        return await _diff_one(args, points[0], int(points[1]), int(points[2]))
+    if len(points) != 2:
+        raise _UsageError("diff takes EXECUTION[@CHECKPOINT] EXECUTION[@CHECKPOINT], or "
+                          "EXECUTION K1 K2 (two checkpoints of one execution)")
+    from durably.timetravel import compare, parse_point
 
-    data = await diff(args.execution_id, args.a, args.b, config=_config(args))
+    for point in points:
+        try:
+            parse_point(point)
+        except ValueError as exc:
+            raise _UsageError(str(exc)) from None
+    data = await compare(points[0], points[1], config=_config(args))
     if args.json:
         print(json.dumps(data, indent=2, ensure_ascii=False, default=repr))
         return 0
-    print(_printable(f"{args.execution_id}: checkpoint {args.a} -> {args.b}"))
+    out = _Out()
+    names = []
+    for side in ("a", "b"):
+        where = data[side]
+        origin = f", forked from {where['forked_from']}" if where.get("forked_from") else ""
+        names.append(f"{where['execution_id']}@{where['checkpoint']} ({where['status']}{origin})")
+    out.line(f"--- {names[0]}", "bold red")
+    out.line(f"+++ {names[1]}", "bold green")
+    same = True
+    for name, agent in data["agents"].items():
+        old, new = agent["call_stack"]
+        if old != new:
+            same = False
+            out.line(f"  {name} call stack: {old} -> {new}", "yellow")
+        for part in ("state", "locals"):
+            prefix = "state." if part == "state" else ""
+            for key, value in agent[part]["added"].items():
+                same = False
+                out.line(f"+ {name} {prefix}{key} = {_dumps(value, 120)}", "green")
+            for key in agent[part]["removed"]:
+                same = False
+                out.line(f"- {name} {prefix}{key}", "red")
+            for key, (before, after) in agent[part]["changed"].items():
+                same = False
+                out.line(f"~ {name} {prefix}{key}: {_dumps(before, 60)} -> "
+                         f"{_dumps(after, 60)}", "yellow")
+    said = data["transcript"]
+    out.line(f"transcript: {said['common']} line(s) in common", "bold")
+    for side, mark, style in (("a", "-", "red"), ("b", "+", "green")):
+        for line in said[side]:
+            same = False
+            out.line(f"{mark} {line['agent']}: {line['text']}", style)
+    inputs = data["inputs"]
+    for side, mark, style in (("a", "-", "red"), ("b", "+", "green")):
+        for text in inputs[side]:
+            same = False
+            out.line(f"{mark} you: {text}", style)
+    calls = data["llm_calls"]
+    other = calls["same_prompt_other_response"]
+    differs = f"; {other} with the same prompt answered differently" if other else ""
+    out.line(f"LLM calls: {calls['common']} in common{differs}", "bold")
+    for side, mark, style in (("a", "-", "red"), ("b", "+", "green")):
+        for call in calls[side]:
+            same = False
+            out.line(f"{mark} {call['number']}. {call['agent']}.{call['playbook']} "
+                     f"({call['chars']} chars): {call['first_line']}", style)
+    for key in ("result", "error"):
+        if data[key] is not None:
+            same = False
+            before, after = data[key]
+            out.line(f"- {key}: {_dumps(before, 200)}", "red")
+            out.line(f"+ {key}: {_dumps(after, 200)}", "green")
+    if data["tool_errors"] is not None:
+        same = False
+        for index, mark, style in ((0, "-", "red"), (1, "+", "green")):
+            for error in data["tool_errors"][index]:
+                out.line(f"{mark} tool error: {_tool_error_text(error)}", style)
+    if same:
+        out.line("no difference in state, transcript, inputs, LLM calls or result", "green")
+    return 0
+
+
+class _Out:
+    """Lines on stdout: coloured on a terminal, plain otherwise (control characters in
+    stored text escaped either way)."""
+
+    def __init__(self) -> None:
+        from durably._console import fancy, make_console
+
+        self.console = make_console(sys.stdout) if fancy(sys.stdout) else None
+
+    def line(self, text: str, style: str | None = None) -> None:
+        if self.console is None:
+            print(_printable(text))
+        else:
+            self.console.print(_printable(text), style=style)
+
+
+def _tool_error_text(error: dict[str, Any]) -> str:
+    from durably._inspect import tool_error_text
+
+    return tool_error_text(error)
+
+
+async def _diff_one(args: argparse.Namespace, execution_id: str, a: int, b: int) -> int:
+    from durably.timetravel import diff
+
+    data = await diff(execution_id, a, b, config=_config(args))
+    if args.json:
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=repr))
+        return 0
+    print(_printable(f"{execution_id}: checkpoint {a} -> {b}"))
     for name, agent in data["agents"].items():
         old, new = agent["call_stack"]
         if old != new:
@@ -553,23 +725,101 @@ async def _diff(args: argparse.Namespace) -> int:
 async def _history(args: argparse.Namespace) -> int:
     from dataclasses import asdict
 
+    from durably._console import fancy, iso, relative
     from durably.timetravel import history
 
     points = await history(args.execution_id, config=_config(args))
     if args.json:
-        print(json.dumps([asdict(p) for p in points], indent=2))
+        print(json.dumps([asdict(p) for p in points], indent=2, ensure_ascii=False))
         return 0
-    print(f"{'SEQ':>5} {'KIND':<9} {'AGENT':<6} {'LLM CALLS':>9}  STATUS")
+    now = time.time()
+    rows = []
     for p in points:
-        print(_printable(f"{p.seq:>5} {p.kind:<9} {p.agent or '-':<6} {p.llm_calls:>9}  "
-                         f"{p.status}"))
+        agent = f"{p.agent_class}({p.agent})" if p.agent_class else (p.agent or "-")
+        rows.append((str(p.seq), iso(p.created_at), relative(p.created_at, now), agent,
+                     p.kind, str(p.llm_calls), p.status, ", ".join(p.operations) or "-",
+                     p.statement or ""))
+    if fancy(sys.stdout):
+        from rich.table import Table
+
+        from durably._console import STATUS_STYLE, agent_style, make_console
+
+        table = Table(title=f"history of {args.execution_id}", title_justify="left")
+        for name, justify in (("SEQ", "right"), ("TIME", "left"), ("AGO", "right"),
+                              ("AGENT", "left"), ("KIND", "left"), ("LLM CALLS", "right"),
+                              ("STATUS", "left"), ("OPERATIONS", "left"),
+                              ("STATEMENT", "left")):
+            table.add_column(name, justify=justify,  # type: ignore[arg-type]
+                             overflow="fold" if name == "STATEMENT" else "ellipsis")
+        for p, row in zip(points, rows, strict=True):
+            cells = [_printable(cell) for cell in row]
+            table.add_row(*cells[:3], _styled(cells[3], agent_style(p.agent_class or "")),
+                          cells[4], cells[5], _styled(cells[6], STATUS_STYLE.get(p.status)),
+                          cells[7], _styled(cells[8], "dim"))
+        make_console(sys.stdout).print(table)
+        return 0
+    print(f"{'SEQ':>5} {'TIME':<19} {'AGO':>10} {'AGENT':<22} {'KIND':<9} {'LLM CALLS':>9}  "
+          f"{'STATUS':<9} {'OPERATIONS':<28} STATEMENT")
+    for row in rows:
+        print(_printable(f"{row[0]:>5} {row[1]:<19} {row[2]:>10} {row[3]:<22} {row[4]:<9} "
+                         f"{row[5]:>9}  {row[6]:<9} {row[7]:<28} {row[8]}".rstrip()))
     return 0
+
+
+def _styled(text: str, style: str | None) -> Any:
+    from rich.text import Text
+
+    return Text(text, style=style or "")
 
 
 async def _demo(args: argparse.Namespace) -> int:
     from durably._demo import run_demo
+    from durably.config import DurabilityConfig
 
-    return await run_demo(keep=args.keep)
+    config = _config(args)
+    if args.store is None and config.store == DurabilityConfig().store:
+        config = None  # nothing configured: a temporary store of the demo's own
+    return await run_demo(keep=args.keep, config=config, config_file=args.config)
+
+
+def version_text() -> str:
+    """``durably --version``: this distribution's version, then every installed durably
+    distribution, storage provider (URL scheme) and plugin, with their versions."""
+    from importlib import metadata
+
+    from durably._plugins import HOOK_GROUP, PROVIDER_GROUP
+
+    def version(name: str) -> str:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    lines = [f"durably {version('durably')} (Python {sys.version.split()[0]})"]
+    names = sorted({(dist.metadata["Name"] or "").lower() for dist in metadata.distributions()
+                    if (dist.metadata["Name"] or "").lower().replace("_", "-")
+                    .startswith("durably-")})
+    lines.extend(f"  {name} {version(name)}" for name in names)
+    for label, group in (("storage providers", PROVIDER_GROUP), ("plugins", HOOK_GROUP)):
+        found = []
+        for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+            dist = getattr(ep, "dist", None)
+            owner = f" ({dist.name} {dist.version})" if dist is not None else ""
+            found.append(f"{ep.name}{'://' if group == PROVIDER_GROUP else ''}{owner}")
+        lines.append(f"{label}: {', '.join(found) if found else 'none'}")
+    return "\n".join(lines)
+
+
+class _VersionAction(argparse.Action):
+    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
+        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
+                         help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        print(version_text())
+        parser.exit()
 
 
 EXIT_STATUS_HELP = """\
@@ -585,7 +835,16 @@ exit status:
        ran (it was paused past its lease); nothing was written after that
   130  interrupted (Ctrl-C)
 
-Errors are one line on stderr; DURABLY_DEBUG=1 adds the traceback."""
+Errors are one line on stderr; DURABLY_DEBUG=1 adds the traceback. A reader that
+goes away (`durably history ID | head`) ends ls/show/history/diff quietly with 0.
+Output is plain text (no colours or control codes) when piped or with NO_COLOR set."""
+
+
+LLM_HELP = ("scripted:PATH[?chunk_seed=N&delay=SECONDS] (responses played back from a JSON "
+            "file; delay waits before each chunk, e.g. 0.2 to kill a run by hand), "
+            "openai:MODEL, azure-openai:DEPLOYMENT, anthropic:MODEL, or a plugin's "
+            "PREFIX:REST (docs/guides/llm.md); default: DURABLY_LLM, else [llm] spec in "
+            "durably.toml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -594,6 +853,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="durably",
         description="Durable execution for LLM agent programs: every await is a checkpoint.",
         epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", "-V", action=_VersionAction,
+                        help="print the versions of durably, its installed providers and "
+                        "plugins, and exit")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store_options(p: argparse.ArgumentParser) -> None:
@@ -604,7 +866,7 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a program from its beginning",
                          description="Run PROGRAM durably; prints what agents say to the user.")
     run.add_argument("program", help="the program file (a .py defining Agent classes)")
-    run.add_argument("--llm", help="scripted:PATH[?chunk_seed=N] or openai:MODEL")
+    run.add_argument("--llm", metavar="SPEC", help=LLM_HELP)
     run.add_argument("--execution-id", help="id of the new execution (default: random)")
     run.add_argument("--input", action="append", metavar="TEXT",
                      help="an answer to the user's next Yield; repeat for more (stored with "
@@ -615,7 +877,8 @@ def build_parser() -> argparse.ArgumentParser:
     resume = sub.add_parser("resume", help="resume an execution from its latest checkpoint",
                             description="Restore EXECUTION_ID and continue it to the end.")
     resume.add_argument("execution_id")
-    resume.add_argument("--llm", help="override the LLM recorded in the execution")
+    resume.add_argument("--llm", metavar="SPEC", help="use another LLM than the one "
+                        "recorded in the execution: " + LLM_HELP)
     resume.add_argument("--allow-changed-program", action="store_true",
                         help="resume even if the program file changed")
     resume.add_argument("--wait", action="store_true",
@@ -632,7 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
                             description="Create an execution of PROGRAM without running it; "
                             "prints its id. `durably worker` (or `durably resume`) runs it.")
     submit.add_argument("program")
-    submit.add_argument("--llm", help="scripted:PATH or openai:MODEL")
+    submit.add_argument("--llm", metavar="SPEC", help=LLM_HELP)
     submit.add_argument("--execution-id")
     submit.add_argument("--input", action="append", metavar="TEXT")
     store_options(submit)
@@ -712,11 +975,20 @@ def build_parser() -> argparse.ArgumentParser:
     store_options(fork)
     fork.set_defaults(handler=_fork)
 
-    diff = sub.add_parser("diff", help="what changed between two checkpoints")
-    diff.add_argument("execution_id")
-    diff.add_argument("a", type=int)
-    diff.add_argument("b", type=int)
-    diff.add_argument("--json", action="store_true")
+    diff = sub.add_parser(
+        "diff", help="compare two executions, or two checkpoints",
+        usage="durably diff [-h] [--json] A[@CHECKPOINT] B[@CHECKPOINT]\n"
+        "       durably diff [-h] [--json] EXECUTION K1 K2",
+        description="Compare two points: each EXECUTION[@CHECKPOINT] (the latest checkpoint "
+        "without @), e.g. a fork against its original (`durably diff kitchen-1@12 "
+        "branch`), a resumed run against a baseline, or two checkpoints of one run "
+        "(`durably diff k1@5 k1@20`): the agents' state, variables and call stacks, "
+        "the transcript, the user's inputs and the LLM calls after what they have in "
+        "common, the result. `durably diff EXECUTION K1 K2` lists what was journaled "
+        "between checkpoints K1 < K2 of one execution.")
+    diff.add_argument("points", nargs="+", metavar="POINT",
+                      help="EXECUTION[@CHECKPOINT] twice, or EXECUTION K1 K2")
+    diff.add_argument("--json", action="store_true", help="print one JSON object")
     store_options(diff)
     diff.set_defaults(handler=_diff)
 
@@ -739,11 +1011,36 @@ def build_parser() -> argparse.ArgumentParser:
                           "that kills itself in the middle of its 3rd LLM call, resumes it in "
                           "a new process, and compares with an uninterrupted run.")
     demo.add_argument("--keep", action="store_true", help="keep the demo's store directory")
+    demo.add_argument("--store", help="run the demo in this store (default: the store of "
+                      "durably.toml or DURABLY_STORE if one is configured, else a new "
+                      "temporary directory)")
+    demo.add_argument("--config", help="a durably.toml to read instead of ./durably.toml")
     demo.set_defaults(handler=_demo)
     from durably._scaffold import add_parser as add_new_provider_parser
 
     add_new_provider_parser(sub)  # durably new-provider NAME
     return parser
+
+
+def _last_tool_error(args: argparse.Namespace, execution_id: str) -> str | None:
+    """The last exception a Python tool of the execution raised (journaled), for the
+    message of a run that then failed (its LLM was asked again and, say, had nothing)."""
+    from durably import open_store
+    from durably._events import journal_events
+    from durably._inspect import tool_error_text
+    from durably.checkpoint import CheckpointManager
+
+    async def last() -> str | None:
+        config = _config(args)
+        async with open_store(config=config) as provider:
+            errors, _ = await journal_events(CheckpointManager(execution_id, provider,
+                                                               config=config))
+        return tool_error_text(errors[-1]) if errors else None
+
+    try:
+        return asyncio.run(last())
+    except Exception:
+        return None
 
 
 def _recorded(args: argparse.Namespace, execution_id: str) -> bool:
@@ -781,8 +1078,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code: int = asyncio.run(args.handler(args))
+        sys.stdout.flush()  # here, where a reader that went away is handled below
         return code
     except KeyboardInterrupt:
+        screen = getattr(args, "screen", None)
+        if screen is not None:
+            screen.close()
+        if sys.stderr.isatty() and (screen is None or not screen.fancy or screen.prompting):
+            sys.stderr.write("\n")  # past the ^C the terminal echoed (or the prompt)
         execution_id = getattr(args, "started_execution", None)
         if execution_id:
             print(f"interrupted; resume with: durably resume {execution_id}", file=sys.stderr)
@@ -790,10 +1093,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             print("interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:
-        # `durably ls | head`: the reader went away; say nothing more (stdout is gone).
+        # `durably ls | head`: the reader went away, as asked; say nothing more (stdout
+        # is gone; Python's flush at exit would fail again).
         with contextlib.suppress(OSError):
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return 1
+        # Not a success for a run cut short by it (the execution stopped; resume it).
+        return 1 if args.command in ("run", "resume", "demo") else 0
     except FencedError as exc:
         say("stopped: ", exc)
         return 3
@@ -818,7 +1123,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("store error: ", exc)
         return 2
     except DurablyError as exc:
-        say("error: ", exc)
+        execution_id = getattr(args, "started_execution", None)
+        cause = _last_tool_error(args, execution_id) if execution_id else None
+        say("error: ", f"{exc}{f' (after a tool failed: {cause})' if cause else ''}")
         return 1
     except BaseException as exc:  # what LLM code raised (SystemExit too), or a bad input
         execution_id = getattr(args, "started_execution", None)

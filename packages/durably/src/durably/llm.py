@@ -89,15 +89,35 @@ class ScriptedLLM:
     @classmethod
     def from_spec(cls, rest: str, options: Mapping[str, Any] | None = None) -> ScriptedLLM:
         path, _, query = rest.partition("?")
-        params = parse_qs(query)
-        seed = int(params.get("chunk_seed", ["0"])[0])
-        delay = float(params.get("delay", ["0"])[0])
+        params = parse_qs(query, keep_blank_values=True)
+        unknown = sorted(set(params) - {"chunk_seed", "delay"})
+        if unknown:
+            raise ConfigError(f"unknown scripted option {unknown[0]!r} in {f'scripted:{rest}'!r}",
+                              key="--llm", fix="Use scripted:PATH?chunk_seed=N&delay=SECONDS")
+        seed_text = params.get("chunk_seed", ["0"])[-1]
+        delay_text = params.get("delay", ["0"])[-1]
+        try:
+            seed = int(seed_text)
+        except ValueError:
+            raise ConfigError(f"chunk_seed must be an integer, not {seed_text!r}", key="--llm",
+                              fix="Use scripted:PATH?chunk_seed=N, e.g. chunk_seed=7") from None
+        try:
+            delay = float(delay_text)
+        except ValueError:
+            delay = -1.0
+        if not 0 <= delay < float("inf"):
+            raise ConfigError(f"delay must be a number of seconds, not {delay_text!r}",
+                              key="--llm", fix="Use scripted:PATH?delay=SECONDS, e.g. "
+                              "delay=0.2") from None
         file = Path(path).expanduser()
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except OSError as exc:
             raise ConfigError(f"cannot read scripted responses: {exc.strerror}",
                               source=str(file)) from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"not UTF-8 text (byte {exc.start}): expected a JSON file of "
+                              "scripted responses", source=str(file)) from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON: {exc}", source=str(file)) from exc
         if not isinstance(data, dict) or not all(

@@ -45,8 +45,8 @@ from durably.storage import META_STATUS, CheckpointProvider, Lease
 log = logging.getLogger("durably")
 T = TypeVar("T")
 
-__all__ = ["Program", "RunResult", "new_execution_id", "resume_execution", "run_program",
-           "submit_program"]
+__all__ = ["Program", "RunResult", "Terminal", "new_execution_id", "resume_execution",
+           "run_program", "submit_program"]
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ class Program:
         except (SyntaxError, ValueError) as exc:
             where = f" (line {exc.lineno})" if isinstance(exc, SyntaxError) and exc.lineno else ""
             reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
-            raise ConfigError(f"the program does not compile{where}: {reason}",
+            text = (exc.text or "").strip() if isinstance(exc, SyntaxError) else ""
+            shown = f": {text[:120]}" if text else ""
+            raise ConfigError(f"the program does not compile{where}: {reason}{shown}",
                               source=str(file), fix="Fix the program file") from None
         spec = importlib.util.spec_from_file_location(name, file)
         if spec is None or spec.loader is None:
@@ -111,6 +113,9 @@ class Program:
         sys.modules[name] = module
         try:
             exec(code, module.__dict__)
+        except Exception as exc:
+            del sys.modules[name]
+            raise _load_error(file, exc) from exc
         except BaseException:
             del sys.modules[name]
             raise
@@ -125,6 +130,23 @@ class Program:
             raise ConfigError("no playbook runs at the beginning", source=str(file),
                               fix="Mark one with @playbook(llm=True, begin=True)")
         return cls(file, digest, module, classes)
+
+
+def _load_error(file: Path, exc: Exception) -> ConfigError:
+    """What importing a program raised, as one line: the program's line that raised (the
+    innermost one in the file), the exception and the offending source line."""
+    import traceback
+
+    where = ""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename == str(file)]
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:  # an imported module's
+        where = f" ({exc.filename}, line {exc.lineno})"
+    elif frames:
+        line = (frames[-1].line or "").strip()
+        where = f" (line {frames[-1].lineno}{f': {line[:120]}' if line else ''})"
+    reason = "".join(traceback.format_exception_only(exc)).strip().splitlines()[-1]
+    return ConfigError(f"the program raised while loading{where}: {reason}",
+                       source=str(file), fix="Fix the program file or install what it imports")
 
 
 @dataclass(frozen=True)
@@ -312,6 +334,44 @@ async def _drive(execution: Execution, manager: CheckpointManager, *,
     return RunResult(manager.execution_id, "failed", error=error)
 
 
+@dataclass
+class Terminal:
+    """How a command line talks with the person at the terminal while a program runs (all
+    optional): the ``durably`` command's live status and prompt.
+
+    Attributes:
+        ask: Awaited for the user's answer when the given inputs ran out (interactive
+            runs), with the asking agent's class and id, instead of ``input("> ")``.
+        heard: Called with (agent class, agent id, text) when a given ``--input`` answer
+            is consumed live (not on replay), so that the transcript shows it.
+        watch: Called once with the :class:`Execution` before it runs (a status line
+            reads its counters).
+    """
+
+    ask: Callable[[str, str], Awaitable[str]] | None = None
+    heard: Callable[[str, str, str], None] | None = None
+    watch: Callable[[Any], None] | None = None
+
+
+class _TerminalIO(UserIO):
+    """A :class:`UserIO` that asks and echoes through a :class:`Terminal`."""
+
+    def __init__(self, inputs: list[str], *, interactive: bool, echo: Any,
+                 terminal: Terminal | None) -> None:
+        super().__init__(inputs, interactive=interactive, echo=echo)
+        self.terminal = terminal or Terminal()
+
+    async def ask(self, agent: str, agent_id: str) -> str:
+        if self.consumed < len(self.inputs):
+            text = self.inputs[self.consumed]
+            if self.terminal.heard is not None:
+                self.terminal.heard(agent, agent_id, text)
+            return text
+        if self.interactive and self.terminal.ask is not None:
+            return await self.terminal.ask(agent, agent_id)
+        return await super().ask(agent, agent_id)
+
+
 async def run_program(
     program: str | os.PathLike[str] | Program,
     *,
@@ -324,6 +384,7 @@ async def run_program(
     config: DurabilityConfig | None = None,
     echo: Any = print,
     progress: Any = None,
+    terminal: Terminal | None = None,
 ) -> RunResult:
     """Run a program durably from its beginning.
 
@@ -340,6 +401,7 @@ async def run_program(
         config: Configuration (default: :func:`durably.load_config`).
         echo: Called with each line an agent says to the user (None: silent).
         progress: Called with (agent, agent id, call stack) at every step.
+        terminal: The command line's hooks (see :class:`Terminal`).
     """
     from durably.llm import LLMLimits, open_llm
 
@@ -354,9 +416,11 @@ async def run_program(
         if await provider.load_latest_checkpoint(execution_id) is not None:
             raise DurablyError(f"execution {execution_id!r} already exists in "
                                f"{provider.describe()}; resume it or pick another id")
-        io = UserIO(list(inputs), interactive=interactive, echo=echo)
+        io = _TerminalIO(list(inputs), interactive=interactive, echo=echo, terminal=terminal)
         execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
         execution.progress = progress
+        if terminal is not None and terminal.watch is not None:
+            terminal.watch(execution)
         execution.header = {"program": str(prog.path), "digest": prog.digest,
                             "llm": getattr(client, "spec", str(llm)), "inputs": list(inputs)}
         async with _leased(manager, config.lease_ttl, asyncio.current_task()):
@@ -411,6 +475,7 @@ async def resume_execution(
     inputs: Sequence[str] = (),
     waiting: Callable[[LeaseHeldError], None] | None = None,
     notice: Callable[[str], None] | None = None,
+    terminal: Terminal | None = None,
 ) -> RunResult:
     """Resume an execution from its latest checkpoint and run it to the end.
 
@@ -442,7 +507,7 @@ async def resume_execution(
                                       llm_options=llm_options, config=config,
                                       allow_changed_program=allow_changed_program,
                                       interactive=interactive, echo=echo, progress=progress,
-                                      inputs=inputs, notice=notice)
+                                      inputs=inputs, notice=notice, terminal=terminal)
         except LeaseHeldError as exc:
             if not wait:
                 raise
@@ -457,7 +522,8 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
                        llm_options: dict[str, Any] | None, config: DurabilityConfig | None,
                        allow_changed_program: bool, interactive: bool, echo: Any,
                        progress: Any, inputs: Sequence[str] = (),
-                       notice: Callable[[str], None] | None = None) -> RunResult:
+                       notice: Callable[[str], None] | None = None,
+                       terminal: Terminal | None = None) -> RunResult:
     from durably.llm import LLMLimits, open_llm
 
     config = config or load_config()
@@ -487,11 +553,13 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
             loaded = await manager.resolve(loaded)
             spec = llm if llm is not None else header.get("llm")
             client = open_llm(spec, client_options) if isinstance(spec, str) else spec
-            io = UserIO([*header.get("inputs", []), *inputs], interactive=interactive,
-                        echo=echo)
+            io = _TerminalIO([*header.get("inputs", []), *inputs], interactive=interactive,
+                             echo=echo, terminal=terminal)
             execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
             execution.retrying = loaded.status == "failed"
             execution.progress = progress
+            if terminal is not None and terminal.watch is not None:
+                terminal.watch(execution)
             await restore_agents(manager, execution, loaded=loaded)
             try:
                 return await _drive(execution, manager, resume=True)

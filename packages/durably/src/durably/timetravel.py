@@ -9,16 +9,29 @@ model or another scripted file. The original execution is not touched.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
+from durably._events import JournalReader
 from durably._journal import DeltaDoc, doc_type, llm_progress
 from durably.checkpoint import META_KIND, CheckpointManager, HistoryCheck
 from durably.errors import DurablyError, NotFoundError
 from durably.storage import META_BASE, META_STATUS, validate_execution_id
 
-__all__ = ["CheckpointPoint", "checkpoint_points", "diff", "diff_checkpoints", "fork",
-           "fork_execution", "history", "seq_after_llm_call"]
+__all__ = [
+    "CheckpointPoint",
+    "checkpoint_points",
+    "compare",
+    "compare_views",
+    "diff",
+    "diff_checkpoints",
+    "fork",
+    "fork_execution",
+    "history",
+    "parse_point",
+    "seq_after_llm_call",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +46,15 @@ class CheckpointPoint:
     llm_calls: int
     """How many LLM responses had been fully received when this checkpoint was written."""
     status: str
+    agent_class: str | None = None
+    """The class of the agent that wrote it (None for the execution's final record)."""
+    operations: tuple[str, ...] = ()
+    """What it records: the operations completed (``say``, ``yield``, ``step``,
+    ``tool:Name``, ...), ``llm:Playbook`` for LLM text that arrived (``llm:Playbook
+    done`` once complete), ``snapshot`` (with the agent's phase) or ``final``."""
+    statement: str | None = None
+    """The first line of the LLM-code statement the agent's response had reached (the
+    one running, or the last one run), when the checkpoint holds or follows LLM text."""
 
 
 async def _scan(manager: CheckpointManager
@@ -62,6 +84,7 @@ async def _scan(manager: CheckpointManager
     for info in infos:
         history.listed(info.seq)
     history.check_listing(pruned_ok=False)
+    reader = JournalReader()
     for info in infos:
         try:
             stored = await provider.load_checkpoint(manager.execution_id, info.seq)
@@ -83,10 +106,12 @@ async def _scan(manager: CheckpointManager
             started.setdefault(key, (item.get("after", 0), info.seq, int(item["id"]),
                                      item["index"]))
             received.setdefault(key, info.seq)
+        agent_class, operations, statement = reader.read(doc)
         points.append(CheckpointPoint(
             seq=info.seq, kind=info.metadata.get(META_KIND, doc.get("type", "?")),
             agent=agent, created_at=info.created_at, llm_calls=len(received),
-            status=info.metadata.get(META_STATUS, "running")))
+            status=info.metadata.get(META_STATUS, "running"), agent_class=agent_class,
+            operations=operations, statement=statement))
     history.check_links()
     calls = sorted((order, received.get(key, -1)) for key, order in started.items())
     return points, calls
@@ -245,4 +270,136 @@ async def history(execution_id: str, *, store: str | None = None,
     """:func:`checkpoint_points` on an execution of the configured (or given) store."""
     result: list[CheckpointPoint] = await _with_manager(execution_id, store, config,
                                                         checkpoint_points)
+    return result
+
+
+# ------------------------------------------------------------ comparing two points
+
+
+def parse_point(text: str) -> tuple[str, int | None]:
+    """``EXECUTION[@CHECKPOINT]`` as ``(execution id, checkpoint or None for the latest)``.
+
+    Raises:
+        ValueError: The checkpoint is not a non-negative integer.
+    """
+    execution_id, at, seq = text.rpartition("@") if "@" in text else (text, "", "")
+    if not at:
+        return text, None
+    if not seq.isdigit():
+        raise ValueError(f"cannot read {text!r}: use EXECUTION or EXECUTION@CHECKPOINT "
+                         "(a checkpoint number, see `durably history`)")
+    return execution_id, int(seq)
+
+
+def _call_summary(number: int, call: dict[str, Any]) -> dict[str, Any]:
+    lines = [line for line in call["response"].strip().splitlines()
+             if line.strip() and not line.startswith(("```", "#"))]
+    return {"number": number, "agent": call["agent"], "playbook": call["playbook"],
+            "first_line": lines[0][:100] if lines else "", "chars": len(call["response"])}
+
+
+def compare_views(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """What differs between two :func:`durably._inspect.describe_execution` views (two
+    executions, or two checkpoints of one): per agent state, variables and call stack;
+    the transcript, the user's inputs and the LLM calls after their common beginning;
+    status, result and error."""
+    agents: dict[str, Any] = {}
+    empty: dict[str, Any] = {"state": {}, "locals": {}, "call_stack": []}
+    for name in sorted(set(a["agents"]) | set(b["agents"])):
+        old, new = a["agents"].get(name, empty), b["agents"].get(name, empty)
+        agents[name] = {"state": _compare(old["state"], new["state"]),
+                        "locals": _compare(old["locals"], new["locals"]),
+                        "call_stack": [old["call_stack"], new["call_stack"]]}
+
+    def split(left: list[Any], right: list[Any]) -> tuple[int, list[Any], list[Any]]:
+        common = 0
+        while common < min(len(left), len(right)) and left[common] == right[common]:
+            common += 1
+        return common, left[common:], right[common:]
+
+    said = [(t["agent"], t["text"]) for t in a["transcript"]], [
+        (t["agent"], t["text"]) for t in b["transcript"]]
+    common, only_a, only_b = split(*said)
+    # LLM calls are matched by what they are (agent, playbook, prompt, response), not by
+    # position: a call that started first may end last (a playbook that calls another).
+    def key(call: dict[str, Any]) -> str:
+        return json.dumps([call["id"], call["playbook"], call["prompt"], call["response"]],
+                          sort_keys=True, default=repr)
+
+    keys_a = [key(c) for c in a["llm_calls"]]
+    keys_b = [key(c) for c in b["llm_calls"]]
+    left = list(keys_b)
+    only_calls_a = []
+    for number, (call, k) in enumerate(zip(a["llm_calls"], keys_a, strict=True), 1):
+        if k in left:
+            left.remove(k)
+        else:
+            only_calls_a.append(_call_summary(number, call))
+    right = list(keys_a)
+    only_calls_b = []
+    for number, (call, k) in enumerate(zip(b["llm_calls"], keys_b, strict=True), 1):
+        if k in right:
+            right.remove(k)
+        else:
+            only_calls_b.append(_call_summary(number, call))
+    prompts_a = {json.dumps([c["id"], c["playbook"], c["prompt"]], default=repr)
+                 for c in a["llm_calls"]}
+    answered_differently = sum(
+        1 for number, call in enumerate(b["llm_calls"], 1)
+        if any(s["number"] == number for s in only_calls_b)
+        and json.dumps([call["id"], call["playbook"], call["prompt"]], default=repr) in prompts_a)
+    inputs = ([i["text"] for i in a.get("inputs", [])], [i["text"] for i in b.get("inputs", [])])
+    same_inputs, inputs_a, inputs_b = split(*inputs)
+    return {
+        "a": {"execution_id": a["execution_id"], "checkpoint": a["latest_seq"],
+              "status": a["status"]},
+        "b": {"execution_id": b["execution_id"], "checkpoint": b["latest_seq"],
+              "status": b["status"]},
+        "agents": agents,
+        "transcript": {"common": common,
+                       "a": [{"agent": x, "text": y} for x, y in only_a],
+                       "b": [{"agent": x, "text": y} for x, y in only_b]},
+        "inputs": {"common": same_inputs, "a": inputs_a, "b": inputs_b},
+        "llm_calls": {
+            "common": len(keys_a) - len(only_calls_a),
+            "same_prompt_other_response": answered_differently,
+            "a": only_calls_a, "b": only_calls_b},
+        "tool_errors": [a.get("tool_errors", []), b.get("tool_errors", [])]
+        if a.get("tool_errors", []) != b.get("tool_errors", []) else None,
+        "result": [a["result"], b["result"]] if a["result"] != b["result"] else None,
+        "error": [a["error"], b["error"]] if a["error"] != b["error"] else None,
+    }
+
+
+async def _forked_from(provider: Any, execution_id: str) -> str | None:
+    """The point an execution was forked from (its last copied checkpoint says)."""
+    origin = None
+    async for info in provider.iter_checkpoints(execution_id):
+        origin = info.metadata.get("durably.forked-from", origin)
+    return origin
+
+
+async def compare(a: str, b: str, *, store: str | None = None,
+                  config: Any = None) -> dict[str, Any]:
+    """Compare two points ``EXECUTION[@CHECKPOINT]`` (see :func:`compare_views`): a fork
+    against its original, a resumed run against a baseline, two checkpoints of one run.
+    ``forked_from`` names the point each one was forked from, if it was."""
+    from durably import open_store
+    from durably._inspect import describe_execution
+    from durably.config import load_config
+
+    config = config or load_config(overrides={"store": store})
+    views = []
+    origins = []
+    async with open_store(config=config) as provider:
+        for text in (a, b):
+            execution_id, at = parse_point(text)
+            manager = CheckpointManager(execution_id, provider, config=config)
+            view = await describe_execution(manager, at=at)
+            if view is None:
+                raise NotFoundError(f"no execution {execution_id!r} in {provider.describe()}")
+            views.append(view)
+            origins.append(await _forked_from(provider, execution_id))
+    result = compare_views(views[0], views[1])
+    result["a"]["forked_from"], result["b"]["forked_from"] = origins
     return result
