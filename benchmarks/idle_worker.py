@@ -14,11 +14,13 @@ window of ``--seconds`` (default 10):
 
 and prints them per 10 s, with the ratio 10,000 / 100 per backend (1.0: flat). Each
 (backend, size) pair is measured ``--repeat`` times, alternating sizes, and the median
-is shown. How the stores are filled: filesystem through the provider (one final
-checkpoint per execution, ``fsync`` off to fill quickly); PostgreSQL with
-``generate_series`` inserts straight into its tables (rows as the provider writes them).
+is shown. How the stores are filled: filesystem and Redis through the provider (one
+final checkpoint per execution; filesystem with ``fsync`` off to fill quickly);
+PostgreSQL with ``generate_series`` inserts straight into its tables (rows as the
+provider writes them). Redis needs a server at ``DURABLY_BENCH_REDIS_URL`` (default
+``redis://127.0.0.1:6379/0``); each size gets its own key prefix, deleted afterwards.
 
-Run: ``python benchmarks/idle_worker.py [--quick] [--providers file,postgres]
+Run: ``python benchmarks/idle_worker.py [--quick] [--providers file,postgres,redis]
 [--seconds 10] [--repeat 3]``. Not a test: nothing is asserted.
 """
 
@@ -90,7 +92,8 @@ async def _child(store: str, options: dict[str, Any], seconds: float) -> dict[st
 
         _count_calls(PostgresProvider, calls, ["claim_next"])
         _count_calls(PostgresProvider, queries, ["_run"])
-    table = "postgres" if scheme.startswith("postgres") else scheme
+    table = ("postgres" if scheme.startswith("postgres")
+             else "redis" if scheme.startswith("redis") else scheme)
     config = DurabilityConfig(store=store, providers={table: options} if options else {})
     task = asyncio.create_task(supervise(config=config, limits=WorkerConfig(), poll=1.0,
                                          concurrency=4))
@@ -126,6 +129,23 @@ async def _fill_file(root: str, count: int) -> None:
     from durably_filesystem import FilesystemProvider
 
     async with FilesystemProvider.from_url(f"file://{root}", {"fsync": False}) as provider:
+        for first in range(0, count, 200):
+            await asyncio.gather(*(
+                provider.save_checkpoint(f"done-{n:06d}", 0, b"final" * 40,
+                                         metadata={META_STATUS: "completed",
+                                                   "durably.kind": "final"})
+                for n in range(first, min(count, first + 200))))
+
+
+def _redis_url() -> str:
+    return os.environ.get("DURABLY_BENCH_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+async def _fill_redis(url: str, prefix: str, count: int) -> None:
+    from durably.storage import META_STATUS
+    from durably_redis import RedisProvider
+
+    async with RedisProvider.from_url(url, {"key_prefix": prefix}) as provider:
         for first in range(0, count, 200):
             await asyncio.gather(*(
                 provider.save_checkpoint(f"done-{n:06d}", 0, b"final" * 40,
@@ -199,6 +219,15 @@ async def bench(args: argparse.Namespace) -> None:
                     c.progress(f"postgresql: {size:,} completed executions")
                     await _fill_postgres(url, schema, size)
                     stores["postgresql"][size] = (url, {"schema": schema})
+        redis_prefixes = []
+        if "redis" in wanted:
+            stores["redis"] = {}
+            for size in SIZES:
+                prefix = f"durably-idle-{size}-{os.getpid()}"
+                redis_prefixes.append(prefix)
+                c.progress(f"redis: {size:,} completed executions")
+                await _fill_redis(_redis_url(), prefix, size)
+                stores["redis"][size] = (_redis_url(), {"key_prefix": prefix})
         try:
             for backend, by_size in stores.items():
                 results: dict[int, list[dict[str, Any]]] = {size: [] for size in SIZES}
@@ -228,6 +257,11 @@ async def bench(args: argparse.Namespace) -> None:
                            [small[key] for small in results[SIZES[0]]])
                     for key in ("cpu_s", "calls", "queries"))])
         finally:
+            if redis_prefixes:
+                from durably_redis.testing import delete_prefix
+
+                for prefix in redis_prefixes:
+                    delete_prefix(_redis_url(), prefix)
             if pg_schemas:
                 import psycopg
 
@@ -243,9 +277,9 @@ async def bench(args: argparse.Namespace) -> None:
             title="Ratio of the cost with 10,000 to the cost with 100 completed executions "
             "(1.0: flat; median [min–max] of the per-run ratios)")
     c.note("PostgreSQL declares CLAIM_NEXT: each poll is one claim_next statement on the "
-           "partial index of unfinished executions. The filesystem store has no such index: "
-           "each poll lists every execution (a directory listing and one stat per "
-           "execution), and reads each finished one's latest checkpoint only once.")
+           "partial index of unfinished executions. The filesystem and Redis stores declare "
+           "OPEN_INDEX: each poll lists the open executions only (the open/ directory, the "
+           "<prefix>:open sorted set), which are none here.")
 
 
 def _ratio(bigs: list[float | None], smalls: list[float | None]) -> str:
@@ -274,6 +308,6 @@ if __name__ == "__main__":
         print(json.dumps(out))
     else:
         if "--providers" not in sys.argv:
-            sys.argv += ["--providers", "file,postgres"]
+            sys.argv += ["--providers", "file,postgres,redis"]
         c.main(bench, "An idle durably worker: cost against completed executions",
                extra=_extra)

@@ -53,7 +53,12 @@ class MemoryBackdoor:
               for seq in seqs),
             *(f"blobs/{e}/{digest}" for e, blobs in self.store.blobs.items() for digest in blobs),
             *(f"leases/{e}" for e in self.store.leases),
+            *(f"open/{e}" for e in self.store.open),
         ]
+
+    async def add_open_entry(self, execution_id: str) -> None:
+        """Leave an open-index entry, as a crash before the index update would (C31)."""
+        self.store.open.add(execution_id)
 
 
 def _flip_middle(stored: bytes) -> bytes:

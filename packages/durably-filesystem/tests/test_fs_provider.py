@@ -49,6 +49,7 @@ async def test_layout(root: Path) -> None:
         f"executions/{RUN}/lease",
         f"executions/{RUN}/lock",
         f"executions/{RUN}/log",
+        f"open/{RUN}",
     ])
     lease = json.loads((root / "executions" / RUN / "lease").read_text())
     assert (lease["owner"], lease["epoch"], lease["released"]) == ("me", 1, False)

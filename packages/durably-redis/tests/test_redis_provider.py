@@ -417,8 +417,9 @@ async def test_key_layout(make_store: MakeStore, admin: aioredis.Redis, key_pref
     keys = sorted([k.decode() async for k in admin.scan_iter(match=f"{key_prefix}:*")])
     base = f"{key_prefix}:x:{RUN}"
     assert keys == sorted([
-        f"{key_prefix}:counter", f"{key_prefix}:executions", f"{base}:seqs",
-        f"{base}:c:{seq_member(7)}", f"{base}:blobs", f"{base}:b:{digest}", f"{base}:lease",
+        f"{key_prefix}:counter", f"{key_prefix}:executions", f"{key_prefix}:open",
+        f"{base}:seqs", f"{base}:c:{seq_member(7)}", f"{base}:blobs", f"{base}:b:{digest}",
+        f"{base}:lease",
     ])
     checkpoint = await admin.hgetall(f"{base}:c:{seq_member(7)}")
     assert set(checkpoint) == {b"d", b"v", b"t", b"m"}
@@ -428,6 +429,7 @@ async def test_key_layout(make_store: MakeStore, admin: aioredis.Redis, key_pref
     assert checkpoint[b"m"] == b'{"a":"b"}'
     assert await admin.zrange(f"{base}:seqs", 0, -1) == [seq_member(7).encode()]
     assert await admin.zrange(f"{key_prefix}:executions", 0, -1) == [RUN.encode()]
+    assert await admin.zrange(f"{key_prefix}:open", 0, -1) == [RUN.encode()]  # no status
     lease_hash = await admin.hgetall(f"{base}:lease")
     assert lease_hash[b"owner"] == b"worker"
     assert int(lease_hash[b"epoch"]) == lease.epoch
@@ -548,3 +550,23 @@ async def test_release_keeps_the_record_and_lets_others_claim(make_store: MakeSt
     assert released.expired(), "a released lease reports an expiry in the past"
     taken = await provider.claim(RUN, "b", ttl=LONG)
     assert taken.epoch > lease.epoch
+
+
+@pytest.mark.asyncio
+async def test_a_store_without_the_open_index_is_indexed_once(
+    make_store: MakeStore, admin: aioredis.Redis, key_prefix: str,
+) -> None:
+    """A store written before the open index existed: the first listing builds it (C31)."""
+    provider = make_store()
+    for n in range(3):
+        await provider.save_checkpoint(f"open-{n}", 0, b"a", metadata={"durably.status": "x"})
+        await provider.save_checkpoint(f"done-{n}", 0, b"a",
+                                       metadata={"durably.status": "completed"})
+    await admin.delete(f"{key_prefix}:open", f"{key_prefix}:open-ready")  # as before
+    fresh = make_store()
+    assert [e.execution_id async for e in fresh.iter_open_executions()] == [
+        "open-0", "open-1", "open-2"]
+    assert await admin.get(f"{key_prefix}:open-ready") == b"1"
+    await admin.zrem(f"{key_prefix}:open", "open-0")  # once ready, trusted as it is
+    assert [e.execution_id async for e in make_store().iter_open_executions()] == [
+        "open-1", "open-2"]

@@ -77,9 +77,11 @@ async def test_delete_prefix_removes_only_that_store(redis_url: str) -> None:
                 await provider.put_blob("run-1", b"blob")
             finally:
                 await provider.close()
-        assert rt.delete_prefix(redis_url, mine) == 6  # counter, index, seqs, c, blobs, b
+        # counter, index, open index, seqs, c, blobs, b
+        assert rt.delete_prefix(redis_url, mine) == 7
         assert await rt.RedisBackdoor(redis_url, mine).locations() == []
-        assert len(await rt.RedisBackdoor(redis_url, other).locations()) == 6
+        # index and open index (each with its entry), seqs, c, blobs, b
+        assert len(await rt.RedisBackdoor(redis_url, other).locations()) == 8
     finally:
         rt.delete_prefix(redis_url, mine)
         rt.delete_prefix(redis_url, other)
@@ -95,6 +97,7 @@ async def test_the_backdoor_reports_index_entries(redis_url: str, key_prefix: st
     locations = await rt.RedisBackdoor(redis_url, key_prefix).locations()
     assert locations == sorted([
         f"{key_prefix}:executions", f"{key_prefix}:executions#run-1",
+        f"{key_prefix}:open", f"{key_prefix}:open#run-1",
         f"{key_prefix}:x:run-1:seqs", f"{key_prefix}:x:run-1:c:{3:019d}",
     ])
     with pytest.raises(KeyError):

@@ -52,10 +52,26 @@ class RequestCounter:
     def __init__(self) -> None:
         self.session = new_session()
         self.sent: Counter[str] = Counter()
+        self.by_path: Counter[tuple[str, str]] = Counter()
+        """(operation, URL path without the bucket) -> requests."""
         self.session.register("before-send.s3", self._before_send)
 
-    def _before_send(self, event_name: str, **_: Any) -> None:
-        self.sent[event_name.rpartition(".")[2]] += 1
+    def _before_send(self, event_name: str, request: Any = None, **_: Any) -> None:
+        operation = event_name.rpartition(".")[2]
+        self.sent[operation] += 1
+        if request is not None:
+            from urllib.parse import unquote, urlsplit
+
+            path = unquote(urlsplit(request.url).path).lstrip("/")
+            self.by_path[(operation, path.partition("/")[2])] += 1
+
+    def sent_to(self, fragment: str) -> Counter[str]:
+        """The requests, by operation, whose object key contains ``fragment``."""
+        found: Counter[str] = Counter()
+        for (operation, key), count in self.by_path.items():
+            if fragment in key:
+                found[operation] += count
+        return found
 
     @property
     def total(self) -> int:
@@ -63,3 +79,4 @@ class RequestCounter:
 
     def reset(self) -> None:
         self.sent.clear()
+        self.by_path.clear()

@@ -224,7 +224,12 @@ async def test_a_stale_owner_is_fenced_and_its_writes_never_show(
         await old_owner.save_checkpoint(RUN, 3, b"zombie", lease=old)
     counter.reset()
     await new_owner.save_checkpoint(RUN, 3, b"b3", lease=new)
-    assert counter.sent == {"PutObject": 1}, "the new owner's first write replaces its fence"
+    assert counter.sent_to("/checkpoints/") == {"PutObject": 1}, (
+        "the new owner's first write replaces its fence")
+    # Once per claim, before its first write: the open-index marker is read and raised
+    # to the new epoch (C31); nothing else is sent.
+    assert counter.sent_to(f"open/{RUN}") == {"GetObject": 1, "PutObject": 1}
+    assert counter.total == 3
     with pytest.raises(FencedError):
         await old_owner.save_checkpoint(RUN, 4, b"zombie", lease=old)
     reader = _provider(bucket)
@@ -365,7 +370,14 @@ async def test_a_steady_state_save_is_one_request(bucket: str, counter: RequestC
     for seq in range(5):
         counter.reset()
         await provider.save_checkpoint("fenced", seq, os.urandom(3000), lease=lease)
-        assert counter.sent == {"PutObject": 1}, f"fenced save {seq}: {counter.sent}"
+        if seq == 0:
+            # The first write of a claim first marks the execution open (C31): the
+            # marker is read, then written for the new epoch.
+            assert counter.sent_to("open/fenced") == {"GetObject": 1, "PutObject": 1}
+            assert counter.sent_to("/checkpoints/") == {"PutObject": 1}
+            assert counter.total == 3, counter.sent
+        else:
+            assert counter.sent == {"PutObject": 1}, f"fenced save {seq}: {counter.sent}"
     await provider.close()
 
 

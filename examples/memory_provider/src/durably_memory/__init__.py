@@ -31,6 +31,9 @@ How the contract is met:
   dropped an execution's lease record.
 * **Cursors** are the last key of the previous page (a seq, an execution id, a
   digest), so a listing survives writes and deletes between pages.
+* **The open-executions index** (``OPEN_INDEX``, C31) is a set of execution ids,
+  brought up to date in the same locked section as every save and delete: an
+  execution is in it exactly when its latest checkpoint is not finished.
 """
 
 from __future__ import annotations
@@ -64,6 +67,7 @@ from durably.storage import (
     WriteMode,
     decode_int_cursor,
     encode_int_cursor,
+    is_finished,
 )
 
 __all__ = ["LeaseRecord", "MemoryProvider", "MemoryStore", "StoredObject"]
@@ -96,6 +100,7 @@ class MemoryStore:
         checkpoints: ``execution id -> seq -> object``.
         blobs: ``execution id -> digest -> object``.
         leases: ``execution id -> lease record``.
+        open: The open executions (the ``OPEN_INDEX`` of C31).
         lock: Serializes every provider method on this store.
     """
 
@@ -103,6 +108,7 @@ class MemoryStore:
         self.checkpoints: dict[str, dict[int, StoredObject]] = {}
         self.blobs: dict[str, dict[str, StoredObject]] = {}
         self.leases: dict[str, LeaseRecord] = {}
+        self.open: set[str] = set()
         self.lock = asyncio.Lock()
         self._versions = itertools.count(1)
         self._epochs = itertools.count(1)
@@ -126,7 +132,8 @@ class MemoryProvider(CheckpointProvider):
     """
 
     scheme: ClassVar[str] = "memory"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({Capability.TAKEOVER})
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {Capability.TAKEOVER, Capability.OPEN_INDEX})
 
     def __init__(self, store: MemoryStore | None = None, *, name: str = "") -> None:
         super().__init__()
@@ -196,6 +203,7 @@ class MemoryProvider(CheckpointProvider):
             self.store.checkpoints.setdefault(execution_id, {})[seq] = StoredObject(
                 stored, now, info
             )
+            self._reindex(execution_id)
             return info
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
@@ -232,7 +240,9 @@ class MemoryProvider(CheckpointProvider):
     async def _delete(self, execution_id: str, seq: int, lease: Lease | None) -> bool:
         async with self.store.lock:
             self._check_fence(execution_id, lease, f"deleting checkpoint {seq}")
-            return self._pop_checkpoint(execution_id, seq)
+            deleted = self._pop_checkpoint(execution_id, seq)
+            self._reindex(execution_id)
+            return deleted
 
     async def _delete_many(
         self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
@@ -240,7 +250,9 @@ class MemoryProvider(CheckpointProvider):
         # One fence check for the whole batch: either all of it happens or nothing.
         async with self.store.lock:
             self._check_fence(execution_id, lease, "pruning checkpoints")
-            return [seq for seq in seqs if self._pop_checkpoint(execution_id, seq)]
+            deleted = [seq for seq in seqs if self._pop_checkpoint(execution_id, seq)]
+            self._reindex(execution_id)
+            return deleted
 
     def _pop_checkpoint(self, execution_id: str, seq: int) -> bool:
         seqs = self.store.checkpoints.get(execution_id)
@@ -249,6 +261,20 @@ class MemoryProvider(CheckpointProvider):
         if not seqs:
             del self.store.checkpoints[execution_id]
         return True
+
+    def _is_open(self, execution_id: str) -> bool:
+        seqs = self.store.checkpoints.get(execution_id)
+        if not seqs:
+            return False
+        latest = seqs[max(seqs)].info
+        return latest is not None and not is_finished(latest.metadata)
+
+    def _reindex(self, execution_id: str) -> None:
+        """Bring the open index up to date (under the lock, with the write it follows)."""
+        if self._is_open(execution_id):
+            self.store.open.add(execution_id)
+        else:
+            self.store.open.discard(execution_id)
 
     # --------------------------------------------------------------- executions
 
@@ -279,7 +305,22 @@ class MemoryProvider(CheckpointProvider):
                 table.pop(execution_id, None) is not None
                 for table in (self.store.checkpoints, self.store.blobs, self.store.leases)
             ]
+            self.store.open.discard(execution_id)
             return any(found)
+
+    async def _list_open(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
+        async with self.store.lock:
+            ids = sorted(e for e in self.store.open if cursor is None or e > cursor)
+            items = tuple(ExecutionInfo(e, self._updated_at(e)) for e in ids[:limit])
+        more = len(ids) > limit
+        return Page(items, items[-1].execution_id if more else None)
+
+    async def _forget_if_finished(self, execution_id: str) -> bool:
+        async with self.store.lock:
+            if execution_id not in self.store.open or self._is_open(execution_id):
+                return False
+            self.store.open.discard(execution_id)
+            return True
 
     # ------------------------------------------------------------------- leases
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from durably_conformance._suite_integrity import IntegritySuite
     from durably_conformance._suite_leases import LeaseSuite
     from durably_conformance._suite_liveness import LivenessSuite
+    from durably_conformance._suite_open import OpenIndexSuite
     from durably_conformance._suite_processes import ProcessSuite
 
 __all__ = [
@@ -64,6 +65,7 @@ __all__ = [
     "IntegritySuite",
     "LeaseSuite",
     "LivenessSuite",
+    "OpenIndexSuite",
     "ProcessSuite",
     "ProviderFactory",
     "ProviderMaker",
@@ -108,6 +110,7 @@ _HOME = {
     "IntegritySuite": "_suite_integrity",
     "LeaseSuite": "_suite_leases",
     "LivenessSuite": "_suite_liveness",
+    "OpenIndexSuite": "_suite_open",
     "ProcessSuite": "_suite_processes",
 }
 

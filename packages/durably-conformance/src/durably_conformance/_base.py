@@ -23,6 +23,7 @@ CAPABILITY_MARKERS: dict[Capability, str] = {
     Capability.LARGE_OBJECTS: "durably_large_objects",
     Capability.TAKEOVER: "durably_takeover",
     Capability.OWNER_LOCK: "durably_owner_lock",
+    Capability.OPEN_INDEX: "durably_open_index",
 }
 """The marker that makes a test need a capability."""
 

@@ -9,6 +9,7 @@ from durably_conformance._suite_instances import InstanceSuite
 from durably_conformance._suite_integrity import IntegritySuite
 from durably_conformance._suite_leases import LeaseSuite
 from durably_conformance._suite_liveness import LivenessSuite
+from durably_conformance._suite_open import OpenIndexSuite
 from durably_conformance._suite_processes import ProcessSuite
 
 __all__ = ["ProviderSuite"]
@@ -17,8 +18,8 @@ __all__ = ["ProviderSuite"]
 # pytest collects the tests of base classes last-base-first: this order runs the
 # checkpoint clauses first and the multi-instance (then multi-process) ones last.
 class ProviderSuite(
-    ProcessSuite, InstanceSuite, LivenessSuite, IntegritySuite, BlobSuite, ExecutionSuite,
-    LeaseSuite, CheckpointSuite,
+    ProcessSuite, InstanceSuite, OpenIndexSuite, LivenessSuite, IntegritySuite,
+    BlobSuite, ExecutionSuite, LeaseSuite, CheckpointSuite,
 ):
     """Every clause of ``docs/spec/conformance.md``. Subclass it in a test module::
 

@@ -11,6 +11,7 @@ guarantees. In short, for one execution ``E`` under the store's root::
     root/executions/E/blobs/ab/<hex>   one file per blob (envelope bytes)
     root/.trash/                       executions being deleted
     root/lock, root/epoch-floor        the lease-epoch floor and its lock
+    root/open/E                        E is open: the index of OPEN_INDEX (see _open.py)
 
 A save is: take E's lock, catch up with what other processes appended (a ``stat``),
 check the write mode and the lease, append the record with one ``write``,
@@ -109,6 +110,13 @@ from durably_filesystem._log import (
     refresh,
     writable_index,
 )
+from durably_filesystem._open import (
+    OPEN,
+    OpenIndex,
+    is_open,
+    open_after_delete,
+    open_after_save,
+)
 
 __all__ = ["FilesystemProvider"]
 
@@ -166,7 +174,7 @@ class FilesystemProvider(CheckpointProvider):
     scheme: ClassVar[str] = "file"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
         {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
-         Capability.TAKEOVER, Capability.OWNER_LOCK}
+         Capability.TAKEOVER, Capability.OWNER_LOCK, Capability.OPEN_INDEX}
     )
 
     def __init__(
@@ -189,6 +197,7 @@ class FilesystemProvider(CheckpointProvider):
         self._root = os.path.abspath(path)
         self._executions = os.path.join(self._root, EXECUTIONS)
         self._trash = os.path.join(self._root, TRASH)
+        self._open_index = OpenIndex(self._root, fsync=fsync)
         self._fsync = fsync
         self._compact_threshold = compact_threshold
         self._states: OrderedDict[str, ExecState] = OrderedDict()
@@ -361,7 +370,7 @@ class FilesystemProvider(CheckpointProvider):
         if raw is None:
             foreign = sorted(
                 name for name in os.listdir(self._root)
-                if name not in (MARKER, EXECUTIONS, TRASH, STORE_LOCK, EPOCH_FLOOR)
+                if name not in (MARKER, EXECUTIONS, TRASH, STORE_LOCK, EPOCH_FLOOR, OPEN)
                 and not name.startswith(TMP_PREFIX)
             )
             if foreign:
@@ -373,7 +382,8 @@ class FilesystemProvider(CheckpointProvider):
                 )
             marker = json.dumps({"layout": LAYOUT, "version": LAYOUT_VERSION}).encode()
             # exclusive: another process may be initialising the store right now
-            write_atomic(path, [marker], fsync=self._fsync, exclusive=True)
+            if write_atomic(path, [marker], fsync=self._fsync, exclusive=True):
+                self._open_index.mark_ready()  # a new store: its index is complete
             raw = read_file(path) or b""
         self._check_marker(raw, path)
         makedirs_durable(self._executions, fsync=self._fsync)
@@ -428,10 +438,15 @@ class FilesystemProvider(CheckpointProvider):
                             execution_id, seq, mode.version,
                             actual=None if current is None else current.version,
                             missing=current is None)
+                    opens = open_after_save(index, seq, metadata)
+                    if opens:
+                        self._open_index.add(execution_id)  # before: a crash keeps the entry
                     if length > INLINE_LIMIT:
                         await blocking(append_sync, state, parts, apply)
                     else:
                         append_sync(state, parts, apply)
+                    if opens is False:
+                        self._open_index.remove(execution_id)
                     if current is not None:
                         await maybe_compact(state, self._compact_threshold)
         return info(execution_id, entry)
@@ -501,9 +516,13 @@ class FilesystemProvider(CheckpointProvider):
                     doomed = sorted({seq for seq in seqs if seq in index.entries})
                     if not doomed:
                         return []
+                    opens = open_after_delete(index, doomed)
+                    if opens:
+                        self._open_index.add(execution_id)  # before: a crash keeps the entry
                     if len(doomed) == len(index.entries):
                         # nothing left: an empty log says so at once (and costs no space)
                         await blocking(compact_sync, state, frozenset(doomed))
+                        self._open_index.remove(execution_id)
                         return doomed
                     created_ns = time.time_ns()
                     parts: list[bytes | memoryview] = []
@@ -516,6 +535,8 @@ class FilesystemProvider(CheckpointProvider):
                             index.remove(seq, fmt.OVERHEAD)
 
                     append_sync(state, [b"".join(parts)], apply)
+                    if opens is False:
+                        self._open_index.remove(execution_id)
                     await maybe_compact(state, self._compact_threshold)
                     return doomed
 
@@ -631,6 +652,7 @@ class FilesystemProvider(CheckpointProvider):
                     os.rename(state.dir, trash)
                     if self._fsync:
                         fsync_dir(self._executions)
+                    self._open_index.remove(execution_id)  # after: a crash leaves it stale
                 state.reset()
                 shutil.rmtree(trash, ignore_errors=True)
                 return existed
@@ -643,6 +665,55 @@ class FilesystemProvider(CheckpointProvider):
         with contextlib.suppress(FileNotFoundError):
             os.unlink(state.log_path)
         shutil.rmtree(state.blobs_dir, ignore_errors=True)
+
+    async def _list_open(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
+        self._check_open()
+        self._check_store()
+        with self._errors("list open executions", self._open_index.dir):
+            if not self._open_index.is_ready():
+                await self._build_open_index()
+            names = [n for n in self._open_index.names(cursor) if _is_execution_id(n)]
+        items = tuple(ExecutionInfo(name) for name in names[:limit])
+        return Page(items, items[-1].execution_id if len(names) > limit else None)
+
+    async def _build_open_index(self) -> None:
+        """Index every open execution of a store written before the index existed (once
+        per store: then ``open/.ready`` says the index is complete)."""
+        try:
+            names = os.listdir(self._executions)
+        except FileNotFoundError:
+            return  # an empty store: its first writes maintain the index
+        for name in sorted(names):
+            if _is_execution_id(name):
+                await self._reindex(name, add=True)
+        self._open_index.mark_ready()
+
+    async def _reindex(self, execution_id: str, *, add: bool) -> bool:
+        """Under the execution's lock, drop its entry if it is not open (and with
+        ``add``, create it if it is); return whether an entry was dropped."""
+        async with self._using(execution_id) as state:
+            if not add and not self._open_index.has(execution_id):
+                return False
+            with self._errors(f"index execution {execution_id!r}", state.dir):
+                async with hold_lock(state, create=not add) as locked:
+                    index = await writable_index(state, create=False) if locked else None
+                    if is_open(index):
+                        if add:
+                            self._open_index.add(execution_id)
+                        return False
+                    dropped = self._open_index.remove(execution_id)
+                    if locked and self._execution_info(execution_id) is None:
+                        # we made the directory to lock it: take it away as a delete does
+                        trash = os.path.join(self._trash,
+                                             f"{execution_id}.{secrets.token_hex(6)}")
+                        os.rename(state.dir, trash)
+                        state.reset()
+                        shutil.rmtree(trash, ignore_errors=True)
+                    return dropped
+
+    async def _forget_if_finished(self, execution_id: str) -> bool:
+        self._check_store()
+        return await self._reindex(execution_id, add=False)
 
     # -------------------------------------------------------------------- leases
 

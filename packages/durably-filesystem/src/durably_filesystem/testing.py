@@ -155,10 +155,24 @@ class FilesystemBackdoor:
         self._flip(path, os.stat(path).st_size // 2)
 
     async def locations(self) -> list[str]:
-        """Every file under the store's ``executions`` directory, relative to the root."""
+        """Every file under the store's ``executions`` directory and every entry of its
+        open-executions index, relative to the root (the index's ``.ready`` file is
+        store-wide bookkeeping: left out)."""
         found = []
         top = os.path.join(self.root, "executions")
         for directory, _dirs, files in os.walk(top):
             for name in files:
                 found.append(os.path.relpath(os.path.join(directory, name), self.root))
+        with contextlib.suppress(FileNotFoundError):
+            found.extend(f"open/{name}" for name in os.listdir(os.path.join(self.root, "open"))
+                         if not name.startswith("."))
         return sorted(found)
+
+    async def add_open_entry(self, execution_id: str) -> None:
+        """Leave an open-index entry for the execution, as a crash between its final
+        write and the index update would (C31)."""
+        validate_execution_id(execution_id)
+        directory = os.path.join(self.root, "open")
+        os.makedirs(directory, exist_ok=True)
+        os.close(os.open(os.path.join(directory, execution_id), os.O_WRONLY | os.O_CREAT,
+                         0o644))

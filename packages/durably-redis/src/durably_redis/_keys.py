@@ -4,6 +4,8 @@ With the default prefix ``durably``::
 
     durably:counter                    string  versions and epochs (INCR; never reset)
     durably:executions                 zset    execution ids, all scores 0 (lexical order)
+    durably:open                       zset    open executions (OPEN_INDEX), scores 0
+    durably:open-ready                 string  the open index is complete (set once)
     durably:x:<id>:seqs                zset    the execution's seqs as 19-digit strings
     durably:x:<id>:c:<seq:019d>        hash    d=stored bytes, v=version, t=created_at, m=metadata
     durably:x:<id>:blobs               zset    the execution's blob digests
@@ -41,12 +43,16 @@ def seq_member(seq: int) -> str:
 class Keys:
     """Key names of one store (one key prefix)."""
 
-    __slots__ = ("counter", "executions", "prefix")
+    __slots__ = ("counter", "executions", "open", "open_ready", "prefix")
 
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self.counter = f"{prefix}:counter"
         self.executions = f"{prefix}:executions"
+        self.open = f"{prefix}:open"
+        """The open executions: those whose latest checkpoint is not finished (C31)."""
+        self.open_ready = f"{prefix}:open-ready"
+        """Set once the open index is complete (a store from before it is indexed once)."""
 
     def base(self, execution_id: str) -> str:
         """The common start of every key of one execution (ends with ``:``)."""

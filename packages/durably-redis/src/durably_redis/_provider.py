@@ -115,7 +115,7 @@ class RedisProvider(CheckpointProvider):
     scheme: ClassVar[str] = "redis"
     capabilities: ClassVar[frozenset[Capability]] = frozenset({
         Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
-        Capability.TAKEOVER,
+        Capability.TAKEOVER, Capability.OPEN_INDEX,
     })
 
     def __init__(self, target: Target, options: RedisOptions) -> None:
@@ -124,6 +124,8 @@ class RedisProvider(CheckpointProvider):
         self._target = target
         self._options = options
         self._keys = Keys(options.key_prefix)
+        self._open_ready = False
+        """Seen the open index complete (``<prefix>:open-ready``)."""
         self._client: Redis | None = None
         self._pool: BlockingConnectionPool | None = None
         self._server: ServerInfo | None = None
@@ -343,9 +345,9 @@ class RedisProvider(CheckpointProvider):
         reply = await self._script(
             "save",
             [keys.checkpoint(execution_id, seq), keys.seqs(execution_id),
-             keys.lease(execution_id), keys.executions, keys.counter],
+             keys.lease(execution_id), keys.executions, keys.counter, keys.open],
             [mode_arg, expected, *self._fence_args(lease), stored, _encode_metadata(metadata),
-             seq_member(seq), execution_id],
+             seq_member(seq), execution_id, keys.base(execution_id) + "c:"],
             what=what, write=True, idempotent=False)
         status = _status(reply)
         if status == b"fenced":
@@ -445,8 +447,10 @@ class RedisProvider(CheckpointProvider):
         reply = await self._script(
             "delete",
             [keys.seqs(execution_id), keys.lease(execution_id), keys.executions,
-             keys.blobs(execution_id), *(keys.checkpoint(execution_id, s) for s in seqs)],
-            [*self._fence_args(lease), execution_id, *(seq_member(s) for s in seqs)],
+             keys.blobs(execution_id), keys.open,
+             *(keys.checkpoint(execution_id, s) for s in seqs)],
+            [*self._fence_args(lease), execution_id, keys.base(execution_id) + "c:",
+             *(seq_member(s) for s in seqs)],
             what=what, write=True, idempotent=False)
         if _status(reply) == b"fenced":
             assert lease is not None
@@ -476,13 +480,54 @@ class RedisProvider(CheckpointProvider):
             existed_now, more = await self._script(
                 "delete_execution",
                 [keys.seqs(execution_id), keys.blobs(execution_id), keys.lease(execution_id),
-                 keys.executions],
+                 keys.executions, keys.open],
                 [keys.base(execution_id), execution_id, DELETE_BATCH],
                 what=what, write=True, idempotent=True)
             if existed is None:
                 existed = bool(existed_now)
             if not more:
                 return existed
+
+    async def _list_open(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
+        if cursor is not None and not (isinstance(cursor, str)
+                                       and EXECUTION_ID_RE.fullmatch(cursor)):
+            raise ValueError(f"invalid cursor {cursor!r}")
+        if not self._open_ready:
+            await self._build_open_index()
+        limit = min(limit, MAX_PAGE)
+        start = "-" if cursor is None else "(" + cursor
+        members = await self._call(
+            "listing open executions", "ZRANGEBYLEX", self._keys.open, start, "+",
+            "LIMIT", 0, limit + 1, idempotent=True)
+        ids = [_decode(member) for member in members]
+        items = tuple(ExecutionInfo(execution_id) for execution_id in ids[:limit])
+        return Page(items, items[-1].execution_id if len(ids) > limit else None)
+
+    async def _build_open_index(self) -> None:
+        """Index the open executions of a store written before the index existed (once
+        per store: then ``<prefix>:open-ready`` says the index is complete)."""
+        if await self._call("reading the open index's state", "EXISTS",
+                            self._keys.open_ready, idempotent=True):
+            self._open_ready = True
+            return
+        async for execution in self.iter_executions():
+            await self._reindex(execution.execution_id)
+        await self._call("marking the open index complete", "SET", self._keys.open_ready,
+                         "1", idempotent=True)
+        self._open_ready = True
+
+    async def _reindex(self, execution_id: str) -> tuple[bool, bool]:
+        """One atomic script: list the execution if it is open, else unlist it; return
+        (was listed, is listed)."""
+        was, now = await self._script(
+            "reindex", [self._keys.seqs(execution_id), self._keys.open],
+            [self._keys.base(execution_id) + "c:", execution_id],
+            what=f"indexing execution {execution_id!r}", write=True, idempotent=True)
+        return bool(was), bool(now)
+
+    async def _forget_if_finished(self, execution_id: str) -> bool:
+        was, now = await self._reindex(execution_id)
+        return was and not now
 
     # --------------------------------------------------------------------- leases
 

@@ -42,6 +42,26 @@ local function fenced(lease_key, epoch, owner)
 end
 """
 
+_REINDEX = """
+local function is_open(checkpoint_key)
+  local m = redis.call('HGET', checkpoint_key, 'm')
+  if not m or m == '' then return true end
+  local ok, decoded = pcall(cjson.decode, m)
+  if not ok or type(decoded) ~= 'table' then return true end
+  local status = decoded['durably.status']
+  return status ~= 'completed' and status ~= 'failed'
+end
+local function reindex(seqs_key, checkpoint_base, open_key, execution_id)
+  local top = redis.call('ZREVRANGEBYLEX', seqs_key, '+', '-', 'LIMIT', 0, 1)
+  if #top > 0 and is_open(checkpoint_base .. top[1]) then
+    redis.call('ZADD', open_key, 0, execution_id)
+    return 1
+  end
+  redis.call('ZREM', open_key, execution_id)
+  return 0
+end
+"""
+
 _FORGET_IF_EMPTY = """
 local function forget_if_empty(seqs_key, blobs_key, lease_key, index_key, execution_id)
   if redis.call('EXISTS', seqs_key, blobs_key, lease_key) == 0 then
@@ -50,10 +70,10 @@ local function forget_if_empty(seqs_key, blobs_key, lease_key, index_key, execut
 end
 """
 
-SAVE = _NOW + _FENCE + """
--- KEYS: checkpoint, seqs, lease, executions, counter
+SAVE = _NOW + _FENCE + _REINDEX + """
+-- KEYS: checkpoint, seqs, lease, executions, counter, open
 -- ARGV: mode (create|overwrite|expect), expected version, lease epoch ('' = unfenced),
---       lease owner, stored bytes, metadata, seq member, execution id
+--       lease owner, stored bytes, metadata, seq member, execution id, checkpoint base
 local refused = fenced(KEYS[3], ARGV[3], ARGV[4])
 if refused then return refused end
 local mode = ARGV[1]
@@ -70,6 +90,7 @@ local _, at = server_time()
 redis.call('HSET', KEYS[1], 'd', ARGV[5], 'v', version, 't', at, 'm', ARGV[6])
 redis.call('ZADD', KEYS[2], 0, ARGV[7])
 redis.call('ZADD', KEYS[4], 0, ARGV[8])
+reindex(KEYS[2], ARGV[9], KEYS[6], ARGV[8])
 return {'ok', version, at}
 """
 
@@ -97,18 +118,22 @@ end
 return out
 """
 
-DELETE = _FENCE + _FORGET_IF_EMPTY + """
--- KEYS: seqs, lease, executions, blobs, checkpoint keys...
--- ARGV: lease epoch ('' = unfenced), lease owner, execution id, seq members...
+DELETE = _FENCE + _FORGET_IF_EMPTY + _REINDEX + """
+-- KEYS: seqs, lease, executions, blobs, open, checkpoint keys...
+-- ARGV: lease epoch ('' = unfenced), lease owner, execution id, checkpoint base,
+--       seq members...
 local refused = fenced(KEYS[2], ARGV[1], ARGV[2])
 if refused then return refused end
 local out = {'ok'}
-for i = 5, #KEYS do
+for i = 6, #KEYS do
   local member = ARGV[i - 1]
   if redis.call('UNLINK', KEYS[i]) == 1 then out[#out + 1] = member end
   redis.call('ZREM', KEYS[1], member)
 end
-if #out > 1 then forget_if_empty(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[3]) end
+if #out > 1 then
+  forget_if_empty(KEYS[1], KEYS[4], KEYS[2], KEYS[3], ARGV[3])
+  reindex(KEYS[1], ARGV[4], KEYS[5], ARGV[3])
+end
 return out
 """
 
@@ -182,7 +207,7 @@ return gone
 """
 
 DELETE_EXECUTION = """
--- KEYS: seqs, blobs, lease, executions
+-- KEYS: seqs, blobs, lease, executions, open
 -- ARGV: execution key base ('<prefix>:x:<id>:'), execution id, batch size
 -- Deletes up to a batch of checkpoints and blobs; the last call (nothing left) also
 -- deletes the lease and the index entry. Returns {existed, more}.
@@ -204,9 +229,18 @@ end
 if redis.call('EXISTS', KEYS[1], KEYS[2]) == 0 then
   redis.call('UNLINK', KEYS[3])
   redis.call('ZREM', KEYS[4], ARGV[2])
+  redis.call('ZREM', KEYS[5], ARGV[2])
   return {existed, 0}
 end
 return {existed, 1}
+"""
+
+
+REINDEX = _REINDEX + """
+-- KEYS: seqs, open.  ARGV: checkpoint base, execution id
+-- Brings one execution's open-index entry up to date. Returns {was listed, is listed}.
+local was = redis.call('ZSCORE', KEYS[2], ARGV[2]) and 1 or 0
+return {was, reindex(KEYS[1], ARGV[1], KEYS[2], ARGV[2])}
 """
 
 
@@ -252,6 +286,7 @@ SCRIPTS: dict[str, Script] = {
         Script("list_blobs", LIST_BLOBS, "no-writes"),
         Script("delete_blob", DELETE_BLOB, "allow-oom"),
         Script("delete_execution", DELETE_EXECUTION, "allow-oom"),
+        Script("reindex", REINDEX, "allow-oom"),
     )
 }
 """Every script, by name."""

@@ -378,18 +378,25 @@ class RedisBackdoor:
         await self._replace(key, bytes(data), f"blob {digest} of {execution_id}")
 
     async def locations(self) -> list[str]:
-        """Every key the store holds, and one ``<prefix>:executions#<id>`` per entry of
-        the execution index. The version/epoch counter (store-wide bookkeeping that
-        must outlive executions) is left out."""
+        """Every key the store holds, and one ``<prefix>:executions#<id>`` (and
+        ``<prefix>:open#<id>``) per entry of the execution index (and of the open index).
+        The version/epoch counter and the open index's ``open-ready`` flag (store-wide
+        bookkeeping that must outlive executions) are left out."""
         found: list[str] = []
         async with self._client() as client:
             async for key in client.scan_iter(match=self.keys.pattern(), count=1000):
                 name = _as_bytes(key).decode()
-                if name == self.keys.counter:
+                if name in (self.keys.counter, self.keys.open_ready):
                     continue
-                if name == self.keys.executions:
+                if name in (self.keys.executions, self.keys.open):
                     members = await client.zrange(name, 0, -1)
                     found.extend(f"{name}#{_as_bytes(member).decode()}" for member in members)
                 found.append(name)
         return sorted(found)
 
+    async def add_open_entry(self, execution_id: str) -> None:
+        """Leave an open-index entry for the execution, as a crash before the index
+        update would (C31; the provider's scripts update it atomically, so this only
+        happens by hand)."""
+        async with self._client() as client:
+            await client.zadd(self.keys.open, {execution_id: 0})

@@ -43,7 +43,7 @@ from typing import Any, Literal
 from urllib.parse import quote, unquote
 
 from durably.errors import CorruptObjectError
-from durably.storage import decode_metadata, encode_metadata
+from durably.storage import EXECUTION_ID_RE, decode_metadata, encode_metadata
 
 __all__ = [
     "MARKER_SIZE",
@@ -90,6 +90,11 @@ _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) != "%")
 """Printable ASCII but "%" and space (SigV4 collapses runs of spaces in header values)."""
 
 
+def is_execution_id(name: str) -> bool:
+    """Whether ``name`` is a valid execution id (keys under a listed prefix may not be)."""
+    return EXECUTION_ID_RE.fullmatch(name) is not None
+
+
 def new_nonce() -> bytes:
     """16 random bytes: a write id that makes the object's ETag unique."""
     return os.urandom(16)
@@ -102,7 +107,7 @@ class Layout:
         prefix: The key prefix, without leading or trailing ``/`` (may be empty).
     """
 
-    __slots__ = ("base", "epochs", "executions", "heads", "probes")
+    __slots__ = ("base", "epochs", "executions", "heads", "open", "open_ready", "probes")
 
     def __init__(self, prefix: str) -> None:
         self.base = f"{prefix}/" if prefix else ""
@@ -111,6 +116,13 @@ class Layout:
         self.probes = f"{self.base}probes/"
         self.epochs = f"{self.base}epochs"
         """The store-wide epoch counter: the highest epoch any claim was granted."""
+        self.open = f"{self.base}open/"
+        """The open-executions index: one marker per open execution (see ``_open.py``)."""
+        self.open_ready = f"{self.base}open-ready"
+        """Written once the open index is complete (store-wide bookkeeping)."""
+
+    def open_entry(self, execution_id: str) -> str:
+        return f"{self.open}{execution_id}"
 
     def execution_dir(self, execution_id: str) -> str:
         return f"{self.executions}{execution_id}!/"

@@ -127,24 +127,25 @@ class S3Backdoor:
         """Every key of per-execution state under the store's prefix (``key@version`` of
         every version, with ``versions``), relative to the prefix.
 
-        Store-wide bookkeeping is left out: the epoch counter (``epochs``) belongs to no
-        execution and stays when every execution is deleted.
+        Store-wide bookkeeping is left out: the epoch counter (``epochs``) and the open
+        index's ``open-ready`` belong to no execution and stay when every execution is
+        deleted.
         """
         start = self.layout.base
-        counter = self.layout.epochs
+        bookkeeping = (self.layout.epochs, self.layout.open_ready)
         found: list[str] = []
         async with self.client() as client:
             if self.versions:
                 paginator = client.get_paginator("list_object_versions")
                 async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
                     for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-                        if item["Key"] != counter:
+                        if item["Key"] not in bookkeeping:
                             found.append(f"{item['Key'][len(start):]}@{item['VersionId']}")
             else:
                 paginator = client.get_paginator("list_objects_v2")
                 async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
                     found.extend(item["Key"][len(start):] for item in page.get("Contents", [])
-                                 if item["Key"] != counter)
+                                 if item["Key"] not in bookkeeping)
         return found
 
 
@@ -154,3 +155,15 @@ def _retrailer(tail: bytes, meta_bytes: bytes, nonce: bytes) -> bytes:
     length = struct.pack("<I", meta_len)
     check = hashlib.blake2b(meta_bytes + nonce + length, digest_size=8).digest()
     return struct.pack("<16sI8s4s", nonce, meta_len, check, magic)
+
+    async def add_open_entry(self, execution_id: str) -> None:
+        """Leave an open-index marker for the execution, as a crash between its final
+        write and the marker's deletion would, written long enough ago (an hour) that
+        ``forget_if_finished`` may judge it (C31)."""
+        import time
+
+        from durably_s3._open import encode_open_marker
+
+        async with self.client() as client:
+            await client.put_object(Bucket=self.bucket, Key=self.layout.open_entry(execution_id),
+                                    Body=encode_open_marker(0, time.time() - 3600))

@@ -91,6 +91,7 @@ from durably.errors import (
 )
 
 __all__ = [
+    "FINISHED_STATUSES",
     "BlobInfo",
     "Capability",
     "CheckpointInfo",
@@ -109,6 +110,7 @@ __all__ = [
     "decode_metadata",
     "encode_int_cursor",
     "encode_metadata",
+    "is_finished",
     "validate_execution_id",
     "validate_metadata",
 ]
@@ -124,6 +126,17 @@ META_BASE = "durably.base"
 META_STATUS = "durably.status"
 """Metadata key: ``running``, ``completed`` or ``failed``; providers may index it (a worker
 looks for executions that are not finished)."""
+FINISHED_STATUSES = frozenset({"completed", "failed"})
+"""The values of :data:`META_STATUS` that finish an execution; any other value, or none,
+leaves it *open* (see :attr:`Capability.OPEN_INDEX`)."""
+
+
+def is_finished(metadata: Mapping[str, str]) -> bool:
+    """Whether checkpoint metadata marks its execution finished (``completed``/``failed``).
+
+    An execution is *open* when its latest checkpoint is not finished by this test.
+    """
+    return metadata.get(META_STATUS) in FINISHED_STATUSES
 
 
 class Capability(StrEnum):
@@ -154,7 +167,18 @@ class Capability(StrEnum):
     :class:`ClaimsNext`): it claims one unfinished execution that nobody holds a live
     lease on, through an index or a queue, so that an idle ``durably worker`` costs the
     same with 100 or 100,000 finished executions. Without it workers list executions and
-    read each unfinished one's latest checkpoint metadata."""
+    read each unfinished one's latest checkpoint metadata. Checked by the PostgreSQL
+    provider's own tests (no conformance clause yet)."""
+    OPEN_INDEX = "open_index"
+    """:meth:`CheckpointProvider.list_open_executions` lists the *open* executions --
+    those whose latest checkpoint is not finished (see :func:`is_finished`) -- from an
+    index the provider maintains as checkpoints are saved and deleted, so that finding
+    them costs the same with 100 or 100,000 finished executions; and
+    :meth:`CheckpointProvider.forget_if_finished` drops a stale entry [C31]. An entry is
+    never missing for an open execution, not even after a crash; a stale entry (a
+    finished execution still listed, e.g. after a crash between a final write and the
+    index update) is allowed. ``durably worker`` uses it instead of listing every
+    execution."""
 
 
 @runtime_checkable
@@ -175,7 +199,7 @@ class ClaimsNext(Protocol):
         concurrent callers -- in one process or several -- never get the same
         execution from one round of claims; they do not wait for each other either. Its
         cost must not grow with the number of finished executions (an index on status
-        and lease expiry, a queue) [C31].
+        and lease expiry, a queue). Checked by the PostgreSQL provider's tests.
 
         Returns:
             The new lease, or None if no execution is claimable.
@@ -580,6 +604,56 @@ class CheckpointProvider(abc.ABC):
         validate_execution_id(execution_id)
         return await self._delete_execution(execution_id)
 
+    @final
+    async def list_open_executions(
+        self, *, cursor: str | None = None, limit: int = 100,
+    ) -> Page[ExecutionInfo]:
+        """List the open executions in increasing id order, one page at a time [C31].
+
+        Every execution whose latest checkpoint is not finished (:func:`is_finished`)
+        is listed -- also when a crash interrupted the write that opened it -- and an
+        execution whose latest checkpoint is finished is not, except for a *stale* entry
+        left by a crash between a final write and the index update (read the latest
+        checkpoint to decide; :meth:`forget_if_finished` drops a stale entry). The cost
+        does not grow with the number of finished executions. Needs
+        :attr:`Capability.OPEN_INDEX`.
+
+        Raises:
+            UnsupportedError: The provider does not declare ``OPEN_INDEX``.
+        """
+        if limit < 1:
+            raise ValueError("limit must be at least 1")
+        self._require(Capability.OPEN_INDEX, "list open executions")
+        return await self._list_open(cursor, limit)
+
+    @final
+    async def iter_open_executions(self) -> AsyncIterator[ExecutionInfo]:
+        """Iterate over all pages of :meth:`list_open_executions`."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_open_executions(cursor=cursor, limit=1000)
+            for item in page.items:
+                yield item
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    @final
+    async def forget_if_finished(self, execution_id: str) -> bool:
+        """Drop the execution's open-index entry if it is stale [C31].
+
+        The entry is removed only if the execution is finished (its latest checkpoint
+        is finished) or has no checkpoint, atomically with respect to writers: an
+        execution that a concurrent write opens again stays listed. Needs
+        :attr:`Capability.OPEN_INDEX`.
+
+        Returns:
+            Whether an entry was removed.
+        """
+        validate_execution_id(execution_id)
+        self._require(Capability.OPEN_INDEX, "tidy the open-executions index")
+        return await self._forget_if_finished(execution_id)
+
     # --------------------------------------------------------------------- leases
 
     @final
@@ -775,6 +849,16 @@ class CheckpointProvider(abc.ABC):
     @abc.abstractmethod
     async def _delete_execution(self, execution_id: str) -> bool:
         """Delete everything stored for an execution."""
+
+    async def _list_open(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
+        """Provider method: a page of open executions, ascending by id (see
+        :meth:`list_open_executions`). Only called when ``OPEN_INDEX`` is declared."""
+        raise UnsupportedError(f"{type(self).__name__} declares OPEN_INDEX without _list_open")
+
+    async def _forget_if_finished(self, execution_id: str) -> bool:
+        """Provider method: drop a stale open-index entry (see :meth:`forget_if_finished`)."""
+        raise UnsupportedError(
+            f"{type(self).__name__} declares OPEN_INDEX without _forget_if_finished")
 
     @abc.abstractmethod
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:

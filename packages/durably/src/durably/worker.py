@@ -32,7 +32,11 @@ seconds, so a repaired execution is picked up without restarting workers.
 **Finding work.** Providers that declare :attr:`~durably.storage.Capability.CLAIM_NEXT`
 (PostgreSQL: ``FOR NO KEY UPDATE SKIP LOCKED`` on a partial index of unfinished
 executions) hand out executions one claim at a time: an idle worker costs one query per
-poll however many executions are finished. With the others the worker lists executions
+poll however many executions are finished. Providers that declare
+:attr:`~durably.storage.Capability.OPEN_INDEX` (filesystem, S3, Redis) list only their
+open executions (an index maintained as checkpoints are written); the worker reads the
+latest checkpoint of each and drops a stale entry (a finished execution still listed
+after a crash) with ``forget_if_finished``. With the others the worker lists executions
 and reads the latest checkpoint of each one it has not seen finished at its current
 ``updated_at`` (a finished execution is read once, then only listed).
 """
@@ -105,6 +109,9 @@ async def find_resumable(
 ) -> list[str]:
     """Executions that are not finished and that no live owner holds a lease on (a scan).
 
+    With :attr:`~durably.storage.Capability.OPEN_INDEX` only the open executions are
+    listed (and stale entries dropped); otherwise every execution is listed.
+
     Args:
         provider: The store.
         limit: Return at most this many.
@@ -117,7 +124,9 @@ async def find_resumable(
     state = state if state is not None else ScanState()
     now = time.time()
     found: list[str] = []
-    async for execution in provider.iter_executions():
+    indexed = Capability.OPEN_INDEX in provider.capabilities
+    source = provider.iter_open_executions() if indexed else provider.iter_executions()
+    async for execution in source:
         execution_id = execution.execution_id
         if skip is not None and skip(execution_id):
             continue
@@ -127,9 +136,13 @@ async def find_resumable(
         try:
             latest = await provider.load_latest_checkpoint(execution_id)
             if latest is None:
+                if indexed:
+                    await _forget(provider, execution_id)
                 continue
             if latest.metadata.get(META_STATUS) in FINISHED:
-                if stamp is not None:
+                if indexed:
+                    await _forget(provider, execution_id)
+                elif stamp is not None:
                     state.finished[execution_id] = stamp
                 continue
             lease = await provider.get_lease(execution_id)
@@ -152,6 +165,14 @@ async def find_resumable(
         if len(found) >= limit:
             break
     return found
+
+
+async def _forget(provider: CheckpointProvider, execution_id: str) -> None:
+    """Drop a stale open-index entry; a failure only means it is looked at again."""
+    try:
+        await provider.forget_if_finished(execution_id)
+    except DurablyError as exc:
+        log.debug("could not drop the stale open-index entry of %s: %s", execution_id, exc)
 
 
 @dataclass
