@@ -131,6 +131,19 @@ class RunScreen:
 
         self._print(Text.assemble(("you", "bold green"), ": ", _printable(text)))
 
+    def tool_failed(self, error: dict[str, Any]) -> None:
+        """A Python tool raised (its failure is journaled): a ``tool error:`` line of the
+        transcript, as ``durably show`` words it."""
+        from durably._inspect import tool_error_text
+
+        line = f"tool error: {tool_error_text(error)}"
+        if not self.fancy:
+            print(_printable(line), flush=True)
+            return
+        from rich.text import Text
+
+        self._print(Text(_printable(line), style="red"))
+
     def notice(self, line: str) -> None:
         """A message about the run (not part of the transcript): stderr when plain."""
         if not self.fancy:

@@ -12,7 +12,7 @@ from durably._journal import DeltaDoc, SnapshotDoc, doc_type
 from durably.checkpoint import CheckpointManager
 from durably.errors import NotFoundError
 
-__all__ = ["JournalReader", "journal_events", "reached_statement"]
+__all__ = ["JournalReader", "journal_events", "reached_statement", "waiting_for_input"]
 
 
 def _first_line(source: str) -> str:
@@ -158,3 +158,44 @@ def _calling(text: str, name: str) -> str | None:
     calling = [s for s in statements if f"{name}(" in s.source]
     chosen = calling or statements
     return _first_line(chosen[-1].source) if chosen else None
+
+
+_YIELD_USER = __import__("re").compile(r"\bYield\(\s*(['\"])user\1")
+
+
+async def waiting_for_input(manager: CheckpointManager) -> dict[str, Any] | None:
+    """Whether the unfinished execution stopped (or is stopped now, at a prompt) where an
+    agent waits for the user's answer: ``{"agent", "id", "statement"}``, else None.
+
+    What the store tells: when an agent asks for an answer that was not given, the runner
+    makes the LLM text that arrived durable first (a delta with no journal entry, as the
+    runtime writes for text it must keep), so that the latest checkpoint is that delta and
+    the last complete statement of the agent's current response is its
+    ``Yield("user")``. Inert: documents only.
+    """
+    provider = manager.provider
+    latest = await provider.load_latest_checkpoint(manager.execution_id)
+    if latest is None:
+        return None
+    doc = (await manager.decode(latest, unresolved=[]))["doc"]
+    if doc_type(doc) != "delta" or DeltaDoc.from_doc(doc).entries:
+        return None
+    agent = str(doc.get("agent", ""))
+    reader = JournalReader()
+    answered: str | None = None  # the statement of the agent's latest journaled yield
+    async for info in provider.iter_checkpoints(manager.execution_id):
+        try:
+            stored = await provider.load_checkpoint(manager.execution_id, info.seq)
+        except NotFoundError:
+            continue  # pruned since the listing
+        read = (await manager.decode(stored, unresolved=[]))["doc"]
+        _, ops, reached = reader.read(read)
+        if doc_type(read) == "delta" and read.get("agent") == agent and read.get("entries"):
+            answered = reached if "yield" in ops else None
+    index = reader.current.get(agent)
+    text = reader.texts.get((agent, index), "") if index is not None else ""
+    statement = reached_statement(text) if text else None
+    if statement is None or not _YIELD_USER.search(statement) or statement == answered:
+        return None  # not at a Yield("user"), or at one that was answered (a response
+        # that ended after it wrote its text durably too)
+    return {"agent": reader.classes.get(agent, "?"), "id": agent, "statement": statement}

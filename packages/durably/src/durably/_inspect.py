@@ -51,9 +51,11 @@ async def describe_execution(manager: CheckpointManager,
         return None
     count = 0
     stored_bytes = 0
+    last_seq = -1
     async for info in manager.provider.iter_checkpoints(manager.execution_id):
         count += 1
         stored_bytes += info.size
+        last_seq = info.seq
     transcript: dict[tuple[str, int], dict[str, Any]] = {}
     calls: dict[tuple[str, int], dict[str, Any]] = {}
     agents: dict[str, Any] = {}
@@ -86,7 +88,16 @@ async def describe_execution(manager: CheckpointManager,
     def order(item: dict[str, Any]) -> tuple[int, int, int]:
         return (item.get("after", 0), int(item["id"]), item["index"])
 
-    status, lease = await owner_status(manager.provider, manager.execution_id, loaded.status)
+    if loaded.latest_seq < last_seq:  # a point in the past (--at): its status then
+        status, lease = loaded.status or "running", None
+    else:
+        status, lease = await owner_status(manager.provider, manager.execution_id,
+                                           loaded.status)
+    waiting = None
+    if status in _MAY_WAIT and loaded.latest_seq >= last_seq:
+        waiting = await _waiting(manager)
+        if waiting is not None:
+            status = WAITING
     ordered = sorted(calls.values(), key=order)
     from durably._events import journal_events
 
@@ -94,6 +105,7 @@ async def describe_execution(manager: CheckpointManager,
     return {
         "execution_id": manager.execution_id,
         "status": status,
+        "waiting": waiting,
         "lease": lease,
         "checkpoints": count,
         "bytes": stored_bytes,
@@ -170,6 +182,23 @@ async def owner_status(provider: CheckpointProvider, execution_id: str,
     return state.status, state.as_json() if state.lease is not None else None
 
 
+WAITING = "waiting for input"
+_MAY_WAIT = ("running", "stopped")
+"""Where an agent that waits for the user's answer is shown as ``waiting for input``: its
+owner is alive at a prompt, or released the lease when no answer was left (a crashed or
+stale owner stays ``crashed``/``stale``: resuming it is what is needed first)."""
+
+
+async def _waiting(manager: CheckpointManager) -> dict[str, Any] | None:
+    from durably._events import waiting_for_input
+    from durably.errors import DurablyError
+
+    try:
+        return await waiting_for_input(manager)
+    except DurablyError:  # unreadable: `ls` says damaged where it matters
+        return None
+
+
 async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
     """One row per execution: id, status, checkpoints, bytes, last activity."""
     rows = []
@@ -184,6 +213,9 @@ async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
         status = last.metadata.get(META_STATUS, "running") if last else "empty"
         if status == "running":
             status, _ = await owner_status(provider, execution.execution_id, status)
+            if status in _MAY_WAIT and await _waiting(
+                    CheckpointManager(execution.execution_id, provider)) is not None:
+                status = WAITING
         rows.append({
             "execution_id": execution.execution_id,
             "status": status,
@@ -221,6 +253,17 @@ def _lease_lines(data: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _waiting_lines(data: dict[str, Any]) -> list[str]:
+    waiting = data.get("waiting")
+    if not waiting:
+        return []
+    lines = [f"  waiting for input: {waiting['agent']}({waiting['id']}) at "
+             f"`{waiting['statement']}`"]
+    if data["status"] == WAITING and (data.get("lease") or {}).get("liveness") != "alive":
+        lines.append(f"  answer with: durably resume {data['execution_id']} --input TEXT")
+    return lines
+
+
 def tool_error_text(error: dict[str, Any]) -> str:
     """One journaled tool failure: where, which tool, the exception, the statement."""
     where = f"{error['agent']}({error['id']})"
@@ -241,6 +284,7 @@ def _render_show(data: dict[str, Any]) -> str:
     lines = [f"execution {data['execution_id']}: {data['status']}",
              f"  program: {data.get('program')}   llm: {data.get('llm')}",
              *_lease_lines(data),
+             *_waiting_lines(data),
              f"  checkpoints: {data['checkpoints']} ({data['bytes']:,} bytes), latest "
              f"#{data['latest_seq']}"]
     for name, agent in data["agents"].items():

@@ -16,7 +16,7 @@ Exit status (also in ``durably --help`` and the README's "Exit status"):
   (it was paused or cut off past its lease); it wrote nothing after that.
 * 130 -- interrupted (Ctrl-C).
 
-Every error is one line on stderr (``DURABLY_DEBUG=1`` adds the traceback).
+Every error is one line on stderr (``--debug`` or ``DURABLY_DEBUG=1`` adds the traceback).
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ def _screen(args: argparse.Namespace, execution_id: str) -> Any:
 
     screen = RunScreen(execution_id)
     args.screen = screen  # main() takes its status line down on Ctrl-C and errors
-    terminal = Terminal(ask=screen.ask, heard=screen.heard, watch=screen.watch)
+    terminal = Terminal(ask=screen.ask, heard=screen.heard, watch=screen.watch,
+                        tool_failed=screen.tool_failed)
     return screen, terminal
 
 
@@ -226,12 +227,12 @@ async def _ls(args: argparse.Namespace) -> int:
     if fancy(sys.stdout):
         _ls_fancy(rows)
         return 0
-    print(f"{'EXECUTION':<20} {'STATUS':<10} {'AGENTS':>6} {'CHECKPOINTS':>11} {'BYTES':>10}"
+    print(f"{'EXECUTION':<20} {'STATUS':<17} {'AGENTS':>6} {'CHECKPOINTS':>11} {'BYTES':>10}"
           "  LAST ACTIVITY")
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"] or 0))
         reason = f"  {row['reason']}" if row.get("reason") else ""
-        print(_printable(f"{row['execution_id']:<20} {row['status']:<10} {row['agents']:>6} "
+        print(_printable(f"{row['execution_id']:<20} {row['status']:<17} {row['agents']:>6} "
               f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}{reason}"))
     return 0
 
@@ -368,6 +369,9 @@ def _age(text: str) -> float:
 async def _gc(args: argparse.Namespace) -> int:
     """Delete completed executions (first: that frees space) and prune checkpoints.
 
+    An execution that did not complete is deleted only with ``--unfinished-older-than``
+    and ``--force`` (it may be running, waiting for input or crashed and resumable).
+
     A damaged execution is reported and skipped; a store error on one execution is
     reported and the others are still collected (exit 1 at the end).
     """
@@ -375,14 +379,20 @@ async def _gc(args: argparse.Namespace) -> int:
     from durably.errors import CorruptObjectError, UnsupportedFormatError
     from durably.storage import META_BASE, META_STATUS
 
-    if args.keep_last is None and args.completed_older_than is None:
+    if (args.keep_last is None and args.completed_older_than is None
+            and args.unfinished_older_than is None):
         raise _UsageError("gc needs --keep-last N and/or --completed-older-than AGE")
+    if args.unfinished_older_than is not None and not args.force:
+        raise _UsageError("--unfinished-older-than deletes executions that did not complete "
+                          "(running, waiting for input, stopped, crashed, failed): add "
+                          "--force to mean it (and --dry-run to list them first)")
     if args.keep_last is not None and args.keep_last < 1:
         raise _UsageError("--keep-last must be at least 1")
     dry = args.dry_run
     verb = "would delete" if dry else "deleted"
     problems = 0
-    doomed: list[tuple[str, int]] = []  # completed executions to delete, with their bytes
+    doomed: list[tuple[str, int]] = []  # executions to delete, with their bytes
+    unfinished: dict[str, str] = {}  # those of them that did not complete: their status
     prunable: list[str] = []
     async with open_store(config=_config(args)) as provider:
         now = time.time()
@@ -393,9 +403,15 @@ async def _gc(args: argparse.Namespace) -> int:
                 if not infos:
                     continue
                 latest = infos[-1]
-                if (args.completed_older_than is not None
-                        and latest.metadata.get(META_STATUS) == "completed"
-                        and latest.created_at < now - args.completed_older_than):
+                status = latest.metadata.get(META_STATUS, "running")
+                if status == "completed":
+                    age = args.completed_older_than
+                else:  # never without --force (checked above)
+                    age = args.unfinished_older_than
+                if age is not None and latest.created_at < now - age:
+                    if status != "completed":
+                        unfinished[execution_id] = await _shown_status(
+                            provider, execution_id, status)
                     doomed.append((execution_id, sum(i.size for i in infos)
                                    + await _blob_bytes(provider, execution_id)))
                 elif args.keep_last:
@@ -409,16 +425,20 @@ async def _gc(args: argparse.Namespace) -> int:
                 print(_printable(f"skipped execution {execution_id}: {exc}"), file=sys.stderr)
         if doomed and not dry and not args.yes and sys.stdin.isatty():
             total = sum(size for _, size in doomed)
+            what = (f"{len(doomed)} completed execution(s)" if not unfinished else
+                    f"{len(doomed)} execution(s), {len(unfinished)} of them unfinished")
             answer = await asyncio.to_thread(
-                input, f"delete {len(doomed)} completed execution(s) ({_bytes(total)})? [y/N] ")
+                input, f"delete {what} ({_bytes(total)})? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted", file=sys.stderr)
                 return 1
         freed = 0
         executions = 0
         for execution_id, size in doomed:
+            status = f", {unfinished[execution_id]}" if execution_id in unfinished else ""
             if dry:
-                print(_printable(f"would delete execution {execution_id} ({_bytes(size)})"))
+                print(_printable(f"would delete execution {execution_id} ({_bytes(size)}"
+                                 f"{status})"))
             else:
                 try:
                     if not await provider.delete_execution(execution_id):
@@ -470,6 +490,16 @@ async def _gc(args: argparse.Namespace) -> int:
         print(f"{_bytes(pending)} of pruned checkpoints are returned once there is room to "
               "compact their logs: run gc again after freeing space", file=sys.stderr)
     return 1 if problems else 0
+
+
+async def _shown_status(provider: CheckpointProvider, execution_id: str, status: str) -> str:
+    """What ``ls`` calls an unfinished execution (running, stopped, crashed, ...)."""
+    from durably._inspect import owner_status
+
+    try:
+        return (await owner_status(provider, execution_id, status))[0]
+    except StoreError:
+        return status
 
 
 def _prune_plan(infos: list[Any], keep_last: int, meta_base: str) -> list[int]:
@@ -782,6 +812,21 @@ async def _demo(args: argparse.Namespace) -> int:
     return await run_demo(keep=args.keep, config=config, config_file=args.config)
 
 
+async def _init(args: argparse.Namespace) -> int:
+    from durably._starter import PROGRAM, write_starter
+
+    for path in write_starter(args.directory):
+        print(f"wrote {path}")
+    print(f"run it with: {_cd(args.directory)}durably run {PROGRAM}", file=sys.stderr)
+    return 0
+
+
+def _cd(directory: str) -> str:
+    """``cd DIR && `` unless DIR is the current directory."""
+    here = os.path.realpath(directory) == os.path.realpath(os.curdir)
+    return "" if here else f"cd {directory} && "
+
+
 def version_text() -> str:
     """``durably --version``: this distribution's version, then every installed durably
     distribution, storage provider (URL scheme) and plugin, with their versions."""
@@ -835,8 +880,9 @@ exit status:
        ran (it was paused past its lease); nothing was written after that
   130  interrupted (Ctrl-C)
 
-Errors are one line on stderr; DURABLY_DEBUG=1 adds the traceback. A reader that
-goes away (`durably history ID | head`) ends ls/show/history/diff quietly with 0.
+Errors are one line on stderr; --debug (or DURABLY_DEBUG=1) adds the traceback. A
+reader that goes away (`durably history ID | head`) ends ls/show/history/diff quietly
+with 0.
 Output is plain text (no colours or control codes) when piped or with NO_COLOR set."""
 
 
@@ -856,6 +902,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", "-V", action=_VersionAction,
                         help="print the versions of durably, its installed providers and "
                         "plugins, and exit")
+    parser.add_argument("--debug", action="store_true", default=False,
+                        help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store_options(p: argparse.ArgumentParser) -> None:
@@ -997,6 +1045,13 @@ def build_parser() -> argparse.ArgumentParser:
                     help="keep the last N checkpoints of each execution (and what resume needs)")
     gc.add_argument("--completed-older-than", type=_age, metavar="AGE",
                     help="delete completed executions older than AGE (e.g. 7d, 12h)")
+    gc.add_argument("--unfinished-older-than", type=_age, metavar="AGE",
+                    help="also delete executions that did not complete (running, waiting "
+                    "for input, stopped, crashed, failed) whose last checkpoint is older "
+                    "than AGE; only with --force (without it, gc never deletes an "
+                    "unfinished execution)")
+    gc.add_argument("--force", action="store_true",
+                    help="allow --unfinished-older-than")
     gc.add_argument("--dry-run", action="store_true",
                     help="print what would be deleted and the bytes it would free; "
                     "delete nothing")
@@ -1016,10 +1071,27 @@ def build_parser() -> argparse.ArgumentParser:
                       "temporary directory)")
     demo.add_argument("--config", help="a durably.toml to read instead of ./durably.toml")
     demo.set_defaults(handler=_demo)
+
+    init = sub.add_parser("init", help="write a durably.toml and a starter program",
+                          description="Write DIR/durably.toml (every key with its default, "
+                          "commented out; [llm] spec set to the starter's scripted "
+                          "responses), DIR/hello.py and DIR/hello.scripted.json, so that "
+                          "`durably run hello.py` in DIR runs at once. Overwrites nothing: "
+                          "if one of the files exists, nothing is written (exit status 2).")
+    init.add_argument("directory", nargs="?", default=".", metavar="DIR",
+                      help="where to write them (default: the current directory)")
+    init.set_defaults(handler=_init)
     from durably._scaffold import add_parser as add_new_provider_parser
 
     add_new_provider_parser(sub)  # durably new-provider NAME
+    for command in sub.choices.values():  # `durably run --debug ...` too
+        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                             help=DEBUG_HELP)
     return parser
+
+
+DEBUG_HELP = ("print the traceback of an error after its one-line message (as "
+              "DURABLY_DEBUG=1 does)")
 
 
 def _last_tool_error(args: argparse.Namespace, execution_id: str) -> str | None:
@@ -1065,7 +1137,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     redact_logs()  # no secret in any log line or message the command prints
-    debug = os.environ.get("DURABLY_DEBUG", "") not in ("", "0")
+    debug = args.debug or os.environ.get("DURABLY_DEBUG", "") not in ("", "0")
+    if args.debug:
+        os.environ["DURABLY_DEBUG"] = "1"  # the processes it starts too (demo, worker)
 
     def say(prefix: str, exc: BaseException | str) -> None:
         text = exc if isinstance(exc, str) else str(exc) or type(exc).__name__
@@ -1136,8 +1210,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, (ValueError, TypeError, OverflowError, UnicodeError, OSError)):
             say("error: ", exc)
             return 2
-        say("internal error: ", f"{type(exc).__name__}: {exc} (DURABLY_DEBUG=1 shows the "
-            "traceback)")
+        say("internal error: ", f"{type(exc).__name__}: {exc} (--debug shows the traceback)")
         return 1
 
 

@@ -346,11 +346,62 @@ class Terminal:
             is consumed live (not on replay), so that the transcript shows it.
         watch: Called once with the :class:`Execution` before it runs (a status line
             reads its counters).
+        tool_failed: Called when a Python tool raised and its failure was journaled (live,
+            not on replay), with ``{"agent", "id", "playbook", "operation", "type",
+            "message", "statement"}`` -- what ``durably show`` lists as tool errors.
     """
 
     ask: Callable[[str, str], Awaitable[str]] | None = None
     heard: Callable[[str, str, str], None] | None = None
     watch: Callable[[Any], None] | None = None
+    tool_failed: Callable[[dict[str, Any]], None] | None = None
+
+
+def _attach(execution: Execution, terminal: Terminal | None) -> None:
+    """Connect a :class:`Terminal` to the execution before it runs: its status line
+    (``watch``) and the tool failures it journals live (``tool_failed``).
+
+    A tool failure is seen where it is journaled: the execution's ``write_delta`` (wrapped
+    on this instance only) gets the journal entries about to become durable, and an entry
+    with an ``error`` is a tool that raised. Replay writes no delta, so a resumed
+    execution shows only the failures of its own run.
+    """
+    if terminal is None:
+        return
+    if terminal.watch is not None:
+        terminal.watch(execution)
+    failed = terminal.tool_failed
+    if failed is None:
+        return
+    write_delta = execution.write_delta
+
+    async def write_and_tell(task: Any, entries: list[Any]) -> None:
+        # Told before the write, as an agent's words are echoed before their entry is
+        # committed: a crash right after the checkpoint is durable loses no line (the
+        # resumed run replays the failure silently).
+        for entry in entries:
+            if getattr(entry, "error", None) is None:
+                continue
+            error = [*entry.error, "", ""]
+            frame = task.frames[-1] if task.frames else None
+            lines = _statement(task, frame).strip().splitlines()
+            with contextlib.suppress(Exception):  # what the terminal does is not the run's
+                failed({"agent": task.agent_class.__name__, "id": task.agent_id,
+                        "playbook": frame.playbook if frame is not None else None,
+                        "operation": entry.kind, "type": str(error[0]),
+                        "message": str(error[1]),
+                        "statement": lines[0] if lines else None})
+        await write_delta(task, entries)
+
+    execution.write_delta = write_and_tell  # type: ignore[method-assign]
+
+
+def _statement(task: Any, frame: Any) -> str:
+    """The statement of the LLM response ``frame`` is running (that called the tool)."""
+    if frame is None or frame.current is None or frame.llm_index is None:
+        return ""
+    entry = task.journal.open_llm.get(frame.llm_index)
+    return "" if entry is None else str(entry.text[frame.current[0]:frame.current[1]])
 
 
 class _TerminalIO(UserIO):
@@ -360,6 +411,7 @@ class _TerminalIO(UserIO):
                  terminal: Terminal | None) -> None:
         super().__init__(inputs, interactive=interactive, echo=echo)
         self.terminal = terminal or Terminal()
+        self.execution: Execution | None = None
 
     async def ask(self, agent: str, agent_id: str) -> str:
         if self.consumed < len(self.inputs):
@@ -367,9 +419,19 @@ class _TerminalIO(UserIO):
             if self.terminal.heard is not None:
                 self.terminal.heard(agent, agent_id, text)
             return text
+        await self._waiting(agent_id)
         if self.interactive and self.terminal.ask is not None:
             return await self.terminal.ask(agent, agent_id)
         return await super().ask(agent, agent_id)
+
+    async def _waiting(self, agent_id: str) -> None:
+        """No given answer is left: make the LLM text that arrived durable (a delta with
+        no journal entry, as the runtime writes for text it must keep), so that the store
+        shows the agent at its ``Yield("user")`` -- ``durably ls`` says ``waiting for
+        input`` (see :func:`durably._events.waiting_for_input`)."""
+        task = self.execution.agents.get(agent_id) if self.execution is not None else None
+        if task is not None:
+            await task.write_delta([])
 
 
 async def run_program(
@@ -418,9 +480,9 @@ async def run_program(
                                f"{provider.describe()}; resume it or pick another id")
         io = _TerminalIO(list(inputs), interactive=interactive, echo=echo, terminal=terminal)
         execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
+        io.execution = execution
         execution.progress = progress
-        if terminal is not None and terminal.watch is not None:
-            terminal.watch(execution)
+        _attach(execution, terminal)
         execution.header = {"program": str(prog.path), "digest": prog.digest,
                             "llm": getattr(client, "spec", str(llm)), "inputs": list(inputs)}
         async with _leased(manager, config.lease_ttl, asyncio.current_task()):
@@ -556,10 +618,10 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
             io = _TerminalIO([*header.get("inputs", []), *inputs], interactive=interactive,
                              echo=echo, terminal=terminal)
             execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
+            io.execution = execution
             execution.retrying = loaded.status == "failed"
             execution.progress = progress
-            if terminal is not None and terminal.watch is not None:
-                terminal.watch(execution)
+            _attach(execution, terminal)
             await restore_agents(manager, execution, loaded=loaded)
             try:
                 return await _drive(execution, manager, resume=True)
