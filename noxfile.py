@@ -48,7 +48,10 @@ BACKENDS = {
 def _sync(session: nox.Session, *args: str) -> None:
     """Install from uv.lock into the session's venv."""
     session.run_install(
-        "uv", "sync", "--locked", *args,
+        "uv",
+        "sync",
+        "--locked",
+        *args,
         env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
     )
 
@@ -60,9 +63,10 @@ def _pytest(session: nox.Session, *paths: str, pythonpath: str | None = None) ->
 
 @nox.session(python=PYTHON, tags=["lint"])
 def lint(session: nox.Session) -> None:
-    """ruff over the whole tree."""
+    """ruff over the whole tree: the lint rules, and the formatting (`ruff format --check`)."""
     _sync(session, "--only-group", "lint")
     session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
 
 
 @nox.session(python=PYTHON, tags=["lint"])
@@ -128,9 +132,14 @@ def bench(session: nox.Session) -> None:
         "dbos>=2.0",
         "psycopg[binary,pool]>=3.2",
     )
-    scripts = sorted(
-        name for name in os.listdir("benchmarks")
-        if name.startswith("bench_") and name.endswith(".py")
-    ) if os.path.isdir("benchmarks") else []
+    scripts = (
+        sorted(
+            name
+            for name in os.listdir("benchmarks")
+            if name.startswith("bench_") and name.endswith(".py")
+        )
+        if os.path.isdir("benchmarks")
+        else []
+    )
     for script in scripts:
         session.run("python", f"benchmarks/{script}", *session.posargs)

@@ -137,15 +137,21 @@ def progress(text: str) -> None:
     print(f"  .. {text}", file=sys.stderr, flush=True)
 
 
-def parse_args(description: str, argv: Sequence[str] | None = None,
-               extra: Callable[[argparse.ArgumentParser], None] | None = None,
-               ) -> argparse.Namespace:
+def parse_args(
+    description: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> argparse.Namespace:
     """The options every benchmark takes."""
     parser = argparse.ArgumentParser(description=description)
-    parser.add_argument("--quick", action="store_true",
-                        help="a fast smoke run (few repetitions, small sizes)")
-    parser.add_argument("--providers", default="file,s3,postgres",
-                        help="comma-separated subset of file,s3,postgres (default: all)")
+    parser.add_argument(
+        "--quick", action="store_true", help="a fast smoke run (few repetitions, small sizes)"
+    )
+    parser.add_argument(
+        "--providers",
+        default="file,s3,postgres",
+        help="comma-separated subset of file,s3,postgres (default: all)",
+    )
     if extra is not None:
         extra(parser)
     return parser.parse_args(argv)
@@ -154,10 +160,23 @@ def parse_args(description: str, argv: Sequence[str] | None = None,
 # ----------------------------------------------------------------- the machine header
 
 PACKAGES = (
-    "durably", "durably-filesystem", "durably-s3", "durably-postgres", "zstandard",
-    "psycopg", "psycopg-binary", "psycopg-pool", "aiobotocore", "botocore", "moto",
-    "langgraph", "langgraph-checkpoint", "langgraph-checkpoint-sqlite",
-    "langgraph-checkpoint-postgres", "dbos", "sqlalchemy",
+    "durably",
+    "durably-filesystem",
+    "durably-s3",
+    "durably-postgres",
+    "zstandard",
+    "psycopg",
+    "psycopg-binary",
+    "psycopg-pool",
+    "aiobotocore",
+    "botocore",
+    "moto",
+    "langgraph",
+    "langgraph-checkpoint",
+    "langgraph-checkpoint-sqlite",
+    "langgraph-checkpoint-postgres",
+    "dbos",
+    "sqlalchemy",
 )
 
 
@@ -184,8 +203,9 @@ def _mount_of(path: str) -> tuple[str, str, str, str]:
         if len(parts) < 4:
             continue
         device, point, fstype, options = parts[:4]
-        if (real == point or real.startswith(point.rstrip("/") + "/")) and \
-                len(point) >= len(best[1]):
+        if (real == point or real.startswith(point.rstrip("/") + "/")) and len(point) >= len(
+            best[1]
+        ):
             best = (device, point, fstype, options)
     return best
 
@@ -214,11 +234,20 @@ def _disk(device: str) -> str:
 def git_revision() -> str:
     """The commit of the working tree the benchmark runs from (``+changes`` if dirty)."""
     try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, check=True,
-                              capture_output=True, text=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                "packages"], cwd=ROOT, check=True, capture_output=True,
-                               text=True).stdout.strip()
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "--", "packages"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown (not a git checkout)"
     return f"commit {head}" + (" + uncommitted changes in packages/" if dirty else "")
@@ -247,8 +276,13 @@ def postgres_server_info(url: str) -> str:
         with psycopg.connect(url, connect_timeout=3, autocommit=True) as conn:
             version = conn.execute("SHOW server_version").fetchone()[0]  # type: ignore[index]
             settings = []
-            for name in ("fsync", "synchronous_commit", "wal_sync_method", "max_connections",
-                         "shared_buffers"):
+            for name in (
+                "fsync",
+                "synchronous_commit",
+                "wal_sync_method",
+                "max_connections",
+                "shared_buffers",
+            ):
                 value = conn.execute(f"SHOW {name}").fetchone()[0]  # type: ignore[index]
                 settings.append(f"{name}={value}")
             data_dir = ""
@@ -267,35 +301,61 @@ def print_header(title: str, args: argparse.Namespace) -> None:
     """The machine and the versions, at the top of every report."""
     print(f"# {title}")
     print()
-    print(f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
-          f"{' (quick smoke run: numbers are indicative only)' if args.quick else ''}")
+    print(
+        f"- command: `{' '.join([Path(sys.executable).name, *sys.argv])}`"
+        f"{' (quick smoke run: numbers are indicative only)' if args.quick else ''}"
+    )
     print(f"- date: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}; source: {git_revision()}")
-    print(f"- CPU: {_cpu_model()}; {os.cpu_count()} logical cores "
-          f"({len(os.sched_getaffinity(0))} usable)")
-    mem = next((line.split(":", 1)[1].strip() for line in _read("/proc/meminfo").splitlines()
-                if line.startswith("MemTotal")), "?")
-    osname = next((line.split("=", 1)[1].strip('"') for line in
-                   _read("/etc/os-release").splitlines() if line.startswith("PRETTY_NAME=")), "")
-    print(f"- memory: {mem}; kernel: {platform.system()} {platform.release()}"
-          f"{'; ' + osname if osname else ''}")
+    print(
+        f"- CPU: {_cpu_model()}; {os.cpu_count()} logical cores "
+        f"({len(os.sched_getaffinity(0))} usable)"
+    )
+    mem = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in _read("/proc/meminfo").splitlines()
+            if line.startswith("MemTotal")
+        ),
+        "?",
+    )
+    osname = next(
+        (
+            line.split("=", 1)[1].strip('"')
+            for line in _read("/etc/os-release").splitlines()
+            if line.startswith("PRETTY_NAME=")
+        ),
+        "",
+    )
+    print(
+        f"- memory: {mem}; kernel: {platform.system()} {platform.release()}"
+        f"{'; ' + osname if osname else ''}"
+    )
     tmp = tempfile.gettempdir()
     device, point, fstype, options = _mount_of(tmp)
     print(f"- temp dir: {tmp} on {fstype} mounted at {point} ({options}); disk: {_disk(device)}")
-    print(f"- Python {platform.python_version()} ({platform.python_implementation()}, "
-          f"{sys.executable})")
+    print(
+        f"- Python {platform.python_version()} ({platform.python_implementation()}, "
+        f"{sys.executable})"
+    )
     versions = [f"{name} {v}" for name in PACKAGES if (v := version_of(name))]
     missing = [name for name in PACKAGES if version_of(name) is None]
     print(f"- packages: {', '.join(versions)}")
     if missing:
         print(f"- not installed: {', '.join(missing)}")
-    print(f"- load average at start: {load()} (other work on the machine skews timings; "
-          "compare the load at the end)")
+    print(
+        f"- load average at start: {load()} (other work on the machine skews timings; "
+        "compare the load at the end)"
+    )
     print(f"- PostgreSQL server: {postgres_server_info(pg_url())}")
-    print("- moto S3 server: ThreadedMotoServer on 127.0.0.1 (port 0) in a child process, "
-          "requests serialized as in packages/durably-s3/tests/conftest.py")
+    print(
+        "- moto S3 server: ThreadedMotoServer on 127.0.0.1 (port 0) in a child process, "
+        "requests serialized as in packages/durably-s3/tests/conftest.py"
+    )
     print()
-    print("Numbers are `median [p10–p90]` over the repetitions; ratios are computed per "
-          "repetition from measurements taken side by side, then summarized.")
+    print(
+        "Numbers are `median [p10–p90]` over the repetitions; ratios are computed per "
+        "repetition from measurements taken side by side, then summarized."
+    )
     sys.stdout.flush()
 
 
@@ -326,8 +386,9 @@ FILL = (
 
 def fill(seed: int, size: int) -> str:
     """The same values as :data:`FILL` makes, for the Python side of the benchmarks."""
-    return "".join(hashlib.sha256(f"{seed}:{j}".encode()).hexdigest()
-                   for j in range(size // 64 + 1))[:size]
+    return "".join(
+        hashlib.sha256(f"{seed}:{j}".encode()).hexdigest() for j in range(size // 64 + 1)
+    )[:size]
 
 
 @dataclass(frozen=True)
@@ -355,15 +416,20 @@ def loop_body(n: int, state: StateShape) -> str:
     """One ``for`` statement with ``n`` awaits (no quiet point inside: deltas only)."""
     if n == 0:
         return ""
-    return (f"for i in range({n}):\n"
-            f"    self.state.blob[i % {state.items}] = fill(i, {state.item_size})\n"
-            f"    await self.Step(f'Main:{{i}}:EXE')\n")
+    return (
+        f"for i in range({n}):\n"
+        f"    self.state.blob[i % {state.items}] = fill(i, {state.item_size})\n"
+        f"    await self.Step(f'Main:{{i}}:EXE')\n"
+    )
 
 
 def statements_body(n: int, state: StateShape) -> str:
     """``n`` top-level statement pairs (a snapshot every ``snapshot_every`` operations)."""
-    return "".join(f"self.state.blob[{i % state.items}] = fill({i}, {state.item_size})\n"
-                   f"await self.Step('Main:{i}:EXE')\n" for i in range(n))
+    return "".join(
+        f"self.state.blob[{i % state.items}] = fill({i}, {state.item_size})\n"
+        f"await self.Step('Main:{i}:EXE')\n"
+        for i in range(n)
+    )
 
 
 SHAPES: dict[str, Callable[[int, StateShape], str]] = {
@@ -372,8 +438,13 @@ SHAPES: dict[str, Callable[[int, StateShape], str]] = {
 }
 
 
-def response(body: str, state: StateShape | None = None, *,
-             tail: str = "await self.Return(0)\n", prelude: str = "") -> str:
+def response(
+    body: str,
+    state: StateShape | None = None,
+    *,
+    tail: str = "await self.Return(0)\n",
+    prelude: str = "",
+) -> str:
     """A complete LLM response (a fenced Python block)."""
     setup = state.setup() if state is not None else ""
     return "```python\n" + FILL + setup + prelude + body + tail + "```\n"
@@ -406,12 +477,14 @@ class Workdir:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
-async def run(program: Program, llm: str, config: DurabilityConfig,
-              execution_id: str | None = None) -> tuple[float, RunResult]:
+async def run(
+    program: Program, llm: str, config: DurabilityConfig, execution_id: str | None = None
+) -> tuple[float, RunResult]:
     """Run a program to its end through the real runtime; return (seconds, result)."""
     start = now()
-    result = await run_program(program, llm=llm, config=config, echo=None,
-                               execution_id=execution_id)
+    result = await run_program(
+        program, llm=llm, config=config, echo=None, execution_id=execution_id
+    )
     elapsed = now() - start
     if result.status != "completed":
         raise RuntimeError(f"benchmark run did not complete: {result}")
@@ -514,8 +587,9 @@ class S3Backend(Backend):
         return {"endpoint_url": self.endpoint, "region": REGION}
 
     def config(self, **overrides: Any) -> DurabilityConfig:
-        return replace(DurabilityConfig(store=self.url, providers={"s3": self.options()}),
-                       **overrides)
+        return replace(
+            DurabilityConfig(store=self.url, providers={"s3": self.options()}), **overrides
+        )
 
     def describe(self) -> str:
         return f"{self.url} at {self.endpoint}"
@@ -533,16 +607,20 @@ class PostgresBackend(Backend):
         return {"schema": self.schema}
 
     def config(self, **overrides: Any) -> DurabilityConfig:
-        return replace(DurabilityConfig(store=self.url, providers={"postgres": self.options()}),
-                       **overrides)
+        return replace(
+            DurabilityConfig(store=self.url, providers={"postgres": self.options()}), **overrides
+        )
 
     def describe(self) -> str:
         return f"{self.url.split('@')[-1]} schema {self.schema}"
 
 
 def pg_url() -> str:
-    return (os.environ.get("DURABLY_BENCH_POSTGRES_URL")
-            or os.environ.get("DURABLY_TEST_POSTGRES_URL") or DEFAULT_PG_URL)
+    return (
+        os.environ.get("DURABLY_BENCH_POSTGRES_URL")
+        or os.environ.get("DURABLY_TEST_POSTGRES_URL")
+        or DEFAULT_PG_URL
+    )
 
 
 def pg_available(url: str) -> str | None:
@@ -607,8 +685,14 @@ server.stop()
 
 def aws_test_environment() -> None:
     """Dummy credentials for moto; no AWS profile or endpoint from the environment."""
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN",
-                 "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_REGION"):
+    for name in (
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_SESSION_TOKEN",
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_S3",
+        "AWS_REGION",
+    ):
         os.environ.pop(name, None)
     os.environ["AWS_ACCESS_KEY_ID"] = "testing"
     os.environ["AWS_SECRET_ACCESS_KEY"] = "testing"
@@ -623,8 +707,12 @@ def moto_server() -> Iterator[str]:
     measurement do not share the GIL (a real S3 endpoint runs elsewhere, too).
     """
     aws_test_environment()
-    proc = subprocess.Popen([sys.executable, "-c", _MOTO_CHILD], stdin=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _MOTO_CHILD],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert proc.stdout is not None
         endpoint = proc.stdout.readline().strip()
@@ -646,9 +734,13 @@ def s3_client_config() -> Any:
     """The aiobotocore client settings the S3 provider uses by default."""
     from aiobotocore.config import AioConfig
 
-    return AioConfig(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=10.0,
-                     read_timeout=60.0, s3={"addressing_style": "auto"},
-                     max_pool_connections=32)
+    return AioConfig(
+        retries={"mode": "standard", "max_attempts": 5},
+        connect_timeout=10.0,
+        read_timeout=60.0,
+        s3={"addressing_style": "auto"},
+        max_pool_connections=32,
+    )
 
 
 def new_bucket(endpoint: str) -> str:
@@ -662,8 +754,9 @@ def new_bucket(endpoint: str) -> str:
 
 
 @contextlib.asynccontextmanager
-async def backends(args: argparse.Namespace, work: Path,
-                   tag: str = "durably_bench") -> AsyncIterator[list[Backend]]:
+async def backends(
+    args: argparse.Namespace, work: Path, tag: str = "durably_bench"
+) -> AsyncIterator[list[Backend]]:
     """The stores selected with ``--providers`` that are available; says why one is not."""
     wanted = [p.strip() for p in args.providers.split(",") if p.strip()]
     found: list[Backend] = []
@@ -716,8 +809,9 @@ class Primitives:
     def append_fdatasync(self, size: int, count: int) -> float:
         """``write`` of ``size`` bytes to a file opened with O_APPEND, then ``fdatasync``."""
         if self._log_fd is None:
-            self._log_fd = os.open(self.dir / "append.log",
-                                   os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+            self._log_fd = os.open(
+                self.dir / "append.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644
+            )
         data = os.urandom(size)
         fd = self._log_fd
         start = now()
@@ -759,16 +853,22 @@ class Primitives:
             from durably_s3._client import new_session
 
             self._s3_stack = contextlib.AsyncExitStack()
-            self._s3 = await self._s3_stack.enter_async_context(new_session().create_client(
-                "s3", endpoint_url=backend.endpoint, region_name=REGION,
-                config=s3_client_config()))
+            self._s3 = await self._s3_stack.enter_async_context(
+                new_session().create_client(
+                    "s3",
+                    endpoint_url=backend.endpoint,
+                    region_name=REGION,
+                    config=s3_client_config(),
+                )
+            )
             await self._s3.put_object(Bucket=backend.bucket, Key="primitive/warm", Body=b"x")
         data = os.urandom(size)
         start = now()
         for _ in range(count):  # a new key each time, as durably writes a new object
             self._counter += 1
-            await self._s3.put_object(Bucket=backend.bucket,
-                                      Key=f"primitive/{self._counter:08d}", Body=data)
+            await self._s3.put_object(
+                Bucket=backend.bucket, Key=f"primitive/{self._counter:08d}", Body=data
+            )
         return (now() - start) / count
 
     # PostgreSQL ---------------------------------------------------------------
@@ -782,7 +882,8 @@ class Primitives:
             await self._pg.execute(f'CREATE SCHEMA IF NOT EXISTS "{backend.schema}"')
             await self._pg.execute(
                 f'CREATE TABLE IF NOT EXISTS "{backend.schema}".bench_primitive '
-                "(id bigserial PRIMARY KEY, data bytea NOT NULL)")
+                "(id bigserial PRIMARY KEY, data bytea NOT NULL)"
+            )
         data = os.urandom(size)
         sql = f'INSERT INTO "{backend.schema}".bench_primitive (data) VALUES (%s)'
         start = now()
@@ -804,13 +905,18 @@ class Primitives:
             self._pg = None
 
 
-def main(coro_fn: Callable[[argparse.Namespace], Any], description: str,
-         argv: Sequence[str] | None = None,
-         extra: Callable[[argparse.ArgumentParser], None] | None = None) -> None:
+def main(
+    coro_fn: Callable[[argparse.Namespace], Any],
+    description: str,
+    argv: Sequence[str] | None = None,
+    extra: Callable[[argparse.ArgumentParser], None] | None = None,
+) -> None:
     """Parse the options, print the header, run the benchmark, print its duration."""
     args = parse_args(description, argv, extra)
     print_header(description, args)
     start = now()
     asyncio.run(coro_fn(args))
-    print(f"\n_{Path(sys.argv[0]).name} took {now() - start:.0f} s; load average at the end: "
-          f"{load()}._\n")
+    print(
+        f"\n_{Path(sys.argv[0]).name} took {now() - start:.0f} s; load average at the end: "
+        f"{load()}._\n"
+    )

@@ -57,18 +57,22 @@ async def provider_save(config: Any, size: int, count: int) -> float:
         await provider.save_checkpoint(execution_id, 0, data, lease=lease)  # connect, warm
         start = c.now()
         for seq in range(1, count + 1):
-            await provider.save_checkpoint(execution_id, seq, data,
-                                           metadata={"durably.kind": "delta"}, lease=lease)
+            await provider.save_checkpoint(
+                execution_id, seq, data, metadata={"durably.kind": "delta"}, lease=lease
+            )
         elapsed = (c.now() - start) / count
         await provider.delete_execution(execution_id)
     return elapsed
 
 
-async def primitives_for(prims: c.Primitives, backend: c.Backend, size: int,
-                         count: int) -> list[tuple[str, float]]:
+async def primitives_for(
+    prims: c.Primitives, backend: c.Backend, size: int, count: int
+) -> list[tuple[str, float]]:
     if isinstance(backend, c.FilesystemBackend):
-        return [("append+fdatasync", prims.append_fdatasync(size, count)),
-                ("tmp+fsync+rename+dir fsync", prims.atomic_replace(size, max(20, count // 4)))]
+        return [
+            ("append+fdatasync", prims.append_fdatasync(size, count)),
+            ("tmp+fsync+rename+dir fsync", prims.atomic_replace(size, max(20, count // 4))),
+        ]
     if isinstance(backend, c.S3Backend):
         return [("put_object", await prims.s3_put(backend, size, count))]
     assert isinstance(backend, c.PostgresBackend)
@@ -83,8 +87,14 @@ async def timed(work: c.Workdir, llm: str, config: Any) -> float:
     return elapsed
 
 
-async def measure(args: argparse.Namespace, work: c.Workdir, prims: c.Primitives,
-                  backend: c.Backend, shape: str, state: c.StateShape) -> dict[str, Any]:
+async def measure(
+    args: argparse.Namespace,
+    work: c.Workdir,
+    prims: c.Primitives,
+    backend: c.Backend,
+    shape: str,
+    state: c.StateShape,
+) -> dict[str, Any]:
     n, reps, count = sizes(args, backend.key)
     full = work.script(c.response(c.SHAPES[shape](n, state), state))
     empty = work.script(c.response("", state))
@@ -101,8 +111,13 @@ async def measure(args: argparse.Namespace, work: c.Workdir, prims: c.Primitives
     writes_per_await = (use_full.writes - use_empty.writes) / n
     size = max(1, round(per_await_bytes))
 
-    rows: dict[str, list[float]] = {"overhead": [], "marginal": [], "fixed": [], "off": [],
-                                    "save": []}
+    rows: dict[str, list[float]] = {
+        "overhead": [],
+        "marginal": [],
+        "fixed": [],
+        "off": [],
+        "save": [],
+    }
     prim_names: list[str] = []
     for rep in range(reps):
         c.progress(f"{backend.name} {shape} {state.name}: repetition {rep + 1}/{reps}")
@@ -128,9 +143,16 @@ async def measure(args: argparse.Namespace, work: c.Workdir, prims: c.Primitives
             rows.setdefault(f"ratio:{name}", []).append(overhead / seconds)
             rows.setdefault(f"mratio:{name}", []).append((overhead - fixed / n) / seconds)
         rows.setdefault("save_ratio", []).append(save / prim[0][1])
-    return {"n": n, "reps": reps, "bytes": per_await_bytes, "size": size,
-            "writes": writes_per_await, "kinds": use_full.kinds, "prims": prim_names,
-            "s": {k: c.Summary.of(v) for k, v in rows.items()}}
+    return {
+        "n": n,
+        "reps": reps,
+        "bytes": per_await_bytes,
+        "size": size,
+        "writes": writes_per_await,
+        "kinds": use_full.kinds,
+        "prims": prim_names,
+        "s": {k: c.Summary.of(v) for k, v in rows.items()},
+    }
 
 
 async def bench(args: argparse.Namespace) -> None:
@@ -143,18 +165,25 @@ async def bench(args: argparse.Namespace) -> None:
                 results = []
                 for shape in ("loop", "statements"):
                     for state in (c.SMALL, c.MEDIUM):
-                        results.append((shape, state,
-                                        await measure(args, work, prims, backend, shape, state)))
+                        results.append(
+                            (shape, state, await measure(args, work, prims, backend, shape, state))
+                        )
                 report(backend, results, verdicts)
     finally:
         await prims.close()
         work.cleanup()
-    c.table(["store", "shape", "state", "durably ÷ primitive", "goal", "met?"], verdicts,
-            title="## Goals")
+    c.table(
+        ["store", "shape", "state", "durably ÷ primitive", "goal", "met?"],
+        verdicts,
+        title="## Goals",
+    )
 
 
-def report(backend: c.Backend, results: list[tuple[str, c.StateShape, dict[str, Any]]],
-           verdicts: list[list[str]]) -> None:
+def report(
+    backend: c.Backend,
+    results: list[tuple[str, c.StateShape, dict[str, Any]]],
+    verdicts: list[list[str]],
+) -> None:
     goal = GOALS[backend.key]
     prim_names = results[0][2]["prims"]
     n = results[0][2]["n"]
@@ -164,31 +193,59 @@ def report(backend: c.Backend, results: list[tuple[str, c.StateShape, dict[str, 
     rows = []
     for shape, state, r in results:
         s = r["s"]
-        row = [shape, state.name, f"{r['bytes']:,.0f}", f"{r['writes']:.2f}",
-               c.ms(s["overhead"])]
+        row = [shape, state.name, f"{r['bytes']:,.0f}", f"{r['writes']:.2f}", c.ms(s["overhead"])]
         for name in prim_names:
             row += [c.ms(s[f"prim:{name}"]), c.ratio(s[f"ratio:{name}"])]
         rows.append(row)
         first = s[f"ratio:{prim_names[0]}"]
-        verdicts.append([backend.name, shape, state.name,
-                         f"{first.median:.2f}× vs {prim_names[0]}", f"≤ {goal}×",
-                         "yes" if first.median <= goal else "no"])
-    c.table(headers, rows, title=f"## {backend.name}: per-await overhead vs. the primitive "
-                                 f"(N = {n} awaits, {results[0][2]['reps']} repetitions; "
-                                 f"store {backend.describe()})")
+        verdicts.append(
+            [
+                backend.name,
+                shape,
+                state.name,
+                f"{first.median:.2f}× vs {prim_names[0]}",
+                f"≤ {goal}×",
+                "yes" if first.median <= goal else "no",
+            ]
+        )
+    c.table(
+        headers,
+        rows,
+        title=f"## {backend.name}: per-await overhead vs. the primitive "
+        f"(N = {n} awaits, {results[0][2]['reps']} repetitions; "
+        f"store {backend.describe()})",
+    )
     rows = []
     for shape, state, r in results:
         s = r["s"]
-        rows.append([shape, state.name, c.ms(s["marginal"]),
-                     c.ratio(s[f"mratio:{prim_names[0]}"]), c.ms(s["fixed"], 2),
-                     c.ms(s["off"]), c.ms(s["save"]), c.ratio(s["save_ratio"]),
-                     ", ".join(f"{k} {v}" for k, v in sorted(r["kinds"].items()))])
-    c.table(["shape", "state", "marginal ms/await (fixed cost excluded)",
-             f"marginal ratio vs {prim_names[0]}", "fixed ms/execution",
-             "runtime ms/await with durability off (marginal)",
-             "provider.save_checkpoint ms (same bytes)",
-             f"save ratio vs {prim_names[0]}", "checkpoints of a run (by kind)"], rows,
-            title=f"### {backend.name}: where the time goes")
+        rows.append(
+            [
+                shape,
+                state.name,
+                c.ms(s["marginal"]),
+                c.ratio(s[f"mratio:{prim_names[0]}"]),
+                c.ms(s["fixed"], 2),
+                c.ms(s["off"]),
+                c.ms(s["save"]),
+                c.ratio(s["save_ratio"]),
+                ", ".join(f"{k} {v}" for k, v in sorted(r["kinds"].items())),
+            ]
+        )
+    c.table(
+        [
+            "shape",
+            "state",
+            "marginal ms/await (fixed cost excluded)",
+            f"marginal ratio vs {prim_names[0]}",
+            "fixed ms/execution",
+            "runtime ms/await with durability off (marginal)",
+            "provider.save_checkpoint ms (same bytes)",
+            f"save ratio vs {prim_names[0]}",
+            "checkpoints of a run (by kind)",
+        ],
+        rows,
+        title=f"### {backend.name}: where the time goes",
+    )
 
 
 if __name__ == "__main__":

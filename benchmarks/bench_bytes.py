@@ -29,8 +29,9 @@ import _common as c
 KB = 1024
 
 
-async def state_growth(args: argparse.Namespace, work: c.Workdir,
-                       backend: c.FilesystemBackend) -> None:
+async def state_growth(
+    args: argparse.Namespace, work: c.Workdir, backend: c.FilesystemBackend
+) -> None:
     n = 32 if args.quick else 160
     totals = [1, 10, 100, 1000] if args.quick else [1, 10, 100, 1000, 10_000]
     config = backend.config()
@@ -49,36 +50,67 @@ async def state_growth(args: argparse.Namespace, work: c.Workdir,
             per = (u_full.total - u_empty.total) / n
             ck = (u_full.checkpoint_bytes - u_empty.checkpoint_bytes) / n
             bl = (u_full.blob_bytes - u_empty.blob_bytes) / n
-            rows.append([shape, f"{items:,} KB", f"{per:,.0f}", f"{ck:,.0f}", f"{bl:,.0f}",
-                         f"{(u_full.writes - u_empty.writes) / n:.2f}",
-                         f"{per / state.item_size:.2f}", f"{per / state.total:.4f}",
-                         fmt_size(u_empty.total), f"{t_empty:.2f}",
-                         f"{encode_ms(state.total):.2f}" if shape == "statements" else "–"])
-    c.table(["shape", "state", "bytes/await", "checkpoint bytes/await", "blob bytes/await",
-             "writes/await", "÷ change (1 KB)", "÷ state", "store size of the state once",
-             "no-await run (s, one run)", "encode ms/snapshot"], rows,
-            title=f"## Bytes per await as the state grows (1 KB changes per await; N = {n} "
-                  f"awaits; filesystem store, zstd level 3)")
-    c.note("'÷ change' near 1 and flat means proportional to the change; '÷ state' shrinking "
-           "10× per row means not proportional to the total. 'store size of the state once' is "
-           "what the program with no await writes (first and final snapshots): a system that "
-           "stored the whole state at every await would write about that much per await. "
-           "'no-await run' is that program's time with durability on (writing the state the "
-           "first time: one blob file per ~4 KB chunk). 'encode ms/snapshot' is the CPU time "
-           "of ValueCodec.encode over the state alone (median of 5, in-process): bytes stay "
-           "proportional to the change, but every snapshot still encodes and hashes the whole "
-           "state (divide by snapshot_every = 16 for the cost per await).")
+            rows.append(
+                [
+                    shape,
+                    f"{items:,} KB",
+                    f"{per:,.0f}",
+                    f"{ck:,.0f}",
+                    f"{bl:,.0f}",
+                    f"{(u_full.writes - u_empty.writes) / n:.2f}",
+                    f"{per / state.item_size:.2f}",
+                    f"{per / state.total:.4f}",
+                    fmt_size(u_empty.total),
+                    f"{t_empty:.2f}",
+                    f"{encode_ms(state.total):.2f}" if shape == "statements" else "–",
+                ]
+            )
+    c.table(
+        [
+            "shape",
+            "state",
+            "bytes/await",
+            "checkpoint bytes/await",
+            "blob bytes/await",
+            "writes/await",
+            "÷ change (1 KB)",
+            "÷ state",
+            "store size of the state once",
+            "no-await run (s, one run)",
+            "encode ms/snapshot",
+        ],
+        rows,
+        title=f"## Bytes per await as the state grows (1 KB changes per await; N = {n} "
+        f"awaits; filesystem store, zstd level 3)",
+    )
+    c.note(
+        "'÷ change' near 1 and flat means proportional to the change; '÷ state' shrinking "
+        "10× per row means not proportional to the total. 'store size of the state once' is "
+        "what the program with no await writes (first and final snapshots): a system that "
+        "stored the whole state at every await would write about that much per await. "
+        "'no-await run' is that program's time with durability on (writing the state the "
+        "first time: one blob file per ~4 KB chunk). 'encode ms/snapshot' is the CPU time "
+        "of ValueCodec.encode over the state alone (median of 5, in-process): bytes stay "
+        "proportional to the change, but every snapshot still encodes and hashes the whole "
+        "state (divide by snapshot_every = 16 for the cost per await)."
+    )
 
 
-async def history_growth(args: argparse.Namespace, work: c.Workdir,
-                         backend: c.FilesystemBackend) -> None:
+async def history_growth(
+    args: argparse.Namespace, work: c.Workdir, backend: c.FilesystemBackend
+) -> None:
     steps = 200 if args.quick else 1000
-    windows = [(1, 10), (11, 100), (101, 200)] if args.quick else \
-        [(1, 10), (11, 100), (101, 200), (201, 400), (401, 600), (601, 800), (801, 1000)]
+    windows = (
+        [(1, 10), (11, 100), (101, 200)]
+        if args.quick
+        else [(1, 10), (11, 100), (101, 200), (201, 400), (401, 600), (601, 800), (801, 1000)]
+    )
     message = 300
     body = "".join(
         f"self.state.chat.append({{'role': 'assistant', 'content': fill({i}, {message})}})\n"
-        f"await self.Say('user', 'message {i}')\n" for i in range(steps))
+        f"await self.Say('user', 'message {i}')\n"
+        for i in range(steps)
+    )
     llm = work.script(c.response(body, prelude="self.state.chat = []\n"))
     config = backend.config()
     c.progress(f"bytes: chat history, {steps} steps")
@@ -90,8 +122,9 @@ async def history_growth(args: argparse.Namespace, work: c.Workdir,
     blobs = []
     async with open_store(config=config) as provider:
         async for info in provider.iter_checkpoints(result.execution_id):
-            checkpoints.append((info.seq, info.size, info.created_at,
-                                info.metadata.get("durably.kind", "?")))
+            checkpoints.append(
+                (info.seq, info.size, info.created_at, info.metadata.get("durably.kind", "?"))
+            )
         cursor = None
         while True:
             page = await provider.list_blobs(result.execution_id, cursor=cursor)
@@ -123,22 +156,41 @@ async def history_growth(args: argparse.Namespace, work: c.Workdir,
             break
         hi = min(hi, step)
         count = hi - lo + 1
-        ck = sum(per_step_ck[lo:hi + 1]) / count
-        bl = sum(per_step_bl[lo:hi + 1]) / count
+        ck = sum(per_step_ck[lo : hi + 1]) / count
+        bl = sum(per_step_bl[lo : hi + 1]) / count
         history = hi * (message + 40)
-        rows.append([f"{lo}–{hi}", fmt_size(history), f"{ck + bl:,.0f}", f"{ck:,.0f}",
-                     f"{bl:,.0f}", f"{(ck + bl) / history:.4f}"])
-    c.table(["steps", "chat size at the end of the window (approx.)", "bytes/await",
-             "checkpoint bytes/await", "blob bytes/await", "÷ history"], rows,
-            title=f"## Bytes per await as the history grows ({steps} steps: append a "
-                  f"{message}-char message to self.state.chat, then Say a line; snapshot "
-                  "every 16)")
+        rows.append(
+            [
+                f"{lo}–{hi}",
+                fmt_size(history),
+                f"{ck + bl:,.0f}",
+                f"{ck:,.0f}",
+                f"{bl:,.0f}",
+                f"{(ck + bl) / history:.4f}",
+            ]
+        )
+    c.table(
+        [
+            "steps",
+            "chat size at the end of the window (approx.)",
+            "bytes/await",
+            "checkpoint bytes/await",
+            "blob bytes/await",
+            "÷ history",
+        ],
+        rows,
+        title=f"## Bytes per await as the history grows ({steps} steps: append a "
+        f"{message}-char message to self.state.chat, then Say a line; snapshot "
+        "every 16)",
+    )
     total = sum(size for *_x, size in blobs) + sum(size for _s, size, _c, _k in checkpoints)
-    c.note(f"{len(checkpoints)} checkpoints and {len(blobs)} blobs, {fmt_size(total)} in all for "
-           f"{step} steps ({total / max(step, 1):,.0f} bytes per step on average); the run took "
-           f"{elapsed:.2f} s. The snapshot also stores the agent's transcript (the Say lines) "
-           "and the LLM response received so far; all three grow, and each is chunked, so "
-           "only the last chunk of each is new in a snapshot.")
+    c.note(
+        f"{len(checkpoints)} checkpoints and {len(blobs)} blobs, {fmt_size(total)} in all for "
+        f"{step} steps ({total / max(step, 1):,.0f} bytes per step on average); the run took "
+        f"{elapsed:.2f} s. The snapshot also stores the agent's transcript (the Say lines) "
+        "and the LLM response received so far; all three grow, and each is chunked, so "
+        "only the last chunk of each is new in a snapshot."
+    )
 
 
 def encode_ms(total: int) -> float:

@@ -46,15 +46,15 @@ def executions(args: argparse.Namespace, backend: c.Backend, level: int) -> int:
     return max(level, base // level * level)
 
 
-async def batch_series(work: c.Workdir, llm: str, config: Any, level: int,
-                       total: int) -> tuple[float, list[str]]:
+async def batch_series(
+    work: c.Workdir, llm: str, config: Any, level: int, total: int
+) -> tuple[float, list[str]]:
     """Run ``total`` executions, ``level`` at a time; return (seconds, execution ids)."""
     ids: list[str] = []
     gc.collect()
     start = c.now()
     for _ in range(total // level):
-        results = await asyncio.gather(*(c.run(work.program, llm, config)
-                                          for _ in range(level)))
+        results = await asyncio.gather(*(c.run(work.program, llm, config) for _ in range(level)))
         ids += [r.execution_id for _t, r in results]
     return c.now() - start, ids
 
@@ -73,8 +73,7 @@ async def bench(args: argparse.Namespace) -> None:
     kinds: list[str] = []
     try:
         async with c.backends(args, work.path, "durably_bench_conc") as stores:
-            variants: list[tuple[str, c.Backend, bool]] = [
-                (b.name, b, True) for b in stores]
+            variants: list[tuple[str, c.Backend, bool]] = [(b.name, b, True) for b in stores]
             if stores and isinstance(stores[0], c.FilesystemBackend):
                 variants.append(("durability off", stores[0], False))
             for name, backend, enabled in variants:
@@ -90,14 +89,17 @@ async def bench(args: argparse.Namespace) -> None:
                     error = None
                     counter.count = 0
                     for rep in range(reps):
-                        c.progress(f"concurrency: {name}, {level} at a time, "
-                                   f"repetition {rep + 1}/{reps}")
+                        c.progress(
+                            f"concurrency: {name}, {level} at a time, repetition {rep + 1}/{reps}"
+                        )
                         try:
                             seconds, ids = await batch_series(work, llm, config, level, total)
                         except Exception as exc:
                             error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
-                            failures.append(f"{name} at {level} concurrent executions:\n"
-                                            + "".join(traceback.format_exception_only(exc)))
+                            failures.append(
+                                f"{name} at {level} concurrent executions:\n"
+                                + "".join(traceback.format_exception_only(exc))
+                            )
                             break
                         eps.append(total / seconds)
                         if enabled:
@@ -106,25 +108,40 @@ async def bench(args: argparse.Namespace) -> None:
                     if error is not None:
                         rows.append([name, level, "failed", "failed", error])
                         continue
-                    cps = c.Summary(s.median * per_execution, s.p10 * per_execution,
-                                    s.p90 * per_execution, s.n)
+                    cps = c.Summary(
+                        s.median * per_execution, s.p10 * per_execution, s.p90 * per_execution, s.n
+                    )
                     notes = [f"{total} per repetition", f"{1e3 / s.median:.1f} ms per execution"]
                     if counter.count:
-                        notes.append(f"{counter.count} failed connection attempts retried by "
-                                     "the pool (max_connections)")
-                    rows.append([name, level, s.fmt(digits=1),
-                                 cps.fmt(digits=0) if enabled else "–", "; ".join(notes)])
+                        notes.append(
+                            f"{counter.count} failed connection attempts retried by "
+                            "the pool (max_connections)"
+                        )
+                    rows.append(
+                        [
+                            name,
+                            level,
+                            s.fmt(digits=1),
+                            cps.fmt(digits=0) if enabled else "–",
+                            "; ".join(notes),
+                        ]
+                    )
                 if enabled:
                     kinds.append(f"{name}: {per_execution} checkpoints per execution")
     finally:
         work.cleanup()
-    c.table(["store", "concurrent executions", "executions/s", "checkpoints/s", "note"], rows,
-            title=f"## Throughput (executions of {AWAITS} awaits each, {reps} repetitions, "
-                  "one process)")
-    c.note(f"Checkpoints per execution (counted in the store, final record included): "
-           f"{'; '.join(kinds)}. Lease requests (claim, release) and blob writes are not "
-           "counted as checkpoints but take time too. Each run_program opens its own "
-           "provider: on PostgreSQL its own connection pool, on S3 its own client.")
+    c.table(
+        ["store", "concurrent executions", "executions/s", "checkpoints/s", "note"],
+        rows,
+        title=f"## Throughput (executions of {AWAITS} awaits each, {reps} repetitions, "
+        "one process)",
+    )
+    c.note(
+        f"Checkpoints per execution (counted in the store, final record included): "
+        f"{'; '.join(kinds)}. Lease requests (claim, release) and blob writes are not "
+        "counted as checkpoints but take time too. Each run_program opens its own "
+        "provider: on PostgreSQL its own connection pool, on S3 its own client."
+    )
     for failure in failures:
         print(f"\nFailure: {failure}")
 

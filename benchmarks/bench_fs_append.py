@@ -63,10 +63,14 @@ def main() -> None:
             raws.append(raw_round(directory, number, record))
         save, raw = statistics.median(saves), statistics.median(raws)
         print(f"directory: {directory}")
-        print(f"save_checkpoint (1 KB):   {save * 1e6:8.1f} us  (rounds: "
-              f"{', '.join(f'{s * 1e6:.0f}' for s in saves)})")
-        print(f"write + fdatasync ({record} B): {raw * 1e6:8.1f} us  (rounds: "
-              f"{', '.join(f'{r * 1e6:.0f}' for r in raws)})")
+        print(
+            f"save_checkpoint (1 KB):   {save * 1e6:8.1f} us  (rounds: "
+            f"{', '.join(f'{s * 1e6:.0f}' for s in saves)})"
+        )
+        print(
+            f"write + fdatasync ({record} B): {raw * 1e6:8.1f} us  (rounds: "
+            f"{', '.join(f'{r * 1e6:.0f}' for r in raws)})"
+        )
         print(f"ratio: {save / raw:.2f}")
     finally:
         shutil.rmtree(directory, ignore_errors=True)

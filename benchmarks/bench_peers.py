@@ -47,19 +47,26 @@ class Variant:
     append: bool = False
 
 
-VARIANTS = (Variant("small (1 KB)", 1), Variant("medium (100 KB)", 100),
-            Variant("append (+1 KB/step)", 0, append=True))
+VARIANTS = (
+    Variant("small (1 KB)", 1),
+    Variant("medium (100 KB)", 100),
+    Variant("append (+1 KB/step)", 0, append=True),
+)
 
 
 def durably_body(shape: str, n: int, v: Variant) -> str:
     if not v.append:
         return c.SHAPES[shape](n, c.StateShape(v.name, v.items))
     if shape == "loop":
-        return (f"for i in range({n}):\n"
-                "    self.state.blob.append(fill(i, 1024))\n"
-                "    await self.Step(f'Main:{i}:EXE')\n")
-    return "".join(f"self.state.blob.append(fill({i}, 1024))\nawait self.Step('Main:{i}:EXE')\n"
-                   for i in range(n))
+        return (
+            f"for i in range({n}):\n"
+            "    self.state.blob.append(fill(i, 1024))\n"
+            "    await self.Step(f'Main:{i}:EXE')\n"
+        )
+    return "".join(
+        f"self.state.blob.append(fill({i}, 1024))\nawait self.Step('Main:{i}:EXE')\n"
+        for i in range(n)
+    )
 
 
 def durably_setup(v: Variant) -> str:
@@ -98,8 +105,9 @@ class Durably(System):
 
     def prepare(self, n: int, v: Variant) -> None:
         self.n = n
-        self.llm = self.work.script(c.response(durably_body(self.shape, n, v),
-                                               prelude=durably_setup(v)))
+        self.llm = self.work.script(
+            c.response(durably_body(self.shape, n, v), prelude=durably_setup(v))
+        )
         self._bytes = None
 
     async def run(self, durable: bool) -> float:
@@ -144,9 +152,13 @@ class LangGraph(System):
             with psycopg.connect(pg, autocommit=True) as conn:
                 conn.execute(f'CREATE SCHEMA "{self.schema}"')
             self.pg = pg
-            self.pconn = psycopg.connect(pg, autocommit=True, prepare_threshold=0,
-                                         row_factory=dict_row,
-                                         options=f"-c search_path={self.schema}")
+            self.pconn = psycopg.connect(
+                pg,
+                autocommit=True,
+                prepare_threshold=0,
+                row_factory=dict_row,
+                options=f"-c search_path={self.schema}",
+            )
             self.saver = PostgresSaver(self.pconn)
             self.saver.setup()
         self.thread = ""
@@ -170,6 +182,7 @@ class LangGraph(System):
                 blob = list(state["blob"])
                 blob[k % v.items] = fill(k, 1024)
                 return {"blob": blob, "i": k}
+
             return replace
 
         graphs = []
@@ -209,7 +222,9 @@ class LangGraph(System):
             cur = self.conn.execute(
                 "SELECT (SELECT COALESCE(SUM(LENGTH(checkpoint) + LENGTH(metadata)), 0) "
                 "FROM checkpoints WHERE thread_id = ?), (SELECT COALESCE(SUM(LENGTH(value)), 0) "
-                "FROM writes WHERE thread_id = ?)", (thread, thread))
+                "FROM writes WHERE thread_id = ?)",
+                (thread, thread),
+            )
             a, b = cur.fetchone()
         else:
             row = self.pconn.execute(
@@ -218,7 +233,8 @@ class LangGraph(System):
                 "(SELECT COALESCE(SUM(octet_length(blob)), 0) FROM checkpoint_blobs "
                 "WHERE thread_id = %s) AS b, (SELECT COALESCE(SUM(octet_length(blob)), 0) "
                 "FROM checkpoint_writes WHERE thread_id = %s) AS w",
-                (thread, thread, thread)).fetchone()
+                (thread, thread, thread),
+            ).fetchone()
             if row is None:
                 return None
             a, b = row["a"], row["b"] + row["w"]
@@ -273,8 +289,14 @@ class Dbos(System):
 
         self.plain = plain
         self.workflow = DBOS.workflow(name="durably_bench_workflow")(workflow)
-        DBOS(config={"name": "durably-bench", "system_database_url": c.pg_uri(pg),
-                     "dbos_system_schema": self.schema, "log_level": "WARNING"})
+        DBOS(
+            config={
+                "name": "durably-bench",
+                "system_database_url": c.pg_uri(pg),
+                "dbos_system_schema": self.schema,
+                "log_level": "WARNING",
+            }
+        )
         DBOS.launch()
         self.workflow_ids: list[str] = []
 
@@ -305,7 +327,9 @@ class Dbos(System):
         with psycopg.connect(self.pg, autocommit=True) as conn:
             row = conn.execute(
                 f'SELECT COALESCE(SUM(octet_length(output)), 0) FROM "{self.schema}".'
-                "operation_outputs WHERE workflow_uuid = %s", (self.workflow_ids[-1],)).fetchone()
+                "operation_outputs WHERE workflow_uuid = %s",
+                (self.workflow_ids[-1],),
+            ).fetchone()
         return float(row[0]) / n if row else None
 
     def close(self) -> None:
@@ -330,8 +354,10 @@ def make_peers(args: argparse.Namespace, work: c.Workdir, pg: str | None) -> lis
         print(f"- LangGraph SqliteSaver: {lg.path} ({lg.pragmas})")
         peers.append(lg)
     except ImportError as exc:
-        print(f"\n**LangGraph SqliteSaver not measured**: cannot import it here ({exc}). "
-              "Install langgraph and langgraph-checkpoint-sqlite (the nox session `bench` does).")
+        print(
+            f"\n**LangGraph SqliteSaver not measured**: cannot import it here ({exc}). "
+            "Install langgraph and langgraph-checkpoint-sqlite (the nox session `bench` does)."
+        )
     if pg is None:
         print("\n**LangGraph PostgresSaver and DBOS not measured**: no PostgreSQL server.")
         return peers
@@ -342,21 +368,26 @@ def make_peers(args: argparse.Namespace, work: c.Workdir, pg: str | None) -> lis
         print(f"- LangGraph PostgresSaver: schema {lgp.schema}")
         peers.append(lgp)
     except ImportError as exc:
-        print(f"\n**LangGraph PostgresSaver not measured**: cannot import it here ({exc}). "
-              "Install langgraph-checkpoint-postgres (the nox session `bench` does).")
+        print(
+            f"\n**LangGraph PostgresSaver not measured**: cannot import it here ({exc}). "
+            "Install langgraph-checkpoint-postgres (the nox session `bench` does)."
+        )
     try:
         import dbos  # noqa: F401
     except ImportError as exc:
-        print(f"\n**DBOS not measured**: cannot import it here ({exc}). Install dbos (the nox "
-              "session `bench` does).")
+        print(
+            f"\n**DBOS not measured**: cannot import it here ({exc}). Install dbos (the nox "
+            "session `bench` does)."
+        )
     else:
         try:
             d = Dbos(pg)
             print(f"- DBOS: system database {pg.split('@')[-1]}, schema {d.schema}")
             peers.append(d)
         except Exception as exc:
-            print(f"\n**DBOS not measured**: it failed to launch here ({type(exc).__name__}: "
-                  f"{exc}).")
+            print(
+                f"\n**DBOS not measured**: it failed to launch here ({type(exc).__name__}: {exc})."
+            )
     return peers
 
 
@@ -376,8 +407,9 @@ async def bench(args: argparse.Namespace) -> None:
             results: dict[str, list[list[str]]] = {}
             ratios: list[list[str]] = []
             for v in VARIANTS:
-                per: dict[str, dict[str, list[float]]] = {s.name: {"over": [], "base": []}
-                                                           for s in systems}
+                per: dict[str, dict[str, list[float]]] = {
+                    s.name: {"over": [], "base": []} for s in systems
+                }
                 for s in systems:
                     s.prepare(n, v)
                     await s.run(True)  # warm-up (and the bytes measurement)
@@ -396,18 +428,31 @@ async def bench(args: argparse.Namespace) -> None:
                     base = c.Summary.of(per[s.name]["base"])
                     b = s.bytes_per_step(n)
                     results.setdefault(v.name, []).append(
-                        [s.name, c.ms(over), c.ms(base), f"{b:,.0f}" if b is not None else "?"])
+                        [s.name, c.ms(over), c.ms(base), f"{b:,.0f}" if b is not None else "?"]
+                    )
                 ratios += ratio_rows(v, systems, per)
             for v in VARIANTS:
-                c.table(["system", "durability overhead ms/step", "run without durability "
-                         "÷ N (ms)", "bytes written/step"], results[v.name],
-                        title=f"## State {v.name}: N = {n} steps, {reps} repetitions")
-            c.table(["state", "peer", "compared with", "peer ÷ durably (overhead per step)"],
-                    ratios, title="## Ratios (> 1: durably is ahead)")
-            c.note("Ratios are computed per repetition (each peer and durably measured in the "
-                   "same repetition) and summarized. Same store kind: LangGraph SqliteSaver vs "
-                   "durably on the filesystem (both on the temp dir's disk); LangGraph "
-                   "PostgresSaver and DBOS vs durably on PostgreSQL (same server).")
+                c.table(
+                    [
+                        "system",
+                        "durability overhead ms/step",
+                        "run without durability ÷ N (ms)",
+                        "bytes written/step",
+                    ],
+                    results[v.name],
+                    title=f"## State {v.name}: N = {n} steps, {reps} repetitions",
+                )
+            c.table(
+                ["state", "peer", "compared with", "peer ÷ durably (overhead per step)"],
+                ratios,
+                title="## Ratios (> 1: durably is ahead)",
+            )
+            c.note(
+                "Ratios are computed per repetition (each peer and durably measured in the "
+                "same repetition) and summarized. Same store kind: LangGraph SqliteSaver vs "
+                "durably on the filesystem (both on the temp dir's disk); LangGraph "
+                "PostgresSaver and DBOS vs durably on PostgreSQL (same server)."
+            )
     finally:
         for s in systems:
             try:
@@ -417,12 +462,16 @@ async def bench(args: argparse.Namespace) -> None:
         work.cleanup()
 
 
-def ratio_rows(v: Variant, systems: list[System],
-               per: dict[str, dict[str, list[float]]]) -> list[list[str]]:
+def ratio_rows(
+    v: Variant, systems: list[System], per: dict[str, dict[str, list[float]]]
+) -> list[list[str]]:
     rows = []
     names = {s.name for s in systems}
-    pairs = [("LangGraph SqliteSaver", "filesystem"), ("LangGraph PostgresSaver", "PostgreSQL"),
-             ("DBOS (PostgreSQL)", "PostgreSQL")]
+    pairs = [
+        ("LangGraph SqliteSaver", "filesystem"),
+        ("LangGraph PostgresSaver", "PostgreSQL"),
+        ("DBOS (PostgreSQL)", "PostgreSQL"),
+    ]
     for peer, store in pairs:
         if peer not in names:
             continue
@@ -430,8 +479,10 @@ def ratio_rows(v: Variant, systems: list[System],
             ours = f"durably {shape} ({store})"
             if ours not in names:
                 continue
-            values = [p / d if d > 0 else float("nan")
-                      for p, d in zip(per[peer]["over"], per[ours]["over"], strict=True)]
+            values = [
+                p / d if d > 0 else float("nan")
+                for p, d in zip(per[peer]["over"], per[ours]["over"], strict=True)
+            ]
             rows.append([v.name, peer, ours, c.ratio(c.Summary.of(values))])
     return rows
 

@@ -78,20 +78,42 @@ def env(**extra: str) -> dict[str, str]:
 def crash(work: c.Workdir, case: Case, store: Path) -> tuple[str, str, float]:
     """Run the program in a child process that SIGKILLs itself at the crash point."""
     body = c.SHAPES[case.shape](case.n, case.state)
-    llm = work.script(c.response(body, case.state,
-                                 tail="await self.Say('user', 'resumed')\nawait self.Return(0)\n"))
+    llm = work.script(
+        c.response(
+            body, case.state, tail="await self.Say('user', 'resumed')\nawait self.Return(0)\n"
+        )
+    )
     execution_id = f"resume-{uuid.uuid4().hex[:10]}"
     start = c.now()
     proc = subprocess.run(
-        [sys.executable, "-m", "durably", "run", str(work.program_path), "--llm", llm,
-         "--store", f"file://{store}", "--execution-id", execution_id],
-        env=env(DURABLY_CRASH_AFTER_CHECKPOINT=str(case.checkpoints_before_say()),
-                DURABLY_LEASE_TTL="0.2"),
-        capture_output=True, text=True, timeout=600, check=False)
+        [
+            sys.executable,
+            "-m",
+            "durably",
+            "run",
+            str(work.program_path),
+            "--llm",
+            llm,
+            "--store",
+            f"file://{store}",
+            "--execution-id",
+            execution_id,
+        ],
+        env=env(
+            DURABLY_CRASH_AFTER_CHECKPOINT=str(case.checkpoints_before_say()),
+            DURABLY_LEASE_TTL="0.2",
+        ),
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     elapsed = c.now() - start
     if proc.returncode != -9 or "resumed" in proc.stdout:
-        raise RuntimeError(f"the crash run did not stop where expected (exit {proc.returncode}, "
-                           f"stdout {proc.stdout[-200:]!r}, stderr {proc.stderr[-500:]!r})")
+        raise RuntimeError(
+            f"the crash run did not stop where expected (exit {proc.returncode}, "
+            f"stdout {proc.stdout[-200:]!r}, stderr {proc.stderr[-500:]!r})"
+        )
     return execution_id, llm, elapsed
 
 
@@ -99,18 +121,30 @@ def spawn_resume(execution_id: str, store: Path) -> tuple[float, float]:
     """(seconds to the first stdout line, seconds to exit) of ``durably resume``."""
     start = c.now()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "durably", "resume", execution_id, "--wait",
-         "--store", f"file://{store}"],
-        env=env(DURABLY_LEASE_TTL="0.2"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True)
+        [
+            sys.executable,
+            "-m",
+            "durably",
+            "resume",
+            execution_id,
+            "--wait",
+            "--store",
+            f"file://{store}",
+        ],
+        env=env(DURABLY_LEASE_TTL="0.2"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert proc.stdout is not None
     line = proc.stdout.readline()
     first = c.now() - start
     _out, err = proc.communicate(timeout=600)
     total = c.now() - start
     if "resumed" not in line or proc.returncode != 0:
-        raise RuntimeError(f"resume failed: first line {line!r}, exit {proc.returncode}, "
-                           f"stderr {err[-500:]!r}")
+        raise RuntimeError(
+            f"resume failed: first line {line!r}, exit {proc.returncode}, stderr {err[-500:]!r}"
+        )
     return first, total
 
 
@@ -161,11 +195,11 @@ async def bench(args: argparse.Namespace) -> None:
             c.progress(f"resume: {case.shape}, {case.n} awaits, state {case.state.name}")
             original = work.path / f"crashed-{case.shape}-{case.n}-{case.state.items}"
             execution_id, _llm, crash_s = crash(work, case, original)
-            usage = await c.store_usage(DurabilityConfig(store=f"file://{original}"),
-                                        execution_id)
+            usage = await c.store_usage(DurabilityConfig(store=f"file://{original}"), execution_id)
             if usage.kinds.get("delta") != case.n:  # the crash point is right before the Say
-                raise RuntimeError(f"expected {case.n} journal deltas before the crash, found "
-                                   f"{usage.kinds}")
+                raise RuntimeError(
+                    f"expected {case.n} journal deltas before the crash, found {usage.kinds}"
+                )
             first, total, loads, inproc = [], [], [], []
             replayed = 0
             for rep in range(reps):
@@ -182,25 +216,63 @@ async def bench(args: argparse.Namespace) -> None:
                 inproc.append(inp)
                 shutil.rmtree(copy)
             shutil.rmtree(original)
-            s_first, s_in, s_load = (c.Summary.of(first), c.Summary.of(inproc),
-                                     c.Summary.of(loads))
-            rows.append([case.shape, f"{case.n:,}", case.state.name, c.ms(s_first, 0),
-                         c.ms(c.Summary.of(total), 0), c.ms(s_in, 1),
-                         f"{(s_first.median - s_in.median) * 1e3:.0f}"])
-            parts.append([case.shape, f"{case.n:,}", case.state.name, f"{usage.checkpoints:,}",
-                          f"{usage.total / 1024:,.0f} KB", f"{replayed:,}", c.ms(s_load, 1),
-                          f"{(s_in.median - s_load.median) * 1e3:.1f}",
-                          f"{crash_s:.1f}"])
-        c.table(["shape", "awaits before the crash", "state", "process: spawn → first resumed "
-                 "line (ms)", "process: spawn → exit (ms)", "in-process: resume → first "
-                 "resumed line (ms)", "difference = start-up + imports + program load (ms)"],
-                rows, title=f"## Resume time ({reps} repetitions; filesystem store)")
-        c.note(f"Interpreter start-up with durably's imports alone ({STARTUP!r}, spawn to "
-               f"exit, measured next to every resume): {c.ms(c.Summary.of(base), 0)} ms.")
-        c.table(["shape", "awaits", "state", "checkpoints in the store", "store size",
-                 "journaled deltas loaded", "load + decode (ms)", "restore + replay (ms, "
-                 "median difference)", "original run until the crash (s)"], parts,
-                title="### The in-process part")
+            s_first, s_in, s_load = (c.Summary.of(first), c.Summary.of(inproc), c.Summary.of(loads))
+            rows.append(
+                [
+                    case.shape,
+                    f"{case.n:,}",
+                    case.state.name,
+                    c.ms(s_first, 0),
+                    c.ms(c.Summary.of(total), 0),
+                    c.ms(s_in, 1),
+                    f"{(s_first.median - s_in.median) * 1e3:.0f}",
+                ]
+            )
+            parts.append(
+                [
+                    case.shape,
+                    f"{case.n:,}",
+                    case.state.name,
+                    f"{usage.checkpoints:,}",
+                    f"{usage.total / 1024:,.0f} KB",
+                    f"{replayed:,}",
+                    c.ms(s_load, 1),
+                    f"{(s_in.median - s_load.median) * 1e3:.1f}",
+                    f"{crash_s:.1f}",
+                ]
+            )
+        c.table(
+            [
+                "shape",
+                "awaits before the crash",
+                "state",
+                "process: spawn → first resumed line (ms)",
+                "process: spawn → exit (ms)",
+                "in-process: resume → first resumed line (ms)",
+                "difference = start-up + imports + program load (ms)",
+            ],
+            rows,
+            title=f"## Resume time ({reps} repetitions; filesystem store)",
+        )
+        c.note(
+            f"Interpreter start-up with durably's imports alone ({STARTUP!r}, spawn to "
+            f"exit, measured next to every resume): {c.ms(c.Summary.of(base), 0)} ms."
+        )
+        c.table(
+            [
+                "shape",
+                "awaits",
+                "state",
+                "checkpoints in the store",
+                "store size",
+                "journaled deltas loaded",
+                "load + decode (ms)",
+                "restore + replay (ms, median difference)",
+                "original run until the crash (s)",
+            ],
+            parts,
+            title="### The in-process part",
+        )
     finally:
         work.cleanup()
 

@@ -57,19 +57,25 @@ def _count_calls(cls: type, counts: dict[str, int], names: list[str] | None = No
         if fn is None or name in ("close",):
             continue
         if inspect.isasyncgenfunction(fn):
+
             def gen_wrapper(fn: Any = fn, name: str = name) -> Any:
                 async def wrapped(*args: Any, **kwargs: Any) -> Any:
                     counts[name] = counts.get(name, 0) + 1
                     async for item in fn(*args, **kwargs):
                         yield item
+
                 return wrapped
+
             setattr(cls, name, gen_wrapper())
         elif inspect.iscoroutinefunction(fn):
+
             def co_wrapper(fn: Any = fn, name: str = name) -> Any:
                 async def wrapped(*args: Any, **kwargs: Any) -> Any:
                     counts[name] = counts.get(name, 0) + 1
                     return await fn(*args, **kwargs)
+
                 return wrapped
+
             setattr(cls, name, co_wrapper())
 
 
@@ -92,11 +98,17 @@ async def _child(store: str, options: dict[str, Any], seconds: float) -> dict[st
 
         _count_calls(PostgresProvider, calls, ["claim_next"])
         _count_calls(PostgresProvider, queries, ["_run"])
-    table = ("postgres" if scheme.startswith("postgres")
-             else "redis" if scheme.startswith("redis") else scheme)
+    table = (
+        "postgres"
+        if scheme.startswith("postgres")
+        else "redis"
+        if scheme.startswith("redis")
+        else scheme
+    )
     config = DurabilityConfig(store=store, providers={table: options} if options else {})
-    task = asyncio.create_task(supervise(config=config, limits=WorkerConfig(), poll=1.0,
-                                         concurrency=4))
+    task = asyncio.create_task(
+        supervise(config=config, limits=WorkerConfig(), poll=1.0, concurrency=4)
+    )
     await asyncio.sleep(WARMUP)
     warm_calls = sum(calls.values())
     calls_before, queries_before, cpu_before = dict(calls), sum(queries.values()), _cpu()
@@ -104,8 +116,7 @@ async def _child(store: str, options: dict[str, Any], seconds: float) -> dict[st
     await asyncio.sleep(seconds)
     elapsed = time.monotonic() - start
     cpu = _cpu() - cpu_before
-    during = {k: v - calls_before.get(k, 0) for k, v in calls.items()
-              if v - calls_before.get(k, 0)}
+    during = {k: v - calls_before.get(k, 0) for k, v in calls.items() if v - calls_before.get(k, 0)}
     n_queries = sum(queries.values()) - queries_before
     task.cancel()
     try:
@@ -115,10 +126,13 @@ async def _child(store: str, options: dict[str, Any], seconds: float) -> dict[st
     if task.done() and not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
     scale = 10.0 / elapsed
-    return {"cpu_s": cpu * scale, "calls": sum(during.values()) * scale,
-            "queries": n_queries * scale if queries else None,
-            "by_method": {k: round(v * scale, 1) for k, v in sorted(during.items())},
-            "warmup_calls": warm_calls}
+    return {
+        "cpu_s": cpu * scale,
+        "calls": sum(during.values()) * scale,
+        "queries": n_queries * scale if queries else None,
+        "by_method": {k: round(v * scale, 1) for k, v in sorted(during.items())},
+        "warmup_calls": warm_calls,
+    }
 
 
 # --------------------------------------------------------------------- filling the stores
@@ -130,11 +144,17 @@ async def _fill_file(root: str, count: int) -> None:
 
     async with FilesystemProvider.from_url(f"file://{root}", {"fsync": False}) as provider:
         for first in range(0, count, 200):
-            await asyncio.gather(*(
-                provider.save_checkpoint(f"done-{n:06d}", 0, b"final" * 40,
-                                         metadata={META_STATUS: "completed",
-                                                   "durably.kind": "final"})
-                for n in range(first, min(count, first + 200))))
+            await asyncio.gather(
+                *(
+                    provider.save_checkpoint(
+                        f"done-{n:06d}",
+                        0,
+                        b"final" * 40,
+                        metadata={META_STATUS: "completed", "durably.kind": "final"},
+                    )
+                    for n in range(first, min(count, first + 200))
+                )
+            )
 
 
 def _redis_url() -> str:
@@ -147,11 +167,17 @@ async def _fill_redis(url: str, prefix: str, count: int) -> None:
 
     async with RedisProvider.from_url(url, {"key_prefix": prefix}) as provider:
         for first in range(0, count, 200):
-            await asyncio.gather(*(
-                provider.save_checkpoint(f"done-{n:06d}", 0, b"final" * 40,
-                                         metadata={META_STATUS: "completed",
-                                                   "durably.kind": "final"})
-                for n in range(first, min(count, first + 200))))
+            await asyncio.gather(
+                *(
+                    provider.save_checkpoint(
+                        f"done-{n:06d}",
+                        0,
+                        b"final" * 40,
+                        metadata={META_STATUS: "completed", "durably.kind": "final"},
+                    )
+                    for n in range(first, min(count, first + 200))
+                )
+            )
 
 
 async def _fill_postgres(url: str, schema: str, count: int) -> None:
@@ -166,12 +192,16 @@ async def _fill_postgres(url: str, schema: str, count: int) -> None:
             f"INSERT INTO {s}.executions (id, lease_owner, epoch, lease_expires_at, released,"
             " status) SELECT 'done-' || lpad(i::text, 6, '0'), 'old-worker', i,"
             " now() - interval '1 hour', true, 'completed'"
-            " FROM generate_series(1, %(n)s) AS i", {"n": count})
+            " FROM generate_series(1, %(n)s) AS i",
+            {"n": count},
+        )
         conn.execute(
             f"INSERT INTO {s}.checkpoints (execution_id, seq, version, data, metadata, size)"
             " SELECT 'done-' || lpad(i::text, 6, '0'), 0, 1, %(data)s,"
-            " '{\"durably.status\": \"completed\", \"durably.kind\": \"final\"}'::jsonb, 200"
-            " FROM generate_series(1, %(n)s) AS i", {"n": count, "data": b"\x00" * 200})
+            ' \'{"durably.status": "completed", "durably.kind": "final"}\'::jsonb, 200'
+            " FROM generate_series(1, %(n)s) AS i",
+            {"n": count, "data": b"\x00" * 200},
+        )
         conn.execute(f"ANALYZE {s}.executions")
         conn.execute(f"ANALYZE {s}.checkpoints")
 
@@ -179,8 +209,11 @@ async def _fill_postgres(url: str, schema: str, count: int) -> None:
 def _measure(store: str, options: dict[str, Any], seconds: float) -> dict[str, Any]:
     done = subprocess.run(
         [sys.executable, __file__, "--child", store, json.dumps(options), str(seconds)],
-        capture_output=True, text=True, timeout=seconds + 120,
-        env={k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")})
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+        env={k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")},
+    )
     if done.returncode != 0:
         raise RuntimeError(f"the measured worker failed:\n{done.stderr[-3000:]}")
     result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
@@ -239,23 +272,37 @@ async def bench(args: argparse.Namespace) -> None:
                 for size in SIZES:
                     runs = results[size]
                     med[size] = {
-                        key: statistics.median(r[key] for r in runs)
-                        for key in ("cpu_s", "calls")
+                        key: statistics.median(r[key] for r in runs) for key in ("cpu_s", "calls")
                     }
                     q = [r["queries"] for r in runs if r["queries"] is not None]
                     med[size]["queries"] = statistics.median(q) if q else float("nan")
                     last = runs[-1]
                     methods = ", ".join(f"{k} {v:g}" for k, v in last["by_method"].items())
-                    rows.append([backend, f"{size:,}", f"{med[size]['cpu_s']:.3f}",
-                                 f"{med[size]['calls']:.0f}",
-                                 "-" if not q else f"{med[size]['queries']:.0f}",
-                                 methods or "none", last["warmup_calls"]])
+                    rows.append(
+                        [
+                            backend,
+                            f"{size:,}",
+                            f"{med[size]['cpu_s']:.3f}",
+                            f"{med[size]['calls']:.0f}",
+                            "-" if not q else f"{med[size]['queries']:.0f}",
+                            methods or "none",
+                            last["warmup_calls"],
+                        ]
+                    )
                 # Ratios per repetition (the two sizes measured side by side), then
                 # their median.
-                ratios.append([backend, *(
-                    _ratio([big[key] for big in results[SIZES[1]]],
-                           [small[key] for small in results[SIZES[0]]])
-                    for key in ("cpu_s", "calls", "queries"))])
+                ratios.append(
+                    [
+                        backend,
+                        *(
+                            _ratio(
+                                [big[key] for big in results[SIZES[1]]],
+                                [small[key] for small in results[SIZES[0]]],
+                            )
+                            for key in ("cpu_s", "calls", "queries")
+                        ),
+                    ]
+                )
         finally:
             if redis_prefixes:
                 from durably_redis.testing import delete_prefix
@@ -268,24 +315,37 @@ async def bench(args: argparse.Namespace) -> None:
                 with psycopg.connect(c.pg_url(), autocommit=True) as conn:
                     for schema in pg_schemas:
                         conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-    c.table(["backend", "completed executions", "CPU s / 10 s", "store calls / 10 s",
-             "SQL statements / 10 s", "calls by method (last run)", "calls in warm-up"],
-            rows, title=f"An idle worker (poll 1 s), per 10 s (window {seconds:g} s, "
-            f"median of {repeat} runs)")
-    c.table(["backend", "CPU 10,000 / 100", "store calls 10,000 / 100",
-             "SQL statements 10,000 / 100"], ratios,
-            title="Ratio of the cost with 10,000 to the cost with 100 completed executions "
-            "(1.0: flat; median [min–max] of the per-run ratios)")
-    c.note("PostgreSQL declares CLAIM_NEXT: each poll is one claim_next statement on the "
-           "partial index of unfinished executions. The filesystem and Redis stores declare "
-           "OPEN_INDEX: each poll lists the open executions only (the open/ directory, the "
-           "<prefix>:open sorted set), which are none here.")
+    c.table(
+        [
+            "backend",
+            "completed executions",
+            "CPU s / 10 s",
+            "store calls / 10 s",
+            "SQL statements / 10 s",
+            "calls by method (last run)",
+            "calls in warm-up",
+        ],
+        rows,
+        title=f"An idle worker (poll 1 s), per 10 s (window {seconds:g} s, "
+        f"median of {repeat} runs)",
+    )
+    c.table(
+        ["backend", "CPU 10,000 / 100", "store calls 10,000 / 100", "SQL statements 10,000 / 100"],
+        ratios,
+        title="Ratio of the cost with 10,000 to the cost with 100 completed executions "
+        "(1.0: flat; median [min–max] of the per-run ratios)",
+    )
+    c.note(
+        "PostgreSQL declares CLAIM_NEXT: each poll is one claim_next statement on the "
+        "partial index of unfinished executions. The filesystem and Redis stores declare "
+        "OPEN_INDEX: each poll lists the open executions only (the open/ directory, the "
+        "<prefix>:open sorted set), which are none here."
+    )
 
 
 def _ratio(bigs: list[float | None], smalls: list[float | None]) -> str:
     """The median of the per-repetition ratios big / small, with their range."""
-    pairs = [(b, s) for b, s in zip(bigs, smalls, strict=True)
-             if b is not None and s is not None]
+    pairs = [(b, s) for b, s in zip(bigs, smalls, strict=True) if b is not None and s is not None]
     if not pairs:
         return "-"
     if any(s == 0 for _, s in pairs):
@@ -296,10 +356,12 @@ def _ratio(bigs: list[float | None], smalls: list[float | None]) -> str:
 
 
 def _extra(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seconds", type=float, default=10.0,
-                        help="measurement window per run (default 10)")
-    parser.add_argument("--repeat", type=int, default=3,
-                        help="runs per backend and size (default 3)")
+    parser.add_argument(
+        "--seconds", type=float, default=10.0, help="measurement window per run (default 10)"
+    )
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="runs per backend and size (default 3)"
+    )
 
 
 if __name__ == "__main__":
@@ -309,5 +371,4 @@ if __name__ == "__main__":
     else:
         if "--providers" not in sys.argv:
             sys.argv += ["--providers", "file,postgres,redis"]
-        c.main(bench, "An idle durably worker: cost against completed executions",
-               extra=_extra)
+        c.main(bench, "An idle durably worker: cost against completed executions", extra=_extra)

@@ -19,8 +19,9 @@ for _folder in (ROOT / "tests" / "fuzz", ROOT / "packages" / "durably" / "tests"
     if str(_folder) not in sys.path:
         sys.path.insert(0, str(_folder))
 KITCHEN = ROOT / "examples" / "kitchen"
-KITCHEN_INPUT = ("I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. "
-                 "I'm vegetarian.")
+KITCHEN_INPUT = (
+    "I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. I'm vegetarian."
+)
 COUNTER = ROOT / "packages" / "durably" / "tests" / "programs"
 
 
@@ -31,19 +32,27 @@ class Completed:
     err: str
 
 
-def durably(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
-            timeout: float = 60) -> Completed:
+def durably(
+    *args: str, env: dict[str, str] | None = None, cwd: Path | None = None, timeout: float = 60
+) -> Completed:
     """Run the `durably` command in a new process (no terminal, clean DURABLY_* env)."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     base.update(env or {})
-    proc = subprocess.run([sys.executable, "-m", "durably", *args], env=base, cwd=cwd,
-                          capture_output=True, text=True, timeout=timeout,
-                          stdin=subprocess.DEVNULL)
+    proc = subprocess.run(
+        [sys.executable, "-m", "durably", *args],
+        env=base,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
     return Completed(proc.returncode, proc.stdout, proc.stderr)
 
 
-def show(store: str, execution_id: str, *, subprocess: bool = False,
-         config: Path | None = None) -> dict[str, Any]:
+def show(
+    store: str, execution_id: str, *, subprocess: bool = False, config: Path | None = None
+) -> dict[str, Any]:
     """What `durably show --json` prints (in this process unless ``subprocess``), without
     the timings that differ between any two runs (see ``without_measurements``)."""
     from durably._inspect import without_measurements
@@ -63,8 +72,9 @@ def show(store: str, execution_id: str, *, subprocess: bool = False,
     async def describe() -> dict[str, Any] | None:
         settings = load_config(config_file=config, overrides={"store": store}, use_env=False)
         async with open_store(config=settings) as provider:
-            return await describe_execution(CheckpointManager(execution_id, provider,
-                                                              config=settings))
+            return await describe_execution(
+                CheckpointManager(execution_id, provider, config=settings)
+            )
 
     found = asyncio.run(describe())
     assert found is not None
@@ -80,8 +90,16 @@ class ProgramCase:
     inputs: Sequence[str]
 
     def run_args(self, store: str, execution_id: str) -> list[str]:
-        args = ["run", str(self.program), "--llm", f"scripted:{self.script}?chunk_seed=5",
-                "--store", store, "--execution-id", execution_id]
+        args = [
+            "run",
+            str(self.program),
+            "--llm",
+            f"scripted:{self.script}?chunk_seed=5",
+            "--store",
+            store,
+            "--execution-id",
+            execution_id,
+        ]
         for text in self.inputs:
             args += ["--input", text]
         return args
@@ -90,10 +108,12 @@ class ProgramCase:
 RELAY = ROOT / "tests" / "fuzz" / "programs"
 
 PROGRAM_CASES = {
-    "kitchen": ProgramCase("kitchen", KITCHEN / "kitchen.py", KITCHEN / "kitchen.scripted.json",
-                           [KITCHEN_INPUT]),
-    "counter": ProgramCase("counter", COUNTER / "counter.py", COUNTER / "counter.scripted.json",
-                           ["forty-two"]),
+    "kitchen": ProgramCase(
+        "kitchen", KITCHEN / "kitchen.py", KITCHEN / "kitchen.scripted.json", [KITCHEN_INPUT]
+    ),
+    "counter": ProgramCase(
+        "counter", COUNTER / "counter.py", COUNTER / "counter.scripted.json", ["forty-two"]
+    ),
     # Cross-agent calls and messages mid-response (tests/fuzz/test_regressions.py).
     "relay": ProgramCase("relay", RELAY / "relay.py", RELAY / "relay.scripted.json", []),
 }
@@ -111,8 +131,10 @@ def postgres_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     server = server_or_skip()
     schema = random_schema("durably_e2e")
     config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
-                      f'[durability.postgres]\nschema = "{schema}"\n')
+    config.write_text(
+        f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
+        f'[durability.postgres]\nschema = "{schema}"\n'
+    )
     yield config, server.url
     drop_schema(server.url, schema)
 
@@ -124,8 +146,10 @@ def redis_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     server = server_or_skip()
     prefix = random_prefix("durably-e2e")
     config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
-                      f'[durability.redis]\nkey_prefix = "{prefix}"\n')
+    config.write_text(
+        f'[durability]\nstore = "{server.url}"\nlease_ttl = 1\n'
+        f'[durability.redis]\nkey_prefix = "{prefix}"\n'
+    )
     yield config, server.url
     delete_prefix(server.url, prefix)
 
@@ -146,19 +170,27 @@ def s3_config(tmp_path: Path) -> Iterator[tuple[Path, str]]:
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    aws = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-           "AWS_DEFAULT_REGION": "us-east-1", "AWS_CONFIG_FILE": os.devnull,
-           "AWS_SHARED_CREDENTIALS_FILE": os.devnull, "AWS_EC2_METADATA_DISABLED": "true"}
+    aws = {
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_CONFIG_FILE": os.devnull,
+        "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_EC2_METADATA_DISABLED": "true",
+    }
     saved = {name: os.environ.get(name) for name in aws}
     os.environ.update(aws)
     try:
         bucket = f"durably-e2e-{uuid.uuid4().hex[:12]}"
         botocore.session.get_session().create_client(
-            "s3", endpoint_url=endpoint, region_name="us-east-1").create_bucket(Bucket=bucket)
+            "s3", endpoint_url=endpoint, region_name="us-east-1"
+        ).create_bucket(Bucket=bucket)
         store = f"s3://{bucket}/runs"
         config = tmp_path / "durably.toml"
-        config.write_text(f'[durability]\nstore = "{store}"\nlease_ttl = 1\n'
-                          f'[durability.s3]\nendpoint_url = "{endpoint}"\n')
+        config.write_text(
+            f'[durability]\nstore = "{store}"\nlease_ttl = 1\n'
+            f'[durability.s3]\nendpoint_url = "{endpoint}"\n'
+        )
         yield config, store
     finally:
         server.stop()

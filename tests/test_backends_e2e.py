@@ -17,7 +17,7 @@ CRASH_POINTS = (2, 7, 15, 30)
 def _crash_and_resume(config: Path, store: str) -> None:
     case = PROGRAM_CASES["kitchen"]
     args = case.run_args(store, "reference")
-    args[args.index("--store"):args.index("--store") + 2] = ["--config", str(config)]
+    args[args.index("--store") : args.index("--store") + 2] = ["--config", str(config)]
     done = durably(*args)
     assert done.code == 0, done.err
     reference = show(store, "reference", config=config)

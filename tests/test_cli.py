@@ -35,9 +35,19 @@ def _store(tmp_path: Path) -> str:
 
 
 def _kitchen(store: str, execution_id: str, *extra: str) -> None:
-    done = durably("run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                   "--input", KITCHEN_INPUT, "--store", store, "--execution-id", execution_id,
-                   *extra)
+    done = durably(
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--input",
+        KITCHEN_INPUT,
+        "--store",
+        store,
+        "--execution-id",
+        execution_id,
+        *extra,
+    )
     assert done.code == 0, done.err
 
 
@@ -63,8 +73,9 @@ class Terminal:
 
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x28\x00\xa0\x00\x00\x00\x00\x00")  # 40x160
-        base = {k: v for k, v in os.environ.items()
-                if not k.startswith("DURABLY_") and k != "NO_COLOR"}
+        base = {
+            k: v for k, v in os.environ.items() if not k.startswith("DURABLY_") and k != "NO_COLOR"
+        }
         base.update({"TERM": "xterm-256color", **(env or {})})
 
         def controlling_terminal() -> None:
@@ -72,8 +83,13 @@ class Terminal:
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
 
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "durably", *args], stdin=slave, stdout=slave, stderr=slave,
-            env=base, preexec_fn=controlling_terminal)
+            [sys.executable, "-m", "durably", *args],
+            stdin=slave,
+            stdout=slave,
+            stderr=slave,
+            env=base,
+            preexec_fn=controlling_terminal,
+        )
         os.close(slave)
         self.seen = b""
 
@@ -133,11 +149,19 @@ def _visible(text: str) -> str:
 
 
 def test_a_run_in_a_terminal_shows_a_status_line_a_prompt_of_its_own_and_the_answer(
-    tmp_path: Path, terminal: list[Terminal],
+    tmp_path: Path,
+    terminal: list[Terminal],
 ) -> None:
-    term = Terminal("run", str(KITCHEN_PROGRAM), "--llm",
-                    f"scripted:{KITCHEN_SCRIPT}?delay=0.01", "--store", _store(tmp_path),
-                    "--execution-id", "chat")
+    term = Terminal(
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}?delay=0.01",
+        "--store",
+        _store(tmp_path),
+        "--execution-id",
+        "chat",
+    )
     terminal.append(term)
     # The live status line: a spinner, the agent and its call stack, the LLM call, the
     # checkpoints written, the elapsed time -- redrawn in place.
@@ -151,7 +175,8 @@ def test_a_run_in_a_terminal_shows_a_status_line_a_prompt_of_its_own_and_the_ans
     before_prompt = _visible(term.text).rsplit("you (Concierge)> ", 1)[0]
     last_line = re.split(r"\r\n|\n|\r|\x1b\[2K", before_prompt)[-1]
     assert re.fullmatch(r"(\x1b\[[0-9;]*[A-Za-z?]*|\x1b\[\?25[hl])*", last_line), repr(
-        before_prompt[-300:])
+        before_prompt[-300:]
+    )
     assert "Concierge: What ingredients do you have on hand?" in _visible(term.text)
     term.type(b"chickpeas and rice, vegetarian\r")
     assert term.finish() == 0, term.text
@@ -164,17 +189,28 @@ def test_a_run_in_a_terminal_shows_a_status_line_a_prompt_of_its_own_and_the_ans
     # ... and in `show --json`.
     data = json.loads(durably("show", "chat", "--json", "--store", _store(tmp_path)).out)
     assert data["status"] == "completed"
-    assert data["inputs"] == [{"agent": "Concierge", "id": "1000", "number": 0,
-                               "text": "chickpeas and rice, vegetarian"}]
+    assert data["inputs"] == [
+        {"agent": "Concierge", "id": "1000", "number": 0, "text": "chickpeas and rice, vegetarian"}
+    ]
 
 
 def test_ctrl_c_in_a_terminal_prints_its_own_line_naming_the_execution(
-    tmp_path: Path, terminal: list[Terminal],
+    tmp_path: Path,
+    terminal: list[Terminal],
 ) -> None:
     store = _store(tmp_path)
-    term = Terminal("run", str(KITCHEN_PROGRAM), "--llm",
-                    f"scripted:{KITCHEN_SCRIPT}?delay=0.05", "--input", KITCHEN_INPUT,
-                    "--store", store, "--execution-id", "stopme")
+    term = Terminal(
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}?delay=0.05",
+        "--input",
+        KITCHEN_INPUT,
+        "--store",
+        store,
+        "--execution-id",
+        "stopme",
+    )
     terminal.append(term)
     term.read_until(r"Concierge: Welcome")
     term.read_until(r"LLM call \d")  # the status line is up
@@ -197,7 +233,8 @@ def test_ctrl_c_in_a_terminal_prints_its_own_line_naming_the_execution(
 
 
 def test_plain_output_without_a_terminal_or_with_no_color(
-    kitchen_store: str, terminal: list[Terminal],
+    kitchen_store: str,
+    terminal: list[Terminal],
 ) -> None:
     for args in (["ls"], ["show", "k1"], ["history", "k1"], ["diff", "k1@3", "k1"]):
         piped = durably(*args, "--store", kitchen_store)
@@ -210,8 +247,11 @@ def test_plain_output_without_a_terminal_or_with_no_color(
         # The same text (but for how long ago things happened: time passed in between).
         assert _ago(term.text.replace("\r\n", "\n")) == _ago(piped.out), args
     # A terminal without NO_COLOR gets colours and tables.
-    for args, needle in ((["show", "k1"], "Our chef suggests"), (["history", "k1"], "Chef(1001)"),
-                         (["diff", "k1@3", "k1"], "in common")):
+    for args, needle in (
+        (["show", "k1"], "Our chef suggests"),
+        (["history", "k1"], "Chef(1001)"),
+        (["diff", "k1@3", "k1"], "in common"),
+    ):
         term = Terminal(*args, "--store", kitchen_store)
         terminal.append(term)
         assert term.finish() == 0, term.text
@@ -233,8 +273,16 @@ def _ago(text: str) -> str:
 def test_a_run_through_pipes_prints_the_transcript_with_the_given_answers(
     tmp_path: Path,
 ) -> None:
-    done = durably("run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                   "--input", KITCHEN_INPUT, "--store", _store(tmp_path))
+    done = durably(
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--input",
+        KITCHEN_INPUT,
+        "--store",
+        _store(tmp_path),
+    )
     assert done.code == 0, done.err
     lines = done.out.splitlines()
     asked = next(i for i, line in enumerate(lines) if "What ingredients" in line)
@@ -245,22 +293,44 @@ def test_a_run_through_pipes_prints_the_transcript_with_the_given_answers(
 # ------------------------------------------------------------------ errors, not tracebacks
 
 
-@pytest.mark.parametrize(("source", "needles"), [
-    ("import not_a_module_anywhere\n",
-     ["line 1: import not_a_module_anywhere", "ModuleNotFoundError",
-      "No module named 'not_a_module_anywhere'"]),
-    ("from durably import Agent\n\n\nclass A(Agent):\n    def f(self:\n        pass\n",
-     ["does not compile (line 5)", "def f(self:"]),
-    ("from durably import Agent\n\nLIMIT = {}['limit']\n",
-     ["line 3: LIMIT = {}['limit']", "KeyError: 'limit'"]),
-])
+@pytest.mark.parametrize(
+    ("source", "needles"),
+    [
+        (
+            "import not_a_module_anywhere\n",
+            [
+                "line 1: import not_a_module_anywhere",
+                "ModuleNotFoundError",
+                "No module named 'not_a_module_anywhere'",
+            ],
+        ),
+        (
+            "from durably import Agent\n\n\nclass A(Agent):\n    def f(self:\n        pass\n",
+            ["does not compile (line 5)", "def f(self:"],
+        ),
+        (
+            "from durably import Agent\n\nLIMIT = {}['limit']\n",
+            ["line 3: LIMIT = {}['limit']", "KeyError: 'limit'"],
+        ),
+    ],
+)
 def test_a_broken_program_is_one_line_naming_the_file_and_line(
-    tmp_path: Path, source: str, needles: list[str],
+    tmp_path: Path,
+    source: str,
+    needles: list[str],
 ) -> None:
     program = tmp_path / "broken.py"
     program.write_text(source)
-    done = durably("run", str(program), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                   "--store", _store(tmp_path), "--input", "x")
+    done = durably(
+        "run",
+        str(program),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--store",
+        _store(tmp_path),
+        "--input",
+        "x",
+    )
     assert done.code == 2, done.err
     assert "Traceback" not in done.err
     lines = done.err.strip().splitlines()
@@ -270,24 +340,49 @@ def test_a_broken_program_is_one_line_naming_the_file_and_line(
     for needle in needles:
         assert needle in lines[0], lines[0]
     assert json.loads(durably("ls", "--json", "--store", _store(tmp_path)).out) == []
-    debug = durably("run", str(program), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                    "--store", _store(tmp_path), "--input", "x", env={"DURABLY_DEBUG": "1"})
+    debug = durably(
+        "run",
+        str(program),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--store",
+        _store(tmp_path),
+        "--input",
+        "x",
+        env={"DURABLY_DEBUG": "1"},
+    )
     assert "Traceback" in debug.err
 
 
-@pytest.mark.parametrize("args", [["show", "k1"], ["show", "k1", "--json"],
-                                  ["history", "k1"], ["history", "k1", "--json"],
-                                  ["diff", "k1@2", "k1"], ["diff", "k1", "1", "9"], ["ls"]])
-def test_a_reader_that_goes_away_is_exit_0_without_a_word(kitchen_store: str,
-                                                          args: list[str]) -> None:
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["show", "k1"],
+        ["show", "k1", "--json"],
+        ["history", "k1"],
+        ["history", "k1", "--json"],
+        ["diff", "k1@2", "k1"],
+        ["diff", "k1", "1", "9"],
+        ["ls"],
+    ],
+)
+def test_a_reader_that_goes_away_is_exit_0_without_a_word(
+    kitchen_store: str, args: list[str]
+) -> None:
     """`durably show ... | head`: the pipe's reader is gone before anything is written."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     read, write = os.pipe()
     os.close(read)  # the reader went away (head read its lines and exited)
     try:
-        proc = subprocess.run([sys.executable, "-m", "durably", *args, "--store", kitchen_store],
-                              stdout=write, stderr=subprocess.PIPE, text=True, env=env,
-                              timeout=60, stdin=subprocess.DEVNULL)
+        proc = subprocess.run(
+            [sys.executable, "-m", "durably", *args, "--store", kitchen_store],
+            stdout=write,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            timeout=60,
+            stdin=subprocess.DEVNULL,
+        )
     finally:
         os.close(write)
     assert proc.returncode == 0, proc.stderr
@@ -296,8 +391,16 @@ def test_a_reader_that_goes_away_is_exit_0_without_a_word(kitchen_store: str,
 
 def test_a_python_tool_exception_is_in_show_and_the_failure_message(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    done = durably("run", str(TOOLFAIL), "--llm", f"scripted:{TOOLFAIL_SCRIPT}",
-                   "--store", store, "--execution-id", "lookup")
+    done = durably(
+        "run",
+        str(TOOLFAIL),
+        "--llm",
+        f"scripted:{TOOLFAIL_SCRIPT}",
+        "--store",
+        store,
+        "--execution-id",
+        "lookup",
+    )
     assert done.code == 1, done.err
     assert "Traceback" not in done.err
     (line,) = [x for x in done.err.splitlines() if x.startswith("durably:")]
@@ -305,13 +408,22 @@ def test_a_python_tool_exception_is_in_show_and_the_failure_message(tmp_path: Pa
     assert "tool:Lookup raised KeyError" in line, line
     data = json.loads(durably("show", "lookup", "--json", "--store", store).out)
     assert data["status"] == "failed"
-    assert data["tool_errors"] == [{
-        "agent": "Librarian", "id": "1000", "playbook": "Main", "operation": "tool:Lookup",
-        "type": "KeyError", "message": "\"no entry named 'missing'\"",
-        "statement": 'entry = await self.Lookup("missing")'}]
+    assert data["tool_errors"] == [
+        {
+            "agent": "Librarian",
+            "id": "1000",
+            "playbook": "Main",
+            "operation": "tool:Lookup",
+            "type": "KeyError",
+            "message": "\"no entry named 'missing'\"",
+            "statement": 'entry = await self.Lookup("missing")',
+        }
+    ]
     text = durably("show", "lookup", "--store", store).out
-    assert ("tool error: Librarian(1000).Main: tool:Lookup raised KeyError: \"no entry named "
-            "'missing'\" in `entry = await self.Lookup(\"missing\")`") in text, text
+    assert (
+        'tool error: Librarian(1000).Main: tool:Lookup raised KeyError: "no entry named '
+        '\'missing\'" in `entry = await self.Lookup("missing")`'
+    ) in text, text
     listed = json.loads(durably("ls", "--json", "--store", store).out)
     assert listed[0]["status"] == "failed"
 
@@ -328,12 +440,13 @@ def test_history_names_agents_times_operations_and_statements(kitchen_store: str
         assert op in operations, (op, operations)
     assert points[-1]["operations"] == ["final (completed)"]
     said = [p for p in points if "say" in p["operations"] and p["agent_class"] == "Concierge"]
-    assert said[0]["statement"].startswith("await self.Say(\"user\""), said[0]
+    assert said[0]["statement"].startswith('await self.Say("user"'), said[0]
     text = durably("history", "k1", "--store", kitchen_store).out
     header, *rows = text.splitlines()
     assert header.split()[:4] == ["SEQ", "TIME", "AGO", "AGENT"], header
-    assert re.search(r"^\s+\d+ \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d .* ago Concierge\(1000\) ",
-                     rows[1]), rows[1]
+    assert re.search(
+        r"^\s+\d+ \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d .* ago Concierge\(1000\) ", rows[1]
+    ), rows[1]
     assert any("Chef(1001)" in row and "llm:SuggestDish" in row for row in rows), text
 
 
@@ -341,8 +454,9 @@ def test_diff_compares_a_fork_with_its_original_and_two_executions(tmp_path: Pat
     store = _store(tmp_path)
     _kitchen(store, "original")
     _kitchen(store, "again")
-    forked = durably("fork", "original", "--at-llm-call", "3", "--execution-id", "branch",
-                     "--store", store)
+    forked = durably(
+        "fork", "original", "--at-llm-call", "3", "--execution-id", "branch", "--store", store
+    )
     assert forked.code == 0, forked.err
 
     same = durably("diff", "original", "again", "--store", store)
@@ -356,8 +470,10 @@ def test_diff_compares_a_fork_with_its_original_and_two_executions(tmp_path: Pat
     assert data["a"]["status"] == "completed"
     # Every LLM call the branch holds is one of the original's; the rest are the
     # original's only. Likewise the transcript: the branch's is the original's beginning.
-    views = {name: json.loads(durably("show", name, "--json", "--store", store).out)
-             for name in ("original", "branch")}
+    views = {
+        name: json.loads(durably("show", name, "--json", "--store", store).out)
+        for name in ("original", "branch")
+    }
     held = len(views["branch"]["llm_calls"])
     assert held >= 1
     assert data["llm_calls"]["common"] == held
@@ -366,8 +482,9 @@ def test_diff_compares_a_fork_with_its_original_and_two_executions(tmp_path: Pat
     said = len(views["branch"]["transcript"])
     assert data["transcript"]["common"] == said >= 2
     assert data["transcript"]["b"] == []
-    assert data["transcript"]["a"] == [{"agent": t["agent"], "text": t["text"]}
-                                       for t in views["original"]["transcript"][said:]]
+    assert data["transcript"]["a"] == [
+        {"agent": t["agent"], "text": t["text"]} for t in views["original"]["transcript"][said:]
+    ]
     assert data["result"] is None
     assert data["a"]["status"] == "completed"
     text = durably("diff", "original", "branch", "--store", store).out
@@ -378,8 +495,9 @@ def test_diff_compares_a_fork_with_its_original_and_two_executions(tmp_path: Pat
 
     # Two checkpoints of one execution, and the old form (what was journaled between).
     seq = int(data["b"]["forked_from"].split("@")[1])
-    points = json.loads(durably("diff", f"original@{seq}", "branch", "--json",
-                                "--store", store).out)
+    points = json.loads(
+        durably("diff", f"original@{seq}", "branch", "--json", "--store", store).out
+    )
     assert points["transcript"]["a"] == points["transcript"]["b"] == []
     assert points["llm_calls"]["a"] == points["llm_calls"]["b"] == []
     old = durably("diff", "original", "1", "9", "--store", store)
@@ -410,8 +528,13 @@ def test_llm_help_lists_the_clients() -> None:
     for command in ("run", "resume", "submit"):
         done = durably(command, "--help")
         text = " ".join(done.out.split())
-        for prefix in ("scripted:PATH", "delay=SECONDS", "openai:MODEL",
-                       "azure-openai:DEPLOYMENT", "anthropic:MODEL"):
+        for prefix in (
+            "scripted:PATH",
+            "delay=SECONDS",
+            "openai:MODEL",
+            "azure-openai:DEPLOYMENT",
+            "anthropic:MODEL",
+        ):
             assert prefix in text, (command, prefix, text)
 
 

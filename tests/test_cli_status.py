@@ -21,8 +21,10 @@ TOOLFAIL = ROOT / "tests" / "programs" / "toolfail.py"
 TOOLFAIL_SCRIPT = ROOT / "tests" / "programs" / "toolfail.scripted.json"
 KITCHEN_PROGRAM = KITCHEN / "kitchen.py"
 KITCHEN_SCRIPT = KITCHEN / "kitchen.scripted.json"
-TOOL_ERROR = ("tool error: Librarian(1000).Main: tool:Lookup raised KeyError: \"no entry named "
-              "'missing'\" in `entry = await self.Lookup(\"missing\")`")
+TOOL_ERROR = (
+    'tool error: Librarian(1000).Main: tool:Lookup raised KeyError: "no entry named '
+    '\'missing\'" in `entry = await self.Lookup("missing")`'
+)
 WAITING_AT = 'Concierge(1000) at `answer = await self.Yield("user")`'
 
 
@@ -49,8 +51,16 @@ def _plain_statuses(store: str) -> dict[str, str]:
 
 
 def test_a_tool_exception_is_a_transcript_line_as_it_happens(tmp_path: Path) -> None:
-    done = durably("run", str(TOOLFAIL), "--llm", f"scripted:{TOOLFAIL_SCRIPT}",
-                   "--store", _store(tmp_path), "--execution-id", "lookup")
+    done = durably(
+        "run",
+        str(TOOLFAIL),
+        "--llm",
+        f"scripted:{TOOLFAIL_SCRIPT}",
+        "--store",
+        _store(tmp_path),
+        "--execution-id",
+        "lookup",
+    )
     assert done.code == 1, done.err
     lines = done.out.splitlines()
     assert lines == ["Librarian: Looking it up...", TOOL_ERROR], done.out
@@ -58,10 +68,19 @@ def test_a_tool_exception_is_a_transcript_line_as_it_happens(tmp_path: Path) -> 
 
 
 def test_a_tool_exception_is_a_transcript_line_in_a_terminal(
-    tmp_path: Path, terminal: list[Terminal],  # noqa: F811
+    tmp_path: Path,
+    terminal: list[Terminal],  # noqa: F811
 ) -> None:
-    term = Terminal("run", str(TOOLFAIL), "--llm", f"scripted:{TOOLFAIL_SCRIPT}",
-                    "--store", _store(tmp_path), "--execution-id", "lookup")
+    term = Terminal(
+        "run",
+        str(TOOLFAIL),
+        "--llm",
+        f"scripted:{TOOLFAIL_SCRIPT}",
+        "--store",
+        _store(tmp_path),
+        "--execution-id",
+        "lookup",
+    )
     terminal.append(term)
     assert term.finish() == 1, term.text
     shown = _visible(term.text)
@@ -76,8 +95,16 @@ def test_a_resumed_execution_does_not_repeat_a_tool_error_it_replays(tmp_path: P
     """The transcript shows what happens in this run: a journaled failure replayed on
     resume is not a new one (show lists it, once)."""
     store = _store(tmp_path)
-    first = durably("run", str(TOOLFAIL), "--llm", f"scripted:{TOOLFAIL_SCRIPT}",
-                    "--store", store, "--execution-id", "lookup")
+    first = durably(
+        "run",
+        str(TOOLFAIL),
+        "--llm",
+        f"scripted:{TOOLFAIL_SCRIPT}",
+        "--store",
+        store,
+        "--execution-id",
+        "lookup",
+    )
     assert TOOL_ERROR in first.out.splitlines(), first.out
     again = durably("resume", "lookup", "--store", store)
     assert again.code == 1, again.err
@@ -90,8 +117,7 @@ def test_a_resumed_execution_does_not_repeat_a_tool_error_it_replays(tmp_path: P
 def test_debug_shows_the_traceback_of_a_one_line_error(tmp_path: Path, where: str) -> None:
     program = tmp_path / "broken.py"
     program.write_text("import durably\nLIMIT = {}['limit']\n")
-    args = ["run", str(program), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-            "--store", _store(tmp_path)]
+    args = ["run", str(program), "--llm", f"scripted:{KITCHEN_SCRIPT}", "--store", _store(tmp_path)]
     plain = durably(*args)
     assert plain.code == 2, plain.err
     assert "Traceback" not in plain.err
@@ -116,16 +142,27 @@ def test_debug_is_in_the_help_of_every_command() -> None:
 
 def test_an_execution_stopped_for_want_of_input_is_waiting_for_input(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    stopped = durably("run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                      "--store", store, "--execution-id", "ask")
+    stopped = durably(
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--store",
+        store,
+        "--execution-id",
+        "ask",
+    )
     assert stopped.code == 1, stopped.err
     assert "waits for the user's input, but no input is left" in stopped.err
     assert _statuses(store) == {"ask": "waiting for input"}
     assert _plain_statuses(store) == {"ask": "waiting for input"}
     data = json.loads(durably("show", "ask", "--json", "--store", store).out)
     assert data["status"] == "waiting for input"
-    assert data["waiting"] == {"agent": "Concierge", "id": "1000",
-                               "statement": 'answer = await self.Yield("user")'}
+    assert data["waiting"] == {
+        "agent": "Concierge",
+        "id": "1000",
+        "statement": 'answer = await self.Yield("user")',
+    }
     text = durably("show", "ask", "--store", store).out
     assert text.splitlines()[0] == "execution ask: waiting for input", text
     assert f"  waiting for input: {WAITING_AT}" in text, text
@@ -142,11 +179,20 @@ def test_an_execution_stopped_for_want_of_input_is_waiting_for_input(tmp_path: P
 
 
 def test_a_prompt_in_a_terminal_is_waiting_for_input_while_its_owner_lives(
-    tmp_path: Path, terminal: list[Terminal],  # noqa: F811
+    tmp_path: Path,
+    terminal: list[Terminal],  # noqa: F811
 ) -> None:
     store = _store(tmp_path)
-    term = Terminal("run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                    "--store", store, "--execution-id", "live")
+    term = Terminal(
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--store",
+        store,
+        "--execution-id",
+        "live",
+    )
     terminal.append(term)
     term.read_until(r"you \(Concierge\)> ")
     data = json.loads(durably("show", "live", "--json", "--store", store).out)
@@ -160,18 +206,51 @@ def test_a_prompt_in_a_terminal_is_waiting_for_input_while_its_owner_lives(
 
 def test_ls_and_show_name_each_status_alike(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    args = ["run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-            "--store", store, "--input", KITCHEN_INPUT]
+    args = [
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--store",
+        store,
+        "--input",
+        KITCHEN_INPUT,
+    ]
     assert durably(*args, "--execution-id", "done").code == 0
-    crashed = durably(*args, "--execution-id", "dead",
-                      env={"DURABLY_CRASH_AFTER_CHECKPOINT": "5", "DURABLY_LEASE_TTL": "60"})
+    crashed = durably(
+        *args,
+        "--execution-id",
+        "dead",
+        env={"DURABLY_CRASH_AFTER_CHECKPOINT": "5", "DURABLY_LEASE_TTL": "60"},
+    )
     assert crashed.code != 0, crashed.err
-    assert durably("run", str(TOOLFAIL), "--llm", f"scripted:{TOOLFAIL_SCRIPT}",
-                   "--store", store, "--execution-id", "bad").code == 1
-    assert durably("run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                   "--store", store, "--execution-id", "ask").code == 1
-    expected = {"done": "completed", "dead": "crashed", "bad": "failed",
-                "ask": "waiting for input"}
+    assert (
+        durably(
+            "run",
+            str(TOOLFAIL),
+            "--llm",
+            f"scripted:{TOOLFAIL_SCRIPT}",
+            "--store",
+            store,
+            "--execution-id",
+            "bad",
+        ).code
+        == 1
+    )
+    assert (
+        durably(
+            "run",
+            str(KITCHEN_PROGRAM),
+            "--llm",
+            f"scripted:{KITCHEN_SCRIPT}",
+            "--store",
+            store,
+            "--execution-id",
+            "ask",
+        ).code
+        == 1
+    )
+    expected = {"done": "completed", "dead": "crashed", "bad": "failed", "ask": "waiting for input"}
     assert _statuses(store) == expected
     assert _plain_statuses(store) == expected
     for execution_id, status in expected.items():
@@ -186,16 +265,40 @@ def test_ls_and_show_name_each_status_alike(tmp_path: Path) -> None:
 
 def test_gc_deletes_no_unfinished_execution_without_force(tmp_path: Path) -> None:
     store = _store(tmp_path)
-    args = ["run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-            "--store", store, "--input", KITCHEN_INPUT]
+    args = [
+        "run",
+        str(KITCHEN_PROGRAM),
+        "--llm",
+        f"scripted:{KITCHEN_SCRIPT}",
+        "--store",
+        store,
+        "--input",
+        KITCHEN_INPUT,
+    ]
     assert durably(*args, "--execution-id", "done").code == 0
-    assert durably(*args, "--execution-id", "dead",
-                   env={"DURABLY_CRASH_AFTER_CHECKPOINT": "5",
-                        "DURABLY_LEASE_TTL": "60"}).code != 0
-    assert durably("run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-                   "--store", store, "--execution-id", "ask").code == 1
-    assert _statuses(store) == {"done": "completed", "dead": "crashed",
-                                "ask": "waiting for input"}
+    assert (
+        durably(
+            *args,
+            "--execution-id",
+            "dead",
+            env={"DURABLY_CRASH_AFTER_CHECKPOINT": "5", "DURABLY_LEASE_TTL": "60"},
+        ).code
+        != 0
+    )
+    assert (
+        durably(
+            "run",
+            str(KITCHEN_PROGRAM),
+            "--llm",
+            f"scripted:{KITCHEN_SCRIPT}",
+            "--store",
+            store,
+            "--execution-id",
+            "ask",
+        ).code
+        == 1
+    )
+    assert _statuses(store) == {"done": "completed", "dead": "crashed", "ask": "waiting for input"}
     # Asked for completed ones, gc leaves the crashed and the waiting one alone.
     gc = durably("gc", "--completed-older-than", "0s", "--yes", "--store", store)
     assert gc.code == 0, gc.err
@@ -206,21 +309,20 @@ def test_gc_deletes_no_unfinished_execution_without_force(tmp_path: Path) -> Non
     assert refused.code == 2, refused.err
     assert "--force" in refused.err, refused.err
     assert _statuses(store) == {"dead": "crashed", "ask": "waiting for input"}
-    dry = durably("gc", "--unfinished-older-than", "0s", "--force", "--dry-run",
-                  "--store", store)
+    dry = durably("gc", "--unfinished-older-than", "0s", "--force", "--dry-run", "--store", store)
     assert dry.code == 0, dry.err
-    assert re.search(r"^would delete execution dead \([\d,]+ bytes, crashed\)$", dry.out,
-                     flags=re.MULTILINE), dry.out
-    assert re.search(r"^would delete execution ask \([\d,]+ bytes, stopped\)$", dry.out,
-                     flags=re.MULTILINE), dry.out
+    assert re.search(
+        r"^would delete execution dead \([\d,]+ bytes, crashed\)$", dry.out, flags=re.MULTILINE
+    ), dry.out
+    assert re.search(
+        r"^would delete execution ask \([\d,]+ bytes, stopped\)$", dry.out, flags=re.MULTILINE
+    ), dry.out
     assert _statuses(store) == {"dead": "crashed", "ask": "waiting for input"}
     # Not older than an hour: --force deletes nothing younger than AGE.
-    young = durably("gc", "--unfinished-older-than", "1h", "--force", "--yes",
-                    "--store", store)
+    young = durably("gc", "--unfinished-older-than", "1h", "--force", "--yes", "--store", store)
     assert young.code == 0, young.err
     assert "deleted 0 execution(s)" in young.out, young.out
-    forced = durably("gc", "--unfinished-older-than", "0s", "--force", "--yes",
-                     "--store", store)
+    forced = durably("gc", "--unfinished-older-than", "0s", "--force", "--yes", "--store", store)
     assert forced.code == 0, forced.err
     assert "deleted 2 execution(s)" in forced.out, forced.out
     assert _statuses(store) == {}
@@ -240,22 +342,22 @@ def test_init_writes_a_commented_config_and_a_starter_that_runs(tmp_path: Path) 
     assert names == ["durably.toml", "hello.py", "hello.scripted.json"], names
     text = (where / "durably.toml").read_text()
     # Only the LLM is set; every other key is there, commented, with its default.
-    assert tomllib.loads(text) == {"durability": {}, "llm": {
-        "spec": "scripted:hello.scripted.json"}, "worker": {}}
-    keys = [f for f in DurabilityConfig.__dataclass_fields__ if f not in ("providers",
-                                                                          "sources")]
+    assert tomllib.loads(text) == {
+        "durability": {},
+        "llm": {"spec": "scripted:hello.scripted.json"},
+        "worker": {},
+    }
+    keys = [f for f in DurabilityConfig.__dataclass_fields__ if f not in ("providers", "sources")]
     keys += list(LLMLimits.OPTIONS) + list(WorkerConfig.__dataclass_fields__)
     for key in keys:
         assert re.search(rf"^# {key} = ", text, flags=re.MULTILINE), key
     # Uncommented, every value is the default.
-    (tmp_path / "all.toml").write_text(re.sub(r"^# ([a-z_]+ = )", r"\1", text,
-                                              flags=re.MULTILINE))
+    (tmp_path / "all.toml").write_text(re.sub(r"^# ([a-z_]+ = )", r"\1", text, flags=re.MULTILINE))
     config = load_config(config_file=tmp_path / "all.toml", use_env=False)
     for key in DurabilityConfig.__dataclass_fields__:
         if key not in ("providers", "sources"):
             assert getattr(config, key) == getattr(DurabilityConfig(), key), key
-    assert load_worker_config(config_file=tmp_path / "all.toml", use_env=False) == \
-        WorkerConfig()
+    assert load_worker_config(config_file=tmp_path / "all.toml", use_env=False) == WorkerConfig()
     llm = tomllib.loads((tmp_path / "all.toml").read_text())["llm"]
     assert LLMLimits.split(llm)[0] == LLMLimits()
     # `durably run hello.py` in that directory runs out of the box.
@@ -263,7 +365,8 @@ def test_init_writes_a_commented_config_and_a_starter_that_runs(tmp_path: Path) 
     assert run.code == 0, run.err
     assert run.out.splitlines() == [
         "Greeter: Hello! I am a durable agent: every await I make is a checkpoint.",
-        "Greeter: The word durably has 7 letters."], run.out
+        "Greeter: The word durably has 7 letters.",
+    ], run.out
     assert "result: 7" in run.err, run.err
     assert json.loads(durably("ls", "--json", cwd=where).out)[0]["status"] == "completed"
 
@@ -296,10 +399,18 @@ def test_a_yield_that_was_answered_is_not_waiting_for_input(tmp_path: Path) -> N
     from durably.config import load_config
 
     store = _store(tmp_path)
-    args = ["run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}",
-            "--store", store]
-    assert durably(*args, "--input", KITCHEN_INPUT, "--execution-id", "answered",
-                   env={"DURABLY_CRASH_AFTER_CHECKPOINT": "9"}).code != 0
+    args = ["run", str(KITCHEN_PROGRAM), "--llm", f"scripted:{KITCHEN_SCRIPT}", "--store", store]
+    assert (
+        durably(
+            *args,
+            "--input",
+            KITCHEN_INPUT,
+            "--execution-id",
+            "answered",
+            env={"DURABLY_CRASH_AFTER_CHECKPOINT": "9"},
+        ).code
+        != 0
+    )
     assert durably(*args, "--execution-id", "asking").code == 1
     points = json.loads(durably("history", "answered", "--json", "--store", store).out)
     assert points[-1]["operations"] == ["llm:GatherPreferences done"], points[-1]
@@ -312,4 +423,7 @@ def test_a_yield_that_was_answered_is_not_waiting_for_input(tmp_path: Path) -> N
 
     assert asyncio.run(waiting("answered")) is None
     assert asyncio.run(waiting("asking")) == {
-        "agent": "Concierge", "id": "1000", "statement": 'answer = await self.Yield("user")'}
+        "agent": "Concierge",
+        "id": "1000",
+        "statement": 'answer = await self.Yield("user")',
+    }

@@ -38,8 +38,10 @@ def test_sigkill_after_every_checkpoint_then_resume(name: str, tmp_path: object)
     killed = 0
     for k in range(1, checkpoints - len(reference["agents"])):  # type: ignore[arg-type]
         execution_id = f"crash-{k}"
-        first = durably(*case.run_args(store, execution_id),
-                        env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(k), "DURABLY_LEASE_TTL": "0.2"})
+        first = durably(
+            *case.run_args(store, execution_id),
+            env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(k), "DURABLY_LEASE_TTL": "0.2"},
+        )
         assert first.code == -signal.SIGKILL, (k, first.code, first.err)
         killed += 1
         second = durably("resume", execution_id, "--wait", "--store", store)
@@ -70,8 +72,10 @@ def test_resuming_an_unknown_execution_exits_2(file_store: str) -> None:
 def test_a_killed_owner_does_not_block_resume(file_store: str) -> None:
     """A SIGKILLed owner's lease, 60 s from expiry, is taken over at once (issue 13)."""
     case = PROGRAM_CASES["counter"]
-    first = durably(*case.run_args(file_store, "leased"),
-                    env={"DURABLY_CRASH_AFTER_CHECKPOINT": "3", "DURABLY_LEASE_TTL": "60"})
+    first = durably(
+        *case.run_args(file_store, "leased"),
+        env={"DURABLY_CRASH_AFTER_CHECKPOINT": "3", "DURABLY_LEASE_TTL": "60"},
+    )
     assert first.code == -signal.SIGKILL
     resumed = durably("resume", "leased", "--store", file_store)
     assert resumed.code == 0, resumed.err
@@ -92,9 +96,14 @@ def test_resume_is_refused_while_the_owner_holds_a_live_lease(file_store: str) -
     args[args.index("--llm") + 1] += "&delay=0.05"
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     env["DURABLY_LEASE_TTL"] = "60"
-    owner = subprocess.Popen([sys.executable, "-m", "durably", *args], env=env,
-                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "durably", *args],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while durably("show", "leased", "--store", file_store).code != 0:

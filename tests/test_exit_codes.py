@@ -24,8 +24,9 @@ SCRIPT = ROOT / "tests" / "programs" / "probe.scripted.json"
 
 
 def _one_line_error(err: str) -> str:
-    lines = [line for line in err.splitlines()
-             if line.strip() and not line.startswith("execution ")]
+    lines = [
+        line for line in err.splitlines() if line.strip() and not line.startswith("execution ")
+    ]
     assert "Traceback" not in err, err
     assert len(lines) == 1, err
     assert lines[0].startswith("durably: "), err
@@ -35,21 +36,40 @@ def _one_line_error(err: str) -> str:
 def test_help_lists_the_exit_statuses() -> None:
     shown = durably("--help")
     assert shown.code == 0
-    for line in ("0    success", "1    the execution failed", "2    usage or configuration",
-                 "3    the lease was lost", "130  interrupted"):
+    for line in (
+        "0    success",
+        "1    the execution failed",
+        "2    usage or configuration",
+        "3    the lease was lost",
+        "130  interrupted",
+    ):
         assert line in shown.out, shown.out
 
 
-@pytest.mark.parametrize(("answer", "reason"), [
-    ("sysexit", "SystemExit: 0"),
-    ("baseexc", "BaseException: out of the blue"),
-    ("state5", ""),
-])
-def test_what_llm_code_raises_is_a_failed_execution(tmp_path: Path, answer: str,
-                                                    reason: str) -> None:
+@pytest.mark.parametrize(
+    ("answer", "reason"),
+    [
+        ("sysexit", "SystemExit: 0"),
+        ("baseexc", "BaseException: out of the blue"),
+        ("state5", ""),
+    ],
+)
+def test_what_llm_code_raises_is_a_failed_execution(
+    tmp_path: Path, answer: str, reason: str
+) -> None:
     store = f"file://{tmp_path / 'store'}"
-    done = durably("run", str(PROBE), "--llm", f"scripted:{SCRIPT}", "--store", store,
-                   "--execution-id", answer, "--input", answer)
+    done = durably(
+        "run",
+        str(PROBE),
+        "--llm",
+        f"scripted:{SCRIPT}",
+        "--store",
+        store,
+        "--execution-id",
+        answer,
+        "--input",
+        answer,
+    )
     assert done.code == 1, done.err
     line = _one_line_error(done.err)
     assert f"execution {answer} failed" in line, line
@@ -66,20 +86,36 @@ def _config(tmp_path: Path, text: bytes) -> Path:
     return path
 
 
-@pytest.mark.parametrize(("toml", "needles"), [
-    (b"[durability]\ndurability = 5\n", ["durably.toml", "durability.durability",
-                                          "unknown key"]),
-    (b"durability = 5\n", ["durably.toml", "'durability'", "must be a table"]),
-    (b'[durability]\nstore = "caf\xe9"\n', ["durably.toml", "not UTF-8", "UTF-8"]),
-    (b"[durability]\nlease_ttl = 1e400\n", ["durably.toml", "durability.lease_ttl"]),
-    (b"[durability]\nblob_threshold = 1\n", ["durably.toml", "durability.blob_threshold",
-                                             "at least 256"]),
-    (b"[worker]\nmax_attempts = 0\n", ["durably.toml", "worker.max_attempts"]),
-    (b"[wroker]\n", ["durably.toml", "wroker", "Known tables"]),
-], ids=["key-as-table", "table-as-int", "not-utf8", "lease-ttl-inf", "blob-threshold",
-        "max-attempts", "unknown-table"])
-def test_bad_configuration_is_status_2_naming_the_key(tmp_path: Path, toml: bytes,
-                                                       needles: list[str]) -> None:
+@pytest.mark.parametrize(
+    ("toml", "needles"),
+    [
+        (
+            b"[durability]\ndurability = 5\n",
+            ["durably.toml", "durability.durability", "unknown key"],
+        ),
+        (b"durability = 5\n", ["durably.toml", "'durability'", "must be a table"]),
+        (b'[durability]\nstore = "caf\xe9"\n', ["durably.toml", "not UTF-8", "UTF-8"]),
+        (b"[durability]\nlease_ttl = 1e400\n", ["durably.toml", "durability.lease_ttl"]),
+        (
+            b"[durability]\nblob_threshold = 1\n",
+            ["durably.toml", "durability.blob_threshold", "at least 256"],
+        ),
+        (b"[worker]\nmax_attempts = 0\n", ["durably.toml", "worker.max_attempts"]),
+        (b"[wroker]\n", ["durably.toml", "wroker", "Known tables"]),
+    ],
+    ids=[
+        "key-as-table",
+        "table-as-int",
+        "not-utf8",
+        "lease-ttl-inf",
+        "blob-threshold",
+        "max-attempts",
+        "unknown-table",
+    ],
+)
+def test_bad_configuration_is_status_2_naming_the_key(
+    tmp_path: Path, toml: bytes, needles: list[str]
+) -> None:
     config = _config(tmp_path, toml)
     command = ["worker", "--once"] if b"[worker]" in toml else ["ls"]
     done = durably(*command, "--config", str(config), cwd=tmp_path)
@@ -89,8 +125,9 @@ def test_bad_configuration_is_status_2_naming_the_key(tmp_path: Path, toml: byte
         assert needle in line, line
 
 
-@pytest.mark.parametrize("url", ["postgresql:/postgres@127.0.0.1/db", "s3:bucket/prefix",
-                                 "redis:/localhost:6379"])
+@pytest.mark.parametrize(
+    "url", ["postgresql:/postgres@127.0.0.1/db", "s3:bucket/prefix", "redis:/localhost:6379"]
+)
 def test_a_mistyped_store_url_is_never_a_local_directory(tmp_path: Path, url: str) -> None:
     done = durably("ls", "--store", url, cwd=tmp_path)
     assert done.code == 2, done.err
@@ -110,23 +147,45 @@ def test_an_unparsable_store_url_is_status_2_without_the_password(tmp_path: Path
 @pytest.fixture
 def failed_store(tmp_path: Path) -> str:
     store = f"file://{tmp_path / 'store'}"
-    done = durably("run", str(PROBE), "--llm", f"scripted:{SCRIPT}", "--store", store,
-                   "--execution-id", "done", "--input", "ok")
+    done = durably(
+        "run",
+        str(PROBE),
+        "--llm",
+        f"scripted:{SCRIPT}",
+        "--store",
+        store,
+        "--execution-id",
+        "done",
+        "--input",
+        "ok",
+    )
     assert done.code == 0, done.err
     return store
 
 
-@pytest.mark.parametrize(("args", "needle"), [
-    (["fork", "done", "--at", "-1"], "-1"),
-    (["diff", "done", "20", "5"], "A < B"),
-    (["show", "../../etc"], "execution id"),
-    (["show", "a b"], "execution id"),
-    (["show", "nosuch"], "nosuch"),
-    (["gc"], "--keep-last"),
-    (["gc", "--keep-last", "0"], "--keep-last"),
-    (["worker", "--poll", "0"], "--poll"),
-], ids=["fork-at-negative", "diff-reversed", "hostile-id", "id-with-space", "unknown-id",
-        "gc-nothing", "gc-keep-0", "worker-poll-0"])
+@pytest.mark.parametrize(
+    ("args", "needle"),
+    [
+        (["fork", "done", "--at", "-1"], "-1"),
+        (["diff", "done", "20", "5"], "A < B"),
+        (["show", "../../etc"], "execution id"),
+        (["show", "a b"], "execution id"),
+        (["show", "nosuch"], "nosuch"),
+        (["gc"], "--keep-last"),
+        (["gc", "--keep-last", "0"], "--keep-last"),
+        (["worker", "--poll", "0"], "--poll"),
+    ],
+    ids=[
+        "fork-at-negative",
+        "diff-reversed",
+        "hostile-id",
+        "id-with-space",
+        "unknown-id",
+        "gc-nothing",
+        "gc-keep-0",
+        "worker-poll-0",
+    ],
+)
 def test_usage_errors_are_status_2(failed_store: str, args: list[str], needle: str) -> None:
     done = durably(*args, "--store", failed_store)
     assert done.code == 2, (args, done.err)
@@ -142,8 +201,9 @@ def test_a_bad_llm_argument_is_status_2_naming_it(tmp_path: Path, spec: str) -> 
         llm = f"scripted:{script}"
     else:
         llm = f"scripted:{SCRIPT}{spec}"
-    done = durably("run", str(PROBE), "--llm", llm, "--store",
-                   f"file://{tmp_path / 'store'}", "--input", "ok")
+    done = durably(
+        "run", str(PROBE), "--llm", llm, "--store", f"file://{tmp_path / 'store'}", "--input", "ok"
+    )
     assert done.code == 2, done.err
     line = _one_line_error(done.err)
     assert "--llm" in line or "chunk_seed" in line or "bad.json" in line, line

@@ -25,8 +25,9 @@ from durably.storage import META_STATUS
 from conftest import durably
 
 
-async def _fill(store: str, *, completed: int, running_checkpoints: int = 0,
-                size: int = 20_000) -> None:
+async def _fill(
+    store: str, *, completed: int, running_checkpoints: int = 0, size: int = 20_000
+) -> None:
     """Completed executions (leased: deleting them raises the epoch floor), and one
     running execution with many checkpoints."""
     from durably import open_store
@@ -37,12 +38,14 @@ async def _fill(store: str, *, completed: int, running_checkpoints: int = 0,
         for n in range(completed):
             execution_id = f"done-{n:03d}"
             lease = await provider.claim(execution_id, "filler", ttl=60)
-            await provider.save_checkpoint(execution_id, 0, os.urandom(size), lease=lease,
-                                           metadata={META_STATUS: "completed"})
+            await provider.save_checkpoint(
+                execution_id, 0, os.urandom(size), lease=lease, metadata={META_STATUS: "completed"}
+            )
             await provider.release(lease)
         for seq in range(running_checkpoints):
-            await provider.save_checkpoint("busy", seq, os.urandom(size),
-                                           metadata={META_STATUS: "running"})
+            await provider.save_checkpoint(
+                "busy", seq, os.urandom(size), metadata={META_STATUS: "running"}
+            )
 
 
 def _exists(path: Any, dir_fd: int | None) -> bool:
@@ -80,8 +83,11 @@ def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
     mount.mkdir()
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("mounting a tmpfs needs root")
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(mount)],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs: {done.stderr.strip()}")
     try:
@@ -119,7 +125,9 @@ def test_gc_frees_space_on_a_full_disk(small_tmpfs: Path) -> None:
 
 
 def test_gc_deletes_when_every_new_file_fails_with_enospc(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     """No temporary file before space is freed: on a disk where every file creation
     fails until some bytes are returned (a full disk), gc still deletes completed
@@ -164,12 +172,26 @@ def test_gc_deletes_when_every_new_file_fails_with_enospc(
     assert asyncio.run(claim_again()) > 1
 
 
-def test_gc_dry_run_and_confirmation(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                     capsys: pytest.CaptureFixture[str]) -> None:
+def test_gc_dry_run_and_confirmation(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     store = f"file://{tmp_path}/store"
     asyncio.run(_fill(store, completed=3, running_checkpoints=4, size=1000))
-    assert main(["gc", "--completed-older-than", "0s", "--keep-last", "1", "--dry-run",
-                 "--store", store]) == 0
+    assert (
+        main(
+            [
+                "gc",
+                "--completed-older-than",
+                "0s",
+                "--keep-last",
+                "1",
+                "--dry-run",
+                "--store",
+                store,
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert "would delete execution done-000" in out
     assert "would delete 3 execution(s) and 3 checkpoint(s); would free" in out, out
@@ -195,8 +217,9 @@ def test_gc_dry_run_and_confirmation(tmp_path: Path, monkeypatch: pytest.MonkeyP
     assert main(["gc", "--store", store]) == 2
 
 
-def test_a_damaged_execution_never_stops_gc(tmp_path: Path,
-                                            capsys: pytest.CaptureFixture[str]) -> None:
+def test_a_damaged_execution_never_stops_gc(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A corrupt execution (listed first) does not stop gc: it still prunes and deletes
     every execution after it (before, one damaged checkpoint aborted `gc --keep-last`)."""
     from durably_filesystem.testing import FilesystemBackdoor
@@ -211,15 +234,17 @@ def test_a_damaged_execution_never_stops_gc(tmp_path: Path,
         config = load_config(overrides={"store": store}, use_env=False)
         async with open_store(config=config) as provider:
             for seq in range(4):
-                await provider.save_checkpoint("a-broken", seq, os.urandom(1000),
-                                               metadata={META_STATUS: "running"})
+                await provider.save_checkpoint(
+                    "a-broken", seq, os.urandom(1000), metadata={META_STATUS: "running"}
+                )
         door = FilesystemBackdoor(tmp_path / "store")
         await door.corrupt_checkpoint("a-broken", 3)
         await door.corrupt_checkpoint("a-broken", 1)
 
     asyncio.run(broken())
-    code = main(["gc", "--completed-older-than", "0s", "--keep-last", "1", "--yes",
-                 "--store", store])
+    code = main(
+        ["gc", "--completed-older-than", "0s", "--keep-last", "1", "--yes", "--store", store]
+    )
     out, err = capsys.readouterr()
     # gc reads metadata only: the damage is not even in its way.
     assert code == 0, err

@@ -45,7 +45,7 @@ def _provider_call(config: Path, work: Callable[[Any], Awaitable[Any]]) -> Any:
 def _crashed_counter(config: Path, store: str, execution_id: str, after: int = 15) -> None:
     """Start the counter program and SIGKILL it after checkpoint ``after``."""
     args = PROGRAM_CASES["counter"].run_args(store, execution_id)
-    args[args.index("--store"):args.index("--store") + 2] = ["--config", str(config)]
+    args[args.index("--store") : args.index("--store") + 2] = ["--config", str(config)]
     result = durably(*args, env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(after)})
     assert result.code == -signal.SIGKILL, result.err
 
@@ -60,16 +60,20 @@ async def _rewrite(provider: Any, execution_id: str, seq: int, data: bytes) -> N
     from durably.checkpoint import META_PREV
 
     old = await provider.load_checkpoint(execution_id, seq)
-    await provider.save_checkpoint(execution_id, seq, data, metadata=old.metadata,
-                                   mode="overwrite")
+    await provider.save_checkpoint(execution_id, seq, data, metadata=old.metadata, mode="overwrite")
     following = await provider.load_checkpoint(execution_id, seq + 1)
-    await provider.save_checkpoint(execution_id, seq + 1, following.data,
-                                   metadata={**following.metadata, META_PREV: _digest(data)},
-                                   mode="overwrite")
+    await provider.save_checkpoint(
+        execution_id,
+        seq + 1,
+        following.data,
+        metadata={**following.metadata, META_PREV: _digest(data)},
+        mode="overwrite",
+    )
 
 
 def test_inspection_never_imports_a_module_a_crafted_checkpoint_names(
-        backend: tuple[Path, str], tmp_path: Path) -> None:
+    backend: tuple[Path, str], tmp_path: Path
+) -> None:
     config, store = backend
     _crashed_counter(config, store, "crafted")
 
@@ -78,11 +82,18 @@ def test_inspection_never_imports_a_module_a_crafted_checkpoint_names(
         doc = json.loads(stored.data)
         state = doc["roots"].setdefault("state", ["d"])
         assert state[0] == "d"
-        state += ["evil_module", ["x", "durably.module", CANARY],
-                  "evil_submodule", ["x", "durably.module", f"{CANARY}.sub"],
-                  "evil_class", ["D", f"{CANARY}:Thing", "x", 1],
-                  "evil_enum", ["E", f"{CANARY}:Color", "RED"],
-                  "evil_tuple", ["N", f"{CANARY}:Pair", 1, 2]]
+        state += [
+            "evil_module",
+            ["x", "durably.module", CANARY],
+            "evil_submodule",
+            ["x", "durably.module", f"{CANARY}.sub"],
+            "evil_class",
+            ["D", f"{CANARY}:Thing", "x", 1],
+            "evil_enum",
+            ["E", f"{CANARY}:Color", "RED"],
+            "evil_tuple",
+            ["N", f"{CANARY}:Pair", 1, 2],
+        ]
         data = json.dumps(doc, separators=(",", ":")).encode("ascii")
         await _rewrite(provider, "crafted", 0, data)
 
@@ -91,17 +102,26 @@ def test_inspection_never_imports_a_module_a_crafted_checkpoint_names(
     (canary_dir / CANARY).mkdir(parents=True)
     marker = tmp_path / "imported"
     (canary_dir / CANARY / "__init__.py").write_text(
-        f"open({str(marker)!r}, 'a').write('imported\\n')\n")
+        f"open({str(marker)!r}, 'a').write('imported\\n')\n"
+    )
     (canary_dir / CANARY / "sub.py").write_text(
-        f"open({str(marker)!r}, 'a').write('sub imported\\n')\n")
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(canary_dir),
-                                                       os.environ.get("PYTHONPATH")]))}
+        f"open({str(marker)!r}, 'a').write('sub imported\\n')\n"
+    )
+    env = {
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(canary_dir), os.environ.get("PYTHONPATH")]))
+    }
     common = ["--config", str(config)]
     outputs = {}
-    for command in (["show", "crafted"], ["show", "crafted", "--json"],
-                    ["show", "crafted", "--at", "3"], ["history", "crafted"],
-                    ["history", "crafted", "--json"], ["diff", "crafted", "0", "5"],
-                    ["diff", "crafted", "0", "5", "--json"], ["ls"]):
+    for command in (
+        ["show", "crafted"],
+        ["show", "crafted", "--json"],
+        ["show", "crafted", "--at", "3"],
+        ["history", "crafted"],
+        ["history", "crafted", "--json"],
+        ["diff", "crafted", "0", "5"],
+        ["diff", "crafted", "0", "5", "--json"],
+        ["ls"],
+    ):
         result = durably(*command, *common, env=env)
         assert result.code == 0, (command, result.err)
         assert not marker.exists(), f"{command} imported the canary"
@@ -112,8 +132,9 @@ def test_inspection_never_imports_a_module_a_crafted_checkpoint_names(
     assert "not imported" in state["evil_class"]
     assert "not imported" in outputs["show crafted"]
     # The canary works: importing it does leave the marker (so the checks above can fail).
-    subprocess.run([sys.executable, "-c", f"import {CANARY}.sub"], check=True,
-                   env={**os.environ, **env})
+    subprocess.run(
+        [sys.executable, "-c", f"import {CANARY}.sub"], check=True, env={**os.environ, **env}
+    )
     assert marker.read_text() == "imported\nsub imported\n"
 
 
@@ -141,9 +162,13 @@ def test_a_checkpoint_missing_from_the_middle_is_detected(backend: tuple[Path, s
     middle, last = _provider_call(config, delete_middle)
     common = ["--config", str(config)]
     missing = f"checkpoint {middle} is missing"
-    for command in (["show", "gap"], ["show", "gap", "--json"], ["history", "gap"],
-                    ["diff", "gap", str(middle - 1), str(last)],
-                    ["fork", "gap", "--at", str(last), "--execution-id", "gap-fork"]):
+    for command in (
+        ["show", "gap"],
+        ["show", "gap", "--json"],
+        ["history", "gap"],
+        ["diff", "gap", str(middle - 1), str(last)],
+        ["fork", "gap", "--at", str(last), "--execution-id", "gap-fork"],
+    ):
         _expect_damaged(durably(*command, *common), missing)
     resumed = durably("resume", "gap", *common)
     _expect_damaged(resumed, missing)
@@ -167,8 +192,9 @@ def test_a_replaced_checkpoint_is_detected(backend: tuple[Path, str]) -> None:
         latest = await provider.load_latest_checkpoint("replaced")
         target = latest.seq - 3
         earlier = await provider.load_checkpoint("replaced", target - 1)
-        await provider.save_checkpoint("replaced", target, earlier.data,
-                                       metadata=earlier.metadata, mode="overwrite")
+        await provider.save_checkpoint(
+            "replaced", target, earlier.data, metadata=earlier.metadata, mode="overwrite"
+        )
         return target
 
     target = _provider_call(config, replace)
@@ -178,8 +204,9 @@ def test_a_replaced_checkpoint_is_detected(backend: tuple[Path, str]) -> None:
         _expect_damaged(durably(*command, *common), follows)
 
 
-def test_resume_checks_the_fingerprint_before_importing_the_program(tmp_path: Path,
-                                                                    file_store: str) -> None:
+def test_resume_checks_the_fingerprint_before_importing_the_program(
+    tmp_path: Path, file_store: str
+) -> None:
     case = PROGRAM_CASES["counter"]
     program = tmp_path / "counter.py"
     program.write_text(case.program.read_text())

@@ -37,14 +37,34 @@ VARIES = {"execution_id", "updated_at", "checkpoints", "bytes", "latest_seq", "l
 
 def env_for(server: FakeServer) -> dict[str, str]:
     """The `durably` process's environment: the fake server as OpenAI's, no key, no proxy."""
-    return {"OPENAI_BASE_URL": server.url, "OPENAI_API_KEY": "", "NO_PROXY": "127.0.0.1",
-            "no_proxy": "127.0.0.1", "HTTP_PROXY": "", "HTTPS_PROXY": "", "ALL_PROXY": "",
-            "http_proxy": "", "https_proxy": "", "all_proxy": ""}
+    return {
+        "OPENAI_BASE_URL": server.url,
+        "OPENAI_API_KEY": "",
+        "NO_PROXY": "127.0.0.1",
+        "no_proxy": "127.0.0.1",
+        "HTTP_PROXY": "",
+        "HTTPS_PROXY": "",
+        "ALL_PROXY": "",
+        "http_proxy": "",
+        "https_proxy": "",
+        "all_proxy": "",
+    }
 
 
 def run_args(store: str, execution_id: str, *extra: str) -> list[str]:
-    return ["run", str(KITCHEN / "kitchen.py"), "--llm", "openai:gpt-4o-mini",
-            "--input", KITCHEN_INPUT, "--store", store, "--execution-id", execution_id, *extra]
+    return [
+        "run",
+        str(KITCHEN / "kitchen.py"),
+        "--llm",
+        "openai:gpt-4o-mini",
+        "--input",
+        KITCHEN_INPUT,
+        "--store",
+        store,
+        "--execution-id",
+        execution_id,
+        *extra,
+    ]
 
 
 def journaled_text(store: str, execution_id: str) -> list[str]:
@@ -59,12 +79,16 @@ def journaled_text(store: str, execution_id: str) -> list[str]:
     async def read() -> list[str]:
         config = load_config(overrides={"store": store}, use_env=False)
         async with open_store(config=config) as provider:
-            loaded = await CheckpointManager(execution_id, provider,
-                                             config=config).load_execution(inert=True)
+            loaded = await CheckpointManager(execution_id, provider, config=config).load_execution(
+                inert=True
+            )
         if loaded is None:
             return []
-        return [entry.text for agent in loaded.snapshots
-                for entry in loaded.restored(agent).llm.values()]
+        return [
+            entry.text
+            for agent in loaded.snapshots
+            for entry in loaded.restored(agent).llm.values()
+        ]
 
     return asyncio.run(read())
 
@@ -75,8 +99,11 @@ def run(server: FakeServer, store: str, execution_id: str, *extra: str) -> Compl
 
 def is_continuation(request: Request) -> bool:
     messages = request.messages
-    return bool(messages) and messages[-1]["role"] == "user" and str(
-        messages[-1]["content"]).startswith(CONTINUE)
+    return (
+        bool(messages)
+        and messages[-1]["role"] == "user"
+        and str(messages[-1]["content"]).startswith(CONTINUE)
+    )
 
 
 def show_json(store: str, execution_id: str) -> dict[str, Any]:
@@ -101,7 +128,8 @@ def server() -> Iterator[FakeServer]:
 
 
 def test_the_kitchen_runs_on_the_openai_sdk_and_show_prints_the_tokens(
-        server: FakeServer, file_store: str) -> None:
+    server: FakeServer, file_store: str
+) -> None:
     done = run(server, file_store, "kitchen")
     assert done.code == 0, done.err
     # Every scripted response asked for once, each as a new call, none continued.
@@ -130,13 +158,24 @@ def test_the_kitchen_runs_on_the_openai_sdk_and_show_prints_the_tokens(
     assert data["usage"]["completion_tokens"] == completion
     text = durably("show", "kitchen", "--store", file_store)
     assert text.code == 0, text.err
-    assert (f"LLM calls: 8 - tokens: {prompt:,} prompt + {completion:,} completion = "
-            f"{prompt + completion:,}") in text.out
+    assert (
+        f"LLM calls: 8 - tokens: {prompt:,} prompt + {completion:,} completion = "
+        f"{prompt + completion:,}"
+    ) in text.out
 
     # The same execution as with the scripted LLM that served the same responses.
-    scripted = durably("run", str(KITCHEN / "kitchen.py"), "--llm",
-                       f"scripted:{KITCHEN / 'kitchen.scripted.json'}", "--input",
-                       KITCHEN_INPUT, "--store", file_store, "--execution-id", "scripted")
+    scripted = durably(
+        "run",
+        str(KITCHEN / "kitchen.py"),
+        "--llm",
+        f"scripted:{KITCHEN / 'kitchen.scripted.json'}",
+        "--input",
+        KITCHEN_INPUT,
+        "--store",
+        file_store,
+        "--execution-id",
+        "scripted",
+    )
     assert scripted.code == 0, scripted.err
     assert scripted.out == done.out
     reference = show(file_store, "scripted")
@@ -144,11 +183,13 @@ def test_the_kitchen_runs_on_the_openai_sdk_and_show_prints_the_tokens(
     for key in COMPARED:
         assert ours[key] == reference[key], key
     assert [(c["prompt"], c["response"]) for c in ours["llm_calls"]] == [
-        (c["prompt"], c["response"]) for c in reference["llm_calls"]]
+        (c["prompt"], c["response"]) for c in reference["llm_calls"]
+    ]
 
 
 def test_sigkill_in_the_middle_of_a_stream_then_resume_equals_the_uninterrupted_run(
-        tmp_path: Path) -> None:
+    tmp_path: Path,
+) -> None:
     store = f"file://{tmp_path / 'store'}"
     with FakeServer(script=SCRIPT) as fake:
         whole = run(fake, store, "whole")
@@ -163,10 +204,14 @@ def test_sigkill_in_the_middle_of_a_stream_then_resume_equals_the_uninterrupted_
         environment = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
         environment.update(env_for(fake))
         environment["DURABLY_LEASE_TTL"] = "0.5"
-        owner = subprocess.Popen([sys.executable, "-m", "durably",
-                                  *run_args(store, "killed")], env=environment,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 stdin=subprocess.DEVNULL, text=True)
+        owner = subprocess.Popen(
+            [sys.executable, "-m", "durably", *run_args(store, "killed")],
+            env=environment,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+        )
         try:
             assert fake.paused.wait(60), "the stream never reached the pause"
             # The statements that arrived run and are journaled; the chef's calls (it
@@ -177,9 +222,10 @@ def test_sigkill_in_the_middle_of_a_stream_then_resume_equals_the_uninterrupted_
                 time.sleep(0.05)
             # The Say to the chef wrote a checkpoint journaling the response so far: wait
             # until the store holds it, however slow the machine.
-            said_to_chef = cut[:cut.index("\n", cut.index("await self.Say(chef.id"))]
-            while not any(text.startswith(said_to_chef)
-                          for text in journaled_text(store, "killed")):
+            said_to_chef = cut[: cut.index("\n", cut.index("await self.Say(chef.id"))]
+            while not any(
+                text.startswith(said_to_chef) for text in journaled_text(store, "killed")
+            ):
                 assert time.monotonic() < deadline + 30, "the Say to the chef never became durable"
                 time.sleep(0.1)
             assert owner.poll() is None, owner.communicate()
@@ -192,8 +238,9 @@ def test_sigkill_in_the_middle_of_a_stream_then_resume_equals_the_uninterrupted_
             fake.release.set()
         assert owner.returncode == -signal.SIGKILL, err
         assert status_in_ls(store, "killed") != "completed"
-        resumed = durably("resume", "killed", "--wait", "--store", store,
-                          env=env_for(fake), timeout=120)
+        resumed = durably(
+            "resume", "killed", "--wait", "--store", store, env=env_for(fake), timeout=120
+        )
         assert resumed.code == 0, resumed.err
         requests = list(fake.requests)
         served = dict(fake.served)
@@ -211,19 +258,24 @@ def test_sigkill_in_the_middle_of_a_stream_then_resume_equals_the_uninterrupted_
 
     # `show --json` without measurements (timings, provider-reported usage) is equal.
     # (What differs between any two executions -- their id, their storage -- aside.)
-    views = [{k: v for k, v in show(store, name, subprocess=True).items() if k not in VARIES}
-             for name in ("killed", "whole")]
+    views = [
+        {k: v for k, v in show(store, name, subprocess=True).items() if k not in VARIES}
+        for name in ("killed", "whole")
+    ]
     assert views[0] == views[1]
     killed, reference = show_json(store, "killed"), show_json(store, "whole")
     for key in COMPARED:
         assert killed[key] == reference[key], key
     assert [(c["prompt"], c["response"]) for c in killed["llm_calls"]] == [
-        (c["prompt"], c["response"]) for c in reference["llm_calls"]]
+        (c["prompt"], c["response"]) for c in reference["llm_calls"]
+    ]
     # Usage is what the provider reported for the requests made: the same for every call
     # but the cut one, whose record is the continuation's.
-    changed = [i for i, (a, b) in enumerate(zip(killed["llm_calls"], reference["llm_calls"],
-                                                strict=True))
-               if {**a["usage"], "latency_ms": 0} != {**b["usage"], "latency_ms": 0}]
+    changed = [
+        i
+        for i, (a, b) in enumerate(zip(killed["llm_calls"], reference["llm_calls"], strict=True))
+        if {**a["usage"], "latency_ms": 0} != {**b["usage"], "latency_ms": 0}
+    ]
     assert [killed["llm_calls"][i]["response"] for i in changed] == [cut]
     assert killed["llm_calls"][changed[0]]["usage"]["finish"] == "stop"
     # What the user saw: each line once, in order, across the two processes.
@@ -231,9 +283,13 @@ def test_sigkill_in_the_middle_of_a_stream_then_resume_equals_the_uninterrupted_
 
 
 def test_a_code_free_reply_fails_the_execution_after_two_calls(file_store: str) -> None:
-    prose = {"Concierge.Main": ["Happy to help you cook tonight!",
-                                "Sure! What do you have in your fridge?",
-                                "never asked"]}
+    prose = {
+        "Concierge.Main": [
+            "Happy to help you cook tonight!",
+            "Sure! What do you have in your fridge?",
+            "never asked",
+        ]
+    }
     with FakeServer(script=prose) as fake:
         failed = run(fake, file_store, "prose")
         assert len(fake.requests) == 2
@@ -245,8 +301,7 @@ def test_a_code_free_reply_fails_the_execution_after_two_calls(file_store: str) 
     assert show(file_store, "prose", subprocess=True)["status"] == "failed"
 
 
-def test_a_server_that_does_not_stream_fails_the_execution_after_one_call(
-        file_store: str) -> None:
+def test_a_server_that_does_not_stream_fails_the_execution_after_one_call(file_store: str) -> None:
     with FakeServer(script=SCRIPT, default=Behaviour(json_instead_of_sse=True)) as fake:
         failed = run(fake, file_store, "json")
         assert len(fake.requests) == 1
@@ -257,7 +312,8 @@ def test_a_server_that_does_not_stream_fails_the_execution_after_one_call(
 
 
 def test_max_calls_stops_the_execution_and_resume_goes_on_once_raised(
-        server: FakeServer, tmp_path: Path, file_store: str) -> None:
+    server: FakeServer, tmp_path: Path, file_store: str
+) -> None:
     config = tmp_path / "durably.toml"
     config.write_text("[llm]\nmax_calls = 3\n")
     failed = run(server, file_store, "budget", "--config", str(config))
@@ -270,8 +326,16 @@ def test_max_calls_stops_the_execution_and_resume_goes_on_once_raised(
     assert len(data["llm_calls"]) == 3
 
     config.write_text("[llm]\nmax_calls = 8\n")
-    resumed = durably("resume", "budget", "--store", file_store, "--config", str(config),
-                      env=env_for(server), timeout=120)
+    resumed = durably(
+        "resume",
+        "budget",
+        "--store",
+        file_store,
+        "--config",
+        str(config),
+        env=env_for(server),
+        timeout=120,
+    )
     assert resumed.code == 0, resumed.err
     assert len(server.requests) == 8  # the three calls made were not made again
     assert server.served == {key: len(value) for key, value in SCRIPT.items()}
@@ -286,16 +350,17 @@ def test_the_sdks_are_extras_imported_only_by_the_clients_that_need_them() -> No
     sdks = ("openai", "anthropic", "httpx", "httpx2")
     assert not [d for d in project["dependencies"] if d.split(">")[0].split("=")[0] in sdks]
     assert [d.split(">")[0] for d in project["optional-dependencies"]["openai"]] == ["openai"]
-    assert [d.split(">")[0] for d in project["optional-dependencies"]["anthropic"]] == [
-        "anthropic"]
+    assert [d.split(">")[0] for d in project["optional-dependencies"]["anthropic"]] == ["anthropic"]
     code = (
         "import sys, durably, durably.llm, durably.runner, durably.cli\n"
         f"durably.llm.open_llm('scripted:{KITCHEN / 'kitchen.scripted.json'}')\n"
         f"print(sorted(m for m in {sdks!r} if m in sys.modules))\n"
         "durably.llm.open_llm('openai:m', {'base_url': 'http://127.0.0.1:9/v1'})\n"
         "durably.llm.open_llm('anthropic:m', {'base_url': 'http://127.0.0.1:9'})\n"
-        "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))\n")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.split("\n")
+        "print(sorted(m for m in ('openai', 'anthropic') if m in sys.modules))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split("\n")
     assert out[0] == "[]"
     assert out[1] == "['anthropic', 'openai']"  # the check above can see them

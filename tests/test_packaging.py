@@ -11,24 +11,41 @@ import pytest
 
 from conftest import ROOT
 
-HEAVY = ("boto3", "botocore", "aiobotocore", "psycopg", "psycopg_pool", "redis", "openai",
-         "anthropic", "httpx", "httpx2", "rich", "zstandard", "durably_s3", "durably_postgres",
-         "durably_redis")
+HEAVY = (
+    "boto3",
+    "botocore",
+    "aiobotocore",
+    "psycopg",
+    "psycopg_pool",
+    "redis",
+    "openai",
+    "anthropic",
+    "httpx",
+    "httpx2",
+    "rich",
+    "zstandard",
+    "durably_s3",
+    "durably_postgres",
+    "durably_redis",
+)
 
 
 def test_import_durably_imports_no_backend_or_llm_library() -> None:
-    code = ("import sys, durably; "
-            f"print([m for m in {HEAVY!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = f"import sys, durably; print([m for m in {HEAVY!r} if m in sys.modules])"
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
 def test_opening_the_default_store_does_not_import_other_backends() -> None:
-    code = ("import sys, durably; durably.open_store('file:///tmp/durably-light'); "
-            f"print([m for m in {HEAVY[:-4]!r} if m in sys.modules])")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                         check=True).stdout.strip()
+    code = (
+        "import sys, durably; durably.open_store('file:///tmp/durably-light'); "
+        f"print([m for m in {HEAVY[:-4]!r} if m in sys.modules])"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.strip()
     assert out == "[]"
 
 
@@ -48,21 +65,30 @@ def test_the_kitchen_example_is_the_demo_itself_not_a_copy() -> None:
         assert example.resolve() == (bundled / name).resolve()
 
 
-@pytest.mark.skipif(subprocess.run(["uv", "--version"], capture_output=True).returncode != 0,
-                    reason="needs uv to build wheels")
+@pytest.mark.skipif(
+    subprocess.run(["uv", "--version"], capture_output=True).returncode != 0,
+    reason="needs uv to build wheels",
+)
 def test_pip_install_durably_alone_gives_a_working_filesystem_default(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     for package in ("durably", "durably-filesystem"):
-        subprocess.run(["uv", "build", "--wheel", "--out-dir", str(dist),
-                        str(ROOT / "packages" / package)], check=True, capture_output=True)
+        subprocess.run(
+            ["uv", "build", "--wheel", "--out-dir", str(dist), str(ROOT / "packages" / package)],
+            check=True,
+            capture_output=True,
+        )
     venv = tmp_path / "venv"
-    subprocess.run(["uv", "venv", "--python", sys.executable, str(venv)], check=True,
-                   capture_output=True)
+    subprocess.run(
+        ["uv", "venv", "--python", sys.executable, str(venv)], check=True, capture_output=True
+    )
     python = venv / "bin" / "python"
     # Only `durably` is named; the filesystem provider comes with it. Dependencies from
     # PyPI (pluggy, zstandard) come from uv's cache or the index.
-    subprocess.run(["uv", "pip", "install", "--python", str(python), "--find-links", str(dist),
-                    "durably"], check=True, capture_output=True)
+    subprocess.run(
+        ["uv", "pip", "install", "--python", str(python), "--find-links", str(dist), "durably"],
+        check=True,
+        capture_output=True,
+    )
     work = tmp_path / "work"
     work.mkdir()
     code = (
@@ -77,7 +103,8 @@ def test_pip_install_durably_alone_gives_a_working_filesystem_default(tmp_path: 
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["durably_filesystem._provider", "b'hello'"]
     assert (work / ".durably").is_dir()
-    cli = subprocess.run([str(venv / "bin" / "durably"), "ls"], cwd=work, capture_output=True,
-                         text=True)
+    cli = subprocess.run(
+        [str(venv / "bin" / "durably"), "ls"], cwd=work, capture_output=True, text=True
+    )
     assert cli.returncode == 0, cli.stderr
     assert "e1" in cli.stdout

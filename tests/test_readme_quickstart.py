@@ -31,17 +31,32 @@ def test_the_readme_kill_then_resume_block_works_as_written(tmp_path: Path) -> N
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     env["DURABLY_STORE"] = store
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
-    done = subprocess.run(["bash", "-e", "-c", block], cwd=ROOT, env=env, text=True,
-                          capture_output=True, timeout=180, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        ["bash", "-e", "-c", block],
+        cwd=ROOT,
+        env=env,
+        text=True,
+        capture_output=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 0, done.stderr
     assert re.search(r"^kitchen-1\s+crashed\b", done.stdout, flags=re.MULTILINE), done.stdout
     assert "took execution kitchen-1 over from" in done.stderr, done.stderr
     assert "execution kitchen-1: completed" in done.stdout, done.stdout
     # ... and it equals a run that was never killed.
-    args = ["run", "examples/kitchen/kitchen.py", "--llm",
-            "scripted:examples/kitchen/kitchen.scripted.json", "--input",
-            "Chickpeas, spinach, tomatoes and rice. I'm vegetarian.",
-            "--execution-id", "reference", "--store", store]
+    args = [
+        "run",
+        "examples/kitchen/kitchen.py",
+        "--llm",
+        "scripted:examples/kitchen/kitchen.scripted.json",
+        "--input",
+        "Chickpeas, spinach, tomatoes and rice. I'm vegetarian.",
+        "--execution-id",
+        "reference",
+        "--store",
+        store,
+    ]
     reference = durably(*args, cwd=ROOT)
     assert reference.code == 0, reference.err
     killed, whole = show(store, "kitchen-1"), show(store, "reference")

@@ -27,8 +27,19 @@ MIB = 1024 * 1024
 def _run(tmp_path: Path, settings: str, execution_id: str, size: int) -> tuple[int, str]:
     config = tmp_path / "durably.toml"
     config.write_text(f'[durability]\nstore = "file://{tmp_path / "store"}"\n{settings}')
-    done = durably("run", str(PROBE), "--llm", LLM, "--config", str(config),
-                   "--execution-id", execution_id, "--input", f"big:{size}", timeout=120)
+    done = durably(
+        "run",
+        str(PROBE),
+        "--llm",
+        LLM,
+        "--config",
+        str(config),
+        "--execution-id",
+        execution_id,
+        "--input",
+        f"big:{size}",
+        timeout=120,
+    )
     assert "Traceback" not in done.err, done.err
     return done.code, done.err
 
@@ -40,8 +51,7 @@ def _stored(tmp_path: Path, execution_id: str) -> tuple[int, str | None]:
     from durably.storage import META_STATUS
 
     async def count() -> tuple[int, str | None]:
-        config = load_config(overrides={"store": f"file://{tmp_path / 'store'}"},
-                             use_env=False)
+        config = load_config(overrides={"store": f"file://{tmp_path / 'store'}"}, use_env=False)
         async with open_store(config=config) as provider:
             total = 0
             status = None
@@ -72,7 +82,8 @@ def test_max_checkpoint_size_counts_blobs(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("limit", "refused"), [("5MiB", True), ("20MiB", False)])
 def test_max_execution_size_counts_every_checkpoint_and_blob(
-        tmp_path: Path, limit: str, refused: bool) -> None:
+    tmp_path: Path, limit: str, refused: bool
+) -> None:
     # Every value fits max_checkpoint_size; together they do not fit 5 MiB.
     settings = f'max_execution_size = "{limit}"\nsnapshot_every = 1\n'
     code, err = _run(tmp_path, settings, "many", 2_000_000)

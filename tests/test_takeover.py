@@ -55,7 +55,7 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[st
 
 def _run_args(config: Path, execution_id: str, *, delay: float = 0.0) -> list[str]:
     args = CASE.run_args("unused", execution_id)
-    args[args.index("--store"):args.index("--store") + 2] = ["--config", str(config)]
+    args[args.index("--store") : args.index("--store") + 2] = ["--config", str(config)]
     if delay:
         llm = args.index("--llm") + 1
         args[llm] += f"&delay={delay}"
@@ -69,15 +69,17 @@ def _reference(config: Path, store: str) -> dict[str, object]:
     return {key: data[key] for key in COMPARED}
 
 
-def _crash(config: Path, execution_id: str, *, after: int = 3,
-           ttl: str = DEFAULT_TTL) -> None:
-    first = durably(*_run_args(config, execution_id),
-                    env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(after), "DURABLY_LEASE_TTL": ttl})
+def _crash(config: Path, execution_id: str, *, after: int = 3, ttl: str = DEFAULT_TTL) -> None:
+    first = durably(
+        *_run_args(config, execution_id),
+        env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(after), "DURABLY_LEASE_TTL": ttl},
+    )
     assert first.code == -signal.SIGKILL, first.err
 
 
-def _assert_equal(config: Path, store: str, execution_id: str,
-                  reference: dict[str, object]) -> None:
+def _assert_equal(
+    config: Path, store: str, execution_id: str, reference: dict[str, object]
+) -> None:
     data = show(store, execution_id, config=config)
     assert data["status"] == "completed"
     for key in COMPARED:
@@ -125,8 +127,9 @@ def test_sigkill_then_resume_at_once(backend: tuple[str, Path, str]) -> None:
     assert "dead" in shown.out
     assert "resume it with: durably resume killed" in shown.out
     started = time.monotonic()
-    resumed = durably("resume", "killed", "--config", str(config),
-                      env={"DURABLY_LEASE_TTL": DEFAULT_TTL})
+    resumed = durably(
+        "resume", "killed", "--config", str(config), env={"DURABLY_LEASE_TTL": DEFAULT_TTL}
+    )
     MEASURED[name] = time.monotonic() - killed_at
     resume_took = time.monotonic() - started
     assert resumed.code == 0, resumed.err
@@ -134,9 +137,11 @@ def test_sigkill_then_resume_at_once(backend: tuple[str, Path, str]) -> None:
     # The lease had ~30 s to go: only a take-over can have been this fast.
     assert resume_took < 15
     _assert_equal(config, store, "killed", reference)
-    print(f"\n{name}: listed as crashed {took * 1000:.0f} ms after the kill (in process); "
-          f"`durably resume` (start-up, take-over, the rest of the run) {resume_took:.2f} s; "
-          f"kill -> ls -> show -> resumed {MEASURED[name]:.2f} s")
+    print(
+        f"\n{name}: listed as crashed {took * 1000:.0f} ms after the kill (in process); "
+        f"`durably resume` (start-up, take-over, the rest of the run) {resume_took:.2f} s; "
+        f"kill -> ls -> show -> resumed {MEASURED[name]:.2f} s"
+    )
 
 
 OTHER_HOST_TTL = 8
@@ -172,8 +177,10 @@ def test_resume_from_another_host(backend: tuple[str, Path, str]) -> None:
         assert waited.code == 0, waited.err
         # lease_ttl + one heartbeat of polling (1 s) + process start-up slack
         assert took < OTHER_HOST_TTL + 1 + 4, took
-        print(f"\n{name}: another host took over {took:.2f} s after the kill "
-              f"(lease_ttl {OTHER_HOST_TTL} s)")
+        print(
+            f"\n{name}: another host took over {took:.2f} s after the kill "
+            f"(lease_ttl {OTHER_HOST_TTL} s)"
+        )
     _assert_equal(config, store, "far", reference)
 
 
@@ -182,10 +189,14 @@ def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, st
     reference = _reference(config, store)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     env["DURABLY_LEASE_TTL"] = "10"  # long enough to check the refusal under load
-    owner = subprocess.Popen([sys.executable, "-m", "durably",
-                              *_run_args(config, "paused", delay=0.05)],
-                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                             stdin=subprocess.DEVNULL, text=True)
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "durably", *_run_args(config, "paused", delay=0.05)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -202,8 +213,9 @@ def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, st
         assert refused.code == 2, refused.err
         assert "alive" in refused.err, refused.err
         assert "--wait" in refused.err, refused.err
-        taken = durably("resume", "paused", "--wait", "--config", str(config),
-                        env={"DURABLY_LEASE_TTL": "1.5"})
+        taken = durably(
+            "resume", "paused", "--wait", "--config", str(config), env={"DURABLY_LEASE_TTL": "1.5"}
+        )
         assert taken.code == 0, taken.err
         _assert_equal(config, store, "paused", reference)
     finally:
@@ -226,11 +238,27 @@ def test_two_resumers_at_once(backend: tuple[str, Path, str], wait: bool) -> Non
     for round_ in range(10):
         execution_id = f"twice-{round_}"
         _crash(config, execution_id, after=2 + round_)
-        args = [sys.executable, "-m", "durably", "resume", execution_id,
-                "--config", str(config), *(["--wait"] if wait else [])]
-        procs = [subprocess.Popen(args, env=env, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, text=True)
-                 for _ in range(2)]
+        args = [
+            sys.executable,
+            "-m",
+            "durably",
+            "resume",
+            execution_id,
+            "--config",
+            str(config),
+            *(["--wait"] if wait else []),
+        ]
+        procs = [
+            subprocess.Popen(
+                args,
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                stdin=subprocess.DEVNULL,
+                text=True,
+            )
+            for _ in range(2)
+        ]
         results = [(p, *p.communicate(timeout=60)) for p in procs]
         for _, _, err in results:
             assert "Traceback" not in err, err
@@ -255,10 +283,14 @@ def test_ctrl_c_names_the_execution_and_it_resumes(file_store: str, tmp_path: Pa
     config.write_text(f'[durability]\nstore = "{file_store}"\n')
     reference = _reference(config, file_store)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    run = subprocess.Popen([sys.executable, "-m", "durably",
-                            *_run_args(config, "interrupted", delay=0.05)],
-                           env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                           stdin=subprocess.DEVNULL, text=True)
+    run = subprocess.Popen(
+        [sys.executable, "-m", "durably", *_run_args(config, "interrupted", delay=0.05)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         deadline = time.monotonic() + 30
         while durably("show", "interrupted", "--config", str(config)).code != 0:
@@ -278,13 +310,14 @@ def test_ctrl_c_names_the_execution_and_it_resumes(file_store: str, tmp_path: Pa
 
 
 def test_resume_input_continues_an_execution_that_waited_for_the_user(
-    file_store: str, tmp_path: Path,
+    file_store: str,
+    tmp_path: Path,
 ) -> None:
     config = tmp_path / "durably.toml"
     config.write_text(f'[durability]\nstore = "{file_store}"\n')
     reference = _reference(config, file_store)
     args = _run_args(config, "asked")
-    del args[args.index("--input"):args.index("--input") + 2]
+    del args[args.index("--input") : args.index("--input") + 2]
     first = durably(*args)
     assert first.code == 1, first.err
     assert "no input is left" in first.err
@@ -294,7 +327,8 @@ def test_resume_input_continues_an_execution_that_waited_for_the_user(
 
 
 def test_wait_counts_down_on_a_terminal_and_takes_over_when_the_owner_dies(
-    file_store: str, tmp_path: Path,
+    file_store: str,
+    tmp_path: Path,
 ) -> None:
     """`resume --wait` on a terminal shows who it waits for and a countdown; when the
     owner dies meanwhile it takes over within about a second -- not at lease expiry."""
@@ -306,10 +340,13 @@ def test_wait_counts_down_on_a_terminal_and_takes_over_when_the_owner_dies(
     reference = _reference(config, file_store)
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     env["DURABLY_LEASE_TTL"] = "60"
-    owner = subprocess.Popen([sys.executable, "-m", "durably",
-                              *_run_args(config, "waited", delay=0.05)],
-                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             stdin=subprocess.DEVNULL)
+    owner = subprocess.Popen(
+        [sys.executable, "-m", "durably", *_run_args(config, "waited", delay=0.05)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     master, slave = pty.openpty()
     waiter = None
     try:
@@ -317,10 +354,22 @@ def test_wait_counts_down_on_a_terminal_and_takes_over_when_the_owner_dies(
         while durably("show", "waited", "--config", str(config)).code != 0:
             assert time.monotonic() < deadline, "the owner never wrote a checkpoint"
             time.sleep(0.1)
-        waiter = subprocess.Popen([sys.executable, "-m", "durably", "resume", "waited",
-                                   "--wait", "--config", str(config)],
-                                  env=env, stdout=subprocess.PIPE, stderr=slave,
-                                  stdin=subprocess.DEVNULL)
+        waiter = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "durably",
+                "resume",
+                "waited",
+                "--wait",
+                "--config",
+                str(config),
+            ],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            stdin=subprocess.DEVNULL,
+        )
         os.close(slave)
         seen = b""
         deadline = time.monotonic() + 20

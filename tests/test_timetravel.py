@@ -36,11 +36,20 @@ def test_history_lists_checkpoints_with_llm_call_numbers(
 
 @pytest.mark.parametrize("call", range(1, 9))
 def test_fork_at_every_llm_call_and_resume_equals_the_original(
-    original: tuple[str, dict[str, object]], call: int,
+    original: tuple[str, dict[str, object]],
+    call: int,
 ) -> None:
     store, data = original
-    forked = durably("fork", "original", "--at-llm-call", str(call), "--execution-id",
-                     f"fork-{call}", "--store", store)
+    forked = durably(
+        "fork",
+        "original",
+        "--at-llm-call",
+        str(call),
+        "--execution-id",
+        f"fork-{call}",
+        "--store",
+        store,
+    )
     assert forked.code == 0, forked.err
     assert forked.out.strip() == f"fork-{call}"
     resumed = durably("resume", f"fork-{call}", "--store", store)
@@ -53,7 +62,8 @@ def test_fork_at_every_llm_call_and_resume_equals_the_original(
 
 
 def test_fork_then_another_script_diverges_and_the_original_is_unchanged(
-    original: tuple[str, dict[str, object]], tmp_path: Path,
+    original: tuple[str, dict[str, object]],
+    tmp_path: Path,
 ) -> None:
     store, data = original
     script = json.loads((KITCHEN / "kitchen.scripted.json").read_text())
@@ -62,8 +72,9 @@ def test_fork_then_another_script_diverges_and_the_original_is_unchanged(
     changed = tmp_path / "changed.json"
     changed.write_text(json.dumps(script))
     # right after call 7 (the chef's reply was received), before Main's last call
-    forked = durably("fork", "original", "--at-llm-call", "7", "--execution-id", "branch",
-                     "--store", store)
+    forked = durably(
+        "fork", "original", "--at-llm-call", "7", "--execution-id", "branch", "--store", store
+    )
     assert forked.code == 0, forked.err
     resumed = durably("resume", "branch", "--llm", f"scripted:{changed}", "--store", store)
     assert resumed.code == 0, resumed.err
@@ -90,8 +101,7 @@ def test_fork_at_a_checkpoint_number_and_show_and_diff(
     assert change["agents"]["Concierge"]["state"]["added"]["diet"] == "vegetarian"
     assert any(e["kind"] == "yield" for e in change["journal"])
     assert change["llm_calls"] > 0
-    forked = durably("fork", "original", "--at", "12", "--execution-id", "at-12",
-                     "--store", store)
+    forked = durably("fork", "original", "--at", "12", "--execution-id", "at-12", "--store", store)
     assert forked.code == 0, forked.err
     assert durably("resume", "at-12", "--store", store).code == 0
     assert {k: show(store, "at-12")[k] for k in COMPARED} == {k: data[k] for k in COMPARED}

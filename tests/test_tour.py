@@ -38,12 +38,18 @@ def test_the_tour_page_is_what_the_commands_print(tmp_path: Path) -> None:
     out = tmp_path / "tour.md"
     assert tour.main(["--output", str(out)]) == 0
     fresh = out.read_text()
-    for needle in ("kitchen-2 crashed", "killed by signal 9", "took execution kitchen-2 over",
-                   "kitchen-2 completed", "final (completed)",
-                   "no difference in state, transcript, inputs, LLM calls or result"):
+    for needle in (
+        "kitchen-2 crashed",
+        "killed by signal 9",
+        "took execution kitchen-2 over",
+        "kitchen-2 completed",
+        "final (completed)",
+        "no difference in state, transcript, inputs, LLM calls or result",
+    ):
         assert needle in re.sub(r"[ \t]+", " ", fresh), needle
     assert mask(PAGE.read_text()) == mask(fresh), (
-        "docs/guides/tour.md is out of date: run `uv run python docs/guides/tour.py`")
+        "docs/guides/tour.md is out of date: run `uv run python docs/guides/tour.py`"
+    )
 
 
 def test_the_masks_keep_what_matters() -> None:

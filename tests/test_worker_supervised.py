@@ -60,8 +60,7 @@ class Backdoor:
             from durably_s3.testing import S3Backdoor
 
             bucket, _, prefix = store.removeprefix("s3://").partition("/")
-            self.door = S3Backdoor(bucket, prefix,
-                                   endpoint_url=settings["s3"]["endpoint_url"])
+            self.door = S3Backdoor(bucket, prefix, endpoint_url=settings["s3"]["endpoint_url"])
 
     def read(self, execution_id: str, seq: int) -> bytes:
         data: bytes = asyncio.run(self.door.read_checkpoint(execution_id, seq))
@@ -74,8 +73,7 @@ class Backdoor:
         asyncio.run(self.door.write_checkpoint(execution_id, seq, raw))
 
 
-WORKER_TABLE = ("[worker]\nstatement_timeout = 4\nmax_attempts = 2\nbackoff = 0.2\n"
-                "max_backoff = 1\n")
+WORKER_TABLE = "[worker]\nstatement_timeout = 4\nmax_attempts = 2\nbackoff = 0.2\nmax_backoff = 1\n"
 
 
 @pytest.fixture(params=["file", "postgres", "redis", "s3"])
@@ -84,16 +82,17 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path
     config = tmp_path / "durably.toml"
     cleanup: list[Callable[[], None]] = []
     if request.param == "file":
-        config.write_text(f'[durability]\nstore = "file://{tmp_path / "store"}"\n'
-                          "lease_ttl = 2\n")
+        config.write_text(f'[durability]\nstore = "file://{tmp_path / "store"}"\nlease_ttl = 2\n')
     elif request.param == "postgres":
         from durably_postgres.testing import drop_schema, random_schema, server_or_skip
 
         server = server_or_skip()
         schema = random_schema("durably_supervised")
         cleanup.append(lambda: drop_schema(server.url, schema))
-        config.write_text(f'[durability]\nstore = "{server.url}"\nlease_ttl = 2\n'
-                          f'[durability.postgres]\nschema = "{schema}"\n')
+        config.write_text(
+            f'[durability]\nstore = "{server.url}"\nlease_ttl = 2\n'
+            f'[durability.postgres]\nschema = "{schema}"\n'
+        )
     else:  # the shared fixtures of conftest.py (they clean up after themselves)
         written, _ = request.getfixturevalue(f"{request.param}_config")
         assert written == config
@@ -106,8 +105,18 @@ def setup(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[Path
 
 
 def _submit(config: Path, execution_id: str, answer: str) -> None:
-    done = durably("submit", str(PROBE), "--llm", LLM, "--config", str(config),
-                   "--execution-id", execution_id, "--input", answer)
+    done = durably(
+        "submit",
+        str(PROBE),
+        "--llm",
+        LLM,
+        "--config",
+        str(config),
+        "--execution-id",
+        execution_id,
+        "--input",
+        answer,
+    )
     assert done.code == 0, done.err
 
 
@@ -127,8 +136,17 @@ def test_bad_executions_never_stop_the_healthy_ones(setup: tuple[Path, Backdoor]
     original = backdoor.read("bad-corrupt", 0)
     backdoor.corrupt("bad-corrupt", 0)
 
-    worker = durably("worker", "--once", "--poll", "0.2", "--concurrency", "3",
-                     "--config", str(config), timeout=240)
+    worker = durably(
+        "worker",
+        "--once",
+        "--poll",
+        "0.2",
+        "--concurrency",
+        "3",
+        "--config",
+        str(config),
+        timeout=240,
+    )
     # Some executions failed or were damaged: a documented 1, never 0, never a crash.
     assert worker.code == 1, worker.err
     assert "Traceback" not in worker.err, worker.err
@@ -149,14 +167,14 @@ def test_bad_executions_never_stop_the_healthy_ones(setup: tuple[Path, Backdoor]
     assert "statement_timeout" in text.out, text.out  # the reason is in the table too
 
     # Another worker finds nothing to do: failed executions are not retried forever.
-    again = durably("worker", "--once", "--poll", "0.2", "--config", str(config),
-                    timeout=120)
+    again = durably("worker", "--once", "--poll", "0.2", "--config", str(config), timeout=120)
     assert "0 completed, 0 failed" in again.err, again.err
 
     # Once the cause is fixed, `durably resume` continues each of them.
     for execution_id in ("bad-exit", "bad-loop"):
-        fixed = durably("resume", execution_id, "--config", str(config),
-                        env={"PROBE_FIXED": "1"}, timeout=120)
+        fixed = durably(
+            "resume", execution_id, "--config", str(config), env={"PROBE_FIXED": "1"}, timeout=120
+        )
         assert fixed.code == 0, fixed.err
         assert f"did {execution_id.removeprefix('bad-')}" in fixed.out + fixed.err
     broken = durably("resume", "bad-corrupt", "--config", str(config))
@@ -172,12 +190,13 @@ def test_bad_executions_never_stop_the_healthy_ones(setup: tuple[Path, Backdoor]
 def test_cpu_limit_ends_a_looping_attempt(tmp_path: Path) -> None:
     store = f"file://{tmp_path / 'store'}"
     config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{store}"\nlease_ttl = 2\n[worker]\n'
-                      "statement_timeout = 0\nmax_attempts = 1\ncpu_limit = 1\n")
+    config.write_text(
+        f'[durability]\nstore = "{store}"\nlease_ttl = 2\n[worker]\n'
+        "statement_timeout = 0\nmax_attempts = 1\ncpu_limit = 1\n"
+    )
     _submit(config, "spin", "loop")
     _submit(config, "fine", "fine")
-    worker = durably("worker", "--once", "--poll", "0.2", "--config", str(config),
-                     timeout=120)
+    worker = durably("worker", "--once", "--poll", "0.2", "--config", str(config), timeout=120)
     assert worker.code == 1, worker.err
     rows = _ls(config)
     assert rows["fine"]["status"] == "completed", rows
@@ -189,11 +208,13 @@ def test_cpu_limit_ends_a_looping_attempt(tmp_path: Path) -> None:
 def test_worker_options_are_checked(tmp_path: Path) -> None:
     """Bad limits are usage errors (exit 2) naming the option, before any work."""
     store = f"file://{tmp_path / 'store'}"
-    for args, needle in ((["--max-attempts", "0"], "max_attempts"),
-                         (["--statement-timeout", "-1"], "statement_timeout"),
-                         (["--memory-limit", "lots"], "memory_limit"),
-                         (["--cpu-limit", "nan"], "cpu_limit"),
-                         (["--concurrency", "0"], "--concurrency")):
+    for args, needle in (
+        (["--max-attempts", "0"], "max_attempts"),
+        (["--statement-timeout", "-1"], "statement_timeout"),
+        (["--memory-limit", "lots"], "memory_limit"),
+        (["--cpu-limit", "nan"], "cpu_limit"),
+        (["--concurrency", "0"], "--concurrency"),
+    ):
         done = durably("worker", "--once", "--store", store, *args)
         assert done.code == 2, (args, done.err)
         assert needle in done.err, (args, done.err)
@@ -207,11 +228,11 @@ def test_memory_limit_turns_a_runaway_allocation_into_a_memory_error(tmp_path: P
     next response), instead of the worker's machine swapping or the OOM killer."""
     store = f"file://{tmp_path / 'store'}"
     config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{store}"\n[worker]\nmemory_limit = "1GiB"\n'
-                      "max_attempts = 1\n")
+    config.write_text(
+        f'[durability]\nstore = "{store}"\n[worker]\nmemory_limit = "1GiB"\nmax_attempts = 1\n'
+    )
     _submit(config, "hog", "big:3000000000")
-    worker = durably("worker", "--once", "--poll", "0.2", "--config", str(config),
-                     timeout=120)
+    worker = durably("worker", "--once", "--poll", "0.2", "--config", str(config), timeout=120)
     assert worker.code == 0, worker.err
     shown = durably("show", "hog", "--json", "--config", str(config))
     data = json.loads(shown.out)
@@ -245,13 +266,18 @@ def test_an_attempt_dies_with_its_worker(tmp_path: Path) -> None:
     import time
 
     config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "file://{tmp_path / "store"}"\nlease_ttl = 1\n'
-                      "[worker]\nstatement_timeout = 0\nmax_attempts = 5\n")
+    config.write_text(
+        f'[durability]\nstore = "file://{tmp_path / "store"}"\nlease_ttl = 1\n'
+        "[worker]\nstatement_timeout = 0\nmax_attempts = 5\n"
+    )
     _submit(config, "spin", "loop")
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    worker = subprocess.Popen([sys.executable, "-m", "durably", "worker", "--poll", "0.2",
-                               "--config", str(config)], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "durably", "worker", "--poll", "0.2", "--config", str(config)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     attempt = None
     try:
         deadline = time.monotonic() + 30
@@ -273,7 +299,15 @@ def test_an_attempt_dies_with_its_worker(tmp_path: Path) -> None:
         if attempt is not None and _alive(attempt):
             os.kill(attempt, signal.SIGKILL)  # the test failed: leave no spinning process
     # The cause fixed, the next worker takes the execution over (the lease expired).
-    again = durably("worker", "--once", "--poll", "0.2", "--config", str(config),
-                    env={"PROBE_FIXED": "1"}, timeout=120)
+    again = durably(
+        "worker",
+        "--once",
+        "--poll",
+        "0.2",
+        "--config",
+        str(config),
+        env={"PROBE_FIXED": "1"},
+        timeout=120,
+    )
     assert again.code == 0, again.err
     assert _ls(config)["spin"]["status"] == "completed"

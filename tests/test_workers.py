@@ -31,9 +31,12 @@ def _worker(where: list[str]) -> subprocess.Popen[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     env["DURABLY_LEASE_TTL"] = "1"
     return subprocess.Popen(
-        [sys.executable, "-m", "durably", "worker", *where, "--concurrency", "3",
-         "--poll", "0.1"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        text=True)
+        [sys.executable, "-m", "durably", "worker", *where, "--concurrency", "3", "--poll", "0.1"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 async def _audit(store: str, config_file: Path | None) -> dict[str, Any]:
@@ -50,13 +53,13 @@ async def _audit(store: str, config_file: Path | None) -> dict[str, Any]:
                     epochs.append((int(info.metadata[META_EPOCH]), info.metadata[META_OWNER]))
                 finals += info.metadata.get(META_KIND) == "final"
                 status = info.metadata.get(META_STATUS)
-            report[execution.execution_id] = {"epochs": epochs, "finals": finals,
-                                              "status": status}
+            report[execution.execution_id] = {"epochs": epochs, "finals": finals, "status": status}
     return report
 
 
-def run_workers_with_kills(store: str, where: list[str], config: Path | None, ids: list[str],
-                           *, seconds: float = 90) -> int:
+def run_workers_with_kills(
+    store: str, where: list[str], config: Path | None, ids: list[str], *, seconds: float = 90
+) -> int:
     rng = random.Random(20261126)
     workers = [_worker(where) for _ in range(3)]
     kills = 0
@@ -82,8 +85,9 @@ def run_workers_with_kills(store: str, where: list[str], config: Path | None, id
     return kills
 
 
-def check_store_after_workers(store: str, config: Path | None, ids: list[str],
-                              reference: dict[str, Any]) -> None:
+def check_store_after_workers(
+    store: str, config: Path | None, ids: list[str], reference: dict[str, Any]
+) -> None:
     report = asyncio.run(_audit(store, config))
     taken_over = [i for i in ids if len({owner for _, owner in report[i]["epochs"]}) > 2]
     # submit, then at least two workers: some executions were taken over mid-run
@@ -106,8 +110,9 @@ def check_store_after_workers(store: str, config: Path | None, ids: list[str],
 
 
 @pytest.fixture(params=["file", "postgres"])
-def store_where(request: pytest.FixtureRequest, tmp_path: Path
-                ) -> Iterator[tuple[str, list[str], Path | None]]:
+def store_where(
+    request: pytest.FixtureRequest, tmp_path: Path
+) -> Iterator[tuple[str, list[str], Path | None]]:
     """(store URL, the command-line options that select it, the config file if any)."""
     if request.param == "file":
         store = f"file://{tmp_path}/store"
@@ -118,8 +123,9 @@ def store_where(request: pytest.FixtureRequest, tmp_path: Path
     server = server_or_skip()
     schema = random_schema("durably_workers")
     config = tmp_path / "durably.toml"
-    config.write_text(f'[durability]\nstore = "{server.url}"\n'
-                      f'[durability.postgres]\nschema = "{schema}"\n')
+    config.write_text(
+        f'[durability]\nstore = "{server.url}"\n[durability.postgres]\nschema = "{schema}"\n'
+    )
     yield server.url, ["--config", str(config)], config
     drop_schema(server.url, schema)
 
@@ -130,14 +136,32 @@ def test_three_workers_twenty_executions_random_sigkills(
     store, where, config = store_where
     case = PROGRAM_CASES["counter"]
     llm = f"scripted:{case.script}?chunk_seed=5&delay=0.002"
-    done = durably("run", str(case.program), "--llm", llm, *where,
-                   "--execution-id", "reference", "--input", case.inputs[0])
+    done = durably(
+        "run",
+        str(case.program),
+        "--llm",
+        llm,
+        *where,
+        "--execution-id",
+        "reference",
+        "--input",
+        case.inputs[0],
+    )
     assert done.code == 0, done.err
     reference = show(store, "reference", config=config)
     ids = [f"job-{n:02d}" for n in range(EXECUTIONS)]
     for execution_id in ids:
-        submitted = durably("submit", str(case.program), "--llm", llm, *where,
-                            "--execution-id", execution_id, "--input", case.inputs[0])
+        submitted = durably(
+            "submit",
+            str(case.program),
+            "--llm",
+            llm,
+            *where,
+            "--execution-id",
+            execution_id,
+            "--input",
+            case.inputs[0],
+        )
         assert submitted.code == 0, submitted.err
     kills = run_workers_with_kills(store, where, config, ids)
     assert kills >= 1

@@ -40,50 +40,71 @@ live status line under the transcript.
 """
 
 STEPS: list[tuple[str, list[str], dict[str, str]]] = [
-    ("""\
+    (
+        """\
 ## A run
 
 `durably run` prints the execution's id, then the conversation as it happens (the given
 `--input` is the user's line), and the program's result.""",
-     [*RUN, "--execution-id", "kitchen-1"], {}),
-    ("""\
+        [*RUN, "--execution-id", "kitchen-1"],
+        {},
+    ),
+    (
+        """\
 ## A crash
 
 The same run again, killed in the middle: `DURABLY_CRASH_AFTER_CHECKPOINT=20` makes the
 process exit abruptly (`os._exit`, like `kill -9`) right after its 20th checkpoint is
 durable -- by hand, `--llm "scripted:...?delay=0.2"` slows a scripted run down enough to
 press Ctrl-C or `kill -9` it from another terminal.""",
-     [*RUN, "--execution-id", "kitchen-2"], {"DURABLY_CRASH_AFTER_CHECKPOINT": "20"}),
-    ("""\
+        [*RUN, "--execution-id", "kitchen-2"],
+        {"DURABLY_CRASH_AFTER_CHECKPOINT": "20"},
+    ),
+    (
+        """\
 ## What the store knows
 
 `durably ls` lists the executions; the killed one is `crashed`: unfinished, and its owner
 is provably dead (its process is gone), so it can be resumed at once.""",
-     ["ls"], {}),
-    ("""\
+        ["ls"],
+        {},
+    ),
+    (
+        """\
 ## A resume
 
 `durably resume` takes the dead owner's lease over, replays the journal (the
 conversation so far is not printed again, and no LLM call is made twice) and continues
 live to the end.""",
-     ["resume", "kitchen-2"], {}),
+        ["resume", "kitchen-2"],
+        {},
+    ),
     ("", ["ls"], {}),
-    ("""\
+    (
+        """\
 ## The history of an execution
 
 Every checkpoint: when, which agent, what it recorded (operations, LLM text), the LLM
 calls so far, and the statement of the LLM's code the agent had reached.""",
-     ["history", "kitchen-2"], {}),
-    ("""\
+        ["history", "kitchen-2"],
+        {},
+    ),
+    (
+        """\
 ## Comparing executions
 
 The crashed-and-resumed execution against the uninterrupted one: the same state,
 transcript, user input, LLM calls and result.""",
-     ["diff", "kitchen-1", "kitchen-2"], {}),
-    ("""\
+        ["diff", "kitchen-1", "kitchen-2"],
+        {},
+    ),
+    (
+        """\
 Two points of one execution: what changed between checkpoint 19 (the last one the killed
 process wrote) and the end.""",
-     ["diff", "kitchen-2@19", "kitchen-2"], {}),
+        ["diff", "kitchen-2@19", "kitchen-2"],
+        {},
+    ),
 ]
 
 
@@ -100,10 +121,16 @@ def generate() -> str:
     with tempfile.TemporaryDirectory(prefix="durably-tour-") as tmp:
         base["DURABLY_STORE"] = f"file://{tmp}/store"
         for text, args, env in STEPS:
-            proc = subprocess.run([sys.executable, "-m", "durably", *args],
-                                  env={**base, **env}, cwd=ROOT, stdin=subprocess.DEVNULL,
-                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                  text=True, timeout=120)
+            proc = subprocess.run(
+                [sys.executable, "-m", "durably", *args],
+                env={**base, **env},
+                cwd=ROOT,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+                timeout=120,
+            )
             output = proc.stdout.replace(tmp, "/tmp/durably-tour").rstrip()
             status = ""
             if proc.returncode < 0:

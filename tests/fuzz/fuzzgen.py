@@ -35,32 +35,89 @@ from pathlib import Path
 AGENTS = ("Alpha", "Beta", "Gamma")
 SUBS = ("Sub1", "Sub2", "Sub3")
 PUBLIC = ("Pub1", "Pub2")
-TOOLS = ("Bump", "Take", "Fail", "Echo", "Announce", "Lookup", "Delegate", "Forward", "Twice",
-         "AnnounceThenFail")
+TOOLS = (
+    "Bump",
+    "Take",
+    "Fail",
+    "Echo",
+    "Announce",
+    "Lookup",
+    "Delegate",
+    "Forward",
+    "Twice",
+    "AnnounceThenFail",
+)
 
 #: Every shape the generator can emit; a campaign's tally says how often each ran.
 SHAPES = (
-    "agents:1", "agents:2", "agents:3", "depth:2", "depth:3",
-    "await:top", "await:for", "await:while", "await:while-try-break", "await:if",
-    "await:elif", "await:else", "await:try-except-finally", "await:with",
-    "await:comprehension", "await:f-string",
-    "llm:nested", "llm:several-calls", "llm:yield-call", "llm:error-ends-response",
-    "remote:llm-playbook", "remote:tool", "remote:callback", "remote:self-call",
-    "agent:get_or_create", "message:yield-agent", "message:process-messages",
-    "tool:mutates-state", "tool:raises", "tool:in-loop", "tool:awaits-say",
-    "tool:runs-llm-playbook", "tool:calls-other-agent", "remote:tool-runs-llm-playbook",
-    "tool:calls-tools", "tool:raises-after-awaiting", "remote:keyword-argument", "exit:nested",
-    "user:yield-user", "return:value", "exit:yield-exit", "trigger",
+    "agents:1",
+    "agents:2",
+    "agents:3",
+    "depth:2",
+    "depth:3",
+    "await:top",
+    "await:for",
+    "await:while",
+    "await:while-try-break",
+    "await:if",
+    "await:elif",
+    "await:else",
+    "await:try-except-finally",
+    "await:with",
+    "await:comprehension",
+    "await:f-string",
+    "llm:nested",
+    "llm:several-calls",
+    "llm:yield-call",
+    "llm:error-ends-response",
+    "remote:llm-playbook",
+    "remote:tool",
+    "remote:callback",
+    "remote:self-call",
+    "agent:get_or_create",
+    "message:yield-agent",
+    "message:process-messages",
+    "tool:mutates-state",
+    "tool:raises",
+    "tool:in-loop",
+    "tool:awaits-say",
+    "tool:runs-llm-playbook",
+    "tool:calls-other-agent",
+    "remote:tool-runs-llm-playbook",
+    "tool:calls-tools",
+    "tool:raises-after-awaiting",
+    "remote:keyword-argument",
+    "exit:nested",
+    "user:yield-user",
+    "return:value",
+    "exit:yield-exit",
+    "trigger",
 )
 
 #: Literal values of every type the codec stores (sources of Python expressions).
 VALUES = (
-    "7", "-3", "2**70", "3.25", "float('inf')", "'text'", "''", "None", "True",
-    "[1, 'a', None]", "{'k': [1, 2], 'n': None}", "(1, 'x')", "{3, 1, 2}",
-    "frozenset({'b', 'a'})", "b'raw\\x00'", "bytearray(b'ab')",
-    "{'nested': {'t': (1, 2), 's': {1}}}", "__import__('decimal').Decimal('1.10')",
-    "__import__('datetime').date(2026, 12, 4)", "complex(1, -2)",
-    "__import__('fractions').Fraction(1, 3)", "list(range(20))",
+    "7",
+    "-3",
+    "2**70",
+    "3.25",
+    "float('inf')",
+    "'text'",
+    "''",
+    "None",
+    "True",
+    "[1, 'a', None]",
+    "{'k': [1, 2], 'n': None}",
+    "(1, 'x')",
+    "{3, 1, 2}",
+    "frozenset({'b', 'a'})",
+    "b'raw\\x00'",
+    "bytearray(b'ab')",
+    "{'nested': {'t': (1, 2), 's': {1}}}",
+    "__import__('decimal').Decimal('1.10')",
+    "__import__('datetime').date(2026, 12, 4)",
+    "complex(1, -2)",
+    "__import__('fractions').Fraction(1, 3)",
+    "list(range(20))",
 )
 
 
@@ -180,8 +237,14 @@ class _Builder:
 
     # ------------------------------------------------------------ playbook runs
 
-    def run_playbook(self, agent: str, playbook: str, depth: int, chain: tuple[str, ...],
-                     reply_to: str | None = None) -> None:
+    def run_playbook(
+        self,
+        agent: str,
+        playbook: str,
+        depth: int,
+        chain: tuple[str, ...],
+        reply_to: str | None = None,
+    ) -> None:
         """Write the responses of one run of ``agent.playbook`` (in the order it asks)."""
         self.shapes[f"depth:{depth + 1}"] += depth > 0
         frame = _Frame(agent, playbook, depth, chain)
@@ -197,9 +260,11 @@ class _Builder:
             responses = self.script.setdefault(key, [])
             slot = len(responses)
             responses.append("")  # reserve: nested runs of the same key come after this one
-            body = [f"# execution_id: {self.llm_calls}",
-                    f"# recap: {playbook} call {number + 1} of {calls}",
-                    "# plan: generated statements"]
+            body = [
+                f"# execution_id: {self.llm_calls}",
+                f"# recap: {playbook} call {number + 1} of {calls}",
+                "# plan: generated statements",
+            ]
             statements = self.statements(frame, 1 + self.ch.draw(4))
             ended = False
             for stmt in statements:
@@ -207,8 +272,10 @@ class _Builder:
                 stmt.run()
                 frame.defined += stmt.defines
             if reply_to is not None and last:
-                body.append(f'await self.Say("agent " + messages[0]["from"], '
-                            f'f"{agent} answers {{messages[0][\'text\']}}")')
+                body.append(
+                    f'await self.Say("agent " + messages[0]["from"], '
+                    f"f\"{agent} answers {{messages[0]['text']}}\")"
+                )
             if not last and self.ch.chance(25):
                 error = self.error_statement(frame)
                 body += error.lines
@@ -252,15 +319,34 @@ class _Builder:
         return [self.statement(frame) for _ in range(count)]
 
     def statement(self, frame: _Frame, *, nested: bool = True) -> Stmt:
-        options = [("step", 3), ("say", 4), ("state", 3), ("bump", 3), ("echo", 2),
-                   ("announce", 2), ("user", 2), ("trigger", 1), ("for", 3), ("while", 2),
-                   ("while_try", 2), ("if", 3), ("try", 3), ("with", 2), ("comprehension", 2),
-                   ("fstring", 2)]
+        options = [
+            ("step", 3),
+            ("say", 4),
+            ("state", 3),
+            ("bump", 3),
+            ("echo", 2),
+            ("announce", 2),
+            ("user", 2),
+            ("trigger", 1),
+            ("for", 3),
+            ("while", 2),
+            ("while_try", 2),
+            ("if", 3),
+            ("try", 3),
+            ("with", 2),
+            ("comprehension", 2),
+            ("fstring", 2),
+        ]
         if nested and self.budget():
             if frame.depth < 2:
                 options += [("sub", 5)]
-            options += [("create", 2), ("remote", 5), ("remote_tool", 3), ("delegate", 2),
-                        ("forward", 2)]
+            options += [
+                ("create", 2),
+                ("remote", 5),
+                ("remote_tool", 3),
+                ("delegate", 2),
+                ("forward", 2),
+            ]
             if self.idle_agents(frame):
                 options += [("message", 4)]
             if frame.depth < 2:
@@ -272,8 +358,9 @@ class _Builder:
 
     def leaf(self, frame: _Frame, indent: str, var: str | None = None) -> Stmt:
         """A simple await for a block body (``var`` is the loop variable, if any)."""
-        shape = self.ch.pick([("say", 3), ("bump", 3), ("echo", 2), ("step", 1),
-                              ("announce", 1), ("twice", 1)])
+        shape = self.ch.pick(
+            [("say", 3), ("bump", 3), ("echo", 2), ("step", 1), ("announce", 1), ("twice", 1)]
+        )
         arg = var or "1"
         if shape == "say":
             return Stmt([f'{indent}await self.Say("user", f"{frame.playbook} at {{{arg}}}")'])
@@ -305,8 +392,7 @@ class _Builder:
             name = frame.defined[self.ch.draw(len(frame.defined))]
             # Sets are shown sorted: the iteration order of a set of strings differs from
             # one process to the next (hash randomization), with or without a crash.
-            shown = (f"sorted({name}, key=repr) if isinstance({name}, (set, frozenset)) "
-                     f"else {name}")
+            shown = f"sorted({name}, key=repr) if isinstance({name}, (set, frozenset)) else {name}"
             return Stmt([f'await self.Say("user", f"{frame.agent} has {{({shown})!r}}")'])
         return Stmt([f'await self.Say("user", "{frame.agent} {frame.playbook} line {self.names}")'])
 
@@ -336,8 +422,14 @@ class _Builder:
         def run() -> None:
             self.inputs.append(f"input {len(self.inputs) + 1} for {frame.agent}")
 
-        return Stmt([f'await self.Say("user", "{frame.agent} asks a question")',
-                     f'{name} = await self.Yield("user")'], run, defines=(name,))
+        return Stmt(
+            [
+                f'await self.Say("user", "{frame.agent} asks a question")',
+                f'{name} = await self.Yield("user")',
+            ],
+            run,
+            defines=(name,),
+        )
 
     def s_trigger(self, frame: _Frame) -> Stmt:
         self.shapes["trigger"] += 1
@@ -396,9 +488,15 @@ class _Builder:
                 for part in parts:
                     part.run()
 
-        lines = [f"{found} = []", "while True:", "    try:",
-                 f'        {item} = await self.Take("{key}", {limit})', "    except ValueError:",
-                 "        break", f"    {found}.append({item})"]
+        lines = [
+            f"{found} = []",
+            "while True:",
+            "    try:",
+            f'        {item} = await self.Take("{key}", {limit})',
+            "    except ValueError:",
+            "        break",
+            f"    {found}.append({item})",
+        ]
         lines += [ln for p in parts for ln in p.lines]
         return Stmt(lines, run, defines=(found,))
 
@@ -439,8 +537,11 @@ class _Builder:
             failing = '    await self.AnnounceThenFail("about to fail")'
         else:
             failing = '    await self.Fail("expected failure")'
-        lines += [failing, "except ValueError as err:",
-                  '    await self.Say("user", f"caught {err}")']
+        lines += [
+            failing,
+            "except ValueError as err:",
+            '    await self.Say("user", f"caught {err}")',
+        ]
         lines += [ln for p in handler for ln in p.lines] + ["finally:"]
         lines += [ln for p in final for ln in p.lines]
         return Stmt(lines, run)
@@ -464,14 +565,19 @@ class _Builder:
         tool = "Bump" if self.ch.chance(50) else "Echo"
         if tool == "Bump":
             self.shapes["tool:mutates-state"] += 1
-        return Stmt([f"{name} = [await self.{tool}(n * n) for n in range({count})]"],
-                    defines=(name,))
+        return Stmt(
+            [f"{name} = [await self.{tool}(n * n) for n in range({count})]"], defines=(name,)
+        )
 
     def s_fstring(self, frame: _Frame) -> Stmt:
         self.shapes["await:f-string"] += 1
         self.shapes["tool:mutates-state"] += 1
-        return Stmt([f'await self.Say("user", f"{frame.agent} total is '
-                     f'{{await self.Bump({1 + self.ch.draw(3)})}}")'])
+        return Stmt(
+            [
+                f'await self.Say("user", f"{frame.agent} total is '
+                f'{{await self.Bump({1 + self.ch.draw(3)})}}")'
+            ]
+        )
 
     # calls ---------------------------------------------------------------------------
 
@@ -498,11 +604,11 @@ class _Builder:
         def run() -> None:
             self.run_playbook(agent, sub, depth, chain)
 
-        return Stmt([f"{name} = await self.{sub}({arg or self.value(frame)})"], run,
-                    defines=(name,))
+        return Stmt(
+            [f"{name} = await self.{sub}({arg or self.value(frame)})"], run, defines=(name,)
+        )
 
-    def handle(self, frame: _Frame, target: str, *, block: bool = False
-               ) -> tuple[list[str], str]:
+    def handle(self, frame: _Frame, target: str, *, block: bool = False) -> tuple[list[str], str]:
         """Code that gets a handle on ``target`` (created if new) and its local name.
 
         In a block body (``block``) the handle is not kept for later statements: the
@@ -554,10 +660,15 @@ class _Builder:
             self.shapes["remote:keyword-argument"] += 1
             value = f"x={value}"
         if get and block:  # inside a block: get the handle in the same line
-            return Stmt([f"{name} = await (await {target}.get_or_create(requester=self))"
-                         f".{playbook}({value})"], run, defines=(name,))
-        return Stmt([*get, f"{name} = await {handle}.{playbook}({value})"], run,
-                    defines=(name,))
+            return Stmt(
+                [
+                    f"{name} = await (await {target}.get_or_create(requester=self))"
+                    f".{playbook}({value})"
+                ],
+                run,
+                defines=(name,),
+            )
+        return Stmt([*get, f"{name} = await {handle}.{playbook}({value})"], run, defines=(name,))
 
     def s_self_call(self, frame: _Frame) -> Stmt:
         self.shapes["remote:self-call"] += 1
@@ -569,11 +680,11 @@ class _Builder:
         def run() -> None:
             self.run_playbook(agent, playbook, depth, chain)
 
-        return Stmt([*get, f"{name} = await {handle}.{playbook}({self.value(frame)})"], run,
-                    defines=(name,))
+        return Stmt(
+            [*get, f"{name} = await {handle}.{playbook}({self.value(frame)})"], run, defines=(name,)
+        )
 
-    def s_remote_tool(self, frame: _Frame, arg: str | None = None, block: bool = False
-                      ) -> Stmt:
+    def s_remote_tool(self, frame: _Frame, arg: str | None = None, block: bool = False) -> Stmt:
         self.shapes["remote:tool"] += 1
         targets = self.targets(frame)
         target = targets[self.ch.draw(len(targets))]
@@ -589,8 +700,11 @@ class _Builder:
                 self.run_playbook(target, "Sub3", depth, chain)
 
         if get and block:
-            return Stmt([f"{name} = await (await {target}.get_or_create(requester=self))"
-                         f".{tool}({value})"], run, defines=(name,))
+            return Stmt(
+                [f"{name} = await (await {target}.get_or_create(requester=self)).{tool}({value})"],
+                run,
+                defines=(name,),
+            )
         return Stmt([*get, f"{name} = await {handle}.{tool}({value})"], run, defines=(name,))
 
     def s_delegate(self, frame: _Frame) -> Stmt:
@@ -602,8 +716,7 @@ class _Builder:
         def run() -> None:
             self.run_playbook(agent, "Sub3", depth, chain)
 
-        return Stmt([f"{name} = await self.Delegate({self.value(frame)})"], run,
-                    defines=(name,))
+        return Stmt([f"{name} = await self.Delegate({self.value(frame)})"], run, defines=(name,))
 
     def s_forward(self, frame: _Frame) -> Stmt:
         """A tool of this agent that calls a public playbook of another agent."""
@@ -616,8 +729,9 @@ class _Builder:
         def run() -> None:
             self.run_playbook(target, "Pub1", depth, chain)
 
-        return Stmt([f'{name} = await self.Forward("{target}", {self.value(frame)})'], run,
-                    defines=(name,))
+        return Stmt(
+            [f'{name} = await self.Forward("{target}", {self.value(frame)})'], run, defines=(name,)
+        )
 
     def s_message(self, frame: _Frame) -> Stmt:
         self.shapes["message:yield-agent"] += 1
@@ -631,9 +745,15 @@ class _Builder:
         def run() -> None:
             self.run_playbook(target, "ProcessMessages", 0, chain, reply_to=agent)
 
-        return Stmt([*get, f'await self.Say({handle}.id, "{agent} asks {target} {name}")',
-                     f'{name} = await self.Yield(f"agent {{{handle}.id}}")'], run,
-                    defines=(name,))
+        return Stmt(
+            [
+                *get,
+                f'await self.Say({handle}.id, "{agent} asks {target} {name}")',
+                f'{name} = await self.Yield(f"agent {{{handle}.id}}")',
+            ],
+            run,
+            defines=(name,),
+        )
 
 
 PROGRAM_HEAD = '''"""A generated durably program (tests/fuzz/fuzzgen.py)."""
@@ -795,8 +915,13 @@ def generate(chooser: Chooser, *, max_llm_calls: int = 12) -> Generated:
     keep_last = (0, 3)[chooser.draw(2)]
     builder.run_playbook("Alpha", "Main", 0, ("Alpha",))
     return Generated(
-        source=render_program(builder.n_agents), script=builder.script,
-        inputs=builder.inputs, shapes=+builder.shapes, choices=list(chooser.record),
-        snapshot_every=snapshot_every, keep_last=keep_last, exits=builder.exits,
+        source=render_program(builder.n_agents),
+        script=builder.script,
+        inputs=builder.inputs,
+        shapes=+builder.shapes,
+        choices=list(chooser.record),
+        snapshot_every=snapshot_every,
+        keep_last=keep_last,
+        exits=builder.exits,
         agents=builder.n_agents,
     )

@@ -117,16 +117,22 @@ class DyingStore(MemoryStore):
     def same_checkpoints(self, other: DyingStore, execution_id: str) -> bool:
         """Both stores hold the same checkpoints (sequence numbers and bytes) and blobs."""
         mine, theirs = (s.checkpoints.get(execution_id, {}) for s in (self, other))
-        return ({seq: data for seq, (_, data) in mine.items()}
-                == {seq: data for seq, (_, data) in theirs.items()}
-                and self.blobs.get(execution_id, {}) == other.blobs.get(execution_id, {}))
+        return {seq: data for seq, (_, data) in mine.items()} == {
+            seq: data for seq, (_, data) in theirs.items()
+        } and self.blobs.get(execution_id, {}) == other.blobs.get(execution_id, {})
 
 
 class RecordingLLM:
     """The scripted client, recording every request and dying after ``crash_chunk`` chunks."""
 
-    def __init__(self, script: dict[str, list[str]], store: DyingStore, *, chunk_seed: int,
-                 crash_chunk: int | None = None) -> None:
+    def __init__(
+        self,
+        script: dict[str, list[str]],
+        store: DyingStore,
+        *,
+        chunk_seed: int,
+        crash_chunk: int | None = None,
+    ) -> None:
         self.inner = ScriptedLLM(script, spec="scripted:fuzz", chunk_seed=chunk_seed)
         self.spec = self.inner.spec
         self.store = store
@@ -141,8 +147,15 @@ class RecordingLLM:
         self.open: list[tuple[str, int]] = []
         """Streams started and not finished (nested playbooks stream inside others)."""
 
-    async def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str,
-                     call: int, prefix: str = "") -> AsyncIterator[str]:
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        playbook: str,
+        call: int,
+        prefix: str = "",
+    ) -> AsyncIterator[str]:
         if self.store.dead:
             raise Crash("the process is dead")
         key = (f"{agent}.{playbook}", call)
@@ -152,8 +165,9 @@ class RecordingLLM:
         self.open.append(key)
         span = len(self.streams)
         self.streams.append((key, self.store.writes, None))
-        async for chunk in self.inner.stream(messages, agent=agent, playbook=playbook,
-                                             call=call, prefix=prefix):
+        async for chunk in self.inner.stream(
+            messages, agent=agent, playbook=playbook, call=call, prefix=prefix
+        ):
             if self.store.dead:
                 raise Crash("the process is dead")
             yield chunk
@@ -188,14 +202,16 @@ class Trace:
         """What this process did before its ``writes``-th checkpoint became durable and it
         died: the part of its events a crash right after that checkpoint leaves."""
         said = [line for line, w in zip(self.said, self.said_at, strict=True) if w < writes]
-        requests = [r for r, w in zip(self.requests, self.requests_at, strict=True)
-                    if w < writes]
+        requests = [r for r, w in zip(self.requests, self.requests_at, strict=True) if w < writes]
         tools: Counter[tuple[str, str]] = Counter(
-            (event, name) for event, name, w in self.tool_log if w < writes)
-        in_flight = [key for key, start, end in self.streams
-                     if start < writes and (end is None or end >= writes)]
-        return Trace(True, "crashed", None, said, requests, self.prompts, tools, writes,
-                     in_flight)
+            (event, name) for event, name, w in self.tool_log if w < writes
+        )
+        in_flight = [
+            key
+            for key, start, end in self.streams
+            if start < writes and (end is None or end >= writes)
+        ]
+        return Trace(True, "crashed", None, said, requests, self.prompts, tools, writes, in_flight)
 
 
 @dataclass
@@ -212,14 +228,22 @@ class Case:
     @classmethod
     def create(cls, generated: Generated, directory: Path) -> Case:
         program, _ = generated.write(directory)
-        config = DurabilityConfig(snapshot_every=generated.snapshot_every,
-                                  keep_last=generated.keep_last)
+        config = DurabilityConfig(
+            snapshot_every=generated.snapshot_every, keep_last=generated.keep_last
+        )
         return cls(generated, program, config)
 
 
-async def run_process(case: Case, store: DyingStore, execution_id: str, *, resume: bool,
-                      crash_at: int | None = None, crash_chunk: int | None = None,
-                      chunk_seed: int = 0) -> Trace:
+async def run_process(
+    case: Case,
+    store: DyingStore,
+    execution_id: str,
+    *,
+    resume: bool,
+    crash_at: int | None = None,
+    crash_chunk: int | None = None,
+    chunk_seed: int = 0,
+) -> Trace:
     """One process: run (or resume) ``execution_id`` until it ends or crashes."""
     store.arm(crash_at)
     gen = case.generated
@@ -253,8 +277,12 @@ async def run_process(case: Case, store: DyingStore, execution_id: str, *, resum
             else:
                 await restore_agents(manager, execution, loaded=loaded)
         else:
-            execution.header = {"program": str(case.program), "digest": program.digest,
-                                "llm": llm.spec, "inputs": list(gen.inputs)}
+            execution.header = {
+                "program": str(case.program),
+                "digest": program.digest,
+                "llm": llm.spec,
+                "inputs": list(gen.inputs),
+            }
         if status != "already-completed":
             status = (await _drive(execution, manager, resume=resume)).status
     except Crash:
@@ -262,11 +290,27 @@ async def run_process(case: Case, store: DyingStore, execution_id: str, *, resum
     except Exception as exc:  # a loud failure: reported, never swallowed
         status, error = "error", exc
     store.dead = False
-    view = None if crashed else await describe_execution(
-        CheckpointManager(execution_id, store, config=case.config))
-    return Trace(crashed, status, view, said, llm.requests, llm.prompts, tools, store.writes,
-                 llm.open if crashed else [], error, said_at, llm.requests_at,
-                 list(counter.log), llm.streams)
+    view = (
+        None
+        if crashed
+        else await describe_execution(CheckpointManager(execution_id, store, config=case.config))
+    )
+    return Trace(
+        crashed,
+        status,
+        view,
+        said,
+        llm.requests,
+        llm.prompts,
+        tools,
+        store.writes,
+        llm.open if crashed else [],
+        error,
+        said_at,
+        llm.requests_at,
+        list(counter.log),
+        llm.streams,
+    )
 
 
 class ToolCounter:
@@ -281,8 +325,9 @@ class ToolCounter:
         for cls in program.agent_classes:
             for spec in cls.playbooks.values():
                 if not spec.llm and spec.func is not None:
-                    object.__setattr__(spec, "func", self._wrap(f"{cls.__name__}.{spec.name}",
-                                                                spec.func))
+                    object.__setattr__(
+                        spec, "func", self._wrap(f"{cls.__name__}.{spec.name}", spec.func)
+                    )
 
     def start(self, store: DyingStore) -> Counter[tuple[str, str]]:
         """Count the runs of a new process (the returned counter) against ``store``."""
@@ -363,9 +408,17 @@ class Report:
 class Checker:
     """Checks the resume property on one generated program."""
 
-    def __init__(self, case: Case, *, max_crash_points: int | None = None,
-                 stream_crashes: int = 3, double_crashes: int = 2, forks: int | None = None,
-                 real_crash_points: int = 2, seed: int = 0) -> None:
+    def __init__(
+        self,
+        case: Case,
+        *,
+        max_crash_points: int | None = None,
+        stream_crashes: int = 3,
+        double_crashes: int = 2,
+        forks: int | None = None,
+        real_crash_points: int = 2,
+        seed: int = 0,
+    ) -> None:
         self.case = case
         self.max_crash_points = max_crash_points
         self.stream_crashes = stream_crashes
@@ -380,8 +433,7 @@ class Checker:
         report = Report()
         store = self.base_store = DyingStore()
         base = await run_process(self.case, store, "baseline", resume=False)
-        other = await run_process(self.case, DyingStore(), "baseline", resume=False,
-                                  chunk_seed=7)
+        other = await run_process(self.case, DyingStore(), "baseline", resume=False, chunk_seed=7)
         if base.status != "completed":
             report.failures.append(Failure("baseline", f"status {base.status}: {base.error!r}"))
             return report
@@ -397,8 +449,11 @@ class Checker:
         real = set(self.rng.sample(points, min(self.real_crash_points, len(points))))
         for k in points:
             report.crash_points += 1
-            problem = (await self.crash_and_resume("baseline", [k]) if k in real
-                       else await self.resume_prefix(k))
+            problem = (
+                await self.crash_and_resume("baseline", [k])
+                if k in real
+                else await self.resume_prefix(k)
+            )
             if problem:
                 report.failures.append(Failure(f"crash after checkpoint {k}", problem))
                 if stop_at_first:
@@ -409,8 +464,7 @@ class Checker:
             report.stream_crashes += 1
             problem = await self.crash_and_resume(f"s{c}", [None], chunk=c)
             if problem:
-                report.failures.append(Failure(f"crash in an LLM stream after chunk {c}",
-                                               problem))
+                report.failures.append(Failure(f"crash in an LLM stream after chunk {c}", problem))
                 if stop_at_first:
                     return report
         for _ in range(self.double_crashes if total > 2 else 0):
@@ -419,8 +473,9 @@ class Checker:
             report.double_crashes += 1
             problem = await self.crash_and_resume(f"d{k1}-{k2}", [k1, k2])
             if problem:
-                report.failures.append(Failure(
-                    f"crash after checkpoint {k1}, resume, crash after {k2} more", problem))
+                report.failures.append(
+                    Failure(f"crash after checkpoint {k1}, resume, crash after {k2} more", problem)
+                )
                 if stop_at_first:
                     return report
         calls = len(base.view["llm_calls"]) if base.view else 0
@@ -446,21 +501,26 @@ class Checker:
         traces = [self.baseline.until(k)]
         return await self.resume_until_done(store, "baseline", traces)
 
-    async def resume_until_done(self, store: DyingStore, name: str,
-                                traces: list[Trace]) -> str | None:
+    async def resume_until_done(
+        self, store: DyingStore, name: str, traces: list[Trace]
+    ) -> str | None:
         for _ in range(3):
             if not traces[-1].crashed:
                 break
             traces.append(await run_process(self.case, store, name, resume=True))
         return self.compare(self.baseline, traces)
 
-    async def crash_and_resume(self, name: str, crashes: list[int | None], *,
-                               chunk: int | None = None) -> str | None:
+    async def crash_and_resume(
+        self, name: str, crashes: list[int | None], *, chunk: int | None = None
+    ) -> str | None:
         """Run with the given crashes (a checkpoint number, or None for the stream crash at
         ``chunk``), resuming after each; compare the end with the baseline."""
         store = DyingStore()
-        traces = [await run_process(self.case, store, name, resume=False,
-                                    crash_at=crashes[0], crash_chunk=chunk)]
+        traces = [
+            await run_process(
+                self.case, store, name, resume=False, crash_at=crashes[0], crash_chunk=chunk
+            )
+        ]
         k = crashes[0]
         if name == "baseline" and k is not None and chunk is None:
             # A real crash after checkpoint k leaves what resume_prefix assumes it does.
@@ -469,13 +529,16 @@ class Checker:
                 return f"the run that crashed after checkpoint {k} wrote other checkpoints"
             expected, got = self.baseline.until(k), traces[0]
             if (expected.said, expected.requests, +expected.tools, expected.in_flight) != (
-                    got.said, got.requests, +got.tools, got.in_flight):
+                got.said,
+                got.requests,
+                +got.tools,
+                got.in_flight,
+            ):
                 return f"the run that crashed after checkpoint {k} did other things"
         for later in crashes[1:]:
             if not traces[-1].crashed:
                 break
-            traces.append(await run_process(self.case, store, name, resume=True,
-                                            crash_at=later))
+            traces.append(await run_process(self.case, store, name, resume=True, crash_at=later))
         return await self.resume_until_done(store, name, traces)
 
     async def fork_and_resume(self, number: int) -> str | None:
@@ -507,12 +570,13 @@ class Checker:
                 return f"prompt of LLM call {key} differs from the baseline's"
         for agent, lines in _by_agent(resumed.said).items():
             full = _by_agent(base.said).get(agent, [])
-            if full[len(full) - len(lines):] != lines:
+            if full[len(full) - len(lines) :] != lines:
                 return f"what {agent} said after the fork is not the end of the baseline's"
         return None
 
-    def compare(self, base: Trace | None, traces: list[Trace], *,
-                chunking: bool = False) -> str | None:
+    def compare(
+        self, base: Trace | None, traces: list[Trace], *, chunking: bool = False
+    ) -> str | None:
         assert base is not None
         last = traces[-1]
         if last.error is not None:
@@ -525,10 +589,11 @@ class Checker:
             return "store view: " + _first_difference(_view(base), _view(last))
         said = [line for t in traces for line in t.said]
         if _by_agent(said) != _by_agent(base.said):
-            return ("what the user saw differs: " +
-                    _first_difference(_by_agent(base.said), _by_agent(said)))
+            return "what the user saw differs: " + _first_difference(
+                _by_agent(base.said), _by_agent(said)
+            )
         for trace in traces:
-            for (key, call, _prefix) in trace.requests:
+            for key, call, _prefix in trace.requests:
                 if base.prompts.get((key, call)) != trace.prompts[(key, call)]:
                     return f"the prompt of LLM call {key} #{call + 1} differs from the baseline's"
         if chunking:
@@ -551,8 +616,9 @@ class Checker:
         runs: Counter[str] = Counter()
         for trace in traces:
             runs.update({name: n for (event, name), n in trace.tools.items() if event == "end"})
-        expected_runs = Counter({name: n for (event, name), n in base.tools.items()
-                                 if event == "end"})
+        expected_runs = Counter(
+            {name: n for (event, name), n in base.tools.items() if event == "end"}
+        )
         if +runs != +expected_runs:
             return f"completed tool runs {dict(+runs)} != baseline {dict(+expected_runs)}"
         return None
@@ -560,8 +626,10 @@ class Checker:
 
 def regression_test(generated: Generated, failure: Failure) -> str:
     """A ready-to-paste regression test reproducing ``failure`` (for tests/fuzz/)."""
-    name = "test_regression_" + hashlib.blake2b(repr(generated.choices).encode(),
-                                                digest_size=4).hexdigest()
+    name = (
+        "test_regression_"
+        + hashlib.blake2b(repr(generated.choices).encode(), digest_size=4).hexdigest()
+    )
     return textwrap.dedent(f'''
         def {name}(tmp_path):
             """Found by the fuzzer: {failure.mode}.
@@ -581,8 +649,13 @@ def check_choices(choices: list[int], directory: Path, **options: Any) -> list[F
     return asyncio.run(Checker(case, **options).check()).failures
 
 
-def shrink(generated: Generated, directory: Path, *, budget: float = 60.0,
-           fails: Callable[[Generated], bool] | None = None) -> Generated:
+def shrink(
+    generated: Generated,
+    directory: Path,
+    *,
+    budget: float = 60.0,
+    fails: Callable[[Generated], bool] | None = None,
+) -> Generated:
     """A smaller program that still fails, found greedily within ``budget`` seconds.
 
     Delta debugging on the generator's choices: blocks of choices (large first, then
@@ -597,8 +670,7 @@ def shrink(generated: Generated, directory: Path, *, budget: float = 60.0,
             return fails(candidate)
         counter[0] += 1
         case = Case.create(candidate, directory / f"shrink{counter[0]}")
-        checker = Checker(case, max_crash_points=40, forks=4, stream_crashes=2,
-                          double_crashes=1)
+        checker = Checker(case, max_crash_points=40, forks=4, stream_crashes=2, double_crashes=1)
         return bool(asyncio.run(checker.check()).failures)
 
     def smaller(a: list[int], b: list[int]) -> bool:
@@ -612,12 +684,13 @@ def shrink(generated: Generated, directory: Path, *, budget: float = 60.0,
         start = 0
         while start < len(best.choices) and time.monotonic() < deadline:
             choices = best.choices
-            block = choices[start:start + size]
+            block = choices[start : start + size]
             for values in ([0] * len(block), [v // 2 for v in block]):
                 if values == block:
                     continue
-                candidate = generate(Chooser(prefix=[*choices[:start], *values,
-                                                     *choices[start + size:]]))
+                candidate = generate(
+                    Chooser(prefix=[*choices[:start], *values, *choices[start + size :]])
+                )
                 if smaller(candidate.choices, best.choices) and still_fails(candidate):
                     best, improved = candidate, True
                     break

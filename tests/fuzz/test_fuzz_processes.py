@@ -47,28 +47,37 @@ def per_agent(view: dict[str, Any]) -> dict[str, Any]:
         transcript.setdefault(item["id"], []).append(item["text"])
     calls: dict[str, list[Any]] = {}
     for item in view["llm_calls"]:
-        calls.setdefault(item["id"], []).append((item["playbook"], item["prompt"],
-                                                 item["response"]))
-    return {"status": view["status"], "result": view["result"], "agents": view["agents"],
-            "transcript": transcript, "llm_calls": calls}
+        calls.setdefault(item["id"], []).append(
+            (item["playbook"], item["prompt"], item["response"])
+        )
+    return {
+        "status": view["status"],
+        "result": view["result"],
+        "agents": view["agents"],
+        "transcript": transcript,
+        "llm_calls": calls,
+    }
 
 
 def tool_runs(log: Path, event: str) -> Counter[str]:
     if not log.exists():
         return Counter()
-    return Counter(name for kind, name in (line.split() for line in log.read_text().splitlines())
-                   if kind == event)
+    return Counter(
+        name
+        for kind, name in (line.split() for line in log.read_text().splitlines())
+        if kind == event
+    )
 
 
-def crash_and_resume(generated: Generated, folder: Path, store_args: list[str],
-                     store: str, config: Path | None) -> None:
+def crash_and_resume(
+    generated: Generated, folder: Path, store_args: list[str], store: str, config: Path | None
+) -> None:
     program, script = generated.write(folder)
     run = ["run", str(program), "--llm", f"scripted:{script}?chunk_seed=3", *store_args]
     for text in generated.inputs:
         run += ["--input", text]
     log = folder / "reference.log"
-    done = durably(*run, "--execution-id", "reference",
-                   env={"DURABLY_FUZZ_TOOL_LOG": str(log)})
+    done = durably(*run, "--execution-id", "reference", env={"DURABLY_FUZZ_TOOL_LOG": str(log)})
     assert done.code == 0, done.err
     reference = show(store, "reference", config=config)
     expected = per_agent(reference)
@@ -78,12 +87,20 @@ def crash_and_resume(generated: Generated, folder: Path, store_args: list[str],
     for k in sorted(rng.sample(range(1, total - len(reference["agents"])), CRASH_POINTS)):
         execution_id = f"crash-{k}"
         first_log, second_log = folder / f"{k}-first.log", folder / f"{k}-second.log"
-        first = durably(*run, "--execution-id", execution_id,
-                        env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(k),
-                             "DURABLY_FUZZ_TOOL_LOG": str(first_log)})
+        first = durably(
+            *run,
+            "--execution-id",
+            execution_id,
+            env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(k), "DURABLY_FUZZ_TOOL_LOG": str(first_log)},
+        )
         assert first.code == -signal.SIGKILL, (k, first.err)
-        second = durably("resume", execution_id, "--wait", *store_args,
-                         env={"DURABLY_FUZZ_TOOL_LOG": str(second_log)})
+        second = durably(
+            "resume",
+            execution_id,
+            "--wait",
+            *store_args,
+            env={"DURABLY_FUZZ_TOOL_LOG": str(second_log)},
+        )
         assert second.code == 0, (k, second.err)
         resumed = per_agent(show(store, execution_id, config=config))
         for key in expected:
@@ -97,31 +114,34 @@ def crash_and_resume(generated: Generated, folder: Path, store_args: list[str],
 def test_generated_program_on_filesystem(number: int, tmp_path: Path) -> None:
     store = f"file://{tmp_path / 'store'}"
     config = tmp_path / "durably.toml"
-    config.write_text('[durability]\nlease_ttl = 0.5\n')
-    crash_and_resume(sample_programs()[number], tmp_path, ["--config", str(config),
-                                                           "--store", store], store, None)
+    config.write_text("[durability]\nlease_ttl = 0.5\n")
+    crash_and_resume(
+        sample_programs()[number],
+        tmp_path,
+        ["--config", str(config), "--store", store],
+        store,
+        None,
+    )
 
 
 @pytest.mark.parametrize("number", range(PROGRAMS))
-def test_generated_program_on_postgres(number: int, tmp_path: Path,
-                                       postgres_config: tuple[Path, str]) -> None:
+def test_generated_program_on_postgres(
+    number: int, tmp_path: Path, postgres_config: tuple[Path, str]
+) -> None:
     config, url = postgres_config
-    crash_and_resume(sample_programs()[number], tmp_path, ["--config", str(config)], url,
-                     config)
+    crash_and_resume(sample_programs()[number], tmp_path, ["--config", str(config)], url, config)
 
 
 @pytest.mark.parametrize("number", range(PROGRAMS))
-def test_generated_program_on_s3(number: int, tmp_path: Path,
-                                 s3_config: tuple[Path, str]) -> None:
+def test_generated_program_on_s3(number: int, tmp_path: Path, s3_config: tuple[Path, str]) -> None:
     config, store = s3_config
-    crash_and_resume(sample_programs()[number], tmp_path, ["--config", str(config)], store,
-                     config)
+    crash_and_resume(sample_programs()[number], tmp_path, ["--config", str(config)], store, config)
 
 
 @pytest.mark.filterwarnings("ignore::durably.errors.DurablyWarning")  # Redis without AOF here
 @pytest.mark.parametrize("number", range(PROGRAMS))
-def test_generated_program_on_redis(number: int, tmp_path: Path,
-                                    redis_config: tuple[Path, str]) -> None:
+def test_generated_program_on_redis(
+    number: int, tmp_path: Path, redis_config: tuple[Path, str]
+) -> None:
     config, url = redis_config
-    crash_and_resume(sample_programs()[number], tmp_path, ["--config", str(config)], url,
-                     config)
+    crash_and_resume(sample_programs()[number], tmp_path, ["--config", str(config)], url, config)

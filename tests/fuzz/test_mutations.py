@@ -26,8 +26,9 @@ from test_fuzz import CRASH_POINTS, FORKS, SAMPLE_PROGRAMS, SAMPLE_SEED
 def first_failure(directory: Path) -> str | None:
     for number in range(SAMPLE_PROGRAMS):
         case = Case.create(generate(Chooser(SAMPLE_SEED + number)), directory / str(number))
-        checker = Checker(case, max_crash_points=CRASH_POINTS, forks=FORKS,
-                          seed=SAMPLE_SEED + number)
+        checker = Checker(
+            case, max_crash_points=CRASH_POINTS, forks=FORKS, seed=SAMPLE_SEED + number
+        )
         report = asyncio.run(checker.check())
         if report.failures:
             return f"program {number}: {report.failures[0]}"
@@ -118,7 +119,9 @@ def sample_dir(tmp_path: Path) -> Iterator[Path]:
 
 @pytest.mark.parametrize("name", list(MUTATIONS))
 def test_the_default_sample_catches_an_injected_runtime_bug(
-    name: str, monkeypatch: pytest.MonkeyPatch, sample_dir: Path,
+    name: str,
+    monkeypatch: pytest.MonkeyPatch,
+    sample_dir: Path,
 ) -> None:
     MUTATIONS[name](monkeypatch)
     found = first_failure(sample_dir)

@@ -30,13 +30,22 @@ def program(name: str, snapshot_every: int, keep_last: int) -> Generated:
     return Generated(
         source=(PROGRAMS / f"{name}.py").read_text(encoding="utf-8"),
         script=json.loads((PROGRAMS / f"{name}.scripted.json").read_text(encoding="utf-8")),
-        inputs=[], shapes=Counter(), choices=[], snapshot_every=snapshot_every,
-        keep_last=keep_last, exits=False, agents=2)
+        inputs=[],
+        shapes=Counter(),
+        choices=[],
+        snapshot_every=snapshot_every,
+        keep_last=keep_last,
+        exits=False,
+        agents=2,
+    )
 
 
 RESULTS = {
-    "relay": {"topic": "tides", "found": ["shelf 1", "shelf 2", "shelf 3"],
-              "summary": "shelf 1 is about the moon and the tides"},
+    "relay": {
+        "topic": "tides",
+        "found": ["shelf 1", "shelf 2", "shelf 3"],
+        "summary": "shelf 1 is about the moon and the tides",
+    },
     "assembly": 304,
 }
 
@@ -44,7 +53,10 @@ RESULTS = {
 @pytest.mark.parametrize("name", list(RESULTS))
 @pytest.mark.parametrize(("snapshot_every", "keep_last"), [(1, 0), (16, 0), (4, 3)])
 def test_cross_agent_program_resumes_exactly_at_every_point(
-    name: str, snapshot_every: int, keep_last: int, tmp_path: Path,
+    name: str,
+    snapshot_every: int,
+    keep_last: int,
+    tmp_path: Path,
 ) -> None:
     case = Case.create(program(name, snapshot_every, keep_last), tmp_path)
     checker = Checker(case, stream_crashes=10, double_crashes=10, real_crash_points=5)

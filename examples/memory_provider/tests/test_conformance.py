@@ -49,8 +49,11 @@ class MemoryBackdoor:
 
     async def locations(self) -> list[str]:
         return [
-            *(f"checkpoints/{e}/{seq}" for e, seqs in self.store.checkpoints.items()
-              for seq in seqs),
+            *(
+                f"checkpoints/{e}/{seq}"
+                for e, seqs in self.store.checkpoints.items()
+                for seq in seqs
+            ),
             *(f"blobs/{e}/{digest}" for e, blobs in self.store.blobs.items() for digest in blobs),
             *(f"leases/{e}" for e in self.store.leases),
             *(f"open/{e}" for e in self.store.open),
@@ -63,7 +66,7 @@ class MemoryBackdoor:
 
 def _flip_middle(stored: bytes) -> bytes:
     middle = len(stored) // 2
-    return stored[:middle] + bytes([stored[middle] ^ 0xFF]) + stored[middle + 1:]
+    return stored[:middle] + bytes([stored[middle] ^ 0xFF]) + stored[middle + 1 :]
 
 
 class TestMemoryProvider(ProviderSuite):

@@ -86,36 +86,63 @@ def render() -> str:
     storage, errors, options = durably.storage, durably.errors, durably.options
     lines = [START, "", "### `durably.storage`", ""]
     provider = storage.CheckpointProvider
-    lines += _entry(f"@classmethod CheckpointProvider.from_url({_parameters(provider.from_url)})"
-                    f"{_returns(provider.from_url)}", provider.from_url)
-    for cls in (storage.CheckpointInfo, storage.StoredCheckpoint, storage.ExecutionInfo,
-                storage.BlobInfo, storage.Lease, storage.Page, storage.ExpectedVersion):
+    lines += _entry(
+        f"@classmethod CheckpointProvider.from_url({_parameters(provider.from_url)})"
+        f"{_returns(provider.from_url)}",
+        provider.from_url,
+    )
+    for cls in (
+        storage.CheckpointInfo,
+        storage.StoredCheckpoint,
+        storage.ExecutionInfo,
+        storage.BlobInfo,
+        storage.Lease,
+        storage.Page,
+        storage.ExpectedVersion,
+    ):
         lines += _entry(_dataclass(cls), cls)
     lines += _entry("Lease.expired(now: float | None = None) -> bool", storage.Lease.expired)
-    lines += ['- `WriteMode = Literal["create", "overwrite"] | ExpectedVersion`',
-              '  — `"create"`: fail with AlreadyExistsError if the sequence exists; '
-              '`"overwrite"`: replace or create; `ExpectedVersion(v)`: replace only the '
-              "object whose version is `v`."]
+    lines += [
+        '- `WriteMode = Literal["create", "overwrite"] | ExpectedVersion`',
+        '  — `"create"`: fail with AlreadyExistsError if the sequence exists; '
+        '`"overwrite"`: replace or create; `ExpectedVersion(v)`: replace only the '
+        "object whose version is `v`.",
+    ]
     members = ", ".join(f"{m.name}" for m in storage.Capability)
     lines += _entry(f"class Capability(StrEnum): {members}", storage.Capability)
     lines += _entry("class OwnerLock(abc.ABC): async release() -> None", storage.OwnerLock)
-    for function in (storage.blob_digest, storage.validate_execution_id,
-                     storage.validate_metadata, storage.encode_int_cursor,
-                     storage.decode_int_cursor, storage.encode_metadata,
-                     storage.decode_metadata, storage.call_with_retries):
-        lines += _entry(f"{function.__name__}({_parameters(function)}){_returns(function)}",
-                        function)
-    lines += [f'- `META_BASE = "{storage.META_BASE}"`, `META_STATUS = "{storage.META_STATUS}"`'
-              " — the metadata keys durably writes (`prune` keeps what the latest checkpoint's"
-              " base needs; workers look for unfinished statuses)."]
+    for function in (
+        storage.blob_digest,
+        storage.validate_execution_id,
+        storage.validate_metadata,
+        storage.encode_int_cursor,
+        storage.decode_int_cursor,
+        storage.encode_metadata,
+        storage.decode_metadata,
+        storage.call_with_retries,
+    ):
+        lines += _entry(
+            f"{function.__name__}({_parameters(function)}){_returns(function)}", function
+        )
+    lines += [
+        f'- `META_BASE = "{storage.META_BASE}"`, `META_STATUS = "{storage.META_STATUS}"`'
+        " — the metadata keys durably writes (`prune` keeps what the latest checkpoint's"
+        " base needs; workers look for unfinished statuses)."
+    ]
     lines += ["", "### `durably.errors`: what a provider raises", ""]
     for function in (errors.fenced, errors.already_exists, errors.precondition_failed):
-        lines += _entry(f"{function.__name__}({_parameters(function)}){_returns(function)}",
-                        function)
+        lines += _entry(
+            f"{function.__name__}({_parameters(function)}){_returns(function)}", function
+        )
     for cls in (errors.ConfigError, errors.LeaseHeldError):
         lines += _entry(f"{cls.__name__}({_parameters(cls.__init__, skip_first=True)})", cls)
-    for cls in (errors.StoreError, errors.StoreUnavailableError, errors.NotFoundError,
-                errors.CorruptObjectError, errors.UnsupportedError):
+    for cls in (
+        errors.StoreError,
+        errors.StoreUnavailableError,
+        errors.NotFoundError,
+        errors.CorruptObjectError,
+        errors.UnsupportedError,
+    ):
         lines += _entry(f"{cls.__name__}(message: str)", cls)
     lines += ["", "### `durably.options`: option parsing for `from_url`", ""]
     for name in options.__all__:

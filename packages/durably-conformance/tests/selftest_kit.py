@@ -21,7 +21,7 @@ def function_name(nodeid: str) -> str:
 def clause_of(name: str) -> int:
     """The clause number a suite test's name cites (``test_c07_...`` -> 7)."""
     assert name.startswith("test_c"), name
-    return int(name[len("test_c"):].split("_", 1)[0])
+    return int(name[len("test_c") :].split("_", 1)[0])
 
 
 def outcomes(

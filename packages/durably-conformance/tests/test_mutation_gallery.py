@@ -39,8 +39,7 @@ MUTANTS: dict[str, Mutant] = {
                     mode = "overwrite"  # BUG: two creates of one seq both succeed
                 return await super()._save(execution_id, seq, stored, metadata, mode, lease)
         """,
-        {"test_c05_create_rejects_an_existing_seq",
-         "test_c08_concurrent_creates_exactly_one_wins"},
+        {"test_c05_create_rejects_an_existing_seq", "test_c08_concurrent_creates_exactly_one_wins"},
         {5, 8},
     ),
     "ignores-fencing": (
@@ -56,9 +55,11 @@ MUTANTS: dict[str, Mutant] = {
             async def _delete_many(self, execution_id, seqs, lease):
                 return await super()._delete_many(execution_id, seqs, None)
         """,
-        {"test_c09_a_superseded_lease_writes_nothing",
-         "test_c09_a_lease_never_granted_is_fenced",
-         "test_c09_takeover_fences_the_previous_owner"},
+        {
+            "test_c09_a_superseded_lease_writes_nothing",
+            "test_c09_a_lease_never_granted_is_fenced",
+            "test_c09_takeover_fences_the_previous_owner",
+        },
         {9, 15, 18, 24, 29},  # C24: leases from before a deletion stay fenced
     ),
     "take-over-ignores-the-holder": (
@@ -69,8 +70,10 @@ MUTANTS: dict[str, Mutant] = {
                 current = await self._get_lease(lease.execution_id)
                 return await super()._take_over(current or lease, owner, ttl)
         """,
-        {"test_c29_a_replaced_lease_cannot_be_taken_over_again",
-         "test_c29_concurrent_take_overs_exactly_one_wins"},
+        {
+            "test_c29_a_replaced_lease_cannot_be_taken_over_again",
+            "test_c29_concurrent_take_overs_exactly_one_wins",
+        },
         {29},
     ),
     "re-wraps-payloads": (
@@ -93,11 +96,13 @@ MUTANTS: dict[str, Mutant] = {
                 found = await super()._load_latest(execution_id)
                 return None if found is None else (found[0], self.envelope.wrap(found[1]))
         """,
-        {"test_c14_the_backdoor_sees_the_stored_envelope",
-         "test_c14_a_flipped_byte_is_detected",
-         "test_c14_truncation_is_detected",
-         "test_c14_rewritten_bad_bytes_are_detected",
-         "test_c14_an_unknown_format_version_is_refused"},
+        {
+            "test_c14_the_backdoor_sees_the_stored_envelope",
+            "test_c14_a_flipped_byte_is_detected",
+            "test_c14_truncation_is_detected",
+            "test_c14_rewritten_bad_bytes_are_detected",
+            "test_c14_an_unknown_format_version_is_refused",
+        },
         {2, 14, 20},
     ),
     "returns-wrong-checkpoint": (
@@ -119,8 +124,7 @@ MUTANTS: dict[str, Mutant] = {
                 items = sorted(page.items, key=lambda info: str(info.seq))  # BUG
                 return Page(tuple(items), None)
         """,
-        {"test_c04_listing_is_in_ascending_seq_order",
-         "test_c04_paging_returns_everything_once"},
+        {"test_c04_listing_is_in_ascending_seq_order", "test_c04_paging_returns_everything_once"},
         {3, 4, 11, 27},
     ),
     "same-owner-keeps-epoch": (
@@ -132,8 +136,10 @@ MUTANTS: dict[str, Mutant] = {
                     return current  # BUG: a restarted owner does not fence its old self
                 return await super()._claim(execution_id, owner, ttl)
         """,
-        {"test_c15_the_same_owner_reclaims_with_a_higher_epoch",
-         "test_c09_a_superseded_lease_writes_nothing"},
+        {
+            "test_c15_the_same_owner_reclaims_with_a_higher_epoch",
+            "test_c09_a_superseded_lease_writes_nothing",
+        },
         {9, 15, 16, 18, 23, 29},
     ),
     "blob-put-rewrites": (
@@ -160,9 +166,11 @@ MUTANTS: dict[str, Mutant] = {
                 self.store.checkpoints[execution_id][seq] = dataclasses.replace(record, info=kept)
                 return kept
         """,
-        {"test_c06_overwrite_replaces_data_metadata_and_version",
-         "test_c06_every_write_changes_the_version",
-         "test_c07_stale_version_is_rejected"},
+        {
+            "test_c06_overwrite_replaces_data_metadata_and_version",
+            "test_c06_every_write_changes_the_version",
+            "test_c07_stale_version_is_rejected",
+        },
         {6, 7, 8},
     ),
     "lease-only-executions-unlisted": (
@@ -189,9 +197,11 @@ MUTANTS: dict[str, Mutant] = {
                     self.store.leases[execution_id] = lease  # BUG: the lease survives
                 return found
         """,
-        {"test_c24_delete_execution_removes_everything",
-         "test_c24_delete_execution_leaves_no_location_behind",
-         "test_c18_executions_live_in_separate_locations"},
+        {
+            "test_c24_delete_execution_removes_everything",
+            "test_c24_delete_execution_leaves_no_location_behind",
+            "test_c18_executions_live_in_separate_locations",
+        },
         {13, 18, 24},
     ),
     "overrides-public-method": (
@@ -203,8 +213,10 @@ MUTANTS: dict[str, Mutant] = {
                 return await self._save(execution_id, seq, self.envelope.wrap(bytes(data)),
                                         dict(metadata or {}), mode, lease)
         """,
-        {"test_c26_public_methods_are_not_overridden",
-         "test_c12_hostile_ids_are_rejected_everywhere"},
+        {
+            "test_c26_public_methods_are_not_overridden",
+            "test_c12_hostile_ids_are_rejected_everywhere",
+        },
         {9, 12, 19, 26},
     ),
     "backdoor-does-nothing": (
@@ -223,9 +235,11 @@ MUTANTS: dict[str, Mutant] = {
             async def corrupt_blob(self, execution_id, digest):
                 pass
         """,
-        {"test_c14_a_flipped_byte_is_detected",
-         "test_c14_truncation_is_detected",
-         "test_c17_a_corrupt_blob_is_detected"},
+        {
+            "test_c14_a_flipped_byte_is_detected",
+            "test_c14_truncation_is_detected",
+            "test_c17_a_corrupt_blob_is_detected",
+        },
         {14, 17},
     ),
     # The three bugs a provider written from the docs alone got past the suite before
@@ -291,7 +305,10 @@ MUTANTS: dict[str, Mutant] = {
 
 
 def _check_caught(
-    reprec: pytest.HookRecorder, must_fail: set[str], allowed_clauses: set[int], name: str,
+    reprec: pytest.HookRecorder,
+    must_fail: set[str],
+    allowed_clauses: set[int],
+    name: str,
 ) -> None:
     _passed, _skipped, failed = outcomes(reprec)
     reports = {function_name(report.nodeid): report for report in failed}
@@ -367,12 +384,24 @@ def test_a_process_local_lock_fails_the_cross_process_clause(pytester: pytest.Py
     pytester.makeini("[pytest]\nasyncio_default_fixture_loop_scope = function\n")
     pytester.makepyfile(test_variant=textwrap.dedent(PROCESS_LOCAL_LOCK))
     # C28's entry-point test is left out: the mutant is no registered distribution.
-    reprec = pytester.inline_run("test_variant.py", "--durably-lease-ttl", "0.2",
-                                 "--durably-skip-large", "-k", "not c28_the_entry_point")
+    reprec = pytester.inline_run(
+        "test_variant.py",
+        "--durably-lease-ttl",
+        "0.2",
+        "--durably-skip-large",
+        "-k",
+        "not c28_the_entry_point",
+    )
     passed, _skipped, _failed = outcomes(reprec)
     passed_names = {function_name(report.nodeid) for report in passed}
     # The in-process races pass: the lock does its job within one process.
-    assert {"test_c08_concurrent_creates_exactly_one_wins",
-            "test_c22_concurrent_creates_across_instances_exactly_one_wins"} <= passed_names
-    _check_caught(reprec, {"test_c22_concurrent_creates_across_processes_exactly_one_wins"},
-                  {22}, "process-local-lock")
+    assert {
+        "test_c08_concurrent_creates_exactly_one_wins",
+        "test_c22_concurrent_creates_across_instances_exactly_one_wins",
+    } <= passed_names
+    _check_caught(
+        reprec,
+        {"test_c22_concurrent_creates_across_processes_exactly_one_wins"},
+        {22},
+        "process-local-lock",
+    )

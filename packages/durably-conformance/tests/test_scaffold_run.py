@@ -18,9 +18,24 @@ def test_the_generated_conformance_run_starts_red_with_clause_messages(tmp_path:
     write_skeleton("gizmo", target)
     env = {**os.environ, "PYTHONPATH": str(target / "src")}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "tests", "-q", "-p", "no:cacheprovider",
-         "-k", "c01 or c15 or c17", "-rf"],
-        cwd=target, env=env, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "tests",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "-k",
+            "c01 or c15 or c17",
+            "-rf",
+        ],
+        cwd=target,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = result.stdout + result.stderr
     assert result.returncode == 1, out  # 1: tests failed (2 would be a collection error)
     summary = out.strip().splitlines()[-1]

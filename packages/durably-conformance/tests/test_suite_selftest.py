@@ -73,10 +73,12 @@ def test_reference_provider_passes_with_the_expected_skips(suite_dir: pytest.Pyt
 def test_large_objects_run_when_declared_and_skip_on_request(
     suite_dir: pytest.Pytester,
 ) -> None:
-    suite_dir.makepyfile(test_large=variant_module("""
+    suite_dir.makepyfile(
+        test_large=variant_module("""
         class Provider(MemoryProvider):
             capabilities = frozenset({Capability.LARGE_OBJECTS})
-    """))
+    """)
+    )
     reprec = suite_dir.inline_run("test_large.py", "-k", "c20_64")
     reprec.assertoutcome(passed=1)
     reprec = suite_dir.inline_run("test_large.py", "-k", "c20_64", "--durably-skip-large")
@@ -88,23 +90,30 @@ def test_shared_and_persistent_clauses_run_when_declared(suite_dir: pytest.Pytes
     # variant must pass those clauses -- except the cross-process races of C22, whose
     # child processes each get a new, empty store from from_url (the gallery checks
     # that a provider shared only within one process fails them).
-    suite_dir.makepyfile(test_capable=variant_module("""
+    suite_dir.makepyfile(
+        test_capable=variant_module("""
         class Provider(MemoryProvider):
             capabilities = MemoryProvider.capabilities | {Capability.PERSISTENT,
                                                           Capability.SHARED}
-    """))
+    """)
+    )
     reprec = suite_dir.inline_run(
-        "test_capable.py", "-m", "durably_persistent or durably_shared",
-        "-k", "not process", "--durably-lease-ttl", "0.2",
+        "test_capable.py",
+        "-m",
+        "durably_persistent or durably_shared",
+        "-k",
+        "not process",
+        "--durably-lease-ttl",
+        "0.2",
     )
     passed, skipped, failed = outcomes(reprec)
     assert not failed
     assert not skipped
     assert {function_name(r.nodeid) for r in passed} == {
-        name for name, reason in REFERENCE_SKIPS.items()
+        name
+        for name, reason in REFERENCE_SKIPS.items()
         if ("PERSISTENT" in reason or "SHARED" in reason) and "process" not in name
     }
-
 
 
 def test_the_example_registers_the_memory_scheme(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -112,8 +121,9 @@ def test_the_example_registers_the_memory_scheme(monkeypatch: pytest.MonkeyPatch
     if not pyproject.is_file():
         pytest.skip(f"the example provider is not in this checkout ({EXAMPLE})")
     monkeypatch.syspath_prepend(str(EXAMPLE / "src"))
-    value = tomllib.loads(pyproject.read_text())["project"]["entry-points"][
-        "durably.providers"]["memory"]
+    value = tomllib.loads(pyproject.read_text())["project"]["entry-points"]["durably.providers"][
+        "memory"
+    ]
     factory = EntryPoint(name="memory", value=value, group="durably.providers").load()
     provider = factory("memory://scratch", {})
     assert type(provider).__name__ == "MemoryProvider"
@@ -125,12 +135,14 @@ def test_the_example_registers_the_memory_scheme(monkeypatch: pytest.MonkeyPatch
 
 
 def test_a_suite_without_fixtures_explains_what_to_override(pytester: pytest.Pytester) -> None:
-    pytester.makepyfile(test_incomplete="""
+    pytester.makepyfile(
+        test_incomplete="""
         from durably_conformance import ProviderSuite
 
         class TestIncomplete(ProviderSuite):
             pass
-    """)
+    """
+    )
     result = pytester.runpytest("-k", "c01_load_returns or c14_a_flipped")
     result.assert_outcomes(errors=2)
     result.stdout.fnmatch_lines(["*must override the make_provider fixture*"])
@@ -142,12 +154,15 @@ def test_a_suite_without_fixtures_explains_what_to_override(pytester: pytest.Pyt
 def test_the_plugin_registers_its_markers(pytester: pytest.Pytester) -> None:
     result = pytester.runpytest("--markers")
     assert result.ret == 0
-    result.stdout.fnmatch_lines([
-        "@pytest.mark.durably_clause(n): the conformance clause*",
-        "@pytest.mark.durably_persistent: needs Capability.PERSISTENT*",
-        "@pytest.mark.durably_shared: needs Capability.SHARED*",
-        "@pytest.mark.durably_large_objects: needs Capability.LARGE_OBJECTS*",
-    ], consecutive=False)
+    result.stdout.fnmatch_lines(
+        [
+            "@pytest.mark.durably_clause(n): the conformance clause*",
+            "@pytest.mark.durably_persistent: needs Capability.PERSISTENT*",
+            "@pytest.mark.durably_shared: needs Capability.SHARED*",
+            "@pytest.mark.durably_large_objects: needs Capability.LARGE_OBJECTS*",
+        ],
+        consecutive=False,
+    )
 
 
 def test_the_plugin_registers_its_options(pytester: pytest.Pytester) -> None:
@@ -172,7 +187,10 @@ def test_importing_the_plugin_imports_nothing_else() -> None:
         "print(sorted(m for m in sys.modules if m.startswith('durably')))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True,
+        [sys.executable, "-c", code],
+        check=True,
+        capture_output=True,
+        text=True,
         env=_subprocess_env(),
     ).stdout.strip()
     assert out == "['durably_conformance', 'durably_conformance.plugin']"
@@ -182,13 +200,17 @@ def test_importing_the_plugin_imports_nothing_else() -> None:
     ("args", "env"),
     [
         (["-p", "durably_conformance.plugin"], {}),
-        (["-p", "durably_conformance.plugin", "-p", "asyncio"],
-         {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}),
+        (
+            ["-p", "durably_conformance.plugin", "-p", "asyncio"],
+            {"PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"},
+        ),
     ],
     ids=["explicit-with-autoload", "explicit-without-autoload"],
 )
 def test_the_plugin_loads_explicitly(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: list[str],
+    pytester: pytest.Pytester,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
     env: dict[str, str],
 ) -> None:
     for key, value in _subprocess_env(env).items():
@@ -199,4 +221,3 @@ def test_the_plugin_loads_explicitly(
     result.stdout.fnmatch_lines(["@pytest.mark.durably_clause(n)*"])
     result = pytester.runpytest_subprocess(*args, "test_plain.py")
     result.assert_outcomes(passed=1)
-

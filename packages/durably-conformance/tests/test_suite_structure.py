@@ -73,7 +73,7 @@ def _spec_sections() -> dict[int, tuple[str, str]]:
     sections = {}
     for index, heading in enumerate(headings):
         end = headings[index + 1].start() if index + 1 < len(headings) else len(text)
-        sections[int(heading.group(1))] = (heading.group(2).strip(), text[heading.end():end])
+        sections[int(heading.group(1))] = (heading.group(2).strip(), text[heading.end() : end])
     return sections
 
 
@@ -142,9 +142,13 @@ def test_the_guide_shows_the_boilerplate_the_example_uses() -> None:
     if not GUIDE.is_file():
         pytest.skip(f"{GUIDE} is not in this checkout")
     guide = GUIDE.read_text()
-    for needle in ("class TestMyProvider(ProviderSuite):", "def make_provider(self",
-                   "def backdoor(self", "-p durably_conformance.plugin",
-                   '[project.entry-points."durably.providers"]'):
+    for needle in (
+        "class TestMyProvider(ProviderSuite):",
+        "def make_provider(self",
+        "def backdoor(self",
+        "-p durably_conformance.plugin",
+        '[project.entry-points."durably.providers"]',
+    ):
         assert needle in guide, needle
 
 

@@ -39,7 +39,10 @@ class Driver:
     def __init__(self, root: Path) -> None:
         self.proc = subprocess.Popen(
             [sys.executable, str(TESTS / "proc_driver.py"), str(root)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_child_env(),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=_child_env(),
         )
         assert self.recv() == {"ready": True}
 

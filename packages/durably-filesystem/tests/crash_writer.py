@@ -72,8 +72,11 @@ async def main() -> None:
             if seq % 7 == 3:
                 digest = await provider.put_blob(execution_id, blob(seq))
                 out.write(f"blob {seq} {digest}\n")
-            if seq % 5 == 4 and seq >= 10 and await provider.delete_checkpoint(
-                    execution_id, seq - 2):
+            if (
+                seq % 5 == 4
+                and seq >= 10
+                and await provider.delete_checkpoint(execution_id, seq - 2)
+            ):
                 out.write(f"deleted {seq - 2}\n")
             if seq % 13 == 0:
                 pruned = await provider.prune(execution_id, keep_last=4)

@@ -32,13 +32,19 @@ async def _handle(provider: FilesystemProvider, cmd: dict[str, Any]) -> dict[str
         return {"lease": [lease.execution_id, lease.owner, lease.epoch, lease.expires_at]}
     if op == "save":
         info = await provider.save_checkpoint(
-            ex, int(cmd["seq"]), str(cmd["data"]).encode(),
-            lease=_lease(cmd.get("lease")), mode="overwrite" if cmd.get("overwrite") else "create",
+            ex,
+            int(cmd["seq"]),
+            str(cmd["data"]).encode(),
+            lease=_lease(cmd.get("lease")),
+            mode="overwrite" if cmd.get("overwrite") else "create",
         )
         return {"version": info.version}
     if op == "delete":
-        return {"deleted": await provider.delete_checkpoint(
-            ex, int(cmd["seq"]), lease=_lease(cmd.get("lease")))}
+        return {
+            "deleted": await provider.delete_checkpoint(
+                ex, int(cmd["seq"]), lease=_lease(cmd.get("lease"))
+            )
+        }
     if op == "renew":
         old = _lease(cmd["lease"])
         assert old is not None

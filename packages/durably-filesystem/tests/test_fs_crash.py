@@ -44,7 +44,8 @@ def _writer_module() -> ModuleType:
 
 @pytest.mark.asyncio
 async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
-    root: Path, child_env: dict[str, str],
+    root: Path,
+    child_env: dict[str, str],
 ) -> None:
     writer = _writer_module()
     rng = random.Random(int(os.getenv("DURABLY_CRASH_SEED", "20240611")))
@@ -56,7 +57,8 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
     for kill in range(KILLS):
         child = subprocess.Popen(
             [sys.executable, str(WRITER), str(root), RUN],
-            stdout=subprocess.PIPE, env=child_env,
+            stdout=subprocess.PIPE,
+            env=child_env,
         )
         assert child.stdout is not None
         ready = child.stdout.readline().decode()
@@ -95,8 +97,9 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
         backdoor = FilesystemBackdoor(root)
         with contextlib.suppress(FileNotFoundError):
             torn += backdoor.index(RUN).tail is not None
-            temporary = sum(name.startswith(".tmp-")
-                            for name in os.listdir(backdoor.execution_dir(RUN)))
+            temporary = sum(
+                name.startswith(".tmp-") for name in os.listdir(backdoor.execution_dir(RUN))
+            )
             interrupted += temporary > temporary_before
             temporary_before = temporary
         async with FilesystemProvider(root) as provider:
@@ -107,8 +110,8 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
                 resume_at = 0
                 continue
             assert latest.seq >= durable, (
-                f"kill {kill}: checkpoint {durable} was reported saved, the latest is "
-                f"{latest.seq}")
+                f"kill {kill}: checkpoint {durable} was reported saved, the latest is {latest.seq}"
+            )
             assert latest.data == writer.payload(latest.seq)
             assert dict(latest.metadata) == writer.metadata(latest.seq)
             listed = [info async for info in provider.iter_checkpoints(RUN)]
@@ -127,8 +130,13 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
     # compaction (the next compaction removes them)
     index = FilesystemBackdoor(root).index(RUN)
     assert index.corrupt_regions == []
-    leftovers = [name for name in os.listdir(FilesystemBackdoor(root).execution_dir(RUN))
-                 if name not in ("log", "lock", "lease", "blobs")]
+    leftovers = [
+        name
+        for name in os.listdir(FilesystemBackdoor(root).execution_dir(RUN))
+        if name not in ("log", "lock", "lease", "blobs")
+    ]
     assert all(name.startswith(".tmp-") for name in leftovers), leftovers
-    print(f"\n{KILLS} kills: {durable + 1} checkpoints, {torn} torn appends found, "
-          f"{interrupted} compactions interrupted")
+    print(
+        f"\n{KILLS} kills: {durable + 1} checkpoints, {torn} torn appends found, "
+        f"{interrupted} compactions interrupted"
+    )

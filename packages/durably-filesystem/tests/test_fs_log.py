@@ -94,7 +94,10 @@ async def test_incomplete_last_record_is_ignored_then_truncated(root: Path, keep
     async with FilesystemProvider(root) as provider:
         assert (await provider.load_checkpoint(RUN, 3)).data == b"the real 3"
         assert [(await provider.load_checkpoint(RUN, s)).data for s in range(3)] == [
-            data(0), data(1), data(2)]
+            data(0),
+            data(1),
+            data(2),
+        ]
 
 
 @pytest.mark.asyncio
@@ -261,7 +264,8 @@ async def test_compaction_keeps_live_records_and_their_versions(root: Path) -> N
         infos = {}
         for seq in range(50):
             infos[seq] = await provider.save_checkpoint(
-                RUN, seq, data(seq, 2000), metadata={"n": str(seq)})
+                RUN, seq, data(seq, 2000), metadata={"n": str(seq)}
+            )
         for seq in range(0, 45):
             assert await provider.delete_checkpoint(RUN, seq)
         backdoor = FilesystemBackdoor(root)
@@ -437,7 +441,8 @@ async def test_a_failed_flush_writes_nothing(root: Path, monkeypatch: pytest.Mon
 @pytest.mark.asyncio
 @pytest.mark.parametrize("keep", [10, fmt.HEAD_SIZE + 5])
 async def test_an_execution_whose_first_append_was_torn_is_not_listed(
-    root: Path, keep: int,
+    root: Path,
+    keep: int,
 ) -> None:
     async with FilesystemProvider(root) as provider:
         await provider.save_checkpoint("other", 0, b"x")
@@ -452,7 +457,8 @@ async def test_an_execution_whose_first_append_was_torn_is_not_listed(
 
 @pytest.mark.asyncio
 async def test_a_failed_compaction_does_not_fail_the_write_that_triggered_it(
-    root: Path, monkeypatch: pytest.MonkeyPatch,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with FilesystemProvider(root, compact_threshold=0) as provider:
         await provider.save_checkpoint(RUN, 0, b"first")
@@ -473,4 +479,6 @@ async def test_a_failed_compaction_does_not_fail_the_write_that_triggered_it(
         await provider.save_checkpoint(RUN, 1, b"third", mode="overwrite")
         assert os.stat(log).st_ino != inode, "the next compaction works"
         assert [(await provider.load_checkpoint(RUN, s)).data for s in (0, 1)] == [
-            b"again", b"third"]
+            b"again",
+            b"third",
+        ]

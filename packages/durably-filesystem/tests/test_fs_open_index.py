@@ -28,7 +28,8 @@ async def _open_ids(provider: FilesystemProvider) -> list[str]:
 
 @pytest.mark.asyncio
 async def test_the_entry_exists_before_the_record_that_opens_the_execution(
-    root: Path, monkeypatch: pytest.MonkeyPatch,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A crash during the append that opens an execution leaves its entry in place."""
     seen: list[bool] = []
@@ -53,7 +54,8 @@ async def test_the_entry_exists_before_the_record_that_opens_the_execution(
 
 @pytest.mark.asyncio
 async def test_a_crash_after_the_final_record_leaves_a_stale_entry(
-    root: Path, monkeypatch: pytest.MonkeyPatch,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The entry of a finished execution goes only after its final record is durable."""
     async with FilesystemProvider(root) as provider:
@@ -89,7 +91,8 @@ async def test_a_store_without_the_index_is_indexed_once(root: Path) -> None:
         assert await _open_ids(provider) == [f"open-{n}" for n in range(5)]
     assert (root / "open" / ".ready").exists()
     assert sorted(p.name for p in (root / "executions").iterdir()) == sorted(
-        [*(f"open-{n}" for n in range(5)), *(f"done-{n}" for n in range(5)), "blob-only"])
+        [*(f"open-{n}" for n in range(5)), *(f"done-{n}" for n in range(5)), "blob-only"]
+    )
     (root / "open" / "open-0").unlink()  # once ready, the index is trusted as it is
     async with FilesystemProvider(root) as provider:
         assert await _open_ids(provider) == [f"open-{n}" for n in range(1, 5)]

@@ -50,7 +50,8 @@ async def test_two_processes_racing_to_create_the_same_seq(root: Path, driver: S
 
 @pytest.mark.asyncio
 async def test_two_processes_streaming_creates_of_the_same_seqs(
-    root: Path, driver: Start,
+    root: Path,
+    driver: Start,
 ) -> None:
     """Both processes try to create seqs 0..N-1 as fast as they can: each seq is
     created exactly once, with the creator's payload."""
@@ -70,12 +71,12 @@ async def test_two_processes_streaming_creates_of_the_same_seqs(
 
 @pytest.mark.asyncio
 async def test_a_stale_lease_holder_in_another_process_is_fenced(
-    root: Path, driver: Start,
+    root: Path,
+    driver: Start,
 ) -> None:
     holder = driver()
     old = lease_args(holder.call(op="claim", exec=RUN, owner="worker-1", ttl=0.3))
-    assert holder.call(op="save", exec=RUN, seq=0, data="by worker-1", lease=old) \
-        .get("version")
+    assert holder.call(op="save", exec=RUN, seq=0, data="by worker-1", lease=old).get("version")
 
     async with FilesystemProvider(root) as provider:
         # while it is live, nobody else may claim it -- across processes
@@ -87,10 +88,16 @@ async def test_a_stale_lease_holder_in_another_process_is_fenced(
         assert new.epoch > old[2]
 
         # the old holder wakes up: every fenced operation fails and writes nothing
-        assert holder.call(op="save", exec=RUN, seq=1, data="stale", lease=old)["error"] \
+        assert (
+            holder.call(op="save", exec=RUN, seq=1, data="stale", lease=old)["error"]
             == "FencedError"
-        assert holder.call(op="save", exec=RUN, seq=0, data="stale", lease=old,
-                           overwrite=True)["error"] == "FencedError"
+        )
+        assert (
+            holder.call(op="save", exec=RUN, seq=0, data="stale", lease=old, overwrite=True)[
+                "error"
+            ]
+            == "FencedError"
+        )
         assert holder.call(op="delete", exec=RUN, seq=0, lease=old)["error"] == "FencedError"
         assert holder.call(op="renew", lease=old, ttl=30)["error"] == "FencedError"
         assert [i.seq async for i in provider.iter_checkpoints(RUN)] == [0]
@@ -106,7 +113,8 @@ async def test_a_stale_lease_holder_in_another_process_is_fenced(
 
 @pytest.mark.asyncio
 async def test_a_restarted_owner_fences_its_previous_incarnation(
-    root: Path, driver: Start,
+    root: Path,
+    driver: Start,
 ) -> None:
     """The same owner claiming again (a restarted process) gets a new epoch at once,
     even while its old lease is live, and the old incarnation is fenced."""
@@ -115,8 +123,7 @@ async def test_a_restarted_owner_fences_its_previous_incarnation(
     second = driver()
     new = lease_args(second.call(op="claim", exec=RUN, owner="svc", ttl=60))
     assert new[2] > old[2]
-    assert first.call(op="save", exec=RUN, seq=0, data="old", lease=old)["error"] \
-        == "FencedError"
+    assert first.call(op="save", exec=RUN, seq=0, data="old", lease=old)["error"] == "FencedError"
     assert "version" in second.call(op="save", exec=RUN, seq=0, data="new", lease=new)
     async with FilesystemProvider(root) as provider:
         assert (await provider.load_checkpoint(RUN, 0)).data == b"new"
@@ -126,7 +133,8 @@ async def test_a_restarted_owner_fences_its_previous_incarnation(
 
 @pytest.mark.asyncio
 async def test_another_process_reads_correctly_during_compactions(
-    root: Path, driver: Start,
+    root: Path,
+    driver: Start,
 ) -> None:
     """A reader process loads and verifies every listed checkpoint in a loop while this
     process appends, deletes and compacts (the log is replaced again and again)."""
@@ -153,4 +161,5 @@ async def test_another_process_reads_correctly_during_compactions(
         assert result["rounds"] > 0
         assert replaced >= 5, "the test meant to compact many times"
         assert reader.call(op="seqs", exec=RUN)["seqs"] == [
-            i.seq async for i in provider.iter_checkpoints(RUN)]
+            i.seq async for i in provider.iter_checkpoints(RUN)
+        ]

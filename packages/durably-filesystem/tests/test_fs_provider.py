@@ -44,13 +44,15 @@ async def test_layout(root: Path) -> None:
     marker = json.loads((root / "durably-store.json").read_text())
     assert marker == {"layout": "durably-filesystem", "version": 1}
     hexdigest = digest.partition(":")[2]
-    assert await FilesystemBackdoor(root).locations() == sorted([
-        f"executions/{RUN}/blobs/{hexdigest[:2]}/{hexdigest}",
-        f"executions/{RUN}/lease",
-        f"executions/{RUN}/lock",
-        f"executions/{RUN}/log",
-        f"open/{RUN}",
-    ])
+    assert await FilesystemBackdoor(root).locations() == sorted(
+        [
+            f"executions/{RUN}/blobs/{hexdigest[:2]}/{hexdigest}",
+            f"executions/{RUN}/lease",
+            f"executions/{RUN}/lock",
+            f"executions/{RUN}/log",
+            f"open/{RUN}",
+        ]
+    )
     lease = json.loads((root / "executions" / RUN / "lease").read_text())
     assert (lease["owner"], lease["epoch"], lease["released"]) == ("me", 1, False)
 
@@ -156,11 +158,13 @@ async def test_a_read_only_store(root: Path, monkeypatch: pytest.MonkeyPatch) ->
 
 def test_os_errors_map_to_store_errors(root: Path) -> None:
     error = fsutil_module.wrap_os_error(
-        PermissionError(errno.EACCES, "Permission denied", str(root)), "write", None)
+        PermissionError(errno.EACCES, "Permission denied", str(root)), "write", None
+    )
     assert isinstance(error, StoreUnavailableError)
     assert str(root) in str(error)
-    error = fsutil_module.wrap_os_error(OSError(errno.ENOSPC, "No space left on device"),
-                                          "write", str(root))
+    error = fsutil_module.wrap_os_error(
+        OSError(errno.ENOSPC, "No space left on device"), "write", str(root)
+    )
     assert type(error) is StoreError
     assert str(error) == f"cannot write: {root}: No space left on device"
 
@@ -179,7 +183,8 @@ async def test_a_directory_that_is_not_a_store_is_left_alone(tmp_path: Path) -> 
 async def test_a_store_of_a_newer_layout_is_refused(root: Path) -> None:
     root.mkdir()
     (root / "durably-store.json").write_text(
-        json.dumps({"layout": "durably-filesystem", "version": 2}))
+        json.dumps({"layout": "durably-filesystem", "version": 2})
+    )
     async with FilesystemProvider(root) as provider:
         with pytest.raises(UnsupportedFormatError, match="layout version 2"):
             await provider.load_latest_checkpoint(RUN)
@@ -220,7 +225,8 @@ async def test_open_files_stay_bounded(root: Path, monkeypatch: pytest.MonkeyPat
 
 @pytest.mark.asyncio
 async def test_big_payloads_are_written_and_read_off_the_event_loop(
-    root: Path, monkeypatch: pytest.MonkeyPatch,
+    root: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Writes and reads above INLINE_LIMIT run in a worker thread; small ones do not."""
     threads: list[str] = []
@@ -252,10 +258,12 @@ async def test_big_payloads_are_written_and_read_off_the_event_loop(
 @pytest.mark.asyncio
 async def test_one_instance_used_by_many_tasks(root: Path) -> None:
     async with FilesystemProvider(root) as provider:
+
         async def work(execution: int) -> None:
             for seq in range(20):
                 await provider.save_checkpoint(
-                    f"run-{execution}", seq, f"{execution}/{seq}".encode())
+                    f"run-{execution}", seq, f"{execution}/{seq}".encode()
+                )
                 if seq % 4 == 3:
                     await provider.delete_checkpoint(f"run-{execution}", seq - 1)
 
@@ -306,7 +314,9 @@ async def test_epochs_keep_growing_after_an_execution_is_deleted(root: Path) -> 
         await provider.claim("other", "worker", ttl=60)
         assert await provider.delete_execution(RUN)
         assert await FilesystemBackdoor(root).locations() == [
-            "executions/other/lease", "executions/other/lock"]
+            "executions/other/lease",
+            "executions/other/lock",
+        ]
     async with FilesystemProvider(root) as provider:
         fresh = await provider.claim(RUN, "worker", ttl=60)
         assert fresh.epoch > zombie.epoch

@@ -39,16 +39,26 @@ def test_from_url_paths(url: str, expected: str, tmp_path: Path) -> None:
     assert provider.describe() == f"file://{provider.root}"
 
 
-def test_from_url_expands_the_home_directory(monkeypatch: pytest.MonkeyPatch,
-                                             tmp_path: Path) -> None:
+def test_from_url_expands_the_home_directory(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert FilesystemProvider.from_url("file://~/stores/x", {}).root == str(
-        tmp_path / "home" / "stores" / "x")
+        tmp_path / "home" / "stores" / "x"
+    )
 
 
 @pytest.mark.parametrize(
-    "url", ["file://", "s3://bucket/x", "/no/scheme", "file:/one/slash",
-            "file://x?fsync=false", "file://x#frag", "file://a\x00b"],
+    "url",
+    [
+        "file://",
+        "s3://bucket/x",
+        "/no/scheme",
+        "file:/one/slash",
+        "file://x?fsync=false",
+        "file://x#frag",
+        "file://a\x00b",
+    ],
 )
 def test_from_url_rejects_bad_urls(url: str) -> None:
     with pytest.raises(ConfigError) as caught:
@@ -59,11 +69,13 @@ def test_from_url_rejects_bad_urls(url: str) -> None:
 def test_from_url_options(tmp_path: Path) -> None:
     with pytest.warns(durably.DurablyWarning, match="fsync disabled"):
         provider = FilesystemProvider.from_url(
-            "file://s", {"fsync": False, "compact_threshold": "4MiB"})
+            "file://s", {"fsync": False, "compact_threshold": "4MiB"}
+        )
     assert provider.fsync is False
     assert provider.compact_threshold == 4 * 1024 * 1024
-    assert FilesystemProvider.from_url("file://s", {"compact_threshold": 123}).compact_threshold \
-        == 123
+    assert (
+        FilesystemProvider.from_url("file://s", {"compact_threshold": 123}).compact_threshold == 123
+    )
 
 
 @pytest.mark.parametrize(
@@ -108,13 +120,13 @@ async def test_the_seed_api_writes_into_dot_durably(tmp_path: Path) -> None:
 @pytest.mark.asyncio
 @pytest.mark.parametrize("form", ["url", "bare path", "default"])
 async def test_open_store_finds_the_provider_through_its_entry_point(
-    tmp_path: Path, form: str,
+    tmp_path: Path,
+    form: str,
 ) -> None:
     hooks = Hooks()  # a fresh registry: discovery happens now, from the entry points
     factory = hooks.provider_factory("file")
     assert factory == FilesystemProvider.from_url
-    url = {"url": f"file://{tmp_path}/a", "bare path": str(tmp_path / "a"),
-           "default": None}[form]
+    url = {"url": f"file://{tmp_path}/a", "bare path": str(tmp_path / "a"), "default": None}[form]
     store = durably.open_store(url)
     try:
         assert type(store) is FilesystemProvider
@@ -129,12 +141,14 @@ async def test_open_store_finds_the_provider_through_its_entry_point(
 
 def test_open_store_passes_the_file_table_and_rejects_unknown_keys(tmp_path: Path) -> None:
     (tmp_path / "durably.toml").write_text(
-        '[durability]\nstore = "file://custom"\n[durability.file]\ncompact_threshold = "2MiB"\n')
+        '[durability]\nstore = "file://custom"\n[durability.file]\ncompact_threshold = "2MiB"\n'
+    )
     store = durably.open_store()
     assert isinstance(store, FilesystemProvider)
     assert store.root == str(tmp_path / "custom")
     assert store.compact_threshold == 2 * 1024 * 1024
     (tmp_path / "durably.toml").write_text(
-        '[durability]\nstore = "file://custom"\n[durability.file]\nfsnyc = false\n')
+        '[durability]\nstore = "file://custom"\n[durability.file]\nfsnyc = false\n'
+    )
     with pytest.raises(ConfigError, match=r"durability\.file\.fsnyc"):
         durably.open_store()

@@ -38,27 +38,32 @@ async def _fill(admin: psycopg.AsyncConnection[Any], s: str) -> None:
         " status) SELECT 'exec-' || lpad(i::text, 6, '0'), 'old-worker', i,"
         " now() - interval '1 day' + i * interval '1 ms', i % 5 = 0,"
         f" CASE WHEN i > {OPEN} THEN (CASE WHEN i % 9 = 0 THEN 'failed' ELSE 'completed' END)"
-        f" ELSE 'running' END FROM generate_series(1, {EXECUTIONS}) AS i")
+        f" ELSE 'running' END FROM generate_series(1, {EXECUTIONS}) AS i"
+    )
     await admin.execute(f"ANALYZE {s}.executions")
 
 
 @pytest.mark.asyncio
 async def test_claim_next_uses_the_open_index_among_100000_executions(
-    make_store: Any, pg_schema: str, admin: psycopg.AsyncConnection[Any],
+    make_store: Any,
+    pg_schema: str,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     store: PostgresProvider = make_store()
     await store.get_lease("nothing")  # creates the schema
     s = f'"{pg_schema}"'
     await _fill(admin, s)
     cur = await admin.execute(
-        f"SELECT relpages FROM pg_class WHERE oid = '{s}.executions'::regclass")
+        f"SELECT relpages FROM pg_class WHERE oid = '{s}.executions'::regclass"
+    )
     (pages,) = await cur.fetchone() or (0,)
     assert pages > 500, pages  # a table big enough for a scan to show
 
     statement = store._sql["claim_next:1:1"]
     async with admin.transaction(force_rollback=True):
-        cur = await admin.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement,
-                                  {"owner": "w", "ttl": 30.0})
+        cur = await admin.execute(
+            "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, {"owner": "w", "ttl": 30.0}
+        )
         row = await cur.fetchone()
     assert row is not None
     plan = row[0][0]["Plan"]
@@ -85,7 +90,9 @@ async def _index_usage(admin: psycopg.AsyncConnection[Any], schema: str) -> tupl
         "SELECT (SELECT idx_scan FROM pg_stat_user_indexes WHERE schemaname = %(s)s"
         "        AND indexrelname = 'executions_open_idx'),"
         " (SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = %(s)s"
-        "        AND relname = 'executions')", {"s": schema})
+        "        AND relname = 'executions')",
+        {"s": schema},
+    )
     row = await cur.fetchone()
     assert row is not None
     return int(row[0] or 0), int(row[1] or 0)
@@ -93,30 +100,47 @@ async def _index_usage(admin: psycopg.AsyncConnection[Any], schema: str) -> tupl
 
 def _durably(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    return subprocess.run([sys.executable, "-m", "durably", *args], env=env, cwd=cwd,
-                          capture_output=True, text=True, timeout=180,
-                          stdin=subprocess.DEVNULL)
+    return subprocess.run(
+        [sys.executable, "-m", "durably", *args],
+        env=env,
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        stdin=subprocess.DEVNULL,
+    )
 
 
 @pytest.mark.asyncio
 async def test_the_worker_claims_through_the_index(
-    pg_url: str, pg_schema: str, admin: psycopg.AsyncConnection[Any], tmp_path: Path,
+    pg_url: str,
+    pg_schema: str,
+    admin: psycopg.AsyncConnection[Any],
+    tmp_path: Path,
 ) -> None:
     await migrate_async(pg_url, {"schema": pg_schema})
     s = f'"{pg_schema}"'
     await _fill(admin, s)
     await admin.execute(f"UPDATE {s}.executions SET status = 'completed' WHERE status = 'running'")
     (tmp_path / "durably.toml").write_text(
-        f'[durability]\nstore = "{pg_url}"\n[durability.postgres]\nschema = "{pg_schema}"\n')
+        f'[durability]\nstore = "{pg_url}"\n[durability.postgres]\nschema = "{pg_schema}"\n'
+    )
     submitted = await asyncio.to_thread(
-        _durably, "submit", str(COUNTER / "counter.py"), "--llm",
-        f"scripted:{COUNTER / 'counter.scripted.json'}", "--execution-id", "job",
-        "--input", "forty-two", cwd=tmp_path)
+        _durably,
+        "submit",
+        str(COUNTER / "counter.py"),
+        "--llm",
+        f"scripted:{COUNTER / 'counter.scripted.json'}",
+        "--execution-id",
+        "job",
+        "--input",
+        "forty-two",
+        cwd=tmp_path,
+    )
     assert submitted.returncode == 0, submitted.stderr
     index_before, seq_before = await _index_usage(admin, pg_schema)
 
-    worker = await asyncio.to_thread(_durably, "worker", "--once", "--poll", "0.2",
-                                     cwd=tmp_path)
+    worker = await asyncio.to_thread(_durably, "worker", "--once", "--poll", "0.2", cwd=tmp_path)
     assert worker.returncode == 0, worker.stderr
     assert "1 completed" in worker.stderr, worker.stderr
     cur = await admin.execute(f"SELECT status FROM {s}.executions WHERE id = 'job'")

@@ -34,8 +34,10 @@ def _url(url: str, **changes: str) -> str:
     p = {k: str(v) for k, v in conninfo_to_dict(url).items()}
     p.update(changes)
     auth = p.get("user", "postgres") + (f":{p['password']}" if p.get("password") else "")
-    return f"postgresql://{auth}@{p.get('host', '127.0.0.1')}:{p.get('port', '5432')}/" \
-           f"{p.get('dbname', 'postgres')}"
+    return (
+        f"postgresql://{auth}@{p.get('host', '127.0.0.1')}:{p.get('port', '5432')}/"
+        f"{p.get('dbname', 'postgres')}"
+    )
 
 
 @pytest.mark.asyncio
@@ -74,8 +76,9 @@ async def test_missing_database(pg_url: str) -> None:
 async def test_unknown_role(pg_url: str) -> None:
     user = f"nobody_{secrets.token_hex(3)}"
     store = PostgresProvider.from_url(_url(pg_url, user=user, password="s3cret"), {})
-    with pytest.raises(StoreUnavailableError,
-                       match=f"authentication failed for user '{user}'") as info:
+    with pytest.raises(
+        StoreUnavailableError, match=f"authentication failed for user '{user}'"
+    ) as info:
         await store.get_lease("x")
     assert "s3cret" not in _chain(info.value)
     await store.close()
@@ -91,13 +94,15 @@ def scram_cluster() -> Any:
 
 
 @pytest.mark.asyncio
-async def test_wrong_password(scram_cluster: ThrowawayCluster,
-                              caplog: pytest.LogCaptureFixture) -> None:
+async def test_wrong_password(
+    scram_cluster: ThrowawayCluster, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG)
     wrong = _url(scram_cluster.url, password="s3cret")
     store = PostgresProvider.from_url(wrong, {"connect_retries": 3})
-    with pytest.raises(StoreUnavailableError,
-                       match="authentication failed for user 'postgres'") as info:
+    with pytest.raises(
+        StoreUnavailableError, match="authentication failed for user 'postgres'"
+    ) as info:
         await store.save_checkpoint("x", 0, b"x")
     assert "(after" not in str(info.value)
     assert "s3cret" not in _chain(info.value)
@@ -117,7 +122,7 @@ def limited_role(pg_url: str) -> Any:
     role = f"durably_limited_{secrets.token_hex(3)}"
     try:
         with psycopg.connect(pg_url, autocommit=True) as conn:
-            conn.execute(f'CREATE ROLE "{role}" LOGIN PASSWORD \'pw\'')
+            conn.execute(f"CREATE ROLE \"{role}\" LOGIN PASSWORD 'pw'")
     except psycopg.Error as exc:
         pytest.skip(f"cannot create a role for the permission test: {exc}")
     yield role
@@ -128,7 +133,10 @@ def limited_role(pg_url: str) -> Any:
 
 @pytest.mark.asyncio
 async def test_permission_denied_says_what_to_grant(
-    pg_url: str, pg_schema: str, limited_role: str, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    limited_role: str,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     url = _url(pg_url, user=limited_role, password="pw")
     store = PostgresProvider.from_url(url, {"schema": pg_schema})
@@ -144,10 +152,11 @@ async def test_permission_denied_says_what_to_grant(
     await store.close()
 
     s = f'"{pg_schema}"'
-    for grant in (f'GRANT USAGE ON SCHEMA {s} TO "{limited_role}"',
-                  f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s}'
-                  f' TO "{limited_role}"',
-                  f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO "{limited_role}"'):
+    for grant in (
+        f'GRANT USAGE ON SCHEMA {s} TO "{limited_role}"',
+        f'GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA {s} TO "{limited_role}"',
+        f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA {s} TO "{limited_role}"',
+    ):
         await admin.execute(grant)
     store = PostgresProvider.from_url(url, {"schema": pg_schema, "migrate": False})
     try:
@@ -163,7 +172,9 @@ async def _wait_for_lock_wait(admin: psycopg.AsyncConnection[Any], app: str) -> 
     for _ in range(500):
         cur = await admin.execute(
             "SELECT pid FROM pg_stat_activity WHERE application_name = %s"
-            " AND wait_event_type = 'Lock'", (app,))
+            " AND wait_event_type = 'Lock'",
+            (app,),
+        )
         row = await cur.fetchone()
         if row:
             return int(row[0])
@@ -171,17 +182,21 @@ async def _wait_for_lock_wait(admin: psycopg.AsyncConnection[Any], app: str) -> 
     raise AssertionError("the save never waited for the lock")
 
 
-async def _checkpoint_rows(admin: psycopg.AsyncConnection[Any], schema: str,
-                           execution_id: str) -> list[int]:
+async def _checkpoint_rows(
+    admin: psycopg.AsyncConnection[Any], schema: str, execution_id: str
+) -> list[int]:
     cur = await admin.execute(
         f'SELECT seq FROM "{schema}".checkpoints WHERE execution_id = %s ORDER BY seq',
-        (execution_id,))
+        (execution_id,),
+    )
     return [row[0] for row in await cur.fetchall()]
 
 
 @pytest.mark.asyncio
 async def test_connection_lost_mid_statement_leaves_nothing(
-    pg_url: str, pg_schema: str, make_store: MakeStore,
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
 ) -> None:
     """The backend is killed after the statement inserted the checkpoint row (it then
     waits for the execution row, locked by another transaction): nothing survives."""
@@ -189,10 +204,13 @@ async def test_connection_lost_mid_statement_leaves_nothing(
     store = make_store(application_name=app, pool_min_size=1, pool_max_size=1)
     await store.save_checkpoint("big", 0, b"small first")
     payload = os.urandom(8 * 1024 * 1024)  # incompressible
-    async with await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin, \
-            await psycopg.AsyncConnection.connect(pg_url) as locker:
-        await locker.execute(f'SELECT 1 FROM "{pg_schema}".executions WHERE id = %s FOR UPDATE',
-                             ("big",))
+    async with (
+        await psycopg.AsyncConnection.connect(pg_url, autocommit=True) as admin,
+        await psycopg.AsyncConnection.connect(pg_url) as locker,
+    ):
+        await locker.execute(
+            f'SELECT 1 FROM "{pg_schema}".executions WHERE id = %s FOR UPDATE', ("big",)
+        )
         save = asyncio.create_task(store.save_checkpoint("big", 1, payload))
         pid = await _wait_for_lock_wait(admin, app)
         cur = await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (pid,))
@@ -209,14 +227,18 @@ async def test_connection_lost_mid_statement_leaves_nothing(
 
 @pytest.mark.asyncio
 async def test_statement_timeout_cancels_and_leaves_nothing(
-    pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     store = make_store(statement_timeout=0.2)
     lease = await store.claim("slow", "me", ttl=60)
     await store.save_checkpoint("slow", 0, b"x", lease=lease)
     async with await psycopg.AsyncConnection.connect(pg_url) as locker:
-        await locker.execute(f'SELECT 1 FROM "{pg_schema}".executions WHERE id = %s FOR UPDATE',
-                             ("slow",))
+        await locker.execute(
+            f'SELECT 1 FROM "{pg_schema}".executions WHERE id = %s FOR UPDATE', ("slow",)
+        )
         for mode_lease in (None, lease):
             with pytest.raises(StoreError, match=r"cancelled.*nothing was written"):
                 await store.save_checkpoint("slow", 1, b"y" * 100_000, lease=mode_lease)
@@ -226,7 +248,10 @@ async def test_statement_timeout_cancels_and_leaves_nothing(
 
 @pytest.mark.asyncio
 async def test_a_dropped_schema_is_reported(
-    pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     store = make_store()
     await store.save_checkpoint("x", 0, b"x")
@@ -237,7 +262,8 @@ async def test_a_dropped_schema_is_reported(
 
 @pytest.mark.asyncio
 async def test_a_terminated_idle_connection_is_replaced(
-    make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     """A server restart or an idle timeout kills pooled connections; the next write must
     not fail on one (the pool check spots it without a round trip)."""
@@ -245,8 +271,9 @@ async def test_a_terminated_idle_connection_is_replaced(
     store = make_store(application_name=app, pool_min_size=1, pool_max_size=1)
     await store.save_checkpoint("idle", 0, b"x")
     cur = await admin.execute(
-        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-        " WHERE application_name = %s", (app,))
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = %s",
+        (app,),
+    )
     assert await cur.fetchall() == [(True,)]
     await store.save_checkpoint("idle", 1, b"after the kill")
     assert (await store.load_checkpoint("idle", 1)).data == b"after the kill"

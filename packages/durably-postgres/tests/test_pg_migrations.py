@@ -33,30 +33,45 @@ async def _versions(admin: psycopg.AsyncConnection[Any], schema: str) -> list[in
 
 async def _tables(admin: psycopg.AsyncConnection[Any], schema: str) -> list[str]:
     cur = await admin.execute(
-        "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,))
+        "SELECT tablename FROM pg_tables WHERE schemaname = %s ORDER BY 1", (schema,)
+    )
     return [row[0] for row in await cur.fetchall()]
 
 
 @pytest.mark.asyncio
 async def test_first_use_creates_the_schema(
-    make_store: MakeStore, pg_schema: str, admin: psycopg.AsyncConnection[Any],
+    make_store: MakeStore,
+    pg_schema: str,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     assert await _tables(admin, pg_schema) == []
     store = make_store()
     assert await store.load_latest_checkpoint("nothing") is None
     assert await _tables(admin, pg_schema) == [
-        "blobs", "checkpoints", "executions", "schema_version"]
+        "blobs",
+        "checkpoints",
+        "executions",
+        "schema_version",
+    ]
     assert await _versions(admin, pg_schema) == list(range(1, SCHEMA_VERSION + 1))
     cur = await admin.execute(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = %s ORDER BY 1", (pg_schema,))
+        "SELECT indexname FROM pg_indexes WHERE schemaname = %s ORDER BY 1", (pg_schema,)
+    )
     assert [row[0] for row in await cur.fetchall()] == [
-        "blobs_pkey", "checkpoints_pkey", "executions_open_idx", "executions_pkey",
-        "schema_version_pkey"]
+        "blobs_pkey",
+        "checkpoints_pkey",
+        "executions_open_idx",
+        "executions_pkey",
+        "schema_version_pkey",
+    ]
 
 
 @pytest.mark.asyncio
 async def test_migrate_is_idempotent_and_keeps_data(
-    pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     first = await migrate_async(pg_url, {"schema": pg_schema})
     assert (first.before, first.after, first.applied) == (0, SCHEMA_VERSION, ALL)
@@ -76,15 +91,17 @@ def test_sync_migrate(pg_url: str, pg_schema: str) -> None:
 
 @pytest.mark.asyncio
 async def test_concurrent_first_use_on_a_fresh_schema(
-    pg_url: str, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     """Several providers (own connections) start at once on a schema that does not exist."""
     for _round in range(4):
         schema = random_schema()
         stores = [PostgresProvider.from_url(pg_url, {"schema": schema}) for _ in range(6)]
         try:
-            infos = await asyncio.gather(*(
-                store.save_checkpoint(f"race-{i}", 0, b"x") for i, store in enumerate(stores)))
+            infos = await asyncio.gather(
+                *(store.save_checkpoint(f"race-{i}", 0, b"x") for i, store in enumerate(stores))
+            )
             assert len(infos) == 6
             assert await _versions(admin, schema) == list(ALL)
             listed = await stores[0].list_executions()
@@ -108,11 +125,17 @@ print(json.dumps({"before": report.before, "applied": list(report.applied)}))
 
 def test_two_processes_migrate_a_fresh_schema_at_once(pg_url: str, pg_schema: str) -> None:
     start = time.time() + 1.5  # both children are past their imports by then
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
-        [str(SRC), *sys.path])}
-    children = [subprocess.Popen([sys.executable, "-c", _CHILD, pg_url, pg_schema, str(start)],
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env,
-                                 text=True) for _ in range(2)]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), *sys.path])}
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", _CHILD, pg_url, pg_schema, str(start)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=env,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     results = []
     for child in children:
         out, err = child.communicate(timeout=60)
@@ -125,12 +148,16 @@ def test_two_processes_migrate_a_fresh_schema_at_once(pg_url: str, pg_schema: st
 
 @pytest.mark.asyncio
 async def test_a_newer_schema_is_refused(
-    pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     await migrate_async(pg_url, {"schema": pg_schema})
     await admin.execute(
         f'INSERT INTO "{pg_schema}".schema_version (version, description) VALUES (%s, %s)',
-        (SCHEMA_VERSION + 1, "from the future"))
+        (SCHEMA_VERSION + 1, "from the future"),
+    )
     with pytest.raises(StoreError, match="Upgrade durably-postgres") as info:
         await make_store().save_checkpoint("x", 0, b"x")
     assert f"version {SCHEMA_VERSION + 1}" in str(info.value)
@@ -143,7 +170,10 @@ async def test_a_newer_schema_is_refused(
 
 @pytest.mark.asyncio
 async def test_migrate_false_refuses_a_missing_schema(
-    pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     with pytest.raises(StoreError, match=r"does not exist and automatic migration is off") as e:
         await make_store(migrate=False).save_checkpoint("x", 0, b"x")
@@ -157,13 +187,17 @@ async def test_migrate_false_refuses_a_missing_schema(
 
 @pytest.mark.asyncio
 async def test_an_empty_version_table_is_migrated(
-    pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     """A schema created by hand (or a crash before migration 1 committed) is completed."""
     await admin.execute(f'CREATE SCHEMA "{pg_schema}"')
-    await admin.execute(f'CREATE TABLE "{pg_schema}".schema_version (version integer PRIMARY KEY,'
-                        " description text NOT NULL, applied_at timestamptz NOT NULL"
-                        " DEFAULT now())")
+    await admin.execute(
+        f'CREATE TABLE "{pg_schema}".schema_version (version integer PRIMARY KEY,'
+        " description text NOT NULL, applied_at timestamptz NOT NULL"
+        " DEFAULT now())"
+    )
     store = make_store()
     await store.save_checkpoint("x", 0, b"x")
     assert await _versions(admin, pg_schema) == list(ALL)

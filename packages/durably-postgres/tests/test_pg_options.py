@@ -44,32 +44,46 @@ def test_unknown_option_is_named() -> None:
     assert info.value.key == "durability.postgres.pool_max"
 
 
-@pytest.mark.parametrize(("options", "match"), [
-    ({"schema": "bad-name"}, "invalid schema name"),
-    ({"schema": "1abc"}, "invalid schema name"),
-    ({"schema": 5}, "invalid schema name"),
-    ({"pool_min_size": -1}, "at least 0"),
-    ({"pool_max_size": 0}, "at least 1"),
-    ({"pool_min_size": 5, "pool_max_size": 2}, "smaller than pool_min_size"),
-    ({"pool_max_size": True}, "expected an integer"),
-    ({"connect_timeout": "10"}, "expected a number"),
-    ({"connect_timeout": 0}, "at least"),
-    ({"statement_timeout": -1}, "at least"),
-    ({"lease_clock": "local"}, "'server' or 'client'"),
-    ({"migrate": "no"}, "expected true or false"),
-    ({"prepared_statements": 0}, "expected true or false"),
-    ({"application_name": 3}, "expected a string"),
-])
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        ({"schema": "bad-name"}, "invalid schema name"),
+        ({"schema": "1abc"}, "invalid schema name"),
+        ({"schema": 5}, "invalid schema name"),
+        ({"pool_min_size": -1}, "at least 0"),
+        ({"pool_max_size": 0}, "at least 1"),
+        ({"pool_min_size": 5, "pool_max_size": 2}, "smaller than pool_min_size"),
+        ({"pool_max_size": True}, "expected an integer"),
+        ({"connect_timeout": "10"}, "expected a number"),
+        ({"connect_timeout": 0}, "at least"),
+        ({"statement_timeout": -1}, "at least"),
+        ({"lease_clock": "local"}, "'server' or 'client'"),
+        ({"migrate": "no"}, "expected true or false"),
+        ({"prepared_statements": 0}, "expected true or false"),
+        ({"application_name": 3}, "expected a string"),
+    ],
+)
 def test_invalid_option_values(options: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
         PostgresProvider.from_url("postgresql://h/db", options)
 
 
 def test_valid_options_are_kept() -> None:
-    provider = PostgresProvider.from_url("postgresql://h/db", {
-        "schema": "My_Schema", "pool_min_size": 0, "pool_max_size": 3, "connect_timeout": 2.5,
-        "statement_timeout": 1.5, "lease_clock": "client", "migrate": False,
-        "application_name": "worker-1", "connect_retries": 0, "pool_timeout": 4})
+    provider = PostgresProvider.from_url(
+        "postgresql://h/db",
+        {
+            "schema": "My_Schema",
+            "pool_min_size": 0,
+            "pool_max_size": 3,
+            "connect_timeout": 2.5,
+            "statement_timeout": 1.5,
+            "lease_clock": "client",
+            "migrate": False,
+            "application_name": "worker-1",
+            "connect_retries": 0,
+            "pool_timeout": 4,
+        },
+    )
     opts = provider.options
     assert (opts.schema, opts.pool_min_size, opts.pool_max_size) == ("My_Schema", 0, 3)
     assert (opts.statement_timeout, opts.lease_clock, opts.migrate) == (1.5, "client", False)
@@ -92,18 +106,26 @@ def test_unparsable_url_does_not_show_the_password() -> None:
 
 @pytest.mark.asyncio
 async def test_bare_url_uses_the_pg_environment(
-    pg_url: str, pg_schema: str, monkeypatch: pytest.MonkeyPatch,
+    pg_url: str,
+    pg_schema: str,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     params = conninfo_to_dict(pg_url)
-    for key, var in [("host", "PGHOST"), ("port", "PGPORT"), ("user", "PGUSER"),
-                     ("dbname", "PGDATABASE"), ("password", "PGPASSWORD")]:
+    for key, var in [
+        ("host", "PGHOST"),
+        ("port", "PGPORT"),
+        ("user", "PGUSER"),
+        ("dbname", "PGDATABASE"),
+        ("password", "PGPASSWORD"),
+    ]:
         if key in params:
             monkeypatch.setenv(var, str(params[key]))
         else:
             monkeypatch.delenv(var, raising=False)
     provider = PostgresProvider.from_url("postgresql://", {"schema": pg_schema})
     assert provider.describe().startswith(
-        f"postgresql://{params.get('user')}@{params.get('host')}:{params.get('port', '5432')}/")
+        f"postgresql://{params.get('user')}@{params.get('host')}:{params.get('port', '5432')}/"
+    )
     try:
         await provider.save_checkpoint("env-run", 0, b"via PG* variables")
         assert (await provider.load_checkpoint("env-run", 0)).data == b"via PG* variables"
@@ -113,7 +135,8 @@ async def test_bare_url_uses_the_pg_environment(
 
 @pytest.mark.asyncio
 async def test_application_name_and_statement_timeout_reach_the_server(
-    make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     name = f"durably-test-{secrets.token_hex(4)}"
     store = make_store(application_name=name, statement_timeout=1.5)
@@ -121,9 +144,11 @@ async def test_application_name_and_statement_timeout_reach_the_server(
     pool = store._pool
     assert pool is not None
     async with pool.connection() as conn:
-        cur = await conn.execute("SELECT current_setting('application_name'),"
-                                 " current_setting('statement_timeout'),"
-                                 " current_setting('default_transaction_isolation')")
+        cur = await conn.execute(
+            "SELECT current_setting('application_name'),"
+            " current_setting('statement_timeout'),"
+            " current_setting('default_transaction_isolation')"
+        )
         assert await cur.fetchone() == (name, "1500ms", "read committed")
 
 

@@ -38,8 +38,11 @@ async def _traced(store: PostgresProvider, path: Path) -> AsyncIterator[Callable
 
 
 def _messages(trace: str, sender: str, name: str) -> int:
-    return sum(1 for line in trace.splitlines()
-               if line.split("\t")[:1] == [sender] and line.split("\t")[2:3] == [name])
+    return sum(
+        1
+        for line in trace.splitlines()
+        if line.split("\t")[:1] == [sender] and line.split("\t")[2:3] == [name]
+    )
 
 
 @pytest.mark.asyncio
@@ -55,8 +58,9 @@ async def test_one_round_trip_per_write(make_store: MakeStore, tmp_path: Path) -
         await store.save_checkpoint("rt-free", seq, b"warm")
     async with _traced(store, tmp_path / "trace.txt") as read:
         for seq in range(6, 16):
-            await store.save_checkpoint("rt", seq, b"payload" * 100, lease=lease,
-                                        metadata={"step": str(seq)})
+            await store.save_checkpoint(
+                "rt", seq, b"payload" * 100, lease=lease, metadata={"step": str(seq)}
+            )
             await store.save_checkpoint("rt-free", seq, b"payload")
     trace = read()
     assert _messages(trace, "F", "Sync") == 20
@@ -67,8 +71,9 @@ async def test_one_round_trip_per_write(make_store: MakeStore, tmp_path: Path) -
 
     info = await store.load_checkpoint("rt", 15)
     async with _traced(store, tmp_path / "trace2.txt") as read:
-        await store.save_checkpoint("rt", 15, b"again", mode=ExpectedVersion(info.info.version),
-                                    lease=lease)
+        await store.save_checkpoint(
+            "rt", 15, b"again", mode=ExpectedVersion(info.info.version), lease=lease
+        )
         await store.save_checkpoint("rt", 15, b"again", mode="overwrite", lease=lease)
         renewed = await store.renew(lease, ttl=60)
         await store.save_checkpoint("rt", 16, b"x", lease=renewed)
@@ -80,7 +85,9 @@ async def _wait_until_blocked(admin: psycopg.AsyncConnection[Any], app: str) -> 
     for _ in range(500):
         cur = await admin.execute(
             "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s"
-            " AND wait_event_type = 'Lock'", (app,))
+            " AND wait_event_type = 'Lock'",
+            (app,),
+        )
         if (await cur.fetchone()) == (1,):
             return
         await asyncio.sleep(0.01)
@@ -89,7 +96,10 @@ async def _wait_until_blocked(admin: psycopg.AsyncConnection[Any], app: str) -> 
 
 @pytest.mark.asyncio
 async def test_fence_check_waits_for_a_concurrent_claim_and_rechecks(
-    pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     """A save racing a claim: the claim's transaction holds the execution row; the save
     waits for it, re-reads the row, sees the new epoch and writes nothing."""
@@ -101,7 +111,8 @@ async def test_fence_check_waits_for_a_concurrent_claim_and_rechecks(
     async with await psycopg.AsyncConnection.connect(pg_url) as thief:
         await thief.execute(  # what a claim by another owner does, not yet committed
             f"UPDATE {s}.executions SET lease_owner = 'thief',"
-            f" epoch = nextval('{s}.epochs') WHERE id = 'race'")
+            f" epoch = nextval('{s}.epochs') WHERE id = 'race'"
+        )
         save = asyncio.create_task(store.save_checkpoint("race", 1, b"racing", lease=lease))
         await _wait_until_blocked(admin, app)
         assert not save.done()
@@ -114,15 +125,20 @@ async def test_fence_check_waits_for_a_concurrent_claim_and_rechecks(
 
 @pytest.mark.asyncio
 async def test_fence_waits_then_writes_when_the_claim_rolls_back(
-    pg_url: str, pg_schema: str, make_store: MakeStore, admin: psycopg.AsyncConnection[Any],
+    pg_url: str,
+    pg_schema: str,
+    make_store: MakeStore,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     app = f"durably-fence-{secrets.token_hex(3)}"
     store = make_store(application_name=app)
     lease = await store.claim("race", "owner", ttl=60)
     s = f'"{pg_schema}"'
     async with await psycopg.AsyncConnection.connect(pg_url) as thief:
-        await thief.execute(f"UPDATE {s}.executions SET lease_owner = 'thief',"
-                            f" epoch = nextval('{s}.epochs') WHERE id = 'race'")
+        await thief.execute(
+            f"UPDATE {s}.executions SET lease_owner = 'thief',"
+            f" epoch = nextval('{s}.epochs') WHERE id = 'race'"
+        )
         save = asyncio.create_task(store.save_checkpoint("race", 0, b"kept", lease=lease))
         await _wait_until_blocked(admin, app)
         assert not save.done()
@@ -194,13 +210,16 @@ async def test_executions_are_listed_in_code_point_order(make_store: MakeStore) 
 
 @pytest.mark.asyncio
 async def test_status_column_follows_durably_status_metadata(
-    make_store: MakeStore, pg_schema: str, admin: psycopg.AsyncConnection[Any],
+    make_store: MakeStore,
+    pg_schema: str,
+    admin: psycopg.AsyncConnection[Any],
 ) -> None:
     store = make_store()
 
     async def status() -> str | None:
         cur = await admin.execute(
-            f'SELECT status FROM "{pg_schema}".executions WHERE id = %s', ("s",))
+            f'SELECT status FROM "{pg_schema}".executions WHERE id = %s', ("s",)
+        )
         row = await cur.fetchone()
         assert row is not None
         return row[0]  # type: ignore[no-any-return]
@@ -212,12 +231,16 @@ async def test_status_column_follows_durably_status_metadata(
     await store.save_checkpoint("s", 2, b"x", metadata={"other": "y"})
     assert await status() == "running"  # a save without the key keeps it
     lease = await store.claim("s", "me", ttl=60)
-    await store.save_checkpoint("s", 3, b"x", metadata={"durably.status": "completed"},
-                                lease=lease)
+    await store.save_checkpoint("s", 3, b"x", metadata={"durably.status": "completed"}, lease=lease)
     assert await status() == "completed"
     with pytest.raises(FencedError):
-        await store.save_checkpoint("s", 4, b"x", metadata={"durably.status": "failed"},
-                                    lease=Lease("s", "me", lease.epoch - 1, 0))
+        await store.save_checkpoint(
+            "s",
+            4,
+            b"x",
+            metadata={"durably.status": "failed"},
+            lease=Lease("s", "me", lease.epoch - 1, 0),
+        )
     assert await status() == "completed"  # a rejected write changes nothing
 
 
@@ -240,8 +263,9 @@ async def test_claim_next_takes_expired_and_released_skips_live_and_completed(
     released = await store.claim("released", "other", ttl=600)
     await store.release(released)
     done = await store.claim("done", "other", ttl=0.001)
-    await store.save_checkpoint("done", 0, b"x", lease=done,
-                                metadata={"durably.status": "completed"})
+    await store.save_checkpoint(
+        "done", 0, b"x", lease=done, metadata={"durably.status": "completed"}
+    )
     await store.save_checkpoint("never-claimed", 0, b"x")
     await asyncio.sleep(0.05)
 
@@ -273,8 +297,9 @@ async def test_concurrent_claim_next_never_hands_out_an_execution_twice(
     ids = [f"job-{i:03d}" for i in range(40)]
     await _expire(setup, ids)
     workers = [make_store(pool_max_size=8) for _ in range(2)]
-    results = await asyncio.gather(*(
-        workers[i % 2].claim_next(f"worker-{i % 2}", ttl=60) for i in range(60)))
+    results = await asyncio.gather(
+        *(workers[i % 2].claim_next(f"worker-{i % 2}", ttl=60) for i in range(60))
+    )
     leases = [lease for lease in results if lease is not None]
     assert sorted(lease.execution_id for lease in leases) == ids  # each exactly once
     assert results.count(None) == 20
@@ -302,7 +327,8 @@ async def test_client_lease_clock(make_store: MakeStore) -> None:
 
 @pytest.mark.asyncio
 async def test_prune_deletes_in_batches(
-    make_store: MakeStore, monkeypatch: pytest.MonkeyPatch,
+    make_store: MakeStore,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     store = make_store()
     lease = await store.claim("p", "me", ttl=60)
@@ -311,8 +337,9 @@ async def test_prune_deletes_in_batches(
     batches: list[list[int]] = []
     real = PostgresProvider._delete_batch
 
-    async def spy(self: PostgresProvider, execution_id: str, seqs: list[int],
-                  lease: Lease | None) -> list[int]:
+    async def spy(
+        self: PostgresProvider, execution_id: str, seqs: list[int], lease: Lease | None
+    ) -> list[int]:
         batches.append(list(seqs))
         return await real(self, execution_id, seqs, lease)
 
@@ -335,7 +362,8 @@ async def test_prune_deletes_in_batches(
 
 @pytest.mark.asyncio
 async def test_large_blob_already_stored_is_not_sent_again(
-    make_store: MakeStore, tmp_path: Path,
+    make_store: MakeStore,
+    tmp_path: Path,
 ) -> None:
     store = make_store(pool_min_size=1, pool_max_size=1)
     data = secrets.token_bytes(_provider.BLOB_PRECHECK_SIZE + 10)

@@ -24,8 +24,11 @@ def no_local_server(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 def no_throwaway(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(ThrowawayCluster, "unavailable_reason",
-                        staticmethod(lambda: "initdb/pg_ctl not found (test)"))
+    monkeypatch.setattr(
+        ThrowawayCluster,
+        "unavailable_reason",
+        staticmethod(lambda: "initdb/pg_ctl not found (test)"),
+    )
 
 
 @pytest.mark.usefixtures("no_local_server", "no_throwaway")
@@ -82,11 +85,11 @@ async def test_a_throwaway_cluster_is_started_when_nothing_answers() -> None:
 def test_unix_socket_urls_are_described_readably() -> None:
     store = PostgresProvider.from_url("postgresql://bob@/app?host=/var/run/postgresql", {})
     assert store.describe() == (
-        "postgresql://bob@:5432/app?host=/var/run/postgresql (schema durably)")
+        "postgresql://bob@:5432/app?host=/var/run/postgresql (schema durably)"
+    )
 
 
-def test_the_server_is_found_once_per_process(pg_url: str,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_server_is_found_once_per_process(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(pg_testing.ENV_URL, pg_url)
     first = server_or_skip()
     monkeypatch.setenv(pg_testing.ENV_URL, "postgresql://nobody@127.0.0.1:1/not-asked-again")

@@ -11,7 +11,8 @@ from durably_redis.testing import RedisBackdoor
 # The test server runs without persistence; the provider says so on first use of each
 # instance (test_redis_provider.py asserts that warning).
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning")
+    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning"
+)
 
 
 class TestRedisProvider(ProviderSuite):

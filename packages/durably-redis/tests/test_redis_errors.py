@@ -15,7 +15,8 @@ from durably_redis import RedisProvider
 from durably_redis.testing import ThrowawayRedis, free_port
 
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning")
+    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning"
+)
 
 PASSWORD = "Very-Secret-Pa55word"
 RUN = "run-1"
@@ -63,8 +64,7 @@ async def test_a_server_that_does_not_answer_times_out() -> None:
         silent.bind(("127.0.0.1", 0))
         silent.listen(8)  # accepts connections (in the backlog), never replies
         port = silent.getsockname()[1]
-        error = await _first_use_error(
-            f"redis://:{PASSWORD}@127.0.0.1:{port}/0?socket_timeout=0.3")
+        error = await _first_use_error(f"redis://:{PASSWORD}@127.0.0.1:{port}/0?socket_timeout=0.3")
     assert isinstance(error, StoreUnavailableError)
     assert f"127.0.0.1:{port}" in str(error)
     assert "did not answer in time" in str(error)

@@ -29,7 +29,8 @@ from durably_redis.testing import ThrowawayRedis
 from conftest import MakeStore
 
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning")
+    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning"
+)
 
 RUN = "run-1"
 LONG = 600.0
@@ -93,7 +94,8 @@ async def test_fencing_is_atomic_with_a_racing_claim(make_store: MakeStore) -> N
         for result in results:
             if isinstance(result, CheckpointInfo):
                 assert int(result.version) < new.epoch, (
-                    f"save of seq {result.seq} succeeded after the claim that fenced it")
+                    f"save of seq {result.seq} succeeded after the claim that fenced it"
+                )
         mixed_rounds += bool(succeeded and fenced)
         # After the claim returned, the old lease can never write again.
         with pytest.raises(FencedError):
@@ -157,7 +159,10 @@ async def _monitored(admin_url: str, action: Any) -> list[dict[str, Any]]:
 
 @pytest.mark.asyncio
 async def test_a_save_is_one_round_trip(
-    make_store: MakeStore, redis_url: str, admin: aioredis.Redis, key_prefix: str,
+    make_store: MakeStore,
+    redis_url: str,
+    admin: aioredis.Redis,
+    key_prefix: str,
     sends: list[int],
 ) -> None:
     """A fenced save is one socket write and one command (EVALSHA) on the server; the
@@ -170,16 +175,18 @@ async def test_a_save_is_one_round_trip(
 
     async def save() -> None:
         sends[0] = 0
-        await provider.save_checkpoint(RUN, 0, b"payload" * 1000, lease=lease,
-                                       metadata={"k": "v"})
+        await provider.save_checkpoint(RUN, 0, b"payload" * 1000, lease=lease, metadata={"k": "v"})
         counted.append(sends[0])
 
     seen = await _monitored(redis_url, save)
     assert counted == [1], f"the save took {counted[0]} round trips"
     mine = [c for c in seen if f"{c['client_address']}:{c['client_port']}" == address]
     assert [c["command"].split()[0] for c in mine] == ["EVALSHA"], mine
-    inside = [c["command"].split()[0] for c in seen
-              if c["client_type"] == "lua" and key_prefix in c["command"]]
+    inside = [
+        c["command"].split()[0]
+        for c in seen
+        if c["client_type"] == "lua" and key_prefix in c["command"]
+    ]
     assert "HSET" in inside
     assert "ZADD" in inside
     sends[0] = 0
@@ -189,15 +196,19 @@ async def test_a_save_is_one_round_trip(
 
 @pytest.mark.asyncio
 async def test_wait_replicas_is_pipelined_and_checked(
-    make_store: MakeStore, redis_url: str, admin: aioredis.Redis, sends: list[int],
+    make_store: MakeStore,
+    redis_url: str,
+    admin: aioredis.Redis,
+    sends: list[int],
 ) -> None:
     """wait_replicas adds WAIT to the same round trip; when the server has fewer
     replicas the save raises StoreError (written, but not confirmed durable)."""
     replicas = int((await admin.info("replication"))["connected_slaves"])
     wanted = replicas + 1
     name = f"durably-wait-{secrets.token_hex(4)}"
-    provider = make_store(f"{redis_url}?client_name={name}", pool_size=1,
-                          wait_replicas=wanted, wait_timeout_ms=50)
+    provider = make_store(
+        f"{redis_url}?client_name={name}", pool_size=1, wait_replicas=wanted, wait_timeout_ms=50
+    )
     await provider.list_executions()  # first use
     address = await _provider_address(admin, name)
     raised: list[BaseException] = []
@@ -213,8 +224,11 @@ async def test_wait_replicas_is_pipelined_and_checked(
 
     seen = await _monitored(redis_url, save)
     assert counted == [1]
-    mine = [c["command"].split()[:3] for c in seen
-            if f"{c['client_address']}:{c['client_port']}" == address]
+    mine = [
+        c["command"].split()[:3]
+        for c in seen
+        if f"{c['client_address']}:{c['client_port']}" == address
+    ]
     assert [c[0] for c in mine] == ["EVALSHA", "WAIT"]
     assert mine[1][1:] == [str(wanted), "50"]
     assert len(raised) == 1
@@ -278,7 +292,8 @@ def _durably_warnings(caught: list[warnings.WarningMessage]) -> list[str]:
 
 @pytest.mark.asyncio
 async def test_persistence_warning_matches_the_server(
-    make_store: MakeStore, admin: aioredis.Redis,
+    make_store: MakeStore,
+    admin: aioredis.Redis,
 ) -> None:
     """First use warns (DurablyWarning) exactly when neither AOF nor RDB is on; the
     test server of this machine runs with persistence off."""
@@ -301,11 +316,14 @@ async def test_persistence_warning_matches_the_server(
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("args", "survives"), [
-    (("--appendonly", "yes"), True),
-    (("--save", "3600 1"), True),
-    ((), False),
-])
+@pytest.mark.parametrize(
+    ("args", "survives"),
+    [
+        (("--appendonly", "yes"), True),
+        (("--save", "3600 1"), True),
+        ((), False),
+    ],
+)
 async def test_persistence_settings_are_read(args: tuple[str, ...], survives: bool) -> None:
     """AOF or RDB snapshots: no warning; neither: the warning."""
     with _throwaway(args=args) as server:
@@ -388,7 +406,8 @@ async def test_what_survives_a_crash_of_the_server(appendonly: bool) -> None:
                 try:
                     assert await client.script_exists(sha) == [False]
                     again = await provider.save_checkpoint(
-                        RUN, 0, b"after", mode=ExpectedVersion(info.version), lease=lease)
+                        RUN, 0, b"after", mode=ExpectedVersion(info.version), lease=lease
+                    )
                     assert await client.script_exists(sha) == [True]
                 finally:
                     await client.aclose()
@@ -416,11 +435,18 @@ async def test_key_layout(make_store: MakeStore, admin: aioredis.Redis, key_pref
     digest = await provider.put_blob(RUN, b"blob")
     keys = sorted([k.decode() async for k in admin.scan_iter(match=f"{key_prefix}:*")])
     base = f"{key_prefix}:x:{RUN}"
-    assert keys == sorted([
-        f"{key_prefix}:counter", f"{key_prefix}:executions", f"{key_prefix}:open",
-        f"{base}:seqs", f"{base}:c:{seq_member(7)}", f"{base}:blobs", f"{base}:b:{digest}",
-        f"{base}:lease",
-    ])
+    assert keys == sorted(
+        [
+            f"{key_prefix}:counter",
+            f"{key_prefix}:executions",
+            f"{key_prefix}:open",
+            f"{base}:seqs",
+            f"{base}:c:{seq_member(7)}",
+            f"{base}:blobs",
+            f"{base}:b:{digest}",
+            f"{base}:lease",
+        ]
+    )
     checkpoint = await admin.hgetall(f"{base}:c:{seq_member(7)}")
     assert set(checkpoint) == {b"d", b"v", b"t", b"m"}
     assert checkpoint[b"d"] == provider.envelope.wrap(b"data")
@@ -442,8 +468,9 @@ async def test_key_layout(make_store: MakeStore, admin: aioredis.Redis, key_pref
 
 
 @pytest.mark.asyncio
-async def test_prefixes_keep_stores_apart(make_store: MakeStore, redis_url: str,
-                                          key_prefix: str) -> None:
+async def test_prefixes_keep_stores_apart(
+    make_store: MakeStore, redis_url: str, key_prefix: str
+) -> None:
     mine = make_store()
     other_prefix = f"{key_prefix}-other"
     other = make_store(key_prefix=other_prefix)
@@ -479,7 +506,9 @@ async def test_an_execution_without_checkpoints_blobs_or_lease_is_not_listed(
 
 @pytest.mark.asyncio
 async def test_deleting_a_large_execution_in_batches(
-    make_store: MakeStore, admin: aioredis.Redis, key_prefix: str,
+    make_store: MakeStore,
+    admin: aioredis.Redis,
+    key_prefix: str,
 ) -> None:
     """More checkpoints than one delete script handles: everything still goes."""
     provider = make_store()
@@ -510,8 +539,7 @@ async def test_listing_beyond_the_largest_sequence_number(make_store: MakeStore)
     assert [i.seq for i in (await provider.list_checkpoints(RUN, after=top - 1)).items] == [top]
     assert list((await provider.list_checkpoints(RUN, after=top)).items) == []
     assert list((await provider.list_checkpoints(RUN, after=2**64)).items) == []
-    assert [i.seq for i in (await provider.list_checkpoints(RUN, after=-5)).items] == [
-        top - 1, top]
+    assert [i.seq for i in (await provider.list_checkpoints(RUN, after=-5)).items] == [top - 1, top]
     with pytest.raises(ValueError, match="cursor"):
         await provider.list_checkpoints(RUN, cursor="not-a-seq")
 
@@ -519,7 +547,7 @@ async def test_listing_beyond_the_largest_sequence_number(make_store: MakeStore)
 @pytest.mark.asyncio
 async def test_owners_and_metadata_keep_every_character(make_store: MakeStore) -> None:
     provider = make_store()
-    owner = "worker \u00e9\U0001f389 \u65e5 \"quoted\" \\ \n"
+    owner = 'worker \u00e9\U0001f389 \u65e5 "quoted" \\ \n'
     lease = await provider.claim(RUN, owner, ttl=LONG)
     current = await provider.get_lease(RUN)
     assert current is not None
@@ -554,19 +582,27 @@ async def test_release_keeps_the_record_and_lets_others_claim(make_store: MakeSt
 
 @pytest.mark.asyncio
 async def test_a_store_without_the_open_index_is_indexed_once(
-    make_store: MakeStore, admin: aioredis.Redis, key_prefix: str,
+    make_store: MakeStore,
+    admin: aioredis.Redis,
+    key_prefix: str,
 ) -> None:
     """A store written before the open index existed: the first listing builds it (C31)."""
     provider = make_store()
     for n in range(3):
         await provider.save_checkpoint(f"open-{n}", 0, b"a", metadata={"durably.status": "x"})
-        await provider.save_checkpoint(f"done-{n}", 0, b"a",
-                                       metadata={"durably.status": "completed"})
+        await provider.save_checkpoint(
+            f"done-{n}", 0, b"a", metadata={"durably.status": "completed"}
+        )
     await admin.delete(f"{key_prefix}:open", f"{key_prefix}:open-ready")  # as before
     fresh = make_store()
     assert [e.execution_id async for e in fresh.iter_open_executions()] == [
-        "open-0", "open-1", "open-2"]
+        "open-0",
+        "open-1",
+        "open-2",
+    ]
     assert await admin.get(f"{key_prefix}:open-ready") == b"1"
     await admin.zrem(f"{key_prefix}:open", "open-0")  # once ready, trusted as it is
     assert [e.execution_id async for e in make_store().iter_open_executions()] == [
-        "open-1", "open-2"]
+        "open-1",
+        "open-2",
+    ]

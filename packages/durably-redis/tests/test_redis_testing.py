@@ -11,7 +11,8 @@ from durably_redis import RedisProvider
 from durably_redis import testing as rt
 
 pytestmark = pytest.mark.filterwarnings(
-    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning")
+    "ignore:Redis .* keeps durably's checkpoints in memory only:durably.errors.DurablyWarning"
+)
 
 
 def _needs_binary() -> None:
@@ -95,10 +96,15 @@ async def test_the_backdoor_reports_index_entries(redis_url: str, key_prefix: st
     finally:
         await provider.close()
     locations = await rt.RedisBackdoor(redis_url, key_prefix).locations()
-    assert locations == sorted([
-        f"{key_prefix}:executions", f"{key_prefix}:executions#run-1",
-        f"{key_prefix}:open", f"{key_prefix}:open#run-1",
-        f"{key_prefix}:x:run-1:seqs", f"{key_prefix}:x:run-1:c:{3:019d}",
-    ])
+    assert locations == sorted(
+        [
+            f"{key_prefix}:executions",
+            f"{key_prefix}:executions#run-1",
+            f"{key_prefix}:open",
+            f"{key_prefix}:open#run-1",
+            f"{key_prefix}:x:run-1:seqs",
+            f"{key_prefix}:x:run-1:c:{3:019d}",
+        ]
+    )
     with pytest.raises(KeyError):
         await rt.RedisBackdoor(redis_url, key_prefix).read_checkpoint("run-1", 4)

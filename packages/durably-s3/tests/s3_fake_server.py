@@ -27,8 +27,10 @@ class Reply:
 
 def error(status: int, code: str, message: str = "scripted", **extra: str) -> Reply:
     fields = "".join(f"<{k}>{v}</{k}>" for k, v in extra.items())
-    body = (f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
-            f"<Message>{message}</Message>{fields}</Error>").encode()
+    body = (
+        f'<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code>'
+        f"<Message>{message}</Message>{fields}</Error>"
+    ).encode()
     return Reply(status, body, {"Content-Type": "application/xml"})
 
 

@@ -38,7 +38,8 @@ class MotoS3:
         self.client.create_bucket(Bucket=name)
         if versioning:
             self.client.put_bucket_versioning(
-                Bucket=name, VersioningConfiguration={"Status": "Enabled"})
+                Bucket=name, VersioningConfiguration={"Status": "Enabled"}
+            )
         return name
 
 

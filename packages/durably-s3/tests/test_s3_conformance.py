@@ -29,8 +29,7 @@ class _S3Suite(ProviderSuite):
 
     @pytest.fixture
     def backdoor(self, bucket: str, moto_s3: MotoS3) -> Backdoor:
-        return S3Backdoor(bucket, PREFIX, endpoint_url=moto_s3.endpoint,
-                          versions=self.versioning)
+        return S3Backdoor(bucket, PREFIX, endpoint_url=moto_s3.endpoint, versions=self.versioning)
 
     @pytest.fixture
     def store_url(self, bucket: str) -> str:

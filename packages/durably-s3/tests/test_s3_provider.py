@@ -50,8 +50,9 @@ def backdoor(bucket: str, moto_s3: MotoS3) -> S3Backdoor:
 
 
 def _provider(bucket: str, counter: RequestCounter | None = None, **options: Any) -> S3Provider:
-    return S3Provider(bucket, PREFIX, options,
-                      session=counter.session if counter is not None else None)
+    return S3Provider(
+        bucket, PREFIX, options, session=counter.session if counter is not None else None
+    )
 
 
 async def _seqs(provider: S3Provider, execution_id: str = RUN) -> list[int]:
@@ -81,25 +82,41 @@ def test_moto_evaluates_conditional_requests(moto_s3: MotoS3, bucket: str) -> No
     assert status(s3.get_object, Key="k", IfNoneMatch=first["ETag"]) == 304
     assert status(s3.put_object, Key="k", Body=b"4", IfMatch=first["ETag"]) == 200
     upload = s3.create_multipart_upload(Bucket=bucket, Key="k")
-    part = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload["UploadId"], PartNumber=1,
-                          Body=b"z")
-    assert status(s3.complete_multipart_upload, Key="k", UploadId=upload["UploadId"],
-                  MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
-                  IfNoneMatch="*") == 412
+    part = s3.upload_part(
+        Bucket=bucket, Key="k", UploadId=upload["UploadId"], PartNumber=1, Body=b"z"
+    )
+    assert (
+        status(
+            s3.complete_multipart_upload,
+            Key="k",
+            UploadId=upload["UploadId"],
+            MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+            IfNoneMatch="*",
+        )
+        == 412
+    )
 
 
-@pytest.mark.xfail(strict=True, reason="moto 5.2 ignores If-Match on CompleteMultipartUpload "
-                   "(AWS S3 evaluates it); strict: this fails loudly once moto implements it")
+@pytest.mark.xfail(
+    strict=True,
+    reason="moto 5.2 ignores If-Match on CompleteMultipartUpload "
+    "(AWS S3 evaluates it); strict: this fails loudly once moto implements it",
+)
 def test_moto_evaluates_if_match_on_complete_multipart(moto_s3: MotoS3, bucket: str) -> None:
     s3 = moto_s3.client
     s3.put_object(Bucket=bucket, Key="k", Body=b"1")
     upload = s3.create_multipart_upload(Bucket=bucket, Key="k")
-    part = s3.upload_part(Bucket=bucket, Key="k", UploadId=upload["UploadId"], PartNumber=1,
-                          Body=b"z")
+    part = s3.upload_part(
+        Bucket=bucket, Key="k", UploadId=upload["UploadId"], PartNumber=1, Body=b"z"
+    )
     with pytest.raises(ClientError):
         s3.complete_multipart_upload(
-            Bucket=bucket, Key="k", UploadId=upload["UploadId"], IfMatch='"0123"',
-            MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]})
+            Bucket=bucket,
+            Key="k",
+            UploadId=upload["UploadId"],
+            IfMatch='"0123"',
+            MultipartUpload={"Parts": [{"ETag": part["ETag"], "PartNumber": 1}]},
+        )
 
 
 def test_conditional_puts_race_with_one_winner(moto_s3: MotoS3, bucket: str) -> None:
@@ -110,8 +127,9 @@ def test_conditional_puts_race_with_one_winner(moto_s3: MotoS3, bucket: str) -> 
     def writer() -> None:
         for i in range(40):
             try:
-                moto_s3.client.put_object(Bucket=bucket, Key=f"race/{i}", Body=os.urandom(4096),
-                                          IfNoneMatch="*")
+                moto_s3.client.put_object(
+                    Bucket=bucket, Key=f"race/{i}", Body=os.urandom(4096), IfNoneMatch="*"
+                )
             except ClientError:
                 continue
             with lock:
@@ -130,7 +148,8 @@ def test_conditional_puts_race_with_one_winner(moto_s3: MotoS3, bucket: str) -> 
 
 @pytest.mark.asyncio
 async def test_a_checkpoint_object_is_the_zstd_envelope(
-    bucket: str, backdoor: S3Backdoor,
+    bucket: str,
+    backdoor: S3Backdoor,
 ) -> None:
     """The object is the core's envelope (zstd inside), then the provider's small trailer."""
     provider = _provider(bucket)
@@ -154,7 +173,9 @@ async def test_a_checkpoint_object_is_the_zstd_envelope(
 
 @pytest.mark.asyncio
 async def test_metadata_lives_in_s3_user_metadata_when_it_fits(
-    moto_s3: MotoS3, bucket: str, backdoor: S3Backdoor,
+    moto_s3: MotoS3,
+    bucket: str,
+    backdoor: S3Backdoor,
 ) -> None:
     """Small metadata is percent-encoded S3 user metadata; 2 KiB of CJK goes in the object."""
     provider = _provider(bucket)
@@ -190,12 +211,16 @@ async def test_metadata_lives_in_s3_user_metadata_when_it_fits(
 async def test_two_instances_race_for_every_sequence_number(bucket: str) -> None:
     """Two instances create the same 20 seqs at once: each seq has exactly one winner."""
     one, two = _provider(bucket), _provider(bucket)
-    results = await asyncio.gather(*(
-        provider.save_checkpoint(RUN, seq, f"{name} {seq}".encode())
-        for seq in range(20) for name, provider in (("one", one), ("two", two))
-    ), return_exceptions=True)
+    results = await asyncio.gather(
+        *(
+            provider.save_checkpoint(RUN, seq, f"{name} {seq}".encode())
+            for seq in range(20)
+            for name, provider in (("one", one), ("two", two))
+        ),
+        return_exceptions=True,
+    )
     for seq in range(20):
-        pair = results[2 * seq: 2 * seq + 2]
+        pair = results[2 * seq : 2 * seq + 2]
         winners = [r for r in pair if isinstance(r, CheckpointInfo)]
         assert len(winners) == 1, (seq, pair)
         assert all(isinstance(r, AlreadyExistsError) for r in pair if r not in winners)
@@ -210,7 +235,8 @@ async def test_two_instances_race_for_every_sequence_number(bucket: str) -> None
 
 @pytest.mark.asyncio
 async def test_a_stale_owner_is_fenced_and_its_writes_never_show(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     """The old holder's one-request path collides with the new claim's fence marker."""
     old_owner = _provider(bucket)
@@ -225,7 +251,8 @@ async def test_a_stale_owner_is_fenced_and_its_writes_never_show(
     counter.reset()
     await new_owner.save_checkpoint(RUN, 3, b"b3", lease=new)
     assert counter.sent_to("/checkpoints/") == {"PutObject": 1}, (
-        "the new owner's first write replaces its fence")
+        "the new owner's first write replaces its fence"
+    )
     # Once per claim, before its first write: the open-index marker is read and raised
     # to the new epoch (C31); nothing else is sent.
     assert counter.sent_to(f"open/{RUN}") == {"GetObject": 1, "PutObject": 1}
@@ -245,7 +272,8 @@ async def test_a_stale_owner_is_fenced_and_its_writes_never_show(
 
 @pytest.mark.asyncio
 async def test_a_fenced_slot_stays_occupied_when_its_checkpoint_is_deleted(
-    bucket: str, backdoor: S3Backdoor,
+    bucket: str,
+    backdoor: S3Backdoor,
 ) -> None:
     """Deleting the checkpoint that replaced a fence leaves a tombstone: the zombie's
     next slot never becomes free again."""
@@ -278,8 +306,9 @@ async def test_a_claim_settles_requests_still_in_flight(bucket: str) -> None:
     """
     old_instance, new_instance = _provider(bucket), _provider(bucket)
     old = await old_instance.claim(RUN, "worker-a", ttl=LONG)
-    infos = [await old_instance.save_checkpoint(RUN, seq, b"a%d" % seq, lease=old)
-             for seq in range(3)]
+    infos = [
+        await old_instance.save_checkpoint(RUN, seq, b"a%d" % seq, lease=old) for seq in range(3)
+    ]
     etag1, _ = fmt.parse_version(infos[1].version)
     etag2, _ = fmt.parse_version(infos[2].version)
     create = Intent("01" * 16, {5: ""})
@@ -301,14 +330,18 @@ async def test_a_claim_settles_requests_still_in_flight(bucket: str) -> None:
     reader = _provider(bucket)
     assert await _seqs(reader) == [0, 1, 2]
     assert [(await reader.load_checkpoint(RUN, seq)).data for seq in range(3)] == [
-        b"a0", b"a1", b"a2"]
+        b"a0",
+        b"a1",
+        b"a2",
+    ]
     for provider in (old_instance, new_instance, reader):
         await provider.close()
 
 
 @pytest.mark.asyncio
 async def test_another_instance_with_the_lease_ends_the_one_request_path(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     """A write with the lease from a second instance kills the first one's chain; fencing
     still holds for both once a newer claim happened."""
@@ -334,7 +367,8 @@ async def test_another_instance_with_the_lease_ends_the_one_request_path(
 
 @pytest.mark.asyncio
 async def test_the_holder_keeps_its_one_request_path_across_its_own_gaps(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     """Skipping sequence numbers costs a few requests once; then one PUT again. A newer
     claim still fences the holder's next slot (above the gap)."""
@@ -383,7 +417,8 @@ async def test_a_steady_state_save_is_one_request(bucket: str, counter: RequestC
 
 @pytest.mark.asyncio
 async def test_1500_checkpoints_page_and_the_latest_costs_three_requests(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     """Paging past 1,000 keys; latest = GET head + one LIST + GET; prune in 2 batches."""
     writer = _provider(bucket, counter)
@@ -421,7 +456,8 @@ async def test_1500_checkpoints_page_and_the_latest_costs_three_requests(
 
 @pytest.mark.asyncio
 async def test_executions_are_listed_one_page_per_request(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     """list_executions is a delimiter listing resumed after the cursor: one LIST per page,
     in code-point order of the ids even where one id is a prefix of another."""
@@ -447,7 +483,8 @@ async def test_executions_are_listed_one_page_per_request(
 
 @pytest.mark.asyncio
 async def test_1005_executions_page_past_s3s_1000_key_limit(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     provider = _provider(bucket, counter)
     ids = [f"exec-{i:04d}" for i in range(1005)]
@@ -466,7 +503,8 @@ async def test_1005_executions_page_past_s3s_1000_key_limit(
 
 @pytest.mark.asyncio
 async def test_an_existing_blob_is_not_uploaded_again(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     provider = _provider(bucket, counter, multipart_threshold="5MiB")
     small = os.urandom(20_000)
@@ -488,7 +526,8 @@ async def test_an_existing_blob_is_not_uploaded_again(
 
 @pytest.mark.asyncio
 async def test_large_checkpoints_use_conditional_multipart_uploads(
-    bucket: str, counter: RequestCounter,
+    bucket: str,
+    counter: RequestCounter,
 ) -> None:
     provider = _provider(bucket, counter, multipart_threshold="5MiB")
     data = os.urandom(11 * 1024 * 1024)
@@ -525,7 +564,9 @@ async def test_latest_is_found_below_a_stale_head_hint(bucket: str) -> None:
 
 @pytest.mark.asyncio
 async def test_storage_class_and_encryption_apply_to_data_objects(
-    moto_s3: MotoS3, bucket: str, backdoor: S3Backdoor,
+    moto_s3: MotoS3,
+    bucket: str,
+    backdoor: S3Backdoor,
 ) -> None:
     provider = _provider(bucket, storage_class="STANDARD_IA", sse="AES256")
     lease = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -535,18 +576,20 @@ async def test_storage_class_and_encryption_apply_to_data_objects(
     assert data.get("StorageClass") == "STANDARD_IA"
     assert data.get("ServerSideEncryption") == "AES256"
     lease_object = moto_s3.client.head_object(
-        Bucket=bucket, Key=f"{PREFIX}/executions/{RUN}!/lease")
+        Bucket=bucket, Key=f"{PREFIX}/executions/{RUN}!/lease"
+    )
     assert lease_object.get("StorageClass", "STANDARD") == "STANDARD"
     assert lease_object.get("ServerSideEncryption") == "AES256"
 
 
 @pytest.mark.asyncio
 async def test_the_endpoint_option_overrides_the_environment(
-    bucket: str, moto_s3: MotoS3, monkeypatch: pytest.MonkeyPatch,
+    bucket: str,
+    moto_s3: MotoS3,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{_closed_port()}")
-    provider = S3Provider.from_url(f"s3://{bucket}/{PREFIX}",
-                                   {"endpoint_url": moto_s3.endpoint})
+    provider = S3Provider.from_url(f"s3://{bucket}/{PREFIX}", {"endpoint_url": moto_s3.endpoint})
     await provider.save_checkpoint(RUN, 0, b"x")
     assert (await provider.load_checkpoint(RUN, 0)).data == b"x"
     await provider.close()
@@ -556,25 +599,43 @@ def test_unknown_and_invalid_options_are_config_errors() -> None:
     with pytest.raises(ConfigError, match=r"unknown option 'regoin'.*Did you mean 'region'"):
         S3Provider.from_url("s3://bucket", {"regoin": "eu-west-1"})
     bad: list[dict[str, Any]] = [
-        {"addressing_style": "diagonal"}, {"sse": "rot13"}, {"kms_key_id": "k"},
-        {"max_attempts": 0}, {"multipart_threshold": "1MiB"}, {"storage_class": "GLACIER"},
-        {"connect_timeout": "soon"}, {"region": 5},
+        {"addressing_style": "diagonal"},
+        {"sse": "rot13"},
+        {"kms_key_id": "k"},
+        {"max_attempts": 0},
+        {"multipart_threshold": "1MiB"},
+        {"storage_class": "GLACIER"},
+        {"connect_timeout": "soon"},
+        {"region": 5},
     ]
     for options in bad:
         with pytest.raises(ConfigError):
             S3Provider.from_url("s3://bucket", options)
-    for url in ("s3://", "s3:///prefix", "s3://b?x=1", "s3://user:pw@bucket/p",
-                "s3://bucket:9000/p", "file:///tmp", "s3://Bad_Bucket!"):
+    for url in (
+        "s3://",
+        "s3:///prefix",
+        "s3://b?x=1",
+        "s3://user:pw@bucket/p",
+        "s3://bucket:9000/p",
+        "file:///tmp",
+        "s3://Bad_Bucket!",
+    ):
         with pytest.raises(ConfigError):
             S3Provider.from_url(url, {})
 
 
 @pytest.mark.asyncio
 async def test_from_url_does_no_io_and_close_without_use_is_fine() -> None:
-    provider = S3Provider.from_url("s3://never-contacted/p", {
-        "endpoint_url": f"http://127.0.0.1:{_closed_port()}", "region": "eu-west-1",
-        "sse": "aws:kms", "kms_key_id": "alias/durably", "multipart_threshold": "64MiB",
-    })
+    provider = S3Provider.from_url(
+        "s3://never-contacted/p",
+        {
+            "endpoint_url": f"http://127.0.0.1:{_closed_port()}",
+            "region": "eu-west-1",
+            "sse": "aws:kms",
+            "kms_key_id": "alias/durably",
+            "multipart_threshold": "64MiB",
+        },
+    )
     assert provider.describe().startswith("s3://never-contacted/p")
     await provider.close()
 
@@ -595,8 +656,9 @@ async def test_a_missing_bucket_is_store_unavailable_and_named(moto_s3: MotoS3) 
 @pytest.mark.asyncio
 async def test_a_closed_port_is_store_unavailable_and_names_the_endpoint() -> None:
     port = _closed_port()
-    provider = _provider("some-bucket", endpoint_url=f"http://127.0.0.1:{port}",
-                         connect_timeout=0.5, max_attempts=1)
+    provider = _provider(
+        "some-bucket", endpoint_url=f"http://127.0.0.1:{port}", connect_timeout=0.5, max_attempts=1
+    )
     with pytest.raises(StoreUnavailableError, match=f"127.0.0.1:{port}"):
         await provider.load_latest_checkpoint(RUN)
     await provider.close()
@@ -625,8 +687,11 @@ async def test_a_server_without_conditional_writes_is_refused() -> None:
 async def test_a_server_that_rejects_conditional_headers_is_refused() -> None:
     def script(method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         if method == "PUT" and "if-none-match" in headers:
-            return error(501, "NotImplemented", "A header you provided implies functionality "
-                         "that is not implemented")
+            return error(
+                501,
+                "NotImplemented",
+                "A header you provided implies functionality that is not implemented",
+            )
         return _no_conditions(method, path, headers, body)
 
     with fake_s3(script) as server:
@@ -658,16 +723,30 @@ async def test_throttling_is_retried_then_reported() -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize(("reply", "pattern"), [
-    (error(403, "AccessDenied", "Access Denied"), "IAM policy"),
-    (error(400, "AuthorizationHeaderMalformed", "wrong region", Region="eu-west-1"),
-     "region eu-west-1"),
-    (Reply(301, error(301, "PermanentRedirect", "use the right endpoint",
-                      Endpoint="bucket.s3.eu-west-1.amazonaws.com").body,
-           {"x-amz-bucket-region": "eu-west-1", "Content-Type": "application/xml"}),
-     "not served by.*eu-west-1"),
-    (error(404, "NoSuchBucket", "The specified bucket does not exist"), "does not exist"),
-])
+@pytest.mark.parametrize(
+    ("reply", "pattern"),
+    [
+        (error(403, "AccessDenied", "Access Denied"), "IAM policy"),
+        (
+            error(400, "AuthorizationHeaderMalformed", "wrong region", Region="eu-west-1"),
+            "region eu-west-1",
+        ),
+        (
+            Reply(
+                301,
+                error(
+                    301,
+                    "PermanentRedirect",
+                    "use the right endpoint",
+                    Endpoint="bucket.s3.eu-west-1.amazonaws.com",
+                ).body,
+                {"x-amz-bucket-region": "eu-west-1", "Content-Type": "application/xml"},
+            ),
+            "not served by.*eu-west-1",
+        ),
+        (error(404, "NoSuchBucket", "The specified bucket does not exist"), "does not exist"),
+    ],
+)
 async def test_access_and_region_errors_are_store_unavailable(reply: Reply, pattern: str) -> None:
     with fake_s3(lambda *_: reply) as server:
         provider = _provider("bucket", endpoint_url=server.endpoint, max_attempts=1)
@@ -695,8 +774,12 @@ async def test_a_body_cut_short_is_retried_then_corrupt() -> None:
     def script(method: str, path: str, headers: dict[str, str], body: bytes) -> Reply:
         if method == "GET" and path.endswith("/checkpoints/00000000000000000000"):
             gets["n"] += 1
-            return Reply(200, b"x" * 50, {"ETag": '"abc"', "Last-Modified":
-                                         "Wed, 01 Jan 2025 00:00:00 GMT"}, content_length=100)
+            return Reply(
+                200,
+                b"x" * 50,
+                {"ETag": '"abc"', "Last-Modified": "Wed, 01 Jan 2025 00:00:00 GMT"},
+                content_length=100,
+            )
         return error(404, "NoSuchKey")
 
     with fake_s3(script) as server:
@@ -717,8 +800,9 @@ async def test_a_stale_lease_from_a_fresh_instance_is_fenced(bucket: str) -> Non
     with pytest.raises(FencedError):
         await fresh.save_checkpoint(RUN, 0, b"x", lease=lease)
     with pytest.raises(FencedError):
-        await fresh.save_checkpoint(RUN, 0, b"x", lease=Lease(RUN, "worker-a", 99,
-                                                               time.time() + 60))
+        await fresh.save_checkpoint(
+            RUN, 0, b"x", lease=Lease(RUN, "worker-a", 99, time.time() + 60)
+        )
     assert await _seqs(fresh) == []
     await fresh.close()
 

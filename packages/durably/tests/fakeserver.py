@@ -135,10 +135,16 @@ class FakeServer:
             and later answer).
     """
 
-    def __init__(self, responses: list[str] | None = None, *,
-                 script: dict[str, list[str]] | None = None,
-                 behaviours: list[Behaviour] | None = None, default: Behaviour | None = None,
-                 model: str = "fake-model", prefill: bool = True) -> None:
+    def __init__(
+        self,
+        responses: list[str] | None = None,
+        *,
+        script: dict[str, list[str]] | None = None,
+        behaviours: list[Behaviour] | None = None,
+        default: Behaviour | None = None,
+        model: str = "fake-model",
+        prefill: bool = True,
+    ) -> None:
         self.responses = list(responses or [])
         self.script = {k: list(v) for k, v in (script or {}).items()}
         self.behaviours = list(behaviours or [])
@@ -184,8 +190,9 @@ class FakeServer:
 
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                                        name="fake-llm-server")
+        self._thread = threading.Thread(
+            target=self._httpd.serve_forever, daemon=True, name="fake-llm-server"
+        )
         self._thread.start()
         return self
 
@@ -223,8 +230,7 @@ class FakeServer:
                 playbook = _PLAYBOOK.search(_text(message.get("content")))
                 if playbook:
                     break
-        return (f"{agent[1] if agent else '?'}."
-                f"{playbook[1] if playbook else 'ProcessMessages'}")
+        return f"{agent[1] if agent else '?'}.{playbook[1] if playbook else 'ProcessMessages'}"
 
     @staticmethod
     def _prefix(request: Request, dialect: str) -> str | None:
@@ -232,9 +238,12 @@ class FakeServer:
         messages = request.messages
         if dialect == "anthropic" and messages and messages[-1].get("role") == "assistant":
             return _text(messages[-1].get("content"))
-        if (len(messages) >= 2 and messages[-1].get("role") == "user"
-                and _text(messages[-1].get("content")).startswith(_CONTINUE)
-                and messages[-2].get("role") == "assistant"):
+        if (
+            len(messages) >= 2
+            and messages[-1].get("role") == "user"
+            and _text(messages[-1].get("content")).startswith(_CONTINUE)
+            and messages[-2].get("role") == "assistant"
+        ):
             return _text(messages[-2].get("content"))
         return None
 
@@ -248,9 +257,11 @@ class FakeServer:
             if prefix is not None and key in self._current:
                 whole = self._current[key]
                 if whole.startswith(prefix):
-                    return whole[len(prefix):]
-                raise AssertionError(f"continuation of {key}: {prefix[-40:]!r} does not "
-                                     "start the response being served")
+                    return whole[len(prefix) :]
+                raise AssertionError(
+                    f"continuation of {key}: {prefix[-40:]!r} does not "
+                    "start the response being served"
+                )
             number = self.served.get(key, 0)
             if self.script:
                 queue = self.script.get(key, [])
@@ -285,8 +296,13 @@ class _Handler(BaseHTTPRequestHandler):
         except json.JSONDecodeError:
             body = {}
         parts = urlsplit(self.path)
-        request = Request("POST", parts.path, dict(parse_qsl(parts.query)),
-                          {k.lower(): v for k, v in self.headers.items()}, body)
+        request = Request(
+            "POST",
+            parts.path,
+            dict(parse_qsl(parts.query)),
+            {k.lower(): v for k, v in self.headers.items()},
+            body,
+        )
         with self.fake._lock:
             self.fake.requests.append(request)
             self.fake.active += 1
@@ -300,20 +316,40 @@ class _Handler(BaseHTTPRequestHandler):
         body = request.body
         dialect = "anthropic" if path.rstrip("/").endswith("/messages") else "openai"
         behaviour = self.fake._behaviour()
-        if (dialect == "anthropic" and not self.fake.prefill and request.messages
-                and request.messages[-1].get("role") == "assistant"):
-            behaviour = Behaviour(status=400, body=json.dumps({"type": "error", "error": {
-                "type": "invalid_request_error",
-                "message": "This model does not support assistant message prefill. The "
-                           "conversation must end with a user message."}}))
+        if (
+            dialect == "anthropic"
+            and not self.fake.prefill
+            and request.messages
+            and request.messages[-1].get("role") == "assistant"
+        ):
+            behaviour = Behaviour(
+                status=400,
+                body=json.dumps(
+                    {
+                        "type": "error",
+                        "error": {
+                            "type": "invalid_request_error",
+                            "message": "This model does not support assistant message prefill. The "
+                            "conversation must end with a user message.",
+                        },
+                    }
+                ),
+            )
         if behaviour.status != 200:
             self._error(behaviour, dialect)
             return
         try:
             text = self.fake.next_text(request, dialect, behaviour)
         except AssertionError as exc:
-            self._error(Behaviour(status=500, body=json.dumps({"error": {
-                "message": f"fake server: {exc}", "type": "server_error"}})), dialect)
+            self._error(
+                Behaviour(
+                    status=500,
+                    body=json.dumps(
+                        {"error": {"message": f"fake server: {exc}", "type": "server_error"}}
+                    ),
+                ),
+                dialect,
+            )
             return
         prompt_tokens = _tokens(json.dumps(body.get("messages", [])) + _text(body.get("system")))
         if behaviour.json_instead_of_sse:
@@ -354,8 +390,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         time.sleep(0.05)  # let the client read what was sent: the reset discards unread data
         try:
-            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
-                                       struct.pack("ii", 1, 0))
+            self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             self.connection.close()
         except OSError:
             pass
@@ -364,11 +399,22 @@ class _Handler(BaseHTTPRequestHandler):
         if behaviour.body is not None:
             payload = behaviour.body.encode()
         elif dialect == "anthropic":
-            payload = json.dumps({"type": "error", "error": {
-                "type": "api_error", "message": f"status {behaviour.status}"}}).encode()
+            payload = json.dumps(
+                {
+                    "type": "error",
+                    "error": {"type": "api_error", "message": f"status {behaviour.status}"},
+                }
+            ).encode()
         else:
-            payload = json.dumps({"error": {"message": f"status {behaviour.status}",
-                                            "type": "server_error", "code": None}}).encode()
+            payload = json.dumps(
+                {
+                    "error": {
+                        "message": f"status {behaviour.status}",
+                        "type": "server_error",
+                        "code": None,
+                    }
+                }
+            ).encode()
         self.send_response(behaviour.status)
         self.send_header("Content-Type", "application/json")
         self.send_header("Content-Length", str(len(payload)))
@@ -381,18 +427,34 @@ class _Handler(BaseHTTPRequestHandler):
     def _json(self, text: str, behaviour: Behaviour, dialect: str, prompt_tokens: int) -> None:
         if dialect == "anthropic":
             answer: dict[str, Any] = {
-                "id": "msg_fake", "type": "message", "role": "assistant",
-                "model": self.fake.model, "content": [{"type": "text", "text": text}],
-                "stop_reason": "end_turn", "stop_sequence": None,
-                "usage": {"input_tokens": prompt_tokens, "output_tokens": _tokens(text)}}
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": self.fake.model,
+                "content": [{"type": "text", "text": text}],
+                "stop_reason": "end_turn",
+                "stop_sequence": None,
+                "usage": {"input_tokens": prompt_tokens, "output_tokens": _tokens(text)},
+            }
         else:
             answer = {
-                "id": "chatcmpl-fake", "object": "chat.completion", "created": 0,
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
                 "model": self.fake.model,
-                "choices": [{"index": 0, "finish_reason": "stop",
-                             "message": {"role": "assistant", "content": text}}],
-                "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": _tokens(text),
-                          "total_tokens": prompt_tokens + _tokens(text)}}
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+                "usage": {
+                    "prompt_tokens": prompt_tokens,
+                    "completion_tokens": _tokens(text),
+                    "total_tokens": prompt_tokens + _tokens(text),
+                },
+            }
         payload = json.dumps(answer).encode()
         self.send_response(200)
         self.send_header("Content-Type", "application/json")
@@ -422,7 +484,7 @@ def _pieces(text: str, behaviour: Behaviour) -> Iterator[str | object]:
             yield _PAUSE
         if behaviour.delay_per_chunk:
             yield _DELAY
-        yield text[start:min(start + behaviour.chunk_size, limit)]
+        yield text[start : min(start + behaviour.chunk_size, limit)]
     if behaviour.reset_after_chars is not None:
         yield _RESET
 
@@ -432,14 +494,24 @@ def _sse(data: Any, event: str | None = None) -> bytes:
     return f"{head}data: {json.dumps(data)}\n\n".encode()
 
 
-def _openai_events(text: str, behaviour: Behaviour, model: str,
-                   prompt_tokens: int) -> Iterator[bytes | object]:
+def _openai_events(
+    text: str, behaviour: Behaviour, model: str, prompt_tokens: int
+) -> Iterator[bytes | object]:
     def chunk(choices: list[dict[str, Any]], usage: dict[str, int] | None = None) -> bytes:
-        return _sse({"id": "chatcmpl-fake", "object": "chat.completion.chunk", "created": 0,
-                     "model": model, "choices": choices, "usage": usage})
+        return _sse(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion.chunk",
+                "created": 0,
+                "model": model,
+                "choices": choices,
+                "usage": usage,
+            }
+        )
 
-    yield chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
-                  "finish_reason": None}])
+    yield chunk(
+        [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
+    )
     sent = ""
     for piece in _pieces(text, behaviour):
         if not isinstance(piece, str):
@@ -450,30 +522,59 @@ def _openai_events(text: str, behaviour: Behaviour, model: str,
         sent += piece
         yield chunk([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
     if behaviour.error_event:
-        error = behaviour.error_event if isinstance(behaviour.error_event, dict) else {
-            "message": "The server had an error while processing your request.",
-            "type": "server_error", "code": None}
+        error = (
+            behaviour.error_event
+            if isinstance(behaviour.error_event, dict)
+            else {
+                "message": "The server had an error while processing your request.",
+                "type": "server_error",
+                "code": None,
+            }
+        )
         yield _sse({"error": error})
         return
     if behaviour.finish_reason is not None:
         yield chunk([{"index": 0, "delta": {}, "finish_reason": behaviour.finish_reason}])
     if behaviour.usage:
         completion = _tokens(sent)
-        yield chunk([], {"prompt_tokens": prompt_tokens, "completion_tokens": completion,
-                         "total_tokens": prompt_tokens + completion})
+        yield chunk(
+            [],
+            {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion,
+                "total_tokens": prompt_tokens + completion,
+            },
+        )
     if not behaviour.no_done:
         yield b"data: [DONE]\n\n"
 
 
-def _anthropic_events(text: str, behaviour: Behaviour, model: str,
-                      prompt_tokens: int) -> Iterator[bytes | object]:
-    yield _sse({"type": "message_start", "message": {
-        "id": "msg_fake", "type": "message", "role": "assistant", "model": model,
-        "content": [], "stop_reason": None, "stop_sequence": None,
-        "usage": {"input_tokens": prompt_tokens if behaviour.usage else 0,
-                  "output_tokens": 1}}}, "message_start")
-    yield _sse({"type": "content_block_start", "index": 0,
-                "content_block": {"type": "text", "text": ""}}, "content_block_start")
+def _anthropic_events(
+    text: str, behaviour: Behaviour, model: str, prompt_tokens: int
+) -> Iterator[bytes | object]:
+    yield _sse(
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_fake",
+                "type": "message",
+                "role": "assistant",
+                "model": model,
+                "content": [],
+                "stop_reason": None,
+                "stop_sequence": None,
+                "usage": {
+                    "input_tokens": prompt_tokens if behaviour.usage else 0,
+                    "output_tokens": 1,
+                },
+            },
+        },
+        "message_start",
+    )
+    yield _sse(
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        "content_block_start",
+    )
     yield _sse({"type": "ping"}, "ping")
     sent = ""
     for piece in _pieces(text, behaviour):
@@ -483,18 +584,32 @@ def _anthropic_events(text: str, behaviour: Behaviour, model: str,
                 return
             continue
         sent += piece
-        yield _sse({"type": "content_block_delta", "index": 0,
-                    "delta": {"type": "text_delta", "text": piece}}, "content_block_delta")
+        yield _sse(
+            {
+                "type": "content_block_delta",
+                "index": 0,
+                "delta": {"type": "text_delta", "text": piece},
+            },
+            "content_block_delta",
+        )
     if behaviour.error_event:
-        error = behaviour.error_event if isinstance(behaviour.error_event, dict) else {
-            "type": "overloaded_error", "message": "Overloaded"}
+        error = (
+            behaviour.error_event
+            if isinstance(behaviour.error_event, dict)
+            else {"type": "overloaded_error", "message": "Overloaded"}
+        )
         yield _sse({"type": "error", "error": error}, "error")
         return
     yield _sse({"type": "content_block_stop", "index": 0}, "content_block_stop")
     if behaviour.finish_reason is not None:
         reason = _ANTHROPIC_STOP.get(behaviour.finish_reason, behaviour.finish_reason)
-        yield _sse({"type": "message_delta",
-                    "delta": {"stop_reason": reason, "stop_sequence": None},
-                    "usage": {"output_tokens": _tokens(sent)}}, "message_delta")
+        yield _sse(
+            {
+                "type": "message_delta",
+                "delta": {"stop_reason": reason, "stop_sequence": None},
+                "usage": {"output_tokens": _tokens(sent)},
+            },
+            "message_delta",
+        )
     if not behaviour.no_done:
         yield _sse({"type": "message_stop"}, "message_stop")

@@ -38,14 +38,22 @@ class MemoryStore(CheckpointProvider):
         if lease is not None and self.leases.get(eid, lease).epoch != lease.epoch:
             raise FencedError("fenced")
 
-    async def _save(self, eid: str, seq: int, stored: bytes, metadata: dict[str, str],
-                    mode: Any, lease: Lease | None) -> CheckpointInfo:
+    async def _save(
+        self,
+        eid: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: Any,
+        lease: Lease | None,
+    ) -> CheckpointInfo:
         self._fence(eid, lease)
         existing = self.checkpoints.setdefault(eid, {}).get(seq)
         if mode == "create" and existing:
             raise AlreadyExistsError(f"{eid}/{seq}")
         if isinstance(mode, ExpectedVersion) and (
-                not existing or existing[0].version != mode.version):
+            not existing or existing[0].version != mode.version
+        ):
             raise PreconditionFailedError("version")
         self.version += 1
         self.saves += 1
@@ -60,8 +68,9 @@ class MemoryStore(CheckpointProvider):
         found = self.checkpoints.get(eid)
         return found[max(found)] if found else None
 
-    async def _list(self, eid: str, cursor: str | None, limit: int,
-                    after: int | None) -> Page[CheckpointInfo]:
+    async def _list(
+        self, eid: str, cursor: str | None, limit: int, after: int | None
+    ) -> Page[CheckpointInfo]:
         start = int(cursor) if cursor else (after if after is not None else -1)
         seqs = sorted(s for s in self.checkpoints.get(eid, {}) if s > start)
         page = seqs[:limit]
@@ -74,8 +83,10 @@ class MemoryStore(CheckpointProvider):
 
     async def _list_executions(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
         ids = sorted(i for i in set(self.checkpoints) | set(self.leases) if i > (cursor or ""))
-        return Page(tuple(ExecutionInfo(i) for i in ids[:limit]),
-                    ids[limit - 1] if len(ids) > limit else None)
+        return Page(
+            tuple(ExecutionInfo(i) for i in ids[:limit]),
+            ids[limit - 1] if len(ids) > limit else None,
+        )
 
     async def _delete_execution(self, eid: str) -> bool:
         found = eid in self.checkpoints
@@ -86,8 +97,12 @@ class MemoryStore(CheckpointProvider):
 
     async def _claim(self, eid: str, owner: str, ttl: float) -> Lease:
         current = self.leases.get(eid)
-        if (current and current.owner != owner and not current.expired()
-                and eid not in self.released):
+        if (
+            current
+            and current.owner != owner
+            and not current.expired()
+            and eid not in self.released
+        ):
             raise LeaseHeldError("held", owner=current.owner, expires_at=current.expires_at)
         self.released.discard(eid)
         lease = Lease(eid, owner, (current.epoch if current else 0) + 1, time.time() + ttl)
@@ -122,8 +137,10 @@ class MemoryStore(CheckpointProvider):
 
     async def _list_blobs(self, eid: str, cursor: str | None, limit: int) -> Page[BlobInfo]:
         digests = sorted(d for d in self.blobs.get(eid, {}) if d > (cursor or ""))
-        return Page(tuple(BlobInfo(d, len(self.blobs[eid][d]), 0.0) for d in digests[:limit]),
-                    digests[limit - 1] if len(digests) > limit else None)
+        return Page(
+            tuple(BlobInfo(d, len(self.blobs[eid][d]), 0.0) for d in digests[:limit]),
+            digests[limit - 1] if len(digests) > limit else None,
+        )
 
     async def _delete_blob(self, eid: str, digest: str) -> bool:
         return self.blobs.get(eid, {}).pop(digest, None) is not None

@@ -76,8 +76,10 @@ def import_graph() -> dict[str, set[str]]:
                     anchor = package.rsplit(".", node.level - 1)[0]
                     base = f"{anchor}.{base}" if base else anchor
                 # `from pkg import mod` imports the module; `from mod import name` the module
-                targets = [f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules
-                           else base for alias in node.names]
+                targets = [
+                    f"{base}.{alias.name}" if f"{base}.{alias.name}" in modules else base
+                    for alias in node.names
+                ]
             for target in targets:
                 if not target.startswith("durably"):
                     continue
@@ -135,8 +137,14 @@ def test_the_cycle_finder_finds_a_cycle() -> None:
 
 def test_the_checkpoint_module_does_not_import_the_runtime() -> None:
     graph = import_graph()
-    runtime = {"durably._runtime", "durably._execution", "durably._executor",
-               "durably._llmloop", "durably._seed", "durably.agent"}
+    runtime = {
+        "durably._runtime",
+        "durably._execution",
+        "durably._executor",
+        "durably._llmloop",
+        "durably._seed",
+        "durably.agent",
+    }
     assert not graph["durably.checkpoint"] & runtime
 
 
@@ -160,7 +168,8 @@ def test_only_the_journal_module_touches_the_document_keys() -> None:
             continue
         for number, line in enumerate(path.read_text().splitlines(), 1):
             if _KEY_USE.search(line) and not any(
-                    rel == file and text in line for file, text in _NOT_DOCUMENTS):
+                rel == file and text in line for file, text in _NOT_DOCUMENTS
+            ):
                 offenders.append(f"{rel}:{number}: {line.strip()}")
     assert offenders == []
 
@@ -189,13 +198,17 @@ class CrashingStore(MemoryStore):
         return info
 
 
-async def run_ticker(store: CrashingStore, *, resume: bool = False
-                     ) -> tuple[str, Any, list[str], dict[str, Any]]:
+async def run_ticker(
+    store: CrashingStore, *, resume: bool = False
+) -> tuple[str, Any, list[str], dict[str, Any]]:
     manager = CheckpointManager("ticks", store, config=DurabilityConfig(snapshot_every=1))
     said: list[str] = []
-    execution = Execution(manager, program=Program.load(TICKER),
-                          llm=open_llm(f"scripted:{TICKER.with_suffix('.scripted.json')}"),
-                          io=UserIO([], echo=said.append))
+    execution = Execution(
+        manager,
+        program=Program.load(TICKER),
+        llm=open_llm(f"scripted:{TICKER.with_suffix('.scripted.json')}"),
+        io=UserIO([], echo=said.append),
+    )
     if resume:
         await restore_agents(manager, execution)
     status, value = await execution.run(resume=resume)

@@ -161,8 +161,9 @@ def same(a: Any, b: Any, seen: set[int] | None = None) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, float):
-        return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) ==
-                                                     math.copysign(1, b))
+        return (math.isnan(a) and math.isnan(b)) or (
+            a == b and math.copysign(1, a) == math.copysign(1, b)
+        )
     if isinstance(a, complex):
         return same(a.real, b.real) and same(a.imag, b.imag)
     seen = set() if seen is None else seen
@@ -173,8 +174,11 @@ def same(a: Any, b: Any, seen: set[int] | None = None) -> bool:
         return len(a) == len(b) and all(same(x, y, seen) for x, y in zip(a, b, strict=True))
     if isinstance(a, dict):
         seen.add(id(a))
-        return (list(a) == list(b) and all(same(k, k2, seen) for k, k2 in zip(a, b, strict=True))
-                and all(same(a[k], b[k], seen) for k in a))
+        return (
+            list(a) == list(b)
+            and all(same(k, k2, seen) for k, k2 in zip(a, b, strict=True))
+            and all(same(a[k], b[k], seen) for k in a)
+        )
     return bool(a == b)
 
 
@@ -230,38 +234,93 @@ def referenced(data: bytes, blobs: dict[str, bytes]) -> set[str]:
 
 
 SAMPLES: list[Any] = [
-    None, True, False, 0, -1, 2**63, -(2**64), 2**64, 10**400, -(7**999),
-    0.0, -0.0, 1.5, 1e300, 5e-324, math.inf, -math.inf, math.nan,
-    "", "héllo wörld ✓ 🐍", "\ud800lone surrogate", "\x00\n\"\\",
-    b"", bytes(range(256)), bytearray(b"\x00mutable"),
-    [], [1, [2, [3]]], (), (1,), (1, "a", (2.5, None)),
-    {}, {"a": 1, "b": [1, 2]}, {1: "int key", (1, 2): "tuple key", None: 0, 2.5: "f",
-                                 frozenset({1}): "fs", b"k": "bytes"},
-    set(), {3, 1, 2}, {"b", "a", (1, 2)}, frozenset(), frozenset({1, "x", (2,)}),
+    None,
+    True,
+    False,
+    0,
+    -1,
+    2**63,
+    -(2**64),
+    2**64,
+    10**400,
+    -(7**999),
+    0.0,
+    -0.0,
+    1.5,
+    1e300,
+    5e-324,
+    math.inf,
+    -math.inf,
+    math.nan,
+    "",
+    "héllo wörld ✓ 🐍",
+    "\ud800lone surrogate",
+    '\x00\n"\\',
+    b"",
+    bytes(range(256)),
+    bytearray(b"\x00mutable"),
+    [],
+    [1, [2, [3]]],
+    (),
+    (1,),
+    (1, "a", (2.5, None)),
+    {},
+    {"a": 1, "b": [1, 2]},
+    {1: "int key", (1, 2): "tuple key", None: 0, 2.5: "f", frozenset({1}): "fs", b"k": "bytes"},
+    set(),
+    {3, 1, 2},
+    {"b", "a", (1, 2)},
+    frozenset(),
+    frozenset({1, "x", (2,)}),
     dt.datetime(2024, 5, 6, 7, 8, 9, 123456),
     dt.datetime(2024, 5, 6, tzinfo=dt.UTC),
     dt.datetime(2024, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=-3, minutes=-30))),
     dt.datetime(2024, 5, 6, tzinfo=dt.timezone(dt.timedelta(hours=2), "CEST")),
     dt.datetime(2024, 10, 27, 2, 30, tzinfo=ZoneInfo("Europe/Paris"), fold=1),
-    dt.datetime(1, 1, 1), dt.datetime.max,
-    dt.date(2024, 2, 29), dt.date.min,
-    dt.time(), dt.time(23, 59, 59, 999999), dt.time(12, tzinfo=dt.UTC),
+    dt.datetime(1, 1, 1),
+    dt.datetime.max,
+    dt.date(2024, 2, 29),
+    dt.date.min,
+    dt.time(),
+    dt.time(23, 59, 59, 999999),
+    dt.time(12, tzinfo=dt.UTC),
     dt.time(1, 2, tzinfo=ZoneInfo("America/New_York"), fold=1),
-    dt.timedelta(), dt.timedelta(days=-3, seconds=5, microseconds=7), dt.timedelta.max,
-    decimal.Decimal("3.14159265358979323846264338327950288"), decimal.Decimal("-0.00"),
-    decimal.Decimal("1E+1000"), decimal.Decimal("-Infinity"),
+    dt.timedelta(),
+    dt.timedelta(days=-3, seconds=5, microseconds=7),
+    dt.timedelta.max,
+    decimal.Decimal("3.14159265358979323846264338327950288"),
+    decimal.Decimal("-0.00"),
+    decimal.Decimal("1E+1000"),
+    decimal.Decimal("-Infinity"),
     uuid.UUID("12345678-1234-5678-1234-567812345678"),
-    fractions.Fraction(1, 3), fractions.Fraction(-(10**50), 7),
-    complex(1, -2), complex(math.inf, -0.0),
-    pathlib.PurePosixPath("a/b/c.txt"), pathlib.PureWindowsPath(r"C:\Users\x"),
-    pathlib.Path("/tmp/x"), pathlib.Path("relative"),
-    Color.RED, Color.GREEN, Level.HIGH, Perm.R, Perm.R | Perm.W, Perm(0),
-    Point(1, 2), Pair("l", [1]),
-    Item("a", ["t"]), Frozen(1, [2]), Slotted(1, {"x": 2}), Outer(Outer.Inner(3)),
-    OrderedDict([("b", 1), ("a", 2)]), Counter("abracadabra"),
-    defaultdict(list, {"k": [1]}), defaultdict(None, {1: 2}), deque([1, 2, 3], maxlen=5),
+    fractions.Fraction(1, 3),
+    fractions.Fraction(-(10**50), 7),
+    complex(1, -2),
+    complex(math.inf, -0.0),
+    pathlib.PurePosixPath("a/b/c.txt"),
+    pathlib.PureWindowsPath(r"C:\Users\x"),
+    pathlib.Path("/tmp/x"),
+    pathlib.Path("relative"),
+    Color.RED,
+    Color.GREEN,
+    Level.HIGH,
+    Perm.R,
+    Perm.R | Perm.W,
+    Perm(0),
+    Point(1, 2),
+    Pair("l", [1]),
+    Item("a", ["t"]),
+    Frozen(1, [2]),
+    Slotted(1, {"x": 2}),
+    Outer(Outer.Inner(3)),
+    OrderedDict([("b", 1), ("a", 2)]),
+    Counter("abracadabra"),
+    defaultdict(list, {"k": [1]}),
+    defaultdict(None, {1: 2}),
+    deque([1, 2, 3], maxlen=5),
     deque(),
-    [0.5] * 40, [float(i) / 3 for i in range(100)] + [math.nan, -0.0, math.inf],
+    [0.5] * 40,
+    [float(i) / 3 for i in range(100)] + [math.nan, -0.0, math.inf],
 ]
 
 
@@ -369,22 +428,24 @@ def test_parametrized_generic_models_are_not_importable_so_not_serializable() ->
 
 def test_codec_module_does_not_import_pydantic() -> None:
     code = "import sys, durably._codec; assert 'pydantic' not in sys.modules, 'imported'"
-    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ,
-                                                                  "PYTHONPATH": SRC})
+    subprocess.run([sys.executable, "-c", code], check=True, env={**os.environ, "PYTHONPATH": SRC})
 
 
 # --------------------------------------------------------------------------- hypothesis
 
 
 hashables = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text()
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False)
+    | st.text()
     | st.binary(),
     lambda inner: st.tuples(inner, inner) | st.frozensets(inner, max_size=4),
     max_leaves=8,
 )
 values = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary()
-    | hashables,
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text() | st.binary() | hashables,
     lambda inner: (
         st.lists(inner, max_size=6)
         | st.lists(inner, max_size=4).map(tuple)
@@ -429,8 +490,11 @@ def test_set_encoding_does_not_depend_on_insertion_order(items: list[Any], rnd: 
 
 def test_encoding_twice_gives_the_same_bytes() -> None:
     codec = ValueCodec(blob_threshold=1024)
-    state = {"xs": list(range(3000)), "d": {str(i): [i, {i}] for i in range(200)},
-             "item": Item("x", ["y"])}
+    state = {
+        "xs": list(range(3000)),
+        "d": {str(i): [i, {i}] for i in range(200)},
+        "item": Item("x", ["y"]),
+    }
     a = codec.encode({"state": state, "frame0": {"s": state}})
     b = codec.encode({"state": state, "frame0": {"s": state}})
     assert a == b
@@ -466,9 +530,13 @@ def test_encoding_is_the_same_in_processes_with_different_hash_seeds() -> None:
         "sys.stdout.write(ValueCodec().encode_value(v).hex())\n"
     )
     outputs = {
-        subprocess.run([sys.executable, "-c", code], check=True, capture_output=True,
-                       text=True, env={**os.environ, "PYTHONPATH": SRC,
-                                       "PYTHONHASHSEED": seed}).stdout
+        subprocess.run(
+            [sys.executable, "-c", code],
+            check=True,
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PYTHONPATH": SRC, "PYTHONHASHSEED": seed},
+        ).stdout
         for seed in ("1", "2", "3")
     }
     assert len(outputs) == 1
@@ -544,8 +612,10 @@ def make_state(n_messages: int = 100, size: int = 1000, seed: int = 7) -> dict[s
         return " ".join(rnd.choice(words) for _ in range(n // 5))
 
     return {
-        "messages": [{"role": ("user", "assistant")[i % 2], "content": text(size), "n": i}
-                     for i in range(n_messages)],
+        "messages": [
+            {"role": ("user", "assistant")[i % 2], "content": text(size), "n": i}
+            for i in range(n_messages)
+        ],
         "config": {"model": "m", "temperature": 0.5},
         "step": 3,
     }
@@ -557,8 +627,9 @@ def test_changing_1kb_of_a_100kb_state_writes_only_a_few_kb(position: int) -> No
     state = make_state()
     old = codec.encode({"state": state})
     assert len(json.dumps(state)) > 100_000
-    state["messages"][position]["content"] = make_state(1, 1000, seed=position)[
-        "messages"][0]["content"]
+    state["messages"][position]["content"] = make_state(1, 1000, seed=position)["messages"][0][
+        "content"
+    ]
     new = codec.encode({"state": state})
     assert new.data != old.data
     assert 0 < new_blob_bytes(old, new) < 10_000
@@ -610,9 +681,12 @@ def test_appending_to_a_long_string_rewrites_only_its_last_piece() -> None:
 
 def test_huge_values_are_split_recursively_into_bounded_blobs() -> None:
     codec = ValueCodec(blob_threshold=1024)
-    state = {"grid": [[i * j for j in range(50)] for i in range(300)],
-             "blob": os.urandom(200_000), "floats": [i / 7 for i in range(30_000)],
-             "many": {str(i): i for i in range(5000)}}
+    state = {
+        "grid": [[i * j for j in range(50)] for i in range(300)],
+        "blob": os.urandom(200_000),
+        "floats": [i / 7 for i in range(30_000)],
+        "many": {str(i): i for i in range(5000)},
+    }
     enc = codec.encode({"state": state})
     assert len(enc.data) < 2048
     assert max(map(len, enc.blobs.values())) < 2048
@@ -678,20 +752,50 @@ def test_unknown_format_version_is_refused() -> None:
 @pytest.mark.parametrize(
     "data",
     [
-        b"", b"{", b'{"durably":1,"value":["l",1', b"[1,2]", b'{"durably":1}',
-        b'\xff\xfe', doc(["zz", 1]), doc([]), doc([1, 2]), doc({"a": 1}), doc(["d", "k"]),
-        doc(["r", 0]), doc(["r", "x"]), doc(["l", ["r", 5]]), doc(["f", "big"]),
-        doc(["i", "xyz"]), doc(["b", "!!!"]), doc(["b", 5]), doc(["dt", "nope", 0, None]),
+        b"",
+        b"{",
+        b'{"durably":1,"value":["l",1',
+        b"[1,2]",
+        b'{"durably":1}',
+        b"\xff\xfe",
+        doc(["zz", 1]),
+        doc([]),
+        doc([1, 2]),
+        doc({"a": 1}),
+        doc(["d", "k"]),
+        doc(["r", 0]),
+        doc(["r", "x"]),
+        doc(["l", ["r", 5]]),
+        doc(["f", "big"]),
+        doc(["i", "xyz"]),
+        doc(["b", "!!!"]),
+        doc(["b", 5]),
+        doc(["dt", "nope", 0, None]),
         doc(["dt", "2024-01-01T00:00:00", 0, ["tz", "a", 0, 0, None]]),
         doc(["dt", "2024-01-01T00:00:00", 0, ["zi", "No/Such_Zone"]]),
-        doc(["u", "short"]), doc(["td", 1, 2]), doc(["dec", "abc"]), doc(["fr", 1, 0]),
-        doc(["cx", 1, 2]), doc(["pp", "Popen", "x"]), doc(["dd", "eval", "k", 1]),
-        doc(["dq", -1]), doc(["C", "l", "sha256:zz"]), doc(["C", "nope"]),
-        doc(["C", "l", "sha256:" + "0" * 64]), doc(["s", ["l"]]), doc(["d", ["l"], 1]),
-        doc(["E", 5, "RED"]), doc(["D", f"{__name__}:Item", 5, 1]),
-        doc(["D", f"{__name__}:Item", "name"]), doc(["P"]), doc(["h", 1, 2]),
-        doc(["p", "sig", ["l"]]), doc(["lf", "AAAA"]), doc(["str", 1]),
-        b'{"durably":1,"roots":[]}', b'{"durably":1,"roots":{"a":' + b"[" * 100_000 + b"}",
+        doc(["u", "short"]),
+        doc(["td", 1, 2]),
+        doc(["dec", "abc"]),
+        doc(["fr", 1, 0]),
+        doc(["cx", 1, 2]),
+        doc(["pp", "Popen", "x"]),
+        doc(["dd", "eval", "k", 1]),
+        doc(["dq", -1]),
+        doc(["C", "l", "sha256:zz"]),
+        doc(["C", "nope"]),
+        doc(["C", "l", "sha256:" + "0" * 64]),
+        doc(["s", ["l"]]),
+        doc(["d", ["l"], 1]),
+        doc(["E", 5, "RED"]),
+        doc(["D", f"{__name__}:Item", 5, 1]),
+        doc(["D", f"{__name__}:Item", "name"]),
+        doc(["P"]),
+        doc(["h", 1, 2]),
+        doc(["p", "sig", ["l"]]),
+        doc(["lf", "AAAA"]),
+        doc(["str", 1]),
+        b'{"durably":1,"roots":[]}',
+        b'{"durably":1,"roots":{"a":' + b"[" * 100_000 + b"}",
     ],
 )
 def test_malformed_input_raises_a_typed_error(data: bytes) -> None:
@@ -703,14 +807,63 @@ def test_malformed_input_raises_a_typed_error(data: bytes) -> None:
 
 node_strategy = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: st.lists(inner, max_size=5) | st.tuples(
-        st.sampled_from(["l", "t", "d", "s", "fs", "b", "ba", "lf", "str", "i", "f", "r", "od",
-                         "ctr", "dd", "dq", "dt", "tm", "da", "td", "dec", "u", "fr", "cx",
-                         "pp", "E", "EV", "N", "D", "P", "h", "x", "p", "C", "zz"]),
-        st.lists(inner | st.sampled_from(["os:system", "subprocess:Popen",
-                                          f"{__name__}:Item", f"{__name__}:Color", "RED"]),
-                 max_size=5),
-    ).map(lambda t: [t[0], *t[1]]),
+    lambda inner: (
+        st.lists(inner, max_size=5)
+        | st.tuples(
+            st.sampled_from(
+                [
+                    "l",
+                    "t",
+                    "d",
+                    "s",
+                    "fs",
+                    "b",
+                    "ba",
+                    "lf",
+                    "str",
+                    "i",
+                    "f",
+                    "r",
+                    "od",
+                    "ctr",
+                    "dd",
+                    "dq",
+                    "dt",
+                    "tm",
+                    "da",
+                    "td",
+                    "dec",
+                    "u",
+                    "fr",
+                    "cx",
+                    "pp",
+                    "E",
+                    "EV",
+                    "N",
+                    "D",
+                    "P",
+                    "h",
+                    "x",
+                    "p",
+                    "C",
+                    "zz",
+                ]
+            ),
+            st.lists(
+                inner
+                | st.sampled_from(
+                    [
+                        "os:system",
+                        "subprocess:Popen",
+                        f"{__name__}:Item",
+                        f"{__name__}:Color",
+                        "RED",
+                    ]
+                ),
+                max_size=5,
+            ),
+        ).map(lambda t: [t[0], *t[1]])
+    ),
     max_leaves=30,
 )
 
@@ -737,8 +890,9 @@ def test_unserializable_value_names_its_path() -> None:
         assert info.value.reason == "socket is not serializable"
 
         with pytest.raises(SerializationError) as info:
-            codec.encode({"frame0": {"data": {"items": [0, 1, 2, conn]}}},
-                         {"frame0": "Main frame local"})
+            codec.encode(
+                {"frame0": {"data": {"items": [0, 1, 2, conn]}}}, {"frame0": "Main frame local"}
+            )
         assert info.value.path == "Main frame local 'data'['items'][3]"
 
         with pytest.raises(SerializationError) as info:
@@ -762,8 +916,11 @@ def test_skip_policy_drops_the_variable_warns_and_records_it() -> None:
     shared = [1, 2]
     with socket.socket() as conn, pytest.warns(DurablyWarning) as caught:
         enc = codec.encode(
-            {"frame0": {"a": 1, "bad": [shared, {"c": conn}], "b": shared},
-             "whole": conn, "state": {"x": shared}},
+            {
+                "frame0": {"a": 1, "bad": [shared, {"c": conn}], "b": shared},
+                "whole": conn,
+                "state": {"x": shared},
+            },
             {"frame0": "Main frame local"},
         )
     assert [str(w.message) for w in caught] == [
@@ -828,8 +985,11 @@ def test_fallback_is_tried_after_the_hook() -> None:
         calls.append("fallback")
         return ("fn", value.__name__) if callable(value) else None
 
-    codec = ValueCodec(encode_hook=hook, encode_fallback=fallback,
-                       decode_fallback=lambda tag, p: f"restored {p}" if tag == "fn" else None)
+    codec = ValueCodec(
+        encode_hook=hook,
+        encode_fallback=fallback,
+        decode_fallback=lambda tag, p: f"restored {p}" if tag == "fn" else None,
+    )
     assert roundtrip(fn, codec) == "restored fn"
     assert calls == ["hook", "fallback"]
 
@@ -959,25 +1119,31 @@ def canary(tmp_path: pathlib.Path, monkeypatch: pytest.MonkeyPatch) -> pathlib.P
     marker = tmp_path / "imported"
     (tmp_path / "durably_canary_codec.py").write_text(
         f"open({str(marker)!r}, 'a').write('imported\\n')\n"
-        "import dataclasses\n@dataclasses.dataclass\nclass Thing:\n    x: int = 0\n")
+        "import dataclasses\n@dataclasses.dataclass\nclass Thing:\n    x: int = 0\n"
+    )
     (tmp_path / "durably_canary_lazy.py").write_text(
         f"def __getattr__(name):\n    open({str(marker)!r}, 'a').write('getattr ' + name)\n"
-        "    raise AttributeError(name)\n")
+        "    raise AttributeError(name)\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     for name in ("durably_canary_codec", "durably_canary_lazy"):
         monkeypatch.delitem(sys.modules, name, raising=False)
     return marker
 
 
-@pytest.mark.parametrize("node", [
-    ["D", "durably_canary_codec:Thing", "x", 1],
-    ["P", "durably_canary_codec:Thing", [], None, None, "x", 1],
-    ["N", "durably_canary_codec:Thing", 1],
-    ["E", "durably_canary_codec:Thing", "A"],
-    ["EV", "durably_canary_codec:Thing", 1],
-])
+@pytest.mark.parametrize(
+    "node",
+    [
+        ["D", "durably_canary_codec:Thing", "x", 1],
+        ["P", "durably_canary_codec:Thing", [], None, None, "x", 1],
+        ["N", "durably_canary_codec:Thing", 1],
+        ["E", "durably_canary_codec:Thing", "A"],
+        ["EV", "durably_canary_codec:Thing", 1],
+    ],
+)
 def test_decoding_never_imports_the_module_a_class_path_names(
-        node: list[Any], canary: pathlib.Path) -> None:
+    node: list[Any], canary: pathlib.Path
+) -> None:
     with pytest.raises(SerializationError, match="is not imported"):
         ValueCodec().decode_value(doc(node))
     unresolved: list[str] = []
@@ -1040,8 +1206,10 @@ def test_the_document_format() -> None:
     assert enc.blobs == {}
     assert enc.skipped == ()
     assert ValueCodec.FORMAT == 1
-    assert codec.decode(enc.data, NO_BLOBS.__getitem__) == {"frame0": {"x": 1, "y": [1, "a", None]},
-                                                       "n": 5}
+    assert codec.decode(enc.data, NO_BLOBS.__getitem__) == {
+        "frame0": {"x": 1, "y": [1, "a", None]},
+        "n": 5,
+    }
 
 
 def test_inspection_never_unpickles_even_signed_data(monkeypatch: pytest.MonkeyPatch) -> None:

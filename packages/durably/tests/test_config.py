@@ -12,8 +12,14 @@ from durably.errors import ConfigError
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for var in ("DURABLY_STORE", "DURABLY_ENABLED", "DURABLY_COMPRESSION_LEVEL",
-                "DURABLY_KEEP_LAST", "DURABLY_LEASE_TTL", "DURABLY_CONFIG"):
+    for var in (
+        "DURABLY_STORE",
+        "DURABLY_ENABLED",
+        "DURABLY_COMPRESSION_LEVEL",
+        "DURABLY_KEEP_LAST",
+        "DURABLY_LEASE_TTL",
+        "DURABLY_CONFIG",
+    ):
         monkeypatch.delenv(var, raising=False)
 
 
@@ -27,7 +33,8 @@ def test_defaults_without_any_file(tmp_path: Path) -> None:
 def test_durably_toml(tmp_path: Path) -> None:
     (tmp_path / "durably.toml").write_text(
         '[durability]\nstore = "s3://bucket/runs"\nkeep_last = 5\n'
-        'max_checkpoint_size = "8MiB"\n[durability.s3]\nregion = "eu-west-1"\n')
+        'max_checkpoint_size = "8MiB"\n[durability.s3]\nregion = "eu-west-1"\n'
+    )
     config = load_config(tmp_path)
     assert config.store == "s3://bucket/runs"
     assert config.keep_last == 5
@@ -36,18 +43,26 @@ def test_durably_toml(tmp_path: Path) -> None:
 
 
 def test_precedence_argument_over_env_over_durably_toml_over_pyproject_over_playbooks(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     (tmp_path / "playbooks.toml").write_text(
         '[durability]\nstore = "file://from-playbooks"\nkeep_last = 1\nlease_ttl = 7\n'
-        'compression_level = 9\n')
+        "compression_level = 9\n"
+    )
     (tmp_path / "pyproject.toml").write_text(
-        '[tool.durably]\nstore = "file://from-pyproject"\nkeep_last = 2\nlease_ttl = 8\n')
+        '[tool.durably]\nstore = "file://from-pyproject"\nkeep_last = 2\nlease_ttl = 8\n'
+    )
     (tmp_path / "durably.toml").write_text(
-        '[durability]\nstore = "file://from-durably-toml"\nkeep_last = 3\n')
+        '[durability]\nstore = "file://from-durably-toml"\nkeep_last = 3\n'
+    )
     config = load_config(tmp_path)
     assert (config.store, config.keep_last, config.lease_ttl, config.compression_level) == (
-        "file://from-durably-toml", 3, 8, 9)
+        "file://from-durably-toml",
+        3,
+        8,
+        9,
+    )
     monkeypatch.setenv("DURABLY_STORE", "file://from-env")
     assert load_config(tmp_path).store == "file://from-env"
     assert load_config(tmp_path, overrides={"store": "file://from-arg"}).store == "file://from-arg"
@@ -57,7 +72,8 @@ def test_precedence_argument_over_env_over_durably_toml_over_pyproject_over_play
 def test_provider_tables_merge_key_by_key(tmp_path: Path) -> None:
     (tmp_path / "pyproject.toml").write_text(
         '[tool.durably]\nstore="postgresql://db"\n[tool.durably.postgres]\n'
-        'schema = "a"\npool_max_size = 4\n')
+        'schema = "a"\npool_max_size = 4\n'
+    )
     (tmp_path / "durably.toml").write_text('[durability.postgres]\nschema = "b"\n')
     assert load_config(tmp_path).provider_options() == {"schema": "b", "pool_max_size": 4}
 
@@ -120,9 +136,16 @@ def test_empty_store_url_is_refused(tmp_path: Path) -> None:
         load_config(tmp_path, overrides={"store": " "})
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    (0, 0), (1024, 1024), ("64MiB", 64 * 1024**2), ("10 MB", 10_000_000), ("1.5KiB", 1536),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (0, 0),
+        (1024, 1024),
+        ("64MiB", 64 * 1024**2),
+        ("10 MB", 10_000_000),
+        ("1.5KiB", 1536),
+    ],
+)
 def test_parse_size(text: int | str, expected: int) -> None:
     assert parse_size(text) == expected
 

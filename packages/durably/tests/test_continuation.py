@@ -24,13 +24,14 @@ REST = 're, how are you today?")\n```\n'
 Chunker = Callable[[str], list[str]]
 CHUNKINGS: dict[str, Chunker] = {
     "whole": lambda text: [text],
-    "sevens": lambda text: [text[i:i + 7] for i in range(0, len(text), 7)],
+    "sevens": lambda text: [text[i : i + 7] for i in range(0, len(text), 7)],
     "chars": list,
 }
 
 
-async def _source(pieces: list[str], finish: bool,
-                  error: BaseException | None = None) -> AsyncIterator[str | Finish]:
+async def _source(
+    pieces: list[str], finish: bool, error: BaseException | None = None
+) -> AsyncIterator[str | Finish]:
     for piece in pieces:
         yield piece
     if error is not None:
@@ -39,8 +40,7 @@ async def _source(pieces: list[str], finish: bool,
         yield Finish("stop", model="m")
 
 
-async def clean(prefix: str, answer: str, chunking: Chunker, *,
-                finish: bool = True) -> str:
+async def clean(prefix: str, answer: str, chunking: Chunker, *, finish: bool = True) -> str:
     """The cleaned continuation, as text; checks that a Finish comes last, once."""
     out: list[str] = []
     finishes = 0
@@ -71,8 +71,7 @@ async def test_an_exact_continuation_is_passed_through(chunking: Chunker) -> Non
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("finish", [True, False])
-async def test_the_closing_fence_at_a_line_start_is_kept(chunking: Chunker,
-                                                         finish: bool) -> None:
+async def test_the_closing_fence_at_a_line_start_is_kept(chunking: Chunker, finish: bool) -> None:
     assert await clean(LINE_START, "```\n", chunking, finish=finish) == "```\n"
 
 
@@ -127,8 +126,9 @@ async def test_a_reopened_fence_is_stripped(chunking: Chunker) -> None:
 
 @pytest.mark.asyncio
 async def test_a_reopened_fence_that_restarts_the_cut_line_drops_the_repeat(
-        chunking: Chunker) -> None:
-    line = MID_LINE[MID_LINE.rfind("\n") + 1:]
+    chunking: Chunker,
+) -> None:
+    line = MID_LINE[MID_LINE.rfind("\n") + 1 :]
     answer = "```python\n" + line + REST
     assert await clean(MID_LINE, answer, chunking) == REST
 
@@ -136,7 +136,7 @@ async def test_a_reopened_fence_that_restarts_the_cut_line_drops_the_repeat(
 @pytest.mark.asyncio
 async def test_an_exact_repeat_of_the_tail_is_dropped(chunking: Chunker) -> None:
     # The model repeated the last line and the cut one (40+ characters) before going on.
-    tail = MID_LINE[MID_LINE.rfind("await self.Step"):]
+    tail = MID_LINE[MID_LINE.rfind("await self.Step") :]
     assert len(tail) >= 20
     assert await clean(MID_LINE, tail + REST, chunking) == REST
 
@@ -152,8 +152,10 @@ async def test_an_exact_restart_of_the_whole_answer_is_dropped(chunking: Chunker
 
 @pytest.mark.asyncio
 async def test_a_restart_that_differs_is_refused(chunking: Chunker) -> None:
-    answer = ("```python\n# execution_id: 3\n# recap: the user greeted us\n"
-              'await self.Say("user", "Hi")\n```\n')
+    answer = (
+        "```python\n# execution_id: 3\n# recap: the user greeted us\n"
+        'await self.Say("user", "Hi")\n```\n'
+    )
     with pytest.raises(ContinuationError, match="restarted"):
         await clean(MID_LINE, answer, chunking)
 
@@ -190,8 +192,9 @@ async def test_an_error_before_the_start_is_decided_yields_nothing() -> None:
 @pytest.mark.asyncio
 async def test_an_error_after_the_start_was_decided_comes_after_the_text() -> None:
     cut = IncompleteResponseError("dropped")
-    out = await _collect(clean_continuation(MID_LINE, _source([REST[:27], REST[27:29]],
-                                                              False, cut)))
+    out = await _collect(
+        clean_continuation(MID_LINE, _source([REST[:27], REST[27:29]], False, cut))
+    )
     assert "\n" in REST[:27]  # a whole line came: the start was decided
     assert out == [REST[:27], REST[27:29], cut]
 
@@ -200,5 +203,7 @@ def test_continuation_messages_end_with_the_user_note() -> None:
     messages = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"}]
     assert continuation_messages(messages, "") == messages
     assert continuation_messages(messages, "abc") == [
-        *messages, {"role": "assistant", "content": "abc"},
-        {"role": "user", "content": CONTINUE_NOTE}]
+        *messages,
+        {"role": "assistant", "content": "abc"},
+        {"role": "user", "content": CONTINUE_NOTE},
+    ]

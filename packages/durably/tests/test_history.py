@@ -28,16 +28,21 @@ HERE = Path(__file__).parent
 EID = "hist"
 
 
-async def run_counter(store: MemoryStore, config: DurabilityConfig | None = None,
-                      *, stop_after: int | None = None) -> None:
+async def run_counter(
+    store: MemoryStore, config: DurabilityConfig | None = None, *, stop_after: int | None = None
+) -> None:
     """Run the counter program; with ``stop_after``, drop every checkpoint after that one
     (as if the process had been killed there)."""
     from durably.runner import _drive
 
     manager = CheckpointManager(EID, store, config=config)
     llm = open_llm(f"scripted:{HERE / 'programs/counter.scripted.json'}")
-    execution = Execution(manager, program=Program.load(HERE / "programs/counter.py"),
-                          llm=llm, io=UserIO(["x"], echo=None))
+    execution = Execution(
+        manager,
+        program=Program.load(HERE / "programs/counter.py"),
+        llm=llm,
+        io=UserIO(["x"], echo=None),
+    )
     result = await _drive(execution, manager, resume=False)
     assert result.status == "completed"
     if stop_after is not None:
@@ -207,7 +212,8 @@ def test_the_error_lists_ranges() -> None:
 
 @pytest.mark.asyncio
 async def test_inert_loads_never_import_and_resolve_restores_live(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     import importlib
     import sys
 
@@ -217,13 +223,21 @@ async def test_inert_loads_never_import_and_resolve_restores_live(
     marker = tmp_path / "imported"
     (tmp_path / f"{name}.py").write_text(
         f"open({str(marker)!r}, 'a').write('x')\n"
-        "import dataclasses\n@dataclasses.dataclass\nclass Thing:\n    n: int = 0\n")
+        "import dataclasses\n@dataclasses.dataclass\nclass Thing:\n    n: int = 0\n"
+    )
     monkeypatch.syspath_prepend(str(tmp_path))
     module = importlib.import_module(name)
     store = MemoryStore()
     manager = CheckpointManager(EID, store)
-    doc = {"type": "snapshot", "agent": "1000", "class": "A", "phase": "idle",
-           "manifest": {"1000": 0}, "header": {"program": "p.py"}, "next_agent_id": 1001}
+    doc = {
+        "type": "snapshot",
+        "agent": "1000",
+        "class": "A",
+        "phase": "idle",
+        "manifest": {"1000": 0},
+        "header": {"program": "p.py"},
+        "next_agent_id": 1001,
+    }
     encoded = manager.codec.encode({"doc": doc, "state": {"m": module, "t": module.Thing(3)}})
     await store.save_checkpoint(EID, 0, encoded.data, metadata={"durably.prev": "start"})
     monkeypatch.delitem(sys.modules, name)
@@ -249,9 +263,17 @@ async def test_inert_loads_never_import_and_resolve_restores_live(
 def test_show_escapes_terminal_control_characters() -> None:
     from durably._inspect import render_show
 
-    data = {"execution_id": "e", "status": "running", "checkpoints": 1, "bytes": 1,
-            "latest_seq": 0, "agents": {}, "llm_calls": [], "result": None,
-            "transcript": [{"agent": "A", "id": "1", "text": "hi\x1b]0;pwned\x07\x1b[2J\r"}]}
+    data = {
+        "execution_id": "e",
+        "status": "running",
+        "checkpoints": 1,
+        "bytes": 1,
+        "latest_seq": 0,
+        "agents": {},
+        "llm_calls": [],
+        "result": None,
+        "transcript": [{"agent": "A", "id": "1", "text": "hi\x1b]0;pwned\x07\x1b[2J\r"}],
+    }
     shown = render_show(data)
     assert "\x1b" not in shown
     assert "\x07" not in shown

@@ -51,9 +51,11 @@ def test_a_call_stack_left_is_a_violation() -> None:
 def test_an_unanswered_request_is_a_violation() -> None:
     execution = finished_execution()
     execution.agents["1001"].mailbox.inbox.append(
-        Message("1000:7", "1000", "1001", "SuggestDish", kind="request"))
-    assert any("never consumed request/reply message(s) ['1000:7']" in p
-               for p in check_complete(execution))
+        Message("1000:7", "1000", "1001", "SuggestDish", kind="request")
+    )
+    assert any(
+        "never consumed request/reply message(s) ['1000:7']" in p for p in check_complete(execution)
+    )
 
 
 def test_a_begin_playbook_that_never_returned_is_a_violation() -> None:
@@ -68,8 +70,10 @@ def test_an_unconsumed_journal_entry_is_a_violation_even_after_an_exit() -> None
     execution.agents["1001"].journal.replay[12] = Entry(12, "say", "k")
     execution.agents["1000"].journal.replay_llm[3] = None  # type: ignore[assignment]
     problems = check_complete(execution)
-    assert any("Chef(1001) never replayed 1 journaled operation(s), from #12 ('say')" in p
-               for p in problems)
+    assert any(
+        "Chef(1001) never replayed 1 journaled operation(s), from #12 ('say')" in p
+        for p in problems
+    )
     assert any("Concierge(1000) never replayed LLM call(s) [3]" in p for p in problems)
 
 
@@ -80,8 +84,10 @@ async def test_waiting_forever_fails_loudly_and_stays_resumable() -> None:
     store = MemoryStore()
     program = HERE / "programs" / "silent.py"
     llm = open_llm(f"scripted:{HERE / 'programs' / 'silent.scripted.json'}")
-    with pytest.raises(IncompleteExecutionError,
-                       match="waits for a message from agent 1001 that no agent will send"):
+    with pytest.raises(
+        IncompleteExecutionError,
+        match="waits for a message from agent 1001 that no agent will send",
+    ):
         await _run(program, llm, store)
     latest = await store.load_latest_checkpoint("silent")
     assert latest is not None
@@ -96,8 +102,7 @@ async def test_waiting_forever_fails_loudly_and_stays_resumable() -> None:
 async def _run(program: Path, llm: object, store: MemoryStore) -> None:
     """Run the program as `durably run` does (the final record included)."""
     manager = CheckpointManager("silent", store, config=DurabilityConfig())
-    execution = Execution(manager, program=Program.load(program), llm=llm,
-                          io=UserIO(echo=None))
+    execution = Execution(manager, program=Program.load(program), llm=llm, io=UserIO(echo=None))
     await _drive(execution, manager, resume=False)
 
 

@@ -27,19 +27,31 @@ from durably.llm import (
     open_llm,
 )
 
-TEXT = ('```python\n# execution_id: 1\n# recap: start\nawait self.Step("Main:01:QUE")\n'
-        'await self.Say("user", "Hello there, how are you today?")\n```\n')
+TEXT = (
+    '```python\n# execution_id: 1\n# recap: start\nawait self.Step("Main:01:QUE")\n'
+    'await self.Say("user", "Hello there, how are you today?")\n```\n'
+)
 SYSTEM = "You are agent A (id 1)"
-MESSAGES = [{"role": "system", "content": SYSTEM},
-            {"role": "user", "content": "Execute playbook Main."}]
+MESSAGES = [
+    {"role": "system", "content": SYSTEM},
+    {"role": "user", "content": "Execute playbook Main."},
+]
 KEY = "sk-ant-test-key-123456"
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy_no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy", "ANTHROPIC_BASE_URL", "ANTHROPIC_API_KEY",
-                 "ANTHROPIC_AUTH_TOKEN"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
@@ -59,8 +71,9 @@ def client_for(fake: FakeServer, **kwargs: Any) -> AnthropicClient:
     return AnthropicClient("claude-test", base_url=fake.root, **kwargs)
 
 
-async def drain(stream: AsyncIterator[str | Finish]) -> tuple[list[str], list[Finish],
-                                                               BaseException | None]:
+async def drain(
+    stream: AsyncIterator[str | Finish],
+) -> tuple[list[str], list[Finish], BaseException | None]:
     """What a stream yields (text, finishes) and what it raised."""
     chunks: list[str] = []
     finishes: list[Finish] = []
@@ -86,16 +99,19 @@ def stream(client: AnthropicClient, prefix: str = "") -> AsyncIterator[str | Fin
 @pytest.mark.asyncio
 async def test_a_complete_response_streams_then_finishes_with_usage() -> None:
     with FakeServer([TEXT]) as fake:
-        chunks, finishes, error = await drain(stream(client_for(fake,
-                                                                max_response_tokens=500)))
+        chunks, finishes, error = await drain(stream(client_for(fake, max_response_tokens=500)))
         (request,) = fake.requests
     assert error is None
     assert "".join(chunks) == TEXT
     assert len(chunks) > 5  # streamed, not buffered
     assert len(finishes) == 1
     finish = finishes[0]
-    assert finish == Finish("end_turn", model="fake-model", prompt_tokens=finish.prompt_tokens,
-                            completion_tokens=len(TEXT) // 4)
+    assert finish == Finish(
+        "end_turn",
+        model="fake-model",
+        prompt_tokens=finish.prompt_tokens,
+        completion_tokens=len(TEXT) // 4,
+    )
     assert finish.prompt_tokens
     assert finish.prompt_tokens > 0
     assert request.path == "/v1/messages"
@@ -111,10 +127,10 @@ async def test_a_complete_response_streams_then_finishes_with_usage() -> None:
 @pytest.mark.asyncio
 async def test_max_tokens_is_always_sent_and_temperature_when_set() -> None:
     with FakeServer([TEXT]) as fake:
-        client = open_llm("anthropic:claude-test", {"base_url": fake.root,
-                                                    "temperature": 0.5})
-        _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main",
-                                                       call=0))
+        client = open_llm("anthropic:claude-test", {"base_url": fake.root, "temperature": 0.5})
+        _, finishes, error = await drain(
+            client.stream(MESSAGES, agent="A", playbook="Main", call=0)
+        )
         assert fake.requests[0].body["max_tokens"] == 4096
         assert fake.requests[0].body["temperature"] == 0.5
     assert error is None
@@ -227,8 +243,10 @@ async def test_an_overloaded_error_event_mid_stream_is_incomplete_and_retryable(
 
 @pytest.mark.asyncio
 async def test_an_invalid_request_error_event_is_not_retryable() -> None:
-    behaviour = Behaviour(error_event={"type": "invalid_request_error",
-                                       "message": "prompt is too long"}, error_after_chars=0)
+    behaviour = Behaviour(
+        error_event={"type": "invalid_request_error", "message": "prompt is too long"},
+        error_after_chars=0,
+    )
     with FakeServer([TEXT], behaviours=[behaviour]) as fake:
         chunks, finishes, error = await drain(stream(client_for(fake)))
     assert isinstance(error, IncompleteResponseError)
@@ -278,10 +296,10 @@ async def test_429_after_every_attempt_is_a_retryable_error() -> None:
 
 @pytest.mark.asyncio
 async def test_5xx_and_529_overloaded_are_retried_then_succeed() -> None:
-    overloaded = json.dumps({"type": "error", "error": {"type": "overloaded_error",
-                                                        "message": "Overloaded"}})
-    behaviours = [Behaviour(status=500), Behaviour(status=529, body=overloaded,
-                                                   retry_after="0")]
+    overloaded = json.dumps(
+        {"type": "error", "error": {"type": "overloaded_error", "message": "Overloaded"}}
+    )
+    behaviours = [Behaviour(status=500), Behaviour(status=529, body=overloaded, retry_after="0")]
     with FakeServer([TEXT], behaviours=behaviours) as fake:
         chunks, finishes, error = await drain(stream(client_for(fake, max_attempts=3)))
         assert len(fake.requests) == 3
@@ -302,15 +320,21 @@ async def test_5xx_on_every_attempt_is_a_retryable_error() -> None:
 
 @pytest.mark.asyncio
 async def test_401_names_the_key_variable_and_never_the_key(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     key = "sk-ant-api03-SECRETSECRET1234567890"
     monkeypatch.setenv("MY_CLAUDE_KEY", key)
-    body = json.dumps({"type": "error", "error": {
-        "type": "authentication_error", "message": f"invalid x-api-key: {key}"}})
+    body = json.dumps(
+        {
+            "type": "error",
+            "error": {"type": "authentication_error", "message": f"invalid x-api-key: {key}"},
+        }
+    )
     with FakeServer([TEXT], behaviours=[Behaviour(status=401, body=body)]) as fake:
-        client = open_llm("anthropic:claude-test", {"base_url": fake.root,
-                                                    "api_key_env": "MY_CLAUDE_KEY",
-                                                    "max_attempts": 3})
+        client = open_llm(
+            "anthropic:claude-test",
+            {"base_url": fake.root, "api_key_env": "MY_CLAUDE_KEY", "max_attempts": 3},
+        )
         _, _, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main", call=0))
         assert len(fake.requests) == 1  # not retried
         assert sent_key(fake.requests[0]) == key
@@ -325,8 +349,9 @@ async def test_401_names_the_key_variable_and_never_the_key(
 
 @pytest.mark.asyncio
 async def test_an_unreachable_server_names_it_without_its_password() -> None:
-    client = AnthropicClient("claude-test", base_url="http://bob:pa55word@127.0.0.1:9",
-                             api_key="k", max_attempts=2)
+    client = AnthropicClient(
+        "claude-test", base_url="http://bob:pa55word@127.0.0.1:9", api_key="k", max_attempts=2
+    )
     _, _, error = await drain(stream(client))
     assert isinstance(error, LLMError)
     assert error.retryable
@@ -339,8 +364,9 @@ async def test_anthropic_base_url_from_the_environment(monkeypatch: pytest.Monke
     with FakeServer([TEXT]) as fake:
         monkeypatch.setenv("ANTHROPIC_BASE_URL", fake.root)
         client = open_llm("anthropic:claude-test")  # no key: a server that needs none
-        chunks, finishes, error = await drain(client.stream(MESSAGES, agent="A",
-                                                            playbook="Main", call=0))
+        chunks, finishes, error = await drain(
+            client.stream(MESSAGES, agent="A", playbook="Main", call=0)
+        )
     assert error is None
     assert "".join(chunks) == TEXT
     assert len(finishes) == 1
@@ -367,15 +393,13 @@ async def test_a_cut_off_response_is_continued_with_prefill() -> None:
     assert sent["system"] == SYSTEM
     # The API refuses trailing whitespace in a prefill: it is sent without it, and taken
     # off the start of the continuation.
-    assert sent["messages"] == [*MESSAGES[1:], {"role": "assistant",
-                                                "content": prefix.rstrip()}]
+    assert sent["messages"] == [*MESSAGES[1:], {"role": "assistant", "content": prefix.rstrip()}]
 
 
 @pytest.mark.asyncio
 async def test_a_model_that_refuses_prefill_is_asked_with_a_note_instead() -> None:
     prefix = TEXT[:CUT]
-    with FakeServer([TEXT], behaviours=[Behaviour(reset_after_chars=CUT)],
-                    prefill=False) as fake:
+    with FakeServer([TEXT], behaviours=[Behaviour(reset_after_chars=CUT)], prefill=False) as fake:
         client = client_for(fake, max_attempts=3)
         await drain(stream(client))
         chunks, finishes, error = await drain(stream(client, prefix=prefix))
@@ -384,8 +408,11 @@ async def test_a_model_that_refuses_prefill_is_asked_with_a_note_instead() -> No
         assert prefix + "".join(chunks) == TEXT
         refused, asked = fake.requests[1:]
         assert refused.messages[-1]["role"] == "assistant"
-        assert asked.messages == [*MESSAGES[1:], {"role": "assistant", "content": prefix},
-                                  {"role": "user", "content": CONTINUE_NOTE}]
+        assert asked.messages == [
+            *MESSAGES[1:],
+            {"role": "assistant", "content": prefix},
+            {"role": "user", "content": CONTINUE_NOTE},
+        ]
         assert client.prefill is False
         # The next continuation is asked with a note at once.
         again, _, error = await drain(stream(client, prefix=TEXT[:20]))
@@ -400,9 +427,9 @@ async def test_prefill_false_asks_with_a_note() -> None:
     with FakeServer([TEXT], behaviours=[Behaviour(reset_after_chars=CUT)]) as fake:
         client = open_llm("anthropic:claude-test", {"base_url": fake.root, "prefill": False})
         await drain(client.stream(MESSAGES, agent="A", playbook="Main", call=0))
-        chunks, finishes, error = await drain(client.stream(MESSAGES, agent="A",
-                                                            playbook="Main", call=0,
-                                                            prefix=prefix))
+        chunks, finishes, error = await drain(
+            client.stream(MESSAGES, agent="A", playbook="Main", call=0, prefix=prefix)
+        )
         assert len(fake.requests) == 2
         assert fake.requests[1].messages[-1] == {"role": "user", "content": CONTINUE_NOTE}
     assert error is None
@@ -412,8 +439,12 @@ async def test_prefill_false_asks_with_a_note() -> None:
 
 @pytest.mark.asyncio
 async def test_another_400_to_a_prefill_is_not_taken_for_a_refusal_of_prefill() -> None:
-    body = json.dumps({"type": "error", "error": {"type": "invalid_request_error",
-                                                  "message": "prompt is too long"}})
+    body = json.dumps(
+        {
+            "type": "error",
+            "error": {"type": "invalid_request_error", "message": "prompt is too long"},
+        }
+    )
     with FakeServer([TEXT], behaviours=[Behaviour(status=400, body=body)]) as fake:
         client = client_for(fake)
         _, _, error = await drain(stream(client, prefix=TEXT[:CUT]))

@@ -26,18 +26,33 @@ from durably.llm import (
     open_llm,
 )
 
-TEXT = ('```python\n# execution_id: 1\n# recap: start\nawait self.Step("Main:01:QUE")\n'
-        'await self.Say("user", "Hello there, how are you today?")\n```\n')
-MESSAGES = [{"role": "system", "content": "You are agent A (id 1)"},
-            {"role": "user", "content": "Execute playbook Main."}]
+TEXT = (
+    '```python\n# execution_id: 1\n# recap: start\nawait self.Step("Main:01:QUE")\n'
+    'await self.Say("user", "Hello there, how are you today?")\n```\n'
+)
+MESSAGES = [
+    {"role": "system", "content": "You are agent A (id 1)"},
+    {"role": "user", "content": "Execute playbook Main."},
+]
 
 
 @pytest.fixture(autouse=True)
 def _no_proxy_no_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy",
-                 "all_proxy", "OPENAI_BASE_URL", "OPENAI_API_KEY", "OPENAI_ORG_ID",
-                 "OPENAI_PROJECT_ID", "AZURE_OPENAI_ENDPOINT", "AZURE_OPENAI_API_KEY",
-                 "OPENAI_API_VERSION"):
+    for name in (
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "OPENAI_BASE_URL",
+        "OPENAI_API_KEY",
+        "OPENAI_ORG_ID",
+        "OPENAI_PROJECT_ID",
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_API_KEY",
+        "OPENAI_API_VERSION",
+    ):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
 
@@ -54,8 +69,9 @@ def client_for(fake: FakeServer, **kwargs: Any) -> OpenAIClient:
     return OpenAIClient("tiny", base_url=fake.url, **kwargs)
 
 
-async def drain(stream: AsyncIterator[str | Finish]) -> tuple[list[str], list[Finish],
-                                                               BaseException | None]:
+async def drain(
+    stream: AsyncIterator[str | Finish],
+) -> tuple[list[str], list[Finish], BaseException | None]:
     """What a stream yields (text, finishes) and what it raised."""
     chunks: list[str] = []
     finishes: list[Finish] = []
@@ -85,8 +101,14 @@ async def test_a_complete_response_streams_then_finishes_with_usage(server: Fake
     assert error is None
     assert "".join(chunks) == TEXT
     assert len(chunks) > 5  # streamed, not buffered
-    assert finishes == [Finish("stop", model="fake-model", prompt_tokens=finishes[0].prompt_tokens,
-                               completion_tokens=len(TEXT) // 4)]
+    assert finishes == [
+        Finish(
+            "stop",
+            model="fake-model",
+            prompt_tokens=finishes[0].prompt_tokens,
+            completion_tokens=len(TEXT) // 4,
+        )
+    ]
     assert finishes[0].prompt_tokens
     assert finishes[0].prompt_tokens > 0
     request = server.requests[0]
@@ -103,8 +125,7 @@ async def test_a_complete_response_streams_then_finishes_with_usage(server: Fake
 @pytest.mark.asyncio
 async def test_temperature_is_sent_when_set(server: FakeServer) -> None:
     client = open_llm("openai:tiny", {"base_url": server.url, "temperature": 0})
-    _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main",
-                                                   call=0))
+    _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main", call=0))
     assert error is None
     assert len(finishes) == 1
     assert server.requests[0].body["temperature"] == 0
@@ -113,13 +134,19 @@ async def test_temperature_is_sent_when_set(server: FakeServer) -> None:
 
 @pytest.mark.asyncio
 async def test_openais_own_server_gets_max_completion_tokens(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     # Reasoning models refuse max_tokens. The request reaches the fake server as a proxy.
     with FakeServer([TEXT]) as proxy:
         monkeypatch.setenv("HTTP_PROXY", proxy.root)
         monkeypatch.delenv("NO_PROXY")
-        client = OpenAIClient("o-tiny", base_url="http://api.openai.com/v1", api_key="k",
-                              max_attempts=1, max_response_tokens=300)
+        client = OpenAIClient(
+            "o-tiny",
+            base_url="http://api.openai.com/v1",
+            api_key="k",
+            max_attempts=1,
+            max_response_tokens=300,
+        )
         _, finishes, error = await drain(stream(client))
         request = proxy.requests[0]
     assert error is None
@@ -226,8 +253,10 @@ async def test_an_error_event_mid_stream_is_incomplete_after_the_chunks_that_cam
 
 @pytest.mark.asyncio
 async def test_an_invalid_request_error_event_is_not_retryable() -> None:
-    behaviour = Behaviour(error_event={"message": "context too long",
-                                       "type": "invalid_request_error"}, error_after_chars=0)
+    behaviour = Behaviour(
+        error_event={"message": "context too long", "type": "invalid_request_error"},
+        error_after_chars=0,
+    )
     with FakeServer([TEXT], behaviours=[behaviour]) as fake:
         chunks, _, error = await drain(stream(client_for(fake)))
     assert isinstance(error, IncompleteResponseError)
@@ -296,14 +325,23 @@ async def test_5xx_on_every_attempt_is_a_retryable_error() -> None:
 
 @pytest.mark.asyncio
 async def test_401_names_the_key_variable_and_never_the_key(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     key = "sk-proj-SECRETSECRET1234567890"
     monkeypatch.setenv("MY_LLM_KEY", key)
-    body = json.dumps({"error": {"message": f"Incorrect API key provided: {key}",
-                                 "type": "invalid_request_error", "code": "invalid_api_key"}})
+    body = json.dumps(
+        {
+            "error": {
+                "message": f"Incorrect API key provided: {key}",
+                "type": "invalid_request_error",
+                "code": "invalid_api_key",
+            }
+        }
+    )
     with FakeServer([TEXT], behaviours=[Behaviour(status=401, body=body)]) as fake:
-        client = open_llm("openai:tiny", {"base_url": fake.url, "api_key_env": "MY_LLM_KEY",
-                                          "max_attempts": 3})
+        client = open_llm(
+            "openai:tiny", {"base_url": fake.url, "api_key_env": "MY_LLM_KEY", "max_attempts": 3}
+        )
         _, _, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main", call=0))
         assert len(fake.requests) == 1  # not retried
         assert fake.requests[0].headers["authorization"] == f"Bearer {key}"
@@ -318,8 +356,15 @@ async def test_401_names_the_key_variable_and_never_the_key(
 
 @pytest.mark.asyncio
 async def test_404_hints_at_the_model_and_base_url() -> None:
-    body = json.dumps({"error": {"message": "The model `tiny` does not exist",
-                                 "type": "invalid_request_error", "code": "model_not_found"}})
+    body = json.dumps(
+        {
+            "error": {
+                "message": "The model `tiny` does not exist",
+                "type": "invalid_request_error",
+                "code": "model_not_found",
+            }
+        }
+    )
     with FakeServer([TEXT], behaviours=[Behaviour(status=404, body=body)]) as fake:
         _, _, error = await drain(stream(client_for(fake, max_attempts=3)))
         assert len(fake.requests) == 1
@@ -332,8 +377,9 @@ async def test_404_hints_at_the_model_and_base_url() -> None:
 @pytest.mark.asyncio
 async def test_a_server_echoing_the_key_does_not_leak_it() -> None:
     key = "sk-proj-SECRETSECRET1234567890"
-    body = json.dumps({"error": {"message": f"bad request; headers: Authorization: Bearer {key}"
-                                            f" api_key={key}"}})
+    body = json.dumps(
+        {"error": {"message": f"bad request; headers: Authorization: Bearer {key} api_key={key}"}}
+    )
     with FakeServer([TEXT], behaviours=[Behaviour(status=400, body=body)]) as fake:
         _, _, error = await drain(stream(client_for(fake, api_key=key)))
     assert isinstance(error, LLMError)
@@ -343,8 +389,9 @@ async def test_a_server_echoing_the_key_does_not_leak_it() -> None:
 
 @pytest.mark.asyncio
 async def test_an_unreachable_server_names_it_without_its_password() -> None:
-    client = OpenAIClient("tiny", base_url="http://alice:pa55word@127.0.0.1:9/v1",
-                          api_key="k", max_attempts=2)
+    client = OpenAIClient(
+        "tiny", base_url="http://alice:pa55word@127.0.0.1:9/v1", api_key="k", max_attempts=2
+    )
     _, _, error = await drain(stream(client))
     assert isinstance(error, LLMError)
     assert error.retryable
@@ -355,27 +402,29 @@ async def test_an_unreachable_server_names_it_without_its_password() -> None:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("key", ["sk-test-key-123456", None])
-async def test_user_info_in_the_base_url_is_basic_auth_only_without_a_key(
-        key: str | None) -> None:
+async def test_user_info_in_the_base_url_is_basic_auth_only_without_a_key(key: str | None) -> None:
     with FakeServer([TEXT]) as fake:
         port = fake.port
-        client = OpenAIClient("tiny", base_url=f"http://us:pw@127.0.0.1:{port}/v1",
-                              api_key=key, max_attempts=1)
+        client = OpenAIClient(
+            "tiny", base_url=f"http://us:pw@127.0.0.1:{port}/v1", api_key=key, max_attempts=1
+        )
         _, finishes, error = await drain(stream(client))
         headers = fake.requests[0].headers
     assert error is None
     assert len(finishes) == 1
     assert headers["host"] == f"127.0.0.1:{port}"
-    assert headers["authorization"] == ("Bearer sk-test-key-123456" if key
-                                        else "Basic dXM6cHc=")  # us:pw
+    assert headers["authorization"] == (
+        "Bearer sk-test-key-123456" if key else "Basic dXM6cHc="
+    )  # us:pw
 
 
 @pytest.mark.asyncio
 async def test_a_query_in_the_base_url_reaches_the_server() -> None:
     with FakeServer([TEXT]) as fake:
         client = open_llm("openai:tiny", {"base_url": fake.url + "?api-version=2024-10-21"})
-        _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main",
-                                                       call=0))
+        _, finishes, error = await drain(
+            client.stream(MESSAGES, agent="A", playbook="Main", call=0)
+        )
         request = fake.requests[0]
     assert error is None
     assert len(finishes) == 1
@@ -388,8 +437,9 @@ async def test_openai_base_url_from_the_environment(monkeypatch: pytest.MonkeyPa
     with FakeServer([TEXT]) as fake:
         monkeypatch.setenv("OPENAI_BASE_URL", fake.url)
         client = open_llm("openai:tiny")  # no key: a local server that needs none
-        _, finishes, error = await drain(client.stream(MESSAGES, agent="A", playbook="Main",
-                                                       call=0))
+        _, finishes, error = await drain(
+            client.stream(MESSAGES, agent="A", playbook="Main", call=0)
+        )
     assert error is None
     assert len(finishes) == 1
 
@@ -400,8 +450,9 @@ async def test_http_proxy_from_the_environment_is_used(monkeypatch: pytest.Monke
         monkeypatch.setenv("HTTP_PROXY", proxy.root)
         monkeypatch.delenv("NO_PROXY")
         monkeypatch.delenv("no_proxy", raising=False)
-        client = OpenAIClient("tiny", base_url="http://llm.example.invalid/v1", api_key="k",
-                              max_attempts=1)
+        client = OpenAIClient(
+            "tiny", base_url="http://llm.example.invalid/v1", api_key="k", max_attempts=1
+        )
         chunks, finishes, error = await drain(stream(client))
         request = proxy.requests[0]
     assert error is None
@@ -454,8 +505,12 @@ def test_unknown_options_are_refused_with_the_known_ones() -> None:
     with pytest.raises(ConfigError, match="unknown") as info:
         open_llm("openai:tiny", {"base_url": "http://x/v1", "max_tokenz": 5})
     assert "max_response_tokens" in str(info.value)
-    for runtime_option in ("max_calls", "max_tokens", "max_continuations",
-                           "max_calls_per_playbook_run"):
+    for runtime_option in (
+        "max_calls",
+        "max_tokens",
+        "max_continuations",
+        "max_calls_per_playbook_run",
+    ):
         with pytest.raises(ConfigError, match=runtime_option):
             open_llm("openai:tiny", {"base_url": "http://x/v1", runtime_option: 5})
 
@@ -493,12 +548,14 @@ def test_unknown_prefix_lists_the_clients() -> None:
 async def test_azure_openai_deployment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AZURE_OPENAI_API_KEY", "azure-key-1234")
     with FakeServer([TEXT]) as fake:
-        client = open_llm("azure-openai:my-deployment",
-                          {"azure_endpoint": fake.root, "api_version": "2024-10-21",
-                           "max_response_tokens": 300})
+        client = open_llm(
+            "azure-openai:my-deployment",
+            {"azure_endpoint": fake.root, "api_version": "2024-10-21", "max_response_tokens": 300},
+        )
         assert isinstance(client, AzureOpenAIClient)
-        chunks, finishes, error = await drain(client.stream(MESSAGES, agent="A",
-                                                            playbook="Main", call=0))
+        chunks, finishes, error = await drain(
+            client.stream(MESSAGES, agent="A", playbook="Main", call=0)
+        )
         request = fake.requests[0]
     assert error is None
     assert "".join(chunks) == TEXT

@@ -44,11 +44,13 @@ class Looper(Agent):
 
 
 def say(i: int) -> str:
-    return (f"```python\n# execution_id: {i}\nawait self.Say(\"user\", \"step {i}\")\n"
-            "await self.Yield(\"call\")\n```")
+    return (
+        f'```python\n# execution_id: {i}\nawait self.Say("user", "step {i}")\n'
+        'await self.Yield("call")\n```'
+    )
 
 
-RETURN = "```python\nawait self.Step(\"Main:02:RET\")\nawait self.Return(\"ok\")\n```"
+RETURN = '```python\nawait self.Step("Main:02:RET")\nawait self.Return("ok")\n```'
 
 
 @dataclass
@@ -72,8 +74,15 @@ class Script:
     spec: str = "test:script"
     requests: list[tuple[list[dict[str, str]], str]] = field(default_factory=list)
 
-    async def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str,
-                     call: int, prefix: str = "") -> AsyncIterator[str | Finish]:
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        playbook: str,
+        call: int,
+        prefix: str = "",
+    ) -> AsyncIterator[str | Finish]:
         self.requests.append((messages, prefix))
         if not self.replies:
             raise LLMError(f"the script has no reply for request {len(self.requests)}")
@@ -81,13 +90,13 @@ class Script:
         text = reply.text
         if prefix:
             assert text.startswith(prefix), (prefix, text)
-            text = text[len(prefix):]
+            text = text[len(prefix) :]
         if reply.cut is not None:
             for start in range(0, reply.cut - len(prefix), 5):
-                yield text[start:min(start + 5, reply.cut - len(prefix))]
+                yield text[start : min(start + 5, reply.cut - len(prefix))]
             raise reply.error("the connection dropped")
         for start in range(0, len(text), 5):
-            yield text[start:start + 5]
+            yield text[start : start + 5]
         if reply.finish:
             prompt, completion = reply.tokens or (None, None)
             yield Finish("stop", model="m1", prompt_tokens=prompt, completion_tokens=completion)
@@ -105,16 +114,24 @@ def store(tmp_path: Path) -> str:
     return f"file://{tmp_path}/store"
 
 
-def run(program: Path, store: str, client: Script, execution_id: str = "x",
-        **options: Any) -> Any:
-    return asyncio.run(run_program(program, llm=client, llm_options=options, store=store,
-                                   execution_id=execution_id, echo=None))
+def run(program: Path, store: str, client: Script, execution_id: str = "x", **options: Any) -> Any:
+    return asyncio.run(
+        run_program(
+            program,
+            llm=client,
+            llm_options=options,
+            store=store,
+            execution_id=execution_id,
+            echo=None,
+        )
+    )
 
 
 def resume(store: str, client: Script, execution_id: str = "x", **options: Any) -> Any:
     config = load_config(overrides={"store": store}, use_env=False)
-    return asyncio.run(resume_execution(execution_id, llm=client, llm_options=options,
-                                        config=config, echo=None))
+    return asyncio.run(
+        resume_execution(execution_id, llm=client, llm_options=options, config=config, echo=None)
+    )
 
 
 def view(store: str, execution_id: str = "x") -> dict[str, Any]:
@@ -123,8 +140,9 @@ def view(store: str, execution_id: str = "x") -> dict[str, Any]:
     async def describe() -> dict[str, Any]:
         config = load_config(overrides={"store": store}, use_env=False)
         async with open_store(config=config) as provider:
-            found = await describe_execution(CheckpointManager(execution_id, provider,
-                                                               config=config))
+            found = await describe_execution(
+                CheckpointManager(execution_id, provider, config=config)
+            )
         assert found is not None
         return found
 
@@ -145,7 +163,8 @@ def uninterrupted(program: Path, store: str, replies: list[Reply]) -> dict[str, 
 
 
 def test_every_prompt_alternates_from_a_leading_user_turn_and_keeps_the_instruction(
-        program: Path, store: str) -> None:
+    program: Path, store: str
+) -> None:
     client = Script([Reply(say(1)), Reply(say(2)), Reply(RETURN)])
     assert run(program, store, client).status == "completed"
     assert len(client.requests) == 3
@@ -159,16 +178,22 @@ def test_every_prompt_alternates_from_a_leading_user_turn_and_keeps_the_instruct
     _, second, third = (messages for messages, _ in client.requests)
     assert third[:3] == second[:3]
     # A response counts up to the statement that ended it (here the Yield).
-    assert third[2] == {"role": "assistant", "content": say(1)[:say(1).index("\n```")]}
+    assert third[2] == {"role": "assistant", "content": say(1)[: say(1).index("\n```")]}
 
 
 # ------------------------------------------------------------------ the no-code rule
 
 
 def test_a_reply_without_code_is_corrected_once_then_fails_after_two_calls(
-        program: Path, store: str) -> None:
-    client = Script([Reply("Sure! I will tell the user about each step."),
-                     Reply("As I said, I will tell the user."), Reply(say(1))])
+    program: Path, store: str
+) -> None:
+    client = Script(
+        [
+            Reply("Sure! I will tell the user about each step."),
+            Reply("As I said, I will tell the user."),
+            Reply(say(1)),
+        ]
+    )
     with pytest.raises(NoCodeError, match="2 times in a row"):
         run(program, store, client)
     assert len(client.requests) == 2
@@ -183,15 +208,22 @@ def test_a_reply_without_code_is_corrected_once_then_fails_after_two_calls(
     assert (result.status, result.result) == ("completed", "ok")
     assert len(fixed.requests) == 2
     assert [m["role"] for m in fixed.requests[0][0]] == ["system", "user"] + [
-        "assistant", "user"] * 2
+        "assistant",
+        "user",
+    ] * 2
     assert said(view(store)) == ["step 1"]
 
 
 def test_an_empty_code_block_is_no_code_but_a_syntax_error_is_reported_as_code(
-        program: Path, store: str) -> None:
-    client = Script([Reply("```python\n# nothing to do\n```"),
-                     Reply("```python\nawait self.Say(\"user\", 'a' 'b\n```"),
-                     Reply(RETURN)])
+    program: Path, store: str
+) -> None:
+    client = Script(
+        [
+            Reply("```python\n# nothing to do\n```"),
+            Reply("```python\nawait self.Say(\"user\", 'a' 'b\n```"),
+            Reply(RETURN),
+        ]
+    )
     result = run(program, store, client)
     assert result.status == "completed"
     assert "ran no code" in client.requests[1][0][-1]["content"]
@@ -204,7 +236,8 @@ def test_an_empty_code_block_is_no_code_but_a_syntax_error_is_reported_as_code(
 
 
 def test_max_calls_stops_the_execution_and_a_raised_budget_resumes_it(
-        program: Path, store: str) -> None:
+    program: Path, store: str
+) -> None:
     replies = [Reply(say(1)), Reply(say(2)), Reply(say(3)), Reply(RETURN)]
     reference = uninterrupted(program, store, [Reply(r.text) for r in replies])
     client = Script(list(replies))
@@ -224,12 +257,12 @@ def test_max_calls_stops_the_execution_and_a_raised_budget_resumes_it(
     assert len(more.requests) == 2
     data = view(store)
     assert said(data) == said(reference) == ["step 1", "step 2", "step 3"]
-    assert [c["prompt"] for c in data["llm_calls"]] == [
-        c["prompt"] for c in reference["llm_calls"]]
+    assert [c["prompt"] for c in data["llm_calls"]] == [c["prompt"] for c in reference["llm_calls"]]
 
 
 def test_max_calls_per_playbook_run_stops_a_playbook_that_never_returns(
-        program: Path, store: str) -> None:
+    program: Path, store: str
+) -> None:
     client = Script([Reply(say(i)) for i in range(1, 10)])
     with pytest.raises(LLMBudgetExceededError, match="max_calls_per_playbook_run = 3"):
         run(program, store, client, max_calls_per_playbook_run=3)
@@ -246,9 +279,16 @@ def test_the_default_budget_ends_a_runaway_loop(program: Path, store: str) -> No
 
 
 def test_max_tokens_counts_what_providers_reported_across_a_resume(
-        program: Path, store: str) -> None:
-    client = Script([Reply(say(1), tokens=(100, 50)), Reply(say(2), tokens=(100, 50)),
-                     Reply(say(3), tokens=(100, 50)), Reply(RETURN, tokens=(1, 1))])
+    program: Path, store: str
+) -> None:
+    client = Script(
+        [
+            Reply(say(1), tokens=(100, 50)),
+            Reply(say(2), tokens=(100, 50)),
+            Reply(say(3), tokens=(100, 50)),
+            Reply(RETURN, tokens=(1, 1)),
+        ]
+    )
     with pytest.raises(LLMBudgetExceededError, match=r"max_tokens = 300 reached \(300 used"):
         run(program, store, client, max_tokens=300)
     assert len(client.requests) == 2
@@ -283,12 +323,13 @@ def test_a_dropped_stream_is_continued_from_what_arrived(program: Path, store: s
     assert client.requests[1][0] == client.requests[0][0]  # the same prompt, continued
     data = view(store)
     assert said(data) == said(reference) == ["step 1"]
-    assert data["llm_calls"][0]["response"] == say(1)[:say(1).index("\n```")]
+    assert data["llm_calls"][0]["response"] == say(1)[: say(1).index("\n```")]
     assert data["llm_calls"][0]["usage"]["continuations"] == 1
 
 
 def test_a_stream_dropped_too_often_fails_and_resume_continues_it(
-        program: Path, store: str) -> None:
+    program: Path, store: str
+) -> None:
     cut = say(1).index("await self.Yield")
     client = Script([Reply(say(1), cut=cut)] * 3)
     with pytest.raises(IncompleteResponseError, match="connection dropped"):
@@ -305,7 +346,8 @@ def test_a_stream_dropped_too_often_fails_and_resume_continues_it(
 
 
 def test_a_truncated_response_is_not_retried_and_never_taken_as_finished(
-        program: Path, store: str) -> None:
+    program: Path, store: str
+) -> None:
     client = Script([Reply(RETURN, cut=20, error=ResponseTruncatedError), Reply(RETURN)])
     with pytest.raises(ResponseTruncatedError):
         run(program, store, client)
@@ -333,8 +375,12 @@ def test_usage_is_journaled_per_call_and_totalled_by_show(program: Path, store: 
     assert run(program, store, client).status == "completed"
     data = view(store)
     first = data["llm_calls"][0]["usage"]
-    assert (first["model"], first["prompt_tokens"], first["completion_tokens"],
-            first["finish"]) == ("m1", 120, 30, "stop")
+    assert (
+        first["model"],
+        first["prompt_tokens"],
+        first["completion_tokens"],
+        first["finish"],
+    ) == ("m1", 120, 30, "stop")
     assert first["latency_ms"] >= 0
     totals = data["usage"]
     assert (totals["calls"], totals["prompt_tokens"], totals["completion_tokens"]) == (2, 320, 40)
@@ -367,11 +413,19 @@ class _ByCall(Script):
         super().__init__(list(replies))
         self.by_call = list(replies)
 
-    async def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str,
-                     call: int, prefix: str = "") -> AsyncIterator[str | Finish]:
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        playbook: str,
+        call: int,
+        prefix: str = "",
+    ) -> AsyncIterator[str | Finish]:
         self.replies = [self.by_call[call]]
-        async for item in super().stream(messages, agent=agent, playbook=playbook, call=call,
-                                          prefix=prefix):
+        async for item in super().stream(
+            messages, agent=agent, playbook=playbook, call=call, prefix=prefix
+        ):
             yield item
 
 
@@ -380,21 +434,28 @@ async def _run_budgeted(program: Path, store: Any, *, resume: bool) -> tuple[str
     from durably._resume import restore_agents
     from durably.runner import Program
 
-    replies = [Reply(say(1), tokens=(100, 50)), Reply(say(2), tokens=(100, 50)),
-               Reply(say(3), tokens=(100, 50)), Reply(RETURN, tokens=(1, 1))]
+    replies = [
+        Reply(say(1), tokens=(100, 50)),
+        Reply(say(2), tokens=(100, 50)),
+        Reply(say(3), tokens=(100, 50)),
+        Reply(RETURN, tokens=(1, 1)),
+    ]
     manager = CheckpointManager("x", store)
     said_lines: list[str] = []
-    execution = Execution(manager, program=Program.load(program), llm=_ByCall(replies),
-                          io=UserIO([], echo=said_lines.append),
-                          limits=LLMLimits(max_tokens=300))
+    execution = Execution(
+        manager,
+        program=Program.load(program),
+        llm=_ByCall(replies),
+        io=UserIO([], echo=said_lines.append),
+        limits=LLMLimits(max_tokens=300),
+    )
     if resume:
         await restore_agents(manager, execution)
     status, value = await execution.run(resume=resume)
     return status, value, said_lines
 
 
-def test_max_tokens_is_reached_at_the_same_call_whatever_the_crash_point(
-        program: Path) -> None:
+def test_max_tokens_is_reached_at_the_same_call_whatever_the_crash_point(program: Path) -> None:
     probe = _crashing_store(None)
     status, value, reference = asyncio.run(_run_budgeted(program, probe, resume=False))
     assert status == "failed"

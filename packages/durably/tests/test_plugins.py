@@ -47,6 +47,7 @@ class _Registers:
         def factory(url: str, options: Mapping[str, Any]) -> Any:
             self.calls.append((url, options))
             return "a provider"
+
         return {"mem": factory}
 
 

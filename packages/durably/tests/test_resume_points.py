@@ -25,13 +25,20 @@ from memstore import MemoryStore
 
 HERE = Path(__file__).parent
 ROOT = HERE.parents[2]
-KITCHEN_INPUT = ("I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. "
-                 "I'm vegetarian.")
+KITCHEN_INPUT = (
+    "I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. I'm vegetarian."
+)
 PROGRAMS = {
-    "kitchen": (ROOT / "examples/kitchen/kitchen.py",
-                ROOT / "examples/kitchen/kitchen.scripted.json", [KITCHEN_INPUT]),
-    "counter": (HERE / "programs/counter.py", HERE / "programs/counter.scripted.json",
-                ["forty-two"]),
+    "kitchen": (
+        ROOT / "examples/kitchen/kitchen.py",
+        ROOT / "examples/kitchen/kitchen.scripted.json",
+        [KITCHEN_INPUT],
+    ),
+    "counter": (
+        HERE / "programs/counter.py",
+        HERE / "programs/counter.scripted.json",
+        ["forty-two"],
+    ),
 }
 
 
@@ -63,8 +70,16 @@ class Outcome:
     prompts: list[Any]
 
 
-async def run(program: str, store: CrashingStore, *, every: int, crash_at: int | None = None,
-              resume: bool = False, chunk_seed: int = 0, keep_last: int = 0) -> Outcome:
+async def run(
+    program: str,
+    store: CrashingStore,
+    *,
+    every: int,
+    crash_at: int | None = None,
+    resume: bool = False,
+    chunk_seed: int = 0,
+    keep_last: int = 0,
+) -> Outcome:
     path, script, inputs = PROGRAMS[program]
     store.crash_at = crash_at
     config = DurabilityConfig(snapshot_every=every, keep_last=keep_last)
@@ -80,18 +95,27 @@ async def run(program: str, store: CrashingStore, *, every: int, crash_at: int |
         return original(messages, **kwargs)
 
     llm.stream = recording  # type: ignore[method-assign]
-    execution = Execution(manager, program=Program.load(path), llm=llm,
-                          io=UserIO(inputs, echo=said.append))
+    execution = Execution(
+        manager, program=Program.load(path), llm=llm, io=UserIO(inputs, echo=said.append)
+    )
     if resume:
         await restore_agents(manager, execution)
     status, value = await execution.run(resume=resume)
     return Outcome(
-        status, value, said,
-        {t.agent_id: (t.agent_class.__name__, dict(t.agent.state.to_dict()))
-         for t in execution.agents.values()},
-        sorted((x["id"], x["index"], x["text"]) for t in execution.agents.values()
-               for x in t.journal.transcript),
-        llm, prompts,
+        status,
+        value,
+        said,
+        {
+            t.agent_id: (t.agent_class.__name__, dict(t.agent.state.to_dict()))
+            for t in execution.agents.values()
+        },
+        sorted(
+            (x["id"], x["index"], x["text"])
+            for t in execution.agents.values()
+            for x in t.journal.transcript
+        ),
+        llm,
+        prompts,
     )
 
 
@@ -106,14 +130,21 @@ def total_checkpoints(program: str, every: int, keep_last: int) -> int:
 # (snapshot_every, keep_last): snapshots after every statement that awaited; the default;
 # frequent snapshots with retention pruning all but what resume needs.
 CONFIGS = [(1, 0), (16, 0), (4, 2)]
-CASES = [(program, every, keep, k) for program in PROGRAMS for every, keep in CONFIGS
-         for k in range(1, total_checkpoints(program, every, keep) + 1)]
+CASES = [
+    (program, every, keep, k)
+    for program in PROGRAMS
+    for every, keep in CONFIGS
+    for k in range(1, total_checkpoints(program, every, keep) + 1)
+]
 
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize(("program", "every", "keep", "k"), CASES)
 async def test_resume_after_checkpoint_k_equals_uninterrupted_run(
-    program: str, every: int, keep: int, k: int,
+    program: str,
+    every: int,
+    keep: int,
+    k: int,
 ) -> None:
     reference = await run(program, CrashingStore(), every=every, keep_last=keep)
     assert reference.status == "completed"
@@ -147,8 +178,12 @@ async def test_chunking_does_not_change_the_run(program: str, chunk_seed: int) -
     reference = await run(program, CrashingStore(), every=16)
     other = await run(program, CrashingStore(), every=16, chunk_seed=chunk_seed)
     assert (other.status, other.value, other.states, other.transcript, other.said) == (
-        reference.status, reference.value, reference.states, reference.transcript,
-        reference.said)
+        reference.status,
+        reference.value,
+        reference.states,
+        reference.transcript,
+        reference.said,
+    )
 
 
 @pytest.mark.asyncio

@@ -23,8 +23,12 @@ async def run_counter(store: MemoryStore, config: DurabilityConfig) -> None:
 
     manager = CheckpointManager("ret", store, config=config)
     llm = open_llm(f"scripted:{HERE / 'programs/counter.scripted.json'}")
-    execution = Execution(manager, program=Program.load(HERE / "programs/counter.py"),
-                          llm=llm, io=UserIO(["x"], echo=None))
+    execution = Execution(
+        manager,
+        program=Program.load(HERE / "programs/counter.py"),
+        llm=llm,
+        io=UserIO(["x"], echo=None),
+    )
     result = await _drive(execution, manager, resume=False)
     assert result.status == "completed"
 
@@ -70,9 +74,11 @@ class Big(Agent):
 
 @pytest.mark.asyncio
 async def test_a_checkpoint_over_the_limit_names_the_largest_variables() -> None:
-    manager = CheckpointManager("big", MemoryStore(),
-                                config=DurabilityConfig(max_checkpoint_size=4096,
-                                                        blob_threshold=1 << 20))
+    manager = CheckpointManager(
+        "big",
+        MemoryStore(),
+        config=DurabilityConfig(max_checkpoint_size=4096, blob_threshold=1 << 20),
+    )
     agent = manager.attach(Big, echo=None)
     executor = StreamingPythonExecutor(agent)
     await executor.add_chunk("small = 1\nhuge = 'x' * 20000\nmedium = 'y' * 3000\n")

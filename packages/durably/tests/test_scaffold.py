@@ -28,21 +28,31 @@ def test_the_skeleton_files(tmp_path: Path) -> None:
     target = tmp_path / "durably-gizmo"
     written = write_skeleton("gizmo", target)
     assert sorted(p.relative_to(target).as_posix() for p in written) == [
-        "README.md", "pyproject.toml", "src/durably_gizmo/__init__.py",
-        "src/durably_gizmo/_provider.py", "src/durably_gizmo/py.typed",
-        "tests/test_conformance.py"]
+        "README.md",
+        "pyproject.toml",
+        "src/durably_gizmo/__init__.py",
+        "src/durably_gizmo/_provider.py",
+        "src/durably_gizmo/py.typed",
+        "tests/test_conformance.py",
+    ]
     project = tomllib.loads((target / "pyproject.toml").read_text())
     assert project["project"]["name"] == "durably-gizmo"
     assert project["project"]["dependencies"] == ["durably>=0.1,<0.2"]
-    assert any(dep.startswith("durably-conformance>=0.1,<0.2")
-               for dep in project["project"]["optional-dependencies"]["test"])
+    assert any(
+        dep.startswith("durably-conformance>=0.1,<0.2")
+        for dep in project["project"]["optional-dependencies"]["test"]
+    )
     assert project["project"]["entry-points"]["durably.providers"] == {
-        "gizmo": "durably_gizmo:GizmoProvider.from_url"}
+        "gizmo": "durably_gizmo:GizmoProvider.from_url"
+    }
     assert project["tool"]["pytest"]["ini_options"]["asyncio_mode"] == "strict"
     # the provider methods, in the contract's order, each raising NotImplementedError
     tree = ast.parse((target / "src/durably_gizmo/_provider.py").read_text())
-    cls = next(node for node in tree.body
-               if isinstance(node, ast.ClassDef) and node.name == "GizmoProvider")
+    cls = next(
+        node
+        for node in tree.body
+        if isinstance(node, ast.ClassDef) and node.name == "GizmoProvider"
+    )
     methods = [node for node in cls.body if isinstance(node, ast.AsyncFunctionDef)]
     assert [m.name for m in methods] == [name for name, _ in provider_methods()]
     for method in methods:

@@ -157,7 +157,8 @@ async def test_await_in_loop_if_try_with_and_async_for() -> None:
 @pytest.mark.asyncio
 async def test_functions_lambdas_and_classes_survive_a_restore() -> None:
     store = MemoryStore()
-    await execute("""
+    await execute(
+        """
         factor = 3
         def triple(v):
             return v * factor
@@ -165,17 +166,25 @@ async def test_functions_lambdas_and_classes_survive_a_restore() -> None:
         class Box:
             size = 2
         await self.Step("Main:01:EXE")
-    """, store)
-    ns = await resume(store, """
+    """,
+        store,
+    )
+    ns = await resume(
+        store,
+        """
         factor = 4
         after = (triple(2), shift(1), Box.size)
         await self.Step("Main:02:EXE")
-    """)
+    """,
+    )
     assert ns["after"] == (8, 5, 2)
     # ... and again: what was re-created can be checkpointed and re-created once more.
-    ns = await resume(store, """
+    ns = await resume(
+        store,
+        """
         again = (triple(1), shift(0), Box.size)
-    """)
+    """,
+    )
     assert ns["again"] == (4, 4, 2)
 
 

@@ -54,12 +54,14 @@ SEED_FLOW = textwrap.dedent('''
 ''')
 
 
-def _python(script: Path, *args: str, env: dict[str, str] | None = None
-            ) -> subprocess.CompletedProcess[str]:
+def _python(
+    script: Path, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     full = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
     full.update(env or {})
-    return subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True,
-                          env=full, timeout=60)
+    return subprocess.run(
+        [sys.executable, str(script), *args], capture_output=True, text=True, env=full, timeout=60
+    )
 
 
 def test_resume_flow_across_a_sigkill(tmp_path: Path) -> None:
@@ -90,13 +92,16 @@ async def test_resume_snippet_and_checkpoint_contents(tmp_path: Path) -> None:
         """Plans."""
 
     said: list[str] = []
-    manager = CheckpointManager(execution_id="exec-123",
-                                provider=FilesystemCheckpointProvider(tmp_path))
+    manager = CheckpointManager(
+        execution_id="exec-123", provider=FilesystemCheckpointProvider(tmp_path)
+    )
     agent = manager.attach(Planner, echo=said.append)
     executor = StreamingPythonExecutor(agent)
-    response = ('await self.Step("Main:01:QUE")\nplan = ["a", "b"]\n'
-                'self.state.count = len(plan)\nawait self.Say("user", "ok")\n'
-                "after = 1\nawait self.Say('user', f'{after} more')\n")
+    response = (
+        'await self.Step("Main:01:QUE")\nplan = ["a", "b"]\n'
+        'self.state.count = len(plan)\nawait self.Say("user", "ok")\n'
+        "after = 1\nawait self.Say('user', f'{after} more')\n"
+    )
     cut = response.index("after")
     await executor.add_chunk(response[:cut])
     await executor.add_chunk("af")  # not durable: no await completed since it arrived
@@ -112,18 +117,18 @@ async def test_resume_snippet_and_checkpoint_contents(tmp_path: Path) -> None:
     assert checkpoint.metadata["timestamp"] > 0
 
     # The "Resume" snippet, in a fresh manager as a new process would do it.
-    manager2 = CheckpointManager(execution_id="exec-123",
-                                 provider=FilesystemCheckpointProvider(tmp_path))
+    manager2 = CheckpointManager(
+        execution_id="exec-123", provider=FilesystemCheckpointProvider(tmp_path)
+    )
     coordinator = RecoveryCoordinator(manager2)
     if await coordinator.can_recover():
         checkpoint = await manager2.get_latest_checkpoint()
         resumed_agent = manager2.attach(Planner, echo=said.append)
-        executor2 = await StreamingPythonExecutor.resume_from_checkpoint(resumed_agent,
-                                                                        checkpoint)
+        executor2 = await StreamingPythonExecutor.resume_from_checkpoint(resumed_agent, checkpoint)
         # Text that arrived after the last checkpoint was not durable: stream the rest
         # of the response from where the checkpoint ends.
         assert executor2.llm_response == response[:cut]
-        await executor2.add_chunk(response[len(executor2.llm_response):])
+        await executor2.add_chunk(response[len(executor2.llm_response) :])
         await executor2.finish()
     assert said == ["Planner: ok", "Planner: 1 more"]
     assert executor2.namespace == {"plan": ["a", "b"], "after": 1}

@@ -7,8 +7,22 @@ import pytest
 from durably.errors import InvalidExecutionIdError
 from durably.storage import blob_digest, validate_execution_id, validate_metadata
 
-HOSTILE = ["", "../x", "..", ".", "/etc/passwd", "a/b", "a\\b", ".hidden", "x\x00y",
-           "a" * 129, "-rf", "é", " x", "x\n"]
+HOSTILE = [
+    "",
+    "../x",
+    "..",
+    ".",
+    "/etc/passwd",
+    "a/b",
+    "a\\b",
+    ".hidden",
+    "x\x00y",
+    "a" * 129,
+    "-rf",
+    "é",
+    " x",
+    "x\n",
+]
 
 
 @pytest.mark.parametrize("bad", HOSTILE)
@@ -35,7 +49,9 @@ def test_invalid_id_is_also_a_value_error() -> None:
 
 def test_metadata_rules() -> None:
     assert validate_metadata({"durably.status": "running", "agents": "2"}) == {
-        "durably.status": "running", "agents": "2"}
+        "durably.status": "running",
+        "agents": "2",
+    }
     assert validate_metadata(None) == {}
     with pytest.raises(ValueError, match="key"):
         validate_metadata({"Bad Key": "x"})
@@ -47,4 +63,5 @@ def test_metadata_rules() -> None:
 
 def test_blob_digest_is_sha256() -> None:
     assert blob_digest(b"") == (
-        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855")
+        "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+    )

@@ -133,7 +133,8 @@ class MemoryProvider(CheckpointProvider):
 
     scheme: ClassVar[str] = "memory"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.TAKEOVER, Capability.OPEN_INDEX})
+        {Capability.TAKEOVER, Capability.OPEN_INDEX}
+    )
 
     def __init__(self, store: MemoryStore | None = None, *, name: str = "") -> None:
         super().__init__()
@@ -152,7 +153,8 @@ class MemoryProvider(CheckpointProvider):
         parts = urlsplit(url)
         if parts.scheme != cls.scheme:
             raise ConfigError(
-                f"not a {cls.scheme}:// URL: {url!r}", key="durability.store",
+                f"not a {cls.scheme}:// URL: {url!r}",
+                key="durability.store",
                 fix="Use e.g. 'memory://scratch'",
             )
         if options:
@@ -177,14 +179,20 @@ class MemoryProvider(CheckpointProvider):
             return
         record = self.store.leases.get(execution_id)
         if record is None or record.lease.epoch != lease.epoch:
-            raise fenced(lease, action, current_epoch=None if record is None
-                         else record.lease.epoch)
+            raise fenced(
+                lease, action, current_epoch=None if record is None else record.lease.epoch
+            )
 
     # -------------------------------------------------------------- checkpoints
 
     async def _save(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         async with self.store.lock:
             self._check_fence(execution_id, lease, f"saving checkpoint {seq}")
@@ -193,12 +201,17 @@ class MemoryProvider(CheckpointProvider):
             if mode == "create" and current is not None:
                 raise already_exists(execution_id, seq, version=version)
             if isinstance(mode, ExpectedVersion) and version != mode.version:
-                raise precondition_failed(execution_id, seq, mode.version, actual=version,
-                                          missing=version is None)
+                raise precondition_failed(
+                    execution_id, seq, mode.version, actual=version, missing=version is None
+                )
             now = time.time()
             info = CheckpointInfo(
-                execution_id=execution_id, seq=seq, version=self.store.next_version(),
-                size=len(stored), created_at=now, metadata=MappingProxyType(dict(metadata)),
+                execution_id=execution_id,
+                seq=seq,
+                version=self.store.next_version(),
+                size=len(stored),
+                created_at=now,
+                metadata=MappingProxyType(dict(metadata)),
             )
             self.store.checkpoints.setdefault(execution_id, {})[seq] = StoredObject(
                 stored, now, info
@@ -223,7 +236,11 @@ class MemoryProvider(CheckpointProvider):
             return found.info, found.stored
 
     async def _list(
-        self, execution_id: str, cursor: str | None, limit: int, after: int | None,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
+        after: int | None,
     ) -> Page[CheckpointInfo]:
         start = -1 if after is None else after
         resume = decode_int_cursor(cursor)  # the last seq listed: survives deletes [C4]
@@ -245,7 +262,10 @@ class MemoryProvider(CheckpointProvider):
             return deleted
 
     async def _delete_many(
-        self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: Iterable[int],
+        lease: Lease | None,
     ) -> list[int]:
         # One fence check for the whole batch: either all of it happens or nothing.
         async with self.store.lock:
@@ -280,9 +300,7 @@ class MemoryProvider(CheckpointProvider):
 
     async def _list_executions(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
         async with self.store.lock:
-            ids = sorted(
-                {*self.store.checkpoints, *self.store.blobs, *self.store.leases}
-            )
+            ids = sorted({*self.store.checkpoints, *self.store.blobs, *self.store.leases})
             if cursor is not None:
                 ids = [execution_id for execution_id in ids if execution_id > cursor]
             items = tuple(
@@ -332,13 +350,20 @@ class MemoryProvider(CheckpointProvider):
         return await self._claim_if(lease.execution_id, owner, ttl, lease)
 
     async def _claim_if(
-        self, execution_id: str, owner: str, ttl: float, dead: Lease | None,
+        self,
+        execution_id: str,
+        owner: str,
+        ttl: float,
+        dead: Lease | None,
     ) -> Lease:
         async with self.store.lock:
             now = time.time()
             record = self.store.leases.get(execution_id)
-            replaced = (dead is not None and record is not None
-                        and (record.lease.owner, record.lease.epoch) == (dead.owner, dead.epoch))
+            replaced = (
+                dead is not None
+                and record is not None
+                and (record.lease.owner, record.lease.epoch) == (dead.owner, dead.epoch)
+            )
             if (
                 record is not None
                 and not record.released
@@ -348,7 +373,8 @@ class MemoryProvider(CheckpointProvider):
             ):
                 raise LeaseHeldError(
                     f"execution {execution_id!r} is claimed by {record.lease.owner!r}",
-                    owner=record.lease.owner, expires_at=record.lease.expires_at,
+                    owner=record.lease.owner,
+                    expires_at=record.lease.expires_at,
                 )
             lease = Lease(execution_id, owner, self.store.next_epoch(), now + ttl)
             self.store.leases[execution_id] = LeaseRecord(lease)
@@ -358,8 +384,9 @@ class MemoryProvider(CheckpointProvider):
         async with self.store.lock:
             self._check_fence(lease.execution_id, lease, "renewing the lease")
             record = self.store.leases[lease.execution_id]
-            renewed = Lease(lease.execution_id, record.lease.owner, record.lease.epoch,
-                            time.time() + ttl)
+            renewed = Lease(
+                lease.execution_id, record.lease.owner, record.lease.epoch, time.time() + ttl
+            )
             self.store.leases[lease.execution_id] = LeaseRecord(renewed)
             return renewed
 
@@ -369,8 +396,12 @@ class MemoryProvider(CheckpointProvider):
             if record is None or record.lease.epoch != lease.epoch:
                 return  # superseded (or gone): nothing to give up
             now = time.time()
-            record.lease = Lease(lease.execution_id, record.lease.owner, record.lease.epoch,
-                                 min(record.lease.expires_at, now))
+            record.lease = Lease(
+                lease.execution_id,
+                record.lease.owner,
+                record.lease.epoch,
+                min(record.lease.expires_at, now),
+            )
             record.released = True
 
     async def _get_lease(self, execution_id: str) -> Lease | None:
@@ -400,7 +431,10 @@ class MemoryProvider(CheckpointProvider):
             return digest in self.store.blobs.get(execution_id, {})
 
     async def _list_blobs(
-        self, execution_id: str, cursor: str | None, limit: int,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
     ) -> Page[BlobInfo]:
         async with self.store.lock:
             blobs = self.store.blobs.get(execution_id, {})

@@ -50,7 +50,8 @@ class ProviderPool:
         if any(provider is made for made in self._made):
             pytest.fail(
                 "make_provider() returned an instance it had returned before; each call "
-                "must build a new instance (on the same store)", pytrace=False,
+                "must build a new instance (on the same store)",
+                pytrace=False,
             )
         self._made.append(provider)
         return provider
@@ -105,7 +106,8 @@ class SuiteBase:
         pytest.fail(
             f"{type(self).__name__} must override the make_provider fixture: return a "
             "zero-argument callable that builds a new provider instance on the same "
-            "(initially empty) store at each call", pytrace=False,
+            "(initially empty) store at each call",
+            pytrace=False,
         )
 
     @pytest.fixture
@@ -135,7 +137,9 @@ class SuiteBase:
 
     @pytest_asyncio.fixture(loop_scope="function")
     async def provider_pool(
-        self, request: pytest.FixtureRequest, make_provider: ProviderFactory,
+        self,
+        request: pytest.FixtureRequest,
+        make_provider: ProviderFactory,
     ) -> AsyncIterator[ProviderPool]:
         """The instances of one test; skips tests whose capabilities are not declared."""
         pool = ProviderPool(make_provider)
@@ -156,13 +160,21 @@ class SuiteBase:
         """``backdoor``, checked to implement the protocol."""
         if not isinstance(backdoor, Backdoor):
             missing = [
-                name for name in ("read_checkpoint", "write_checkpoint", "corrupt_checkpoint",
-                                  "truncate_checkpoint", "corrupt_blob", "locations")
+                name
+                for name in (
+                    "read_checkpoint",
+                    "write_checkpoint",
+                    "corrupt_checkpoint",
+                    "truncate_checkpoint",
+                    "corrupt_blob",
+                    "locations",
+                )
                 if not callable(getattr(backdoor, name, None))
             ]
             pytest.fail(
                 f"the backdoor fixture returned {type(backdoor).__name__}, which lacks "
-                f"{', '.join(missing)}", pytrace=False,
+                f"{', '.join(missing)}",
+                pytrace=False,
             )
         return backdoor
 
@@ -174,7 +186,8 @@ class SuiteBase:
 
 
 def _skip_unless_capable(
-    request: pytest.FixtureRequest, provider_class: type[CheckpointProvider],
+    request: pytest.FixtureRequest,
+    provider_class: type[CheckpointProvider],
 ) -> None:
     declared = provider_class.capabilities
     for capability, marker in CAPABILITY_MARKERS.items():

@@ -118,5 +118,6 @@ def main() -> None:
     sys.stdout = sys.stderr
     asyncio.run(_serve(out))
 
+
 if __name__ == "__main__":
     main()

@@ -64,7 +64,7 @@ def parse_clauses(markdown: str) -> dict[int, Clause]:
     clauses: dict[int, Clause] = {}
     for index, heading in enumerate(headings):
         stop = headings[index + 1].start() if index + 1 < len(headings) else len(part)
-        body = part[heading.end():stop]
+        body = part[heading.end() : stop]
         paragraphs = [" ".join(p.split()) for p in body.strip().split("\n\n") if p.strip()]
         requirement = [p for p in paragraphs if not p.startswith("Capability:")]
         listing = " ".join(p for p in paragraphs if p.startswith("Capability:"))

@@ -63,8 +63,12 @@ class _Child:
         self._stderr: IO[bytes] = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "durably_conformance._child"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._stderr,
-            env=env, text=True, bufsize=1,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=self._stderr,
+            env=env,
+            text=True,
+            bufsize=1,
         )
 
     def send(self, command: Mapping[str, Any]) -> None:
@@ -156,8 +160,14 @@ class Call:
     kwargs: Mapping[str, Any] = field(default_factory=dict)
 
     def command(self, at: float | None) -> dict[str, Any]:
-        return {"op": "call", "id": self.remote.instance_id, "method": self.method,
-                "args": encode(list(self.args)), "kwargs": encode(dict(self.kwargs)), "at": at}
+        return {
+            "op": "call",
+            "id": self.remote.instance_id,
+            "method": self.method,
+            "args": encode(list(self.args)),
+            "kwargs": encode(dict(self.kwargs)),
+            "at": at,
+        }
 
 
 @dataclass(frozen=True)
@@ -211,7 +221,9 @@ class ChildProcesses:
     """
 
     def __init__(
-        self, provider_class: type[CheckpointProvider], store_url: str,
+        self,
+        provider_class: type[CheckpointProvider],
+        store_url: str,
         store_options: Mapping[str, Any],
     ) -> None:
         self.provider_class = provider_class
@@ -234,11 +246,18 @@ class ChildProcesses:
         if count > POOL_SIZE:
             raise ValueError(f"at most {POOL_SIZE} child processes")
         children = _pool()[:count]
-        remotes = [RemoteProvider(child, next(_instance_ids), index)
-                   for index, child in enumerate(children)]
-        command = {"op": "open", "cls": self.class_path, "url": self.store_url,
-                   "options": self.store_options, "env": dict(os.environ),
-                   "sys_path": [entry for entry in sys.path if entry]}
+        remotes = [
+            RemoteProvider(child, next(_instance_ids), index)
+            for index, child in enumerate(children)
+        ]
+        command = {
+            "op": "open",
+            "cls": self.class_path,
+            "url": self.store_url,
+            "options": self.store_options,
+            "env": dict(os.environ),
+            "sys_path": [entry for entry in sys.path if entry],
+        }
         for remote in remotes:
             remote.child.send({**command, "id": remote.instance_id})
         answers = await asyncio.gather(*(remote.child.answer() for remote in remotes))

@@ -18,8 +18,15 @@ __all__ = ["ProviderSuite"]
 # pytest collects the tests of base classes last-base-first: this order runs the
 # checkpoint clauses first and the multi-instance (then multi-process) ones last.
 class ProviderSuite(
-    ProcessSuite, InstanceSuite, OpenIndexSuite, LivenessSuite, IntegritySuite,
-    BlobSuite, ExecutionSuite, LeaseSuite, CheckpointSuite,
+    ProcessSuite,
+    InstanceSuite,
+    OpenIndexSuite,
+    LivenessSuite,
+    IntegritySuite,
+    BlobSuite,
+    ExecutionSuite,
+    LeaseSuite,
+    CheckpointSuite,
 ):
     """Every clause of ``docs/spec/conformance.md``. Subclass it in a test module::
 

@@ -19,7 +19,10 @@ RUN = "run-1"
 
 
 async def _blob_infos(
-    provider: CheckpointProvider, execution_id: str = RUN, *, limit: int = 1000,
+    provider: CheckpointProvider,
+    execution_id: str = RUN,
+    *,
+    limit: int = 1000,
 ) -> list[BlobInfo]:
     async def fetch(cursor: str | None) -> object:
         return await provider.list_blobs(execution_id, cursor=cursor, limit=limit)
@@ -51,7 +54,9 @@ class BlobSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(17)
     async def test_c17_put_is_idempotent(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C17] Putting stored bytes again writes nothing: _put_blob says False, no new place."""
         data = random_bytes(4096, seed=171)
@@ -85,7 +90,9 @@ class BlobSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(17)
     async def test_c17_a_corrupt_blob_is_detected(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C17] A blob damaged in storage raises CorruptObjectError; others still load."""
         damaged = random_bytes(8192, seed=172)
@@ -102,7 +109,8 @@ class BlobSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(25)
     async def test_c25_blobs_are_listed_by_ascending_digest(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C25] list_blobs pages through every blob once, ascending by digest."""
         before = time.time()
@@ -124,7 +132,8 @@ class BlobSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(25)
     async def test_c25_cursor_survives_deletes_and_inserts_before_it(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C25] Deleting listed blobs and putting blobs with lower digests between pages
         skips and repeats nothing (a keyset cursor, not an offset)."""
@@ -141,7 +150,8 @@ class BlobSuite(SuiteBase):
             lambda cursor: provider.list_blobs(RUN, cursor=cursor, limit=3),
             lambda info: info.digest,
             delete=lambda digest: provider.delete_blob(RUN, digest),
-            insert_before=insert_before, limit=3,
+            insert_before=insert_before,
+            limit=3,
         )
         assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
         assert set(initial) <= set(seen), f"skipped {sorted(set(initial) - set(seen))}"

@@ -41,11 +41,18 @@ async def _seqs(provider: CheckpointProvider, execution_id: str = RUN) -> list[i
 
 
 async def _list_all(
-    provider: CheckpointProvider, execution_id: str, *, limit: int, after: int | None = None,
+    provider: CheckpointProvider,
+    execution_id: str,
+    *,
+    limit: int,
+    after: int | None = None,
 ) -> list[CheckpointInfo]:
     async def fetch(cursor: str | None) -> object:
         return await provider.list_checkpoints(
-            execution_id, cursor=cursor, limit=limit, after=after,
+            execution_id,
+            cursor=cursor,
+            limit=limit,
+            after=after,
         )
 
     items, _pages = await collect_pages(fetch, limit=limit, max_pages=10_000)
@@ -73,9 +80,15 @@ class CheckpointSuite(SuiteBase):
         saved = {}
         for seq in range(4):
             data = random_bytes(3000 + seq, seed=seq)
-            saved[seq] = (data, await provider.save_checkpoint(
-                RUN, seq, data, metadata={"step": str(seq)},
-            ))
+            saved[seq] = (
+                data,
+                await provider.save_checkpoint(
+                    RUN,
+                    seq,
+                    data,
+                    metadata={"step": str(seq)},
+                ),
+            )
         for seq in (2, 0, 3, 1):
             data, info = saved[seq]
             got = await provider.load_checkpoint(RUN, seq)
@@ -125,7 +138,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(2)
     async def test_c02_saved_checkpoint_is_visible_at_once(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C2] As soon as save returns, load, latest, listings and executions show it."""
         data = random_bytes(2048, seed=22)
@@ -145,7 +159,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(3)
     async def test_c03_latest_is_highest_seq_not_last_written(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C3] load_latest_checkpoint returns the highest seq, compared as integers."""
         for seq in (0, 1, 2, 9, 10):
@@ -159,7 +174,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(3)
     async def test_c03_latest_of_unknown_execution_is_none(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C3] An execution without checkpoints has no latest checkpoint (None)."""
         assert await provider.load_latest_checkpoint(RUN) is None
@@ -169,7 +185,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(3)
     async def test_c03_latest_with_huge_sequence_numbers(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C3] Sequence numbers up to 2**63 - 1 are stored and ordered correctly."""
         seqs = [7, 2**31, 2**32 + 1, 2**40, 2**63 - 1]
@@ -187,7 +204,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_listing_is_in_ascending_seq_order(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C4] Listing returns every checkpoint once, ascending by seq as an integer."""
         seqs = [0, 1, 2, 9, 10, 11, 99, 100, 1000, 12345, 2**32 + 1]
@@ -208,7 +226,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_listing_of_unknown_execution_is_empty(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C4] An execution without checkpoints lists no items and no cursor."""
         page = await provider.list_checkpoints(RUN)
@@ -233,7 +252,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_after_skips_lower_sequence_numbers(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C4] ``after=n`` lists only seq > n, with and without paging."""
         seqs = [0, 1, 2, 5, 8, 13, 21]
@@ -251,7 +271,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_cursor_survives_writes_between_pages(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C4] Checkpoints present during the whole listing are returned exactly once."""
         for seq in range(10):
@@ -278,7 +299,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_cursor_survives_deletes_and_inserts_before_it(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C4] Deleting listed checkpoints and inserting lower seqs between pages skips
         and repeats nothing (a keyset cursor, not an offset)."""
@@ -296,7 +318,8 @@ class CheckpointSuite(SuiteBase):
             lambda cursor: provider.list_checkpoints(RUN, cursor=cursor, limit=3),
             lambda info: info.seq,
             delete=lambda seq: provider.delete_checkpoint(RUN, seq),
-            insert_before=insert_before, limit=3,
+            insert_before=insert_before,
+            limit=3,
         )
         assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
         assert set(initial) <= set(seen), f"skipped {sorted(set(initial) - set(seen))}"
@@ -305,7 +328,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(4)
     async def test_c04_paging_past_1000_with_default_page_size(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C4] 1,100 checkpoints: default pages (1,000) and iteration cross the 1,000 mark."""
         count = 1100
@@ -341,7 +365,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(5)
     async def test_c05_create_writes_new_sequence_numbers(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C5] "create" stores a seq that does not exist yet, gaps allowed."""
         for seq in (0, 1, 5):
@@ -354,12 +379,17 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(6)
     async def test_c06_overwrite_replaces_data_metadata_and_version(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C6] "overwrite" replaces bytes and metadata (not merged) and changes the version."""
         first = await provider.save_checkpoint(RUN, 0, b"old", metadata={"a": "1", "b": "2"})
         second = await provider.save_checkpoint(
-            RUN, 0, b"new", metadata={"c": "3"}, mode="overwrite",
+            RUN,
+            0,
+            b"new",
+            metadata={"c": "3"},
+            mode="overwrite",
         )
         assert second.version != first.version
         got = await provider.load_checkpoint(RUN, 0)
@@ -382,11 +412,19 @@ class CheckpointSuite(SuiteBase):
         versions = [(await provider.save_checkpoint(RUN, 0, b"same", metadata={"m": "x"})).version]
         for _ in range(3):
             info = await provider.save_checkpoint(
-                RUN, 0, b"same", metadata={"m": "x"}, mode="overwrite",
+                RUN,
+                0,
+                b"same",
+                metadata={"m": "x"},
+                mode="overwrite",
             )
             versions.append(info.version)
         info = await provider.save_checkpoint(
-            RUN, 0, b"same", metadata={"m": "y"}, mode="overwrite",
+            RUN,
+            0,
+            b"same",
+            metadata={"m": "y"},
+            mode="overwrite",
         )
         versions.append(info.version)
         assert len(set(versions)) == len(versions), f"versions repeat: {versions}"
@@ -396,12 +434,17 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(7)
     async def test_c07_expected_version_replaces_the_current_object(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C7] ExpectedVersion(current) replaces the object and yields a new version."""
         first = await provider.save_checkpoint(RUN, 0, b"v1")
         second = await provider.save_checkpoint(
-            RUN, 0, b"v2", metadata={"x": "y"}, mode=ExpectedVersion(first.version),
+            RUN,
+            0,
+            b"v2",
+            metadata={"x": "y"},
+            mode=ExpectedVersion(first.version),
         )
         assert second.version != first.version
         third = await provider.save_checkpoint(RUN, 0, b"v3", mode=ExpectedVersion(second.version))
@@ -426,7 +469,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(7)
     async def test_c07_expected_version_of_a_missing_seq_creates_nothing(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C7] ExpectedVersion on a seq that does not exist fails and creates nothing."""
         other = await provider.save_checkpoint(RUN, 0, b"zero")
@@ -442,7 +486,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(7)
     async def test_c07_version_of_a_deleted_object_does_not_match_its_successor(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C7] Delete and re-create (same bytes): the old version no longer matches."""
         old = await provider.save_checkpoint(RUN, 0, b"same")
@@ -458,7 +503,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(8)
     async def test_c08_concurrent_creates_exactly_one_wins(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C8] Of many concurrent "create" writes of one new seq, exactly one succeeds."""
         writers = 12
@@ -481,7 +527,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(8)
     async def test_c08_concurrent_expected_version_exactly_one_wins(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C8] Of many concurrent ExpectedVersion writes of one version, exactly one succeeds."""
         writers = 12
@@ -489,15 +536,18 @@ class CheckpointSuite(SuiteBase):
         for round_ in range(5):
             payloads = [f"round {round_} writer {i}".encode() for i in range(writers)]
             results = await asyncio.gather(
-                *(provider.save_checkpoint(RUN, 0, data, mode=ExpectedVersion(current.version))
-                  for data in payloads),
+                *(
+                    provider.save_checkpoint(RUN, 0, data, mode=ExpectedVersion(current.version))
+                    for data in payloads
+                ),
                 return_exceptions=True,
             )
             winners = [i for i, r in enumerate(results) if isinstance(r, CheckpointInfo)]
             assert len(winners) == 1, f"round {round_}: {len(winners)} writers succeeded"
             assert all(
                 isinstance(r, PreconditionFailedError)
-                for r in results if not isinstance(r, CheckpointInfo)
+                for r in results
+                if not isinstance(r, CheckpointInfo)
             ), results
             got = await provider.load_checkpoint(RUN, 0)
             assert got.data == payloads[winners[0]]
@@ -510,7 +560,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(10)
     async def test_c10_delete_returns_whether_it_existed(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C10] delete_checkpoint returns True once, then False; the checkpoint is gone."""
         for seq in range(3):
@@ -528,7 +579,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(10)
     async def test_c10_deleting_the_latest_makes_the_previous_one_latest(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C10] After deleting the latest checkpoint, the next highest seq is the latest."""
         for seq in (0, 3, 7):
@@ -545,7 +597,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(10)
     async def test_c10_a_deleted_seq_can_be_created_again(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C10] After a delete, "create" of the same seq succeeds with the new bytes."""
         await provider.save_checkpoint(RUN, 0, b"before")
@@ -571,7 +624,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(11)
     async def test_c11_prune_keeps_the_base_of_the_latest(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C11] prune keeps every seq >= the latest's "durably.base", whatever keep_last says."""
         for seq in range(10):
@@ -598,7 +652,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(11)
     async def test_c11_prune_older_than_spares_recent_checkpoints(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C11] older_than=3600 deletes nothing that was written a moment ago."""
         for seq in range(4):
@@ -642,7 +697,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(19)
     async def test_c19_metadata_at_the_size_limit_round_trips(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C19] 2 KiB of metadata (multi-byte characters included) round-trips."""
         # The core counts len(key) + len(value.encode()) and allows 2048 bytes.
@@ -656,7 +712,8 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(19)
     async def test_c19_empty_metadata_is_an_empty_mapping(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C19] A checkpoint saved without metadata has empty (not missing) metadata."""
         saved = await provider.save_checkpoint(RUN, 0, b"x")
@@ -679,7 +736,9 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.durably_clause(20)
     @pytest.mark.parametrize("kind", ["empty", "all-byte-values", "random-1MiB", "zeros-1MiB"])
     async def test_c20_checkpoint_bytes_round_trip(
-        self, provider: CheckpointProvider, kind: str,
+        self,
+        provider: CheckpointProvider,
+        kind: str,
     ) -> None:
         """[C20] Checkpoint payloads come back byte for byte (compressed or not)."""
         data = _payload(kind)
@@ -694,7 +753,9 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.durably_clause(20)
     @pytest.mark.parametrize("kind", ["empty", "all-byte-values", "random-1MiB", "zeros-1MiB"])
     async def test_c20_blob_bytes_round_trip(
-        self, provider: CheckpointProvider, kind: str,
+        self,
+        provider: CheckpointProvider,
+        kind: str,
     ) -> None:
         """[C20] Blob payloads come back byte for byte (compressed or not)."""
         data = _payload(kind)
@@ -722,19 +783,25 @@ class CheckpointSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(27)
     async def test_c27_concurrent_operations_on_one_instance(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C27] Many tasks saving, loading and listing at once on one instance all succeed."""
         runs = [f"run-{i}" for i in range(4)]
-        expected = {(run, seq): random_bytes(512, seed=index * 100 + seq)
-                    for index, run in enumerate(runs) for seq in range(25)}
-        await asyncio.gather(*(
-            provider.save_checkpoint(run, seq, data, metadata={"seq": str(seq)})
-            for (run, seq), data in expected.items()
-        ))
-        loaded = await asyncio.gather(*(
-            provider.load_checkpoint(run, seq) for run, seq in expected
-        ))
+        expected = {
+            (run, seq): random_bytes(512, seed=index * 100 + seq)
+            for index, run in enumerate(runs)
+            for seq in range(25)
+        }
+        await asyncio.gather(
+            *(
+                provider.save_checkpoint(run, seq, data, metadata={"seq": str(seq)})
+                for (run, seq), data in expected.items()
+            )
+        )
+        loaded = await asyncio.gather(
+            *(provider.load_checkpoint(run, seq) for run, seq in expected)
+        )
         for (key, data), got in zip(expected.items(), loaded, strict=True):
             assert got.data == data, f"{key} came back with other bytes"
             assert dict(got.metadata) == {"seq": str(key[1])}
@@ -753,4 +820,3 @@ def _payload(kind: str) -> bytes:
     if kind == "zeros-1MiB":
         return bytes(1024 * 1024)
     raise AssertionError(kind)
-

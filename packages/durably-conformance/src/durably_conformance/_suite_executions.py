@@ -48,7 +48,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_an_empty_store_lists_no_executions(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C13] A new store lists no executions and no cursor."""
         page = await provider.list_executions()
@@ -59,11 +60,26 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_executions_are_listed_in_ascending_id_order(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C13] Executions come in ascending code-point order of their ids (case-sensitive)."""
-        ids = ["b", "a", "A", "Z9", "a-b", "a.b", "a_b", "a0", "0", "9z", "run-1", "run-10",
-               "run-1.0", "run-2"]
+        ids = [
+            "b",
+            "a",
+            "A",
+            "Z9",
+            "a-b",
+            "a.b",
+            "a_b",
+            "a0",
+            "0",
+            "9z",
+            "run-1",
+            "run-10",
+            "run-1.0",
+            "run-2",
+        ]
         random.Random(13).shuffle(ids)
         for execution_id in ids:
             await provider.save_checkpoint(execution_id, 0, b"x")
@@ -75,7 +91,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_paging_returns_every_execution_once(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C13] Following next_cursor with any limit yields every execution once, in order."""
         ids = sorted(f"exec-{i:03d}" for i in range(23))
@@ -87,7 +104,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_a_checkpoint_a_blob_or_a_lease_makes_an_execution(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C13] An execution is listed if it has a checkpoint, a blob or a lease."""
         await provider.save_checkpoint("with-checkpoint", 0, b"x")
@@ -98,7 +116,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_cursor_survives_writes_between_pages(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C13] Executions present during the whole listing are returned exactly once."""
         ids = [f"exec-{i}" for i in range(10)]
@@ -126,7 +145,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(13)
     async def test_c13_cursor_survives_deletes_and_inserts_before_it(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C13] Deleting listed executions and creating lower ids between pages skips and
         repeats nothing (a keyset cursor, not an offset)."""
@@ -144,7 +164,8 @@ class ExecutionSuite(SuiteBase):
             lambda cursor: provider.list_executions(cursor=cursor, limit=3),
             lambda item: item.execution_id,
             delete=provider.delete_execution,
-            insert_before=insert_before, limit=3,
+            insert_before=insert_before,
+            limit=3,
         )
         assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
         assert set(initial) <= set(seen), f"skipped {sorted(set(initial) - set(seen))}"
@@ -156,8 +177,10 @@ class ExecutionSuite(SuiteBase):
         """[C13] 1,100 executions: default pages (100) and iter_executions (pages of 1,000)."""
         ids = [f"exec-{i:05d}" for i in range(1100)]
         await gather_limited(
-            (functools.partial(provider.save_checkpoint, execution_id, 0, b"")
-             for execution_id in ids),
+            (
+                functools.partial(provider.save_checkpoint, execution_id, 0, b"")
+                for execution_id in ids
+            ),
             limit=self.write_concurrency,
         )
         assert [item.execution_id async for item in provider.iter_executions()] == ids
@@ -168,7 +191,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(18)
     async def test_c18_checkpoints_of_executions_are_separate(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C18] Same seqs in executions whose ids share a prefix never mix."""
         ids = ["run-1", "run-10", "run-1.0", "run-1-a", "run-"]
@@ -223,7 +247,9 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(18)
     async def test_c18_executions_live_in_separate_locations(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C18] Deleting one execution removes exactly the locations its writes created."""
         backdoor = checked_backdoor
@@ -245,7 +271,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_delete_execution_removes_everything(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C24] delete_execution removes checkpoints, blobs and lease, and returns True once."""
         await _populate(provider, "run-1")
@@ -268,7 +295,9 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_delete_execution_leaves_no_location_behind(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C24] After delete_execution, the store holds what it held before the execution."""
         await _populate(provider, "run-1")
@@ -289,7 +318,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_a_deleted_execution_can_start_again(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C24] After delete_execution the id is free: seq 0 can be created, anyone can claim."""
         await _populate(provider, "run-1")
@@ -302,7 +332,8 @@ class ExecutionSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(24)
     async def test_c24_epochs_never_repeat_after_delete_execution(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C24] A claim after delete_execution gets an epoch above every earlier one of the
         id, so leases from before the deletion stay fenced (C9) and cannot renew (C16)."""

@@ -34,10 +34,29 @@ LONG = 600.0
 PROVIDER_GROUP = "durably.providers"
 
 TEMPLATE_METHODS = (
-    "save_checkpoint", "load_checkpoint", "load_latest_checkpoint", "list_checkpoints",
-    "iter_checkpoints", "delete_checkpoint", "prune", "list_executions", "iter_executions",
-    "delete_execution", "claim", "renew", "release", "get_lease", "put_blob", "get_blob",
-    "has_blob", "list_blobs", "delete_blob", "close", "__aenter__", "__aexit__", "_open",
+    "save_checkpoint",
+    "load_checkpoint",
+    "load_latest_checkpoint",
+    "list_checkpoints",
+    "iter_checkpoints",
+    "delete_checkpoint",
+    "prune",
+    "list_executions",
+    "iter_executions",
+    "delete_execution",
+    "claim",
+    "renew",
+    "release",
+    "get_lease",
+    "put_blob",
+    "get_blob",
+    "has_blob",
+    "list_blobs",
+    "delete_blob",
+    "close",
+    "__aenter__",
+    "__aexit__",
+    "_open",
 )
 """Methods of CheckpointProvider a provider must not override (they validate and
 wrap/unwrap envelopes before and after the provider methods)."""
@@ -56,7 +75,8 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.durably_clause(21)
     @pytest.mark.durably_persistent
     async def test_c21_everything_survives_a_new_instance(
-        self, provider_pool: ProviderPool,
+        self,
+        provider_pool: ProviderPool,
     ) -> None:
         """[C21] Checkpoints, metadata, versions, blobs and leases survive a new instance."""
         first = provider_pool.first
@@ -65,7 +85,10 @@ class InstanceSuite(SuiteBase):
         lease = await first.claim(RUN, "worker-a", ttl=LONG)
         for seq, payload in data.items():
             infos[seq] = await first.save_checkpoint(
-                RUN, seq, payload, metadata={"seq": str(seq), "note": "\u00e9\U0001f389"},
+                RUN,
+                seq,
+                payload,
+                metadata={"seq": str(seq), "note": "\u00e9\U0001f389"},
                 lease=lease,
             )
         digest = await first.put_blob(RUN, b"blob bytes")
@@ -91,7 +114,11 @@ class InstanceSuite(SuiteBase):
             await second.claim(RUN, "worker-b", ttl=LONG)
         # Versions and epochs carry over: conditional writes and fencing still work.
         await second.save_checkpoint(
-            RUN, 2, b"replaced", mode=ExpectedVersion(infos[2].version), lease=lease,
+            RUN,
+            2,
+            b"replaced",
+            mode=ExpectedVersion(infos[2].version),
+            lease=lease,
         )
         again = await second.claim(RUN, "worker-a", ttl=LONG)
         assert again.epoch > lease.epoch
@@ -125,7 +152,8 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.durably_clause(22)
     @pytest.mark.durably_shared
     async def test_c22_writes_are_visible_across_live_instances(
-        self, provider_pool: ProviderPool,
+        self,
+        provider_pool: ProviderPool,
     ) -> None:
         """[C22] What one live instance writes or deletes, another sees at once."""
         one, two = provider_pool.first, provider_pool.new()
@@ -149,21 +177,27 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.durably_clause(22)
     @pytest.mark.durably_shared
     async def test_c22_concurrent_creates_across_instances_exactly_one_wins(
-        self, provider_pool: ProviderPool,
+        self,
+        provider_pool: ProviderPool,
     ) -> None:
         """[C22] (C8 across instances) Of concurrent creates of one seq, exactly one wins."""
         instances = [provider_pool.first] + [provider_pool.new() for _ in range(5)]
         for seq in range(4):
             payloads = [f"seq {seq} from {i}".encode() for i in range(len(instances))]
             results = await asyncio.gather(
-                *(p.save_checkpoint(RUN, seq, data)
-                  for p, data in zip(instances, payloads, strict=True)),
+                *(
+                    p.save_checkpoint(RUN, seq, data)
+                    for p, data in zip(instances, payloads, strict=True)
+                ),
                 return_exceptions=True,
             )
             winners = [i for i, r in enumerate(results) if isinstance(r, CheckpointInfo)]
             assert len(winners) == 1, f"seq {seq}: {len(winners)} instances succeeded: {results}"
-            assert all(isinstance(r, AlreadyExistsError) for r in results
-                       if not isinstance(r, CheckpointInfo)), results
+            assert all(
+                isinstance(r, AlreadyExistsError)
+                for r in results
+                if not isinstance(r, CheckpointInfo)
+            ), results
             for p in instances:
                 assert (await p.load_checkpoint(RUN, seq)).data == payloads[winners[0]]
 
@@ -200,7 +234,9 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.durably_clause(22)
     @pytest.mark.durably_shared
     async def test_c22_an_expired_lease_is_taken_over_by_another_instance(
-        self, provider_pool: ProviderPool, lease_ttl: float,
+        self,
+        provider_pool: ProviderPool,
+        lease_ttl: float,
     ) -> None:
         """[C22] After expiry another instance claims; the first is fenced and cannot renew."""
         one, two = provider_pool.first, provider_pool.new()
@@ -210,7 +246,8 @@ class InstanceSuite(SuiteBase):
         await sleep_past(old.expires_at)
         new = await eventually(
             lambda: two.claim(RUN, "worker-b", ttl=LONG),
-            retry_on=LeaseHeldError, within=self.expiry_grace,
+            retry_on=LeaseHeldError,
+            within=self.expiry_grace,
         )
         assert new.epoch > old.epoch
         with pytest.raises(FencedError):
@@ -225,7 +262,8 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(26)
     async def test_c26_the_class_declares_scheme_capabilities_and_from_url(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C26] The class has a URL scheme, a frozenset of Capability, a from_url, describe()."""
         cls = type(provider)
@@ -255,12 +293,14 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(26)
     async def test_c26_public_methods_are_not_overridden(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C26] The public (validating, enveloping) methods are the base class's own."""
         cls = type(provider)
         overridden = [
-            name for name in TEMPLATE_METHODS
+            name
+            for name in TEMPLATE_METHODS
             if getattr(cls, name) is not getattr(CheckpointProvider, name)
         ]
         assert not overridden, (
@@ -283,7 +323,8 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(26)
     async def test_c26_an_instance_is_an_async_context_manager(
-        self, provider_pool: ProviderPool,
+        self,
+        provider_pool: ProviderPool,
     ) -> None:
         """[C26] ``async with provider:`` yields the provider and closes it on exit."""
         instance = provider_pool.new()
@@ -297,7 +338,9 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(28)
     async def test_c28_from_url_builds_an_instance(
-        self, provider: CheckpointProvider, store_url: str | None,
+        self,
+        provider: CheckpointProvider,
+        store_url: str | None,
     ) -> None:
         """[C28] from_url(url, {}) returns an instance of the class, without doing I/O."""
         url = _require_url(store_url)
@@ -311,19 +354,24 @@ class InstanceSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(28)
     async def test_c28_from_url_rejects_unknown_options(
-        self, provider: CheckpointProvider, store_url: str | None,
+        self,
+        provider: CheckpointProvider,
+        store_url: str | None,
     ) -> None:
         """[C28] from_url raises ConfigError for an option it does not know."""
         url = _require_url(store_url)
         with pytest.raises(ConfigError):
             type(provider).from_url(
-                url, {"durably_conformance_no_such_option": 1},
+                url,
+                {"durably_conformance_no_such_option": 1},
             )
 
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(28)
     async def test_c28_the_entry_point_builds_this_provider(
-        self, provider: CheckpointProvider, store_url: str | None,
+        self,
+        provider: CheckpointProvider,
+        store_url: str | None,
     ) -> None:
         """[C28] The ``durably.providers`` entry point for the scheme builds this class."""
         url = _require_url(store_url)

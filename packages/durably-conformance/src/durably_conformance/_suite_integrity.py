@@ -37,10 +37,11 @@ def _public_calls(execution_id: Any) -> list[tuple[str, Call]]:
     digest = blob_digest(b"x")
     return [
         ("save_checkpoint", lambda p: p.save_checkpoint(execution_id, 0, b"x")),
-        ("save_checkpoint(overwrite)",
-         lambda p: p.save_checkpoint(execution_id, 0, b"x", mode="overwrite")),
-        ("save_checkpoint(lease)",
-         lambda p: p.save_checkpoint(execution_id, 0, b"x", lease=lease)),
+        (
+            "save_checkpoint(overwrite)",
+            lambda p: p.save_checkpoint(execution_id, 0, b"x", mode="overwrite"),
+        ),
+        ("save_checkpoint(lease)", lambda p: p.save_checkpoint(execution_id, 0, b"x", lease=lease)),
         ("load_checkpoint", lambda p: p.load_checkpoint(execution_id, 0)),
         ("load_latest_checkpoint", lambda p: p.load_latest_checkpoint(execution_id)),
         ("list_checkpoints", lambda p: p.list_checkpoints(execution_id)),
@@ -74,7 +75,10 @@ class IntegritySuite(SuiteBase):
     @pytest.mark.durably_clause(12)
     @pytest.mark.parametrize("execution_id", HOSTILE_EXECUTION_IDS, ids=_id_name)
     async def test_c12_hostile_ids_are_rejected_everywhere(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor, execution_id: object,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
+        execution_id: object,
     ) -> None:
         """[C12] Every public method rejects the id with InvalidExecutionIdError, writes nothing."""
         problems = []
@@ -93,7 +97,8 @@ class IntegritySuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(12)
     async def test_c12_unusual_valid_ids_are_stored_faithfully(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C12] Valid ids at the edges (1 and 128 characters, dots, dashes) work and stay apart."""
         for execution_id in BOUNDARY_EXECUTION_IDS:
@@ -112,7 +117,9 @@ class IntegritySuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_the_backdoor_sees_the_stored_envelope(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C14] (Checks the backdoor.) Stored bytes are the envelope; rewriting them is seen."""
         data = random_bytes(4096, seed=14)
@@ -128,7 +135,9 @@ class IntegritySuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_a_flipped_byte_is_detected(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C14] Bit rot in a checkpoint raises CorruptObjectError; the others still load."""
         payloads = await _three_checkpoints(provider)
@@ -144,7 +153,9 @@ class IntegritySuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_truncation_is_detected(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C14] A truncated checkpoint raises CorruptObjectError; the others still load."""
         payloads = await _three_checkpoints(provider)
@@ -159,14 +170,17 @@ class IntegritySuite(SuiteBase):
     @pytest.mark.durably_clause(14)
     @pytest.mark.parametrize("damage", ["flipped-payload-byte", "garbage", "empty", "header-only"])
     async def test_c14_rewritten_bad_bytes_are_detected(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor, damage: str,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
+        damage: str,
     ) -> None:
         """[C14] Bad bytes behind intact provider framing are caught by the envelope checksum."""
         payloads = await _three_checkpoints(provider)
         envelope = provider.envelope.wrap(payloads[1])
         if damage == "flipped-payload-byte":
             middle = len(envelope) // 2
-            raw = envelope[:middle] + bytes([envelope[middle] ^ 0x01]) + envelope[middle + 1:]
+            raw = envelope[:middle] + bytes([envelope[middle] ^ 0x01]) + envelope[middle + 1 :]
         elif damage == "garbage":
             raw = b"this is not a durably object" * 10
         elif damage == "empty":
@@ -181,7 +195,9 @@ class IntegritySuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(14)
     async def test_c14_an_unknown_format_version_is_refused(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C14] An envelope of an unknown format version raises UnsupportedFormatError."""
         payloads = await _three_checkpoints(provider)
@@ -202,7 +218,9 @@ async def _three_checkpoints(provider: CheckpointProvider) -> dict[int, bytes]:
 
 
 async def _assert_loads(
-    provider: CheckpointProvider, payloads: dict[int, bytes], *seqs: int,
+    provider: CheckpointProvider,
+    payloads: dict[int, bytes],
+    *seqs: int,
 ) -> None:
     for seq in seqs:
         got = await provider.load_checkpoint(RUN, seq)

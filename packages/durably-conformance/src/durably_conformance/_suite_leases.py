@@ -41,14 +41,19 @@ class LeaseSuite(SuiteBase):
         )
 
     async def _claim_after_expiry(
-        self, provider: CheckpointProvider, execution_id: str, owner: str, expired: Lease,
+        self,
+        provider: CheckpointProvider,
+        execution_id: str,
+        owner: str,
+        expired: Lease,
         ttl: float,
     ) -> Lease:
         """Wait for ``expired`` to expire, then claim (retrying while the store lags)."""
         await sleep_past(expired.expires_at)
         return await eventually(
             lambda: provider.claim(execution_id, owner, ttl=ttl),
-            retry_on=LeaseHeldError, within=self.expiry_grace,
+            retry_on=LeaseHeldError,
+            within=self.expiry_grace,
         )
 
     # ------------------------------------------------------------- C9 fencing
@@ -68,7 +73,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_a_superseded_lease_writes_nothing(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C9] After a newer claim, every write with the old lease raises FencedError."""
         old = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -93,7 +99,10 @@ class LeaseSuite(SuiteBase):
         await self._assert_unchanged(provider_pool.new(), kept)
 
     async def _assert_fenced(
-        self, provider: CheckpointProvider, old: Lease, kept: CheckpointInfo,
+        self,
+        provider: CheckpointProvider,
+        old: Lease,
+        kept: CheckpointInfo,
     ) -> None:
         with pytest.raises(FencedError):
             await provider.save_checkpoint(RUN, 2, b"two", lease=old)
@@ -141,7 +150,9 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_an_expired_lease_nobody_replaced_still_writes(
-        self, provider: CheckpointProvider, lease_ttl: float,
+        self,
+        provider: CheckpointProvider,
+        lease_ttl: float,
     ) -> None:
         """[C9] Fencing compares epochs: an expired lease whose epoch is current may write."""
         lease = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
@@ -152,7 +163,9 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(9)
     async def test_c09_takeover_fences_the_previous_owner(
-        self, provider: CheckpointProvider, lease_ttl: float,
+        self,
+        provider: CheckpointProvider,
+        lease_ttl: float,
     ) -> None:
         """[C9] Once another owner claimed an expired lease, the old holder is fenced."""
         old = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
@@ -184,7 +197,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_another_owner_cannot_claim_a_live_lease(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C15] While a lease is live, another owner's claim raises LeaseHeldError."""
         lease = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -199,7 +213,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_the_same_owner_reclaims_with_a_higher_epoch(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C15] A claim by the holder of a live lease succeeds with a higher epoch."""
         first = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -212,7 +227,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_a_released_lease_can_be_claimed_at_once(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C15] After release, another owner claims immediately, with a higher epoch."""
         first = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -226,7 +242,9 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_an_expired_lease_can_be_claimed_by_another_owner(
-        self, provider: CheckpointProvider, lease_ttl: float,
+        self,
+        provider: CheckpointProvider,
+        lease_ttl: float,
     ) -> None:
         """[C15] After the TTL passed, another owner's claim succeeds with a higher epoch."""
         first = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
@@ -249,7 +267,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(15)
     async def test_c15_concurrent_claims_exactly_one_wins(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C15] Of many owners claiming at once, exactly one gets the lease."""
         for round_ in range(5):
@@ -261,8 +280,9 @@ class LeaseSuite(SuiteBase):
             )
             winners = [r for r in results if isinstance(r, Lease)]
             assert len(winners) == 1, f"{len(winners)} owners got the lease: {results}"
-            assert all(isinstance(r, LeaseHeldError) for r in results
-                       if not isinstance(r, Lease)), results
+            assert all(
+                isinstance(r, LeaseHeldError) for r in results if not isinstance(r, Lease)
+            ), results
             current = await provider.get_lease(execution_id)
             assert current is not None
             assert (current.owner, current.epoch) == (winners[0].owner, winners[0].epoch)
@@ -278,7 +298,9 @@ class LeaseSuite(SuiteBase):
         renewed = await provider.renew(lease, ttl=LONG)
         after = time.time()
         assert (renewed.execution_id, renewed.owner, renewed.epoch) == (
-            RUN, "worker-a", lease.epoch,
+            RUN,
+            "worker-a",
+            lease.epoch,
         )
         self._assert_expiry(renewed, LONG, before, after)
         assert renewed.expires_at > lease.expires_at
@@ -294,7 +316,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(16)
     async def test_c16_renewing_a_superseded_lease_is_fenced(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C16] renew of a lease whose epoch was superseded raises FencedError."""
         old = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -310,7 +333,9 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(16)
     async def test_c16_an_expired_lease_nobody_claimed_can_be_renewed(
-        self, provider: CheckpointProvider, lease_ttl: float,
+        self,
+        provider: CheckpointProvider,
+        lease_ttl: float,
     ) -> None:
         """[C16] Renewing after expiry succeeds (same epoch) when nobody claimed since."""
         lease = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
@@ -324,7 +349,9 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(16)
     async def test_c16_renewing_after_a_takeover_is_fenced(
-        self, provider: CheckpointProvider, lease_ttl: float,
+        self,
+        provider: CheckpointProvider,
+        lease_ttl: float,
     ) -> None:
         """[C16] Once another owner claimed the expired lease, renewing it raises FencedError."""
         old = await provider.claim(RUN, "worker-a", ttl=lease_ttl)
@@ -340,7 +367,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_get_lease_of_a_never_claimed_execution_is_none(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C23] get_lease returns None for an execution nobody ever claimed."""
         assert await provider.get_lease(RUN) is None
@@ -351,14 +379,17 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_get_lease_returns_the_current_lease(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C23] get_lease returns the lease of the last successful claim."""
         lease = await provider.claim(RUN, "worker-a", ttl=LONG)
         current = await provider.get_lease(RUN)
         assert current is not None
         assert (current.execution_id, current.owner, current.epoch) == (
-            RUN, "worker-a", lease.epoch,
+            RUN,
+            "worker-a",
+            lease.epoch,
         )
         assert abs(current.expires_at - lease.expires_at) <= self.clock_tolerance
         assert not current.released
@@ -366,7 +397,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_a_released_lease_is_still_reported(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C23] After release, get_lease still returns the (released) lease record."""
         lease = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -380,7 +412,8 @@ class LeaseSuite(SuiteBase):
     @pytest.mark.asyncio(loop_scope="function")
     @pytest.mark.durably_clause(23)
     async def test_c23_releasing_a_superseded_lease_changes_nothing(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C23] release of a superseded lease is ignored: the current lease stays live."""
         old = await provider.claim(RUN, "worker-a", ttl=LONG)

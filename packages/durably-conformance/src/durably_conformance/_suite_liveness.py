@@ -27,7 +27,8 @@ class LivenessSuite(SuiteBase):
     @pytest.mark.durably_clause(29)
     @pytest.mark.durably_takeover
     async def test_c29_a_live_lease_is_taken_over_and_fenced(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C29] take_over replaces a live lease with a higher epoch; the old one is fenced."""
         old = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -52,7 +53,8 @@ class LivenessSuite(SuiteBase):
     @pytest.mark.durably_clause(29)
     @pytest.mark.durably_takeover
     async def test_c29_a_replaced_lease_cannot_be_taken_over_again(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C29] Once the lease changed hands, taking the old one over raises LeaseHeldError."""
         old = await provider.claim(RUN, "worker-a", ttl=LONG)
@@ -70,7 +72,8 @@ class LivenessSuite(SuiteBase):
     @pytest.mark.durably_clause(29)
     @pytest.mark.durably_takeover
     async def test_c29_concurrent_take_overs_exactly_one_wins(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C29] Of many owners taking the same lease over at once, exactly one wins."""
         for round_ in range(5):
@@ -82,8 +85,9 @@ class LivenessSuite(SuiteBase):
             )
             winners = [r for r in results if isinstance(r, Lease)]
             assert len(winners) == 1, f"{len(winners)} owners took the lease over: {results}"
-            assert all(isinstance(r, LeaseHeldError) for r in results
-                       if not isinstance(r, Lease)), results
+            assert all(
+                isinstance(r, LeaseHeldError) for r in results if not isinstance(r, Lease)
+            ), results
             current = await provider.get_lease(execution_id)
             assert current is not None
             assert (current.owner, current.epoch) == (winners[0].owner, winners[0].epoch)
@@ -93,7 +97,8 @@ class LivenessSuite(SuiteBase):
     @pytest.mark.durably_takeover
     @pytest.mark.durably_shared
     async def test_c29_take_overs_across_instances_exactly_one_wins(
-        self, provider_pool: ProviderPool,
+        self,
+        provider_pool: ProviderPool,
     ) -> None:
         """[C29] Take-overs through several instances of one store: exactly one wins."""
         instances = [provider_pool.new() for _ in range(4)]
@@ -104,8 +109,9 @@ class LivenessSuite(SuiteBase):
         )
         winners = [r for r in results if isinstance(r, Lease)]
         assert len(winners) == 1, results
-        assert all(isinstance(r, LeaseHeldError) for r in results
-                   if not isinstance(r, Lease)), results
+        assert all(isinstance(r, LeaseHeldError) for r in results if not isinstance(r, Lease)), (
+            results
+        )
         with pytest.raises(FencedError):
             await instances[1].save_checkpoint(RUN, 0, b"x", lease=dead)
 
@@ -113,7 +119,8 @@ class LivenessSuite(SuiteBase):
     @pytest.mark.durably_clause(29)
     @pytest.mark.durably_takeover
     async def test_c29_take_over_claims_whatever_claim_could(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C29] take_over succeeds wherever claim would: released or never-claimed leases."""
         first = await provider.claim(RUN, "worker-a", ttl=LONG)

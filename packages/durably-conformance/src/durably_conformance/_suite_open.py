@@ -40,7 +40,8 @@ class OpenIndexSuite(SuiteBase):
     @pytest.mark.durably_clause(31)
     @pytest.mark.durably_open_index
     async def test_c31_open_executions_are_listed_and_finished_ones_are_not(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C31] Running and status-less executions are listed; completed, failed,
         blob-only, lease-only and deleted ones are not."""
@@ -56,12 +57,18 @@ class OpenIndexSuite(SuiteBase):
         assert await provider.delete_execution("deleted")
         leased = await provider.claim("leased", "worker-a", ttl=LONG)
         await provider.save_checkpoint("leased", 0, b"l0", metadata=RUNNING, lease=leased)
-        await provider.save_checkpoint("leased-done", 0, b"l0", metadata=RUNNING,
-                                       lease=await provider.claim("leased-done", "w", ttl=LONG))
+        await provider.save_checkpoint(
+            "leased-done",
+            0,
+            b"l0",
+            metadata=RUNNING,
+            lease=await provider.claim("leased-done", "w", ttl=LONG),
+        )
         done_lease = await provider.get_lease("leased-done")
         assert done_lease is not None
-        await provider.save_checkpoint("leased-done", 1, b"l1", metadata=COMPLETED,
-                                       lease=done_lease)
+        await provider.save_checkpoint(
+            "leased-done", 1, b"l1", metadata=COMPLETED, lease=done_lease
+        )
         assert await _open_ids(provider) == ["leased", "plain", "running"]
         # Resuming a failed execution opens it again; finishing it closes it.
         await provider.save_checkpoint("failed", 2, b"x2", metadata=RUNNING)
@@ -74,7 +81,8 @@ class OpenIndexSuite(SuiteBase):
     @pytest.mark.durably_clause(31)
     @pytest.mark.durably_open_index
     async def test_c31_the_latest_checkpoint_decides(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C31] A finished checkpoint saved below an open latest one leaves it open;
         overwriting the latest with a finished one closes it."""
@@ -91,7 +99,8 @@ class OpenIndexSuite(SuiteBase):
     @pytest.mark.durably_clause(31)
     @pytest.mark.durably_open_index
     async def test_c31_listing_is_paged_in_id_order_and_survives_writes(
-        self, provider: CheckpointProvider,
+        self,
+        provider: CheckpointProvider,
     ) -> None:
         """[C31] Pages in ascending id order; finishing listed executions and opening lower
         ids between pages skips and repeats nothing."""
@@ -115,7 +124,9 @@ class OpenIndexSuite(SuiteBase):
         seen = await list_while_changing(
             lambda cursor: provider.list_open_executions(cursor=cursor, limit=3),
             lambda item: item.execution_id,
-            delete=finish, insert_before=insert_before, limit=3,
+            delete=finish,
+            insert_before=insert_before,
+            limit=3,
         )
         assert seen == sorted(set(seen)), f"duplicates or disorder: {seen}"
         assert set(initial) <= set(seen), f"skipped {sorted(set(initial) - set(seen))}"
@@ -150,7 +161,9 @@ class OpenIndexSuite(SuiteBase):
     @pytest.mark.durably_clause(31)
     @pytest.mark.durably_open_index
     async def test_c31_forget_if_finished_drops_only_stale_entries(
-        self, provider: CheckpointProvider, checked_backdoor: Backdoor,
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
     ) -> None:
         """[C31] forget_if_finished keeps an open execution's entry (False), returns False
         without an entry, and drops a stale entry (True)."""
@@ -162,12 +175,14 @@ class OpenIndexSuite(SuiteBase):
         assert await _open_ids(provider) == ["open"]
         add = getattr(checked_backdoor, "add_open_entry", None)
         if add is None:
-            pytest.skip("the backdoor has no add_open_entry(execution_id): stale entries "
-                        "cannot be made")
+            pytest.skip(
+                "the backdoor has no add_open_entry(execution_id): stale entries cannot be made"
+            )
         await add("done")
         await add("never-existed")
         assert await _open_ids(provider) == ["done", "never-existed", "open"], (
-            "the backdoor's add_open_entry made no entry")
+            "the backdoor's add_open_entry made no entry"
+        )
         assert await provider.forget_if_finished("done") is True
         assert await provider.forget_if_finished("never-existed") is True
         assert await provider.forget_if_finished("open") is False
@@ -178,7 +193,8 @@ class OpenIndexSuite(SuiteBase):
     @pytest.mark.durably_open_index
     @pytest.mark.durably_shared
     async def test_c31_the_index_is_shared_between_instances(
-        self, provider_pool: ProviderPool,
+        self,
+        provider_pool: ProviderPool,
     ) -> None:
         """[C31] An execution opened through one instance is listed by another, and
         finished through a third it is listed by none."""

@@ -27,14 +27,28 @@ def encode(value: Any) -> Any:
     if isinstance(value, (bytes, bytearray, memoryview)):
         return {"$bytes": base64.b64encode(bytes(value)).decode("ascii")}
     if isinstance(value, Lease):
-        return {"$lease": [value.execution_id, value.owner, value.epoch, value.expires_at,
-                           value.released]}
+        return {
+            "$lease": [
+                value.execution_id,
+                value.owner,
+                value.epoch,
+                value.expires_at,
+                value.released,
+            ]
+        }
     if isinstance(value, ExpectedVersion):
         return {"$expected": value.version}
     if isinstance(value, CheckpointInfo):
-        return {"$info": {"execution_id": value.execution_id, "seq": value.seq,
-                          "version": value.version, "size": value.size,
-                          "created_at": value.created_at, "metadata": dict(value.metadata)}}
+        return {
+            "$info": {
+                "execution_id": value.execution_id,
+                "seq": value.seq,
+                "version": value.version,
+                "size": value.size,
+                "created_at": value.created_at,
+                "metadata": dict(value.metadata),
+            }
+        }
     if isinstance(value, StoredCheckpoint):
         return {"$stored": {"info": encode(value.info), "data": encode(value.data)}}
     if isinstance(value, (list, tuple)):
@@ -64,8 +78,7 @@ def decode(value: Any) -> Any:
         fields["metadata"] = MappingProxyType(dict(fields["metadata"]))
         return CheckpointInfo(**fields)
     if "$stored" in value:
-        return StoredCheckpoint(decode(value["$stored"]["info"]),
-                                decode(value["$stored"]["data"]))
+        return StoredCheckpoint(decode(value["$stored"]["info"]), decode(value["$stored"]["data"]))
     return {key: decode(item) for key, item in value.items()}
 
 

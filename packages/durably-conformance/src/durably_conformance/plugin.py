@@ -71,11 +71,17 @@ def _positive_seconds(text: str) -> float:
 def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("durably", "durably storage-provider conformance suite")
     group.addoption(
-        "--durably-skip-large", action="store_true", default=False, dest="durably_skip_large",
+        "--durably-skip-large",
+        action="store_true",
+        default=False,
+        dest="durably_skip_large",
         help="skip the 64 MiB round-trips of providers that declare LARGE_OBJECTS",
     )
     group.addoption(
-        "--durably-lease-ttl", type=_positive_seconds, default=None, dest="durably_lease_ttl",
+        "--durably-lease-ttl",
+        type=_positive_seconds,
+        default=None,
+        dest="durably_lease_ttl",
         metavar="SECONDS",
         help="TTL of the leases the lease-expiry tests wait out (default: the suite "
         "class's short_lease_ttl, 0.5)",
@@ -104,7 +110,8 @@ def pytest_plugin_registered(plugin: object, manager: pytest.PytestPluginManager
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(
-    item: pytest.Item, call: pytest.CallInfo[None],
+    item: pytest.Item,
+    call: pytest.CallInfo[None],
 ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
     """Attach the text of the clause a failing test checks to its report."""
     report = yield

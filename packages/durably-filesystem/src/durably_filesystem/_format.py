@@ -83,11 +83,17 @@ def encode_meta(metadata: dict[str, str]) -> bytes:
 
 
 def encode_record(
-    kind: int, seq: int, write_id: int, created_ns: int, meta: bytes, data: bytes | memoryview,
+    kind: int,
+    seq: int,
+    write_id: int,
+    created_ns: int,
+    meta: bytes,
+    data: bytes | memoryview,
 ) -> list[bytes | memoryview]:
     """Return a record as a list of buffers to hand to ``os.writev`` (data is not copied)."""
-    head = _REC_HEAD.pack(REC_MAGIC, kind, 0, 0, seq, write_id, created_ns, len(meta),
-                          len(data), zlib.crc32(meta))
+    head = _REC_HEAD.pack(
+        REC_MAGIC, kind, 0, 0, seq, write_id, created_ns, len(meta), len(data), zlib.crc32(meta)
+    )
     head += _CRC.pack(zlib.crc32(head))
     return [head + meta, data, frame_sum(head, meta, data)]
 
@@ -293,8 +299,11 @@ def _resync(fd: int, start: int, end: int) -> int | None:
             candidate = position + found
             head_bytes = os.pread(fd, HEAD_SIZE, candidate)
             head = decode_head(head_bytes)
-            if (head is not None and candidate + head.length <= end
-                    and verify_record(fd, candidate, head)):
+            if (
+                head is not None
+                and candidate + head.length <= end
+                and verify_record(fd, candidate, head)
+            ):
                 return candidate
             found = chunk.find(REC_MAGIC, found + 1)
         # the magic may straddle two chunks
@@ -354,8 +363,20 @@ def _scan_records(fd: int, index: LogIndex, window: _Window, position: int, end:
             if metadata is None:
                 corrupt = True
                 metadata = {}
-            index.put(Entry(head.seq, position, head.length, head.write_id, head.created_ns,
-                            head.meta_len, head.data_len, metadata, corrupt, verified))
+            index.put(
+                Entry(
+                    head.seq,
+                    position,
+                    head.length,
+                    head.write_id,
+                    head.created_ns,
+                    head.meta_len,
+                    head.data_len,
+                    metadata,
+                    corrupt,
+                    verified,
+                )
+            )
         else:
             # a tombstone carries no payload: its CRC-checked header says all there is
             index.remove(head.seq, head.length)
@@ -368,7 +389,12 @@ def check_record(raw: bytes | memoryview, entry: Entry) -> bool:
     if len(raw) != entry.length:
         return False
     head = decode_head(raw)
-    if (head is None or head.kind != T_CHECKPOINT or head.seq != entry.seq
-            or head.write_id != entry.write_id or head.length != entry.length):
+    if (
+        head is None
+        or head.kind != T_CHECKPOINT
+        or head.seq != entry.seq
+        or head.write_id != entry.write_id
+        or head.length != entry.length
+    ):
         return False
     return frame_sum(raw[: entry.length - SUM_SIZE]) == raw[entry.length - SUM_SIZE :]

@@ -16,9 +16,16 @@ TMP_PREFIX = ".tmp-"
 fdatasync = getattr(os, "fdatasync", os.fsync)
 """``fdatasync`` where the OS has it (Linux); ``fsync`` elsewhere."""
 
-_UNAVAILABLE = frozenset({
-    errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.ELOOP, errno.ENAMETOOLONG,
-})
+_UNAVAILABLE = frozenset(
+    {
+        errno.EACCES,
+        errno.EPERM,
+        errno.EROFS,
+        errno.ENOTDIR,
+        errno.ELOOP,
+        errno.ENAMETOOLONG,
+    }
+)
 
 
 def wrap_os_error(exc: OSError, action: str, path: str | None = None) -> StoreError:
@@ -61,7 +68,11 @@ def tmp_path(directory: str, name: str) -> str:
 
 
 def write_atomic(
-    path: str, parts: Sequence[bytes | memoryview], *, fsync: bool, exclusive: bool = False,
+    path: str,
+    parts: Sequence[bytes | memoryview],
+    *,
+    fsync: bool,
+    exclusive: bool = False,
 ) -> bool:
     """Create or replace ``path`` with ``parts`` so that readers see all or nothing.
 

@@ -50,9 +50,16 @@ class LeaseRecord:
     released: bool
 
     def encode(self) -> bytes:
-        return json.dumps({"v": 1, "owner": self.owner, "epoch": self.epoch,
-                           "expires_at": self.expires_at, "released": self.released},
-                          separators=(",", ":")).encode("utf-8")
+        return json.dumps(
+            {
+                "v": 1,
+                "owner": self.owner,
+                "epoch": self.epoch,
+                "expires_at": self.expires_at,
+                "released": self.released,
+            },
+            separators=(",", ":"),
+        ).encode("utf-8")
 
     def live(self, now: float) -> bool:
         return not self.released and now < self.expires_at
@@ -69,12 +76,16 @@ class LeaseCache:
 def parse_lease(raw: bytes, path: str) -> LeaseRecord:
     try:
         data = json.loads(raw.decode("utf-8"))
-        record = LeaseRecord(data["owner"], data["epoch"], float(data["expires_at"]),
-                              data["released"])
+        record = LeaseRecord(
+            data["owner"], data["epoch"], float(data["expires_at"]), data["released"]
+        )
     except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise CorruptObjectError(f"lease file {path} is damaged: {exc}") from exc
-    if (not isinstance(record.owner, str) or not isinstance(record.epoch, int)
-            or not isinstance(record.released, bool)):
+    if (
+        not isinstance(record.owner, str)
+        or not isinstance(record.epoch, int)
+        or not isinstance(record.released, bool)
+    ):
         raise CorruptObjectError(f"lease file {path} is damaged: wrong field types")
     return record
 
@@ -92,6 +103,7 @@ class FlockOwnerLock(OwnerLock):
             with contextlib.suppress(OSError):
                 os.close(fd)
 
+
 def epoch_floor(root: str) -> int:
     """The highest epoch any deleted execution had (0 if none was deleted).
 
@@ -107,22 +119,23 @@ def epoch_floor(root: str) -> int:
         return int(raw.decode("ascii"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptObjectError(
-            f"{os.path.join(root, EPOCH_FLOOR)} is damaged: {raw[:40]!r}") from exc
+            f"{os.path.join(root, EPOCH_FLOOR)} is damaged: {raw[:40]!r}"
+        ) from exc
+
 
 async def raise_epoch_floor(root: str, epoch: int, *, fsync: bool) -> None:
     """Raise the store-wide epoch floor to ``epoch`` (under the store's lock)."""
-    fd = os.open(os.path.join(root, STORE_LOCK),
-                 os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
+    fd = os.open(os.path.join(root, STORE_LOCK), os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             await wait_for_flock(fd)
         if epoch > epoch_floor(root):
-            write_atomic(os.path.join(root, EPOCH_FLOOR), [str(epoch).encode()],
-                         fsync=fsync)
+            write_atomic(os.path.join(root, EPOCH_FLOOR), [str(epoch).encode()], fsync=fsync)
     finally:
         os.close(fd)
+
 
 def current_lease(state: ExecState) -> LeaseRecord | None:
     """The lease record, re-read only when the file changed (keyed by its stat)."""
@@ -148,9 +161,11 @@ def current_lease(state: ExecState) -> LeaseRecord | None:
     state.lease = LeaseCache(fd, (info.st_ino, info.st_mtime_ns, info.st_size), record)
     return record
 
+
 def write_lease(state: ExecState, record: LeaseRecord) -> None:
     write_atomic(state.lease_path, [record.encode()], fsync=state.fsync)
     state.drop_lease()
+
 
 def check_fence(state: ExecState, lease: Lease | None, action: str) -> None:
     if lease is None:
@@ -158,6 +173,7 @@ def check_fence(state: ExecState, lease: Lease | None, action: str) -> None:
     current = current_lease(state)
     if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
         raise fenced_by(lease, current, action)
+
 
 def fenced_by(lease: Lease, current: LeaseRecord | None, action: str) -> FencedError:
     return fenced(lease, action, current_epoch=None if current is None else current.epoch)

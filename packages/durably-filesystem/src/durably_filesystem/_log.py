@@ -163,8 +163,9 @@ class OpenLog:
 class ExecState:
     """One execution's open files and index, guarded by ``mutex`` within this instance."""
 
-    def __init__(self, execution_id: str, directory: str, *, fsync: bool,
-                 prepare_root: Callable[[], None]) -> None:
+    def __init__(
+        self, execution_id: str, directory: str, *, fsync: bool, prepare_root: Callable[[], None]
+    ) -> None:
         self.execution_id = execution_id
         self.dir = directory
         self.fsync = fsync
@@ -199,6 +200,7 @@ class ExecState:
             fd, self.lock_fd = self.lock_fd, None
             os.close(fd)
 
+
 def open_lock(state: ExecState, create: bool) -> int | None:
     for _ in range(100):
         try:
@@ -209,6 +211,7 @@ def open_lock(state: ExecState, create: bool) -> int | None:
             state.prepare_root()
             makedirs_durable(state.dir, fsync=state.fsync)
     raise StoreError(f"cannot create {state.lock_path}: its directory keeps disappearing")
+
 
 async def acquire(state: ExecState, create: bool) -> bool:
     """Take the execution's cross-process lock (False: no such execution, not created).
@@ -238,6 +241,7 @@ async def acquire(state: ExecState, create: bool) -> bool:
         state.lock_fd = None
         os.close(fd)
 
+
 @contextlib.asynccontextmanager
 async def hold_lock(state: ExecState, *, create: bool) -> AsyncIterator[bool]:
     acquired = await acquire(state, create)
@@ -246,6 +250,7 @@ async def hold_lock(state: ExecState, *, create: bool) -> AsyncIterator[bool]:
     finally:
         if acquired and state.lock_fd is not None:
             fcntl.flock(state.lock_fd, fcntl.LOCK_UN)
+
 
 def reopen(state: ExecState) -> fmt.LogIndex | None:
     """Open the log at its path and index it from scratch."""
@@ -271,6 +276,7 @@ def reopen(state: ExecState) -> fmt.LogIndex | None:
     state.log = OpenLog(fd, info.st_ino, index, writable)
     return index
 
+
 def refresh_sync(state: ExecState) -> fmt.LogIndex | None:
     try:
         info = os.stat(state.log_path)
@@ -286,6 +292,7 @@ def refresh_sync(state: ExecState) -> fmt.LogIndex | None:
             fmt.scan(current.fd, index, index.valid_end, info.st_size)
             return index
     return reopen(state)
+
 
 async def refresh(state: ExecState) -> fmt.LogIndex | None:
     """Bring the index up to date with the file (other processes may have written).
@@ -310,6 +317,7 @@ async def refresh(state: ExecState) -> fmt.LogIndex | None:
         return await blocking(refresh_sync, state)
     return refresh_sync(state)
 
+
 async def rescan(state: ExecState) -> fmt.LogIndex | None:
     try:
         size = os.stat(state.log_path).st_size
@@ -319,6 +327,7 @@ async def rescan(state: ExecState) -> fmt.LogIndex | None:
     if size > INLINE_LIMIT:
         return await blocking(reopen, state)
     return reopen(state)
+
 
 async def writable_index(state: ExecState, *, create: bool) -> fmt.LogIndex | None:
     """Under the lock: the up-to-date index, with any torn tail truncated away."""
@@ -333,21 +342,26 @@ async def writable_index(state: ExecState, *, create: bool) -> fmt.LogIndex | No
     current = state.log
     assert current is not None
     if not current.writable:
-        raise wrap_os_error(OSError(errno.EACCES, "the log is read-only"),
-                            "write", state.log_path)
+        raise wrap_os_error(OSError(errno.EACCES, "the log is read-only"), "write", state.log_path)
     tail = index.tail
     if tail is not None:
-        log.warning("%s: discarding %d bytes at offset %d, an append that never "
-                    "completed (checkpoint %s; its writer crashed)", state.log_path,
-                    index.scanned_size - tail.offset, tail.offset,
-                    "unknown" if tail.seq is None else tail.seq)
+        log.warning(
+            "%s: discarding %d bytes at offset %d, an append that never "
+            "completed (checkpoint %s; its writer crashed)",
+            state.log_path,
+            index.scanned_size - tail.offset,
+            tail.offset,
+            "unknown" if tail.seq is None else tail.seq,
+        )
         os.ftruncate(current.fd, index.valid_end)
         index.scanned_size = index.valid_end
         index.tail = None
     return index
 
+
 def append_sync(
-    state: ExecState, parts: list[bytes | memoryview],
+    state: ExecState,
+    parts: list[bytes | memoryview],
     apply: Callable[[fmt.LogIndex, int], None],
 ) -> None:
     """Append one or more whole records, make them durable, then update the index."""
@@ -367,6 +381,7 @@ def append_sync(
     index.valid_end = index.scanned_size = offset + sum(len(part) for part in parts)
     apply(index, offset)
 
+
 def compact_sync(state: ExecState, drop: frozenset[int] = frozenset()) -> None:
     """Rewrite the log with only its live records (minus ``drop``), then swap it in.
 
@@ -377,11 +392,14 @@ def compact_sync(state: ExecState, drop: frozenset[int] = frozenset()) -> None:
     current = state.log
     assert current is not None
     index = current.index
-    keep = sorted((e for e in index.entries.values() if e.seq not in drop),
-                  key=lambda e: e.offset)
+    keep = sorted((e for e in index.entries.values() if e.seq not in drop), key=lambda e: e.offset)
     if index.corrupt_regions:
-        log.error("%s: compaction discards %d unreadable byte range(s) at %s",
-                  state.log_path, len(index.corrupt_regions), index.corrupt_regions)
+        log.error(
+            "%s: compaction discards %d unreadable byte range(s) at %s",
+            state.log_path,
+            len(index.corrupt_regions),
+            index.corrupt_regions,
+        )
     tmp = tmp_path(state.dir, LOG)
     fd = os.open(tmp, os.O_RDWR | os.O_APPEND | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
     try:
@@ -391,8 +409,7 @@ def compact_sync(state: ExecState, drop: frozenset[int] = frozenset()) -> None:
         for entry in keep:
             # damaged records are copied as they are: still reported, never "repaired"
             ok = copy_record(current.fd, entry, fd)
-            new.put(replace(entry, offset=position, corrupt=entry.corrupt or not ok,
-                            verified=True))
+            new.put(replace(entry, offset=position, corrupt=entry.corrupt or not ok, verified=True))
             position += entry.length
         new.valid_end = new.scanned_size = position
         if state.fsync:
@@ -414,9 +431,11 @@ def compact_sync(state: ExecState, drop: frozenset[int] = frozenset()) -> None:
             with contextlib.suppress(OSError):
                 os.unlink(os.path.join(state.dir, name))
 
+
 def needs_compaction(index: fmt.LogIndex, threshold: int) -> bool:
     dead = index.dead_bytes
     return dead > 0 and dead >= threshold and dead >= index.live_bytes
+
 
 async def maybe_compact(state: ExecState, threshold: int) -> None:
     """Compact if due. The write that made it due has succeeded already: a failed
@@ -426,12 +445,19 @@ async def maybe_compact(state: ExecState, threshold: int) -> None:
     try:
         await blocking(compact_sync, state)
     except (OSError, DurablyError) as exc:
-        log.warning("%s: compaction failed, the log stays as it is: %s",
-                    state.log_path, exc)
+        log.warning("%s: compaction failed, the log stays as it is: %s", state.log_path, exc)
+
 
 def info(execution_id: str, entry: fmt.Entry) -> CheckpointInfo:
-    return CheckpointInfo(execution_id, entry.seq, entry.version, entry.data_len,
-                          entry.created_ns / 1e9, dict(entry.metadata))
+    return CheckpointInfo(
+        execution_id,
+        entry.seq,
+        entry.version,
+        entry.data_len,
+        entry.created_ns / 1e9,
+        dict(entry.metadata),
+    )
+
 
 async def pread(state: ExecState, entry: fmt.Entry) -> bytes:
     assert state.log is not None
@@ -439,8 +465,10 @@ async def pread(state: ExecState, entry: fmt.Entry) -> bytes:
         return await blocking(fmt.pread_exact, state.log.fd, entry.length, entry.offset)
     return fmt.pread_exact(state.log.fd, entry.length, entry.offset)
 
+
 async def read_current(
-    state: ExecState, seq: int | None,
+    state: ExecState,
+    seq: int | None,
 ) -> tuple[CheckpointInfo, bytes] | None:
     """Read and verify checkpoint ``seq`` (None: the latest) under the mutex.
 
@@ -464,22 +492,23 @@ async def read_current(
                 raise CorruptObjectError(
                     f"checkpoint {seq} of execution {state.execution_id!r} was not "
                     f"found, and {state.log_path} has unreadable byte ranges "
-                    f"{index.corrupt_regions} that may have held it")
+                    f"{index.corrupt_regions} that may have held it"
+                )
         else:
             if not entry.corrupt:
                 raw = await pread(state, entry)
                 if fmt.check_record(raw, entry):
                     entry.verified = True
                     start = fmt.HEAD_SIZE + entry.meta_len
-                    return (info(state.execution_id, entry),
-                            raw[start : start + entry.data_len])
+                    return (info(state.execution_id, entry), raw[start : start + entry.data_len])
                 if confirmed:
                     entry.corrupt = True
             if confirmed:
                 raise CorruptObjectError(
                     f"checkpoint {entry.seq} of execution {state.execution_id!r} is "
                     f"damaged: its record at offset {entry.offset} of {state.log_path} "
-                    "fails its checksum")
+                    "fails its checksum"
+                )
         try:
             async with hold_lock(state, create=False):
                 index = await rescan(state)
@@ -488,6 +517,7 @@ async def read_current(
                 raise
             index = await rescan(state)
         confirmed = True
+
 
 def first_record_complete(path: str, size: int) -> bool:
     if size <= fmt.LOG_HEADER_SIZE:

@@ -134,7 +134,8 @@ class OpenIndex:
         except FileNotFoundError:
             return []
         return sorted(
-            name for name in names
+            name
+            for name in names
             if not name.startswith((".", TMP_PREFIX)) and (after is None or name > after)
         )
 
@@ -149,6 +150,5 @@ class OpenIndex:
         makedirs_durable(self.dir, fsync=self.fsync)
         self._dir_made = True
         with contextlib.suppress(FileExistsError):
-            write_atomic(os.path.join(self.dir, READY), [b""], fsync=self.fsync,
-                         exclusive=True)
+            write_atomic(os.path.join(self.dir, READY), [b""], fsync=self.fsync, exclusive=True)
         self.ready = True

@@ -173,8 +173,14 @@ class FilesystemProvider(CheckpointProvider):
 
     scheme: ClassVar[str] = "file"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
-         Capability.TAKEOVER, Capability.OWNER_LOCK, Capability.OPEN_INDEX}
+        {
+            Capability.PERSISTENT,
+            Capability.SHARED,
+            Capability.LARGE_OBJECTS,
+            Capability.TAKEOVER,
+            Capability.OWNER_LOCK,
+            Capability.OPEN_INDEX,
+        }
     )
 
     def __init__(
@@ -190,10 +196,14 @@ class FilesystemProvider(CheckpointProvider):
             raise ValueError(f"invalid store directory {root!r}")
         if not isinstance(fsync, bool):
             raise TypeError(f"fsync must be a bool, not {type(fsync).__name__}")
-        if (not isinstance(compact_threshold, int) or isinstance(compact_threshold, bool)
-                or compact_threshold < 0):
+        if (
+            not isinstance(compact_threshold, int)
+            or isinstance(compact_threshold, bool)
+            or compact_threshold < 0
+        ):
             raise ValueError(
-                f"compact_threshold must be a size in bytes, not {compact_threshold!r}")
+                f"compact_threshold must be a size in bytes, not {compact_threshold!r}"
+            )
         self._root = os.path.abspath(path)
         self._executions = os.path.join(self._root, EXECUTIONS)
         self._trash = os.path.join(self._root, TRASH)
@@ -207,7 +217,9 @@ class FilesystemProvider(CheckpointProvider):
         if not fsync:
             warnings.warn(
                 f"the file store {self._root} has fsync disabled: a checkpoint survives a "
-                "crash of the process, but not of the machine", DurablyWarning, stacklevel=2,
+                "crash of the process, but not of the machine",
+                DurablyWarning,
+                stacklevel=2,
             )
 
     # ------------------------------------------------------------------ lifecycle
@@ -227,17 +239,24 @@ class FilesystemProvider(CheckpointProvider):
                 unknown or invalid option (the message names the key).
         """
         if not isinstance(url, str) or url[:7].lower() != "file://":
-            raise ConfigError(f"{url!r} is not a file:// URL", key="durability.store",
-                              fix="Use e.g. file://.durably or file:///var/lib/durably")
+            raise ConfigError(
+                f"{url!r} is not a file:// URL",
+                key="durability.store",
+                fix="Use e.g. file://.durably or file:///var/lib/durably",
+            )
         path = url[7:]
         if not path:
-            raise ConfigError(f"the store URL {url!r} names no directory", key="durability.store",
-                              fix="Use e.g. file://.durably or file:///var/lib/durably")
+            raise ConfigError(
+                f"the store URL {url!r} names no directory",
+                key="durability.store",
+                fix="Use e.g. file://.durably or file:///var/lib/durably",
+            )
         if "\x00" in path:
             raise ConfigError("the store path contains a NUL character", key="durability.store")
         if "?" in path or "#" in path:
             raise ConfigError(
-                f"the store URL {url!r} has a query or fragment", key="durability.store",
+                f"the store URL {url!r} has a query or fragment",
+                key="durability.store",
                 fix="Put options in the [durability.file] table (fsync, compact_threshold)",
             )
         if path.startswith("~"):
@@ -248,8 +267,11 @@ class FilesystemProvider(CheckpointProvider):
                 kwargs["fsync"] = bool_option(dotted, value)
             else:
                 if isinstance(value, bool) or not isinstance(value, (int, str)):
-                    raise ConfigError(f"expected a size, got {value!r}", key=dotted,
-                                      fix="Use a number of bytes or e.g. '4MiB'")
+                    raise ConfigError(
+                        f"expected a size, got {value!r}",
+                        key=dotted,
+                        fix="Use a number of bytes or e.g. '4MiB'",
+                    )
                 kwargs["compact_threshold"] = parse_size(value, key=dotted)
         return cls(path, **kwargs)
 
@@ -305,7 +327,8 @@ class FilesystemProvider(CheckpointProvider):
                 f"{directory} resolves outside the store's {real_parent}; refusing to use it"
             )
         state = self._states[execution_id] = ExecState(
-            execution_id, directory, fsync=self._fsync, prepare_root=self._prepare_root)
+            execution_id, directory, fsync=self._fsync, prepare_root=self._prepare_root
+        )
         if len(self._states) > MAX_OPEN_EXECUTIONS:
             for key, old in list(self._states.items()):
                 if len(self._states) <= MAX_OPEN_EXECUTIONS:
@@ -341,8 +364,10 @@ class FilesystemProvider(CheckpointProvider):
         except (UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
             raise CorruptObjectError(f"the store marker {path} is damaged: {exc}") from exc
         if layout != LAYOUT:
-            raise ConfigError(f"{self._root} holds a {layout!r} store, not a {LAYOUT!r} one",
-                              key="durability.store")
+            raise ConfigError(
+                f"{self._root} holds a {layout!r} store, not a {LAYOUT!r} one",
+                key="durability.store",
+            )
         if not isinstance(version, int) or version > LAYOUT_VERSION:
             raise UnsupportedFormatError(
                 f"the store {self._root} has layout version {version}; this "
@@ -369,7 +394,8 @@ class FilesystemProvider(CheckpointProvider):
         raw = read_file(path)
         if raw is None:
             foreign = sorted(
-                name for name in os.listdir(self._root)
+                name
+                for name in os.listdir(self._root)
                 if name not in (MARKER, EXECUTIONS, TRASH, STORE_LOCK, EPOCH_FLOOR, OPEN)
                 and not name.startswith(TMP_PREFIX)
             )
@@ -377,7 +403,8 @@ class FilesystemProvider(CheckpointProvider):
                 raise ConfigError(
                     f"{self._root} is not empty and is not a durably store (it has no "
                     f"{MARKER}; it has {', '.join(foreign[:3])}"
-                    f"{', ...' if len(foreign) > 3 else ''})", key="durability.store",
+                    f"{', ...' if len(foreign) > 3 else ''})",
+                    key="durability.store",
                     fix="Point the store at a new or empty directory, e.g. file://.durably",
                 )
             marker = json.dumps({"layout": LAYOUT, "version": LAYOUT_VERSION}).encode()
@@ -403,24 +430,39 @@ class FilesystemProvider(CheckpointProvider):
     # --------------------------------------------------------------- checkpoints
 
     async def _save(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         meta = fmt.encode_meta(metadata)
         write_id = int.from_bytes(os.urandom(8), "little")
         created_ns = time.time_ns()
         parts = fmt.encode_record(fmt.T_CHECKPOINT, seq, write_id, created_ns, meta, stored)
         length = sum(len(part) for part in parts)
-        entry = fmt.Entry(seq, 0, length, write_id, created_ns, len(meta), len(stored),
-                          dict(metadata), verified=True)
+        entry = fmt.Entry(
+            seq,
+            0,
+            length,
+            write_id,
+            created_ns,
+            len(meta),
+            len(stored),
+            dict(metadata),
+            verified=True,
+        )
 
         def apply(index: fmt.LogIndex, offset: int) -> None:
             entry.offset = offset
             index.put(entry)
 
         async with self._using(execution_id) as state:
-            with self._errors(f"save checkpoint {seq} of execution {execution_id!r}",
-                              state.log_path):
+            with self._errors(
+                f"save checkpoint {seq} of execution {execution_id!r}", state.log_path
+            ):
                 action = f"saving checkpoint {seq}"
                 if lease is not None and not os.path.exists(state.lease_path):
                     raise fenced_by(lease, None, action)
@@ -433,11 +475,15 @@ class FilesystemProvider(CheckpointProvider):
                         if current is not None:
                             raise already_exists(execution_id, seq, version=current.version)
                     elif isinstance(mode, ExpectedVersion) and (
-                            current is None or current.version != mode.version):
+                        current is None or current.version != mode.version
+                    ):
                         raise precondition_failed(
-                            execution_id, seq, mode.version,
+                            execution_id,
+                            seq,
+                            mode.version,
                             actual=None if current is None else current.version,
-                            missing=current is None)
+                            missing=current is None,
+                        )
                     opens = open_after_save(index, seq, metadata)
                     if opens:
                         self._open_index.add(execution_id)  # before: a crash keeps the entry
@@ -454,19 +500,25 @@ class FilesystemProvider(CheckpointProvider):
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         self._check_store()
         async with self._using(execution_id) as state:
-            with self._errors(f"read checkpoint {seq} of execution {execution_id!r}",
-                              state.log_path):
+            with self._errors(
+                f"read checkpoint {seq} of execution {execution_id!r}", state.log_path
+            ):
                 return await read_current(state, seq)
 
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
         self._check_store()
         async with self._using(execution_id) as state:
-            with self._errors(f"read the latest checkpoint of execution {execution_id!r}",
-                              state.log_path):
+            with self._errors(
+                f"read the latest checkpoint of execution {execution_id!r}", state.log_path
+            ):
                 return await read_current(state, None)
 
     async def _list(
-        self, execution_id: str, cursor: str | None, limit: int, after: int | None,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
+        after: int | None,
     ) -> Page[CheckpointInfo]:
         self._check_store()
         start = -1 if after is None else after
@@ -474,8 +526,9 @@ class FilesystemProvider(CheckpointProvider):
         if resume is not None:
             start = max(start, resume)
         async with self._using(execution_id) as state:
-            with self._errors(f"list the checkpoints of execution {execution_id!r}",
-                              state.log_path):
+            with self._errors(
+                f"list the checkpoints of execution {execution_id!r}", state.log_path
+            ):
                 index = await refresh(state)
             if index is None:
                 return Page(())
@@ -489,16 +542,21 @@ class FilesystemProvider(CheckpointProvider):
         return bool(await self._delete_seqs(execution_id, [seq], lease))
 
     async def _delete_many(
-        self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: Iterable[int],
+        lease: Lease | None,
     ) -> list[int]:
         return await self._delete_seqs(execution_id, list(seqs), lease)
 
     async def _delete_seqs(
-        self, execution_id: str, seqs: list[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: list[int],
+        lease: Lease | None,
     ) -> list[int]:
         async with self._using(execution_id) as state:
-            with self._errors(f"delete checkpoints of execution {execution_id!r}",
-                              state.log_path):
+            with self._errors(f"delete checkpoints of execution {execution_id!r}", state.log_path):
                 action = "deleting checkpoints"
                 if lease is not None and not os.path.exists(state.lease_path):
                     raise fenced_by(lease, None, action)
@@ -527,8 +585,9 @@ class FilesystemProvider(CheckpointProvider):
                     created_ns = time.time_ns()
                     parts: list[bytes | memoryview] = []
                     for seq in doomed:
-                        parts.extend(fmt.encode_record(fmt.T_TOMBSTONE, seq, 0, created_ns,
-                                                       b"", b""))
+                        parts.extend(
+                            fmt.encode_record(fmt.T_TOMBSTONE, seq, 0, created_ns, b"", b"")
+                        )
 
                     def apply(index: fmt.LogIndex, offset: int) -> None:
                         for seq in doomed:
@@ -594,8 +653,7 @@ class FilesystemProvider(CheckpointProvider):
             return False
         for sub in subdirs:
             with contextlib.suppress(FileNotFoundError, NotADirectoryError):
-                if any(_HEX64.fullmatch(name) for name in os.listdir(
-                        os.path.join(blobs_dir, sub))):
+                if any(_HEX64.fullmatch(name) for name in os.listdir(os.path.join(blobs_dir, sub))):
                     return True
         return False
 
@@ -608,7 +666,8 @@ class FilesystemProvider(CheckpointProvider):
             except FileNotFoundError:
                 return Page(())
             candidates = sorted(
-                name for name in names
+                name
+                for name in names
                 if (cursor is None or name > cursor) and _is_execution_id(name)
             )
             items: list[ExecutionInfo] = []
@@ -645,8 +704,7 @@ class FilesystemProvider(CheckpointProvider):
                             # raised), then raise the floor in the room that made.
                             self._free_space_sync(state)
                             await raise_epoch_floor(self._root, lease.epoch, fsync=self._fsync)
-                    trash = os.path.join(self._trash,
-                                         f"{execution_id}.{secrets.token_hex(6)}")
+                    trash = os.path.join(self._trash, f"{execution_id}.{secrets.token_hex(6)}")
                     # one atomic rename takes the whole execution away; waiting writers
                     # notice that their lock file moved and start over
                     os.rename(state.dir, trash)
@@ -704,8 +762,7 @@ class FilesystemProvider(CheckpointProvider):
                     dropped = self._open_index.remove(execution_id)
                     if locked and self._execution_info(execution_id) is None:
                         # we made the directory to lock it: take it away as a delete does
-                        trash = os.path.join(self._trash,
-                                             f"{execution_id}.{secrets.token_hex(6)}")
+                        trash = os.path.join(self._trash, f"{execution_id}.{secrets.token_hex(6)}")
                         os.rename(state.dir, trash)
                         state.reset()
                         shutil.rmtree(trash, ignore_errors=True)
@@ -723,22 +780,32 @@ class FilesystemProvider(CheckpointProvider):
     async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
         return await self._claim_if(lease.execution_id, owner, ttl, lease)
 
-    async def _claim_if(self, execution_id: str, owner: str, ttl: float,
-                        dead: Lease | None) -> Lease:
+    async def _claim_if(
+        self, execution_id: str, owner: str, ttl: float, dead: Lease | None
+    ) -> Lease:
         """Claim; with ``dead``, also while ``dead`` is the current (live) lease."""
         async with self._using(execution_id) as state:
             with self._errors(f"claim execution {execution_id!r}", state.lease_path):
                 async with hold_lock(state, create=True):
                     current = current_lease(state)
                     now = time.time()
-                    replaced = (dead is not None and current is not None
-                                and (current.owner, current.epoch) == (dead.owner, dead.epoch))
-                    if (current is not None and current.owner != owner and current.live(now)
-                            and not replaced):
+                    replaced = (
+                        dead is not None
+                        and current is not None
+                        and (current.owner, current.epoch) == (dead.owner, dead.epoch)
+                    )
+                    if (
+                        current is not None
+                        and current.owner != owner
+                        and current.live(now)
+                        and not replaced
+                    ):
                         raise LeaseHeldError(
                             f"execution {execution_id!r} is claimed by {current.owner!r} "
                             f"for {current.expires_at - now:.1f} more seconds",
-                            owner=current.owner, expires_at=current.expires_at)
+                            owner=current.owner,
+                            expires_at=current.expires_at,
+                        )
                     last = current.epoch if current else epoch_floor(self._root)
                     record = LeaseRecord(owner, last + 1, now + ttl, False)
                     write_lease(state, record)
@@ -783,14 +850,18 @@ class FilesystemProvider(CheckpointProvider):
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         async with self._using(lease.execution_id) as state:
-            with self._errors(f"renew the lease on execution {lease.execution_id!r}",
-                              state.lease_path):
+            with self._errors(
+                f"renew the lease on execution {lease.execution_id!r}", state.lease_path
+            ):
                 if not os.path.exists(state.lease_path):
                     raise fenced_by(lease, None, "renewing the lease")
                 async with hold_lock(state, create=False) as locked:
                     current = current_lease(state) if locked else None
-                    if (current is None or current.epoch != lease.epoch
-                            or current.owner != lease.owner):
+                    if (
+                        current is None
+                        or current.epoch != lease.epoch
+                        or current.owner != lease.owner
+                    ):
                         raise fenced_by(lease, current, "renewing the lease")
                     record = replace(current, expires_at=time.time() + ttl, released=False)
                     write_lease(state, record)
@@ -798,28 +869,41 @@ class FilesystemProvider(CheckpointProvider):
 
     async def _release(self, lease: Lease) -> None:
         async with self._using(lease.execution_id) as state:
-            with self._errors(f"release the lease on execution {lease.execution_id!r}",
-                              state.lease_path):
+            with self._errors(
+                f"release the lease on execution {lease.execution_id!r}", state.lease_path
+            ):
                 if not os.path.exists(state.lease_path):
                     return
                 async with hold_lock(state, create=False) as locked:
                     current = current_lease(state) if locked else None
-                    if (current is None or current.epoch != lease.epoch
-                            or current.owner != lease.owner or current.released):
+                    if (
+                        current is None
+                        or current.epoch != lease.epoch
+                        or current.owner != lease.owner
+                        or current.released
+                    ):
                         return
-                    write_lease(state, replace(
-                        current, released=True, expires_at=min(current.expires_at, time.time())))
+                    write_lease(
+                        state,
+                        replace(
+                            current, released=True, expires_at=min(current.expires_at, time.time())
+                        ),
+                    )
 
     async def _get_lease(self, execution_id: str) -> Lease | None:
         self._check_store()
         async with self._using(execution_id) as state:
-            with self._errors(f"read the lease on execution {execution_id!r}",
-                              state.lease_path):
+            with self._errors(f"read the lease on execution {execution_id!r}", state.lease_path):
                 current = current_lease(state)
         if current is None:
             return None
-        return Lease(execution_id, current.owner, current.epoch, current.expires_at,
-                     released=current.released)
+        return Lease(
+            execution_id,
+            current.owner,
+            current.epoch,
+            current.expires_at,
+            released=current.released,
+        )
 
     # --------------------------------------------------------------------- blobs
 
@@ -870,7 +954,10 @@ class FilesystemProvider(CheckpointProvider):
             return os.path.isfile(path)
 
     async def _list_blobs(
-        self, execution_id: str, cursor: str | None, limit: int,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
     ) -> Page[BlobInfo]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -886,8 +973,11 @@ class FilesystemProvider(CheckpointProvider):
                     continue
                 directory = os.path.join(state.blobs_dir, sub)
                 try:
-                    names = sorted(n for n in os.listdir(directory)
-                                   if _HEX64.fullmatch(n) and n.startswith(sub))
+                    names = sorted(
+                        n
+                        for n in os.listdir(directory)
+                        if _HEX64.fullmatch(n) and n.startswith(sub)
+                    )
                 except (FileNotFoundError, NotADirectoryError):
                     continue
                 for name in names:
@@ -921,5 +1011,3 @@ def _is_execution_id(name: str) -> bool:
     except InvalidExecutionIdError:
         return False
     return True
-
-

@@ -56,8 +56,11 @@ class FilesystemBackdoor:
     @contextlib.contextmanager
     def locked(self, execution_id: str) -> Iterator[None]:
         """Hold the execution's cross-process lock (blocking)."""
-        fd = os.open(os.path.join(self.execution_dir(execution_id), "lock"),
-                     os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
+        fd = os.open(
+            os.path.join(self.execution_dir(execution_id), "lock"),
+            os.O_RDWR | os.O_CREAT | O_CLOEXEC,
+            0o644,
+        )
         try:
             fcntl.flock(fd, fcntl.LOCK_EX)
             yield
@@ -111,8 +114,9 @@ class FilesystemBackdoor:
             meta = self._read(path, entry.meta_len, entry.offset + fmt.HEAD_SIZE)
             after_start = entry.offset + entry.length
             after = self._read(path, size - after_start, after_start)
-            record = fmt.encode_record(fmt.T_CHECKPOINT, seq, entry.write_id,
-                                       entry.created_ns, meta, raw)
+            record = fmt.encode_record(
+                fmt.T_CHECKPOINT, seq, entry.write_id, entry.created_ns, meta, raw
+            )
             directory = os.path.dirname(path)
             tmp = tmp_path(directory, "log")
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
@@ -164,8 +168,11 @@ class FilesystemBackdoor:
             for name in files:
                 found.append(os.path.relpath(os.path.join(directory, name), self.root))
         with contextlib.suppress(FileNotFoundError):
-            found.extend(f"open/{name}" for name in os.listdir(os.path.join(self.root, "open"))
-                         if not name.startswith("."))
+            found.extend(
+                f"open/{name}"
+                for name in os.listdir(os.path.join(self.root, "open"))
+                if not name.startswith(".")
+            )
         return sorted(found)
 
     async def add_open_entry(self, execution_id: str) -> None:
@@ -174,5 +181,4 @@ class FilesystemBackdoor:
         validate_execution_id(execution_id)
         directory = os.path.join(self.root, "open")
         os.makedirs(directory, exist_ok=True)
-        os.close(os.open(os.path.join(directory, execution_id), os.O_WRONLY | os.O_CREAT,
-                         0o644))
+        os.close(os.open(os.path.join(directory, execution_id), os.O_WRONLY | os.O_CREAT, 0o644))

@@ -42,10 +42,13 @@ class MigrationReport:
 
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "executions, checkpoints and blobs", (
-        "CREATE SEQUENCE {s}.epochs AS bigint",
-        "CREATE SEQUENCE {s}.versions AS bigint",
-        """CREATE TABLE {s}.executions (
+    Migration(
+        1,
+        "executions, checkpoints and blobs",
+        (
+            "CREATE SEQUENCE {s}.epochs AS bigint",
+            "CREATE SEQUENCE {s}.versions AS bigint",
+            """CREATE TABLE {s}.executions (
             id text COLLATE "C" PRIMARY KEY,
             lease_owner text,
             epoch bigint NOT NULL DEFAULT 0,
@@ -55,9 +58,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_at timestamptz NOT NULL DEFAULT now(),
             updated_at timestamptz NOT NULL DEFAULT now()
         ) WITH (fillfactor = 90)""",
-        """CREATE INDEX executions_claimable_idx ON {s}.executions
+            """CREATE INDEX executions_claimable_idx ON {s}.executions
             (lease_expires_at NULLS FIRST) WHERE status IS DISTINCT FROM 'completed'""",
-        """CREATE TABLE {s}.checkpoints (
+            """CREATE TABLE {s}.checkpoints (
             execution_id text COLLATE "C" NOT NULL REFERENCES {s}.executions (id),
             seq bigint NOT NULL CHECK (seq >= 0),
             version bigint NOT NULL,
@@ -67,9 +70,9 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (execution_id, seq)
         )""",
-        # Payloads arrive compressed by the envelope: do not let TOAST try again.
-        "ALTER TABLE {s}.checkpoints ALTER COLUMN data SET STORAGE EXTERNAL",
-        """CREATE TABLE {s}.blobs (
+            # Payloads arrive compressed by the envelope: do not let TOAST try again.
+            "ALTER TABLE {s}.checkpoints ALTER COLUMN data SET STORAGE EXTERNAL",
+            """CREATE TABLE {s}.blobs (
             execution_id text COLLATE "C" NOT NULL REFERENCES {s}.executions (id),
             digest text COLLATE "C" NOT NULL,
             data bytea NOT NULL,
@@ -77,17 +80,22 @@ MIGRATIONS: tuple[Migration, ...] = (
             created_at timestamptz NOT NULL DEFAULT now(),
             PRIMARY KEY (execution_id, digest)
         )""",
-        "ALTER TABLE {s}.blobs ALTER COLUMN data SET STORAGE EXTERNAL",
-    )),
+            "ALTER TABLE {s}.blobs ALTER COLUMN data SET STORAGE EXTERNAL",
+        ),
+    ),
     # Workers skip failed executions too: with only completed ones left out of the
     # index, failed ones (whose leases expired long ago) would be scanned first by every
     # claim_next, and an idle worker's cost would grow with them.
-    Migration(2, "claim index without finished executions", (
-        """CREATE INDEX executions_open_idx ON {s}.executions
+    Migration(
+        2,
+        "claim index without finished executions",
+        (
+            """CREATE INDEX executions_open_idx ON {s}.executions
             (lease_expires_at NULLS FIRST)
             WHERE status IS DISTINCT FROM 'completed' AND status IS DISTINCT FROM 'failed'""",
-        "DROP INDEX {s}.executions_claimable_idx",
-    )),
+            "DROP INDEX {s}.executions_claimable_idx",
+        ),
+    ),
 )
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
@@ -106,7 +114,8 @@ def _too_new(schema: str, found: int) -> StoreError:
         f"PostgreSQL schema {schema!r} is at version {found}, newer than the version "
         f"{SCHEMA_VERSION} this durably-postgres {__version__} understands: it was "
         "migrated by a newer durably-postgres. Upgrade durably-postgres "
-        "(pip install -U durably-postgres) to use this store")
+        "(pip install -U durably-postgres) to use this store"
+    )
 
 
 async def current_version(conn: psycopg.AsyncConnection[object], schema: str) -> int:
@@ -121,7 +130,10 @@ async def current_version(conn: psycopg.AsyncConnection[object], schema: str) ->
 
 
 async def ensure_schema(
-    conn: psycopg.AsyncConnection[object], schema: str, *, migrate: bool,
+    conn: psycopg.AsyncConnection[object],
+    schema: str,
+    *,
+    migrate: bool,
 ) -> MigrationReport:
     """Bring ``schema`` to :data:`SCHEMA_VERSION`, or check that it is there.
 
@@ -144,11 +156,11 @@ async def ensure_schema(
         raise StoreError(
             f"PostgreSQL schema {schema!r} {state} and automatic migration is off "
             f"(migrate = false); this durably-postgres needs version {SCHEMA_VERSION}. "
-            "Run `durably migrate` (durably_postgres.migrate(url)) first")
+            "Run `durably migrate` (durably_postgres.migrate(url)) first"
+        )
     s = quote_ident(schema)
     async with conn.transaction():
-        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))",
-                           (LOCK_CLASS, schema))
+        await conn.execute("SELECT pg_advisory_xact_lock(%s, hashtext(%s))", (LOCK_CLASS, schema))
         cur = await conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
         if await cur.fetchone() is None:
             await conn.execute(f"CREATE SCHEMA {s}")
@@ -160,7 +172,8 @@ async def ensure_schema(
                     version integer PRIMARY KEY,
                     description text NOT NULL,
                     applied_at timestamptz NOT NULL DEFAULT now()
-                )""")
+                )"""
+            )
         before = await current_version(conn, schema)
         if before > SCHEMA_VERSION:
             raise _too_new(schema, before)
@@ -172,9 +185,11 @@ async def ensure_schema(
                 await conn.execute(statement.format(s=s))
             await conn.execute(
                 f"INSERT INTO {s}.schema_version (version, description) VALUES (%s, %s)",
-                (migration.version, migration.description))
+                (migration.version, migration.description),
+            )
             applied.append(migration.version)
     if applied:
-        log.info("migrated PostgreSQL schema %r from version %d to %d", schema, before,
-                 SCHEMA_VERSION)
+        log.info(
+            "migrated PostgreSQL schema %r from version %d to %d", schema, before, SCHEMA_VERSION
+        )
     return MigrationReport(schema, before, SCHEMA_VERSION, tuple(applied))

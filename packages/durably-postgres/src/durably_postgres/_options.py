@@ -59,8 +59,6 @@ class PostgresOptions:
     transaction mode older than 1.21)."""
 
 
-
-
 _number = number_option
 _integer = integer_option
 
@@ -68,12 +66,15 @@ _integer = integer_option
 def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
     """Validate the provider options; an unknown key or a bad value raises ConfigError."""
     values: dict[str, Any] = {}
-    for name, key, value in option_items(options, OPTION_KEY,
-                                         PostgresOptions.__dataclass_fields__):
+    for name, key, value in option_items(options, OPTION_KEY, PostgresOptions.__dataclass_fields__):
         if name == "schema":
-            string_option(key, value, pattern=SCHEMA_RE, what="schema name",
-                          fix="Use 1-63 characters from A-Z, a-z, 0-9 and '_', not starting "
-                              "with a digit")
+            string_option(
+                key,
+                value,
+                pattern=SCHEMA_RE,
+                what="schema name",
+                fix="Use 1-63 characters from A-Z, a-z, 0-9 and '_', not starting with a digit",
+            )
         elif name in ("pool_min_size", "connect_retries"):
             value = _integer(key, value, minimum=0)
         elif name == "pool_max_size":
@@ -94,7 +95,9 @@ def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
     if parsed.pool_max_size < parsed.pool_min_size:
         raise ConfigError(
             f"pool_max_size ({parsed.pool_max_size}) is smaller than pool_min_size "
-            f"({parsed.pool_min_size})", key=f"{OPTION_KEY}.pool_max_size")
+            f"({parsed.pool_min_size})",
+            key=f"{OPTION_KEY}.pool_max_size",
+        )
     return parsed
 
 
@@ -129,8 +132,11 @@ def parse_target(url: str, opts: PostgresOptions) -> Target:
     """
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
     if scheme not in SCHEMES:
-        raise ConfigError(f"not a PostgreSQL URL: {redact_url(url)!r}", key="durability.store",
-                          fix="Use postgresql://user@host:5432/dbname")
+        raise ConfigError(
+            f"not a PostgreSQL URL: {redact_url(url)!r}",
+            key="durability.store",
+            fix="Use postgresql://user@host:5432/dbname",
+        )
     try:
         params = conninfo_to_dict(url)
     except psycopg.Error as exc:
@@ -139,10 +145,12 @@ def parse_target(url: str, opts: PostgresOptions) -> Target:
         if password and len(password) >= 3:
             detail = detail.replace(password, "***")
         # ``from None``: the libpq message may quote the URL, password included.
-        raise ConfigError(f"invalid PostgreSQL URL {redact_url(url)!r}: {detail}",
-                          key="durability.store",
-                          fix="See https://www.postgresql.org/docs/current/"
-                              "libpq-connect.html#LIBPQ-CONNSTRING-URIS") from None
+        raise ConfigError(
+            f"invalid PostgreSQL URL {redact_url(url)!r}: {detail}",
+            key="durability.store",
+            fix="See https://www.postgresql.org/docs/current/"
+            "libpq-connect.html#LIBPQ-CONNSTRING-URIS",
+        ) from None
     merged: dict[str, Any] = {str(k): str(v) for k, v in params.items()}
     merged["connect_timeout"] = str(max(2, math.ceil(opts.connect_timeout)))
     if opts.application_name is not None:

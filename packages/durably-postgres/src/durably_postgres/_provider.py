@@ -186,10 +186,16 @@ class PostgresProvider(CheckpointProvider):
     """
 
     scheme: ClassVar[str] = "postgresql"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({
-        Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
-        Capability.TAKEOVER, Capability.OWNER_LOCK, Capability.CLAIM_NEXT,
-    })
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.PERSISTENT,
+            Capability.SHARED,
+            Capability.LARGE_OBJECTS,
+            Capability.TAKEOVER,
+            Capability.OWNER_LOCK,
+            Capability.CLAIM_NEXT,
+        }
+    )
 
     def __init__(self, target: Target, options: PostgresOptions) -> None:
         """Prefer :meth:`from_url`. Performs no I/O."""
@@ -244,14 +250,20 @@ class PostgresProvider(CheckpointProvider):
         for attempt in range(1, attempts + 1):
             try:
                 return await psycopg.AsyncConnection.connect(
-                    self._target.conninfo(), autocommit=True)
+                    self._target.conninfo(), autocommit=True
+                )
             except psycopg.Error as exc:
                 if connect_error_is_permanent(exc) or attempt == attempts:
                     raise connect_error(exc, self._target, attempt) from exc
                 delay = min(5.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())
-                log.warning("cannot connect to %s (%s); retrying in %.1f s (attempt %d of %d)",
-                            self._target.where, detail_of(exc, self._target), delay,
-                            attempt, attempts)
+                log.warning(
+                    "cannot connect to %s (%s); retrying in %.1f s (attempt %d of %d)",
+                    self._target.where,
+                    detail_of(exc, self._target),
+                    delay,
+                    attempt,
+                    attempts,
+                )
                 await asyncio.sleep(delay)
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -260,8 +272,9 @@ class PostgresProvider(CheckpointProvider):
         try:
             return await ensure_schema(conn, self._options.schema, migrate=migrate)
         except psycopg.Error as exc:
-            raise translate(exc, "preparing the schema", self._target,
-                            schema=self._options.schema) from exc
+            raise translate(
+                exc, "preparing the schema", self._target, schema=self._options.schema
+            ) from exc
         finally:
             await conn.close()
 
@@ -294,7 +307,12 @@ class PostgresProvider(CheckpointProvider):
             return self._pool
 
     async def _run(
-        self, what: str, name: str, params: dict[str, Any], *, idempotent: bool,
+        self,
+        what: str,
+        name: str,
+        params: dict[str, Any],
+        *,
+        idempotent: bool,
         sql: str | None = None,
     ) -> list[Row]:
         """Run one statement (one round trip) and return its rows.
@@ -313,14 +331,17 @@ class PostgresProvider(CheckpointProvider):
                 return await cur.fetchall()
 
         return await call_with_retries(
-            attempt, what=what, catch=psycopg.Error,
-            retryable=lambda exc: is_rolled_back(exc) or (idempotent
-                                                          and is_connection_loss(exc)),
-            translate=lambda exc: translate(exc, what, self._target,
-                                            schema=self._options.schema),
-            retries=STATEMENT_RETRIES, log=log, where=self._target.where,
+            attempt,
+            what=what,
+            catch=psycopg.Error,
+            retryable=lambda exc: is_rolled_back(exc) or (idempotent and is_connection_loss(exc)),
+            translate=lambda exc: translate(exc, what, self._target, schema=self._options.schema),
+            retries=STATEMENT_RETRIES,
+            log=log,
+            where=self._target.where,
             describe=lambda exc: detail_of(exc, self._target),
-            backoff=lambda n: 0.05 * n * (0.5 + random.random()))
+            backoff=lambda n: 0.05 * n * (0.5 + random.random()),
+        )
 
     async def _close(self) -> None:
         self._closed = True
@@ -334,27 +355,39 @@ class PostgresProvider(CheckpointProvider):
     # --------------------------------------------------------------- checkpoints
 
     async def _save(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         kind: SaveKind
         params: dict[str, Any] = {
-            "id": execution_id, "seq": seq, "data": stored, "size": len(stored),
-            "meta": _encode_metadata(metadata), "status": metadata.get("durably.status"),
+            "id": execution_id,
+            "seq": seq,
+            "data": stored,
+            "size": len(stored),
+            "meta": _encode_metadata(metadata),
+            "status": metadata.get("durably.status"),
         }
         if isinstance(mode, ExpectedVersion):
             kind = "expected"
             expected = mode.version
             params["expected"] = (
-                int(expected) if expected.isascii() and expected.isdigit() and len(expected) < 19
-                else -1)
+                int(expected)
+                if expected.isascii() and expected.isdigit() and len(expected) < 19
+                else -1
+            )
         else:
             kind = mode
         if lease is not None:
             params.update(self._lease_params(lease))
         what = f"saving checkpoint {seq} of execution {execution_id!r}"
-        rows = await self._run(what, "", params, idempotent=False,
-                               sql=self._sql.save(kind, lease is not None))
+        rows = await self._run(
+            what, "", params, idempotent=False, sql=self._sql.save(kind, lease is not None)
+        )
         fence_ok, version, created_at = rows[0]
         if not fence_ok:
             assert lease is not None
@@ -364,37 +397,59 @@ class PostgresProvider(CheckpointProvider):
                 raise already_exists(execution_id, seq)
             assert isinstance(mode, ExpectedVersion)
             raise precondition_failed(execution_id, seq, mode.version)
-        return CheckpointInfo(execution_id, seq, str(version), len(stored), created_at,
-                              dict(metadata))
+        return CheckpointInfo(
+            execution_id, seq, str(version), len(stored), created_at, dict(metadata)
+        )
 
     def _info(self, execution_id: str, row: Row) -> CheckpointInfo:
         seq, version, size, created_at, metadata = row[:5]
-        return CheckpointInfo(execution_id, int(seq), str(version), int(size), float(created_at),
-                              _decode_metadata(metadata))
+        return CheckpointInfo(
+            execution_id,
+            int(seq),
+            str(version),
+            int(size),
+            float(created_at),
+            _decode_metadata(metadata),
+        )
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
-        rows = await self._run(f"loading checkpoint {seq} of execution {execution_id!r}",
-                               "load", {"id": execution_id, "seq": seq}, idempotent=True)
+        rows = await self._run(
+            f"loading checkpoint {seq} of execution {execution_id!r}",
+            "load",
+            {"id": execution_id, "seq": seq},
+            idempotent=True,
+        )
         if not rows:
             return None
         return self._info(execution_id, rows[0]), bytes(rows[0][5])
 
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
-        rows = await self._run(f"loading the latest checkpoint of execution {execution_id!r}",
-                               "load_latest", {"id": execution_id}, idempotent=True)
+        rows = await self._run(
+            f"loading the latest checkpoint of execution {execution_id!r}",
+            "load_latest",
+            {"id": execution_id},
+            idempotent=True,
+        )
         if not rows:
             return None
         return self._info(execution_id, rows[0]), bytes(rows[0][5])
 
     async def _list(
-        self, execution_id: str, cursor: str | None, limit: int, after: int | None,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
+        after: int | None,
     ) -> Page[CheckpointInfo]:
         start = decode_int_cursor(cursor)
         lower = max(-1 if start is None else start, -1 if after is None else after)
         limit = min(limit, MAX_PAGE)
         rows = await self._run(
-            f"listing checkpoints of execution {execution_id!r}", "list",
-            {"id": execution_id, "after": lower, "limit": limit + 1}, idempotent=True)
+            f"listing checkpoints of execution {execution_id!r}",
+            "list",
+            {"id": execution_id, "after": lower, "limit": limit + 1},
+            idempotent=True,
+        )
         items = tuple(self._info(execution_id, row) for row in rows[:limit])
         more = len(rows) > limit
         return Page(items, encode_int_cursor(items[-1].seq) if more else None)
@@ -403,27 +458,38 @@ class PostgresProvider(CheckpointProvider):
         return bool(await self._delete_batch(execution_id, [seq], lease))
 
     async def _delete_many(
-        self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: Iterable[int],
+        lease: Lease | None,
     ) -> list[int]:
         """Delete in batches of :data:`DELETE_BATCH` (``seq = ANY(array)``), each one
         fenced statement; a FencedError stops before the next batch."""
         todo = sorted(set(seqs))
         deleted: list[int] = []
         for start in range(0, len(todo), DELETE_BATCH):
-            deleted.extend(await self._delete_batch(
-                execution_id, todo[start:start + DELETE_BATCH], lease))
+            deleted.extend(
+                await self._delete_batch(execution_id, todo[start : start + DELETE_BATCH], lease)
+            )
         return deleted
 
     async def _delete_batch(
-        self, execution_id: str, seqs: list[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: list[int],
+        lease: Lease | None,
     ) -> list[int]:
         params: dict[str, Any] = {"id": execution_id, "seqs": seqs}
         if lease is not None:
             params.update(self._lease_params(lease))
-        what = (f"deleting checkpoint {seqs[0]} of execution {execution_id!r}" if len(seqs) == 1
-                else f"deleting {len(seqs)} checkpoints of execution {execution_id!r}")
-        rows = await self._run(what, "", params, idempotent=False,
-                               sql=self._sql.delete(lease is not None))
+        what = (
+            f"deleting checkpoint {seqs[0]} of execution {execution_id!r}"
+            if len(seqs) == 1
+            else f"deleting {len(seqs)} checkpoints of execution {execution_id!r}"
+        )
+        rows = await self._run(
+            what, "", params, idempotent=False, sql=self._sql.delete(lease is not None)
+        )
         fence_ok, done = rows[0]
         if not fence_ok:
             assert lease is not None
@@ -434,8 +500,12 @@ class PostgresProvider(CheckpointProvider):
 
     async def _list_executions(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
         limit = min(limit, MAX_PAGE)
-        rows = await self._run("listing executions", "list_executions",
-                               {"cursor": cursor or "", "limit": limit + 1}, idempotent=True)
+        rows = await self._run(
+            "listing executions",
+            "list_executions",
+            {"cursor": cursor or "", "limit": limit + 1},
+            idempotent=True,
+        )
         items = tuple(ExecutionInfo(str(row[0]), float(row[1])) for row in rows[:limit])
         return Page(items, items[-1].execution_id if len(rows) > limit else None)
 
@@ -443,14 +513,17 @@ class PostgresProvider(CheckpointProvider):
         what = f"deleting execution {execution_id!r}"
         for attempt in range(STATEMENT_RETRIES + 1):
             try:
-                rows = await self._run(what, "delete_execution", {"id": execution_id},
-                                       idempotent=True)
+                rows = await self._run(
+                    what, "delete_execution", {"id": execution_id}, idempotent=True
+                )
                 return bool(rows[0][0])
             except StoreError as exc:
                 # A checkpoint committed by a concurrent save after this statement's
                 # snapshot makes the foreign key fail: delete again, with a new snapshot.
-                if (not isinstance(exc.__cause__, pg_errors.ForeignKeyViolation)
-                        or attempt == STATEMENT_RETRIES):
+                if (
+                    not isinstance(exc.__cause__, pg_errors.ForeignKeyViolation)
+                    or attempt == STATEMENT_RETRIES
+                ):
                     raise
         raise AssertionError("unreachable")  # pragma: no cover
 
@@ -471,7 +544,9 @@ class PostgresProvider(CheckpointProvider):
                 raise LeaseHeldError(
                     f"execution {execution_id!r} is leased by {holder!r} until "
                     f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(expires_at))} UTC",
-                    owner=holder, expires_at=float(expires_at))
+                    owner=holder,
+                    expires_at=float(expires_at),
+                )
             # The lease expired or was released in between: claim again.
         raise LeaseHeldError(f"execution {execution_id!r} is contended: claim it again")
 
@@ -479,8 +554,13 @@ class PostgresProvider(CheckpointProvider):
         _check_encodable(owner)
         execution_id = lease.execution_id
         what = f"taking execution {execution_id!r} over"
-        params = {"id": execution_id, "owner": owner, "ttl": float(ttl),
-                  "dead_epoch": lease.epoch, "dead_owner": lease.owner}
+        params = {
+            "id": execution_id,
+            "owner": owner,
+            "ttl": float(ttl),
+            "dead_epoch": lease.epoch,
+            "dead_owner": lease.owner,
+        }
         # Not retried on a lost connection: a take-over that did commit would then look
         # like a lost race.
         rows = await self._run(what, "take_over", params, idempotent=False)
@@ -492,8 +572,9 @@ class PostgresProvider(CheckpointProvider):
 
     def _lock_key(self, execution_id: str) -> tuple[int, int, int]:
         """The session advisory lock of an execution: (bigint key, high, low halves)."""
-        digest = hashlib.blake2b(f"durably\0{self.schema}\0{execution_id}".encode(),
-                                 digest_size=8).digest()
+        digest = hashlib.blake2b(
+            f"durably\0{self.schema}\0{execution_id}".encode(), digest_size=8
+        ).digest()
         key = int.from_bytes(digest, "big") >> 1  # a positive bigint
         return key, key >> 32, key & 0xFFFFFFFF
 
@@ -506,8 +587,12 @@ class PostgresProvider(CheckpointProvider):
             row = await cur.fetchone()
         except psycopg.Error as exc:
             await conn.close()
-            raise translate(exc, f"locking the owner of execution {execution_id!r}",
-                            self._target, schema=self._options.schema) from exc
+            raise translate(
+                exc,
+                f"locking the owner of execution {execution_id!r}",
+                self._target,
+                schema=self._options.schema,
+            ) from exc
         except BaseException:
             await conn.close()
             raise
@@ -518,34 +603,55 @@ class PostgresProvider(CheckpointProvider):
 
     async def _owner_lock_free(self, execution_id: str) -> bool:
         _, hi, lo = self._lock_key(execution_id)
-        rows = await self._run(f"probing the owner lock of execution {execution_id!r}",
-                               "owner_lock_held", {"hi": hi, "lo": lo}, idempotent=True)
+        rows = await self._run(
+            f"probing the owner lock of execution {execution_id!r}",
+            "owner_lock_held",
+            {"hi": hi, "lo": lo},
+            idempotent=True,
+        )
         return not rows[0][0]
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         params = {"id": lease.execution_id, "ttl": float(ttl), **self._lease_params(lease)}
-        rows = await self._run(f"renewing the lease on execution {lease.execution_id!r}",
-                               "renew", params, idempotent=True)
+        rows = await self._run(
+            f"renewing the lease on execution {lease.execution_id!r}",
+            "renew",
+            params,
+            idempotent=True,
+        )
         if not rows:
             raise fenced(lease, "renewing the lease")
         return Lease(lease.execution_id, lease.owner, lease.epoch, float(rows[0][0]))
 
     async def _release(self, lease: Lease) -> None:
         params = {"id": lease.execution_id, **self._lease_params(lease)}
-        await self._run(f"releasing the lease on execution {lease.execution_id!r}",
-                        "release", params, idempotent=True)
+        await self._run(
+            f"releasing the lease on execution {lease.execution_id!r}",
+            "release",
+            params,
+            idempotent=True,
+        )
 
     async def _get_lease(self, execution_id: str) -> Lease | None:
-        rows = await self._run(f"reading the lease on execution {execution_id!r}",
-                               "get_lease", {"id": execution_id}, idempotent=True)
+        rows = await self._run(
+            f"reading the lease on execution {execution_id!r}",
+            "get_lease",
+            {"id": execution_id},
+            idempotent=True,
+        )
         if not rows:
             return None
         owner, epoch, expires_at, released = rows[0]
-        return Lease(execution_id, str(owner), int(epoch), float(expires_at),
-                     released=bool(released))
+        return Lease(
+            execution_id, str(owner), int(epoch), float(expires_at), released=bool(released)
+        )
 
     async def claim_next(
-        self, owner: str, *, ttl: float, exclude_completed: bool = True,
+        self,
+        owner: str,
+        *,
+        ttl: float,
+        exclude_completed: bool = True,
         include_unclaimed: bool = True,
     ) -> Lease | None:
         """Claim one execution that nobody holds a live lease on, for a worker.
@@ -570,7 +676,9 @@ class PostgresProvider(CheckpointProvider):
         rows = await self._run(
             "claiming the next execution",
             f"claim_next:{int(exclude_completed)}:{int(include_unclaimed)}",
-            {"owner": owner, "ttl": float(ttl)}, idempotent=False)
+            {"owner": owner, "ttl": float(ttl)},
+            idempotent=False,
+        )
         if not rows:
             return None
         execution_id, epoch, expires_at = rows[0]
@@ -583,37 +691,54 @@ class PostgresProvider(CheckpointProvider):
         if len(stored) >= BLOB_PRECHECK_SIZE and await self._has_blob(execution_id, digest):
             return False
         rows = await self._run(
-            what, "put_blob",
+            what,
+            "put_blob",
             {"id": execution_id, "digest": digest, "data": stored, "size": len(stored)},
-            idempotent=True)
+            idempotent=True,
+        )
         return bool(rows[0][0])
 
     async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
-        rows = await self._run(f"reading blob {digest} of execution {execution_id!r}",
-                               "get_blob", {"id": execution_id, "digest": digest},
-                               idempotent=True)
+        rows = await self._run(
+            f"reading blob {digest} of execution {execution_id!r}",
+            "get_blob",
+            {"id": execution_id, "digest": digest},
+            idempotent=True,
+        )
         return bytes(rows[0][0]) if rows else None
 
     async def _has_blob(self, execution_id: str, digest: str) -> bool:
-        rows = await self._run(f"looking up blob {digest} of execution {execution_id!r}",
-                               "has_blob", {"id": execution_id, "digest": digest},
-                               idempotent=True)
+        rows = await self._run(
+            f"looking up blob {digest} of execution {execution_id!r}",
+            "has_blob",
+            {"id": execution_id, "digest": digest},
+            idempotent=True,
+        )
         return bool(rows[0][0])
 
     async def _list_blobs(
-        self, execution_id: str, cursor: str | None, limit: int,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
     ) -> Page[BlobInfo]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
         limit = min(limit, MAX_PAGE)
-        rows = await self._run(f"listing blobs of execution {execution_id!r}", "list_blobs",
-                               {"id": execution_id, "cursor": cursor or "", "limit": limit + 1},
-                               idempotent=True)
+        rows = await self._run(
+            f"listing blobs of execution {execution_id!r}",
+            "list_blobs",
+            {"id": execution_id, "cursor": cursor or "", "limit": limit + 1},
+            idempotent=True,
+        )
         items = tuple(BlobInfo(str(d), int(size), float(at)) for d, size, at in rows[:limit])
         return Page(items, items[-1].digest if len(rows) > limit else None)
 
     async def _delete_blob(self, execution_id: str, digest: str) -> bool:
-        rows = await self._run(f"deleting blob {digest} of execution {execution_id!r}",
-                               "delete_blob", {"id": execution_id, "digest": digest},
-                               idempotent=True)
+        rows = await self._run(
+            f"deleting blob {digest} of execution {execution_id!r}",
+            "delete_blob",
+            {"id": execution_id, "digest": digest},
+            idempotent=True,
+        )
         return bool(rows)

@@ -42,12 +42,18 @@ def _save(kind: SaveKind, fenced: bool) -> str:
             " RETURNING c.version, c.created_at"
         )
     else:
-        source = (f"SELECT {_CHECKPOINT_VALUES} FROM fence" if fenced
-                  else f"VALUES ({_CHECKPOINT_VALUES})")
-        conflict = ("DO NOTHING" if kind == "create" else
-                    "DO UPDATE SET version = EXCLUDED.version, data = EXCLUDED.data,"
-                    " metadata = EXCLUDED.metadata, size = EXCLUDED.size,"
-                    " created_at = EXCLUDED.created_at")
+        source = (
+            f"SELECT {_CHECKPOINT_VALUES} FROM fence"
+            if fenced
+            else f"VALUES ({_CHECKPOINT_VALUES})"
+        )
+        conflict = (
+            "DO NOTHING"
+            if kind == "create"
+            else "DO UPDATE SET version = EXCLUDED.version, data = EXCLUDED.data,"
+            " metadata = EXCLUDED.metadata, size = EXCLUDED.size,"
+            " created_at = EXCLUDED.created_at"
+        )
         write = (
             f"INSERT INTO {{s}}.checkpoints AS c {_CHECKPOINT_COLUMNS} {source}"
             f" ON CONFLICT (execution_id, seq) {conflict}"
@@ -90,12 +96,12 @@ _INFO = "seq, version, size, extract(epoch FROM created_at)::float8, metadata"
 
 _STATEMENTS: dict[str, str] = {
     "load": f"SELECT {_INFO}, data FROM {{s}}.checkpoints"
-            " WHERE execution_id = %(id)s AND seq = %(seq)s::int8",
+    " WHERE execution_id = %(id)s AND seq = %(seq)s::int8",
     "load_latest": f"SELECT {_INFO}, data FROM {{s}}.checkpoints"
-                   " WHERE execution_id = %(id)s ORDER BY seq DESC LIMIT 1",
+    " WHERE execution_id = %(id)s ORDER BY seq DESC LIMIT 1",
     "list": f"SELECT {_INFO} FROM {{s}}.checkpoints"
-            " WHERE execution_id = %(id)s AND seq > %(after)s::int8"
-            " ORDER BY seq LIMIT %(limit)s::int8",
+    " WHERE execution_id = %(id)s AND seq > %(after)s::int8"
+    " ORDER BY seq LIMIT %(limit)s::int8",
     "list_executions": (
         "SELECT e.id, extract(epoch FROM e.updated_at)::float8 FROM {s}.executions AS e"
         " WHERE e.id > %(cursor)s AND (e.lease_owner IS NOT NULL"
@@ -181,13 +187,13 @@ _STATEMENTS: dict[str, str] = {
     ),
     "get_blob": "SELECT data FROM {s}.blobs WHERE execution_id = %(id)s AND digest = %(digest)s",
     "has_blob": "SELECT EXISTS (SELECT 1 FROM {s}.blobs"
-                " WHERE execution_id = %(id)s AND digest = %(digest)s)",
+    " WHERE execution_id = %(id)s AND digest = %(digest)s)",
     "list_blobs": (
         "SELECT digest, size, extract(epoch FROM created_at)::float8 FROM {s}.blobs"
         " WHERE execution_id = %(id)s AND digest > %(cursor)s ORDER BY digest LIMIT %(limit)s::int8"
     ),
     "delete_blob": "DELETE FROM {s}.blobs WHERE execution_id = %(id)s AND digest = %(digest)s"
-                   " RETURNING 1",
+    " RETURNING 1",
 }
 
 
@@ -227,13 +233,16 @@ def render(quoted_schema: str, lease_clock: Literal["server", "client"]) -> Stat
         for unclaimed in (False, True):
             filters = ""
             if completed:
-                filters += (" AND status IS DISTINCT FROM 'completed'"
-                            " AND status IS DISTINCT FROM 'failed'")
+                filters += (
+                    " AND status IS DISTINCT FROM 'completed' AND status IS DISTINCT FROM 'failed'"
+                )
             if not unclaimed:
                 filters += " AND lease_owner IS NOT NULL"
-            raw[f"claim_next:{int(completed)}:{int(unclaimed)}"] = (
-                _STATEMENTS["claim_next"].replace("{filters}", filters))
+            raw[f"claim_next:{int(completed)}:{int(unclaimed)}"] = _STATEMENTS[
+                "claim_next"
+            ].replace("{filters}", filters)
     del raw["claim_next"]
-    text = {name: sql.replace("{s}", quoted_schema).replace("{now}", now)
-            for name, sql in raw.items()}
+    text = {
+        name: sql.replace("{s}", quoted_schema).replace("{now}", now) for name, sql in raw.items()
+    }
     return Statements(quoted_schema, now, text)

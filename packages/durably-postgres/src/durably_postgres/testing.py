@@ -68,8 +68,10 @@ def _pg_bin(name: str) -> str | None:
     found = shutil.which(name)
     if found:
         return found
-    candidates = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
-                        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0)
+    candidates = sorted(
+        glob.glob(f"/usr/lib/postgresql/*/bin/{name}"),
+        key=lambda p: int(p.split("/")[4]) if p.split("/")[4].isdigit() else 0,
+    )
     return candidates[-1] if candidates else None
 
 
@@ -91,8 +93,9 @@ class ThrowawayCluster:
         password: The password of the superuser ``postgres``.
     """
 
-    def __init__(self, *, auth: Literal["trust", "scram-sha-256"] = "trust",
-                 password: str | None = None) -> None:
+    def __init__(
+        self, *, auth: Literal["trust", "scram-sha-256"] = "trust", password: str | None = None
+    ) -> None:
         if auth != "trust" and not password:
             raise ValueError("password authentication needs a password")
         self.auth = auth
@@ -159,15 +162,27 @@ class ThrowawayCluster:
         self.port = free_port()
         try:
             self._run(*args)
-            self._run(pg_ctl, "-D", str(data), "-w", "-t", "30", "-l", str(self._dir / "log"),
-                      "-o", f"-p {self.port} -k {self._dir} -c listen_addresses=127.0.0.1 "
-                            "-c fsync=off -c full_page_writes=off", "start")
+            self._run(
+                pg_ctl,
+                "-D",
+                str(data),
+                "-w",
+                "-t",
+                "30",
+                "-l",
+                str(self._dir / "log"),
+                "-o",
+                f"-p {self.port} -k {self._dir} -c listen_addresses=127.0.0.1 "
+                "-c fsync=off -c full_page_writes=off",
+                "start",
+            )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
             log = self._dir / "log"
             text = log.read_text(errors="replace")[-2000:] if log.exists() else ""
             self.stop()
-            raise RuntimeError(f"throwaway PostgreSQL cluster failed to start: {exc}\n{text}"
-                               ) from exc
+            raise RuntimeError(
+                f"throwaway PostgreSQL cluster failed to start: {exc}\n{text}"
+            ) from exc
         return self
 
     def stop(self) -> None:
@@ -185,8 +200,12 @@ class ThrowawayCluster:
     def __enter__(self) -> ThrowawayCluster:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -308,12 +327,15 @@ class PostgresBackdoor:
         """The stored (envelope) bytes of a checkpoint."""
         return await self._one_bytes(
             "SELECT data FROM {s}.checkpoints WHERE execution_id = %s AND seq = %s",
-            (execution_id, seq), f"checkpoint {seq} of {execution_id}")
+            (execution_id, seq),
+            f"checkpoint {seq} of {execution_id}",
+        )
 
     async def _replace(self, execution_id: str, seq: int, raw: bytes) -> None:
         rows = await self._fetch(
-            "UPDATE {s}.checkpoints SET data = %s WHERE execution_id = %s AND seq = %s "
-            "RETURNING 1", (raw, execution_id, seq))
+            "UPDATE {s}.checkpoints SET data = %s WHERE execution_id = %s AND seq = %s RETURNING 1",
+            (raw, execution_id, seq),
+        )
         if not rows:
             raise KeyError(f"checkpoint {seq} of {execution_id}")
 
@@ -334,12 +356,18 @@ class PostgresBackdoor:
 
     async def corrupt_blob(self, execution_id: str, digest: str) -> None:
         """Flip every bit of the middle byte of a blob."""
-        data = bytearray(await self._one_bytes(
-            "SELECT data FROM {s}.blobs WHERE execution_id = %s AND digest = %s",
-            (execution_id, digest), f"blob {digest} of {execution_id}"))
+        data = bytearray(
+            await self._one_bytes(
+                "SELECT data FROM {s}.blobs WHERE execution_id = %s AND digest = %s",
+                (execution_id, digest),
+                f"blob {digest} of {execution_id}",
+            )
+        )
         data[len(data) // 2] ^= 0xFF
-        await self._fetch("UPDATE {s}.blobs SET data = %s WHERE execution_id = %s AND digest = %s",
-                          (bytes(data), execution_id, digest))
+        await self._fetch(
+            "UPDATE {s}.blobs SET data = %s WHERE execution_id = %s AND digest = %s",
+            (bytes(data), execution_id, digest),
+        )
 
     async def locations(self) -> list[str]:
         """Every row the provider wrote for executions: ``checkpoints/<id>/<seq>``,
@@ -348,7 +376,9 @@ class PostgresBackdoor:
             rows = await self._fetch(
                 "SELECT 'checkpoints/' || execution_id || '/' || seq FROM {s}.checkpoints"
                 " UNION ALL SELECT 'blobs/' || execution_id || '/' || digest FROM {s}.blobs"
-                " UNION ALL SELECT 'executions/' || id FROM {s}.executions", ())
+                " UNION ALL SELECT 'executions/' || id FROM {s}.executions",
+                (),
+            )
         except psycopg.errors.UndefinedTable:
             return []  # the provider never ran: no schema yet
         return sorted(str(row[0]) for row in rows)

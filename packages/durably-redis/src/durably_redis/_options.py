@@ -91,9 +91,11 @@ def parse_options(options: Mapping[str, Any] | None) -> RedisOptions:
         if name == "key_prefix":
             if not isinstance(value, str) or not KEY_PREFIX_RE.fullmatch(value):
                 raise ConfigError(
-                    f"invalid key prefix {value!r}", key=key,
+                    f"invalid key prefix {value!r}",
+                    key=key,
                     fix="Use 1-64 printable ASCII characters without spaces, e.g. 'durably' "
-                        "or 'app1:durably'")
+                    "or 'app1:durably'",
+                )
         elif name == "pool_size":
             value = _integer(key, value, minimum=1)
         elif name == "wait_aof":
@@ -153,8 +155,7 @@ def _convert(name: str, kind: str, raw: str, shown_url: str) -> Any:
             raise ValueError(raw)
     except ValueError:
         shown = "***" if "password" in name else repr(raw)
-        raise ConfigError(f"invalid value {shown} for {name!r} in {shown_url!r}",
-                          key=key) from None
+        raise ConfigError(f"invalid value {shown} for {name!r} in {shown_url!r}", key=key) from None
     return raw
 
 
@@ -172,19 +173,26 @@ def parse_target(url: str, opts: RedisOptions) -> Target:
     shown_url = redact_url(url) if isinstance(url, str) else repr(url)
     key = "durability.store"
     if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(f"not a Redis URL: {shown_url!r}", key=key,
-                          fix="Use redis://host:6379/0 or rediss://host:6380/0")
+        raise ConfigError(
+            f"not a Redis URL: {shown_url!r}",
+            key=key,
+            fix="Use redis://host:6379/0 or rediss://host:6380/0",
+        )
     try:
         parts = urlsplit(url)
         port = parts.port
         host = parts.hostname
     except ValueError as exc:
-        raise ConfigError(f"invalid Redis URL {shown_url!r}: {redact_url(str(exc))}",
-                          key=key) from None
+        raise ConfigError(
+            f"invalid Redis URL {shown_url!r}: {redact_url(str(exc))}", key=key
+        ) from None
     scheme = parts.scheme.lower()
     if scheme not in SCHEMES:
-        raise ConfigError(f"not a Redis URL: {shown_url!r}", key=key,
-                          fix="Use redis://host:6379/0 or rediss://host:6380/0")
+        raise ConfigError(
+            f"not a Redis URL: {shown_url!r}",
+            key=key,
+            fix="Use redis://host:6379/0 or rediss://host:6380/0",
+        )
     tls = scheme == "rediss"
     allowed = dict(URL_PARAMETERS)
     if tls:
@@ -193,13 +201,13 @@ def parse_target(url: str, opts: RedisOptions) -> Target:
     for name, values in parse_qs(parts.query, keep_blank_values=True).items():
         if name not in allowed:
             if name in TLS_PARAMETERS:
-                raise ConfigError(f"{name!r} needs a rediss:// (TLS) URL, not {shown_url!r}",
-                                  key=key)
+                raise ConfigError(
+                    f"{name!r} needs a rediss:// (TLS) URL, not {shown_url!r}", key=key
+                )
             fix = did_you_mean(name, allowed, what="parameters")
             if name in ("max_connections", "timeout"):
                 fix = f"Use the option {OPTION_KEY}.pool_size instead"
-            raise ConfigError(f"unknown URL parameter {name!r} in {shown_url!r}", key=key,
-                              fix=fix)
+            raise ConfigError(f"unknown URL parameter {name!r} in {shown_url!r}", key=key, fix=fix)
         kwargs[name] = _convert(name, allowed[name], values[-1], shown_url)
     if parts.username:
         kwargs["username"] = unquote(parts.username)
@@ -209,9 +217,11 @@ def parse_target(url: str, opts: RedisOptions) -> Target:
     if "db" not in kwargs:
         if path:
             if not path.isdigit():
-                raise ConfigError(f"invalid database {path!r} in {shown_url!r}", key=key,
-                                  fix="The path of a Redis URL is the database number, "
-                                      "e.g. redis://host:6379/0")
+                raise ConfigError(
+                    f"invalid database {path!r} in {shown_url!r}",
+                    key=key,
+                    fix="The path of a Redis URL is the database number, e.g. redis://host:6379/0",
+                )
             kwargs["db"] = int(path)
         else:
             kwargs["db"] = 0
@@ -223,12 +233,20 @@ def parse_target(url: str, opts: RedisOptions) -> Target:
     kwargs["port"] = port
     kwargs.setdefault("socket_connect_timeout", DEFAULT_CONNECT_TIMEOUT)
     # A reply must be allowed to take longer than the WAIT/WAITAOF it may include.
-    kwargs.setdefault("socket_timeout",
-                      max(DEFAULT_SOCKET_TIMEOUT, opts.wait_timeout_ms / 1000 + 10))
+    kwargs.setdefault(
+        "socket_timeout", max(DEFAULT_SOCKET_TIMEOUT, opts.wait_timeout_ms / 1000 + 10)
+    )
     kwargs.setdefault("client_name", "durably")
     user = kwargs.get("username")
     shown_host = f"[{host}]" if ":" in host else host
     where = f"{scheme}://{user + '@' if user else ''}{shown_host}:{port}/{kwargs['db']}"
     password = kwargs.get("password")
-    return Target(kwargs=kwargs, password=password, tls=tls, host=host, port=port,
-                  db=kwargs["db"], where=where)
+    return Target(
+        kwargs=kwargs,
+        password=password,
+        tls=tls,
+        host=host,
+        port=port,
+        db=kwargs["db"],
+        where=where,
+    )

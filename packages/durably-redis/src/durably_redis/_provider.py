@@ -113,10 +113,15 @@ class RedisProvider(CheckpointProvider):
     """
 
     scheme: ClassVar[str] = "redis"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset({
-        Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
-        Capability.TAKEOVER, Capability.OPEN_INDEX,
-    })
+    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+        {
+            Capability.PERSISTENT,
+            Capability.SHARED,
+            Capability.LARGE_OBJECTS,
+            Capability.TAKEOVER,
+            Capability.OPEN_INDEX,
+        }
+    )
 
     def __init__(self, target: Target, options: RedisOptions) -> None:
         """Prefer :meth:`from_url`. Performs no I/O."""
@@ -210,14 +215,14 @@ class RedisProvider(CheckpointProvider):
                     server = await inspect_server(client, self._target, self._options)
                 except rx.RedisError as exc:
                     await pool.disconnect()
-                    raise translate(exc, f"connecting to {self._target.where}",
-                                    self._target) from exc
+                    raise translate(
+                        exc, f"connecting to {self._target.where}", self._target
+                    ) from exc
                 except BaseException:
                     await pool.disconnect()
                     raise
                 self._server = server
-                self._shas = {name: script.sha(server.shebang)
-                              for name, script in SCRIPTS.items()}
+                self._shas = {name: script.sha(server.shebang) for name, script in SCRIPTS.items()}
                 self._pool = pool
                 self._client = client
             return self._client
@@ -231,23 +236,34 @@ class RedisProvider(CheckpointProvider):
     async def _call(self, what: str, *command: Any, idempotent: bool) -> Any:
         """Run one command (one round trip); errors become durably errors."""
         client = await self._ready()
-        return await self._retrying(what, lambda: _execute(client, command),
-                                    idempotent=idempotent)
+        return await self._retrying(what, lambda: _execute(client, command), idempotent=idempotent)
 
-    async def _retrying(self, what: str, call: Callable[[], Awaitable[Any]], *,
-                        idempotent: bool) -> Any:
+    async def _retrying(
+        self, what: str, call: Callable[[], Awaitable[Any]], *, idempotent: bool
+    ) -> Any:
         """``call`` once, or again after a lost connection if ``idempotent``; errors
         become durably errors."""
         return await call_with_retries(
-            call, what=what, catch=rx.RedisError,
+            call,
+            what=what,
+            catch=rx.RedisError,
             retryable=lambda exc: idempotent and is_connection_loss(exc),
             translate=lambda exc: translate(exc, what, self._target),
-            retries=READ_RETRIES, log=log, where=self._target.where,
-            describe=lambda exc: detail_of(exc, self._target))
+            retries=READ_RETRIES,
+            log=log,
+            where=self._target.where,
+            describe=lambda exc: detail_of(exc, self._target),
+        )
 
     async def _script(
-        self, name: str, keys: Sequence[str], args: Sequence[Any], *, what: str,
-        write: bool, idempotent: bool,
+        self,
+        name: str,
+        keys: Sequence[str],
+        args: Sequence[Any],
+        *,
+        what: str,
+        write: bool,
+        idempotent: bool,
     ) -> Any:
         """Run a Lua script (EVALSHA, falling back to EVAL if the server lost it).
 
@@ -273,14 +289,16 @@ class RedisProvider(CheckpointProvider):
                     return await self._run_script(client, what, call, waits)
                 except rx.NoScriptError:
                     if not by_sha:
-                        raise StoreError(f"{what}: Redis {self._target.where} keeps refusing "
-                                         f"the script {name!r}") from None
+                        raise StoreError(
+                            f"{what}: Redis {self._target.where} keeps refusing the script {name!r}"
+                        ) from None
                     by_sha = False  # the server restarted or its script cache was flushed
 
         return await self._retrying(what, attempt, idempotent=idempotent)
 
-    async def _run_script(self, client: Redis, what: str, call: tuple[Any, ...],
-                          waits: tuple[tuple[Any, ...], ...]) -> Any:
+    async def _run_script(
+        self, client: Redis, what: str, call: tuple[Any, ...], waits: tuple[tuple[Any, ...], ...]
+    ) -> Any:
         """One script call, pipelined with ``waits`` (one round trip)."""
         if not waits:
             return await _execute(client, call)
@@ -309,7 +327,8 @@ class RedisProvider(CheckpointProvider):
                         f"{what}: written on {self._target.where}, but only {acked} of "
                         f"{opts.wait_replicas} replicas acknowledged it within "
                         f"{opts.wait_timeout_ms} ms (wait_replicas): it is not known to be "
-                        "durable and may be lost if the primary fails")
+                        "durable and may be lost if the primary fails"
+                    )
             else:
                 local, replicas = (int(n) for n in reply)
                 numlocal, numreplicas = wait[1], wait[2]
@@ -319,7 +338,8 @@ class RedisProvider(CheckpointProvider):
                         f"the fsync on {local} of {numlocal} local and {replicas} of "
                         f"{numreplicas} replica append-only files within "
                         f"{opts.wait_timeout_ms} ms (wait_aof): it is not known to be "
-                        "durable")
+                        "durable"
+                    )
 
     def _fence_args(self, lease: Lease | None) -> list[Any]:
         if lease is None:
@@ -333,8 +353,13 @@ class RedisProvider(CheckpointProvider):
     # --------------------------------------------------------------- checkpoints
 
     async def _save(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         keys = self._keys
         what = f"saving checkpoint {seq} of execution {execution_id!r}"
@@ -344,11 +369,28 @@ class RedisProvider(CheckpointProvider):
             mode_arg, expected = mode, ""
         reply = await self._script(
             "save",
-            [keys.checkpoint(execution_id, seq), keys.seqs(execution_id),
-             keys.lease(execution_id), keys.executions, keys.counter, keys.open],
-            [mode_arg, expected, *self._fence_args(lease), stored, _encode_metadata(metadata),
-             seq_member(seq), execution_id, keys.base(execution_id) + "c:"],
-            what=what, write=True, idempotent=False)
+            [
+                keys.checkpoint(execution_id, seq),
+                keys.seqs(execution_id),
+                keys.lease(execution_id),
+                keys.executions,
+                keys.counter,
+                keys.open,
+            ],
+            [
+                mode_arg,
+                expected,
+                *self._fence_args(lease),
+                stored,
+                _encode_metadata(metadata),
+                seq_member(seq),
+                execution_id,
+                keys.base(execution_id) + "c:",
+            ],
+            what=what,
+            write=True,
+            idempotent=False,
+        )
         status = _status(reply)
         if status == b"fenced":
             assert lease is not None
@@ -357,29 +399,46 @@ class RedisProvider(CheckpointProvider):
             raise already_exists(execution_id, seq, version=_decode(reply[1]))
         if status == b"mismatch":
             current = _decode(reply[1])
-            raise precondition_failed(execution_id, seq, expected, actual=current or None,
-                                      missing=not current)
+            raise precondition_failed(
+                execution_id, seq, expected, actual=current or None, missing=not current
+            )
         if status != b"ok":
             raise StoreError(f"{what}: unexpected reply from the save script: {reply!r}")
-        return CheckpointInfo(execution_id, seq, _decode(reply[1]), len(stored),
-                              float(reply[2]), dict(metadata))
+        return CheckpointInfo(
+            execution_id, seq, _decode(reply[1]), len(stored), float(reply[2]), dict(metadata)
+        )
 
     def _checkpoint(
-        self, execution_id: str, seq: int, fields: Sequence[Any],
+        self,
+        execution_id: str,
+        seq: int,
+        fields: Sequence[Any],
     ) -> tuple[CheckpointInfo, bytes]:
         data, version, created, meta = fields
         what = f"checkpoint {seq} of execution {execution_id!r}"
         if data is None or version is None or created is None:
             raise CorruptObjectError(f"{what} is incomplete in Redis (a field is missing)")
-        info = CheckpointInfo(execution_id, seq, _decode(version), len(data), float(created),
-                              decode_metadata(meta, what))
+        info = CheckpointInfo(
+            execution_id,
+            seq,
+            _decode(version),
+            len(data),
+            float(created),
+            decode_metadata(meta, what),
+        )
         return info, bytes(data)
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         fields = await self._call(
             f"loading checkpoint {seq} of execution {execution_id!r}",
-            "HMGET", self._keys.checkpoint(execution_id, seq), "d", "v", "t", "m",
-            idempotent=True)
+            "HMGET",
+            self._keys.checkpoint(execution_id, seq),
+            "d",
+            "v",
+            "t",
+            "m",
+            idempotent=True,
+        )
         if fields[0] is None and fields[1] is None:
             return None
         return self._checkpoint(execution_id, seq, fields)
@@ -387,15 +446,24 @@ class RedisProvider(CheckpointProvider):
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
         what = f"loading the latest checkpoint of execution {execution_id!r}"
         reply = await self._script(
-            "latest", [self._keys.seqs(execution_id)],
-            [self._keys.base(execution_id) + "c:"], what=what, write=False, idempotent=True)
+            "latest",
+            [self._keys.seqs(execution_id)],
+            [self._keys.base(execution_id) + "c:"],
+            what=what,
+            write=False,
+            idempotent=True,
+        )
         if reply is None:
             return None
         seq = _seq_from_member(reply[0], what)
         return self._checkpoint(execution_id, seq, reply[1:])
 
     async def _list(
-        self, execution_id: str, cursor: str | None, limit: int, after: int | None,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
+        after: int | None,
     ) -> Page[CheckpointInfo]:
         limit = min(limit, MAX_PAGE)
         bounds = [b for b in (decode_int_cursor(cursor), after) if b is not None]
@@ -405,19 +473,31 @@ class RedisProvider(CheckpointProvider):
         start = "-" if lower is None or lower < 0 else "(" + seq_member(lower)
         what = f"listing checkpoints of execution {execution_id!r}"
         flat = await self._script(
-            "list", [self._keys.seqs(execution_id)],
+            "list",
+            [self._keys.seqs(execution_id)],
             [start, limit + 1, self._keys.base(execution_id) + "c:"],
-            what=what, write=False, idempotent=True)
+            what=what,
+            write=False,
+            idempotent=True,
+        )
         items: list[CheckpointInfo] = []
         for i in range(0, len(flat), 5):
-            member, version, created, meta, size = flat[i:i + 5]
+            member, version, created, meta, size = flat[i : i + 5]
             seq = _seq_from_member(member, what)
             if version is None or created is None:
                 raise CorruptObjectError(
-                    f"checkpoint {seq} of execution {execution_id!r} is listed but missing")
-            items.append(CheckpointInfo(
-                execution_id, seq, _decode(version), int(size), float(created),
-                decode_metadata(meta, f"checkpoint {seq} of execution {execution_id!r}")))
+                    f"checkpoint {seq} of execution {execution_id!r} is listed but missing"
+                )
+            items.append(
+                CheckpointInfo(
+                    execution_id,
+                    seq,
+                    _decode(version),
+                    int(size),
+                    float(created),
+                    decode_metadata(meta, f"checkpoint {seq} of execution {execution_id!r}"),
+                )
+            )
         more = len(items) > limit
         items = items[:limit]
         return Page(tuple(items), encode_int_cursor(items[-1].seq) if more else None)
@@ -426,32 +506,53 @@ class RedisProvider(CheckpointProvider):
         return bool(await self._delete_batch(execution_id, [seq], lease))
 
     async def _delete_many(
-        self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: Iterable[int],
+        lease: Lease | None,
     ) -> list[int]:
         """Delete in batches of :data:`DELETE_BATCH`, each one fenced atomic script; a
         FencedError stops before the next batch."""
         todo = sorted(set(seqs))
         deleted: list[int] = []
         for start in range(0, len(todo), DELETE_BATCH):
-            deleted.extend(await self._delete_batch(
-                execution_id, todo[start:start + DELETE_BATCH], lease))
+            deleted.extend(
+                await self._delete_batch(execution_id, todo[start : start + DELETE_BATCH], lease)
+            )
         return deleted
 
     async def _delete_batch(
-        self, execution_id: str, seqs: list[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: list[int],
+        lease: Lease | None,
     ) -> list[int]:
         keys = self._keys
-        what = (f"deleting checkpoint {seqs[0]} of execution {execution_id!r}"
-                if len(seqs) == 1
-                else f"deleting {len(seqs)} checkpoints of execution {execution_id!r}")
+        what = (
+            f"deleting checkpoint {seqs[0]} of execution {execution_id!r}"
+            if len(seqs) == 1
+            else f"deleting {len(seqs)} checkpoints of execution {execution_id!r}"
+        )
         reply = await self._script(
             "delete",
-            [keys.seqs(execution_id), keys.lease(execution_id), keys.executions,
-             keys.blobs(execution_id), keys.open,
-             *(keys.checkpoint(execution_id, s) for s in seqs)],
-            [*self._fence_args(lease), execution_id, keys.base(execution_id) + "c:",
-             *(seq_member(s) for s in seqs)],
-            what=what, write=True, idempotent=False)
+            [
+                keys.seqs(execution_id),
+                keys.lease(execution_id),
+                keys.executions,
+                keys.blobs(execution_id),
+                keys.open,
+                *(keys.checkpoint(execution_id, s) for s in seqs),
+            ],
+            [
+                *self._fence_args(lease),
+                execution_id,
+                keys.base(execution_id) + "c:",
+                *(seq_member(s) for s in seqs),
+            ],
+            what=what,
+            write=True,
+            idempotent=False,
+        )
         if _status(reply) == b"fenced":
             assert lease is not None
             raise self._fenced_error("deleting checkpoints", lease, reply)
@@ -460,14 +561,23 @@ class RedisProvider(CheckpointProvider):
     # ----------------------------------------------------------------- executions
 
     async def _list_executions(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
-        if cursor is not None and not (isinstance(cursor, str)
-                                       and EXECUTION_ID_RE.fullmatch(cursor)):
+        if cursor is not None and not (
+            isinstance(cursor, str) and EXECUTION_ID_RE.fullmatch(cursor)
+        ):
             raise ValueError(f"invalid cursor {cursor!r}")
         limit = min(limit, MAX_PAGE)
         start = "-" if cursor is None else "(" + cursor
         members = await self._call(
-            "listing executions", "ZRANGEBYLEX", self._keys.executions, start, "+",
-            "LIMIT", 0, limit + 1, idempotent=True)
+            "listing executions",
+            "ZRANGEBYLEX",
+            self._keys.executions,
+            start,
+            "+",
+            "LIMIT",
+            0,
+            limit + 1,
+            idempotent=True,
+        )
         ids = [_decode(member) for member in members]
         items = tuple(ExecutionInfo(execution_id) for execution_id in ids[:limit])
         return Page(items, items[-1].execution_id if len(ids) > limit else None)
@@ -479,26 +589,43 @@ class RedisProvider(CheckpointProvider):
         while True:
             existed_now, more = await self._script(
                 "delete_execution",
-                [keys.seqs(execution_id), keys.blobs(execution_id), keys.lease(execution_id),
-                 keys.executions, keys.open],
+                [
+                    keys.seqs(execution_id),
+                    keys.blobs(execution_id),
+                    keys.lease(execution_id),
+                    keys.executions,
+                    keys.open,
+                ],
                 [keys.base(execution_id), execution_id, DELETE_BATCH],
-                what=what, write=True, idempotent=True)
+                what=what,
+                write=True,
+                idempotent=True,
+            )
             if existed is None:
                 existed = bool(existed_now)
             if not more:
                 return existed
 
     async def _list_open(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
-        if cursor is not None and not (isinstance(cursor, str)
-                                       and EXECUTION_ID_RE.fullmatch(cursor)):
+        if cursor is not None and not (
+            isinstance(cursor, str) and EXECUTION_ID_RE.fullmatch(cursor)
+        ):
             raise ValueError(f"invalid cursor {cursor!r}")
         if not self._open_ready:
             await self._build_open_index()
         limit = min(limit, MAX_PAGE)
         start = "-" if cursor is None else "(" + cursor
         members = await self._call(
-            "listing open executions", "ZRANGEBYLEX", self._keys.open, start, "+",
-            "LIMIT", 0, limit + 1, idempotent=True)
+            "listing open executions",
+            "ZRANGEBYLEX",
+            self._keys.open,
+            start,
+            "+",
+            "LIMIT",
+            0,
+            limit + 1,
+            idempotent=True,
+        )
         ids = [_decode(member) for member in members]
         items = tuple(ExecutionInfo(execution_id) for execution_id in ids[:limit])
         return Page(items, items[-1].execution_id if len(ids) > limit else None)
@@ -506,23 +633,29 @@ class RedisProvider(CheckpointProvider):
     async def _build_open_index(self) -> None:
         """Index the open executions of a store written before the index existed (once
         per store: then ``<prefix>:open-ready`` says the index is complete)."""
-        if await self._call("reading the open index's state", "EXISTS",
-                            self._keys.open_ready, idempotent=True):
+        if await self._call(
+            "reading the open index's state", "EXISTS", self._keys.open_ready, idempotent=True
+        ):
             self._open_ready = True
             return
         async for execution in self.iter_executions():
             await self._reindex(execution.execution_id)
-        await self._call("marking the open index complete", "SET", self._keys.open_ready,
-                         "1", idempotent=True)
+        await self._call(
+            "marking the open index complete", "SET", self._keys.open_ready, "1", idempotent=True
+        )
         self._open_ready = True
 
     async def _reindex(self, execution_id: str) -> tuple[bool, bool]:
         """One atomic script: list the execution if it is open, else unlist it; return
         (was listed, is listed)."""
         was, now = await self._script(
-            "reindex", [self._keys.seqs(execution_id), self._keys.open],
+            "reindex",
+            [self._keys.seqs(execution_id), self._keys.open],
             [self._keys.base(execution_id) + "c:", execution_id],
-            what=f"indexing execution {execution_id!r}", write=True, idempotent=True)
+            what=f"indexing execution {execution_id!r}",
+            write=True,
+            idempotent=True,
+        )
         return bool(was), bool(now)
 
     async def _forget_if_finished(self, execution_id: str) -> bool:
@@ -537,50 +670,80 @@ class RedisProvider(CheckpointProvider):
     async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
         return await self._claim_if(lease.execution_id, owner, ttl, lease)
 
-    async def _claim_if(self, execution_id: str, owner: str, ttl: float,
-                        dead: Lease | None) -> Lease:
+    async def _claim_if(
+        self, execution_id: str, owner: str, ttl: float, dead: Lease | None
+    ) -> Lease:
         """One CLAIM script; with ``dead``, it also replaces ``dead`` while it is live."""
         keys = self._keys
         reply = await self._script(
-            "claim", [keys.lease(execution_id), keys.executions, keys.counter],
-            [_encode_owner(owner), repr(float(ttl)), execution_id,
-             str(dead.epoch) if dead else "", _encode_owner(dead.owner) if dead else b""],
-            what=f"claiming execution {execution_id!r}", write=True,
+            "claim",
+            [keys.lease(execution_id), keys.executions, keys.counter],
+            [
+                _encode_owner(owner),
+                repr(float(ttl)),
+                execution_id,
+                str(dead.epoch) if dead else "",
+                _encode_owner(dead.owner) if dead else b"",
+            ],
+            what=f"claiming execution {execution_id!r}",
+            write=True,
             # A take-over retried after a lost reply would look like a lost race.
-            idempotent=dead is None)
+            idempotent=dead is None,
+        )
         if _status(reply) == b"held":
             holder, expires_at = _decode(reply[1]), float(reply[2])
             raise LeaseHeldError(
                 f"execution {execution_id!r} is leased by {holder!r} until "
                 f"{time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(expires_at))} UTC",
-                owner=holder, expires_at=expires_at)
+                owner=holder,
+                expires_at=expires_at,
+            )
         return Lease(execution_id, owner, int(reply[1]), float(reply[2]))
 
     async def _renew(self, lease: Lease, ttl: float) -> Lease:
         what = f"renewing the lease on execution {lease.execution_id!r}"
         reply = await self._script(
-            "renew", [self._keys.lease(lease.execution_id)],
+            "renew",
+            [self._keys.lease(lease.execution_id)],
             [*self._fence_args(lease), repr(float(ttl))],
-            what=what, write=True, idempotent=True)
+            what=what,
+            write=True,
+            idempotent=True,
+        )
         if _status(reply) == b"fenced":
             raise fenced(lease, "renewing the lease")
         return Lease(lease.execution_id, lease.owner, lease.epoch, float(reply[1]))
 
     async def _release(self, lease: Lease) -> None:
         await self._script(
-            "release", [self._keys.lease(lease.execution_id)], self._fence_args(lease),
+            "release",
+            [self._keys.lease(lease.execution_id)],
+            self._fence_args(lease),
             what=f"releasing the lease on execution {lease.execution_id!r}",
-            write=True, idempotent=True)
+            write=True,
+            idempotent=True,
+        )
 
     async def _get_lease(self, execution_id: str) -> Lease | None:
         owner, epoch, expires, released = await self._call(
             f"reading the lease on execution {execution_id!r}",
-            "HMGET", self._keys.lease(execution_id), "owner", "epoch", "expires", "released",
-            idempotent=True)
+            "HMGET",
+            self._keys.lease(execution_id),
+            "owner",
+            "epoch",
+            "expires",
+            "released",
+            idempotent=True,
+        )
         if epoch is None or owner is None or expires is None:
             return None
-        return Lease(execution_id, _decode(owner), int(epoch), float(expires),
-                     released=released in (b"1", "1"))
+        return Lease(
+            execution_id,
+            _decode(owner),
+            int(epoch),
+            float(expires),
+            released=released in (b"1", "1"),
+        )
 
     # ---------------------------------------------------------------------- blobs
 
@@ -592,23 +755,37 @@ class RedisProvider(CheckpointProvider):
         reply = await self._script(
             "put_blob",
             [keys.blob(execution_id, digest), keys.blobs(execution_id), keys.executions],
-            [stored, digest, execution_id], what=what, write=True, idempotent=True)
+            [stored, digest, execution_id],
+            what=what,
+            write=True,
+            idempotent=True,
+        )
         return bool(reply)
 
     async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
         data = await self._call(
             f"reading blob {digest} of execution {execution_id!r}",
-            "HGET", self._keys.blob(execution_id, digest), "d", idempotent=True)
+            "HGET",
+            self._keys.blob(execution_id, digest),
+            "d",
+            idempotent=True,
+        )
         return None if data is None else bytes(data)
 
     async def _has_blob(self, execution_id: str, digest: str) -> bool:
         found = await self._call(
             f"looking up blob {digest} of execution {execution_id!r}",
-            "EXISTS", self._keys.blob(execution_id, digest), idempotent=True)
+            "EXISTS",
+            self._keys.blob(execution_id, digest),
+            idempotent=True,
+        )
         return bool(found)
 
     async def _list_blobs(
-        self, execution_id: str, cursor: str | None, limit: int,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
     ) -> Page[BlobInfo]:
         if limit < 1:
             raise ValueError("limit must be at least 1")
@@ -617,17 +794,20 @@ class RedisProvider(CheckpointProvider):
         limit = min(limit, MAX_PAGE)
         start = "-" if cursor is None else "(" + cursor
         flat = await self._script(
-            "list_blobs", [self._keys.blobs(execution_id)],
+            "list_blobs",
+            [self._keys.blobs(execution_id)],
             [start, limit + 1, self._keys.base(execution_id) + "b:"],
-            what=f"listing blobs of execution {execution_id!r}", write=False,
-            idempotent=True)
+            what=f"listing blobs of execution {execution_id!r}",
+            write=False,
+            idempotent=True,
+        )
         items: list[BlobInfo] = []
         for i in range(0, len(flat), 3):
-            digest, created, size = flat[i:i + 3]
+            digest, created, size = flat[i : i + 3]
             if created is None:
                 raise CorruptObjectError(
-                    f"blob {_decode(digest)} of execution {execution_id!r} is listed but "
-                    "missing")
+                    f"blob {_decode(digest)} of execution {execution_id!r} is listed but missing"
+                )
             items.append(BlobInfo(_decode(digest), int(size), float(created)))
         more = len(items) > limit
         items = items[:limit]
@@ -637,11 +817,18 @@ class RedisProvider(CheckpointProvider):
         keys = self._keys
         reply = await self._script(
             "delete_blob",
-            [keys.blob(execution_id, digest), keys.blobs(execution_id), keys.seqs(execution_id),
-             keys.lease(execution_id), keys.executions],
+            [
+                keys.blob(execution_id, digest),
+                keys.blobs(execution_id),
+                keys.seqs(execution_id),
+                keys.lease(execution_id),
+                keys.executions,
+            ],
             [digest, execution_id],
-            what=f"deleting blob {digest} of execution {execution_id!r}", write=True,
-            idempotent=False)
+            what=f"deleting blob {digest} of execution {execution_id!r}",
+            write=True,
+            idempotent=False,
+        )
         return bool(reply)
 
 

@@ -70,7 +70,11 @@ local function forget_if_empty(seqs_key, blobs_key, lease_key, index_key, execut
 end
 """
 
-SAVE = _NOW + _FENCE + _REINDEX + """
+SAVE = (
+    _NOW
+    + _FENCE
+    + _REINDEX
+    + """
 -- KEYS: checkpoint, seqs, lease, executions, counter, open
 -- ARGV: mode (create|overwrite|expect), expected version, lease epoch ('' = unfenced),
 --       lease owner, stored bytes, metadata, seq member, execution id, checkpoint base
@@ -93,6 +97,7 @@ redis.call('ZADD', KEYS[4], 0, ARGV[8])
 reindex(KEYS[2], ARGV[9], KEYS[6], ARGV[8])
 return {'ok', version, at}
 """
+)
 
 LATEST = """
 -- KEYS: seqs.  ARGV: checkpoint key base ('<prefix>:x:<id>:c:')
@@ -118,7 +123,11 @@ end
 return out
 """
 
-DELETE = _FENCE + _FORGET_IF_EMPTY + _REINDEX + """
+DELETE = (
+    _FENCE
+    + _FORGET_IF_EMPTY
+    + _REINDEX
+    + """
 -- KEYS: seqs, lease, executions, blobs, open, checkpoint keys...
 -- ARGV: lease epoch ('' = unfenced), lease owner, execution id, checkpoint base,
 --       seq members...
@@ -136,8 +145,11 @@ if #out > 1 then
 end
 return out
 """
+)
 
-CLAIM = _NOW + """
+CLAIM = (
+    _NOW
+    + """
 -- KEYS: lease, executions, counter.  ARGV: owner, ttl seconds, execution id,
 -- and for a take-over the dead owner's epoch and owner (else '' and '')
 local now = server_time()
@@ -154,8 +166,12 @@ redis.call('HSET', KEYS[1], 'owner', ARGV[1], 'epoch', epoch, 'expires', expires
 redis.call('ZADD', KEYS[2], 0, ARGV[3])
 return {'ok', epoch, expires}
 """
+)
 
-RENEW = _NOW + _FENCE + """
+RENEW = (
+    _NOW
+    + _FENCE
+    + """
 -- KEYS: lease.  ARGV: epoch, owner, ttl seconds
 local refused = fenced(KEYS[1], ARGV[1], ARGV[2])
 if refused then return refused end
@@ -164,8 +180,12 @@ local expires = string.format('%.6f', now + tonumber(ARGV[3]))
 redis.call('HSET', KEYS[1], 'expires', expires, 'released', '0')
 return {'ok', expires}
 """
+)
 
-RELEASE = _NOW + _FENCE + """
+RELEASE = (
+    _NOW
+    + _FENCE
+    + """
 -- KEYS: lease.  ARGV: epoch, owner
 if fenced(KEYS[1], ARGV[1], ARGV[2]) then return 0 end
 local now = server_time()
@@ -174,8 +194,11 @@ if expires == nil or now < expires then expires = now end
 redis.call('HSET', KEYS[1], 'released', '1', 'expires', string.format('%.6f', expires))
 return 1
 """
+)
 
-PUT_BLOB = _NOW + """
+PUT_BLOB = (
+    _NOW
+    + """
 -- KEYS: blob, blobs, executions.  ARGV: stored bytes, digest, execution id
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 local _, at = server_time()
@@ -184,6 +207,7 @@ redis.call('ZADD', KEYS[2], 0, ARGV[2])
 redis.call('ZADD', KEYS[3], 0, ARGV[3])
 return 1
 """
+)
 
 LIST_BLOBS = """
 -- KEYS: blobs.  ARGV: lower bound, count, blob key base ('<prefix>:x:<id>:b:')
@@ -198,13 +222,16 @@ end
 return out
 """
 
-DELETE_BLOB = _FORGET_IF_EMPTY + """
+DELETE_BLOB = (
+    _FORGET_IF_EMPTY
+    + """
 -- KEYS: blob, blobs, seqs, lease, executions.  ARGV: digest, execution id
 local gone = redis.call('UNLINK', KEYS[1])
 redis.call('ZREM', KEYS[2], ARGV[1])
 if gone == 1 then forget_if_empty(KEYS[3], KEYS[2], KEYS[4], KEYS[5], ARGV[2]) end
 return gone
 """
+)
 
 DELETE_EXECUTION = """
 -- KEYS: seqs, blobs, lease, executions, open
@@ -236,12 +263,15 @@ return {existed, 1}
 """
 
 
-REINDEX = _REINDEX + """
+REINDEX = (
+    _REINDEX
+    + """
 -- KEYS: seqs, open.  ARGV: checkpoint base, execution id
 -- Brings one execution's open-index entry up to date. Returns {was listed, is listed}.
 local was = redis.call('ZSCORE', KEYS[2], ARGV[2]) and 1 or 0
 return {was, reindex(KEYS[1], ARGV[1], KEYS[2], ARGV[2])}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)

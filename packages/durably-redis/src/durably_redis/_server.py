@@ -115,8 +115,9 @@ def parse_version(text: str | None) -> tuple[int, ...] | None:
 
 
 def _persistence(config: list[Any], info: Any) -> Persistence:
-    values = {name: _config_value(reply, name) for name, reply in zip(
-        _CONFIG_KEYS, config, strict=True)}
+    values = {
+        name: _config_value(reply, name) for name, reply in zip(_CONFIG_KEYS, config, strict=True)
+    }
     if values["appendonly"] is not None:
         return Persistence(
             appendonly=values["appendonly"].lower() == "yes",
@@ -127,8 +128,13 @@ def _persistence(config: list[Any], info: Any) -> Persistence:
         )
     aof = _info_field(info, "aof_enabled")
     if aof is not None:
-        return Persistence(appendonly=aof == "1", appendfsync=None, save=None,
-                           maxmemory_policy=None, source="INFO persistence")
+        return Persistence(
+            appendonly=aof == "1",
+            appendfsync=None,
+            save=None,
+            maxmemory_policy=None,
+            source="INFO persistence",
+        )
     return Persistence(None, None, None, None, "unknown")
 
 
@@ -138,32 +144,43 @@ def _warn_about(persistence: Persistence, target: Target) -> None:
     if survives is False:
         warnings.warn(
             f"Redis {where} keeps durably's checkpoints in memory only: appendonly is 'no' "
-            "and no RDB save points are configured (save \"\"), so a restart of the Redis "
+            'and no RDB save points are configured (save ""), so a restart of the Redis '
             "server loses every checkpoint and no execution can be resumed after it. Turn "
             "on the append-only file (appendonly yes, appendfsync everysec or always); see "
             "docs/providers/redis.md",
-            DurablyWarning, stacklevel=4)
+            DurablyWarning,
+            stacklevel=4,
+        )
     elif survives is None:
         log.warning(
             "cannot read the persistence settings of Redis %s (CONFIG GET is disabled and "
             "INFO shows no AOF): make sure the server persists its data (appendonly yes), "
-            "or checkpoints are lost when it restarts", where)
+            "or checkpoints are lost when it restarts",
+            where,
+        )
     elif not persistence.appendonly:
         log.info(
             "Redis %s persists with RDB snapshots only (save %r): a crash loses the "
             "checkpoints written since the last snapshot; appendonly yes makes each one "
-            "durable", where, persistence.save)
+            "durable",
+            where,
+            persistence.save,
+        )
     elif persistence.appendfsync == "no":
         log.info(
             "Redis %s has appendfsync no: the operating system decides when checkpoints "
-            "reach the disk (a machine crash may lose the last ~30 s)", where)
+            "reach the disk (a machine crash may lose the last ~30 s)",
+            where,
+        )
     policy = persistence.maxmemory_policy or ""
     if policy.startswith("allkeys-"):
         warnings.warn(
             f"Redis {where} has maxmemory-policy {policy}: when it reaches maxmemory it "
             "evicts keys, durably's checkpoints and leases included. Use noeviction (or a "
             "volatile-* policy) for a durably store",
-            DurablyWarning, stacklevel=4)
+            DurablyWarning,
+            stacklevel=4,
+        )
 
 
 async def inspect_server(client: Redis, target: Target, options: RedisOptions) -> ServerInfo:
@@ -189,7 +206,7 @@ async def inspect_server(client: Redis, target: Target, options: RedisOptions) -
         if isinstance(reply, Exception) and _is_fatal(reply):
             raise reply
     server, *rest = replies
-    config = rest[:len(_CONFIG_KEYS)]
+    config = rest[: len(_CONFIG_KEYS)]
     info = rest[len(_CONFIG_KEYS)]
     version_text = _info_field(server, "redis_version")
     version = parse_version(version_text)
@@ -197,7 +214,8 @@ async def inspect_server(client: Redis, target: Target, options: RedisOptions) -
     if version is not None and version < MIN_VERSION:
         raise StoreError(
             f"Redis {target.where} is version {version_text}; durably needs Redis "
-            f"{'.'.join(map(str, MIN_VERSION))} or newer")
+            f"{'.'.join(map(str, MIN_VERSION))} or newer"
+        )
     waitaof = options.waitaof_args
     if waitaof is not None:
         if version is not None and version < WAITAOF_VERSION:
@@ -205,12 +223,15 @@ async def inspect_server(client: Redis, target: Target, options: RedisOptions) -
                 f"Redis {target.where} is version {version_text}, which has no WAITAOF",
                 key=f"{OPTION_KEY}.wait_aof",
                 fix="WAITAOF needs Redis 7.2 or newer: upgrade the server, or remove "
-                    "wait_aof (wait_replicas uses WAIT, which every version has)")
+                "wait_aof (wait_replicas uses WAIT, which every version has)",
+            )
         if persistence.appendonly is False:
             raise ConfigError(
                 f"Redis {target.where} has appendonly off, so WAITAOF cannot confirm that "
-                "a write reached its append-only file", key=f"{OPTION_KEY}.wait_aof",
-                fix="Set appendonly yes on the server, or remove wait_aof")
+                "a write reached its append-only file",
+                key=f"{OPTION_KEY}.wait_aof",
+                fix="Set appendonly yes on the server, or remove wait_aof",
+            )
     _warn_about(persistence, target)
     return ServerInfo(version=version, persistence=persistence)
 
@@ -221,6 +242,14 @@ def _is_fatal(reply: Exception) -> bool:
     if isinstance(reply, (rx.ConnectionError, rx.TimeoutError)):
         return True
     text = str(reply)
-    return any(marker in text for marker in (
-        "NOAUTH", "WRONGPASS", "invalid password", "DB index", "Invalid Database",
-        "invalid username-password"))
+    return any(
+        marker in text
+        for marker in (
+            "NOAUTH",
+            "WRONGPASS",
+            "invalid password",
+            "DB index",
+            "Invalid Database",
+            "invalid username-password",
+        )
+    )

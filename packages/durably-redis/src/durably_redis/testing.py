@@ -65,8 +65,9 @@ LOCAL_URL = "redis://127.0.0.1:6379/0"
 def _answers(url: str, timeout: float = 2.0) -> str | None:
     """None if a server answers PING at ``url``, else why not (no password in it)."""
     try:
-        client = redis.Redis.from_url(url, socket_connect_timeout=timeout,
-                                      socket_timeout=timeout, retry=_no_retry())
+        client = redis.Redis.from_url(
+            url, socket_connect_timeout=timeout, socket_timeout=timeout, retry=_no_retry()
+        )
         try:
             client.ping()
         finally:
@@ -172,14 +173,29 @@ class ThrowawayRedis:
         binary = shutil.which("redis-server")
         assert binary
         assert self._dir is not None
-        command = [binary, "--port", str(self.port), "--bind", "127.0.0.1",
-                   "--save", "", "--appendonly", "no", "--daemonize", "no",
-                   "--dir", str(self._dir), "--logfile", str(self._dir / "redis.log")]
+        command = [
+            binary,
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--daemonize",
+            "no",
+            "--dir",
+            str(self._dir),
+            "--logfile",
+            str(self._dir / "redis.log"),
+        ]
         if self.password:
             command += ["--requirepass", self.password]
         command += list(self.args)  # later settings win over the defaults above
-        self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self._process = subprocess.Popen(
+            command, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
@@ -212,8 +228,12 @@ class ThrowawayRedis:
     def __enter__(self) -> ThrowawayRedis:
         return self.start()
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.stop()
 
 
@@ -351,13 +371,15 @@ class RedisBackdoor:
 
     async def read_checkpoint(self, execution_id: str, seq: int) -> bytes:
         """The stored (envelope) bytes of a checkpoint."""
-        return await self._field(self.keys.checkpoint(execution_id, seq),
-                                 f"checkpoint {seq} of {execution_id}")
+        return await self._field(
+            self.keys.checkpoint(execution_id, seq), f"checkpoint {seq} of {execution_id}"
+        )
 
     async def write_checkpoint(self, execution_id: str, seq: int, raw: bytes) -> None:
         """Replace a checkpoint's bytes in place (version, time and metadata unchanged)."""
-        await self._replace(self.keys.checkpoint(execution_id, seq), raw,
-                            f"checkpoint {seq} of {execution_id}")
+        await self._replace(
+            self.keys.checkpoint(execution_id, seq), raw, f"checkpoint {seq} of {execution_id}"
+        )
 
     async def corrupt_checkpoint(self, execution_id: str, seq: int) -> None:
         """Flip every bit of the middle byte of a checkpoint."""

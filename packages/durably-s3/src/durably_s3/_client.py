@@ -224,23 +224,36 @@ class S3Client:
                     f"S3 bucket {self.bucket!r} does not exist ({endpoint}). Create it, or fix "
                     "the bucket name in durability.store"
                 )
-            if code in ("AccessDenied", "AllAccessDisabled", "InvalidAccessKeyId",
-                        "SignatureDoesNotMatch", "ExpiredToken", "InvalidToken",
-                        "AccountProblem", "InvalidSecurity") or status == 403:
+            if (
+                code
+                in (
+                    "AccessDenied",
+                    "AllAccessDisabled",
+                    "InvalidAccessKeyId",
+                    "SignatureDoesNotMatch",
+                    "ExpiredToken",
+                    "InvalidToken",
+                    "AccountProblem",
+                    "InvalidSecurity",
+                )
+                or status == 403
+            ):
                 return StoreUnavailableError(
                     f"S3 refused {op} on {where} ({code}: {message}; {endpoint}). Check the "
                     "credentials and that their IAM policy allows s3:GetObject, s3:PutObject, "
                     "s3:DeleteObject and s3:ListBucket on the bucket and prefix (see "
                     "docs/providers/s3.md for a minimal policy)"
                 )
-            if code in ("PermanentRedirect", "TemporaryRedirect", "AuthorizationHeaderMalformed",
-                        "IllegalLocationConstraintException", "InvalidRegion") or status in (
-                            301, 307):
-                bucket_region = (
-                    error.get("Region")
-                    or exc.response.get("ResponseMetadata", {}).get("HTTPHeaders", {}).get(
-                        "x-amz-bucket-region")
-                )
+            if code in (
+                "PermanentRedirect",
+                "TemporaryRedirect",
+                "AuthorizationHeaderMalformed",
+                "IllegalLocationConstraintException",
+                "InvalidRegion",
+            ) or status in (301, 307):
+                bucket_region = error.get("Region") or exc.response.get("ResponseMetadata", {}).get(
+                    "HTTPHeaders", {}
+                ).get("x-amz-bucket-region")
                 hint = f"; the bucket is in region {bucket_region}" if bucket_region else ""
                 return StoreUnavailableError(
                     f"bucket {self.bucket!r} is not served by {endpoint} ({code}{hint}). Set "
@@ -251,8 +264,18 @@ class S3Client:
                     f"S3 {op} on {where} is not implemented by the server ({message}; "
                     f"{endpoint}). {CONDITIONAL_WRITES_HELP}"
                 )
-            if code in ("SlowDown", "ServiceUnavailable", "InternalError", "RequestTimeout",
-                        "Throttling", "ThrottlingException") or (status or 0) >= 500:
+            if (
+                code
+                in (
+                    "SlowDown",
+                    "ServiceUnavailable",
+                    "InternalError",
+                    "RequestTimeout",
+                    "Throttling",
+                    "ThrottlingException",
+                )
+                or (status or 0) >= 500
+            ):
                 return StoreUnavailableError(
                     f"S3 {op} on {where} kept failing after {self.options.max_attempts} attempts "
                     f"with backoff ({code}: {message}; {endpoint})"
@@ -302,7 +325,8 @@ class S3Client:
                         continue
                     raise Precondition(code) from exc
                 if code in ("NoSuchKey", "NoSuchVersion", "404") or (
-                        status == 404 and code != "NoSuchBucket"):
+                    status == 404 and code != "NoSuchBucket"
+                ):
                     raise _Missing from exc
                 raise self._map(exc, op, key) from exc
             except (TimeoutError, BotoCoreError) as exc:
@@ -321,8 +345,14 @@ class S3Client:
     # ------------------------------------------------------------------ objects
 
     async def put(
-        self, key: str, body: bytes, *, metadata: dict[str, str] | None = None,
-        if_none_match: bool = False, if_match: str | None = None, data: bool = True,
+        self,
+        key: str,
+        body: bytes,
+        *,
+        metadata: dict[str, str] | None = None,
+        if_none_match: bool = False,
+        if_match: str | None = None,
+        data: bool = True,
     ) -> tuple[str, str | None]:
         """Write an object; return (ETag, VersionId).
 
@@ -362,32 +392,50 @@ class S3Client:
             raise Precondition("NoSuchKey") from exc
 
     async def _put_multipart(
-        self, key: str, body: bytes, extra: dict[str, Any],
+        self,
+        key: str,
+        body: bytes,
+        extra: dict[str, Any],
     ) -> tuple[str, str | None]:
         conditions = {k: extra.pop(k) for k in ("IfNoneMatch", "IfMatch") if k in extra}
-        created = await self._call("CreateMultipartUpload", key,
-                                   lambda c: c.create_multipart_upload(
-                                       Bucket=self.bucket, Key=key, **extra))
+        created = await self._call(
+            "CreateMultipartUpload",
+            key,
+            lambda c: c.create_multipart_upload(Bucket=self.bucket, Key=key, **extra),
+        )
         upload_id = created["UploadId"]
         part_size = self.options.multipart_threshold
-        chunks = [body[i:i + part_size] for i in range(0, len(body), part_size)]
+        chunks = [body[i : i + part_size] for i in range(0, len(body), part_size)]
         semaphore = asyncio.Semaphore(4)
 
         async def upload(number: int, chunk: bytes) -> dict[str, Any]:
             async with semaphore:
-                response = await self._call("UploadPart", key, lambda c: c.upload_part(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number,
-                    Body=chunk))
+                response = await self._call(
+                    "UploadPart",
+                    key,
+                    lambda c: c.upload_part(
+                        Bucket=self.bucket,
+                        Key=key,
+                        UploadId=upload_id,
+                        PartNumber=number,
+                        Body=chunk,
+                    ),
+                )
                 return {"ETag": response["ETag"], "PartNumber": number}
 
         try:
-            parts = await asyncio.gather(
-                *(upload(i + 1, chunk) for i, chunk in enumerate(chunks))
+            parts = await asyncio.gather(*(upload(i + 1, chunk) for i, chunk in enumerate(chunks)))
+            response = await self._call(
+                "CompleteMultipartUpload",
+                key,
+                lambda c: c.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=key,
+                    UploadId=upload_id,
+                    MultipartUpload={"Parts": list(parts)},
+                    **conditions,
+                ),
             )
-            response = await self._call("CompleteMultipartUpload", key,
-                                        lambda c: c.complete_multipart_upload(
-                                            Bucket=self.bucket, Key=key, UploadId=upload_id,
-                                            MultipartUpload={"Parts": list(parts)}, **conditions))
         except BaseException:
             with contextlib.suppress(Exception):
                 await self.abort_upload(key, upload_id)
@@ -395,7 +443,11 @@ class S3Client:
         return _etag(response.get("ETag")), response.get("VersionId")
 
     async def get(
-        self, key: str, *, if_none_match: str | None = None, byte_range: str | None = None,
+        self,
+        key: str,
+        *,
+        if_none_match: str | None = None,
+        byte_range: str | None = None,
     ) -> tuple[ObjectInfo, bytes] | _NotModified | None:
         """Read an object (None if missing, NOT_MODIFIED if its ETag is ``if_none_match``).
 
@@ -414,10 +466,15 @@ class S3Client:
             length = response.get("ContentLength")
             if length is not None and len(body) != length:
                 raise IncompleteReadError(actual_bytes=len(body), expected_bytes=length)
-            total = length if byte_range is None else _total_from_range(
-                response.get("ContentRange"), len(body))
+            total = (
+                length
+                if byte_range is None
+                else _total_from_range(response.get("ContentRange"), len(body))
+            )
             info = ObjectInfo(
-                key=key, etag=_etag(response.get("ETag")), size=total,
+                key=key,
+                etag=_etag(response.get("ETag")),
+                size=total,
                 metadata=dict(response.get("Metadata") or {}),
                 last_modified=response["LastModified"].timestamp(),
                 version_id=response.get("VersionId"),
@@ -440,10 +497,13 @@ class S3Client:
 
     async def head(self, key: str) -> ObjectInfo | None:
         """An object's headers, or None if it does not exist."""
+
         async def call(client: Any) -> ObjectInfo:
             response = await client.head_object(Bucket=self.bucket, Key=key)
             return ObjectInfo(
-                key=key, etag=_etag(response.get("ETag")), size=int(response["ContentLength"]),
+                key=key,
+                etag=_etag(response.get("ETag")),
+                size=int(response["ContentLength"]),
                 metadata=dict(response.get("Metadata") or {}),
                 last_modified=response["LastModified"].timestamp(),
                 version_id=response.get("VersionId"),
@@ -454,8 +514,9 @@ class S3Client:
         except _Missing:
             return None
 
-    async def delete(self, key: str, *, if_match: str | None = None,
-                     version_id: str | None = None) -> None:
+    async def delete(
+        self, key: str, *, if_match: str | None = None, version_id: str | None = None
+    ) -> None:
         """Delete an object (a missing one is fine unless ``if_match`` is given)."""
         extra: dict[str, Any] = {}
         if if_match is not None:
@@ -463,14 +524,18 @@ class S3Client:
         if version_id is not None:
             extra["VersionId"] = version_id
         try:
-            await self._call("DeleteObject", key, lambda c: c.delete_object(
-                Bucket=self.bucket, Key=key, **extra))
+            await self._call(
+                "DeleteObject", key, lambda c: c.delete_object(Bucket=self.bucket, Key=key, **extra)
+            )
         except _Missing as exc:
             if if_match is not None:
                 raise Precondition("NoSuchKey") from exc
 
     async def delete_many(
-        self, objects: Iterable[tuple[str, str | None]], *, versions: bool = False,
+        self,
+        objects: Iterable[tuple[str, str | None]],
+        *,
+        versions: bool = False,
     ) -> set[str]:
         """DeleteObjects in batches of 1,000; return the keys S3 reports deleted.
 
@@ -483,14 +548,15 @@ class S3Client:
         deleted: set[str] = set()
         for start in range(0, len(items), _DELETE_BATCH):
             batch = []
-            for key, tag in items[start:start + _DELETE_BATCH]:
+            for key, tag in items[start : start + _DELETE_BATCH]:
                 entry: dict[str, str] = {"Key": key}
                 if tag is not None:
                     entry["VersionId" if versions else "ETag"] = tag if versions else _quoted(tag)
                 batch.append(entry)
             request = {"Objects": batch, "Quiet": False}
-            response = await self._call("DeleteObjects", batch[0]["Key"],
-                                        functools.partial(self._delete_objects, request))
+            response = await self._call(
+                "DeleteObjects", batch[0]["Key"], functools.partial(self._delete_objects, request)
+            )
             deleted.update(item["Key"] for item in response.get("Deleted", []))
             for error in response.get("Errors", []):
                 if error.get("Code") not in ("PreconditionFailed", "NoSuchKey"):
@@ -506,8 +572,13 @@ class S3Client:
     # ----------------------------------------------------------------- listings
 
     async def list_page(
-        self, prefix: str, *, start_after: str | None = None, delimiter: str | None = None,
-        max_keys: int = 1000, token: str | None = None,
+        self,
+        prefix: str,
+        *,
+        start_after: str | None = None,
+        delimiter: str | None = None,
+        max_keys: int = 1000,
+        token: str | None = None,
     ) -> Listing:
         """One page of ListObjectsV2."""
         extra: dict[str, Any] = {"Prefix": prefix, "MaxKeys": max(1, min(max_keys, 1000))}
@@ -517,20 +588,30 @@ class S3Client:
             extra["Delimiter"] = delimiter
         if token:
             extra["ContinuationToken"] = token
-        response = await self._call("ListObjectsV2", prefix, lambda c: c.list_objects_v2(
-            Bucket=self.bucket, **extra))
+        response = await self._call(
+            "ListObjectsV2", prefix, lambda c: c.list_objects_v2(Bucket=self.bucket, **extra)
+        )
         objects = [
-            Listed(item["Key"], int(item["Size"]), _etag(item.get("ETag")),
-                   item["LastModified"].timestamp())
+            Listed(
+                item["Key"],
+                int(item["Size"]),
+                _etag(item.get("ETag")),
+                item["LastModified"].timestamp(),
+            )
             for item in response.get("Contents", [])
         ]
         prefixes = [item["Prefix"] for item in response.get("CommonPrefixes", [])]
         truncated = bool(response.get("IsTruncated"))
-        return Listing(objects, prefixes, truncated,
-                       response.get("NextContinuationToken") if truncated else None)
+        return Listing(
+            objects,
+            prefixes,
+            truncated,
+            response.get("NextContinuationToken") if truncated else None,
+        )
 
-    async def list_all(self, prefix: str, *, start_after: str | None = None,
-                       stop_at: str | None = None) -> list[Listed]:
+    async def list_all(
+        self, prefix: str, *, start_after: str | None = None, stop_at: str | None = None
+    ) -> list[Listed]:
         """Every key under ``prefix`` after ``start_after`` and before ``stop_at``."""
         found: list[Listed] = []
         token: str | None = None
@@ -549,9 +630,11 @@ class S3Client:
         found: list[tuple[str, str]] = []
         extra: dict[str, Any] = {"Prefix": prefix}
         while True:
-            response = await self._call("ListObjectVersions", prefix,
-                                        lambda c: c.list_object_versions(
-                                            Bucket=self.bucket, **extra))
+            response = await self._call(
+                "ListObjectVersions",
+                prefix,
+                lambda c: c.list_object_versions(Bucket=self.bucket, **extra),
+            )
             for item in [*response.get("Versions", []), *response.get("DeleteMarkers", [])]:
                 found.append((item["Key"], item["VersionId"]))
             if not response.get("IsTruncated"):
@@ -561,9 +644,11 @@ class S3Client:
 
     async def abort_uploads(self, prefix: str) -> None:
         """Abort the incomplete multipart uploads under ``prefix``."""
-        response = await self._call("ListMultipartUploads", prefix,
-                                    lambda c: c.list_multipart_uploads(
-                                        Bucket=self.bucket, Prefix=prefix))
+        response = await self._call(
+            "ListMultipartUploads",
+            prefix,
+            lambda c: c.list_multipart_uploads(Bucket=self.bucket, Prefix=prefix),
+        )
         for upload in response.get("Uploads", []):
             key, upload_id = upload["Key"], upload["UploadId"]
             with contextlib.suppress(StoreError):
@@ -571,13 +656,17 @@ class S3Client:
 
     async def abort_upload(self, key: str, upload_id: str) -> None:
         """Abort one multipart upload."""
-        await self._call("AbortMultipartUpload", key, lambda c: c.abort_multipart_upload(
-            Bucket=self.bucket, Key=key, UploadId=upload_id))
+        await self._call(
+            "AbortMultipartUpload",
+            key,
+            lambda c: c.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id),
+        )
 
     async def versioning(self) -> str | None:
         """The bucket's versioning status: None, "Enabled" or "Suspended"."""
-        response = await self._call("GetBucketVersioning", None,
-                                    lambda c: c.get_bucket_versioning(Bucket=self.bucket))
+        response = await self._call(
+            "GetBucketVersioning", None, lambda c: c.get_bucket_versioning(Bucket=self.bucket)
+        )
         status = response.get("Status")
         return str(status) if status else None
 

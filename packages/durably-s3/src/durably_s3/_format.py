@@ -153,7 +153,7 @@ class Layout:
         """The execution id of a ``CommonPrefixes`` entry (None for foreign entries)."""
         if not common_prefix.startswith(self.executions) or not common_prefix.endswith("!/"):
             return None
-        return common_prefix[len(self.executions):-2] or None
+        return common_prefix[len(self.executions) : -2] or None
 
     @staticmethod
     def seq_of(key: str) -> int | None:
@@ -226,8 +226,15 @@ class ObjectMeta:
             write = lowered.get(M_WRITE, "")
             protected = lowered.get(M_PROTECTED) == "1"
             if kind == "marker":
-                return cls("marker", etag, size, epoch=epoch, write=write,
-                           protected=True, marker=lowered.get(M_MARKER, ""))
+                return cls(
+                    "marker",
+                    etag,
+                    size,
+                    epoch=epoch,
+                    write=write,
+                    protected=True,
+                    marker=lowered.get(M_MARKER, ""),
+                )
             if kind != "checkpoint":
                 raise ValueError(f"unknown kind {kind!r}")
             created = lowered.get(M_CREATED)
@@ -239,8 +246,17 @@ class ObjectMeta:
             else:
                 raw = lowered.get(M_META)
                 metadata = decode_metadata(unquote(raw), what) if raw else {}
-            return cls("checkpoint", etag, size, created_at=created_at, epoch=epoch,
-                       write=write, protected=protected, metadata=metadata, meta_in_body=in_body)
+            return cls(
+                "checkpoint",
+                etag,
+                size,
+                created_at=created_at,
+                epoch=epoch,
+                write=write,
+                protected=protected,
+                metadata=metadata,
+                meta_in_body=in_body,
+            )
         except (ValueError, TypeError) as exc:
             raise CorruptObjectError(f"{what} has malformed S3 metadata: {exc}") from exc
 
@@ -250,8 +266,13 @@ def _user_metadata_size(user: dict[str, str]) -> int:
 
 
 def encode_checkpoint(
-    stored: bytes, *, metadata: dict[str, str], created_at: float, epoch: int,
-    protected: bool, nonce: bytes,
+    stored: bytes,
+    *,
+    metadata: dict[str, str],
+    created_at: float,
+    epoch: int,
+    protected: bool,
+    nonce: bytes,
 ) -> tuple[bytes, dict[str, str]]:
     """Build a checkpoint object: (body, S3 user metadata)."""
     user = {
@@ -297,7 +318,7 @@ def decode_trailer(body: bytes | memoryview, what: str) -> tuple[int, bytes, dic
     start = len(view) - TRAILER_SIZE - meta_len
     if start < 0:
         raise CorruptObjectError(f"{what} is truncated (its trailer is longer than the object)")
-    meta_bytes = bytes(view[start:len(view) - TRAILER_SIZE])
+    meta_bytes = bytes(view[start : len(view) - TRAILER_SIZE])
     length = struct.pack("<I", meta_len)
     if hashlib.blake2b(meta_bytes + nonce + length, digest_size=8).digest() != check:
         raise CorruptObjectError(f"{what} has a damaged S3 provider trailer")
@@ -308,7 +329,9 @@ def decode_trailer(body: bytes | memoryview, what: str) -> tuple[int, bytes, dic
 
 
 def decode_checkpoint(
-    body: bytes, meta: ObjectMeta, what: str,
+    body: bytes,
+    meta: ObjectMeta,
+    what: str,
 ) -> tuple[bytes, dict[str, str]]:
     """Return (envelope bytes, checkpoint metadata) of a whole checkpoint object."""
     if len(body) != meta.size:
@@ -316,8 +339,9 @@ def decode_checkpoint(
             f"{what} came back with {len(body)} bytes; S3 announced {meta.size}"
         )
     envelope_len, _nonce, in_body = decode_trailer(body, what)
-    if meta.meta_in_body and (in_body is None or len(body) - TRAILER_SIZE - envelope_len
-                              != meta.meta_in_body):
+    if meta.meta_in_body and (
+        in_body is None or len(body) - TRAILER_SIZE - envelope_len != meta.meta_in_body
+    ):
         raise CorruptObjectError(f"{what} lost the metadata its S3 metadata points to")
     metadata = in_body if meta.meta_in_body else meta.metadata
     return body[:envelope_len], dict(metadata or {})
@@ -391,13 +415,19 @@ class Job:
     intents: list[Intent]
 
     def to_json(self) -> dict[str, Any]:
-        return {"epoch": self.epoch, "chain": None if self.chain is None else self.chain.to_json(),
-                "intents": [i.to_json() for i in self.intents]}
+        return {
+            "epoch": self.epoch,
+            "chain": None if self.chain is None else self.chain.to_json(),
+            "intents": [i.to_json() for i in self.intents],
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Job:
-        return cls(int(data["epoch"]), Chain.from_json(data.get("chain")),
-                   [Intent.from_json(i) for i in data.get("intents", [])])
+        return cls(
+            int(data["epoch"]),
+            Chain.from_json(data.get("chain")),
+            [Intent.from_json(i) for i in data.get("intents", [])],
+        )
 
 
 @dataclass(slots=True)

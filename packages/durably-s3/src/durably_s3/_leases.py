@@ -86,17 +86,23 @@ class LeaseProtocolMixin(SlotsMixin):
         self._leases[execution_id] = (record, info.etag)
         return record, info.etag
 
-    async def _write_lease(self, execution_id: str, record: LeaseRecord,
-                           if_match: str | None) -> str:
+    async def _write_lease(
+        self, execution_id: str, record: LeaseRecord, if_match: str | None
+    ) -> str:
         etag, _ = await self._s3.put(
-            self._layout.lease(execution_id), record.to_bytes(),
-            if_none_match=if_match is None, if_match=if_match, data=False,
+            self._layout.lease(execution_id),
+            record.to_bytes(),
+            if_none_match=if_match is None,
+            if_match=if_match,
+            data=False,
         )
         self._leases[execution_id] = (record, etag)
         return etag
 
     async def _update_lease(
-        self, execution_id: str, mutate: Callable[[LeaseRecord | None], T],
+        self,
+        execution_id: str,
+        mutate: Callable[[LeaseRecord | None], T],
     ) -> tuple[LeaseRecord, str, T] | None:
         """Read-modify-conditional-write the lease record until it sticks.
 
@@ -121,8 +127,9 @@ class LeaseProtocolMixin(SlotsMixin):
                 raise _Skip
             forget = self._prune_intents(execution_id, record)
             try:
-                etag = await self._write_lease(execution_id, record,
-                                               cached[1] if cached is not None else None)
+                etag = await self._write_lease(
+                    execution_id, record, cached[1] if cached is not None else None
+                )
             except Precondition:
                 self._leases.pop(execution_id, None)
                 use_cache = False
@@ -153,7 +160,9 @@ class LeaseProtocolMixin(SlotsMixin):
 
     @staticmethod
     def _check(
-        lease: Lease, record: LeaseRecord | None, action: str = FENCED_ACTION,
+        lease: Lease,
+        record: LeaseRecord | None,
+        action: str = FENCED_ACTION,
     ) -> LeaseRecord:
         """``record`` if ``lease`` is its current lease, else FencedError (no side effect:
         it may be judging a cached record)."""
@@ -177,8 +186,11 @@ class LeaseProtocolMixin(SlotsMixin):
         def mutate(record: LeaseRecord | None) -> bool:
             record = self._check(lease, record)
             record.intents.append(intent)
-            if (record.chain is not None and record.chain.state in ("alive", "killing")
-                    and record.chain.id != mine):
+            if (
+                record.chain is not None
+                and record.chain.state in ("alive", "killing")
+                and record.chain.id != mine
+            ):
                 record.chain.state = "killing"
                 return True
             return False
@@ -186,8 +198,12 @@ class LeaseProtocolMixin(SlotsMixin):
         updated = await self._update_lease(execution_id, mutate)
         assert updated is not None
         record, _etag, kill = updated
-        if chain is not None and record.chain is not None and record.chain.id == mine \
-                and record.chain.state != "alive":
+        if (
+            chain is not None
+            and record.chain is not None
+            and record.chain.id == mine
+            and record.chain.state != "alive"
+        ):
             chain.dead = True
         if kill:
             await self._kill_chain(lease, record)
@@ -206,8 +222,13 @@ class LeaseProtocolMixin(SlotsMixin):
         await self._place_marker(execution_id, record.epoch, "kill", takeover=False)
 
         def mutate(current: LeaseRecord | None) -> None:
-            if (current is None or current.epoch != record.epoch or current.chain is None
-                    or current.chain.id != chain.id or current.chain.state != "killing"):
+            if (
+                current is None
+                or current.epoch != record.epoch
+                or current.chain is None
+                or current.chain.id != chain.id
+                or current.chain.state != "killing"
+            ):
                 raise _Skip
             current.chain.state = "dead"
 
@@ -216,8 +237,9 @@ class LeaseProtocolMixin(SlotsMixin):
         except _Skip:
             pass
 
-    async def _settle(self, execution_id: str, seq: int, condition: str, intent_id: str,
-                      epoch: int) -> None:
+    async def _settle(
+        self, execution_id: str, seq: int, condition: str, intent_id: str, epoch: int
+    ) -> None:
         """Make an intent's request condition false for good (a claim's clean-up).
 
         ``condition`` is ``""`` (the request needs the slot empty) or the ETag the
@@ -250,8 +272,9 @@ class LeaseProtocolMixin(SlotsMixin):
                 continue
         raise StoreError(f"slot {seq} of execution {execution_id!r} kept changing")
 
-    async def _claim_if(self, execution_id: str, owner: str, ttl: float,
-                        dead: Lease | None) -> Lease:
+    async def _claim_if(
+        self, execution_id: str, owner: str, ttl: float, dead: Lease | None
+    ) -> Lease:
         """Claim; with ``dead``, also while ``dead`` is the current (live) lease. The
         lease object is replaced with a conditional write on its ETag, so of concurrent
         take-overs of one lease exactly one wins."""
@@ -263,24 +286,30 @@ class LeaseProtocolMixin(SlotsMixin):
             jobs: list[Job] = []
             if current is not None:
                 old = current[0]
-                replaced = dead is not None and (old.owner, old.epoch) == (
-                    dead.owner, dead.epoch)
+                replaced = dead is not None and (old.owner, old.epoch) == (dead.owner, dead.epoch)
                 if old.owner != owner and old.live(now) and not replaced:
                     raise LeaseHeldError(
                         f"execution {execution_id!r} is leased by {old.owner!r} until "
-                        f"{old.expires_at:.3f}", owner=old.owner, expires_at=old.expires_at)
+                        f"{old.expires_at:.3f}",
+                        owner=old.owner,
+                        expires_at=old.expires_at,
+                    )
                 jobs = [*old.jobs, Job(old.epoch, old.chain, old.intents)]
             epoch = await self._next_epoch(current[0].epoch if current is not None else 0)
-            record = LeaseRecord(owner, epoch, now + ttl,
-                                 chain=Chain(fmt.new_nonce().hex(), None, "claiming"), jobs=jobs)
+            record = LeaseRecord(
+                owner,
+                epoch,
+                now + ttl,
+                chain=Chain(fmt.new_nonce().hex(), None, "claiming"),
+                jobs=jobs,
+            )
             try:
                 await self._write_lease(execution_id, record, current[1] if current else None)
                 break
             except Precondition:
                 self._leases.pop(execution_id, None)
         else:
-            raise StoreError(f"could not claim execution {execution_id!r}: its lease kept "
-                             "changing")
+            raise StoreError(f"could not claim execution {execution_id!r}: its lease kept changing")
         assert record is not None
         assert record.chain is not None
         self._drop_chain(execution_id)
@@ -298,8 +327,12 @@ class LeaseProtocolMixin(SlotsMixin):
         chain_id = record.chain.id
 
         def finalize(current: LeaseRecord | None) -> None:
-            if (current is None or current.epoch != epoch or current.chain is None
-                    or current.chain.id != chain_id):
+            if (
+                current is None
+                or current.epoch != epoch
+                or current.chain is None
+                or current.chain.id != chain_id
+            ):
                 raise _Superseded
             current.chain.start = seq
             if current.chain.state == "claiming":
@@ -346,8 +379,11 @@ class LeaseProtocolMixin(SlotsMixin):
             epoch = max(current, above) + 1 if grant else above
             try:
                 new_etag, _ = await self._s3.put(
-                    self._layout.epochs, fmt.encode_epoch_counter(epoch),
-                    if_none_match=etag is None, if_match=etag, data=False,
+                    self._layout.epochs,
+                    fmt.encode_epoch_counter(epoch),
+                    if_none_match=etag is None,
+                    if_match=etag,
+                    data=False,
                 )
             except Precondition:
                 # Another claim drew an epoch meanwhile: read the counter again.
@@ -356,5 +392,7 @@ class LeaseProtocolMixin(SlotsMixin):
                 continue
             self._epoch_counter = (epoch, new_etag)
             return epoch
-        raise StoreError(f"could not draw an epoch from s3://{self.bucket}/"
-                         f"{self._layout.epochs}: it kept changing (too many concurrent claims)")
+        raise StoreError(
+            f"could not draw an epoch from s3://{self.bucket}/"
+            f"{self._layout.epochs}: it kept changing (too many concurrent claims)"
+        )

@@ -109,8 +109,10 @@ class OpenIndexMixin(SlotsMixin):
     _open_ready: bool
 
     def _open_what(self, execution_id: str) -> str:
-        return (f"the open-index marker of execution {execution_id!r} "
-                f"(s3://{self.bucket}/{self._layout.open_entry(execution_id)})")
+        return (
+            f"the open-index marker of execution {execution_id!r} "
+            f"(s3://{self.bucket}/{self._layout.open_entry(execution_id)})"
+        )
 
     async def _read_open_marker(self, execution_id: str) -> OpenMarker | None:
         found = await self._s3.get(self._layout.open_entry(execution_id))
@@ -127,14 +129,20 @@ class OpenIndexMixin(SlotsMixin):
         for _ in range(_CYCLES):
             current = await self._read_open_marker(execution_id)
             now = time.time()
-            if current is not None and current.epoch >= epoch and (
-                    epoch > 0 or current.at > now - TIDY_GRACE / 2):
+            if (
+                current is not None
+                and current.epoch >= epoch
+                and (epoch > 0 or current.at > now - TIDY_GRACE / 2)
+            ):
                 return
             try:
-                await self._s3.put(key, encode_open_marker(max(epoch, current.epoch)
-                                                           if current else epoch, now),
-                                   if_none_match=current is None,
-                                   if_match=current.etag if current else None, data=False)
+                await self._s3.put(
+                    key,
+                    encode_open_marker(max(epoch, current.epoch) if current else epoch, now),
+                    if_none_match=current is None,
+                    if_match=current.etag if current else None,
+                    data=False,
+                )
                 return
             except Precondition:
                 continue
@@ -147,8 +155,11 @@ class OpenIndexMixin(SlotsMixin):
         """
         wanted = epoch or 0
         done = self._marked.get(execution_id)
-        if done is not None and done[0] == wanted and (
-                wanted > 0 or time.monotonic() - done[1] < TIDY_GRACE / 2):
+        if (
+            done is not None
+            and done[0] == wanted
+            and (wanted > 0 or time.monotonic() - done[1] < TIDY_GRACE / 2)
+        ):
             return
         await self._mark_open(execution_id, wanted)
         self._marked[execution_id] = (wanted, time.monotonic())
@@ -186,8 +197,11 @@ class OpenIndexMixin(SlotsMixin):
         ceiling = max(latest.epoch if latest is not None else 0, epoch or 0)
         if marker.epoch > ceiling:
             return False  # a newer writer opened it (or is about to)
-        if epoch is None and (latest is None or marker.epoch == 0) and (
-                marker.at > time.time() - TIDY_GRACE):
+        if (
+            epoch is None
+            and (latest is None or marker.epoch == 0)
+            and (marker.at > time.time() - TIDY_GRACE)
+        ):
             return False  # an unordered marker: its writer may be between two requests
         try:
             await self._s3.delete(self._layout.open_entry(execution_id), if_match=marker.etag)
@@ -203,9 +217,12 @@ class OpenIndexMixin(SlotsMixin):
         prefix = self._layout.open
         start = f"{prefix}{cursor}" if cursor else None
         page = await self._s3.list_page(prefix, start_after=start, max_keys=limit)
-        items = tuple(ExecutionInfo(item.key[len(prefix):]) for item in page.objects
-                      if fmt.is_execution_id(item.key[len(prefix):]))
-        last = page.objects[-1].key[len(prefix):] if page.objects else None
+        items = tuple(
+            ExecutionInfo(item.key[len(prefix) :])
+            for item in page.objects
+            if fmt.is_execution_id(item.key[len(prefix) :])
+        )
+        last = page.objects[-1].key[len(prefix) :] if page.objects else None
         return Page(items, last if page.truncated else None)
 
     async def _build_open_index(self) -> None:

@@ -18,10 +18,19 @@ MIB = 1024 * 1024
 MIN_PART = 5 * MIB
 """S3's smallest multipart part (all parts but the last)."""
 
-STORAGE_CLASSES = frozenset({
-    "STANDARD", "REDUCED_REDUNDANCY", "STANDARD_IA", "ONEZONE_IA", "INTELLIGENT_TIERING",
-    "GLACIER_IR", "EXPRESS_ONEZONE", "OUTPOSTS", "SNOW",
-})
+STORAGE_CLASSES = frozenset(
+    {
+        "STANDARD",
+        "REDUCED_REDUNDANCY",
+        "STANDARD_IA",
+        "ONEZONE_IA",
+        "INTELLIGENT_TIERING",
+        "GLACIER_IR",
+        "EXPRESS_ONEZONE",
+        "OUTPOSTS",
+        "SNOW",
+    }
+)
 """Storage classes whose objects can be read at once (GLACIER and DEEP_ARCHIVE cannot)."""
 
 _BUCKET_RE = re.compile(r"[a-z0-9][a-z0-9.\-_]{1,254}")
@@ -55,8 +64,11 @@ class S3Options:
         if self.sse is not None:
             _check_choice("sse", self.sse, ("AES256", "aws:kms"))
         if self.kms_key_id is not None and self.sse != "aws:kms":
-            raise ConfigError("kms_key_id needs sse = \"aws:kms\"", key="durability.s3.kms_key_id",
-                              fix='Add sse = "aws:kms" to [durability.s3]')
+            raise ConfigError(
+                'kms_key_id needs sse = "aws:kms"',
+                key="durability.s3.kms_key_id",
+                fix='Add sse = "aws:kms" to [durability.s3]',
+            )
         if self.storage_class is not None and self.storage_class not in STORAGE_CLASSES:
             raise ConfigError(
                 f"storage class {self.storage_class!r} is not one durably can read back at once",
@@ -67,11 +79,14 @@ class S3Options:
             raise ConfigError("must be at least 1", key="durability.s3.max_attempts")
         for name in ("connect_timeout", "read_timeout"):
             if not getattr(self, name) > 0:
-                raise ConfigError("must be a positive number of seconds",
-                                  key=f"durability.s3.{name}")
+                raise ConfigError(
+                    "must be a positive number of seconds", key=f"durability.s3.{name}"
+                )
         if self.multipart_threshold < MIN_PART:
-            raise ConfigError("must be at least 5 MiB (S3's smallest multipart part)",
-                              key="durability.s3.multipart_threshold")
+            raise ConfigError(
+                "must be at least 5 MiB (S3's smallest multipart part)",
+                key="durability.s3.multipart_threshold",
+            )
         if self.max_connections < 1:
             raise ConfigError("must be at least 1", key="durability.s3.max_connections")
 
@@ -119,8 +134,11 @@ def parse_options(options: Mapping[str, Any] | None) -> S3Options:
             value = float(value)
         else:
             if isinstance(value, bool) or not isinstance(value, (int, str)):
-                raise ConfigError(f"expected a size, got {value!r}", key=dotted,
-                                  fix="Use a number of bytes or e.g. '16MiB'")
+                raise ConfigError(
+                    f"expected a size, got {value!r}",
+                    key=dotted,
+                    fix="Use a number of bytes or e.g. '16MiB'",
+                )
             value = parse_size(value, key=dotted)
         values[name] = value
     return S3Options(**values)
@@ -150,10 +168,16 @@ def parse_url(url: str) -> tuple[str, str]:
     if not bucket:
         raise ConfigError(f"the store URL {url!r} names no bucket", key="durability.store", fix=fix)
     if not _BUCKET_RE.fullmatch(bucket):
-        raise ConfigError(f"{bucket!r} is not a valid S3 bucket name", key="durability.store",
-                          fix="Bucket names are 3-63 lower-case letters, digits, '.' and '-'")
+        raise ConfigError(
+            f"{bucket!r} is not a valid S3 bucket name",
+            key="durability.store",
+            fix="Bucket names are 3-63 lower-case letters, digits, '.' and '-'",
+        )
     prefix = parts.path.strip("/")
     if "//" in prefix or any(ord(c) < 0x20 or c == "\x7f" for c in prefix):
-        raise ConfigError(f"the key prefix {prefix!r} has an empty segment or control characters",
-                          key="durability.store", fix=fix)
+        raise ConfigError(
+            f"the key prefix {prefix!r} has an empty segment or control characters",
+            key="durability.store",
+            fix=fix,
+        )
     return bucket, prefix

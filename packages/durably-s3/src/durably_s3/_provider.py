@@ -74,7 +74,6 @@ log = logging.getLogger("durably.s3")
 T = TypeVar("T")
 
 
-
 class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
     """Checkpoints in an S3 bucket (AWS S3 or an S3-compatible store).
 
@@ -101,13 +100,22 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
 
     scheme: ClassVar[str] = "s3"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.PERSISTENT, Capability.SHARED, Capability.LARGE_OBJECTS,
-         Capability.TAKEOVER, Capability.OPEN_INDEX}
+        {
+            Capability.PERSISTENT,
+            Capability.SHARED,
+            Capability.LARGE_OBJECTS,
+            Capability.TAKEOVER,
+            Capability.OPEN_INDEX,
+        }
     )
 
     def __init__(
-        self, bucket: str, prefix: str = "", options: Mapping[str, Any] | S3Options | None = None,
-        *, session: AioSession | None = None,
+        self,
+        bucket: str,
+        prefix: str = "",
+        options: Mapping[str, Any] | S3Options | None = None,
+        *,
+        session: AioSession | None = None,
     ) -> None:
         super().__init__()
         if not isinstance(options, S3Options):
@@ -169,8 +177,13 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
     # ============================================================= checkpoints
 
     async def _save(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         await self._preflight()
         finished = is_finished(metadata)
@@ -197,7 +210,11 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         return None
 
     async def _list(
-        self, execution_id: str, cursor: str | None, limit: int, after: int | None,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
+        after: int | None,
     ) -> Page[CheckpointInfo]:
         starts = []
         if after is not None and after >= 2**63 - 1:
@@ -211,11 +228,13 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         prefix = self._layout.checkpoints(execution_id)
         while True:
             page = await self._s3.list_page(prefix, start_after=start, max_keys=limit)
-            candidates = [item for item in page.objects
-                          if item.size != MARKER_SIZE and fmt.Layout.seq_of(item.key) is not None]
+            candidates = [
+                item
+                for item in page.objects
+                if item.size != MARKER_SIZE and fmt.Layout.seq_of(item.key) is not None
+            ]
             infos = await self._gather(
-                functools.partial(self._checkpoint_info, execution_id, item)
-                for item in candidates
+                functools.partial(self._checkpoint_info, execution_id, item) for item in candidates
             )
             items = tuple(info for info in infos if info is not None)
             last = page.objects[-1].key if page.objects else None
@@ -238,7 +257,10 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         return deleted
 
     async def _delete_many(
-        self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: Iterable[int],
+        lease: Lease | None,
     ) -> list[int]:
         """Prune: one DeleteObjects request per 1,000 checkpoints (conditional on ETags).
 
@@ -259,23 +281,29 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
             return seq, await self._slot(execution_id, seq)
 
         found = await self._gather(functools.partial(meta_of, seq) for seq in wanted)
-        present = {seq: meta for seq, meta in found
-                   if meta is not None and meta.kind == "checkpoint"}
+        present = {
+            seq: meta for seq, meta in found if meta is not None and meta.kind == "checkpoint"
+        }
         intent = Intent(fmt.new_nonce().hex(), {seq: meta.etag for seq, meta in present.items()})
         if lease is not None:
             await self._register(lease, intent)
         deleted: list[int] = []
         try:
-            plain = {self._key(execution_id, seq): seq for seq, meta in present.items()
-                     if not meta.protected}
+            plain = {
+                self._key(execution_id, seq): seq
+                for seq, meta in present.items()
+                if not meta.protected
+            }
             gone = await self._s3.delete_many(
-                (key, present[seq].etag) for key, seq in plain.items())
+                (key, present[seq].etag) for key, seq in plain.items()
+            )
             deleted.extend(plain[key] for key in gone if key in plain)
             for seq, meta in present.items():
                 if meta.protected:
                     try:
-                        await self._put_marker(execution_id, seq, lease.epoch if lease else 0,
-                                               "tombstone", meta.etag)
+                        await self._put_marker(
+                            execution_id, seq, lease.epoch if lease else 0, "tombstone", meta.etag
+                        )
                         deleted.append(seq)
                     except Precondition:
                         pass
@@ -286,8 +314,13 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         return sorted(deleted)
 
     async def _save_slot(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         """Write a checkpoint: the one-request chain write, or conditional cycles."""
         if lease is None:
@@ -309,17 +342,26 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
             if chain.serves(lease) and seq >= chain.next:
                 current = await self._read_lease(execution_id)
                 record = current[0] if current else None
-                if (record is not None and record.epoch == lease.epoch
-                        and record.chain is not None and record.chain.id == chain.chain_id
-                        and record.chain.state == "alive"):
+                if (
+                    record is not None
+                    and record.epoch == lease.epoch
+                    and record.chain is not None
+                    and record.chain.id == chain.chain_id
+                    and record.chain.state == "alive"
+                ):
                     chain.next, chain.next_etag = seq + 1, None
                 else:
                     chain.dead = True
         return info
 
     async def _chain_put(
-        self, execution_id: str, chain: _ChainState, seq: int, stored: bytes,
-        metadata: dict[str, str], lease: Lease,
+        self,
+        execution_id: str,
+        chain: _ChainState,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        lease: Lease,
     ) -> CheckpointInfo | None:
         """The one-request fenced write; None when the slow path must take over."""
         async with chain.lock:
@@ -328,14 +370,23 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
             nonce = fmt.new_nonce()
             created = time.time()
             protected = chain.next_etag is not None
-            body, user = fmt.encode_checkpoint(stored, metadata=metadata, created_at=created,
-                                               epoch=lease.epoch, protected=protected,
-                                               nonce=nonce)
+            body, user = fmt.encode_checkpoint(
+                stored,
+                metadata=metadata,
+                created_at=created,
+                epoch=lease.epoch,
+                protected=protected,
+                nonce=nonce,
+            )
             key = self._key(execution_id, seq)
             try:
-                etag, _ = await self._s3.put(key, body, metadata=user,
-                                             if_none_match=chain.next_etag is None,
-                                             if_match=chain.next_etag)
+                etag, _ = await self._s3.put(
+                    key,
+                    body,
+                    metadata=user,
+                    if_none_match=chain.next_etag is None,
+                    if_match=chain.next_etag,
+                )
             except Precondition:
                 chain.dead = True
                 meta = await self._slot(execution_id, seq)
@@ -345,16 +396,30 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
             chain.next, chain.next_etag = seq + 1, None
         return self._stored(execution_id, seq, key, etag, len(body), user, metadata, created)
 
-    def _stored(self, execution_id: str, seq: int, key: str, etag: str, size: int,
-                user: dict[str, str], metadata: dict[str, str], created: float) -> CheckpointInfo:
+    def _stored(
+        self,
+        execution_id: str,
+        seq: int,
+        key: str,
+        etag: str,
+        size: int,
+        user: dict[str, str],
+        metadata: dict[str, str],
+        created: float,
+    ) -> CheckpointInfo:
         meta = ObjectMeta.parse(user, etag, size, key)
         self._remember(key, meta, metadata)
         self._note_write(execution_id, seq)
         return _info(execution_id, seq, meta, metadata, created)
 
     async def _put_checkpoint(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         """A conditional write in cycles: decide the condition, (register it), send it.
 
@@ -387,18 +452,25 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
             if lease is not None:
                 await self._register(lease, intent)
             created = time.time()
-            body, user = fmt.encode_checkpoint(stored, metadata=metadata, created_at=created,
-                                               epoch=epoch, protected=protected, nonce=nonce)
+            body, user = fmt.encode_checkpoint(
+                stored,
+                metadata=metadata,
+                created_at=created,
+                epoch=epoch,
+                protected=protected,
+                nonce=nonce,
+            )
             try:
-                etag, _ = await self._s3.put(key, body, metadata=user,
-                                             if_none_match=condition is None,
-                                             if_match=condition)
+                etag, _ = await self._s3.put(
+                    key, body, metadata=user, if_none_match=condition is None, if_match=condition
+                )
             except Precondition:
                 self._intent_done(execution_id, intent)
             else:
                 self._intent_done(execution_id, intent)
-                return self._stored(execution_id, seq, key, etag, len(body), user, metadata,
-                                    created)
+                return self._stored(
+                    execution_id, seq, key, etag, len(body), user, metadata, created
+                )
             meta = await self._slot(execution_id, seq)
             if meta is not None and meta.kind == "marker":
                 if lease is not None and meta.epoch > epoch:
@@ -411,8 +483,12 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
             if isinstance(mode, ExpectedVersion):
                 missing = meta is None or meta.kind == "marker"
                 raise precondition_failed(
-                    execution_id, seq, mode.version,
-                    actual=None if meta is None or missing else meta.version, missing=missing)
+                    execution_id,
+                    seq,
+                    mode.version,
+                    actual=None if meta is None or missing else meta.version,
+                    missing=missing,
+                )
             if mode == "create" and meta is not None:
                 raise already_exists(execution_id, seq, version=meta.version)
         raise StoreError(f"gave up writing {self._what(execution_id, seq)}: it kept changing")
@@ -446,8 +522,9 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
                 await self._register(lease, intent)
             try:
                 if tombstone:
-                    await self._put_marker(execution_id, seq, lease.epoch if lease else 0,
-                                           "tombstone", meta.etag)
+                    await self._put_marker(
+                        execution_id, seq, lease.epoch if lease else 0, "tombstone", meta.etag
+                    )
                 else:
                     await self._s3.delete(key, if_match=meta.etag)
             except Precondition:
@@ -464,8 +541,11 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         Deleting that slot leaves a tombstone, so the top of the sequence never moves
         down under a lease holder (its next one-request write stays where a claim fences).
         """
-        above = await self._s3.list_page(self._layout.checkpoints(execution_id),
-                                         start_after=self._key(execution_id, seq), max_keys=1)
+        above = await self._s3.list_page(
+            self._layout.checkpoints(execution_id),
+            start_after=self._key(execution_id, seq),
+            max_keys=1,
+        )
         if above.objects:
             return False
         if lease is not None:
@@ -479,9 +559,13 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         items: list[ExecutionInfo] = []
         token: str | None = None
         while True:
-            page = await self._s3.list_page(self._layout.executions, start_after=start,
-                                            delimiter="/", max_keys=limit - len(items),
-                                            token=token)
+            page = await self._s3.list_page(
+                self._layout.executions,
+                start_after=start,
+                delimiter="/",
+                max_keys=limit - len(items),
+                token=token,
+            )
             for prefix in page.prefixes:
                 execution_id = self._layout.execution_of_prefix(prefix)
                 if execution_id is not None:
@@ -515,8 +599,7 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         open_key = self._layout.open_entry(execution_id)
         if await self._is_versioned():
             versions = await self._s3.list_versions(directory)
-            versions += [(k, v) for k, v in await self._s3.list_versions(head_key)
-                         if k == head_key]
+            versions += [(k, v) for k, v in await self._s3.list_versions(head_key) if k == head_key]
             await self._s3.delete_many(((k, v) for k, v in versions), versions=True)
         else:
             doomed: list[tuple[str, str | None]] = [(item.key, None) for item in keys]
@@ -529,7 +612,8 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         if await self._is_versioned():
             await self._s3.delete_many(
                 ((k, v) for k, v in await self._s3.list_versions(open_key) if k == open_key),
-                versions=True)
+                versions=True,
+            )
         elif await self._s3.head(open_key) is not None:
             await self._s3.delete(open_key)
         return bool(keys)
@@ -560,8 +644,12 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
 
     async def _release(self, lease: Lease) -> None:
         def mutate(record: LeaseRecord | None) -> None:
-            if (record is None or record.epoch != lease.epoch or record.owner != lease.owner
-                    or record.released_at is not None):
+            if (
+                record is None
+                or record.epoch != lease.epoch
+                or record.owner != lease.owner
+                or record.released_at is not None
+            ):
                 raise _Skip
             record.released_at = time.time()
 
@@ -578,8 +666,13 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         expires = record.expires_at
         if record.released_at is not None:
             expires = min(expires, record.released_at)
-        return Lease(execution_id, record.owner, record.epoch, expires,
-                     released=record.released_at is not None)
+        return Lease(
+            execution_id,
+            record.owner,
+            record.epoch,
+            expires,
+            released=record.released_at is not None,
+        )
 
     async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
         return await self._claim_if(lease.execution_id, owner, ttl, lease)
@@ -607,7 +700,10 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         return await self._s3.head(self._blob_key(execution_id, digest)) is not None
 
     async def _list_blobs(
-        self, execution_id: str, cursor: str | None, limit: int,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
     ) -> Page[BlobInfo]:
         prefix = self._layout.blobs(execution_id)
         if cursor is not None and not all(c in "0123456789abcdef" for c in cursor):
@@ -616,10 +712,10 @@ class S3Provider(OpenIndexMixin, LeaseProtocolMixin, CheckpointProvider):
         page = await self._s3.list_page(prefix, start_after=start, max_keys=max(1, limit))
         items = []
         for item in page.objects:
-            hexdigest = item.key[len(prefix):]
+            hexdigest = item.key[len(prefix) :]
             if len(hexdigest) == 64:
                 items.append(BlobInfo(f"sha256:{hexdigest}", item.size, item.last_modified))
-        last = page.objects[-1].key[len(prefix):] if page.objects else None
+        last = page.objects[-1].key[len(prefix) :] if page.objects else None
         return Page(tuple(items), last if page.truncated else None)
 
     async def _delete_blob(self, execution_id: str, digest: str) -> bool:

@@ -50,10 +50,14 @@ class _HeadState:
     task: asyncio.Task[None] | None = None
 
 
-def _info(execution_id: str, seq: int, meta: ObjectMeta, metadata: Mapping[str, str],
-          fallback_time: float) -> CheckpointInfo:
+def _info(
+    execution_id: str, seq: int, meta: ObjectMeta, metadata: Mapping[str, str], fallback_time: float
+) -> CheckpointInfo:
     return CheckpointInfo(
-        execution_id=execution_id, seq=seq, version=meta.version, size=meta.stored_size,
+        execution_id=execution_id,
+        seq=seq,
+        version=meta.version,
+        size=meta.stored_size,
         created_at=meta.created_at if meta.created_at is not None else fallback_time,
         metadata=dict(metadata),
     )
@@ -74,8 +78,10 @@ class SlotsMixin:
         return self._layout.checkpoint(execution_id, seq)
 
     def _what(self, execution_id: str, seq: int) -> str:
-        return f"checkpoint {seq} of execution {execution_id!r} (s3://{self.bucket}/" \
-               f"{self._key(execution_id, seq)})"
+        return (
+            f"checkpoint {seq} of execution {execution_id!r} (s3://{self.bucket}/"
+            f"{self._key(execution_id, seq)})"
+        )
 
     def _remember(self, key: str, meta: ObjectMeta, metadata: dict[str, str]) -> None:
         self._cache[key] = (meta, metadata)
@@ -90,8 +96,9 @@ class SlotsMixin:
         if found is None:
             self._cache.pop(key, None)
             return None
-        return ObjectMeta.parse(found.metadata, found.etag, found.size,
-                                self._what(execution_id, seq))
+        return ObjectMeta.parse(
+            found.metadata, found.etag, found.size, self._what(execution_id, seq)
+        )
 
     async def _gather(self, jobs: Iterable[Callable[[], Awaitable[T]]]) -> list[T]:
         semaphore = asyncio.Semaphore(_CONCURRENCY)
@@ -124,13 +131,16 @@ class SlotsMixin:
             key = f"{self._layout.probes}{fmt.new_nonce().hex()}"
             problem = None
             try:
-                _etag, version = await self._s3.put(key, b"durably probe 1", if_none_match=True,
-                                                    data=False)
+                _etag, version = await self._s3.put(
+                    key, b"durably probe 1", if_none_match=True, data=False
+                )
             except StoreError as exc:
                 if type(exc) is not StoreError:
                     raise
-                raise StoreError(f"a conditional PutObject to s3://{self.bucket}/{key} failed "
-                                 f"({exc}). {CONDITIONAL_WRITES_HELP}") from exc
+                raise StoreError(
+                    f"a conditional PutObject to s3://{self.bucket}/{key} failed "
+                    f"({exc}). {CONDITIONAL_WRITES_HELP}"
+                ) from exc
             try:
                 try:
                     await self._s3.put(key, b"durably probe 2", if_none_match=True, data=False)
@@ -162,22 +172,29 @@ class SlotsMixin:
             _PROBED.add(identity)
             self._probed = True
 
-    async def _put_marker(self, execution_id: str, seq: int, epoch: int, kind: fmt.MarkerKind,
-                          if_match: str | None) -> str:
+    async def _put_marker(
+        self, execution_id: str, seq: int, epoch: int, kind: fmt.MarkerKind, if_match: str | None
+    ) -> str:
         body, user = fmt.encode_marker(epoch, kind, fmt.new_nonce())
         key = self._key(execution_id, seq)
-        etag, _ = await self._s3.put(key, body, metadata=user, if_none_match=if_match is None,
-                                     if_match=if_match, data=False)
+        etag, _ = await self._s3.put(
+            key, body, metadata=user, if_none_match=if_match is None, if_match=if_match, data=False
+        )
         self._cache.pop(key, None)
         return etag
 
-    async def _touch_fence(self, execution_id: str, seq: int, fence_epoch: int, epoch: int,
-                           kind: fmt.MarkerKind) -> None:
+    async def _touch_fence(
+        self, execution_id: str, seq: int, fence_epoch: int, epoch: int, kind: fmt.MarkerKind
+    ) -> None:
         """If ``seq`` still holds the fence marker of ``fence_epoch``, give it a new ETag."""
         for _ in range(_CYCLES):
             meta = await self._slot(execution_id, seq)
-            if (meta is None or meta.kind != "marker" or meta.marker != "fence"
-                    or meta.epoch != fence_epoch):
+            if (
+                meta is None
+                or meta.kind != "marker"
+                or meta.marker != "fence"
+                or meta.epoch != fence_epoch
+            ):
                 return
             try:
                 await self._put_marker(execution_id, seq, epoch, kind, meta.etag)
@@ -186,8 +203,9 @@ class SlotsMixin:
                 continue
         raise StoreError(f"slot {seq} of execution {execution_id!r} kept changing")
 
-    async def _place_marker(self, execution_id: str, epoch: int, kind: fmt.MarkerKind, *,
-                            takeover: bool) -> tuple[int, str]:
+    async def _place_marker(
+        self, execution_id: str, epoch: int, kind: fmt.MarkerKind, *, takeover: bool
+    ) -> tuple[int, str]:
         """Occupy the slot above the highest occupied one; return (seq, ETag).
 
         With ``takeover``, a fence marker that is itself the highest slot is replaced
@@ -199,40 +217,55 @@ class SlotsMixin:
                 seq = fmt.Layout.seq_of(top.key)
                 assert seq is not None
                 meta = await self._slot(execution_id, seq)
-                if (meta is not None and meta.kind == "marker" and meta.marker == "fence"
-                        and meta.epoch <= epoch):
+                if (
+                    meta is not None
+                    and meta.kind == "marker"
+                    and meta.marker == "fence"
+                    and meta.epoch <= epoch
+                ):
                     try:
-                        return seq, await self._put_marker(execution_id, seq, epoch, kind,
-                                                           meta.etag)
+                        return seq, await self._put_marker(
+                            execution_id, seq, epoch, kind, meta.etag
+                        )
                     except Precondition:
                         continue
             target = 0 if top is None else (fmt.Layout.seq_of(top.key) or 0) + 1
             if target >= 2**63:
-                raise StoreError(f"execution {execution_id!r} has no sequence number left "
-                                 "for a fence marker")
+                raise StoreError(
+                    f"execution {execution_id!r} has no sequence number left for a fence marker"
+                )
             try:
                 return target, await self._put_marker(execution_id, target, epoch, kind, None)
             except Precondition:
                 continue
-        raise StoreError(f"could not place a marker on execution {execution_id!r}: the top "
-                         "of its sequence kept moving")
+        raise StoreError(
+            f"could not place a marker on execution {execution_id!r}: the top "
+            "of its sequence kept moving"
+        )
 
-    async def _rewrite(self, execution_id: str, seq: int, meta: ObjectMeta, *,
-                       protected: bool) -> None:
+    async def _rewrite(
+        self, execution_id: str, seq: int, meta: ObjectMeta, *, protected: bool
+    ) -> None:
         """Write a checkpoint again, unchanged but for a new nonce (hence a new ETag)."""
         key = self._key(execution_id, seq)
         found = await self._s3.get(key)
         if not isinstance(found, tuple):
             raise Precondition("vanished")
         info, body = found
-        current = ObjectMeta.parse(info.metadata, info.etag, info.size, self._what(execution_id,
-                                                                                   seq))
+        current = ObjectMeta.parse(
+            info.metadata, info.etag, info.size, self._what(execution_id, seq)
+        )
         if current.etag != meta.etag:
             raise Precondition("changed")
         stored, metadata = fmt.decode_checkpoint(body, current, self._what(execution_id, seq))
         new_body, user = fmt.encode_checkpoint(
-            stored, metadata=metadata, created_at=current.created_at or info.last_modified,
-            epoch=current.epoch, protected=protected, nonce=fmt.new_nonce())
+            stored,
+            metadata=metadata,
+            created_at=current.created_at or info.last_modified,
+            epoch=current.epoch,
+            protected=protected,
+            nonce=fmt.new_nonce(),
+        )
         await self._s3.put(key, new_body, metadata=user, if_match=meta.etag)
         self._cache.pop(key, None)
 
@@ -282,7 +315,8 @@ class SlotsMixin:
         state.max_seq = max(state.max_seq, seq)
         if state.pending >= HEAD_EVERY and state.task is None:
             state.task = asyncio.get_running_loop().create_task(
-                self._advance_head_soon(execution_id, state))
+                self._advance_head_soon(execution_id, state)
+            )
 
     async def _advance_head_soon(self, execution_id: str, state: _HeadState) -> None:
         try:
@@ -309,8 +343,12 @@ class SlotsMixin:
                         return
             try:
                 state.etag, _ = await self._s3.put(
-                    key, fmt.encode_head(target), if_none_match=state.etag is None,
-                    if_match=state.etag, data=False)
+                    key,
+                    fmt.encode_head(target),
+                    if_none_match=state.etag is None,
+                    if_match=state.etag,
+                    data=False,
+                )
                 return
             except Precondition:
                 state.etag = None
@@ -333,8 +371,7 @@ class SlotsMixin:
             found = await self._s3.get(item.key, byte_range=f"bytes=-{tail}")
             if not isinstance(found, tuple):
                 return None
-            _length, _nonce, metadata = fmt.decode_trailer(found[1], self._what(execution_id,
-                                                                                seq))
+            _length, _nonce, metadata = fmt.decode_trailer(found[1], self._what(execution_id, seq))
             if metadata is None:
                 raise CorruptObjectError(f"{self._what(execution_id, seq)} lost its metadata")
         self._remember(item.key, meta, metadata)

@@ -34,8 +34,14 @@ class S3Backdoor:
             versioning, where a "deleted" object lingers as versions.
     """
 
-    def __init__(self, bucket: str, prefix: str = "", *, endpoint_url: str | None = None,
-                 versions: bool = False) -> None:
+    def __init__(
+        self,
+        bucket: str,
+        prefix: str = "",
+        *,
+        endpoint_url: str | None = None,
+        versions: bool = False,
+    ) -> None:
         self.bucket = bucket
         self.prefix = prefix.strip("/")
         self.layout = fmt.Layout(self.prefix)
@@ -96,8 +102,9 @@ class S3Backdoor:
         trailer = body[length:]
         # A new nonce keeps "every write changes the version" true for this write too.
         nonce = fmt.new_nonce()
-        trailer = trailer[:-fmt.TRAILER_SIZE] + _retrailer(trailer[-fmt.TRAILER_SIZE:],
-                                                           trailer[:-fmt.TRAILER_SIZE], nonce)
+        trailer = trailer[: -fmt.TRAILER_SIZE] + _retrailer(
+            trailer[-fmt.TRAILER_SIZE :], trailer[: -fmt.TRAILER_SIZE], nonce
+        )
         metadata = {**metadata, fmt.M_WRITE: nonce.hex()}
         await self.put_object(key, raw + trailer, metadata)
 
@@ -106,22 +113,24 @@ class S3Backdoor:
         key = self.checkpoint_key(execution_id, seq)
         body, metadata = await self.get_object(key)
         middle = len(body) // 2
-        await self.put_object(key, body[:middle] + bytes([body[middle] ^ 0xFF])
-                              + body[middle + 1:], metadata)
+        await self.put_object(
+            key, body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :], metadata
+        )
 
     async def truncate_checkpoint(self, execution_id: str, seq: int) -> None:
         """Keep the first half of the stored object."""
         key = self.checkpoint_key(execution_id, seq)
         body, metadata = await self.get_object(key)
-        await self.put_object(key, body[:len(body) // 2], metadata)
+        await self.put_object(key, body[: len(body) // 2], metadata)
 
     async def corrupt_blob(self, execution_id: str, digest: str) -> None:
         """Flip (XOR 0xFF) the middle byte of a stored blob."""
         key = self.blob_key(execution_id, digest)
         body, metadata = await self.get_object(key)
         middle = len(body) // 2
-        await self.put_object(key, body[:middle] + bytes([body[middle] ^ 0xFF])
-                              + body[middle + 1:], metadata)
+        await self.put_object(
+            key, body[:middle] + bytes([body[middle] ^ 0xFF]) + body[middle + 1 :], metadata
+        )
 
     async def locations(self) -> list[str]:
         """Every key of per-execution state under the store's prefix (``key@version`` of
@@ -140,12 +149,15 @@ class S3Backdoor:
                 async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
                     for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
                         if item["Key"] not in bookkeeping:
-                            found.append(f"{item['Key'][len(start):]}@{item['VersionId']}")
+                            found.append(f"{item['Key'][len(start) :]}@{item['VersionId']}")
             else:
                 paginator = client.get_paginator("list_objects_v2")
                 async for page in paginator.paginate(Bucket=self.bucket, Prefix=start):
-                    found.extend(item["Key"][len(start):] for item in page.get("Contents", [])
-                                 if item["Key"] not in bookkeeping)
+                    found.extend(
+                        item["Key"][len(start) :]
+                        for item in page.get("Contents", [])
+                        if item["Key"] not in bookkeeping
+                    )
         return found
 
 
@@ -165,5 +177,8 @@ def _retrailer(tail: bytes, meta_bytes: bytes, nonce: bytes) -> bytes:
         from durably_s3._open import encode_open_marker
 
         async with self.client() as client:
-            await client.put_object(Bucket=self.bucket, Key=self.layout.open_entry(execution_id),
-                                    Body=encode_open_marker(0, time.time() - 3600))
+            await client.put_object(
+                Bucket=self.bucket,
+                Key=self.layout.open_entry(execution_id),
+                Body=encode_open_marker(0, time.time() - 3600),
+            )

@@ -149,8 +149,12 @@ def __getattr__(name: str) -> Any:
     return value
 
 
-def open_store(url: str | None = None, options: dict[str, Any] | None = None,
-               *, config: DurabilityConfig | None = None) -> _Provider:
+def open_store(
+    url: str | None = None,
+    options: dict[str, Any] | None = None,
+    *,
+    config: DurabilityConfig | None = None,
+) -> _Provider:
     """Open the checkpoint store for ``url`` (default: the configured store).
 
     No I/O happens until the store is first used. The envelope (compression) follows
@@ -164,6 +168,8 @@ def open_store(url: str | None = None, options: dict[str, Any] | None = None,
         url = config.store
         options = dict(config.provider_options()) if options is None else options
     provider = open_provider(url, options)
-    provider.envelope = Envelope(compression_level=config.compression_level,
-                                 compression_threshold=config.compression_threshold)
+    provider.envelope = Envelope(
+        compression_level=config.compression_level,
+        compression_threshold=config.compression_threshold,
+    )
     return provider

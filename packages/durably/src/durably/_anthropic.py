@@ -70,14 +70,31 @@ class AnthropicClient:
     """
 
     provider: ClassVar[str] = "Anthropic"
-    options: ClassVar[frozenset[str]] = frozenset({
-        "base_url", "api_key_env", "temperature", "max_response_tokens", "timeout",
-        "max_attempts", "prefill"})
+    options: ClassVar[frozenset[str]] = frozenset(
+        {
+            "base_url",
+            "api_key_env",
+            "temperature",
+            "max_response_tokens",
+            "timeout",
+            "max_attempts",
+            "prefill",
+        }
+    )
 
-    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 api_key_env: str | None = "ANTHROPIC_API_KEY", temperature: float | None = None,
-                 max_response_tokens: int = 4096, timeout: float | None = None,
-                 max_attempts: int = 5, prefill: bool = True) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = "ANTHROPIC_API_KEY",
+        temperature: float | None = None,
+        max_response_tokens: int = 4096,
+        timeout: float | None = None,
+        max_attempts: int = 5,
+        prefill: bool = True,
+    ) -> None:
         self.model = model
         self.spec = f"anthropic:{model}"
         self.api_key = api_key
@@ -105,30 +122,39 @@ class AnthropicClient:
         import_sdk("anthropic", "anthropic")
         key_env = opts.pop("api_key_env", None) or "ANTHROPIC_API_KEY"
         if not isinstance(key_env, str):
-            raise ConfigError("[llm] api_key_env must name an environment variable",
-                              key="llm.api_key_env")
+            raise ConfigError(
+                "[llm] api_key_env must name an environment variable", key="llm.api_key_env"
+            )
         base_url = opts.pop("base_url", None) or os.environ.get("ANTHROPIC_BASE_URL") or None
         api_key = os.environ.get(key_env) or None
         prefill = opts.pop("prefill", True)
         if not isinstance(prefill, bool):
             raise ConfigError("[llm] prefill must be true or false", key="llm.prefill")
         if not api_key and base_url is None:
-            raise ConfigError(f"the environment variable {key_env} holding the Anthropic API "
-                              "key is not set", key="llm.api_key_env",
-                              fix=f"export {key_env}=...; or set [llm] base_url to a server "
-                              "that needs no key")
-        return cls(model, base_url=base_url, api_key=api_key, api_key_env=key_env,
-                   temperature=option_number(opts, "temperature", float, None, 0),
-                   max_response_tokens=option_number(opts, "max_response_tokens", int, 4096, 1),
-                   timeout=option_number(opts, "timeout", float, None, 0.001),
-                   max_attempts=option_number(opts, "max_attempts", int, 5, 1),
-                   prefill=prefill)
+            raise ConfigError(
+                f"the environment variable {key_env} holding the Anthropic API key is not set",
+                key="llm.api_key_env",
+                fix=f"export {key_env}=...; or set [llm] base_url to a server that needs no key",
+            )
+        return cls(
+            model,
+            base_url=base_url,
+            api_key=api_key,
+            api_key_env=key_env,
+            temperature=option_number(opts, "temperature", float, None, 0),
+            max_response_tokens=option_number(opts, "max_response_tokens", int, 4096, 1),
+            timeout=option_number(opts, "timeout", float, None, 0.001),
+            max_attempts=option_number(opts, "max_attempts", int, 5, 1),
+            prefill=prefill,
+        )
 
     def _make_sdk(self) -> Any:
         anthropic = import_sdk("anthropic", "anthropic")
-        kwargs: dict[str, Any] = {"api_key": self.api_key or _NO_KEY,
-                                  "base_url": without_userinfo(self.base_url, self.api_key),
-                                  "max_retries": self.max_attempts - 1}
+        kwargs: dict[str, Any] = {
+            "api_key": self.api_key or _NO_KEY,
+            "base_url": without_userinfo(self.base_url, self.api_key),
+            "max_retries": self.max_attempts - 1,
+        }
         if self.query:
             kwargs["default_query"] = self.query
         if self.timeout is not None:
@@ -142,8 +168,15 @@ class AnthropicClient:
         """Close the SDK client of the running loop (its connections)."""
         await self._sdk.aclose()
 
-    def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str, call: int,
-               prefix: str = "") -> AsyncIterator[str | Finish]:
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        playbook: str,
+        call: int,
+        prefix: str = "",
+    ) -> AsyncIterator[str | Finish]:
         """Stream the response, then a :class:`~durably.llm.Finish` (see :mod:`durably.llm`).
 
         With ``prefix``, the cut-off text is sent as assistant prefill (or, for a model
@@ -158,14 +191,16 @@ class AnthropicClient:
             LLMError: The request failed (after the SDK's retries).
         """
         system = "\n\n".join(m["content"] for m in messages if m["role"] == "system")
-        chat = [{"role": m["role"], "content": m["content"]} for m in messages
-                if m["role"] != "system"]
+        chat = [
+            {"role": m["role"], "content": m["content"]} for m in messages if m["role"] != "system"
+        ]
         if not prefix:
             return self._stream(system, chat)
         return clean_continuation(prefix, self._continue(system, chat, prefix))
 
-    async def _continue(self, system: str, chat: list[dict[str, str]],
-                        prefix: str) -> AsyncIterator[str | Finish]:
+    async def _continue(
+        self, system: str, chat: list[dict[str, str]], prefix: str
+    ) -> AsyncIterator[str | Finish]:
         """The model's continuation of ``prefix`` (uncleaned)."""
         prefill = prefix.rstrip()
         if not prefill:  # only whitespace came: nothing to continue from
@@ -175,25 +210,35 @@ class AnthropicClient:
         if self.prefill:
             try:
                 async for item in _drop_leading(
-                        prefix[len(prefill):],
-                        self._stream(system, [*chat, {"role": "assistant", "content": prefill}],
-                                     prefill=True)):
+                    prefix[len(prefill) :],
+                    self._stream(
+                        system, [*chat, {"role": "assistant", "content": prefill}], prefill=True
+                    ),
+                ):
                     yield item
                 return
             except _PrefillRefusedError:
-                log.warning("%s model %r does not support assistant prefill: cut-off "
-                            "responses are continued with a note instead", self.provider,
-                            self.model)
+                log.warning(
+                    "%s model %r does not support assistant prefill: cut-off "
+                    "responses are continued with a note instead",
+                    self.provider,
+                    self.model,
+                )
                 self.prefill = False
         async for item in self._stream(system, continuation_messages(chat, prefix)):
             yield item
 
-    async def _stream(self, system: str, messages: list[dict[str, str]], *,
-                      prefill: bool = False) -> AsyncIterator[str | Finish]:
+    async def _stream(
+        self, system: str, messages: list[dict[str, str]], *, prefill: bool = False
+    ) -> AsyncIterator[str | Finish]:
         anthropic = import_sdk("anthropic", "anthropic")
         sdk = self._sdk.get()
-        request: dict[str, Any] = {"model": self.model, "messages": messages,
-                                   "max_tokens": self.max_response_tokens, "stream": True}
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": self.max_response_tokens,
+            "stream": True,
+        }
         if system:
             request["system"] = system
         if self.temperature is not None:
@@ -205,10 +250,15 @@ class AnthropicClient:
             if prefill and _refuses_prefill(exc):
                 raise _PrefillRefusedError(str(exc)) from None
             if isinstance(exc, anthropic.APIError):
-                raise request_error(exc, provider=self.provider, where=self.where,
-                                    model=self.model, key_env=self.api_key_env,
-                                    attempts=self.max_attempts,
-                                    secrets=self._secrets()) from None
+                raise request_error(
+                    exc,
+                    provider=self.provider,
+                    where=self.where,
+                    model=self.model,
+                    key_env=self.api_key_env,
+                    attempts=self.max_attempts,
+                    secrets=self._secrets(),
+                ) from None
             raise LLMError(f"{self.provider}: {redact(str(exc), self._secrets())[:300]}") from None
         received = 0
         reason: str | None = None
@@ -241,14 +291,25 @@ class AnthropicClient:
             raise
         except Exception as exc:
             if isinstance(exc, anthropic.APIError | ValueError) or is_transport_error(exc):
-                raise mid_stream_error(exc, provider=self.provider, where=self.where,
-                                       received=received, secrets=self._secrets()) from exc
+                raise mid_stream_error(
+                    exc,
+                    provider=self.provider,
+                    where=self.where,
+                    received=received,
+                    secrets=self._secrets(),
+                ) from exc
             raise
         finally:
             await _close(response)
-        yield finish_or_raise(reason if stopped else None, provider=self.provider,
-                              where=self.where, received=received, model=model,
-                              prompt_tokens=prompt_tokens, completion_tokens=completion_tokens)
+        yield finish_or_raise(
+            reason if stopped else None,
+            provider=self.provider,
+            where=self.where,
+            received=received,
+            model=model,
+            prompt_tokens=prompt_tokens,
+            completion_tokens=completion_tokens,
+        )
 
 
 class _PrefillRefusedError(LLMError):
@@ -269,8 +330,10 @@ def _input_tokens(usage: Any) -> int | None:
     """All the prompt's tokens: plain input plus cache writes and reads."""
     if usage is None:
         return None
-    counts = [getattr(usage, name, None) for name in
-              ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")]
+    counts = [
+        getattr(usage, name, None)
+        for name in ("input_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
+    ]
     found = [c for c in counts if isinstance(c, int)]
     return sum(found) if found and counts[0] is not None else None
 
@@ -286,7 +349,8 @@ def _check_streaming(response: Any, where: str, secrets: tuple[str | None, ...])
             f"Anthropic at {where} answered {content_type.split(';')[0]} instead of a stream "
             "of server-sent events (text/event-stream): the server does not stream (durably "
             "needs streaming), or base_url points at something other than the Messages API",
-            retryable=False)
+            retryable=False,
+        )
 
 
 async def _close(response: Any) -> None:
@@ -301,8 +365,9 @@ async def _close(response: Any) -> None:
         pass
 
 
-async def _drop_leading(whitespace: str,
-                        chunks: AsyncIterable[str | Finish]) -> AsyncIterator[str | Finish]:
+async def _drop_leading(
+    whitespace: str, chunks: AsyncIterable[str | Finish]
+) -> AsyncIterator[str | Finish]:
     """``chunks`` without the longest start they share with ``whitespace``.
 
     The prefill was sent without the prefix's trailing whitespace; the model's

@@ -17,8 +17,13 @@ from typing import Any
 
 from durably.errors import CorruptObjectError, SerializationError
 
-__all__ = ["FunctionSource", "ModuleReference", "decode_fallback", "encode_fallback",
-           "rebind_functions"]
+__all__ = [
+    "FunctionSource",
+    "ModuleReference",
+    "decode_fallback",
+    "encode_fallback",
+    "rebind_functions",
+]
 
 
 class FunctionSource:
@@ -65,8 +70,10 @@ def _defining_statement(value: Any) -> str | None:
     except SyntaxError:
         return None
     pure = all(
-        (isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-        and not node.decorator_list)
+        (
+            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+            and not node.decorator_list
+        )
         or (isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda))
         for node in tree.body
     )

@@ -47,8 +47,15 @@ def make_console(stream: IO[str] | None = None) -> Any:
 
     stream = stream or sys.stdout
     on = fancy(stream)
-    return Console(file=stream, force_terminal=on, no_color=not on, highlight=False,
-                   markup=False, emoji=False, soft_wrap=not on)
+    return Console(
+        file=stream,
+        force_terminal=on,
+        no_color=not on,
+        highlight=False,
+        markup=False,
+        emoji=False,
+        soft_wrap=not on,
+    )
 
 
 def relative(then: float | None, now: float | None = None) -> str:
@@ -69,12 +76,27 @@ def iso(then: float | None) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(then))
 
 
-STATUS_STYLE = {"completed": "green", "running": "cyan", "failed": "red", "damaged": "red",
-                "crashed": "yellow", "stale": "yellow", "stopped": "yellow",
-                "waiting for input": "magenta"}
+STATUS_STYLE = {
+    "completed": "green",
+    "running": "cyan",
+    "failed": "red",
+    "damaged": "red",
+    "crashed": "yellow",
+    "stale": "yellow",
+    "stopped": "yellow",
+    "waiting for input": "magenta",
+}
 
-_AGENT_STYLES = ("cyan", "magenta", "green", "blue", "yellow", "bright_cyan",
-                 "bright_magenta", "bright_green")
+_AGENT_STYLES = (
+    "cyan",
+    "magenta",
+    "green",
+    "blue",
+    "yellow",
+    "bright_cyan",
+    "bright_magenta",
+    "bright_green",
+)
 
 
 def agent_style(name: str) -> str:
@@ -173,8 +195,14 @@ class RunScreen:
             return
         from rich.live import Live
 
-        self.live = Live(_Status(self), console=self.console, transient=True,
-                         refresh_per_second=10, redirect_stdout=False, redirect_stderr=False)
+        self.live = Live(
+            _Status(self),
+            console=self.console,
+            transient=True,
+            refresh_per_second=10,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
         self.live.start()
 
     def _stop(self) -> None:
@@ -238,8 +266,10 @@ class _Status:
         from rich.text import Text
 
         grid = Table.grid(padding=(0, 1))
-        grid.add_row(self.spinner, Text(self.screen.status_text(), style="dim",
-                                        no_wrap=True, overflow="ellipsis"))
+        grid.add_row(
+            self.spinner,
+            Text(self.screen.status_text(), style="dim", no_wrap=True, overflow="ellipsis"),
+        )
         yield grid
 
 

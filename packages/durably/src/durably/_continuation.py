@@ -78,8 +78,11 @@ def continuation_messages(messages: list[dict[str, str]], prefix: str) -> list[d
     """
     if not prefix:
         return list(messages)
-    return [*messages, {"role": "assistant", "content": prefix},
-            {"role": "user", "content": CONTINUE_NOTE}]
+    return [
+        *messages,
+        {"role": "assistant", "content": prefix},
+        {"role": "user", "content": CONTINUE_NOTE},
+    ]
 
 
 @dataclass(frozen=True)
@@ -109,14 +112,15 @@ class _Prefix:
                 inside = not inside
                 body_start = position
         body = text[body_start:] if inside else ""
-        current = text[text.rfind("\n") + 1:]
+        current = text[text.rfind("\n") + 1 :]
         head = None
         if inside and "\n" in body:
             first = body.split("\n", 1)[0]
             if len(first.strip()) >= 10:
                 head = first
-        return cls(text, inside, body_start, inside and _in_open_string(body),
-                   bool(current.strip()), head)
+        return cls(
+            text, inside, body_start, inside and _in_open_string(body), bool(current.strip()), head
+        )
 
 
 def _in_open_string(code: str) -> bool:
@@ -145,8 +149,9 @@ def _is_prose(line: str) -> bool:
     if keyword.iskeyword(first) or keyword.issoftkeyword(first):
         return False
     try:
-        compile(text, "<continuation>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT,
-                dont_inherit=True)
+        compile(
+            text, "<continuation>", "exec", flags=ast.PyCF_ALLOW_TOP_LEVEL_AWAIT, dont_inherit=True
+        )
     except SyntaxError:
         return True
     except Exception:
@@ -173,7 +178,7 @@ def _strip(shape: _Prefix, text: str, final: bool) -> _Stripped | None:
     for number, line in enumerate(complete[:_WINDOW_LINES]):
         match = _FENCE.fullmatch(line)
         if match is not None:
-            after = "\n".join(lines[number + 1:])
+            after = "\n".join(lines[number + 1 :])
             if number == 0:
                 if match[1] or shape.mid_line:
                     return _Stripped(after, True)
@@ -194,7 +199,8 @@ def _strip(shape: _Prefix, text: str, final: bool) -> _Stripped | None:
     if prose and final and not any(_FENCE.fullmatch(x) for x in lines):
         raise ContinuationError(
             "the model answered the request to continue its cut-off response with prose "
-            f"({_excerpt(text)}) instead of the rest of its code")
+            f"({_excerpt(text)}) instead of the rest of its code"
+        )
     if final or len(complete) >= _WINDOW_LINES or len(text) >= _WINDOW_CHARS:
         return _Stripped(text, False)
     return None
@@ -203,8 +209,9 @@ def _strip(shape: _Prefix, text: str, final: bool) -> _Stripped | None:
 def _overlap(shape: _Prefix, text: str, reopened: bool, final: bool) -> str | None:
     """Drop a repeat of the prefix's tail from ``text``; ``None`` while undecided."""
     prefix = shape.text
-    starts = [shape.body_start] + [i + 1 for i in range(shape.body_start, len(prefix) - 1)
-                                   if prefix[i] == "\n"]
+    starts = [shape.body_start] + [
+        i + 1 for i in range(shape.body_start, len(prefix) - 1) if prefix[i] == "\n"
+    ]
     at_line_start = reopened or not shape.mid_line
 
     def acceptable(start: int) -> bool:
@@ -218,21 +225,26 @@ def _overlap(shape: _Prefix, text: str, reopened: bool, final: bool) -> str | No
         return reopened and len(tail) >= MIN_OVERLAP
 
     candidates = [s for s in starts if acceptable(s)]
-    if not final and any(len(prefix) - s > len(text) and prefix[s:].startswith(text)
-                         for s in candidates):
+    if not final and any(
+        len(prefix) - s > len(text) and prefix[s:].startswith(text) for s in candidates
+    ):
         return None  # still a possible repeat: wait
     for start in candidates:  # longest first
         if text.startswith(prefix[start:]):
-            return text[len(prefix) - start:]
+            return text[len(prefix) - start :]
     if at_line_start and shape.head is not None:
         if not final and len(text) <= len(shape.head) and shape.head.startswith(text):
             return None
-        if text.startswith(shape.head + "\n") or text.startswith(shape.head + "\r") or (
-                text.startswith(_HEADER) and _HEADER in prefix[shape.body_start:]):
+        if (
+            text.startswith(shape.head + "\n")
+            or text.startswith(shape.head + "\r")
+            or (text.startswith(_HEADER) and _HEADER in prefix[shape.body_start :])
+        ):
             raise ContinuationError(
                 "the model restarted its cut-off response instead of continuing it (its "
                 f"continuation starts again with {_excerpt(shape.head)}) and the restart "
-                "differs from what was already received")
+                "differs from what was already received"
+            )
     return text
 
 
@@ -251,8 +263,9 @@ def _decide(shape: _Prefix, text: str, final: bool) -> str | None:
     return _overlap(shape, stripped.text, stripped.reopened, final)
 
 
-async def clean_continuation(prefix: str,
-                             chunks: AsyncIterable[str | Finish]) -> AsyncIterator[str | Finish]:
+async def clean_continuation(
+    prefix: str, chunks: AsyncIterable[str | Finish]
+) -> AsyncIterator[str | Finish]:
     """The model's continuation of ``prefix``, cleaned to be exactly the rest.
 
     Args:

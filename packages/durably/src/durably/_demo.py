@@ -16,15 +16,20 @@ from typing import Any
 DEMO = Path(__file__).parent / "demo"
 PROGRAM = DEMO / "kitchen.py"
 SCRIPT = DEMO / "kitchen.scripted.json"
-ANSWER = ("I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. "
-          "I'm vegetarian.")
+ANSWER = "I've got chickpeas, a bag of spinach, a can of tomatoes and some rice. I'm vegetarian."
 COMPARED = ("transcript", "agents", "llm_calls", "result")
 
 
 async def _child(*args: str, env: dict[str, str]) -> tuple[int, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "durably", *args, env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+        sys.executable,
+        "-m",
+        "durably",
+        *args,
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
     out, _ = await process.communicate()
     return process.returncode or 0, out.decode()
 
@@ -46,8 +51,9 @@ def _say(text: str = "") -> None:
     print(text, flush=True)
 
 
-async def run_demo(*, keep: bool = False, config: Any = None,
-                   config_file: str | None = None) -> int:
+async def run_demo(
+    *, keep: bool = False, config: Any = None, config_file: str | None = None
+) -> int:
     """Run the demo in a temporary store, or in ``config``'s store (with execution ids of
     its own, ``demo-XXXXXXXX-reference`` and ``demo-XXXXXXXX-crashed``)."""
     from durably._redact import redact
@@ -66,8 +72,11 @@ async def run_demo(*, keep: bool = False, config: Any = None,
     llm = f"scripted:{SCRIPT}?chunk_seed=7"
     # The children use this store (and durably.toml, for its provider's options); no
     # inherited fault injection, no other LLM.
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith(("DURABLY_CRASH", "DURABLY_LLM", "DURABLY_FAULT"))}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("DURABLY_CRASH", "DURABLY_LLM", "DURABLY_FAULT"))
+    }
     if root is not None:
         env = {k: v for k, v in env.items() if not k.startswith("DURABLY_")}
     where = ["--store", store] + (["--config", config_file] if config_file else [])
@@ -75,24 +84,42 @@ async def run_demo(*, keep: bool = False, config: Any = None,
         _say("durably demo: a concierge agent and a chef agent plan dinner with a scripted LLM.")
         _say(f"store: {redact(store)}\n")
         _say("1. An uninterrupted run, for reference:")
-        await run_program(PROGRAM, llm=llm, execution_id=reference_id,
-                          inputs=[ANSWER], config=config, echo=lambda s: _say("   " + s))
-        _say("\n2. The same program in a child process that kills itself (SIGKILL) in the "
-             "middle of its 3rd LLM call:")
-        code, out = await _child("run", str(PROGRAM), "--llm", llm, *where,
-                                 "--execution-id", crashed_id, "--input", ANSWER,
-                                 env={**env, "DURABLY_CRASH_IN_LLM_CALL": "3"})
+        await run_program(
+            PROGRAM,
+            llm=llm,
+            execution_id=reference_id,
+            inputs=[ANSWER],
+            config=config,
+            echo=lambda s: _say("   " + s),
+        )
+        _say(
+            "\n2. The same program in a child process that kills itself (SIGKILL) in the "
+            "middle of its 3rd LLM call:"
+        )
+        code, out = await _child(
+            "run",
+            str(PROGRAM),
+            "--llm",
+            llm,
+            *where,
+            "--execution-id",
+            crashed_id,
+            "--input",
+            ANSWER,
+            env={**env, "DURABLY_CRASH_IN_LLM_CALL": "3"},
+        )
         for line in out.splitlines():
             _say("   " + line)
         killed = code in (-signal.SIGKILL, 128 + signal.SIGKILL)
-        _say(f"   ... process ended with status {code}"
-             f"{' (killed by SIGKILL)' if killed else ''}")
+        _say(f"   ... process ended with status {code}{' (killed by SIGKILL)' if killed else ''}")
         if not killed:
             _say("the child was not killed; the demo cannot go on")
             return 1
-        _say("\n3. A new process resumes it from the store at once (its owner is provably "
-             "dead, so its 30-second lease is taken over): it restores the agents, finishes "
-             "the rest of the 3rd LLM response, then goes on with the 4th call:")
+        _say(
+            "\n3. A new process resumes it from the store at once (its owner is provably "
+            "dead, so its 30-second lease is taken over): it restores the agents, finishes "
+            "the rest of the 3rd LLM response, then goes on with the 4th call:"
+        )
         code, out = await _child("resume", crashed_id, *where, env=env)
         for line in out.splitlines():
             _say("   " + line)
@@ -116,13 +143,18 @@ async def run_demo(*, keep: bool = False, config: Any = None,
             else:
                 detail = json.dumps(value)
             _say(f"   {key:<11} {'identical' if equal else 'DIFFERENT'}  ({detail})")
-        _say("\nThe resumed run is indistinguishable from the uninterrupted one." if same
-             else "\nThe runs differ: this is a bug, please report it.")
+        _say(
+            "\nThe resumed run is indistinguishable from the uninterrupted one."
+            if same
+            else "\nThe runs differ: this is a bug, please report it."
+        )
         return 0 if same else 1
     finally:
         if root is None:
-            _say(f"(executions {reference_id} and {crashed_id} are in {redact(store)}; "
-                 "`durably ls` lists them)")
+            _say(
+                f"(executions {reference_id} and {crashed_id} are in {redact(store)}; "
+                "`durably ls` lists them)"
+            )
         elif keep:
             _say(f"(store kept in {root})")
         else:

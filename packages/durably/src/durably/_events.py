@@ -31,7 +31,7 @@ def reached_statement(text: str, executed: int | None = None) -> str | None:
     except StatementSyntaxError:
         return None
     if executed is not None:
-        statements = statements[:max(executed, 0)]
+        statements = statements[: max(executed, 0)]
     return _first_line(statements[-1].source) if statements else None
 
 
@@ -64,8 +64,9 @@ class JournalReader:
             index = frame.get("llm_index")
             if index is not None and (snap.agent, index) in self.texts:
                 self.current[snap.agent] = index
-                statement = reached_statement(self.texts[(snap.agent, index)],
-                                              frame.get("executed"))
+                statement = reached_statement(
+                    self.texts[(snap.agent, index)], frame.get("executed")
+                )
             return snap.agent_class, (f"snapshot ({snap.phase})",), statement
         if kind != "delta":
             return self.classes.get(str(agent)), (str(kind),), None
@@ -88,8 +89,9 @@ class JournalReader:
         return self.classes.get(delta.agent), tuple(ops), statement
 
 
-async def journal_events(manager: CheckpointManager, upto: int | None = None
-                         ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+async def journal_events(
+    manager: CheckpointManager, upto: int | None = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The failures journaled by Python tools and the user's answers, in the order they
     were journaled, from the stored checkpoints up to ``upto`` (inert; deduplicated, so
     that a crashed and resumed execution shows exactly what an uninterrupted one shows).
@@ -120,16 +122,23 @@ async def journal_events(manager: CheckpointManager, upto: int | None = None
         for entry in delta.entries:
             key = (delta.agent, entry.index)
             if entry.error is not None and key not in found:
-                found[key] = (len(found), entry.kind,
-                              (entry.error, reader.current.get(delta.agent)))
+                found[key] = (
+                    len(found),
+                    entry.kind,
+                    (entry.error, reader.current.get(delta.agent)),
+                )
             number = user_input_number(entry.result) if entry.kind == "yield" else None
             if number is not None and key not in inputs:
-                inputs[key] = {"agent": reader.classes.get(delta.agent, "?"),
-                               "id": delta.agent, "number": number,
-                               "text": str((entry.result or {}).get("text", ""))}
+                inputs[key] = {
+                    "agent": reader.classes.get(delta.agent, "?"),
+                    "id": delta.agent,
+                    "number": number,
+                    "text": str((entry.result or {}).get("text", "")),
+                }
     errors = []
     for (agent, _index), (_order, kind, (error, call)) in sorted(
-            found.items(), key=lambda item: item[1][0]):
+        found.items(), key=lambda item: item[1][0]
+    ):
         text = ""
         playbook = None
         if call is not None:
@@ -137,10 +146,17 @@ async def journal_events(manager: CheckpointManager, upto: int | None = None
             playbook = reader.playbooks.get((agent, call))
         tool = kind.split(":", 1)[1] if kind.startswith("tool:") else kind
         kind_error = [*error, "", ""]
-        errors.append({"agent": reader.classes.get(agent, "?"), "id": agent,
-                       "playbook": playbook, "operation": kind,
-                       "type": str(kind_error[0]), "message": str(kind_error[1]),
-                       "statement": _calling(text, tool)})
+        errors.append(
+            {
+                "agent": reader.classes.get(agent, "?"),
+                "id": agent,
+                "playbook": playbook,
+                "operation": kind,
+                "type": str(kind_error[0]),
+                "message": str(kind_error[1]),
+                "statement": _calling(text, tool),
+            }
+        )
     return errors, list(inputs.values())
 
 

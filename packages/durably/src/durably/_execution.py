@@ -28,8 +28,13 @@ __all__ = ["Execution", "UserIO"]
 class UserIO:
     """Where agents' words to the user go, and where the user's answers come from."""
 
-    def __init__(self, inputs: list[str] | None = None, *, interactive: bool = False,
-                 echo: Callable[[str], None] | None = print) -> None:
+    def __init__(
+        self,
+        inputs: list[str] | None = None,
+        *,
+        interactive: bool = False,
+        echo: Callable[[str], None] | None = print,
+    ) -> None:
         self.inputs = list(inputs or [])
         self.consumed = 0
         self.interactive = interactive
@@ -47,15 +52,23 @@ class UserIO:
             return answer
         raise DurablyError(
             f"{agent}({agent_id}) waits for the user's input, but no input is left: pass "
-            "answers with --input (one per Yield(\"user\")) or run in a terminal")
+            'answers with --input (one per Yield("user")) or run in a terminal'
+        )
 
 
 class Execution:
     """One run of a program: its agents, its store, its LLM and its user."""
 
-    def __init__(self, manager: CheckpointManager, *, program: Any = None, llm: Any = None,
-                 io: UserIO | None = None, limits: LLMLimits | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        manager: CheckpointManager,
+        *,
+        program: Any = None,
+        llm: Any = None,
+        io: UserIO | None = None,
+        limits: LLMLimits | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.manager = manager
         self.clock = clock
         """Seconds, for the latency journaled with each LLM call (tests that compare the
@@ -92,8 +105,13 @@ class Execution:
 
     # ------------------------------------------------------------------ agents
 
-    def create_agent(self, cls: type[Agent], agent_id: str | None = None, *,
-                     task_class: type[AgentTask] | None = None) -> AgentTask:
+    def create_agent(
+        self,
+        cls: type[Agent],
+        agent_id: str | None = None,
+        *,
+        task_class: type[AgentTask] | None = None,
+    ) -> AgentTask:
         if agent_id is None:
             agent_id = str(self.next_agent_id)
         self.next_agent_id = max(self.next_agent_id, int(agent_id) + 1)
@@ -120,7 +138,8 @@ class Execution:
     def _start(self, task: AgentTask) -> None:
         if self.done is not None and task.agent_id not in self.tasks:
             self.tasks[task.agent_id] = asyncio.get_running_loop().create_task(
-                self._guard(task), name=f"agent-{task.agent_id}")
+                self._guard(task), name=f"agent-{task.agent_id}"
+            )
 
     async def _guard(self, task: AgentTask) -> None:
         try:
@@ -203,8 +222,7 @@ class Execution:
 
     async def write_delta(self, task: AgentTask, entries: list[Entry]) -> None:
         journal = task.journal
-        delta = DeltaDoc(task.agent_id, entries, journal.take_llm_appends(),
-                         journal.unwritten_log)
+        delta = DeltaDoc(task.agent_id, entries, journal.take_llm_appends(), journal.unwritten_log)
         journal.unwritten_log = []
         seq = await self.manager.write(self, task.agent_id, delta.to_doc(), kind="delta")
         for entry in entries:
@@ -215,13 +233,23 @@ class Execution:
         doc, state, local_vars = task.snapshot_doc()
         task.journal.forget_pending()  # in the snapshot
         frame = task.frames[0].playbook if task.frames else "agent"
-        seq = await self.manager.write(self, task.agent_id, doc.to_doc(), kind="snapshot",
-                                       state=state, local_vars=local_vars, frame=frame)
+        seq = await self.manager.write(
+            self,
+            task.agent_id,
+            doc.to_doc(),
+            kind="snapshot",
+            state=state,
+            local_vars=local_vars,
+            frame=frame,
+        )
         task.journal.written(seq, snapshot=True)
 
     def manifest(self) -> dict[str, int]:
-        return {agent_id: task.journal.snapshot_seq for agent_id, task in self.agents.items()
-                if task.journal.snapshot_seq is not None}
+        return {
+            agent_id: task.journal.snapshot_seq
+            for agent_id, task in self.agents.items()
+            if task.journal.snapshot_seq is not None
+        }
 
     # ------------------------------------------------------------------- run
 
@@ -238,18 +266,26 @@ class Execution:
             await self.done.wait()
             # Who ended at a quiet point (before cancelling unwinds every stack): only they
             # may get a final snapshot.
-            self.settled = {agent_id for agent_id, task in self.agents.items()
-                            if not task.frames and not task.tools_running}
+            self.settled = {
+                agent_id
+                for agent_id, task in self.agents.items()
+                if not task.frames and not task.tools_running
+            }
             assert self.outcome is not None
             if self.outcome[0] == "completed":  # checked before the tasks unwind
                 from durably._invariants import check_complete
 
                 problems = check_complete(self)
                 if problems:
-                    self.outcome = ("failed", IncompleteExecutionError(
-                        "the execution ended but cannot be complete: " + "; ".join(problems)
-                        + ". Nothing was recorded as completed; the checkpoint history is "
-                        "kept for `durably resume` and `durably fork`"))
+                    self.outcome = (
+                        "failed",
+                        IncompleteExecutionError(
+                            "the execution ended but cannot be complete: "
+                            + "; ".join(problems)
+                            + ". Nothing was recorded as completed; the checkpoint history is "
+                            "kept for `durably resume` and `durably fork`"
+                        ),
+                    )
         finally:
             for t in self.tasks.values():
                 t.cancel()

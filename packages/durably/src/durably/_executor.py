@@ -18,8 +18,7 @@ if TYPE_CHECKING:
     from durably._runtime import AgentTask
     from durably.agent import Agent
 
-__all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit",
-           "StreamingPythonExecutor"]
+__all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit", "StreamingPythonExecutor"]
 
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 
@@ -141,8 +140,10 @@ class StreamingPythonExecutor:
         if statement.index < frame.executed:
             return
         frame.current = (statement.start, statement.end)
-        filename = (f"<llm {self.task.agent_id} {frame.playbook} call {frame.calls} "
-                    f"statement {statement.index}>")
+        filename = (
+            f"<llm {self.task.agent_id} {frame.playbook} call {frame.calls} "
+            f"statement {statement.index}>"
+        )
         # Tracebacks show the statement, and functions it defines can be re-created from it.
         lines = statement.source.splitlines(True)
         linecache.cache[filename] = (len(statement.source), None, lines, filename)
@@ -165,8 +166,9 @@ class StreamingPythonExecutor:
             self._stopped = True
             self.stop_end = statement.end
             text = "".join(traceback.format_exception_only(exc)).strip()
-            self.errors.append(StatementError(statement.source, text,
-                                              traceback.format_exc(limit=-3)))
+            self.errors.append(
+                StatementError(statement.source, text, traceback.format_exc(limit=-3))
+            )
             frame.error = f"{text}\n  in statement: {statement.source.splitlines()[0]}"
             frame.executed = statement.index + 1
             frame.current = None
@@ -203,6 +205,9 @@ def statement_spans(text: str, count: int) -> list[tuple[int, int]]:
 def _tag_classes(namespace: dict[str, Any], filename: str) -> None:
     """Remember which statement defined a class, so a checkpoint can re-create it."""
     for value in namespace.values():
-        if (isinstance(value, type) and value.__module__ == "__durably__"
-                and "__durably_source__" not in vars(value)):
+        if (
+            isinstance(value, type)
+            and value.__module__ == "__durably__"
+            and "__durably_source__" not in vars(value)
+        ):
             value.__durably_source__ = filename  # type: ignore[attr-defined]

@@ -48,6 +48,7 @@ class CrashInjector:
         self.written += 1
         live, streaming = self.llm_probe()
         if (self.after is not None and self.written == self.after) or (
-                self.in_llm_call is not None and live == self.in_llm_call and streaming):
+            self.in_llm_call is not None and live == self.in_llm_call and streaming
+        ):
             os.kill(os.getpid(), signal.SIGKILL)
             time.sleep(10)  # pragma: no cover

@@ -15,10 +15,18 @@ from durably._journal import DeltaDoc, SnapshotDoc, stack_label
 from durably.checkpoint import CheckpointManager, LoadedExecution
 from durably.storage import META_STATUS, CheckpointProvider
 
-__all__ = ["AgentView", "Checkpoint", "checkpoint_view", "describe_execution", "jsonable",
-           "list_executions", "render_show", "tool_error_text", "usage_totals",
-           "without_measurements"]
-
+__all__ = [
+    "AgentView",
+    "Checkpoint",
+    "checkpoint_view",
+    "describe_execution",
+    "jsonable",
+    "list_executions",
+    "render_show",
+    "tool_error_text",
+    "usage_totals",
+    "without_measurements",
+]
 
 
 def jsonable(value: Any) -> Any:
@@ -38,8 +46,9 @@ def jsonable(value: Any) -> Any:
     return repr(value)
 
 
-async def describe_execution(manager: CheckpointManager,
-                             at: int | None = None) -> dict[str, Any] | None:
+async def describe_execution(
+    manager: CheckpointManager, at: int | None = None
+) -> dict[str, Any] | None:
     """Everything ``show --json`` prints about an execution (as of its latest checkpoint, or
     of checkpoint ``at``), or None if it does not exist.
 
@@ -69,12 +78,18 @@ async def describe_execution(manager: CheckpointManager,
         stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
         position = None
         if frame is not None:
-            position = {"playbook": frame["playbook"], "llm_call": frame.get("calls", 0),
-                        "executed_statements": frame.get("executed", 0),
-                        "offset": frame.get("offset", 0)}
+            position = {
+                "playbook": frame["playbook"],
+                "llm_call": frame.get("calls", 0),
+                "executed_statements": frame.get("executed", 0),
+                "offset": frame.get("offset", 0),
+            }
         agents[doc.agent_class] = {
-            "id": agent_id, "state": jsonable(state), "call_stack": stack,
-            "locals": jsonable(local_vars), "phase": doc.phase,
+            "id": agent_id,
+            "state": jsonable(state),
+            "call_stack": stack,
+            "locals": jsonable(local_vars),
+            "phase": doc.phase,
             "position": position,
         }
         for delta_seq, raw_delta in loaded.deltas_of(agent_id, seq):
@@ -91,8 +106,7 @@ async def describe_execution(manager: CheckpointManager,
     if loaded.latest_seq < last_seq:  # a point in the past (--at): its status then
         status, lease = loaded.status or "running", None
     else:
-        status, lease = await owner_status(manager.provider, manager.execution_id,
-                                           loaded.status)
+        status, lease = await owner_status(manager.provider, manager.execution_id, loaded.status)
     waiting = None
     if status in _MAY_WAIT and loaded.latest_seq >= last_seq:
         waiting = await _waiting(manager)
@@ -113,13 +127,22 @@ async def describe_execution(manager: CheckpointManager,
         "updated_at": loaded.latest_created_at,
         "program": loaded.header.get("program"),
         "llm": loaded.header.get("llm"),
-        "transcript": [{"agent": i["agent"], "id": i["id"], "text": i["text"]}
-                       for i in sorted(transcript.values(), key=order)],
+        "transcript": [
+            {"agent": i["agent"], "id": i["id"], "text": i["text"]}
+            for i in sorted(transcript.values(), key=order)
+        ],
         "agents": agents,
-        "llm_calls": [{"agent": i["agent"], "id": i["id"], "playbook": i["playbook"],
-                       "prompt": i["prompt"], "response": i["response"],
-                       "usage": jsonable(i.get("usage"))}
-                      for i in ordered],
+        "llm_calls": [
+            {
+                "agent": i["agent"],
+                "id": i["id"],
+                "playbook": i["playbook"],
+                "prompt": i["prompt"],
+                "response": i["response"],
+                "usage": jsonable(i.get("usage")),
+            }
+            for i in ordered
+        ],
         "usage": usage_totals(i.get("usage") for i in ordered),
         "result": jsonable(loaded.result) if loaded.status != "failed" else None,
         "error": str(loaded.result) if loaded.status == "failed" else None,
@@ -140,8 +163,9 @@ def without_measurements(view: dict[str, Any]) -> dict[str, Any]:
     of calls stays.
     """
     out = dict(view)
-    out["llm_calls"] = [{k: v for k, v in call.items() if k != "usage"}
-                        for call in view.get("llm_calls", [])]
+    out["llm_calls"] = [
+        {k: v for k, v in call.items() if k != "usage"} for call in view.get("llm_calls", [])
+    ]
     if isinstance(view.get("usage"), dict):
         out["usage"] = {"calls": view["usage"].get("calls")}
     return out
@@ -150,8 +174,13 @@ def without_measurements(view: dict[str, Any]) -> dict[str, Any]:
 def usage_totals(usages: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
     """Totals of the LLM calls' usage records: calls, tokens (as providers reported them;
     ``calls_reported`` says how many calls reported any) and time spent streaming."""
-    totals = {"calls": 0, "calls_reported": 0, "prompt_tokens": 0, "completion_tokens": 0,
-              "latency_ms": 0.0}
+    totals = {
+        "calls": 0,
+        "calls_reported": 0,
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "latency_ms": 0.0,
+    }
     for usage in usages:
         totals["calls"] += 1
         if not usage:
@@ -165,8 +194,9 @@ def usage_totals(usages: Iterable[dict[str, Any] | None]) -> dict[str, Any]:
     return totals
 
 
-async def owner_status(provider: CheckpointProvider, execution_id: str,
-                       status: str | None) -> tuple[str, dict[str, Any] | None]:
+async def owner_status(
+    provider: CheckpointProvider, execution_id: str, status: str | None
+) -> tuple[str, dict[str, Any] | None]:
     """The status to show and the lease holder's description (None once finished).
 
     A ``running`` execution (as its latest checkpoint says) is shown as ``running`` only
@@ -213,21 +243,25 @@ async def list_executions(provider: CheckpointProvider) -> list[dict[str, Any]]:
         status = last.metadata.get(META_STATUS, "running") if last else "empty"
         if status == "running":
             status, _ = await owner_status(provider, execution.execution_id, status)
-            if status in _MAY_WAIT and await _waiting(
-                    CheckpointManager(execution.execution_id, provider)) is not None:
+            if (
+                status in _MAY_WAIT
+                and await _waiting(CheckpointManager(execution.execution_id, provider)) is not None
+            ):
                 status = WAITING
-        rows.append({
-            "execution_id": execution.execution_id,
-            "status": status,
-            "agents": int(last.metadata.get("durably.agents", "0")) if last else 0,
-            "checkpoints": count,
-            "bytes": size,
-            "updated_at": last.created_at if last else execution.updated_at,
-        })
+        rows.append(
+            {
+                "execution_id": execution.execution_id,
+                "status": status,
+                "agents": int(last.metadata.get("durably.agents", "0")) if last else 0,
+                "checkpoints": count,
+                "bytes": size,
+                "updated_at": last.created_at if last else execution.updated_at,
+            }
+        )
     return rows
 
 
-_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7f, 0xa0)] if chr(c) not in "\n\t"}
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0x20), *range(0x7F, 0xA0)] if chr(c) not in "\n\t"}
 
 
 def _printable(text: str) -> str:
@@ -240,13 +274,23 @@ def _lease_lines(data: dict[str, Any]) -> list[str]:
     lease = data.get("lease")
     if not lease or data["status"] in ("completed", "failed"):
         return []
-    verdict = {"alive": "alive", "dead": "dead", "unknown": "maybe alive",
-               "released": "released the lease", "none": "none"}[lease["liveness"]]
+    verdict = {
+        "alive": "alive",
+        "dead": "dead",
+        "unknown": "maybe alive",
+        "released": "released the lease",
+        "none": "none",
+    }[lease["liveness"]]
     left = lease["expires_at"] - time.time()
-    when = (f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago")
-    line = (f"  owner: {lease['host']}:{lease['pid']} ({verdict}: {lease['reason']}), "
-            f"epoch {lease['epoch']}, lease {when}") if lease["host"] else (
-            f"  owner: {lease['owner']} ({verdict}), epoch {lease['epoch']}, lease {when}")
+    when = f"expires in {left:.0f} s" if left > 0 else f"expired {-left:.0f} s ago"
+    line = (
+        (
+            f"  owner: {lease['host']}:{lease['pid']} ({verdict}: {lease['reason']}), "
+            f"epoch {lease['epoch']}, lease {when}"
+        )
+        if lease["host"]
+        else (f"  owner: {lease['owner']} ({verdict}), epoch {lease['epoch']}, lease {when}")
+    )
     lines = [_printable(line)]
     if data["status"] in ("crashed", "stale", "stopped"):
         lines.append(f"  resume it with: durably resume {data['execution_id']}")
@@ -257,8 +301,9 @@ def _waiting_lines(data: dict[str, Any]) -> list[str]:
     waiting = data.get("waiting")
     if not waiting:
         return []
-    lines = [f"  waiting for input: {waiting['agent']}({waiting['id']}) at "
-             f"`{waiting['statement']}`"]
+    lines = [
+        f"  waiting for input: {waiting['agent']}({waiting['id']}) at `{waiting['statement']}`"
+    ]
     if data["status"] == WAITING and (data.get("lease") or {}).get("liveness") != "alive":
         lines.append(f"  answer with: durably resume {data['execution_id']} --input TEXT")
     return lines
@@ -270,8 +315,7 @@ def tool_error_text(error: dict[str, Any]) -> str:
     if error.get("playbook"):
         where += f".{error['playbook']}"
     statement = f" in `{error['statement']}`" if error.get("statement") else ""
-    return (f"{where}: {error['operation']} raised {error['type']}: {error['message']}"
-            f"{statement}")
+    return f"{where}: {error['operation']} raised {error['type']}: {error['message']}{statement}"
 
 
 def render_show(data: dict[str, Any]) -> str:
@@ -281,20 +325,25 @@ def render_show(data: dict[str, Any]) -> str:
 
 
 def _render_show(data: dict[str, Any]) -> str:
-    lines = [f"execution {data['execution_id']}: {data['status']}",
-             f"  program: {data.get('program')}   llm: {data.get('llm')}",
-             *_lease_lines(data),
-             *_waiting_lines(data),
-             f"  checkpoints: {data['checkpoints']} ({data['bytes']:,} bytes), latest "
-             f"#{data['latest_seq']}"]
+    lines = [
+        f"execution {data['execution_id']}: {data['status']}",
+        f"  program: {data.get('program')}   llm: {data.get('llm')}",
+        *_lease_lines(data),
+        *_waiting_lines(data),
+        f"  checkpoints: {data['checkpoints']} ({data['bytes']:,} bytes), latest "
+        f"#{data['latest_seq']}",
+    ]
     for name, agent in data["agents"].items():
-        lines.append(f"agent {name} ({agent['id']}) - {agent['phase']}, call stack "
-                     f"{agent['call_stack']}")
+        lines.append(
+            f"agent {name} ({agent['id']}) - {agent['phase']}, call stack {agent['call_stack']}"
+        )
         position = agent.get("position")
         if position:
-            lines.append(f"    at: {position['playbook']} LLM call {position['llm_call']}, "
-                         f"{position['executed_statements']} statement(s) executed (response "
-                         f"offset {position['offset']})")
+            lines.append(
+                f"    at: {position['playbook']} LLM call {position['llm_call']}, "
+                f"{position['executed_statements']} statement(s) executed (response "
+                f"offset {position['offset']})"
+            )
         for key, value in agent["state"].items():
             lines.append(f"    state.{key} = {json.dumps(value, ensure_ascii=False)[:200]}")
         for key, value in agent["locals"].items():
@@ -312,9 +361,11 @@ def _render_show(data: dict[str, Any]) -> str:
     totals = data.get("usage") or usage_totals(c.get("usage") for c in data["llm_calls"])
     tokens = ""
     if totals["calls_reported"]:
-        tokens = (f" - tokens: {totals['prompt_tokens']:,} prompt + "
-                  f"{totals['completion_tokens']:,} completion = "
-                  f"{totals['prompt_tokens'] + totals['completion_tokens']:,}")
+        tokens = (
+            f" - tokens: {totals['prompt_tokens']:,} prompt + "
+            f"{totals['completion_tokens']:,} completion = "
+            f"{totals['prompt_tokens'] + totals['completion_tokens']:,}"
+        )
         if totals["calls_reported"] < totals["calls"]:
             tokens += f" ({totals['calls'] - totals['calls_reported']} call(s) reported none)"
     lines.append(f"LLM calls: {len(data['llm_calls'])}{tokens}")
@@ -324,12 +375,14 @@ def _render_show(data: dict[str, Any]) -> str:
         usage = call.get("usage") or {}
         cost = [f"{len(call['response'])} chars"]
         if usage.get("prompt_tokens") is not None or usage.get("completion_tokens") is not None:
-            cost.append(f"{usage.get('prompt_tokens') or 0}+"
-                        f"{usage.get('completion_tokens') or 0} tokens")
+            cost.append(
+                f"{usage.get('prompt_tokens') or 0}+{usage.get('completion_tokens') or 0} tokens"
+            )
         if usage.get("latency_ms") is not None:
             cost.append(f"{usage['latency_ms']:.0f} ms")
-        lines.append(f"    {number}. {call['agent']}.{call['playbook']} "
-                     f"({', '.join(cost)}){summary}")
+        lines.append(
+            f"    {number}. {call['agent']}.{call['playbook']} ({', '.join(cost)}){summary}"
+        )
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     if data["result"] is not None:
@@ -398,11 +451,17 @@ def checkpoint_view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
         stack = [stack_label(frame["playbook"], frame.get("step"))] if frame else []
         transcript = [dict(item) for item in doc.transcript]
         agents[agent_id] = AgentView(
-            agent_id=agent_id, agent_class=doc.agent_class, state=state, namespace=local_vars,
-            call_stack=stack, phase=doc.phase, transcript=transcript,
+            agent_id=agent_id,
+            agent_class=doc.agent_class,
+            state=state,
+            namespace=local_vars,
+            call_stack=stack,
+            phase=doc.phase,
+            transcript=transcript,
             llm_response=response,
             executed_statements=statement_spans(response, (frame or {}).get("executed", 0)),
-            current_statement=None, snapshot_seq=seq,
+            current_statement=None,
+            snapshot_seq=seq,
             replay_entries=len(restored.entries),
         )
     first = next(iter(agents.values()), None)
@@ -411,9 +470,15 @@ def checkpoint_view(execution_id: str, loaded: LoadedExecution) -> Checkpoint:
         seq=loaded.latest_seq,
         namespace=dict(first.namespace) if first else {},
         execution_state={
-            "agents": {a.agent_id: {"class": a.agent_class, "state": a.state,
-                                    "call_stack": a.call_stack, "phase": a.phase}
-                       for a in agents.values()},
+            "agents": {
+                a.agent_id: {
+                    "class": a.agent_class,
+                    "state": a.state,
+                    "call_stack": a.call_stack,
+                    "phase": a.phase,
+                }
+                for a in agents.values()
+            },
             "call_stack": first.call_stack if first else [],
             "state": first.state if first else {},
         },

@@ -31,11 +31,15 @@ def check_complete(execution: Execution) -> list[str]:
         name = f"{task.agent_class.__name__}({task.agent_id})"
         if task.journal.replay:
             first = min(task.journal.replay)
-            problems.append(f"{name} never replayed {len(task.journal.replay)} journaled "
-                            f"operation(s), from #{first} ({task.journal.replay[first].kind!r})")
+            problems.append(
+                f"{name} never replayed {len(task.journal.replay)} journaled "
+                f"operation(s), from #{first} ({task.journal.replay[first].kind!r})"
+            )
         if task.journal.replay_llm:
-            problems.append(f"{name} never replayed LLM call(s) "
-                            f"{sorted(task.journal.replay_llm)} of its journal")
+            problems.append(
+                f"{name} never replayed LLM call(s) "
+                f"{sorted(task.journal.replay_llm)} of its journal"
+            )
         if execution.exiting:
             continue
         if task.frames:

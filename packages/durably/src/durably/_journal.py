@@ -77,7 +77,8 @@ def upgrade(doc: Mapping[str, Any]) -> Mapping[str, Any]:
     if version != FORMAT:
         raise UnsupportedFormatError(
             f"checkpoint document format {version!r} is not supported (this durably reads "
-            f"format {FORMAT}); upgrade durably")
+            f"format {FORMAT}); upgrade durably"
+        )
     return doc
 
 
@@ -99,9 +100,12 @@ def digest(value: Any) -> str:
 
 def _canonical(value: Any) -> Any:
     if isinstance(value, (set, frozenset)):
-        return [type(value).__name__, sorted(
-            json.dumps(v, sort_keys=True, default=_canonical, ensure_ascii=False)
-            for v in value)]
+        return [
+            type(value).__name__,
+            sorted(
+                json.dumps(v, sort_keys=True, default=_canonical, ensure_ascii=False) for v in value
+            ),
+        ]
     return repr(value)
 
 
@@ -204,8 +208,16 @@ class Entry:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], seq: int | None) -> Entry:
-        return cls(doc["i"], doc["k"], doc["d"], doc.get("r"), doc.get("e"), seq,
-                   doc.get("n", 1), doc.get("x"))
+        return cls(
+            doc["i"],
+            doc["k"],
+            doc["d"],
+            doc.get("r"),
+            doc.get("e"),
+            seq,
+            doc.get("n", 1),
+            doc.get("x"),
+        )
 
     @property
     def messages(self) -> list[dict[str, Any]]:
@@ -253,23 +265,45 @@ class LLMEntry:
         self._parts.append(chunk)
 
     def to_doc(self) -> dict[str, Any]:
-        doc = {"i": self.index, "d": self.key, "p": self.playbook, "m": self.prompt,
-               "t": self.text, "f": self.done, "s": self.after}
+        doc = {
+            "i": self.index,
+            "d": self.key,
+            "p": self.playbook,
+            "m": self.prompt,
+            "t": self.text,
+            "f": self.done,
+            "s": self.after,
+        }
         if self.usage is not None:
             doc["u"] = self.usage
         return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> LLMEntry:
-        return cls(doc["i"], doc["d"], doc["p"], doc["m"], doc.get("t", ""), doc.get("f", False),
-                   after=doc.get("s", 0), usage=doc.get("u"))
+        return cls(
+            doc["i"],
+            doc["d"],
+            doc["p"],
+            doc["m"],
+            doc.get("t", ""),
+            doc.get("f", False),
+            after=doc.get("s", 0),
+            usage=doc.get("u"),
+        )
 
     def append_doc(self, text: str) -> LLMAppend:
         """The delta record of ``text`` having arrived (the prompt only in the first one)."""
         first = self.seq is None
-        return LLMAppend(self.index, self.key, self.playbook, text, self.done,
-                         self.usage if self.done else None,
-                         self.prompt if first else None, self.after if first else None)
+        return LLMAppend(
+            self.index,
+            self.key,
+            self.playbook,
+            text,
+            self.done,
+            self.usage if self.done else None,
+            self.prompt if first else None,
+            self.after if first else None,
+        )
 
 
 @dataclass
@@ -297,8 +331,13 @@ class LLMAppend:
     after: int | None = None
 
     def to_doc(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"i": self.index, "d": self.key, "p": self.playbook,
-                               "a": self.text, "f": self.done}
+        doc: dict[str, Any] = {
+            "i": self.index,
+            "d": self.key,
+            "p": self.playbook,
+            "a": self.text,
+            "f": self.done,
+        }
         if self.usage is not None:
             doc["u"] = self.usage
         if self.prompt is not None:
@@ -308,8 +347,16 @@ class LLMAppend:
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> LLMAppend:
-        return cls(doc["i"], doc["d"], doc["p"], doc.get("a", ""), doc.get("f", False),
-                   doc.get("u"), doc.get("m"), doc.get("s"))
+        return cls(
+            doc["i"],
+            doc["d"],
+            doc["p"],
+            doc.get("a", ""),
+            doc.get("f", False),
+            doc.get("u"),
+            doc.get("m"),
+            doc.get("s"),
+        )
 
 
 @dataclass
@@ -324,13 +371,25 @@ class Message:
     payload: Any = None
 
     def to_doc(self) -> dict[str, Any]:
-        return {"id": self.id, "from": self.sender, "to": self.receiver, "text": self.text,
-                "kind": self.kind, "payload": self.payload}
+        return {
+            "id": self.id,
+            "from": self.sender,
+            "to": self.receiver,
+            "text": self.text,
+            "kind": self.kind,
+            "payload": self.payload,
+        }
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> Message:
-        return cls(doc["id"], doc["from"], doc["to"], doc["text"], doc.get("kind", "message"),
-                   doc.get("payload"))
+        return cls(
+            doc["id"],
+            doc["from"],
+            doc["to"],
+            doc["text"],
+            doc.get("kind", "message"),
+            doc.get("payload"),
+        )
 
 
 @dataclass
@@ -360,19 +419,36 @@ class Frame:
     alternating, ending with a user message once a response ended."""
 
     def to_doc(self) -> dict[str, Any]:
-        return {"playbook": self.playbook, "calls": self.calls, "llm_index": self.llm_index,
-                "number": self.number,
-                "executed": self.executed, "offset": self.offset,
-                "step": self.step, "error": self.error, "no_code": self.no_code,
-                "history": self.history}
+        return {
+            "playbook": self.playbook,
+            "calls": self.calls,
+            "llm_index": self.llm_index,
+            "number": self.number,
+            "executed": self.executed,
+            "offset": self.offset,
+            "step": self.step,
+            "error": self.error,
+            "no_code": self.no_code,
+            "history": self.history,
+        }
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any], namespace: dict[str, Any], *,
-                 default_number: int) -> Frame:
-        return cls(doc["playbook"], namespace, calls=doc["calls"], llm_index=doc["llm_index"],
-                   number=doc.get("number", default_number), executed=doc["executed"],
-                   offset=doc.get("offset", 0), step=doc["step"], error=doc["error"],
-                   no_code=doc.get("no_code", 0), history=list(doc["history"]))
+    def from_doc(
+        cls, doc: Mapping[str, Any], namespace: dict[str, Any], *, default_number: int
+    ) -> Frame:
+        return cls(
+            doc["playbook"],
+            namespace,
+            calls=doc["calls"],
+            llm_index=doc["llm_index"],
+            number=doc.get("number", default_number),
+            executed=doc["executed"],
+            offset=doc.get("offset", 0),
+            step=doc["step"],
+            error=doc["error"],
+            no_code=doc.get("no_code", 0),
+            history=list(doc["history"]),
+        )
 
     @property
     def stack_label(self) -> str:
@@ -431,15 +507,22 @@ class SnapshotDoc:
         doc = upgrade(doc)
         serving = doc.get("serving")
         return cls(
-            agent=doc["agent"], agent_class=doc.get("class", ""), index=doc["index"],
-            phase=doc["phase"], frame=doc.get("frame"),
+            agent=doc["agent"],
+            agent_class=doc.get("class", ""),
+            index=doc["index"],
+            phase=doc["phase"],
+            frame=doc.get("frame"),
             open_llm=[LLMEntry.from_doc(d) for d in doc.get("open_llm", [])],
             inbox=[Message.from_doc(d) for d in doc.get("inbox", [])],
             consumed=list(doc.get("consumed", [])),
-            transcript=list(doc.get("transcript", [])), llm_log=list(doc.get("llm_log", [])),
-            llm_counts=dict(doc.get("llm_counts", {})), result=doc.get("result"),
-            returned=doc.get("returned", False), inputs=doc.get("inputs", 0),
-            serving=Message.from_doc(serving) if serving is not None else None)
+            transcript=list(doc.get("transcript", [])),
+            llm_log=list(doc.get("llm_log", [])),
+            llm_counts=dict(doc.get("llm_counts", {})),
+            result=doc.get("result"),
+            returned=doc.get("returned", False),
+            inputs=doc.get("inputs", 0),
+            serving=Message.from_doc(serving) if serving is not None else None,
+        )
 
 
 @dataclass
@@ -452,9 +535,12 @@ class DeltaDoc:
     log: list[LLMRecord] = field(default_factory=list)
 
     def to_doc(self) -> dict[str, Any]:
-        doc: dict[str, Any] = {"type": "delta", "agent": self.agent,
-                               "entries": [e.to_doc() for e in self.entries],
-                               "llm": [a.to_doc() for a in self.llm]}
+        doc: dict[str, Any] = {
+            "type": "delta",
+            "agent": self.agent,
+            "entries": [e.to_doc() for e in self.entries],
+            "llm": [a.to_doc() for a in self.llm],
+        }
         if self.log:
             doc["log"] = self.log
         return doc
@@ -462,10 +548,12 @@ class DeltaDoc:
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any], seq: int | None = None) -> DeltaDoc:
         doc = upgrade(doc)
-        return cls(doc.get("agent", ""),
-                   [Entry.from_doc(d, seq) for d in doc.get("entries", [])],
-                   [LLMAppend.from_doc(d) for d in doc.get("llm", [])],
-                   list(doc.get("log", [])))
+        return cls(
+            doc.get("agent", ""),
+            [Entry.from_doc(d, seq) for d in doc.get("entries", [])],
+            [LLMAppend.from_doc(d) for d in doc.get("llm", [])],
+            list(doc.get("log", [])),
+        )
 
 
 @dataclass
@@ -525,8 +613,14 @@ class RestoredAgent:
         for append in delta.llm:
             known = self.llm.get(append.index)
             if known is None:
-                known = LLMEntry(append.index, append.key, append.playbook,
-                                 append.prompt or [], seq=seq, after=append.after or 0)
+                known = LLMEntry(
+                    append.index,
+                    append.key,
+                    append.playbook,
+                    append.prompt or [],
+                    seq=seq,
+                    after=append.after or 0,
+                )
                 self.llm[append.index] = known
             known.append(append.text)
             known.done = known.done or append.done
@@ -546,6 +640,7 @@ class RestoredAgent:
         tokens = sum(usage_tokens(item.get("usage")) for item in records)
         # A response whose end the provider reported durably, before its call record
         # was written (that goes with a later checkpoint).
-        tokens += sum(usage_tokens(entry.usage) for index, entry in self.llm.items()
-                      if index not in logged)
+        tokens += sum(
+            usage_tokens(entry.usage) for index, entry in self.llm.items() if index not in logged
+        )
         return calls, tokens

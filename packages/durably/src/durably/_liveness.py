@@ -55,7 +55,8 @@ __all__ = [
 MACHINE_ENV = "DURABLY_MACHINE_ID"
 _OWNER_RE = re.compile(
     r"(?P<host>[^:\s\[\]]{1,64}):(?P<pid>\d{1,10}):(?P<nonce>[0-9a-f]{1,32})"
-    r"(?: \[(?P<fields>[^\[\]]*)\])?")
+    r"(?: \[(?P<fields>[^\[\]]*)\])?"
+)
 _HOST_UNSAFE = re.compile(r"[^A-Za-z0-9.-]")
 
 
@@ -76,10 +77,12 @@ class OwnerIdentity:
 
     def encode(self) -> str:
         """The owner string (at most ~110 characters)."""
-        fields = [f"m={self.machine}" if self.machine else "",
-                  f"b={self.boot}" if self.boot else "",
-                  f"t={self.start}" if self.start is not None else "",
-                  f"l={int(self.locked)}"]
+        fields = [
+            f"m={self.machine}" if self.machine else "",
+            f"b={self.boot}" if self.boot else "",
+            f"t={self.start}" if self.start is not None else "",
+            f"l={int(self.locked)}",
+        ]
         return f"{self.host}:{self.pid}:{self.nonce} [{' '.join(f for f in fields if f)}]"
 
     @classmethod
@@ -93,10 +96,15 @@ class OwnerIdentity:
             key, _, value = item.partition("=")
             values[key] = value
         start = values.get("t", "")
-        return cls(match["host"], int(match["pid"]), match["nonce"],
-                   machine=values.get("m") or None, boot=values.get("b") or None,
-                   start=int(start) if start.isdigit() else None,
-                   locked=values.get("l") == "1")
+        return cls(
+            match["host"],
+            int(match["pid"]),
+            match["nonce"],
+            machine=values.get("m") or None,
+            boot=values.get("b") or None,
+            start=int(start) if start.isdigit() else None,
+            locked=values.get("l") == "1",
+        )
 
     @property
     def label(self) -> str:
@@ -130,7 +138,7 @@ def _proc_stat(pid: int) -> tuple[str, int | None] | None:
         except PermissionError:
             return "?", None
         return "?", None
-    rest = raw[raw.rindex(b")") + 2:].split()
+    rest = raw[raw.rindex(b")") + 2 :].split()
     return rest[0].decode(), int(rest[19])
 
 
@@ -150,8 +158,12 @@ _host_cache: _Host | None = None
 def _this_host() -> _Host:
     global _host_cache
     if _host_cache is None:
-        machine_id = (os.environ.get(MACHINE_ENV) or _read("/etc/machine-id")
-                      or _read("/var/lib/dbus/machine-id") or "")
+        machine_id = (
+            os.environ.get(MACHINE_ENV)
+            or _read("/etc/machine-id")
+            or _read("/var/lib/dbus/machine-id")
+            or ""
+        )
         try:
             pid_ns = os.readlink("/proc/self/ns/pid")
         except OSError:
@@ -161,8 +173,9 @@ def _this_host() -> _Host:
         # may repeat on other nodes: the kernel's boot id, unique per node and boot, then
         # stands in for it (a reboot makes another "host", judged by expiry, never dead).
         unique = machine_id or f"boot:{boot or ''}"
-        digest = hashlib.sha256(
-            f"{unique}|{socket.gethostname()}|{pid_ns}".encode()).hexdigest()[:12]
+        digest = hashlib.sha256(f"{unique}|{socket.gethostname()}|{pid_ns}".encode()).hexdigest()[
+            :12
+        ]
         _host_cache = _Host(digest, boot.replace("-", "")[:8] if boot else None)
     return _host_cache
 
@@ -173,8 +186,15 @@ def this_owner(*, locked: bool = False) -> OwnerIdentity:
     pid = os.getpid()
     stat = _proc_stat(pid) if _has_proc() else None
     name = _HOST_UNSAFE.sub("-", socket.gethostname())[:64] or "host"
-    return OwnerIdentity(name, pid, uuid.uuid4().hex[:8], machine=host.machine,
-                         boot=host.boot, start=stat[1] if stat else None, locked=locked)
+    return OwnerIdentity(
+        name,
+        pid,
+        uuid.uuid4().hex[:8],
+        machine=host.machine,
+        boot=host.boot,
+        start=stat[1] if stat else None,
+        locked=locked,
+    )
 
 
 Liveness = Literal["none", "released", "alive", "dead", "unknown"]
@@ -258,8 +278,7 @@ def _same_host_verdict(ident: OwnerIdentity) -> tuple[Liveness, str]:
     return "alive", f"process {ident.pid} is running on this host"
 
 
-def judge(lease: Lease | None, *, lock_free: bool | None,
-          now: float | None = None) -> OwnerState:
+def judge(lease: Lease | None, *, lock_free: bool | None, now: float | None = None) -> OwnerState:
     """What is known about ``lease``'s holder.
 
     Args:
@@ -285,8 +304,9 @@ def judge(lease: Lease | None, *, lock_free: bool | None,
     return OwnerState(lease, ident, liveness, reason, now)
 
 
-async def inspect_owner(provider: CheckpointProvider, execution_id: str,
-                        *, lease: Lease | None = None) -> OwnerState:
+async def inspect_owner(
+    provider: CheckpointProvider, execution_id: str, *, lease: Lease | None = None
+) -> OwnerState:
     """Judge the holder of an execution's lease (probing the owner lock if there is one)."""
     if lease is None:
         lease = await provider.get_lease(execution_id)
@@ -301,10 +321,12 @@ def describe_wait(execution_id: str, state: OwnerState) -> str:
     lease = state.lease
     remaining = max(0.0, lease.expires_at - state.now) if lease else 0.0
     alive = {"alive": "alive", "unknown": "maybe alive"}.get(state.liveness, state.liveness)
-    return (f"execution {execution_id!r} is running in another process: "
-            f"{state.owner_label} ({alive}: {state.reason}); its lease expires in "
-            f"{remaining:.0f} s unless renewed. To wait for it: "
-            f"durably resume {execution_id} --wait")
+    return (
+        f"execution {execution_id!r} is running in another process: "
+        f"{state.owner_label} ({alive}: {state.reason}); its lease expires in "
+        f"{remaining:.0f} s unless renewed. To wait for it: "
+        f"durably resume {execution_id} --wait"
+    )
 
 
 @dataclass(slots=True)
@@ -322,8 +344,7 @@ class HeldLease:
             await lock.release()
 
 
-async def acquire_lease(provider: CheckpointProvider, execution_id: str,
-                        ttl: float) -> HeldLease:
+async def acquire_lease(provider: CheckpointProvider, execution_id: str, ttl: float) -> HeldLease:
     """Claim an execution for this process, taking a provably dead owner's lease over.
 
     Takes the owner lock first (when the provider has one), then claims; if a live lease
@@ -348,8 +369,11 @@ async def acquire_lease(provider: CheckpointProvider, execution_id: str,
             if current is None or current.expired():
                 continue  # released or expired in between: claim again
             state = judge(current, lock_free=True if lock is not None else None)
-            if state.liveness == "unknown" and Capability.OWNER_LOCK in provider.capabilities \
-                    and lock is None:
+            if (
+                state.liveness == "unknown"
+                and Capability.OWNER_LOCK in provider.capabilities
+                and lock is None
+            ):
                 state = judge(current, lock_free=False)
             if state.liveness == "dead" and Capability.TAKEOVER in provider.capabilities:
                 try:
@@ -358,12 +382,17 @@ async def acquire_lease(provider: CheckpointProvider, execution_id: str,
                     held = exc
                     continue  # somebody else took it over first: judge the new holder
                 return HeldLease(lease, lock, took_over=state)
-            raise LeaseHeldError(describe_wait(execution_id, state), owner=current.owner,
-                                 expires_at=current.expires_at,
-                                 owner_alive=True if state.liveness == "alive" else None,
-                                 ) from held
-        raise LeaseHeldError(f"execution {execution_id!r} is contended: its lease keeps "
-                             "changing hands; try again", owner=None, expires_at=None)
+            raise LeaseHeldError(
+                describe_wait(execution_id, state),
+                owner=current.owner,
+                expires_at=current.expires_at,
+                owner_alive=True if state.liveness == "alive" else None,
+            ) from held
+        raise LeaseHeldError(
+            f"execution {execution_id!r} is contended: its lease keeps changing hands; try again",
+            owner=None,
+            expires_at=None,
+        )
     except BaseException:
         if lock is not None:
             with contextlib.suppress(Exception):

@@ -75,13 +75,20 @@ class PlaybookLoop:
         if not entry.done:
             self.journal.response_done(entry)
 
-    async def run_llm_playbook(self, spec: PlaybookSpec | None, args: dict[str, Any],
-                               *, frame: Frame | None = None, name: str | None = None) -> Any:
+    async def run_llm_playbook(
+        self,
+        spec: PlaybookSpec | None,
+        args: dict[str, Any],
+        *,
+        frame: Frame | None = None,
+        name: str | None = None,
+    ) -> Any:
         """Run an LLM playbook to its end: call the LLM, run its code, repeat."""
         resuming = frame is not None and frame.llm_index is not None
         if frame is None:
-            frame = Frame(name or (spec.name if spec else PROCESS_MESSAGES),
-                          self.task.new_namespace(args))
+            frame = Frame(
+                name or (spec.name if spec else PROCESS_MESSAGES), self.task.new_namespace(args)
+            )
         self.task.frames.append(frame)
         try:
             while True:
@@ -107,8 +114,9 @@ class PlaybookLoop:
         finally:
             self.task.frames.pop()
 
-    async def _execute(self, frame: Frame, stream: AsyncIterator[str],
-                       executor: StreamingPythonExecutor) -> None:
+    async def _execute(
+        self, frame: Frame, stream: AsyncIterator[str], executor: StreamingPythonExecutor
+    ) -> None:
         """Run a response's code as it streams in. Once the code ended (a ``Return``, a
         ``Yield``, an error, the closing fence), the rest of a request in flight is read
         for the provider's :class:`Finish` (its usage); it runs nothing."""
@@ -134,8 +142,12 @@ class PlaybookLoop:
             async for _ in stream:
                 pass
         except LLMError as exc:  # the code had ended: what it ran stands
-            log.warning("agent %s: the LLM response for %s ended badly after its code "
-                        "(%s)", self.task.agent_id, frame.playbook, exc)
+            log.warning(
+                "agent %s: the LLM response for %s ended badly after its code (%s)",
+                self.task.agent_id,
+                frame.playbook,
+                exc,
+            )
         finally:
             aclose = getattr(stream, "aclose", None)
             if aclose is not None:
@@ -155,19 +167,28 @@ class PlaybookLoop:
         if entry.index in self.journal.llm_appends:
             await self.task.write_delta([])
 
-    def _end_call(self, frame: Frame, executor: StreamingPythonExecutor, *,
-                  no_code: bool = False) -> None:
+    def _end_call(
+        self, frame: Frame, executor: StreamingPythonExecutor, *, no_code: bool = False
+    ) -> None:
         """A response ended: log it, and add it and the next instruction to the frame's
         conversation. A response that ran no code gets a corrective note instead; the
         next live call fails with :class:`NoCodeError` after two in a row."""
-        entry = (self.journal.open_llm.pop(frame.llm_index, None)
-                 if frame.llm_index is not None else None)
+        entry = (
+            self.journal.open_llm.pop(frame.llm_index, None)
+            if frame.llm_index is not None
+            else None
+        )
         response = executor.response
         if entry is not None:
-            item: LLMRecord = {"agent": self.task.agent_class.__name__,
-                               "id": self.task.agent_id, "playbook": frame.playbook,
-                               "index": entry.index, "after": entry.after,
-                               "prompt": entry.prompt, "response": response}
+            item: LLMRecord = {
+                "agent": self.task.agent_class.__name__,
+                "id": self.task.agent_id,
+                "playbook": frame.playbook,
+                "index": entry.index,
+                "after": entry.after,
+                "prompt": entry.prompt,
+                "response": response,
+            }
             if entry.usage is not None:
                 item["usage"] = entry.usage
             self.journal.log_call(item)
@@ -175,8 +196,10 @@ class PlaybookLoop:
         frame.no_code = frame.no_code + 1 if no_code else 0
         if no_code:
             frame.error = None  # prose does not parse: that is not news to the model
-            note = (f"Your answer ran no code. Answer with exactly one fenced ```python code "
-                    f"block that continues playbook {frame.playbook}.")
+            note = (
+                f"Your answer ran no code. Answer with exactly one fenced ```python code "
+                f"block that continues playbook {frame.playbook}."
+            )
         if frame.error:
             note = f"Error: {frame.error}\n{note}"
         frame.history.append({"role": "assistant", "content": response})
@@ -209,13 +232,15 @@ class PlaybookLoop:
                 raise DivergenceError(
                     f"agent {self.task.agent_id}: replay diverged at LLM call {index} of "
                     f"{frame.playbook}: the prompt differs from the journaled one (the program "
-                    "or the code between awaits changed)")
+                    "or the code between awaits changed)"
+                )
             entry = recorded
         else:
             self.journal.check_live(index, "llm")
             self.task.execution.calls_used += 1
-            entry = LLMEntry(index, key, frame.playbook, prompt,
-                             after=self.task.execution.manager.next_seq)
+            entry = LLMEntry(
+                index, key, frame.playbook, prompt, after=self.task.execution.manager.next_seq
+            )
         self.journal.open_llm[index] = entry
         async for chunk in self._stream(frame, entry, number):
             yield chunk
@@ -229,27 +254,39 @@ class PlaybookLoop:
                 raise NoCodeError(
                     f"agent {self.task.agent_id}: the LLM answered playbook {frame.playbook} "
                     f"{frame.no_code} times in a row without code, once after a corrective "
-                    "note; check the model (--llm) and resume the execution")
+                    "note; check the model (--llm) and resume the execution"
+                )
             frame.no_code = 0  # a resume after this failure: the user changed something
         if limits.max_calls and execution.calls_used >= limits.max_calls:
-            raise LLMBudgetExceededError("max_calls", limits.max_calls, execution.calls_used,
-                                         "LLM calls of this execution")
+            raise LLMBudgetExceededError(
+                "max_calls", limits.max_calls, execution.calls_used, "LLM calls of this execution"
+            )
         per_run = limits.max_calls_per_playbook_run
         if per_run and frame.calls >= per_run:
             raise LLMBudgetExceededError(
-                "max_calls_per_playbook_run", per_run, frame.calls,
-                f"agent {self.task.agent_id} ran playbook {frame.playbook} without it returning")
+                "max_calls_per_playbook_run",
+                per_run,
+                frame.calls,
+                f"agent {self.task.agent_id} ran playbook {frame.playbook} without it returning",
+            )
         if limits.max_tokens and execution.tokens_used >= limits.max_tokens:
-            raise LLMBudgetExceededError("max_tokens", limits.max_tokens, execution.tokens_used,
-                                         "tokens of this execution, as providers reported")
+            raise LLMBudgetExceededError(
+                "max_tokens",
+                limits.max_tokens,
+                execution.tokens_used,
+                "tokens of this execution, as providers reported",
+            )
 
     async def _continue_llm(self, frame: Frame) -> AsyncIterator[str]:
         assert frame.llm_index is not None
-        entry = (self.journal.replay_llm.pop(frame.llm_index, None)
-                 or self.journal.open_llm.get(frame.llm_index))
+        entry = self.journal.replay_llm.pop(frame.llm_index, None) or self.journal.open_llm.get(
+            frame.llm_index
+        )
         if entry is None:
-            raise DurablyError(f"agent {self.task.agent_id}: the journal lost LLM call "
-                               f"{frame.llm_index} of {frame.playbook}")
+            raise DurablyError(
+                f"agent {self.task.agent_id}: the journal lost LLM call "
+                f"{frame.llm_index} of {frame.playbook}"
+            )
         self.journal.open_llm[entry.index] = entry
         async for chunk in self._stream(frame, entry, frame.number):
             yield chunk
@@ -272,16 +309,22 @@ class PlaybookLoop:
             while not entry.draining:
                 requested = True
                 try:
-                    async for chunk in client.stream(entry.prompt, agent=agent_class,
-                                                     playbook=frame.playbook, call=number,
-                                                     prefix=entry.text):
+                    async for chunk in client.stream(
+                        entry.prompt,
+                        agent=agent_class,
+                        playbook=frame.playbook,
+                        call=number,
+                        prefix=entry.text,
+                    ):
                         if isinstance(chunk, Finish):
                             finish = chunk
                             self._finished(entry, finish, started, continued)
                             continue
                         if finish is not None:
-                            raise LLMError(f"the LLM client {client.spec!r} sent text after "
-                                           "the end of the response")
+                            raise LLMError(
+                                f"the LLM client {client.spec!r} sent text after "
+                                "the end of the response"
+                            )
                         if not chunk:
                             continue
                         self.journal.received(entry, chunk)
@@ -289,16 +332,25 @@ class PlaybookLoop:
                     break
                 except IncompleteResponseError as exc:
                     # What arrived is journaled; the rest is asked for from there.
-                    if (not exc.retryable or entry.draining
-                            or continued >= execution.limits.max_continuations):
+                    if (
+                        not exc.retryable
+                        or entry.draining
+                        or continued >= execution.limits.max_continuations
+                    ):
                         if self.journal.llm_appends.get(entry.index) and not entry.draining:
                             # Keep what arrived: a resume continues it, never asks anew.
                             await self.task.write_delta([])
                         raise
                     continued += 1
-                    log.warning("agent %s: the LLM response for %s was cut off (%s); "
-                                "continuing it (%d of %d)", self.task.agent_id, frame.playbook,
-                                exc, continued, execution.limits.max_continuations)
+                    log.warning(
+                        "agent %s: the LLM response for %s was cut off (%s); "
+                        "continuing it (%d of %d)",
+                        self.task.agent_id,
+                        frame.playbook,
+                        exc,
+                        continued,
+                        execution.limits.max_continuations,
+                    )
         finally:
             execution.llm_streaming = False
         if not requested:
@@ -308,12 +360,14 @@ class PlaybookLoop:
             entry.usage = {**(entry.usage or {}), "finish": None}
         self.journal.response_done(entry)
 
-    def _finished(self, entry: LLMEntry, finish: Finish, started: float,
-                  continued: int) -> None:
+    def _finished(self, entry: LLMEntry, finish: Finish, started: float, continued: int) -> None:
         """The provider said the response is complete: record what it cost."""
-        entry.usage = {"model": finish.model, "prompt_tokens": finish.prompt_tokens,
-                       "completion_tokens": finish.completion_tokens,
-                       "finish": finish.reason,
-                       "latency_ms": round((self.task.execution.clock() - started) * 1000, 1),
-                       "continuations": continued}
+        entry.usage = {
+            "model": finish.model,
+            "prompt_tokens": finish.prompt_tokens,
+            "completion_tokens": finish.completion_tokens,
+            "finish": finish.reason,
+            "latency_ms": round((self.task.execution.clock() - started) * 1000, 1),
+            "continuations": continued,
+        }
         self.task.execution.tokens_used += usage_tokens(entry.usage)

@@ -34,8 +34,13 @@ __all__ = [
 ]
 
 _TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "h11", "h2", "anyio", "aiohttp", "ssl")
-_PERMANENT_ERROR_TYPES = {"invalid_request_error", "authentication_error",
-                          "permission_error", "not_found_error", "invalid_api_key"}
+_PERMANENT_ERROR_TYPES = {
+    "invalid_request_error",
+    "authentication_error",
+    "permission_error",
+    "not_found_error",
+    "invalid_api_key",
+}
 
 
 def import_sdk(name: str, extra: str) -> Any:
@@ -47,13 +52,16 @@ def import_sdk(name: str, extra: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError as exc:
-        raise ConfigError(f"the {name!r} package is not installed (needed by {extra}: LLM "
-                          "specs)", key="--llm",
-                          fix=f"pip install 'durably[{extra}]'") from exc
+        raise ConfigError(
+            f"the {name!r} package is not installed (needed by {extra}: LLM specs)",
+            key="--llm",
+            fix=f"pip install 'durably[{extra}]'",
+        ) from exc
 
 
-def check_options(options: Mapping[str, Any] | None, known: Iterable[str],
-                  client: str) -> dict[str, Any]:
+def check_options(
+    options: Mapping[str, Any] | None, known: Iterable[str], client: str
+) -> dict[str, Any]:
     """The ``[llm]`` options for a client, refusing unknown ones.
 
     Raises:
@@ -63,9 +71,11 @@ def check_options(options: Mapping[str, Any] | None, known: Iterable[str],
     allowed = set(known)
     unknown = sorted(set(found) - allowed)
     if unknown:
-        raise ConfigError(f"unknown [llm] option {unknown[0]!r} for the {client} client",
-                          key=f"llm.{unknown[0]}",
-                          fix=f"Known options: {', '.join(sorted(allowed))}")
+        raise ConfigError(
+            f"unknown [llm] option {unknown[0]!r} for the {client} client",
+            key=f"llm.{unknown[0]}",
+            fix=f"Known options: {', '.join(sorted(allowed))}",
+        )
     return found
 
 
@@ -139,16 +149,24 @@ def _detail(exc: BaseException) -> str:
 
 def _cause(exc: BaseException) -> str:
     cause = exc.__cause__ or exc.__context__
-    while cause is not None and (cause.__cause__ or cause.__context__) is not None \
-            and not str(cause):
+    while (
+        cause is not None and (cause.__cause__ or cause.__context__) is not None and not str(cause)
+    ):
         cause = cause.__cause__ or cause.__context__
     text = f"{type(cause).__name__}: {cause}" if cause is not None else str(exc)
     return text.rstrip(": ")
 
 
-def request_error(exc: BaseException, *, provider: str, where: str, model: str,
-                  key_env: str | None, attempts: int,
-                  secrets: Iterable[str | None] = ()) -> LLMError:
+def request_error(
+    exc: BaseException,
+    *,
+    provider: str,
+    where: str,
+    model: str,
+    key_env: str | None,
+    attempts: int,
+    secrets: Iterable[str | None] = (),
+) -> LLMError:
     """An :class:`LLMError` for a request the SDK gave up on (after its retries).
 
     Args:
@@ -169,32 +187,46 @@ def request_error(exc: BaseException, *, provider: str, where: str, model: str,
         return LLMError(
             f"cannot reach {provider} at {where}: the connection {what} after {attempts} "
             f"attempt(s) ({redact(_cause(exc), secrets)[:300]}); check the base URL, the "
-            "network and the HTTP(S)_PROXY variables", retryable=True)
+            "network and the HTTP(S)_PROXY variables",
+            retryable=True,
+        )
     detail = redact(_detail(exc), secrets)[:300]
     key = f"${key_env}" if key_env else "the API key"
     retryable = status in (408, 409, 429) or status >= 500
     if status == 401:
-        hint = (f"the API key was refused (401 Unauthorized): check that {key} holds a valid "
-                f"key for this server" + (" ([llm] api_key_env names the variable)"
-                                          if key_env else ""))
+        hint = (
+            f"the API key was refused (401 Unauthorized): check that {key} holds a valid "
+            f"key for this server" + (" ([llm] api_key_env names the variable)" if key_env else "")
+        )
     elif status == 403:
-        hint = (f"access was refused (403 Forbidden): the key in {key} may not be allowed to "
-                f"use model {model!r}")
+        hint = (
+            f"access was refused (403 Forbidden): the key in {key} may not be allowed to "
+            f"use model {model!r}"
+        )
     elif status == 404:
-        hint = (f"not found (404): check the model name {model!r} and the base URL {where}")
+        hint = f"not found (404): check the model name {model!r} and the base URL {where}"
     elif status == 429:
-        hint = (f"rate limited (429) after {attempts} attempt(s), each waiting as Retry-After "
-                "said: wait, or raise [llm] max_attempts")
+        hint = (
+            f"rate limited (429) after {attempts} attempt(s), each waiting as Retry-After "
+            "said: wait, or raise [llm] max_attempts"
+        )
     elif status >= 500:
         hint = f"server error {status} after {attempts} attempt(s)"
     else:
         hint = f"the request was refused ({status})"
-    return LLMError(f"{provider} at {where}: {hint}. The server said: {detail}",
-                    retryable=retryable)
+    return LLMError(
+        f"{provider} at {where}: {hint}. The server said: {detail}", retryable=retryable
+    )
 
 
-def mid_stream_error(exc: BaseException, *, provider: str, where: str, received: int,
-                     secrets: Iterable[str | None] = ()) -> IncompleteResponseError:
+def mid_stream_error(
+    exc: BaseException,
+    *,
+    provider: str,
+    where: str,
+    received: int,
+    secrets: Iterable[str | None] = (),
+) -> IncompleteResponseError:
     """The error for a stream cut off by ``exc`` (an error event, a dropped connection).
 
     It is retryable unless the server's error object says the request itself is wrong.
@@ -211,5 +243,6 @@ def mid_stream_error(exc: BaseException, *, provider: str, where: str, received:
     else:
         what = f"the server sent an error ({redact(_detail(exc), tuple(secrets))[:300]})"
     return IncompleteResponseError(
-        f"the response from {provider} at {where} was cut off after {received} characters: "
-        f"{what}", retryable=kind not in _PERMANENT_ERROR_TYPES)
+        f"the response from {provider} at {where} was cut off after {received} characters: {what}",
+        retryable=kind not in _PERMANENT_ERROR_TYPES,
+    )

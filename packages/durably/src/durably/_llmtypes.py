@@ -85,9 +85,11 @@ class LLMBudgetExceededError(LLMError):
     """
 
     def __init__(self, budget: str, limit: int, used: int, detail: str = "") -> None:
-        super().__init__(f"LLM budget [llm] {budget} = {limit} reached ({used} used"
-                         f"{'; ' + detail if detail else ''}); raise it in durably.toml "
-                         "and resume the execution")
+        super().__init__(
+            f"LLM budget [llm] {budget} = {limit} reached ({used} used"
+            f"{'; ' + detail if detail else ''}); raise it in durably.toml "
+            "and resume the execution"
+        )
         self.budget = budget
         self.limit = limit
         self.used = used
@@ -163,8 +165,11 @@ class LLMLimits:
                 values[name] = None if name != "max_continuations" else 0
                 continue
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ConfigError(f"[llm] {name} must be a non-negative integer, not {value!r}",
-                                  key=f"llm.{name}", fix="Use an integer; 0 turns the budget off")
+                raise ConfigError(
+                    f"[llm] {name} must be a non-negative integer, not {value!r}",
+                    key=f"llm.{name}",
+                    fix="Use an integer; 0 turns the budget off",
+                )
             values[name] = value
         return cls(**values), rest
 
@@ -175,8 +180,15 @@ class LLMClient(Protocol):
 
     spec: str
 
-    def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str, call: int,
-               prefix: str = "") -> AsyncIterator[str | Finish]:
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        playbook: str,
+        call: int,
+        prefix: str = "",
+    ) -> AsyncIterator[str | Finish]:
         """Stream the response, as text chunks, then one :class:`Finish`.
 
         Messages start with one ``system`` message, then alternate ``user`` and

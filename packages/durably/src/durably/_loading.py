@@ -55,8 +55,11 @@ class LoadedExecution:
 
     def deltas_of(self, agent_id: str, after: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """The deltas ``agent_id`` wrote after checkpoint ``after`` (its snapshot), in order."""
-        return ((seq, delta) for seq, delta in self.deltas
-                if delta.get("agent") == agent_id and seq > after)
+        return (
+            (seq, delta)
+            for seq, delta in self.deltas
+            if delta.get("agent") == agent_id and seq > after
+        )
 
     def restored(self, agent_id: str) -> RestoredAgent:
         """An agent's last snapshot with the journal written since (what replay uses)."""
@@ -133,9 +136,13 @@ class HistoryCheck:
             raise NotFoundError(
                 f"checkpoint {self.last} of execution {self.execution_id!r} can no longer "
                 f"be restored: retention removed checkpoint(s) {self.first}-{have[0] - 1} "
-                "that it builds on")
-        raise CorruptHistoryError(self.execution_id, missing=missing,
-                                  context=f"checkpoints {self.first} to {self.last} are needed")
+                "that it builds on"
+            )
+        raise CorruptHistoryError(
+            self.execution_id,
+            missing=missing,
+            context=f"checkpoints {self.first} to {self.last} are needed",
+        )
 
     def follow(self, stored: StoredCheckpoint) -> None:
         """Check ``stored``'s link to the checkpoint given before it (ascending order)."""
@@ -155,8 +162,9 @@ class HistoryCheck:
             CorruptHistoryError: Naming the checkpoints whose link does not match.
         """
         if self._broken:
-            raise CorruptHistoryError(self.execution_id, broken=tuple(self._broken),
-                                      missing=self.missing())
+            raise CorruptHistoryError(
+                self.execution_id, broken=tuple(self._broken), missing=self.missing()
+            )
 
 
 class CheckpointReader:
@@ -171,8 +179,13 @@ class CheckpointReader:
     _unresolved: list[str] | None
     _loading_seq: int
 
-    async def decode(self, stored: StoredCheckpoint, referenced: set[str] | None = None,
-                     *, unresolved: list[str] | None = None) -> dict[str, Any]:
+    async def decode(
+        self,
+        stored: StoredCheckpoint,
+        referenced: set[str] | None = None,
+        *,
+        unresolved: list[str] | None = None,
+    ) -> dict[str, Any]:
         """Decode a stored checkpoint, fetching the blobs it references.
 
         Decoding never imports a module named by the data unless the checkpoint is being
@@ -212,11 +225,13 @@ class CheckpointReader:
                     raise
                 try:
                     blobs[missing.digest] = await self.provider.get_blob(
-                        self.execution_id, missing.digest)
+                        self.execution_id, missing.digest
+                    )
                 except NotFoundError as exc:
                     raise CorruptObjectError(
                         f"checkpoint {stored.seq} of {self.execution_id!r} references blob "
-                        f"{missing.digest}, which is missing") from exc
+                        f"{missing.digest}, which is missing"
+                    ) from exc
                 self.known_blobs.add(missing.digest)
         raise CorruptObjectError("too many blobs")  # pragma: no cover
 
@@ -237,7 +252,8 @@ class CheckpointReader:
                 break
             results = await asyncio.gather(
                 *(self.provider.get_blob(self.execution_id, d) for d in batch),
-                return_exceptions=True)
+                return_exceptions=True,
+            )
             for digest, result in zip(batch, results, strict=True):
                 wanted.discard(digest)
                 if isinstance(result, NotFoundError):
@@ -249,8 +265,9 @@ class CheckpointReader:
                 wanted |= {m.decode() for m in _DIGEST_IN_TEXT.findall(result)} - fetched.keys()
         return fetched
 
-    async def load_execution(self, at: int | None = None, *,
-                             inert: bool = False) -> LoadedExecution | None:
+    async def load_execution(
+        self, at: int | None = None, *, inert: bool = False
+    ) -> LoadedExecution | None:
         """Load what resuming needs: the latest checkpoint (or checkpoint ``at``) and every
         checkpoint since its base snapshot, checked to be complete and chained.
 
@@ -293,8 +310,10 @@ class CheckpointReader:
             try:
                 latest = await self.provider.load_checkpoint(self.execution_id, at)
             except NotFoundError:
-                raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint {at}"
-                                    " (it may have been pruned)") from None
+                raise NotFoundError(
+                    f"execution {self.execution_id!r} has no checkpoint {at}"
+                    " (it may have been pruned)"
+                ) from None
         if latest is None:
             return None
         self._loading_seq = latest.seq
@@ -327,8 +346,12 @@ class CheckpointReader:
             if kind == "snapshot":
                 agent = doc["agent"]
                 if manifest.get(agent) == seq:
-                    snapshots[agent] = (seq, doc, roots.get("state") or {},
-                                        roots.get("locals") or {})
+                    snapshots[agent] = (
+                        seq,
+                        doc,
+                        roots.get("state") or {},
+                        roots.get("locals") or {},
+                    )
                 header = doc.get("header") or header
             elif kind == "delta":
                 deltas.append((seq, doc))
@@ -338,19 +361,26 @@ class CheckpointReader:
         if missing:
             raise CorruptObjectError(
                 f"execution {self.execution_id!r}: the snapshot of agent(s) "
-                f"{', '.join(sorted(missing))} is missing from the store")
+                f"{', '.join(sorted(missing))} is missing from the store"
+            )
         status = latest.metadata.get(META_STATUS, "running")
         if at is None:
             self.next_seq = latest.seq + 1
             self._prev_digest = digest_of(latest.data)
         return LoadedExecution(
-            latest_seq=latest.seq, latest_created_at=latest.info.created_at,
-            status=FinalDoc.from_doc(latest_doc).status if doc_type(latest_doc) == "final"
+            latest_seq=latest.seq,
+            latest_created_at=latest.info.created_at,
+            status=FinalDoc.from_doc(latest_doc).status
+            if doc_type(latest_doc) == "final"
             else status,
-            header=header, result=latest_doc.get("result"), snapshots=snapshots,
-            deltas=deltas, metadata=latest.metadata,
+            header=header,
+            result=latest_doc.get("result"),
+            snapshots=snapshots,
+            deltas=deltas,
+            metadata=latest.metadata,
             next_agent_id=latest_doc.get("next_agent_id", 1000),
-            unresolved=tuple(unresolved or ()))
+            unresolved=tuple(unresolved or ()),
+        )
 
     async def resolve(self, loaded: LoadedExecution) -> LoadedExecution:
         """Turn an inert load into a live one, once the program is trusted and imported.
@@ -370,8 +400,9 @@ class CheckpointReader:
                 importlib.import_module(name)
             except Exception as exc:
                 raise SerializationError(
-                    f"execution {self.execution_id!r}", f"LLM code imported module "
-                    f"{name!r}, which cannot be imported here: {exc!r}") from exc
+                    f"execution {self.execution_id!r}",
+                    f"LLM code imported module {name!r}, which cannot be imported here: {exc!r}",
+                ) from exc
         live = await self.load_execution()
         if live is None:  # pragma: no cover - deleted while resuming
             raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint")

@@ -62,9 +62,13 @@ class Mailbox:
         accept = self.waiting
         return accept is not None and not any(accept(m) for m in self.inbox)
 
-    async def wait(self, choose: Callable[[list[Message]], list[Message]],
-                   accept: Callable[[Message], bool], kind: str,
-                   blocked: Callable[[], None]) -> list[Message]:
+    async def wait(
+        self,
+        choose: Callable[[list[Message]], list[Message]],
+        accept: Callable[[Message], bool],
+        kind: str,
+        blocked: Callable[[], None],
+    ) -> list[Message]:
         """The messages ``choose`` picks, once there are any.
 
         Args:

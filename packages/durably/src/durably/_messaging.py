@@ -19,9 +19,13 @@ if TYPE_CHECKING:
 __all__ = ["receive", "wait_for"]
 
 
-async def receive(task: AgentTask, accept: Callable[[Message], bool], kind: str, *,
-                  select: Callable[[list[Message]], list[Message]] | None = None,
-                  ) -> list[Message]:
+async def receive(
+    task: AgentTask,
+    accept: Callable[[Message], bool],
+    kind: str,
+    *,
+    select: Callable[[list[Message]], list[Message]] | None = None,
+) -> list[Message]:
     """Wait for messages accepted by ``accept``; journaled with their ids.
 
     ``select`` picks which of the accepted messages to take at once (default: all).
@@ -42,8 +46,8 @@ async def receive(task: AgentTask, accept: Callable[[Message], bool], kind: str,
     docs = await task.op("receive", kind, live, apply=apply)
     return [Message.from_doc(doc) for doc in docs]
 
-async def wait_for(task: AgentTask, accept: Callable[[Message], bool],
-                   kind: str) -> list[Message]:
+
+async def wait_for(task: AgentTask, accept: Callable[[Message], bool], kind: str) -> list[Message]:
     """Wait for messages accepted by ``accept``, serving the requests that arrive
     meanwhile: an agent waiting for another agent can be called back by it (or by a
     third one) without a deadlock."""
@@ -55,8 +59,7 @@ async def wait_for(task: AgentTask, accept: Callable[[Message], bool],
         return next(([m] for m in inbox if m.kind == "request"), [])
 
     while True:
-        taken = await receive(task, lambda m: accept(m) or m.kind == "request", kind,
-                                   select=select)
+        taken = await receive(task, lambda m: accept(m) or m.kind == "request", kind, select=select)
         if taken[0].kind == "request" and not accept(taken[0]):
             await task.serve(taken[0])
             continue

@@ -4,8 +4,18 @@ the owner and epoch that wrote it, and the link to the checkpoint before it."""
 
 from __future__ import annotations
 
-__all__ = ["CHAIN_START", "FORMAT", "META_AGENT", "META_AGENTS", "META_EPOCH", "META_KIND",
-           "META_OWNER", "META_PREV", "META_REASON", "PRUNE_EVERY"]
+__all__ = [
+    "CHAIN_START",
+    "FORMAT",
+    "META_AGENT",
+    "META_AGENTS",
+    "META_EPOCH",
+    "META_KIND",
+    "META_OWNER",
+    "META_PREV",
+    "META_REASON",
+    "PRUNE_EVERY",
+]
 
 FORMAT = 1
 META_KIND = "durably.kind"

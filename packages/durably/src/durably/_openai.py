@@ -49,17 +49,30 @@ __all__ = ["AzureOpenAIClient", "OpenAIClient", "finish_or_raise"]
 _DEFAULT_BASE_URL = "https://api.openai.com/v1"
 _NO_KEY = "no-key"
 """Sent as the key to a server that needs none (the SDK refuses to send no key)."""
-_COMMON = {"api_key_env", "temperature", "max_response_tokens", "timeout", "max_attempts",
-           "stream_usage"}
+_COMMON = {
+    "api_key_env",
+    "temperature",
+    "max_response_tokens",
+    "timeout",
+    "max_attempts",
+    "stream_usage",
+}
 
 _COMPLETE = {"stop", "end_turn", "stop_sequence", "eos", "eos_token"}
 _TRUNCATED = {"length", "max_tokens", "model_length", "model_context_window_exceeded"}
 _REFUSED = {"content_filter", "refusal", "safety"}
 
 
-def finish_or_raise(reason: str | None, *, provider: str, where: str, received: int,
-                    model: str | None, prompt_tokens: int | None,
-                    completion_tokens: int | None) -> Finish:
+def finish_or_raise(
+    reason: str | None,
+    *,
+    provider: str,
+    where: str,
+    received: int,
+    model: str | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+) -> Finish:
     """The :class:`Finish` for a stream that ended with ``reason``, or the error it means.
 
     Raises:
@@ -71,25 +84,35 @@ def finish_or_raise(reason: str | None, *, provider: str, where: str, received: 
     if reason is None:
         raise IncompleteResponseError(
             f"the response from {provider} at {where} ended after {received} characters "
-            "without a finish reason: the stream was cut off")
+            "without a finish reason: the stream was cut off"
+        )
     if reason in _COMPLETE:
-        return Finish(reason, model=model, prompt_tokens=prompt_tokens,
-                      completion_tokens=completion_tokens)
+        return Finish(
+            reason, model=model, prompt_tokens=prompt_tokens, completion_tokens=completion_tokens
+        )
     if reason in _TRUNCATED:
         raise ResponseTruncatedError(
             f"the response from {provider} hit its length limit ({reason!r}) after {received} "
-            "characters: raise [llm] max_response_tokens (or shorten the playbook's steps)")
+            "characters: raise [llm] max_response_tokens (or shorten the playbook's steps)"
+        )
     if reason in _REFUSED:
         raise ResponseRefusedError(
             f"{provider} stopped the response itself ({reason!r}) after {received} characters "
-            "(a content filter or a refusal)")
+            "(a content filter or a refusal)"
+        )
     raise IncompleteResponseError(
         f"the response from {provider} at {where} stopped for an unexpected reason "
-        f"({reason!r}) after {received} characters")
+        f"({reason!r}) after {received} characters"
+    )
 
 
-def option_number(options: dict[str, Any], name: str, kind: type[float] | type[int],
-                  default: Any, minimum: float | None = None) -> Any:
+def option_number(
+    options: dict[str, Any],
+    name: str,
+    kind: type[float] | type[int],
+    default: Any,
+    minimum: float | None = None,
+) -> Any:
     """Pop a numeric ``[llm]`` option, checked.
 
     Raises:
@@ -106,8 +129,7 @@ def option_number(options: dict[str, Any], name: str, kind: type[float] | type[i
     if not ok or (minimum is not None and value < minimum):
         what = "an integer" if kind is int else "a number"
         bound = f" >= {minimum:g}" if minimum is not None else ""
-        raise ConfigError(f"[llm] {name} must be {what}{bound}, not {value!r}",
-                          key=f"llm.{name}")
+        raise ConfigError(f"[llm] {name} must be {what}{bound}, not {value!r}", key=f"llm.{name}")
     return kind(value)
 
 
@@ -138,11 +160,20 @@ class OpenAIClient:
     prefix: ClassVar[str] = "openai"
     options: ClassVar[frozenset[str]] = frozenset(_COMMON | {"base_url", "organization"})
 
-    def __init__(self, model: str, *, base_url: str | None = None, api_key: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", temperature: float | None = None,
-                 max_response_tokens: int | None = None, timeout: float | None = None,
-                 max_attempts: int = 5, organization: str | None = None,
-                 stream_usage: bool = True) -> None:
+    def __init__(
+        self,
+        model: str,
+        *,
+        base_url: str | None = None,
+        api_key: str | None = None,
+        api_key_env: str | None = "OPENAI_API_KEY",
+        temperature: float | None = None,
+        max_response_tokens: int | None = None,
+        timeout: float | None = None,
+        max_attempts: int = 5,
+        organization: str | None = None,
+        stream_usage: bool = True,
+    ) -> None:
         self.model = model
         self.spec = f"{self.prefix}:{model}"
         self.api_key = api_key
@@ -177,19 +208,24 @@ class OpenAIClient:
         organization = opts.pop("organization", None)
         key_env = kwargs["api_key_env"]
         if not kwargs["api_key"] and base_url is None:
-            raise ConfigError(f"the environment variable {key_env} holding the OpenAI API key "
-                              "is not set", key="llm.api_key_env",
-                              fix=f"export {key_env}=...; or set [llm] base_url to a server "
-                              "that needs no key")
+            raise ConfigError(
+                f"the environment variable {key_env} holding the OpenAI API key is not set",
+                key="llm.api_key_env",
+                fix=f"export {key_env}=...; or set [llm] base_url to a server that needs no key",
+            )
         return cls(model, base_url=base_url, organization=organization, **kwargs)
 
     @staticmethod
-    def _common(opts: dict[str, Any], default_key_env: str = "OPENAI_API_KEY",
-                default_max_tokens: int | None = None) -> dict[str, Any]:
+    def _common(
+        opts: dict[str, Any],
+        default_key_env: str = "OPENAI_API_KEY",
+        default_max_tokens: int | None = None,
+    ) -> dict[str, Any]:
         key_env = opts.pop("api_key_env", None) or default_key_env
         if not isinstance(key_env, str):
-            raise ConfigError("[llm] api_key_env must name an environment variable",
-                              key="llm.api_key_env")
+            raise ConfigError(
+                "[llm] api_key_env must name an environment variable", key="llm.api_key_env"
+            )
         stream_usage = opts.pop("stream_usage", True)
         if not isinstance(stream_usage, bool):
             raise ConfigError("[llm] stream_usage must be true or false", key="llm.stream_usage")
@@ -197,8 +233,9 @@ class OpenAIClient:
             "api_key": os.environ.get(key_env) or None,
             "api_key_env": key_env,
             "temperature": option_number(opts, "temperature", float, None, 0),
-            "max_response_tokens": option_number(opts, "max_response_tokens", int,
-                                                 default_max_tokens, 1),
+            "max_response_tokens": option_number(
+                opts, "max_response_tokens", int, default_max_tokens, 1
+            ),
             "timeout": option_number(opts, "timeout", float, None, 0.001),
             "max_attempts": option_number(opts, "max_attempts", int, 5, 1),
             "stream_usage": stream_usage,
@@ -206,9 +243,11 @@ class OpenAIClient:
 
     def _make_sdk(self) -> Any:
         openai = import_sdk("openai", "openai")
-        kwargs: dict[str, Any] = {"api_key": self.api_key or _NO_KEY,
-                                  "base_url": without_userinfo(self.base_url, self.api_key),
-                                  "max_retries": self.max_attempts - 1}
+        kwargs: dict[str, Any] = {
+            "api_key": self.api_key or _NO_KEY,
+            "base_url": without_userinfo(self.base_url, self.api_key),
+            "max_retries": self.max_attempts - 1,
+        }
         if self.query:
             kwargs["default_query"] = self.query
         if self.timeout is not None:
@@ -232,8 +271,15 @@ class OpenAIClient:
 
     # ---------------------------------------------------------------- streaming
 
-    def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str, call: int,
-               prefix: str = "") -> AsyncIterator[str | Finish]:
+    def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        playbook: str,
+        call: int,
+        prefix: str = "",
+    ) -> AsyncIterator[str | Finish]:
         """Stream the response, then a :class:`~durably.llm.Finish` (see :mod:`durably.llm`).
 
         With ``prefix``, the cut-off text is sent as the assistant's turn, followed by a
@@ -263,10 +309,15 @@ class OpenAIClient:
             response = await sdk.chat.completions.create(**request)
         except openai.OpenAIError as exc:
             if isinstance(exc, openai.APIError):
-                raise request_error(exc, provider=self.provider, where=self.where,
-                                    model=self.model, key_env=self.api_key_env,
-                                    attempts=self.max_attempts,
-                                    secrets=self._secrets()) from None
+                raise request_error(
+                    exc,
+                    provider=self.provider,
+                    where=self.where,
+                    model=self.model,
+                    key_env=self.api_key_env,
+                    attempts=self.max_attempts,
+                    secrets=self._secrets(),
+                ) from None
             raise LLMError(f"{self.provider}: {redact(str(exc), self._secrets())[:300]}") from None
         received = 0
         reason: str | None = None
@@ -292,17 +343,27 @@ class OpenAIClient:
         except Exception as exc:
             if reason is None or reason not in _COMPLETE:
                 if isinstance(exc, openai.APIError | ValueError) or is_transport_error(exc):
-                    raise mid_stream_error(exc, provider=self.provider, where=self.where,
-                                           received=received, secrets=self._secrets()) from exc
+                    raise mid_stream_error(
+                        exc,
+                        provider=self.provider,
+                        where=self.where,
+                        received=received,
+                        secrets=self._secrets(),
+                    ) from exc
                 raise
             # The server said the response was complete; only the usage chunk or the
             # terminator was lost on the way.
         finally:
             await _close(response)
-        yield finish_or_raise(reason, provider=self.provider, where=self.where,
-                              received=received, model=model,
-                              prompt_tokens=getattr(usage, "prompt_tokens", None),
-                              completion_tokens=getattr(usage, "completion_tokens", None))
+        yield finish_or_raise(
+            reason,
+            provider=self.provider,
+            where=self.where,
+            received=received,
+            model=model,
+            prompt_tokens=getattr(usage, "prompt_tokens", None),
+            completion_tokens=getattr(usage, "completion_tokens", None),
+        )
 
     async def _check_streaming(self, response: Any) -> None:
         """Refuse an answer that is not a stream of server-sent events.
@@ -327,7 +388,9 @@ class OpenAIClient:
             "a stream of server-sent events (text/event-stream): the server does not stream "
             "(durably needs streaming), or base_url points at something other than a "
             "chat-completions API. It said: "
-            f"{redact(body, self._secrets())[:200] or '(nothing)'}", retryable=False)
+            f"{redact(body, self._secrets())[:200] or '(nothing)'}",
+            retryable=False,
+        )
 
 
 async def _close(response: Any) -> None:
@@ -356,8 +419,9 @@ class AzureOpenAIClient(OpenAIClient):
     prefix: ClassVar[str] = "azure-openai"
     options: ClassVar[frozenset[str]] = frozenset(_COMMON | {"azure_endpoint", "api_version"})
 
-    def __init__(self, deployment: str, *, azure_endpoint: str, api_version: str,
-                 **kwargs: Any) -> None:
+    def __init__(
+        self, deployment: str, *, azure_endpoint: str, api_version: str, **kwargs: Any
+    ) -> None:
         super().__init__(deployment, base_url=azure_endpoint, **kwargs)
         self.azure_endpoint = azure_endpoint
         self.api_version = api_version
@@ -372,24 +436,31 @@ class AzureOpenAIClient(OpenAIClient):
         """
         opts = check_options(options, cls.options, f"{cls.prefix}:")
         if not model:
-            raise ConfigError("no deployment given", key="--llm",
-                              fix="Use azure-openai:DEPLOYMENT")
+            raise ConfigError("no deployment given", key="--llm", fix="Use azure-openai:DEPLOYMENT")
         import_sdk("openai", "openai")
         kwargs = cls._common(opts, default_key_env="AZURE_OPENAI_API_KEY")
         endpoint = opts.pop("azure_endpoint", None) or os.environ.get("AZURE_OPENAI_ENDPOINT")
         version = opts.pop("api_version", None) or os.environ.get("OPENAI_API_VERSION")
         if not endpoint:
-            raise ConfigError("no Azure OpenAI endpoint", key="llm.azure_endpoint",
-                              fix="Set [llm] azure_endpoint or $AZURE_OPENAI_ENDPOINT to "
-                              "https://RESOURCE.openai.azure.com")
+            raise ConfigError(
+                "no Azure OpenAI endpoint",
+                key="llm.azure_endpoint",
+                fix="Set [llm] azure_endpoint or $AZURE_OPENAI_ENDPOINT to "
+                "https://RESOURCE.openai.azure.com",
+            )
         if not version:
-            raise ConfigError("no Azure OpenAI API version", key="llm.api_version",
-                              fix="Set [llm] api_version or $OPENAI_API_VERSION "
-                              "(e.g. 2024-10-21)")
+            raise ConfigError(
+                "no Azure OpenAI API version",
+                key="llm.api_version",
+                fix="Set [llm] api_version or $OPENAI_API_VERSION (e.g. 2024-10-21)",
+            )
         if not kwargs["api_key"]:
-            raise ConfigError(f"the environment variable {kwargs['api_key_env']} holding the "
-                              "Azure OpenAI key is not set", key="llm.api_key_env",
-                              fix=f"export {kwargs['api_key_env']}=...")
+            raise ConfigError(
+                f"the environment variable {kwargs['api_key_env']} holding the "
+                "Azure OpenAI key is not set",
+                key="llm.api_key_env",
+                fix=f"export {kwargs['api_key_env']}=...",
+            )
         return cls(model, azure_endpoint=str(endpoint), api_version=str(version), **kwargs)
 
     def _max_tokens_field(self) -> str:
@@ -397,9 +468,12 @@ class AzureOpenAIClient(OpenAIClient):
 
     def _make_sdk(self) -> Any:
         openai = import_sdk("openai", "openai")
-        kwargs: dict[str, Any] = {"api_key": self.api_key, "azure_endpoint": self.azure_endpoint,
-                                  "api_version": self.api_version,
-                                  "max_retries": self.max_attempts - 1}
+        kwargs: dict[str, Any] = {
+            "api_key": self.api_key,
+            "azure_endpoint": self.azure_endpoint,
+            "api_version": self.api_version,
+            "max_retries": self.max_attempts - 1,
+        }
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
         return openai.AsyncAzureOpenAI(**kwargs)

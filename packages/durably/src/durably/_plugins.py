@@ -89,7 +89,8 @@ class Hooks:
     # ---------------------------------------------------------------- providers
 
     def provider_factory(
-        self, scheme: str,
+        self,
+        scheme: str,
     ) -> Callable[[str, Mapping[str, Any]], CheckpointProvider]:
         """Return the factory for a URL scheme, loading its entry point lazily."""
         if self._providers is None:
@@ -128,7 +129,8 @@ class Hooks:
         fix = (
             f"Remove {disabled_as!r} from the {DISABLE_ENV} environment variable to enable it"
             if disabled_as is not None and reason is not None and DISABLE_ENV in reason
-            else f"Install it with: pip install {package}" if package
+            else f"Install it with: pip install {package}"
+            if package
             else f"Install a package that registers the '{scheme}' scheme in the "
             f"'{PROVIDER_GROUP}' entry-point group"
         )
@@ -215,8 +217,11 @@ def reset_hooks() -> None:
 def scheme_of(url: str) -> str:
     """The scheme of a store URL; a bare path means ``file``."""
     if not isinstance(url, str) or not url.strip():
-        raise ConfigError("the store URL is empty", key="durability.store",
-                          fix="Set it to e.g. 'file://.durably' or 's3://bucket/prefix'")
+        raise ConfigError(
+            "the store URL is empty",
+            key="durability.store",
+            fix="Set it to e.g. 'file://.durably' or 's3://bucket/prefix'",
+        )
     if "://" not in url:
         # ``postgresql:/host/db`` (one slash), ``s3:bucket``: a mistyped URL, never a
         # directory of that name (a drive letter, ``C:\\...``, is one character).
@@ -224,17 +229,21 @@ def scheme_of(url: str) -> str:
         if typo:
             raise ConfigError(
                 f"the store URL starts with {typo[1]!r}: but not {typo[1]}://, so it is "
-                "neither a URL nor a directory", key="durability.store",
+                "neither a URL nor a directory",
+                key="durability.store",
                 fix=f"Write it as {typo[1]}://... (two slashes); a local directory is "
-                "file://PATH or a plain path")
+                "file://PATH or a plain path",
+            )
         return "file"
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - a port that is not a number raises here
     except ValueError as exc:
-        raise ConfigError(f"cannot parse store URL: {exc}", key="durability.store",
-                          fix="Check the URL (brackets around an IPv6 address, the port, "
-                          "the scheme)") from None
+        raise ConfigError(
+            f"cannot parse store URL: {exc}",
+            key="durability.store",
+            fix="Check the URL (brackets around an IPv6 address, the port, the scheme)",
+        ) from None
     scheme = parts.scheme.lower()
     if not scheme:
         raise ConfigError(f"cannot read a scheme from store URL {url!r}", key="durability.store")
@@ -242,7 +251,10 @@ def scheme_of(url: str) -> str:
 
 
 def open_provider(
-    url: str, options: Mapping[str, Any] | None = None, *, hooks: Hooks | None = None,
+    url: str,
+    options: Mapping[str, Any] | None = None,
+    *,
+    hooks: Hooks | None = None,
 ) -> CheckpointProvider:
     """Create the provider for a store URL (no I/O happens until it is first used).
 

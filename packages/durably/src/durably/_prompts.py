@@ -83,8 +83,9 @@ def _playbook_lines(task: AgentTask) -> list[str]:
     lines = []
     for spec in task.agent_class.playbooks.values():
         kind = "LLM playbook" if spec.llm else "Python playbook"
-        flags = [kind] + (["public"] if spec.public else []) + (["runs at start"] if spec.begin
-                                                                  else [])
+        flags = (
+            [kind] + (["public"] if spec.public else []) + (["runs at start"] if spec.begin else [])
+        )
         lines.append(f"### {spec.signature}  ({', '.join(flags)})")
         if spec.steps:
             lines.append(spec.steps)
@@ -102,29 +103,41 @@ def _others(task: AgentTask) -> list[str]:
             continue
         public = [s.signature for s in cls.playbooks.values() if s.public]
         description = (cls.description.splitlines() or [""])[0]
-        lines.append(f"- {cls.__name__}: {description}"
-                     + (f" Public playbooks: {', '.join(public)}" if public else ""))
+        lines.append(
+            f"- {cls.__name__}: {description}"
+            + (f" Public playbooks: {', '.join(public)}" if public else "")
+        )
     return lines
 
 
 def build_prompt(task: AgentTask, frame: Frame) -> list[dict[str, str]]:
     """The chat messages for the next LLM call of ``frame``."""
     agent = task.agent_class
-    system = [CONVENTIONS, "", f"# You are agent {agent.__name__} (id {task.agent_id})",
-              agent.description or "(no description)", "", "## Your playbooks",
-              *_playbook_lines(task)]
+    system = [
+        CONVENTIONS,
+        "",
+        f"# You are agent {agent.__name__} (id {task.agent_id})",
+        agent.description or "(no description)",
+        "",
+        "## Your playbooks",
+        *_playbook_lines(task),
+    ]
     others = _others(task)
     if others:
         system += ["", "## Other agents", *others]
     spec = agent.playbooks.get(frame.playbook)
-    current = [f"Call stack: {render(task.call_stack)}",
-               f"Agent state: {render(task.agent.state.to_dict())}",
-               f"Local variables: {render(task.visible_locals(frame))}"]
+    current = [
+        f"Call stack: {render(task.call_stack)}",
+        f"Agent state: {render(task.agent.state.to_dict())}",
+        f"Local variables: {render(task.visible_locals(frame))}",
+    ]
     if spec is not None:
         intro = f"Execute playbook {frame.playbook}. Its steps:\n{spec.steps}"
     else:
-        intro = ("Process the messages in the local variable `messages` (a list of "
-                 "{from, text, id}); use your playbooks where a trigger matches.")
+        intro = (
+            "Process the messages in the local variable `messages` (a list of "
+            "{from, text, id}); use your playbooks where a trigger matches."
+        )
     # System, then the instruction as the first user message, then the conversation
     # (assistant, user, ...): valid for strict chat templates, which want user and
     # assistant to alternate from a leading user turn. Only the last user message shows
@@ -136,6 +149,5 @@ def build_prompt(task: AgentTask, frame: Frame) -> list[dict[str, str]]:
         messages.append({"role": "user", "content": intro})
         messages += frame.history[:-1]
         last = frame.history[-1]
-        messages.append({"role": last["role"],
-                         "content": "\n".join([last["content"], *current])})
+        messages.append({"role": last["role"], "content": "\n".join([last["content"], *current])})
     return messages

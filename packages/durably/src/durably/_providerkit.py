@@ -90,8 +90,12 @@ def decode_int_cursor(cursor: str | None) -> int | None:
     """
     if cursor is None:
         return None
-    if (not isinstance(cursor, str) or not cursor.isascii() or not cursor.isdigit()
-            or len(cursor) > _MAX_CURSOR_DIGITS):
+    if (
+        not isinstance(cursor, str)
+        or not cursor.isascii()
+        or not cursor.isdigit()
+        or len(cursor) > _MAX_CURSOR_DIGITS
+    ):
         raise ValueError(f"invalid cursor {cursor!r}: pass the next_cursor of a page")
     return int(cursor)
 
@@ -112,12 +116,12 @@ def encode_metadata(metadata: Mapping[str, str], *, ascii_only: bool = False) ->
     """
     if not metadata:
         return ""
-    return json.dumps(dict(metadata), ensure_ascii=ascii_only, separators=(",", ":"),
-                      sort_keys=True)
+    return json.dumps(
+        dict(metadata), ensure_ascii=ascii_only, separators=(",", ":"), sort_keys=True
+    )
 
 
-def decode_metadata(raw: str | bytes | bytearray | memoryview | None,
-                    what: str) -> dict[str, str]:
+def decode_metadata(raw: str | bytes | bytearray | memoryview | None, what: str) -> dict[str, str]:
     """Read metadata written by :func:`encode_metadata` (empty or None: no metadata).
 
     Args:
@@ -139,7 +143,8 @@ def decode_metadata(raw: str | bytes | bytearray | memoryview | None,
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptObjectError(f"the metadata of {what} is not valid JSON") from exc
     if not isinstance(value, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in value.items()):
+        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
+    ):
         raise CorruptObjectError(f"the metadata of {what} is not a string mapping")
     return value
 
@@ -202,8 +207,9 @@ async def call_with_retries(
 # ----------------------------------------------------------------------- options
 
 
-def option_items(options: Mapping[str, Any] | None, section: str,
-                 known: Iterable[str]) -> Iterator[tuple[str, str, Any]]:
+def option_items(
+    options: Mapping[str, Any] | None, section: str, known: Iterable[str]
+) -> Iterator[tuple[str, str, Any]]:
     """The entries of a ``[durability.<scheme>]`` table, each with its dotted key.
 
     Args:
@@ -249,11 +255,16 @@ def integer_option(key: str, value: Any, *, minimum: int) -> int:
     return value
 
 
-def number_option(key: str, value: Any, *, minimum: float, allow_zero: bool = False,
-                  what: str = "a number of seconds") -> float:
+def number_option(
+    key: str,
+    value: Any,
+    *,
+    minimum: float,
+    allow_zero: bool = False,
+    what: str = "a number of seconds",
+) -> float:
     """``value`` as a float of at least ``minimum`` (and not 0 unless ``allow_zero``)."""
-    if (isinstance(value, bool) or not isinstance(value, (int, float))
-            or math.isnan(value)):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value):
         raise ConfigError(f"expected {what}, got {value!r}", key=key)
     if value < minimum or (value == 0 and not allow_zero):
         raise ConfigError(f"must be at least {minimum}, got {value!r}", key=key)
@@ -271,8 +282,14 @@ def bool_option(key: str, value: Any) -> bool:
     return value
 
 
-def string_option(key: str, value: Any, *, pattern: re.Pattern[str] | None = None,
-                  what: str = "a string", fix: str | None = None) -> str:
+def string_option(
+    key: str,
+    value: Any,
+    *,
+    pattern: re.Pattern[str] | None = None,
+    what: str = "a string",
+    fix: str | None = None,
+) -> str:
     """``value`` as a str without NUL, matching ``pattern`` in full if given.
 
     Raises:

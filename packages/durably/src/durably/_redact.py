@@ -20,16 +20,20 @@ __all__ = ["RedactingFilter", "redact", "redact_logs", "redact_url"]
 MASK = "***"
 
 _USERINFO = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:?#]*)(?::(?P<password>[^\s/@?#]*))?@")
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^\s/@:?#]*)(?::(?P<password>[^\s/@?#]*))?@"
+)
 _AUTH_HEADER = re.compile(
-    r"(?i)(?P<key>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n]+")
+    r"(?i)(?P<key>\b(?:proxy-)?authorization[\"']?\s*[:=]\s*[\"']?)[^\"'\r\n]+"
+)
 _KEY_VALUE = re.compile(
     r"(?i)(?P<key>\b(?:x-)?(?:api[-_]?key|access[-_]?token|refresh[-_]?token|id[-_]?token"
     r"|client[-_]?secret|secret[-_]?key|secret|password|passwd|pwd|token)"
-    r"[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\"'\s,;&}<>]+)")
+    r"[\"']?\s*[:=]\s*[\"']?)(?P<value>[^\"'\s,;&}<>]+)"
+)
 _BEARER = re.compile(r"(?i)\b(?P<kind>bearer)\s+[A-Za-z0-9._~+/=-]{6,}")
 _KNOWN_KEYS = re.compile(
-    r"\b(?P<prefix>sk-(?:proj-|ant-)?|xox[abprs]-|gh[pousr]_|AKIA|AIza)[A-Za-z0-9_\-]{8,}")
+    r"\b(?P<prefix>sk-(?:proj-|ant-)?|xox[abprs]-|gh[pousr]_|AKIA|AIza)[A-Za-z0-9_\-]{8,}"
+)
 
 
 def _userinfo(match: re.Match[str]) -> str:

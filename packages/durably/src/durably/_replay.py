@@ -129,10 +129,10 @@ class Journal:
                 apply(recorded.result)
             if recorded.span > 1:
                 self._skip_span(index, recorded)
-            if recorded.effects and ("state" in recorded.effects
-                                     or "unset" in recorded.effects):
-                self.host.apply_effects({k: v for k, v in recorded.effects.items()
-                                         if k in ("state", "unset")})
+            if recorded.effects and ("state" in recorded.effects or "unset" in recorded.effects):
+                self.host.apply_effects(
+                    {k: v for k, v in recorded.effects.items() if k in ("state", "unset")}
+                )
             if recorded.error is not None:
                 raise _rebuild_error(recorded.error)
             return recorded.result
@@ -144,13 +144,24 @@ class Journal:
         except Exception as exc:
             if not journal_errors:
                 raise
-            entry = Entry(index, kind, key, error=[type(exc).__name__, str(exc)],
-                          span=self.index - index,
-                          effects=_merge_effects(effects, effects_after, None))
+            entry = Entry(
+                index,
+                kind,
+                key,
+                error=[type(exc).__name__, str(exc)],
+                span=self.index - index,
+                effects=_merge_effects(effects, effects_after, None),
+            )
             await self.commit(entry)
             raise
-        entry = Entry(index, kind, key, result=result, span=self.index - index,
-                      effects=_merge_effects(effects, effects_after, result))
+        entry = Entry(
+            index,
+            kind,
+            key,
+            result=result,
+            span=self.index - index,
+            effects=_merge_effects(effects, effects_after, result),
+        )
         if apply is not None:
             apply(result)
         await self.commit(entry)
@@ -177,7 +188,8 @@ class Journal:
             missing = min(self.replay)
             raise DivergenceError(
                 f"agent {self.host.agent_id}: replay skipped journaled operation {missing} "
-                f"({self.replay[missing].kind!r}) and asked for {kind!r} instead")
+                f"({self.replay[missing].kind!r}) and asked for {kind!r} instead"
+            )
 
     def _skip_span(self, index: int, recorded: Entry) -> None:
         """A journaled tool call also covers the operations it awaited (a tool may run an
@@ -188,8 +200,9 @@ class Journal:
             if entry is not None:
                 self.ops_since_snapshot += 1
                 if entry.effects:  # the state: the tool's own entry has it all, in order
-                    self.host.apply_effects({k: v for k, v in entry.effects.items()
-                                             if k not in ("state", "unset")})
+                    self.host.apply_effects(
+                        {k: v for k, v in entry.effects.items() if k not in ("state", "unset")}
+                    )
                 if entry.kind == "receive" and isinstance(entry.result, list):
                     self.host.consume({doc["id"] for doc in entry.result})
             llm = self.replay_llm.pop(inner, None)
@@ -214,9 +227,11 @@ class Journal:
 
     def take_llm_appends(self) -> list[LLMAppend]:
         """The LLM text that arrived since the last checkpoint, for the next delta."""
-        appends = [entry.append_doc("".join(chunks))
-                   for index, chunks in self.llm_appends.items()
-                   if (entry := self.open_llm.get(index)) is not None]
+        appends = [
+            entry.append_doc("".join(chunks))
+            for index, chunks in self.llm_appends.items()
+            if (entry := self.open_llm.get(index)) is not None
+        ]
         self.llm_appends.clear()
         return appends
 
@@ -253,9 +268,9 @@ class Journal:
         self.replay_logs = dict(restored.logs)
 
 
-def _merge_effects(static: dict[str, Any] | None,
-                   after: Callable[[Any], dict[str, Any] | None] | None,
-                   result: Any) -> dict[str, Any] | None:
+def _merge_effects(
+    static: dict[str, Any] | None, after: Callable[[Any], dict[str, Any] | None] | None, result: Any
+) -> dict[str, Any] | None:
     extra = after(result) if after is not None else None
     if not extra:
         return static
@@ -265,7 +280,8 @@ def _merge_effects(static: dict[str, Any] | None,
 
 
 _BUILTIN_ERRORS = {
-    name: obj for name, obj in vars(builtins).items()
+    name: obj
+    for name, obj in vars(builtins).items()
     if isinstance(obj, type) and issubclass(obj, Exception)
 }
 

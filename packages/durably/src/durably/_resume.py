@@ -21,8 +21,9 @@ if TYPE_CHECKING:
 __all__ = ["restore_agents"]
 
 
-async def restore_agents(manager: CheckpointManager, execution: Execution, *,
-                         loaded: LoadedExecution | None = None) -> LoadedExecution:
+async def restore_agents(
+    manager: CheckpointManager, execution: Execution, *, loaded: LoadedExecution | None = None
+) -> LoadedExecution:
     """Restore every agent of ``execution`` from the store (creating missing ones).
 
     Args:
@@ -56,8 +57,7 @@ async def restore_agents(manager: CheckpointManager, execution: Execution, *,
             for entry in DeltaDoc.from_doc(delta, delta_seq).entries:
                 for message in map(Message.from_doc, entry.messages):
                     receiver = execution.agents.get(message.receiver)
-                    if (receiver is not None
-                            and (receiver.journal.snapshot_seq or 0) < delta_seq):
+                    if receiver is not None and (receiver.journal.snapshot_seq or 0) < delta_seq:
                         execution.deliver(message)
     except BaseException as exc:
         hooks.on_recover_error(manager.execution_id, exc)

@@ -48,8 +48,6 @@ if TYPE_CHECKING:
     from durably.agent import Agent, AgentHandle, PlaybookSpec
 
 
-
-
 class AgentTask:
     """Runs one agent: its call stack, its durable operations, and the requests it serves.
 
@@ -97,7 +95,8 @@ class AgentTask:
     def visible_locals(self, frame: Frame) -> dict[str, Any]:
         hidden = self._injected
         return {
-            name: value for name, value in frame.namespace.items()
+            name: value
+            for name, value in frame.namespace.items()
             if not (name.startswith("__") and name.endswith("__"))
             and not (name in hidden and hidden[name] is value)
         }
@@ -112,8 +111,9 @@ class AgentTask:
 
     # ------------------------------------------------------------------ journal
 
-    async def op(self, kind: str, args: Any, live: Callable[[], Awaitable[Any]],
-                 **options: Any) -> Any:
+    async def op(
+        self, kind: str, args: Any, live: Callable[[], Awaitable[Any]], **options: Any
+    ) -> Any:
         """Run a durable operation of this agent (see :meth:`Journal.op`); nothing runs
         once the program has ended."""
         self.check_running()
@@ -149,7 +149,7 @@ class AgentTask:
         if frame is None or frame.current is None:
             return None
         entry = self.journal.open_llm.get(frame.llm_index or -1)
-        return entry.text[frame.current[0]:frame.current[1]] if entry is not None else None
+        return entry.text[frame.current[0] : frame.current[1]] if entry is not None else None
 
     # ----------------------------------------------------------- quiet points
 
@@ -179,8 +179,9 @@ class AgentTask:
         """(snapshot document, state, locals) for the codec."""
         return snapshot_of(self)
 
-    def restore(self, restored: RestoredAgent, state: dict[str, Any],
-                local_vars: dict[str, Any] | None) -> None:
+    def restore(
+        self, restored: RestoredAgent, state: dict[str, Any], local_vars: dict[str, Any] | None
+    ) -> None:
         """The agent as its last snapshot and later journal left it (before it runs)."""
         restore_task(self, restored, state, local_vars)
 
@@ -209,15 +210,30 @@ class AgentTask:
 
             async def live() -> dict[str, Any]:
                 execution.io.say(self.agent_class.__name__, self.agent_id, text)
-                return {"agent": self.agent_class.__name__, "id": self.agent_id, "text": text,
-                        "index": index, "after": execution.manager.next_seq}
+                return {
+                    "agent": self.agent_class.__name__,
+                    "id": self.agent_id,
+                    "text": text,
+                    "index": index,
+                    "after": execution.manager.next_seq,
+                }
 
-            await self.op("say", ["user", text], live, apply=self.journal.transcript.append,
-                          effects_after=lambda item: {"transcript": [item]})
+            await self.op(
+                "say",
+                ["user", text],
+                live,
+                apply=self.journal.transcript.append,
+                effects_after=lambda item: {"transcript": [item]},
+            )
             return
         message = Message(f"{self.agent_id}:{self.journal.index}", self.agent_id, receiver, text)
-        await self.op("say", [receiver, text], _none, apply=self._sender(message),
-                      effects={"messages": [message.to_doc()]})
+        await self.op(
+            "say",
+            [receiver, text],
+            _none,
+            apply=self._sender(message),
+            effects={"messages": [message.to_doc()]},
+        )
 
     def _sender(self, message: Message) -> Callable[[Any], None]:
         def deliver(_: Any) -> None:
@@ -250,8 +266,9 @@ class AgentTask:
             answer = await self.op("yield", "user", ask, apply=consumed)
             return answer["text"]
         sender = self.execution.resolve_target(target)
-        messages = await wait_for(self, lambda m: m.sender == sender and m.kind == "message",
-                                  f"yield:{sender}")
+        messages = await wait_for(
+            self, lambda m: m.sender == sender and m.kind == "message", f"yield:{sender}"
+        )
         return "\n".join(m.text for m in messages) if messages else None
 
     async def op_return(self, value: Any) -> None:
@@ -273,8 +290,9 @@ class AgentTask:
         agent_id = await self.op("create", cls.__name__, live, apply=apply)
         return AgentHandle(agent_id, cls.__name__, self)
 
-    async def op_call_remote(self, handle: AgentHandle, name: str, args: tuple[Any, ...],
-                             kwargs: dict[str, Any]) -> Any:
+    async def op_call_remote(
+        self, handle: AgentHandle, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         target = self.execution.agents.get(handle.id)
         if target is None:
             raise DurablyError(f"no agent {handle.id}")
@@ -282,23 +300,38 @@ class AgentTask:
         if spec is None or not spec.public:
             raise AttributeError(f"{handle!r} has no public playbook {name!r}")
         request_id = f"{self.agent_id}:{self.journal.index}"
-        request = Message(request_id, self.agent_id, handle.id, name, kind="request",
-                          payload={"args": list(args), "kwargs": kwargs})
-        await self.op("call", [handle.id, name, list(args), kwargs], _none,
-                      apply=self._sender(request), effects={"messages": [request.to_doc()]})
+        request = Message(
+            request_id,
+            self.agent_id,
+            handle.id,
+            name,
+            kind="request",
+            payload={"args": list(args), "kwargs": kwargs},
+        )
+        await self.op(
+            "call",
+            [handle.id, name, list(args), kwargs],
+            _none,
+            apply=self._sender(request),
+            effects={"messages": [request.to_doc()]},
+        )
         replies = await wait_for(
-            self, lambda m: m.kind == "reply" and m.payload.get("request") == request_id,
-            f"reply:{request_id}")
+            self,
+            lambda m: m.kind == "reply" and m.payload.get("request") == request_id,
+            f"reply:{request_id}",
+        )
         reply = replies[0].payload
         if reply.get("error"):
             raise RuntimeError(reply["error"])
         return reply.get("value")
 
-    async def call_playbook(self, spec: PlaybookSpec, args: tuple[Any, ...],
-                            kwargs: dict[str, Any]) -> Any:
+    async def call_playbook(
+        self, spec: PlaybookSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Any:
         if spec.llm:
-            return await self.loop.run_llm_playbook(spec, bind_arguments(self.agent, spec,
-                                                                           args, kwargs))
+            return await self.loop.run_llm_playbook(
+                spec, bind_arguments(self.agent, spec, args, kwargs)
+            )
         return await call_tool(self, spec, args, kwargs)
 
     # ------------------------------------------------------------- the agent
@@ -332,20 +365,25 @@ class AgentTask:
             self._begin_done(value)
         elif self.phase == "serve":
             if self.serving is None:
-                raise DurablyError(f"agent {self.agent_id}: the snapshot says it serves a "
-                                   "request but does not say which (corrupt checkpoint?)")
+                raise DurablyError(
+                    f"agent {self.agent_id}: the snapshot says it serves a "
+                    "request but does not say which (corrupt checkpoint?)"
+                )
             await self.serve(self.serving, frame=frame)
         elif self.phase == "messages":
             if frame is None:
-                raise DurablyError(f"agent {self.agent_id}: the snapshot says it processes "
-                                   "messages but has no frame (corrupt checkpoint?)")
+                raise DurablyError(
+                    f"agent {self.agent_id}: the snapshot says it processes "
+                    "messages but has no frame (corrupt checkpoint?)"
+                )
             await self.loop.run_llm_playbook(None, {}, frame=frame)
         elif frame is not None:
             raise DurablyError(
                 f"agent {self.agent_id}: its snapshot holds a frame of {frame.playbook} but "
                 f"does not say what the frame works for (phase {self.phase!r}); a snapshot "
                 "written by an older durably while the agent served another agent's request "
-                "cannot be resumed exactly: fork the execution at an earlier LLM call")
+                "cannot be resumed exactly: fork the execution at an earlier LLM call"
+            )
         while True:
             self.phase = "idle"
             if self.journal.ops_since_snapshot:
@@ -356,8 +394,9 @@ class AgentTask:
             else:
                 self.phase = "messages"
                 rendered = [{"from": m.sender, "text": m.text, "id": m.id} for m in messages]
-                await self.loop.run_llm_playbook(None, {"messages": rendered},
-                                                 name=PROCESS_MESSAGES)
+                await self.loop.run_llm_playbook(
+                    None, {"messages": rendered}, name=PROCESS_MESSAGES
+                )
 
     def _begin_done(self, value: Any) -> None:
         self.result = value
@@ -378,25 +417,37 @@ class AgentTask:
         value = None
         try:
             if spec is None or not spec.public:
-                raise AttributeError(f"{self.agent_class.__name__} has no public playbook "
-                                     f"{request.text!r}")
+                raise AttributeError(
+                    f"{self.agent_class.__name__} has no public playbook {request.text!r}"
+                )
             payload = request.payload or {}
             if frame is not None:
                 value = await self.loop.run_llm_playbook(spec, {}, frame=frame)
             else:
-                value = await self.call_playbook(spec, tuple(payload.get("args", [])),
-                                                 dict(payload.get("kwargs", {})))
+                value = await self.call_playbook(
+                    spec, tuple(payload.get("args", [])), dict(payload.get("kwargs", {}))
+                )
         except ControlFlow:
             raise
         except DurablyError:
             raise
         except Exception as exc:
             error = f"{type(exc).__name__}: {exc}"
-        reply = Message(f"{self.agent_id}:{self.journal.index}", self.agent_id, request.sender, "",
-                        kind="reply",
-                        payload={"request": request.id, "value": value, "error": error})
-        await self.op("reply", request.id, _none, apply=self._sender(reply),
-                      effects={"messages": [reply.to_doc()]})
+        reply = Message(
+            f"{self.agent_id}:{self.journal.index}",
+            self.agent_id,
+            request.sender,
+            "",
+            kind="reply",
+            payload={"request": request.id, "value": value, "error": error},
+        )
+        await self.op(
+            "reply",
+            request.id,
+            _none,
+            apply=self._sender(reply),
+            effects={"messages": [reply.to_doc()]},
+        )
         if bottom:
             self.phase, self.serving = "idle", None
 

@@ -35,37 +35,57 @@ NAME_RE = re.compile(r"[a-z][a-z0-9]{0,31}")
 URL scheme, and names the distribution (``durably-NAME``) and package (``durably_NAME``)."""
 
 HINTS: dict[str, tuple[str, str]] = {
-    "_save": ("C1, C2, C5, C6, C7, C8, C9, C19, C20",
-              "store `stored` under (execution_id, seq) in ONE atomic step that checks `mode` "
-              "(raise already_exists / precondition_failed) and, with `lease`, that the lease "
-              "is still the current one (raise fenced); return its CheckpointInfo with a new "
-              "version"),
-    "_load": ("C1, C14", "return (CheckpointInfo, stored bytes) of (execution_id, seq), or "
-              "None if there is no such checkpoint"),
+    "_save": (
+        "C1, C2, C5, C6, C7, C8, C9, C19, C20",
+        "store `stored` under (execution_id, seq) in ONE atomic step that checks `mode` "
+        "(raise already_exists / precondition_failed) and, with `lease`, that the lease "
+        "is still the current one (raise fenced); return its CheckpointInfo with a new "
+        "version",
+    ),
+    "_load": (
+        "C1, C14",
+        "return (CheckpointInfo, stored bytes) of (execution_id, seq), or "
+        "None if there is no such checkpoint",
+    ),
     "_load_latest": ("C3", "return the checkpoint with the highest seq, or None"),
-    "_list": ("C4", "return a Page of CheckpointInfo with seq > after, ascending; the cursor "
-              "names the last seq listed (see encode_int_cursor/decode_int_cursor), never an "
-              "offset"),
-    "_delete": ("C9, C10", "delete one checkpoint (fenced by `lease` if given); return "
-                "whether it existed"),
-    "_list_executions": ("C13", "return a Page of ExecutionInfo ascending by id; the cursor "
-                         "is the last id listed"),
-    "_delete_execution": ("C24", "delete every checkpoint, blob and lease of the execution; "
-                          "a later claim must still get a higher epoch than any before"),
-    "_claim": ("C15", "atomically give the lease to `owner` unless another owner holds a "
-               "live one (raise LeaseHeldError); the new epoch is greater than every epoch "
-               "ever granted for this id"),
+    "_list": (
+        "C4",
+        "return a Page of CheckpointInfo with seq > after, ascending; the cursor "
+        "names the last seq listed (see encode_int_cursor/decode_int_cursor), never an "
+        "offset",
+    ),
+    "_delete": (
+        "C9, C10",
+        "delete one checkpoint (fenced by `lease` if given); return whether it existed",
+    ),
+    "_list_executions": (
+        "C13",
+        "return a Page of ExecutionInfo ascending by id; the cursor is the last id listed",
+    ),
+    "_delete_execution": (
+        "C24",
+        "delete every checkpoint, blob and lease of the execution; "
+        "a later claim must still get a higher epoch than any before",
+    ),
+    "_claim": (
+        "C15",
+        "atomically give the lease to `owner` unless another owner holds a "
+        "live one (raise LeaseHeldError); the new epoch is greater than every epoch "
+        "ever granted for this id",
+    ),
     "_renew": ("C16", "extend the lease if it is still the current one, else raise fenced"),
-    "_release": ("C23", "mark the lease released if it is still the current one; else do "
-                 "nothing"),
-    "_get_lease": ("C23", "return the current lease record (released ones included), or "
-                   "None"),
-    "_put_blob": ("C17", "store the blob under (execution_id, digest) if absent; return "
-                  "whether it was written"),
+    "_release": ("C23", "mark the lease released if it is still the current one; else do nothing"),
+    "_get_lease": ("C23", "return the current lease record (released ones included), or None"),
+    "_put_blob": (
+        "C17",
+        "store the blob under (execution_id, digest) if absent; return whether it was written",
+    ),
     "_get_blob": ("C17", "return the blob's stored bytes, or None"),
     "_has_blob": ("C17", "return whether the blob exists"),
-    "_list_blobs": ("C25", "return a Page of BlobInfo ascending by digest; the cursor is the "
-                    "last digest listed"),
+    "_list_blobs": (
+        "C25",
+        "return a Page of BlobInfo ascending by digest; the cursor is the last digest listed",
+    ),
     "_delete_blob": ("C25", "delete the blob; return whether it existed"),
 }
 """For every abstract provider method: (its clauses, what to write)."""
@@ -76,8 +96,11 @@ def provider_methods() -> list[tuple[str, Callable[..., Any]]]:
     from durably.storage import CheckpointProvider
 
     abstract = CheckpointProvider.__abstractmethods__
-    return [(name, member) for name, member in vars(CheckpointProvider).items()
-            if name in abstract and name.startswith("_") and callable(member)]
+    return [
+        (name, member)
+        for name, member in vars(CheckpointProvider).items()
+        if name in abstract and name.startswith("_") and callable(member)
+    ]
 
 
 def _signature(name: str, function: Callable[..., Any]) -> str:
@@ -105,11 +128,13 @@ def _method(name: str, function: Callable[..., Any]) -> str:
     summary = (inspect.getdoc(function) or "").split("\n\n", 1)[0].replace("\n", " ")
     chunks = textwrap.wrap(hint, width=80, drop_whitespace=False, break_on_hyphens=False)
     text = "\n".join(f'            "{chunk}"' for chunk in chunks)
-    return (f"{_signature(name, function)}\n"
-            f'        """{summary}"""\n'
-            f"        raise NotImplementedError(_todo(\n"
-            f'            "{name}", "{clauses}",\n'
-            f"{text}))\n")
+    return (
+        f"{_signature(name, function)}\n"
+        f'        """{summary}"""\n'
+        f"        raise NotImplementedError(_todo(\n"
+        f'            "{name}", "{clauses}",\n'
+        f"{text}))\n"
+    )
 
 
 def render(name: str) -> dict[str, str]:
@@ -119,9 +144,12 @@ def render(name: str) -> dict[str, str]:
         ConfigError: ``name`` is not a lower-case identifier (see :data:`NAME_RE`).
     """
     if not isinstance(name, str) or not NAME_RE.fullmatch(name) or keyword.iskeyword(name):
-        raise ConfigError(f"invalid provider name {name!r}", key="new-provider NAME",
-                          fix="Use lower-case letters and digits, starting with a letter "
-                              "(it becomes the URL scheme), e.g. 'gizmo'")
+        raise ConfigError(
+            f"invalid provider name {name!r}",
+            key="new-provider NAME",
+            fix="Use lower-case letters and digits, starting with a letter "
+            "(it becomes the URL scheme), e.g. 'gizmo'",
+        )
     package = f"durably_{name}"
     cls = f"{name.capitalize()}Provider"
     missing = sorted({n for n, _ in provider_methods()} - set(HINTS))
@@ -129,8 +157,7 @@ def render(name: str) -> dict[str, str]:
         raise AssertionError(f"no hint for the provider methods {missing}")
     methods = "\n".join(_method(n, f) for n, f in provider_methods())
     values = {"name": name, "package": package, "cls": cls, "methods": methods}
-    return {path.format(**values): text.format(**values)
-            for path, text in _FILES.items()}
+    return {path.format(**values): text.format(**values) for path, text in _FILES.items()}
 
 
 def write_skeleton(name: str, directory: Path) -> list[Path]:
@@ -145,9 +172,11 @@ def write_skeleton(name: str, directory: Path) -> list[Path]:
     """
     files = render(name)
     if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
-        raise ConfigError(f"{directory} already exists and is not an empty directory",
-                          key="new-provider --dir",
-                          fix="Choose another directory with --dir")
+        raise ConfigError(
+            f"{directory} already exists and is not an empty directory",
+            key="new-provider --dir",
+            fix="Choose another directory with --dir",
+        )
     written = []
     for relative, text in files.items():
         path = directory / relative
@@ -160,15 +189,18 @@ def write_skeleton(name: str, directory: Path) -> list[Path]:
 def add_parser(sub: Any) -> None:
     """Register ``new-provider`` on the ``durably`` command's subparsers."""
     parser = sub.add_parser(
-        "new-provider", help="write a storage provider package skeleton",
+        "new-provider",
+        help="write a storage provider package skeleton",
         description="Writes durably-NAME/: a pyproject.toml registering the NAME:// scheme, "
-                    "src/durably_NAME/_provider.py with every provider method raising "
-                    "NotImplementedError (with a hint and its clauses) and "
-                    "tests/test_conformance.py. Its conformance run starts red; see "
-                    "docs/guides/writing-a-provider.md.")
+        "src/durably_NAME/_provider.py with every provider method raising "
+        "NotImplementedError (with a hint and its clauses) and "
+        "tests/test_conformance.py. Its conformance run starts red; see "
+        "docs/guides/writing-a-provider.md.",
+    )
     parser.add_argument("name", metavar="NAME", help="the URL scheme, e.g. gizmo")
-    parser.add_argument("--dir", type=Path, default=None,
-                        help="where to write it (default: ./durably-NAME)")
+    parser.add_argument(
+        "--dir", type=Path, default=None, help="where to write it (default: ./durably-NAME)"
+    )
     parser.set_defaults(handler=_new_provider)
 
 
@@ -177,12 +209,14 @@ async def _new_provider(args: argparse.Namespace) -> int:
     written = write_skeleton(args.name, directory)
     for path in written:
         print(path)
-    print(f"next: cd {directory} && pip install -e '.[test]' && python -m pytest tests -x",
-          file=sys.stderr)
+    print(
+        f"next: cd {directory} && pip install -e '.[test]' && python -m pytest tests -x",
+        file=sys.stderr,
+    )
     return 0
 
 
-_PYPROJECT = '''\
+_PYPROJECT = """\
 [project]
 name = "durably-{name}"
 version = "0.1.0"
@@ -211,9 +245,9 @@ packages = ["src/{package}"]
 # pytest11 entry point of durably-conformance), so strict mode is enough.
 asyncio_mode = "strict"
 asyncio_default_fixture_loop_scope = "function"
-'''
+"""
 
-_README = '''\
+_README = """\
 # durably-{name}
 
 A `{name}://` storage provider for [durably](https://github.com/durably/durably),
@@ -227,7 +261,7 @@ $ python -m pytest tests -x       # the conformance suite: red until the provide
 Write the provider methods of `src/{package}/_provider.py` (each one says what it must do
 and which clauses of the conformance specification it answers to), then the backdoor
 in `tests/test_conformance.py`. Follow docs/guides/writing-a-provider.md.
-'''
+"""
 
 _INIT = '''\
 """A {name}:// storage provider for durably."""

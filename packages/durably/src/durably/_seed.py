@@ -36,8 +36,7 @@ from durably.agent import Agent
 from durably.errors import DurablyError, NotFoundError
 from durably.storage import META_STATUS
 
-__all__ = ["CheckpointManager", "RecoveryCoordinator", "StandaloneTask",
-           "StreamingPythonExecutor"]
+__all__ = ["CheckpointManager", "RecoveryCoordinator", "StandaloneTask", "StreamingPythonExecutor"]
 
 
 class _FedLoop(PlaybookLoop):
@@ -79,8 +78,9 @@ class StandaloneTask(AgentTask):
             await self.snapshot()
         self.journal.received(self.journal.open_llm[frame.llm_index], chunk)
 
-    def restore(self, restored: RestoredAgent, state: dict[str, Any],
-                local_vars: dict[str, Any] | None) -> None:
+    def restore(
+        self, restored: RestoredAgent, state: dict[str, Any], local_vars: dict[str, Any] | None
+    ) -> None:
         super().restore(restored, state, local_vars)
         frame = self.resume_frame
         if frame is not None:
@@ -101,8 +101,9 @@ class CheckpointManager(_checkpoint.CheckpointManager):
         hooks: The plugin facade (default: the process-wide one).
     """
 
-    def attach(self, agent_class: type[Agent], *, inputs: list[str] | None = None,
-               echo: Any = print) -> Agent:
+    def attach(
+        self, agent_class: type[Agent], *, inputs: list[str] | None = None, echo: Any = print
+    ) -> Agent:
         """A standalone agent whose executor checkpoints through this manager.
 
         Args:
@@ -131,7 +132,9 @@ class RecoveryCoordinator:
         """Whether the execution has a checkpoint to resume from and is not finished."""
         latest = await self.manager.provider.load_latest_checkpoint(self.manager.execution_id)
         return latest is not None and latest.metadata.get(META_STATUS) not in (
-            "completed", "failed")
+            "completed",
+            "failed",
+        )
 
     async def recover_execution_state(self, agent: Agent) -> Checkpoint:
         """Restore ``agent`` (a standalone agent of this manager) from the latest checkpoint."""
@@ -152,8 +155,10 @@ class StreamingPythonExecutor(_Executor):
     def __init__(self, agent: Agent, frame: Frame | None = None) -> None:
         task = agent._task
         if not isinstance(task, StandaloneTask):
-            raise DurablyError("the seed API's executor runs a standalone agent only: make "
-                               "the agent with CheckpointManager.attach")
+            raise DurablyError(
+                "the seed API's executor runs a standalone agent only: make "
+                "the agent with CheckpointManager.attach"
+            )
         super().__init__(agent, frame if frame is not None else task.standalone_frame())
         self.standalone = task
         self._pending_text: str | None = None
@@ -199,8 +204,7 @@ class StreamingPythonExecutor(_Executor):
         return done + await super().finish()
 
     @classmethod
-    async def resume_from_checkpoint(cls, agent: Agent, checkpoint: Any
-                                     ) -> StreamingPythonExecutor:
+    async def resume_from_checkpoint(cls, agent: Agent, checkpoint: Any) -> StreamingPythonExecutor:
         """Restore ``agent`` from ``checkpoint`` and return an executor that continues
         its response: statements already executed are skipped, awaits already
         completed are answered from the journal, and later chunks run live.
@@ -211,9 +215,11 @@ class StreamingPythonExecutor(_Executor):
         """
         task = agent._task
         if not isinstance(task, StandaloneTask):
-            raise DurablyError("resume_from_checkpoint resumes a standalone agent only "
-                               "(made by CheckpointManager.attach); resume executions with "
-                               "durably.resume")
+            raise DurablyError(
+                "resume_from_checkpoint resumes a standalone agent only "
+                "(made by CheckpointManager.attach); resume executions with "
+                "durably.resume"
+            )
         if task.journal.snapshot_seq is None:
             manager = task.execution.manager
             loaded = await manager.load_execution()
@@ -224,7 +230,8 @@ class StreamingPythonExecutor(_Executor):
                 raise DurablyError(
                     f"checkpoint {seq} is not the latest of {manager.execution_id!r} "
                     f"({loaded.latest_seq}); fork the execution to resume from an earlier "
-                    "point")
+                    "point"
+                )
             await restore_agents(manager, task.execution, loaded=loaded)
         frame = task.frames[0] if task.frames else task.standalone_frame()
         executor = cls(agent, frame)

@@ -22,21 +22,33 @@ def snapshot_of(task: AgentTask) -> tuple[SnapshotDoc, dict[str, Any], dict[str,
         if entry is not None:
             open_llm.append(entry)
     doc = SnapshotDoc(
-        agent=task.agent_id, agent_class=task.agent_class.__name__,
-        index=task.journal.index, phase=task.phase,
-        frame=frame.to_doc() if frame is not None else None, open_llm=open_llm,
-        inbox=list(task.mailbox.inbox), consumed=sorted(task.mailbox.consumed),
-        transcript=task.journal.transcript, llm_log=task.journal.llm_log,
+        agent=task.agent_id,
+        agent_class=task.agent_class.__name__,
+        index=task.journal.index,
+        phase=task.phase,
+        frame=frame.to_doc() if frame is not None else None,
+        open_llm=open_llm,
+        inbox=list(task.mailbox.inbox),
+        consumed=sorted(task.mailbox.consumed),
+        transcript=task.journal.transcript,
+        llm_log=task.journal.llm_log,
         llm_counts=task.journal.llm_counts,
-        result=task.result, returned=task.begin_returned,
-        inputs=task.execution.io.consumed, serving=task.serving)
+        result=task.result,
+        returned=task.begin_returned,
+        inputs=task.execution.io.consumed,
+        serving=task.serving,
+    )
     state = task.agent.state.to_dict()
     local_vars = task.visible_locals(frame) if frame is not None else {}
     return doc, state, local_vars
 
 
-def restore_task(task: AgentTask, restored: RestoredAgent, state: dict[str, Any],
-                 local_vars: dict[str, Any] | None) -> None:
+def restore_task(
+    task: AgentTask,
+    restored: RestoredAgent,
+    state: dict[str, Any],
+    local_vars: dict[str, Any] | None,
+) -> None:
     """Put an agent back as its last snapshot and later journal left it (before it runs):
     the frame it resumes in, its mailbox, its journal to replay, its share of the budgets."""
     snap = restored.snapshot
@@ -53,13 +65,20 @@ def restore_task(task: AgentTask, restored: RestoredAgent, state: dict[str, Any]
     # The user's inputs are one sequence for all agents: whatever any agent consumed
     # before the crash is consumed, whichever agent replays first.
     io = task.execution.io
-    io.consumed = max(io.consumed, snap.inputs, *(
-        number + 1 for entry in task.journal.replay.values()
-        if entry.kind == "yield"
-        and (number := user_input_number(entry.result)) is not None))
+    io.consumed = max(
+        io.consumed,
+        snap.inputs,
+        *(
+            number + 1
+            for entry in task.journal.replay.values()
+            if entry.kind == "yield" and (number := user_input_number(entry.result)) is not None
+        ),
+    )
     if snap.frame is not None:
-        frame = Frame.from_doc(snap.frame, task.new_namespace(local_vars or {}),
-                               default_number=task.journal.llm_counts.get(
-                                   snap.frame["playbook"], 1) - 1)
+        frame = Frame.from_doc(
+            snap.frame,
+            task.new_namespace(local_vars or {}),
+            default_number=task.journal.llm_counts.get(snap.frame["playbook"], 1) - 1,
+        )
         rebind_functions(frame.namespace)
         task.resume_frame = frame

@@ -49,26 +49,28 @@ class Greeter(Agent):
         return sum(1 for char in word if char.isalpha())
 '''
 
-_RESPONSE = "\n".join([
-    "```python",
-    'await self.Step("Main:01:EXE")',
-    'await self.Say("user", "Hello! I am a durable agent: every await I make is a '
-    'checkpoint.")',
-    'await self.Step("Main:02:EXE")',
-    'count = await self.LetterCount("durably")',
-    'await self.Step("Main:03:EXE")',
-    'await self.Say("user", f"The word durably has {count} letters.")',
-    'await self.Step("Main:04:RET")',
-    "await self.Return(count)",
-    "```",
-])
+_RESPONSE = "\n".join(
+    [
+        "```python",
+        'await self.Step("Main:01:EXE")',
+        'await self.Say("user", "Hello! I am a durable agent: every await I make is a '
+        'checkpoint.")',
+        'await self.Step("Main:02:EXE")',
+        'count = await self.LetterCount("durably")',
+        'await self.Step("Main:03:EXE")',
+        'await self.Say("user", f"The word durably has {count} letters.")',
+        'await self.Step("Main:04:RET")',
+        "await self.Return(count)",
+        "```",
+    ]
+)
 
 _SCRIPT: dict[str, list[str]] = {"Greeter.Main": [_RESPONSE]}
 
 _COMMENTS: dict[str, str] = {
     "enabled": "checkpoint at all (false: programs run without durability)",
     "store": 'where executions live: "file://DIR", "s3://bucket/prefix", '
-             '"postgresql://user@host/db", "redis://host:6379/0"',
+    '"postgresql://user@host/db", "redis://host:6379/0"',
     "compression_level": "zstd level 1-22 for stored objects; 0: no compression",
     "compression_threshold": "objects smaller than this many bytes are stored uncompressed",
     "blob_threshold": "values whose encoding exceeds this many bytes are stored once, as blobs",
@@ -76,7 +78,7 @@ _COMMENTS: dict[str, str] = {
     "max_execution_size": "bytes one execution may store (0: no limit)",
     "keep_last": "keep only the last N checkpoints while an execution runs (0: all)",
     "on_completion": '"keep", "prune" (to keep_last, at least 1) or "delete" a completed '
-                     "execution's checkpoints",
+    "execution's checkpoints",
     "on_unserializable": '"error" fails the checkpoint, "skip" leaves the variable out',
     "allow_pickle": "pickle values the codec does not know (needs DURABLY_PICKLE_KEY)",
     "lease_ttl": "seconds an execution's lease lasts without renewal",
@@ -115,10 +117,13 @@ def render_config() -> str:
     from durably._llmtypes import LLMLimits
     from durably.config import DurabilityConfig, WorkerConfig
 
-    lines = ["# durably.toml -- written by `durably init`. Every key is shown with its",
-             "# default, commented out; uncomment a line to change it. DURABLY_STORE and",
-             "# DURABLY_LLM override store and spec; docs/guides/configuration.md has the rest.",
-             "", "[durability]"]
+    lines = [
+        "# durably.toml -- written by `durably init`. Every key is shown with its",
+        "# default, commented out; uncomment a line to change it. DURABLY_STORE and",
+        "# DURABLY_LLM override store and spec; docs/guides/configuration.md has the rest.",
+        "",
+        "[durability]",
+    ]
 
     def table(keys: list[tuple[str, Any]]) -> None:
         for name, default in keys:
@@ -126,11 +131,17 @@ def render_config() -> str:
             lines.append(f"# {name} = {_toml(default)}")
 
     table(_keys(DurabilityConfig))
-    lines += ["", "# A provider's own options go in a sub-table named by its scheme:",
-              "#   [durability.s3]", '#   region = "eu-west-1"', "", "[llm]",
-              "# the LLM of `durably run` when --llm is not given: scripted responses here,",
-              '# "openai:MODEL", "anthropic:MODEL", ... (docs/guides/llm.md)',
-              f'spec = "scripted:{SCRIPT}"']
+    lines += [
+        "",
+        "# A provider's own options go in a sub-table named by its scheme:",
+        "#   [durability.s3]",
+        '#   region = "eu-west-1"',
+        "",
+        "[llm]",
+        "# the LLM of `durably run` when --llm is not given: scripted responses here,",
+        '# "openai:MODEL", "anthropic:MODEL", ... (docs/guides/llm.md)',
+        f'spec = "scripted:{SCRIPT}"',
+    ]
     table([(name, getattr(LLMLimits, name)) for name in LLMLimits.OPTIONS])
     lines += ["", "# How `durably worker` supervises the executions it runs.", "[worker]"]
     table(_keys(WorkerConfig))
@@ -146,13 +157,18 @@ def write_starter(directory: str | Path) -> list[Path]:
             directory cannot be written.
     """
     where = Path(directory)
-    files = {where / "durably.toml": render_config(), where / PROGRAM: _PROGRAM_TEXT,
-             where / SCRIPT: json.dumps(_SCRIPT, indent=1, ensure_ascii=False) + "\n"}
+    files = {
+        where / "durably.toml": render_config(),
+        where / PROGRAM: _PROGRAM_TEXT,
+        where / SCRIPT: json.dumps(_SCRIPT, indent=1, ensure_ascii=False) + "\n",
+    }
     existing = [str(path) for path in files if path.exists()]
     if existing:
-        raise ConfigError(f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}"
-                          "; durably init overwrites nothing",
-                          fix="Move the file(s) away or pick another directory: durably init DIR")
+        raise ConfigError(
+            f"{', '.join(existing)} already exist{'s' if len(existing) == 1 else ''}"
+            "; durably init overwrites nothing",
+            fix="Move the file(s) away or pick another directory: durably init DIR",
+        )
     try:
         where.mkdir(parents=True, exist_ok=True)
         for path, text in files.items():

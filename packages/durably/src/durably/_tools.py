@@ -17,8 +17,9 @@ if TYPE_CHECKING:
 __all__ = ["bind_arguments", "call_tool"]
 
 
-def bind_arguments(agent: Agent, spec: PlaybookSpec, args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> dict[str, Any]:
+def bind_arguments(
+    agent: Agent, spec: PlaybookSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> dict[str, Any]:
     """The arguments of a call of an LLM playbook, by parameter name (defaults applied),
     without ``task``: they become the frame's first variables."""
     assert spec.func is not None
@@ -28,8 +29,10 @@ def bind_arguments(agent: Agent, spec: PlaybookSpec, args: tuple[Any, ...],
     values.pop(next(iter(values)))
     return values
 
-async def call_tool(task: AgentTask, spec: PlaybookSpec, args: tuple[Any, ...],
-                    kwargs: dict[str, Any]) -> Any:
+
+async def call_tool(
+    task: AgentTask, spec: PlaybookSpec, args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> Any:
     """Run a Python playbook (a tool) as one durable operation of ``task``.
 
     Live, it runs and its result (or the error it raised) is journaled, with the changes
@@ -45,8 +48,9 @@ async def call_tool(task: AgentTask, spec: PlaybookSpec, args: tuple[Any, ...],
     async def live() -> Any:
         # Only a live call can change the state behind the journal's back (replay
         # re-applies the journaled changes), so only a live call pays for the diff.
-        before.update((name, codec.encode_value(value))
-                      for name, value in task.agent.state.to_dict().items())
+        before.update(
+            (name, codec.encode_value(value)) for name, value in task.agent.state.to_dict().items()
+        )
         previous, task.idempotency_key = task.idempotency_key, key
         task.tools_running += 1
         try:
@@ -59,8 +63,11 @@ async def call_tool(task: AgentTask, spec: PlaybookSpec, args: tuple[Any, ...],
         """The state a live tool changed (in the order the variables now have) and the
         variables it deleted, journaled so that replay re-applies them."""
         state = task.agent.state.to_dict()
-        changed = {name: value for name, value in state.items()
-                   if before.get(name) != codec.encode_value(value)}
+        changed = {
+            name: value
+            for name, value in state.items()
+            if before.get(name) != codec.encode_value(value)
+        }
         unset = [name for name in before if name not in state]
         effects: dict[str, Any] = {}
         if changed:
@@ -69,5 +76,10 @@ async def call_tool(task: AgentTask, spec: PlaybookSpec, args: tuple[Any, ...],
             effects["unset"] = unset
         return effects or None
 
-    return await task.op(f"tool:{spec.name}", [list(args), kwargs], live,
-                         journal_errors=True, effects_after=changed_state)
+    return await task.op(
+        f"tool:{spec.name}",
+        [list(args), kwargs],
+        live,
+        journal_errors=True,
+        effects_after=changed_state,
+    )

@@ -64,13 +64,21 @@ class PlaybookSpec:
 def playbook(func: F, /) -> F: ...
 @overload
 def playbook(
-    *, llm: bool = False, begin: bool = False, public: bool = False,
+    *,
+    llm: bool = False,
+    begin: bool = False,
+    public: bool = False,
     triggers: tuple[str, ...] = (),
 ) -> Callable[[F], F]: ...
 
 
 def playbook(
-    func: Any = None, /, *, llm: bool = False, begin: bool = False, public: bool = False,
+    func: Any = None,
+    /,
+    *,
+    llm: bool = False,
+    begin: bool = False,
+    public: bool = False,
     triggers: tuple[str, ...] = (),
 ) -> Any:
     """Mark an agent method as a playbook.
@@ -89,9 +97,14 @@ def playbook(
         params = list(sig.parameters.values())[1:]
         shown = ", ".join(str(p) for p in params)
         spec = PlaybookSpec(
-            name=fn.__name__, llm=llm, begin=begin, public=public,
+            name=fn.__name__,
+            llm=llm,
+            begin=begin,
+            public=public,
             steps=inspect.cleandoc(fn.__doc__ or ""),
-            signature=f"{fn.__name__}({shown})", triggers=tuple(triggers), func=fn,
+            signature=f"{fn.__name__}({shown})",
+            triggers=tuple(triggers),
+            func=fn,
         )
 
         @functools.wraps(fn)

@@ -43,9 +43,21 @@ from durably.errors import (
 )
 from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease
 
-__all__ = ["CHAIN_START", "META_AGENT", "META_AGENTS", "META_EPOCH", "META_KIND", "META_OWNER",
-           "META_PREV", "META_REASON", "PRUNE_EVERY", "CheckpointManager", "ExecutionInfo",
-           "HistoryCheck", "LoadedExecution"]
+__all__ = [
+    "CHAIN_START",
+    "META_AGENT",
+    "META_AGENTS",
+    "META_EPOCH",
+    "META_KIND",
+    "META_OWNER",
+    "META_PREV",
+    "META_REASON",
+    "PRUNE_EVERY",
+    "CheckpointManager",
+    "ExecutionInfo",
+    "HistoryCheck",
+    "LoadedExecution",
+]
 
 
 class ExecutionInfo(Protocol):
@@ -59,6 +71,7 @@ class ExecutionInfo(Protocol):
         """Each agent's latest snapshot (read when the checkpoint takes its number)."""
         ...
 
+
 class CheckpointManager(CheckpointReader):
     """Writes and reads the checkpoints of one execution.
 
@@ -70,8 +83,14 @@ class CheckpointManager(CheckpointReader):
         hooks: The plugin facade (default: the process-wide one).
     """
 
-    def __init__(self, execution_id: str, provider: CheckpointProvider, *,
-                 config: DurabilityConfig | None = None, hooks: Hooks | None = None) -> None:
+    def __init__(
+        self,
+        execution_id: str,
+        provider: CheckpointProvider,
+        *,
+        config: DurabilityConfig | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
         from durably.storage import validate_execution_id
 
         self.execution_id = validate_execution_id(execution_id)
@@ -101,15 +120,24 @@ class CheckpointManager(CheckpointReader):
             on_unserializable=self.config.on_unserializable,
         )
         if self.config.allow_pickle and self.config.pickle_key is None:
-            raise DurablyError("allow_pickle is set but DURABLY_PICKLE_KEY is not: pickled "
-                               "values are signed with that key and never loaded unsigned")
+            raise DurablyError(
+                "allow_pickle is set but DURABLY_PICKLE_KEY is not: pickled "
+                "values are signed with that key and never loaded unsigned"
+            )
 
     # ------------------------------------------------------------------ writing
 
-    async def write(self, execution: ExecutionInfo, agent_id: str, doc: dict[str, Any], *,
-                    kind: str, state: dict[str, Any] | None = None,
-                    local_vars: dict[str, Any] | None = None,
-                    frame: str = "agent") -> int:
+    async def write(
+        self,
+        execution: ExecutionInfo,
+        agent_id: str,
+        doc: dict[str, Any],
+        *,
+        kind: str,
+        state: dict[str, Any] | None = None,
+        local_vars: dict[str, Any] | None = None,
+        frame: str = "agent",
+    ) -> int:
         """Encode and durably store one checkpoint of agent ``agent_id``; return its seq.
 
         With ``enabled = false`` nothing is encoded or stored (the program runs without
@@ -143,9 +171,13 @@ class CheckpointManager(CheckpointReader):
             if local_vars is not None:
                 roots["locals"] = local_vars
                 labels["locals"] = f"{frame} frame local"
-            await self._store(seq, roots, labels, manifest,
-                              {META_KIND: kind, META_AGENT: agent_id,
-                               META_STATUS: "running"})
+            await self._store(
+                seq,
+                roots,
+                labels,
+                manifest,
+                {META_KIND: kind, META_AGENT: agent_id, META_STATUS: "running"},
+            )
             if self.faults is not None:
                 self.faults.checkpoint_written()
         keep = self.config.keep_last
@@ -155,8 +187,9 @@ class CheckpointManager(CheckpointReader):
 
     async def prune(self, keep_last: int) -> list[int]:
         """Apply retention: keep the last ``keep_last`` checkpoints and what resume needs."""
-        return await self.provider.prune(self.execution_id, keep_last=max(1, keep_last),
-                                         lease=self.lease)
+        return await self.provider.prune(
+            self.execution_id, keep_last=max(1, keep_last), lease=self.lease
+        )
 
     async def write_final(self, execution: ExecutionInfo, status: str, result: Any) -> int:
         """Mark the execution finished (``completed`` or ``failed``)."""
@@ -165,10 +198,19 @@ class CheckpointManager(CheckpointReader):
         async with self._write_lock():
             seq = self.next_seq
             manifest = execution.manifest()
-            body = {**FinalDoc(status, result).to_doc(), "manifest": manifest,
-                    "header": execution.header, "next_agent_id": execution.next_agent_id}
-            await self._store(seq, {"doc": body}, {"doc": "execution result"}, manifest,
-                              {META_KIND: "final", META_STATUS: status})
+            body = {
+                **FinalDoc(status, result).to_doc(),
+                "manifest": manifest,
+                "header": execution.header,
+                "next_agent_id": execution.next_agent_id,
+            }
+            await self._store(
+                seq,
+                {"doc": body},
+                {"doc": "execution result"},
+                manifest,
+                {META_KIND: "final", META_STATUS: status},
+            )
             return seq
 
     def _write_lock(self) -> Any:
@@ -179,28 +221,52 @@ class CheckpointManager(CheckpointReader):
             self._lock = asyncio.Lock()
         return self._lock
 
-    async def _store(self, seq: int, roots: dict[str, Any], labels: dict[str, str],
-                     manifest: dict[str, int], metadata: dict[str, str]) -> None:
+    async def _store(
+        self,
+        seq: int,
+        roots: dict[str, Any],
+        labels: dict[str, str],
+        manifest: dict[str, int],
+        metadata: dict[str, str],
+    ) -> None:
         """Encode ``roots``, put their new blobs, and save checkpoint ``seq`` (fenced by the
         lease), with the checkpoint hooks around it."""
         encoded = self.codec.encode(roots, labels)
         size = len(encoded.data)
-        new_blobs = {digest: blob for digest, blob in encoded.blobs.items()
-                     if digest not in self.known_blobs}
+        new_blobs = {
+            digest: blob for digest, blob in encoded.blobs.items() if digest not in self.known_blobs
+        }
         # Blobs count: a value stored once, as a blob, counts when it is first written.
         total = size + sum(len(blob) for blob in new_blobs.values())
         if total > self.config.max_checkpoint_size:
-            raise CheckpointTooLargeError(self._too_large(
-                total, roots.get("state"), roots.get("locals"), limit="max_checkpoint_size",
-                blobs=len(new_blobs)))
+            raise CheckpointTooLargeError(
+                self._too_large(
+                    total,
+                    roots.get("state"),
+                    roots.get("locals"),
+                    limit="max_checkpoint_size",
+                    blobs=len(new_blobs),
+                )
+            )
         if self.config.max_execution_size:
             stored = await self._execution_bytes()
             if stored + total > self.config.max_execution_size:
-                raise CheckpointTooLargeError(self._too_large(
-                    total, roots.get("state"), roots.get("locals"),
-                    limit="max_execution_size", stored=stored, blobs=len(new_blobs)))
-        metadata = {**metadata, META_BASE: str(min(manifest.values()) if manifest else seq),
-                    META_AGENTS: str(len(manifest)), **self._owner_metadata()}
+                raise CheckpointTooLargeError(
+                    self._too_large(
+                        total,
+                        roots.get("state"),
+                        roots.get("locals"),
+                        limit="max_execution_size",
+                        stored=stored,
+                        blobs=len(new_blobs),
+                    )
+                )
+        metadata = {
+            **metadata,
+            META_BASE: str(min(manifest.values()) if manifest else seq),
+            META_AGENTS: str(len(manifest)),
+            **self._owner_metadata(),
+        }
         if seq == 0:
             metadata[META_PREV] = CHAIN_START
         elif self._prev_digest is not None:
@@ -213,7 +279,8 @@ class CheckpointManager(CheckpointReader):
                     self.known_blobs.add(digest)
                     self.bytes_written += len(blob)
             info = await self.provider.save_checkpoint(
-                self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease)
+                self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease
+            )
         except BaseException as exc:
             self.hooks.on_checkpoint_error(self.execution_id, seq, exc)
             raise
@@ -272,18 +339,33 @@ class CheckpointManager(CheckpointReader):
             raise NotFoundError(f"execution {self.execution_id!r} has no checkpoint")
         reason = redact(reason)
         manifest = {agent: seq for agent, (seq, *_rest) in loaded.snapshots.items()}
-        body = {**FinalDoc("failed", reason).to_doc(), "manifest": manifest,
-                "header": loaded.header, "next_agent_id": loaded.next_agent_id}
+        body = {
+            **FinalDoc("failed", reason).to_doc(),
+            "manifest": manifest,
+            "header": loaded.header,
+            "next_agent_id": loaded.next_agent_id,
+        }
         async with self._write_lock():
             seq = self.next_seq
-            await self._store(seq, {"doc": body}, {"doc": "execution result"}, manifest,
-                              {META_KIND: "final", META_STATUS: "failed",
-                               META_REASON: _shorten(reason, 400)})
+            await self._store(
+                seq,
+                {"doc": body},
+                {"doc": "execution result"},
+                manifest,
+                {META_KIND: "final", META_STATUS: "failed", META_REASON: _shorten(reason, 400)},
+            )
             return seq
 
-    def _too_large(self, size: int, state: dict[str, Any] | None,
-                   local_vars: dict[str, Any] | None, *, limit: str = "max_checkpoint_size",
-                   stored: int = 0, blobs: int = 0) -> str:
+    def _too_large(
+        self,
+        size: int,
+        state: dict[str, Any] | None,
+        local_vars: dict[str, Any] | None,
+        *,
+        limit: str = "max_checkpoint_size",
+        stored: int = 0,
+        blobs: int = 0,
+    ) -> str:
         sizes = []
         for label, values in (("state", state or {}), ("local", local_vars or {})):
             for name, value in values.items():
@@ -295,17 +377,20 @@ class CheckpointManager(CheckpointReader):
         largest = ", ".join(f"{name} ({n:,} bytes)" for n, name in sizes[:3])
         with_blobs = f" (with {blobs} new blob(s))" if blobs else ""
         if limit == "max_execution_size":
-            return (f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
-                    f"{with_blobs}; with the {stored:,} bytes the execution already stored "
-                    f"it goes over max_execution_size ({self.config.max_execution_size:,}); "
-                    f"largest values: {largest or 'none'}")
-        return (f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
-                f"{with_blobs}, over max_checkpoint_size "
-                f"({self.config.max_checkpoint_size:,}); largest values: "
-                f"{largest or 'none'}")
+            return (
+                f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
+                f"{with_blobs}; with the {stored:,} bytes the execution already stored "
+                f"it goes over max_execution_size ({self.config.max_execution_size:,}); "
+                f"largest values: {largest or 'none'}"
+            )
+        return (
+            f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
+            f"{with_blobs}, over max_checkpoint_size "
+            f"({self.config.max_checkpoint_size:,}); largest values: "
+            f"{largest or 'none'}"
+        )
+
 
 def _shorten(text: str, limit: int) -> str:
     text = " ".join(text.split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -89,8 +89,9 @@ def _screen(args: argparse.Namespace, execution_id: str) -> Any:
 
     screen = RunScreen(execution_id)
     args.screen = screen  # main() takes its status line down on Ctrl-C and errors
-    terminal = Terminal(ask=screen.ask, heard=screen.heard, watch=screen.watch,
-                        tool_failed=screen.tool_failed)
+    terminal = Terminal(
+        ask=screen.ask, heard=screen.heard, watch=screen.watch, tool_failed=screen.tool_failed
+    )
     return screen, terminal
 
 
@@ -99,9 +100,11 @@ async def _run(args: argparse.Namespace) -> int:
 
     spec = _llm_spec(args)
     if spec is None:
-        raise ConfigError("no LLM given", key="--llm",
-                          fix="Pass --llm scripted:PATH or --llm openai:MODEL, or set [llm] spec "
-                          "in durably.toml")
+        raise ConfigError(
+            "no LLM given",
+            key="--llm",
+            fix="Pass --llm scripted:PATH or --llm openai:MODEL, or set [llm] spec in durably.toml",
+        )
     config = _config(args)
     program = Program.load(args.program)  # a program that does not load starts nothing
     execution_id = args.execution_id or new_execution_id()
@@ -110,10 +113,16 @@ async def _run(args: argparse.Namespace) -> int:
     screen.notice(f"execution {execution_id}")
     try:
         result = await run_program(
-            program, llm=spec, llm_options=_llm_options(args), execution_id=execution_id,
+            program,
+            llm=spec,
+            llm_options=_llm_options(args),
+            execution_id=execution_id,
             inputs=args.input or [],
-            interactive=not args.input and sys.stdin.isatty(), config=config,
-            echo=screen.say, progress=screen.step, terminal=terminal,
+            interactive=not args.input and sys.stdin.isatty(),
+            config=config,
+            echo=screen.say,
+            progress=screen.step,
+            terminal=terminal,
         )
     finally:
         screen.close()
@@ -134,8 +143,7 @@ def _report(result: Any) -> int:
             else:
                 print(_printable(line), file=sys.stderr)
         return 0
-    print(_printable(f"execution {result.execution_id} failed: {result.error}"),
-          file=sys.stderr)
+    print(_printable(f"execution {result.execution_id} failed: {result.error}"), file=sys.stderr)
     return 1
 
 
@@ -150,15 +158,20 @@ class _Countdown:
         self.shown = False
 
     def __call__(self, exc: LeaseHeldError) -> None:
-        left = "" if exc.expires_at is None else (
-            f"; lease expires in {max(0.0, exc.expires_at - time.time()):.0f} s")
+        left = (
+            ""
+            if exc.expires_at is None
+            else (f"; lease expires in {max(0.0, exc.expires_at - time.time()):.0f} s")
+        )
         from durably._liveness import OwnerIdentity
 
         ident = OwnerIdentity.parse(exc.owner or "")
         holder = ident.label if ident else (exc.owner or "another process")
         alive = " (alive)" if exc.owner_alive else ""
-        line = (f"waiting for {holder}{alive} to finish or let execution "
-                f"{self.execution_id} go{left} (Ctrl-C to stop waiting)")
+        line = (
+            f"waiting for {holder}{alive} to finish or let execution "
+            f"{self.execution_id} go{left} (Ctrl-C to stop waiting)"
+        )
         if self.tty:
             sys.stderr.write(f"\r\x1b[K{line}")
             sys.stderr.flush()
@@ -192,12 +205,19 @@ async def _resume(args: argparse.Namespace) -> int:
 
     try:
         result = await resume_execution(
-            args.execution_id, llm=_llm_spec(args) if args.llm else None,
-            llm_options=_llm_options(args), config=config,
+            args.execution_id,
+            llm=_llm_spec(args) if args.llm else None,
+            llm_options=_llm_options(args),
+            config=config,
             allow_changed_program=args.allow_changed_program,
-            interactive=not args.input and sys.stdin.isatty(), echo=say, wait=args.wait,
-            progress=screen.step, inputs=args.input or [], waiting=countdown,
-            notice=notice, terminal=terminal,
+            interactive=not args.input and sys.stdin.isatty(),
+            echo=say,
+            wait=args.wait,
+            progress=screen.step,
+            inputs=args.input or [],
+            waiting=countdown,
+            notice=notice,
+            terminal=terminal,
         )
     finally:
         countdown.clear()
@@ -227,13 +247,19 @@ async def _ls(args: argparse.Namespace) -> int:
     if fancy(sys.stdout):
         _ls_fancy(rows)
         return 0
-    print(f"{'EXECUTION':<20} {'STATUS':<17} {'AGENTS':>6} {'CHECKPOINTS':>11} {'BYTES':>10}"
-          "  LAST ACTIVITY")
+    print(
+        f"{'EXECUTION':<20} {'STATUS':<17} {'AGENTS':>6} {'CHECKPOINTS':>11} {'BYTES':>10}"
+        "  LAST ACTIVITY"
+    )
     for row in rows:
         when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["updated_at"] or 0))
         reason = f"  {row['reason']}" if row.get("reason") else ""
-        print(_printable(f"{row['execution_id']:<20} {row['status']:<17} {row['agents']:>6} "
-              f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}{reason}"))
+        print(
+            _printable(
+                f"{row['execution_id']:<20} {row['status']:<17} {row['agents']:>6} "
+                f"{row['checkpoints']:>11} {row['bytes']:>10,}  {when}{reason}"
+            )
+        )
     return 0
 
 
@@ -244,18 +270,33 @@ def _ls_fancy(rows: list[dict[str, Any]]) -> None:
     from durably._console import STATUS_STYLE, iso, make_console, relative
 
     table = Table()
-    for name, justify in (("EXECUTION", "left"), ("STATUS", "left"), ("AGENTS", "right"),
-                          ("CHECKPOINTS", "right"), ("BYTES", "right"),
-                          ("LAST ACTIVITY", "left"), ("AGO", "right"), ("REASON", "left")):
-        table.add_column(name, justify=justify,  # type: ignore[arg-type]
-                         overflow="fold" if name == "REASON" else "ellipsis")
+    for name, justify in (
+        ("EXECUTION", "left"),
+        ("STATUS", "left"),
+        ("AGENTS", "right"),
+        ("CHECKPOINTS", "right"),
+        ("BYTES", "right"),
+        ("LAST ACTIVITY", "left"),
+        ("AGO", "right"),
+        ("REASON", "left"),
+    ):
+        table.add_column(
+            name,
+            justify=justify,  # type: ignore[arg-type]
+            overflow="fold" if name == "REASON" else "ellipsis",
+        )
     now = time.time()
     for row in rows:
-        table.add_row(_printable(row["execution_id"]),
-                      Text(row["status"], style=STATUS_STYLE.get(row["status"], "")),
-                      str(row["agents"]), str(row["checkpoints"]), f"{row['bytes']:,}",
-                      iso(row["updated_at"]), relative(row["updated_at"], now),
-                      Text(_printable(row.get("reason") or ""), style="dim"))
+        table.add_row(
+            _printable(row["execution_id"]),
+            Text(row["status"], style=STATUS_STYLE.get(row["status"], "")),
+            str(row["agents"]),
+            str(row["checkpoints"]),
+            f"{row['bytes']:,}",
+            iso(row["updated_at"]),
+            relative(row["updated_at"], now),
+            Text(_printable(row.get("reason") or ""), style="dim"),
+        )
     make_console(sys.stdout).print(table)
 
 
@@ -301,8 +342,9 @@ async def _show(args: argparse.Namespace) -> int:
 
     config = _config(args)
     async with open_store(config=config) as provider:
-        data = await describe_execution(CheckpointManager(args.execution_id, provider,
-                                                          config=config), at=args.at)
+        data = await describe_execution(
+            CheckpointManager(args.execution_id, provider, config=config), at=args.at
+        )
     if data is None:
         raise NotFoundError(f"no execution {args.execution_id!r}")
     if args.json:
@@ -330,8 +372,10 @@ def _show_fancy(data: dict[str, Any]) -> None:
     head.append(f"execution {data['execution_id']}", style="bold")
     head.append(": ")
     head.append(data["status"], style=f"bold {STATUS_STYLE.get(data['status'], '')}")
-    head.append(f"   last activity {iso(data.get('updated_at'))} "
-                f"({relative(data.get('updated_at'))})", style="dim")
+    head.append(
+        f"   last activity {iso(data.get('updated_at'))} ({relative(data.get('updated_at'))})",
+        style="dim",
+    )
     console.print(head)
     section = ""
     for line in lines[1:]:
@@ -379,13 +423,18 @@ async def _gc(args: argparse.Namespace) -> int:
     from durably.errors import CorruptObjectError, UnsupportedFormatError
     from durably.storage import META_BASE, META_STATUS
 
-    if (args.keep_last is None and args.completed_older_than is None
-            and args.unfinished_older_than is None):
+    if (
+        args.keep_last is None
+        and args.completed_older_than is None
+        and args.unfinished_older_than is None
+    ):
         raise _UsageError("gc needs --keep-last N and/or --completed-older-than AGE")
     if args.unfinished_older_than is not None and not args.force:
-        raise _UsageError("--unfinished-older-than deletes executions that did not complete "
-                          "(running, waiting for input, stopped, crashed, failed): add "
-                          "--force to mean it (and --dry-run to list them first)")
+        raise _UsageError(
+            "--unfinished-older-than deletes executions that did not complete "
+            "(running, waiting for input, stopped, crashed, failed): add "
+            "--force to mean it (and --dry-run to list them first)"
+        )
     if args.keep_last is not None and args.keep_last < 1:
         raise _UsageError("--keep-last must be at least 1")
     dry = args.dry_run
@@ -411,24 +460,32 @@ async def _gc(args: argparse.Namespace) -> int:
                 if age is not None and latest.created_at < now - age:
                     if status != "completed":
                         unfinished[execution_id] = await _shown_status(
-                            provider, execution_id, status)
-                    doomed.append((execution_id, sum(i.size for i in infos)
-                                   + await _blob_bytes(provider, execution_id)))
+                            provider, execution_id, status
+                        )
+                    doomed.append(
+                        (
+                            execution_id,
+                            sum(i.size for i in infos) + await _blob_bytes(provider, execution_id),
+                        )
+                    )
                 elif args.keep_last:
                     prunable.append(execution_id)
             except (CorruptObjectError, UnsupportedFormatError) as exc:
                 problems += 1
-                print(_printable(f"skipped damaged execution {execution_id}: {exc}"),
-                      file=sys.stderr)
+                print(
+                    _printable(f"skipped damaged execution {execution_id}: {exc}"), file=sys.stderr
+                )
             except StoreError as exc:
                 problems += 1
                 print(_printable(f"skipped execution {execution_id}: {exc}"), file=sys.stderr)
         if doomed and not dry and not args.yes and sys.stdin.isatty():
             total = sum(size for _, size in doomed)
-            what = (f"{len(doomed)} completed execution(s)" if not unfinished else
-                    f"{len(doomed)} execution(s), {len(unfinished)} of them unfinished")
-            answer = await asyncio.to_thread(
-                input, f"delete {what} ({_bytes(total)})? [y/N] ")
+            what = (
+                f"{len(doomed)} completed execution(s)"
+                if not unfinished
+                else f"{len(doomed)} execution(s), {len(unfinished)} of them unfinished"
+            )
+            answer = await asyncio.to_thread(input, f"delete {what} ({_bytes(total)})? [y/N] ")
             if answer.strip().lower() not in ("y", "yes"):
                 print("nothing deleted", file=sys.stderr)
                 return 1
@@ -437,16 +494,17 @@ async def _gc(args: argparse.Namespace) -> int:
         for execution_id, size in doomed:
             status = f", {unfinished[execution_id]}" if execution_id in unfinished else ""
             if dry:
-                print(_printable(f"would delete execution {execution_id} ({_bytes(size)}"
-                                 f"{status})"))
+                print(_printable(f"would delete execution {execution_id} ({_bytes(size)}{status})"))
             else:
                 try:
                     if not await provider.delete_execution(execution_id):
                         continue
                 except StoreError as exc:
                     problems += 1
-                    print(_printable(f"could not delete execution {execution_id}: {exc}"),
-                          file=sys.stderr)
+                    print(
+                        _printable(f"could not delete execution {execution_id}: {exc}"),
+                        file=sys.stderr,
+                    )
                     continue
             executions += 1
             freed += size
@@ -474,21 +532,33 @@ async def _gc(args: argparse.Namespace) -> int:
                     freed += size
                 except StoreError as exc:
                     pending += size
-                    print(_printable(f"execution {execution_id}: pruned, but its log could "
-                                     f"not be compacted yet: {exc}"), file=sys.stderr)
+                    print(
+                        _printable(
+                            f"execution {execution_id}: pruned, but its log could "
+                            f"not be compacted yet: {exc}"
+                        ),
+                        file=sys.stderr,
+                    )
             except (CorruptObjectError, UnsupportedFormatError) as exc:
                 problems += 1
-                print(_printable(f"skipped damaged execution {execution_id}: {exc}"),
-                      file=sys.stderr)
+                print(
+                    _printable(f"skipped damaged execution {execution_id}: {exc}"), file=sys.stderr
+                )
             except StoreError as exc:
                 problems += 1
-                print(_printable(f"could not prune execution {execution_id}: {exc}"),
-                      file=sys.stderr)
-    print(f"{verb} {executions} execution(s) and {checkpoints} checkpoint(s); "
-          f"{'would free' if dry else 'freed'} {_bytes(freed)}")
+                print(
+                    _printable(f"could not prune execution {execution_id}: {exc}"), file=sys.stderr
+                )
+    print(
+        f"{verb} {executions} execution(s) and {checkpoints} checkpoint(s); "
+        f"{'would free' if dry else 'freed'} {_bytes(freed)}"
+    )
     if pending:
-        print(f"{_bytes(pending)} of pruned checkpoints are returned once there is room to "
-              "compact their logs: run gc again after freeing space", file=sys.stderr)
+        print(
+            f"{_bytes(pending)} of pruned checkpoints are returned once there is room to "
+            "compact their logs: run gc again after freeing space",
+            file=sys.stderr,
+        )
     return 1 if problems else 0
 
 
@@ -511,8 +581,11 @@ def _prune_plan(infos: list[Any], keep_last: int, meta_base: str) -> list[int]:
     base = latest.metadata.get(meta_base)
     if base is not None and base.isdigit():
         protected_from = min(protected_from, int(base))
-    return [info.seq for index, info in enumerate(infos)
-            if info.seq < protected_from and index < len(infos) - keep_last]
+    return [
+        info.seq
+        for index, info in enumerate(infos)
+        if info.seq < protected_from and index < len(infos) - keep_last
+    ]
 
 
 async def _blob_bytes(provider: CheckpointProvider, execution_id: str) -> int:
@@ -539,10 +612,16 @@ async def _submit(args: argparse.Namespace) -> int:
 
     spec = _llm_spec(args)
     if spec is None:
-        raise ConfigError("no LLM given", key="--llm", fix="Pass --llm scripted:PATH or "
-                          "--llm openai:MODEL")
-    execution_id = await submit_program(args.program, llm=spec, execution_id=args.execution_id,
-                                        inputs=args.input or [], config=_config(args))
+        raise ConfigError(
+            "no LLM given", key="--llm", fix="Pass --llm scripted:PATH or --llm openai:MODEL"
+        )
+    execution_id = await submit_program(
+        args.program,
+        llm=spec,
+        execution_id=args.execution_id,
+        inputs=args.input or [],
+        config=_config(args),
+    )
     print(execution_id)
     return 0
 
@@ -557,20 +636,31 @@ async def _worker(args: argparse.Namespace) -> int:
         raise _UsageError("--concurrency must be at least 1")
     if not args.poll > 0 or args.poll == float("inf"):
         raise _UsageError("--poll must be a positive number of seconds")
-    limits = load_worker_config(config_file=getattr(args, "config", None), overrides={
-        "max_attempts": args.max_attempts, "statement_timeout": args.statement_timeout,
-        "backoff": args.backoff, "max_backoff": args.max_backoff,
-        "cpu_limit": args.cpu_limit, "memory_limit": args.memory_limit})
+    limits = load_worker_config(
+        config_file=getattr(args, "config", None),
+        overrides={
+            "max_attempts": args.max_attempts,
+            "statement_timeout": args.statement_timeout,
+            "backoff": args.backoff,
+            "max_backoff": args.max_backoff,
+            "cpu_limit": args.cpu_limit,
+            "memory_limit": args.memory_limit,
+        },
+    )
     config = _config(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     from durably._redact import redact_logs
 
     redact_logs()
-    summary = await supervise(concurrency=args.concurrency, poll=args.poll, once=args.once,
-                              config=config, limits=limits)
-    print(f"worker finished {summary.finished} execution(s): {len(summary.completed)} "
-          f"completed, {len(summary.failed)} failed, {len(summary.damaged)} damaged "
-          "(skipped)", file=sys.stderr)
+    summary = await supervise(
+        concurrency=args.concurrency, poll=args.poll, once=args.once, config=config, limits=limits
+    )
+    print(
+        f"worker finished {summary.finished} execution(s): {len(summary.completed)} "
+        f"completed, {len(summary.failed)} failed, {len(summary.damaged)} damaged "
+        "(skipped)",
+        file=sys.stderr,
+    )
     for execution_id, reason in {**summary.failed, **summary.damaged}.items():
         print(_printable(f"  {execution_id}: {reason}"), file=sys.stderr)
     return 1 if summary.failed or summary.damaged else 0
@@ -603,8 +693,13 @@ async def _migrate(args: argparse.Namespace) -> int:
 async def _fork(args: argparse.Namespace) -> int:
     from durably.timetravel import fork
 
-    new_id = await fork(args.execution_id, at=args.at, at_llm_call=args.at_llm_call,
-                        new_id=args.new_id, config=_config(args))
+    new_id = await fork(
+        args.execution_id,
+        at=args.at,
+        at_llm_call=args.at_llm_call,
+        new_id=args.new_id,
+        config=_config(args),
+    )
     print(new_id)
     print(f"resume it with: durably resume {new_id} [--llm SPEC]", file=sys.stderr)
     return 0
@@ -626,8 +721,10 @@ async def _diff(args: argparse.Namespace) -> int:
     if len(points) == 3 and points[1].isdigit() and points[2].isdigit():
         return await _diff_one(args, points[0], int(points[1]), int(points[2]))
     if len(points) != 2:
-        raise _UsageError("diff takes EXECUTION[@CHECKPOINT] EXECUTION[@CHECKPOINT], or "
-                          "EXECUTION K1 K2 (two checkpoints of one execution)")
+        raise _UsageError(
+            "diff takes EXECUTION[@CHECKPOINT] EXECUTION[@CHECKPOINT], or "
+            "EXECUTION K1 K2 (two checkpoints of one execution)"
+        )
     from durably.timetravel import compare, parse_point
 
     for point in points:
@@ -663,8 +760,9 @@ async def _diff(args: argparse.Namespace) -> int:
                 out.line(f"- {name} {prefix}{key}", "red")
             for key, (before, after) in agent[part]["changed"].items():
                 same = False
-                out.line(f"~ {name} {prefix}{key}: {_dumps(before, 60)} -> "
-                         f"{_dumps(after, 60)}", "yellow")
+                out.line(
+                    f"~ {name} {prefix}{key}: {_dumps(before, 60)} -> {_dumps(after, 60)}", "yellow"
+                )
     said = data["transcript"]
     out.line(f"transcript: {said['common']} line(s) in common", "bold")
     for side, mark, style in (("a", "-", "red"), ("b", "+", "green")):
@@ -683,8 +781,11 @@ async def _diff(args: argparse.Namespace) -> int:
     for side, mark, style in (("a", "-", "red"), ("b", "+", "green")):
         for call in calls[side]:
             same = False
-            out.line(f"{mark} {call['number']}. {call['agent']}.{call['playbook']} "
-                     f"({call['chars']} chars): {call['first_line']}", style)
+            out.line(
+                f"{mark} {call['number']}. {call['agent']}.{call['playbook']} "
+                f"({call['chars']} chars): {call['first_line']}",
+                style,
+            )
     for key in ("result", "error"):
         if data[key] is not None:
             same = False
@@ -742,8 +843,11 @@ async def _diff_one(args: argparse.Namespace, execution_id: str, a: int, b: int)
             for key in agent[part]["removed"]:
                 print(_printable(f"  {name} - {prefix}{key}"))
             for key, (before, after) in agent[part]["changed"].items():
-                print(_printable(f"  {name} ~ {prefix}{key}: {_dumps(before, 60)} -> "
-                                 f"{_dumps(after, 60)}"))
+                print(
+                    _printable(
+                        f"  {name} ~ {prefix}{key}: {_dumps(before, 60)} -> {_dumps(after, 60)}"
+                    )
+                )
     for line in data["transcript"]:
         print(_printable(f"  said: {line['agent']}: {line['text']}"))
     print(f"  LLM calls: +{data['llm_calls']}; journal entries: {len(data['journal'])}")
@@ -766,33 +870,65 @@ async def _history(args: argparse.Namespace) -> int:
     rows = []
     for p in points:
         agent = f"{p.agent_class}({p.agent})" if p.agent_class else (p.agent or "-")
-        rows.append((str(p.seq), iso(p.created_at), relative(p.created_at, now), agent,
-                     p.kind, str(p.llm_calls), p.status, ", ".join(p.operations) or "-",
-                     p.statement or ""))
+        rows.append(
+            (
+                str(p.seq),
+                iso(p.created_at),
+                relative(p.created_at, now),
+                agent,
+                p.kind,
+                str(p.llm_calls),
+                p.status,
+                ", ".join(p.operations) or "-",
+                p.statement or "",
+            )
+        )
     if fancy(sys.stdout):
         from rich.table import Table
 
         from durably._console import STATUS_STYLE, agent_style, make_console
 
         table = Table(title=f"history of {args.execution_id}", title_justify="left")
-        for name, justify in (("SEQ", "right"), ("TIME", "left"), ("AGO", "right"),
-                              ("AGENT", "left"), ("KIND", "left"), ("LLM CALLS", "right"),
-                              ("STATUS", "left"), ("OPERATIONS", "left"),
-                              ("STATEMENT", "left")):
-            table.add_column(name, justify=justify,  # type: ignore[arg-type]
-                             overflow="fold" if name == "STATEMENT" else "ellipsis")
+        for name, justify in (
+            ("SEQ", "right"),
+            ("TIME", "left"),
+            ("AGO", "right"),
+            ("AGENT", "left"),
+            ("KIND", "left"),
+            ("LLM CALLS", "right"),
+            ("STATUS", "left"),
+            ("OPERATIONS", "left"),
+            ("STATEMENT", "left"),
+        ):
+            table.add_column(
+                name,
+                justify=justify,  # type: ignore[arg-type]
+                overflow="fold" if name == "STATEMENT" else "ellipsis",
+            )
         for p, row in zip(points, rows, strict=True):
             cells = [_printable(cell) for cell in row]
-            table.add_row(*cells[:3], _styled(cells[3], agent_style(p.agent_class or "")),
-                          cells[4], cells[5], _styled(cells[6], STATUS_STYLE.get(p.status)),
-                          cells[7], _styled(cells[8], "dim"))
+            table.add_row(
+                *cells[:3],
+                _styled(cells[3], agent_style(p.agent_class or "")),
+                cells[4],
+                cells[5],
+                _styled(cells[6], STATUS_STYLE.get(p.status)),
+                cells[7],
+                _styled(cells[8], "dim"),
+            )
         make_console(sys.stdout).print(table)
         return 0
-    print(f"{'SEQ':>5} {'TIME':<19} {'AGO':>10} {'AGENT':<22} {'KIND':<9} {'LLM CALLS':>9}  "
-          f"{'STATUS':<9} {'OPERATIONS':<28} STATEMENT")
+    print(
+        f"{'SEQ':>5} {'TIME':<19} {'AGO':>10} {'AGENT':<22} {'KIND':<9} {'LLM CALLS':>9}  "
+        f"{'STATUS':<9} {'OPERATIONS':<28} STATEMENT"
+    )
     for row in rows:
-        print(_printable(f"{row[0]:>5} {row[1]:<19} {row[2]:>10} {row[3]:<22} {row[4]:<9} "
-                         f"{row[5]:>9}  {row[6]:<9} {row[7]:<28} {row[8]}".rstrip()))
+        print(
+            _printable(
+                f"{row[0]:>5} {row[1]:<19} {row[2]:>10} {row[3]:<22} {row[4]:<9} "
+                f"{row[5]:>9}  {row[6]:<9} {row[7]:<28} {row[8]}".rstrip()
+            )
+        )
     return 0
 
 
@@ -841,9 +977,13 @@ def version_text() -> str:
             return "not installed"
 
     lines = [f"durably {version('durably')} (Python {sys.version.split()[0]})"]
-    names = sorted({(dist.metadata["Name"] or "").lower() for dist in metadata.distributions()
-                    if (dist.metadata["Name"] or "").lower().replace("_", "-")
-                    .startswith("durably-")})
+    names = sorted(
+        {
+            (dist.metadata["Name"] or "").lower()
+            for dist in metadata.distributions()
+            if (dist.metadata["Name"] or "").lower().replace("_", "-").startswith("durably-")
+        }
+    )
     lines.extend(f"  {name} {version(name)}" for name in names)
     for label, group in (("storage providers", PROVIDER_GROUP), ("plugins", HOOK_GROUP)):
         found = []
@@ -856,13 +996,24 @@ def version_text() -> str:
 
 
 class _VersionAction(argparse.Action):
-    def __init__(self, option_strings: Sequence[str], dest: str = argparse.SUPPRESS,
-                 default: str = argparse.SUPPRESS, help: str | None = None) -> None:
-        super().__init__(option_strings=option_strings, dest=dest, default=default, nargs=0,
-                         help=help)
+    def __init__(
+        self,
+        option_strings: Sequence[str],
+        dest: str = argparse.SUPPRESS,
+        default: str = argparse.SUPPRESS,
+        help: str | None = None,
+    ) -> None:
+        super().__init__(
+            option_strings=option_strings, dest=dest, default=default, nargs=0, help=help
+        )
 
-    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
-                 values: Any, option_string: str | None = None) -> None:
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: argparse.Namespace,
+        values: Any,
+        option_string: str | None = None,
+    ) -> None:
         print(version_text())
         parser.exit()
 
@@ -886,11 +1037,13 @@ with 0.
 Output is plain text (no colours or control codes) when piped or with NO_COLOR set."""
 
 
-LLM_HELP = ("scripted:PATH[?chunk_seed=N&delay=SECONDS] (responses played back from a JSON "
-            "file; delay waits before each chunk, e.g. 0.2 to kill a run by hand), "
-            "openai:MODEL, azure-openai:DEPLOYMENT, anthropic:MODEL, or a plugin's "
-            "PREFIX:REST (docs/guides/llm.md); default: DURABLY_LLM, else [llm] spec in "
-            "durably.toml")
+LLM_HELP = (
+    "scripted:PATH[?chunk_seed=N&delay=SECONDS] (responses played back from a JSON "
+    "file; delay waits before each chunk, e.g. 0.2 to kill a run by hand), "
+    "openai:MODEL, azure-openai:DEPLOYMENT, anthropic:MODEL, or a plugin's "
+    "PREFIX:REST (docs/guides/llm.md); default: DURABLY_LLM, else [llm] spec in "
+    "durably.toml"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -898,50 +1051,80 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="durably",
         description="Durable execution for LLM agent programs: every await is a checkpoint.",
-        epilog=EXIT_STATUS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", "-V", action=_VersionAction,
-                        help="print the versions of durably, its installed providers and "
-                        "plugins, and exit")
-    parser.add_argument("--debug", action="store_true", default=False,
-                        help=DEBUG_HELP)
+        epilog=EXIT_STATUS_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--version",
+        "-V",
+        action=_VersionAction,
+        help="print the versions of durably, its installed providers and plugins, and exit",
+    )
+    parser.add_argument("--debug", action="store_true", default=False, help=DEBUG_HELP)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def store_options(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--store", help="store URL (default: from durably.toml, else "
-                       "file://.durably)")
+        p.add_argument(
+            "--store", help="store URL (default: from durably.toml, else file://.durably)"
+        )
         p.add_argument("--config", help="a durably.toml to read instead of ./durably.toml")
 
-    run = sub.add_parser("run", help="run a program from its beginning",
-                         description="Run PROGRAM durably; prints what agents say to the user.")
+    run = sub.add_parser(
+        "run",
+        help="run a program from its beginning",
+        description="Run PROGRAM durably; prints what agents say to the user.",
+    )
     run.add_argument("program", help="the program file (a .py defining Agent classes)")
     run.add_argument("--llm", metavar="SPEC", help=LLM_HELP)
     run.add_argument("--execution-id", help="id of the new execution (default: random)")
-    run.add_argument("--input", action="append", metavar="TEXT",
-                     help="an answer to the user's next Yield; repeat for more (stored with "
-                     "the execution)")
+    run.add_argument(
+        "--input",
+        action="append",
+        metavar="TEXT",
+        help="an answer to the user's next Yield; repeat for more (stored with the execution)",
+    )
     store_options(run)
     run.set_defaults(handler=_run)
 
-    resume = sub.add_parser("resume", help="resume an execution from its latest checkpoint",
-                            description="Restore EXECUTION_ID and continue it to the end.")
+    resume = sub.add_parser(
+        "resume",
+        help="resume an execution from its latest checkpoint",
+        description="Restore EXECUTION_ID and continue it to the end.",
+    )
     resume.add_argument("execution_id")
-    resume.add_argument("--llm", metavar="SPEC", help="use another LLM than the one "
-                        "recorded in the execution: " + LLM_HELP)
-    resume.add_argument("--allow-changed-program", action="store_true",
-                        help="resume even if the program file changed")
-    resume.add_argument("--wait", action="store_true",
-                        help="if another live process holds the execution, wait until it "
-                        "finishes or its lease expires instead of failing (a dead owner's "
-                        "lease is taken over at once, with or without --wait)")
-    resume.add_argument("--input", action="append", metavar="TEXT",
-                        help="an answer to the user's next Yield, after those recorded with "
-                        "the execution; repeat for more")
+    resume.add_argument(
+        "--llm",
+        metavar="SPEC",
+        help="use another LLM than the one recorded in the execution: " + LLM_HELP,
+    )
+    resume.add_argument(
+        "--allow-changed-program",
+        action="store_true",
+        help="resume even if the program file changed",
+    )
+    resume.add_argument(
+        "--wait",
+        action="store_true",
+        help="if another live process holds the execution, wait until it "
+        "finishes or its lease expires instead of failing (a dead owner's "
+        "lease is taken over at once, with or without --wait)",
+    )
+    resume.add_argument(
+        "--input",
+        action="append",
+        metavar="TEXT",
+        help="an answer to the user's next Yield, after those recorded with "
+        "the execution; repeat for more",
+    )
     store_options(resume)
     resume.set_defaults(handler=_resume)
 
-    submit = sub.add_parser("submit", help="create an execution for a worker to run",
-                            description="Create an execution of PROGRAM without running it; "
-                            "prints its id. `durably worker` (or `durably resume`) runs it.")
+    submit = sub.add_parser(
+        "submit",
+        help="create an execution for a worker to run",
+        description="Create an execution of PROGRAM without running it; "
+        "prints its id. `durably worker` (or `durably resume`) runs it.",
+    )
     submit.add_argument("program")
     submit.add_argument("--llm", metavar="SPEC", help=LLM_HELP)
     submit.add_argument("--execution-id")
@@ -949,45 +1132,85 @@ def build_parser() -> argparse.ArgumentParser:
     store_options(submit)
     submit.set_defaults(handler=_submit)
 
-    worker = sub.add_parser("worker", help="resume orphaned executions (run on many machines)",
-                            description="Claim executions whose lease expired and that are not "
-                            "finished and resume each in a supervised child process (limits "
-                            "and retries: the [worker] table of durably.toml). Run one per "
-                            "machine.")
-    worker.add_argument("--concurrency", type=int, default=4, metavar="N",
-                        help="executions resumed at once (default 4)")
-    worker.add_argument("--poll", type=float, default=1.0, metavar="SECONDS",
-                        help="how often to look for work (default 1)")
-    worker.add_argument("--once", action="store_true",
-                        help="exit when no resumable execution is left (status 1 if some "
-                        "failed or were damaged)")
-    worker.add_argument("--max-attempts", type=int, metavar="N",
-                        help="failed attempts before an execution is marked failed "
-                        "(default: [worker] max_attempts, 3)")
-    worker.add_argument("--statement-timeout", type=float, metavar="SECONDS",
-                        help="kill an attempt that makes no progress for this long "
-                        "(default: [worker] statement_timeout, 300; 0: no limit)")
-    worker.add_argument("--backoff", type=float, metavar="SECONDS",
-                        help="wait before an execution's second attempt, doubled for each "
-                        "further one (default: [worker] backoff, 1)")
-    worker.add_argument("--max-backoff", type=float, metavar="SECONDS",
-                        help="the longest wait between two attempts (default: [worker] "
-                        "max_backoff, 300)")
-    worker.add_argument("--cpu-limit", type=float, metavar="SECONDS",
-                        help="CPU seconds one attempt may use, RLIMIT_CPU (default: [worker] "
-                        "cpu_limit, 0: no limit)")
-    worker.add_argument("--memory-limit", metavar="SIZE",
-                        help="address space one attempt may map, RLIMIT_AS, e.g. 2GiB "
-                        "(default: [worker] memory_limit, 0: no limit)")
+    worker = sub.add_parser(
+        "worker",
+        help="resume orphaned executions (run on many machines)",
+        description="Claim executions whose lease expired and that are not "
+        "finished and resume each in a supervised child process (limits "
+        "and retries: the [worker] table of durably.toml). Run one per "
+        "machine.",
+    )
+    worker.add_argument(
+        "--concurrency",
+        type=int,
+        default=4,
+        metavar="N",
+        help="executions resumed at once (default 4)",
+    )
+    worker.add_argument(
+        "--poll",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="how often to look for work (default 1)",
+    )
+    worker.add_argument(
+        "--once",
+        action="store_true",
+        help="exit when no resumable execution is left (status 1 if some failed or were damaged)",
+    )
+    worker.add_argument(
+        "--max-attempts",
+        type=int,
+        metavar="N",
+        help="failed attempts before an execution is marked failed "
+        "(default: [worker] max_attempts, 3)",
+    )
+    worker.add_argument(
+        "--statement-timeout",
+        type=float,
+        metavar="SECONDS",
+        help="kill an attempt that makes no progress for this long "
+        "(default: [worker] statement_timeout, 300; 0: no limit)",
+    )
+    worker.add_argument(
+        "--backoff",
+        type=float,
+        metavar="SECONDS",
+        help="wait before an execution's second attempt, doubled for each "
+        "further one (default: [worker] backoff, 1)",
+    )
+    worker.add_argument(
+        "--max-backoff",
+        type=float,
+        metavar="SECONDS",
+        help="the longest wait between two attempts (default: [worker] max_backoff, 300)",
+    )
+    worker.add_argument(
+        "--cpu-limit",
+        type=float,
+        metavar="SECONDS",
+        help="CPU seconds one attempt may use, RLIMIT_CPU (default: [worker] "
+        "cpu_limit, 0: no limit)",
+    )
+    worker.add_argument(
+        "--memory-limit",
+        metavar="SIZE",
+        help="address space one attempt may map, RLIMIT_AS, e.g. 2GiB "
+        "(default: [worker] memory_limit, 0: no limit)",
+    )
     store_options(worker)
     worker.set_defaults(handler=_worker)
 
-    migrate = sub.add_parser("migrate", help="create or upgrade the store's schema",
-                             description="Run the schema migrations of the store's provider "
-                             "(the migrate_async(url, options) function of its package, where "
-                             "it has one, e.g. postgresql://); safe to run repeatedly and from "
-                             "several machines at once. Stores without a schema have nothing "
-                             "to migrate.")
+    migrate = sub.add_parser(
+        "migrate",
+        help="create or upgrade the store's schema",
+        description="Run the schema migrations of the store's provider "
+        "(the migrate_async(url, options) function of its package, where "
+        "it has one, e.g. postgresql://); safe to run repeatedly and from "
+        "several machines at once. Stores without a schema have nothing "
+        "to migrate.",
+    )
     store_options(migrate)
     migrate.set_defaults(handler=_migrate)
 
@@ -999,8 +1222,12 @@ def build_parser() -> argparse.ArgumentParser:
     show = sub.add_parser("show", help="show an execution's latest checkpoint")
     show.add_argument("execution_id")
     show.add_argument("--json", action="store_true", help="print one JSON object")
-    show.add_argument("--at", type=int, metavar="CHECKPOINT",
-                      help="show checkpoint CHECKPOINT instead of the latest")
+    show.add_argument(
+        "--at",
+        type=int,
+        metavar="CHECKPOINT",
+        help="show checkpoint CHECKPOINT instead of the latest",
+    )
     store_options(show)
     show.set_defaults(handler=_show)
 
@@ -1010,21 +1237,29 @@ def build_parser() -> argparse.ArgumentParser:
     store_options(history)
     history.set_defaults(handler=_history)
 
-    fork = sub.add_parser("fork", help="copy an execution up to an earlier checkpoint",
-                          description="Create a new execution whose state is that of a checkpoint "
-                          "of EXECUTION_ID; `durably resume NEW [--llm SPEC]` continues it with "
-                          "fresh LLM calls. The original is untouched.")
+    fork = sub.add_parser(
+        "fork",
+        help="copy an execution up to an earlier checkpoint",
+        description="Create a new execution whose state is that of a checkpoint "
+        "of EXECUTION_ID; `durably resume NEW [--llm SPEC]` continues it with "
+        "fresh LLM calls. The original is untouched.",
+    )
     fork.add_argument("execution_id")
     point = fork.add_mutually_exclusive_group(required=True)
     point.add_argument("--at", type=int, metavar="CHECKPOINT", help="a checkpoint number")
-    point.add_argument("--at-llm-call", type=int, metavar="N",
-                       help="right after the N-th LLM response was received")
+    point.add_argument(
+        "--at-llm-call",
+        type=int,
+        metavar="N",
+        help="right after the N-th LLM response was received",
+    )
     fork.add_argument("--execution-id", dest="new_id", help="id of the new execution")
     store_options(fork)
     fork.set_defaults(handler=_fork)
 
     diff = sub.add_parser(
-        "diff", help="compare two executions, or two checkpoints",
+        "diff",
+        help="compare two executions, or two checkpoints",
         usage="durably diff [-h] [--json] A[@CHECKPOINT] B[@CHECKPOINT]\n"
         "       durably diff [-h] [--json] EXECUTION K1 K2",
         description="Compare two points: each EXECUTION[@CHECKPOINT] (the latest checkpoint "
@@ -1033,65 +1268,100 @@ def build_parser() -> argparse.ArgumentParser:
         "(`durably diff k1@5 k1@20`): the agents' state, variables and call stacks, "
         "the transcript, the user's inputs and the LLM calls after what they have in "
         "common, the result. `durably diff EXECUTION K1 K2` lists what was journaled "
-        "between checkpoints K1 < K2 of one execution.")
-    diff.add_argument("points", nargs="+", metavar="POINT",
-                      help="EXECUTION[@CHECKPOINT] twice, or EXECUTION K1 K2")
+        "between checkpoints K1 < K2 of one execution.",
+    )
+    diff.add_argument(
+        "points",
+        nargs="+",
+        metavar="POINT",
+        help="EXECUTION[@CHECKPOINT] twice, or EXECUTION K1 K2",
+    )
     diff.add_argument("--json", action="store_true", help="print one JSON object")
     store_options(diff)
     diff.set_defaults(handler=_diff)
 
     gc = sub.add_parser("gc", help="delete old checkpoints and completed executions")
-    gc.add_argument("--keep-last", type=int, metavar="N",
-                    help="keep the last N checkpoints of each execution (and what resume needs)")
-    gc.add_argument("--completed-older-than", type=_age, metavar="AGE",
-                    help="delete completed executions older than AGE (e.g. 7d, 12h)")
-    gc.add_argument("--unfinished-older-than", type=_age, metavar="AGE",
-                    help="also delete executions that did not complete (running, waiting "
-                    "for input, stopped, crashed, failed) whose last checkpoint is older "
-                    "than AGE; only with --force (without it, gc never deletes an "
-                    "unfinished execution)")
-    gc.add_argument("--force", action="store_true",
-                    help="allow --unfinished-older-than")
-    gc.add_argument("--dry-run", action="store_true",
-                    help="print what would be deleted and the bytes it would free; "
-                    "delete nothing")
-    gc.add_argument("--yes", "-y", action="store_true",
-                    help="delete executions without asking (gc asks when stdin is a "
-                    "terminal)")
+    gc.add_argument(
+        "--keep-last",
+        type=int,
+        metavar="N",
+        help="keep the last N checkpoints of each execution (and what resume needs)",
+    )
+    gc.add_argument(
+        "--completed-older-than",
+        type=_age,
+        metavar="AGE",
+        help="delete completed executions older than AGE (e.g. 7d, 12h)",
+    )
+    gc.add_argument(
+        "--unfinished-older-than",
+        type=_age,
+        metavar="AGE",
+        help="also delete executions that did not complete (running, waiting "
+        "for input, stopped, crashed, failed) whose last checkpoint is older "
+        "than AGE; only with --force (without it, gc never deletes an "
+        "unfinished execution)",
+    )
+    gc.add_argument("--force", action="store_true", help="allow --unfinished-older-than")
+    gc.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print what would be deleted and the bytes it would free; delete nothing",
+    )
+    gc.add_argument(
+        "--yes",
+        "-y",
+        action="store_true",
+        help="delete executions without asking (gc asks when stdin is a terminal)",
+    )
     store_options(gc)
     gc.set_defaults(handler=_gc)
 
-    demo = sub.add_parser("demo", help="crash a bundled program mid-run and resume it",
-                          description="Runs a bundled two-agent program in a child process "
-                          "that kills itself in the middle of its 3rd LLM call, resumes it in "
-                          "a new process, and compares with an uninterrupted run.")
+    demo = sub.add_parser(
+        "demo",
+        help="crash a bundled program mid-run and resume it",
+        description="Runs a bundled two-agent program in a child process "
+        "that kills itself in the middle of its 3rd LLM call, resumes it in "
+        "a new process, and compares with an uninterrupted run.",
+    )
     demo.add_argument("--keep", action="store_true", help="keep the demo's store directory")
-    demo.add_argument("--store", help="run the demo in this store (default: the store of "
-                      "durably.toml or DURABLY_STORE if one is configured, else a new "
-                      "temporary directory)")
+    demo.add_argument(
+        "--store",
+        help="run the demo in this store (default: the store of "
+        "durably.toml or DURABLY_STORE if one is configured, else a new "
+        "temporary directory)",
+    )
     demo.add_argument("--config", help="a durably.toml to read instead of ./durably.toml")
     demo.set_defaults(handler=_demo)
 
-    init = sub.add_parser("init", help="write a durably.toml and a starter program",
-                          description="Write DIR/durably.toml (every key with its default, "
-                          "commented out; [llm] spec set to the starter's scripted "
-                          "responses), DIR/hello.py and DIR/hello.scripted.json, so that "
-                          "`durably run hello.py` in DIR runs at once. Overwrites nothing: "
-                          "if one of the files exists, nothing is written (exit status 2).")
-    init.add_argument("directory", nargs="?", default=".", metavar="DIR",
-                      help="where to write them (default: the current directory)")
+    init = sub.add_parser(
+        "init",
+        help="write a durably.toml and a starter program",
+        description="Write DIR/durably.toml (every key with its default, "
+        "commented out; [llm] spec set to the starter's scripted "
+        "responses), DIR/hello.py and DIR/hello.scripted.json, so that "
+        "`durably run hello.py` in DIR runs at once. Overwrites nothing: "
+        "if one of the files exists, nothing is written (exit status 2).",
+    )
+    init.add_argument(
+        "directory",
+        nargs="?",
+        default=".",
+        metavar="DIR",
+        help="where to write them (default: the current directory)",
+    )
     init.set_defaults(handler=_init)
     from durably._scaffold import add_parser as add_new_provider_parser
 
     add_new_provider_parser(sub)  # durably new-provider NAME
     for command in sub.choices.values():  # `durably run --debug ...` too
-        command.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
-                             help=DEBUG_HELP)
+        command.add_argument(
+            "--debug", action="store_true", default=argparse.SUPPRESS, help=DEBUG_HELP
+        )
     return parser
 
 
-DEBUG_HELP = ("print the traceback of an error after its one-line message (as "
-              "DURABLY_DEBUG=1 does)")
+DEBUG_HELP = "print the traceback of an error after its one-line message (as DURABLY_DEBUG=1 does)"
 
 
 def _last_tool_error(args: argparse.Namespace, execution_id: str) -> str | None:
@@ -1105,8 +1375,9 @@ def _last_tool_error(args: argparse.Namespace, execution_id: str) -> str | None:
     async def last() -> str | None:
         config = _config(args)
         async with open_store(config=config) as provider:
-            errors, _ = await journal_events(CheckpointManager(execution_id, provider,
-                                                               config=config))
+            errors, _ = await journal_events(
+                CheckpointManager(execution_id, provider, config=config)
+            )
         return tool_error_text(errors[-1]) if errors else None
 
     try:
@@ -1179,8 +1450,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except asyncio.CancelledError as exc:
         # Only the lease watchdog cancels a command's task: another process took over.
         which = getattr(args, "started_execution", None)
-        say("stopped: ", f"{f'execution {which}' if which else 'the execution'} was "
-            "cancelled: its lease was lost to another process (it wrote nothing after that)")
+        say(
+            "stopped: ",
+            f"{f'execution {which}' if which else 'the execution'} was "
+            "cancelled: its lease was lost to another process (it wrote nothing after that)",
+        )
         if debug:
             import traceback
 
@@ -1189,8 +1463,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except _UsageError as exc:
         say("error: ", exc)
         return 2
-    except (NotFoundError, ConfigError, LeaseHeldError, ProgramChangedError,
-            InvalidExecutionIdError, CorruptObjectError, UnsupportedFormatError) as exc:
+    except (
+        NotFoundError,
+        ConfigError,
+        LeaseHeldError,
+        ProgramChangedError,
+        InvalidExecutionIdError,
+        CorruptObjectError,
+        UnsupportedFormatError,
+    ) as exc:
         say("error: ", exc)
         return 2
     except StoreError as exc:
@@ -1203,8 +1484,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except BaseException as exc:  # what LLM code raised (SystemExit too), or a bad input
         execution_id = getattr(args, "started_execution", None)
-        if execution_id and args.command in ("run", "resume") and (
-                not isinstance(exc, (ValueError, TypeError)) or _recorded(args, execution_id)):
+        if (
+            execution_id
+            and args.command in ("run", "resume")
+            and (not isinstance(exc, (ValueError, TypeError)) or _recorded(args, execution_id))
+        ):
             say("", f"execution {execution_id} failed: {type(exc).__name__}: {exc}")
             return 1
         if isinstance(exc, (ValueError, TypeError, OverflowError, UnicodeError, OSError)):

@@ -128,10 +128,17 @@ _CHOICES = {
     "on_completion": ("keep", "prune", "delete"),
     "on_unserializable": ("error", "skip"),
 }
-_SIZES = ("compression_threshold", "blob_threshold", "max_checkpoint_size",
-          "max_execution_size")
-_UNITS = {"": 1, "b": 1, "kb": 1000, "mb": 1000**2, "gb": 1000**3,
-          "kib": 1024, "mib": 1024**2, "gib": 1024**3}
+_SIZES = ("compression_threshold", "blob_threshold", "max_checkpoint_size", "max_execution_size")
+_UNITS = {
+    "": 1,
+    "b": 1,
+    "kb": 1000,
+    "mb": 1000**2,
+    "gb": 1000**3,
+    "kib": 1024,
+    "mib": 1024**2,
+    "gib": 1024**3,
+}
 
 
 def parse_size(value: int | str, *, key: str = "size", source: str | None = None) -> int:
@@ -142,18 +149,25 @@ def parse_size(value: int | str, *, key: str = "size", source: str | None = None
         return value
     text = str(value).strip().lower().replace(" ", "")
     number = text.rstrip("kmgib")
-    unit = text[len(number):]
+    unit = text[len(number) :]
     if unit not in _UNITS or not number.replace(".", "", 1).isdigit():
-        raise ConfigError(f"cannot read size {value!r}", source=source, key=key,
-                          fix="Use a number of bytes or e.g. '64MiB', '500KB'")
+        raise ConfigError(
+            f"cannot read size {value!r}",
+            source=source,
+            key=key,
+            fix="Use a number of bytes or e.g. '64MiB', '500KB'",
+        )
     return int(float(number) * _UNITS[unit])
 
 
 def _check_table(table: Any, source: str, prefix: str) -> dict[str, Any]:
     if not isinstance(table, Mapping):
-        raise ConfigError(f"must be a table, not {type(table).__name__} {table!r}",
-                          source=source, key=prefix, fix=f"Write it as [{prefix}] with keys "
-                          "under it")
+        raise ConfigError(
+            f"must be a table, not {type(table).__name__} {table!r}",
+            source=source,
+            key=prefix,
+            fix=f"Write it as [{prefix}] with keys under it",
+        )
     out: dict[str, Any] = {}
     providers: dict[str, dict[str, Any]] = {}
     for key, value in table.items():
@@ -164,19 +178,28 @@ def _check_table(table: Any, source: str, prefix: str) -> dict[str, Any]:
             providers[key] = dict(value)
             continue
         if key not in _FIELD_TYPES:
-            raise ConfigError("unknown key", source=source, key=dotted,
-                              fix=did_you_mean(key, _FIELD_TYPES, what="keys"))
+            raise ConfigError(
+                "unknown key",
+                source=source,
+                key=dotted,
+                fix=did_you_mean(key, _FIELD_TYPES, what="keys"),
+            )
         types = _FIELD_TYPES[key]
         if isinstance(value, bool) and bool not in types:
-            raise ConfigError(f"expected {types[0].__name__}, got a boolean",
-                              source=source, key=dotted)
+            raise ConfigError(
+                f"expected {types[0].__name__}, got a boolean", source=source, key=dotted
+            )
         if not isinstance(value, types):
             raise ConfigError(
                 f"expected {' or '.join(t.__name__ for t in types)}, got {type(value).__name__} "
-                f"{value!r}", source=source, key=dotted)
+                f"{value!r}",
+                source=source,
+                key=dotted,
+            )
         if key in _CHOICES and value not in _CHOICES[key]:
-            raise ConfigError(f"{value!r} is not one of {', '.join(_CHOICES[key])}",
-                              source=source, key=dotted)
+            raise ConfigError(
+                f"{value!r} is not one of {', '.join(_CHOICES[key])}", source=source, key=dotted
+            )
         if key in _SIZES:
             value = parse_size(value, key=dotted, source=source)  # type: ignore[arg-type]
         if key == "compression_level" and not 0 <= value <= 22:
@@ -186,11 +209,18 @@ def _check_table(table: Any, source: str, prefix: str) -> dict[str, Any]:
         if key == "snapshot_every" and value < 1:
             raise ConfigError("must be at least 1", source=source, key=dotted)
         if key == "lease_ttl" and not 0 < value <= MAX_LEASE_TTL:
-            raise ConfigError(f"must be a positive number of seconds, at most {MAX_LEASE_TTL:,}",
-                              source=source, key=dotted)
+            raise ConfigError(
+                f"must be a positive number of seconds, at most {MAX_LEASE_TTL:,}",
+                source=source,
+                key=dotted,
+            )
         if key == "blob_threshold" and value < MIN_BLOB_THRESHOLD:
-            raise ConfigError(f"must be at least {MIN_BLOB_THRESHOLD} bytes", source=source,
-                              key=dotted, fix="Use e.g. '16KiB' (the default)")
+            raise ConfigError(
+                f"must be at least {MIN_BLOB_THRESHOLD} bytes",
+                source=source,
+                key=dotted,
+                fix="Use e.g. '16KiB' (the default)",
+            )
         out[key] = value
     if providers:
         out["providers"] = providers
@@ -201,8 +231,12 @@ def _check_tables(data: Mapping[str, Any], source: str) -> None:
     """A ``durably.toml`` holds only the known top-level tables."""
     unknown = set(data) - KNOWN_TABLES
     if unknown:
-        raise ConfigError("unknown table", source=source, key=sorted(unknown)[0],
-                          fix=f"Known tables: {', '.join(sorted(KNOWN_TABLES))}")
+        raise ConfigError(
+            "unknown table",
+            source=source,
+            key=sorted(unknown)[0],
+            fix=f"Known tables: {', '.join(sorted(KNOWN_TABLES))}",
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -212,8 +246,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"not valid TOML: {exc}", source=str(path)) from exc
     except UnicodeDecodeError as exc:
-        raise ConfigError(f"is not UTF-8 text (byte {exc.start})", source=str(path),
-                          fix="Save the file as UTF-8") from exc
+        raise ConfigError(
+            f"is not UTF-8 text (byte {exc.start})", source=str(path), fix="Save the file as UTF-8"
+        ) from exc
     except OSError as exc:
         raise ConfigError(f"cannot be read: {exc.strerror}", source=str(path)) from exc
 
@@ -291,8 +326,11 @@ def load_config(
     if explicit:
         path = Path(explicit)
         if not path.is_file():
-            raise ConfigError("file not found", source=str(path),
-                              fix="Check the path given with --config or DURABLY_CONFIG")
+            raise ConfigError(
+                "file not found",
+                source=str(path),
+                fix="Check the path given with --config or DURABLY_CONFIG",
+            )
         data = _read_toml(path)
         _check_tables(data, str(path))
         table = data.get("durability", {})
@@ -303,22 +341,30 @@ def load_config(
             data = _read_toml(durably_toml)
             _check_tables(data, str(durably_toml))
             table = data.get("durability", {})
-            layers.append((str(durably_toml), _check_table(table, str(durably_toml),
-                                                           "durability")))
+            layers.append((str(durably_toml), _check_table(table, str(durably_toml), "durability")))
     if use_env:
         env = _env_layer()
         if env:
             layers.append(("environment", _check_table(env, "environment", "durability")))
     if overrides:
-        layers.append(("argument", _check_table(
-            {k: v for k, v in overrides.items() if v is not None}, "argument", "durability")))
+        layers.append(
+            (
+                "argument",
+                _check_table(
+                    {k: v for k, v in overrides.items() if v is not None}, "argument", "durability"
+                ),
+            )
+        )
 
     merged: dict[str, Any] = {}
     for _source, layer in layers:
         merged = _merge(merged, layer)
     names = {f.name for f in fields(DurabilityConfig)}
-    config = replace(DurabilityConfig(), **{k: v for k, v in merged.items() if k in names},
-                     sources=tuple(source for source, _ in layers))
+    config = replace(
+        DurabilityConfig(),
+        **{k: v for k, v in merged.items() if k in names},
+        sources=tuple(source for source, _ in layers),
+    )
     config.scheme  # noqa: B018 - validates the store URL early
     return config
 
@@ -359,19 +405,27 @@ def _check_worker_table(table: Any, source: str) -> dict[str, Any]:
     import math
 
     if not isinstance(table, Mapping):
-        raise ConfigError(f"must be a table, not {type(table).__name__} {table!r}",
-                          source=source, key="worker")
+        raise ConfigError(
+            f"must be a table, not {type(table).__name__} {table!r}", source=source, key="worker"
+        )
     out: dict[str, Any] = {}
     for key, value in table.items():
         dotted = f"worker.{key}"
         if key not in _WORKER_TYPES:
-            raise ConfigError("unknown key", source=source, key=dotted,
-                              fix=did_you_mean(key, _WORKER_TYPES, what="keys"))
+            raise ConfigError(
+                "unknown key",
+                source=source,
+                key=dotted,
+                fix=did_you_mean(key, _WORKER_TYPES, what="keys"),
+            )
         types = _WORKER_TYPES[key]
         if isinstance(value, bool) or not isinstance(value, types):
             raise ConfigError(
                 f"expected {' or '.join(t.__name__ for t in types)}, got "
-                f"{type(value).__name__} {value!r}", source=source, key=dotted)
+                f"{type(value).__name__} {value!r}",
+                source=source,
+                key=dotted,
+            )
         value = cast(Any, value)  # checked above
         if key == "memory_limit":
             value = parse_size(value, key=dotted, source=source)
@@ -379,8 +433,11 @@ def _check_worker_table(table: Any, source: str) -> dict[str, Any]:
             if value < 1:
                 raise ConfigError("must be at least 1", source=source, key=dotted)
         elif not (math.isfinite(value) and 0 <= value <= MAX_LEASE_TTL):
-            raise ConfigError(f"must be a number of seconds from 0 to {MAX_LEASE_TTL:,}",
-                              source=source, key=dotted)
+            raise ConfigError(
+                f"must be a number of seconds from 0 to {MAX_LEASE_TTL:,}",
+                source=source,
+                key=dotted,
+            )
         out[key] = value
     return out
 
@@ -409,6 +466,7 @@ def load_worker_config(
         if table is not None:
             values.update(_check_worker_table(table, str(path)))
     if overrides:
-        values.update(_check_worker_table(
-            {k: v for k, v in overrides.items() if v is not None}, "argument"))
+        values.update(
+            _check_worker_table({k: v for k, v in overrides.items() if v is not None}, "argument")
+        )
     return replace(WorkerConfig(), **values)

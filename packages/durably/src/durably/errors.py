@@ -91,7 +91,11 @@ class ConfigError(DurablyError):
     """
 
     def __init__(
-        self, message: str, *, source: str | None = None, key: str | None = None,
+        self,
+        message: str,
+        *,
+        source: str | None = None,
+        key: str | None = None,
         fix: str | None = None,
     ) -> None:
         self.source = source
@@ -167,8 +171,14 @@ class LeaseHeldError(ConflictError):
             provably dead holder's lease is taken over instead.
     """
 
-    def __init__(self, message: str, *, owner: str | None = None,
-                 expires_at: float | None = None, owner_alive: bool | None = None) -> None:
+    def __init__(
+        self,
+        message: str,
+        *,
+        owner: str | None = None,
+        expires_at: float | None = None,
+        owner_alive: bool | None = None,
+    ) -> None:
         super().__init__(message)
         self.owner = owner
         self.expires_at = expires_at
@@ -197,26 +207,37 @@ class CorruptHistoryError(CorruptObjectError):
             (that checkpoint or its predecessor was replaced, or they were reordered).
     """
 
-    def __init__(self, execution_id: str, *, missing: tuple[int, ...] = (),
-                 broken: tuple[int, ...] = (), context: str = "") -> None:
+    def __init__(
+        self,
+        execution_id: str,
+        *,
+        missing: tuple[int, ...] = (),
+        broken: tuple[int, ...] = (),
+        context: str = "",
+    ) -> None:
         self.execution_id = execution_id
         self.missing = missing
         self.broken = broken
         problems = []
         if missing:
-            problems.append(f"checkpoint{'s' if len(missing) > 1 else ''} "
-                            f"{_ranges(missing)} {'are' if len(missing) > 1 else 'is'} missing")
+            problems.append(
+                f"checkpoint{'s' if len(missing) > 1 else ''} "
+                f"{_ranges(missing)} {'are' if len(missing) > 1 else 'is'} missing"
+            )
         if broken:
             problems.append(
                 f"checkpoints {_ranges(broken)} do not follow the ones before them"
-                if len(broken) > 1 else
-                f"checkpoint {broken[0]} does not follow the one before it")
+                if len(broken) > 1
+                else f"checkpoint {broken[0]} does not follow the one before it"
+            )
             problems[-1] += " (a checkpoint was replaced or reordered)"
         where = f" ({context})" if context else ""
-        super().__init__(f"the history of execution {execution_id!r} is damaged{where}: "
-                         f"{'; '.join(problems)}. It cannot be resumed or shown safely from "
-                         "this point; restore the store from a backup, or fork the execution "
-                         "at an earlier, complete checkpoint")
+        super().__init__(
+            f"the history of execution {execution_id!r} is damaged{where}: "
+            f"{'; '.join(problems)}. It cannot be resumed or shown safely from "
+            "this point; restore the store from a backup, or fork the execution "
+            "at an earlier, complete checkpoint"
+        )
 
 
 def _ranges(seqs: tuple[int, ...]) -> str:
@@ -308,8 +329,11 @@ def fenced(lease: Lease, action: str, *, current_epoch: int | None = None) -> Fe
         A :class:`FencedError` saying that nothing was changed (a provider raises it
         only before changing anything).
     """
-    by = (f" by epoch {current_epoch}" if current_epoch is not None
-          else " by a newer claim (or the execution was deleted)")
+    by = (
+        f" by epoch {current_epoch}"
+        if current_epoch is not None
+        else " by a newer claim (or the execution was deleted)"
+    )
     return FencedError(
         f"{action} was refused: the lease of {lease.owner!r} on execution "
         f"{lease.execution_id!r} (epoch {lease.epoch}) was superseded{by}; nothing was changed"
@@ -317,7 +341,10 @@ def fenced(lease: Lease, action: str, *, current_epoch: int | None = None) -> Fe
 
 
 def already_exists(
-    execution_id: str, seq: int, *, version: str | None = None,
+    execution_id: str,
+    seq: int,
+    *,
+    version: str | None = None,
 ) -> AlreadyExistsError:
     """The error of ``mode="create"`` for a sequence number that exists [C5].
 
@@ -334,7 +361,11 @@ def already_exists(
 
 
 def precondition_failed(
-    execution_id: str, seq: int, expected: str, *, actual: str | None = None,
+    execution_id: str,
+    seq: int,
+    expected: str,
+    *,
+    actual: str | None = None,
     missing: bool = False,
 ) -> PreconditionFailedError:
     """The error of an ``ExpectedVersion(expected)`` write that found another version [C7].

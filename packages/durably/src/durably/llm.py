@@ -75,9 +75,16 @@ class ScriptedLLM:
     ``&delay=SECONDS`` waits before each chunk, like a real model.
     """
 
-    def __init__(self, responses: Mapping[str, list[str]], *, spec: str = "scripted",
-                 chunk_seed: int = 0, min_chunk: int = 1, max_chunk: int = 24,
-                 delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        responses: Mapping[str, list[str]],
+        *,
+        spec: str = "scripted",
+        chunk_seed: int = 0,
+        min_chunk: int = 1,
+        max_chunk: int = 24,
+        delay: float = 0.0,
+    ) -> None:
         self.responses = {key: list(value) for key, value in responses.items()}
         self.spec = spec
         self.chunk_seed = chunk_seed
@@ -92,52 +99,74 @@ class ScriptedLLM:
         params = parse_qs(query, keep_blank_values=True)
         unknown = sorted(set(params) - {"chunk_seed", "delay"})
         if unknown:
-            raise ConfigError(f"unknown scripted option {unknown[0]!r} in {f'scripted:{rest}'!r}",
-                              key="--llm", fix="Use scripted:PATH?chunk_seed=N&delay=SECONDS")
+            raise ConfigError(
+                f"unknown scripted option {unknown[0]!r} in {f'scripted:{rest}'!r}",
+                key="--llm",
+                fix="Use scripted:PATH?chunk_seed=N&delay=SECONDS",
+            )
         seed_text = params.get("chunk_seed", ["0"])[-1]
         delay_text = params.get("delay", ["0"])[-1]
         try:
             seed = int(seed_text)
         except ValueError:
-            raise ConfigError(f"chunk_seed must be an integer, not {seed_text!r}", key="--llm",
-                              fix="Use scripted:PATH?chunk_seed=N, e.g. chunk_seed=7") from None
+            raise ConfigError(
+                f"chunk_seed must be an integer, not {seed_text!r}",
+                key="--llm",
+                fix="Use scripted:PATH?chunk_seed=N, e.g. chunk_seed=7",
+            ) from None
         try:
             delay = float(delay_text)
         except ValueError:
             delay = -1.0
         if not 0 <= delay < float("inf"):
-            raise ConfigError(f"delay must be a number of seconds, not {delay_text!r}",
-                              key="--llm", fix="Use scripted:PATH?delay=SECONDS, e.g. "
-                              "delay=0.2") from None
+            raise ConfigError(
+                f"delay must be a number of seconds, not {delay_text!r}",
+                key="--llm",
+                fix="Use scripted:PATH?delay=SECONDS, e.g. delay=0.2",
+            ) from None
         file = Path(path).expanduser()
         try:
             data = json.loads(file.read_text(encoding="utf-8"))
         except OSError as exc:
-            raise ConfigError(f"cannot read scripted responses: {exc.strerror}",
-                              source=str(file)) from exc
+            raise ConfigError(
+                f"cannot read scripted responses: {exc.strerror}", source=str(file)
+            ) from exc
         except UnicodeDecodeError as exc:
-            raise ConfigError(f"not UTF-8 text (byte {exc.start}): expected a JSON file of "
-                              "scripted responses", source=str(file)) from None
+            raise ConfigError(
+                f"not UTF-8 text (byte {exc.start}): expected a JSON file of scripted responses",
+                source=str(file),
+            ) from None
         except json.JSONDecodeError as exc:
             raise ConfigError(f"not valid JSON: {exc}", source=str(file)) from exc
         if not isinstance(data, dict) or not all(
             isinstance(v, list) and all(isinstance(x, str) for x in v) for v in data.values()
         ):
-            raise ConfigError('expected an object {"Agent.Playbook": ["response", ...]}',
-                              source=str(file))
+            raise ConfigError(
+                'expected an object {"Agent.Playbook": ["response", ...]}', source=str(file)
+            )
         return cls(data, spec=f"scripted:{rest}", chunk_seed=seed, delay=delay)
 
-    async def stream(self, messages: list[dict[str, str]], *, agent: str, playbook: str,
-                     call: int, prefix: str = "") -> AsyncIterator[str | Finish]:
+    async def stream(
+        self,
+        messages: list[dict[str, str]],
+        *,
+        agent: str,
+        playbook: str,
+        call: int,
+        prefix: str = "",
+    ) -> AsyncIterator[str | Finish]:
         key = f"{agent}.{playbook}"
         script = self.responses.get(key, [])
         if call >= len(script):
-            raise LLMError(f"the scripted LLM has no response #{call + 1} for {key} "
-                           f"(it has {len(script)})")
+            raise LLMError(
+                f"the scripted LLM has no response #{call + 1} for {key} (it has {len(script)})"
+            )
         response = script[call]
         if prefix and not response.startswith(prefix):
-            raise LLMError(f"the journaled start of {key} response #{call + 1} does not match "
-                           "the scripted response")
+            raise LLMError(
+                f"the journaled start of {key} response #{call + 1} does not match "
+                "the scripted response"
+            )
         self.calls.append((key, call, prefix))
         rng = random.Random(f"{self.chunk_seed}:{key}:{call}")
         position = len(prefix)
@@ -145,7 +174,7 @@ class ScriptedLLM:
             size = rng.randint(self.min_chunk, self.max_chunk)
             if self.delay:
                 await asyncio.sleep(self.delay)
-            yield response[position:position + size]
+            yield response[position : position + size]
             position += size
         yield Finish("stop", model="scripted")
 
@@ -184,8 +213,11 @@ def open_llm(spec: str, options: Mapping[str, Any] | None = None) -> LLMClient:
 
     factory = get_hooks().llm_client_factories().get(prefix)
     if factory is None:
-        raise ConfigError(f"unknown LLM client {prefix!r}", key="--llm",
-                          fix=f"Use {known}, or install a plugin that registers it")
+        raise ConfigError(
+            f"unknown LLM client {prefix!r}",
+            key="--llm",
+            fix=f"Use {known}, or install a plugin that registers it",
+        )
     client = factory(rest, dict(options or {}))
     if not isinstance(client, LLMClient):
         raise ConfigError(f"the {prefix!r} LLM client factory returned {client!r}", key="--llm")

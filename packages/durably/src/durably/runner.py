@@ -45,8 +45,15 @@ from durably.storage import META_STATUS, CheckpointProvider, Lease
 log = logging.getLogger("durably")
 T = TypeVar("T")
 
-__all__ = ["Program", "RunResult", "Terminal", "new_execution_id", "resume_execution",
-           "run_program", "submit_program"]
+__all__ = [
+    "Program",
+    "RunResult",
+    "Terminal",
+    "new_execution_id",
+    "resume_execution",
+    "run_program",
+    "submit_program",
+]
 
 
 @dataclass(frozen=True)
@@ -64,8 +71,13 @@ class Program:
         return {cls.__name__: cls for cls in self.agent_classes}
 
     @classmethod
-    def load(cls, path: str | os.PathLike[str], *, expected_digest: str | None = None,
-             execution_id: str | None = None) -> Program:
+    def load(
+        cls,
+        path: str | os.PathLike[str],
+        *,
+        expected_digest: str | None = None,
+        execution_id: str | None = None,
+    ) -> Program:
         """Import a program file (under a private module name) and find its agents.
 
         The file is read once; its digest is computed from those bytes and, with
@@ -87,15 +99,15 @@ class Program:
         try:
             source = file.read_bytes()
         except OSError as exc:
-            raise ConfigError(f"cannot read the program: {exc.strerror}",
-                              source=str(file)) from exc
+            raise ConfigError(f"cannot read the program: {exc.strerror}", source=str(file)) from exc
         digest = "sha256:" + hashlib.sha256(source).hexdigest()
         if expected_digest is not None and digest != expected_digest:
             whose = f"execution {execution_id!r}" if execution_id else "the execution"
             raise ProgramChangedError(
                 f"the program {file} changed since {whose} started; resuming it could "
                 "replay different code. Restore the original file or pass "
-                "--allow-changed-program")
+                "--allow-changed-program"
+            )
         name = f"durably_program_{digest[7:19]}"
         try:
             code = compile(source, str(file), "exec", dont_inherit=True)
@@ -104,8 +116,11 @@ class Program:
             reason = exc.msg if isinstance(exc, SyntaxError) else str(exc)
             text = (exc.text or "").strip() if isinstance(exc, SyntaxError) else ""
             shown = f": {text[:120]}" if text else ""
-            raise ConfigError(f"the program does not compile{where}: {reason}{shown}",
-                              source=str(file), fix="Fix the program file") from None
+            raise ConfigError(
+                f"the program does not compile{where}: {reason}{shown}",
+                source=str(file),
+                fix="Fix the program file",
+            ) from None
         spec = importlib.util.spec_from_file_location(name, file)
         if spec is None or spec.loader is None:
             raise ConfigError("not a Python file", source=str(file))
@@ -120,15 +135,21 @@ class Program:
             del sys.modules[name]
             raise
         classes = tuple(
-            value for value in vars(module).values()
-            if isinstance(value, type) and issubclass(value, Agent) and value is not Agent
+            value
+            for value in vars(module).values()
+            if isinstance(value, type)
+            and issubclass(value, Agent)
+            and value is not Agent
             and value.__module__ == name
         )
         if not classes:
             raise ConfigError("defines no Agent subclass", source=str(file))
         if not any(spec.begin for c in classes for spec in c.playbooks.values()):
-            raise ConfigError("no playbook runs at the beginning", source=str(file),
-                              fix="Mark one with @playbook(llm=True, begin=True)")
+            raise ConfigError(
+                "no playbook runs at the beginning",
+                source=str(file),
+                fix="Mark one with @playbook(llm=True, begin=True)",
+            )
         return cls(file, digest, module, classes)
 
 
@@ -145,8 +166,11 @@ def _load_error(file: Path, exc: Exception) -> ConfigError:
         line = (frames[-1].line or "").strip()
         where = f" (line {frames[-1].lineno}{f': {line[:120]}' if line else ''})"
     reason = "".join(traceback.format_exception_only(exc)).strip().splitlines()[-1]
-    return ConfigError(f"the program raised while loading{where}: {reason}",
-                       source=str(file), fix="Fix the program file or install what it imports")
+    return ConfigError(
+        f"the program raised while loading{where}: {reason}",
+        source=str(file),
+        fix="Fix the program file or install what it imports",
+    )
 
 
 @dataclass(frozen=True)
@@ -185,9 +209,12 @@ def _store(config: DurabilityConfig, store: str | None) -> CheckpointProvider:
 
 
 @contextlib.asynccontextmanager
-async def _leased(manager: CheckpointManager, ttl: float,
-                  on_lost: asyncio.Task[Any] | None = None,
-                  notice: Callable[[str], None] | None = None) -> AsyncIterator[Lease]:
+async def _leased(
+    manager: CheckpointManager,
+    ttl: float,
+    on_lost: asyncio.Task[Any] | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> AsyncIterator[Lease]:
     """Hold the execution's lease (and owner lock) while the body runs.
 
     The claim takes a provably dead owner's lease over at once (see durably._liveness).
@@ -206,8 +233,10 @@ async def _leased(manager: CheckpointManager, ttl: float,
     lease = held.lease
     manager.lease = lease
     if held.took_over is not None and notice is not None:
-        notice(f"took execution {manager.execution_id} over from "
-               f"{held.took_over.owner_label}: {held.took_over.reason}")
+        notice(
+            f"took execution {manager.execution_id} over from "
+            f"{held.took_over.owner_label}: {held.took_over.reason}"
+        )
     stop = asyncio.Event()
     lost: FencedError | None = None
 
@@ -231,8 +260,11 @@ async def _leased(manager: CheckpointManager, ttl: float,
                     on_lost.cancel()
                 return
             except DurablyError as exc:  # a transient store error: retry sooner
-                log.warning("renewing the lease on execution %s failed (%s); retrying",
-                            manager.execution_id, exc)
+                log.warning(
+                    "renewing the lease on execution %s failed (%s); retrying",
+                    manager.execution_id,
+                    exc,
+                )
                 interval = max(0.05, min(interval, ttl / 10))
 
     async def superseded() -> FencedError:
@@ -244,7 +276,8 @@ async def _leased(manager: CheckpointManager, ttl: float,
         return FencedError(
             f"execution {manager.execution_id!r} was taken over by {holder} while this "
             f"process was paused or cut off past its lease (epoch {lease.epoch}); this "
-            "process stopped and wrote nothing after the take-over")
+            "process stopped and wrote nothing after the take-over"
+        )
 
     async def absorbing(awaitable: Awaitable[T]) -> T:
         """Await, absorbing the one cancellation this context may have sent its task
@@ -265,8 +298,9 @@ async def _leased(manager: CheckpointManager, ttl: float,
         yield lease
     except BaseException as exc:
         stop.set()
-        if isinstance(exc, FencedError) or (lost is not None and isinstance(
-                exc, (Exception, asyncio.CancelledError))):
+        if isinstance(exc, FencedError) or (
+            lost is not None and isinstance(exc, (Exception, asyncio.CancelledError))
+        ):
             # Whatever broke -- a fenced write, the cancellation, or what the
             # cancellation broke on its way -- the cause is the take-over.
             raise await absorbing(superseded()) from exc
@@ -301,8 +335,7 @@ async def _close_llm(client: Any) -> None:
         log.debug("closing the LLM client failed: %r", exc)
 
 
-async def _drive(execution: Execution, manager: CheckpointManager, *,
-                 resume: bool) -> RunResult:
+async def _drive(execution: Execution, manager: CheckpointManager, *, resume: bool) -> RunResult:
     status, value = await execution.run(resume=resume)
     if status == "completed":
         # Final snapshots, so that `show` sees every agent's final state. A crash before
@@ -386,11 +419,17 @@ def _attach(execution: Execution, terminal: Terminal | None) -> None:
             frame = task.frames[-1] if task.frames else None
             lines = _statement(task, frame).strip().splitlines()
             with contextlib.suppress(Exception):  # what the terminal does is not the run's
-                failed({"agent": task.agent_class.__name__, "id": task.agent_id,
+                failed(
+                    {
+                        "agent": task.agent_class.__name__,
+                        "id": task.agent_id,
                         "playbook": frame.playbook if frame is not None else None,
-                        "operation": entry.kind, "type": str(error[0]),
+                        "operation": entry.kind,
+                        "type": str(error[0]),
                         "message": str(error[1]),
-                        "statement": lines[0] if lines else None})
+                        "statement": lines[0] if lines else None,
+                    }
+                )
         await write_delta(task, entries)
 
     execution.write_delta = write_and_tell  # type: ignore[method-assign]
@@ -401,14 +440,15 @@ def _statement(task: Any, frame: Any) -> str:
     if frame is None or frame.current is None or frame.llm_index is None:
         return ""
     entry = task.journal.open_llm.get(frame.llm_index)
-    return "" if entry is None else str(entry.text[frame.current[0]:frame.current[1]])
+    return "" if entry is None else str(entry.text[frame.current[0] : frame.current[1]])
 
 
 class _TerminalIO(UserIO):
     """A :class:`UserIO` that asks and echoes through a :class:`Terminal`."""
 
-    def __init__(self, inputs: list[str], *, interactive: bool, echo: Any,
-                 terminal: Terminal | None) -> None:
+    def __init__(
+        self, inputs: list[str], *, interactive: bool, echo: Any, terminal: Terminal | None
+    ) -> None:
         super().__init__(inputs, interactive=interactive, echo=echo)
         self.terminal = terminal or Terminal()
         self.execution: Execution | None = None
@@ -476,15 +516,21 @@ async def run_program(
     async with provider:
         manager = CheckpointManager(execution_id, provider, config=config)
         if await provider.load_latest_checkpoint(execution_id) is not None:
-            raise DurablyError(f"execution {execution_id!r} already exists in "
-                               f"{provider.describe()}; resume it or pick another id")
+            raise DurablyError(
+                f"execution {execution_id!r} already exists in "
+                f"{provider.describe()}; resume it or pick another id"
+            )
         io = _TerminalIO(list(inputs), interactive=interactive, echo=echo, terminal=terminal)
         execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
         io.execution = execution
         execution.progress = progress
         _attach(execution, terminal)
-        execution.header = {"program": str(prog.path), "digest": prog.digest,
-                            "llm": getattr(client, "spec", str(llm)), "inputs": list(inputs)}
+        execution.header = {
+            "program": str(prog.path),
+            "digest": prog.digest,
+            "llm": getattr(client, "spec", str(llm)),
+            "inputs": list(inputs),
+        }
         async with _leased(manager, config.lease_ttl, asyncio.current_task()):
             try:
                 return await _drive(execution, manager, resume=False)
@@ -513,8 +559,12 @@ async def submit_program(
         if await provider.load_latest_checkpoint(execution_id) is not None:
             raise DurablyError(f"execution {execution_id!r} already exists")
         execution = Execution(manager, program=prog, llm=None, io=UserIO(list(inputs)))
-        execution.header = {"program": str(prog.path), "digest": prog.digest, "llm": llm,
-                            "inputs": list(inputs)}
+        execution.header = {
+            "program": str(prog.path),
+            "digest": prog.digest,
+            "llm": llm,
+            "inputs": list(inputs),
+        }
         async with _leased(manager, config.lease_ttl):
             for cls in prog.agent_classes:
                 if any(spec.begin for spec in cls.playbooks.values()):
@@ -565,11 +615,20 @@ async def resume_execution(
     """
     while True:
         try:
-            return await _resume_once(execution_id, store=store, llm=llm,
-                                      llm_options=llm_options, config=config,
-                                      allow_changed_program=allow_changed_program,
-                                      interactive=interactive, echo=echo, progress=progress,
-                                      inputs=inputs, notice=notice, terminal=terminal)
+            return await _resume_once(
+                execution_id,
+                store=store,
+                llm=llm,
+                llm_options=llm_options,
+                config=config,
+                allow_changed_program=allow_changed_program,
+                interactive=interactive,
+                echo=echo,
+                progress=progress,
+                inputs=inputs,
+                notice=notice,
+                terminal=terminal,
+            )
         except LeaseHeldError as exc:
             if not wait:
                 raise
@@ -580,12 +639,21 @@ async def resume_execution(
             await asyncio.sleep(min(1.0, max(0.05, remaining + 0.05)))
 
 
-async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any | None,
-                       llm_options: dict[str, Any] | None, config: DurabilityConfig | None,
-                       allow_changed_program: bool, interactive: bool, echo: Any,
-                       progress: Any, inputs: Sequence[str] = (),
-                       notice: Callable[[str], None] | None = None,
-                       terminal: Terminal | None = None) -> RunResult:
+async def _resume_once(
+    execution_id: str,
+    *,
+    store: str | None,
+    llm: str | Any | None,
+    llm_options: dict[str, Any] | None,
+    config: DurabilityConfig | None,
+    allow_changed_program: bool,
+    interactive: bool,
+    echo: Any,
+    progress: Any,
+    inputs: Sequence[str] = (),
+    notice: Callable[[str], None] | None = None,
+    terminal: Terminal | None = None,
+) -> RunResult:
     from durably.llm import LLMLimits, open_llm
 
     config = config or load_config()
@@ -609,14 +677,20 @@ async def _resume_once(execution_id: str, *, store: str | None, llm: str | Any |
             if loaded.status == "completed":
                 return RunResult(execution_id, "already-completed", loaded.result)
             header = loaded.header
-            prog = Program.load(header["program"], execution_id=execution_id,
-                                expected_digest=None if allow_changed_program
-                                else header.get("digest"))
+            prog = Program.load(
+                header["program"],
+                execution_id=execution_id,
+                expected_digest=None if allow_changed_program else header.get("digest"),
+            )
             loaded = await manager.resolve(loaded)
             spec = llm if llm is not None else header.get("llm")
             client = open_llm(spec, client_options) if isinstance(spec, str) else spec
-            io = _TerminalIO([*header.get("inputs", []), *inputs], interactive=interactive,
-                             echo=echo, terminal=terminal)
+            io = _TerminalIO(
+                [*header.get("inputs", []), *inputs],
+                interactive=interactive,
+                echo=echo,
+                terminal=terminal,
+            )
             execution = Execution(manager, program=prog, llm=client, io=io, limits=limits)
             io.execution = execution
             execution.retrying = loaded.status == "failed"

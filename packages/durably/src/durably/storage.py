@@ -405,7 +405,9 @@ class CheckpointProvider(abc.ABC):
         return self
 
     async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
         await self.close()
@@ -456,9 +458,7 @@ class CheckpointProvider(abc.ABC):
         _check_seq(seq)
         meta = validate_metadata(metadata)
         if lease is not None and lease.execution_id != execution_id:
-            raise ValueError(
-                f"lease is for execution {lease.execution_id!r}, not {execution_id!r}"
-            )
+            raise ValueError(f"lease is for execution {lease.execution_id!r}, not {execution_id!r}")
         if not isinstance(mode, ExpectedVersion) and mode not in ("create", "overwrite"):
             raise ValueError(f"mode must be 'create', 'overwrite' or ExpectedVersion, not {mode!r}")
         stored = self.envelope.wrap(bytes(data))
@@ -488,7 +488,11 @@ class CheckpointProvider(abc.ABC):
 
     @final
     async def list_checkpoints(
-        self, execution_id: str, *, cursor: str | None = None, limit: int = 1000,
+        self,
+        execution_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 1000,
         after: int | None = None,
     ) -> Page[CheckpointInfo]:
         """List an execution's checkpoints in increasing ``seq`` order, one page at a time [C4].
@@ -507,7 +511,10 @@ class CheckpointProvider(abc.ABC):
 
     @final
     async def iter_checkpoints(
-        self, execution_id: str, *, after: int | None = None,
+        self,
+        execution_id: str,
+        *,
+        after: int | None = None,
     ) -> AsyncIterator[CheckpointInfo]:
         """Iterate over all pages of :meth:`list_checkpoints`."""
         cursor: str | None = None
@@ -521,7 +528,11 @@ class CheckpointProvider(abc.ABC):
 
     @final
     async def delete_checkpoint(
-        self, execution_id: str, seq: int, *, lease: Lease | None = None,
+        self,
+        execution_id: str,
+        seq: int,
+        *,
+        lease: Lease | None = None,
     ) -> bool:
         """Delete checkpoint ``seq``; return whether it existed [C10]. Fenced like writes."""
         validate_execution_id(execution_id)
@@ -579,7 +590,10 @@ class CheckpointProvider(abc.ABC):
 
     @final
     async def list_executions(
-        self, *, cursor: str | None = None, limit: int = 100,
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
     ) -> Page[ExecutionInfo]:
         """List executions in increasing id order, one page at a time [C13]."""
         if limit < 1:
@@ -606,7 +620,10 @@ class CheckpointProvider(abc.ABC):
 
     @final
     async def list_open_executions(
-        self, *, cursor: str | None = None, limit: int = 100,
+        self,
+        *,
+        cursor: str | None = None,
+        limit: int = 100,
     ) -> Page[ExecutionInfo]:
         """List the open executions in increasing id order, one page at a time [C31].
 
@@ -772,7 +789,11 @@ class CheckpointProvider(abc.ABC):
 
     @final
     async def list_blobs(
-        self, execution_id: str, *, cursor: str | None = None, limit: int = 1000,
+        self,
+        execution_id: str,
+        *,
+        cursor: str | None = None,
+        limit: int = 1000,
     ) -> Page[BlobInfo]:
         """List an execution's blobs in increasing digest order, one page at a time."""
         validate_execution_id(execution_id)
@@ -793,7 +814,8 @@ class CheckpointProvider(abc.ABC):
         if capability not in self.capabilities:
             raise UnsupportedError(
                 f"cannot {what}: the {self.scheme or type(self).__name__} provider does not "
-                f"declare the {capability.value!r} capability")
+                f"declare the {capability.value!r} capability"
+            )
 
     def _open(self, found: tuple[CheckpointInfo, bytes]) -> StoredCheckpoint:
         info, stored = found
@@ -801,7 +823,10 @@ class CheckpointProvider(abc.ABC):
         return StoredCheckpoint(info, unwrap(stored, what=what))
 
     async def _delete_many(
-        self, execution_id: str, seqs: Iterable[int], lease: Lease | None,
+        self,
+        execution_id: str,
+        seqs: Iterable[int],
+        lease: Lease | None,
     ) -> list[int]:
         """Provider method: delete many checkpoints. Default: one :meth:`_delete` each."""
         deleted = []
@@ -814,8 +839,13 @@ class CheckpointProvider(abc.ABC):
 
     @abc.abstractmethod
     async def _save(
-        self, execution_id: str, seq: int, stored: bytes, metadata: dict[str, str],
-        mode: WriteMode, lease: Lease | None,
+        self,
+        execution_id: str,
+        seq: int,
+        stored: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
     ) -> CheckpointInfo:
         """Store ``stored`` durably under (execution_id, seq), honouring mode and lease.
 
@@ -834,7 +864,11 @@ class CheckpointProvider(abc.ABC):
 
     @abc.abstractmethod
     async def _list(
-        self, execution_id: str, cursor: str | None, limit: int, after: int | None,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
+        after: int | None,
     ) -> Page[CheckpointInfo]:
         """Return a page of checkpoint infos with seq > after, ascending."""
 
@@ -858,7 +892,8 @@ class CheckpointProvider(abc.ABC):
     async def _forget_if_finished(self, execution_id: str) -> bool:
         """Provider method: drop a stale open-index entry (see :meth:`forget_if_finished`)."""
         raise UnsupportedError(
-            f"{type(self).__name__} declares OPEN_INDEX without _forget_if_finished")
+            f"{type(self).__name__} declares OPEN_INDEX without _forget_if_finished"
+        )
 
     @abc.abstractmethod
     async def _claim(self, execution_id: str, owner: str, ttl: float) -> Lease:
@@ -888,7 +923,8 @@ class CheckpointProvider(abc.ABC):
     async def _owner_lock_free(self, execution_id: str) -> bool:
         """Provider method: whether the owner lock is free, without keeping it."""
         raise UnsupportedError(
-            f"{type(self).__name__} declares OWNER_LOCK without _owner_lock_free")
+            f"{type(self).__name__} declares OWNER_LOCK without _owner_lock_free"
+        )
 
     @abc.abstractmethod
     async def _put_blob(self, execution_id: str, digest: str, stored: bytes) -> bool:
@@ -904,7 +940,10 @@ class CheckpointProvider(abc.ABC):
 
     @abc.abstractmethod
     async def _list_blobs(
-        self, execution_id: str, cursor: str | None, limit: int,
+        self,
+        execution_id: str,
+        cursor: str | None,
+        limit: int,
     ) -> Page[BlobInfo]:
         """Return a page of blobs, ascending by digest."""
 
@@ -923,8 +962,7 @@ def _check_owner(owner: str) -> None:
 
 
 def _check_ttl(ttl: float) -> None:
-    if (not isinstance(ttl, (int, float)) or isinstance(ttl, bool)
-            or not (0 < ttl <= 365 * 86400)):
+    if not isinstance(ttl, (int, float)) or isinstance(ttl, bool) or not (0 < ttl <= 365 * 86400):
         raise ValueError(f"ttl must be a positive number of seconds, not {ttl!r}")
 
 

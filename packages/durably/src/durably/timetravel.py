@@ -57,8 +57,7 @@ class CheckpointPoint:
     one running, or the last one run), when the checkpoint holds or follows LLM text."""
 
 
-async def _scan(manager: CheckpointManager
-                ) -> tuple[list[CheckpointPoint], list[tuple[Any, int]]]:
+async def _scan(manager: CheckpointManager) -> tuple[list[CheckpointPoint], list[tuple[Any, int]]]:
     """The checkpoints, and the LLM calls in the order they started with the seq of the
     first checkpoint that holds their whole response.
 
@@ -103,15 +102,24 @@ async def _scan(manager: CheckpointManager
                 received.setdefault(key, info.seq)
         for item in doc.get("log", []) + doc.get("llm_log", []):
             key = (item["id"], item["index"])
-            started.setdefault(key, (item.get("after", 0), info.seq, int(item["id"]),
-                                     item["index"]))
+            started.setdefault(
+                key, (item.get("after", 0), info.seq, int(item["id"]), item["index"])
+            )
             received.setdefault(key, info.seq)
         agent_class, operations, statement = reader.read(doc)
-        points.append(CheckpointPoint(
-            seq=info.seq, kind=info.metadata.get(META_KIND, doc.get("type", "?")),
-            agent=agent, created_at=info.created_at, llm_calls=len(received),
-            status=info.metadata.get(META_STATUS, "running"), agent_class=agent_class,
-            operations=operations, statement=statement))
+        points.append(
+            CheckpointPoint(
+                seq=info.seq,
+                kind=info.metadata.get(META_KIND, doc.get("type", "?")),
+                agent=agent,
+                created_at=info.created_at,
+                llm_calls=len(received),
+                status=info.metadata.get(META_STATUS, "running"),
+                agent_class=agent_class,
+                operations=operations,
+                statement=statement,
+            )
+        )
     history.check_links()
     calls = sorted((order, received.get(key, -1)) for key, order in started.items())
     return points, calls
@@ -128,8 +136,10 @@ async def seq_after_llm_call(manager: CheckpointManager, number: int) -> int:
     (calls numbered in the order they started, from 1)."""
     _, calls = await _scan(manager)
     if not 1 <= number <= len(calls) or calls[number - 1][1] < 0:
-        raise NotFoundError(f"execution {manager.execution_id!r} has no completed LLM call "
-                            f"#{number} in its stored checkpoints ({len(calls)} calls)")
+        raise NotFoundError(
+            f"execution {manager.execution_id!r} has no completed LLM call "
+            f"#{number} in its stored checkpoints ({len(calls)} calls)"
+        )
     return calls[number - 1][1]
 
 
@@ -148,8 +158,10 @@ async def fork_execution(manager: CheckpointManager, at: int, new_id: str) -> in
         raise NotFoundError(f"no execution {manager.execution_id!r}")
     chosen = await provider.load_checkpoint(manager.execution_id, at)
     if chosen.metadata.get(META_KIND) == "final" or loaded.status == "completed":
-        raise DurablyError(f"checkpoint {at} of {manager.execution_id!r} marks the end of the "
-                           "execution: there is nothing left to run from it; pick an earlier one")
+        raise DurablyError(
+            f"checkpoint {at} of {manager.execution_id!r} marks the end of the "
+            "execution: there is nothing left to run from it; pick an earlier one"
+        )
     base = min((seq for seq, *_ in loaded.snapshots.values()), default=at)
     copied = 0
     blobs: set[str] = set()
@@ -159,8 +171,9 @@ async def fork_execution(manager: CheckpointManager, at: int, new_id: str) -> in
         stored = await provider.load_checkpoint(manager.execution_id, info.seq)
         await manager.decode(stored, blobs, unresolved=[])
         for digest in sorted(blobs):
-            await provider.put_blob(new_id, await provider.get_blob(manager.execution_id, digest),
-                                    digest=digest)
+            await provider.put_blob(
+                new_id, await provider.get_blob(manager.execution_id, digest), digest=digest
+            )
         blobs.clear()
         metadata = dict(info.metadata)
         metadata["durably.forked-from"] = f"{manager.execution_id}@{info.seq}"
@@ -191,9 +204,11 @@ async def diff_checkpoints(manager: CheckpointManager, a: int, b: int) -> dict[s
     for name in sorted(set(before["agents"]) | set(after["agents"])):
         old = before["agents"].get(name, {"state": {}, "locals": {}, "call_stack": []})
         new = after["agents"].get(name, {"state": {}, "locals": {}, "call_stack": []})
-        agents[name] = {"state": _compare(old["state"], new["state"]),
-                        "locals": _compare(old["locals"], new["locals"]),
-                        "call_stack": [old["call_stack"], new["call_stack"]]}
+        agents[name] = {
+            "state": _compare(old["state"], new["state"]),
+            "locals": _compare(old["locals"], new["locals"]),
+            "call_stack": [old["call_stack"], new["call_stack"]],
+        }
     journal = []
     history = HistoryCheck(manager.execution_id, a, b)
     async for info in manager.provider.iter_checkpoints(manager.execution_id, after=a - 1):
@@ -210,14 +225,17 @@ async def diff_checkpoints(manager: CheckpointManager, a: int, b: int) -> dict[s
         kind = doc_type(doc)
         if kind == "delta":
             for entry in DeltaDoc.from_doc(doc, seq).entries:
-                journal.append({"seq": seq, "agent": doc.get("agent"), "op": entry.index,
-                                "kind": entry.kind})
+                journal.append(
+                    {"seq": seq, "agent": doc.get("agent"), "op": entry.index, "kind": entry.kind}
+                )
         else:
             journal.append({"seq": seq, "agent": doc.get("agent"), "kind": kind})
     history.check_links()
     seen = {(t["id"], t["text"]) for t in before["transcript"]}
     return {
-        "execution_id": manager.execution_id, "from": a, "to": b,
+        "execution_id": manager.execution_id,
+        "from": a,
+        "to": b,
         "agents": agents,
         "transcript": [t for t in after["transcript"] if (t["id"], t["text"]) not in seen],
         "llm_calls": len(after["llm_calls"]) - len(before["llm_calls"]),
@@ -237,8 +255,15 @@ async def _with_manager(execution_id: str, store: str | None, config: Any, work:
         return await work(CheckpointManager(execution_id, provider, config=config))
 
 
-async def fork(execution_id: str, *, at: int | None = None, at_llm_call: int | None = None,
-               new_id: str | None = None, store: str | None = None, config: Any = None) -> str:
+async def fork(
+    execution_id: str,
+    *,
+    at: int | None = None,
+    at_llm_call: int | None = None,
+    new_id: str | None = None,
+    store: str | None = None,
+    config: Any = None,
+) -> str:
     """Fork ``execution_id`` at checkpoint ``at`` (or right after its ``at_llm_call``-th
     LLM response was received) into a new execution; return the new id. Resume it with
     :func:`durably.resume_execution` (optionally with another ``llm``)."""
@@ -257,19 +282,23 @@ async def fork(execution_id: str, *, at: int | None = None, at_llm_call: int | N
     return result
 
 
-async def diff(execution_id: str, a: int, b: int, *, store: str | None = None,
-               config: Any = None) -> dict[str, Any]:
+async def diff(
+    execution_id: str, a: int, b: int, *, store: str | None = None, config: Any = None
+) -> dict[str, Any]:
     """:func:`diff_checkpoints` on an execution of the configured (or given) store."""
     result: dict[str, Any] = await _with_manager(
-        execution_id, store, config, lambda m: diff_checkpoints(m, a, b))
+        execution_id, store, config, lambda m: diff_checkpoints(m, a, b)
+    )
     return result
 
 
-async def history(execution_id: str, *, store: str | None = None,
-                  config: Any = None) -> list[CheckpointPoint]:
+async def history(
+    execution_id: str, *, store: str | None = None, config: Any = None
+) -> list[CheckpointPoint]:
     """:func:`checkpoint_points` on an execution of the configured (or given) store."""
-    result: list[CheckpointPoint] = await _with_manager(execution_id, store, config,
-                                                        checkpoint_points)
+    result: list[CheckpointPoint] = await _with_manager(
+        execution_id, store, config, checkpoint_points
+    )
     return result
 
 
@@ -286,16 +315,26 @@ def parse_point(text: str) -> tuple[str, int | None]:
     if not at:
         return text, None
     if not seq.isdigit():
-        raise ValueError(f"cannot read {text!r}: use EXECUTION or EXECUTION@CHECKPOINT "
-                         "(a checkpoint number, see `durably history`)")
+        raise ValueError(
+            f"cannot read {text!r}: use EXECUTION or EXECUTION@CHECKPOINT "
+            "(a checkpoint number, see `durably history`)"
+        )
     return execution_id, int(seq)
 
 
 def _call_summary(number: int, call: dict[str, Any]) -> dict[str, Any]:
-    lines = [line for line in call["response"].strip().splitlines()
-             if line.strip() and not line.startswith(("```", "#"))]
-    return {"number": number, "agent": call["agent"], "playbook": call["playbook"],
-            "first_line": lines[0][:100] if lines else "", "chars": len(call["response"])}
+    lines = [
+        line
+        for line in call["response"].strip().splitlines()
+        if line.strip() and not line.startswith(("```", "#"))
+    ]
+    return {
+        "number": number,
+        "agent": call["agent"],
+        "playbook": call["playbook"],
+        "first_line": lines[0][:100] if lines else "",
+        "chars": len(call["response"]),
+    }
 
 
 def compare_views(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
@@ -307,9 +346,11 @@ def compare_views(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     empty: dict[str, Any] = {"state": {}, "locals": {}, "call_stack": []}
     for name in sorted(set(a["agents"]) | set(b["agents"])):
         old, new = a["agents"].get(name, empty), b["agents"].get(name, empty)
-        agents[name] = {"state": _compare(old["state"], new["state"]),
-                        "locals": _compare(old["locals"], new["locals"]),
-                        "call_stack": [old["call_stack"], new["call_stack"]]}
+        agents[name] = {
+            "state": _compare(old["state"], new["state"]),
+            "locals": _compare(old["locals"], new["locals"]),
+            "call_stack": [old["call_stack"], new["call_stack"]],
+        }
 
     def split(left: list[Any], right: list[Any]) -> tuple[int, list[Any], list[Any]]:
         common = 0
@@ -317,14 +358,20 @@ def compare_views(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             common += 1
         return common, left[common:], right[common:]
 
-    said = [(t["agent"], t["text"]) for t in a["transcript"]], [
-        (t["agent"], t["text"]) for t in b["transcript"]]
+    said = (
+        [(t["agent"], t["text"]) for t in a["transcript"]],
+        [(t["agent"], t["text"]) for t in b["transcript"]],
+    )
     common, only_a, only_b = split(*said)
+
     # LLM calls are matched by what they are (agent, playbook, prompt, response), not by
     # position: a call that started first may end last (a playbook that calls another).
     def key(call: dict[str, Any]) -> str:
-        return json.dumps([call["id"], call["playbook"], call["prompt"], call["response"]],
-                          sort_keys=True, default=repr)
+        return json.dumps(
+            [call["id"], call["playbook"], call["prompt"], call["response"]],
+            sort_keys=True,
+            default=repr,
+        )
 
     keys_a = [key(c) for c in a["llm_calls"]]
     keys_b = [key(c) for c in b["llm_calls"]]
@@ -342,30 +389,44 @@ def compare_views(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
             right.remove(k)
         else:
             only_calls_b.append(_call_summary(number, call))
-    prompts_a = {json.dumps([c["id"], c["playbook"], c["prompt"]], default=repr)
-                 for c in a["llm_calls"]}
+    prompts_a = {
+        json.dumps([c["id"], c["playbook"], c["prompt"]], default=repr) for c in a["llm_calls"]
+    }
     answered_differently = sum(
-        1 for number, call in enumerate(b["llm_calls"], 1)
+        1
+        for number, call in enumerate(b["llm_calls"], 1)
         if any(s["number"] == number for s in only_calls_b)
-        and json.dumps([call["id"], call["playbook"], call["prompt"]], default=repr) in prompts_a)
+        and json.dumps([call["id"], call["playbook"], call["prompt"]], default=repr) in prompts_a
+    )
     inputs = ([i["text"] for i in a.get("inputs", [])], [i["text"] for i in b.get("inputs", [])])
     same_inputs, inputs_a, inputs_b = split(*inputs)
     return {
-        "a": {"execution_id": a["execution_id"], "checkpoint": a["latest_seq"],
-              "status": a["status"]},
-        "b": {"execution_id": b["execution_id"], "checkpoint": b["latest_seq"],
-              "status": b["status"]},
+        "a": {
+            "execution_id": a["execution_id"],
+            "checkpoint": a["latest_seq"],
+            "status": a["status"],
+        },
+        "b": {
+            "execution_id": b["execution_id"],
+            "checkpoint": b["latest_seq"],
+            "status": b["status"],
+        },
         "agents": agents,
-        "transcript": {"common": common,
-                       "a": [{"agent": x, "text": y} for x, y in only_a],
-                       "b": [{"agent": x, "text": y} for x, y in only_b]},
+        "transcript": {
+            "common": common,
+            "a": [{"agent": x, "text": y} for x, y in only_a],
+            "b": [{"agent": x, "text": y} for x, y in only_b],
+        },
         "inputs": {"common": same_inputs, "a": inputs_a, "b": inputs_b},
         "llm_calls": {
             "common": len(keys_a) - len(only_calls_a),
             "same_prompt_other_response": answered_differently,
-            "a": only_calls_a, "b": only_calls_b},
+            "a": only_calls_a,
+            "b": only_calls_b,
+        },
         "tool_errors": [a.get("tool_errors", []), b.get("tool_errors", [])]
-        if a.get("tool_errors", []) != b.get("tool_errors", []) else None,
+        if a.get("tool_errors", []) != b.get("tool_errors", [])
+        else None,
         "result": [a["result"], b["result"]] if a["result"] != b["result"] else None,
         "error": [a["error"], b["error"]] if a["error"] != b["error"] else None,
     }
@@ -379,8 +440,9 @@ async def _forked_from(provider: Any, execution_id: str) -> str | None:
     return origin
 
 
-async def compare(a: str, b: str, *, store: str | None = None,
-                  config: Any = None) -> dict[str, Any]:
+async def compare(
+    a: str, b: str, *, store: str | None = None, config: Any = None
+) -> dict[str, Any]:
     """Compare two points ``EXECUTION[@CHECKPOINT]`` (see :func:`compare_views`): a fork
     against its original, a resumed run against a baseline, two checkpoints of one run.
     ``forked_from`` names the point each one was forked from, if it was."""

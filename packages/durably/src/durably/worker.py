@@ -103,7 +103,10 @@ class ScanState:
 
 
 async def find_resumable(
-    provider: CheckpointProvider, *, limit: int = 100, state: ScanState | None = None,
+    provider: CheckpointProvider,
+    *,
+    limit: int = 100,
+    state: ScanState | None = None,
     on_damaged: Callable[[str, BaseException], None] | None = None,
     skip: Callable[[str], bool] | None = None,
 ) -> list[str]:
@@ -222,8 +225,11 @@ def _describe_death(returncode: int, cpu_limit: float) -> str:
     if returncode < 0:
         name = _signal_name(-returncode)
         if name == "SIGXCPU" or (name == "SIGKILL" and cpu_limit):
-            hint = f" (CPU limit: cpu_limit = {cpu_limit:g} s)" if name == "SIGXCPU" else (
-                " (the CPU limit's hard stop, or the out-of-memory killer)")
+            hint = (
+                f" (CPU limit: cpu_limit = {cpu_limit:g} s)"
+                if name == "SIGXCPU"
+                else (" (the CPU limit's hard stop, or the out-of-memory killer)")
+            )
         elif name == "SIGKILL":
             hint = " (the out-of-memory killer, or another process)"
         elif name == "SIGSEGV":
@@ -235,8 +241,13 @@ def _describe_death(returncode: int, cpu_limit: float) -> str:
 
 
 class _Supervisor:
-    def __init__(self, provider: CheckpointProvider, config: DurabilityConfig,
-                 limits: WorkerConfig, concurrency: int) -> None:
+    def __init__(
+        self,
+        provider: CheckpointProvider,
+        config: DurabilityConfig,
+        limits: WorkerConfig,
+        concurrency: int,
+    ) -> None:
         from durably._liveness import this_owner
 
         self.provider = provider
@@ -251,8 +262,9 @@ class _Supervisor:
         self.damaged_since: dict[str, float] = {}
         """Damaged executions, by when (``time.monotonic()``) they were last found so."""
         self.owner = this_owner().encode()
-        self.claims = (isinstance(provider, ClaimsNext)
-                       and Capability.CLAIM_NEXT in provider.capabilities)
+        self.claims = (
+            isinstance(provider, ClaimsNext) and Capability.CLAIM_NEXT in provider.capabilities
+        )
 
     # ----------------------------------------------------------------- bookkeeping
 
@@ -274,8 +286,11 @@ class _Supervisor:
     def waiting(self) -> bool:
         """Some execution waits for its backoff (a ``--once`` worker waits for it)."""
         now = time.monotonic()
-        return any(a.not_before > now for e, a in self.attempts.items()
-                   if e not in self.summary.failed and e not in self.summary.damaged)
+        return any(
+            a.not_before > now
+            for e, a in self.attempts.items()
+            if e not in self.summary.failed and e not in self.summary.damaged
+        )
 
     def damaged(self, execution_id: str, exc: BaseException | str) -> None:
         """Set a damaged execution aside (reported once, while the error stays the same)."""
@@ -294,8 +309,12 @@ class _Supervisor:
         if self.claims:
             return await self._claim_batch(free)
         found = await find_resumable(
-            self.provider, limit=free, state=self.scan, on_damaged=self.damaged,
-            skip=lambda e: e in self.running or self.held_back(e))
+            self.provider,
+            limit=free,
+            state=self.scan,
+            on_damaged=self.damaged,
+            skip=lambda e: e in self.running or self.held_back(e),
+        )
         return [(e, None) for e in found], bool(found)
 
     async def _claim_batch(self, free: int) -> tuple[list[tuple[str, Lease | None]], bool]:
@@ -312,8 +331,11 @@ class _Supervisor:
             if lease is None:
                 break
             execution_id = lease.execution_id
-            if execution_id in self.running or self.held_back(execution_id) or any(
-                    e == execution_id for e, _ in batch):
+            if (
+                execution_id in self.running
+                or self.held_back(execution_id)
+                or any(e == execution_id for e, _ in batch)
+            ):
                 await self.provider.release(lease)
                 continue
             batch.append((execution_id, lease))
@@ -352,11 +374,16 @@ class _Supervisor:
         self.summary.attempts[execution_id] = entry.failures
         limit = self.limits.max_attempts
         if entry.failures < limit:
-            delay = min(self.limits.max_backoff,
-                        self.limits.backoff * 2 ** (entry.failures - 1))
+            delay = min(self.limits.max_backoff, self.limits.backoff * 2 ** (entry.failures - 1))
             entry.not_before = time.monotonic() + delay
-            log.warning("execution %s: attempt %d of %d failed: %s; next attempt in %.1f s",
-                        execution_id, entry.failures, limit, reason, delay)
+            log.warning(
+                "execution %s: attempt %d of %d failed: %s; next attempt in %.1f s",
+                execution_id,
+                entry.failures,
+                limit,
+                reason,
+                delay,
+            )
             return
         why = f"gave up after {entry.failures} failed attempt(s); the last one: {reason}"
         log.error("execution %s: %s", execution_id, why)
@@ -394,15 +421,21 @@ class _Supervisor:
         job = {
             "execution_id": execution_id,
             "config": {**asdict(self.config), "sources": list(self.config.sources)},
-            "handoff": None if handoff is None else [handoff.owner, handoff.epoch,
-                                                     handoff.expires_at],
+            "handoff": None
+            if handoff is None
+            else [handoff.owner, handoff.epoch, handoff.expires_at],
             "cpu_limit": self.limits.cpu_limit,
             "memory_limit": self.limits.memory_limit,
             "parent": os.getpid(),
         }
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _CHILD_ENTRY, stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, start_new_session=True)
+            sys.executable,
+            "-c",
+            _CHILD_ENTRY,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            start_new_session=True,
+        )
         self.children[execution_id] = proc
         assert proc.stdin is not None
         assert proc.stdout is not None
@@ -437,8 +470,11 @@ class _Supervisor:
                 proc.stdin.close()
             self.children.pop(execution_id, None)
         if timed_out:
-            return _Outcome("error", f"no progress for {self.limits.statement_timeout:g} s "
-                            "(statement_timeout): its process was killed")
+            return _Outcome(
+                "error",
+                f"no progress for {self.limits.statement_timeout:g} s "
+                "(statement_timeout): its process was killed",
+            )
         if result is not None:
             return _Outcome(str(result.get("outcome", "error")), str(result.get("error", "")))
         return _Outcome("error", _describe_death(returncode, self.limits.cpu_limit))
@@ -502,7 +538,8 @@ async def supervise(
                     batch, seen = await sup.next_batch(free)
                     for execution_id, lease in batch:
                         sup.running[execution_id] = asyncio.create_task(
-                            sup.attempt(execution_id, lease))
+                            sup.attempt(execution_id, lease)
+                        )
                 if once and not sup.running and not seen and not sup.waiting():
                     return sup.summary
                 await _sleep_or_finish(poll, sup.running)
@@ -519,8 +556,7 @@ async def _sleep_or_finish(poll: float, running: dict[str, asyncio.Task[None]]) 
     if not running:
         await asyncio.sleep(poll)
         return
-    await asyncio.wait(list(running.values()), timeout=poll,
-                       return_when=asyncio.FIRST_COMPLETED)
+    await asyncio.wait(list(running.values()), timeout=poll, return_when=asyncio.FIRST_COMPLETED)
 
 
 async def run_worker(
@@ -541,8 +577,9 @@ async def run_worker(
     Returns:
         How many executions this worker brought to an end.
     """
-    summary = await supervise(store=store, concurrency=concurrency, poll=poll, once=once,
-                              config=config, limits=limits)
+    summary = await supervise(
+        store=store, concurrency=concurrency, poll=poll, once=once, config=config, limits=limits
+    )
     return summary.finished
 
 
@@ -570,18 +607,21 @@ def _child_main() -> None:
     except BaseException as exc:  # SystemExit or BaseException from LLM code
         raw = dict(job["config"])
         raw["sources"] = tuple(raw.get("sources", ()))
-        outcome = asyncio.run(_after_exception(DurabilityConfig(**raw),
-                                               str(job["execution_id"]), exc))
-    channel.write(b"r " + json.dumps({"outcome": outcome.kind,
-                                      "error": outcome.error}).encode() + b"\n")
+        outcome = asyncio.run(
+            _after_exception(DurabilityConfig(**raw), str(job["execution_id"]), exc)
+        )
+    channel.write(
+        b"r " + json.dumps({"outcome": outcome.kind, "error": outcome.error}).encode() + b"\n"
+    )
     channel.flush()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
 
 
-async def _after_exception(config: DurabilityConfig, execution_id: str,
-                           exc: BaseException) -> _Outcome:
+async def _after_exception(
+    config: DurabilityConfig, execution_id: str, exc: BaseException
+) -> _Outcome:
     """An attempt that raised: ``failed`` if the run recorded the execution as failed
     (what LLM code raised ends the program), else a failed attempt (retried)."""
     from durably import open_store
@@ -678,10 +718,8 @@ async def _child_run(job: dict[str, Any], channel: Any) -> _Outcome:
             # before ours, so that no other worker picks it in between.
             owner, epoch, expires_at = handoff
             async with open_store(config=config) as provider:
-                await provider.release(Lease(execution_id, owner, int(epoch),
-                                             float(expires_at)))
-        result = await resume_execution(execution_id, config=config, echo=None,
-                                        progress=progress)
+                await provider.release(Lease(execution_id, owner, int(epoch), float(expires_at)))
+        result = await resume_execution(execution_id, config=config, echo=None, progress=progress)
     except (LeaseHeldError, FencedError) as exc:
         return _Outcome("busy", redact(str(exc)))
     except DAMAGE as exc:

@@ -79,8 +79,10 @@ class ChunkWriter:
                 acc = 0
             cur.append(unit)
             acc += n
-            if len(cur) >= min_units and acc >= lo and (
-                n >= avg or crc32(unit.encode("ascii")) * avg < n << 32
+            if (
+                len(cur) >= min_units
+                and acc >= lo
+                and (n >= avg or crc32(unit.encode("ascii")) * avg < n << 32)
             ):
                 out.append(store(prefix + ",".join(cur) + "]"))
                 cur = []
@@ -143,8 +145,9 @@ class ChunkReader:
         except Exception as exc:
             raise CorruptObjectError(f"blob {digest} is unavailable: {exc!r}") from exc
         if not isinstance(data, (bytes, bytearray, memoryview)):
-            raise CorruptObjectError(f"blob {digest}: the getter returned "
-                                     f"{type(data).__name__}, not bytes")
+            raise CorruptObjectError(
+                f"blob {digest}: the getter returned {type(data).__name__}, not bytes"
+            )
         actual = "sha256:" + hashlib.sha256(data).hexdigest()
         if not hmac.compare_digest(actual, digest):
             raise CorruptObjectError(f"blob {digest} is corrupt: its content hashes to {actual}")

@@ -53,8 +53,9 @@ class Decoder:
 
     __slots__ = ("chunks", "classes", "codec", "objs", "unresolved")
 
-    def __init__(self, codec: ValueCodec, get_blob: BlobGetter | None,
-                 unresolved: list[str] | None = None) -> None:
+    def __init__(
+        self, codec: ValueCodec, get_blob: BlobGetter | None, unresolved: list[str] | None = None
+    ) -> None:
         self.codec = codec
         self.chunks = ChunkReader(get_blob)
         self.objs: list[Any] = []
@@ -358,11 +359,16 @@ def _d_namedtuple(d: Decoder, n: list[Any]) -> tuple[Any, ...]:
     cls = d.resolve(n[1], "named tuple")
     values = d._seq(n, 2)
     if cls is None:
-        return Unresolved(n[1], "named tuple",  # type: ignore[return-value]
-                          {str(i): v for i, v in enumerate(values)})
+        return Unresolved(
+            n[1],
+            "named tuple",  # type: ignore[return-value]
+            {str(i): v for i, v in enumerate(values)},
+        )
     if len(values) != len(cls._fields):
-        raise Fail(f"named tuple {n[1]!r} now has {len(cls._fields)} fields, "
-                    f"the stored value has {len(values)}")
+        raise Fail(
+            f"named tuple {n[1]!r} now has {len(cls._fields)} fields, "
+            f"the stored value has {len(values)}"
+        )
     value: tuple[Any, ...] = tuple.__new__(cls, values)
     return value
 
@@ -409,15 +415,16 @@ def _d_pydantic(d: Decoder, n: list[Any]) -> Any:
     obj = cls.__new__(cls)
     d.objs.append(obj)
     extra, private = d.dec(n[3]), d.dec(n[4])
-    if not (extra is None or type(extra) is dict) or not (private is None or type(private)
-                                                          is dict):
+    if not (extra is None or type(extra) is dict) or not (private is None or type(private) is dict):
         raise corrupt("bad pydantic extra/private attributes")
-    obj.__setstate__({
-        "__dict__": dict(d._attrs(n, 5)),
-        "__pydantic_fields_set__": set(fields_set),
-        "__pydantic_extra__": extra,
-        "__pydantic_private__": private,
-    })
+    obj.__setstate__(
+        {
+            "__dict__": dict(d._attrs(n, 5)),
+            "__pydantic_fields_set__": set(fields_set),
+            "__pydantic_extra__": extra,
+            "__pydantic_private__": private,
+        }
+    )
     return obj
 
 
@@ -461,8 +468,9 @@ def _d_pickle(d: Decoder, n: list[Any]) -> Any:
         return placeholder
     key = d.codec._pickle_key
     if key is None:
-        raise Fail("the data holds a pickled value but no pickle_key is configured; "
-                    "refusing to unpickle")
+        raise Fail(
+            "the data holds a pickled value but no pickle_key is configured; refusing to unpickle"
+        )
     expected = hmac.new(key, data, hashlib.sha256).hexdigest()
     if not (sig.isascii() and hmac.compare_digest(expected, sig)):
         raise Fail("pickled value has a bad signature; refusing to unpickle", SignatureError)

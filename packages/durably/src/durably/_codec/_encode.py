@@ -62,8 +62,10 @@ def _e_tz(tz: _dt.tzinfo | None) -> str | None:
         if off is None or name is None:  # pragma: no cover - timezone always has both
             return None
         plain = _dt.timezone(off).tzname(None)
-        return (f'["tz",{off.days},{off.seconds},{off.microseconds},'
-                f'{"null" if name == plain else _esc(name)}]')
+        return (
+            f'["tz",{off.days},{off.seconds},{off.microseconds},'
+            f"{'null' if name == plain else _esc(name)}]"
+        )
     if type(tz) is ZoneInfo and tz.key:
         return '["zi",' + _esc(tz.key) + "]"
     return None
@@ -73,12 +75,29 @@ class Encoder:
     """State of one encode call: the identity memo, the blobs, the class-path cache."""
 
     __slots__ = (
-        "chunks", "cls_cache", "codec", "fallback", "fields", "hook", "keying", "late", "limit",
-        "memo", "nrefs", "objs", "pickle_key",
+        "chunks",
+        "cls_cache",
+        "codec",
+        "fallback",
+        "fields",
+        "hook",
+        "keying",
+        "late",
+        "limit",
+        "memo",
+        "nrefs",
+        "objs",
+        "pickle_key",
     )
 
-    def __init__(self, codec: ValueCodec, limit: int, *, keying: bool = False,
-                 cls_cache: dict[type, str | None] | None = None) -> None:
+    def __init__(
+        self,
+        codec: ValueCodec,
+        limit: int,
+        *,
+        keying: bool = False,
+        cls_cache: dict[type, str | None] | None = None,
+    ) -> None:
         self.codec = codec
         self.hook = codec._encode_hook
         self.fallback = codec._encode_fallback
@@ -108,8 +127,10 @@ class Encoder:
 
     def _ref(self, number: int) -> str:
         if number in self.late:
-            raise Fail("a value handled by an encode hook refers back to itself; "
-                        "such cycles cannot be restored")
+            raise Fail(
+                "a value handled by an encode hook refers back to itself; "
+                "such cycles cannot be restored"
+            )
         self.nrefs += 1
         return f'["r",{number}]'
 
@@ -293,7 +314,8 @@ class Encoder:
         if extra:
             known = set(names)
             pairs.extend(
-                (k, v) for k, v in extra.items()
+                (k, v)
+                for k, v in extra.items()
                 if type(k) is str and k not in known and not (k[:2] == "__" == k[-2:])
             )
         return self._node("D", self._attrs(pairs, []), "," + _esc(path), 2)
@@ -313,8 +335,10 @@ class Encoder:
         return self._node("P", attrs, header, 2)
 
     def _custom(self, value: Any) -> str:
-        for tag, hook, what in (("h", self.hook, "encode_hook"),
-                                ("x", self.fallback, "encode_fallback")):
+        for tag, hook, what in (
+            ("h", self.hook, "encode_hook"),
+            ("x", self.fallback, "encode_fallback"),
+        ):
             if hook is None:
                 continue
             try:
@@ -323,10 +347,11 @@ class Encoder:
                 raise Fail(f"{what} failed on {type(value).__name__}: {exc!r}") from exc
             if result is None:
                 continue
-            if (not isinstance(result, tuple) or len(result) != 2
-                    or not isinstance(result[0], str)):
-                raise Fail(f"{what} returned {short_repr(result)} for "
-                            f"{type(value).__name__}; expected (tag, payload) or None")
+            if not isinstance(result, tuple) or len(result) != 2 or not isinstance(result[0], str):
+                raise Fail(
+                    f"{what} returned {short_repr(result)} for "
+                    f"{type(value).__name__}; expected (tag, payload) or None"
+                )
             self._new(value)
             number = len(self.objs) - 1
             self.late.add(number)
@@ -339,8 +364,9 @@ class Encoder:
             try:
                 data = pickle.dumps(value, protocol=5)
             except Exception as exc:
-                raise Fail(f"{type(value).__name__} is not serializable "
-                            f"(pickle failed: {exc})") from exc
+                raise Fail(
+                    f"{type(value).__name__} is not serializable (pickle failed: {exc})"
+                ) from exc
             self._new(value)
             sig = hmac.new(self.pickle_key, data, hashlib.sha256).hexdigest()
             return f'["p","{sig}",{self.chunks.binary("b", data)}]'
@@ -371,8 +397,14 @@ class Encoder:
             items.append(vf)
         return self._node("d", items, "", 2)
 
-    def _give_up(self, exc: Fail | RecursionError, var: str, skip: bool, skipped: list[str],
-                 cp: tuple[int, int]) -> None:
+    def _give_up(
+        self,
+        exc: Fail | RecursionError,
+        var: str,
+        skip: bool,
+        skipped: list[str],
+        cp: tuple[int, int],
+    ) -> None:
         """Raise the located error, or (skip policy) forget the variable ``var`` and warn."""
         fail = exc if isinstance(exc, Fail) else Fail("nested too deeply to serialize")
         error = fail.located(var)
@@ -501,4 +533,3 @@ ENCODERS: Final[dict[type, Callable[[Encoder, Any], str]]] = {
     complex: lambda e, v: f'["cx",{_e_float(v.real)},{_e_float(v.imag)}]',
     **dict.fromkeys(PATH_TYPES.values(), _e_path),
 }
-

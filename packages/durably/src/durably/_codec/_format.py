@@ -183,22 +183,54 @@ FLOAT_ONLY: Final = {float}
 # Positional header items that precede the items of a node, and how many JSON elements make
 # one chunking unit. Only these tags may be chunked.
 HEADER: Final[dict[str, int]] = {
-    "l": 0, "t": 0, "s": 0, "fs": 0, "str": 0, "b": 0, "ba": 0, "lf": 0, "d": 0, "od": 0,
+    "l": 0,
+    "t": 0,
+    "s": 0,
+    "fs": 0,
+    "str": 0,
+    "b": 0,
+    "ba": 0,
+    "lf": 0,
+    "d": 0,
+    "od": 0,
     "ctr": 0,
-    "dd": 1, "dq": 1, "N": 1, "D": 1, "P": 4,
+    "dd": 1,
+    "dq": 1,
+    "N": 1,
+    "D": 1,
+    "P": 4,
 }
 
 DD_FACTORIES: Final[dict[str, type]] = {
     t.__name__: t
-    for t in (list, dict, set, frozenset, tuple, int, float, complex, str, bytes, bytearray,
-              bool, OrderedDict, Counter, deque)
+    for t in (
+        list,
+        dict,
+        set,
+        frozenset,
+        tuple,
+        int,
+        float,
+        complex,
+        str,
+        bytes,
+        bytearray,
+        bool,
+        OrderedDict,
+        Counter,
+        deque,
+    )
 }
 DD_NAMES: Final[dict[Any, str]] = {t: n for n, t in DD_FACTORIES.items()}
 
 PATH_TYPES: Final[dict[str, type[pathlib.PurePath]]] = {
     t.__name__: t
-    for t in (pathlib.PurePosixPath, pathlib.PureWindowsPath, pathlib.PosixPath,
-              pathlib.WindowsPath)
+    for t in (
+        pathlib.PurePosixPath,
+        pathlib.PureWindowsPath,
+        pathlib.PosixPath,
+        pathlib.WindowsPath,
+    )
 }
 NONFINITE: Final[dict[str, float]] = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
@@ -240,6 +272,9 @@ _HEX = frozenset("0123456789abcdef")
 
 
 def digest_ok(digest: object) -> bool:
-    return (type(digest) is str and len(digest) == 71 and digest.startswith("sha256:")
-            and _HEX.issuperset(digest[7:]))
-
+    return (
+        type(digest) is str
+        and len(digest) == 71
+        and digest.startswith("sha256:")
+        and _HEX.issuperset(digest[7:])
+    )

@@ -62,8 +62,12 @@ def _kind_namedtuple(cls: type) -> bool:
 def _kind_pydantic(cls: type) -> bool:
     pyd = sys.modules.get("pydantic")
     base = getattr(pyd, "BaseModel", None) if pyd is not None else None
-    return (isinstance(base, type) and issubclass(cls, base) and cls is not base
-            and hasattr(cls, "__setstate__"))
+    return (
+        isinstance(base, type)
+        and issubclass(cls, base)
+        and cls is not base
+        and hasattr(cls, "__setstate__")
+    )
 
 
 KIND_CHECKS: Final[dict[str, Callable[[type], bool]]] = {
@@ -99,11 +103,14 @@ def resolve_class(path: Any, kind: str, *, lenient: bool) -> Any:
         if lenient:
             return None
         if module not in sys.modules:
-            raise Fail(f"class {path!r} cannot be restored: module {module!r} is not "
-                       "imported (durably never imports a module named by stored data; "
-                       "import it in the program file)")
-        raise Fail(f"class {path!r} not found: module {module!r} has no "
-                   f"attribute path {qualname!r}")
+            raise Fail(
+                f"class {path!r} cannot be restored: module {module!r} is not "
+                "imported (durably never imports a module named by stored data; "
+                "import it in the program file)"
+            )
+        raise Fail(
+            f"class {path!r} not found: module {module!r} has no attribute path {qualname!r}"
+        )
     if not isinstance(obj, type) or not KIND_CHECKS[kind](obj):
         raise Fail(f"refusing to instantiate {path!r}: it is not a {kind} class")
     return obj

@@ -76,8 +76,7 @@ class ValueCodec:
         self._pickle_key: bytes | None = pickle_key
         self._skip: bool = on_unserializable == "skip"
 
-    def encode(self, roots: Mapping[str, Any], labels: Mapping[str, str] | None = None
-               ) -> Encoded:
+    def encode(self, roots: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> Encoded:
         """Encode named roots (e.g. ``{"frame0": locals_dict, "state": state_dict}``).
 
         Identity is shared across all roots: an object reachable from two roots is
@@ -111,8 +110,9 @@ class ValueCodec:
         data = f'{{"durably":{self.FORMAT},"roots":{{{",".join(parts)}}}}}'
         return Encoded(data.encode("ascii"), enc.chunks.blobs, tuple(skipped))
 
-    def decode(self, data: bytes, get_blob: BlobGetter, *,
-               unresolved: list[str] | None = None) -> dict[str, Any]:
+    def decode(
+        self, data: bytes, get_blob: BlobGetter, *, unresolved: list[str] | None = None
+    ) -> dict[str, Any]:
         """Decode a root document made by :meth:`encode`.
 
         Decoding never imports: classes are looked up among the modules already imported.
@@ -190,8 +190,7 @@ class ValueCodec:
         try:
             doc = json.loads(bytes(data))
         except (ValueError, RecursionError) as exc:
-            raise CorruptObjectError(f"malformed data: not a valid JSON document: {exc}"
-                                     ) from None
+            raise CorruptObjectError(f"malformed data: not a valid JSON document: {exc}") from None
         if type(doc) is not dict or "durably" not in doc:
             raise CorruptObjectError("malformed data: not a durably value document")
         version = doc["durably"]
