@@ -2,11 +2,12 @@
 
 A playbook's frame asks the LLM for code, runs it statement by statement as it streams
 in (:class:`~durably._executor.StreamingPythonExecutor`), and asks again until the code
-returns. Each call is journaled as it streams (:class:`~durably._journal.LLMEntry`): a
+returns. Each call is journaled as it streams (:class:`~durably._llmcalls.LLMCalls`): a
 resumed agent replays the journaled text, continues a response that was cut off from
-where it stopped, and asks anew only for calls that never started. Responses are
-complete only when the client says so (see :mod:`durably.llm`); budgets are checked
-before every live call.
+where it stopped, and asks anew only for calls that never started. Once a response's
+code ended, the rest of a request in flight is read for the provider's end (its usage)
+and the response is made durable; its record and the next instruction go in the frame's
+conversation.
 """
 
 from __future__ import annotations
@@ -22,15 +23,9 @@ from durably._executor import (
     ProgramExit,
     StreamingPythonExecutor,
 )
-from durably._journal import Frame, LLMEntry, LLMRecord, digest, usage_tokens
-from durably.errors import DivergenceError, DurablyError
-from durably.llm import (
-    Finish,
-    IncompleteResponseError,
-    LLMBudgetExceededError,
-    LLMError,
-    NoCodeError,
-)
+from durably._journal import Frame, LLMRecord
+from durably._llmcalls import LLMCalls
+from durably.llm import LLMError
 
 if TYPE_CHECKING:
     from durably._runtime import AgentTask
@@ -49,6 +44,7 @@ class PlaybookLoop:
     def __init__(self, task: AgentTask) -> None:
         self.task = task
         self.journal = task.journal
+        self.calls = LLMCalls(task)
         self._streams: dict[int, AsyncIterator[str]] = {}
         """The stream each running frame reads its response from, by ``id(frame)``."""
 
@@ -94,10 +90,10 @@ class PlaybookLoop:
             while True:
                 if resuming:
                     resuming = False
-                    stream = self._continue_llm(frame)
+                    stream = self.calls.resume(frame)
                 else:
                     await self.before_call()
-                    stream = self._start_llm(frame)
+                    stream = self.calls.start(frame)
                 executor = StreamingPythonExecutor(self.task.agent, frame)
                 try:
                     await self._execute(frame, stream, executor)
@@ -208,166 +204,3 @@ class PlaybookLoop:
         frame.executed = 0
         frame.offset = 0
         frame.llm_index = None
-
-    async def _start_llm(self, frame: Frame) -> AsyncIterator[str]:
-        from durably._prompts import build_prompt
-
-        self.task.check_running()
-        prompt = build_prompt(self.task, frame)
-        if self.journal.index not in self.journal.replay_llm:
-            self._check_budgets(frame)
-        index = self.journal.next_index()
-        key = digest(prompt)
-        frame.calls += 1
-        frame.llm_index = index
-        frame.executed = 0
-        frame.offset = 0
-        count_key = frame.playbook
-        number = self.journal.llm_counts.get(count_key, 0)
-        self.journal.llm_counts[count_key] = number + 1
-        frame.number = number
-        recorded = self.journal.replay_llm.pop(index, None)
-        if recorded is not None:
-            if recorded.key != key:
-                raise DivergenceError(
-                    f"agent {self.task.agent_id}: replay diverged at LLM call {index} of "
-                    f"{frame.playbook}: the prompt differs from the journaled one (the program "
-                    "or the code between awaits changed)"
-                )
-            entry = recorded
-        else:
-            self.journal.check_live(index, "llm")
-            self.task.execution.calls_used += 1
-            entry = LLMEntry(
-                index, key, frame.playbook, prompt, after=self.task.execution.manager.next_seq
-            )
-        self.journal.open_llm[index] = entry
-        async for chunk in self._stream(frame, entry, number):
-            yield chunk
-
-    def _check_budgets(self, frame: Frame) -> None:
-        """Before a live LLM call: the ``[llm]`` budgets and the no-code rule."""
-        execution = self.task.execution
-        limits = execution.limits
-        if frame.no_code >= 2:
-            if not execution.retrying:
-                raise NoCodeError(
-                    f"agent {self.task.agent_id}: the LLM answered playbook {frame.playbook} "
-                    f"{frame.no_code} times in a row without code, once after a corrective "
-                    "note; check the model (--llm) and resume the execution"
-                )
-            frame.no_code = 0  # a resume after this failure: the user changed something
-        if limits.max_calls and execution.calls_used >= limits.max_calls:
-            raise LLMBudgetExceededError(
-                "max_calls", limits.max_calls, execution.calls_used, "LLM calls of this execution"
-            )
-        per_run = limits.max_calls_per_playbook_run
-        if per_run and frame.calls >= per_run:
-            raise LLMBudgetExceededError(
-                "max_calls_per_playbook_run",
-                per_run,
-                frame.calls,
-                f"agent {self.task.agent_id} ran playbook {frame.playbook} without it returning",
-            )
-        if limits.max_tokens and execution.tokens_used >= limits.max_tokens:
-            raise LLMBudgetExceededError(
-                "max_tokens",
-                limits.max_tokens,
-                execution.tokens_used,
-                "tokens of this execution, as providers reported",
-            )
-
-    async def _continue_llm(self, frame: Frame) -> AsyncIterator[str]:
-        assert frame.llm_index is not None
-        entry = self.journal.replay_llm.pop(frame.llm_index, None) or self.journal.open_llm.get(
-            frame.llm_index
-        )
-        if entry is None:
-            raise DurablyError(
-                f"agent {self.task.agent_id}: the journal lost LLM call "
-                f"{frame.llm_index} of {frame.playbook}"
-            )
-        self.journal.open_llm[entry.index] = entry
-        async for chunk in self._stream(frame, entry, frame.number):
-            yield chunk
-
-    async def _stream(self, frame: Frame, entry: LLMEntry, number: int) -> AsyncIterator[str]:
-        if entry.text:
-            yield entry.text
-        if entry.done:
-            return
-        client = self.task.execution.llm
-        agent_class = self.task.agent_class.__name__
-        execution = self.task.execution
-        execution.llm_calls_live += 1
-        execution.llm_streaming = True
-        started = execution.clock()
-        continued = 0
-        requested = False
-        finish: Finish | None = None
-        try:
-            while not entry.draining:
-                requested = True
-                try:
-                    async for chunk in client.stream(
-                        entry.prompt,
-                        agent=agent_class,
-                        playbook=frame.playbook,
-                        call=number,
-                        prefix=entry.text,
-                    ):
-                        if isinstance(chunk, Finish):
-                            finish = chunk
-                            self._finished(entry, finish, started, continued)
-                            continue
-                        if finish is not None:
-                            raise LLMError(
-                                f"the LLM client {client.spec!r} sent text after "
-                                "the end of the response"
-                            )
-                        if not chunk:
-                            continue
-                        self.journal.received(entry, chunk)
-                        yield chunk
-                    break
-                except IncompleteResponseError as exc:
-                    # What arrived is journaled; the rest is asked for from there.
-                    if (
-                        not exc.retryable
-                        or entry.draining
-                        or continued >= execution.limits.max_continuations
-                    ):
-                        if self.journal.llm_appends.get(entry.index) and not entry.draining:
-                            # Keep what arrived: a resume continues it, never asks anew.
-                            await self.task.write_delta([])
-                        raise
-                    continued += 1
-                    log.warning(
-                        "agent %s: the LLM response for %s was cut off (%s); "
-                        "continuing it (%d of %d)",
-                        self.task.agent_id,
-                        frame.playbook,
-                        exc,
-                        continued,
-                        execution.limits.max_continuations,
-                    )
-        finally:
-            execution.llm_streaming = False
-        if not requested:
-            return  # replayed up to where its code ended: nothing more is needed
-        if finish is None:  # a client that does not report the end: taken at its word
-            self._finished(entry, Finish(reason=""), started, continued)
-            entry.usage = {**(entry.usage or {}), "finish": None}
-        self.journal.response_done(entry)
-
-    def _finished(self, entry: LLMEntry, finish: Finish, started: float, continued: int) -> None:
-        """The provider said the response is complete: record what it cost."""
-        entry.usage = {
-            "model": finish.model,
-            "prompt_tokens": finish.prompt_tokens,
-            "completion_tokens": finish.completion_tokens,
-            "finish": finish.reason,
-            "latency_ms": round((self.task.execution.clock() - started) * 1000, 1),
-            "continuations": continued,
-        }
-        self.task.execution.tokens_used += usage_tokens(entry.usage)

@@ -111,8 +111,17 @@ def _others(task: AgentTask) -> list[str]:
 
 
 def build_prompt(task: AgentTask, frame: Frame) -> list[dict[str, str]]:
-    """The chat messages for the next LLM call of ``frame``."""
+    """The chat messages for the next LLM call of ``frame``.
+
+    An agent class with a ``__durably_prompt__(task, frame)`` static method builds its own
+    prompt (a dialect: ``durably_playbooks`` sends Playbooks' interpreter contract); it
+    must be as deterministic as this function.
+    """
     agent = task.agent_class
+    dialect = getattr(agent, "__durably_prompt__", None)
+    if dialect is not None:
+        custom: list[dict[str, str]] = dialect(task, frame)
+        return custom
     system = [
         CONVENTIONS,
         "",

@@ -16,6 +16,11 @@ modules: the listing cursors, the metadata codec and the retrying call through
 * **Option tables** -- :func:`option_items`, :func:`bool_option`, :func:`string_option`,
   :func:`choice_option`, :func:`redact_url`: the ``[durability.<scheme>]`` table of a
   networked store, checked with one message shape.
+* **Connecting once** -- :class:`Connector`: a networked store's client or pool, made on
+  first use (never in ``from_url``), once however many tasks ask at the same time, and
+  refused after ``close``.
+* **Batched deletes** -- :func:`delete_in_batches`: ``_delete_many`` as a series of
+  fenced batch requests (each one atomic), stopping at the first error.
 
 This module imports nothing from :mod:`durably.storage` (which re-exports from it).
 """
@@ -29,16 +34,19 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
-from typing import Any, TypeVar
+from typing import Any, Generic, TypeVar
 
-from durably.errors import ConfigError, CorruptObjectError
+from durably.errors import ConfigError, CorruptObjectError, StoreError
 
 __all__ = [
+    "Connector",
     "bool_option",
     "call_with_retries",
     "choice_option",
     "decode_int_cursor",
     "decode_metadata",
+    "delete_in_batches",
+    "deleting_what",
     "did_you_mean",
     "encode_int_cursor",
     "encode_metadata",
@@ -202,6 +210,88 @@ async def call_with_retries(
             log.info("%s on %s: retrying after %s", what, where, describe(exc))
             if backoff is not None:
                 await asyncio.sleep(backoff(attempt))
+
+
+# ------------------------------------------------------------ connecting, batching
+
+
+class Connector(Generic[T]):
+    """A networked store's client (or pool): made on first use, once, refused after close.
+
+    Args:
+        connect: Makes the client (connects, checks the server, migrates...). Called at
+            most once at a time; if it raises, the next :meth:`get` calls it again.
+        closed: The message of the StoreError raised once :meth:`close` was called
+            (``"the Redis store redis://host:6379/0 is closed"``).
+    """
+
+    def __init__(self, connect: Callable[[], Awaitable[T]], *, closed: Callable[[], str]) -> None:
+        self._connect = connect
+        self._closed_message = closed
+        self._client: T | None = None
+        self._lock = asyncio.Lock()
+        self._closed = False
+
+    @property
+    def client(self) -> T | None:
+        """The client, if one was made (and not closed)."""
+        return self._client
+
+    async def get(self) -> T:
+        """The client, made now if it is the first use.
+
+        Raises:
+            StoreError: :meth:`close` was called.
+        """
+        client = self._client
+        if client is not None:
+            return client
+        if self._closed:
+            raise StoreError(self._closed_message())
+        async with self._lock:
+            if self._client is None:
+                if self._closed:
+                    raise StoreError(self._closed_message())
+                self._client = await self._connect()
+            return self._client
+
+    def close(self) -> T | None:
+        """Refuse every later :meth:`get`; return the client to dispose of (if any)."""
+        self._closed = True
+        client, self._client = self._client, None
+        return client
+
+
+async def delete_in_batches(
+    seqs: Iterable[int],
+    batch: int,
+    delete: Callable[[list[int]], Awaitable[list[int]]],
+) -> list[int]:
+    """``_delete_many`` as one ``delete(batch_of_seqs)`` call per ``batch`` seqs.
+
+    Each call is one atomic, fenced request of the backend (one statement, one script),
+    short enough not to hold other clients up; a FencedError stops before the next one.
+
+    Args:
+        seqs: The sequence numbers to delete (duplicates are ignored).
+        batch: At most this many per call.
+        delete: Deletes one batch (ascending); returns the seqs that existed.
+
+    Returns:
+        The seqs that existed, ascending.
+    """
+    todo = sorted(set(seqs))
+    deleted: list[int] = []
+    for start in range(0, len(todo), batch):
+        deleted.extend(await delete(todo[start : start + batch]))
+    return deleted
+
+
+def deleting_what(execution_id: str, seqs: list[int]) -> str:
+    """``"deleting checkpoint 3 of execution 'x'"`` / ``"deleting 5 checkpoints ..."``."""
+    if len(seqs) == 1:
+        return f"deleting checkpoint {seqs[0]} of execution {execution_id!r}"
+    return f"deleting {len(seqs)} checkpoints of execution {execution_id!r}"
 
 
 # ----------------------------------------------------------------------- options

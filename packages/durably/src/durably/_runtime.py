@@ -25,7 +25,7 @@ import builtins
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from durably._executor import ControlFlow, EndTurn, PlaybookReturn, ProgramExit
+from durably._executor import EndTurn, PlaybookReturn, ProgramExit
 from durably._journal import (
     Entry,
     Frame,
@@ -35,10 +35,11 @@ from durably._journal import (
     user_input,
     user_input_number,
 )
-from durably._llmloop import PROCESS_MESSAGES, PlaybookLoop
-from durably._mailbox import Mailbox, is_work, next_work
-from durably._messaging import receive, wait_for
+from durably._llmloop import PlaybookLoop
+from durably._mailbox import Mailbox
+from durably._messaging import wait_for
 from durably._replay import Journal
+from durably._serving import run_phases, serve_request
 from durably._snapshots import restore_task, snapshot_of
 from durably._tools import bind_arguments, call_tool
 from durably.errors import DurablyError
@@ -148,7 +149,9 @@ class AgentTask:
         frame = self.frames[-1] if self.frames else None
         if frame is None or frame.current is None:
             return None
-        entry = self.journal.open_llm.get(frame.llm_index or -1)
+        if frame.llm_index is None:
+            return None
+        entry = self.journal.open_llm.get(frame.llm_index)
         return entry.text[frame.current[0] : frame.current[1]] if entry is not None else None
 
     # ----------------------------------------------------------- quiet points
@@ -231,11 +234,14 @@ class AgentTask:
             "say",
             [receiver, text],
             _none,
-            apply=self._sender(message),
+            apply=self.delivers(message),
             effects={"messages": [message.to_doc()]},
         )
 
-    def _sender(self, message: Message) -> Callable[[Any], None]:
+    def delivers(self, message: Message) -> Callable[[Any], None]:
+        """The ``apply`` of an operation that sends ``message``: it is delivered live and
+        again on replay (the receiver's mailbox drops a duplicate)."""
+
         def deliver(_: Any) -> None:
             self.execution.deliver(message)
 
@@ -312,7 +318,7 @@ class AgentTask:
             "call",
             [handle.id, name, list(args), kwargs],
             _none,
-            apply=self._sender(request),
+            apply=self.delivers(request),
             effects={"messages": [request.to_doc()]},
         )
         replies = await wait_for(
@@ -337,119 +343,20 @@ class AgentTask:
     # ------------------------------------------------------------- the agent
 
     async def run(self) -> Any:
-        """The agent's task: its begin playbook, then its message loop.
-
-        What the bottom frame is doing is the agent's *phase*, kept in every snapshot so
-        that a resumed frame ends the way it would have: ``begin`` (its value is the
-        agent's result), ``serve`` (its value is the reply to :attr:`serving`) or
-        ``messages`` (a ``ProcessMessages`` run); ``idle`` between them.
-        """
+        """The agent's task: its begin playbook, then its message loop, phase by phase
+        (see :mod:`durably._serving`)."""
         try:
-            await self._run()
+            await run_phases(self)
         except ProgramExit:
             self.phase = "exit"  # a resumed run exits again at once
             self.frames.clear()
             raise
 
-    async def _run(self) -> None:
-        begin = next((s for s in self.agent_class.playbooks.values() if s.begin), None)
-        frame, self.resume_frame = self.resume_frame, None
-        if self.phase == "exit":
-            raise ProgramExit()
-        if self.phase == "start":
-            if self.journal.snapshot_seq is None:
-                await self.snapshot()
-            self.phase = "begin" if begin is not None else "idle"
-        if self.phase == "begin" and begin is not None:
-            value = await self.loop.run_llm_playbook(begin, {}, frame=frame)
-            self._begin_done(value)
-        elif self.phase == "serve":
-            if self.serving is None:
-                raise DurablyError(
-                    f"agent {self.agent_id}: the snapshot says it serves a "
-                    "request but does not say which (corrupt checkpoint?)"
-                )
-            await self.serve(self.serving, frame=frame)
-        elif self.phase == "messages":
-            if frame is None:
-                raise DurablyError(
-                    f"agent {self.agent_id}: the snapshot says it processes "
-                    "messages but has no frame (corrupt checkpoint?)"
-                )
-            await self.loop.run_llm_playbook(None, {}, frame=frame)
-        elif frame is not None:
-            raise DurablyError(
-                f"agent {self.agent_id}: its snapshot holds a frame of {frame.playbook} but "
-                f"does not say what the frame works for (phase {self.phase!r}); a snapshot "
-                "written by an older durably while the agent served another agent's request "
-                "cannot be resumed exactly: fork the execution at an earlier LLM call"
-            )
-        while True:
-            self.phase = "idle"
-            if self.journal.ops_since_snapshot:
-                await self.snapshot()  # idle is a quiet point: keep the resume base recent
-            messages = await receive(self, is_work, "inbox", select=next_work)
-            if messages[0].kind == "request":
-                await self.serve(messages[0])
-            else:
-                self.phase = "messages"
-                rendered = [{"from": m.sender, "text": m.text, "id": m.id} for m in messages]
-                await self.loop.run_llm_playbook(
-                    None, {"messages": rendered}, name=PROCESS_MESSAGES
-                )
-
-    def _begin_done(self, value: Any) -> None:
-        self.result = value
-        self.begin_returned = True
-        self.execution.agent_waiting()  # the program may be over
-
     async def serve(self, request: Message, *, frame: Frame | None = None) -> None:
-        """Run the public playbook ``request`` asks for on this agent's stack and reply.
-
-        At the bottom of the stack (phase ``serve``) the request is recorded in
-        snapshots, so that a frame resumed from one still sends the reply.
-        """
-        bottom = not self.frames
-        if bottom:
-            self.phase, self.serving = "serve", request
-        spec = self.agent_class.playbooks.get(request.text)
-        error = None
-        value = None
-        try:
-            if spec is None or not spec.public:
-                raise AttributeError(
-                    f"{self.agent_class.__name__} has no public playbook {request.text!r}"
-                )
-            payload = request.payload or {}
-            if frame is not None:
-                value = await self.loop.run_llm_playbook(spec, {}, frame=frame)
-            else:
-                value = await self.call_playbook(
-                    spec, tuple(payload.get("args", [])), dict(payload.get("kwargs", {}))
-                )
-        except ControlFlow:
-            raise
-        except DurablyError:
-            raise
-        except Exception as exc:
-            error = f"{type(exc).__name__}: {exc}"
-        reply = Message(
-            f"{self.agent_id}:{self.journal.index}",
-            self.agent_id,
-            request.sender,
-            "",
-            kind="reply",
-            payload={"request": request.id, "value": value, "error": error},
-        )
-        await self.op(
-            "reply",
-            request.id,
-            _none,
-            apply=self._sender(reply),
-            effects={"messages": [reply.to_doc()]},
-        )
-        if bottom:
-            self.phase, self.serving = "idle", None
+        """Run the public playbook ``request`` asks for on this agent's stack and reply
+        (see :func:`~durably._serving.serve_request`); ``frame``: the bottom frame a
+        snapshot taken while serving it put back."""
+        await serve_request(self, request, frame=frame)
 
 
 async def _none() -> None:

@@ -96,9 +96,12 @@ def provider_methods() -> list[tuple[str, Callable[..., Any]]]:
     from durably.storage import CheckpointProvider
 
     abstract = CheckpointProvider.__abstractmethods__
+    members: dict[str, Any] = {}
+    for klass in reversed(CheckpointProvider.__mro__):  # its bases declare them
+        members.update(vars(klass))
     return [
         (name, member)
-        for name, member in vars(CheckpointProvider).items()
+        for name, member in members.items()
         if name in abstract and name.startswith("_") and callable(member)
     ]
 

@@ -44,20 +44,19 @@ The contract:
 
 Parsing uses :func:`ast.parse` only (top-level ``await`` parses fine); nothing is compiled.
 Work is done per completed line, plus a cheap look at the first word of a column-0 line
-while it is still arriving.
+while it is still arriving. Scanning the text -- its lines and offsets, parsing a range of
+them, tokenizing how a range ends -- is :class:`~durably._sourcetext.SourceText`'s; this
+module assembles the lines into statements and decides when each is complete.
 """
 
 from __future__ import annotations
 
 import ast
-import bisect
-import io
 import re
-import tokenize
-import warnings
 from dataclasses import dataclass
 from enum import Enum, auto
 
+from durably._sourcetext import FILENAME, SourceText
 from durably.errors import IncompleteCodeError, StatementSyntaxError
 
 __all__ = [
@@ -67,14 +66,11 @@ __all__ = [
     "StatementSyntaxError",
 ]
 
-_FILENAME = "<response>"
 _CONTINUATION_CLAUSES = ("elif", "else", "except", "finally")
 # A logical line starting with one of these hard keywords (or a decorator) is always the
 # header of a compound statement. ``match`` is a soft keyword and is found by parsing.
 _COMPOUND_START = re.compile(r"(?:async|class|def|for|if|try|while|with)\b|@")
 _CLOSING_FENCE = re.compile(r"`{3,}")
-# Parser messages that are only given when the text ends inside a bracket or a long string.
-_OPEN_AT_EOF = ("was never closed", "unterminated triple-quoted")
 _COMPOUND_NODES: tuple[type[ast.stmt], ...] = (
     ast.If,
     ast.For,
@@ -131,30 +127,20 @@ class StatementSplitter:
 
     def __init__(self) -> None:
         """Create a splitter for one response."""
-        self._lines: list[str] = []  # complete lines of the normalized text, with their "\n"
-        self._line_starts: list[int] = []  # offset of each line in the normalized text
-        self._partial = ""  # the line still arriving
-        self._partial_start = 0  # its offset
-        self._cr_pending = False  # the last chunk ended with "\r"
+        self._source = SourceText()  # the lines, and what parsing and tokenizing say
         self._phase = _Phase.START
         self._pending: int | None = None  # index of the first line of the unfinished unit
         self._compound = False  # that unit is known to be a compound statement
         self._decision: bool | None = None  # whether the arriving line can end a unit
-        self._parsed: tuple[int, int, ast.Module | SyntaxError] | None = None  # parse cache
         self._count = 0
         self._fenced = False
         self._error: SyntaxError | None = None
         self._finished = False
-        self._joined = ""  # cache of "".join(self._lines[: self._joined_lines])
-        self._joined_lines = 0
 
     @property
     def text(self) -> str:
         """The whole response received so far, with CRLF and lone CR normalized to LF."""
-        if self._joined_lines < len(self._lines):
-            self._joined += "".join(self._lines[self._joined_lines :])
-            self._joined_lines = len(self._lines)
-        return self._joined + self._partial
+        return self._source.text
 
     @property
     def fenced(self) -> bool:
@@ -184,17 +170,18 @@ class StatementSplitter:
             raise self._error
         if self._finished:
             raise RuntimeError("feed() called after finish()")
-        text = self._normalize(chunk)
+        source = self._source
+        text = source.normalize(chunk)
         out: list[Statement] = []
         try:
             pos = 0
             while (newline := text.find("\n", pos)) >= 0:
-                self._complete_line(self._partial + text[pos : newline + 1], out)
+                self._complete_line(source.partial + text[pos : newline + 1], out)
                 pos = newline + 1
             if pos < len(text):
-                self._partial += text[pos:]
+                source.partial += text[pos:]
                 if self._pending is not None and self._compound and self._decision is None:
-                    self._decide(self._partial, len(self._lines), complete=False, out=out)
+                    self._decide(source.partial, len(source.lines), complete=False, out=out)
         except SyntaxError as error:
             return self._fail(error, out)
         return out
@@ -218,8 +205,8 @@ class StatementSplitter:
         self._finished = True
         out: list[Statement] = []
         try:
-            if self._partial:
-                self._complete_line(self._partial, out)
+            if self._source.partial:
+                self._complete_line(self._source.partial, out)
             if self._phase is _Phase.CODE and self._pending is not None:
                 self._flush(out)
         except SyntaxError as error:
@@ -228,22 +215,9 @@ class StatementSplitter:
 
     # -- text bookkeeping ---------------------------------------------------------------
 
-    def _normalize(self, chunk: str) -> str:
-        """Turn CRLF and lone CR into LF, also across chunk boundaries."""
-        if not chunk:
-            return ""
-        skip_lf = self._cr_pending and chunk[0] == "\n"
-        self._cr_pending = chunk[-1] == "\r"
-        if skip_lf:
-            chunk = chunk[1:]
-        return chunk.replace("\r\n", "\n").replace("\r", "\n")
-
     def _complete_line(self, line: str, out: list[Statement]) -> None:
         """Record a complete line (or the unterminated last one, at finish) and act on it."""
-        self._lines.append(line)
-        self._line_starts.append(self._partial_start)
-        self._partial = ""
-        self._partial_start += len(line)
+        self._source.add_line(line)
         if self._phase is _Phase.START:
             stripped = line.strip()
             if not stripped:
@@ -266,12 +240,12 @@ class StatementSplitter:
     # -- the splitting ------------------------------------------------------------------
 
     def _code_line(self, line: str, out: list[Statement]) -> None:
-        """Handle a complete line of code (already appended to ``self._lines``)."""
-        index = len(self._lines) - 1
+        """Handle a complete line of code (already added to the source's lines)."""
+        index = len(self._source.lines) - 1
         self._decide(line, index, complete=True, out=out)
         stripped = line.strip()
         if _CLOSING_FENCE.fullmatch(stripped) and (
-            self._pending is None or not self._lexical_tail(self._pending, index)[0]
+            self._pending is None or not self._source.lexical_tail(self._pending, index)[0]
         ):
             self._phase = _Phase.CLOSED
             if self._pending is not None:
@@ -280,9 +254,9 @@ class StatementSplitter:
         if self._pending is not None and self._decision:
             # A column-0 line that can end the unit, yet the unit is still here: it does not
             # parse (else _decide, or the check at its newline, would have emitted it).
-            parsed = self._parse(self._pending, index)
+            parsed = self._source.parse(self._pending, index)
             if isinstance(parsed, SyntaxError) and not any(
-                self._lexical_tail(self._pending, index)
+                self._source.lexical_tail(self._pending, index)
             ):
                 raise self._convert(StatementSyntaxError, parsed, "invalid statement")
         if self._pending is None:
@@ -291,7 +265,7 @@ class StatementSplitter:
             self._pending = index
             self._compound = _COMPOUND_START.match(line) is not None
         if not self._compound:
-            module = self._parse(self._pending, index + 1)
+            module = self._source.parse(self._pending, index + 1)
             if isinstance(module, ast.Module):
                 if any(isinstance(node, _COMPOUND_NODES) for node in module.body):
                     self._compound = True
@@ -310,77 +284,17 @@ class StatementSplitter:
             return
         self._decision = decision
         if decision and self._pending is not None and self._compound:
-            module = self._parse(self._pending, stop)
+            module = self._source.parse(self._pending, stop)
             if isinstance(module, ast.Module):
                 self._emit(module, out)
 
     def _flush(self, out: list[Statement], end: int | None = None) -> None:
         """Emit the pending unit at the end of the code, or raise IncompleteCodeError."""
         assert self._pending is not None
-        result = self._parse(self._pending, len(self._lines) if end is None else end)
+        result = self._source.parse(self._pending, len(self._source.lines) if end is None else end)
         if isinstance(result, SyntaxError):
             raise self._convert(IncompleteCodeError, result, "the code ended inside the statement")
         self._emit(result, out)
-
-    def _parse(self, first: int, stop: int) -> ast.Module | SyntaxError:
-        """Parse lines ``first:stop``, with line numbers relative to the whole text."""
-        if self._parsed is not None and self._parsed[:2] == (first, stop):
-            return self._parsed[2]
-        # Parse the unit's own lines, then shift line numbers (in nodes and errors) to match
-        # the text: padding the source with newlines would cost time linear in ``first``.
-        source = "".join(self._lines[first:stop])
-        result: ast.Module | SyntaxError
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # e.g. invalid escapes: the executor warns
-                result = ast.increment_lineno(ast.parse(source, _FILENAME), first)
-        except SyntaxError as error:
-            if error.lineno is not None:
-                error.lineno += first
-            if error.end_lineno is not None:
-                error.end_lineno += first
-            result = error
-        except ValueError as error:  # null bytes, on Python < 3.12
-            result = SyntaxError(str(error), (_FILENAME, first + 1, 1, None, None, None))
-        self._parsed = (first, stop, result)
-        return result
-
-    def _lexical_tail(self, first: int, stop: int) -> tuple[bool, bool]:
-        """Look at how lines ``first:stop`` end, tokenizing them if parsing does not tell.
-
-        Returns:
-            ``(is_open, after_decorator)``: whether the text ends inside a string, a bracket
-            or a backslash continuation (so the next line continues it), and whether its
-            last logical line is a decorator (so a ``def`` may follow at column 0).
-        """
-        parsed = self._parse(first, stop)
-        if isinstance(parsed, ast.Module):
-            return False, False
-        if any(sign in parsed.msg for sign in _OPEN_AT_EOF):
-            return True, False  # a shortcut for long strings and brackets: no tokenizing
-        source = "".join(self._lines[first:stop])
-        readline = io.StringIO(source).readline
-        skipped = {tokenize.NL, tokenize.COMMENT, tokenize.INDENT, tokenize.DEDENT}
-        first_of_last_line: str | None = None
-        at_line_start = True
-        try:
-            for token in tokenize.generate_tokens(readline):
-                if token.type in skipped:
-                    continue
-                if token.type in (tokenize.NEWLINE, tokenize.ENDMARKER):
-                    at_line_start = True
-                elif at_line_start:
-                    first_of_last_line = token.string
-                    at_line_start = False
-        except tokenize.TokenError as error:
-            # "EOF in multi-line string/statement" (3.11); 3.12+ also reports lexical
-            # errors this way, and those end nothing: only the EOF kinds mean "open".
-            message = str(error.args[0]) if error.args else ""
-            if "EOF" in message or "unterminated" in message:
-                return True, False
-        except SyntaxError:  # e.g. an inconsistent dedent: nothing later can repair it
-            return False, False
-        return False, first_of_last_line == "@"
 
     def _emit(self, module: ast.Module, out: list[Statement]) -> None:
         """Append the units of the pending code (parsed as ``module``) and clear it.
@@ -389,36 +303,22 @@ class StatementSplitter:
         (``a; b``, also across a backslash continuation) form one unit.
         """
         assert self._pending is not None
+        source = self._source
         units: list[tuple[int, int, int]] = []  # (start, end, lineno)
         for node in module.body:
             first_line = _first_line(node)
-            end = self._offset(node.end_lineno or node.lineno, node.end_col_offset or 0)
+            end = source.offset(node.end_lineno or node.lineno, node.end_col_offset or 0)
             if units and first_line == node.lineno:  # not decorated: may follow a ";"
-                gap = self._slice(units[-1][1], self._offset(node.lineno, node.col_offset))
+                gap = source.slice(units[-1][1], source.offset(node.lineno, node.col_offset))
                 if "\n" not in gap.replace("\\\n", ""):
                     units[-1] = (units[-1][0], end, units[-1][2])
                     continue
-            units.append((self._line_starts[first_line - 1], end, first_line))
+            units.append((source.line_starts[first_line - 1], end, first_line))
         for start, end, lineno in units:
-            out.append(Statement(self._count, start, end, self._slice(start, end), lineno))
+            out.append(Statement(self._count, start, end, source.slice(start, end), lineno))
             self._count += 1
         self._pending = None
         self._compound = False
-
-    def _offset(self, lineno: int, col_offset: int) -> int:
-        """The text offset of an AST position (``col_offset`` counts UTF-8 bytes)."""
-        line = self._lines[lineno - 1]
-        if not line.isascii():
-            col_offset = len(line.encode()[:col_offset].decode(errors="replace"))
-        return self._line_starts[lineno - 1] + col_offset
-
-    def _slice(self, start: int, end: int) -> str:
-        """``self.text[start:end]``, from the complete lines only."""
-        first = bisect.bisect_right(self._line_starts, start) - 1
-        last = bisect.bisect_left(self._line_starts, end)
-        return "".join(self._lines[first:last])[
-            start - self._line_starts[first] : end - self._line_starts[first]
-        ]
 
     def _convert(
         self, kind: type[StatementSyntaxError], error: SyntaxError, what: str
@@ -426,10 +326,11 @@ class StatementSplitter:
         """Build a ``kind`` error about the pending unit from the parser's ``error``."""
         assert self._pending is not None
         lineno = error.lineno or self._pending + 1
-        text = self._lines[lineno - 1] if lineno <= len(self._lines) else None
+        lines = self._source.lines
+        text = lines[lineno - 1] if lineno <= len(lines) else None
         converted = kind(
             f"{what} starting at line {self._pending + 1}: {error.msg}",
-            (_FILENAME, lineno, error.offset, text, error.end_lineno, error.end_offset),
+            (FILENAME, lineno, error.offset, text, error.end_lineno, error.end_offset),
         )
         converted.__cause__ = error
         return converted

@@ -1,11 +1,14 @@
 """Checkpoints of an execution: encoding and storing them, reading them back.
 
 :class:`CheckpointManager` is the core's side of the storage contract for one
-execution: it numbers checkpoints, encodes them with the safe codec (large unchanged
-values go to content-addressed blobs, stored once), enforces the size limits, fences
-every write with the execution's lease, chains every checkpoint to the one before it and
-calls the checkpoint hooks. Reading back gives a :class:`LoadedExecution` (the documents
-since the oldest snapshot any agent needs), checked to be complete (:class:`HistoryCheck`).
+execution: it numbers checkpoints and writes an agent's snapshots and deltas and the
+execution's final record, each with the execution-wide keys (manifest, next agent id,
+header), and applies retention. Storing one checkpoint -- encoding it with the safe codec
+(large unchanged values go to content-addressed blobs, stored once), enforcing the size
+limits, fencing it with the execution's lease, chaining it to the one before it, calling
+the checkpoint hooks -- is :class:`~durably._storing.CheckpointWriter`'s. Reading back
+gives a :class:`LoadedExecution` (the documents since the oldest snapshot any agent
+needs), checked to be complete (:class:`HistoryCheck`).
 
 What the documents hold is :mod:`durably._journal`'s; resuming from them is
 :mod:`durably._resume`'s; showing them is :mod:`durably._inspect`'s; the seed API is
@@ -19,10 +22,8 @@ from typing import Any, Protocol
 from durably._codec import ValueCodec
 from durably._codeobjects import encode_fallback
 from durably._faults import CrashInjector
-from durably._journal import (
-    FinalDoc,
-)
-from durably._loading import CheckpointReader, HistoryCheck, LoadedExecution, digest_of
+from durably._journal import FinalDoc
+from durably._loading import HistoryCheck, LoadedExecution
 from durably._metadata import (
     CHAIN_START,
     META_AGENT,
@@ -35,13 +36,13 @@ from durably._metadata import (
     PRUNE_EVERY,
 )
 from durably._plugins import Hooks, get_hooks
+from durably._storing import CheckpointWriter
 from durably.config import DurabilityConfig
 from durably.errors import (
-    CheckpointTooLargeError,
     DurablyError,
     NotFoundError,
 )
-from durably.storage import META_BASE, META_STATUS, CheckpointProvider, Lease
+from durably.storage import META_STATUS, CheckpointProvider, Lease
 
 __all__ = [
     "CHAIN_START",
@@ -72,7 +73,7 @@ class ExecutionInfo(Protocol):
         ...
 
 
-class CheckpointManager(CheckpointReader):
+class CheckpointManager(CheckpointWriter):
     """Writes and reads the checkpoints of one execution.
 
     Args:
@@ -213,109 +214,6 @@ class CheckpointManager(CheckpointReader):
             )
             return seq
 
-    def _write_lock(self) -> Any:
-        """Serializes writes: sequence numbers are taken and written in order."""
-        import asyncio
-
-        if self._lock is None:
-            self._lock = asyncio.Lock()
-        return self._lock
-
-    async def _store(
-        self,
-        seq: int,
-        roots: dict[str, Any],
-        labels: dict[str, str],
-        manifest: dict[str, int],
-        metadata: dict[str, str],
-    ) -> None:
-        """Encode ``roots``, put their new blobs, and save checkpoint ``seq`` (fenced by the
-        lease), with the checkpoint hooks around it."""
-        encoded = self.codec.encode(roots, labels)
-        size = len(encoded.data)
-        new_blobs = {
-            digest: blob for digest, blob in encoded.blobs.items() if digest not in self.known_blobs
-        }
-        # Blobs count: a value stored once, as a blob, counts when it is first written.
-        total = size + sum(len(blob) for blob in new_blobs.values())
-        if total > self.config.max_checkpoint_size:
-            raise CheckpointTooLargeError(
-                self._too_large(
-                    total,
-                    roots.get("state"),
-                    roots.get("locals"),
-                    limit="max_checkpoint_size",
-                    blobs=len(new_blobs),
-                )
-            )
-        if self.config.max_execution_size:
-            stored = await self._execution_bytes()
-            if stored + total > self.config.max_execution_size:
-                raise CheckpointTooLargeError(
-                    self._too_large(
-                        total,
-                        roots.get("state"),
-                        roots.get("locals"),
-                        limit="max_execution_size",
-                        stored=stored,
-                        blobs=len(new_blobs),
-                    )
-                )
-        metadata = {
-            **metadata,
-            META_BASE: str(min(manifest.values()) if manifest else seq),
-            META_AGENTS: str(len(manifest)),
-            **self._owner_metadata(),
-        }
-        if seq == 0:
-            metadata[META_PREV] = CHAIN_START
-        elif self._prev_digest is not None:
-            metadata[META_PREV] = self._prev_digest
-        self.hooks.before_checkpoint(self.execution_id, seq, metadata)
-        try:
-            for digest, blob in new_blobs.items():
-                if digest not in self.known_blobs:
-                    await self.provider.put_blob(self.execution_id, blob, digest=digest)
-                    self.known_blobs.add(digest)
-                    self.bytes_written += len(blob)
-            info = await self.provider.save_checkpoint(
-                self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease
-            )
-        except BaseException as exc:
-            self.hooks.on_checkpoint_error(self.execution_id, seq, exc)
-            raise
-        self.next_seq = seq + 1
-        self._prev_digest = digest_of(encoded.data)
-        self.written += 1
-        self.bytes_written += size
-        self.hooks.after_checkpoint(self.execution_id, info)
-
-    def _owner_metadata(self) -> dict[str, str]:
-        """Who wrote a checkpoint: lets anyone check from the store that owners never
-        overlapped (epochs never decrease along the sequence)."""
-        if self.lease is None:
-            return {}
-        return {META_OWNER: self.lease.owner, META_EPOCH: str(self.lease.epoch)}
-
-    async def _execution_bytes(self) -> int:
-        """Bytes this execution has in the store (checkpoints and blobs), for
-        ``max_execution_size``: counted from the store once per manager (when it did not
-        start the execution), then kept up to date as it writes."""
-        if self._stored_before is None:
-            before = 0
-            if self.next_seq > 0:  # resumed: count what earlier processes stored
-                async for info in self.provider.iter_checkpoints(self.execution_id):
-                    before += info.size
-                cursor: str | None = None
-                while True:
-                    page = await self.provider.list_blobs(self.execution_id, cursor=cursor)
-                    before += sum(blob.size for blob in page.items)
-                    if page.next_cursor is None:
-                        break
-                    cursor = page.next_cursor
-            self._stored_before = before - self.bytes_written
-        return self._stored_before + self.bytes_written
-
     async def mark_failed(self, reason: str) -> int:
         """Record that the execution failed, with ``reason``, without running it.
 
@@ -355,40 +253,6 @@ class CheckpointManager(CheckpointReader):
                 {META_KIND: "final", META_STATUS: "failed", META_REASON: _shorten(reason, 400)},
             )
             return seq
-
-    def _too_large(
-        self,
-        size: int,
-        state: dict[str, Any] | None,
-        local_vars: dict[str, Any] | None,
-        *,
-        limit: str = "max_checkpoint_size",
-        stored: int = 0,
-        blobs: int = 0,
-    ) -> str:
-        sizes = []
-        for label, values in (("state", state or {}), ("local", local_vars or {})):
-            for name, value in values.items():
-                try:
-                    sizes.append((len(self.codec.encode_value(value)), f"{label} {name!r}"))
-                except Exception:
-                    continue
-        sizes.sort(reverse=True)
-        largest = ", ".join(f"{name} ({n:,} bytes)" for n, name in sizes[:3])
-        with_blobs = f" (with {blobs} new blob(s))" if blobs else ""
-        if limit == "max_execution_size":
-            return (
-                f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
-                f"{with_blobs}; with the {stored:,} bytes the execution already stored "
-                f"it goes over max_execution_size ({self.config.max_execution_size:,}); "
-                f"largest values: {largest or 'none'}"
-            )
-        return (
-            f"checkpoint of execution {self.execution_id!r} is {size:,} bytes"
-            f"{with_blobs}, over max_checkpoint_size "
-            f"({self.config.max_checkpoint_size:,}); largest values: "
-            f"{largest or 'none'}"
-        )
 
 
 def _shorten(text: str, limit: int) -> str:

@@ -36,6 +36,7 @@ The tree::
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -69,6 +70,7 @@ __all__ = [
     "UnsupportedFormatError",
     "already_exists",
     "fenced",
+    "lease_held",
     "precondition_failed",
 ]
 
@@ -312,32 +314,61 @@ class IncompleteCodeError(StatementSyntaxError):
 
 # ---------------------------------------------------------------- provider error builders
 #
-# Every storage provider reports the three conflicts of the contract with these, so the
+# Every storage provider reports the conflicts of the contract with these, so the
 # messages (and what they promise) are the same whichever backend is used.
 
 
-def fenced(lease: Lease, action: str, *, current_epoch: int | None = None) -> FencedError:
+def fenced(
+    lease: Lease,
+    action: str,
+    *,
+    current_epoch: int | None = None,
+    taken_over_by: str | None = None,
+) -> FencedError:
     """The error of a write, delete or renewal made with a superseded lease [C9, C16].
 
+    Also the error of a *process* that lost its lease while it ran (``taken_over_by``
+    given): the runner raises it when its lease was superseded -- it was paused or cut off
+    past its lease and another process took the execution over -- and ``durably`` exits
+    with status 3 on it. This is the only place a :class:`FencedError` is built.
+
     Args:
-        lease: The lease the caller presented.
+        lease: The lease the caller presented (the process's own, for a take-over).
         action: What was refused, without the execution (``"saving checkpoint 3"``,
-            ``"deleting checkpoint 2"``, ``"renewing the lease"``).
-        current_epoch: The execution's current lease epoch, if the provider knows it.
+            ``"deleting checkpoint 2"``, ``"renewing the lease"``). A take-over stops the
+            whole process, not one call, so its message does not name it.
+        current_epoch: The execution's current lease epoch, if the provider (or, for a
+            take-over, the runner) knows it.
+        taken_over_by: Who holds the execution now (``host:pid``, or ``"another
+            process"``): the message then says that the process stopped and wrote nothing
+            after the take-over, instead of that one call changed nothing.
 
     Returns:
         A :class:`FencedError` saying that nothing was changed (a provider raises it
-        only before changing anything).
+        only before changing anything), or, for a take-over, that nothing was written
+        after it.
     """
-    by = (
-        f" by epoch {current_epoch}"
-        if current_epoch is not None
-        else " by a newer claim (or the execution was deleted)"
-    )
-    return FencedError(
-        f"{action} was refused: the lease of {lease.owner!r} on execution "
-        f"{lease.execution_id!r} (epoch {lease.epoch}) was superseded{by}; nothing was changed"
-    )
+    if taken_over_by is not None:
+        holder = taken_over_by
+        if current_epoch is not None:
+            holder += f" (epoch {current_epoch})"
+        message = (
+            f"execution {lease.execution_id!r} was taken over by {holder} "
+            f"while this process was paused or cut off past its lease (epoch {lease.epoch}); "
+            "this process stopped and wrote nothing after the take-over"
+        )
+    else:
+        by = (
+            f" by epoch {current_epoch}"
+            if current_epoch is not None
+            else " by a newer claim (or the execution was deleted)"
+        )
+        message = (
+            f"{action} was refused: the lease of {lease.owner!r} on execution "
+            f"{lease.execution_id!r} (epoch {lease.epoch}) was superseded{by}; nothing was "
+            "changed"
+        )
+    return FencedError(message)
 
 
 def already_exists(
@@ -386,4 +417,31 @@ def precondition_failed(
     return PreconditionFailedError(
         f"checkpoint {seq} of execution {execution_id!r} was not written: expected version "
         f"{expected!r}, but {found}"
+    )
+
+
+def lease_held(
+    execution_id: str,
+    owner: str | None,
+    expires_at: float | None,
+) -> LeaseHeldError:
+    """The error of a claim while another owner holds a live lease [C15].
+
+    Args:
+        execution_id: The execution.
+        owner: The holder of the live lease; None when the provider only knows that the
+            lease kept changing hands while it tried (a contended claim, to be retried).
+        expires_at: When the holder's lease expires (UNIX seconds), if known.
+    """
+    if owner is None:
+        return LeaseHeldError(f"execution {execution_id!r} is contended: claim it again")
+    until = (
+        f" until {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(expires_at))} UTC"
+        if expires_at is not None
+        else ""
+    )
+    return LeaseHeldError(
+        f"execution {execution_id!r} is leased by {owner!r}{until}",
+        owner=owner,
+        expires_at=expires_at,
     )

@@ -1,0 +1,137 @@
+"""Holding an execution's lease while a run, resume or submit writes to it.
+
+:func:`leased` claims the lease (taking a provably dead owner's over at once, see
+:mod:`durably._liveness`), renews it in the background and turns its loss -- this process
+was paused or cut off past the lease and another one took over -- into a
+:class:`~durably.errors.FencedError` that names the new holder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from durably.checkpoint import CheckpointManager
+from durably.errors import DurablyError, FencedError, fenced
+from durably.storage import Lease
+
+__all__ = ["leased"]
+
+log = logging.getLogger("durably")
+T = TypeVar("T")
+
+
+@contextlib.asynccontextmanager
+async def leased(
+    manager: CheckpointManager,
+    ttl: float,
+    on_lost: asyncio.Task[Any] | None = None,
+    notice: Callable[[str], None] | None = None,
+) -> AsyncIterator[Lease]:
+    """Hold the execution's lease (and owner lock) while the body runs.
+
+    The claim takes a provably dead owner's lease over at once (see durably._liveness).
+    A heartbeat renews the lease every third of ``ttl``; if a renewal finds the lease
+    superseded (this process was paused or cut off and another one took over),
+    ``on_lost`` is cancelled and the body ends with :class:`FencedError`, as it does when
+    a checkpoint write is fenced.
+    """
+    from durably._liveness import acquire_lease
+
+    provider = manager.provider
+    if not manager.config.enabled:  # nothing is written, so there is nothing to fence
+        yield Lease(manager.execution_id, "durability-disabled", 0, float("inf"))
+        return
+    held = await acquire_lease(provider, manager.execution_id, ttl)
+    lease = held.lease
+    manager.lease = lease
+    if held.took_over is not None and notice is not None:
+        notice(
+            f"took execution {manager.execution_id} over from "
+            f"{held.took_over.owner_label}: {held.took_over.reason}"
+        )
+    stop = asyncio.Event()
+    lost: FencedError | None = None
+
+    async def renew() -> None:
+        nonlocal lease, lost
+        interval = ttl / 3
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(stop.wait(), timeout=interval)
+                return
+            except TimeoutError:
+                pass
+            try:
+                lease = await provider.renew(lease, ttl=ttl)
+                manager.lease = lease
+                interval = ttl / 3
+            except FencedError as exc:
+                lost = exc
+                # Not once the body ended (it is awaiting this task in `finally`).
+                if on_lost is not None and not stop.is_set():
+                    on_lost.cancel()
+                return
+            except DurablyError as exc:  # a transient store error: retry sooner
+                log.warning(
+                    "renewing the lease on execution %s failed (%s); retrying",
+                    manager.execution_id,
+                    exc,
+                )
+                interval = max(0.05, min(interval, ttl / 10))
+
+    async def superseded() -> FencedError:
+        holder = "another process"
+        epoch: int | None = None
+        with contextlib.suppress(DurablyError):
+            current = await provider.get_lease(manager.execution_id)
+            if current is not None and current.epoch != lease.epoch:
+                holder, epoch = _holder(current.owner), current.epoch
+        return fenced(lease, "running the execution", current_epoch=epoch, taken_over_by=holder)
+
+    async def absorbing(awaitable: Awaitable[T]) -> T:
+        """Await, absorbing the one cancellation this context may have sent its task
+        when the lease was lost (it can land on any await after the body ended)."""
+        inner = asyncio.ensure_future(awaitable)
+        while True:
+            try:
+                return await asyncio.shield(inner)
+            except asyncio.CancelledError:
+                task = asyncio.current_task()
+                if lost is None or task is None or not task.cancelling():
+                    inner.cancel()
+                    raise
+                task.uncancel()
+
+    renewer = asyncio.create_task(renew())
+    try:
+        yield lease
+    except BaseException as exc:
+        stop.set()
+        if isinstance(exc, FencedError) or (
+            lost is not None and isinstance(exc, (Exception, asyncio.CancelledError))
+        ):
+            # Whatever broke -- a fenced write, the cancellation, or what the
+            # cancellation broke on its way -- the cause is the take-over.
+            raise await absorbing(superseded()) from exc
+        raise
+    finally:
+        stop.set()
+        await absorbing(renewer)
+        with contextlib.suppress(DurablyError):
+            await absorbing(provider.release(manager.lease or lease))
+        with contextlib.suppress(Exception):
+            await absorbing(held.release_lock())
+
+
+def _holder(owner: str) -> str:
+    """``host:pid`` of a durably owner string, else the string (shortened)."""
+    from durably._liveness import OwnerIdentity
+
+    ident = OwnerIdentity.parse(owner)
+    if ident is not None:
+        return ident.label
+    return owner if len(owner) < 80 else owner[:77] + "..."

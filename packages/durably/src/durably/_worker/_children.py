@@ -1,0 +1,332 @@
+"""The worker's children: one process per attempt, and the protocol between them.
+
+The worker never runs an execution in its own process. :func:`run_child` starts
+``python -c`` of :func:`child_main` (with :func:`asyncio.create_subprocess_exec`, in a
+session of its own), writes the job on the child's stdin and reads its reports:
+
+* the job: one JSON line -- ``execution_id``, ``config`` (the ``[durability]`` settings),
+  ``handoff`` (``[owner, epoch, expires_at]`` of a lease the worker claimed, or null),
+  ``cpu_limit``, ``memory_limit``, ``parent`` (the worker's pid);
+* ``p``: progress (the imports are done, a step, a checkpoint, the history loaded, the
+  agents restored), at most every :data:`_PROGRESS_EVERY` seconds;
+* ``r {json}``: the result, an :class:`Outcome` (``outcome``, ``error``), then the child
+  exits.
+
+The child applies the limits to itself before anything else runs (``RLIMIT_CPU``,
+``RLIMIT_AS``), dies with the worker (``PR_SET_PDEATHSIG`` on Linux, end-of-file on its
+stdin everywhere: exit status :data:`EXIT_ORPHANED`) and writes whatever the program
+prints to stderr, keeping the original stdout for its reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import os
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from durably._worker._scan import DAMAGE
+from durably.config import DurabilityConfig, WorkerConfig
+from durably.errors import FencedError, LeaseHeldError
+from durably.storage import META_STATUS, Lease
+
+__all__ = ["EXIT_ORPHANED", "Outcome", "child_main", "describe_death", "kill", "run_child"]
+
+EXIT_ORPHANED = 70
+"""A child's exit status when its worker died (it stops at once)."""
+_CHILD_ENTRY = "from durably._worker._children import child_main; child_main()"
+_PROGRESS_EVERY = 0.25
+"""A child reports progress at most this often (seconds)."""
+_STARTUP = 60.0
+"""Seconds a child has to report for the first time (interpreter start and imports, on a
+loaded machine), when ``statement_timeout`` is shorter."""
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an attempt ended, as its child reported it (or as its death tells)."""
+
+    kind: str
+    """``completed``, ``failed`` (the program failed; recorded), ``already-completed``,
+    ``busy`` (someone else holds it), ``damaged``, ``error`` (counts as a failed
+    attempt)."""
+    error: str = ""
+
+
+# ---------------------------------------------------------------------- the worker's side
+
+
+async def run_child(
+    execution_id: str,
+    handoff: Lease | None,
+    *,
+    config: DurabilityConfig,
+    limits: WorkerConfig,
+    children: dict[str, asyncio.subprocess.Process],
+) -> Outcome:
+    """Run one attempt at ``execution_id`` in a child process and wait for its outcome.
+
+    The child gets its job as one JSON line on stdin (the execution, the configuration,
+    the lease to hand off, the limits, the worker's pid) and keeps stdin open as its
+    lifeline. It reports ``p`` at every step and checkpoint, and ``r {json}`` (the
+    :class:`Outcome`) at the end. An attempt silent for ``statement_timeout`` (the first
+    report: at least :data:`_STARTUP` seconds) is killed with its process group; a child
+    that dies without a result is a failed attempt whose reason says how it died.
+
+    Args:
+        execution_id: The execution to resume.
+        handoff: The lease the worker claimed for it (``CLAIM_NEXT``), released by the
+            child right before its own claim; None when the worker scanned.
+        config: The ``[durability]`` settings the child runs with.
+        limits: The ``[worker]`` settings (timeout, CPU and memory limits).
+        children: The running children, by execution: the process is in it while it
+            runs (so that the worker can kill it when it stops).
+    """
+    job = {
+        "execution_id": execution_id,
+        "config": {**asdict(config), "sources": list(config.sources)},
+        "handoff": None if handoff is None else [handoff.owner, handoff.epoch, handoff.expires_at],
+        "cpu_limit": limits.cpu_limit,
+        "memory_limit": limits.memory_limit,
+        "parent": os.getpid(),
+    }
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        _CHILD_ENTRY,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        start_new_session=True,
+    )
+    children[execution_id] = proc
+    assert proc.stdin is not None
+    assert proc.stdout is not None
+    result: dict[str, Any] | None = None
+    timed_out = False
+    try:
+        proc.stdin.write(json.dumps(job, default=str).encode() + b"\n")
+        await proc.stdin.drain()
+        timeout = limits.statement_timeout or None
+        first = True
+        while True:
+            limit = max(timeout, _STARTUP) if first and timeout is not None else timeout
+            first = False
+            try:
+                line = await asyncio.wait_for(proc.stdout.readline(), limit)
+            except TimeoutError:
+                timed_out = True
+                kill(proc)
+                break
+            if not line:
+                break
+            if line.startswith(b"r "):
+                with contextlib.suppress(ValueError):
+                    result = json.loads(line[2:])
+        returncode = await proc.wait()
+    finally:
+        if proc.returncode is None:
+            kill(proc)
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(proc.wait())
+        with contextlib.suppress(Exception):
+            proc.stdin.close()
+        children.pop(execution_id, None)
+    if timed_out:
+        return Outcome(
+            "error",
+            f"no progress for {limits.statement_timeout:g} s "
+            "(statement_timeout): its process was killed",
+        )
+    if result is not None:
+        return Outcome(str(result.get("outcome", "error")), str(result.get("error", "")))
+    return Outcome("error", describe_death(returncode, limits.cpu_limit))
+
+
+def kill(proc: asyncio.subprocess.Process) -> None:
+    """SIGKILL a child and its process group (whatever LLM code started)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(ProcessLookupError):
+        proc.kill()
+
+
+def _signal_name(number: int) -> str:
+    try:
+        return signal.Signals(number).name
+    except ValueError:
+        return f"signal {number}"
+
+
+def describe_death(returncode: int, cpu_limit: float) -> str:
+    """Why a child that reported no result ended (its signal, with the likely cause)."""
+    if returncode < 0:
+        name = _signal_name(-returncode)
+        if name == "SIGXCPU" or (name == "SIGKILL" and cpu_limit):
+            hint = (
+                f" (CPU limit: cpu_limit = {cpu_limit:g} s)"
+                if name == "SIGXCPU"
+                else (" (the CPU limit's hard stop, or the out-of-memory killer)")
+            )
+        elif name == "SIGKILL":
+            hint = " (the out-of-memory killer, or another process)"
+        elif name == "SIGSEGV":
+            hint = " (a segmentation fault)"
+        else:
+            hint = ""
+        return f"its process was killed by {name}{hint}"
+    return f"its process exited with status {returncode} without reporting a result"
+
+
+# ---------------------------------------------------------------------- the child's side
+
+
+def child_main() -> None:
+    """Entry point of an attempt's child process (see :func:`run_child`).
+
+    Reads its job (one JSON line) from stdin, keeps stdin open as the lifeline to the
+    worker, reports progress (``p``) and its result (``r {json}``) on the original
+    stdout; whatever the program prints goes to stderr.
+    """
+    channel = os.fdopen(os.dup(1), "wb", buffering=0)
+    os.dup2(2, 1)
+    job = json.loads(sys.stdin.buffer.readline())
+    _die_with_parent(int(job["parent"]))
+    _apply_limits(float(job.get("cpu_limit") or 0), int(job.get("memory_limit") or 0))
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    from durably._redact import redact_logs
+
+    redact_logs()
+    try:
+        outcome = asyncio.run(_child_run(job, channel))
+    except BaseException as exc:  # SystemExit or BaseException from LLM code
+        raw = dict(job["config"])
+        raw["sources"] = tuple(raw.get("sources", ()))
+        outcome = asyncio.run(
+            _after_exception(DurabilityConfig(**raw), str(job["execution_id"]), exc)
+        )
+    channel.write(
+        b"r " + json.dumps({"outcome": outcome.kind, "error": outcome.error}).encode() + b"\n"
+    )
+    channel.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+async def _after_exception(
+    config: DurabilityConfig, execution_id: str, exc: BaseException
+) -> Outcome:
+    """An attempt that raised: ``failed`` if the run recorded the execution as failed
+    (what LLM code raised ends the program), else a failed attempt (retried)."""
+    from durably import open_store
+    from durably._redact import redact
+
+    error = redact(f"{type(exc).__name__}: {exc}")
+    with contextlib.suppress(Exception):
+        async with open_store(config=config) as provider:
+            latest = await provider.load_latest_checkpoint(execution_id)
+            if latest is not None and latest.metadata.get(META_STATUS) == "failed":
+                return Outcome("failed", error)
+    return Outcome("error", error)
+
+
+def _die_with_parent(parent: int) -> None:
+    """Exit as soon as the worker is gone: the kernel's parent-death signal where there
+    is one, and end-of-file on stdin (the worker holds its end) everywhere."""
+    import threading
+
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(Exception):
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    if os.getppid() != parent:
+        os._exit(EXIT_ORPHANED)
+
+    def watch() -> None:
+        with contextlib.suppress(Exception):
+            while sys.stdin.buffer.read(4096):
+                pass
+        os._exit(EXIT_ORPHANED)
+
+    threading.Thread(target=watch, name="durably-lifeline", daemon=True).start()
+
+
+def _apply_limits(cpu_limit: float, memory_limit: int) -> None:
+    """``RLIMIT_CPU`` (SIGXCPU at the limit, SIGKILL a second later) and ``RLIMIT_AS``,
+    where the platform has them."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    if cpu_limit:
+        soft = max(1, math.ceil(cpu_limit))
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_CPU, (soft, soft + 1))
+    if memory_limit:
+        with contextlib.suppress(ValueError, OSError, AttributeError):
+            resource.setrlimit(resource.RLIMIT_AS, (memory_limit, memory_limit))
+
+
+async def _child_run(job: dict[str, Any], channel: Any) -> Outcome:
+    from durably import open_store
+    from durably._plugins import get_hooks
+    from durably._redact import redact
+    from durably.hookspecs import hookimpl
+    from durably.runner import resume_execution
+
+    execution_id = str(job["execution_id"])
+    raw = dict(job["config"])
+    raw["sources"] = tuple(raw.get("sources", ()))
+    config = DurabilityConfig(**raw)
+    channel.write(b"p\n")  # started: the imports are done
+    last = 0.0
+
+    def progress(*_args: Any) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= _PROGRESS_EVERY:
+            last = now
+            with contextlib.suppress(OSError):
+                channel.write(b"p\n")
+
+    class _Progress:
+        @hookimpl
+        def durably_after_checkpoint(self, execution_id: str, info: Any) -> None:
+            progress()
+
+        @hookimpl
+        def durably_before_recover(self, execution_id: str, seq: int) -> None:
+            progress()  # the history is loaded
+
+        @hookimpl
+        def durably_after_recover(self, execution_id: str, seq: int, replayed: int) -> None:
+            progress()  # the agents are restored
+
+    get_hooks().register(_Progress(), name="durably-worker-progress")
+    handoff = job.get("handoff")
+    try:
+        if handoff is not None:
+            # The worker claimed it for us (CLAIM_NEXT): give that claim back right
+            # before ours, so that no other worker picks it in between.
+            owner, epoch, expires_at = handoff
+            async with open_store(config=config) as provider:
+                await provider.release(Lease(execution_id, owner, int(epoch), float(expires_at)))
+        result = await resume_execution(execution_id, config=config, echo=None, progress=progress)
+    except (LeaseHeldError, FencedError) as exc:
+        return Outcome("busy", redact(str(exc)))
+    except DAMAGE as exc:
+        return Outcome("damaged", redact(str(exc)))
+    except Exception as exc:
+        return await _after_exception(config, execution_id, exc)
+    if result.status in ("completed", "already-completed"):
+        return Outcome("completed")
+    return Outcome("failed", redact(result.error or "failed"))
