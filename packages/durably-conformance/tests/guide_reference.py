@@ -130,7 +130,12 @@ def render() -> str:
         " base needs; workers look for unfinished statuses)."
     ]
     lines += ["", "### `durably.errors`: what a provider raises", ""]
-    for function in (errors.fenced, errors.already_exists, errors.precondition_failed):
+    for function in (
+        errors.fenced,
+        errors.already_exists,
+        errors.precondition_failed,
+        errors.lease_held,
+    ):
         lines += _entry(
             f"{function.__name__}({_parameters(function)}){_returns(function)}", function
         )

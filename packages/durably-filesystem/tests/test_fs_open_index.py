@@ -11,7 +11,7 @@ import pytest
 from durably.errors import StoreError
 from durably.storage import META_STATUS
 from durably_filesystem import FilesystemProvider
-from durably_filesystem import _provider as provider_module
+from durably_filesystem import _checkpoints as checkpoints_module
 
 RUNNING = {META_STATUS: "running"}
 COMPLETED = {META_STATUS: "completed"}
@@ -33,7 +33,7 @@ async def test_the_entry_exists_before_the_record_that_opens_the_execution(
 ) -> None:
     """A crash during the append that opens an execution leaves its entry in place."""
     seen: list[bool] = []
-    real = provider_module.append_sync
+    real = checkpoints_module.append_sync
 
     def crashing_append(state: Any, parts: Any, apply: Any) -> None:
         seen.append((root / "open" / state.execution_id).exists())
@@ -41,11 +41,11 @@ async def test_the_entry_exists_before_the_record_that_opens_the_execution(
 
     async with FilesystemProvider(root) as provider:
         await provider.save_checkpoint("run-1", 0, b"a", metadata=COMPLETED)
-        monkeypatch.setattr(provider_module, "append_sync", crashing_append)
+        monkeypatch.setattr(checkpoints_module, "append_sync", crashing_append)
         with pytest.raises(StoreError):
             await provider.save_checkpoint("run-1", 1, b"b", metadata=RUNNING)
         assert seen == [True], "the entry must be durable before the record is appended"
-        monkeypatch.setattr(provider_module, "append_sync", real)
+        monkeypatch.setattr(checkpoints_module, "append_sync", real)
         # Stale (the record never made it), so it is dropped on request, not before.
         assert await _open_ids(provider) == ["run-1"]
         assert await provider.forget_if_finished("run-1")
@@ -60,10 +60,10 @@ async def test_a_crash_after_the_final_record_leaves_a_stale_entry(
     """The entry of a finished execution goes only after its final record is durable."""
     async with FilesystemProvider(root) as provider:
         await provider.save_checkpoint("run-1", 0, b"a", metadata=RUNNING)
-        index = provider._open_index
+        index = provider._store.open_index
 
         def crash(execution_id: str) -> bool:
-            assert provider._open_index.has(execution_id)
+            assert provider._store.open_index.has(execution_id)
             raise OSError(5, "simulated crash before the entry is removed")
 
         monkeypatch.setattr(index, "remove", crash)

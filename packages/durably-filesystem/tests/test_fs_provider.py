@@ -21,11 +21,14 @@ from durably.errors import (
 )
 from durably.storage import blob_digest
 from durably_filesystem import FilesystemBackdoor, FilesystemProvider
+from durably_filesystem import _blobs as blobs_module
+from durably_filesystem import _checkpoints as checkpoints_module
+from durably_filesystem import _executions as executions_module
 from durably_filesystem import _format as format_module
 from durably_filesystem import _fsutil as fsutil_module
 from durably_filesystem import _leases as leases_module
 from durably_filesystem import _log as log_module
-from durably_filesystem import _provider as provider_module
+from durably_filesystem import _store as store_module
 
 RUN = "run-1"
 
@@ -94,7 +97,7 @@ async def test_hostile_ids_never_reach_the_filesystem(root: Path) -> None:
             with pytest.raises(InvalidExecutionIdError):
                 await provider.save_checkpoint(bad, 0, b"x")
             with pytest.raises(InvalidExecutionIdError):
-                provider._exec_dir(bad)
+                provider._store.exec_dir(bad)
     assert not root.exists()
 
 
@@ -140,7 +143,15 @@ async def test_a_read_only_store(root: Path, monkeypatch: pytest.MonkeyPatch) ->
             await provider.save_checkpoint(RUN, seq, f"kept {seq}".encode())
     backdoor = FilesystemBackdoor(root)
     await backdoor.corrupt_checkpoint(RUN, 1)
-    for module in (provider_module, log_module, leases_module, fsutil_module):
+    for module in (
+        store_module,
+        checkpoints_module,
+        executions_module,
+        blobs_module,
+        log_module,
+        leases_module,
+        fsutil_module,
+    ):
         monkeypatch.setattr(module, "os", _ReadOnlyOs())
     async with FilesystemProvider(root) as provider:
         assert (await provider.load_checkpoint(RUN, 0)).data == b"kept 0"
@@ -210,7 +221,7 @@ def _open_fds() -> int:
 
 @pytest.mark.asyncio
 async def test_open_files_stay_bounded(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(provider_module, "MAX_OPEN_EXECUTIONS", 8)
+    monkeypatch.setattr(store_module, "MAX_OPEN_EXECUTIONS", 8)
     async with FilesystemProvider(root) as provider:
         before = _open_fds()
         for number in range(40):

@@ -59,7 +59,7 @@ async def test_claim_next_uses_the_open_index_among_100000_executions(
     (pages,) = await cur.fetchone() or (0,)
     assert pages > 500, pages  # a table big enough for a scan to show
 
-    statement = store._sql["claim_next:1:1"]
+    statement = store._db.sql["claim_next:1:1"]
     async with admin.transaction(force_rollback=True):
         cur = await admin.execute(
             "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + statement, {"owner": "w", "ttl": 30.0}

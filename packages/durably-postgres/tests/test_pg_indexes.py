@@ -46,7 +46,7 @@ async def test_hot_queries_use_index_scans(
     for table in ("executions", "checkpoints", "blobs"):
         await admin.execute(f"ANALYZE {s}.{table}")
 
-    sql = store._sql
+    sql = store._db.sql
     queries: dict[str, tuple[str, dict[str, Any], str]] = {
         "latest checkpoint": (sql["load_latest"], {"id": "hot"}, "checkpoints_pkey"),
         "one checkpoint": (sql["load"], {"id": "hot", "seq": 12345}, "checkpoints_pkey"),

@@ -141,7 +141,7 @@ async def test_application_name_and_statement_timeout_reach_the_server(
     name = f"durably-test-{secrets.token_hex(4)}"
     store = make_store(application_name=name, statement_timeout=1.5)
     await store.save_checkpoint("app", 0, b"x")
-    pool = store._pool
+    pool = store._db.pool
     assert pool is not None
     async with pool.connection() as conn:
         cur = await conn.execute(
@@ -156,8 +156,8 @@ async def test_application_name_and_statement_timeout_reach_the_server(
 async def test_default_application_name_is_durably(make_store: MakeStore) -> None:
     store = make_store()
     await store.save_checkpoint("app", 0, b"x")
-    assert store._pool is not None
-    async with store._pool.connection() as conn:
+    assert store._db.pool is not None
+    async with store._db.pool.connection() as conn:
         cur = await conn.execute("SELECT current_setting('application_name')")
         assert await cur.fetchone() == ("durably",)
 
@@ -167,6 +167,6 @@ async def test_prepared_statements_can_be_turned_off(make_store: MakeStore) -> N
     for enabled, threshold in ((True, 5), (False, None)):
         store = make_store(prepared_statements=enabled, pool_max_size=1)
         await store.save_checkpoint(f"p-{enabled}", 0, b"x")
-        assert store._pool is not None
-        async with store._pool.connection() as conn:
+        assert store._db.pool is not None
+        async with store._db.pool.connection() as conn:
             assert conn.prepare_threshold == threshold

@@ -17,7 +17,7 @@ from psycopg import pq
 
 from durably.errors import FencedError, LeaseHeldError, PreconditionFailedError
 from durably.storage import ExpectedVersion, Lease
-from durably_postgres import PostgresProvider, _provider
+from durably_postgres import PostgresProvider, _checkpoints, _provider
 
 MakeStore = Callable[..., PostgresProvider]
 
@@ -25,7 +25,7 @@ MakeStore = Callable[..., PostgresProvider]
 @asynccontextmanager
 async def _traced(store: PostgresProvider, path: Path) -> AsyncIterator[Callable[[], str]]:
     """Record the wire protocol of the store's only pooled connection (libpq trace)."""
-    pool = store._pool
+    pool = store._db.pool
     assert pool is not None
     assert pool.max_size == 1
     with path.open("w") as fh:
@@ -335,16 +335,14 @@ async def test_prune_deletes_in_batches(
     for seq in range(30):
         await store.save_checkpoint("p", seq, b"x", lease=lease)
     batches: list[list[int]] = []
-    real = PostgresProvider._delete_batch
+    real = _checkpoints.delete
 
-    async def spy(
-        self: PostgresProvider, execution_id: str, seqs: list[int], lease: Lease | None
-    ) -> list[int]:
+    async def spy(db: Any, execution_id: str, seqs: list[int], lease: Lease | None) -> list[int]:
         batches.append(list(seqs))
-        return await real(self, execution_id, seqs, lease)
+        return await real(db, execution_id, seqs, lease)
 
     monkeypatch.setattr(_provider, "DELETE_BATCH", 7)
-    monkeypatch.setattr(PostgresProvider, "_delete_batch", spy)
+    monkeypatch.setattr(_checkpoints, "delete", spy)
     assert await store.prune("p", keep_last=2, lease=lease) == list(range(28))
     assert [len(b) for b in batches] == [7, 7, 7, 7]
     assert [i.seq async for i in store.iter_checkpoints("p")] == [28, 29]

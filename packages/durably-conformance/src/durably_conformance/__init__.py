@@ -39,6 +39,7 @@ if TYPE_CHECKING:
         sleep_past,
         with_format_version,
     )
+    from durably_conformance._servers import find_server, free_port, server_or_skip
     from durably_conformance._suite import ProviderSuite
     from durably_conformance._suite_blobs import BlobSuite
     from durably_conformance._suite_checkpoints import CheckpointSuite
@@ -75,8 +76,11 @@ __all__ = [
     "collect_pages",
     "drain",
     "eventually",
+    "find_server",
+    "free_port",
     "gather_limited",
     "random_bytes",
+    "server_or_skip",
     "sleep_past",
     "with_format_version",
 ]
@@ -102,6 +106,9 @@ _HOME = {
     "random_bytes": "_helpers",
     "sleep_past": "_helpers",
     "with_format_version": "_helpers",
+    "find_server": "_servers",
+    "free_port": "_servers",
+    "server_or_skip": "_servers",
     "ProviderSuite": "_suite",
     "BlobSuite": "_suite_blobs",
     "CheckpointSuite": "_suite_checkpoints",

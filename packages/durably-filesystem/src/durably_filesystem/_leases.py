@@ -10,6 +10,7 @@ when its holder dies.
 """
 
 # Small filesystem calls run on the event loop on purpose (a stat, a short read).
+# ruff: noqa: ASYNC240
 
 from __future__ import annotations
 
@@ -17,27 +18,39 @@ import contextlib
 import fcntl
 import json
 import os
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from durably.errors import CorruptObjectError, FencedError, fenced
+from durably.errors import CorruptObjectError, FencedError, StoreError, fenced, lease_held
 from durably.storage import Lease, OwnerLock
 from durably_filesystem import _format as fmt
-from durably_filesystem._fsutil import O_CLOEXEC, read_file, write_atomic
-from durably_filesystem._log import ExecState, wait_for_flock
+from durably_filesystem._fsutil import O_CLOEXEC, makedirs_durable, read_file, write_atomic
+from durably_filesystem._log import ExecState, hold_lock, wait_for_flock
+
+if TYPE_CHECKING:
+    from durably_filesystem._store import FileStore
 
 __all__ = [
     "FlockOwnerLock",
     "LeaseRecord",
     "check_fence",
+    "claim",
     "current_lease",
     "epoch_floor",
     "fenced_by",
+    "get_lease",
+    "lock_owner",
+    "owner_lock_free",
     "raise_epoch_floor",
+    "release",
+    "renew",
     "write_lease",
 ]
 
 STORE_LOCK = "lock"
 EPOCH_FLOOR = "epoch-floor"
+OWNER = "owner"
 
 
 @dataclass(frozen=True, slots=True)
@@ -177,3 +190,127 @@ def check_fence(state: ExecState, lease: Lease | None, action: str) -> None:
 
 def fenced_by(lease: Lease, current: LeaseRecord | None, action: str) -> FencedError:
     return fenced(lease, action, current_epoch=None if current is None else current.epoch)
+
+
+# ------------------------------------------------------------ the lease operations
+
+
+async def claim(
+    store: FileStore, execution_id: str, owner: str, ttl: float, dead: Lease | None
+) -> Lease:
+    """Claim (C15); with ``dead``, also while ``dead`` is the current (live) lease (C29)."""
+    async with store.using(execution_id) as state:
+        with store.errors(f"claim execution {execution_id!r}", state.lease_path):
+            async with hold_lock(state, create=True):
+                current = current_lease(state)
+                now = time.time()
+                replaced = (
+                    dead is not None
+                    and current is not None
+                    and (current.owner, current.epoch) == (dead.owner, dead.epoch)
+                )
+                if (
+                    current is not None
+                    and current.owner != owner
+                    and current.live(now)
+                    and not replaced
+                ):
+                    raise lease_held(execution_id, current.owner, current.expires_at)
+                last = current.epoch if current else epoch_floor(store.root)
+                record = LeaseRecord(owner, last + 1, now + ttl, False)
+                write_lease(state, record)
+    return Lease(execution_id, owner, record.epoch, record.expires_at)
+
+
+async def renew(store: FileStore, lease: Lease, ttl: float) -> Lease:
+    """Extend the lease if it is still the current one, else FencedError (C16)."""
+    async with store.using(lease.execution_id) as state:
+        with store.errors(f"renew the lease on execution {lease.execution_id!r}", state.lease_path):
+            if not os.path.exists(state.lease_path):
+                raise fenced_by(lease, None, "renewing the lease")
+            async with hold_lock(state, create=False) as locked:
+                current = current_lease(state) if locked else None
+                if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
+                    raise fenced_by(lease, current, "renewing the lease")
+                record = replace(current, expires_at=time.time() + ttl, released=False)
+                write_lease(state, record)
+    return Lease(lease.execution_id, lease.owner, lease.epoch, record.expires_at)
+
+
+async def release(store: FileStore, lease: Lease) -> None:
+    """Mark the lease released if it is still the current one; else nothing (C23)."""
+    async with store.using(lease.execution_id) as state:
+        with store.errors(
+            f"release the lease on execution {lease.execution_id!r}", state.lease_path
+        ):
+            if not os.path.exists(state.lease_path):
+                return
+            async with hold_lock(state, create=False) as locked:
+                current = current_lease(state) if locked else None
+                if (
+                    current is None
+                    or current.epoch != lease.epoch
+                    or current.owner != lease.owner
+                    or current.released
+                ):
+                    return
+                write_lease(
+                    state,
+                    replace(
+                        current, released=True, expires_at=min(current.expires_at, time.time())
+                    ),
+                )
+
+
+async def get_lease(store: FileStore, execution_id: str) -> Lease | None:
+    """The lease record -- live, expired or released -- or None (C23)."""
+    store.check_store()
+    async with store.using(execution_id) as state:
+        with store.errors(f"read the lease on execution {execution_id!r}", state.lease_path):
+            current = current_lease(state)
+    if current is None:
+        return None
+    return Lease(
+        execution_id, current.owner, current.epoch, current.expires_at, released=current.released
+    )
+
+
+async def lock_owner(store: FileStore, execution_id: str) -> OwnerLock | None:
+    """Take the owner lock (an exclusive ``flock`` of ``E/owner``) if it is free (C30)."""
+    path = os.path.join(store.exec_dir(execution_id), OWNER)
+    with store.errors(f"lock the owner of execution {execution_id!r}", path):
+        for _ in range(100):
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | O_CLOEXEC, 0o644)
+                break
+            except FileNotFoundError:
+                store.prepare_root()
+                makedirs_durable(os.path.dirname(path), fsync=store.fsync)
+        else:
+            raise StoreError(f"cannot create {path}: its directory keeps disappearing")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        except BaseException:
+            os.close(fd)
+            raise
+    return FlockOwnerLock(fd)
+
+
+async def owner_lock_free(store: FileStore, execution_id: str) -> bool:
+    """Whether nobody holds the owner lock (probed with a shared ``flock``) (C30)."""
+    path = os.path.join(store.exec_dir(execution_id), OWNER)
+    with store.errors(f"probe the owner lock of execution {execution_id!r}", path):
+        try:
+            fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
+        except (FileNotFoundError, NotADirectoryError):
+            return True
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return False
+        finally:
+            os.close(fd)  # also drops the shared lock just taken
+    return True

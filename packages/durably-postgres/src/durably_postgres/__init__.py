@@ -52,7 +52,7 @@ async def migrate_async(url: str, options: Mapping[str, Any] | None = None) -> M
     """
     provider = PostgresProvider.from_url(url, options or {})
     try:
-        return await provider._migrate(migrate=True)
+        return await provider._db.migrate(migrate=True)
     finally:
         await provider.close()
 

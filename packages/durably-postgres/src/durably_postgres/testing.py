@@ -2,7 +2,10 @@
 read/write raw storage behind the provider's back.
 
 Used by this package's tests and by the cross-package end-to-end tests. Not part of
-the provider's API; pytest is imported only by :func:`server_or_skip`.
+the provider's API. The search and the skip are shared with ``durably_redis.testing``
+(``durably_conformance``'s ``find_server``, ``server_or_skip`` and ``free_port``),
+imported -- like pytest -- only when a function needs them: this module ships in the
+provider's wheel, which depends on neither.
 
 Where the server comes from, in order (:func:`find_server`):
 
@@ -17,13 +20,11 @@ which turns the skip into a failure (CI sets it).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import glob
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 from dataclasses import dataclass, field
@@ -77,9 +78,9 @@ def _pg_bin(name: str) -> str | None:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    from durably_conformance import free_port  # lazily: see the module docstring
+
+    return free_port()
 
 
 class ThrowawayCluster:
@@ -230,27 +231,17 @@ def find_server() -> tuple[PostgresServer | None, str]:
         RuntimeError: ``DURABLY_TEST_POSTGRES_URL`` is set but nothing answers there
             (an explicit URL that does not work is an error, not a reason to skip).
     """
-    explicit = os.environ.get(ENV_URL)
-    if explicit:
-        problem = _answers(explicit)
-        if problem:
-            raise RuntimeError(f"{ENV_URL} is set but the server does not answer: {problem}")
-        return PostgresServer(explicit, "env"), ""
-    problem = _answers(LOCAL_URL, timeout=2)
-    if problem is None:
-        return PostgresServer(LOCAL_URL, "local"), ""
-    reasons = [f"no server at {LOCAL_URL} ({problem})"]
-    cant = ThrowawayCluster.unavailable_reason()
-    if cant:
-        reasons.append(f"cannot start a throwaway cluster: {cant}")
-        return None, "; ".join(reasons)
-    cluster = ThrowawayCluster()
-    try:
-        cluster.start()
-    except RuntimeError as exc:
-        reasons.append(str(exc).splitlines()[0])
-        return None, "; ".join(reasons)
-    return PostgresServer(cluster.url, "throwaway", cluster), ""
+    from durably_conformance import find_server as search
+
+    return search(
+        PostgresServer,
+        env_url=ENV_URL,
+        local_url=LOCAL_URL,
+        answers=_answers,
+        local_answers=lambda url: _answers(url, timeout=2),
+        throwaway=ThrowawayCluster,
+        cannot_start="cannot start a throwaway cluster",
+    )
 
 
 _found: PostgresServer | None = None
@@ -262,25 +253,12 @@ def server_or_skip() -> PostgresServer:
     The server found is remembered for the process (a throwaway cluster is started
     once, and stopped at exit if nobody called :meth:`PostgresServer.stop`).
     """
-    import pytest
+    from durably_conformance import server_or_skip as search
 
     global _found
-    if _found is not None and (_found.cluster is None or _found.cluster.running):
-        return _found
-    try:
-        server, reason = find_server()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    if server is not None:
-        _found = server
-        if server.cluster is not None:
-            atexit.register(server.cluster.stop)
-    if server is None:
-        message = f"no PostgreSQL server for the tests: {reason}. Set {ENV_URL} to use one"
-        if os.environ.get(ENV_REQUIRE) == "1":
-            pytest.fail(f"{message} ({ENV_REQUIRE}=1 makes this a failure)")
-        pytest.skip(message)
-    return server
+    if _found is None or (_found.cluster is not None and not _found.cluster.running):
+        _found = search(find_server, what="PostgreSQL", env_url=ENV_URL, env_require=ENV_REQUIRE)
+    return _found
 
 
 def random_schema(prefix: str = "durably_test") -> str:

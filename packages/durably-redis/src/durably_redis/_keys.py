@@ -26,6 +26,11 @@ SEQ_WIDTH = 19
 zero-padded seqs sort lexically in numeric order (sorted-set scores, doubles, cannot
 hold every 63-bit integer exactly)."""
 MAX_SEQ = 2**63 - 1
+MAX_PAGE = 1000
+"""Listings return at most this many items per page."""
+DELETE_BATCH = 1000
+"""Checkpoints deleted per script call (prune, delete_execution): each call is atomic
+and short, so other clients are not held up by a huge execution."""
 
 _GLOB_SPECIAL = re.compile(r"([\\*?\[\]])")
 

@@ -2,7 +2,10 @@
 read/write raw storage behind the provider's back.
 
 Used by this package's tests and by the cross-package end-to-end tests. Not part of
-the provider's API; pytest is imported only by :func:`server_or_skip`.
+the provider's API. The search and the skip are shared with ``durably_postgres.testing``
+(``durably_conformance``'s ``find_server``, ``server_or_skip`` and ``free_port``),
+imported -- like pytest -- only when a function needs them: this module ships in the
+provider's wheel, which depends on neither.
 
 Where the server comes from, in order (:func:`find_server`):
 
@@ -20,12 +23,9 @@ and deletes its keys afterwards (:func:`delete_prefix`).
 
 from __future__ import annotations
 
-import atexit
 import contextlib
-import os
 import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -91,9 +91,9 @@ def _no_retry() -> Retry:
 
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    from durably_conformance import free_port  # lazily: see the module docstring
+
+    return free_port()
 
 
 class ThrowawayRedis:
@@ -257,27 +257,16 @@ def find_server() -> tuple[RedisServer | None, str]:
     Raises:
         RuntimeError: ``DURABLY_TEST_REDIS_URL`` is set but nothing answers there.
     """
-    explicit = os.environ.get(ENV_URL)
-    if explicit:
-        problem = _answers(explicit)
-        if problem:
-            raise RuntimeError(f"{ENV_URL} is set but the server does not answer: {problem}")
-        return RedisServer(explicit, "env"), ""
-    problem = _answers(LOCAL_URL)
-    if problem is None:
-        return RedisServer(LOCAL_URL, "local"), ""
-    reasons = [f"no server at {LOCAL_URL} ({problem})"]
-    cant = ThrowawayRedis.unavailable_reason()
-    if cant:
-        reasons.append(f"cannot start one: {cant}")
-        return None, "; ".join(reasons)
-    process = ThrowawayRedis()
-    try:
-        process.start()
-    except RuntimeError as exc:
-        reasons.append(str(exc).splitlines()[0])
-        return None, "; ".join(reasons)
-    return RedisServer(process.url, "throwaway", process), ""
+    from durably_conformance import find_server as search
+
+    return search(
+        RedisServer,
+        env_url=ENV_URL,
+        local_url=LOCAL_URL,
+        answers=_answers,
+        throwaway=ThrowawayRedis,
+        cannot_start="cannot start one",
+    )
 
 
 _found: RedisServer | None = None
@@ -289,24 +278,12 @@ def server_or_skip() -> RedisServer:
     The server found is remembered for the process (a throwaway server is started
     once, and stopped at exit if nobody called :meth:`RedisServer.stop`).
     """
-    import pytest
+    from durably_conformance import server_or_skip as search
 
     global _found
-    if _found is not None and (_found.process is None or _found.process.running):
-        return _found
-    try:
-        server, reason = find_server()
-    except RuntimeError as exc:
-        pytest.fail(str(exc))
-    if server is None:
-        message = f"no Redis server for the tests: {reason}. Set {ENV_URL} to use one"
-        if os.environ.get(ENV_REQUIRE) == "1":
-            pytest.fail(f"{message} ({ENV_REQUIRE}=1 makes this a failure)")
-        pytest.skip(message)
-    _found = server
-    if server.process is not None:
-        atexit.register(server.process.stop)
-    return server
+    if _found is None or (_found.process is not None and not _found.process.running):
+        _found = search(find_server, what="Redis", env_url=ENV_URL, env_require=ENV_REQUIRE)
+    return _found
 
 
 def random_prefix(prefix: str = "durably-test") -> str:

@@ -22,22 +22,24 @@ from aiobotocore.session import AioSession
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
-    ConnectionClosedError,
-    ConnectionError,
-    CredentialRetrievalError,
     IncompleteReadError,
-    NoCredentialsError,
-    NoRegionError,
-    PartialCredentialsError,
-    ReadTimeoutError,
     ResponseStreamingError,
 )
 from botocore.loaders import Loader, create_loader
 
 from durably.errors import CorruptObjectError, StoreError, StoreUnavailableError
+from durably_s3._errors import CONDITIONAL_WRITES_HELP, map_error
 from durably_s3._options import S3Options
 
-__all__ = ["NOT_MODIFIED", "Listing", "ObjectInfo", "Precondition", "S3Client", "new_session"]
+__all__ = [
+    "CONDITIONAL_WRITES_HELP",
+    "NOT_MODIFIED",
+    "Listing",
+    "ObjectInfo",
+    "Precondition",
+    "S3Client",
+    "new_session",
+]
 
 T = TypeVar("T")
 
@@ -53,11 +55,6 @@ class _NotModified:
 
 NOT_MODIFIED = _NotModified()
 
-CONDITIONAL_WRITES_HELP = (
-    "durably's S3 provider needs S3 conditional writes (If-None-Match and If-Match on "
-    "PutObject), which AWS S3 supports since 2024, as do MinIO, Cloudflare R2 and recent "
-    "Ceph RGW; upgrade the server or use another store"
-)
 _CONFLICT_ATTEMPTS = 6
 _RETRY_READS = 2
 _DELETE_BATCH = 1000
@@ -209,100 +206,15 @@ class S3Client:
         if stack is not None:
             await stack.aclose()
 
-    # ----------------------------------------------------------- error mapping
-
     def _map(self, exc: BaseException, op: str, key: str | None) -> Exception:
-        where = f"s3://{self.bucket}/{key}" if key else f"bucket {self.bucket!r}"
-        endpoint = self.describe_endpoint()
-        if isinstance(exc, ClientError):
-            error = exc.response.get("Error", {})
-            code = str(error.get("Code", ""))
-            status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            message = str(error.get("Message", "")) or code
-            if code == "NoSuchBucket":
-                return StoreUnavailableError(
-                    f"S3 bucket {self.bucket!r} does not exist ({endpoint}). Create it, or fix "
-                    "the bucket name in durability.store"
-                )
-            if (
-                code
-                in (
-                    "AccessDenied",
-                    "AllAccessDisabled",
-                    "InvalidAccessKeyId",
-                    "SignatureDoesNotMatch",
-                    "ExpiredToken",
-                    "InvalidToken",
-                    "AccountProblem",
-                    "InvalidSecurity",
-                )
-                or status == 403
-            ):
-                return StoreUnavailableError(
-                    f"S3 refused {op} on {where} ({code}: {message}; {endpoint}). Check the "
-                    "credentials and that their IAM policy allows s3:GetObject, s3:PutObject, "
-                    "s3:DeleteObject and s3:ListBucket on the bucket and prefix (see "
-                    "docs/providers/s3.md for a minimal policy)"
-                )
-            if code in (
-                "PermanentRedirect",
-                "TemporaryRedirect",
-                "AuthorizationHeaderMalformed",
-                "IllegalLocationConstraintException",
-                "InvalidRegion",
-            ) or status in (301, 307):
-                bucket_region = error.get("Region") or exc.response.get("ResponseMetadata", {}).get(
-                    "HTTPHeaders", {}
-                ).get("x-amz-bucket-region")
-                hint = f"; the bucket is in region {bucket_region}" if bucket_region else ""
-                return StoreUnavailableError(
-                    f"bucket {self.bucket!r} is not served by {endpoint} ({code}{hint}). Set "
-                    "region (or endpoint_url) in [durability.s3] to the bucket's"
-                )
-            if code == "NotImplemented" or status == 501:
-                return StoreError(
-                    f"S3 {op} on {where} is not implemented by the server ({message}; "
-                    f"{endpoint}). {CONDITIONAL_WRITES_HELP}"
-                )
-            if (
-                code
-                in (
-                    "SlowDown",
-                    "ServiceUnavailable",
-                    "InternalError",
-                    "RequestTimeout",
-                    "Throttling",
-                    "ThrottlingException",
-                )
-                or (status or 0) >= 500
-            ):
-                return StoreUnavailableError(
-                    f"S3 {op} on {where} kept failing after {self.options.max_attempts} attempts "
-                    f"with backoff ({code}: {message}; {endpoint})"
-                )
-            if code == "InvalidObjectState":
-                return StoreError(
-                    f"{where} is archived ({message}); durably needs objects it can read at once: "
-                    "do not transition its objects to GLACIER or DEEP_ARCHIVE"
-                )
-            return StoreError(f"S3 {op} on {where} failed: {code}: {message} ({endpoint})")
-        if isinstance(exc, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
-            return StoreUnavailableError(
-                f"no usable AWS credentials for bucket {self.bucket!r} ({exc}). Set "
-                "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, a profile (option 'profile' or "
-                "AWS_PROFILE) or an instance/task role"
-            )
-        if isinstance(exc, NoRegionError):
-            return StoreUnavailableError(
-                f"no AWS region for bucket {self.bucket!r}: set region in [durability.s3] or "
-                "AWS_DEFAULT_REGION"
-            )
-        if isinstance(exc, (ConnectionError, ConnectionClosedError, ReadTimeoutError)):
-            return StoreUnavailableError(
-                f"cannot reach S3 for bucket {self.bucket!r} ({endpoint}): {exc}. Check "
-                "endpoint_url / AWS_ENDPOINT_URL_S3, the region and the network"
-            )
-        return StoreError(f"S3 {op} on {where} failed: {type(exc).__name__}: {exc}")
+        return map_error(
+            exc,
+            op,
+            key,
+            bucket=self.bucket,
+            endpoint=self.describe_endpoint(),
+            max_attempts=self.options.max_attempts,
+        )
 
     async def _call(self, op: str, key: str | None, call: Callable[[Any], Awaitable[T]]) -> T:
         client = await self.client()

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
-from durably.errors import FencedError, LeaseHeldError, StoreError, fenced
+from durably.errors import FencedError, StoreError, fenced, lease_held
 from durably.storage import Lease
 from durably_s3 import _format as fmt
 from durably_s3._client import NOT_MODIFIED, Precondition
@@ -288,12 +288,7 @@ class LeaseProtocolMixin(SlotsMixin):
                 old = current[0]
                 replaced = dead is not None and (old.owner, old.epoch) == (dead.owner, dead.epoch)
                 if old.owner != owner and old.live(now) and not replaced:
-                    raise LeaseHeldError(
-                        f"execution {execution_id!r} is leased by {old.owner!r} until "
-                        f"{old.expires_at:.3f}",
-                        owner=old.owner,
-                        expires_at=old.expires_at,
-                    )
+                    raise lease_held(execution_id, old.owner, old.expires_at)
                 jobs = [*old.jobs, Job(old.epoch, old.chain, old.intents)]
             epoch = await self._next_epoch(current[0].epoch if current is not None else 0)
             record = LeaseRecord(
@@ -395,4 +390,54 @@ class LeaseProtocolMixin(SlotsMixin):
         raise StoreError(
             f"could not draw an epoch from s3://{self.bucket}/"
             f"{self._layout.epochs}: it kept changing (too many concurrent claims)"
+        )
+
+    # ------------------------------------------------------- renew, release, read
+
+    async def _renew_lease(self, lease: Lease, ttl: float) -> Lease:
+        """A new expiry, by a conditional write of the lease object [C16]."""
+        expires_at = 0.0
+
+        def mutate(record: LeaseRecord | None) -> None:
+            nonlocal expires_at
+            record = self._check(lease, record, "renewing the lease")
+            expires_at = record.expires_at = time.time() + ttl
+            record.released_at = None
+
+        await self._update_lease(lease.execution_id, mutate)
+        return Lease(lease.execution_id, lease.owner, lease.epoch, expires_at)
+
+    async def _release_lease(self, lease: Lease) -> None:
+        """Mark the lease released unless it was superseded [C23]."""
+
+        def mutate(record: LeaseRecord | None) -> None:
+            if (
+                record is None
+                or record.epoch != lease.epoch
+                or record.owner != lease.owner
+                or record.released_at is not None
+            ):
+                raise _Skip
+            record.released_at = time.time()
+
+        try:
+            await self._update_lease(lease.execution_id, mutate)
+        except _Skip:
+            pass
+
+    async def _lease_of(self, execution_id: str) -> Lease | None:
+        """The lease object as a Lease (released: expiry capped at the release)."""
+        current = await self._read_lease(execution_id)
+        if current is None:
+            return None
+        record = current[0]
+        expires = record.expires_at
+        if record.released_at is not None:
+            expires = min(expires, record.released_at)
+        return Lease(
+            execution_id,
+            record.owner,
+            record.epoch,
+            expires,
+            released=record.released_at is not None,
         )

@@ -209,7 +209,8 @@ class OpenIndexMixin(SlotsMixin):
             return False
         return True
 
-    async def _list_open(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
+    async def _list_open_markers(self, cursor: str | None, limit: int) -> Page[ExecutionInfo]:
+        """A page of the open markers' execution ids (built first for an old store)."""
         if cursor is not None and not fmt.is_execution_id(cursor):
             raise ValueError(f"invalid cursor {cursor!r}")
         if not self._open_ready:
@@ -242,5 +243,6 @@ class OpenIndexMixin(SlotsMixin):
             pass  # another instance finished first
         self._open_ready = True
 
-    async def _forget_if_finished(self, execution_id: str) -> bool:
+    async def _forget_marker_if_finished(self, execution_id: str) -> bool:
+        """Tidy a stale open marker (the closing rule, with no epoch of its own)."""
         return await self._close_open(execution_id, None)

@@ -1,0 +1,214 @@
+"""Checkpoints of the filesystem store: save, read, list, delete, compact.
+
+Each function takes the execution's state exclusively (:meth:`FileStore.using`), then,
+for a write, its ``flock`` (:func:`~durably_filesystem._log.hold_lock`): catch up with
+what other processes appended, check the write mode and the lease, append the records
+with one ``write``, ``fdatasync``, unlock. The open-executions index is updated around
+the append (an entry is added *before* the record that opens an execution and removed
+*after* the one that finishes it, see :mod:`durably_filesystem._open`).
+"""
+
+# Small filesystem calls run on the event loop on purpose (see _provider.py).
+# ruff: noqa: ASYNC240
+
+from __future__ import annotations
+
+import os
+import time
+from bisect import bisect_right
+
+from durably.errors import already_exists, precondition_failed
+from durably.storage import (
+    CheckpointInfo,
+    ExpectedVersion,
+    Lease,
+    Page,
+    WriteMode,
+    decode_int_cursor,
+    encode_int_cursor,
+)
+from durably_filesystem import _format as fmt
+from durably_filesystem._leases import check_fence, fenced_by
+from durably_filesystem._log import (
+    INLINE_LIMIT,
+    append_sync,
+    blocking,
+    compact_sync,
+    hold_lock,
+    info,
+    maybe_compact,
+    read_current,
+    refresh,
+    writable_index,
+)
+from durably_filesystem._open import open_after_delete, open_after_save
+from durably_filesystem._store import FileStore
+
+__all__ = ["compact", "delete", "list_page", "load", "save"]
+
+
+async def save(
+    store: FileStore,
+    execution_id: str,
+    seq: int,
+    stored: bytes,
+    metadata: dict[str, str],
+    mode: WriteMode,
+    lease: Lease | None,
+) -> CheckpointInfo:
+    """Append a checkpoint record, if the mode and the lease allow it (C2, C5-C9)."""
+    meta = fmt.encode_meta(metadata)
+    write_id = int.from_bytes(os.urandom(8), "little")
+    created_ns = time.time_ns()
+    parts = fmt.encode_record(fmt.T_CHECKPOINT, seq, write_id, created_ns, meta, stored)
+    length = sum(len(part) for part in parts)
+    entry = fmt.Entry(
+        seq,
+        0,
+        length,
+        write_id,
+        created_ns,
+        len(meta),
+        len(stored),
+        dict(metadata),
+        verified=True,
+    )
+
+    def apply(index: fmt.LogIndex, offset: int) -> None:
+        entry.offset = offset
+        index.put(entry)
+
+    async with store.using(execution_id) as state:
+        with store.errors(f"save checkpoint {seq} of execution {execution_id!r}", state.log_path):
+            action = f"saving checkpoint {seq}"
+            if lease is not None and not os.path.exists(state.lease_path):
+                raise fenced_by(lease, None, action)
+            async with hold_lock(state, create=True):
+                index = await writable_index(state, create=True)
+                assert index is not None
+                check_fence(state, lease, action)
+                current = index.entries.get(seq)
+                if mode == "create":
+                    if current is not None:
+                        raise already_exists(execution_id, seq, version=current.version)
+                elif isinstance(mode, ExpectedVersion) and (
+                    current is None or current.version != mode.version
+                ):
+                    raise precondition_failed(
+                        execution_id,
+                        seq,
+                        mode.version,
+                        actual=None if current is None else current.version,
+                        missing=current is None,
+                    )
+                opens = open_after_save(index, seq, metadata)
+                if opens:
+                    store.open_index.add(execution_id)  # before: a crash keeps the entry
+                if length > INLINE_LIMIT:
+                    await blocking(append_sync, state, parts, apply)
+                else:
+                    append_sync(state, parts, apply)
+                if opens is False:
+                    store.open_index.remove(execution_id)
+                if current is not None:
+                    await maybe_compact(state, store.compact_threshold)
+    return info(execution_id, entry)
+
+
+async def load(
+    store: FileStore, execution_id: str, seq: int | None
+) -> tuple[CheckpointInfo, bytes] | None:
+    """Checkpoint ``seq`` (None: the latest) and its stored bytes, or None (C1, C3)."""
+    store.check_store()
+    what = "the latest checkpoint" if seq is None else f"checkpoint {seq}"
+    async with store.using(execution_id) as state:
+        with store.errors(f"read {what} of execution {execution_id!r}", state.log_path):
+            return await read_current(state, seq)
+
+
+async def list_page(
+    store: FileStore,
+    execution_id: str,
+    cursor: str | None,
+    limit: int,
+    after: int | None,
+) -> Page[CheckpointInfo]:
+    """A page of the execution's checkpoints from the in-memory index (C4, C11)."""
+    store.check_store()
+    start = -1 if after is None else after
+    resume = decode_int_cursor(cursor)
+    if resume is not None:
+        start = max(start, resume)
+    async with store.using(execution_id) as state:
+        with store.errors(f"list the checkpoints of execution {execution_id!r}", state.log_path):
+            index = await refresh(state)
+        if index is None:
+            return Page(())
+        first = bisect_right(index.seqs, start)
+        seqs = index.seqs[first : first + limit]
+        items = tuple(info(execution_id, index.entries[s]) for s in seqs)
+        more = first + limit < len(index.seqs)
+        return Page(items, encode_int_cursor(seqs[-1]) if more and seqs else None)
+
+
+async def delete(
+    store: FileStore, execution_id: str, seqs: list[int], lease: Lease | None
+) -> list[int]:
+    """Append tombstones of the ``seqs`` that exist, fenced once (C9, C10); return them."""
+    async with store.using(execution_id) as state:
+        with store.errors(f"delete checkpoints of execution {execution_id!r}", state.log_path):
+            action = "deleting checkpoints"
+            if lease is not None and not os.path.exists(state.lease_path):
+                raise fenced_by(lease, None, action)
+            if not os.path.isdir(state.dir):
+                return []
+            async with hold_lock(state, create=False) as locked:
+                if not locked:
+                    if lease is not None:
+                        raise fenced_by(lease, None, action)
+                    return []
+                index = await writable_index(state, create=False)
+                check_fence(state, lease, action)
+                if index is None:
+                    return []
+                doomed = sorted({seq for seq in seqs if seq in index.entries})
+                if not doomed:
+                    return []
+                opens = open_after_delete(index, doomed)
+                if opens:
+                    store.open_index.add(execution_id)  # before: a crash keeps the entry
+                if len(doomed) == len(index.entries):
+                    # nothing left: an empty log says so at once (and costs no space)
+                    await blocking(compact_sync, state, frozenset(doomed))
+                    store.open_index.remove(execution_id)
+                    return doomed
+                created_ns = time.time_ns()
+                parts: list[bytes | memoryview] = []
+                for seq in doomed:
+                    parts.extend(fmt.encode_record(fmt.T_TOMBSTONE, seq, 0, created_ns, b"", b""))
+
+                def apply(index: fmt.LogIndex, offset: int) -> None:
+                    for seq in doomed:
+                        index.remove(seq, fmt.OVERHEAD)
+
+                append_sync(state, [b"".join(parts)], apply)
+                if opens is False:
+                    store.open_index.remove(execution_id)
+                await maybe_compact(state, store.compact_threshold)
+                return doomed
+
+
+async def compact(store: FileStore, execution_id: str) -> bool:
+    """Rewrite the execution's log without dead records now; whether it was rewritten."""
+    async with store.using(execution_id) as state:
+        with store.errors(f"compact execution {execution_id!r}", state.log_path):
+            if not os.path.isdir(state.dir):
+                return False
+            async with hold_lock(state, create=False) as locked:
+                if not locked:
+                    return False
+                index = await writable_index(state, create=False)
+                if index is None or (index.dead_bytes == 0 and not index.corrupt_regions):
+                    return False
+                await blocking(compact_sync, state)
+                return True

@@ -1,0 +1,211 @@
+"""The connection to PostgreSQL: connecting, migrating, the pool, one statement at a time.
+
+:class:`PostgresClient` is what the provider's modules talk to. On first use
+(:class:`~durably._providerkit.Connector`) it connects (retrying transient failures with
+exponential backoff), migrates the schema if the options allow it
+(:func:`~durably_postgres._migrations.ensure_schema`) and opens a
+``psycopg_pool.AsyncConnectionPool`` of autocommit connections, whose ``check`` drops
+idle connections the server already closed. :meth:`PostgresClient.run` runs one
+statement (one round trip, one transaction): retried when the server rolled it back
+(deadlock, serialization failure) and, if ``idempotent``, after a lost connection;
+psycopg errors become durably errors (:mod:`durably_postgres._errors`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import select
+import time
+from collections.abc import Callable
+from typing import Any
+
+import psycopg
+from psycopg import pq
+from psycopg.rows import TupleRow
+from psycopg_pool import AsyncConnectionPool
+
+from durably._providerkit import Connector
+from durably.errors import DurablyError
+from durably.storage import call_with_retries
+from durably_postgres._errors import (
+    connect_error,
+    connect_error_is_permanent,
+    detail_of,
+    is_connection_loss,
+    is_rolled_back,
+    translate,
+)
+from durably_postgres._migrations import MigrationReport, ensure_schema, quote_ident
+from durably_postgres._options import PostgresOptions, Target
+from durably_postgres._sql import Statements, render
+
+__all__ = ["STATEMENT_RETRIES", "AsyncConn", "PostgresClient", "Row"]
+
+log = logging.getLogger("durably.postgres")
+
+STATEMENT_RETRIES = 3
+"""Retries of a statement the server rolled back (deadlock, serialization failure) or,
+for idempotent operations, of one whose connection broke."""
+
+Row = TupleRow
+AsyncConn = psycopg.AsyncConnection[TupleRow]
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has input (or EOF) pending, without blocking."""
+    if hasattr(select, "poll"):  # not limited to fds < 1024 like select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+async def _discard_if_dead(conn: AsyncConn) -> None:
+    """Pool ``check``: reject an idle connection the server has already given up on.
+
+    An idle connection has nothing to read unless the server sent something -- e.g.
+    the FATAL message and EOF of a terminated backend or a restarted server. Looking
+    costs no round trip (a zero-timeout ``select`` on the socket), and keeps a stale
+    connection from failing a non-retryable write.
+    """
+    try:
+        for _ in range(3):  # a FATAL message, then EOF: the second read fails
+            if not _readable(conn.fileno()):
+                break
+            conn.pgconn.consume_input()
+            if conn.pgconn.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError("the server closed the connection")
+    except (psycopg.Error, OSError, ValueError):
+        await conn.close()
+        raise psycopg.OperationalError("stale pooled connection discarded") from None
+
+
+class PostgresClient:
+    """One store's connections to its server (the pool is made on first use).
+
+    Args:
+        target: Where to connect (from the URL).
+        options: The validated ``[durability.postgres]`` options.
+        describe: The store's description, for the "closed" error.
+    """
+
+    def __init__(
+        self, target: Target, options: PostgresOptions, describe: Callable[[], str]
+    ) -> None:
+        self.target = target
+        self.options = options
+        self.schema = options.schema
+        self.sql: Statements = render(quote_ident(options.schema), options.lease_clock)
+        self._connector = Connector(
+            self._open_pool, closed=lambda: f"the PostgreSQL store {describe()} is closed"
+        )
+
+    @property
+    def pool(self) -> AsyncConnectionPool[AsyncConn] | None:
+        """The pool, once the first operation made it."""
+        return self._connector.client
+
+    async def connect(self) -> AsyncConn:
+        """One connection, retrying transient failures with exponential backoff."""
+        attempts = self.options.connect_retries + 1
+        for attempt in range(1, attempts + 1):
+            try:
+                return await psycopg.AsyncConnection.connect(
+                    self.target.conninfo(), autocommit=True
+                )
+            except psycopg.Error as exc:
+                if connect_error_is_permanent(exc) or attempt == attempts:
+                    raise connect_error(exc, self.target, attempt) from exc
+                delay = min(5.0, 0.2 * 2 ** (attempt - 1)) * (0.5 + random.random())
+                log.warning(
+                    "cannot connect to %s (%s); retrying in %.1f s (attempt %d of %d)",
+                    self.target.where,
+                    detail_of(exc, self.target),
+                    delay,
+                    attempt,
+                    attempts,
+                )
+                await asyncio.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def migrate(self, *, migrate: bool) -> MigrationReport:
+        """Check the schema's version; with ``migrate``, create or upgrade it first."""
+        conn = await self.connect()
+        try:
+            return await ensure_schema(conn, self.schema, migrate=migrate)
+        except psycopg.Error as exc:
+            raise translate(exc, "preparing the schema", self.target, schema=self.schema) from exc
+        finally:
+            await conn.close()
+
+    async def _open_pool(self) -> AsyncConnectionPool[AsyncConn]:
+        await self.migrate(migrate=self.options.migrate)
+        kwargs: dict[str, Any] = {"autocommit": True}
+        if not self.options.prepared_statements:
+            kwargs["prepare_threshold"] = None
+        pool = AsyncConnectionPool(
+            self.target.conninfo(),
+            kwargs=kwargs,
+            check=_discard_if_dead,
+            min_size=self.options.pool_min_size,
+            max_size=self.options.pool_max_size,
+            timeout=self.options.pool_timeout,
+            name=f"durably {self.target.where}",
+            open=False,
+        )
+        await pool.open(wait=False)
+        return pool
+
+    async def ready(self) -> AsyncConnectionPool[AsyncConn]:
+        """The pool (connecting and migrating on first use)."""
+        return await self._connector.get()
+
+    async def close(self) -> None:
+        """Close the pool (idempotent); later operations raise StoreError."""
+        pool = self._connector.close()
+        if pool is not None:
+            await pool.close()
+
+    def translate(self, exc: psycopg.Error, what: str) -> DurablyError:
+        """The durably error of a psycopg error (no password in it)."""
+        return translate(exc, what, self.target, schema=self.schema)
+
+    async def run(
+        self,
+        what: str,
+        name: str,
+        params: dict[str, Any],
+        *,
+        idempotent: bool,
+        sql: str | None = None,
+    ) -> list[Row]:
+        """Run one statement (one round trip) and return its rows.
+
+        Statements the server rolled back (deadlock, serialization failure) are retried;
+        so are ``idempotent`` ones whose connection broke. Errors become durably errors.
+        """
+        pool = await self.ready()
+        query = sql if sql is not None else self.sql[name]
+        if self.options.lease_clock == "client":
+            params["now"] = time.time()
+
+        async def attempt() -> list[Row]:
+            async with pool.connection() as conn:
+                cur = await conn.execute(query, params, binary=True)
+                return await cur.fetchall()
+
+        return await call_with_retries(
+            attempt,
+            what=what,
+            catch=psycopg.Error,
+            retryable=lambda exc: is_rolled_back(exc) or (idempotent and is_connection_loss(exc)),
+            translate=lambda exc: self.translate(exc, what),
+            retries=STATEMENT_RETRIES,
+            log=log,
+            where=self.target.where,
+            describe=lambda exc: detail_of(exc, self.target),
+            backoff=lambda n: 0.05 * n * (0.5 + random.random()),
+        )
