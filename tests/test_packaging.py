@@ -108,3 +108,29 @@ def test_pip_install_durably_alone_gives_a_working_filesystem_default(tmp_path: 
     )
     assert cli.returncode == 0, cli.stderr
     assert "e1" in cli.stdout
+
+
+def _minimum(requires_python: str) -> tuple[int, int]:
+    assert requires_python.startswith(">="), requires_python
+    major, minor = requires_python[2:].split(".")[:2]
+    return int(major), int(minor)
+
+
+def test_classifiers_requires_python_and_ci_agree() -> None:
+    """Every distribution claims exactly the Pythons CI tests from its minimum up: the
+    GitHub matrix, and the newer ones the nox `compat` sessions run on one machine."""
+    workflow = (ROOT / ".github" / "workflows" / "ci.yml").read_text()
+    matrix_line = next(line for line in workflow.splitlines() if "python: [" in line)
+    tested = [tuple(map(int, v.split("."))) for v in matrix_line.split("[")[1].split('"')[1::2]]
+    noxfile = (ROOT / "noxfile.py").read_text()
+    assert 'NEWER_PYTHONS = ["3.12", "3.13"]' in noxfile
+    assert tested == [(3, 11), (3, 12), (3, 13)]
+    for pyproject in sorted(ROOT.glob("packages/*/pyproject.toml")):
+        project = tomllib.loads(pyproject.read_text())["project"]
+        minimum = _minimum(project["requires-python"])
+        claimed = sorted(
+            tuple(map(int, c.rsplit(" :: ", 1)[1].split(".")))
+            for c in project["classifiers"]
+            if c.startswith("Programming Language :: Python :: 3.")
+        )
+        assert claimed == [v for v in tested if v >= minimum], pyproject

@@ -131,8 +131,12 @@ def _in_open_string(code: str) -> bool:
             for _ in tokenize.generate_tokens(io.StringIO(code).readline):
                 pass
     except (tokenize.TokenError, SyntaxError) as exc:
+        # Python 3.11's tokenizer says "EOF in multi-line string"; 3.12+ say that too, or
+        # "unterminated triple-quoted f-string literal". An unterminated *single-quoted*
+        # string (a line cut off mid-string) is no error on 3.11 and "unterminated string
+        # literal" on 3.12+: it is not a triple-quoted string, so it must not count.
         message = str(exc).lower()
-        return "string" in message or "triple" in message
+        return "multi-line string" in message or "triple-quoted" in message
     except Exception:  # a tokenizer quirk: assume no string (clean as usual)
         return False
     return False
