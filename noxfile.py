@@ -11,6 +11,7 @@ that a package forgot to declare fails here rather than on a user's machine.
 
 from __future__ import annotations
 
+import glob
 import os
 
 import nox
@@ -19,7 +20,7 @@ nox.needs_version = ">=2024.4.15"
 nox.options.default_venv_backend = "uv"
 nox.options.reuse_venv = "yes"
 nox.options.error_on_missing_interpreters = True
-nox.options.sessions = ["lint", "typecheck", "unit", "conformance", "e2e"]
+nox.options.sessions = ["lint", "typecheck", "unit", "compat", "conformance", "e2e", "playbooks"]
 
 PYTHON = "3.11"
 SRC_DIRS = [
@@ -101,6 +102,49 @@ def e2e(session: nox.Session) -> None:
     """Cross-package and end-to-end tests (real processes, SIGKILL, packaging)."""
     _sync(session, "--all-packages")
     _pytest(session, "tests")
+
+
+def _interpreter(version: str) -> str:
+    """The interpreter for ``version``: pyenv's when there is one (its ``python3.X`` shim
+    fails while pyenv's global version is another one, and uv would try to download one),
+    else the plain version for nox to find."""
+    root = os.environ.get("PYENV_ROOT", os.path.expanduser("~/.pyenv"))
+    found = sorted(glob.glob(f"{root}/versions/{version}*/bin/python{version}"))
+    return found[-1] if found else version
+
+
+NEWER_PYTHONS = ["3.12", "3.13"]
+
+
+@nox.session(tags=["unit"])
+@nox.parametrize("python", [_interpreter(v) for v in NEWER_PYTHONS], ids=NEWER_PYTHONS)
+def compat(session: nox.Session) -> None:
+    """The core's unit tests on the newer Pythons it supports (3.12, 3.13): the standard
+    library differs between versions where the core leans on it (the tokenizer's errors,
+    for one), so every supported version runs them here, not only in the GitHub matrix."""
+    _sync(session, "--package", "durably")
+    _pytest(session, "packages/durably/tests")
+
+
+@nox.session(python=_interpreter("3.12"), tags=["playbooks"])
+def playbooks(session: nox.Session) -> None:
+    """durably-playbooks on Python 3.12 (playbooks requires it), from its own lock: mypy
+    --strict over its source, then its tests (real `.pb` programs, SIGKILL and resume)."""
+    session.run_install(
+        "uv",
+        "sync",
+        "--locked",
+        "--project",
+        "packages/durably-playbooks",
+        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+    )
+    session.run(
+        "mypy",
+        "--config-file",
+        "packages/durably-playbooks/pyproject.toml",
+        "packages/durably-playbooks/src",
+    )
+    _pytest(session, "packages/durably-playbooks/tests")
 
 
 @nox.session(python=PYTHON, default=False)

@@ -1,0 +1,121 @@
+"""``PlaybooksAgent``: a durably agent with the ``self`` API Playbooks' LLM code uses.
+
+Everything durable is the core's (:class:`durably.Agent`: ``Step``, ``Say``, ``Yield``,
+``Return``, ``LogTrigger``, ``get_or_create``); this adds Playbooks' aliases and names
+(``Yld``, ``klass``), runs Python ``@playbook`` blocks in a namespace per agent (with
+``self``/``agent`` and call-throughs, as Playbooks does), and refuses at run time what the
+loader could not see in the source (an LLM improvising ``CreateAgent``, ``Loadfile``,
+artifacts or meetings): the run fails instead of running it without durability.
+"""
+
+from __future__ import annotations
+
+import builtins
+import inspect
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from durably import Agent
+from durably_playbooks.errors import UnsupportedPlaybooksFeature
+
+__all__ = ["PlaybooksAgent"]
+
+_AGENT_API = ("Say", "Yield", "Yld", "Step", "Return", "LogTrigger")
+
+
+def _playbook_decorator(func: Any = None, /, **_: Any) -> Any:
+    """``@playbook`` / ``@playbook(...)`` inside a Python block: the loader already read the
+    options from the source (``document.python_playbooks``); here it only marks."""
+    if func is None:
+        return lambda f: f
+    return func
+
+
+class PlaybooksAgent(Agent):
+    """Base of the agent classes generated from a Playbooks program."""
+
+    program_document: ClassVar[dict[str, Any]] = {}
+    """The whole program document (see :mod:`durably_playbooks._document`)."""
+    agent_document: ClassVar[dict[str, Any]] = {}
+    """This agent's entry of it."""
+
+    @staticmethod
+    def __durably_prompt__(task: Any, frame: Any) -> list[dict[str, str]]:
+        from durably_playbooks._prompt import build_prompt
+
+        return build_prompt(task, frame)
+
+    @property
+    def klass(self) -> str:
+        """This agent's class name (Playbooks' ``self.klass``)."""
+        return type(self).__name__
+
+    async def Yld(self, target: Any = "user") -> Any:
+        """Playbooks' alias of :meth:`Yield`."""
+        return await self.Yield(target)
+
+    # What the loader refuses in the source, refused again when LLM code improvises it.
+
+    async def CreateAgent(self, *args: Any, **kwargs: Any) -> Any:
+        raise _refused("CreateAgent", "creating a new agent of a class is not durable yet")
+
+    async def SaveArtifact(self, *args: Any, **kwargs: Any) -> Any:
+        raise _refused("SaveArtifact", "artifacts are not durable operations yet")
+
+    async def LoadArtifact(self, *args: Any, **kwargs: Any) -> Any:
+        raise _refused("LoadArtifact", "artifacts are not durable operations yet")
+
+    async def Loadfile(self, *args: Any, **kwargs: Any) -> Any:
+        raise _refused("Loadfile", "reading files is I/O outside the journal")
+
+    async def InviteToMeeting(self, *args: Any, **kwargs: Any) -> Any:
+        raise _refused("InviteToMeeting", "meetings are not durable yet")
+
+    # ------------------------------------------------------------ Python blocks
+
+    def python_namespace(self) -> dict[str, Any]:
+        """The globals the agent's Python blocks run in: built once per agent object from
+        the recorded sources (the same on resume), like Playbooks' per-agent namespace."""
+        namespace: dict[str, Any] | None = self.__dict__.get("_pb_namespace")
+        if namespace is None:
+            namespace = {"__builtins__": builtins, "__name__": f"playbooks_{self.klass}"}
+            namespace.update(self._task.execution.program_names)
+            namespace["self"] = namespace["agent"] = self
+            namespace["playbook"] = _playbook_decorator
+            for name in _AGENT_API:
+                namespace[name] = getattr(self, name)
+            for name in type(self).playbooks:
+                namespace[name] = getattr(self, name)
+            self.__dict__["_pb_namespace"] = namespace
+            for source in self.agent_document.get("python", []):
+                exec(compile(source, f"<{self.klass} python block>", "exec"), namespace)
+            # The functions the blocks defined, kept aside; their names call through the
+            # durable path (a call from another playbook is journaled like any tool call).
+            for pb in self.agent_document.get("playbooks", []):
+                if not pb["llm"]:
+                    namespace[f"__pb_fn_{pb['name']}"] = namespace[pb["name"]]
+                    namespace[pb["name"]] = getattr(self, pb["name"])
+        return namespace
+
+
+def _refused(name: str, why: str) -> UnsupportedPlaybooksFeature:
+    return UnsupportedPlaybooksFeature(
+        f"the LLM code called {name}: {why}",
+        feature=name,
+        fix="See docs/guides/playbooks.md, 'Refused'",
+    )
+
+
+def python_caller(name: str, is_async: bool) -> Callable[..., Any]:
+    """The durably tool function of a Python ``@playbook``: looks the function up in the
+    agent's namespace and calls it (a sync one too)."""
+
+    async def run(agent: PlaybooksAgent, *args: Any, **kwargs: Any) -> Any:
+        func = agent.python_namespace()[f"__pb_fn_{name}"]
+        result = func(*args, **kwargs)
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    run.__name__ = name
+    return run

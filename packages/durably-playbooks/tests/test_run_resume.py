@@ -1,0 +1,184 @@
+"""Playbooks programs run through the `durably` command, and resume exactly after SIGKILL.
+
+The crash test kills the process right after *every* checkpoint the program makes: `durably
+run` is killed after its first checkpoint, then `durably resume` is started again and
+again until the execution completes, each one killed right after its second checkpoint
+(a resume first writes one of its own, when it takes the execution over), or later when
+the previous kill made no progress (a checkpoint that only records idle agents). The
+result (transcript, agents' states, LLM calls with their prompts and responses, result)
+must equal an uninterrupted run's, and the user must have seen each line once, in order.
+"""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from helpers import PROGRAMS, durably, show
+
+COMPARED = ("transcript", "agents", "llm_calls", "result")
+
+CASES = {
+    # one agent, BGN playbook asking the user; a .pb compiled by a scripted LLM call;
+    # a Python @playbook called in a loop
+    "hello": ("hello.pb", "hello.scripted.json", ["I'm Ada and I love a good mystery."]),
+    # two agents, a public playbook called across agents, a Python @playbook in a while loop
+    "library": ("library.pbasm", "library.scripted.json", ["Bees"]),
+}
+
+
+def run_args(name: str, store: str, execution_id: str) -> list[str]:
+    program, script, inputs = CASES[name]
+    args = [
+        "run",
+        str(PROGRAMS / program),
+        "--llm",
+        f"scripted:{PROGRAMS / script}?chunk_seed=3",
+        "--store",
+        store,
+        "--execution-id",
+        execution_id,
+    ]
+    for text in inputs:
+        args += ["--input", text]
+    return args
+
+
+def said(out: str) -> list[str]:
+    return [line for line in out.splitlines() if line and not line.startswith("execution ")]
+
+
+def test_hello_pb_runs_end_to_end(tmp_path: object) -> None:
+    store = f"file://{tmp_path}/store"
+    done = durably(*run_args("hello", store, "hello"), cwd=tmp_path)  # type: ignore[arg-type]
+    assert done.code == 0, done.err
+    assert "Ada, try The Moonstone: we have 2 mysteries and 3 science fiction books." in done.out
+    data = show(store, "hello")
+    assert data["status"] == "completed"
+    assert data["agents"]["Greeter"]["state"]["counts"] == {"mystery": 2, "science fiction": 3}
+    # Loading neither made Playbooks' caches in the cwd nor called the LLM beyond the script.
+    assert not list(tmp_path.glob(".*cache*"))  # type: ignore[attr-defined]
+    assert [call["playbook"] for call in data["llm_calls"]] == ["Welcome", "Welcome"]
+
+
+def test_pbasm_and_pb_give_the_same_run(tmp_path: object) -> None:
+    """The committed .pbasm is what the scripted compile call returns: same execution."""
+    store = f"file://{tmp_path}/store"
+    assert durably(*run_args("hello", store, "from-pb")).code == 0
+    args = run_args("hello", store, "from-pbasm")
+    args[1] = str(PROGRAMS / "hello.pbasm")
+    done = durably(*args)
+    assert done.code == 0, done.err
+    one, two = show(store, "from-pb"), show(store, "from-pbasm")
+    for key in ("transcript", "agents", "result"):
+        assert one[key] == two[key], key
+
+
+def _progress(store: str) -> tuple[int, int]:
+    """How far the program got: its transcript and its LLM calls' text."""
+    data = show(store, "chain")
+    return len(data["transcript"]), sum(len(c["response"]) for c in data["llm_calls"])
+
+
+def _reference(name: str, store: str) -> tuple[dict[str, object], list[str]]:
+    done = durably(*run_args(name, store, "reference"))
+    assert done.code == 0, done.err
+    data = show(store, "reference")
+    assert data["status"] == "completed"
+    return {key: data[key] for key in COMPARED}, said(done.out)
+
+
+@pytest.mark.parametrize("name", list(CASES))
+def test_sigkill_after_every_checkpoint_then_resume(name: str, tmp_path: object) -> None:
+    store = f"file://{tmp_path}/store"
+    reference, lines = _reference(name, store)
+    crash = {"DURABLY_CRASH_AFTER_CHECKPOINT": "1", "DURABLY_LEASE_TTL": "0.2"}
+    first = durably(*run_args(name, store, "chain"), env=crash)
+    assert first.code == -signal.SIGKILL, first.err
+    seen = said(first.out)
+    kills = 1
+    progress = _progress(store)
+    k = 2
+    while True:
+        crash["DURABLY_CRASH_AFTER_CHECKPOINT"] = str(k)
+        step = durably("resume", "chain", "--wait", "--store", store, env=crash)
+        seen += said(step.out)
+        if step.code == 0:
+            break
+        assert step.code == -signal.SIGKILL, (kills, step.code, step.err)
+        kills += 1
+        now = _progress(store)
+        # A resume writes checkpoints of its own first (the takeover, idle agents'
+        # snapshots): killed there it makes no progress, so the next one dies one later.
+        k = 2 if now != progress else k + 1
+        progress = now
+        assert kills < 100, kills
+        assert k < 10, k
+    data = show(store, "chain")
+    assert data["status"] == "completed"
+    for key in COMPARED:
+        assert data[key] == reference[key], key
+    # What the user saw: each line once, in order, across all the processes.
+    assert [line for line in seen if not line.startswith("took execution")] == lines
+    # Each resume writes a takeover checkpoint, then one of the program's (or more, after
+    # a kill that made no progress); the last ones follow the last crashable point.
+    uninterrupted = int(show(store, "reference")["checkpoints"])
+    assert kills >= uninterrupted // 3, (kills, uninterrupted)
+
+
+@pytest.mark.parametrize("k", [3, 9])
+def test_sigkill_of_the_first_process_at_k(k: int, tmp_path: object) -> None:
+    """A crash of `durably run` itself later than its first checkpoint."""
+    store = f"file://{tmp_path}/store"
+    reference, lines = _reference("library", store)
+    first = durably(
+        *run_args("library", store, "k"),
+        env={"DURABLY_CRASH_AFTER_CHECKPOINT": str(k), "DURABLY_LEASE_TTL": "0.2"},
+    )
+    assert first.code == -signal.SIGKILL, first.err
+    second = durably("resume", "k", "--wait", "--store", store)
+    assert second.code == 0, second.err
+    data = show(store, "k")
+    for key in COMPARED:
+        assert data[key] == reference[key], key
+    seen = said(first.out) + [x for x in said(second.out) if not x.startswith("took execution")]
+    assert seen == lines
+
+
+def test_resume_does_not_import_playbooks(tmp_path: object) -> None:
+    """A resume rebuilds the program from the document in the execution header."""
+    store = f"file://{tmp_path}/store"
+    first = durably(
+        *run_args("library", store, "lazy"),
+        env={"DURABLY_CRASH_AFTER_CHECKPOINT": "4", "DURABLY_LEASE_TTL": "0.2"},
+    )
+    assert first.code == -signal.SIGKILL
+    code = (
+        "import asyncio, sys\n"
+        "from durably.runner import resume_execution\n"
+        f"r = asyncio.run(resume_execution('lazy', store={store!r}, wait=True, echo=None))\n"
+        "assert r.status == 'completed', r\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('playbooks', 'litellm')))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def test_a_changed_program_is_not_resumed(tmp_path: object) -> None:
+    program = tmp_path / "library.pbasm"  # type: ignore[operator]
+    program.write_text((PROGRAMS / "library.pbasm").read_text())
+    store = f"file://{tmp_path}/store"
+    args = run_args("library", store, "changed")
+    args[1] = str(program)
+    first = durably(*args, env={"DURABLY_CRASH_AFTER_CHECKPOINT": "4"})
+    assert first.code == -signal.SIGKILL
+    program.write_text(program.read_text().replace("best book", "nicest book"))
+    again = durably("resume", "changed", "--store", store)
+    assert again.code != 0
+    assert "changed since" in again.err
