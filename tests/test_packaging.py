@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -134,3 +136,65 @@ def test_classifiers_requires_python_and_ci_agree() -> None:
             if c.startswith("Programming Language :: Python :: 3.")
         )
         assert claimed == [v for v in tested if v >= minimum], pyproject
+
+
+@pytest.mark.skipif(
+    subprocess.run(["uv", "--version"], capture_output=True).returncode != 0,
+    reason="needs uv to build wheels",
+)
+def test_the_conformance_kit_works_from_wheels_alone(tmp_path: Path) -> None:
+    """A third-party author's set-up: durably and durably-conformance from built wheels in
+    a fresh venv, a provider outside this repository (a copy of the example), and a
+    failing clause explained by its text (shipped in the wheel, not read from docs/)."""
+    dist = tmp_path / "dist"
+    for package in ("durably", "durably-filesystem", "durably-conformance"):
+        subprocess.run(
+            ["uv", "build", "--wheel", "--out-dir", str(dist), str(ROOT / "packages" / package)],
+            check=True,
+            capture_output=True,
+        )
+    venv = tmp_path / "venv"
+    subprocess.run(
+        ["uv", "venv", "--python", sys.executable, str(venv)], check=True, capture_output=True
+    )
+    python = venv / "bin" / "python"
+    subprocess.run(
+        [
+            *("uv", "pip", "install", "--python", str(python)),
+            *("--find-links", str(dist), "durably-conformance"),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    provider = tmp_path / "provider"
+    shutil.copytree(ROOT / "examples" / "memory_provider", provider)
+    work = tmp_path / "work"  # not the repository: nothing of it is on the path
+    work.mkdir()
+
+    def suite() -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", str(provider / "tests")],
+            cwd=work,
+            env={**os.environ, "PYTHONPATH": str(provider / "src")},
+            capture_output=True,
+            text=True,
+        )
+
+    passing = suite()
+    assert passing.returncode == 0, passing.stdout[-3000:]
+    source = provider / "src" / "durably_memory" / "__init__.py"
+    text = source.read_text()
+    guard = 'if mode == "create" and current is not None:'
+    assert guard in text
+    source.write_text(text.replace(guard, 'if mode == "create" and current is None and False:'))
+    failing = suite()
+    assert failing.returncode == 1, failing.stdout[-3000:]
+    failed = [line for line in failing.stdout.splitlines() if line.startswith("FAILED ")]
+    assert failed, failing.stdout[-3000:]
+    # A create that overwrites breaks C5 and, with it, C8 (concurrent creates: one wins).
+    assert {line.split("::test_")[1][:3] for line in failed} == {"c05", "c08"}, failed
+    # The clause's own words, from the wheel (docs/spec/conformance.md is not there).
+    assert "C5. Write mode" in failing.stdout
+    assert 'With `mode="create"` (the default) a write of an existing' in failing.stdout.replace(
+        "\n", " "
+    ).replace("  ", " ")
