@@ -9,9 +9,17 @@ times the whole batch series. Each ``run_program`` opens its own provider (that 
 the API does), claims a lease, writes its checkpoints and releases the lease.
 
 A row "durability off" runs the same executions with ``enabled=False`` on the filesystem
-store: the runtime's own ceiling on this machine.
+store: the runtime's own ceiling on this machine. A row "filesystem, fsync off" runs them
+on the filesystem store with ``fsync = false`` (everything written, nothing flushed): the
+ceiling that the CPU of one event loop puts on the filesystem store, whatever group
+commit achieves.
 
-Run: ``python benchmarks/bench_concurrency.py [--quick] [--providers file,s3,postgres]``.
+Each repetition runs every level once (the order alternates between repetitions), so
+the throughput ratio to one execution -- the group-commit goal of issue 19 -- is computed
+within a repetition, and the single-execution latency is measured in the same run.
+
+Run: ``python benchmarks/bench_concurrency.py [--quick] [--providers file,s3,postgres]
+[--repetitions N]``.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ import asyncio
 import gc
 import logging
 import traceback
+import warnings
+from dataclasses import replace
 from typing import Any
 
 import _common as c
@@ -60,7 +70,7 @@ async def batch_series(
 
 
 async def bench(args: argparse.Namespace) -> None:
-    reps = 2 if args.quick else 3
+    reps = args.repetitions or (2 if args.quick else 3)
     levels = (1, 10, 20) if args.quick else LEVELS
     counter = _Counter()
     pool_log = logging.getLogger("psycopg.pool")
@@ -75,46 +85,66 @@ async def bench(args: argparse.Namespace) -> None:
         async with c.backends(args, work.path, "durably_bench_conc") as stores:
             variants: list[tuple[str, c.Backend, bool]] = [(b.name, b, True) for b in stores]
             if stores and isinstance(stores[0], c.FilesystemBackend):
+                variants.append(("filesystem, fsync off", stores[0], True))
                 variants.append(("durability off", stores[0], False))
             for name, backend, enabled in variants:
                 config = backend.config(enabled=enabled)
+                if name == "filesystem, fsync off":
+                    config = replace(config, providers={"file": {"fsync": False}})
                 per_execution = 0
                 if enabled:  # calibrate: checkpoints one execution writes
                     _t, result = await c.run(work.program, llm, config)
                     per_execution = (await c.store_usage(config, result.execution_id)).checkpoints
                     await c.delete_executions(config, [result.execution_id])
-                for level in levels:
-                    total = executions(args, backend, level)
-                    eps: list[float] = []
-                    error = None
-                    counter.count = 0
-                    for rep in range(reps):
+                # side by side: each repetition runs every level once (the order
+                # alternates), so the ratio to one execution is taken within a repetition
+                eps: dict[int, list[float]] = {level: [] for level in levels}
+                latency: dict[int, list[float]] = {level: [] for level in levels}
+                speedup: dict[int, list[float]] = {level: [] for level in levels}
+                errors: dict[int, str] = {}
+                counts: dict[int, int] = {level: 0 for level in levels}
+                for rep in range(reps):
+                    order = levels if rep % 2 == 0 else tuple(reversed(levels))
+                    this: dict[int, float] = {}
+                    for level in order:
+                        if level in errors:
+                            continue
+                        total = executions(args, backend, level)
                         c.progress(
                             f"concurrency: {name}, {level} at a time, repetition {rep + 1}/{reps}"
                         )
+                        counter.count = 0
                         try:
                             seconds, ids = await batch_series(work, llm, config, level, total)
                         except Exception as exc:
-                            error = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
+                            errors[level] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
                             failures.append(
                                 f"{name} at {level} concurrent executions:\n"
                                 + "".join(traceback.format_exception_only(exc))
                             )
-                            break
-                        eps.append(total / seconds)
+                            continue
+                        counts[level] += counter.count
+                        this[level] = total / seconds
+                        eps[level].append(total / seconds)
+                        latency[level].append(seconds / (total // level))
                         if enabled:
                             await c.delete_executions(config, ids)
-                    s = c.Summary.of(eps)
-                    if error is not None:
-                        rows.append([name, level, "failed", "failed", error])
+                    for level, value in this.items():
+                        if levels[0] in this:
+                            speedup[level].append(value / this[levels[0]])
+                for level in levels:
+                    total = executions(args, backend, level)
+                    if level in errors:
+                        rows.append([name, level, "failed", "failed", "–", "–", errors[level]])
                         continue
+                    s = c.Summary.of(eps[level])
                     cps = c.Summary(
                         s.median * per_execution, s.p10 * per_execution, s.p90 * per_execution, s.n
                     )
-                    notes = [f"{total} per repetition", f"{1e3 / s.median:.1f} ms per execution"]
-                    if counter.count:
+                    notes = [f"{total} per repetition"]
+                    if counts[level]:
                         notes.append(
-                            f"{counter.count} failed connection attempts retried by "
+                            f"{counts[level]} failed connection attempts retried by "
                             "the pool (max_connections)"
                         )
                     rows.append(
@@ -123,6 +153,8 @@ async def bench(args: argparse.Namespace) -> None:
                             level,
                             s.fmt(digits=1),
                             cps.fmt(digits=0) if enabled else "–",
+                            c.ratio(c.Summary.of(speedup[level])),
+                            c.ms(c.Summary.of(latency[level]), digits=1),
                             "; ".join(notes),
                         ]
                     )
@@ -131,7 +163,15 @@ async def bench(args: argparse.Namespace) -> None:
     finally:
         work.cleanup()
     c.table(
-        ["store", "concurrent executions", "executions/s", "checkpoints/s", "note"],
+        [
+            "store",
+            "concurrent executions",
+            "executions/s",
+            "checkpoints/s",
+            f"throughput ÷ {levels[0]} execution",
+            "latency ms/execution",
+            "note",
+        ],
         rows,
         title=f"## Throughput (executions of {AWAITS} awaits each, {reps} repetitions, "
         "one process)",
@@ -140,11 +180,28 @@ async def bench(args: argparse.Namespace) -> None:
         f"Checkpoints per execution (counted in the store, final record included): "
         f"{'; '.join(kinds)}. Lease requests (claim, release) and blob writes are not "
         "counted as checkpoints but take time too. Each run_program opens its own "
-        "provider: on PostgreSQL its own connection pool, on S3 its own client."
+        "provider: on PostgreSQL its own connection pool, on S3 its own client. "
+        f"'throughput ÷ {levels[0]} execution' is the ratio of executions/s (so of "
+        f"checkpoints/s) to the {levels[0]}-at-a-time row, computed within each repetition "
+        "(every repetition runs every level once, in alternating order). 'latency "
+        "ms/execution' is the wall time of one batch of concurrent executions, i.e. how long "
+        f"each execution took from start to end; at {levels[0]} it is the single-execution "
+        "latency."
     )
     for failure in failures:
         print(f"\nFailure: {failure}")
 
 
+def _options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--repetitions",
+        type=int,
+        default=0,
+        help="repetitions of every level (default: 3, or 2 with --quick)",
+    )
+
+
 if __name__ == "__main__":
-    c.main(bench, "durably benchmark: throughput with concurrent executions")
+    # "filesystem, fsync off" warns once per provider that fsync is disabled: we know
+    warnings.filterwarnings("ignore", message="the file store .* has fsync disabled")
+    c.main(bench, "durably benchmark: throughput with concurrent executions", extra=_options)

@@ -21,6 +21,7 @@ from durably_filesystem import _format as fmt
 from durably_filesystem._fsutil import O_CLOEXEC, fsync_dir, makedirs_durable, write_atomic
 from durably_filesystem._log import INLINE_LIMIT, blocking
 from durably_filesystem._store import FileStore
+from durably_filesystem._syncpool import run_durable
 
 __all__ = ["delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob"]
 
@@ -55,7 +56,8 @@ async def put_blob(store: FileStore, execution_id: str, digest: str, stored: byt
     with store.errors(f"store blob {digest} of execution {execution_id!r}", path):
         if len(stored) > INLINE_LIMIT:
             return await blocking(_put_blob_sync, store, path, stored)
-        return _put_blob_sync(store, path, stored)
+        store.prepare_root()  # on the event loop: not thread-safe
+        return await run_durable(store, _put_blob_sync, store, path, stored)
 
 
 async def get_blob(store: FileStore, execution_id: str, digest: str) -> bytes | None:

@@ -3,7 +3,9 @@
 Each function takes the execution's state exclusively (:meth:`FileStore.using`), then,
 for a write, its ``flock`` (:func:`~durably_filesystem._log.hold_lock`): catch up with
 what other processes appended, check the write mode and the lease, append the records
-with one ``write``, ``fdatasync``, unlock. The open-executions index is updated around
+with one ``write``, ``fdatasync``, unlock. The append and its ``fdatasync`` run in the
+process-wide sync pool when other executions are busy (group commit, see
+:mod:`durably_filesystem._syncpool`), inline otherwise. The open-executions index is updated around
 the append (an entry is added *before* the record that opens an execution and removed
 *after* the one that finishes it, see :mod:`durably_filesystem._open`).
 """
@@ -43,6 +45,7 @@ from durably_filesystem._log import (
 )
 from durably_filesystem._open import open_after_delete, open_after_save
 from durably_filesystem._store import FileStore
+from durably_filesystem._syncpool import run_durable
 
 __all__ = ["compact", "delete", "list_page", "load", "save"]
 
@@ -103,11 +106,15 @@ async def save(
                     )
                 opens = open_after_save(index, seq, metadata)
                 if opens:
-                    store.open_index.add(execution_id)  # before: a crash keeps the entry
+                    # before: a crash keeps the entry
+                    await run_durable(store, store.open_index.add, execution_id)
                 if length > INLINE_LIMIT:
                     await blocking(append_sync, state, parts, apply)
                 else:
-                    append_sync(state, parts, apply)
+                    # inline, or in the sync pool when other executions could use the
+                    # wait (their flushes then share journal commits); returns only
+                    # once the record is fdatasync'ed and the index updated
+                    await run_durable(store, append_sync, state, parts, apply)
                 if opens is False:
                     store.open_index.remove(execution_id)
                 if current is not None:
@@ -191,7 +198,7 @@ async def delete(
                     for seq in doomed:
                         index.remove(seq, fmt.OVERHEAD)
 
-                append_sync(state, [b"".join(parts)], apply)
+                await run_durable(store, append_sync, state, [b"".join(parts)], apply)
                 if opens is False:
                     store.open_index.remove(execution_id)
                 await maybe_compact(state, store.compact_threshold)

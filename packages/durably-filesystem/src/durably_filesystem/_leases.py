@@ -27,6 +27,7 @@ from durably.storage import Lease, OwnerLock
 from durably_filesystem import _format as fmt
 from durably_filesystem._fsutil import O_CLOEXEC, makedirs_durable, read_file, write_atomic
 from durably_filesystem._log import ExecState, hold_lock, wait_for_flock
+from durably_filesystem._syncpool import lease_claimed, lease_released, run_durable
 
 if TYPE_CHECKING:
     from durably_filesystem._store import FileStore
@@ -175,8 +176,8 @@ def current_lease(state: ExecState) -> LeaseRecord | None:
     return record
 
 
-def write_lease(state: ExecState, record: LeaseRecord) -> None:
-    write_atomic(state.lease_path, [record.encode()], fsync=state.fsync)
+async def write_lease(state: ExecState, record: LeaseRecord) -> None:
+    await run_durable(state, write_atomic, state.lease_path, [record.encode()], fsync=state.fsync)
     state.drop_lease()
 
 
@@ -218,7 +219,9 @@ async def claim(
                     raise lease_held(execution_id, current.owner, current.expires_at)
                 last = current.epoch if current else epoch_floor(store.root)
                 record = LeaseRecord(owner, last + 1, now + ttl, False)
-                write_lease(state, record)
+                await write_lease(state, record)
+    store.leased.add(execution_id)
+    lease_claimed(store.root, execution_id)  # its writes may now share flushes
     return Lease(execution_id, owner, record.epoch, record.expires_at)
 
 
@@ -233,12 +236,14 @@ async def renew(store: FileStore, lease: Lease, ttl: float) -> Lease:
                 if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
                     raise fenced_by(lease, current, "renewing the lease")
                 record = replace(current, expires_at=time.time() + ttl, released=False)
-                write_lease(state, record)
+                await write_lease(state, record)
     return Lease(lease.execution_id, lease.owner, lease.epoch, record.expires_at)
 
 
 async def release(store: FileStore, lease: Lease) -> None:
     """Mark the lease released if it is still the current one; else nothing (C23)."""
+    store.leased.discard(lease.execution_id)
+    lease_released(store.root, lease.execution_id)
     async with store.using(lease.execution_id) as state:
         with store.errors(
             f"release the lease on execution {lease.execution_id!r}", state.lease_path
@@ -254,7 +259,7 @@ async def release(store: FileStore, lease: Lease) -> None:
                     or current.released
                 ):
                     return
-                write_lease(
+                await write_lease(
                     state,
                     replace(
                         current, released=True, expires_at=min(current.expires_at, time.time())
@@ -285,7 +290,7 @@ async def lock_owner(store: FileStore, execution_id: str) -> OwnerLock | None:
                 break
             except FileNotFoundError:
                 store.prepare_root()
-                makedirs_durable(os.path.dirname(path), fsync=store.fsync)
+                await run_durable(store, makedirs_durable, os.path.dirname(path), fsync=store.fsync)
         else:
             raise StoreError(f"cannot create {path}: its directory keeps disappearing")
         try:

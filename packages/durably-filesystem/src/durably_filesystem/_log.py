@@ -18,7 +18,9 @@ that serialises writers.
 * :func:`read_current` reads and verifies a record, re-indexing under the lock before
   it reports damage.
 
-Blocking I/O: small operations run on the event loop; payloads above
+Blocking I/O: small reads run on the event loop; small durable writes (an append and
+its ``fdatasync``, creating the log) inline or in the sync pool
+(:func:`durably_filesystem._syncpool.run_durable`); payloads above
 :data:`INLINE_LIMIT` and compactions run in threads (:func:`blocking`), and a contended
 ``flock`` is waited for in a dedicated thread (:func:`wait_for_flock`).
 """
@@ -37,7 +39,7 @@ import os
 import threading
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from durably.errors import CorruptObjectError, DurablyError, StoreError
 from durably.storage import CheckpointInfo
@@ -53,6 +55,7 @@ from durably_filesystem._fsutil import (
     write_all,
     write_atomic,
 )
+from durably_filesystem._syncpool import run_durable
 
 if TYPE_CHECKING:
     from durably_filesystem._leases import LeaseCache
@@ -164,7 +167,13 @@ class ExecState:
     """One execution's open files and index, guarded by ``mutex`` within this instance."""
 
     def __init__(
-        self, execution_id: str, directory: str, *, fsync: bool, prepare_root: Callable[[], None]
+        self,
+        execution_id: str,
+        directory: str,
+        *,
+        fsync: bool,
+        prepare_root: Callable[[], None],
+        pending: set[asyncio.Future[Any]] | None = None,
     ) -> None:
         self.execution_id = execution_id
         self.dir = directory
@@ -172,6 +181,8 @@ class ExecState:
         """Flush writes to stable storage (the store's ``fsync`` option)."""
         self.prepare_root = prepare_root
         """Create the store's root and marker (before the first file of an execution)."""
+        self.pending: set[asyncio.Future[Any]] = set() if pending is None else pending
+        """The store's durable writes in flight in the sync pool (:mod:`._syncpool`)."""
         self.log_path = os.path.join(directory, LOG)
         self.lock_path = os.path.join(directory, LOCK)
         self.lease_path = os.path.join(directory, LEASE)
@@ -335,7 +346,14 @@ async def writable_index(state: ExecState, *, create: bool) -> fmt.LogIndex | No
     if index is None:
         if not create:
             return None
-        write_atomic(state.log_path, [fmt.LOG_HEADER], fsync=state.fsync, exclusive=True)
+        await run_durable(
+            state,
+            write_atomic,
+            state.log_path,
+            [fmt.LOG_HEADER],
+            fsync=state.fsync,
+            exclusive=True,
+        )
         index = reopen(state)
         if index is None:
             raise StoreError(f"{state.log_path} disappeared while it was being created")

@@ -18,11 +18,15 @@ check the write mode and the lease, append the record with one ``write``,
 ``fdatasync``, unlock. The store-wide ``root/lock`` and ``root/epoch-floor`` keep lease
 epochs growing across ``delete_execution``.
 
-Blocking I/O: small operations (a ``stat``, an append of a few kilobytes and its
-``fdatasync``, reading a record) run directly on the event loop -- a thread hop would
-cost about as much as the write. Payloads above :data:`INLINE_LIMIT`, large re-indexing
-and every compaction run in ``asyncio.to_thread``; a contended ``flock`` is waited for
-in a dedicated thread.
+Blocking I/O: small reads (a ``stat``, reading a record) run directly on the event
+loop. Small durable writes -- an append and its ``fdatasync``, a lease file, a new
+directory entry -- run inline too while nothing else in the process could use the wait,
+and in a process-wide pool of threads when other work is pending, so that the flushes
+of concurrent executions overlap and the filesystem's journal commits them together
+(group commit, :mod:`~durably_filesystem._syncpool`); a save returns only after its
+own flush either way. Payloads above :data:`INLINE_LIMIT`, large re-indexing and every
+compaction run in ``asyncio.to_thread``; a contended ``flock`` is waited for in a
+dedicated thread.
 
 The modules: :mod:`~durably_filesystem._store` (the root, its marker, the executions'
 states), :mod:`~durably_filesystem._checkpoints` (save, load, list, delete, compact),
@@ -202,7 +206,7 @@ class FilesystemProvider(CheckpointProvider):
         return self._store.describe()
 
     async def _close(self) -> None:
-        self._store.close()
+        await self._store.aclose()
 
     # --------------------------------------------------------------- checkpoints
 

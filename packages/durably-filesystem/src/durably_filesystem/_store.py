@@ -10,6 +10,7 @@ executions (least recently used first out) and handed out one task at a time by
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import os
@@ -17,6 +18,7 @@ import secrets
 import shutil
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 from durably.errors import (
     ConfigError,
@@ -36,6 +38,7 @@ from durably_filesystem._fsutil import (
 from durably_filesystem._leases import EPOCH_FLOOR, STORE_LOCK
 from durably_filesystem._log import ExecState
 from durably_filesystem._open import OPEN, OpenIndex
+from durably_filesystem._syncpool import lease_released
 
 __all__ = ["MAX_OPEN_EXECUTIONS", "FileStore", "is_execution_id"]
 
@@ -66,12 +69,26 @@ class FileStore:
         self.fsync = fsync
         self.compact_threshold = compact_threshold
         self._states: OrderedDict[str, ExecState] = OrderedDict()
+        self.pending: set[asyncio.Future[Any]] = set()
+        """Durable writes of this store running in the sync pool (see :mod:`._syncpool`)."""
+        self.leased: set[str] = set()
+        """Executions this instance claimed and has not released (see :mod:`._syncpool`)."""
         self._root_ready = False
         self._marker_checked = False
         self._closed = False
 
     def describe(self) -> str:
         return f"file://{self.root}"
+
+    async def aclose(self) -> None:
+        """Wait for the writes in flight in the sync pool, then :meth:`close`."""
+        self._closed = True
+        for execution_id in self.leased:
+            lease_released(self.root, execution_id)
+        self.leased.clear()
+        while self.pending:
+            await asyncio.wait(set(self.pending))
+        self.close()
 
     def close(self) -> None:
         """Close every open file; later operations raise StoreError."""
@@ -109,7 +126,11 @@ class FileStore:
                 f"{directory} resolves outside the store's {real_parent}; refusing to use it"
             )
         state = self._states[execution_id] = ExecState(
-            execution_id, directory, fsync=self.fsync, prepare_root=self.prepare_root
+            execution_id,
+            directory,
+            fsync=self.fsync,
+            prepare_root=self.prepare_root,
+            pending=self.pending,
         )
         if len(self._states) > MAX_OPEN_EXECUTIONS:
             for key, old in list(self._states.items()):

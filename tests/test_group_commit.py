@@ -1,0 +1,218 @@
+"""Group commit under a crash: SIGKILL a process while 100 executions write checkpoints
+concurrently to the filesystem store, then resume them all.
+
+The filesystem provider runs the durable writes of concurrent executions in a thread
+pool so that their ``fdatasync`` calls share journal commits
+(``durably_filesystem._syncpool``); a save must still return only once its own record is
+durable. The child process (this file, run as a script) starts ``N`` executions of the
+counter program with ``asyncio.gather`` and reports every checkpoint on stdout *after*
+the provider's save returned -- the moment the runtime may run the code after the
+``await``. The test kills it once about a third of the checkpoints were reported, then
+checks, before anything else touches the store:
+
+- every reported checkpoint is in the store, and reads back (its checksum verified);
+- the kill happened while several saves were in flight in the pool (so the test does
+  exercise group commit, not inline saves one at a time).
+
+Then a second process resumes every execution that has a checkpoint (concurrently
+again, one of them through the ``durably resume`` command), and each one's transcript,
+agents' states, LLM calls and result equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from conftest import PROGRAM_CASES, durably, show
+
+EXECUTIONS = 100
+COMPARED = ("transcript", "agents", "llm_calls", "result")
+CASE = PROGRAM_CASES["counter"]
+KILL_AT = 1 / 3
+"""Kill the child once this share of all the checkpoints it will write was reported."""
+SLOW_APPEND = 0.02
+"""Seconds the child adds to every log append (see ``_run_all``)."""
+"""Kill the child once this share of all the checkpoints it will write was reported."""
+
+
+def _ids(n: int) -> list[str]:
+    return [f"gc-{i:03d}" for i in range(n)]
+
+
+# ------------------------------------------------------------------ the child process
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+async def _run_all(store: str, n: int) -> None:
+    """Run ``n`` executions at once; report each acknowledged checkpoint on stdout."""
+    from durably.runner import run_program
+    from durably_filesystem import FilesystemProvider, _log, _syncpool
+
+    # A slower disk than the test machine's (~0.2 ms per flush): every log append
+    # takes SLOW_APPEND longer, so at any moment dozens of appends are in flight in the
+    # pool, and a save acknowledged before its record was written would be caught by
+    # the kill. (A SIGKILL cannot catch a missing fdatasync: the page cache survives
+    # the process. That the flush runs before the save returns is by construction:
+    # append_sync calls it, and the save waits for append_sync.)
+    write_all = _log.write_all
+
+    def slow_write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
+        time.sleep(SLOW_APPEND)
+        write_all(fd, parts)
+
+    _log.write_all = slow_write_all
+    save = FilesystemProvider._save
+
+    async def reporting_save(self, execution_id, seq, stored, metadata, mode, lease):  # type: ignore[no-untyped-def]
+        info = await save(self, execution_id, seq, stored, metadata, mode, lease)
+        # after the save returned: acknowledged. One write(2) per line, below PIPE_BUF,
+        # so a line is either whole in the pipe or absent. The last field: saves of
+        # other executions in flight in the sync pool right now.
+        line = f"saved {execution_id} {seq} {info.version} {_syncpool._in_flight}\n"
+        os.write(1, line.encode())
+        return info
+
+    FilesystemProvider._save = reporting_save  # type: ignore[method-assign]
+    os.write(1, b"ready\n")
+    await asyncio.gather(
+        *(
+            run_program(
+                str(CASE.program),
+                llm=f"scripted:{CASE.script}?chunk_seed=5",
+                store=store,
+                execution_id=execution_id,
+                inputs=list(CASE.inputs),
+                echo=None,
+            )
+            for execution_id in _ids(n)
+        )
+    )
+    os.write(1, b"all done\n")
+
+
+async def _resume_all(store: str, ids: list[str]) -> None:
+    """Resume every execution at once (their owner was SIGKILLed: taken over at once)."""
+    from durably.runner import resume_execution
+
+    results = await asyncio.gather(
+        *(resume_execution(execution_id, store=store, echo=None) for execution_id in ids)
+    )
+    for result in results:
+        print(f"resumed {result.execution_id} {result.status}", flush=True)
+
+
+# ------------------------------------------------------------------------- the test
+
+
+def test_sigkill_while_100_executions_group_commit(tmp_path: Path) -> None:
+    store = f"file://{tmp_path / 'store'}"
+    start = time.monotonic()
+
+    # the uninterrupted run every execution must equal
+    done = durably(*CASE.run_args(store, "reference"))
+    assert done.code == 0, done.err
+    data = show(store, "reference")
+    assert data["status"] == "completed"
+    reference = {key: data[key] for key in COMPARED}
+    per_execution = int(data["checkpoints"])
+    assert per_execution > 10
+
+    child = subprocess.Popen(
+        [sys.executable, __file__, "run", store, str(EXECUTIONS)],
+        stdout=subprocess.PIPE,
+        env=_child_env(),
+        cwd=tmp_path,
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        target = int(EXECUTIONS * per_execution * KILL_AT)
+        seen: list[bytes] = []
+        while len(seen) < target:
+            line = child.stdout.readline()
+            assert line, "the child exited before the kill"
+            assert line != b"all done\n", "the child finished before the kill"
+            seen.append(line)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        rest = child.stdout.read()
+        child.stdout.close()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    lines = (b"".join(seen) + rest).decode().split("\n")
+    # a line the kill cut off has no newline: it was not acknowledged
+    acked: dict[tuple[str, int], str] = {}
+    concurrent = 0
+    for line in lines[:-1]:
+        word, execution_id, seq, version, in_flight = line.split()
+        assert word == "saved", line
+        acked[(execution_id, int(seq))] = version
+        concurrent = max(concurrent, int(in_flight))
+    assert len(acked) >= target
+    started = {execution_id for execution_id, _seq in acked}
+    finished = {eid for eid in started if (eid, per_execution - 1) in acked}
+    assert len(started) > 10, "too few executions were writing when the kill came"
+    assert len(finished) < len(started), "every started execution had finished"
+    assert concurrent >= 2, "the saves never overlapped in the sync pool"
+
+    # every acknowledged checkpoint survived, readable, as acknowledged
+    async def check() -> dict[str, int]:
+        from durably_filesystem import FilesystemProvider
+
+        latest: dict[str, int] = {}
+        async with FilesystemProvider(tmp_path / "store") as provider:
+            for (execution_id, seq), version in sorted(acked.items()):
+                stored = await provider.load_checkpoint(execution_id, seq)  # checksummed
+                assert str(stored.info.version) == version, (execution_id, seq)
+            for execution_id in _ids(EXECUTIONS):
+                found = await provider.load_latest_checkpoint(execution_id)
+                if found is not None:
+                    latest[execution_id] = found.seq
+        return latest
+
+    latest = asyncio.run(check())
+    assert started <= set(latest), "an execution with acknowledged checkpoints is gone"
+
+    # resume them all: one with the command, the others at once in one process
+    first, *others = sorted(latest)
+    resumed = durably("resume", first, "--store", store)
+    assert resumed.code == 0, resumed.err
+    again = subprocess.run(
+        [sys.executable, __file__, "resume", store, *others],
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        cwd=tmp_path,
+        timeout=120,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    statuses = dict(line.split()[1:] for line in again.stdout.splitlines())
+    assert set(statuses) == set(others)
+    assert set(statuses.values()) <= {"completed", "already-completed"}, statuses
+    for execution_id in sorted(latest):
+        data = show(store, execution_id)
+        assert data["status"] == "completed", execution_id
+        for key in COMPARED:
+            assert data[key] == reference[key], (execution_id, key)
+    assert time.monotonic() - start < 120
+
+
+if __name__ == "__main__":
+    _mode, _store, *_rest = sys.argv[1:]
+    if _mode == "run":
+        asyncio.run(_run_all(_store, int(_rest[0])))
+    else:
+        asyncio.run(_resume_all(_store, _rest))
