@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from durably._codec import ValueCodec
+from durably._codec._decode import decode_plain
 from durably._codeobjects import decode_fallback
 from durably._journal import DeltaDoc, FinalDoc, RestoredAgent, SnapshotDoc, doc_type
 from durably._metadata import META_PREV
@@ -29,6 +30,9 @@ from durably.storage import META_STATUS, CheckpointProvider, StoredCheckpoint
 __all__ = ["CheckpointReader", "HistoryCheck", "LoadedExecution"]
 
 _DIGEST_IN_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
+
+PAGE = 512
+"""Checkpoints read per :meth:`~durably.storage.CheckpointProvider.load_checkpoints` call."""
 
 
 class _MissingBlob(Exception):
@@ -52,6 +56,7 @@ class LoadedExecution:
     unresolved: tuple[str, ...] = ()
     """With ``inert=True``: the classes (``"module:Qual"``) and modules (``"module"``)
     the stored values name that were not imported, decoded as inert placeholders."""
+    _parsed: list[tuple[int, DeltaDoc]] | None = field(default=None, init=False, repr=False)
 
     def deltas_of(self, agent_id: str, after: int) -> Iterator[tuple[int, dict[str, Any]]]:
         """The deltas ``agent_id`` wrote after checkpoint ``after`` (its snapshot), in order."""
@@ -61,13 +66,20 @@ class LoadedExecution:
             if delta.get("agent") == agent_id and seq > after
         )
 
+    def journal(self) -> list[tuple[int, DeltaDoc]]:
+        """:attr:`deltas` as documents, parsed once (read them, do not change them)."""
+        if self._parsed is None:
+            self._parsed = [(seq, DeltaDoc.from_doc(delta, seq)) for seq, delta in self.deltas]
+        return self._parsed
+
     def restored(self, agent_id: str) -> RestoredAgent:
         """An agent's last snapshot with the journal written since (what replay uses)."""
 
         seq, doc, _state, _locals = self.snapshots[agent_id]
         restored = RestoredAgent(SnapshotDoc.from_doc(doc), seq)
-        for delta_seq, delta in self.deltas_of(agent_id, seq):
-            restored.add_delta(DeltaDoc.from_doc(delta, delta_seq), delta_seq)
+        for delta_seq, delta in self.journal():
+            if delta_seq > seq and delta.agent == agent_id:
+                restored.add_delta(delta, delta_seq)
         return restored
 
 
@@ -178,6 +190,9 @@ class CheckpointReader:
     _prev_digest: str | None
     _unresolved: list[str] | None
     _loading_seq: int
+    _blob_cache: dict[str, bytes] | None = None
+    """While :meth:`load_execution` runs: the blobs fetched so far (the latest checkpoint
+    is decoded twice, for its manifest first and then in order with the others)."""
 
     async def decode(
         self,
@@ -245,11 +260,19 @@ class CheckpointReader:
         import asyncio
 
         fetched: dict[str, bytes] = {}
+        cache = self._blob_cache
         wanted = {m.decode() for m in _DIGEST_IN_TEXT.findall(data)}
         while wanted:
             batch = sorted(wanted - fetched.keys())[:64]
             if not batch:
                 break
+            known = [] if cache is None else [digest for digest in batch if digest in cache]
+            if known and cache is not None:
+                for digest in known:
+                    wanted.discard(digest)
+                    fetched[digest] = blob = cache[digest]
+                    wanted |= {m.decode() for m in _DIGEST_IN_TEXT.findall(blob)} - fetched.keys()
+                continue
             results = await asyncio.gather(
                 *(self.provider.get_blob(self.execution_id, d) for d in batch),
                 return_exceptions=True,
@@ -262,6 +285,8 @@ class CheckpointReader:
                     raise result
                 fetched[digest] = result
                 self.known_blobs.add(digest)
+                if cache is not None:
+                    cache[digest] = result
                 wanted |= {m.decode() for m in _DIGEST_IN_TEXT.findall(result)} - fetched.keys()
         return fetched
 
@@ -289,12 +314,15 @@ class CheckpointReader:
         """
         for attempt in range(3):
             try:
+                self._blob_cache = {}
                 return await self._load(at, inert)
             except CorruptHistoryError:
                 # Inspection may race with a writer that prunes: if the execution moved
                 # on, what was missing may have been legitimately removed. Load again.
                 if at is not None or attempt == 2 or not await self._moved_on():
                     raise
+            finally:
+                self._blob_cache = None
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _moved_on(self) -> bool:
@@ -325,37 +353,27 @@ class CheckpointReader:
         deltas: list[tuple[int, dict[str, Any]]] = []
         header: dict[str, Any] = latest_doc.get("header") or {}
         history = HistoryCheck(self.execution_id, base, latest.seq)
-        async for info in self.provider.iter_checkpoints(self.execution_id, after=base - 1):
-            if info.seq > latest.seq:
-                break
-            history.listed(info.seq)
+        stretch = await self._stretch(history, latest)
         history.check_listing(pruned_ok=at is not None)
-        for seq in history.present:
-            if seq == latest.seq:
-                stored = latest
-            else:
-                try:
-                    stored = await self.provider.load_checkpoint(self.execution_id, seq)
-                except NotFoundError:
-                    history.vanished(seq)
-                    continue
+        for stored in stretch:
             history.follow(stored)
-            roots = await self.decode(stored, unresolved=unresolved)
+            roots = decode_plain(stored.data)
+            if roots is None:
+                roots = await self.decode(stored, unresolved=unresolved)
             doc = roots["doc"]
             kind = doc_type(doc)
             if kind == "snapshot":
                 agent = doc["agent"]
-                if manifest.get(agent) == seq:
+                if manifest.get(agent) == stored.seq:
                     snapshots[agent] = (
-                        seq,
+                        stored.seq,
                         doc,
                         roots.get("state") or {},
                         roots.get("locals") or {},
                     )
                 header = doc.get("header") or header
             elif kind == "delta":
-                deltas.append((seq, doc))
-        history.check_listing(pruned_ok=False)
+                deltas.append((stored.seq, doc))
         history.check_links()
         missing = set(manifest) - set(snapshots)
         if missing:
@@ -381,6 +399,23 @@ class CheckpointReader:
             next_agent_id=latest_doc.get("next_agent_id", 1000),
             unresolved=tuple(unresolved or ()),
         )
+
+    async def _stretch(
+        self, history: HistoryCheck, latest: StoredCheckpoint
+    ) -> list[StoredCheckpoint]:
+        """Every stored checkpoint from ``history.first`` to ``latest``, ascending, each
+        recorded in ``history``: read :data:`PAGE` at a time through the provider's bulk
+        read (one pass, no listing: a checkpoint the read does not find is missing)."""
+        out: list[StoredCheckpoint] = []
+        for start in range(history.first, latest.seq, PAGE):
+            seqs = list(range(start, min(start + PAGE, latest.seq)))
+            for stored in await self.provider.load_checkpoints(self.execution_id, seqs):
+                if stored is not None:
+                    history.listed(stored.seq)
+                    out.append(stored)
+        history.listed(latest.seq)
+        out.append(latest)
+        return out
 
     async def resolve(self, loaded: LoadedExecution) -> LoadedExecution:
         """Turn an inert load into a live one, once the program is trusted and imported.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from durably._journal import DeltaDoc, Message
+from durably._journal import Message
 from durably.errors import NotFoundError
 
 if TYPE_CHECKING:
@@ -53,8 +53,8 @@ async def restore_agents(
             task.restore(restored, state, local_vars)
             replayed += len(restored.entries)
         # Messages sent after the receiver's snapshot: deliver them again (deduplicated).
-        for delta_seq, delta in loaded.deltas:
-            for entry in DeltaDoc.from_doc(delta, delta_seq).entries:
+        for delta_seq, delta in loaded.journal():
+            for entry in delta.entries:
                 for message in map(Message.from_doc, entry.messages):
                     receiver = execution.agents.get(message.receiver)
                     if receiver is not None and (receiver.journal.snapshot_seq or 0) < delta_seq:

@@ -20,7 +20,7 @@ called only when the provider declares their capability.
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from durably._capabilities import Capability
@@ -105,6 +105,21 @@ class ProviderMethods(abc.ABC):
     @abc.abstractmethod
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         """Return the info and stored bytes of a checkpoint, or None."""
+
+    async def _load_many(
+        self, execution_id: str, seqs: Sequence[int]
+    ) -> list[tuple[CheckpointInfo, bytes] | None]:
+        """Provider method (optional): the info and stored bytes of many checkpoints.
+
+        Returns one item per ``seqs`` element, in the same order (``seqs`` is ascending,
+        without duplicates): what :meth:`_load` would return for it, None for one that is
+        not stored. Resume reads the history since the base snapshot through this
+        method, a page at a time, so a provider that can read many checkpoints in one
+        round trip (one query, one read of a log, concurrent requests) should override
+        it; each item has the guarantees of :meth:`_load` [C1]. Default: one
+        :meth:`_load` each, in order.
+        """
+        return [await self._load(execution_id, seq) for seq in seqs]
 
     @abc.abstractmethod
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:

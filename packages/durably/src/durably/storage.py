@@ -61,7 +61,8 @@ garbage collection removes) and deleting an execution is an administrative act.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping, Sequence
+from itertools import pairwise
 from types import TracebackType
 from typing import Self, final
 
@@ -234,6 +235,34 @@ class CheckpointProvider(OwnershipMethods):
         if found is None:
             raise NotFoundError(f"no checkpoint {seq} for execution {execution_id!r}")
         return self._open(found)
+
+    @final
+    async def load_checkpoints(
+        self, execution_id: str, seqs: Sequence[int]
+    ) -> list[StoredCheckpoint | None]:
+        """Read many checkpoints [C1]: one item per ``seqs`` element, None where absent.
+
+        ``seqs`` must be ascending without duplicates. Each item is verified as
+        :meth:`load_checkpoint` verifies it; a provider may read them in one round trip
+        (see :meth:`~durably._spi.ProviderMethods._load_many`).
+
+        Raises:
+            CorruptObjectError: Stored bytes fail their integrity check [C14].
+        """
+        validate_execution_id(execution_id)
+        for seq in seqs:
+            check_seq(seq)
+        if any(a >= b for a, b in pairwise(seqs)):
+            raise ValueError("seqs must be ascending, without duplicates")
+        found = await self._load_many(execution_id, seqs)
+        if len(found) != len(seqs) or any(
+            item is not None and item[0].seq != seq for seq, item in zip(seqs, found, strict=True)
+        ):
+            raise CorruptObjectError(
+                f"{type(self).__name__}._load_many did not return the {len(seqs)} checkpoints "
+                f"asked for of execution {execution_id!r}, in order"
+            )
+        return [None if item is None else self._open(item) for item in found]
 
     @final
     async def load_latest_checkpoint(self, execution_id: str) -> StoredCheckpoint | None:

@@ -13,6 +13,7 @@ import enum
 import fractions
 import hashlib
 import hmac
+import json
 import pathlib
 import pickle
 import struct
@@ -27,6 +28,7 @@ from zoneinfo import ZoneInfo
 from durably._codec._chunking import ChunkReader
 from durably._codec._format import (
     DD_FACTORIES,
+    FORMAT,
     HEADER,
     NONFINITE,
     PATH_TYPES,
@@ -43,7 +45,7 @@ from durably.errors import CorruptObjectError, SignatureError
 if TYPE_CHECKING:
     from durably._codec._valuecodec import ValueCodec
 
-__all__ = ["DECODERS", "Decoder"]
+__all__ = ["DECODERS", "Decoder", "decode_plain"]
 
 _PENDING: Final = object()
 
@@ -161,6 +163,68 @@ class Decoder:
             raise Fail(f"no {what} knows the custom tag {tag!r}")
         self.objs[number] = value
         return value
+
+
+class _NotPlain(Exception):
+    """A node outside the plain subset (see :func:`decode_plain`)."""
+
+
+_NOT_PLAIN: Final = _NotPlain()
+
+
+def _plain(node: Any) -> Any:
+    """A plain node's value: ``"d"`` with string keys, ``"l"``, JSON scalars."""
+    if type(node) is list and node:
+        tag = node[0]
+        if tag == "d":
+            size = len(node)
+            if not size & 1:
+                raise _NOT_PLAIN
+            out: dict[str, Any] = {}
+            for i in range(1, size, 2):
+                key = node[i]
+                value = node[i + 1]
+                if type(key) is not str:
+                    raise _NOT_PLAIN
+                t = type(value)
+                out[key] = _plain(value) if t is list or t is dict else value
+            return out
+        if tag == "l":
+            return [
+                _plain(item) if type(item) is list or type(item) is dict else item
+                for item in node[1:]
+            ]
+    raise _NOT_PLAIN
+
+
+def decode_plain(data: bytes) -> dict[str, Any] | None:
+    """The roots of a document whose values are all plain, or None.
+
+    Plain values are what JSON holds: dicts with string keys (``"d"`` nodes), lists
+    (``"l"``), strings, numbers, booleans and None, with no object shared between two
+    places (that would be a reference). Journal documents are plain; decoding them here
+    skips the general :class:`Decoder` (no blob, class or hook can be involved) and
+    gives the same values it gives. Anything else -- another node, a reference, a blob,
+    a malformed or foreign document -- returns None: decode it with
+    :meth:`~durably._codec.ValueCodec.decode`, which also reports what is wrong.
+    """
+    try:
+        doc = json.loads(data)
+    except (ValueError, RecursionError):
+        return None
+    if type(doc) is not dict:
+        return None
+    version = doc.get("durably")
+    roots = doc.get("roots")
+    if type(version) is not int or version != FORMAT or type(roots) is not dict:
+        return None
+    try:
+        return {
+            name: _plain(node) if type(node) is list or type(node) is dict else node
+            for name, node in roots.items()
+        }
+    except (_NotPlain, RecursionError):
+        return None
 
 
 def _arity(node: list[Any], n: int) -> None:

@@ -37,7 +37,7 @@ def digest(value: Any) -> str:
     sorted elements, not by its iteration order (which a restored set of strings need
     not keep).
     """
-    text = json.dumps(value, sort_keys=True, default=_canonical, ensure_ascii=False)
+    text = _DIGEST_JSON.encode(value)  # json.dumps(value, sort_keys=True, ...), built once
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
 
 
@@ -50,6 +50,9 @@ def _canonical(value: Any) -> Any:
             ),
         ]
     return repr(value)
+
+
+_DIGEST_JSON = json.JSONEncoder(sort_keys=True, default=_canonical, ensure_ascii=False)
 
 
 def usage_tokens(usage: Mapping[str, Any] | None) -> int:
