@@ -220,11 +220,15 @@ class Execution:
 
     # ----------------------------------------------------------- checkpoints
 
-    async def write_delta(self, task: AgentTask, entries: list[Entry]) -> None:
+    async def write_delta(
+        self, task: AgentTask, entries: list[Entry], announce: Callable[[], None] | None = None
+    ) -> None:
         journal = task.journal
         delta = DeltaDoc(task.agent_id, entries, journal.take_llm_appends(), journal.unwritten_log)
         journal.unwritten_log = []
-        seq = await self.manager.write(self, task.agent_id, delta.to_doc(), kind="delta")
+        seq = await self.manager.write(
+            self, task.agent_id, delta.to_doc(), kind="delta", announce=announce
+        )
         for entry in entries:
             entry.seq = seq
         journal.written(seq, snapshot=False)

@@ -41,8 +41,11 @@ class JournalHost(Protocol):
     def consume(self, ids: set[str]) -> None:
         """Messages ``ids`` were taken from the mailbox."""
 
-    async def write_delta(self, entries: list[Entry]) -> None:
-        """Make ``entries`` (and the LLM text received) durable."""
+    async def write_delta(
+        self, entries: list[Entry], announce: Callable[[], None] | None = None
+    ) -> None:
+        """Make ``entries`` (and the LLM text received) durable; ``announce`` is called
+        just before their checkpoint is stored, after every earlier one."""
 
     def current_statement(self) -> str | None:
         """The LLM statement running now (for divergence errors), if any."""
@@ -96,6 +99,7 @@ class Journal:
         journal_errors: bool = False,
         effects: dict[str, Any] | None = None,
         effects_after: Callable[[Any], dict[str, Any] | None] | None = None,
+        announce: Callable[[Any], None] | None = None,
     ) -> Any:
         """Run a durable operation: answer it from the journal, or run it and journal it.
 
@@ -112,6 +116,12 @@ class Journal:
                 re-run (inside a journaled tool call) and re-delivered on restore.
             effects_after: Computes more effects from the result after ``live`` ran (a
                 tool's changes to the agent's state, a transcript line).
+            announce: Shows the result to the user (a ``Say`` to the user), live only:
+                called as the operation's checkpoint is stored, after every earlier
+                checkpoint of the execution, so that no crash point falls between the
+                user seeing it and its record being durable (a crash during that very
+                write shows it once more after resume; it is never lost). Not called
+                on replay: the resumed run does not show it again.
 
         Raises:
             DivergenceError: The journal recorded another operation at this index.
@@ -164,13 +174,13 @@ class Journal:
         )
         if apply is not None:
             apply(result)
-        await self.commit(entry)
+        await self.commit(entry, None if announce is None else lambda: announce(result))
         return result
 
-    async def commit(self, entry: Entry) -> None:
+    async def commit(self, entry: Entry, announce: Callable[[], None] | None = None) -> None:
         """Make a completed operation durable (with the LLM text received so far)."""
         self.ops_since_snapshot += 1
-        await self.host.write_delta([entry])
+        await self.host.write_delta([entry], announce)
 
     def _divergence(self, index: int, asked: str, recorded: str) -> DivergenceError:
         statement = self.host.current_statement()

@@ -142,8 +142,10 @@ class AgentTask:
     def consume(self, ids: set[str]) -> None:
         self.mailbox.consume(ids)
 
-    async def write_delta(self, entries: list[Entry]) -> None:
-        await self.execution.write_delta(self, entries)
+    async def write_delta(
+        self, entries: list[Entry], announce: Callable[[], None] | None = None
+    ) -> None:
+        await self.execution.write_delta(self, entries, announce)
 
     def current_statement(self) -> str | None:
         frame = self.frames[-1] if self.frames else None
@@ -212,7 +214,6 @@ class AgentTask:
             index = self.journal.index
 
             async def live() -> dict[str, Any]:
-                execution.io.say(self.agent_class.__name__, self.agent_id, text)
                 return {
                     "agent": self.agent_class.__name__,
                     "id": self.agent_id,
@@ -227,6 +228,9 @@ class AgentTask:
                 live,
                 apply=self.journal.transcript.append,
                 effects_after=lambda item: {"transcript": [item]},
+                # shown as its checkpoint is stored, not before: in a run of several
+                # agents another agent's checkpoint (a crash point) could fall between
+                announce=lambda _: execution.io.say(self.agent_class.__name__, self.agent_id, text),
             )
             return
         message = Message(f"{self.agent_id}:{self.journal.index}", self.agent_id, receiver, text)

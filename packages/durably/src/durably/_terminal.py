@@ -59,10 +59,24 @@ def attach(execution: Execution, terminal: Terminal | None) -> None:
         return
     write_delta = execution.write_delta
 
-    async def write_and_tell(task: Any, entries: list[Any]) -> None:
-        # Told before the write, as an agent's words are echoed before their entry is
-        # committed: a crash right after the checkpoint is durable loses no line (the
-        # resumed run replays the failure silently).
+    async def write_and_tell(task: Any, entries: list[Any], announce: Any = None) -> None:
+        # Told as the checkpoint is stored (see CheckpointManager.write's announce), as an
+        # agent's words are: a crash right after the checkpoint is durable loses no line
+        # (the resumed run replays the failure silently), and no other agent's
+        # checkpoint falls between telling and storing.
+        tell = [entry for entry in entries if getattr(entry, "error", None) is not None]
+        if not tell:
+            await write_delta(task, entries, announce)
+            return
+
+        def told() -> None:
+            if announce is not None:
+                announce()
+            _tell(task, tell)
+
+        await write_delta(task, entries, told)
+
+    def _tell(task: Any, entries: list[Any]) -> None:
         for entry in entries:
             if getattr(entry, "error", None) is None:
                 continue
@@ -81,7 +95,6 @@ def attach(execution: Execution, terminal: Terminal | None) -> None:
                         "statement": lines[0] if lines else None,
                     }
                 )
-        await write_delta(task, entries)
 
     execution.write_delta = write_and_tell  # type: ignore[method-assign]
 

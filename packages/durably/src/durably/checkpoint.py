@@ -17,6 +17,7 @@ What the documents hold is :mod:`durably._journal`'s; resuming from them is
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from durably._codec import ValueCodec
@@ -138,6 +139,7 @@ class CheckpointManager(CheckpointWriter):
         state: dict[str, Any] | None = None,
         local_vars: dict[str, Any] | None = None,
         frame: str = "agent",
+        announce: Callable[[], None] | None = None,
     ) -> int:
         """Encode and durably store one checkpoint of agent ``agent_id``; return its seq.
 
@@ -152,8 +154,15 @@ class CheckpointManager(CheckpointWriter):
             state: The agent's state (snapshots).
             local_vars: The bottom frame's variables (snapshots).
             frame: The bottom frame's playbook (for error messages).
+            announce: Shows the user what this checkpoint records (a line an agent said),
+                called once every earlier checkpoint is stored and just before this one
+                is: no other checkpoint -- no crash point -- falls between the user
+                seeing it and its record becoming durable. A crash while this very
+                checkpoint is written shows it once more after resume; none loses it.
         """
         if not self.config.enabled:
+            if announce is not None:
+                announce()
             self.next_seq += 1
             return self.next_seq - 1
         async with self._write_lock():
@@ -172,6 +181,8 @@ class CheckpointManager(CheckpointWriter):
             if local_vars is not None:
                 roots["locals"] = local_vars
                 labels["locals"] = f"{frame} frame local"
+            if announce is not None:
+                announce()
             await self._store(
                 seq,
                 roots,
