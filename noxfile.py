@@ -129,7 +129,9 @@ def compat(session: nox.Session) -> None:
 @nox.session(python=_interpreter("3.12"), tags=["playbooks"])
 def playbooks(session: nox.Session) -> None:
     """durably-playbooks on Python 3.12 (playbooks requires it), from its own lock: mypy
-    --strict over its source, then its tests (real `.pb` programs, SIGKILL and resume)."""
+    --strict over its source, then its tests (real `.pb` programs; a crash after every
+    checkpoint, in process, on the filesystem and -- when a server answers, see
+    DURABLY_REQUIRE_POSTGRES -- PostgreSQL; SIGKILL chains through the command)."""
     session.run_install(
         "uv",
         "sync",

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from durably import Agent
+from durably.agent import State
 from durably_playbooks.errors import UnsupportedPlaybooksFeature
 
-__all__ = ["PlaybooksAgent"]
+__all__ = ["PlaybooksAgent", "PlaybooksState"]
 
 _AGENT_API = ("Say", "Yield", "Yld", "Step", "Return", "LogTrigger")
 
@@ -31,6 +32,42 @@ def _playbook_decorator(func: Any = None, /, **_: Any) -> Any:
     return func
 
 
+class PlaybooksState(State):
+    """``self.state`` as Playbooks' LLM code uses it (a ``Box``): attribute access and,
+    like a dict, ``self.state["x"]``, ``get``, ``setdefault``, ``keys``/``items``/``values``
+    and ``len``. The variables are the core's (the same dict, journaled the same way);
+    nested dicts are plain dicts (no attribute access)."""
+
+    __slots__ = ()
+
+    def __getitem__(self, name: str) -> Any:
+        return self.to_dict()[name]
+
+    def __setitem__(self, name: str, value: Any) -> None:
+        setattr(self, name, value)
+
+    def __delitem__(self, name: str) -> None:
+        del self.to_dict()[name]
+
+    def __len__(self) -> int:
+        return len(self.to_dict())
+
+    def get(self, name: str, default: Any = None) -> Any:
+        return self.to_dict().get(name, default)
+
+    def setdefault(self, name: str, default: Any = None) -> Any:
+        return self.to_dict().setdefault(name, default)
+
+    def keys(self) -> Any:
+        return self.to_dict().keys()
+
+    def items(self) -> Any:
+        return self.to_dict().items()
+
+    def values(self) -> Any:
+        return self.to_dict().values()
+
+
 class PlaybooksAgent(Agent):
     """Base of the agent classes generated from a Playbooks program."""
 
@@ -38,6 +75,10 @@ class PlaybooksAgent(Agent):
     """The whole program document (see :mod:`durably_playbooks._document`)."""
     agent_document: ClassVar[dict[str, Any]] = {}
     """This agent's entry of it."""
+
+    def __init__(self, task: Any) -> None:
+        super().__init__(task)
+        self.state = PlaybooksState()
 
     @staticmethod
     def __durably_prompt__(task: Any, frame: Any) -> list[dict[str, str]]:
