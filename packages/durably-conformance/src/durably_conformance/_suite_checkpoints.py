@@ -110,6 +110,36 @@ class CheckpointSuite(SuiteBase):
             with pytest.raises(NotFoundError):
                 await provider.load_checkpoint(RUN, seq)
 
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(1)
+    async def test_c01_load_many_returns_what_load_returns(
+        self, provider: CheckpointProvider
+    ) -> None:
+        """[C1] load_checkpoints returns, for each seq asked in order, what load_checkpoint
+        returns, and None for a checkpoint that is not stored (a provider's _load_many)."""
+        saved = {}
+        for seq in (0, 1, 2, 4, 5, 9):
+            data = random_bytes(2000 + seq, seed=100 + seq)
+            saved[seq] = (
+                data,
+                await provider.save_checkpoint(RUN, seq, data, metadata={"s": str(seq)}),
+            )
+        asked = list(range(12))
+        got = await provider.load_checkpoints(RUN, asked)
+        assert len(got) == len(asked), "one item per seq asked"
+        for seq, item in zip(asked, got, strict=True):
+            if seq not in saved:
+                assert item is None, f"checkpoint {seq} is not stored, but came back"
+                continue
+            data, info = saved[seq]
+            assert isinstance(item, StoredCheckpoint), f"checkpoint {seq} did not come back"
+            assert item.seq == seq
+            assert item.data == data, f"checkpoint {seq} came back with other bytes"
+            assert dict(item.metadata) == {"s": str(seq)}
+            assert item.info.version == info.version
+        assert await provider.load_checkpoints(RUN, []) == []
+        assert await provider.load_checkpoints("never-written", [0, 1]) == [None, None]
+
     # ------------------------------------------------------- C2 durable save
 
     @pytest.mark.asyncio(loop_scope="function")

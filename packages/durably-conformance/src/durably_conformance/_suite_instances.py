@@ -36,6 +36,7 @@ PROVIDER_GROUP = "durably.providers"
 TEMPLATE_METHODS = (
     "save_checkpoint",
     "load_checkpoint",
+    "load_checkpoints",
     "load_latest_checkpoint",
     "list_checkpoints",
     "iter_checkpoints",
