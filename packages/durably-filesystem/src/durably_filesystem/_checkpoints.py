@@ -33,6 +33,7 @@ from durably_filesystem import _format as fmt
 from durably_filesystem._leases import check_fence, fenced_by
 from durably_filesystem._log import (
     INLINE_LIMIT,
+    ExecState,
     append_sync,
     blocking,
     compact_sync,
@@ -47,7 +48,13 @@ from durably_filesystem._open import open_after_delete, open_after_save
 from durably_filesystem._store import FileStore
 from durably_filesystem._syncpool import run_durable
 
-__all__ = ["compact", "delete", "list_page", "load", "save"]
+__all__ = ["compact", "delete", "list_page", "load", "load_many", "save"]
+
+READ_GAP = 64 << 10
+"""A bulk read reads through gaps of up to this many bytes between wanted records
+(records of other checkpoints) rather than issue another ``pread``."""
+READ_RUN = 8 << 20
+"""A bulk read starts another ``pread`` once a run of records exceeds this many bytes."""
 
 
 async def save(
@@ -131,6 +138,79 @@ async def load(
     async with store.using(execution_id) as state:
         with store.errors(f"read {what} of execution {execution_id!r}", state.log_path):
             return await read_current(state, seq)
+
+
+async def load_many(
+    store: FileStore, execution_id: str, seqs: list[int]
+) -> list[tuple[CheckpointInfo, bytes] | None]:
+    """Checkpoints ``seqs`` and their stored bytes, None for each absent one (C1).
+
+    One mutex, one index refresh and one ``pread`` per run of nearby records; each record
+    is checked as :func:`~durably_filesystem._log.read_current` checks it. A checkpoint
+    that is not in the index while the log has unreadable regions, one flagged corrupt
+    and one that fails its check are read again by ``read_current``, which confirms the
+    damage under the execution's lock (and raises) exactly as a single load does.
+    """
+    store.check_store()
+    async with store.using(execution_id) as state:
+        with store.errors(f"read checkpoints of execution {execution_id!r}", state.log_path):
+            index = await refresh(state)
+            if index is None:
+                return [None] * len(seqs)
+            found: list[tuple[CheckpointInfo, bytes] | None] = [None] * len(seqs)
+            again: list[int] = []
+            wanted: list[tuple[int, fmt.Entry]] = []
+            for position, seq in enumerate(seqs):
+                entry = index.entries.get(seq)
+                if entry is None:
+                    if index.corrupt_regions:
+                        again.append(position)
+                elif entry.corrupt:
+                    again.append(position)
+                else:
+                    wanted.append((position, entry))
+            again.extend(await _read_runs(state, wanted, found))
+            for position in sorted(again):
+                found[position] = await read_current(state, seqs[position])
+            return found
+
+
+async def _read_runs(
+    state: ExecState,
+    wanted: list[tuple[int, fmt.Entry]],
+    found: list[tuple[CheckpointInfo, bytes] | None],
+) -> list[int]:
+    """Read ``wanted`` records in runs, fill ``found``; return the positions that failed."""
+    assert state.log is not None or not wanted
+    failed: list[int] = []
+    wanted.sort(key=lambda item: item[1].offset)
+    start = 0
+    while start < len(wanted):
+        first = wanted[start][1].offset
+        end = first + wanted[start][1].length
+        stop = start + 1
+        while stop < len(wanted):
+            entry = wanted[stop][1]
+            if entry.offset - end > READ_GAP or entry.offset + entry.length - first > READ_RUN:
+                break
+            end = max(end, entry.offset + entry.length)
+            stop += 1
+        assert state.log is not None
+        if end - first > INLINE_LIMIT:
+            raw = await blocking(fmt.pread_exact, state.log.fd, end - first, first)
+        else:
+            raw = fmt.pread_exact(state.log.fd, end - first, first)
+        view = memoryview(raw)
+        for position, entry in wanted[start:stop]:
+            record = view[entry.offset - first : entry.offset - first + entry.length]
+            if not fmt.check_record(record, entry):
+                failed.append(position)
+                continue
+            entry.verified = True
+            data = entry.offset - first + fmt.HEAD_SIZE + entry.meta_len
+            found[position] = (info(state.execution_id, entry), raw[data : data + entry.data_len])
+        start = stop
+    return failed
 
 
 async def list_page(

@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from durably.config import parse_size
@@ -225,6 +225,12 @@ class FilesystemProvider(CheckpointProvider):
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         return await _checkpoints.load(self._store, execution_id, seq)
+
+    async def _load_many(
+        self, execution_id: str, seqs: Sequence[int]
+    ) -> list[tuple[CheckpointInfo, bytes] | None]:
+        """One mutex, one index refresh, one read per run of records (see load_many)."""
+        return await _checkpoints.load_many(self._store, execution_id, list(seqs))
 
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
         return await _checkpoints.load(self._store, execution_id, None)
