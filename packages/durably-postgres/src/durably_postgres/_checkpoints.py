@@ -158,6 +158,26 @@ async def load(
     return _info(execution_id, rows[0]), bytes(rows[0][5])
 
 
+async def load_many(
+    db: PostgresClient, execution_id: str, seqs: list[int]
+) -> list[tuple[CheckpointInfo, bytes] | None]:
+    """Checkpoints ``seqs`` in one statement (``seq = ANY(...)``), None where absent (C1)."""
+    if not seqs:
+        return []
+    rows = await db.run(
+        f"loading {len(seqs)} checkpoints of execution {execution_id!r}",
+        "load_many",
+        {"id": execution_id, "seqs": seqs},
+        idempotent=True,
+    )
+    by_seq = {int(row[0]): row for row in rows}
+    found: list[tuple[CheckpointInfo, bytes] | None] = []
+    for seq in seqs:
+        row = by_seq.get(seq)
+        found.append(None if row is None else (_info(execution_id, row), bytes(row[5])))
+    return found
+
+
 async def list_page(
     db: PostgresClient, execution_id: str, cursor: str | None, limit: int, after: int | None
 ) -> Page[CheckpointInfo]:

@@ -9,7 +9,7 @@ Each method is one call into the module that holds its mechanics:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, Self
 
@@ -127,6 +127,12 @@ class PostgresProvider(CheckpointProvider):
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         return await _checkpoints.load(self._db, execution_id, seq)
+
+    async def _load_many(
+        self, execution_id: str, seqs: Sequence[int]
+    ) -> list[tuple[CheckpointInfo, bytes] | None]:
+        """One ``SELECT ... WHERE seq = ANY(...)`` for the whole page."""
+        return await _checkpoints.load_many(self._db, execution_id, list(seqs))
 
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
         return await _checkpoints.load(self._db, execution_id, None)

@@ -97,6 +97,8 @@ _INFO = "seq, version, size, extract(epoch FROM created_at)::float8, metadata"
 _STATEMENTS: dict[str, str] = {
     "load": f"SELECT {_INFO}, data FROM {{s}}.checkpoints"
     " WHERE execution_id = %(id)s AND seq = %(seq)s::int8",
+    "load_many": f"SELECT {_INFO}, data FROM {{s}}.checkpoints"
+    " WHERE execution_id = %(id)s AND seq = ANY(%(seqs)s::int8[])",
     "load_latest": f"SELECT {_INFO}, data FROM {{s}}.checkpoints"
     " WHERE execution_id = %(id)s ORDER BY seq DESC LIMIT 1",
     "list": f"SELECT {_INFO} FROM {{s}}.checkpoints"
