@@ -3,7 +3,8 @@
 Every write is one script (:mod:`durably_redis._scripts`): ``save`` checks the lease
 epoch and the write mode and writes the hash, the seqs index, the executions index and
 the open index in one atomic step; ``delete`` does the same for a batch of seqs. Reads
-are one ``HMGET`` or one read-only script (the latest checkpoint, a page of infos).
+are one ``HMGET`` (a pipeline of them for many checkpoints) or one read-only script
+(the latest checkpoint, a page of infos).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from durably.storage import (
 from durably_redis._client import RedisClient, decode, fence_args, fenced_error, status
 from durably_redis._keys import MAX_PAGE, MAX_SEQ, seq_member
 
-__all__ = ["delete", "list_page", "load", "load_latest", "save", "seq_from_member"]
+__all__ = ["delete", "list_page", "load", "load_latest", "load_many", "save", "seq_from_member"]
 
 
 def _encode_metadata(metadata: Mapping[str, str]) -> bytes:
@@ -128,6 +129,23 @@ async def load(db: RedisClient, execution_id: str, seq: int) -> tuple[Checkpoint
     if fields[0] is None and fields[1] is None:
         return None
     return _checkpoint(execution_id, seq, fields)
+
+
+async def load_many(
+    db: RedisClient, execution_id: str, seqs: Sequence[int]
+) -> list[tuple[CheckpointInfo, bytes] | None]:
+    """One pipeline of ``HMGET`` commands, one per checkpoint (C1): a single round trip."""
+    if not seqs:
+        return []
+    replies = await db.call_many(
+        f"loading {len(seqs)} checkpoints of execution {execution_id!r}",
+        [("HMGET", db.keys.checkpoint(execution_id, seq), "d", "v", "t", "m") for seq in seqs],
+        idempotent=True,
+    )
+    return [
+        None if fields[0] is None and fields[1] is None else _checkpoint(execution_id, seq, fields)
+        for seq, fields in zip(seqs, replies, strict=True)
+    ]
 
 
 async def load_latest(db: RedisClient, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:

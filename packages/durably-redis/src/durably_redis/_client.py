@@ -122,6 +122,26 @@ class RedisClient:
         client = (await self._connector.get()).client
         return await self._retrying(what, lambda: _execute(client, command), idempotent=idempotent)
 
+    async def call_many(
+        self, what: str, commands: Sequence[Sequence[Any]], *, idempotent: bool
+    ) -> list[Any]:
+        """Run ``commands`` in one pipeline (one round trip, not a transaction); their
+        replies in order. The first command that failed raises, as a durably error."""
+        client = (await self._connector.get()).client
+
+        async def attempt() -> list[Any]:
+            pipe = client.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            replies = await pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+            return list(replies)
+
+        result: list[Any] = await self._retrying(what, attempt, idempotent=idempotent)
+        return result
+
     async def _retrying(
         self, what: str, call: Callable[[], Awaitable[Any]], *, idempotent: bool
     ) -> Any:

@@ -9,7 +9,7 @@ running commands and Lua scripts (:mod:`~durably_redis._scripts`) through
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from functools import partial
 from typing import Any, ClassVar, Self
 
@@ -134,6 +134,12 @@ class RedisProvider(CheckpointProvider):
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         return await _checkpoints.load(self._db, execution_id, seq)
+
+    async def _load_many(
+        self, execution_id: str, seqs: Sequence[int]
+    ) -> list[tuple[CheckpointInfo, bytes] | None]:
+        """One pipeline of ``HMGET`` commands for the whole page (one round trip)."""
+        return await _checkpoints.load_many(self._db, execution_id, seqs)
 
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
         return await _checkpoints.load_latest(self._db, execution_id)
