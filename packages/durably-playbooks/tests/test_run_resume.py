@@ -12,6 +12,8 @@ must equal an uninterrupted run's, and the user must have seen each line once, i
 
 from __future__ import annotations
 
+import ast
+import json
 import signal
 import subprocess
 import sys
@@ -64,6 +66,57 @@ def test_hello_pb_runs_end_to_end(tmp_path: object) -> None:
     # Loading neither made Playbooks' caches in the cwd nor called the LLM beyond the script.
     assert not list(tmp_path.glob(".*cache*"))  # type: ignore[attr-defined]
     assert [call["playbook"] for call in data["llm_calls"]] == ["Welcome", "Welcome"]
+    # The compile call is listed apart from the journaled calls (it is in the header).
+    compiled = json.loads((PROGRAMS / "hello.scripted.json").read_text())
+    assert [(c["agent"], c["playbook"], c["response"]) for c in data["load_llm_calls"]] == [
+        ("playbooks-compiler", "Greeter", compiled["playbooks-compiler.Greeter"][0])
+    ]
+    assert len(data["load_llm_calls"][0]["prompt_sha256"]) == 64
+
+
+SHOW_AND_MODULES = """\
+import sys
+from durably.cli import main
+code = main(["show", {eid!r}, "--store", {store!r}, *{extra!r}])
+print("MODULES", sorted(m for m in sys.modules if m.split(".")[0] in
+      ("playbooks", "litellm", "durably_playbooks") or m.startswith("durably_program_")))
+sys.exit(code)
+"""
+
+
+def _show_process(store: str, eid: str, *extra: str) -> tuple[str, list[str]]:
+    """`durably show` in a new process: its output, and the modules of Playbooks, of
+    durably-playbooks and of the program it had imported afterwards."""
+    code = SHOW_AND_MODULES.format(eid=eid, store=store, extra=list(extra))
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert proc.returncode == 0, proc.stderr
+    out, _, modules = proc.stdout.rpartition("MODULES ")
+    return out, ast.literal_eval(modules.strip())
+
+
+def test_show_lists_the_compile_calls_and_imports_nothing(tmp_path: Path) -> None:
+    """`durably show` (text and --json) lists a .pb's compile calls, read from the execution
+    header as data: it imports neither playbooks nor durably_playbooks nor the program."""
+    store = f"file://{tmp_path}/store"
+    done = durably(*run_args("hello", store, "hello"), cwd=tmp_path)
+    assert done.code == 0, done.err
+    text, modules = _show_process(store, "hello")
+    assert modules == []
+    assert "LLM calls loading the program (before the execution started): 1" in text
+    assert "1. playbooks-compiler.Greeter (" in text
+    assert "): # Greeter" in text
+    as_json, modules = _show_process(store, "hello", "--json")
+    assert modules == []
+    calls = json.loads(as_json)["load_llm_calls"]
+    assert [(c["agent"], c["playbook"]) for c in calls] == [("playbooks-compiler", "Greeter")]
+    # A .pbasm makes no compile call: nothing to list.
+    library = durably(*run_args("library", store, "library"))
+    assert library.code == 0, library.err
+    text, _ = _show_process(store, "library")
+    assert "loading the program" not in text
+    assert show(store, "library")["load_llm_calls"] == []
 
 
 @pytest.mark.filterwarnings("ignore:the file store")

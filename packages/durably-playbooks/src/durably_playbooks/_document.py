@@ -2,10 +2,11 @@
 
 It is built once, when a program is loaded for a new run (from Playbooks' parse of the
 PBAsm), and recorded in the execution header under ``"playbooks"``; a resume rebuilds the
-agents from it without importing ``playbooks``. Shape::
+agents from it without importing ``playbooks``. The compile calls of a ``.pb`` are not in
+it: they are the header's ``"load_llm_calls"`` (see :mod:`durably._loaders`), which
+``durably show`` lists. Shape::
 
     {"format": 1, "playbooks_version": "0.7.4", "interpreter": "<interpreter_run.txt>",
-     "compile_calls": [{"agent": "Host", "prompt_sha256": "...", "response": "..."}],
      "agents": [{"name": "Host", "description": "...",
                  "playbooks": [{"name", "signature", "params", "description", "llm",
                                 "public", "hidden", "begin", "triggers", "markdown"}],
@@ -188,7 +189,6 @@ def build_document(
     *,
     interpreter: str,
     version: str,
-    compile_calls: list[dict[str, Any]],
     source: str | None,
 ) -> dict[str, Any]:
     """The program document of parsed agents (see :func:`durably_playbooks._pb.parse_compiled`),
@@ -301,7 +301,6 @@ def build_document(
         "format": FORMAT,
         "playbooks_version": version,
         "interpreter": interpreter,
-        "compile_calls": compile_calls,
         "agents": out,
     }
 

@@ -9,6 +9,9 @@ program document goes in the execution header (``Program.header["playbooks"]``).
 Resume: the agent classes are rebuilt from the recorded document -- no compile, no
 ``playbooks`` import, the interpreter contract the execution started with -- after the
 file's digest is checked against the recorded one.
+
+The compile calls are listed in the header entry ``"load_llm_calls"`` (the core's
+:data:`durably._loaders.LOAD_LLM_CALLS`), which ``durably show`` prints.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from durably import Agent
+from durably._loaders import LOAD_LLM_CALLS
 from durably.agent import PlaybookSpec
 from durably.errors import ConfigError, ProgramChangedError
 from durably.llm import Finish
@@ -77,11 +81,15 @@ def load_program(
             source=str(path),
             fix="Inline the imported file",
         )
-    document = _document(path, llm, llm_options)
-    return build_program(path, digest, document)
+    document, calls = _document(path, llm, llm_options)
+    return build_program(path, digest, document, compile_calls=calls)
 
 
-def _document(path: Path, llm: Any, llm_options: Mapping[str, Any] | None) -> dict[str, Any]:
+def _document(
+    path: Path, llm: Any, llm_options: Mapping[str, Any] | None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The program document of a new run, and the compile calls made for it (none for a
+    ``.pbasm``)."""
     from durably_playbooks import _pb
 
     version = _pb.check_version()
@@ -107,13 +115,10 @@ def _document(path: Path, llm: Any, llm_options: Mapping[str, Any] | None) -> di
             source=str(path),
             fix="Fix the program (or the compiled PBAsm)",
         ) from exc
-    return build_document(
-        agents,
-        interpreter=_pb.interpreter_prompt(),
-        version=version,
-        compile_calls=calls,
-        source=str(path),
+    document = build_document(
+        agents, interpreter=_pb.interpreter_prompt(), version=version, source=str(path)
     )
+    return document, calls
 
 
 def _check_frontmatter(text: str, path: Path) -> None:
@@ -158,14 +163,28 @@ def _compile(text: str, llm: Any, llm_options: Mapping[str, Any] | None) -> list
             out = []
             for name, messages in requests:
                 chunks: list[str] = []
+                usage: dict[str, Any] | None = None
                 async for item in client.stream(
                     messages, agent=COMPILER_AGENT, playbook=name, call=0
                 ):
-                    if not isinstance(item, Finish):
+                    if isinstance(item, Finish):
+                        usage = {
+                            "finish": item.reason,
+                            "model": item.model,
+                            "prompt_tokens": item.prompt_tokens,
+                            "completion_tokens": item.completion_tokens,
+                        }
+                    else:
                         chunks.append(item)
                 prompt_digest = hashlib.sha256(repr(messages).encode()).hexdigest()
                 out.append(
-                    {"agent": name, "prompt_sha256": prompt_digest, "response": "".join(chunks)}
+                    {
+                        "agent": COMPILER_AGENT,
+                        "playbook": name,
+                        "prompt_sha256": prompt_digest,
+                        "response": "".join(chunks),
+                        "usage": usage,
+                    }
                 )
             return out
         finally:
@@ -199,9 +218,16 @@ def _signature(params: list[dict[str, Any]]) -> inspect.Signature:
     )
 
 
-def build_program(path: Path, digest: str, document: dict[str, Any]) -> Program:
+def build_program(
+    path: Path,
+    digest: str,
+    document: dict[str, Any],
+    *,
+    compile_calls: list[dict[str, Any]] | None = None,
+) -> Program:
     """The agent classes of a program document, in a private module (as a Python program's
-    are), and the :class:`Program` whose header records the document."""
+    are), and the :class:`Program` whose header records the document (and, on a new run
+    of a ``.pb``, the compile calls: ``durably show`` lists them)."""
     name = f"durably_program_{digest[7:19]}"
     module = ModuleType(name)
     module.__file__ = str(path)
@@ -248,5 +274,5 @@ def build_program(path: Path, digest: str, document: dict[str, Any]) -> Program:
         digest=digest,
         module=module,
         agent_classes=tuple(classes),
-        header={HEADER_KEY: document},
+        header={HEADER_KEY: document, **({LOAD_LLM_CALLS: compile_calls} if compile_calls else {})},
     )

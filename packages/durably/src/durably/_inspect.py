@@ -22,6 +22,7 @@ __all__ = [
     "describe_execution",
     "jsonable",
     "list_executions",
+    "load_llm_calls",
     "render_show",
     "tool_error_text",
     "usage_totals",
@@ -144,11 +145,39 @@ async def describe_execution(
             for i in ordered
         ],
         "usage": usage_totals(i.get("usage") for i in ordered),
+        "load_llm_calls": load_llm_calls(loaded.header),
         "result": jsonable(loaded.result) if loaded.status != "failed" else None,
         "error": str(loaded.result) if loaded.status == "failed" else None,
         "tool_errors": jsonable(errors),
         "inputs": jsonable(inputs),
     }
+
+
+def load_llm_calls(header: dict[str, Any]) -> list[dict[str, Any]]:
+    """The LLM calls a program loader made before the execution existed (a ``.pb``'s
+    compile step), as its header lists them (:data:`durably._loaders.LOAD_LLM_CALLS`).
+
+    Plain data read back, never imported or run. An entry that is not the documented
+    object is shown as ``malformed`` (with its text), not dropped.
+    """
+    from durably._loaders import LOAD_LLM_CALLS
+
+    raw = header.get(LOAD_LLM_CALLS)
+    if raw is None:
+        return []
+    entries = raw if isinstance(raw, list) else [raw]
+    out = []
+    for entry in entries:
+        fields = ("agent", "playbook", "prompt_sha256", "response")
+        if not isinstance(entry, dict) or not all(
+            isinstance(entry.get(key), str) for key in fields
+        ):
+            out.append({"malformed": repr(jsonable(entry))[:500]})
+            continue
+        call = {key: entry[key] for key in fields}
+        call["usage"] = jsonable(entry.get("usage"))
+        out.append(call)
+    return out
 
 
 def without_measurements(view: dict[str, Any]) -> dict[str, Any]:
@@ -163,9 +192,9 @@ def without_measurements(view: dict[str, Any]) -> dict[str, Any]:
     of calls stays.
     """
     out = dict(view)
-    out["llm_calls"] = [
-        {k: v for k, v in call.items() if k != "usage"} for call in view.get("llm_calls", [])
-    ]
+    for key in ("llm_calls", "load_llm_calls"):
+        if key in view:
+            out[key] = [{k: v for k, v in call.items() if k != "usage"} for call in view[key]]
     if isinstance(view.get("usage"), dict):
         out["usage"] = {"calls": view["usage"].get("calls")}
     return out
@@ -383,11 +412,30 @@ def _render_show(data: dict[str, Any]) -> str:
         lines.append(
             f"    {number}. {call['agent']}.{call['playbook']} ({', '.join(cost)}){summary}"
         )
+    lines.extend(_load_call_lines(data.get("load_llm_calls") or []))
     if data.get("error"):
         lines.append(f"error: {data['error']}")
     if data["result"] is not None:
         lines.append(f"result: {json.dumps(data['result'], ensure_ascii=False)}")
     return "\n".join(lines)
+
+
+def _load_call_lines(calls: list[dict[str, Any]]) -> list[str]:
+    if not calls:
+        return []
+    lines = [f"LLM calls loading the program (before the execution started): {len(calls)}"]
+    for number, call in enumerate(calls, 1):
+        if "malformed" in call:
+            lines.append(f"    {number}. malformed entry: {call['malformed'][:120]}")
+            continue
+        first = [line for line in call["response"].strip().splitlines() if line.strip()]
+        summary = f": {first[0][:60]}" if first else ""
+        lines.append(
+            f"    {number}. {call['agent']}.{call['playbook']} "
+            f"({len(call['response'])} chars, prompt sha256 {call['prompt_sha256'][:12]})"
+            f"{summary}"
+        )
+    return lines
 
 
 # ------------------------------------------------------------------ the seed API's view

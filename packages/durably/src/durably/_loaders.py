@@ -23,6 +23,18 @@ instead of importing the file::
 
 The loader returns a :class:`durably.runner.Program`; its ``header`` entries are stored in
 the execution header.
+
+LLM calls a loader makes before the execution exists (a compile step) are not in the
+journal. A loader lists them under the header entry :data:`LOAD_LLM_CALLS`
+(``"load_llm_calls"``), a list of plain JSON objects::
+
+    {"agent": "playbooks-compiler", "playbook": "Greeter",
+     "prompt_sha256": "<hex>", "response": "..."}
+
+``durably show`` prints them, and ``show --json`` gives them as ``"load_llm_calls"``, next
+to the journaled ``llm_calls`` (neither numbered nor counted with them: a resume never
+asks them again). Reading them is inert, as for every stored value: the entry is data
+only, nothing it names is imported or run.
 """
 
 from __future__ import annotations
@@ -34,9 +46,12 @@ from typing import Any
 
 from durably.errors import ConfigError
 
-__all__ = ["LOADER_GROUP", "program_loader_for"]
+__all__ = ["LOADER_GROUP", "LOAD_LLM_CALLS", "program_loader_for"]
 
 LOADER_GROUP = "durably.program_loaders"
+
+#: The header entry listing the LLM calls a loader made (see the module's docstring).
+LOAD_LLM_CALLS = "load_llm_calls"
 
 #: Suffixes a known distribution loads, and what installs it (for the error message).
 KNOWN = {
