@@ -24,9 +24,10 @@ How fencing works (the full argument is in ``docs/providers/s3.md``):
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Self
 
 from aiobotocore.session import AioSession
@@ -179,6 +180,14 @@ class S3Provider(CheckpointsMixin, CheckpointProvider):
 
     async def _load(self, execution_id: str, seq: int) -> tuple[CheckpointInfo, bytes] | None:
         return await self._load_key(execution_id, seq)
+
+    async def _load_many(
+        self, execution_id: str, seqs: Sequence[int]
+    ) -> list[tuple[CheckpointInfo, bytes] | None]:
+        """The page's GETs concurrently, a bounded number in flight; each as :meth:`_load`."""
+        return await self._gather(
+            functools.partial(self._load_key, execution_id, seq) for seq in seqs
+        )
 
     async def _load_latest(self, execution_id: str) -> tuple[CheckpointInfo, bytes] | None:
         return await self._load_top(execution_id)
