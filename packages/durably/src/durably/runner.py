@@ -23,7 +23,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -208,15 +208,23 @@ async def submit_program(
     program: str | os.PathLike[str] | Program,
     *,
     llm: str,
+    llm_options: Mapping[str, Any] | None = None,
     store: str | None = None,
     execution_id: str | None = None,
     inputs: Sequence[str] = (),
     config: DurabilityConfig | None = None,
 ) -> str:
     """Create an execution without running it: a worker (``durably worker``) or
-    ``durably resume`` will run it. Returns its id."""
+    ``durably resume`` will run it. Returns its id.
+
+    ``llm_options`` (the ``[llm]`` table) are for a program loader that asks the LLM
+    while loading (a ``.pb`` is compiled here); the worker's resumes read their own."""
     config = config or load_config()
-    prog = program if isinstance(program, Program) else Program.load(program, llm=llm)
+    prog = (
+        program
+        if isinstance(program, Program)
+        else Program.load(program, llm=llm, llm_options=llm_options)
+    )
     execution_id = execution_id or new_execution_id()
     provider = _store(config, store)
     async with provider:

@@ -178,6 +178,7 @@ async def submit_command(args: argparse.Namespace) -> int:
     execution_id = await submit_program(
         args.program,
         llm=spec,
+        llm_options=llm_options(args),
         execution_id=args.execution_id,
         inputs=args.input or [],
         config=cli_config(args),
