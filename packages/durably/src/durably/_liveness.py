@@ -35,13 +35,15 @@ import re
 import socket
 import time
 import uuid
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Literal
 
-from durably.errors import LeaseHeldError
+from durably.errors import FencedError, LeaseHeldError
 from durably.storage import Capability, CheckpointProvider, Lease, OwnerLock
 
 __all__ = [
+    "HANDOFF",
     "HeldLease",
     "OwnerIdentity",
     "OwnerState",
@@ -51,6 +53,12 @@ __all__ = [
     "judge",
     "this_owner",
 ]
+
+HANDOFF: ContextVar[Lease | None] = ContextVar("durably_handoff", default=None)
+"""A lease another process claimed for this one (a worker's ``claim_next``, handed to
+the child that runs the attempt). :func:`acquire_lease` takes it over atomically
+(``take_over``, conditional on it still being current) instead of claiming anew, so
+that no other worker can claim the execution in between."""
 
 MACHINE_ENV = "DURABLY_MACHINE_ID"
 _OWNER_RE = re.compile(
@@ -359,6 +367,19 @@ async def acquire_lease(provider: CheckpointProvider, execution_id: str, ttl: fl
         lock = await provider.lock_owner(execution_id)
     owner = this_owner(locked=lock is not None).encode()
     try:
+        handoff = HANDOFF.get()
+        if handoff is not None and handoff.execution_id == execution_id:
+            HANDOFF.set(None)  # used once
+            if Capability.TAKEOVER in provider.capabilities:
+                try:
+                    lease = await provider.take_over(handoff, owner, ttl=ttl)
+                    return HeldLease(lease, lock)
+                except (LeaseHeldError, FencedError):
+                    pass  # no longer current: claim as anyone would
+            else:
+                # Without a conditional take-over: give it back right before our claim.
+                with contextlib.suppress(FencedError):
+                    await provider.release(handoff)
         for _ in range(5):
             try:
                 lease = await provider.claim(execution_id, owner, ttl=ttl)

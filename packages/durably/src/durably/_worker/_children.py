@@ -82,8 +82,8 @@ async def run_child(
 
     Args:
         execution_id: The execution to resume.
-        handoff: The lease the worker claimed for it (``CLAIM_NEXT``), released by the
-            child right before its own claim; None when the worker scanned.
+        handoff: The lease the worker claimed for it (``CLAIM_NEXT``), taken over by the
+            child's claim (no window for another worker); None when the worker scanned.
         config: The ``[durability]`` settings the child runs with.
         limits: The ``[worker]`` settings (timeout, CPU and memory limits).
         children: The running children, by execution: the process is in it while it
@@ -277,7 +277,7 @@ def _apply_limits(cpu_limit: float, memory_limit: int) -> None:
 
 
 async def _child_run(job: dict[str, Any], channel: Any) -> Outcome:
-    from durably import open_store
+    from durably._liveness import HANDOFF
     from durably._plugins import get_hooks
     from durably._redact import redact
     from durably.hookspecs import hookimpl
@@ -313,13 +313,13 @@ async def _child_run(job: dict[str, Any], channel: Any) -> Outcome:
 
     get_hooks().register(_Progress(), name="durably-worker-progress")
     handoff = job.get("handoff")
+    if handoff is not None:
+        # The worker claimed it for us (CLAIM_NEXT): our claim takes that lease over
+        # (conditional on it being current), so that no other worker can claim it in
+        # between, as it could if we gave it back and claimed anew.
+        owner, epoch, expires_at = handoff
+        HANDOFF.set(Lease(execution_id, owner, int(epoch), float(expires_at)))
     try:
-        if handoff is not None:
-            # The worker claimed it for us (CLAIM_NEXT): give that claim back right
-            # before ours, so that no other worker picks it in between.
-            owner, epoch, expires_at = handoff
-            async with open_store(config=config) as provider:
-                await provider.release(Lease(execution_id, owner, int(epoch), float(expires_at)))
         result = await resume_execution(execution_id, config=config, echo=None, progress=progress)
     except (LeaseHeldError, FencedError) as exc:
         return Outcome("busy", redact(str(exc)))
