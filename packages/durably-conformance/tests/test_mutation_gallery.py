@@ -60,7 +60,7 @@ MUTANTS: dict[str, Mutant] = {
             "test_c09_a_lease_never_granted_is_fenced",
             "test_c09_takeover_fences_the_previous_owner",
         },
-        {9, 15, 18, 24, 29},  # C24: leases from before a deletion stay fenced
+        {9, 15, 18, 24, 29, 32},  # C24: leases from before a deletion stay fenced; C32 fences
     ),
     "take-over-ignores-the-holder": (
         """
@@ -300,6 +300,34 @@ MUTANTS: dict[str, Mutant] = {
         """,
         {"test_c24_epochs_never_repeat_after_delete_execution"},
         {24},
+    ),
+    "claim-next-ignores-live-leases": (
+        """
+        import time
+
+        from durably.storage import Lease
+        from durably_memory import LeaseRecord
+
+        class Provider(MemoryProvider):
+            async def claim_next(self, owner, *, ttl):
+                async with self.store.lock:
+                    now = time.time()
+                    for execution_id in sorted(self.store.open):
+                        record = self.store.leases.get(execution_id)
+                        # BUG: a live lease is not checked
+                        epoch = self.store.next_epoch()
+                        lease = Lease(execution_id, owner, epoch, now + ttl)
+                        if record is None or record.lease.owner != owner:
+                            self.store.leases[execution_id] = LeaseRecord(lease)
+                            return lease
+                    return None
+        """,
+        {
+            "test_c32_claims_each_open_execution_nobody_holds_once",
+            "test_c32_an_expired_lease_is_claimed",
+            "test_c32_concurrent_claims_never_get_the_same_execution",
+        },
+        {32},
     ),
 }
 

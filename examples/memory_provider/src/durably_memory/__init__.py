@@ -34,6 +34,8 @@ How the contract is met:
 * **The open-executions index** (``OPEN_INDEX``, C31) is a set of execution ids,
   brought up to date in the same locked section as every save and delete: an
   execution is in it exactly when its latest checkpoint is not finished.
+* **Claiming the next execution** (``CLAIM_NEXT``, C32) walks that set under the same
+  lock and claims the first execution without a live lease.
 """
 
 from __future__ import annotations
@@ -133,7 +135,7 @@ class MemoryProvider(CheckpointProvider):
 
     scheme: ClassVar[str] = "memory"
     capabilities: ClassVar[frozenset[Capability]] = frozenset(
-        {Capability.TAKEOVER, Capability.OPEN_INDEX}
+        {Capability.TAKEOVER, Capability.OPEN_INDEX, Capability.CLAIM_NEXT}
     )
 
     def __init__(self, store: MemoryStore | None = None, *, name: str = "") -> None:
@@ -348,6 +350,18 @@ class MemoryProvider(CheckpointProvider):
     async def _take_over(self, lease: Lease, owner: str, ttl: float) -> Lease:
         # TAKEOVER: the claim, also allowed while ``lease`` is the current live one.
         return await self._claim_if(lease.execution_id, owner, ttl, lease)
+
+    async def claim_next(self, owner: str, *, ttl: float) -> Lease | None:
+        """CLAIM_NEXT (C32): claim an open execution nobody holds a live lease on."""
+        async with self.store.lock:
+            now = time.time()
+            for execution_id in sorted(self.store.open):
+                record = self.store.leases.get(execution_id)
+                if record is None or record.released or record.lease.expired(now):
+                    lease = Lease(execution_id, owner, self.store.next_epoch(), now + ttl)
+                    self.store.leases[execution_id] = LeaseRecord(lease)
+                    return lease
+            return None
 
     async def _claim_if(
         self,

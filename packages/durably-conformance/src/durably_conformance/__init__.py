@@ -43,6 +43,7 @@ if TYPE_CHECKING:
     from durably_conformance._suite import ProviderSuite
     from durably_conformance._suite_blobs import BlobSuite
     from durably_conformance._suite_checkpoints import CheckpointSuite
+    from durably_conformance._suite_claim import ClaimNextSuite
     from durably_conformance._suite_executions import ExecutionSuite
     from durably_conformance._suite_instances import InstanceSuite
     from durably_conformance._suite_integrity import IntegritySuite
@@ -60,6 +61,7 @@ __all__ = [
     "Backdoor",
     "BlobSuite",
     "CheckpointSuite",
+    "ClaimNextSuite",
     "Clause",
     "ExecutionSuite",
     "InstanceSuite",
@@ -112,6 +114,7 @@ _HOME = {
     "ProviderSuite": "_suite",
     "BlobSuite": "_suite_blobs",
     "CheckpointSuite": "_suite_checkpoints",
+    "ClaimNextSuite": "_suite_claim",
     "ExecutionSuite": "_suite_executions",
     "InstanceSuite": "_suite_instances",
     "IntegritySuite": "_suite_integrity",

@@ -24,6 +24,7 @@ CAPABILITY_MARKERS: dict[Capability, str] = {
     Capability.TAKEOVER: "durably_takeover",
     Capability.OWNER_LOCK: "durably_owner_lock",
     Capability.OPEN_INDEX: "durably_open_index",
+    Capability.CLAIM_NEXT: "durably_claim_next",
 }
 """The marker that makes a test need a capability."""
 

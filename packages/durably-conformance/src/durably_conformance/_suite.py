@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from durably_conformance._suite_blobs import BlobSuite
 from durably_conformance._suite_checkpoints import CheckpointSuite
+from durably_conformance._suite_claim import ClaimNextSuite
 from durably_conformance._suite_executions import ExecutionSuite
 from durably_conformance._suite_instances import InstanceSuite
 from durably_conformance._suite_integrity import IntegritySuite
@@ -20,6 +21,7 @@ __all__ = ["ProviderSuite"]
 class ProviderSuite(
     ProcessSuite,
     InstanceSuite,
+    ClaimNextSuite,
     OpenIndexSuite,
     LivenessSuite,
     IntegritySuite,

@@ -22,7 +22,7 @@ Markers (select with ``-m``, e.g. ``-m "not durably_shared"``):
     The clause ``[Cn]`` of ``docs/spec/conformance.md`` a test checks (test names
     carry it too: ``-k c07``).
 ``durably_persistent`` / ``durably_shared`` / ``durably_large_objects`` /
-``durably_takeover`` / ``durably_owner_lock`` / ``durably_open_index``
+``durably_takeover`` / ``durably_owner_lock`` / ``durably_open_index`` / ``durably_claim_next``
     The test needs that capability; it is skipped when the provider class does not
     declare it.
 
@@ -55,6 +55,7 @@ MARKERS = (
     "durably_takeover: needs Capability.TAKEOVER; skipped unless the provider declares it",
     "durably_owner_lock: needs Capability.OWNER_LOCK; skipped unless the provider declares it",
     "durably_open_index: needs Capability.OPEN_INDEX; skipped unless the provider declares it",
+    "durably_claim_next: needs Capability.CLAIM_NEXT; skipped unless the provider declares it",
 )
 
 

@@ -46,8 +46,7 @@ class Capability(StrEnum):
     :class:`ClaimsNext`): it claims one unfinished execution that nobody holds a live
     lease on, through an index or a queue, so that an idle ``durably worker`` costs the
     same with 100 or 100,000 finished executions. Without it workers list executions and
-    read each unfinished one's latest checkpoint metadata. Checked by the PostgreSQL
-    provider's own tests (no conformance clause yet)."""
+    read each unfinished one's latest checkpoint metadata. Clause C32."""
     OPEN_INDEX = "open_index"
     """:meth:`CheckpointProvider.list_open_executions` lists the *open* executions --
     those whose latest checkpoint is not finished (see :func:`is_finished`) -- from an
@@ -78,7 +77,7 @@ class ClaimsNext(Protocol):
         concurrent callers -- in one process or several -- never get the same
         execution from one round of claims; they do not wait for each other either. Its
         cost must not grow with the number of finished executions (an index on status
-        and lease expiry, a queue). Checked by the PostgreSQL provider's tests.
+        and lease expiry, a queue). Clause C32 of the conformance suite.
 
         Returns:
             The new lease, or None if no execution is claimable.
