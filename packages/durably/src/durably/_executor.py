@@ -80,6 +80,7 @@ class StreamingPythonExecutor:
         self.task: AgentTask = agent._task
         self.frame = frame
         self.splitter = StatementSplitter()
+        self._fresh = True  # no chunk fed yet
         self.errors: list[StatementError] = []
         self._stopped = False
         self.stop_end: int | None = None
@@ -100,6 +101,12 @@ class StreamingPythonExecutor:
     async def _feed(self, chunk: str) -> list[Statement]:
         if self._stopped:
             return []
+        if self._fresh:
+            self._fresh = False
+            frame = self.frame
+            if frame.executed > 0 and StatementSplitter.can_resume(chunk, frame.offset):
+                # a restored frame: split from the end of its last statement, not the start
+                self.splitter = StatementSplitter(resume=(frame.offset, frame.executed))
         try:
             statements = self.splitter.feed(chunk)
         except StatementSyntaxError as exc:
@@ -171,6 +178,7 @@ class StreamingPythonExecutor:
             )
             frame.error = f"{text}\n  in statement: {statement.source.splitlines()[0]}"
             frame.executed = statement.index + 1
+            frame.offset = statement.end  # the end of statement `executed - 1`, always
             frame.current = None
             return
         finally:

@@ -62,6 +62,11 @@ class SourceText:
             chunk = chunk[1:]
         return chunk.replace("\r\n", "\n").replace("\r", "\n")
 
+    @property
+    def next_line_start(self) -> int:
+        """The offset of the line still arriving (where the next complete line starts)."""
+        return self._partial_start
+
     def add_line(self, line: str) -> None:
         """Record a complete line (or the unterminated last one, at the end)."""
         self.lines.append(line)

@@ -71,6 +71,8 @@ _CONTINUATION_CLAUSES = ("elif", "else", "except", "finally")
 # header of a compound statement. ``match`` is a soft keyword and is found by parsing.
 _COMPOUND_START = re.compile(r"(?:async|class|def|for|if|try|while|with)\b|@")
 _CLOSING_FENCE = re.compile(r"`{3,}")
+# What may follow a statement's end on its last line, before the next statement's line.
+_IGNORABLE_TAIL = re.compile(r"[ \t\f]*(?:;[ \t\f]*)?(?:#[^\n]*)?\n?")
 _COMPOUND_NODES: tuple[type[ast.stmt], ...] = (
     ast.If,
     ast.For,
@@ -125,8 +127,17 @@ class StatementSplitter:
         ['if x:\\n    a()', 'b()']
     """
 
-    def __init__(self) -> None:
-        """Create a splitter for one response."""
+    def __init__(self, *, resume: tuple[int, int] | None = None) -> None:
+        """Create a splitter for one response.
+
+        Args:
+            resume: ``(end, count)`` of a response whose first ``count`` statements were
+                already split (and run), the last of them ending at offset ``end`` of the
+                normalized text: the lines up to the one holding ``end`` are recorded, not
+                parsed again, and the first statement returned is statement ``count``,
+                with the offsets and line numbers a splitter started from the beginning
+                gives it. Only for a text that :meth:`can_resume` accepts.
+        """
         self._source = SourceText()  # the lines, and what parsing and tokenizing say
         self._phase = _Phase.START
         self._pending: int | None = None  # index of the first line of the unfinished unit
@@ -136,11 +147,27 @@ class StatementSplitter:
         self._fenced = False
         self._error: SyntaxError | None = None
         self._finished = False
+        self._skip_to: int | None = None  # lines starting before it are recorded only
+        self._skip_count = 0
+        if resume is not None and resume[0] > 0 and resume[1] > 0:
+            self._skip_to, self._skip_count = resume
 
     @property
     def text(self) -> str:
         """The whole response received so far, with CRLF and lone CR normalized to LF."""
         return self._source.text
+
+    @staticmethod
+    def can_resume(text: str, end: int) -> bool:
+        """Whether a splitter may start at ``end`` (see ``resume``) of the response that
+        begins with ``text``: the line holding ``end`` is complete in ``text`` and holds
+        nothing after ``end`` but blanks, a ``;`` and a comment. ``text`` is normalized
+        as :meth:`feed` normalizes it."""
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+        newline = text.find("\n", end)
+        if end <= 0 or newline < 0:
+            return False
+        return _IGNORABLE_TAIL.fullmatch(text, end, newline + 1) is not None
 
     @property
     def fenced(self) -> bool:
@@ -217,6 +244,20 @@ class StatementSplitter:
 
     def _complete_line(self, line: str, out: list[Statement]) -> None:
         """Record a complete line (or the unterminated last one, at finish) and act on it."""
+        skip = self._skip_to
+        if skip is not None:
+            start = self._source.next_line_start
+            if start < skip:  # a line of the statements already split: record it only
+                self._source.add_line(line)
+                stripped = line.strip()
+                if self._phase is _Phase.START and stripped:
+                    self._phase = _Phase.CODE
+                    self._fenced = stripped.startswith("```")
+                if start + len(line) >= skip:  # the line holding the resume point
+                    self._end_skip(line[skip - start :])
+                self._decision = None
+                return
+            self._end_skip(None)
         self._source.add_line(line)
         if self._phase is _Phase.START:
             stripped = line.strip()
@@ -229,6 +270,18 @@ class StatementSplitter:
         if self._phase is _Phase.CODE:
             self._code_line(line, out)
         self._decision = None
+
+    def _end_skip(self, rest: str | None) -> None:
+        """Leave the recorded prefix: split from the next line on, as statement ``count``.
+
+        Raises:
+            ValueError: ``rest``, the rest of the line holding the resume point, holds
+                code (:meth:`can_resume` said no).
+        """
+        self._skip_to = None
+        if rest is not None and not _IGNORABLE_TAIL.fullmatch(rest):
+            raise ValueError(f"cannot resume splitting before {rest!r}: not a statement's end")
+        self._count = self._skip_count
 
     def _fail(self, error: SyntaxError, out: list[Statement]) -> list[Statement]:
         """Remember ``error``; raise it now unless statements completed before it."""
