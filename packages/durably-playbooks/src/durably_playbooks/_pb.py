@@ -5,7 +5,7 @@ Importing any ``playbooks`` submodule imports ``playbooks/__init__`` and through
 *loaded* for a new run: a resumed execution is rebuilt from the program document recorded
 in its header and never imports ``playbooks``.
 
-Names used (smoke-tested by ``tests/test_pb_api.py`` at each supported version):
+Names used (at the pinned version, by every test that loads a ``.pb``/``.pbasm``):
 ``playbooks.compilation.loader.Loader.read_program_files``,
 ``playbooks.compilation.markdown_to_ast.markdown_to_ast``,
 ``playbooks.compilation.parse_utils.parse_metadata_and_description``,
