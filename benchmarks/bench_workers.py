@@ -493,7 +493,7 @@ def _ms(summary: c.Summary) -> str:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    n = args.executions or (40 if args.quick else 10_000)
+    n = args.executions or (40 if args.quick else 300)
     counts = [int(w) for w in args.workers.split(",") if w.strip()]
     if "postgres" not in args.providers.split(","):
         print("\nPostgreSQL not among --providers: nothing measured (workers on PostgreSQL).")
@@ -637,7 +637,11 @@ async def bench(args: argparse.Namespace) -> None:
 
 def _extra(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--executions", type=int, default=0, help="queued executions (default 10,000; quick 200)"
+        "--executions",
+        type=int,
+        default=0,
+        help="queued executions drained (default 300: a drain of 10,000 takes about an hour "
+        "per worker count on 2 cores; quick 40)",
     )
     parser.add_argument(
         "--depth",
