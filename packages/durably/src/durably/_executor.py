@@ -104,7 +104,11 @@ class StreamingPythonExecutor:
         if self._fresh:
             self._fresh = False
             frame = self.frame
-            if frame.executed > 0 and StatementSplitter.can_resume(chunk, frame.offset):
+            if (
+                frame.executed > 0
+                and frame.error is None  # before 7eff073 an error left `offset` behind
+                and StatementSplitter.can_resume(chunk, frame.offset)
+            ):
                 # a restored frame: split from the end of its last statement, not the start
                 self.splitter = StatementSplitter(resume=(frame.offset, frame.executed))
         try:

@@ -327,6 +327,24 @@ async def _child_run(job: dict[str, Any], channel: Any) -> Outcome:
         return Outcome("damaged", redact(str(exc)))
     except Exception as exc:
         return await _after_exception(config, execution_id, exc)
+    finally:
+        await _release_unused_handoff(config)
     if result.status in ("completed", "already-completed"):
         return Outcome("completed")
     return Outcome("failed", redact(result.error or "failed"))
+
+
+async def _release_unused_handoff(config: DurabilityConfig) -> None:
+    """Give the worker's lease back if the attempt ended before its claim used it (a
+    damaged or deleted execution, a failure while loading, durability off): else nobody
+    -- not another worker, not ``durably resume`` -- could claim it until it expired."""
+    from durably import open_store
+    from durably._liveness import HANDOFF
+
+    unused = HANDOFF.get()
+    if unused is None:
+        return
+    HANDOFF.set(None)
+    with contextlib.suppress(Exception):  # best effort: the lease expires anyway
+        async with open_store(config=config) as provider:
+            await provider.release(unused)
