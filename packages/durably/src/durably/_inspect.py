@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from durably._executor import statement_spans
-from durably._journal import DeltaDoc, SnapshotDoc, stack_label
+from durably._journal import DeltaDoc, RestoredAgent, SnapshotDoc, stack_label
 from durably.checkpoint import CheckpointManager, LoadedExecution
 from durably.storage import META_STATUS, CheckpointProvider
 
@@ -69,8 +69,10 @@ async def describe_execution(
     transcript: dict[tuple[str, int], dict[str, Any]] = {}
     calls: dict[tuple[str, int], dict[str, Any]] = {}
     agents: dict[str, Any] = {}
+    open_calls: list[dict[str, Any]] = []
     for agent_id, (seq, raw, state, local_vars) in sorted(loaded.snapshots.items()):
         doc = SnapshotDoc.from_doc(raw)
+        restored = RestoredAgent(doc, seq)
         for item in doc.transcript:
             transcript[(item["id"], item["index"])] = dict(item)
         for record in doc.llm_log:
@@ -95,11 +97,13 @@ async def describe_execution(
         }
         for delta_seq, raw_delta in loaded.deltas_of(agent_id, seq):
             delta = DeltaDoc.from_doc(raw_delta, delta_seq)
+            restored.add_delta(delta, delta_seq)
             for entry in delta.entries:
                 for item in entry.transcript:
                     transcript[(item["id"], item["index"])] = dict(item)
             for record in delta.log:
                 calls[(record["id"], record["index"])] = dict(record)
+        open_calls += _calls_in_progress(doc.agent_class, agent_id, restored, calls)
 
     def order(item: dict[str, Any]) -> tuple[int, int, int]:
         return (item.get("after", 0), int(item["id"]), item["index"])
@@ -137,6 +141,7 @@ async def describe_execution(
             {
                 "agent": i["agent"],
                 "id": i["id"],
+                "index": i["index"],
                 "playbook": i["playbook"],
                 "prompt": i["prompt"],
                 "response": i["response"],
@@ -144,6 +149,7 @@ async def describe_execution(
             }
             for i in ordered
         ],
+        "llm_calls_in_progress": open_calls,
         "usage": usage_totals(i.get("usage") for i in ordered),
         "load_llm_calls": load_llm_calls(loaded.header),
         "result": jsonable(loaded.result) if loaded.status != "failed" else None,
@@ -151,6 +157,32 @@ async def describe_execution(
         "tool_errors": jsonable(errors),
         "inputs": jsonable(inputs),
     }
+
+
+def _calls_in_progress(
+    agent_class: str,
+    agent_id: str,
+    restored: RestoredAgent,
+    ended: dict[tuple[str, int], dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The agent's LLM calls that had not ended at the checkpoint: a response still
+    streaming (``complete`` false: resume asks for the rest), or one received in full whose
+    code was still running (``complete`` true: resume runs the rest of its code and asks
+    nothing). Their call records (``llm_calls``) are written only when they end."""
+    return [
+        {
+            "agent": agent_class,
+            "id": agent_id,
+            "index": index,
+            "playbook": entry.playbook,
+            "prompt": entry.prompt,
+            "response": entry.text,
+            "complete": entry.done,
+            "usage": jsonable(entry.usage),
+        }
+        for index, entry in sorted(restored.llm.items())
+        if (agent_id, index) not in ended
+    ]
 
 
 def load_llm_calls(header: dict[str, Any]) -> list[dict[str, Any]]:
@@ -192,7 +224,7 @@ def without_measurements(view: dict[str, Any]) -> dict[str, Any]:
     of calls stays.
     """
     out = dict(view)
-    for key in ("llm_calls", "load_llm_calls"):
+    for key in ("llm_calls", "llm_calls_in_progress", "load_llm_calls"):
         if key in view:
             out[key] = [{k: v for k, v in call.items() if k != "usage"} for call in view[key]]
     if isinstance(view.get("usage"), dict):
@@ -411,6 +443,12 @@ def _render_show(data: dict[str, Any]) -> str:
             cost.append(f"{usage['latency_ms']:.0f} ms")
         lines.append(
             f"    {number}. {call['agent']}.{call['playbook']} ({', '.join(cost)}){summary}"
+        )
+    for call in data.get("llm_calls_in_progress") or []:
+        how = "response complete, its code running" if call["complete"] else "streaming"
+        lines.append(
+            f"    in progress: {call['agent']}.{call['playbook']} "
+            f"({len(call['response'])} chars received, {how})"
         )
     lines.extend(_load_call_lines(data.get("load_llm_calls") or []))
     if data.get("error"):
