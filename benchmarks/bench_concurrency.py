@@ -34,9 +34,12 @@ from dataclasses import replace
 from typing import Any
 
 import _common as c
+import _goals
 
 AWAITS = 10
 LEVELS = (1, 10, 100)
+GROUP_GOALS = {"filesystem": 8.0, "PostgreSQL": 5.0}
+"""Issue 19, goal 3: throughput at the highest level ÷ one execution, per store."""
 
 
 class _Counter(logging.Handler):
@@ -157,6 +160,16 @@ async def bench(args: argparse.Namespace) -> None:
                             c.ms(c.Summary.of(latency[level]), digits=1),
                             "; ".join(notes),
                         ]
+                    )
+                top = levels[-1]
+                if enabled and top not in errors and speedup[top] and name in GROUP_GOALS:
+                    gain = c.Summary.of(speedup[top]).median
+                    _goals.record(
+                        3,
+                        f"{name}, {top} vs {levels[0]} concurrent executions",
+                        f"{gain:.2f}×",
+                        f"≥ {GROUP_GOALS[name]:g}×",
+                        gain >= GROUP_GOALS[name],
                     )
                 if enabled:
                     kinds.append(f"{name}: {per_execution} checkpoints per execution")

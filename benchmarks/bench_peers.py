@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from typing import Annotated, Any, TypedDict
 
 import _common as c
+import _goals
 
 fill = c.fill
 
@@ -52,6 +53,12 @@ VARIANTS = (
     Variant("medium (100 KB)", 100),
     Variant("append (+1 KB/step)", 0, append=True),
 )
+PEER_GOALS = {
+    "LangGraph SqliteSaver": 4.0,
+    "LangGraph PostgresSaver": 4.0,
+    "DBOS (PostgreSQL)": 5.0,
+}
+"""Issue 19, goal 4: peer ÷ durably overhead per step, at least this much."""
 
 
 def durably_body(shape: str, n: int, v: Variant) -> str:
@@ -483,7 +490,16 @@ def ratio_rows(
                 p / d if d > 0 else float("nan")
                 for p, d in zip(per[peer]["over"], per[ours]["over"], strict=True)
             ]
-            rows.append([v.name, peer, ours, c.ratio(c.Summary.of(values))])
+            summary = c.Summary.of(values)
+            rows.append([v.name, peer, ours, c.ratio(summary)])
+            target = PEER_GOALS[peer]
+            _goals.record(
+                4,
+                f"{peer} ÷ {ours}, state {v.name}",
+                f"{summary.median:.2f}×",
+                f"≥ {target:g}×",
+                summary.median >= target,
+            )
     return rows
 
 

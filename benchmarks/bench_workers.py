@@ -61,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
+import _goals
 
 PROGRAM = '''\
 """A queued job: step, call a tool with a side effect, return."""
@@ -103,6 +104,10 @@ RESPONSE = (
 SUBMIT_AT_ONCE = 16
 """Submissions in flight at once while filling the queue."""
 PROBE_EVERY = 0.5
+FLAT = 1.5
+"""Issue 19, goal 6: "flat" claim latency -- the last 10 % of the claims of a full queue
+take at most this many times the first 10 % (a scan growing with the queue would make the
+first claims, with the whole queue open, the slow ones; a degrading index the last)."""
 COUNT_EVERY = 0.25
 SAMPLE = 30
 """Executions whose transcript, LLM calls and result are compared with the first one's."""
@@ -529,6 +534,14 @@ async def bench(args: argparse.Namespace) -> None:
             title=f"claim_next alone, from {swept.depth:,} queued executions down to none "
             "(one claim at a time, never released; median [p10–p90])",
         )
+        flat = last.median / first.median
+        _goals.record(
+            6,
+            f"claim latency, last 10 % ÷ first 10 % of {swept.depth:,} queued",
+            f"{flat:.2f}×",
+            f"≤ {FLAT:g}×",
+            flat <= FLAT,
+        )
         c.table(
             ["queue", "claim plan (EXPLAIN ANALYZE BUFFERS, rolled back)"],
             [[k, v] for k, v in swept.plans.items()],
@@ -573,6 +586,16 @@ async def bench(args: argparse.Namespace) -> None:
         f"(--concurrency {args.concurrency} per worker; claim latency: probes every "
         f"{PROBE_EVERY:g} s, median [p10–p90])",
     )
+    for r in runs:
+        _goals.record(
+            6,
+            f"{r.workers} worker(s) drain {r.executions:,} executions",
+            "exactly once, none lost"
+            if not r.audit["problems"]
+            else "; ".join(r.audit["problems"]),
+            "exactly once, none lost",
+            not r.audit["problems"],
+        )
     base = next((r for r in runs if r.workers == 1), None)
     if base is not None:
         c.table(
