@@ -55,7 +55,7 @@ from durably_filesystem._fsutil import (
     write_all,
     write_atomic,
 )
-from durably_filesystem._syncpool import run_durable
+from durably_filesystem._syncpool import outlast_cancel, run_durable
 
 if TYPE_CHECKING:
     from durably_filesystem._leases import LeaseCache
@@ -96,16 +96,7 @@ async def blocking(fn: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
     The thread cannot be stopped, and it works on state guarded by the caller's locks:
     returning early would release them while it still runs.
     """
-    task = asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs))
-    try:
-        return await asyncio.shield(task)
-    except asyncio.CancelledError:
-        while not task.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({task})
-        if not task.cancelled():
-            task.exception()  # retrieved: the caller was cancelled, it cannot see it
-        raise
+    return await outlast_cancel(asyncio.ensure_future(asyncio.to_thread(fn, *args, **kwargs)))
 
 
 async def wait_for_flock(fd: int) -> None:

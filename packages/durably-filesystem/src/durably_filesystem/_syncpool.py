@@ -148,6 +148,24 @@ class _Store(Protocol):
     pending: set[asyncio.Future[Any]]
 
 
+async def outlast_cancel(future: asyncio.Future[R]) -> R:
+    """Await ``future``, the result of work in a thread; if the caller is cancelled, wait
+    until the work ended anyway, then re-raise the cancellation.
+
+    The thread cannot be stopped and works under the caller's locks: returning early would
+    release them while it still runs.
+    """
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        while not future.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait({future})
+        if not future.cancelled():
+            future.exception()  # retrieved: the caller was cancelled, it cannot see it
+        raise
+
+
 async def run_durable(
     store: _Store,
     fn: Callable[P, R],
@@ -185,13 +203,4 @@ async def run_durable(
     _jobs.put((completions, future, fn, args, kwargs))
     store.pending.add(future)
     future.add_done_callback(store.pending.discard)
-    try:
-        return await asyncio.shield(future)
-    except asyncio.CancelledError:
-        # the thread cannot be stopped and works under the caller's locks: wait for it
-        while not future.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.wait({future})
-        if not future.cancelled():
-            future.exception()  # retrieved: the caller was cancelled, it cannot see it
-        raise
+    return await outlast_cancel(future)
