@@ -60,9 +60,17 @@ async def _audit(store: str, config_file: Path | None) -> dict[str, Any]:
 def run_workers_with_kills(
     store: str, where: list[str], config: Path | None, ids: list[str], *, seconds: float = 90
 ) -> int:
+    """Run three workers; now and then SIGKILL one that is working, start another.
+
+    A kill waits until the workers made progress since the last one (a checkpoint
+    written under a lease), and hits the longest-running worker: on a loaded machine a
+    freshly started worker may not have claimed anything yet, and a kill on a fixed clock
+    would only ever hit workers still starting up.
+    """
     rng = random.Random(20261126)
     workers = [_worker(where) for _ in range(3)]
     kills = 0
+    progress_at_kill = 0
     deadline = time.monotonic() + seconds
     try:
         while time.monotonic() < deadline:
@@ -70,12 +78,15 @@ def run_workers_with_kills(
             report = asyncio.run(_audit(store, config))
             if all(report.get(i, {}).get("status") == "completed" for i in ids):
                 break
-            if kills < 12:
-                victim = rng.randrange(len(workers))
+            progress = sum(len(entry["epochs"]) for entry in report.values())
+            if kills < 12 and progress > progress_at_kill:
+                victim = 0  # the list is kept oldest first
                 workers[victim].send_signal(signal.SIGKILL)
                 workers[victim].wait()
                 kills += 1
-                workers[victim] = _worker(where)
+                progress_at_kill = progress
+                workers.pop(victim)
+                workers.append(_worker(where))
         else:
             pytest.fail("executions did not all complete in time")
     finally:
