@@ -29,6 +29,8 @@ from psycopg_pool import AsyncConnectionPool
 from durably._providerkit import Connector
 from durably.errors import DurablyError
 from durably.storage import call_with_retries
+from durably_postgres import _engine
+from durably_postgres._engine import Engine, EngineKey, Write
 from durably_postgres._errors import (
     connect_error,
     connect_error_is_permanent,
@@ -39,6 +41,7 @@ from durably_postgres._errors import (
 )
 from durably_postgres._migrations import MigrationReport, ensure_schema, quote_ident
 from durably_postgres._options import PostgresOptions, Target
+from durably_postgres._ownerlocks import OwnerLockSession
 from durably_postgres._sql import Statements, render
 
 __all__ = ["STATEMENT_RETRIES", "AsyncConn", "PostgresClient", "Row"]
@@ -100,12 +103,18 @@ class PostgresClient:
         self.schema = options.schema
         self.sql: Statements = render(quote_ident(options.schema), options.lease_clock)
         self._connector = Connector(
-            self._open_pool, closed=lambda: f"the PostgreSQL store {describe()} is closed"
+            self._open_engine, closed=lambda: f"the PostgreSQL store {describe()} is closed"
         )
 
     @property
     def pool(self) -> AsyncConnectionPool[AsyncConn] | None:
-        """The pool, once the first operation made it."""
+        """The (shared) pool, once the first operation made it."""
+        engine = self._connector.client
+        return engine.pool if engine is not None else None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine this client shares with the process's other providers, once used."""
         return self._connector.client
 
     async def connect(self) -> AsyncConn:
@@ -141,8 +150,21 @@ class PostgresClient:
         finally:
             await conn.close()
 
-    async def _open_pool(self) -> AsyncConnectionPool[AsyncConn]:
+    def _engine_key(self) -> EngineKey:
+        opts = self.options
+        return EngineKey(
+            self.target.conninfo(),
+            opts.pool_min_size,
+            opts.pool_max_size,
+            opts.pool_timeout,
+            opts.prepared_statements,
+        )
+
+    async def _prepare(self, engine: Engine, need_pool: bool) -> None:
+        """Check (migrate) this client's schema; open the engine's pool if it has none."""
         await self.migrate(migrate=self.options.migrate)
+        if not need_pool:
+            return
         kwargs: dict[str, Any] = {"autocommit": True}
         if not self.options.prepared_statements:
             kwargs["prepare_threshold"] = None
@@ -157,17 +179,40 @@ class PostgresClient:
             open=False,
         )
         await pool.open(wait=False)
-        return pool
+        engine.pool = pool
+
+    async def _open_engine(self) -> Engine:
+        return await _engine.acquire(self._engine_key(), self.schema, self._prepare)
 
     async def ready(self) -> AsyncConnectionPool[AsyncConn]:
         """The pool (connecting and migrating on first use)."""
-        return await self._connector.get()
+        engine = await self._connector.get()
+        assert engine.pool is not None
+        return engine.pool
 
     async def close(self) -> None:
-        """Close the pool (idempotent); later operations raise StoreError."""
-        pool = self._connector.close()
-        if pool is not None:
-            await pool.close()
+        """Let go of the shared engine (idempotent); later operations raise StoreError.
+
+        The last provider of the process to let go of it closes its pool.
+        """
+        engine = self._connector.close()
+        if engine is not None:
+            await _engine.release(engine)
+
+    async def owner_locks(self) -> OwnerLockSession:
+        """The session holding this process's owner locks on this server (made on first use)."""
+        engine = await self._connector.get()
+        return engine.lock_session(self.connect)
+
+    async def run_write(self, what: str, sql: str, params: dict[str, Any]) -> list[Row]:
+        """Run a non-idempotent write through the group committer (see
+        :mod:`durably_postgres._engine`): alone at once when nothing else is in flight,
+        else in the next transaction with the writes that queued meanwhile. Returns once
+        its transaction committed."""
+        engine = await self._connector.get()
+        if self.options.lease_clock == "client":
+            params["now"] = time.time()
+        return await engine.committer.submit(Write(self, what, sql, params))
 
     def translate(self, exc: psycopg.Error, what: str) -> DurablyError:
         """The durably error of a psycopg error (no password in it)."""
