@@ -1,0 +1,224 @@
+"""Group commit under a crash on PostgreSQL: SIGKILL a process while 100 executions write
+checkpoints concurrently, then resume them all.
+
+The PostgreSQL provider writes the checkpoints that queue while one is in flight in one
+transaction (``durably_postgres._engine``), each still fenced, on a pool shared by the
+process's executions. A save must return only once its transaction committed. The child
+process (this file, run as a script) starts ``N`` executions of the counter program with
+``asyncio.gather`` and reports every checkpoint on stdout *after* the provider's save
+returned -- the moment the runtime may run the code after the ``await``. To widen the
+window in which an acknowledgement before the COMMIT would be caught, every batch
+sleeps ``SLOW_COMMIT`` on the server inside its transaction, before the COMMIT. The test
+kills the child once about a third of the checkpoints were reported, then checks, before
+anything else touches the store:
+
+- every reported checkpoint is in the store, with the version the save returned;
+- the kill came while batches of several saves were being written (so the test does
+  exercise group commit, not saves one at a time).
+
+Then a second process resumes every execution that has a checkpoint (concurrently
+again, one of them through the ``durably resume`` command), and each one's transcript,
+agents' states, LLM calls and result equal those of an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from conftest import PROGRAM_CASES, durably, show
+
+EXECUTIONS = 100
+COMPARED = ("transcript", "agents", "llm_calls", "result")
+CASE = PROGRAM_CASES["counter"]
+KILL_AT = 1 / 3
+"""Kill the child once this share of all the checkpoints it will write was reported."""
+SLOW_COMMIT = 0.02
+"""Seconds every group-commit transaction sleeps on the server before its COMMIT."""
+
+
+def _ids(n: int) -> list[str]:
+    return [f"pgc-{i:03d}" for i in range(n)]
+
+
+def _child_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+# ------------------------------------------------------------------ the child process
+
+
+async def _run_all(config_file: str, n: int) -> None:
+    """Run ``n`` executions at once; report each acknowledged checkpoint on stdout."""
+    from durably.config import load_config
+    from durably.runner import run_program
+    from durably_postgres import PostgresProvider, _engine
+
+    pipelined = _engine._pipelined
+
+    async def slow_pipelined(conn: _engine.AsyncConn, writes: list[_engine.Write]) -> list:  # type: ignore[type-arg]
+        sleep = _engine.Write(
+            writes[0].client, "sleeping", "SELECT pg_sleep(%(s)s)", {"s": SLOW_COMMIT}
+        )
+        return (await pipelined(conn, [*writes, sleep]))[:-1]
+
+    _engine._pipelined = slow_pipelined  # type: ignore[assignment]
+    save = PostgresProvider._save
+
+    async def reporting_save(self, execution_id, seq, stored, metadata, mode, lease):  # type: ignore[no-untyped-def]
+        info = await save(self, execution_id, seq, stored, metadata, mode, lease)
+        # after the save returned: acknowledged. One write(2) per line, below PIPE_BUF.
+        # The last field: the largest batch the process's committer has written so far.
+        largest = self._db.engine.committer.largest_batch
+        os.write(1, f"saved {execution_id} {seq} {info.version} {largest}\n".encode())
+        return info
+
+    PostgresProvider._save = reporting_save  # type: ignore[method-assign]
+    config = load_config(config_file=config_file, use_env=False)
+    os.write(1, b"ready\n")
+    await asyncio.gather(
+        *(
+            run_program(
+                str(CASE.program),
+                llm=f"scripted:{CASE.script}?chunk_seed=5",
+                config=config,
+                execution_id=execution_id,
+                inputs=list(CASE.inputs),
+                echo=None,
+            )
+            for execution_id in _ids(n)
+        )
+    )
+    os.write(1, b"all done\n")
+
+
+async def _resume_all(config_file: str, ids: list[str]) -> None:
+    """Resume every execution at once (their owner was SIGKILLed: taken over at once)."""
+    from durably.config import load_config
+    from durably.runner import resume_execution
+
+    config = load_config(config_file=config_file, use_env=False)
+    results = await asyncio.gather(
+        *(resume_execution(execution_id, config=config, echo=None) for execution_id in ids)
+    )
+    for result in results:
+        print(f"resumed {result.execution_id} {result.status}", flush=True)
+
+
+# ------------------------------------------------------------------------- the test
+
+
+def _run_and_kill(config: Path, target: int, cwd: Path) -> list[str]:
+    """Start the child, SIGKILL it after ``target`` reported saves; its complete lines."""
+    child = subprocess.Popen(
+        [sys.executable, __file__, "run", str(config), str(EXECUTIONS)],
+        stdout=subprocess.PIPE,
+        env=_child_env(),
+        cwd=cwd,
+    )
+    assert child.stdout is not None
+    try:
+        assert child.stdout.readline() == b"ready\n"
+        seen: list[bytes] = []
+        while len(seen) < target:
+            line = child.stdout.readline()
+            assert line, "the child exited before the kill"
+            assert line != b"all done\n", "the child finished before the kill"
+            seen.append(line)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        rest = child.stdout.read()
+        child.stdout.close()
+        child.wait()
+    assert child.returncode == -signal.SIGKILL
+    # a line the kill cut off has no newline: it was not acknowledged
+    return (b"".join(seen) + rest).decode().split("\n")[:-1]
+
+
+def test_sigkill_while_100_executions_group_commit_on_postgres(
+    postgres_config: tuple[Path, str], tmp_path: Path
+) -> None:
+    config, url = postgres_config
+    start = time.monotonic()
+    args = CASE.run_args(url, "reference")
+    args[args.index("--store") : args.index("--store") + 2] = ["--config", str(config)]
+    done = durably(*args)
+    assert done.code == 0, done.err
+    data = show(url, "reference", config=config)
+    assert data["status"] == "completed"
+    reference = {key: data[key] for key in COMPARED}
+    per_execution = int(data["checkpoints"])
+    assert per_execution > 10
+
+    target = int(EXECUTIONS * per_execution * KILL_AT)
+    acked: dict[tuple[str, int], str] = {}
+    largest = 0
+    for line in _run_and_kill(config, target, tmp_path):
+        word, execution_id, seq, version, batch = line.split()
+        assert word == "saved", line
+        acked[(execution_id, int(seq))] = version
+        largest = max(largest, int(batch))
+    assert len(acked) >= target
+    started = {execution_id for execution_id, _seq in acked}
+    finished = {eid for eid in started if (eid, per_execution - 1) in acked}
+    assert len(started) > 10, "too few executions were writing when the kill came"
+    assert len(finished) < len(started), "every started execution had finished"
+    assert largest >= 10, "the saves were never written in batches"
+
+    # every acknowledged checkpoint survived, as acknowledged
+    async def check() -> dict[str, int]:
+        from durably import open_store
+        from durably.config import load_config
+
+        latest: dict[str, int] = {}
+        async with open_store(config=load_config(config_file=config, use_env=False)) as store:
+            for (execution_id, seq), version in sorted(acked.items()):
+                stored = await store.load_checkpoint(execution_id, seq)
+                assert str(stored.info.version) == version, (execution_id, seq)
+            for execution_id in _ids(EXECUTIONS):
+                found = await store.load_latest_checkpoint(execution_id)
+                if found is not None:
+                    latest[execution_id] = found.seq
+        return latest
+
+    latest = asyncio.run(check())
+    assert started <= set(latest), "an execution with acknowledged checkpoints is gone"
+
+    # resume them all: one with the command, the others at once in one process
+    first, *others = sorted(latest)
+    resumed = durably("resume", first, "--wait", "--config", str(config))
+    assert resumed.code == 0, resumed.err
+    again = subprocess.run(
+        [sys.executable, __file__, "resume", str(config), *others],
+        capture_output=True,
+        text=True,
+        env=_child_env(),
+        cwd=tmp_path,
+        timeout=180,
+        check=False,
+    )
+    assert again.returncode == 0, again.stderr[-3000:]
+    statuses = dict(line.split()[1:] for line in again.stdout.splitlines())
+    assert set(statuses) == set(others)
+    assert set(statuses.values()) <= {"completed", "already-completed"}, statuses
+    for execution_id in sorted(latest):
+        data = show(url, execution_id, config=config)
+        assert data["status"] == "completed", execution_id
+        for key in COMPARED:
+            assert data[key] == reference[key], (execution_id, key)
+    assert time.monotonic() - start < 180
+
+
+if __name__ == "__main__":
+    _mode, _config, *_rest = sys.argv[1:]
+    if _mode == "run":
+        asyncio.run(_run_all(_config, int(_rest[0])))
+    else:
+        asyncio.run(_resume_all(_config, _rest))
