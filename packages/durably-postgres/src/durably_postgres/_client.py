@@ -5,7 +5,10 @@
 exponential backoff), migrates the schema if the options allow it
 (:func:`~durably_postgres._migrations.ensure_schema`) and opens a
 ``psycopg_pool.AsyncConnectionPool`` of autocommit connections, whose ``check`` drops
-idle connections the server already closed. :meth:`PostgresClient.run` runs one
+idle connections the server already closed -- or takes a reference on the one the
+process's other providers on the same server already share
+(:mod:`durably_postgres._engine`). :meth:`PostgresClient.run_write` hands a write to the
+shared group committer. :meth:`PostgresClient.run` runs one
 statement (one round trip, one transaction): retried when the server rolled it back
 (deadlock, serialization failure) and, if ``idempotent``, after a lost connection;
 psycopg errors become durably errors (:mod:`durably_postgres._errors`).
