@@ -196,3 +196,39 @@ async def test_100_concurrent_executions_stay_within_the_pool_bound(
             break
         await asyncio.sleep(0.01)
     assert await _connections(admin, app) == 0  # the last close closed the pool and session
+
+
+@pytest.mark.asyncio
+async def test_owner_locks_share_one_session_and_survive_its_loss(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """The owner locks of a process's executions live on one session; if it is cut, the
+    server drops them (their owners look dead, as with a connection each) and the next
+    lock opens a new session."""
+    app = f"durably-locks-{secrets.token_hex(3)}"
+    one, two = make_store(application_name=app), make_store(application_name=app)
+    first = await one.lock_owner("a")
+    second = await two.lock_owner("b")
+    assert first is not None
+    assert second is not None
+    session = _engine(one).owner_locks
+    assert session is not None
+    assert session is _engine(two).owner_locks
+    conn = session.connection
+    assert conn is not None
+    assert await two.lock_owner("a") is None  # a second holder in this process
+    cur = await admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    assert await cur.fetchone() == (True,)
+    for _ in range(200):
+        if await one.owner_lock_free("a") and await one.owner_lock_free("b"):
+            break
+        await asyncio.sleep(0.01)
+    assert await one.owner_lock_free("a")
+    again = await two.lock_owner("c")
+    assert again is not None
+    assert session.connection is not conn
+    assert not await one.owner_lock_free("c")
+    await first.release()  # on the lost session: harmless
+    await second.release()
+    await again.release()
+    assert await one.owner_lock_free("c")
