@@ -232,3 +232,40 @@ async def test_owner_locks_share_one_session_and_survive_its_loss(
     await second.release()
     await again.release()
     assert await one.owner_lock_free("c")
+
+
+@pytest.mark.asyncio
+async def test_lone_saves_reuse_the_committers_connection(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """Saves one after the other take no pool checkout each (the committer keeps its
+    connection); one the server closed meanwhile is replaced before the next save,
+    which succeeds instead of failing on a dead connection."""
+    app = f"durably-pin-{secrets.token_hex(3)}"
+    store = make_store(application_name=app)
+    lease = await store.claim("p", "me", ttl=60)
+    await store.save_checkpoint("p", 0, b"first", lease=lease)
+    pool = store._db.pool
+    assert pool is not None
+    requests = pool.get_stats().get("requests_num", 0)
+    for seq in range(1, 11):
+        await store.save_checkpoint("p", seq, b"again", lease=lease)
+    assert pool.get_stats().get("requests_num", 0) == requests  # no checkout per save
+    pinned = _engine(store)._pinned
+    assert pinned is not None
+    cur = await admin.execute("SELECT pg_terminate_backend(%s)", (pinned.info.backend_pid,))
+    assert await cur.fetchone() == (True,)
+    await asyncio.sleep(0.2)  # the server's FATAL message reaches the socket
+    await store.save_checkpoint("p", 11, b"after", lease=lease)
+    assert _engine(store)._pinned is not pinned
+    assert (await store.load_checkpoint("p", 11)).data == b"after"
+
+
+@pytest.mark.asyncio
+async def test_a_pool_of_one_pins_nothing(make_store: MakeStore) -> None:
+    store = make_store(pool_min_size=1, pool_max_size=1)
+    lease = await store.claim("one", "me", ttl=60)
+    for seq in range(3):
+        await store.save_checkpoint("one", seq, b"x", lease=lease)
+        assert await store.load_checkpoint("one", seq) is not None  # the pool is free
+    assert _engine(store)._pinned is None

@@ -19,13 +19,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import select
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psycopg
-from psycopg import pq
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
@@ -33,7 +32,7 @@ from durably._providerkit import Connector
 from durably.errors import DurablyError
 from durably.storage import call_with_retries
 from durably_postgres import _engine
-from durably_postgres._engine import Engine, EngineKey, Write
+from durably_postgres._engine import Engine, EngineKey, Write, discard_if_dead
 from durably_postgres._errors import (
     connect_error,
     connect_error_is_permanent,
@@ -57,36 +56,6 @@ for idempotent operations, of one whose connection broke."""
 
 Row = TupleRow
 AsyncConn = psycopg.AsyncConnection[TupleRow]
-
-
-def _readable(fd: int) -> bool:
-    """Whether ``fd`` has input (or EOF) pending, without blocking."""
-    if hasattr(select, "poll"):  # not limited to fds < 1024 like select()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
-
-
-async def _discard_if_dead(conn: AsyncConn) -> None:
-    """Pool ``check``: reject an idle connection the server has already given up on.
-
-    An idle connection has nothing to read unless the server sent something -- e.g.
-    the FATAL message and EOF of a terminated backend or a restarted server. Looking
-    costs no round trip (a zero-timeout ``select`` on the socket), and keeps a stale
-    connection from failing a non-retryable write.
-    """
-    try:
-        for _ in range(3):  # a FATAL message, then EOF: the second read fails
-            if not _readable(conn.fileno()):
-                break
-            conn.pgconn.consume_input()
-            if conn.pgconn.status != pq.ConnStatus.OK:
-                raise psycopg.OperationalError("the server closed the connection")
-    except (psycopg.Error, OSError, ValueError):
-        await conn.close()
-        raise psycopg.OperationalError("stale pooled connection discarded") from None
 
 
 class PostgresClient:
@@ -174,7 +143,7 @@ class PostgresClient:
         pool = AsyncConnectionPool(
             self.target.conninfo(),
             kwargs=kwargs,
-            check=_discard_if_dead,
+            check=discard_if_dead,
             min_size=self.options.pool_min_size,
             max_size=self.options.pool_max_size,
             timeout=self.options.pool_timeout,
@@ -229,19 +198,23 @@ class PostgresClient:
         *,
         idempotent: bool,
         sql: str | None = None,
+        connection: Callable[[], AbstractAsyncContextManager[AsyncConn]] | None = None,
     ) -> list[Row]:
         """Run one statement (one round trip) and return its rows.
 
         Statements the server rolled back (deadlock, serialization failure) are retried;
         so are ``idempotent`` ones whose connection broke. Errors become durably errors.
+        ``connection`` lends the connection to run on (default: a pooled one).
         """
         pool = await self.ready()
         query = sql if sql is not None else self.sql[name]
         if self.options.lease_clock == "client":
             params["now"] = time.time()
 
+        lend = connection or pool.connection
+
         async def attempt() -> list[Row]:
-            async with pool.connection() as conn:
+            async with lend() as conn:
                 cur = await conn.execute(query, params, binary=True)
                 return await cur.fetchall()
 

@@ -25,12 +25,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import weakref
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
+from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 
 from durably._groupcommit import GroupCommitter
@@ -40,12 +43,50 @@ from durably_postgres._ownerlocks import OwnerLockSession
 if TYPE_CHECKING:
     from durably_postgres._client import AsyncConn, PostgresClient, Row
 
-__all__ = ["MAX_BATCH", "Engine", "EngineKey", "Write", "acquire", "release"]
+__all__ = [
+    "MAX_BATCH",
+    "Engine",
+    "EngineKey",
+    "Write",
+    "acquire",
+    "discard_if_dead",
+    "release",
+]
 
 log = logging.getLogger("durably.postgres")
 
 MAX_BATCH = 128
 """Checkpoint writes per group-commit transaction at most."""
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has input (or EOF) pending, without blocking."""
+    if hasattr(select, "poll"):  # not limited to fds < 1024 like select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+async def discard_if_dead(conn: AsyncConn) -> None:
+    """Pool ``check``: reject an idle connection the server has already given up on.
+
+    An idle connection has nothing to read unless the server sent something -- e.g.
+    the FATAL message and EOF of a terminated backend or a restarted server. Looking
+    costs no round trip (a zero-timeout ``select`` on the socket), and keeps a stale
+    connection from failing a non-retryable write.
+    """
+    try:
+        for _ in range(3):  # a FATAL message, then EOF: the second read fails
+            if not _readable(conn.fileno()):
+                break
+            conn.pgconn.consume_input()
+            if conn.pgconn.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError("the server closed the connection")
+    except (psycopg.Error, OSError, ValueError):
+        await conn.close()
+        raise psycopg.OperationalError("stale pooled connection discarded") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,11 +129,44 @@ class Engine:
             self._run_one, self.run_batch, max_batch=MAX_BATCH
         )
         self.owner_locks: OwnerLockSession | None = None
+        self._pinned: AsyncConn | None = None
 
-    @staticmethod
-    async def _run_one(write: Write) -> list[Row]:
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[AsyncConn]:
+        """The committer's connection: kept out of the pool between flushes.
+
+        Saves follow each other without a pool checkout and return (one flush at a time:
+        the committer never runs two). Before each use it is checked like a pooled one
+        (:func:`discard_if_dead`, no round trip) and replaced if the server closed it; after
+        an error it goes back to the pool, which discards it if it is broken. With
+        ``pool_max_size = 1`` nothing is pinned (every other operation needs that one).
+        """
+        pool = self.pool
+        assert pool is not None
+        if pool.max_size < 2:
+            async with pool.connection() as lent:
+                yield lent
+            return
+        pinned = self._pinned
+        if pinned is not None:
+            try:
+                await discard_if_dead(pinned)
+            except psycopg.OperationalError:  # closed: the pool replaces it
+                self._pinned = None
+                await pool.putconn(pinned)
+        conn = self._pinned
+        if conn is None:
+            conn = self._pinned = await pool.getconn()
+        try:
+            yield conn
+        except BaseException:
+            self._pinned = None
+            await pool.putconn(conn)
+            raise
+
+    async def _run_one(self, write: Write) -> list[Row]:
         return await write.client.run(
-            write.what, "", write.params, idempotent=False, sql=write.query
+            write.what, "", write.params, idempotent=False, sql=write.query, connection=self.writer
         )
 
     async def run_batch(self, writes: list[Write]) -> Sequence[list[Row] | BaseException]:
@@ -108,7 +182,7 @@ class Engine:
         assert self.pool is not None
         order = sorted(range(len(writes)), key=lambda i: writes[i].order)
         try:
-            async with self.pool.connection() as conn:
+            async with self.writer() as conn:
                 rows = await _pipelined(conn, [writes[i] for i in order])
         except psycopg.Error as exc:
             if isinstance(exc, psycopg.OperationalError) and (
@@ -134,6 +208,9 @@ class Engine:
 
     async def close(self) -> None:
         await self.committer.wait_idle()
+        pinned, self._pinned = self._pinned, None
+        if pinned is not None and self.pool is not None:
+            await self.pool.putconn(pinned)
         if self.owner_locks is not None:
             await self.owner_locks.close_when_unused()
         if self.pool is not None:
