@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
+
+from crashkit import COMPARED, resume_and_compare, run_and_kill
 
 from conftest import PROGRAM_CASES, durably, show
 
 EXECUTIONS = 100
-COMPARED = ("transcript", "agents", "llm_calls", "result")
 CASE = PROGRAM_CASES["counter"]
 KILL_AT = 1 / 3
 """Kill the child once this share of all the checkpoints it will write was reported."""
@@ -47,12 +47,6 @@ def _ids(n: int) -> list[str]:
 
 
 # ------------------------------------------------------------------ the child process
-
-
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 async def _run_all(store: str, n: int) -> None:
@@ -129,33 +123,13 @@ def test_sigkill_while_100_executions_group_commit(tmp_path: Path) -> None:
     per_execution = int(data["checkpoints"])
     assert per_execution > 10
 
-    child = subprocess.Popen(
-        [sys.executable, __file__, "run", store, str(EXECUTIONS)],
-        stdout=subprocess.PIPE,
-        env=_child_env(),
-        cwd=tmp_path,
+    target = int(EXECUTIONS * per_execution * KILL_AT)
+    lines = run_and_kill(
+        [sys.executable, __file__, "run", store, str(EXECUTIONS)], target, tmp_path
     )
-    assert child.stdout is not None
-    try:
-        assert child.stdout.readline() == b"ready\n"
-        target = int(EXECUTIONS * per_execution * KILL_AT)
-        seen: list[bytes] = []
-        while len(seen) < target:
-            line = child.stdout.readline()
-            assert line, "the child exited before the kill"
-            assert line != b"all done\n", "the child finished before the kill"
-            seen.append(line)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        rest = child.stdout.read()
-        child.stdout.close()
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
-    lines = (b"".join(seen) + rest).decode().split("\n")
-    # a line the kill cut off has no newline: it was not acknowledged
     acked: dict[tuple[str, int], str] = {}
     concurrent = 0
-    for line in lines[:-1]:
+    for line in lines:
         word, execution_id, seq, version, in_flight = line.split()
         assert word == "saved", line
         acked[(execution_id, int(seq))] = version
@@ -186,27 +160,15 @@ def test_sigkill_while_100_executions_group_commit(tmp_path: Path) -> None:
     assert started <= set(latest), "an execution with acknowledged checkpoints is gone"
 
     # resume them all: one with the command, the others at once in one process
-    first, *others = sorted(latest)
-    resumed = durably("resume", first, "--store", store)
-    assert resumed.code == 0, resumed.err
-    again = subprocess.run(
-        [sys.executable, __file__, "resume", store, *others],
-        capture_output=True,
-        text=True,
-        env=_child_env(),
-        cwd=tmp_path,
+    resume_and_compare(
+        __file__,
+        ["--store", store],
+        sorted(latest),
+        tmp_path,
+        reference,
+        partial(show, store),
         timeout=120,
-        check=False,
     )
-    assert again.returncode == 0, again.stderr[-3000:]
-    statuses = dict(line.split()[1:] for line in again.stdout.splitlines())
-    assert set(statuses) == set(others)
-    assert set(statuses.values()) <= {"completed", "already-completed"}, statuses
-    for execution_id in sorted(latest):
-        data = show(store, execution_id)
-        assert data["status"] == "completed", execution_id
-        for key in COMPARED:
-            assert data[key] == reference[key], (execution_id, key)
     assert time.monotonic() - start < 120
 
 

@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from crashkit import COMPARED, resume_and_compare, run_and_kill
+
 from conftest import PROGRAM_CASES, durably, show
 
 EXECUTIONS = 100
-COMPARED = ("transcript", "agents", "llm_calls", "result")
 CASE = PROGRAM_CASES["counter"]
 KILL_AT = 1 / 3
 """Kill the child once this share of all the checkpoints it will write was reported."""
@@ -44,12 +43,6 @@ SLOW_COMMIT = 0.02
 
 def _ids(n: int) -> list[str]:
     return [f"pgc-{i:03d}" for i in range(n)]
-
-
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
 
 
 # ------------------------------------------------------------------ the child process
@@ -115,33 +108,6 @@ async def _resume_all(config_file: str, ids: list[str]) -> None:
 # ------------------------------------------------------------------------- the test
 
 
-def _run_and_kill(config: Path, target: int, cwd: Path) -> list[str]:
-    """Start the child, SIGKILL it after ``target`` reported saves; its complete lines."""
-    child = subprocess.Popen(
-        [sys.executable, __file__, "run", str(config), str(EXECUTIONS)],
-        stdout=subprocess.PIPE,
-        env=_child_env(),
-        cwd=cwd,
-    )
-    assert child.stdout is not None
-    try:
-        assert child.stdout.readline() == b"ready\n"
-        seen: list[bytes] = []
-        while len(seen) < target:
-            line = child.stdout.readline()
-            assert line, "the child exited before the kill"
-            assert line != b"all done\n", "the child finished before the kill"
-            seen.append(line)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        rest = child.stdout.read()
-        child.stdout.close()
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
-    # a line the kill cut off has no newline: it was not acknowledged
-    return (b"".join(seen) + rest).decode().split("\n")[:-1]
-
-
 def test_sigkill_while_100_executions_group_commit_on_postgres(
     postgres_config: tuple[Path, str], tmp_path: Path
 ) -> None:
@@ -160,7 +126,8 @@ def test_sigkill_while_100_executions_group_commit_on_postgres(
     target = int(EXECUTIONS * per_execution * KILL_AT)
     acked: dict[tuple[str, int], str] = {}
     largest = 0
-    for line in _run_and_kill(config, target, tmp_path):
+    argv = [sys.executable, __file__, "run", str(config), str(EXECUTIONS)]
+    for line in run_and_kill(argv, target, tmp_path):
         word, execution_id, seq, version, batch = line.split()
         assert word == "saved", line
         acked[(execution_id, int(seq))] = version
@@ -192,27 +159,15 @@ def test_sigkill_while_100_executions_group_commit_on_postgres(
     assert started <= set(latest), "an execution with acknowledged checkpoints is gone"
 
     # resume them all: one with the command, the others at once in one process
-    first, *others = sorted(latest)
-    resumed = durably("resume", first, "--wait", "--config", str(config))
-    assert resumed.code == 0, resumed.err
-    again = subprocess.run(
-        [sys.executable, __file__, "resume", str(config), *others],
-        capture_output=True,
-        text=True,
-        env=_child_env(),
-        cwd=tmp_path,
+    resume_and_compare(
+        __file__,
+        ["--wait", "--config", str(config)],
+        sorted(latest),
+        tmp_path,
+        reference,
+        lambda execution_id: show(url, execution_id, config=config),
         timeout=180,
-        check=False,
     )
-    assert again.returncode == 0, again.stderr[-3000:]
-    statuses = dict(line.split()[1:] for line in again.stdout.splitlines())
-    assert set(statuses) == set(others)
-    assert set(statuses.values()) <= {"completed", "already-completed"}, statuses
-    for execution_id in sorted(latest):
-        data = show(url, execution_id, config=config)
-        assert data["status"] == "completed", execution_id
-        for key in COMPARED:
-            assert data[key] == reference[key], (execution_id, key)
     assert time.monotonic() - start < 180
 
 
