@@ -13,9 +13,51 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from conftest import durably
+from conftest import PROGRAM_CASES, durably
 
 COMPARED = ("transcript", "agents", "llm_calls", "result")
+CASE = PROGRAM_CASES["counter"]
+EXECUTIONS = 100
+KILL_AT = 1 / 3
+"""Kill the child once this share of all the checkpoints it will write was reported."""
+
+
+async def run_all(ids: list[str], **where: Any) -> None:
+    """In the child: run the counter program as ``ids``, all at once (``where``: the
+    ``store=`` or ``config=`` of run_program); ``ready`` before, ``all done`` after."""
+    import asyncio
+
+    from durably.runner import run_program
+
+    os.write(1, b"ready\n")
+    await asyncio.gather(
+        *(
+            run_program(
+                str(CASE.program),
+                llm=f"scripted:{CASE.script}?chunk_seed=5",
+                execution_id=execution_id,
+                inputs=list(CASE.inputs),
+                echo=None,
+                **where,
+            )
+            for execution_id in ids
+        )
+    )
+    os.write(1, b"all done\n")
+
+
+async def resume_all(ids: list[str], **where: Any) -> None:
+    """In the second child: resume ``ids`` at once (their owner was SIGKILLed: taken over
+    at once); print each one's status."""
+    import asyncio
+
+    from durably.runner import resume_execution
+
+    results = await asyncio.gather(
+        *(resume_execution(execution_id, echo=None, **where) for execution_id in ids)
+    )
+    for result in results:
+        print(f"resumed {result.execution_id} {result.status}", flush=True)
 
 
 def child_env() -> dict[str, str]:

@@ -29,14 +29,19 @@ from collections.abc import Sequence
 from functools import partial
 from pathlib import Path
 
-from crashkit import COMPARED, resume_and_compare, run_and_kill
+from crashkit import (
+    CASE,
+    COMPARED,
+    EXECUTIONS,
+    KILL_AT,
+    resume_all,
+    resume_and_compare,
+    run_all,
+    run_and_kill,
+)
 
-from conftest import PROGRAM_CASES, durably, show
+from conftest import durably, show
 
-EXECUTIONS = 100
-CASE = PROGRAM_CASES["counter"]
-KILL_AT = 1 / 3
-"""Kill the child once this share of all the checkpoints it will write was reported."""
 SLOW_APPEND = 0.02
 """Seconds the child adds to every log append (see ``_run_all``)."""
 """Kill the child once this share of all the checkpoints it will write was reported."""
@@ -51,7 +56,6 @@ def _ids(n: int) -> list[str]:
 
 async def _run_all(store: str, n: int) -> None:
     """Run ``n`` executions at once; report each acknowledged checkpoint on stdout."""
-    from durably.runner import run_program
     from durably_filesystem import FilesystemProvider, _log, _syncpool
 
     # A slower disk than the test machine's (~0.2 ms per flush): every log append
@@ -79,32 +83,7 @@ async def _run_all(store: str, n: int) -> None:
         return info
 
     FilesystemProvider._save = reporting_save  # type: ignore[method-assign]
-    os.write(1, b"ready\n")
-    await asyncio.gather(
-        *(
-            run_program(
-                str(CASE.program),
-                llm=f"scripted:{CASE.script}?chunk_seed=5",
-                store=store,
-                execution_id=execution_id,
-                inputs=list(CASE.inputs),
-                echo=None,
-            )
-            for execution_id in _ids(n)
-        )
-    )
-    os.write(1, b"all done\n")
-
-
-async def _resume_all(store: str, ids: list[str]) -> None:
-    """Resume every execution at once (their owner was SIGKILLed: taken over at once)."""
-    from durably.runner import resume_execution
-
-    results = await asyncio.gather(
-        *(resume_execution(execution_id, store=store, echo=None) for execution_id in ids)
-    )
-    for result in results:
-        print(f"resumed {result.execution_id} {result.status}", flush=True)
+    await run_all(_ids(n), store=store)
 
 
 # ------------------------------------------------------------------------- the test
@@ -177,4 +156,4 @@ if __name__ == "__main__":
     if _mode == "run":
         asyncio.run(_run_all(_store, int(_rest[0])))
     else:
-        asyncio.run(_resume_all(_store, _rest))
+        asyncio.run(resume_all(_rest, store=_store))

@@ -29,14 +29,19 @@ import sys
 import time
 from pathlib import Path
 
-from crashkit import COMPARED, resume_and_compare, run_and_kill
+from crashkit import (
+    CASE,
+    COMPARED,
+    EXECUTIONS,
+    KILL_AT,
+    resume_all,
+    resume_and_compare,
+    run_all,
+    run_and_kill,
+)
 
-from conftest import PROGRAM_CASES, durably, show
+from conftest import durably, show
 
-EXECUTIONS = 100
-CASE = PROGRAM_CASES["counter"]
-KILL_AT = 1 / 3
-"""Kill the child once this share of all the checkpoints it will write was reported."""
 SLOW_COMMIT = 0.02
 """Seconds every group-commit transaction sleeps on the server before its COMMIT."""
 
@@ -51,7 +56,6 @@ def _ids(n: int) -> list[str]:
 async def _run_all(config_file: str, n: int) -> None:
     """Run ``n`` executions at once; report each acknowledged checkpoint on stdout."""
     from durably.config import load_config
-    from durably.runner import run_program
     from durably_postgres import PostgresProvider, _engine
 
     pipelined = _engine._pipelined
@@ -75,34 +79,7 @@ async def _run_all(config_file: str, n: int) -> None:
 
     PostgresProvider._save = reporting_save  # type: ignore[method-assign]
     config = load_config(config_file=config_file, use_env=False)
-    os.write(1, b"ready\n")
-    await asyncio.gather(
-        *(
-            run_program(
-                str(CASE.program),
-                llm=f"scripted:{CASE.script}?chunk_seed=5",
-                config=config,
-                execution_id=execution_id,
-                inputs=list(CASE.inputs),
-                echo=None,
-            )
-            for execution_id in _ids(n)
-        )
-    )
-    os.write(1, b"all done\n")
-
-
-async def _resume_all(config_file: str, ids: list[str]) -> None:
-    """Resume every execution at once (their owner was SIGKILLed: taken over at once)."""
-    from durably.config import load_config
-    from durably.runner import resume_execution
-
-    config = load_config(config_file=config_file, use_env=False)
-    results = await asyncio.gather(
-        *(resume_execution(execution_id, config=config, echo=None) for execution_id in ids)
-    )
-    for result in results:
-        print(f"resumed {result.execution_id} {result.status}", flush=True)
+    await run_all(_ids(n), config=config)
 
 
 # ------------------------------------------------------------------------- the test
@@ -176,4 +153,6 @@ if __name__ == "__main__":
     if _mode == "run":
         asyncio.run(_run_all(_config, int(_rest[0])))
     else:
-        asyncio.run(_resume_all(_config, _rest))
+        from durably.config import load_config
+
+        asyncio.run(resume_all(_rest, config=load_config(config_file=_config, use_env=False)))
