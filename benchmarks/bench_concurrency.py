@@ -59,6 +59,44 @@ def executions(args: argparse.Namespace, backend: c.Backend, level: int) -> int:
     return max(level, base // level * level)
 
 
+APP = "durably-bench-concurrency"
+"""The PostgreSQL application_name of the benchmark's connections (counted while it runs)."""
+
+
+class PeakConnections:
+    """Samples the number of the benchmark's PostgreSQL connections while it runs."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.peak = 0
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> PeakConnections:
+        import psycopg
+
+        conn = await psycopg.AsyncConnection.connect(self.url, autocommit=True)
+
+        async def sample() -> None:
+            async with conn:
+                while not self._stop.is_set():
+                    cur = await conn.execute(
+                        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                        (APP,),
+                    )
+                    row = await cur.fetchone()
+                    self.peak = max(self.peak, int(row[0]) if row else 0)
+                    await asyncio.sleep(0.01)
+
+        self._task = asyncio.create_task(sample())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+
 async def batch_series(
     work: c.Workdir, llm: str, config: Any, level: int, total: int
 ) -> tuple[float, list[str]]:
@@ -94,6 +132,11 @@ async def bench(args: argparse.Namespace) -> None:
                 config = backend.config(enabled=enabled)
                 if name == "filesystem, fsync off":
                     config = replace(config, providers={"file": {"fsync": False}})
+                pg_url = None
+                if isinstance(backend, c.PostgresBackend):  # count its connections
+                    pg_url = backend.url
+                    options = {**backend.options(), "application_name": APP}
+                    config = replace(config, providers={"postgres": options})
                 per_execution = 0
                 if enabled:  # calibrate: checkpoints one execution writes
                     _t, result = await c.run(work.program, llm, config)
@@ -106,6 +149,7 @@ async def bench(args: argparse.Namespace) -> None:
                 speedup: dict[int, list[float]] = {level: [] for level in levels}
                 errors: dict[int, str] = {}
                 counts: dict[int, int] = {level: 0 for level in levels}
+                peaks: dict[int, int] = {level: 0 for level in levels}
                 for rep in range(reps):
                     order = levels if rep % 2 == 0 else tuple(reversed(levels))
                     this: dict[int, float] = {}
@@ -118,7 +162,14 @@ async def bench(args: argparse.Namespace) -> None:
                         )
                         counter.count = 0
                         try:
-                            seconds, ids = await batch_series(work, llm, config, level, total)
+                            if pg_url is None:
+                                seconds, ids = await batch_series(work, llm, config, level, total)
+                            else:
+                                async with PeakConnections(pg_url) as sampler:
+                                    seconds, ids = await batch_series(
+                                        work, llm, config, level, total
+                                    )
+                                peaks[level] = max(peaks[level], sampler.peak)
                         except Exception as exc:
                             errors[level] = f"{type(exc).__name__}: {exc}".splitlines()[0][:160]
                             failures.append(
@@ -145,6 +196,8 @@ async def bench(args: argparse.Namespace) -> None:
                         s.median * per_execution, s.p10 * per_execution, s.p90 * per_execution, s.n
                     )
                     notes = [f"{total} per repetition"]
+                    if peaks[level]:
+                        notes.append(f"at most {peaks[level]} connections")
                     if counts[level]:
                         notes.append(
                             f"{counts[level]} failed connection attempts retried by "
@@ -193,7 +246,9 @@ async def bench(args: argparse.Namespace) -> None:
         f"Checkpoints per execution (counted in the store, final record included): "
         f"{'; '.join(kinds)}. Lease requests (claim, release) and blob writes are not "
         "counted as checkpoints but take time too. Each run_program opens its own "
-        "provider: on PostgreSQL its own connection pool, on S3 its own client. "
+        "provider: on S3 its own client; on PostgreSQL the providers of the process share "
+        "one pool, owner-lock session and group committer per server (durably_postgres."
+        "_engine), and 'at most N connections' is the peak count in pg_stat_activity. "
         f"'throughput ÷ {levels[0]} execution' is the ratio of executions/s (so of "
         f"checkpoints/s) to the {levels[0]}-at-a-time row, computed within each repetition "
         "(every repetition runs every level once, in alternating order). 'latency "

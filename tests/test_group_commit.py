@@ -23,20 +23,25 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from functools import partial
 from pathlib import Path
 
-from conftest import PROGRAM_CASES, durably, show
+from crashkit import (
+    CASE,
+    COMPARED,
+    EXECUTIONS,
+    KILL_AT,
+    resume_all,
+    resume_and_compare,
+    run_all,
+    run_and_kill,
+)
 
-EXECUTIONS = 100
-COMPARED = ("transcript", "agents", "llm_calls", "result")
-CASE = PROGRAM_CASES["counter"]
-KILL_AT = 1 / 3
-"""Kill the child once this share of all the checkpoints it will write was reported."""
+from conftest import durably, show
+
 SLOW_APPEND = 0.02
 """Seconds the child adds to every log append (see ``_run_all``)."""
 """Kill the child once this share of all the checkpoints it will write was reported."""
@@ -49,15 +54,8 @@ def _ids(n: int) -> list[str]:
 # ------------------------------------------------------------------ the child process
 
 
-def _child_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("DURABLY_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    return env
-
-
 async def _run_all(store: str, n: int) -> None:
     """Run ``n`` executions at once; report each acknowledged checkpoint on stdout."""
-    from durably.runner import run_program
     from durably_filesystem import FilesystemProvider, _log, _syncpool
 
     # A slower disk than the test machine's (~0.2 ms per flush): every log append
@@ -85,32 +83,7 @@ async def _run_all(store: str, n: int) -> None:
         return info
 
     FilesystemProvider._save = reporting_save  # type: ignore[method-assign]
-    os.write(1, b"ready\n")
-    await asyncio.gather(
-        *(
-            run_program(
-                str(CASE.program),
-                llm=f"scripted:{CASE.script}?chunk_seed=5",
-                store=store,
-                execution_id=execution_id,
-                inputs=list(CASE.inputs),
-                echo=None,
-            )
-            for execution_id in _ids(n)
-        )
-    )
-    os.write(1, b"all done\n")
-
-
-async def _resume_all(store: str, ids: list[str]) -> None:
-    """Resume every execution at once (their owner was SIGKILLed: taken over at once)."""
-    from durably.runner import resume_execution
-
-    results = await asyncio.gather(
-        *(resume_execution(execution_id, store=store, echo=None) for execution_id in ids)
-    )
-    for result in results:
-        print(f"resumed {result.execution_id} {result.status}", flush=True)
+    await run_all(_ids(n), store=store)
 
 
 # ------------------------------------------------------------------------- the test
@@ -129,33 +102,13 @@ def test_sigkill_while_100_executions_group_commit(tmp_path: Path) -> None:
     per_execution = int(data["checkpoints"])
     assert per_execution > 10
 
-    child = subprocess.Popen(
-        [sys.executable, __file__, "run", store, str(EXECUTIONS)],
-        stdout=subprocess.PIPE,
-        env=_child_env(),
-        cwd=tmp_path,
+    target = int(EXECUTIONS * per_execution * KILL_AT)
+    lines = run_and_kill(
+        [sys.executable, __file__, "run", store, str(EXECUTIONS)], target, tmp_path
     )
-    assert child.stdout is not None
-    try:
-        assert child.stdout.readline() == b"ready\n"
-        target = int(EXECUTIONS * per_execution * KILL_AT)
-        seen: list[bytes] = []
-        while len(seen) < target:
-            line = child.stdout.readline()
-            assert line, "the child exited before the kill"
-            assert line != b"all done\n", "the child finished before the kill"
-            seen.append(line)
-    finally:
-        child.send_signal(signal.SIGKILL)
-        rest = child.stdout.read()
-        child.stdout.close()
-        child.wait()
-    assert child.returncode == -signal.SIGKILL
-    lines = (b"".join(seen) + rest).decode().split("\n")
-    # a line the kill cut off has no newline: it was not acknowledged
     acked: dict[tuple[str, int], str] = {}
     concurrent = 0
-    for line in lines[:-1]:
+    for line in lines:
         word, execution_id, seq, version, in_flight = line.split()
         assert word == "saved", line
         acked[(execution_id, int(seq))] = version
@@ -186,27 +139,15 @@ def test_sigkill_while_100_executions_group_commit(tmp_path: Path) -> None:
     assert started <= set(latest), "an execution with acknowledged checkpoints is gone"
 
     # resume them all: one with the command, the others at once in one process
-    first, *others = sorted(latest)
-    resumed = durably("resume", first, "--store", store)
-    assert resumed.code == 0, resumed.err
-    again = subprocess.run(
-        [sys.executable, __file__, "resume", store, *others],
-        capture_output=True,
-        text=True,
-        env=_child_env(),
-        cwd=tmp_path,
+    resume_and_compare(
+        __file__,
+        ["--store", store],
+        sorted(latest),
+        tmp_path,
+        reference,
+        partial(show, store),
         timeout=120,
-        check=False,
     )
-    assert again.returncode == 0, again.stderr[-3000:]
-    statuses = dict(line.split()[1:] for line in again.stdout.splitlines())
-    assert set(statuses) == set(others)
-    assert set(statuses.values()) <= {"completed", "already-completed"}, statuses
-    for execution_id in sorted(latest):
-        data = show(store, execution_id)
-        assert data["status"] == "completed", execution_id
-        for key in COMPARED:
-            assert data[key] == reference[key], (execution_id, key)
     assert time.monotonic() - start < 120
 
 
@@ -215,4 +156,4 @@ if __name__ == "__main__":
     if _mode == "run":
         asyncio.run(_run_all(_store, int(_rest[0])))
     else:
-        asyncio.run(_resume_all(_store, _rest))
+        asyncio.run(resume_all(_rest, store=_store))

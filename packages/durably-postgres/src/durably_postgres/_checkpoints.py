@@ -97,7 +97,11 @@ async def save(
     mode: WriteMode,
     lease: Lease | None,
 ) -> CheckpointInfo:
-    """One statement: the fence, the mode's condition and the write (C2, C5-C9)."""
+    """One statement: the fence, the mode's condition and the write (C2, C5-C9).
+
+    The statement reports a failed fence or condition in its row instead of raising, so
+    in a group commit (:mod:`durably_postgres._engine`) it fails only its own save.
+    """
     kind: SaveKind
     params: dict[str, Any] = {
         "id": execution_id,
@@ -120,9 +124,9 @@ async def save(
     if lease is not None:
         params.update(lease_params(lease))
     what = f"saving checkpoint {seq} of execution {execution_id!r}"
-    rows = await db.run(
-        what, "", params, idempotent=False, sql=db.sql.save(kind, lease is not None)
-    )
+    # through the group committer: alone when nothing else is in flight, else in one
+    # transaction with the saves of other executions that queued meanwhile
+    rows = await db.run_write(what, db.sql.save(kind, lease is not None), params)
     fence_ok, version, created_at = rows[0]
     if not fence_ok:
         assert lease is not None

@@ -5,7 +5,10 @@
 exponential backoff), migrates the schema if the options allow it
 (:func:`~durably_postgres._migrations.ensure_schema`) and opens a
 ``psycopg_pool.AsyncConnectionPool`` of autocommit connections, whose ``check`` drops
-idle connections the server already closed. :meth:`PostgresClient.run` runs one
+idle connections the server already closed -- or takes a reference on the one the
+process's other providers on the same server already share
+(:mod:`durably_postgres._engine`). :meth:`PostgresClient.run_write` hands a write to the
+shared group committer. :meth:`PostgresClient.run` runs one
 statement (one round trip, one transaction): retried when the server rolled it back
 (deadlock, serialization failure) and, if ``idempotent``, after a lost connection;
 psycopg errors become durably errors (:mod:`durably_postgres._errors`).
@@ -16,19 +19,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import select
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import psycopg
-from psycopg import pq
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
 from durably._providerkit import Connector
 from durably.errors import DurablyError
 from durably.storage import call_with_retries
+from durably_postgres import _engine
+from durably_postgres._engine import Engine, EngineKey, Write, discard_if_dead
 from durably_postgres._errors import (
     connect_error,
     connect_error_is_permanent,
@@ -39,6 +43,7 @@ from durably_postgres._errors import (
 )
 from durably_postgres._migrations import MigrationReport, ensure_schema, quote_ident
 from durably_postgres._options import PostgresOptions, Target
+from durably_postgres._ownerlocks import OwnerLockSession
 from durably_postgres._sql import Statements, render
 
 __all__ = ["STATEMENT_RETRIES", "AsyncConn", "PostgresClient", "Row"]
@@ -51,36 +56,6 @@ for idempotent operations, of one whose connection broke."""
 
 Row = TupleRow
 AsyncConn = psycopg.AsyncConnection[TupleRow]
-
-
-def _readable(fd: int) -> bool:
-    """Whether ``fd`` has input (or EOF) pending, without blocking."""
-    if hasattr(select, "poll"):  # not limited to fds < 1024 like select()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
-
-
-async def _discard_if_dead(conn: AsyncConn) -> None:
-    """Pool ``check``: reject an idle connection the server has already given up on.
-
-    An idle connection has nothing to read unless the server sent something -- e.g.
-    the FATAL message and EOF of a terminated backend or a restarted server. Looking
-    costs no round trip (a zero-timeout ``select`` on the socket), and keeps a stale
-    connection from failing a non-retryable write.
-    """
-    try:
-        for _ in range(3):  # a FATAL message, then EOF: the second read fails
-            if not _readable(conn.fileno()):
-                break
-            conn.pgconn.consume_input()
-            if conn.pgconn.status != pq.ConnStatus.OK:
-                raise psycopg.OperationalError("the server closed the connection")
-    except (psycopg.Error, OSError, ValueError):
-        await conn.close()
-        raise psycopg.OperationalError("stale pooled connection discarded") from None
 
 
 class PostgresClient:
@@ -100,12 +75,18 @@ class PostgresClient:
         self.schema = options.schema
         self.sql: Statements = render(quote_ident(options.schema), options.lease_clock)
         self._connector = Connector(
-            self._open_pool, closed=lambda: f"the PostgreSQL store {describe()} is closed"
+            self._open_engine, closed=lambda: f"the PostgreSQL store {describe()} is closed"
         )
 
     @property
     def pool(self) -> AsyncConnectionPool[AsyncConn] | None:
-        """The pool, once the first operation made it."""
+        """The (shared) pool, once the first operation made it."""
+        engine = self._connector.client
+        return engine.pool if engine is not None else None
+
+    @property
+    def engine(self) -> Engine | None:
+        """The engine this client shares with the process's other providers, once used."""
         return self._connector.client
 
     async def connect(self) -> AsyncConn:
@@ -141,15 +122,28 @@ class PostgresClient:
         finally:
             await conn.close()
 
-    async def _open_pool(self) -> AsyncConnectionPool[AsyncConn]:
+    def _engine_key(self) -> EngineKey:
+        opts = self.options
+        return EngineKey(
+            self.target.conninfo(),
+            opts.pool_min_size,
+            opts.pool_max_size,
+            opts.pool_timeout,
+            opts.prepared_statements,
+        )
+
+    async def _prepare(self, engine: Engine, need_pool: bool) -> None:
+        """Check (migrate) this client's schema; open the engine's pool if it has none."""
         await self.migrate(migrate=self.options.migrate)
+        if not need_pool:
+            return
         kwargs: dict[str, Any] = {"autocommit": True}
         if not self.options.prepared_statements:
             kwargs["prepare_threshold"] = None
         pool = AsyncConnectionPool(
             self.target.conninfo(),
             kwargs=kwargs,
-            check=_discard_if_dead,
+            check=discard_if_dead,
             min_size=self.options.pool_min_size,
             max_size=self.options.pool_max_size,
             timeout=self.options.pool_timeout,
@@ -157,17 +151,40 @@ class PostgresClient:
             open=False,
         )
         await pool.open(wait=False)
-        return pool
+        engine.pool = pool
+
+    async def _open_engine(self) -> Engine:
+        return await _engine.acquire(self._engine_key(), self.schema, self._prepare)
 
     async def ready(self) -> AsyncConnectionPool[AsyncConn]:
         """The pool (connecting and migrating on first use)."""
-        return await self._connector.get()
+        engine = await self._connector.get()
+        assert engine.pool is not None
+        return engine.pool
 
     async def close(self) -> None:
-        """Close the pool (idempotent); later operations raise StoreError."""
-        pool = self._connector.close()
-        if pool is not None:
-            await pool.close()
+        """Let go of the shared engine (idempotent); later operations raise StoreError.
+
+        The last provider of the process to let go of it closes its pool.
+        """
+        engine = self._connector.close()
+        if engine is not None:
+            await _engine.release(engine)
+
+    async def owner_locks(self) -> OwnerLockSession:
+        """The session holding this process's owner locks on this server (made on first use)."""
+        engine = await self._connector.get()
+        return engine.lock_session(self.connect)
+
+    async def run_write(self, what: str, sql: str, params: dict[str, Any]) -> list[Row]:
+        """Run a non-idempotent write through the group committer (see
+        :mod:`durably_postgres._engine`): alone at once when nothing else is in flight,
+        else in the next transaction with the writes that queued meanwhile. Returns once
+        its transaction committed."""
+        engine = await self._connector.get()
+        if self.options.lease_clock == "client":
+            params["now"] = time.time()
+        return await engine.committer.submit(Write(self, what, sql, params))
 
     def translate(self, exc: psycopg.Error, what: str) -> DurablyError:
         """The durably error of a psycopg error (no password in it)."""
@@ -181,19 +198,23 @@ class PostgresClient:
         *,
         idempotent: bool,
         sql: str | None = None,
+        connection: Callable[[], AbstractAsyncContextManager[AsyncConn]] | None = None,
     ) -> list[Row]:
         """Run one statement (one round trip) and return its rows.
 
         Statements the server rolled back (deadlock, serialization failure) are retried;
         so are ``idempotent`` ones whose connection broke. Errors become durably errors.
+        ``connection`` lends the connection to run on (default: a pooled one).
         """
         pool = await self.ready()
         query = sql if sql is not None else self.sql[name]
         if self.options.lease_clock == "client":
             params["now"] = time.time()
 
+        lend = connection or pool.connection
+
         async def attempt() -> list[Row]:
-            async with pool.connection() as conn:
+            async with lend() as conn:
                 cur = await conn.execute(query, params, binary=True)
                 return await cur.fetchall()
 

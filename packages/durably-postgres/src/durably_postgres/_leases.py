@@ -3,14 +3,14 @@
 Claims, renewals and releases are single statements (:mod:`durably_postgres._sql`); an
 epoch comes from a schema-wide sequence, so it never repeats, not even after
 ``delete_execution`` (C15, C16, C23). The owner lock (C30) is a session-level advisory
-lock on a connection of its own, which the server drops when the session ends.
+lock, held on the one session the process keeps for them
+(:mod:`durably_postgres._ownerlocks`); the server drops it when the session ends.
 :func:`claim_next` is the ``CLAIM_NEXT`` fast path for workers (``FOR NO KEY UPDATE SKIP
 LOCKED``).
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 
 import psycopg
@@ -18,7 +18,7 @@ import psycopg
 from durably.errors import fenced, lease_held
 from durably.storage import Lease, OwnerLock
 from durably_postgres._checkpoints import lease_params
-from durably_postgres._client import STATEMENT_RETRIES, AsyncConn, PostgresClient
+from durably_postgres._client import STATEMENT_RETRIES, PostgresClient
 
 __all__ = [
     "check_claim_next",
@@ -31,25 +31,6 @@ __all__ = [
     "renew",
     "take_over",
 ]
-
-
-class _SessionOwnerLock(OwnerLock):
-    """A session-level advisory lock held on a connection of its own: the server drops
-    it when the session ends -- when this process dies or its connection is cut."""
-
-    def __init__(self, conn: AsyncConn, key: int) -> None:
-        self._conn: AsyncConn | None = conn
-        self._key = key
-
-    async def release(self) -> None:
-        conn, self._conn = self._conn, None
-        if conn is not None:
-            # Unlock first: the server ends a closed session asynchronously, and a probe
-            # right after release must already find the lock free.
-            with contextlib.suppress(Exception):
-                await conn.execute("SELECT pg_advisory_unlock(%s::int8)", (self._key,))
-            with contextlib.suppress(Exception):
-                await conn.close()
 
 
 def _check_encodable(owner: str) -> None:
@@ -154,23 +135,13 @@ def _lock_key(db: PostgresClient, execution_id: str) -> tuple[int, int, int]:
 
 
 async def lock_owner(db: PostgresClient, execution_id: str) -> OwnerLock | None:
-    """Try the execution's advisory lock on a new session; None if it is held (C30)."""
-    await db.ready()
+    """Try the execution's advisory lock on the process's lock session; None if held (C30)."""
     key, _, _ = _lock_key(db, execution_id)
-    conn = await db.connect()
+    session = await db.owner_locks()
     try:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s::int8)", (key,))
-        row = await cur.fetchone()
+        return await session.try_lock(key)
     except psycopg.Error as exc:
-        await conn.close()
         raise db.translate(exc, f"locking the owner of execution {execution_id!r}") from exc
-    except BaseException:
-        await conn.close()
-        raise
-    if not row or not row[0]:
-        await conn.close()
-        return None
-    return _SessionOwnerLock(conn, key)
 
 
 async def owner_lock_free(db: PostgresClient, execution_id: str) -> bool:

@@ -40,15 +40,19 @@ class PostgresProvider(CheckpointProvider):
     Create it with :meth:`from_url`; no connection is made until the first operation,
     which connects (retrying transient failures with backoff), migrates the schema if
     needed (see :func:`~durably_postgres.migrate`) and opens a
-    ``psycopg_pool.AsyncConnectionPool``. :meth:`close` closes the pool.
+    ``psycopg_pool.AsyncConnectionPool`` -- shared with the process's other providers
+    on the same server and options (:mod:`durably_postgres._engine`: at most
+    ``pool_max_size + 1`` connections per process). :meth:`close` lets go of it; the
+    last provider to close closes the pool.
 
     Guarantees beyond the base contract:
 
-    * Every write is ONE SQL statement on an autocommit connection -- one round trip,
-      one transaction. A save with a lease checks the execution's epoch under a row lock
-      and inserts the checkpoint in that same statement, so a superseded owner can never
-      make a write durable, and a failure (even a connection lost mid-statement) leaves
-      nothing behind.
+    * Every write is ONE SQL statement -- one round trip, one transaction, or, for saves
+      that queued while another was in flight, one statement each in a shared
+      transaction (group commit). A save with a lease checks the execution's epoch under
+      a row lock and inserts the checkpoint in that same statement, so a superseded
+      owner can never make a write durable, and a failure (even a connection lost
+      mid-statement) leaves nothing behind. A save returns only once committed.
     * Epochs and versions come from schema-wide sequences: they never repeat, not even
       after :meth:`delete_execution`.
     * :meth:`claim_next` hands out executions whose lease expired (``FOR UPDATE SKIP

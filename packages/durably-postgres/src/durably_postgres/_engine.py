@@ -1,0 +1,278 @@
+"""What the providers of one process share per server: the pool, group commit, owner locks.
+
+``run_program`` opens a provider per execution. If each opened its own pool and its own
+owner-lock session, 100 executions running at once in one process would need 100 or
+more connections (and PostgreSQL's ``max_connections`` is 100 by default). Instead, the
+providers of an event loop that connect to the same server with the same connection
+options share one :class:`Engine` (reference-counted: the last provider to close it
+closes its pool):
+
+- **one pool** of at most ``pool_max_size`` connections;
+- **one group committer** for checkpoint writes (:class:`durably._groupcommit.GroupCommitter`):
+  a save that finds no other in flight runs alone, as one autocommit statement; saves that
+  queued meanwhile are written together, in one transaction on one connection -- each
+  still its own fenced statement, each with its own outcome (:meth:`Engine.run_batch`);
+- **one session** holding the owner locks of every execution this process runs
+  (:mod:`durably_postgres._ownerlocks`), instead of a connection per execution.
+
+So a process holds at most ``pool_max_size + 1`` connections per server and options,
+however many executions it runs (plus one, briefly, while the first provider checks the
+schema). The schema is checked (and migrated) once per engine and schema.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import select
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import psycopg
+from psycopg import pq
+from psycopg_pool import AsyncConnectionPool
+
+from durably._groupcommit import GroupCommitter
+from durably_postgres._errors import is_connection_loss
+from durably_postgres._ownerlocks import OwnerLockSession
+
+if TYPE_CHECKING:
+    from durably_postgres._client import AsyncConn, PostgresClient, Row
+
+__all__ = [
+    "MAX_BATCH",
+    "Engine",
+    "EngineKey",
+    "Write",
+    "acquire",
+    "discard_if_dead",
+    "release",
+]
+
+log = logging.getLogger("durably.postgres")
+
+MAX_BATCH = 128
+"""Checkpoint writes per group-commit transaction at most."""
+
+
+def _readable(fd: int) -> bool:
+    """Whether ``fd`` has input (or EOF) pending, without blocking."""
+    if hasattr(select, "poll"):  # not limited to fds < 1024 like select()
+        poller = select.poll()
+        poller.register(fd, select.POLLIN)
+        return bool(poller.poll(0))
+    readable, _, _ = select.select([fd], [], [], 0)
+    return bool(readable)
+
+
+async def discard_if_dead(conn: AsyncConn) -> None:
+    """Pool ``check``: reject an idle connection the server has already given up on.
+
+    An idle connection has nothing to read unless the server sent something -- e.g.
+    the FATAL message and EOF of a terminated backend or a restarted server. Looking
+    costs no round trip (a zero-timeout ``select`` on the socket), and keeps a stale
+    connection from failing a non-retryable write.
+    """
+    try:
+        for _ in range(3):  # a FATAL message, then EOF: the second read fails
+            if not _readable(conn.fileno()):
+                break
+            conn.pgconn.consume_input()
+            if conn.pgconn.status != pq.ConnStatus.OK:
+                raise psycopg.OperationalError("the server closed the connection")
+    except (psycopg.Error, OSError, ValueError):
+        await conn.close()
+        raise psycopg.OperationalError("stale pooled connection discarded") from None
+
+
+@dataclass(frozen=True, slots=True)
+class EngineKey:
+    """What must be equal for two providers to share connections."""
+
+    conninfo: str = field(repr=False)
+    min_size: int
+    max_size: int
+    timeout: float
+    prepared_statements: bool
+
+
+@dataclass(slots=True)
+class Write:
+    """One statement handed to the group committer."""
+
+    client: PostgresClient
+    what: str
+    query: str
+    params: dict[str, Any]
+
+    @property
+    def order(self) -> tuple[str, int]:
+        """Lock order inside a batch: by execution, then seq (no deadlock between batches)."""
+        return str(self.params.get("id", "")), int(self.params.get("seq", 0))
+
+
+class Engine:
+    """The pool, committer and owner-lock session shared by a process's providers."""
+
+    def __init__(self, key: EngineKey) -> None:
+        self.key = key
+        self.refs = 0
+        self.pool: AsyncConnectionPool[AsyncConn] | None = None
+        self.schemas: set[str] = set()
+        """Schemas checked (and migrated) on this engine."""
+        self.opening = asyncio.Lock()
+        self.committer: GroupCommitter[Write, list[Row]] = GroupCommitter(
+            self._run_one, self.run_batch, max_batch=MAX_BATCH
+        )
+        self.owner_locks: OwnerLockSession | None = None
+        self._pinned: AsyncConn | None = None
+
+    @asynccontextmanager
+    async def writer(self) -> AsyncIterator[AsyncConn]:
+        """The committer's connection: kept out of the pool between flushes.
+
+        Saves follow each other without a pool checkout and return (one flush at a time:
+        the committer never runs two). Before each use it is checked like a pooled one
+        (:func:`discard_if_dead`, no round trip) and replaced if the server closed it; after
+        an error it goes back to the pool, which discards it if it is broken. With
+        ``pool_max_size = 1`` nothing is pinned (every other operation needs that one).
+        """
+        pool = self.pool
+        assert pool is not None
+        if pool.max_size < 2:
+            async with pool.connection() as lent:
+                yield lent
+            return
+        pinned = self._pinned
+        if pinned is not None:
+            try:
+                await discard_if_dead(pinned)
+            except psycopg.OperationalError:  # closed: the pool replaces it
+                self._pinned = None
+                await pool.putconn(pinned)
+        conn = self._pinned
+        if conn is None:
+            conn = self._pinned = await pool.getconn()
+        try:
+            yield conn
+        except BaseException:
+            self._pinned = None
+            await pool.putconn(conn)
+            raise
+
+    async def _run_one(self, write: Write) -> list[Row]:
+        return await write.client.run(
+            write.what, "", write.params, idempotent=False, sql=write.query, connection=self.writer
+        )
+
+    async def run_batch(self, writes: list[Write]) -> Sequence[list[Row] | BaseException]:
+        """Run ``writes`` in one transaction, one round trip (pipeline mode).
+
+        Each write is its own statement and reports its own outcome in its rows (the
+        fenced saves return "fence failed" or "no version" instead of raising), so one
+        fenced-out or conflicting save does not touch the others. If the transaction fails
+        as a whole (a statement error, a deadlock), nothing of it committed, and each write
+        runs again alone to get its own result. If the connection is lost, the outcome of
+        the COMMIT is unknown: every write fails with StoreUnavailableError.
+        """
+        assert self.pool is not None
+        order = sorted(range(len(writes)), key=lambda i: writes[i].order)
+        try:
+            async with self.writer() as conn:
+                rows = await _pipelined(conn, [writes[i] for i in order])
+        except psycopg.Error as exc:
+            if isinstance(exc, psycopg.OperationalError) and (
+                is_connection_loss(exc) or not exc.sqlstate
+            ):
+                return [write.client.translate(exc, write.what) for write in writes]
+            log.debug(
+                "a group commit of %d writes failed (%s); running each alone", len(writes), exc
+            )
+            return await asyncio.gather(
+                *(self._run_one(write) for write in writes), return_exceptions=True
+            )
+        outcomes: list[list[Row] | BaseException] = [[] for _ in writes]
+        for position, index in enumerate(order):
+            outcomes[index] = rows[position]
+        return outcomes
+
+    def lock_session(self, connect: Callable[[], Awaitable[AsyncConn]]) -> OwnerLockSession:
+        """The session that holds this engine's owner locks (made on first use)."""
+        if self.owner_locks is None:
+            self.owner_locks = OwnerLockSession(connect)
+        return self.owner_locks
+
+    async def close(self) -> None:
+        await self.committer.wait_idle()
+        pinned, self._pinned = self._pinned, None
+        if pinned is not None and self.pool is not None:
+            await self.pool.putconn(pinned)
+        if self.owner_locks is not None:
+            await self.owner_locks.close_when_unused()
+        if self.pool is not None:
+            await self.pool.close()
+
+
+async def _pipelined(conn: AsyncConn, writes: list[Write]) -> list[list[Row]]:
+    async with conn.pipeline(), conn.transaction():
+        cursors = [await conn.execute(w.query, w.params, binary=True) for w in writes]
+    return [await cursor.fetchall() for cursor in cursors]
+
+
+_engines: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[EngineKey, Engine]] = (
+    weakref.WeakKeyDictionary()
+)
+_inherited: list[object] = []
+"""Engines of the parent process, after a fork: kept referenced so that their connections
+(the parent's sockets) are never closed from the child."""
+
+
+def _after_fork_in_child() -> None:
+    _inherited.append(dict(_engines))
+    _engines.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
+async def acquire(
+    key: EngineKey,
+    schema: str,
+    prepare: Callable[[Engine, bool], Awaitable[None]],
+) -> Engine:
+    """Take a reference on the engine of ``key`` in this event loop (made if needed).
+
+    ``prepare(engine, need_pool)`` checks (migrates) ``schema`` and, if ``need_pool``,
+    opens the pool; it runs once per engine and schema, under the engine's lock.
+    """
+    engines = _engines.setdefault(asyncio.get_running_loop(), {})
+    engine = engines.get(key)
+    if engine is None:
+        engine = engines[key] = Engine(key)
+    engine.refs += 1
+    try:
+        if schema not in engine.schemas or engine.pool is None:
+            async with engine.opening:
+                if schema not in engine.schemas or engine.pool is None:
+                    await prepare(engine, engine.pool is None)
+                    engine.schemas.add(schema)
+    except BaseException:
+        await release(engine)
+        raise
+    return engine
+
+
+async def release(engine: Engine) -> None:
+    """Drop a reference; the last one closes the engine's pool and idle lock session."""
+    engine.refs -= 1
+    if engine.refs > 0:
+        return
+    engines = _engines.get(asyncio.get_running_loop(), {})
+    if engines.get(engine.key) is engine:
+        del engines[engine.key]
+    await engine.close()

@@ -1,0 +1,271 @@
+"""Group commit and bounded connections on PostgreSQL (``durably_postgres._engine``).
+
+Providers of one process on the same server share one pool, one owner-lock session and
+one group committer. Saves that queue while another is in flight are written in one
+transaction, each still its own fenced statement: a fenced-out save, a seq conflict or a
+failed statement fails only its own item, and the others commit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Awaitable
+from typing import Any
+
+import psycopg
+import pytest
+from test_pg_provider import MakeStore, _wait_until_blocked
+
+from durably.errors import AlreadyExistsError, FencedError, PreconditionFailedError, StoreError
+from durably.storage import ExpectedVersion
+from durably_postgres import PostgresProvider
+from durably_postgres._engine import Engine
+
+
+def _engine(store: PostgresProvider) -> Engine:
+    engine = store._db.engine
+    assert engine is not None
+    return engine
+
+
+class Batching:
+    """A store of this test, and a way to make saves queue up into one batch."""
+
+    def __init__(
+        self, make_store: MakeStore, admin: psycopg.AsyncConnection[Any], url: str, schema: str
+    ) -> None:
+        self.app = f"durably-gc-{secrets.token_hex(3)}"
+        self.store = make_store(application_name=self.app)
+        self.admin, self.url, self.schema = admin, url, schema
+
+    async def batched(self, queued: list[Awaitable[Any]]) -> list[Any]:
+        """Run ``queued`` while a save of execution ``blocker`` is in flight (held up by
+        a row lock), so that they all queue and go out as one batch; their outcomes."""
+        store = self.store
+        lease = await store.claim("blocker", "me", ttl=60)
+        async with await psycopg.AsyncConnection.connect(self.url) as holder:
+            await holder.execute(
+                f'UPDATE "{self.schema}".executions SET updated_at = now() WHERE id = %s',
+                ("blocker",),
+            )
+            first = asyncio.create_task(store.save_checkpoint("blocker", 0, b"1", lease=lease))
+            await _wait_until_blocked(self.admin, self.app)
+            tasks = [asyncio.ensure_future(item) for item in queued]
+            for _ in range(100):
+                if _engine(store).committer.pending == len(queued):
+                    break
+                await asyncio.sleep(0.01)
+            assert _engine(store).committer.pending == len(queued)
+            await holder.rollback()
+        await first
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@pytest.fixture
+def gc(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any], pg_url: str, pg_schema: str
+) -> Batching:
+    return Batching(make_store, admin, pg_url, pg_schema)
+
+
+@pytest.mark.asyncio
+async def test_a_fenced_out_save_fails_alone_in_its_batch(gc: Batching) -> None:
+    store = gc.store
+    leases = {eid: await store.claim(eid, "me", ttl=60) for eid in ("a", "b", "c")}
+    stale = leases["b"]
+    await store.claim("b", "me", ttl=60)  # a new epoch: `stale` is fenced out
+    outcomes = await gc.batched(
+        [
+            store.save_checkpoint("a", 0, b"a0", lease=leases["a"]),
+            store.save_checkpoint("b", 0, b"b0", lease=stale),
+            store.save_checkpoint("c", 0, b"c0", lease=leases["c"]),
+        ],
+    )
+    committer = _engine(store).committer
+    assert committer.batches == 1
+    assert committer.largest_batch == 3
+    assert isinstance(outcomes[1], FencedError)
+    assert (await store.load_checkpoint("a", 0)).data == b"a0"
+    assert (await store.load_checkpoint("c", 0)).data == b"c0"
+    assert outcomes[0].version == (await store.load_checkpoint("a", 0)).info.version
+    assert await store.load_latest_checkpoint("b") is None  # the fenced save wrote nothing
+
+
+@pytest.mark.asyncio
+async def test_seq_conflicts_fail_alone_in_their_batch(gc: Batching) -> None:
+    store = gc.store
+    lease = await store.claim("x", "me", ttl=60)
+    await store.save_checkpoint("x", 0, b"there", lease=lease)
+    first = await store.save_checkpoint("x", 1, b"v1", lease=lease)
+    outcomes = await gc.batched(
+        [
+            store.save_checkpoint("x", 0, b"again", lease=lease),  # create: exists
+            store.save_checkpoint("x", 1, b"v2", mode=ExpectedVersion("999999"), lease=lease),
+            store.save_checkpoint("x", 2, b"new", lease=lease),
+            store.save_checkpoint("y", 0, b"unleased"),
+        ],
+    )
+    assert _engine(store).committer.largest_batch == 4
+    assert isinstance(outcomes[0], AlreadyExistsError)
+    assert isinstance(outcomes[1], PreconditionFailedError)
+    assert (await store.load_checkpoint("x", 0)).data == b"there"
+    loaded = await store.load_checkpoint("x", 1)
+    assert (loaded.data, loaded.info.version) == (b"v1", first.version)
+    assert (await store.load_checkpoint("x", 2)).data == b"new"
+    assert (await store.load_checkpoint("y", 0)).data == b"unleased"
+
+
+@pytest.mark.asyncio
+async def test_a_failing_statement_fails_alone_and_the_batch_is_rerun(gc: Batching) -> None:
+    """A statement error aborts the batch's transaction: nothing of it committed, and
+    every write runs again alone, so the others still commit."""
+    store = gc.store
+    lease = await store.claim("z", "me", ttl=60)
+    await store.save_checkpoint("z", 0, b"warm", lease=lease)  # connects
+    db = store._db
+    outcomes = await gc.batched(
+        [
+            store.save_checkpoint("z", 1, b"z1", lease=lease),
+            db.run_write("dividing", "SELECT 1 / 0", {}),
+            store.save_checkpoint("w", 0, b"w0"),
+        ],
+    )
+    assert _engine(store).committer.largest_batch == 3
+    assert isinstance(outcomes[1], StoreError)
+    assert "division by zero" in str(outcomes[1])
+    assert not isinstance(outcomes[0], BaseException)
+    assert (await store.load_checkpoint("z", 1)).data == b"z1"
+    assert (await store.load_checkpoint("w", 0)).data == b"w0"
+
+
+async def _connections(admin: psycopg.AsyncConnection[Any], app: str) -> int:
+    cur = await admin.execute(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+@pytest.mark.asyncio
+async def test_100_concurrent_executions_stay_within_the_pool_bound(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """100 providers (one per execution, as run_program opens them) in one process, each
+    taking an owner lock and a lease and saving checkpoints at the same time: at most
+    pool_max_size + 1 connections (the pool and the owner-lock session), and saves that
+    queued were written together."""
+    app = f"durably-bound-{secrets.token_hex(3)}"
+    bound = 4
+    stores = [make_store(application_name=app, pool_max_size=bound) for _ in range(100)]
+    peak = 0
+    done = asyncio.Event()
+
+    async def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            peak = max(peak, await _connections(admin, app))
+            await asyncio.sleep(0.005)
+
+    async def execution(store: PostgresProvider, execution_id: str) -> None:
+        lock = await store.lock_owner(execution_id)
+        assert lock is not None
+        lease = await store.claim(execution_id, "me", ttl=60)
+        for seq in range(8):
+            await store.save_checkpoint(execution_id, seq, b"x" * 100, lease=lease)
+        await store.release(lease)
+        await lock.release()
+
+    sampler = asyncio.create_task(sample())
+    try:
+        await asyncio.gather(*(execution(s, f"e-{i:03d}") for i, s in enumerate(stores)))
+        engine = _engine(stores[0])
+        assert all(s._db.engine is engine for s in stores), "one shared engine"
+        assert engine.committer.largest_batch > 1
+    finally:
+        done.set()
+        await sampler
+    peak = max(peak, await _connections(admin, app))
+    assert 1 <= peak <= bound + 1
+    for store in stores:
+        assert await store.load_latest_checkpoint("e-000") is not None
+        await store.close()
+    for _ in range(200):  # the server ends closed sessions asynchronously
+        if await _connections(admin, app) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await _connections(admin, app) == 0  # the last close closed the pool and session
+
+
+@pytest.mark.asyncio
+async def test_owner_locks_share_one_session_and_survive_its_loss(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """The owner locks of a process's executions live on one session; if it is cut, the
+    server drops them (their owners look dead, as with a connection each) and the next
+    lock opens a new session."""
+    app = f"durably-locks-{secrets.token_hex(3)}"
+    one, two = make_store(application_name=app), make_store(application_name=app)
+    first = await one.lock_owner("a")
+    second = await two.lock_owner("b")
+    assert first is not None
+    assert second is not None
+    session = _engine(one).owner_locks
+    assert session is not None
+    assert session is _engine(two).owner_locks
+    conn = session.connection
+    assert conn is not None
+    assert await two.lock_owner("a") is None  # a second holder in this process
+    cur = await admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+    assert await cur.fetchone() == (True,)
+    for _ in range(200):
+        if await one.owner_lock_free("a") and await one.owner_lock_free("b"):
+            break
+        await asyncio.sleep(0.01)
+    assert await one.owner_lock_free("a")
+    again = await two.lock_owner("c")
+    assert again is not None
+    assert session.connection is not conn
+    assert not await one.owner_lock_free("c")
+    await first.release()  # on the lost session: harmless
+    await second.release()
+    await again.release()
+    assert await one.owner_lock_free("c")
+
+
+@pytest.mark.asyncio
+async def test_lone_saves_reuse_the_committers_connection(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """Saves one after the other take no pool checkout each (the committer keeps its
+    connection); one the server closed meanwhile is replaced before the next save,
+    which succeeds instead of failing on a dead connection."""
+    app = f"durably-pin-{secrets.token_hex(3)}"
+    store = make_store(application_name=app)
+    lease = await store.claim("p", "me", ttl=60)
+    await store.save_checkpoint("p", 0, b"first", lease=lease)
+    pool = store._db.pool
+    assert pool is not None
+    requests = pool.get_stats().get("requests_num", 0)
+    for seq in range(1, 11):
+        await store.save_checkpoint("p", seq, b"again", lease=lease)
+    assert pool.get_stats().get("requests_num", 0) == requests  # no checkout per save
+    pinned = _engine(store)._pinned
+    assert pinned is not None
+    cur = await admin.execute("SELECT pg_terminate_backend(%s)", (pinned.info.backend_pid,))
+    assert await cur.fetchone() == (True,)
+    await asyncio.sleep(0.2)  # the server's FATAL message reaches the socket
+    await store.save_checkpoint("p", 11, b"after", lease=lease)
+    assert _engine(store)._pinned is not pinned
+    assert (await store.load_checkpoint("p", 11)).data == b"after"
+
+
+@pytest.mark.asyncio
+async def test_a_pool_of_one_pins_nothing(make_store: MakeStore) -> None:
+    store = make_store(pool_min_size=1, pool_max_size=1)
+    lease = await store.claim("one", "me", ttl=60)
+    for seq in range(3):
+        await store.save_checkpoint("one", seq, b"x", lease=lease)
+        assert await store.load_checkpoint("one", seq) is not None  # the pool is free
+    assert _engine(store)._pinned is None
