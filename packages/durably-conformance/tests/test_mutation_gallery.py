@@ -149,8 +149,33 @@ MUTANTS: dict[str, Mutant] = {
                 await self._delete_blob(execution_id, digest)  # BUG: rewrites every time
                 return await super()._put_blob(execution_id, digest, stored)
         """,
-        {"test_c17_put_is_idempotent"},
-        {17},
+        {"test_c17_put_is_idempotent", "test_c33_put_blobs_stores_every_blob"},
+        {17, 33},
+    ),
+    "blob-batch-drops-one": (
+        """
+        class Provider(MemoryProvider):
+            async def _put_blobs(self, execution_id, blobs):
+                written = await super()._put_blobs(execution_id, dict(list(blobs.items())[1:]))
+                # BUG: the first blob of a batch is reported written but never stored
+                return {**dict.fromkeys(blobs, True), **written}
+        """,
+        {
+            "test_c33_put_blobs_stores_every_blob",
+            "test_c33_a_batch_of_stored_and_new_blobs",
+        },
+        {33},
+    ),
+    "blob-batch-rewrites": (
+        """
+        class Provider(MemoryProvider):
+            async def _put_blobs(self, execution_id, blobs):
+                for digest in blobs:  # BUG: a batch rewrites the blobs that are stored
+                    await self._delete_blob(execution_id, digest)
+                return await super()._put_blobs(execution_id, blobs)
+        """,
+        {"test_c33_put_blobs_stores_every_blob", "test_c33_a_batch_of_stored_and_new_blobs"},
+        {33},
     ),
     "version-kept-on-overwrite": (
         """
@@ -239,8 +264,9 @@ MUTANTS: dict[str, Mutant] = {
             "test_c14_a_flipped_byte_is_detected",
             "test_c14_truncation_is_detected",
             "test_c17_a_corrupt_blob_is_detected",
+            "test_c33_a_batch_of_stored_and_new_blobs",
         },
-        {14, 17},
+        {14, 17, 33},
     ),
     # The three bugs a provider written from the docs alone got past the suite before
     # the suite checked cursors against deletes and epochs after delete_execution.

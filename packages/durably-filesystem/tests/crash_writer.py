@@ -3,7 +3,8 @@
 Run as ``python crash_writer.py ROOT EXECUTION_ID``. It resumes after the latest
 checkpoint it finds and loops forever: save checkpoint ``seq`` (payload and metadata
 derived from ``seq`` only, see :func:`payload`), and only *after* the save returned,
-print ``saved <seq>``; now and then it stores a blob (``blob <seq> <digest>``), deletes
+print ``saved <seq>``; now and then it stores a blob (``blob <seq> <digest>``) or a
+batch of blobs with ``put_blobs`` (a ``blob`` line for each, once the batch returned), deletes
 an older checkpoint (``deleted <seq>``) or prunes (``pruned <seq> ...``). The store uses
 a tiny compaction threshold so that compactions happen all the time. Deliberately
 light on imports: it must start fast. Before each write of more than 1 MB it prints
@@ -16,6 +17,7 @@ import asyncio
 import random
 import sys
 
+from durably.storage import blob_digest
 from durably_filesystem import FilesystemProvider, _fsutil, _log
 
 _write_all = _fsutil.write_all
@@ -49,6 +51,10 @@ def payload(seq: int) -> bytes:
     return head + random.Random(seq).randbytes(max(0, size - len(head)))
 
 
+BATCH = 1_000_000
+"""Blobs put in batches are ``blob(BATCH + ...)``: other bytes than the single ones."""
+
+
 def blob(seq: int) -> bytes:
     return random.Random(-seq).randbytes(2000 + seq % 5000)
 
@@ -72,6 +78,11 @@ async def main() -> None:
             if seq % 7 == 3:
                 digest = await provider.put_blob(execution_id, blob(seq))
                 out.write(f"blob {seq} {digest}\n")
+            if seq % 7 == 5:
+                keys = [BATCH + seq * 8 + i for i in range(4 + seq % 5)]
+                batch = {blob_digest(blob(key)): key for key in keys}
+                await provider.put_blobs(execution_id, {d: blob(k) for d, k in batch.items()})
+                out.writelines(f"blob {key} {digest}\n" for digest, key in batch.items())
             if (
                 seq % 5 == 4
                 and seq >= 10

@@ -2,12 +2,13 @@
 
 The child (tests/crash_writer.py) resumes after the latest checkpoint it finds and
 writes checkpoints (varied sizes, compressible or not, one of 1.2 MB now and then),
-blobs, deletes and prunes (with a tiny compaction threshold, so the log is rewritten
-all the time). It reports each operation on stdout only after it returned. After every
-kill a fresh provider must find: a latest checkpoint at least as new as the last one
-reported, every listed checkpoint loading byte-for-byte as written, no checkpoint whose
-deletion was reported, and every reported blob. ``DURABLY_CRASH_SEED`` changes the
-random kill schedule.
+blobs (one at a time and in ``put_blobs`` batches), deletes and prunes (with a tiny
+compaction threshold, so the log is rewritten all the time). It reports each operation
+on stdout only after it returned. After every kill a fresh provider must find: a latest
+checkpoint at least as new as the last one reported, every listed checkpoint loading
+byte-for-byte as written, no checkpoint whose deletion was reported, every reported
+blob, and no blob that is listed but damaged (half-written). ``DURABLY_CRASH_SEED``
+changes the random kill schedule.
 """
 
 from __future__ import annotations
@@ -123,6 +124,10 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
                 assert dict(info.metadata) == writer.metadata(info.seq)
             for digest, seq in blobs.items():
                 assert await provider.get_blob(RUN, digest) == writer.blob(seq)
+            # a blob is visible under its name only once whole (get_blob verifies it)
+            page = await provider.list_blobs(RUN)
+            for blob_info in page.items:
+                await provider.get_blob(RUN, blob_info.digest)
             resume_at = latest.seq + 1
 
     assert durable > 200, "the child should have saved hundreds of checkpoints"

@@ -20,7 +20,7 @@ from durably.errors import (
     NotFoundError,
     StoreError,
 )
-from durably.storage import CheckpointInfo, ExpectedVersion, Lease
+from durably.storage import CheckpointInfo, ExpectedVersion, Lease, blob_digest
 from durably_redis import RedisProvider
 from durably_redis._keys import seq_member
 from durably_redis._scripts import SCRIPTS
@@ -606,3 +606,22 @@ async def test_a_store_without_the_open_index_is_indexed_once(
         "open-1",
         "open-2",
     ]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_of_blobs_is_one_round_trip(make_store: MakeStore, sends: list[int]) -> None:
+    """put_blobs (C33) stores a batch with one script call; a re-put reports nothing
+    written, a mixed batch only the new blobs."""
+    provider = make_store()
+    await provider.put_blob(RUN, b"first use: connects")
+    payloads = [bytes([i]) * 3000 for i in range(29)]
+    batch = {blob_digest(p): p for p in payloads}
+    sends[0] = 0
+    assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+    assert sends[0] == 1, f"the batch took {sends[0]} round trips"
+    assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, False)
+    extra = {blob_digest(b"new one"): b"new one"}
+    written = await provider.put_blobs(RUN, {**batch, **extra})
+    assert written == {**dict.fromkeys(batch, False), **dict.fromkeys(extra, True)}
+    for digest, data in {**batch, **extra}.items():
+        assert await provider.get_blob(RUN, digest) == data

@@ -811,3 +811,34 @@ def _closed_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.mark.asyncio
+async def test_the_puts_of_a_blob_batch_run_concurrently(
+    bucket: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """put_blobs (C33) sends a batch's PUTs concurrently, a bounded number in flight."""
+    provider = _provider(bucket)
+    await provider.put_blob(RUN, b"first use: connects and probes")
+    in_flight = most = 0
+    put = provider._s3.put
+
+    async def slow_put(*args: Any, **kwargs: Any) -> Any:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        try:
+            await asyncio.sleep(0.05)
+            return await put(*args, **kwargs)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(provider._s3, "put", slow_put)
+    payloads = [bytes([i]) * 2000 for i in range(40)]
+    batch = {blob_digest(p): p for p in payloads}
+    assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+    assert 8 <= most <= 16, f"{most} PUTs in flight at once"
+    assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, False)
+    for digest, data in batch.items():
+        assert await provider.get_blob(RUN, digest) == data
+    await provider.close()

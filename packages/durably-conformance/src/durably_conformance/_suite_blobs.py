@@ -1,4 +1,5 @@
-"""Blob clauses: content addressing and integrity (C17), listing and deleting (C25)."""
+"""Blob clauses: content addressing and integrity (C17), listing and deleting (C25),
+batched puts (C33)."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ import pytest
 from durably.errors import CorruptObjectError, NotFoundError
 from durably.storage import BlobInfo, CheckpointProvider, blob_digest
 from durably_conformance._backdoor import Backdoor
-from durably_conformance._base import SuiteBase
+from durably_conformance._base import ProviderPool, SuiteBase
 from durably_conformance._helpers import collect_pages, list_while_changing, random_bytes
 
 __all__ = ["BlobSuite"]
@@ -32,7 +33,7 @@ async def _blob_infos(
 
 
 class BlobSuite(SuiteBase):
-    """Clauses C17 and C25."""
+    """Clauses C17, C25 and C33."""
 
     # --------------------------------------------------------------- C17 blobs
 
@@ -172,3 +173,93 @@ class BlobSuite(SuiteBase):
         assert await provider.get_blob(RUN, kept) == b"to keep"
         assert await provider.put_blob(RUN, b"to delete") == gone  # can be stored again
         assert await provider.get_blob(RUN, gone) == b"to delete"
+
+    # ----------------------------------------------------- C33 batched puts
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(33)
+    async def test_c33_put_blobs_stores_every_blob(
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
+    ) -> None:
+        """[C33] put_blobs stores every blob of the batch, each as put_blob would (same
+        locations, no leftovers); putting the batch again writes nothing."""
+        sizes = [0, 1, 100, 4096, 70_000, *range(200, 3200, 100)]
+        batch = {blob_digest(d): d for d in (random_bytes(n, seed=330 + n) for n in sizes)}
+        await provider.put_blob("run-0", b"first use")  # store-wide bookkeeping, if any
+        before = set(await checked_backdoor.locations())
+        assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+        for digest, data in batch.items():
+            assert await provider.has_blob(RUN, digest) is True
+            assert await provider.get_blob(RUN, digest) == data
+        assert [info.digest for info in await _blob_infos(provider)] == sorted(batch)
+        after_batch = sorted(await checked_backdoor.locations())
+        by_batch = set(after_batch) - before
+        for data in batch.values():
+            await provider.put_blob("run-2", data)
+        one_by_one = sorted(set(await checked_backdoor.locations()) - set(after_batch))
+        assert len(by_batch) == len(one_by_one), (
+            "put_blobs must leave the locations that putting each blob leaves, no more "
+            f"(a temporary file?): {len(by_batch)} new after the batch, {len(one_by_one)} "
+            "for the same blobs put one by one"
+        )
+        stored = {digest: provider.envelope.wrap(data) for digest, data in batch.items()}
+        assert await provider._put_blobs(RUN, stored) == dict.fromkeys(batch, False), (
+            "_put_blobs of stored blobs must report each as not written"
+        )
+        assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, False)
+        assert sorted(await checked_backdoor.locations()) == sorted([*after_batch, *one_by_one])
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(33)
+    async def test_c33_a_batch_of_stored_and_new_blobs(
+        self,
+        provider: CheckpointProvider,
+        checked_backdoor: Backdoor,
+    ) -> None:
+        """[C33] In a batch mixing stored and new blobs only the new ones are written, and
+        each blob of a batch is its own object: a damaged one does not hide the others."""
+        old = [random_bytes(3000, seed=3300 + i) for i in range(3)]
+        new = [random_bytes(5000, seed=3310 + i) for i in range(4)]
+        for data in old:
+            await provider.put_blob(RUN, data)
+        batch = {blob_digest(d): d for d in [new[0], *old, *new[1:]]}
+        written = await provider.put_blobs(RUN, batch)
+        assert written == {blob_digest(d): d in new for d in batch.values()}
+        assert [info.digest for info in await _blob_infos(provider)] == sorted(batch)
+        damaged = blob_digest(new[1])
+        await checked_backdoor.corrupt_blob(RUN, damaged)
+        with pytest.raises(CorruptObjectError):
+            await provider.get_blob(RUN, damaged)
+        for digest, data in batch.items():
+            if digest != damaged:
+                assert await provider.get_blob(RUN, digest) == data
+        assert await provider.put_blobs(RUN, {}) == {}
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(33)
+    async def test_c33_a_wrong_digest_stores_nothing_of_the_batch(
+        self,
+        provider: CheckpointProvider,
+    ) -> None:
+        """[C33] A batch with one digest that does not match its data is refused whole."""
+        good = random_bytes(2000, seed=333)
+        batch = {blob_digest(good): good, blob_digest(b"other"): b"not the other"}
+        with pytest.raises(ValueError, match="digest"):
+            await provider.put_blobs(RUN, batch)
+        assert not await provider.has_blob(RUN, blob_digest(good))
+        assert await _blob_infos(provider) == []
+
+    @pytest.mark.asyncio(loop_scope="function")
+    @pytest.mark.durably_clause(33)
+    @pytest.mark.durably_persistent
+    async def test_c33_a_batch_survives_a_new_instance(self, provider_pool: ProviderPool) -> None:
+        """[C33] Once put_blobs returned, a new instance finds every blob of the batch."""
+        batch = {blob_digest(d): d for d in (random_bytes(1500, seed=3330 + i) for i in range(9))}
+        await provider_pool.first.put_blobs(RUN, batch)
+        await provider_pool.first.close()
+        second = provider_pool.new()
+        for digest, data in batch.items():
+            assert await second.get_blob(RUN, digest) == data
+        assert await second.put_blobs(RUN, batch) == dict.fromkeys(batch, False)

@@ -5,6 +5,16 @@ with ``exclusive=True``), so it is written once and never touched again (C17); l
 walks the two-digit directories in order with a keyset cursor (the last digest, C25).
 Payloads above :data:`~durably_filesystem._log.INLINE_LIMIT` are written and read in a
 thread.
+
+A batch (:func:`put_blobs`, C33: the new blobs of one checkpoint) shares its flushes:
+the missing fan-out directories are created first, then every blob is written to a
+temporary file next to its place and ``fsync``'d -- all at once, one pool thread each
+(:func:`~durably_filesystem._syncpool.run_durable_all`), together with the ``fsync``
+of each directory that gained a fan-out directory -- then linked into place (``link``:
+absent-only) and each directory that gained a blob is ``fsync``'d once, again all at
+once. Two rounds of concurrent flushes, which the filesystem commits together, instead
+of three flushes one after the other per blob. A reader never sees a half-written blob
+under its name: the name appears only once the content is durable.
 """
 
 # Small filesystem calls run on the event loop on purpose (see _provider.py).
@@ -14,16 +24,27 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Mapping
+from typing import Any
 
 from durably.errors import StoreError
 from durably.storage import BlobInfo, Page
 from durably_filesystem import _format as fmt
-from durably_filesystem._fsutil import O_CLOEXEC, fsync_dir, makedirs_durable, write_atomic
+from durably_filesystem._fsutil import (
+    O_CLOEXEC,
+    fsync_dir,
+    make_dirs,
+    makedirs_durable,
+    publish,
+    remove_quietly,
+    write_atomic,
+    write_tmp,
+)
 from durably_filesystem._log import INLINE_LIMIT, blocking
 from durably_filesystem._store import FileStore
-from durably_filesystem._syncpool import run_durable
+from durably_filesystem._syncpool import run_durable, run_durable_all
 
-__all__ = ["delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob"]
+__all__ = ["delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob", "put_blobs"]
 
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 _HEX2 = re.compile(r"[0-9a-f]{2}")
@@ -58,6 +79,79 @@ async def put_blob(store: FileStore, execution_id: str, digest: str, stored: byt
             return await blocking(_put_blob_sync, store, path, stored)
         store.prepare_root()  # on the event loop: not thread-safe
         return await run_durable(store, _put_blob_sync, store, path, stored)
+
+
+async def put_blobs(
+    store: FileStore, execution_id: str, blobs: Mapping[str, bytes]
+) -> dict[str, bool]:
+    """Create the files of the blobs that are absent, sharing the flushes (C33); for each
+    digest, whether this call created it."""
+    if not store.fsync or len(blobs) < 2:
+        return {d: await put_blob(store, execution_id, d, stored) for d, stored in blobs.items()}
+    paths = {digest: _blob_path(store, execution_id, digest) for digest in blobs}
+    written = dict.fromkeys(blobs, False)
+    blobs_dir = store.state(execution_id).blobs_dir
+    with store.errors(f"store {len(blobs)} blobs of execution {execution_id!r}", blobs_dir):
+        for _ in range(100):
+            store.prepare_root()  # on the event loop: not thread-safe
+            try:
+                await _put_batch(store, paths, blobs, written)
+                return written
+            except FileNotFoundError:
+                continue  # the execution was deleted meanwhile: start over
+        raise StoreError(f"cannot create the blobs of {blobs_dir}: it keeps disappearing")
+
+
+async def _put_batch(
+    store: FileStore,
+    paths: Mapping[str, str],
+    blobs: Mapping[str, bytes],
+    written: dict[str, bool],
+) -> None:
+    """One attempt of :func:`put_blobs`: sets ``written[digest]`` for each blob it links,
+    then flushes the directory of every blob linked so far (by this attempt or by one
+    that a deletion interrupted)."""
+    todo = {digest: path for digest, path in paths.items() if not os.path.exists(path)}
+    if todo:
+        await _link_new(store, todo, blobs, written)
+    linked = {os.path.dirname(paths[digest]) for digest, new in written.items() if new}
+    flushed = await run_durable_all(store, [(fsync_dir, (directory,)) for directory in linked])
+    errors = [error for error in flushed if isinstance(error, BaseException)]
+    if errors:
+        raise errors[0]
+
+
+async def _link_new(
+    store: FileStore,
+    todo: Mapping[str, str],
+    blobs: Mapping[str, bytes],
+    written: dict[str, bool],
+) -> None:
+    """Write the blobs of ``todo`` (digest: path) to flushed temporary files, all at once,
+    with the new fan-out directories made durable alongside; then link each into place."""
+    gained = make_dirs({os.path.dirname(path) for path in todo.values()})
+    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
+        (_write_tmp_sync, (path, blobs[digest])) for digest, path in todo.items()
+    ]
+    calls += [(fsync_dir, (directory,)) for directory in gained]
+    outcomes = await run_durable_all(store, calls)
+    tmps = [tmp for tmp in outcomes[: len(todo)] if isinstance(tmp, str)]
+    errors = [error for error in outcomes if isinstance(error, BaseException)]
+    if errors:
+        for tmp in tmps:
+            remove_quietly(tmp)
+        raise errors[0]
+    try:
+        for (digest, path), tmp in zip(todo.items(), tmps, strict=True):
+            if publish(tmp, path, exclusive=True):
+                written[digest] = True
+    finally:
+        for tmp in tmps:
+            remove_quietly(tmp)  # left only if publishing stopped early
+
+
+def _write_tmp_sync(path: str, stored: bytes) -> str:
+    return write_tmp(path, [stored], fsync=True)
 
 
 async def get_blob(store: FileStore, execution_id: str, digest: str) -> bytes | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from durably.errors import StoreError, StoreUnavailableError
 
@@ -67,6 +67,58 @@ def tmp_path(directory: str, name: str) -> str:
     return os.path.join(directory, f"{TMP_PREFIX}{secrets.token_hex(6)}-{name}")
 
 
+def write_tmp(path: str, parts: Sequence[bytes | memoryview], *, fsync: bool) -> str:
+    """Write ``parts`` to a new temporary file next to ``path`` and return its name.
+
+    With ``fsync`` the file's content is flushed before this returns. If anything fails,
+    the temporary file is removed.
+    """
+    tmp = tmp_path(os.path.dirname(path), os.path.basename(path))
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
+    try:
+        try:
+            write_all(fd, parts)
+            if fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        remove_quietly(tmp)
+        raise
+    return tmp
+
+
+def publish(tmp: str, path: str, *, exclusive: bool) -> bool:
+    """Move the temporary file ``tmp`` to ``path`` (``link`` when ``exclusive``, else
+    ``rename``); the temporary name is gone afterwards, whatever happens.
+
+    Returns:
+        False if ``exclusive`` and ``path`` already existed (nothing was changed).
+    """
+    if not exclusive:
+        try:
+            os.replace(tmp, path)
+        except BaseException:
+            remove_quietly(tmp)
+            raise
+        return True
+    try:
+        os.link(tmp, path)
+    except FileExistsError:
+        return False
+    finally:
+        remove_quietly(tmp)
+    return True
+
+
+def remove_quietly(path: str) -> None:
+    """Remove a file if it is there; ignore errors (cleaning up after a failure)."""
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 def write_atomic(
     path: str,
     parts: Sequence[bytes | memoryview],
@@ -82,55 +134,45 @@ def write_atomic(
     Returns:
         False if ``exclusive`` and ``path`` already existed (nothing was changed).
     """
-    directory = os.path.dirname(path)
-    tmp = tmp_path(directory, os.path.basename(path))
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
-    try:
-        try:
-            write_all(fd, parts)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-        if exclusive:
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                return False
-            finally:
-                os.unlink(tmp)
-        else:
-            os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    tmp = write_tmp(path, parts, fsync=fsync)
+    if not publish(tmp, path, exclusive=exclusive):
+        return False
     if fsync:
-        fsync_dir(directory)
+        fsync_dir(os.path.dirname(path))
     return True
 
 
 def makedirs_durable(path: str, *, fsync: bool) -> None:
     """``os.makedirs(path, exist_ok=True)``, fsyncing each parent that gained an entry."""
-    missing = []
-    current = path
-    while not os.path.isdir(current):
-        missing.append(current)
-        parent = os.path.dirname(current)
-        if parent == current:
-            break
-        current = parent
-    for directory in reversed(missing):
-        try:
-            os.mkdir(directory, 0o755)
-        except FileExistsError:
-            if not os.path.isdir(directory):
-                raise
-            continue
-        if fsync:
-            fsync_dir(os.path.dirname(directory))
+    gained = make_dirs([path])
+    if fsync:
+        for parent in gained:
+            fsync_dir(parent)
+
+
+def make_dirs(paths: Iterable[str]) -> list[str]:
+    """Create every missing directory of ``paths`` (and their missing parents) without
+    flushing anything; return the directories that gained an entry, parents before
+    children -- fsync each of them (once) to make the new directories durable."""
+    gained: dict[str, None] = {}
+    for path in paths:
+        missing = []
+        current = path
+        while not os.path.isdir(current):
+            missing.append(current)
+            parent = os.path.dirname(current)
+            if parent == current:
+                break
+            current = parent
+        for directory in reversed(missing):
+            try:
+                os.mkdir(directory, 0o755)
+            except FileExistsError:
+                if not os.path.isdir(directory):
+                    raise
+                continue
+            gained[os.path.dirname(directory)] = None
+    return list(gained)
 
 
 def read_file(path: str) -> bytes | None:

@@ -299,6 +299,9 @@ class FilesystemProvider(CheckpointProvider):
     async def _put_blob(self, execution_id: str, digest: str, stored: bytes) -> bool:
         return await _blobs.put_blob(self._store, execution_id, digest, stored)
 
+    async def _put_blobs(self, execution_id: str, blobs: Mapping[str, bytes]) -> dict[str, bool]:
+        return await _blobs.put_blobs(self._store, execution_id, blobs)
+
     async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
         return await _blobs.get_blob(self._store, execution_id, digest)
 

@@ -1,13 +1,27 @@
 """Blobs in PostgreSQL: one row per blob in ``blobs``, created with ``INSERT ... ON
-CONFLICT DO NOTHING`` (C17) and listed by digest with a keyset cursor (C25)."""
+CONFLICT DO NOTHING`` (C17) and listed by digest with a keyset cursor (C25). A batch
+(:func:`put_blobs`, C33) is one multi-row ``INSERT ... ON CONFLICT DO NOTHING`` (the
+rows ``unnest`` from two array parameters): one round trip, one transaction, for up to
+:data:`BATCH_BYTES` of blobs."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from durably.storage import BlobInfo, Page
 from durably_postgres._checkpoints import MAX_PAGE
 from durably_postgres._client import PostgresClient
 
-__all__ = ["BLOB_PRECHECK_SIZE", "delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob"]
+__all__ = [
+    "BATCH_BYTES",
+    "BLOB_PRECHECK_SIZE",
+    "delete_blob",
+    "get_blob",
+    "has_blob",
+    "list_blobs",
+    "put_blob",
+    "put_blobs",
+]
 
 BLOB_PRECHECK_SIZE = 1024 * 1024
 """put_blob first asks whether a blob this large is already stored, to avoid sending it."""
@@ -25,6 +39,49 @@ async def put_blob(db: PostgresClient, execution_id: str, digest: str, stored: b
         idempotent=True,
     )
     return bool(rows[0][0])
+
+
+BATCH_BYTES = 16 * 1024 * 1024
+"""put_blobs sends at most about this many bytes of blobs per statement."""
+
+
+async def put_blobs(
+    db: PostgresClient, execution_id: str, blobs: Mapping[str, bytes]
+) -> dict[str, bool]:
+    """Insert the blobs that are absent, in as few statements as :data:`BATCH_BYTES`
+    allows (each one a transaction); for each digest, whether this call inserted it.
+
+    Blobs of :data:`BLOB_PRECHECK_SIZE` or more go one by one through :func:`put_blob`,
+    which asks first whether they are stored, to avoid sending them.
+    """
+    written = dict.fromkeys(blobs, False)
+    batch: dict[str, bytes] = {}
+    size = 0
+    for digest, stored in blobs.items():
+        if len(stored) >= BLOB_PRECHECK_SIZE:
+            written[digest] = await put_blob(db, execution_id, digest, stored)
+            continue
+        if batch and size + len(stored) > BATCH_BYTES:
+            written.update(await _insert(db, execution_id, batch))
+            batch, size = {}, 0
+        batch[digest] = stored
+        size += len(stored)
+    if batch:
+        written.update(await _insert(db, execution_id, batch))
+    return written
+
+
+async def _insert(
+    db: PostgresClient, execution_id: str, batch: dict[str, bytes]
+) -> dict[str, bool]:
+    rows = await db.run(
+        f"storing {len(batch)} blobs of execution {execution_id!r}",
+        "put_blobs",
+        {"id": execution_id, "digests": list(batch), "datas": list(batch.values())},
+        idempotent=True,
+    )
+    inserted = {str(row[0]) for row in rows}
+    return {digest: digest in inserted for digest in batch}
 
 
 async def get_blob(db: PostgresClient, execution_id: str, digest: str) -> bytes | None:

@@ -200,6 +200,10 @@ class PostgresProvider(CheckpointProvider):
     async def _put_blob(self, execution_id: str, digest: str, stored: bytes) -> bool:
         return await _blobs.put_blob(self._db, execution_id, digest, stored)
 
+    async def _put_blobs(self, execution_id: str, blobs: Mapping[str, bytes]) -> dict[str, bool]:
+        """A batch as one multi-row insert per 16 MiB (see ``_blobs.put_blobs``)."""
+        return await _blobs.put_blobs(self._db, execution_id, blobs)
+
     async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
         return await _blobs.get_blob(self._db, execution_id, digest)
 

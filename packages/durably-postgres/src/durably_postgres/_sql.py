@@ -187,6 +187,16 @@ _STATEMENTS: dict[str, str] = {
         " ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at)"
         " SELECT count(*) FROM w"
     ),
+    "put_blobs": (
+        "WITH w AS (INSERT INTO {s}.blobs AS b (execution_id, digest, data, size, created_at)"
+        " SELECT %(id)s, u.digest, u.data, octet_length(u.data), now()"
+        " FROM unnest(%(digests)s::text[], %(datas)s::bytea[]) AS u (digest, data)"
+        " ON CONFLICT (execution_id, digest) DO NOTHING RETURNING b.digest, b.created_at),"
+        " t AS (INSERT INTO {s}.executions AS e (id, updated_at)"
+        " SELECT %(id)s, max(w.created_at) FROM w HAVING count(*) > 0"
+        " ON CONFLICT (id) DO UPDATE SET updated_at = EXCLUDED.updated_at)"
+        " SELECT w.digest FROM w"
+    ),
     "get_blob": "SELECT data FROM {s}.blobs WHERE execution_id = %(id)s AND digest = %(digest)s",
     "has_blob": "SELECT EXISTS (SELECT 1 FROM {s}.blobs"
     " WHERE execution_id = %(id)s AND digest = %(digest)s)",

@@ -1,14 +1,27 @@
 """Blobs in Redis: one hash per blob (``d`` the stored bytes, ``t`` created_at) and a
-sorted set of the execution's digests for listing (C17, C25)."""
+sorted set of the execution's digests for listing (C17, C25). A batch (:func:`put_blobs`,
+C33) is one ``put_blobs`` script call -- one round trip, atomic, followed by one
+WAIT/WAITAOF -- for up to :data:`BATCH_BYTES` of blobs."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from durably.errors import CorruptObjectError
 from durably.storage import DIGEST_RE, BlobInfo, Page
 from durably_redis._client import RedisClient, decode
 from durably_redis._keys import MAX_PAGE
 
-__all__ = ["BLOB_PRECHECK_SIZE", "delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob"]
+__all__ = [
+    "BATCH_BYTES",
+    "BLOB_PRECHECK_SIZE",
+    "delete_blob",
+    "get_blob",
+    "has_blob",
+    "list_blobs",
+    "put_blob",
+    "put_blobs",
+]
 
 BLOB_PRECHECK_SIZE = 1024 * 1024
 """put_blob first asks whether a blob this large is already stored, to avoid sending it."""
@@ -29,6 +42,53 @@ async def put_blob(db: RedisClient, execution_id: str, digest: str, stored: byte
         idempotent=True,
     )
     return bool(reply)
+
+
+BATCH_BYTES = 16 * 1024 * 1024
+"""put_blobs sends at most about this many bytes of blobs per script call."""
+
+
+async def put_blobs(
+    db: RedisClient, execution_id: str, blobs: Mapping[str, bytes]
+) -> dict[str, bool]:
+    """Create the blobs that are absent, in as few script calls as :data:`BATCH_BYTES`
+    allows; for each digest, whether this call created it. Blobs of
+    :data:`BLOB_PRECHECK_SIZE` or more go one by one through :func:`put_blob`."""
+    written = dict.fromkeys(blobs, False)
+    batch: dict[str, bytes] = {}
+    size = 0
+    for digest, stored in blobs.items():
+        if len(stored) >= BLOB_PRECHECK_SIZE:
+            written[digest] = await put_blob(db, execution_id, digest, stored)
+            continue
+        if batch and size + len(stored) > BATCH_BYTES:
+            written.update(await _put_batch(db, execution_id, batch))
+            batch, size = {}, 0
+        batch[digest] = stored
+        size += len(stored)
+    if batch:
+        written.update(await _put_batch(db, execution_id, batch))
+    return written
+
+
+async def _put_batch(
+    db: RedisClient, execution_id: str, batch: dict[str, bytes]
+) -> dict[str, bool]:
+    keys = db.keys
+    args: list[str | bytes] = [execution_id]
+    for digest, stored in batch.items():
+        args += [digest, stored]
+    reply = await db.script(
+        "put_blobs",
+        [keys.blobs(execution_id), keys.executions]
+        + [keys.blob(execution_id, digest) for digest in batch],
+        args,
+        what=f"storing {len(batch)} blobs of execution {execution_id!r}",
+        write=True,
+        idempotent=True,
+    )
+    inserted = {decode(digest) for digest in reply}
+    return {digest: digest in inserted for digest in batch}
 
 
 async def get_blob(db: RedisClient, execution_id: str, digest: str) -> bytes | None:

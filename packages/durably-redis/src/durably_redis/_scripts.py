@@ -209,6 +209,27 @@ return 1
 """
 )
 
+PUT_BLOBS = (
+    _NOW
+    + """
+-- KEYS: blobs, executions, then one blob key per blob.
+-- ARGV: execution id, then the digest and stored bytes of each blob (in KEYS order).
+-- Returns the digests it wrote.
+local _, at = server_time()
+local written = {}
+for i = 3, #KEYS do
+  local digest = ARGV[2 * (i - 2)]
+  if redis.call('EXISTS', KEYS[i]) == 0 then
+    redis.call('HSET', KEYS[i], 'd', ARGV[2 * (i - 2) + 1], 't', at)
+    redis.call('ZADD', KEYS[1], 0, digest)
+    written[#written + 1] = digest
+  end
+end
+if #written > 0 then redis.call('ZADD', KEYS[2], 0, ARGV[1]) end
+return written
+"""
+)
+
 LIST_BLOBS = """
 -- KEYS: blobs.  ARGV: lower bound, count, blob key base ('<prefix>:x:<id>:b:')
 local digests = redis.call('ZRANGEBYLEX', KEYS[1], ARGV[1], '+', 'LIMIT', 0, tonumber(ARGV[2]))
@@ -313,6 +334,7 @@ SCRIPTS: dict[str, Script] = {
         Script("renew", RENEW),
         Script("release", RELEASE, "allow-oom"),
         Script("put_blob", PUT_BLOB),
+        Script("put_blobs", PUT_BLOBS),
         Script("list_blobs", LIST_BLOBS, "no-writes"),
         Script("delete_blob", DELETE_BLOB, "allow-oom"),
         Script("delete_execution", DELETE_EXECUTION, "allow-oom"),

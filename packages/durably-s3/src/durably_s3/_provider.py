@@ -266,6 +266,15 @@ class S3Provider(CheckpointsMixin, CheckpointProvider):
             return False
         return True
 
+    async def _put_blobs(self, execution_id: str, blobs: Mapping[str, bytes]) -> dict[str, bool]:
+        """The PUTs concurrently, a bounded number in flight; each as :meth:`_put_blob`.
+        Each blob is one object, so a failure leaves every blob whole or absent (C33)."""
+        written = await self._gather(
+            functools.partial(self._put_blob, execution_id, digest, stored)
+            for digest, stored in blobs.items()
+        )
+        return dict(zip(blobs, written, strict=True))
+
     async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
         found = await self._s3.get(self._blob_key(execution_id, digest))
         if not isinstance(found, tuple):

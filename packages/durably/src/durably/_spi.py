@@ -193,6 +193,29 @@ class ProviderMethods(abc.ABC):
     async def _put_blob(self, execution_id: str, digest: str, stored: bytes) -> bool:
         """Store a blob if absent; return True if it was written, False if it existed."""
 
+    async def _put_blobs(self, execution_id: str, blobs: Mapping[str, bytes]) -> dict[str, bool]:
+        """Provider method (optional): store many blobs, each only if absent [C33].
+
+        ``blobs`` maps each digest (validated, distinct) to its stored bytes. Returns, for
+        every digest of ``blobs``, what :meth:`_put_blob` would return for it: ``True`` if
+        this call wrote the blob, ``False`` if it was stored already (and then it was not
+        touched). The core stores the new blobs of a checkpoint through this method, in one
+        call, before it saves the checkpoint that references them, so a provider that can
+        make many blobs durable at once (one transaction, one pipeline, concurrent
+        requests, one flush for many files) should override it.
+
+        Durability: when it returns, every blob of the batch is stored as durably as
+        :meth:`_save` stores a checkpoint [C2] -- a crash of the process or the machine
+        right after the return loses none of them. Partial failure: when it raises,
+        each blob of the batch is either stored whole (visible, readable and verified
+        like any other) or not at all -- never half-written under its digest -- and the
+        caller knows nothing of which; it may put the same batch again (absent-only
+        writes make that safe). Default: one :meth:`_put_blob` each, in order.
+        """
+        return {
+            digest: await self._put_blob(execution_id, digest, blobs[digest]) for digest in blobs
+        }
+
     @abc.abstractmethod
     async def _get_blob(self, execution_id: str, digest: str) -> bytes | None:
         """Return a blob's stored bytes, or None."""

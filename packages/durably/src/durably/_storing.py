@@ -5,7 +5,9 @@
 a snapshot, a delta or a final record). For every checkpoint it:
 
 * encodes the roots with the safe codec; values above the blob threshold become
-  content-addressed blobs, put once per execution (:attr:`known_blobs`);
+  content-addressed blobs, put once per execution (:attr:`known_blobs`), all the new
+  blobs of a checkpoint in one ``put_blobs`` batch that is durable before the
+  checkpoint is saved;
 * refuses a checkpoint over ``max_checkpoint_size`` (its new blobs included) or one that
   would take the execution over ``max_execution_size``, naming the largest values
   (:class:`~durably.errors.CheckpointTooLargeError`);
@@ -100,11 +102,11 @@ class CheckpointWriter(CheckpointReader):
             metadata[META_PREV] = self._prev_digest
         self.hooks.before_checkpoint(self.execution_id, seq, metadata)
         try:
-            for digest, blob in new_blobs.items():
-                if digest not in self.known_blobs:
-                    await self.provider.put_blob(self.execution_id, blob, digest=digest)
-                    self.known_blobs.add(digest)
-                    self.bytes_written += len(blob)
+            if new_blobs:
+                # One batch, durable before the checkpoint that references it is written.
+                await self.provider.put_blobs(self.execution_id, new_blobs)
+                self.known_blobs.update(new_blobs)
+                self.bytes_written += sum(len(blob) for blob in new_blobs.values())
             info = await self.provider.save_checkpoint(
                 self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease
             )

@@ -66,9 +66,9 @@ from itertools import pairwise
 from types import TracebackType
 from typing import Self, final
 
+from durably._blobmethods import BlobMethods
 from durably._capabilities import Capability, ClaimsNext
 from durably._envelope import Envelope, unwrap
-from durably._ownership import OwnershipMethods
 from durably._providerkit import (
     call_with_retries,
     decode_int_cursor,
@@ -94,7 +94,6 @@ from durably._storetypes import (
     StoredCheckpoint,
     WriteMode,
     blob_digest,
-    check_digest,
     check_seq,
     is_finished,
     validate_execution_id,
@@ -134,7 +133,7 @@ __all__ = [
 ]
 
 
-class CheckpointProvider(OwnershipMethods):
+class CheckpointProvider(BlobMethods):
     """Base class of every storage provider.
 
     Subclasses set :attr:`scheme` and :attr:`capabilities`, implement the abstract
@@ -143,10 +142,12 @@ class CheckpointProvider(OwnershipMethods):
     :class:`~durably._spi.ProviderMethods`). The public methods are template methods marked
     ``@final`` (mypy rejects an override; the conformance suite checks it at run time,
     C26): they validate, wrap and then call the provider methods. :meth:`describe` is
-    the one public method meant to be overridden. The methods for checkpoints,
-    executions and blobs are defined here; those for leases and owner locks
+    the one public method meant to be overridden. The methods for checkpoints and
+    executions are defined here; those for blobs (:meth:`put_blob`, :meth:`put_blobs`,
+    :meth:`get_blob`, :meth:`has_blob`, :meth:`list_blobs`, :meth:`delete_blob`) by the
+    base :class:`~durably._blobmethods.BlobMethods`; those for leases and owner locks
     (:meth:`claim`, :meth:`renew`, :meth:`release`, :meth:`get_lease`,
-    :meth:`take_over`, :meth:`lock_owner`, :meth:`owner_lock_free`) by the base
+    :meth:`take_over`, :meth:`lock_owner`, :meth:`owner_lock_free`) by its base
     :class:`~durably._ownership.OwnershipMethods`.
 
     Providers are used from one event loop; they may be used concurrently by many
@@ -455,63 +456,6 @@ class CheckpointProvider(OwnershipMethods):
         validate_execution_id(execution_id)
         self._require(Capability.OPEN_INDEX, "tidy the open-executions index")
         return await self._forget_if_finished(execution_id)
-
-    # ---------------------------------------------------------------------- blobs
-
-    @final
-    async def put_blob(self, execution_id: str, data: bytes, *, digest: str | None = None) -> str:
-        """Store ``data`` under its content address and return it [C17].
-
-        Idempotent: putting bytes that are already stored writes nothing new.
-        If ``digest`` is given it must equal :func:`blob_digest` of ``data``.
-        """
-        validate_execution_id(execution_id)
-        actual = blob_digest(data)
-        if digest is not None and digest != actual:
-            raise ValueError(f"digest {digest} does not match the data ({actual})")
-        await self._put_blob(execution_id, actual, self.envelope.wrap(bytes(data)))
-        return actual
-
-    @final
-    async def get_blob(self, execution_id: str, digest: str) -> bytes:
-        """Read a blob; its content is verified against ``digest`` [C17]."""
-        validate_execution_id(execution_id)
-        check_digest(digest)
-        stored = await self._get_blob(execution_id, digest)
-        if stored is None:
-            raise NotFoundError(f"no blob {digest} in execution {execution_id!r}")
-        data = unwrap(stored, what=f"blob {digest} of {execution_id!r}")
-        if blob_digest(data) != digest:
-            raise CorruptObjectError(f"blob {digest} of {execution_id!r} has other content")
-        return data
-
-    @final
-    async def has_blob(self, execution_id: str, digest: str) -> bool:
-        """Whether a blob is stored."""
-        validate_execution_id(execution_id)
-        check_digest(digest)
-        return await self._has_blob(execution_id, digest)
-
-    @final
-    async def list_blobs(
-        self,
-        execution_id: str,
-        *,
-        cursor: str | None = None,
-        limit: int = 1000,
-    ) -> Page[BlobInfo]:
-        """List an execution's blobs in increasing digest order, one page at a time."""
-        validate_execution_id(execution_id)
-        if limit < 1:
-            raise ValueError("limit must be at least 1")
-        return await self._list_blobs(execution_id, cursor, limit)
-
-    @final
-    async def delete_blob(self, execution_id: str, digest: str) -> bool:
-        """Delete a blob; return whether it existed."""
-        validate_execution_id(execution_id)
-        check_digest(digest)
-        return await self._delete_blob(execution_id, digest)
 
     # ------------------------------------------------------------------- internal
 
