@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -20,6 +21,7 @@ from durably_filesystem import _blobs as blobs_module
 from durably_filesystem import _fsutil as fsutil_module
 
 RUN = "run-batch"
+INLINE = blobs_module.INLINE_LIMIT
 FLUSH = 0.05
 """Seconds one (simulated) flush takes in the timing test."""
 
@@ -81,17 +83,17 @@ async def test_a_failed_write_in_a_batch_leaves_no_blob_and_no_temporary_file(
 ) -> None:
     batch = _batch(6, seed=1)
     doomed = sorted(batch)[2].partition(":")[2]
-    real_write_tmp = fsutil_module.write_tmp
+    real_write_new = fsutil_module.write_new
 
-    def failing_write_tmp(path: str, parts: list[bytes], *, fsync: bool) -> str:
-        if os.path.basename(path) == doomed:
-            raise OSError(errno.ENOSPC, "No space left on device", path)
-        return real_write_tmp(path, parts, fsync=fsync)
+    def failing_write_new(tmp: str, parts: list[bytes], *, fsync: bool) -> None:
+        if tmp.endswith(doomed):
+            raise OSError(errno.ENOSPC, "No space left on device", tmp)
+        real_write_new(tmp, parts, fsync=fsync)
 
     async with FilesystemProvider(root) as provider:
         await provider.put_blob(RUN, b"already there")
         before = _files(root)
-        monkeypatch.setattr(blobs_module, "write_tmp", failing_write_tmp)
+        monkeypatch.setattr(blobs_module, "write_new", failing_write_new)
         with pytest.raises(StoreError, match="No space left"):
             await provider.put_blobs(RUN, batch)
         # no blob of the batch is visible, no temporary file is left behind (the new
@@ -100,7 +102,7 @@ async def test_a_failed_write_in_a_batch_leaves_no_blob_and_no_temporary_file(
         assert [info.digest for info in (await provider.list_blobs(RUN)).items] == [
             blob_digest(b"already there")
         ]
-        monkeypatch.setattr(blobs_module, "write_tmp", real_write_tmp)
+        monkeypatch.setattr(blobs_module, "write_new", real_write_new)
         assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
         for digest, data in batch.items():
             assert await provider.get_blob(RUN, digest) == data
@@ -145,3 +147,92 @@ async def test_concurrent_batches_of_the_same_blobs_write_each_once(root: Path) 
             assert sum(result[digest] for result in results) == 1, digest
             assert await provider.get_blob(RUN, digest) == batch[digest]
     assert not [name for name in _files(root) if ".tmp-" in name]
+
+
+@pytest.mark.asyncio
+async def test_a_batch_cancelled_while_its_flushes_run_leaves_no_temporary_file(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The caller is cancelled while the threads write and flush: the cancellation waits
+    for them (they work under the caller's locks), then every temporary file is gone."""
+    real_fsync = os.fsync
+    started = threading.Event()
+
+    def slow_fsync(fd: int) -> None:
+        started.set()
+        time.sleep(0.2)
+        real_fsync(fd)
+
+    batch = _batch(6, seed=4)
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blob(RUN, b"creates the execution")
+        monkeypatch.setattr(os, "fsync", slow_fsync)
+        task = asyncio.create_task(provider.put_blobs(RUN, batch))
+        while not started.is_set():
+            await asyncio.sleep(0.005)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        assert not [name for name in _files(root) if ".tmp-" in name]
+        # nothing of the batch is visible, and it can be written again
+        assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+
+
+@pytest.mark.asyncio
+async def test_a_blob_found_already_linked_has_its_directory_flushed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob another writer (or an attempt that failed before its flush) linked is
+    reported as not written, but only once its directory entry is durable: the caller
+    saves a checkpoint naming it next. Batch and single puts alike."""
+    batch = _batch(4, seed=5)
+    flushed: list[str] = []
+    real_fsync_dir = blobs_module.fsync_dir
+
+    def recording_fsync_dir(path: str) -> None:
+        flushed.append(path)
+        real_fsync_dir(path)
+
+    async with FilesystemProvider(root) as provider:
+        assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+        monkeypatch.setattr(blobs_module, "fsync_dir", recording_fsync_dir)
+        new = _batch(1, seed=6)
+        again = await provider.put_blobs(RUN, {**batch, **new})
+        assert again == {**dict.fromkeys(batch, False), **dict.fromkeys(new, True)}
+        blob_dirs = {
+            os.path.dirname(blobs_module._blob_path(provider._store, RUN, d)) for d in batch
+        }
+        assert blob_dirs <= set(flushed)
+        flushed.clear()
+        single = next(iter(batch))
+        assert await provider.put_blob(RUN, batch[single]) == single
+        assert flushed == [os.path.dirname(blobs_module._blob_path(provider._store, RUN, single))]
+
+
+@pytest.mark.asyncio
+async def test_big_blobs_of_a_batch_do_not_go_through_the_sync_pool(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blobs above INLINE_LIMIT are written one by one in their own threads, as put_blob
+    writes them: a batch of several MB must not hold every sync-pool thread that the
+    checkpoint appends of other executions wait for."""
+    noise = random.Random(8)  # incompressible: stored above the limit after zstd too
+    big = {blob_digest(d): d for d in (noise.randbytes(INLINE + 10) for _ in range(3))}
+    small = _batch(3, seed=7)
+    pooled: list[int] = []
+    real_run_durable_all = blobs_module.run_durable_all
+
+    async def recording(store: object, calls: list[tuple[object, tuple[object, ...]]]) -> object:
+        pooled.extend(len(a[1]) for _, a in calls if len(a) == 2 and isinstance(a[1], bytes))
+        return await real_run_durable_all(store, calls)  # type: ignore[arg-type]
+
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blob(RUN, b"creates the execution")
+        monkeypatch.setattr(blobs_module, "run_durable_all", recording)
+        written = await provider.put_blobs(RUN, {**big, **small})
+        assert written == dict.fromkeys({**big, **small}, True)
+        for digest, data in {**big, **small}.items():
+            assert await provider.get_blob(RUN, digest) == data
+    assert pooled
+    assert max(pooled) <= INLINE, pooled

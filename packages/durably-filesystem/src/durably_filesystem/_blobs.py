@@ -11,10 +11,15 @@ the missing fan-out directories are created first, then every blob is written to
 temporary file next to its place and ``fsync``'d -- all at once, one pool thread each
 (:func:`~durably_filesystem._syncpool.run_durable_all`), together with the ``fsync``
 of each directory that gained a fan-out directory -- then linked into place (``link``:
-absent-only) and each directory that gained a blob is ``fsync``'d once, again all at
-once. Two rounds of concurrent flushes, which the filesystem commits together, instead
-of three flushes one after the other per blob. A reader never sees a half-written blob
-under its name: the name appears only once the content is durable.
+absent-only) and the directory of every blob of the batch (and the fan-out level above)
+is ``fsync``'d once, again all at once -- also for a blob found already there, which
+another writer may have linked without flushing yet. Two rounds of concurrent flushes,
+which the filesystem commits together, instead of three flushes one after the other per
+blob. A reader never sees a half-written blob under its name: the name appears only once
+the content is durable. The temporary files are removed whatever happens, cancellation
+included. Blobs above ``INLINE_LIMIT`` are written one by one in their own threads, as
+:func:`put_blob` writes them, so that a batch of big blobs never holds every thread of the
+sync pool that checkpoint appends wait for.
 """
 
 # Small filesystem calls run on the event loop on purpose (see _provider.py).
@@ -37,8 +42,9 @@ from durably_filesystem._fsutil import (
     makedirs_durable,
     publish,
     remove_quietly,
+    tmp_path,
     write_atomic,
-    write_tmp,
+    write_new,
 )
 from durably_filesystem._log import INLINE_LIMIT, blocking
 from durably_filesystem._store import FileStore
@@ -61,6 +67,10 @@ def _blob_path(store: FileStore, execution_id: str, digest: str) -> str:
 def _put_blob_sync(store: FileStore, path: str, stored: bytes) -> bool:
     for _ in range(100):
         if os.path.exists(path):
+            # Another writer (or an earlier attempt that failed before its directory
+            # flush) linked it: flush the directory entry before the caller counts on it.
+            if store.fsync:
+                fsync_dir(os.path.dirname(path))
             return False
         try:
             store.prepare_root()
@@ -86,16 +96,21 @@ async def put_blobs(
 ) -> dict[str, bool]:
     """Create the files of the blobs that are absent, sharing the flushes (C33); for each
     digest, whether this call created it."""
-    if not store.fsync or len(blobs) < 2:
+    # Big blobs go one by one in their own threads (as put_blob does): a batch of them
+    # must not take every thread of the sync pool that checkpoint appends wait for.
+    one_by_one = {d: s for d, s in blobs.items() if len(s) > INLINE_LIMIT}
+    if not store.fsync or len(blobs) - len(one_by_one) < 2:
         return {d: await put_blob(store, execution_id, d, stored) for d, stored in blobs.items()}
-    paths = {digest: _blob_path(store, execution_id, digest) for digest in blobs}
-    written = dict.fromkeys(blobs, False)
+    written = {d: await put_blob(store, execution_id, d, s) for d, s in one_by_one.items()}
+    batch = {d: s for d, s in blobs.items() if d not in one_by_one}
+    paths = {digest: _blob_path(store, execution_id, digest) for digest in batch}
+    written.update(dict.fromkeys(batch, False))
     blobs_dir = store.state(execution_id).blobs_dir
     with store.errors(f"store {len(blobs)} blobs of execution {execution_id!r}", blobs_dir):
         for _ in range(100):
             store.prepare_root()  # on the event loop: not thread-safe
             try:
-                await _put_batch(store, paths, blobs, written)
+                await _put_batch(store, paths, batch, written)
                 return written
             except FileNotFoundError:
                 continue  # the execution was deleted meanwhile: start over
@@ -109,13 +124,17 @@ async def _put_batch(
     written: dict[str, bool],
 ) -> None:
     """One attempt of :func:`put_blobs`: sets ``written[digest]`` for each blob it links,
-    then flushes the directory of every blob linked so far (by this attempt or by one
-    that a deletion interrupted)."""
+    then flushes the directory of every blob of the batch -- also of one found already
+    there: another writer, or an attempt that failed before its flush, may have linked
+    it without flushing yet, and the caller is about to save a checkpoint naming it."""
     todo = {digest: path for digest, path in paths.items() if not os.path.exists(path)}
     if todo:
         await _link_new(store, todo, blobs, written)
-    linked = {os.path.dirname(paths[digest]) for digest, new in written.items() if new}
-    flushed = await run_durable_all(store, [(fsync_dir, (directory,)) for directory in linked])
+    directories = {os.path.dirname(path) for path in paths.values()}
+    directories |= {os.path.dirname(directory) for directory in directories}  # fan-out entries
+    flushed = await run_durable_all(
+        store, [(fsync_dir, (directory,)) for directory in sorted(directories)]
+    )
     errors = [error for error in flushed if isinstance(error, BaseException)]
     if errors:
         raise errors[0]
@@ -130,17 +149,22 @@ async def _link_new(
     """Write the blobs of ``todo`` (digest: path) to flushed temporary files, all at once,
     with the new fan-out directories made durable alongside; then link each into place."""
     gained = make_dirs({os.path.dirname(path) for path in todo.values()})
+    # The temporary names are chosen here, so that whatever happens -- a failed write,
+    # or the caller cancelled while the threads write -- every one is removed.
+    tmps = [tmp_path(os.path.dirname(path), os.path.basename(path)) for path in todo.values()]
     calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-        (_write_tmp_sync, (path, blobs[digest])) for digest, path in todo.items()
+        (_write_tmp_sync, (tmp, blobs[digest])) for digest, tmp in zip(todo, tmps, strict=True)
     ]
     calls += [(fsync_dir, (directory,)) for directory in gained]
-    outcomes = await run_durable_all(store, calls)
-    tmps = [tmp for tmp in outcomes[: len(todo)] if isinstance(tmp, str)]
-    errors = [error for error in outcomes if isinstance(error, BaseException)]
-    if errors:
+    try:
+        outcomes = await run_durable_all(store, calls)
+        errors = [error for error in outcomes if isinstance(error, BaseException)]
+        if errors:
+            raise errors[0]
+    except BaseException:
         for tmp in tmps:
             remove_quietly(tmp)
-        raise errors[0]
+        raise
     try:
         for (digest, path), tmp in zip(todo.items(), tmps, strict=True):
             if publish(tmp, path, exclusive=True):
@@ -150,8 +174,8 @@ async def _link_new(
             remove_quietly(tmp)  # left only if publishing stopped early
 
 
-def _write_tmp_sync(path: str, stored: bytes) -> str:
-    return write_tmp(path, [stored], fsync=True)
+def _write_tmp_sync(tmp: str, stored: bytes) -> None:
+    write_new(tmp, [stored], fsync=True)
 
 
 async def get_blob(store: FileStore, execution_id: str, digest: str) -> bytes | None:

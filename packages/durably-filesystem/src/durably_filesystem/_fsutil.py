@@ -74,6 +74,13 @@ def write_tmp(path: str, parts: Sequence[bytes | memoryview], *, fsync: bool) ->
     the temporary file is removed.
     """
     tmp = tmp_path(os.path.dirname(path), os.path.basename(path))
+    write_new(tmp, parts, fsync=fsync)
+    return tmp
+
+
+def write_new(tmp: str, parts: Sequence[bytes | memoryview], *, fsync: bool) -> None:
+    """Write ``parts`` to the new file ``tmp`` (``O_EXCL``), flushed with ``fsync``; if
+    anything fails, the file is removed."""
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | O_CLOEXEC, 0o644)
     try:
         try:
@@ -85,7 +92,6 @@ def write_tmp(path: str, parts: Sequence[bytes | memoryview], *, fsync: bool) ->
     except BaseException:
         remove_quietly(tmp)
         raise
-    return tmp
 
 
 def publish(tmp: str, path: str, *, exclusive: bool) -> bool:
