@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from durably._providerkit import put_in_batches
 from durably.storage import BlobInfo, Page
 from durably_postgres._checkpoints import MAX_PAGE
 from durably_postgres._client import PostgresClient
@@ -54,21 +55,13 @@ async def put_blobs(
     Blobs of :data:`BLOB_PRECHECK_SIZE` or more go one by one through :func:`put_blob`,
     which asks first whether they are stored, to avoid sending them.
     """
-    written = dict.fromkeys(blobs, False)
-    batch: dict[str, bytes] = {}
-    size = 0
-    for digest, stored in blobs.items():
-        if len(stored) >= BLOB_PRECHECK_SIZE:
-            written[digest] = await put_blob(db, execution_id, digest, stored)
-            continue
-        if batch and size + len(stored) > BATCH_BYTES:
-            written.update(await _insert(db, execution_id, batch))
-            batch, size = {}, 0
-        batch[digest] = stored
-        size += len(stored)
-    if batch:
-        written.update(await _insert(db, execution_id, batch))
-    return written
+    return await put_in_batches(
+        blobs,
+        batch_bytes=BATCH_BYTES,
+        alone_from=BLOB_PRECHECK_SIZE,
+        put_one=lambda digest, stored: put_blob(db, execution_id, digest, stored),
+        put_batch=lambda batch: _insert(db, execution_id, batch),
+    )
 
 
 async def _insert(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+from durably._providerkit import put_in_batches
 from durably.errors import CorruptObjectError
 from durably.storage import DIGEST_RE, BlobInfo, Page
 from durably_redis._client import RedisClient, decode
@@ -54,21 +55,13 @@ async def put_blobs(
     """Create the blobs that are absent, in as few script calls as :data:`BATCH_BYTES`
     allows; for each digest, whether this call created it. Blobs of
     :data:`BLOB_PRECHECK_SIZE` or more go one by one through :func:`put_blob`."""
-    written = dict.fromkeys(blobs, False)
-    batch: dict[str, bytes] = {}
-    size = 0
-    for digest, stored in blobs.items():
-        if len(stored) >= BLOB_PRECHECK_SIZE:
-            written[digest] = await put_blob(db, execution_id, digest, stored)
-            continue
-        if batch and size + len(stored) > BATCH_BYTES:
-            written.update(await _put_batch(db, execution_id, batch))
-            batch, size = {}, 0
-        batch[digest] = stored
-        size += len(stored)
-    if batch:
-        written.update(await _put_batch(db, execution_id, batch))
-    return written
+    return await put_in_batches(
+        blobs,
+        batch_bytes=BATCH_BYTES,
+        alone_from=BLOB_PRECHECK_SIZE,
+        put_one=lambda digest, stored: put_blob(db, execution_id, digest, stored),
+        put_batch=lambda batch: _put_batch(db, execution_id, batch),
+    )
 
 
 async def _put_batch(

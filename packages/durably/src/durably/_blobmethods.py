@@ -57,7 +57,8 @@ class BlobMethods(OwnershipMethods):
 
         Returns:
             For every digest of ``blobs``: whether this call wrote it (False: it was
-            stored already).
+            stored already -- or, after the provider retried a request whose outcome it
+            could not see, possibly written by that request: the flags are accounting).
         """
         validate_execution_id(execution_id)
         stored: dict[str, bytes] = {}

@@ -21,6 +21,8 @@ modules: the listing cursors, the metadata codec and the retrying call through
   refused after ``close``.
 * **Batched deletes** -- :func:`delete_in_batches`: ``_delete_many`` as a series of
   fenced batch requests (each one atomic), stopping at the first error.
+* **Batched blob puts** -- :func:`put_in_batches`: ``_put_blobs`` as one request per
+  size-bounded batch, big blobs one by one.
 
 This module imports nothing from :mod:`durably.storage` (which re-exports from it).
 """
@@ -53,6 +55,7 @@ __all__ = [
     "integer_option",
     "number_option",
     "option_items",
+    "put_in_batches",
     "redact_url",
     "string_option",
     "unknown_option",
@@ -285,6 +288,39 @@ async def delete_in_batches(
     for start in range(0, len(todo), batch):
         deleted.extend(await delete(todo[start : start + batch]))
     return deleted
+
+
+async def put_in_batches(
+    blobs: Mapping[str, bytes],
+    *,
+    batch_bytes: int,
+    alone_from: int,
+    put_one: Callable[[str, bytes], Awaitable[bool]],
+    put_batch: Callable[[dict[str, bytes]], Awaitable[dict[str, bool]]],
+) -> dict[str, bool]:
+    """``_put_blobs`` as one ``put_batch`` request per about ``batch_bytes`` of blobs.
+
+    A blob of ``alone_from`` bytes or more goes through ``put_one`` (a provider's
+    ``_put_blob``, which may ask first whether it is stored, to avoid sending it).
+
+    Returns:
+        For each digest, whether this call wrote it (``put_one``/``put_batch``'s answers).
+    """
+    written = dict.fromkeys(blobs, False)
+    batch: dict[str, bytes] = {}
+    size = 0
+    for digest, stored in blobs.items():
+        if len(stored) >= alone_from:
+            written[digest] = await put_one(digest, stored)
+            continue
+        if batch and size + len(stored) > batch_bytes:
+            written.update(await put_batch(batch))
+            batch, size = {}, 0
+        batch[digest] = stored
+        size += len(stored)
+    if batch:
+        written.update(await put_batch(batch))
+    return written
 
 
 def deleting_what(execution_id: str, seqs: list[int]) -> str:
