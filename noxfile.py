@@ -126,27 +126,43 @@ def compat(session: nox.Session) -> None:
     _pytest(session, "packages/durably/tests")
 
 
+#: The playbooks releases durably-playbooks supports, newest (the lock's) first: its pin
+#: (`packages/durably-playbooks/pyproject.toml`) and `_pb.SUPPORTED` list the same range.
+PLAYBOOKS_VERSIONS = ["0.7.4", "0.7.3"]
+
+
 @nox.session(python=_interpreter("3.12"), tags=["playbooks"])
-def playbooks(session: nox.Session) -> None:
-    """durably-playbooks on Python 3.12 (playbooks requires it), from its own lock: mypy
-    --strict over its source, then its tests (real `.pb` programs; a crash after every
-    checkpoint, in process, on the filesystem and -- when a server answers, see
-    DURABLY_REQUIRE_POSTGRES -- PostgreSQL; SIGKILL chains through the command)."""
+@nox.parametrize("version", PLAYBOOKS_VERSIONS, ids=PLAYBOOKS_VERSIONS)
+def playbooks(session: nox.Session, version: str) -> None:
+    """durably-playbooks on Python 3.12 (playbooks requires it), from its own lock, once per
+    supported playbooks release (the older ones installed into this session's venv after
+    the locked sync, never into a lock): mypy --strict over its source, then its tests
+    (real `.pb` programs; a crash after every checkpoint, in process, on the filesystem
+    and -- when a server answers, see DURABLY_REQUIRE_POSTGRES -- PostgreSQL; SIGKILL
+    chains through the command; generated programs in both dialects)."""
+    venv = {"UV_PROJECT_ENVIRONMENT": session.virtualenv.location}
     session.run_install(
-        "uv",
-        "sync",
-        "--locked",
-        "--project",
-        "packages/durably-playbooks",
-        env={"UV_PROJECT_ENVIRONMENT": session.virtualenv.location},
+        "uv", "sync", "--locked", "--project", "packages/durably-playbooks", env=venv
     )
+    if version != PLAYBOOKS_VERSIONS[0]:
+        session.run_install(
+            "uv", "pip", "install", "--python", session.virtualenv.location,
+            f"playbooks=={version}",
+        )  # fmt: skip
     session.run(
         "mypy",
         "--config-file",
         "packages/durably-playbooks/pyproject.toml",
         "packages/durably-playbooks/src",
     )
-    _pytest(session, "packages/durably-playbooks/tests")
+    session.run(
+        "python",
+        "-m",
+        "pytest",
+        "packages/durably-playbooks/tests",
+        *session.posargs,
+        env={"DURABLY_PLAYBOOKS_EXPECTED": version},
+    )
 
 
 @nox.session(python=PYTHON, default=False)

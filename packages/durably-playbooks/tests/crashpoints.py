@@ -20,7 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import shutil
+import sys
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -30,12 +33,25 @@ from durably._faults import CrashInjector
 from durably.config import DurabilityConfig
 from durably.llm import ScriptedLLM, open_llm
 from durably.runner import resume_execution, run_program
+from durably_playbooks._program import COMPILER_AGENT as COMPILER
 
 from helpers import PROGRAMS
 
 #: What ``durably show --json`` reports that must not change with a crash.
 COMPARED = ("transcript", "agents", "llm_calls", "result")
 EXECUTION = "crash"
+#: The file a program's tools log their runs to, when this variable names one: lines
+#: ``start Agent.Tool`` and ``end Agent.Tool`` (the generated programs of ``pbfuzz.py``).
+TOOL_LOG = "DURABLY_FUZZ_TOOL_LOG"
+
+
+def _tool_runs() -> list[str]:
+    """The lines of the tool log so far (none without one)."""
+    path = os.environ.get(TOOL_LOG)
+    if not path or not os.path.exists(path):
+        return []
+    with open(path, encoding="utf-8") as log:
+        return log.read().splitlines()
 
 
 @dataclass(frozen=True)
@@ -152,7 +168,11 @@ class Point:
     streaming: bool
     """An LLM response was streaming in (what ``DURABLY_CRASH_IN_LLM_CALL`` aims at)."""
     started: frozenset[tuple[str, int]] = frozenset()
-    """The LLM calls of which at least one chunk had arrived."""
+    """The LLM calls some of whose text was durable: a chunk had arrived before a
+    checkpoint of the calling agent was written (another agent's checkpoint carries none
+    of it)."""
+    tools: int = 0
+    """How many lines the run had written to the tool log (see :data:`TOOL_LOG`)."""
 
 
 @dataclass
@@ -164,13 +184,22 @@ class Outcome:
     llm: ScriptedLLM
     prompts: list[tuple[str, str, int, Any]]
     points: list[Point] = field(default_factory=list)
+    tools: list[str] = field(default_factory=list)
+    """The lines this run wrote to the tool log (see :data:`TOOL_LOG`)."""
 
 
 class _Recorder(CrashInjector):
     on_checkpoint: Callable[[_Recorder], None] | None = None
+    writer: str | None = None
+    """The class of the agent that wrote the last checkpoint (None: not an agent's)."""
 
     def checkpoint_written(self) -> None:
         super().checkpoint_written()
+        # The caller is CheckpointManager.write(execution, agent_id, ...): whose checkpoint
+        # it is decides which LLM text it made durable (an agent's own chunks only).
+        caller = sys._getframe(1).f_locals
+        task = getattr(caller.get("execution"), "agents", {}).get(caller.get("agent_id"))
+        self.writer = task.agent_class.__name__ if task is not None else None
         if self.on_checkpoint is not None:
             self.on_checkpoint(self)
 
@@ -227,13 +256,21 @@ def run(
     arrived: set[tuple[str, int]] = set()
     prompts = _recorded(client, arrived)
     points: list[Point] = []
+    logged = len(_tool_runs())
+
+    durable: set[tuple[str, int]] = set()
 
     def copy(recorder: _Recorder) -> None:
         k = len(points) + 1
         name = f"after-{k}"
         stores.copy(store, name)
         _, streaming = recorder.llm_probe()
-        points.append(Point(k, name, len(said), len(client.calls), streaming, frozenset(arrived)))
+        tools = len(_tool_runs()) - logged
+        # A compile call is recorded in the header, which the first checkpoint carries.
+        durable.update(c for c in arrived if c[0].split(".")[0] in (recorder.writer, COMPILER))
+        points.append(
+            Point(k, name, len(said), len(client.calls), streaming, frozenset(durable), tools)
+        )
 
     with _recording(copy) if record else contextlib.nullcontext():
         result = asyncio.run(
@@ -248,7 +285,8 @@ def run(
             )
         )
     data = stores.show(store)
-    return Outcome(result.status, result.result, said, data, client, prompts, points)
+    tools = _tool_runs()[logged:]
+    return Outcome(result.status, result.result, said, data, client, prompts, points, tools)
 
 
 def resume(
@@ -265,6 +303,7 @@ def resume(
     said: list[str] = []
     client = case.llm(script=script)
     prompts = _recorded(client)
+    logged = len(_tool_runs())
     with _recording(record) if record is not None else contextlib.nullcontext():
         result = asyncio.run(
             resume_execution(
@@ -277,7 +316,8 @@ def resume(
             )
         )
     data = stores.show(store)
-    return Outcome(result.status, result.result, said, data, client, prompts)
+    tools = _tool_runs()[logged:]
+    return Outcome(result.status, result.result, said, data, client, prompts, tools=tools)
 
 
 def differences(reference: Outcome, point: Point, resumed: Outcome) -> list[str]:
@@ -299,14 +339,25 @@ def differences(reference: Outcome, point: Point, resumed: Outcome) -> list[str]
             found.append(f"prompt of {agent}.{playbook} call {number} differs")
     # No LLM call is asked again from its beginning: a call cut off by the crash is
     # continued after its journaled start (a call made with a prefix is not fresh). A call
-    # of which no chunk had arrived when the process died is asked anew: another agent's
-    # checkpoint can fall between the start of a call and its first chunk.
+    # none of whose text was durable when the process died is asked anew: another agent's
+    # checkpoint can fall after the start of a call and before its agent's next one (the
+    # first snapshot of an agent the call's code is creating, say).
     before = [c for c in reference.llm.calls[: point.calls] if (c[0], c[1]) in point.started]
     fresh = [(c[0], c[1]) for c in before + resumed.llm.calls if not c[2]]
     expected = [(c[0], c[1]) for c in reference.llm.calls]
     if sorted(fresh) != sorted(expected):
         found.append(f"fresh LLM calls {sorted(fresh)} != {sorted(expected)}")
+    # No tool run that completed before the crash runs again, and none is lost (one in
+    # flight at the crash runs again and completes once).
+    done = _completed(reference.tools[: point.tools]) + _completed(resumed.tools)
+    if done != _completed(reference.tools):
+        found.append(f"completed tool runs {dict(done)} != {dict(_completed(reference.tools))}")
     return found
+
+
+def _completed(lines: list[str]) -> Counter[str]:
+    """Tool runs that completed, by tool, in lines of the tool log."""
+    return Counter(line.split(" ", 1)[1] for line in lines if line.startswith("end "))
 
 
 def write_script(case: Case, target: Path, change: Callable[[str], str]) -> Path:

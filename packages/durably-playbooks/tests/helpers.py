@@ -1,5 +1,6 @@
-"""Shared helpers: the end-to-end helpers of the repository's ``tests/conftest.py`` (run
-``durably`` in a new process, ``show --json``), loaded under another module name."""
+"""Shared helpers: loading a module of the repository's own tests (the end-to-end helpers of
+``tests/conftest.py`` -- run ``durably`` in a new process, ``show --json`` -- and the
+fuzzer's generator), under a module name of its own."""
 
 from __future__ import annotations
 
@@ -13,16 +14,20 @@ PROGRAMS = HERE / "programs"
 ROOT = HERE.parents[2]
 
 
-def _e2e() -> Any:
-    name = "durably_e2e_conftest"
+def repository_module(name: str, path: str) -> Any:
+    """The module at ``path`` of the repository (``tests/...``), loaded once as ``name``."""
     if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, ROOT / "tests" / "conftest.py")
+        spec = importlib.util.spec_from_file_location(name, ROOT / path)
         assert spec is not None
         assert spec.loader is not None
         module = importlib.util.module_from_spec(spec)
         sys.modules[name] = module
         spec.loader.exec_module(module)
     return sys.modules[name]
+
+
+def _e2e() -> Any:
+    return repository_module("durably_e2e_conftest", "tests/conftest.py")
 
 
 durably = _e2e().durably

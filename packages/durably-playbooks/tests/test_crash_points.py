@@ -11,7 +11,9 @@ processes and SIGKILL (a chain of kills through the ``durably`` command).
 from __future__ import annotations
 
 import os
+import random
 import secrets
+from collections.abc import Collection
 from pathlib import Path
 
 import pytest
@@ -81,9 +83,13 @@ def check_every_point(
     base: Path,
     *,
     stores: StoreKind | None = None,
+    sample: int | None = None,
+    seed: int = 0,
+    only: Collection[int] = (),
 ) -> Outcome:
-    """Resume after each checkpoint of the uninterrupted run; crash each resumed run once
-    more (at its 2nd, 3rd or 4th checkpoint) and resume that too."""
+    """Resume after each checkpoint of the uninterrupted run (or after ``sample`` of them,
+    drawn with ``seed``, or after the checkpoints numbered ``only``); crash each resumed
+    run once more (at its 2nd, 3rd or 4th checkpoint) and resume that too."""
     stores = stores or StoreKind(base)
     reference = run(case, stores, settings)
     assert reference.status == "completed"
@@ -93,7 +99,12 @@ def check_every_point(
     assert len(reference.points) == int(reference.data["latest_seq"])
     failures: dict[int, list[str]] = {}
     seconds: list[tuple[Point, Point]] = []
-    for point in reference.points:
+    points = reference.points
+    if sample is not None and sample < len(points):
+        points = sorted(random.Random(seed).sample(points, sample), key=lambda p: p.k)
+    if only:
+        points = [p for p in points if p.k in only]
+    for point in points:
         second = SecondCrash(stores, point)
         resumed = resume(case, stores, point.store, settings, record=second)
         found = differences(reference, point, resumed)
@@ -113,7 +124,7 @@ def check_every_point(
                 failures.setdefault(point.k, []).append(f"{where}: {key} differs")
     assert not failures, failures
     # Most resumed runs were crashed a second time.
-    assert len(seconds) >= len(reference.points) // 2, len(seconds)
+    assert len(seconds) >= len(points) // 2, len(seconds)
     return reference
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from durably_playbooks.errors import UnsupportedPlaybooksFeature
 
 __all__ = [
+    "REQUIREMENT",
     "SUPPORTED",
     "check_version",
     "compiler_prompt",
@@ -39,8 +40,11 @@ __all__ = [
     "system_prompt_delimiter",
 ]
 
-#: The versions of playbooks this package is tested with (``pyproject.toml`` pins it).
-SUPPORTED = ("0.7.4",)
+#: The versions of playbooks this package is tested with, oldest first: the nox session
+#: ``playbooks`` runs the whole suite with each. ``pyproject.toml`` pins the same range.
+SUPPORTED = ("0.7.3", "0.7.4")
+#: That range as a requirement (``pyproject.toml``'s; a test checks they agree).
+REQUIREMENT = "playbooks>=0.7.3,<0.7.5"
 
 
 def _quiet_environment() -> None:
@@ -57,11 +61,16 @@ def playbooks_version() -> str:
 
 
 def check_version() -> str:
+    """The installed playbooks version, or :class:`UnsupportedPlaybooksFeature` when it is
+    not one this package is tested with (its prompts and parser differ between releases,
+    even patch releases)."""
     version = playbooks_version()
     if version not in SUPPORTED:
         raise UnsupportedPlaybooksFeature(
-            f"playbooks {version} is installed; durably-playbooks supports {', '.join(SUPPORTED)}",
-            fix=f"pip install 'playbooks=={SUPPORTED[-1]}'",
+            f"playbooks {version} is installed; durably-playbooks supports playbooks "
+            f"{' and '.join(SUPPORTED)} (the versions it is tested with)",
+            feature="playbooks-version",
+            fix=f"pip install '{REQUIREMENT}'",
         )
     return version
 
