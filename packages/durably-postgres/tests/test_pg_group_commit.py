@@ -139,6 +139,40 @@ async def test_a_failing_statement_fails_alone_and_the_batch_is_rerun(gc: Batchi
     assert (await store.load_checkpoint("w", 0)).data == b"w0"
 
 
+@pytest.mark.asyncio
+async def test_two_failing_statements_in_a_batch_each_fail_alone_and_the_pool_stays_whole(
+    gc: Batching,
+) -> None:
+    """The rerun after a failed batch runs the writes one after the other on the writer's
+    connection: run at once, the first failure handed the shared connection back while
+    the others still used it (a raw ValueError from the pool), and connections leaked."""
+    store = gc.store
+    lease = await store.claim("v", "me", ttl=60)
+    await store.save_checkpoint("v", 0, b"warm", lease=lease)  # connects
+    db = store._db
+    outcomes = await gc.batched(
+        [
+            db.run_write("dividing", "SELECT 1 / 0", {}),
+            store.save_checkpoint("v", 1, b"v1", lease=lease),
+            db.run_write("dividing again", "SELECT 2 / 0", {}),
+            store.save_checkpoint("u", 0, b"u0"),
+        ],
+    )
+    assert _engine(store).committer.largest_batch == 4
+    for failed in (outcomes[0], outcomes[2]):
+        assert isinstance(failed, StoreError), failed
+        assert "division by zero" in str(failed)
+    assert not isinstance(outcomes[1], BaseException)
+    assert not isinstance(outcomes[3], BaseException)
+    assert (await store.load_checkpoint("v", 1)).data == b"v1"
+    assert (await store.load_checkpoint("u", 0)).data == b"u0"
+    pool = _engine(store).pool
+    assert pool is not None
+    stats = pool.get_stats()
+    # every connection is back in the pool but the writer's pinned one
+    assert stats["pool_size"] - stats.get("pool_available", 0) <= 1, stats
+
+
 async def _connections(admin: psycopg.AsyncConnection[Any], app: str) -> int:
     cur = await admin.execute(
         "SELECT count(*) FROM pg_stat_activity WHERE application_name = %s", (app,)

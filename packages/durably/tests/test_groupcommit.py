@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import pytest
 
 from durably._groupcommit import GroupCommitter
+from durably.errors import StoreError
 
 
 class Backend:
@@ -50,14 +51,54 @@ async def _queued(
 
 
 @pytest.mark.asyncio
-async def test_a_lone_write_runs_at_once_in_the_callers_task() -> None:
+async def test_a_lone_write_runs_at_once() -> None:
     backend = Backend()
     committer = GroupCommitter(backend.one, backend.many)
     assert await committer.submit(1) == 10
     assert await committer.submit(2) == 20
     assert backend.flushes == [[1], [2]]
-    assert backend.tasks == [asyncio.current_task()] * 2
     assert committer.batches == 0
+
+
+@pytest.mark.asyncio
+async def test_a_cancelled_lone_write_returns_only_once_its_flush_ended() -> None:
+    """A write cut mid-flight may still commit on the server: the cancelled caller must
+    not go on (release its lease) before the flush's outcome is settled."""
+    backend = Backend()
+    committer = GroupCommitter(backend.one, backend.many)
+    backend.gate.clear()
+    caller = asyncio.create_task(committer.submit(3))
+    for _ in range(100):
+        if backend.flushes:
+            break
+        await asyncio.sleep(0)
+    assert backend.flushes == [[3]]
+    caller.cancel()
+    for _ in range(20):
+        await asyncio.sleep(0)
+    assert not caller.done()  # still waiting for the flush it started
+    backend.gate.set()
+    with pytest.raises(asyncio.CancelledError):
+        await caller
+    assert backend.durable == {3}  # the flush ran to its end
+    assert await committer.submit(4) == 40  # and the committer is free again
+
+
+@pytest.mark.asyncio
+async def test_a_batch_reported_with_the_wrong_number_of_outcomes_fails_every_write() -> None:
+    """A flush_many that breaks its contract must not leave callers waiting forever."""
+    backend = Backend()
+
+    async def short(items: list[int]) -> Sequence[int | BaseException]:
+        await backend.many(items)
+        return [items[0] * 10]  # one outcome for several writes
+
+    committer = GroupCommitter(backend.one, short)
+    first, rest = await _queued(committer, backend, [1, 2, 3])
+    backend.gate.set()
+    assert await first == 0
+    outcomes = await asyncio.wait_for(asyncio.gather(*rest, return_exceptions=True), 5)
+    assert all(isinstance(o, StoreError) and "outcome is unknown" in str(o) for o in outcomes)
 
 
 @pytest.mark.asyncio

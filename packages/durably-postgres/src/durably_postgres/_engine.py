@@ -185,16 +185,22 @@ class Engine:
             async with self.writer() as conn:
                 rows = await _pipelined(conn, [writes[i] for i in order])
         except psycopg.Error as exc:
-            if isinstance(exc, psycopg.OperationalError) and (
-                is_connection_loss(exc) or not exc.sqlstate
-            ):
+            if not exc.sqlstate or is_connection_loss(exc):
+                # No answer from the server (a lost connection, a client-side error): the
+                # COMMIT's outcome is unknown, so nothing may run again blindly.
                 return [write.client.translate(exc, write.what) for write in writes]
+            # The server refused the transaction: nothing of it committed. Each write runs
+            # again alone, one after the other (they share the writer's connection).
             log.debug(
                 "a group commit of %d writes failed (%s); running each alone", len(writes), exc
             )
-            return await asyncio.gather(
-                *(self._run_one(write) for write in writes), return_exceptions=True
-            )
+            again: list[list[Row] | BaseException] = [[] for _ in writes]
+            for index in order:
+                try:
+                    again[index] = await self._run_one(writes[index])
+                except Exception as error:  # that write's own outcome
+                    again[index] = error
+            return again
         outcomes: list[list[Row] | BaseException] = [[] for _ in writes]
         for position, index in enumerate(order):
             outcomes[index] = rows[position]

@@ -24,6 +24,8 @@ import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
+from durably.errors import StoreError
+
 __all__ = ["GroupCommitter", "outlasting_cancellation"]
 
 I = TypeVar("I")  # noqa: E741 - an item
@@ -87,7 +89,10 @@ class GroupCommitter(Generic[I, R]):
         if not self._busy and not self._queue:
             self._busy = True
             try:
-                return await self._flush_one(item)
+                # In a task of its own: a cancelled caller waits until the write's outcome
+                # is settled (a statement cut mid-flight may still commit on the server).
+                flush = asyncio.ensure_future(self._flush_one(item))
+                return await outlasting_cancellation(flush)
             finally:
                 self._busy = False
                 self._start_draining()
@@ -133,6 +138,12 @@ class GroupCommitter(Generic[I, R]):
     def _settle(
         batch: list[tuple[I, asyncio.Future[R]]], outcomes: Sequence[R | BaseException]
     ) -> None:
+        if len(outcomes) != len(batch):  # a flush_many that broke its contract
+            error = StoreError(
+                f"a group commit reported {len(outcomes)} outcomes for {len(batch)} writes; "
+                "their outcome is unknown"
+            )
+            outcomes = [error] * len(batch)
         for (_item, future), outcome in zip(batch, outcomes, strict=True):
             if future.done():
                 continue
