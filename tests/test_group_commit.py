@@ -44,7 +44,6 @@ from conftest import durably, show
 
 SLOW_APPEND = 0.02
 """Seconds the child adds to every log append (see ``_run_all``)."""
-"""Kill the child once this share of all the checkpoints it will write was reported."""
 
 
 def _ids(n: int) -> list[str]:
