@@ -33,10 +33,15 @@ class Batching:
     """A store of this test, and a way to make saves queue up into one batch."""
 
     def __init__(
-        self, make_store: MakeStore, admin: psycopg.AsyncConnection[Any], url: str, schema: str
+        self,
+        make_store: MakeStore,
+        admin: psycopg.AsyncConnection[Any],
+        url: str,
+        schema: str,
+        **options: Any,
     ) -> None:
         self.app = f"durably-gc-{secrets.token_hex(3)}"
-        self.store = make_store(application_name=self.app)
+        self.store = make_store(application_name=self.app, **options)
         self.admin, self.url, self.schema = admin, url, schema
 
     async def batched(self, queued: list[Awaitable[Any]]) -> list[Any]:
@@ -171,6 +176,67 @@ async def test_two_failing_statements_in_a_batch_each_fail_alone_and_the_pool_st
     stats = pool.get_stats()
     # every connection is back in the pool but the writer's pinned one
     assert stats["pool_size"] - stats.get("pool_available", 0) <= 1, stats
+
+
+def _lent(store: PostgresProvider) -> int:
+    """Connections of the store's pool lent out and not returned (the pinned one aside)."""
+    pool = store._db.pool
+    assert pool is not None
+    stats = pool.get_stats()
+    pinned = 1 if _engine(store)._pinned is not None else 0
+    return stats.get("pool_size", 0) - stats.get("pool_available", 0) - pinned
+
+
+@pytest.mark.asyncio
+async def test_a_rerun_batch_leaks_no_connection_under_pool_pressure(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any], pg_url: str, pg_schema: str
+) -> None:
+    """A batch that fails as a whole reruns its writes one after another on the
+    committer's connection: none takes a connection of its own and keeps it, even while
+    other users wait for the pool."""
+    gc = Batching(make_store, admin, pg_url, pg_schema, pool_max_size=4)
+    store = gc.store
+    leases = {eid: await store.claim(eid, "me", ttl=60) for eid in ("a", "b", "c")}
+    db = store._db
+
+    stop = asyncio.Event()
+
+    async def reader(i: int) -> int:  # another user of the pool, waiting for connections
+        reads = 0
+        while not stop.is_set():
+            await store.load_latest_checkpoint(f"r-{i}")
+            reads += 1
+        return reads
+
+    readers = [asyncio.create_task(reader(i)) for i in range(6)]
+    try:
+        outcomes = await gc.batched(
+            [
+                *(
+                    store.save_checkpoint(eid, 0, eid.encode(), lease=lease)
+                    for eid, lease in leases.items()
+                ),
+                db.run_write("dividing", "SELECT 1 / 0", {}),
+            ],
+        )
+    finally:
+        stop.set()
+        reads = await asyncio.gather(*readers)
+    assert all(reads)
+    assert _engine(store).committer.largest_batch == 4
+    assert all(not isinstance(o, BaseException) for o in outcomes[:3]), outcomes
+    assert isinstance(outcomes[3], StoreError)
+    for eid in leases:
+        assert (await store.load_checkpoint(eid, 0)).data == eid.encode()
+    assert _lent(store) == 0
+    pool = store._db.pool
+    assert pool is not None
+    for _ in range(4):  # the whole pool can still be checked out
+        async with pool.connection(timeout=2):
+            pass
+    held = [await pool.getconn(timeout=2) for _ in range(3)]  # all but the pinned one
+    for conn in held:
+        await pool.putconn(conn)
 
 
 async def _connections(admin: psycopg.AsyncConnection[Any], app: str) -> int:
