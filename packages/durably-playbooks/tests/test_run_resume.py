@@ -10,7 +10,8 @@ result (transcript, agents' states, LLM calls with their prompts and responses, 
 must equal an uninterrupted run's, and the user must have seen each line once, in order.
 The chains run on the filesystem and on PostgreSQL (a schema of their own, named in a
 ``durably.toml`` given with ``--config`` as a user would; skipped without a server, see
-``crashpoints.postgres_url``).
+``crashpoints.postgres_url``), and both must end as the program's uninterrupted run on the
+filesystem, made once per program.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import json
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -204,17 +205,42 @@ def _progress(store: Store) -> tuple[int, int]:
     return len(data["transcript"]), sum(len(c["response"]) for c in data["llm_calls"])
 
 
-def _reference(name: str, store: Store) -> tuple[dict[str, object], list[str]]:
-    done = durably(*run_args(name, store.url, "reference", store.config))
-    assert done.code == 0, done.err
-    data = store.show("reference")
-    assert data["status"] == "completed"
-    return {key: data[key] for key in COMPARED}, said(done.out)
+@dataclass(frozen=True)
+class Reference:
+    """An uninterrupted run through the command: what `show` compares, the lines the user
+    saw, and how many checkpoints it wrote."""
+
+    compared: dict[str, object]
+    lines: list[str]
+    checkpoints: int
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Reference]:
+    """Each program's uninterrupted run, made once for the chains of both stores (each run
+    pays the `playbooks` import): the chain on PostgreSQL must end as the run on the
+    filesystem did."""
+    store = Store(f"file://{tmp_path_factory.mktemp('references')}/store")
+    made: dict[str, Reference] = {}
+
+    def reference(name: str) -> Reference:
+        if name not in made:
+            done = durably(*run_args(name, store.url, name))
+            assert done.code == 0, done.err
+            data = store.show(name)
+            assert data["status"] == "completed"
+            compared = {key: data[key] for key in COMPARED}
+            made[name] = Reference(compared, said(done.out), int(data["checkpoints"]))
+        return made[name]
+
+    return reference
 
 
 @pytest.mark.parametrize("name", list(CASES))
-def test_sigkill_after_every_checkpoint_then_resume(name: str, store: Store) -> None:
-    reference, lines = _reference(name, store)
+def test_sigkill_after_every_checkpoint_then_resume(
+    name: str, store: Store, references: Callable[[str], Reference]
+) -> None:
+    reference = references(name)
     crash = {"DURABLY_CRASH_AFTER_CHECKPOINT": "1", "DURABLY_LEASE_TTL": "0.2"}
     first = durably(*run_args(name, store.url, "chain", store.config), env=crash)
     assert first.code == -signal.SIGKILL, first.err
@@ -240,13 +266,12 @@ def test_sigkill_after_every_checkpoint_then_resume(name: str, store: Store) -> 
     data = store.show("chain")
     assert data["status"] == "completed"
     for key in COMPARED:
-        assert data[key] == reference[key], key
+        assert data[key] == reference.compared[key], key
     # What the user saw: each line once, in order, across all the processes.
-    assert [line for line in seen if not line.startswith("took execution")] == lines
+    assert [line for line in seen if not line.startswith("took execution")] == reference.lines
     # Each resume writes a takeover checkpoint, then one of the program's (or more, after
     # a kill that made no progress); the last ones follow the last crashable point.
-    uninterrupted = int(store.show("reference")["checkpoints"])
-    assert kills >= uninterrupted // 3, (kills, uninterrupted)
+    assert kills >= reference.checkpoints // 3, (kills, reference.checkpoints)
 
 
 def test_resume_does_not_import_playbooks(tmp_path: object) -> None:
