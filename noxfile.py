@@ -137,9 +137,10 @@ def playbooks(session: nox.Session, version: str) -> None:
     """durably-playbooks on Python 3.12 (playbooks requires it), from its own lock, once per
     supported playbooks release (the older ones installed into this session's venv after
     the locked sync, never into a lock): mypy --strict over its source, then its tests
-    (real `.pb` programs; a crash after every checkpoint, in process, on the filesystem
-    and -- when a server answers, see DURABLY_REQUIRE_POSTGRES -- PostgreSQL; SIGKILL
-    chains through the command; generated programs in both dialects)."""
+    (real `.pb` programs; a crash after every checkpoint, in process, and SIGKILL chains
+    through the command, on the filesystem and -- when a server answers, see
+    DURABLY_REQUIRE_POSTGRES -- PostgreSQL; generated programs in both dialects; the
+    `durably[playbooks]` extra installed from built wheels)."""
     venv = {"UV_PROJECT_ENVIRONMENT": session.virtualenv.location}
     session.run_install(
         "uv", "sync", "--locked", "--project", "packages/durably-playbooks", env=venv

@@ -108,6 +108,26 @@ class StoreKind:
         return data
 
 
+def postgres_url() -> str:
+    """The test server's URL (``DURABLY_TEST_POSTGRES_URL``, else the local one), or skip
+    the test -- a failure under ``DURABLY_REQUIRE_POSTGRES=1``. (Not durably-postgres'
+    ``server_or_skip``: that one can start a throwaway cluster and needs
+    durably-conformance, which this package's environment does not install.)"""
+    import psycopg
+    import pytest
+
+    from durably_postgres.testing import ENV_REQUIRE, ENV_URL, LOCAL_URL
+
+    url = os.environ.get(ENV_URL) or LOCAL_URL
+    try:
+        psycopg.connect(url, connect_timeout=3).close()
+    except psycopg.Error as exc:
+        if os.environ.get(ENV_REQUIRE) == "1":
+            pytest.fail(f"{ENV_REQUIRE}=1 but PostgreSQL at {url} does not answer: {exc}")
+        pytest.skip(f"no PostgreSQL server at {url}: {exc}")
+    return url
+
+
 class PostgresStores(StoreKind):
     """One PostgreSQL schema per name; a copy is taken in one REPEATABLE READ transaction
     (tables, rows and the two sequences of durably-postgres' schema)."""
@@ -248,11 +268,13 @@ def run(
     *,
     record: bool = True,
     chunk_seed: int = 3,
+    script: Path | None = None,
 ) -> Outcome:
-    """The uninterrupted run; with ``record``, a copy of the store after each checkpoint."""
+    """The uninterrupted run; with ``record``, a copy of the store after each checkpoint
+    (``script``: another scripted LLM file than the case's)."""
     store = "reference"
     said: list[str] = []
-    client = case.llm(chunk_seed)
+    client = case.llm(chunk_seed, script)
     arrived: set[tuple[str, int]] = set()
     prompts = _recorded(client, arrived)
     points: list[Point] = []

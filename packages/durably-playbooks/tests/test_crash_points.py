@@ -10,7 +10,6 @@ processes and SIGKILL (a chain of kills through the ``durably`` command).
 
 from __future__ import annotations
 
-import os
 import random
 import secrets
 from collections.abc import Collection
@@ -25,6 +24,7 @@ from crashpoints import (
     PostgresStores,
     StoreKind,
     differences,
+    postgres_url,
     resume,
     run,
     write_script,
@@ -159,23 +159,6 @@ def test_the_harness_sees_a_resume_that_differs(tmp_path: Path) -> None:
     found = differences(reference, point, resumed)
     assert "show: transcript differs" in found
     assert any(item.startswith("the user saw") for item in found)
-
-
-def postgres_url() -> str:
-    """The test server's URL (DURABLY_TEST_POSTGRES_URL, else the local one), or skip --
-    a failure under DURABLY_REQUIRE_POSTGRES=1."""
-    import psycopg
-
-    url = os.environ.get("DURABLY_TEST_POSTGRES_URL") or "postgresql://postgres@127.0.0.1:5432/test"
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error as exc:
-        if os.environ.get("DURABLY_REQUIRE_POSTGRES") == "1":
-            pytest.fail(
-                f"DURABLY_REQUIRE_POSTGRES=1 but PostgreSQL at {url} does not answer: {exc}"
-            )
-        pytest.skip(f"no PostgreSQL server at {url}: {exc}")
-    return url
 
 
 @pytest.mark.parametrize("name", ["library"])

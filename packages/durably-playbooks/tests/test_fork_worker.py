@@ -1,5 +1,5 @@
-"""`durably fork`, `durably diff`, `durably submit` and `durably worker` on Playbooks
-executions, through the real command.
+"""`durably history`, `durably fork`, `durably diff`, `durably submit` and `durably worker`
+on Playbooks executions, through the real command.
 
 A fork copies the execution header, so the forked execution is rebuilt from the recorded
 program document (no compile, no ``playbooks`` import) and lists the original's compile
@@ -96,6 +96,29 @@ def test_fork_a_pb_execution_and_resume_it_with_another_llm(
     assert data["llm_calls"]["same_prompt_other_response"] == 1
     # The original is untouched.
     assert show(store, "original") == original
+
+
+def test_history_of_a_two_agent_execution(library_run: tuple[str, dict[str, Any]]) -> None:
+    """`durably history` lists every checkpoint of library.pbasm, by agent, with the LLM
+    calls, the tool call, the lines said and the statements the LLM code was at."""
+    store, original = library_run
+    listing = durably("history", "original", "--json", "--store", store)
+    assert listing.code == 0, listing.err
+    points = json.loads(listing.out)
+    assert [p["seq"] for p in points] == list(range(original["latest_seq"] + 1))
+    assert {p["agent_class"] for p in points if p["agent"]} == {"Librarian", "Archivist"}
+    counts = [p["llm_calls"] for p in points]
+    assert counts == sorted(counts)
+    assert counts[-1] == len(original["llm_calls"]) == 3
+    operations = [op for p in points for op in p["operations"]]
+    for op in ("say", "yield", "create", "llm:Main", "llm:FindBook"):
+        assert op in operations, (op, operations)
+    assert points[-1]["operations"] == ["final (completed)"]
+    said = [p for p in points if "say" in p["operations"] and p["agent_class"] == "Librarian"]
+    assert said[0]["statement"].startswith('await self.Say("user", "Hello!'), said[0]
+    text = durably("history", "original", "--store", store)
+    assert text.code == 0, text.err
+    assert any("Archivist(1001)" in row and "llm:FindBook" in row for row in text.out.splitlines())
 
 
 def test_fork_a_two_agent_execution_at_checkpoints_then_resume(

@@ -8,6 +8,10 @@ again until the execution completes, each one killed right after its second chec
 the previous kill made no progress (a checkpoint that only records idle agents). The
 result (transcript, agents' states, LLM calls with their prompts and responses, result)
 must equal an uninterrupted run's, and the user must have seen each line once, in order.
+The chains run on the filesystem and on PostgreSQL (a schema of their own, named in a
+``durably.toml`` given with ``--config`` as a user would; skipped without a server, see
+``crashpoints.postgres_url``), and both must end as the program's uninterrupted run on the
+filesystem, made once per program.
 """
 
 from __future__ import annotations
@@ -17,38 +21,85 @@ import json
 import signal
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
+from crashpoints import postgres_url
+from test_crash_points import CASES as CRASH_CASES
 
 from helpers import PROGRAMS, durably, show
 
 COMPARED = ("transcript", "agents", "llm_calls", "result")
 
-CASES = {
-    # one agent, BGN playbook asking the user; a .pb compiled by a scripted LLM call;
-    # a Python @playbook called in a loop
-    "hello": ("hello.pb", "hello.scripted.json", ["I'm Ada and I love a good mystery."]),
-    # two agents, a public playbook called across agents, a Python @playbook in a while loop
-    "library": ("library.pbasm", "library.scripted.json", ["Bees"]),
-}
+#: The programs of test_crash_points.py: hello (one agent, BGN asks the user, a .pb compiled
+#: by a scripted call, a @playbook in a loop), library (two agents, a public playbook
+#: across agents, a @playbook in a while loop), trip (nested playbooks, Yield("user") in
+#: the innermost, Yield("call")), cake (Yield("call") continuations in if/else) and quiz
+#: (messages between agents, triggers picked in ProcessMessages).
+CASES = CRASH_CASES
 
 
-def run_args(name: str, store: str, execution_id: str) -> list[str]:
-    program, script, inputs = CASES[name]
+def run_args(name: str, store: str, execution_id: str, config: Path | None = None) -> list[str]:
+    case = CASES[name]
     args = [
         "run",
-        str(PROGRAMS / program),
+        str(case.path),
         "--llm",
-        f"scripted:{PROGRAMS / script}?chunk_seed=3",
+        f"scripted:{PROGRAMS / case.script}?chunk_seed=3",
         "--store",
         store,
         "--execution-id",
         execution_id,
     ]
-    for text in inputs:
+    if config is not None:
+        args += ["--config", str(config)]
+    for text in case.inputs:
         args += ["--input", text]
     return args
+
+
+@dataclass(frozen=True)
+class Store:
+    """Where a test's executions are: a store URL and, for PostgreSQL, the ``durably.toml``
+    naming the test's own schema (given to every command with ``--config``)."""
+
+    url: str
+    config: Path | None = None
+
+    def args(self) -> list[str]:
+        return ["--store", self.url, *(["--config", str(self.config)] if self.config else [])]
+
+    def show(self, execution_id: str) -> dict[str, Any]:
+        return show(self.url, execution_id, config=self.config)
+
+
+@pytest.fixture
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A fresh store: a directory, or a PostgreSQL schema dropped after the test."""
+    if request.param == "filesystem":
+        yield Store(f"file://{tmp_path}/store")
+        return
+    import psycopg
+
+    from durably_postgres.testing import drop_schema, random_schema
+
+    url = postgres_url()
+    schema = random_schema("durably_pb_chain")
+    config = tmp_path / "durably.toml"
+    config.write_text(
+        f'[durability]\nstore = "{url}"\n\n[durability.postgres]\nschema = "{schema}"\n'
+    )
+    try:
+        yield Store(url, config)
+        # The executions are in that schema (not in a store the commands fell back to).
+        with psycopg.connect(url, connect_timeout=10) as conn:
+            rows = conn.execute(f'SELECT id FROM "{schema}".executions').fetchall()
+        assert rows, schema
+    finally:
+        drop_schema(url, schema)
 
 
 def said(out: str) -> list[str]:
@@ -123,14 +174,16 @@ def test_show_lists_the_compile_calls_and_imports_nothing(tmp_path: Path) -> Non
 def test_pbasm_and_pb_give_the_same_run(tmp_path: Path) -> None:
     """The committed .pbasm is what the scripted compile call returns: same execution
     (in this process: see test_crash_points.py)."""
-    from crashpoints import Case, StoreKind, run
+    from dataclasses import replace
+
+    from crashpoints import StoreKind, run
 
     from durably.config import DurabilityConfig
 
     pb = CASES["hello"]
     runs = [
         run(
-            Case(program, pb[1], tuple(pb[2])),
+            replace(pb, program=program),
             StoreKind(tmp_path / program),
             DurabilityConfig(),
             record=False,
@@ -146,26 +199,61 @@ def test_pbasm_and_pb_give_the_same_run(tmp_path: Path) -> None:
     assert compiled == [["playbooks-compiler.Greeter"], []]
 
 
-def _progress(store: str) -> tuple[int, int]:
+def _progress(store: Store) -> tuple[int, int]:
     """How far the program got: its transcript and its LLM calls' text."""
-    data = show(store, "chain")
+    data = store.show("chain")
     return len(data["transcript"]), sum(len(c["response"]) for c in data["llm_calls"])
 
 
-def _reference(name: str, store: str) -> tuple[dict[str, object], list[str]]:
-    done = durably(*run_args(name, store, "reference"))
-    assert done.code == 0, done.err
-    data = show(store, "reference")
-    assert data["status"] == "completed"
-    return {key: data[key] for key in COMPARED}, said(done.out)
+@dataclass(frozen=True)
+class Reference:
+    """An uninterrupted run through the command: what `show` compares, the lines the user
+    saw, and how many checkpoints it wrote."""
+
+    compared: dict[str, object]
+    lines: list[str]
+    checkpoints: int
 
 
-@pytest.mark.parametrize("name", list(CASES))
-def test_sigkill_after_every_checkpoint_then_resume(name: str, tmp_path: object) -> None:
-    store = f"file://{tmp_path}/store"
-    reference, lines = _reference(name, store)
+@pytest.fixture(scope="module")
+def references(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Reference]:
+    """Each program's uninterrupted run, made once for the chains of both stores (each run
+    pays the `playbooks` import): the chain on PostgreSQL must end as the run on the
+    filesystem did."""
+    store = Store(f"file://{tmp_path_factory.mktemp('references')}/store")
+    made: dict[str, Reference] = {}
+
+    def reference(name: str) -> Reference:
+        if name not in made:
+            done = durably(*run_args(name, store.url, name))
+            assert done.code == 0, done.err
+            data = store.show(name)
+            assert data["status"] == "completed"
+            compared = {key: data[key] for key in COMPARED}
+            made[name] = Reference(compared, said(done.out), int(data["checkpoints"]))
+        return made[name]
+
+    return reference
+
+
+#: The programs whose SIGKILL chain also runs on PostgreSQL: one agent (a ``.pb`` compiled
+#: at load) and two agents calling each other. Every program runs on the filesystem. The
+#: store sits below the Playbooks layer, where the programs differ; the other three
+#: programs' chains on PostgreSQL would add ~3 minutes to each playbooks release's session.
+POSTGRES_CASES = ("hello", "library")
+
+
+@pytest.mark.parametrize(
+    ("store", "name"),
+    [("filesystem", name) for name in CASES] + [("postgresql", name) for name in POSTGRES_CASES],
+    indirect=["store"],
+)
+def test_sigkill_after_every_checkpoint_then_resume(
+    name: str, store: Store, references: Callable[[str], Reference]
+) -> None:
+    reference = references(name)
     crash = {"DURABLY_CRASH_AFTER_CHECKPOINT": "1", "DURABLY_LEASE_TTL": "0.2"}
-    first = durably(*run_args(name, store, "chain"), env=crash)
+    first = durably(*run_args(name, store.url, "chain", store.config), env=crash)
     assert first.code == -signal.SIGKILL, first.err
     seen = said(first.out)
     kills = 1
@@ -173,7 +261,7 @@ def test_sigkill_after_every_checkpoint_then_resume(name: str, tmp_path: object)
     k = 2
     while True:
         crash["DURABLY_CRASH_AFTER_CHECKPOINT"] = str(k)
-        step = durably("resume", "chain", "--wait", "--store", store, env=crash)
+        step = durably("resume", "chain", "--wait", *store.args(), env=crash)
         seen += said(step.out)
         if step.code == 0:
             break
@@ -186,16 +274,15 @@ def test_sigkill_after_every_checkpoint_then_resume(name: str, tmp_path: object)
         progress = now
         assert kills < 100, kills
         assert k < 10, k
-    data = show(store, "chain")
+    data = store.show("chain")
     assert data["status"] == "completed"
     for key in COMPARED:
-        assert data[key] == reference[key], key
+        assert data[key] == reference.compared[key], key
     # What the user saw: each line once, in order, across all the processes.
-    assert [line for line in seen if not line.startswith("took execution")] == lines
+    assert [line for line in seen if not line.startswith("took execution")] == reference.lines
     # Each resume writes a takeover checkpoint, then one of the program's (or more, after
     # a kill that made no progress); the last ones follow the last crashable point.
-    uninterrupted = int(show(store, "reference")["checkpoints"])
-    assert kills >= uninterrupted // 3, (kills, uninterrupted)
+    assert kills >= reference.checkpoints // 3, (kills, reference.checkpoints)
 
 
 def test_resume_does_not_import_playbooks(tmp_path: object) -> None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 
 from durably import Agent
 from durably.agent import State
+from durably_playbooks._document import REFUSED_TEXT
 from durably_playbooks.errors import UnsupportedPlaybooksFeature
 
 __all__ = ["PlaybooksAgent", "PlaybooksState"]
@@ -98,19 +99,32 @@ class PlaybooksAgent(Agent):
     # What the loader refuses in the source, refused again when LLM code improvises it.
 
     async def CreateAgent(self, *args: Any, **kwargs: Any) -> Any:
-        raise _refused("CreateAgent", "creating a new agent of a class is not durable yet")
+        raise self._refused("CreateAgent")
 
     async def SaveArtifact(self, *args: Any, **kwargs: Any) -> Any:
-        raise _refused("SaveArtifact", "artifacts are not durable operations yet")
+        raise self._refused("SaveArtifact")
 
     async def LoadArtifact(self, *args: Any, **kwargs: Any) -> Any:
-        raise _refused("LoadArtifact", "artifacts are not durable operations yet")
+        raise self._refused("LoadArtifact")
 
     async def Loadfile(self, *args: Any, **kwargs: Any) -> Any:
-        raise _refused("Loadfile", "reading files is I/O outside the journal")
+        raise self._refused("Loadfile")
+
+    async def LoadFile(self, *args: Any, **kwargs: Any) -> Any:
+        raise self._refused("LoadFile")
 
     async def InviteToMeeting(self, *args: Any, **kwargs: Any) -> Any:
-        raise _refused("InviteToMeeting", "meetings are not durable yet")
+        raise self._refused("InviteToMeeting")
+
+    def _refused(self, name: str) -> UnsupportedPlaybooksFeature:
+        """The error for LLM code calling ``name``: the feature and the reason the loader
+        gives when the source names it (``_document.REFUSED_TEXT``), and this agent."""
+        feature, why = REFUSED_TEXT[name]
+        return UnsupportedPlaybooksFeature(
+            f"agent {self.klass}: the LLM code called {name}: {why}",
+            feature=feature,
+            fix="See docs/guides/playbooks.md, 'Refused, and why'",
+        )
 
     # ------------------------------------------------------------ Python blocks
 
@@ -137,14 +151,6 @@ class PlaybooksAgent(Agent):
                     namespace[f"__pb_fn_{pb['name']}"] = namespace[pb["name"]]
                     namespace[pb["name"]] = getattr(self, pb["name"])
         return namespace
-
-
-def _refused(name: str, why: str) -> UnsupportedPlaybooksFeature:
-    return UnsupportedPlaybooksFeature(
-        f"the LLM code called {name}: {why}",
-        feature=name,
-        fix="See docs/guides/playbooks.md, 'Refused'",
-    )
 
 
 def python_caller(name: str, is_async: bool) -> Callable[..., Any]:
