@@ -128,6 +128,29 @@ def postgres_url() -> str:
     return url
 
 
+def redis_url() -> str:
+    """The test Redis server's URL (``DURABLY_TEST_REDIS_URL``, else the local one), or
+    skip the test -- a failure under ``DURABLY_REQUIRE_REDIS=1`` (as :func:`postgres_url`;
+    durably-redis' ``server_or_skip`` needs durably-conformance, not installed here)."""
+    import pytest
+    import redis
+
+    from durably_redis.testing import ENV_REQUIRE, ENV_URL, LOCAL_URL
+
+    url = os.environ.get(ENV_URL) or LOCAL_URL
+    try:
+        client = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=3)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except redis.RedisError as exc:
+        if os.environ.get(ENV_REQUIRE) == "1":
+            pytest.fail(f"{ENV_REQUIRE}=1 but Redis at {url} does not answer: {exc}")
+        pytest.skip(f"no Redis server at {url}: {exc}")
+    return url
+
+
 class PostgresStores(StoreKind):
     """One PostgreSQL schema per name; a copy is taken in one REPEATABLE READ transaction
     (tables, rows and the two sequences of durably-postgres' schema)."""

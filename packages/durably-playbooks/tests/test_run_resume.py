@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crashpoints import postgres_url
+from crashpoints import postgres_url, redis_url
 from test_crash_points import CASES as CRASH_CASES
 
 from helpers import PROGRAMS, durably, show
@@ -78,9 +78,27 @@ class Store:
 
 @pytest.fixture
 def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    """A fresh store: a directory, or a PostgreSQL schema dropped after the test."""
+    """A fresh store: a directory, a PostgreSQL schema or a Redis key prefix (removed after
+    the test)."""
     if request.param == "filesystem":
         yield Store(f"file://{tmp_path}/store")
+        return
+    if request.param == "redis":
+        from durably_redis.testing import delete_prefix, random_prefix
+
+        url = redis_url()
+        prefix = random_prefix("durably-pb-chain")
+        config = tmp_path / "durably.toml"
+        config.write_text(
+            f'[durability]\nstore = "{url}"\n\n[durability.redis]\nkey_prefix = "{prefix}"\n'
+        )
+        try:
+            yield Store(url, config)
+        finally:
+            # The executions were stored under that prefix (not in a store the commands
+            # fell back to): deleting it removes their keys.
+            deleted = delete_prefix(url, prefix)
+        assert deleted, prefix
         return
     import psycopg
 
@@ -240,12 +258,15 @@ def references(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Refe
 #: at load) and two agents calling each other. Every program runs on the filesystem. The
 #: store sits below the Playbooks layer, where the programs differ; the other three
 #: programs' chains on PostgreSQL would add ~3 minutes to each playbooks release's session.
+#: Redis runs the two-agent program.
 POSTGRES_CASES = ("hello", "library")
 
 
 @pytest.mark.parametrize(
     ("store", "name"),
-    [("filesystem", name) for name in CASES] + [("postgresql", name) for name in POSTGRES_CASES],
+    [("filesystem", name) for name in CASES]
+    + [("postgresql", name) for name in POSTGRES_CASES]
+    + [("redis", "library")],
     indirect=["store"],
 )
 def test_sigkill_after_every_checkpoint_then_resume(
