@@ -21,8 +21,10 @@ says so and the execution stops with :class:`~durably.errors.OwnerLockLostError`
 runner reports it as a take-over). Others keep running. Correctness never depends on
 this: a take-over bumps the epoch, and every write of the superseded owner is fenced.
 Before taking the locks again, the old session is ended on the server if it is still
-there (``pg_terminate_backend``, waiting for it to exit), so that its locks -- this
-process's own -- are not mistaken for another holder's.
+there holding some of them (``pg_terminate_backend``, waiting for it to exit), so that its
+locks -- this process's own -- are not mistaken for another holder's. A backend with the
+same pid and start holding none of them is never ended: through a pooler it may serve
+another client now.
 
 **Connecting** (with the provider's retries and backoff) happens outside the session's
 mutex, once for all callers: while the server is unreachable, a release does not wait
@@ -47,10 +49,14 @@ if TYPE_CHECKING:
 __all__ = ["OwnerLockSession"]
 
 _END_OLD_SESSION = (
-    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
-    " WHERE pid = %s AND backend_start = %s"
+    "SELECT pg_terminate_backend(a.pid, 5000) FROM pg_stat_activity a"
+    " WHERE a.pid = %s AND a.backend_start = %s AND EXISTS (SELECT 1 FROM pg_locks l"
+    " WHERE l.pid = a.pid AND l.locktype = 'advisory' AND l.granted AND l.objsubid = 1"
+    " AND ((l.classid::int8 << 32) | l.objid::int8) = ANY(%s::int8[]))"
 )
-"""End the lost session if the server still runs it, and wait (5 s at most) for it to exit."""
+"""End the lost session if the server still runs it with some of this process's locks,
+and wait (5 s at most) for it to exit. A backend holding none of them is left alone: it
+is not ours to end, e.g. a pooler (PgBouncer) gave it to another client meanwhile."""
 
 _RELOCK = "SELECT k FROM unnest(%s::int8[]) AS k WHERE NOT pg_try_advisory_lock(k)"
 """Take every key again on a new session; the keys someone else holds now."""
@@ -129,7 +135,7 @@ class OwnerLockSession:
                     await old.conn.close()
                 if self._held:  # its locks, if the server still runs it, are ours: end it
                     with contextlib.suppress(psycopg.Error):  # not allowed: they count as lost
-                        await conn.execute(_END_OLD_SESSION, old.backend)
+                        await conn.execute(_END_OLD_SESSION, (*old.backend, list(self._held)))
             async with self._mutex:
                 self._current = None
                 if self._held:
