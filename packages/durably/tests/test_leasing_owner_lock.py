@@ -11,7 +11,7 @@ import pytest
 from durably._leasing import leased
 from durably.checkpoint import CheckpointManager
 from durably.errors import FencedError, OwnerLockLostError, StoreUnavailableError
-from durably.storage import Capability, OwnerLock
+from durably.storage import Capability, Lease, OwnerLock
 
 from memstore import MemoryStore
 
@@ -80,6 +80,55 @@ def test_a_failed_owner_lock_check_is_retried_and_the_execution_goes_on() -> Non
             store.checked.clear()
             store.trouble = None
             await asyncio.wait_for(store.checked.wait(), timeout=10)  # checked again
+        assert store.checks >= 2
+
+    asyncio.run(main())
+
+
+class _SlowLock(_Lock):
+    async def ensure_held(self) -> None:
+        self.store.checks += 1
+        self.store.checked.set()
+        await self.store.unstuck.wait()  # a store that takes for ever to reconnect
+
+
+class SlowLockStore(LockingStore):
+    """An owner-lock check that never ends; renewals counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.renewals = 0
+        self.renewed = asyncio.Event()
+        self.unstuck = asyncio.Event()
+
+    async def _lock_owner(self, execution_id: str) -> OwnerLock | None:
+        self.lock = _SlowLock(self)
+        return self.lock
+
+    async def _renew(self, lease: Lease, ttl: float) -> Lease:
+        self.renewals += 1
+        self.renewed.set()
+        return await super()._renew(lease, ttl)
+
+
+def test_a_slow_owner_lock_check_does_not_hold_back_the_lease_renewal() -> None:
+    """A check stuck reconnecting is given up after a third of the ttl: the lease is renewed
+    again (and the check asked again) instead of expiring behind it."""
+
+    async def main() -> None:
+        store = SlowLockStore()
+        manager = CheckpointManager("locked", store)
+        async with leased(manager, 0.3, asyncio.current_task()):
+            try:
+                # the timeouts only bound a failure: the heartbeat renews every 0.1 s
+                await asyncio.wait_for(store.checked.wait(), timeout=10)
+                store.renewed.clear()
+                store.checked.clear()
+                await asyncio.wait_for(store.renewed.wait(), timeout=10)  # renewed again
+                await asyncio.wait_for(store.checked.wait(), timeout=10)  # and checked again
+            finally:
+                store.unstuck.set()  # a failing run ends
+        assert store.renewals >= 2
         assert store.checks >= 2
 
     asyncio.run(main())

@@ -73,7 +73,9 @@ async def leased(
                 lease = await provider.renew(lease, ttl=ttl)
                 manager.lease = lease
                 if held.lock is not None:
-                    await held.lock.ensure_held()
+                    # Bounded: a slow check (a store reconnecting) must not hold back the
+                    # next renewal past the lease's expiry.
+                    await asyncio.wait_for(held.lock.ensure_held(), timeout=ttl / 3)
                 interval = ttl / 3
             except (FencedError, OwnerLockLostError) as exc:
                 lost = exc
@@ -81,11 +83,11 @@ async def leased(
                 if on_lost is not None and not stop.is_set():
                     on_lost.cancel()
                 return
-            except DurablyError as exc:  # a transient store error: retry sooner
+            except (DurablyError, TimeoutError) as exc:  # transient: retry sooner
                 log.warning(
                     "renewing the lease on execution %s failed (%s); retrying",
                     manager.execution_id,
-                    exc,
+                    exc if str(exc) else "the owner-lock check took too long",
                 )
                 interval = max(0.05, min(interval, ttl / 10))
 

@@ -84,7 +84,9 @@ class OwnerLock(abc.ABC):
         holding it broke -- and other processes may then judge the owner dead and take
         the execution over. The lease heartbeat calls this: a provider whose locks can
         be dropped so takes them again, unless another process got one first. The
-        default does nothing (a lock that only the process's death frees).
+        default does nothing (a lock that only the process's death frees). The heartbeat
+        cancels a check that takes longer than a third of the lease's ttl (and asks again
+        soon), so that it never holds back the lease's renewal.
 
         Raises:
             OwnerLockLostError: Another process holds the lock now.
