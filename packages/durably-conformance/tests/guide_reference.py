@@ -110,7 +110,10 @@ def render() -> str:
     ]
     members = ", ".join(f"{m.name}" for m in storage.Capability)
     lines += _entry(f"class Capability(StrEnum): {members}", storage.Capability)
-    lines += _entry("class OwnerLock(abc.ABC): async release() -> None", storage.OwnerLock)
+    lines += _entry(
+        "class OwnerLock(abc.ABC): async release() -> None; async ensure_held() -> None",
+        storage.OwnerLock,
+    )
     for function in (
         storage.blob_digest,
         storage.validate_execution_id,
@@ -147,6 +150,7 @@ def render() -> str:
         errors.NotFoundError,
         errors.CorruptObjectError,
         errors.UnsupportedError,
+        errors.OwnerLockLostError,
     ):
         lines += _entry(f"{cls.__name__}(message: str)", cls)
     lines += ["", "### `durably.options`: option parsing for `from_url`", ""]

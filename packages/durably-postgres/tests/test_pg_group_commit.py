@@ -9,18 +9,31 @@ failed statement fails only its own item, and the others commit.
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import secrets
+import signal
+import time
 from collections.abc import Awaitable
+from gc import collect
 from typing import Any
 
 import psycopg
 import pytest
 from test_pg_provider import MakeStore, _wait_until_blocked
 
-from durably.errors import AlreadyExistsError, FencedError, PreconditionFailedError, StoreError
+from durably.errors import (
+    AlreadyExistsError,
+    FencedError,
+    OwnerLockLostError,
+    PreconditionFailedError,
+    StoreError,
+    StoreUnavailableError,
+)
 from durably.storage import ExpectedVersion
 from durably_postgres import PostgresProvider
-from durably_postgres._engine import Engine
+from durably_postgres._engine import Engine, _engines
+from durably_postgres._ownerlocks import OwnerLockSession
 
 
 def _engine(store: PostgresProvider) -> Engine:
@@ -304,7 +317,7 @@ async def test_owner_locks_share_one_session_and_survive_its_loss(
 ) -> None:
     """The owner locks of a process's executions live on one session; if it is cut, the
     server drops them (their owners look dead, as with a connection each) and the next
-    lock opens a new session."""
+    lock opens a new session, where the locks nobody took meanwhile are taken again."""
     app = f"durably-locks-{secrets.token_hex(3)}"
     one, two = make_store(application_name=app), make_store(application_name=app)
     first = await one.lock_owner("a")
@@ -328,8 +341,11 @@ async def test_owner_locks_share_one_session_and_survive_its_loss(
     assert again is not None
     assert session.connection is not conn
     assert not await one.owner_lock_free("c")
-    await first.release()  # on the lost session: harmless
+    assert not await one.owner_lock_free("a")  # taken again on the new session
+    assert not await one.owner_lock_free("b")
+    await first.release()
     await second.release()
+    assert await one.owner_lock_free("a")
     await again.release()
     assert await one.owner_lock_free("c")
 
@@ -369,3 +385,334 @@ async def test_a_pool_of_one_pins_nothing(make_store: MakeStore) -> None:
         await store.save_checkpoint("one", seq, b"x", lease=lease)
         assert await store.load_checkpoint("one", seq) is not None  # the pool is free
     assert _engine(store)._pinned is None
+
+
+# ------------------------------------------------- the owner-lock session, when it is lost
+
+
+async def _end_session(
+    admin: psycopg.AsyncConnection[Any], conn: psycopg.AsyncConnection[Any]
+) -> None:
+    """End ``conn``'s server session (its locks are free once this returns) and wait until
+    its socket has the server's goodbye to read."""
+    cur = await admin.execute("SELECT pg_terminate_backend(%s, 5000)", (conn.info.backend_pid,))
+    assert await cur.fetchone() == (True,)
+    loop = asyncio.get_running_loop()
+    readable = loop.create_future()
+    fd = conn.fileno()
+    loop.add_reader(fd, readable.set_result, None)
+    try:
+        await readable
+    finally:
+        loop.remove_reader(fd)
+
+
+def _lock_session(store: PostgresProvider) -> OwnerLockSession:
+    session = _engine(store).owner_locks
+    assert session is not None
+    return session
+
+
+@pytest.mark.asyncio
+async def test_a_release_does_not_wait_for_the_lock_session_to_reconnect(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """While the owner-lock session reconnects (the server slow or down: connecting
+    retries with backoff), releasing a lock -- gone with the lost session anyway --
+    returns at once instead of waiting for the connect."""
+    store = make_store()
+    held = await store.lock_owner("a")
+    assert held is not None
+    session = _lock_session(store)
+    real = session._connect
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def slow_connect() -> psycopg.AsyncConnection[Any]:
+        entered.set()
+        await gate.wait()
+        return await real()
+
+    session._connect = slow_connect
+    conn = session.connection
+    assert conn is not None
+    await _end_session(admin, conn)
+    other = asyncio.create_task(store.lock_owner("b"))
+    try:
+        await entered.wait()  # connecting
+        await asyncio.wait_for(held.release(), timeout=5)
+        assert not other.done()
+    finally:
+        gate.set()
+    again = await other
+    assert again is not None
+    assert await store.owner_lock_free("a")  # released: not taken again on the new session
+    await again.release()
+
+
+@pytest.mark.asyncio
+async def test_callers_waiting_for_the_lock_session_share_one_connect_attempt(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """Locks asked for while the session is lost and the server unreachable wait for one
+    connect attempt (its retries and backoff) together, not for one attempt each in turn;
+    each gets its failure as a StoreUnavailableError."""
+    store = make_store()
+    first = await store.lock_owner("a")
+    assert first is not None
+    session = _lock_session(store)
+    attempts = 0
+    entered, gate = asyncio.Event(), asyncio.Event()
+
+    async def unreachable() -> psycopg.AsyncConnection[Any]:
+        nonlocal attempts
+        attempts += 1
+        entered.set()
+        await gate.wait()
+        raise StoreUnavailableError("cannot connect (after 4 attempts): the server is down")
+
+    real, session._connect = session._connect, unreachable
+    conn = session.connection
+    assert conn is not None
+    await _end_session(admin, conn)
+    waiting = [asyncio.create_task(store.lock_owner(eid)) for eid in ("b", "c", "d")]
+    await entered.wait()
+    gate.set()
+    outcomes = await asyncio.gather(*waiting, return_exceptions=True)
+    assert all(isinstance(o, StoreUnavailableError) for o in outcomes), outcomes
+    assert attempts == 1
+    session._connect = real  # the server is back: the next lock connects
+    again = await store.lock_owner("b")
+    assert again is not None
+    await again.release()
+    await first.release()
+
+
+@pytest.mark.asyncio
+async def test_a_lost_lock_session_is_replaced_and_its_locks_taken_again_unless_taken(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """When the session holding a process's owner locks is lost, every lock is free on the
+    server at once. The next check (the lease heartbeat's ``ensure_held``) opens a new
+    session and takes them all again; a lock another process took in between is lost,
+    and its execution learns it (OwnerLockLostError) instead of believing it still holds
+    it. The others keep theirs."""
+    here = make_store(application_name=f"durably-here-{secrets.token_hex(3)}")
+    there = make_store(application_name=f"durably-there-{secrets.token_hex(3)}")
+    taken = await here.lock_owner("taken")
+    kept = await here.lock_owner("kept")
+    assert taken is not None
+    assert kept is not None
+    assert await there.owner_lock_free("other")
+    assert _engine(here) is not _engine(there)  # as good as another process
+    conn = _lock_session(here).connection
+    assert conn is not None
+    await _end_session(admin, conn)
+    thief = await there.lock_owner("taken")  # found free: "the owner is dead"
+    assert thief is not None
+    with pytest.raises(OwnerLockLostError, match="another process holds the lock now"):
+        await taken.ensure_held()
+    await kept.ensure_held()  # taken again on a new session
+    assert _lock_session(here).connection is not conn
+    assert not await there.owner_lock_free("kept")
+    assert await there.lock_owner("kept") is None
+    await taken.release()  # lost: harmless, and the thief keeps it
+    assert not await here.owner_lock_free("taken")
+    await thief.release()
+    await kept.release()
+    assert await there.owner_lock_free("kept")
+    assert await there.owner_lock_free("taken")
+
+
+# ------------------------------------------- engines: per process and event loop, lifetime
+
+
+def _backend_pids(url: str, app: str) -> set[int]:
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
+        ).fetchall()
+    return {int(row[0]) for row in rows}
+
+
+def _until_no_connection(url: str, app: str) -> None:
+    for _ in range(500):  # the server ends closed sessions asynchronously
+        if not _backend_pids(url, app):
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"connections left: {_backend_pids(url, app)}")
+
+
+async def _use(store: PostgresProvider, execution_id: str) -> tuple[Engine, int]:
+    """Save and read a checkpoint, hold the owner lock a moment; the engine and the
+    backend pid of one of the pool's connections."""
+    lock = await store.lock_owner(execution_id)
+    assert lock is not None
+    lease = await store.claim(execution_id, "me", ttl=60)
+    await store.save_checkpoint(execution_id, 0, b"x", lease=lease)
+    assert (await store.load_checkpoint(execution_id, 0)).data == b"x"
+    await store.release(lease)
+    await lock.release()
+    rows = await store._db.run(
+        "the backend", "", {}, idempotent=True, sql="SELECT pg_backend_pid()"
+    )
+    return _engine(store), int(rows[0][0])
+
+
+def test_a_provider_used_from_a_second_event_loop_uses_that_loops_engine(
+    pg_url: str, pg_schema: str
+) -> None:
+    """A provider used in one ``asyncio.run`` and then in another takes the second loop's
+    engine (its own pool) instead of the first loop's, whose pool belongs to a loop that
+    is gone; closing it leaves no connection behind."""
+    app = f"durably-loops-{secrets.token_hex(3)}"
+    store = PostgresProvider.from_url(pg_url, {"schema": pg_schema, "application_name": app})
+    first, _ = asyncio.run(_use(store, "one"))
+    second, _ = asyncio.run(_use(store, "two"))
+    assert second is not first
+    assert second.pool is not first.pool
+    asyncio.run(store.close())
+    del first, second
+    collect()  # the first loop's pool: its loop is closed, its connections go with it
+    _until_no_connection(pg_url, app)
+
+
+def test_a_provider_used_in_another_running_loop_releases_the_old_engine_there(
+    pg_url: str, pg_schema: str
+) -> None:
+    """The old engine's loop still runs (it can come back): the reference is released in
+    that loop, and the engine closes there once its last user lets go."""
+    app = f"durably-loops2-{secrets.token_hex(3)}"
+    store = PostgresProvider.from_url(pg_url, {"schema": pg_schema, "application_name": app})
+    old_loop, new_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        first, _ = old_loop.run_until_complete(_use(store, "one"))
+        second, _ = new_loop.run_until_complete(_use(store, "two"))
+        assert second is not first
+        old_loop.run_until_complete(first.closed.wait())  # released in its own loop
+        assert first.refs == 0
+        assert first.pool is not None
+        assert first.pool.closed
+        new_loop.run_until_complete(store.close())
+        assert second.pool is not None
+        assert second.pool.closed
+    finally:
+        old_loop.close()
+        new_loop.close()
+    _until_no_connection(pg_url, app)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_forked_child_never_uses_its_parents_connections(pg_url: str, pg_schema: str) -> None:
+    """A provider the parent used, used again in a forked child, takes an engine of the
+    child's own: none of the parent's connections (a socket shared by two processes
+    garbles both sessions), and the parent's engine keeps working after the child ended."""
+    app = f"durably-fork-{secrets.token_hex(3)}"
+    store = PostgresProvider.from_url(pg_url, {"schema": pg_schema, "application_name": app})
+    loop = asyncio.new_event_loop()
+    try:
+        parent, _ = loop.run_until_complete(_use(store, "parent"))
+        parents = _backend_pids(pg_url, app)
+        assert parents
+        reader, writer = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child
+            try:
+                os.close(reader)
+                signal.alarm(60)  # a child that hangs dies, and the parent's read ends
+
+                async def child() -> dict[str, Any]:
+                    engine, backend = await _use(store, "child")
+                    report = {"same_engine": engine is parent, "backend": backend}
+                    await store.close()
+                    return report
+
+                try:
+                    report: dict[str, Any] = asyncio.run(child())
+                except BaseException as exc:  # reported to the parent, which fails
+                    report = {"error": repr(exc)}
+                os.write(writer, json.dumps(report).encode())
+            finally:
+                os._exit(0)
+        os.close(writer)
+        with os.fdopen(reader, "rb") as pipe:
+            output = pipe.read()
+        os.waitpid(pid, 0)
+        report = json.loads(output)
+        assert "error" not in report, report
+        assert not report["same_engine"]
+        assert report["backend"] not in parents
+        again, _ = loop.run_until_complete(_use(store, "parent-again"))
+        assert again is parent  # the parent's engine, unharmed
+        loop.run_until_complete(store.close())
+    finally:
+        loop.close()
+    _until_no_connection(pg_url, app)
+
+
+@pytest.mark.asyncio
+async def test_a_provider_closed_while_it_connects_leaves_no_engine_behind(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """close() during the first operation (which connects and checks the schema): the
+    operation fails with StoreError, and the reference it was taking is let go of, so
+    the engine and its pool close instead of staying open for good."""
+    app = f"durably-close-{secrets.token_hex(3)}"
+    store = make_store(application_name=app)
+    db = store._db
+    entered, gate = asyncio.Event(), asyncio.Event()
+    real = db.migrate
+
+    async def slow_migrate(*, migrate: bool) -> Any:
+        entered.set()
+        await gate.wait()
+        return await real(migrate=migrate)
+
+    db.migrate = slow_migrate  # type: ignore[method-assign]
+    first = asyncio.create_task(store.load_latest_checkpoint("x"))
+    await entered.wait()
+    await store.close()
+    gate.set()
+    with pytest.raises(StoreError, match="is closed"):
+        await first
+    assert db.engine is None
+    assert db._engine_key() not in _engines.get(asyncio.get_running_loop(), {})
+    for _ in range(200):  # the server ends closed sessions asynchronously
+        if await _connections(admin, app) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await _connections(admin, app) == 0
+
+
+@pytest.mark.asyncio
+async def test_the_last_close_closes_the_engine_and_a_held_lock_keeps_only_its_session(
+    make_store: MakeStore, admin: psycopg.AsyncConnection[Any]
+) -> None:
+    """Providers share an engine until the last one closes: then its pool closes. An
+    owner lock still held then keeps only the lock session open, until it is released."""
+    app = f"durably-last-{secrets.token_hex(3)}"
+    one, two = make_store(application_name=app), make_store(application_name=app)
+    lock = await one.lock_owner("held")
+    assert lock is not None
+    await two.load_latest_checkpoint("held")
+    engine = _engine(one)
+    assert _engine(two) is engine
+    assert engine.refs == 2
+    await one.close()
+    assert engine.pool is not None
+    assert not engine.pool.closed
+    await two.close()
+    assert engine.refs == 0
+    assert engine.pool.closed
+    assert engine.key not in _engines.get(asyncio.get_running_loop(), {})
+    session = engine.owner_locks
+    assert session is not None
+    conn = session.connection
+    assert conn is not None
+    assert not conn.closed  # the lock is still held
+    await lock.release()
+    assert conn.closed
+    for _ in range(200):  # the server ends closed sessions asynchronously
+        if await _connections(admin, app) == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert await _connections(admin, app) == 0

@@ -1,8 +1,8 @@
 """The connection to PostgreSQL: connecting, migrating, the pool, one statement at a time.
 
-:class:`PostgresClient` is what the provider's modules talk to. On first use
-(:class:`~durably._providerkit.Connector`) it connects (retrying transient failures with
-exponential backoff), migrates the schema if the options allow it
+:class:`PostgresClient` is what the provider's modules talk to. On first use (in each
+process and event loop, :meth:`PostgresClient.current_engine`) it connects (retrying
+transient failures with exponential backoff), migrates the schema if the options allow it
 (:func:`~durably_postgres._migrations.ensure_schema`) and opens a
 ``psycopg_pool.AsyncConnectionPool`` of autocommit connections, whose ``check`` drops
 idle connections the server already closed -- or takes a reference on the one the
@@ -28,8 +28,7 @@ import psycopg
 from psycopg.rows import TupleRow
 from psycopg_pool import AsyncConnectionPool
 
-from durably._providerkit import Connector
-from durably.errors import DurablyError
+from durably.errors import DurablyError, StoreError
 from durably.storage import call_with_retries
 from durably_postgres import _engine
 from durably_postgres._engine import Engine, EngineKey, Write, discard_if_dead
@@ -74,20 +73,49 @@ class PostgresClient:
         self.options = options
         self.schema = options.schema
         self.sql: Statements = render(quote_ident(options.schema), options.lease_clock)
-        self._connector = Connector(
-            self._open_engine, closed=lambda: f"the PostgreSQL store {describe()} is closed"
-        )
+        self._describe = describe
+        self._engine: Engine | None = None
+        self._closed = False
 
     @property
     def pool(self) -> AsyncConnectionPool[AsyncConn] | None:
         """The (shared) pool, once the first operation made it."""
-        engine = self._connector.client
+        engine = self._engine
         return engine.pool if engine is not None else None
 
     @property
     def engine(self) -> Engine | None:
         """The engine this client shares with the process's other providers, once used."""
-        return self._connector.client
+        return self._engine
+
+    def _refuse_closed(self) -> None:
+        if self._closed:
+            raise StoreError(f"the PostgreSQL store {self._describe()} is closed")
+
+    async def current_engine(self) -> Engine:
+        """The engine of this process and event loop (connecting on first use).
+
+        A client used before in another event loop, or in the parent of this forked
+        process, takes a reference on this loop's engine and lets go of the other
+        (:func:`durably_postgres._engine.abandon`): it never uses another loop's pool or
+        the parent's connections. Raises StoreError once :meth:`close` was called.
+        """
+        engine = self._engine
+        if engine is not None and engine.is_current():
+            return engine
+        self._refuse_closed()
+        fresh = await _engine.acquire(self._engine_key(), self.schema, self._prepare)
+        engine = self._engine
+        if self._closed or (engine is not None and engine.is_current()):
+            # Closed meanwhile, or another task of this loop took the reference first.
+            await _engine.release(fresh)
+            self._refuse_closed()
+            assert engine is not None
+            return engine
+        self._engine = fresh
+        if engine is not None:
+            _engine.abandon(engine)
+        return fresh
 
     async def connect(self) -> AsyncConn:
         """One connection, retrying transient failures with exponential backoff."""
@@ -153,27 +181,30 @@ class PostgresClient:
         await pool.open(wait=False)
         engine.pool = pool
 
-    async def _open_engine(self) -> Engine:
-        return await _engine.acquire(self._engine_key(), self.schema, self._prepare)
-
     async def ready(self) -> AsyncConnectionPool[AsyncConn]:
         """The pool (connecting and migrating on first use)."""
-        engine = await self._connector.get()
+        engine = await self.current_engine()
         assert engine.pool is not None
         return engine.pool
 
     async def close(self) -> None:
         """Let go of the shared engine (idempotent); later operations raise StoreError.
 
-        The last provider of the process to let go of it closes its pool.
+        The last provider of the process to let go of it closes its pool. An engine of
+        another loop or process is let go of as :meth:`current_engine` says.
         """
-        engine = self._connector.close()
-        if engine is not None:
+        self._closed = True
+        engine, self._engine = self._engine, None
+        if engine is None:
+            return
+        if engine.is_current():
             await _engine.release(engine)
+        else:
+            _engine.abandon(engine)
 
     async def owner_locks(self) -> OwnerLockSession:
         """The session holding this process's owner locks on this server (made on first use)."""
-        engine = await self._connector.get()
+        engine = await self.current_engine()
         return engine.lock_session(self.connect)
 
     async def run_write(self, what: str, sql: str, params: dict[str, Any]) -> list[Row]:
@@ -181,7 +212,7 @@ class PostgresClient:
         :mod:`durably_postgres._engine`): alone at once when nothing else is in flight,
         else in the next transaction with the writes that queued meanwhile. Returns once
         its transaction committed."""
-        engine = await self._connector.get()
+        engine = await self.current_engine()
         if self.options.lease_clock == "client":
             params["now"] = time.time()
         return await engine.committer.submit(Write(self, what, sql, params))

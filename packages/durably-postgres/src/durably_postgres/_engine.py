@@ -18,6 +18,14 @@ closes its pool):
 So a process holds at most ``pool_max_size + 1`` connections per server and options,
 however many executions it runs (plus one, briefly, while the first provider checks the
 schema). The schema is checked (and migrated) once per engine and schema.
+
+An engine belongs to the process and the event loop that made it: its pool, tasks and
+locks work in that loop only, and its sockets are that process's. A provider used in
+another event loop, or in a child after ``os.fork()``, takes a reference on the engine of
+the loop it runs in (:meth:`Engine.is_current`) and lets go of the old one
+(:func:`abandon`): in its own loop if that loop still runs; not at all if it belongs to
+the parent process (a forked child never uses, closes or releases the parent's
+connections -- closing them would end the parent's sessions).
 """
 
 from __future__ import annotations
@@ -25,7 +33,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-import select
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
@@ -33,11 +40,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import psycopg
-from psycopg import pq
 from psycopg_pool import AsyncConnectionPool
 
 from durably._groupcommit import GroupCommitter
 from durably_postgres._errors import is_connection_loss
+from durably_postgres._idle import closed_by_server
 from durably_postgres._ownerlocks import OwnerLockSession
 
 if TYPE_CHECKING:
@@ -48,6 +55,7 @@ __all__ = [
     "Engine",
     "EngineKey",
     "Write",
+    "abandon",
     "acquire",
     "discard_if_dead",
     "release",
@@ -59,34 +67,15 @@ MAX_BATCH = 128
 """Checkpoint writes per group-commit transaction at most."""
 
 
-def _readable(fd: int) -> bool:
-    """Whether ``fd`` has input (or EOF) pending, without blocking."""
-    if hasattr(select, "poll"):  # not limited to fds < 1024 like select()
-        poller = select.poll()
-        poller.register(fd, select.POLLIN)
-        return bool(poller.poll(0))
-    readable, _, _ = select.select([fd], [], [], 0)
-    return bool(readable)
-
-
 async def discard_if_dead(conn: AsyncConn) -> None:
     """Pool ``check``: reject an idle connection the server has already given up on.
 
-    An idle connection has nothing to read unless the server sent something -- e.g.
-    the FATAL message and EOF of a terminated backend or a restarted server. Looking
-    costs no round trip (a zero-timeout ``select`` on the socket), and keeps a stale
-    connection from failing a non-retryable write.
+    Looking costs no round trip (:func:`~durably_postgres._idle.closed_by_server`), and
+    keeps a stale connection from failing a non-retryable write.
     """
-    try:
-        for _ in range(3):  # a FATAL message, then EOF: the second read fails
-            if not _readable(conn.fileno()):
-                break
-            conn.pgconn.consume_input()
-            if conn.pgconn.status != pq.ConnStatus.OK:
-                raise psycopg.OperationalError("the server closed the connection")
-    except (psycopg.Error, OSError, ValueError):
+    if closed_by_server(conn):
         await conn.close()
-        raise psycopg.OperationalError("stale pooled connection discarded") from None
+        raise psycopg.OperationalError("stale pooled connection discarded")
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +110,8 @@ class Engine:
     def __init__(self, key: EngineKey) -> None:
         self.key = key
         self.refs = 0
+        self.pid = os.getpid()
+        self._loop = weakref.ref(asyncio.get_running_loop())
         self.pool: AsyncConnectionPool[AsyncConn] | None = None
         self.schemas: set[str] = set()
         """Schemas checked (and migrated) on this engine."""
@@ -130,6 +121,17 @@ class Engine:
         )
         self.owner_locks: OwnerLockSession | None = None
         self._pinned: AsyncConn | None = None
+        self.closed = asyncio.Event()
+        """Set once the last reference was released and the pool closed."""
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop | None:
+        """The event loop the engine works in (None once that loop was collected)."""
+        return self._loop()
+
+    def is_current(self) -> bool:
+        """Whether the engine belongs to this process and the running event loop."""
+        return self.pid == os.getpid() and self._loop() is asyncio.get_running_loop()
 
     @asynccontextmanager
     async def writer(self) -> AsyncIterator[AsyncConn]:
@@ -213,14 +215,17 @@ class Engine:
         return self.owner_locks
 
     async def close(self) -> None:
-        await self.committer.wait_idle()
-        pinned, self._pinned = self._pinned, None
-        if pinned is not None and self.pool is not None:
-            await self.pool.putconn(pinned)
-        if self.owner_locks is not None:
-            await self.owner_locks.close_when_unused()
-        if self.pool is not None:
-            await self.pool.close()
+        try:
+            await self.committer.wait_idle()
+            pinned, self._pinned = self._pinned, None
+            if pinned is not None and self.pool is not None:
+                await self.pool.putconn(pinned)
+            if self.owner_locks is not None:
+                await self.owner_locks.close_when_unused()
+            if self.pool is not None:
+                await self.pool.close()
+        finally:
+            self.closed.set()
 
 
 async def _pipelined(conn: AsyncConn, writes: list[Write]) -> list[list[Row]]:
@@ -274,11 +279,37 @@ async def acquire(
 
 
 async def release(engine: Engine) -> None:
-    """Drop a reference; the last one closes the engine's pool and idle lock session."""
+    """Drop a reference (in the engine's own loop); the last one closes the engine's pool
+    and idle lock session."""
     engine.refs -= 1
     if engine.refs > 0:
         return
-    engines = _engines.get(asyncio.get_running_loop(), {})
+    _forget(engine)
+    await engine.close()
+
+
+def _forget(engine: Engine) -> None:
+    loop = engine.loop
+    engines = _engines.get(loop, {}) if loop is not None else {}
     if engines.get(engine.key) is engine:
         del engines[engine.key]
-    await engine.close()
+
+
+def abandon(engine: Engine) -> None:
+    """Drop a reference on an engine that is not :meth:`~Engine.is_current`.
+
+    The parent's engine, in a forked child: nothing is done -- its connections are the
+    parent's (psycopg does not close a connection in a process that did not open it).
+    Another loop's: released in that loop if it can still run; if it is closed, the
+    reference is dropped here, and the last one forgets the engine: its pool's tasks
+    ended with the loop, and its connections are closed when collected.
+    """
+    if engine.pid != os.getpid():
+        return
+    loop = engine.loop
+    if loop is not None and not loop.is_closed():
+        asyncio.run_coroutine_threadsafe(release(engine), loop)
+        return
+    engine.refs -= 1
+    if engine.refs <= 0:
+        _forget(engine)

@@ -15,10 +15,11 @@ import hashlib
 
 import psycopg
 
-from durably.errors import fenced, lease_held
+from durably.errors import OwnerLockLostError, fenced, lease_held
 from durably.storage import Lease, OwnerLock
 from durably_postgres._checkpoints import lease_params
 from durably_postgres._client import STATEMENT_RETRIES, PostgresClient
+from durably_postgres._ownerlocks import OwnerLockSession
 
 __all__ = [
     "check_claim_next",
@@ -134,14 +135,56 @@ def _lock_key(db: PostgresClient, execution_id: str) -> tuple[int, int, int]:
     return key, key >> 32, key & 0xFFFFFFFF
 
 
+class _HeldLock(OwnerLock):
+    """One execution's owner lock, held on the process's lock session."""
+
+    def __init__(
+        self,
+        db: PostgresClient,
+        session: OwnerLockSession,
+        execution_id: str,
+        key: int,
+        token: object,
+    ) -> None:
+        self._db = db
+        self._session: OwnerLockSession | None = session
+        self._execution_id = execution_id
+        self._key = key
+        self._token = token
+
+    async def release(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.unlock(self._key, self._token)
+
+    async def ensure_held(self) -> None:
+        """Take the lock again if its session was lost; OwnerLockLostError if another
+        process took it meanwhile (see :mod:`durably_postgres._ownerlocks`)."""
+        session = self._session
+        if session is None:
+            return  # released
+        what = f"checking the owner lock of execution {self._execution_id!r}"
+        try:
+            held = await session.still_held(self._key, self._token)
+        except psycopg.Error as exc:
+            raise self._db.translate(exc, what) from exc
+        if not held:
+            raise OwnerLockLostError(
+                f"{what}: the connection to {self._db.target.where} that held it was lost, "
+                "and another process holds the lock now: it found the lock free, judged "
+                "this process dead and is taking the execution over"
+            )
+
+
 async def lock_owner(db: PostgresClient, execution_id: str) -> OwnerLock | None:
     """Try the execution's advisory lock on the process's lock session; None if held (C30)."""
     key, _, _ = _lock_key(db, execution_id)
     session = await db.owner_locks()
     try:
-        return await session.try_lock(key)
+        token = await session.try_lock(key)
     except psycopg.Error as exc:
         raise db.translate(exc, f"locking the owner of execution {execution_id!r}") from exc
+    return None if token is None else _HeldLock(db, session, execution_id, key, token)
 
 
 async def owner_lock_free(db: PostgresClient, execution_id: str) -> bool:

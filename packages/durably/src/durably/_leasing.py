@@ -2,7 +2,8 @@
 
 :func:`leased` claims the lease (taking a provably dead owner's over at once, see
 :mod:`durably._liveness`), renews it in the background and turns its loss -- this process
-was paused or cut off past the lease and another one took over -- into a
+was paused or cut off past the lease and another one took over, or the store dropped
+its owner lock and another process took it -- into a
 :class:`~durably.errors.FencedError` that names the new holder.
 """
 
@@ -15,7 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from durably.checkpoint import CheckpointManager
-from durably.errors import DurablyError, FencedError, fenced
+from durably.errors import ConflictError, DurablyError, FencedError, OwnerLockLostError, fenced
 from durably.storage import Lease
 
 __all__ = ["leased"]
@@ -34,10 +35,13 @@ async def leased(
     """Hold the execution's lease (and owner lock) while the body runs.
 
     The claim takes a provably dead owner's lease over at once (see durably._liveness).
-    A heartbeat renews the lease every third of ``ttl``; if a renewal finds the lease
-    superseded (this process was paused or cut off and another one took over),
-    ``on_lost`` is cancelled and the body ends with :class:`FencedError`, as it does when
-    a checkpoint write is fenced.
+    A heartbeat renews the lease every third of ``ttl``, and checks that the owner lock
+    is still held (:meth:`~durably.storage.OwnerLock.ensure_held`: a store that dropped
+    it takes it again). If a renewal finds the lease superseded (this process was paused
+    or cut off and another one took over), or another process got the owner lock while
+    the store had dropped it (:class:`~durably.errors.OwnerLockLostError`: it is taking
+    the execution over), ``on_lost`` is cancelled and the body ends with
+    :class:`FencedError`, as it does when a checkpoint write is fenced.
     """
     from durably._liveness import acquire_lease
 
@@ -54,7 +58,7 @@ async def leased(
             f"{held.took_over.owner_label}: {held.took_over.reason}"
         )
     stop = asyncio.Event()
-    lost: FencedError | None = None
+    lost: ConflictError | None = None
 
     async def renew() -> None:
         nonlocal lease, lost
@@ -68,18 +72,22 @@ async def leased(
             try:
                 lease = await provider.renew(lease, ttl=ttl)
                 manager.lease = lease
+                if held.lock is not None:
+                    # Bounded: a slow check (a store reconnecting) must not hold back the
+                    # next renewal past the lease's expiry.
+                    await asyncio.wait_for(held.lock.ensure_held(), timeout=ttl / 3)
                 interval = ttl / 3
-            except FencedError as exc:
+            except (FencedError, OwnerLockLostError) as exc:
                 lost = exc
                 # Not once the body ended (it is awaiting this task in `finally`).
                 if on_lost is not None and not stop.is_set():
                     on_lost.cancel()
                 return
-            except DurablyError as exc:  # a transient store error: retry sooner
+            except (DurablyError, TimeoutError) as exc:  # transient: retry sooner
                 log.warning(
                     "renewing the lease on execution %s failed (%s); retrying",
                     manager.execution_id,
-                    exc,
+                    exc if str(exc) else "the owner-lock check took too long",
                 )
                 interval = max(0.05, min(interval, ttl / 10))
 

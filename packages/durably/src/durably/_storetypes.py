@@ -77,6 +77,22 @@ class OwnerLock(abc.ABC):
     async def release(self) -> None:
         """Free the lock. Idempotent; never raises for a lock already lost."""
 
+    async def ensure_held(self) -> None:  # noqa: B027 - optional, does nothing by default
+        """Check that the store still holds the lock, taking it again if it dropped it.
+
+        A store may drop an owner lock while this process lives -- the connection
+        holding it broke -- and other processes may then judge the owner dead and take
+        the execution over. The lease heartbeat calls this: a provider whose locks can
+        be dropped so takes them again, unless another process got one first. The
+        default does nothing (a lock that only the process's death frees). The heartbeat
+        cancels a check that takes longer than a third of the lease's ttl (and asks again
+        soon), so that it never holds back the lease's renewal.
+
+        Raises:
+            OwnerLockLostError: Another process holds the lock now.
+            StoreError: The store could not be reached to check (transient: ask again).
+        """
+
 
 @dataclass(frozen=True, slots=True)
 class ExpectedVersion:

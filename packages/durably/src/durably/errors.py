@@ -20,7 +20,8 @@ The tree::
     │   │   ├── AlreadyExistsError       mode="create" on an existing sequence
     │   │   ├── PreconditionFailedError  expected version did not match
     │   │   ├── FencedError              the writer's lease epoch was superseded
-    │   │   └── LeaseHeldError           another owner holds a live lease
+    │   │   ├── LeaseHeldError           another owner holds a live lease
+    │   │   └── OwnerLockLostError       the store dropped our owner lock; another has it
     │   └── CorruptObjectError           checksum mismatch, truncated or malformed object
     │       └── CorruptHistoryError      a checkpoint missing, replaced or out of order
     ├── UnsupportedFormatError           stored by a newer durably (unknown format version)
@@ -58,6 +59,7 @@ __all__ = [
     "InvalidExecutionIdError",
     "LeaseHeldError",
     "NotFoundError",
+    "OwnerLockLostError",
     "PreconditionFailedError",
     "ProgramChangedError",
     "ProviderNotFoundError",
@@ -185,6 +187,17 @@ class LeaseHeldError(ConflictError):
         self.owner = owner
         self.expires_at = expires_at
         self.owner_alive = owner_alive
+
+
+class OwnerLockLostError(ConflictError):
+    """The store dropped this process's owner lock on an execution, and another process
+    holds it now (see :meth:`durably.storage.OwnerLock.ensure_held`).
+
+    The lock went with the store connection that held it (cut by the server or the
+    network); in between another process found it free, judged this owner dead and took
+    the lock to take the execution over. The execution must stop: its lease is being
+    (or was) superseded, and its writes are fenced once it is.
+    """
 
 
 class CorruptObjectError(StoreError):
