@@ -509,7 +509,7 @@ async def test_a_lost_lock_session_is_replaced_and_its_locks_taken_again_unless_
     await _end_session(admin, conn)
     thief = await there.lock_owner("taken")  # found free: "the owner is dead"
     assert thief is not None
-    with pytest.raises(OwnerLockLostError, match="another process holds the lock now"):
+    with pytest.raises(OwnerLockLostError, match="could not take the lock back"):
         await taken.ensure_held()
     await kept.ensure_held()  # taken again on a new session
     assert _lock_session(here).connection is not conn

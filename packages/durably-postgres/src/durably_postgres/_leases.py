@@ -170,9 +170,10 @@ class _HeldLock(OwnerLock):
             raise self._db.translate(exc, what) from exc
         if not held:
             raise OwnerLockLostError(
-                f"{what}: the connection to {self._db.target.where} that held it was lost, "
-                "and another process holds the lock now: it found the lock free, judged "
-                "this process dead and is taking the execution over"
+                f"{what}: the connection to {self._db.target.where} that held it was lost "
+                "and this process could not take the lock back (another process may have "
+                "found it free and be taking the execution over, or the lost session could "
+                "not be ended); the execution stops here and can be resumed"
             )
 
 
