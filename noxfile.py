@@ -139,7 +139,8 @@ def playbooks(session: nox.Session, version: str) -> None:
     the locked sync, never into a lock): mypy --strict over its source, then its tests
     (real `.pb` programs; a crash after every checkpoint, in process, and SIGKILL chains
     through the command, on the filesystem and -- when a server answers, see
-    DURABLY_REQUIRE_POSTGRES -- PostgreSQL; generated programs in both dialects; the
+    DURABLY_REQUIRE_POSTGRES and DURABLY_REQUIRE_REDIS -- PostgreSQL and Redis; generated
+    programs in both dialects; the
     `durably[playbooks]` extra installed from built wheels)."""
     venv = {"UV_PROJECT_ENVIRONMENT": session.virtualenv.location}
     session.run_install(

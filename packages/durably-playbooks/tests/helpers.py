@@ -30,5 +30,20 @@ def _e2e() -> Any:
     return repository_module("durably_e2e_conftest", "tests/conftest.py")
 
 
-durably = _e2e().durably
+LOADING_TIMEOUT = 240.0
+"""Seconds for a command that loads a Playbooks program (``run``, ``submit``, a worker
+running one): it imports ``playbooks`` (about 20 s of CPU time; 45-110 s of wall time was
+seen at load 5-8 on 2 cores). Commands that only resume import no ``playbooks``."""
+
+_LOADING = ("run", "submit", "worker")
+
+
+def durably(*args: str, timeout: float | None = None, **kwargs: Any) -> Any:
+    """The end-to-end helper of ``tests/conftest.py``, with :data:`LOADING_TIMEOUT` for
+    the commands that load a program (the core's 60 s for the others), unless given."""
+    if timeout is None:
+        timeout = LOADING_TIMEOUT if args and args[0] in _LOADING else 60.0
+    return _e2e().durably(*args, timeout=timeout, **kwargs)
+
+
 show = _e2e().show

@@ -165,7 +165,7 @@ def test_submit_a_pb_then_a_worker_runs_it(
     assert queued["status"] == "stopped"  # created, its lease released: a worker's to take
     assert len(queued["load_llm_calls"]) == 1
     assert queued["llm_calls"] == []
-    worker = durably("worker", "--once", "--poll", "0.1", "--store", store, timeout=120)
+    worker = durably("worker", "--once", "--poll", "0.1", "--store", store)
     assert worker.code == 0, worker.err
     assert "1 completed, 0 failed" in worker.err + worker.out
     data = show(store, "queued")
@@ -188,7 +188,7 @@ def test_a_worker_resumes_a_killed_pbasm_run(
         killed = durably(*run_args("library", store, eid), env=crash)
         assert killed.code == -signal.SIGKILL, (k, killed.err)
         assert show(store, eid)["status"] == "crashed", k
-    worker = durably("worker", "--once", "--poll", "0.1", "--store", store, timeout=120)
+    worker = durably("worker", "--once", "--poll", "0.1", "--store", store)
     assert worker.code == 0, worker.err
     expected = library_run[1]
     for k in KILLED_AT:

@@ -43,11 +43,19 @@ def test_pip_install_the_extra_then_run_hello_pb(tmp_path: Path) -> None:
     venv = tmp_path / "venv"
     made = _run("uv", "venv", "--python", sys.executable, venv)
     assert made.returncode == 0, made.stderr
-    # The extra names durably-playbooks (from the wheels), which brings playbooks (from the
-    # index or uv's cache): the release this session tests, so each bound is installed.
+    # The three distributions from the wheels just built, named by their files (never from
+    # an index, where a package of the same name could win); the extra brings playbooks
+    # (from the index or uv's cache): the release this session tests, so each bound is
+    # installed.
+    wheels = {
+        name: next(dist.glob(f"{name.replace('-', '_')}-*.whl")).as_uri()
+        for name in ("durably", "durably-filesystem", "durably-playbooks")
+    }
     installed = _run(
-        *("uv", "pip", "install", "--python", venv / "bin" / "python", "--find-links", dist),
-        *("durably[playbooks]", f"playbooks=={_pb.playbooks_version()}"),
+        *("uv", "pip", "install", "--python", venv / "bin" / "python"),
+        f"durably[playbooks] @ {wheels['durably']}",
+        *(f"{name} @ {uri}" for name, uri in wheels.items() if name != "durably"),
+        f"playbooks=={_pb.playbooks_version()}",
     )
     assert installed.returncode == 0, installed.stderr
     work = tmp_path / "work"  # not the repository: nothing of it is on the path
@@ -61,6 +69,7 @@ def test_pip_install_the_extra_then_run_hello_pb(tmp_path: Path) -> None:
         cwd=work,
     )
     assert done.returncode == 0, done.stderr
+    assert done.stdout.strip(), done.stderr
     assert done.stdout.splitlines()[-1] == (
         "Greeter: Ada, try The Moonstone: we have 2 mysteries and 3 science fiction books."
     )

@@ -124,7 +124,21 @@ IMPROVISED = {
     "await self.Loadfile('catalogue.md')": "loadfile",
     "await self.CreateAgent('Archivist')": "create-agent",
     "await self.InviteToMeeting(['Librarian'])": "meeting",
+    "await self.LoadArtifact('bees.md')": "artifact",
+    "await self.LoadFile('catalogue.md')": "loadfile",
 }
+
+
+def test_every_refused_name_is_refused_when_llm_code_calls_it() -> None:
+    """Each name the loader refuses (``REFUSED_TEXT``) is a method of the agent class that
+    refuses it at run time, and each is among the calls tested below."""
+    from durably_playbooks._agent import PlaybooksAgent
+    from durably_playbooks._document import REFUSED_TEXT
+
+    tested = {call.split("self.")[1].split("(")[0] for call in IMPROVISED}
+    assert tested == set(REFUSED_TEXT)
+    for name in REFUSED_TEXT:
+        assert name in vars(PlaybooksAgent), name
 
 
 @pytest.mark.filterwarnings("ignore:the file store")

@@ -8,10 +8,10 @@ again until the execution completes, each one killed right after its second chec
 the previous kill made no progress (a checkpoint that only records idle agents). The
 result (transcript, agents' states, LLM calls with their prompts and responses, result)
 must equal an uninterrupted run's, and the user must have seen each line once, in order.
-The chains run on the filesystem and on PostgreSQL (a schema of their own, named in a
-``durably.toml`` given with ``--config`` as a user would; skipped without a server, see
-``crashpoints.postgres_url``), and both must end as the program's uninterrupted run on the
-filesystem, made once per program.
+The chains run on the filesystem, PostgreSQL and Redis (a schema or key prefix of their
+own, named in a ``durably.toml`` given with ``--config`` as a user would; skipped without a
+server, see ``crashpoints.postgres_url`` and ``redis_url``), and all must end as the
+program's uninterrupted run on the filesystem, made once per program.
 """
 
 from __future__ import annotations

@@ -123,7 +123,13 @@ class PlaybooksAgent(Agent):
         return UnsupportedPlaybooksFeature(
             f"agent {self.klass}: the LLM code called {name}: {why}",
             feature=feature,
-            fix="See docs/guides/playbooks.md, 'Refused, and why'",
+            fix=(
+                "the LLM improvised a call durably cannot journal (Playbooks' own prompt"
+                " offers it): state the step explicitly in the program or try another"
+                " model, then fork the execution before this LLM call (`durably fork"
+                " --at-llm-call`) or run it again; see docs/guides/playbooks.md, 'Refused,"
+                " and why'"
+            ),
         )
 
     # ------------------------------------------------------------ Python blocks

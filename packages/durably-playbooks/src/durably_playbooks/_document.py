@@ -277,7 +277,7 @@ def build_document(
                     _refuse(
                         f"agent {name} uses {needle}: {why}",
                         feature,
-                        "Remove it (see docs/guides/playbooks.md, 'Refused')",
+                        "Remove it (see docs/guides/playbooks.md, 'Refused, and why')",
                         source,
                     )
         out.append(
