@@ -63,8 +63,9 @@ def run_args(name: str, store: str, execution_id: str, config: Path | None = Non
 
 @dataclass(frozen=True)
 class Store:
-    """Where a test's executions are: a store URL and, for PostgreSQL, the ``durably.toml``
-    naming the test's own schema (given to every command with ``--config``)."""
+    """Where a test's executions are: a store URL and, for PostgreSQL and Redis, the
+    ``durably.toml`` naming the test's own schema or key prefix (given to every command
+    with ``--config``)."""
 
     url: str
     config: Path | None = None
