@@ -382,3 +382,21 @@ async def test_a_toy_durable_operation_is_journaled_once_and_replayed() -> None:
         assert [line.split(":")[0] for line in said] == ["tick 0", "tick 1", "tick 2"], k
         assert [str(t) for t in value] == _ticks(said), k
         assert state["ticks"] == value
+
+
+def test_every_public_error_is_exported_from_the_package_root() -> None:
+    """A user catches durably's errors as ``durably.X``: every exception class that
+    ``durably.errors`` lists is there too (``OwnerLockLostError`` and
+    ``CorruptHistoryError`` were once missing)."""
+    import durably
+    import durably.errors
+
+    errors = {
+        name
+        for name in durably.errors.__all__
+        if isinstance(getattr(durably.errors, name), type)
+        and issubclass(getattr(durably.errors, name), (Exception, Warning))
+    }
+    assert errors - set(durably.__all__) == set()
+    for name in errors:
+        assert getattr(durably, name) is getattr(durably.errors, name)
