@@ -75,7 +75,7 @@ async def save(
     write_id = int.from_bytes(os.urandom(8), "little")
     created_ns = time.time_ns()
     parts = fmt.encode_record(fmt.T_CHECKPOINT, seq, write_id, created_ns, meta, stored)
-    length = sum(len(part) for part in parts)
+    length = sum(map(len, parts))
     entry = fmt.Entry(
         seq,
         0,

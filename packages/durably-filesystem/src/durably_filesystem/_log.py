@@ -433,7 +433,7 @@ def append_sync(
             os.ftruncate(current.fd, offset)
         state.drop_log()
         raise
-    index.valid_end = index.scanned_size = offset + sum(len(part) for part in parts)
+    index.valid_end = index.scanned_size = offset + sum(map(len, parts))
     apply(index, offset)
 
 
