@@ -107,3 +107,24 @@ async def test_forgetting_an_unknown_execution_leaves_nothing_behind(root: Path)
         assert not (root / "executions" / "ghost").exists()
         assert [e.execution_id async for e in provider.iter_executions()] == ["run-1"]
         assert await _open_ids(provider) == ["run-1"]
+
+
+@pytest.mark.asyncio
+async def test_an_entry_removed_by_another_instance_is_made_again(root: Path) -> None:
+    """A writer skips the entry's check while nothing was appended since its own save
+    made sure of it; whatever another instance appends (a final record that removes
+    the entry, a deletion) makes the next save that reopens the execution check again."""
+    async with FilesystemProvider(root) as a, FilesystemProvider(root) as b:
+        await a.save_checkpoint("run-1", 0, b"a", metadata=RUNNING)
+        await a.save_checkpoint("run-1", 1, b"a", metadata=RUNNING)  # entry known
+        await b.save_checkpoint("run-1", 2, b"b", metadata=COMPLETED)
+        assert await _open_ids(a) == []
+        await a.save_checkpoint("run-1", 3, b"a", metadata=RUNNING)
+        assert await _open_ids(b) == ["run-1"]
+        await b.delete_checkpoint("run-1", 3)  # the latest is the completed one again
+        assert await _open_ids(a) == []
+        await a.save_checkpoint("run-1", 4, b"a", metadata=RUNNING)
+        assert await _open_ids(b) == ["run-1"]
+        assert await b.delete_execution("run-1")
+        await a.save_checkpoint("run-1", 0, b"a", metadata=RUNNING)
+        assert await _open_ids(b) == ["run-1"]

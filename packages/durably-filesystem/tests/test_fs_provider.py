@@ -8,12 +8,14 @@ import json
 import os
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from durably.errors import (
     ConfigError,
     CorruptObjectError,
+    FencedError,
     InvalidExecutionIdError,
     StoreError,
     StoreUnavailableError,
@@ -299,6 +301,69 @@ async def test_lease_changes_by_another_instance_are_seen_at_once(root: Path) ->
             with pytest.raises(StoreError, match="superseded"):
                 await b.save_checkpoint(RUN, 2 * round_ + 1, b"x", lease=lease)
             await b.save_checkpoint(RUN, 2 * round_ + 1, b"y", lease=newer)
+
+
+@pytest.mark.asyncio
+async def test_a_fenced_save_looks_at_the_lease_file_and_the_log_only(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once warm, a save under a lease costs one ``stat`` of the lease file (which also
+    shows that the lock taken is still the execution's) and one of the log (appends by
+    other processes): not the lock file's, the open-index entry's, nor an ``fstat``."""
+    async with FilesystemProvider(root) as provider:
+        lease = await provider.claim(RUN, "me", ttl=60)
+        for seq in range(2):
+            await provider.save_checkpoint(RUN, seq, b"x", lease=lease)
+        looked_at: list[str] = []
+        real_stat, real_fstat = os.stat, os.fstat
+
+        def stat(path: str, *args: Any, **kwargs: Any) -> os.stat_result:
+            looked_at.append(os.path.basename(path))
+            return real_stat(path, *args, **kwargs)
+
+        def fstat(fd: int) -> os.stat_result:
+            looked_at.append("fstat")
+            return real_fstat(fd)
+
+        monkeypatch.setattr(os, "stat", stat)
+        monkeypatch.setattr(os, "fstat", fstat)
+        await provider.save_checkpoint(RUN, 2, b"x", lease=lease)
+        monkeypatch.undo()
+        assert sorted(looked_at) == ["lease", "log"]
+        assert (await provider.load_checkpoint(RUN, 2)).data == b"x"
+
+
+@pytest.mark.asyncio
+async def test_a_fenced_save_creates_nothing(root: Path) -> None:
+    """C9: a superseded lease changes nothing, not even the log of an execution that
+    has none yet (the fence is checked before the log is created or truncated)."""
+    async with FilesystemProvider(root) as provider:
+        zombie = await provider.claim(RUN, "me", ttl=60)
+        await provider.claim(RUN, "me", ttl=60)
+        before = await FilesystemBackdoor(root).locations()
+        with pytest.raises(FencedError):
+            await provider.save_checkpoint(RUN, 0, b"x", lease=zombie)
+        assert await FilesystemBackdoor(root).locations() == before
+        assert not (root / "executions" / RUN / "log").exists()
+
+
+@pytest.mark.asyncio
+async def test_a_lease_cached_before_a_deletion_vouches_for_nothing(root: Path) -> None:
+    """A writer whose cached lease file vouched for its lock is fenced once another
+    instance deleted the execution, created it again and claimed it: its lock file is
+    no longer the execution's, and it writes nothing through it."""
+    async with FilesystemProvider(root) as a, FilesystemProvider(root) as b:
+        old = await a.claim(RUN, "me", ttl=60)
+        for seq in range(2):
+            await b.save_checkpoint(RUN, seq, b"old", lease=old)  # b's cache is warm
+        assert await a.delete_execution(RUN)
+        new = await a.claim(RUN, "me", ttl=60)
+        await a.save_checkpoint(RUN, 0, b"new", lease=new)
+        with pytest.raises(FencedError):
+            await b.save_checkpoint(RUN, 1, b"zombie", lease=old)
+        await b.save_checkpoint(RUN, 1, b"new", lease=new)  # through the new lock file
+        assert [(await a.load_checkpoint(RUN, seq)).data for seq in (0, 1)] == [b"new"] * 2
+        assert [i.seq async for i in b.iter_checkpoints(RUN)] == [0, 1]
 
 
 @pytest.mark.asyncio

@@ -61,6 +61,27 @@ def test_metadata_rules() -> None:
         validate_metadata({"k": "é" * 2000})
 
 
+def test_metadata_rules_hold_for_keys_seen_before() -> None:
+    """Keys that passed once are not matched again, but every other rule still holds."""
+    assert validate_metadata({"durably.kind": "delta"}) == {"durably.kind": "delta"}
+    with pytest.raises(TypeError):
+        validate_metadata({"durably.kind": 3})  # type: ignore[dict-item]
+    with pytest.raises(ValueError, match="Unicode"):
+        validate_metadata({"durably.kind": "\ud800"})
+    assert validate_metadata({"durably.kind": "x" * 2036})  # 12 + 2036 bytes: the limit
+    with pytest.raises(ValueError, match="limit"):
+        validate_metadata({"durably.kind": "x" * 2037})
+    with pytest.raises(ValueError, match="limit"):
+        validate_metadata({"durably.kind": "é" * 1100})  # 2,200 bytes of UTF-8
+
+    class Key(str):
+        __slots__ = ()
+
+    with pytest.raises(ValueError, match="key"):
+        validate_metadata({Key("Bad Key"): "x"})
+    assert validate_metadata({Key("durably.kind"): "x"}) == {"durably.kind": "x"}
+
+
 def test_blob_digest_is_sha256() -> None:
     assert blob_digest(b"") == (
         "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"

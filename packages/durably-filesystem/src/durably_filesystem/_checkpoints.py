@@ -1,13 +1,17 @@
 """Checkpoints of the filesystem store: save, read, list, delete, compact.
 
 Each function takes the execution's state exclusively (:meth:`FileStore.using`), then,
-for a write, its ``flock`` (:func:`~durably_filesystem._log.hold_lock`): catch up with
-what other processes appended, check the write mode and the lease, append the records
-with one ``write``, ``fdatasync``, unlock. The append and its ``fdatasync`` run in the
+for a write, its ``flock`` (:func:`~durably_filesystem._log.hold_lock`): check the lease
+(:class:`~durably_filesystem._leases.Fence`, before the log is touched), catch up with
+what other processes appended, check the write mode, append the records with one
+``write``, ``fdatasync``, unlock. The append and its ``fdatasync`` run in the
 process-wide sync pool when other executions are busy (group commit, see
-:mod:`durably_filesystem._syncpool`), inline otherwise. The open-executions index is updated around
-the append (an entry is added *before* the record that opens an execution and removed
-*after* the one that finishes it, see :mod:`durably_filesystem._open`).
+:mod:`durably_filesystem._syncpool`), inline otherwise. The open-executions index is
+updated around the append (an entry is added *before* the record that opens an
+execution and removed *after* the one that finishes it, see
+:mod:`durably_filesystem._open`; an entry is not looked at again while nothing was
+appended since this instance made sure of it, see
+:attr:`~durably_filesystem._log.OpenLog.listed_end`).
 """
 
 # Small filesystem calls run on the event loop on purpose (see _provider.py).
@@ -30,7 +34,7 @@ from durably.storage import (
     encode_int_cursor,
 )
 from durably_filesystem import _format as fmt
-from durably_filesystem._leases import check_fence, fenced_by
+from durably_filesystem._leases import Fence, fenced_by
 from durably_filesystem._log import (
     INLINE_LIMIT,
     ExecState,
@@ -71,7 +75,7 @@ async def save(
     write_id = int.from_bytes(os.urandom(8), "little")
     created_ns = time.time_ns()
     parts = fmt.encode_record(fmt.T_CHECKPOINT, seq, write_id, created_ns, meta, stored)
-    length = sum(len(part) for part in parts)
+    length = sum(map(len, parts))
     entry = fmt.Entry(
         seq,
         0,
@@ -90,13 +94,16 @@ async def save(
 
     async with store.using(execution_id) as state:
         with store.errors(f"save checkpoint {seq} of execution {execution_id!r}", state.log_path):
-            action = f"saving checkpoint {seq}"
-            if lease is not None and not os.path.exists(state.lease_path):
-                raise fenced_by(lease, None, action)
-            async with hold_lock(state, create=True):
+            fence = Fence(state, lease, f"saving checkpoint {seq}")
+            # a lease was claimed in the execution's directory: without it, a fenced
+            # write has nothing to create (the directory was deleted: fenced)
+            async with hold_lock(state, create=lease is None, proof=fence.proves_lock) as locked:
+                if not locked:
+                    assert lease is not None
+                    raise fenced_by(lease, None, fence.action)
+                fence.check()  # before the log is created or its torn tail truncated
                 index = await writable_index(state, create=True)
                 assert index is not None
-                check_fence(state, lease, action)
                 current = index.entries.get(seq)
                 if mode == "create":
                     if current is not None:
@@ -112,8 +119,11 @@ async def save(
                         missing=current is None,
                     )
                 opens = open_after_save(index, seq, metadata)
-                if opens:
-                    # before: a crash keeps the entry
+                log = state.log
+                assert log is not None
+                if opens and log.listed_end != index.valid_end:
+                    # before: a crash keeps the entry (skipped while nothing was appended
+                    # since our last save made sure of it, see OpenLog.listed_end)
                     await run_durable(store, store.open_index.add, execution_id)
                 if length > INLINE_LIMIT:
                     await blocking(append_sync, state, parts, apply)
@@ -122,7 +132,9 @@ async def save(
                     # wait (their flushes then share journal commits); returns only
                     # once the record is fdatasync'ed and the index updated
                     await run_durable(store, append_sync, state, parts, apply)
-                if opens is False:
+                if opens:
+                    log.listed_end = index.valid_end
+                elif opens is False:
                     store.open_index.remove(execution_id)
                 if current is not None:
                     await maybe_compact(state, store.compact_threshold)
@@ -244,18 +256,14 @@ async def delete(
     """Append tombstones of the ``seqs`` that exist, fenced once (C9, C10); return them."""
     async with store.using(execution_id) as state:
         with store.errors(f"delete checkpoints of execution {execution_id!r}", state.log_path):
-            action = "deleting checkpoints"
-            if lease is not None and not os.path.exists(state.lease_path):
-                raise fenced_by(lease, None, action)
-            if not os.path.isdir(state.dir):
-                return []
-            async with hold_lock(state, create=False) as locked:
+            fence = Fence(state, lease, "deleting checkpoints")
+            async with hold_lock(state, create=False, proof=fence.proves_lock) as locked:
                 if not locked:
                     if lease is not None:
-                        raise fenced_by(lease, None, action)
+                        raise fenced_by(lease, None, fence.action)
                     return []
+                fence.check()
                 index = await writable_index(state, create=False)
-                check_fence(state, lease, action)
                 if index is None:
                     return []
                 doomed = sorted({seq for seq in seqs if seq in index.entries})

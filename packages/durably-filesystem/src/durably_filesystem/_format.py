@@ -95,7 +95,9 @@ def encode_record(
         REC_MAGIC, kind, 0, 0, seq, write_id, created_ns, len(meta), len(data), zlib.crc32(meta)
     )
     head += _CRC.pack(zlib.crc32(head))
-    return [head + meta, data, frame_sum(head, meta, data)]
+    if meta:
+        head += meta
+    return [head, data, frame_sum(head, data)]
 
 
 @dataclass(frozen=True, slots=True)

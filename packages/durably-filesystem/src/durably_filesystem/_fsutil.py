@@ -53,7 +53,7 @@ def fsync_dir(path: str) -> None:
 
 def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
     """Write every buffer, in order, with as few system calls as possible."""
-    total = sum(len(part) for part in parts)
+    total = sum(map(len, parts))
     written = os.writev(fd, parts) if len(parts) > 1 else os.write(fd, parts[0])
     if written == total:
         return

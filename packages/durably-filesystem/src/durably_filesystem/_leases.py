@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from durably_filesystem._store import FileStore
 
 __all__ = [
+    "Fence",
     "FlockOwnerLock",
     "LeaseRecord",
     "check_fence",
@@ -85,6 +86,10 @@ class LeaseCache:
     """Kept open so that the inode cannot be reused while it is the cache key."""
     key: tuple[int, int, int]
     record: LeaseRecord
+    locked: bool = False
+    """The file was at the lease path while the execution's lock file, still open, was
+    at its path: the lock was the execution's (see :meth:`Fence.proves_lock`). Closing
+    the lock file closes this one too (:meth:`ExecState.drop_lock`)."""
 
 
 def parse_lease(raw: bytes, path: str) -> LeaseRecord:
@@ -151,15 +156,24 @@ async def raise_epoch_floor(root: str, epoch: int, *, fsync: bool) -> None:
         os.close(fd)
 
 
-def current_lease(state: ExecState) -> LeaseRecord | None:
-    """The lease record, re-read only when the file changed (keyed by its stat)."""
+def _stat_key(info: os.stat_result) -> tuple[int, int, int]:
+    return (info.st_ino, info.st_mtime_ns, info.st_size)
+
+
+def current_lease(state: ExecState, *, locked: bool = False) -> LeaseRecord | None:
+    """The lease record, re-read only when the file changed (keyed by its stat).
+
+    ``locked``: the caller holds the execution's lock, checked to be the one at the
+    lock path (the cache then vouches for the lock, see :meth:`Fence.proves_lock`).
+    """
     try:
         info = os.stat(state.lease_path)
     except FileNotFoundError:
         state.drop_lease()
         return None
     cached = state.lease
-    if cached is not None and cached.key == (info.st_ino, info.st_mtime_ns, info.st_size):
+    if cached is not None and cached.key == _stat_key(info):
+        cached.locked = cached.locked or locked
         return cached.record
     state.drop_lease()
     try:
@@ -172,7 +186,7 @@ def current_lease(state: ExecState) -> LeaseRecord | None:
     except BaseException:
         os.close(fd)
         raise
-    state.lease = LeaseCache(fd, (info.st_ino, info.st_mtime_ns, info.st_size), record)
+    state.lease = LeaseCache(fd, _stat_key(info), record, locked)
     return record
 
 
@@ -182,11 +196,67 @@ async def write_lease(state: ExecState, record: LeaseRecord) -> None:
 
 
 def check_fence(state: ExecState, lease: Lease | None, action: str) -> None:
+    """Under the execution's lock: FencedError unless ``lease`` is the current lease."""
     if lease is None:
         return
-    current = current_lease(state)
-    if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
+    current = current_lease(state, locked=True)
+    if current is None or not _holds(current, lease):
         raise fenced_by(lease, current, action)
+
+
+def _holds(record: LeaseRecord, lease: Lease) -> bool:
+    return record.epoch == lease.epoch and record.owner == lease.owner
+
+
+class Fence:
+    """A write's lease check, made under the execution's lock with one ``stat``.
+
+    ``async with hold_lock(state, create=..., proof=fence.proves_lock)``, then
+    :meth:`check` before touching the log: a fenced write changes nothing.
+
+    Args:
+        state: The execution.
+        lease: The writer's lease (None: an unfenced write, nothing to check).
+        action: What is fenced, for the FencedError (``"saving checkpoint 3"``).
+    """
+
+    __slots__ = ("_proven", "action", "lease", "state")
+
+    def __init__(self, state: ExecState, lease: Lease | None, action: str) -> None:
+        self.state = state
+        self.lease = lease
+        self.action = action
+        self._proven = False
+
+    def proves_lock(self) -> bool:
+        """Once the ``flock`` is granted: whether the lease is current *and* the lock is
+        the execution's, from one ``stat`` of the lease file (False: no conclusion).
+
+        True when the lease file at the path is still the one cached while the lock
+        file -- still open, so still this one -- was checked to be at the lock path
+        (:attr:`LeaseCache.locked`), and that record is ``lease``. The cached file is
+        held open, so its inode number cannot be reused; lease files are written whole
+        under a new name and renamed into place in their own execution's directory,
+        never changed in place nor linked elsewhere. So finding that inode at the lease
+        path means the directory at the execution's path is still the one that holds
+        our lock file (a deletion moves the whole directory away), and the lease is
+        unchanged (a claim, renewal or release replaces the file: a new inode). The
+        lock's own ``stat`` is then redundant.
+        """
+        cached = self.state.lease
+        if self.lease is None or cached is None or not cached.locked:
+            return False
+        try:
+            info = os.stat(self.state.lease_path)
+        except FileNotFoundError:
+            return False
+        self._proven = cached.key == _stat_key(info) and _holds(cached.record, self.lease)
+        return self._proven
+
+    def check(self) -> None:
+        """Under the lock: FencedError unless the lease is current (no-op once proven)."""
+        if not self._proven:
+            check_fence(self.state, self.lease, self.action)
 
 
 def fenced_by(lease: Lease, current: LeaseRecord | None, action: str) -> FencedError:
@@ -203,7 +273,7 @@ async def claim(
     async with store.using(execution_id) as state:
         with store.errors(f"claim execution {execution_id!r}", state.lease_path):
             async with hold_lock(state, create=True):
-                current = current_lease(state)
+                current = current_lease(state, locked=True)
                 now = time.time()
                 replaced = (
                     dead is not None
@@ -232,8 +302,8 @@ async def renew(store: FileStore, lease: Lease, ttl: float) -> Lease:
             if not os.path.exists(state.lease_path):
                 raise fenced_by(lease, None, "renewing the lease")
             async with hold_lock(state, create=False) as locked:
-                current = current_lease(state) if locked else None
-                if current is None or current.epoch != lease.epoch or current.owner != lease.owner:
+                current = current_lease(state, locked=True) if locked else None
+                if current is None or not _holds(current, lease):
                     raise fenced_by(lease, current, "renewing the lease")
                 record = replace(current, expires_at=time.time() + ttl, released=False)
                 await write_lease(state, record)
@@ -251,13 +321,8 @@ async def release(store: FileStore, lease: Lease) -> None:
             if not os.path.exists(state.lease_path):
                 return
             async with hold_lock(state, create=False) as locked:
-                current = current_lease(state) if locked else None
-                if (
-                    current is None
-                    or current.epoch != lease.epoch
-                    or current.owner != lease.owner
-                    or current.released
-                ):
+                current = current_lease(state, locked=True) if locked else None
+                if current is None or not _holds(current, lease) or current.released:
                     return
                 await write_lease(
                     state,

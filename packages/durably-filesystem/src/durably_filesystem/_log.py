@@ -37,7 +37,7 @@ import hashlib
 import logging
 import os
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -63,6 +63,7 @@ if TYPE_CHECKING:
 __all__ = [
     "INLINE_LIMIT",
     "ExecState",
+    "HeldLock",
     "OpenLog",
     "append_sync",
     "blocking",
@@ -152,6 +153,12 @@ class OpenLog:
     ino: int
     index: fmt.LogIndex
     writable: bool
+    listed_end: int = -1
+    """:attr:`fmt.LogIndex.valid_end` right after this instance appended a record that
+    left the execution open, its open-index entry made sure of first (-1: none). While
+    ``valid_end`` is still there, nobody appended since and the file was not replaced,
+    so the entry is still present: only a write that changes the log removes one (see
+    :mod:`durably_filesystem._open`)."""
 
 
 class ExecState:
@@ -181,6 +188,8 @@ class ExecState:
         self.mutex = asyncio.Lock()
         self.users = 0
         self.lock_fd: int | None = None
+        self.lock_ino = 0
+        """The inode of ``lock_fd`` (an open descriptor's inode never changes)."""
         self.log: OpenLog | None = None
         self.lease: LeaseCache | None = None
 
@@ -194,13 +203,18 @@ class ExecState:
             fd, self.lease = self.lease.fd, None
             os.close(fd)
 
-    def reset(self) -> None:
-        """Close every file; the state reopens them lazily."""
-        self.drop_log()
+    def drop_lock(self) -> None:
+        """Close the lock file, and the lease file whose identity vouched for it (see
+        :attr:`durably_filesystem._leases.LeaseCache.locked`)."""
         self.drop_lease()
         if self.lock_fd is not None:
             fd, self.lock_fd = self.lock_fd, None
             os.close(fd)
+
+    def reset(self) -> None:
+        """Close every file; the state reopens them lazily."""
+        self.drop_log()
+        self.drop_lock()
 
 
 def open_lock(state: ExecState, create: bool) -> int | None:
@@ -215,43 +229,75 @@ def open_lock(state: ExecState, create: bool) -> int | None:
     raise StoreError(f"cannot create {state.lock_path}: its directory keeps disappearing")
 
 
-async def acquire(state: ExecState, create: bool) -> bool:
+async def acquire(state: ExecState, create: bool, proof: Callable[[], bool] | None = None) -> bool:
     """Take the execution's cross-process lock (False: no such execution, not created).
 
     ``flock`` is tried without blocking first; if another process holds the lock,
-    a short-lived thread waits for it in the kernel (see :func:`_wait_for_flock`),
+    a short-lived thread waits for it in the kernel (see :func:`wait_for_flock`),
     so the event loop never blocks and the waiter wakes as soon as it is free.
+
+    The lock is the execution's only while its file is still the one at ``lock`` (a
+    deletion moves the directory away): one ``stat`` checks that, unless ``proof``
+    (called once the ``flock`` is granted) returns True -- it shows the same from a
+    file it has to look at anyway (see :meth:`durably_filesystem._leases.Fence.proves_lock`).
     """
     while True:
         if state.lock_fd is None:
-            state.lock_fd = open_lock(state, create)
-            if state.lock_fd is None:
+            fd = open_lock(state, create)
+            if fd is None:
                 return False
+            state.lock_fd, state.lock_ino = fd, os.fstat(fd).st_ino
         fd = state.lock_fd
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             await wait_for_flock(fd)
         try:
-            current: int | None = os.stat(state.lock_path).st_ino
-        except FileNotFoundError:
-            current = None
-        if current == os.fstat(fd).st_ino:
+            if proof is not None and proof():
+                return True
+            try:
+                current: int | None = os.stat(state.lock_path).st_ino
+            except FileNotFoundError:
+                current = None
+        except BaseException:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            raise
+        if current == state.lock_ino:
             return True
         # the execution was deleted (its directory moved away) while we waited
         fcntl.flock(fd, fcntl.LOCK_UN)
-        state.lock_fd = None
-        os.close(fd)
+        state.drop_lock()
 
 
-@contextlib.asynccontextmanager
-async def hold_lock(state: ExecState, *, create: bool) -> AsyncIterator[bool]:
-    acquired = await acquire(state, create)
-    try:
-        yield acquired
-    finally:
-        if acquired and state.lock_fd is not None:
-            fcntl.flock(state.lock_fd, fcntl.LOCK_UN)
+class HeldLock:
+    """The execution's ``flock`` around an ``async with`` block (see :func:`hold_lock`)."""
+
+    __slots__ = ("_create", "_proof", "_state", "acquired")
+
+    def __init__(self, state: ExecState, create: bool, proof: Callable[[], bool] | None) -> None:
+        self._state = state
+        self._create = create
+        self._proof = proof
+        self.acquired = False
+
+    async def __aenter__(self) -> bool:
+        self.acquired = await acquire(self._state, self._create, self._proof)
+        return self.acquired
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self.acquired and self._state.lock_fd is not None:
+            fcntl.flock(self._state.lock_fd, fcntl.LOCK_UN)
+
+
+def hold_lock(
+    state: ExecState, *, create: bool, proof: Callable[[], bool] | None = None
+) -> HeldLock:
+    """``async with hold_lock(state, create=...) as locked``: the lock for the block.
+
+    ``locked`` is False when the execution has no directory and ``create`` is False.
+    ``proof``: see :func:`acquire`.
+    """
+    return HeldLock(state, create, proof)
 
 
 def reopen(state: ExecState) -> fmt.LogIndex | None:
@@ -387,7 +433,7 @@ def append_sync(
             os.ftruncate(current.fd, offset)
         state.drop_log()
         raise
-    index.valid_end = index.scanned_size = offset + sum(len(part) for part in parts)
+    index.valid_end = index.scanned_size = offset + sum(map(len, parts))
     apply(index, offset)
 
 

@@ -13,8 +13,9 @@ guarantees. In short, for one execution ``E`` under the store's root::
     root/lock, root/epoch-floor        the lease-epoch floor and its lock
     root/open/E                        E is open: the index of OPEN_INDEX (see _open.py)
 
-A save is: take E's lock, catch up with what other processes appended (a ``stat``),
-check the write mode and the lease, append the record with one ``write``,
+A save is: take E's lock, check the lease (a ``stat`` of the lease file, which also
+shows that the lock is still E's), catch up with what other processes appended (a
+``stat`` of the log), check the write mode, append the record with one ``write``,
 ``fdatasync``, unlock. The store-wide ``root/lock`` and ``root/epoch-floor`` keep lease
 epochs growing across ``delete_execution``.
 

@@ -11,13 +11,11 @@ executions (least recently used first out) and handed out one task at a time by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import secrets
 import shutil
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from durably.errors import (
@@ -40,7 +38,7 @@ from durably_filesystem._log import ExecState
 from durably_filesystem._open import OPEN, OpenIndex
 from durably_filesystem._syncpool import lease_released
 
-__all__ = ["MAX_OPEN_EXECUTIONS", "FileStore", "is_execution_id"]
+__all__ = ["MAX_OPEN_EXECUTIONS", "FileStore", "OSErrors", "Using", "is_execution_id"]
 
 MARKER = "durably-store.json"
 LAYOUT = "durably-filesystem"
@@ -141,17 +139,10 @@ class FileStore:
                     old.reset()
         return state
 
-    @contextlib.asynccontextmanager
-    async def using(self, execution_id: str) -> AsyncIterator[ExecState]:
-        """The execution's state, exclusively (other tasks of this instance wait)."""
-        state = self.state(execution_id)
-        state.users += 1
-        try:
-            async with state.mutex:
-                self.check_open()
-                yield state
-        finally:
-            state.users -= 1
+    def using(self, execution_id: str) -> Using:
+        """``async with store.using(execution_id) as state``: the execution's state,
+        exclusively (other tasks of this instance wait)."""
+        return Using(self, execution_id)
 
     def discard(self, state: ExecState) -> None:
         """Take a (locked) execution's directory away at once: one rename into the trash,
@@ -162,13 +153,10 @@ class FileStore:
         shutil.rmtree(trash, ignore_errors=True)
 
     @staticmethod
-    @contextlib.contextmanager
-    def errors(action: str, path: str) -> Iterator[None]:
-        """Turn an OSError into the matching StoreError (naming ``action`` and ``path``)."""
-        try:
-            yield
-        except OSError as exc:
-            raise wrap_os_error(exc, action, path) from exc
+    def errors(action: str, path: str) -> OSErrors:
+        """``with store.errors(action, path)``: an OSError becomes the matching StoreError
+        (naming ``action`` and ``path``)."""
+        return OSErrors(action, path)
 
     # ----------------------------------------------------------------- marker
 
@@ -241,6 +229,59 @@ class FileStore:
             return
         for name in names:
             shutil.rmtree(os.path.join(self.trash, name), ignore_errors=True)
+
+
+class Using:
+    """An execution's state for an ``async with`` block, exclusively (see
+    :meth:`FileStore.using`): counted as in use from the start, so that it is not
+    evicted while the block waits for the state's mutex."""
+
+    __slots__ = ("_execution_id", "_state", "_store")
+
+    def __init__(self, store: FileStore, execution_id: str) -> None:
+        self._store = store
+        self._execution_id = execution_id
+        self._state: ExecState | None = None
+
+    async def __aenter__(self) -> ExecState:
+        state = self._store.state(self._execution_id)
+        state.users += 1
+        try:
+            await state.mutex.acquire()
+        except BaseException:
+            state.users -= 1
+            raise
+        self._state = state
+        try:
+            self._store.check_open()
+        except BaseException:
+            await self.__aexit__()
+            raise
+        return state
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        state, self._state = self._state, None
+        if state is not None:
+            state.mutex.release()
+            state.users -= 1
+
+
+class OSErrors:
+    """A ``with`` block whose OSError becomes the matching StoreError (see
+    :meth:`FileStore.errors`)."""
+
+    __slots__ = ("action", "path")
+
+    def __init__(self, action: str, path: str) -> None:
+        self.action = action
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> None:
+        if isinstance(exc, OSError):
+            raise wrap_os_error(exc, self.action, self.path) from exc
 
 
 def is_execution_id(name: str) -> bool:

@@ -127,9 +127,16 @@ def encode_metadata(metadata: Mapping[str, str], *, ascii_only: bool = False) ->
     """
     if not metadata:
         return ""
-    return json.dumps(
-        dict(metadata), ensure_ascii=ascii_only, separators=(",", ":"), sort_keys=True
+    # json.dumps with these options, without making an encoder per call
+    return _METADATA_ENCODERS[ascii_only].encode(
+        metadata if type(metadata) is dict else dict(metadata)
     )
+
+
+_METADATA_ENCODERS = {
+    ascii_only: json.JSONEncoder(ensure_ascii=ascii_only, separators=(",", ":"), sort_keys=True)
+    for ascii_only in (False, True)
+}
 
 
 def decode_metadata(raw: str | bytes | bytearray | memoryview | None, what: str) -> dict[str, str]:

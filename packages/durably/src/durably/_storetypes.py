@@ -201,21 +201,42 @@ def validate_execution_id(execution_id: str) -> str:
     return execution_id
 
 
+_CHECKED_KEYS: set[str] = set()
+"""Metadata keys (plain ``str``) that matched :data:`METADATA_KEY_RE`: the few keys the
+core writes with every checkpoint are matched once per process, not once per save."""
+_MAX_CHECKED_KEYS = 1024
+
+
 def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
-    """Check checkpoint metadata: keys ``[a-z0-9][a-z0-9_.-]*``, str values, <= 2 KiB total."""
+    """Check checkpoint metadata: keys ``[a-z0-9][a-z0-9_.-]*``, str values, <= 2 KiB total.
+
+    Returns:
+        A new dict with the same items.
+
+    Raises:
+        ValueError: A key that does not match, a value that is not valid Unicode, or
+            more than :data:`MAX_METADATA_BYTES` (keys and UTF-8 values).
+        TypeError: A value that is not a ``str``.
+    """
     if not metadata:
         return {}
     out: dict[str, str] = {}
     total = 0
     for key, value in metadata.items():
-        if not isinstance(key, str) or not METADATA_KEY_RE.fullmatch(key):
-            raise ValueError(f"invalid metadata key {key!r}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
-        if not isinstance(value, str):
+        if type(key) is not str or key not in _CHECKED_KEYS:
+            if not isinstance(key, str) or not METADATA_KEY_RE.fullmatch(key):
+                raise ValueError(f"invalid metadata key {key!r}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
+            if type(key) is str and len(_CHECKED_KEYS) < _MAX_CHECKED_KEYS:
+                _CHECKED_KEYS.add(key)
+        if type(value) is str and value.isascii():
+            total += len(key) + len(value)  # ASCII: one byte per character
+        elif not isinstance(value, str):
             raise TypeError(f"metadata value for {key!r} must be str, not {type(value).__name__}")
-        try:
-            total += len(key) + len(value.encode())
-        except UnicodeEncodeError:
-            raise ValueError(f"metadata value for {key!r} is not valid Unicode text") from None
+        else:
+            try:
+                total += len(key) + len(value.encode())
+            except UnicodeEncodeError:
+                raise ValueError(f"metadata value for {key!r} is not valid Unicode text") from None
         out[key] = value
     if total > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {total} bytes; the limit is {MAX_METADATA_BYTES}")
