@@ -208,18 +208,34 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     total = 0
     for key, value in metadata.items():
-        if not isinstance(key, str) or not METADATA_KEY_RE.fullmatch(key):
-            raise ValueError(f"invalid metadata key {key!r}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
+        if type(key) is not str or key not in _VALID_KEYS:
+            _check_key(key)
         if not isinstance(value, str):
             raise TypeError(f"metadata value for {key!r} must be str, not {type(value).__name__}")
-        try:
-            total += len(key) + len(value.encode())
-        except UnicodeEncodeError:
-            raise ValueError(f"metadata value for {key!r} is not valid Unicode text") from None
+        if value.isascii():  # one byte a character: no need to encode it to count
+            total += len(key) + len(value)
+        else:
+            try:
+                total += len(key) + len(value.encode())
+            except UnicodeEncodeError:
+                raise ValueError(f"metadata value for {key!r} is not valid Unicode text") from None
         out[key] = value
     if total > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {total} bytes; the limit is {MAX_METADATA_BYTES}")
     return out
+
+
+_VALID_KEYS: set[str] = set()
+"""Metadata keys found valid: the same few keys are checked at every checkpoint."""
+_MAX_VALID_KEYS = 1024
+
+
+def _check_key(key: object) -> None:
+    """Raise ValueError unless ``key`` is a metadata key; remember it if it is."""
+    if not isinstance(key, str) or not METADATA_KEY_RE.fullmatch(key):
+        raise ValueError(f"invalid metadata key {key!r}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
+    if type(key) is str and len(_VALID_KEYS) < _MAX_VALID_KEYS:
+        _VALID_KEYS.add(key)
 
 
 def check_seq(seq: int) -> int:
