@@ -26,7 +26,7 @@ from durably._metadata import CHAIN_START, META_AGENTS, META_EPOCH, META_OWNER, 
 from durably._plugins import Hooks
 from durably.config import DurabilityConfig
 from durably.errors import CheckpointTooLargeError
-from durably.storage import META_BASE, Lease
+from durably.storage import META_BASE, Lease, validate_metadata
 
 __all__ = ["CheckpointWriter"]
 
@@ -105,14 +105,16 @@ class CheckpointWriter(CheckpointReader):
         elif self._prev_digest is not None:
             metadata[META_PREV] = self._prev_digest
         self.hooks.before_checkpoint(self.execution_id, seq, metadata)
+        metadata = validate_metadata(metadata)  # a reason, an agent id: not always short
         try:
             if new_blobs:
                 # One batch, durable before the checkpoint that references it is written.
                 await self.provider.put_blobs(self.execution_id, new_blobs)
                 self.known_blobs.update(new_blobs)
                 self.bytes_written += sum(len(blob) for blob in new_blobs.values())
-            info = await self.provider.save_checkpoint(
-                self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease
+            # The id and the seq are the manager's own: not validated again.
+            info = await self.provider._save_valid(
+                self.execution_id, seq, encoded.data, metadata, "create", self.lease
             )
         except BaseException as exc:
             self.hooks.on_checkpoint_error(self.execution_id, seq, exc)

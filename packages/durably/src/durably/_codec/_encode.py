@@ -429,7 +429,7 @@ class Encoder:
             raise error from (exc if isinstance(exc, RecursionError) else exc.__cause__)
         self._rollback(cp)
         skipped.append(var)
-        warnings.warn(f"{var} was not saved: {error}", DurablyWarning, stacklevel=4)
+        warnings.warn(f"{var} was not saved: {error}", DurablyWarning, stacklevel=5)
 
 
 def _e_list(e: Encoder, v: list[Any]) -> str:
