@@ -102,3 +102,22 @@ async def test_owner_metadata_follows_a_new_lease() -> None:
         for info, _ in store.checkpoints["run-1"].values()
     ]
     assert owners == [("first", "1"), ("first", "1"), ("second", "2")]
+
+
+@pytest.mark.parametrize("ascii_only", [False, True])
+def test_metadata_json_is_what_json_dumps_writes(ascii_only: bool) -> None:
+    from types import MappingProxyType
+
+    from durably.storage import decode_metadata, encode_metadata
+
+    for metadata in (
+        {"durably.kind": "delta", "a.reason": 'é "quoted"\n\u2028 😀'},
+        MappingProxyType({"z": "1", "a": "2"}),
+    ):
+        text = encode_metadata(metadata, ascii_only=ascii_only)
+        expected = json.dumps(
+            dict(metadata), ensure_ascii=ascii_only, separators=(",", ":"), sort_keys=True
+        )
+        assert text == expected
+        assert decode_metadata(text, "checkpoint 0") == dict(metadata)
+    assert encode_metadata({}, ascii_only=ascii_only) == ""
