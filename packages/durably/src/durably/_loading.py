@@ -9,6 +9,7 @@ unless the execution is being restored (see :meth:`~CheckpointReader.decode`).
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -85,8 +86,6 @@ class LoadedExecution:
 
 def digest_of(data: bytes) -> str:
     """The ``sha256:<hex>`` of a stored checkpoint (the hash chain's link)."""
-    import hashlib
-
     return "sha256:" + hashlib.sha256(data).hexdigest()
 
 

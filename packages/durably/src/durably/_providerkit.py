@@ -127,16 +127,14 @@ def encode_metadata(metadata: Mapping[str, str], *, ascii_only: bool = False) ->
     """
     if not metadata:
         return ""
-    # json.dumps with these options, without making an encoder per call
-    return _METADATA_ENCODERS[ascii_only].encode(
-        metadata if type(metadata) is dict else dict(metadata)
-    )
+    encoder = _METADATA_ASCII if ascii_only else _METADATA_JSON
+    return encoder.encode(metadata if type(metadata) is dict else dict(metadata))
 
 
-_METADATA_ENCODERS = {
-    ascii_only: json.JSONEncoder(ensure_ascii=ascii_only, separators=(",", ":"), sort_keys=True)
-    for ascii_only in (False, True)
-}
+# json.dumps builds an encoder at every call when given options: built once (every
+# checkpoint's metadata goes through one of these).
+_METADATA_JSON = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+_METADATA_ASCII = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), sort_keys=True)
 
 
 def decode_metadata(raw: str | bytes | bytearray | memoryview | None, what: str) -> dict[str, str]:

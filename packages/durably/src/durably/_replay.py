@@ -237,6 +237,8 @@ class Journal:
 
     def take_llm_appends(self) -> list[LLMAppend]:
         """The LLM text that arrived since the last checkpoint, for the next delta."""
+        if not self.llm_appends:
+            return []
         appends = [
             entry.append_doc("".join(chunks))
             for index, chunks in self.llm_appends.items()

@@ -201,12 +201,6 @@ def validate_execution_id(execution_id: str) -> str:
     return execution_id
 
 
-_CHECKED_KEYS: set[str] = set()
-"""Metadata keys (plain ``str``) that matched :data:`METADATA_KEY_RE`: the few keys the
-core writes with every checkpoint are matched once per process, not once per save."""
-_MAX_CHECKED_KEYS = 1024
-
-
 def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     """Check checkpoint metadata: keys ``[a-z0-9][a-z0-9_.-]*``, str values, <= 2 KiB total.
 
@@ -223,15 +217,12 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     total = 0
     for key, value in metadata.items():
-        if type(key) is not str or key not in _CHECKED_KEYS:
-            if not isinstance(key, str) or not METADATA_KEY_RE.fullmatch(key):
-                raise ValueError(f"invalid metadata key {key!r}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
-            if type(key) is str and len(_CHECKED_KEYS) < _MAX_CHECKED_KEYS:
-                _CHECKED_KEYS.add(key)
-        if type(value) is str and value.isascii():
-            total += len(key) + len(value)  # ASCII: one byte per character
-        elif not isinstance(value, str):
+        if type(key) is not str or key not in _VALID_KEYS:
+            _check_key(key)
+        if not isinstance(value, str):
             raise TypeError(f"metadata value for {key!r} must be str, not {type(value).__name__}")
+        if value.isascii():  # one byte a character: no need to encode it to count
+            total += len(key) + len(value)
         else:
             try:
                 total += len(key) + len(value.encode())
@@ -241,6 +232,19 @@ def validate_metadata(metadata: Mapping[str, str] | None) -> dict[str, str]:
     if total > MAX_METADATA_BYTES:
         raise ValueError(f"metadata is {total} bytes; the limit is {MAX_METADATA_BYTES}")
     return out
+
+
+_VALID_KEYS: set[str] = set()
+"""Metadata keys found valid: the same few keys are checked at every checkpoint."""
+_MAX_VALID_KEYS = 1024
+
+
+def _check_key(key: object) -> None:
+    """Raise ValueError unless ``key`` is a metadata key; remember it if it is."""
+    if not isinstance(key, str) or not METADATA_KEY_RE.fullmatch(key):
+        raise ValueError(f"invalid metadata key {key!r}: use [a-z0-9][a-z0-9_.-]{{0,63}}")
+    if type(key) is str and len(_VALID_KEYS) < _MAX_VALID_KEYS:
+        _VALID_KEYS.add(key)
 
 
 def check_seq(seq: int) -> int:

@@ -26,7 +26,7 @@ from durably._metadata import CHAIN_START, META_AGENTS, META_EPOCH, META_OWNER, 
 from durably._plugins import Hooks
 from durably.config import DurabilityConfig
 from durably.errors import CheckpointTooLargeError
-from durably.storage import META_BASE, Lease
+from durably.storage import META_BASE, Lease, validate_metadata
 
 __all__ = ["CheckpointWriter"]
 
@@ -41,6 +41,8 @@ class CheckpointWriter(CheckpointReader):
     bytes_written: int
     _lock: Any
     _stored_before: int | None
+    _owner: tuple[Lease, dict[str, str]] | None = None
+    """The lease :meth:`_owner_metadata` was built for, and what it built."""
 
     def _write_lock(self) -> Any:
         """Serializes writes: sequence numbers are taken and written in order."""
@@ -62,11 +64,13 @@ class CheckpointWriter(CheckpointReader):
         lease), with the checkpoint hooks around it."""
         encoded = self.codec.encode(roots, labels)
         size = len(encoded.data)
-        new_blobs = {
-            digest: blob for digest, blob in encoded.blobs.items() if digest not in self.known_blobs
-        }
+        new_blobs = (
+            {d: blob for d, blob in encoded.blobs.items() if d not in self.known_blobs}
+            if encoded.blobs
+            else {}
+        )
         # Blobs count: a value stored once, as a blob, counts when it is first written.
-        total = size + sum(len(blob) for blob in new_blobs.values())
+        total = size + sum(len(blob) for blob in new_blobs.values()) if new_blobs else size
         if total > self.config.max_checkpoint_size:
             raise CheckpointTooLargeError(
                 self._too_large(
@@ -101,14 +105,16 @@ class CheckpointWriter(CheckpointReader):
         elif self._prev_digest is not None:
             metadata[META_PREV] = self._prev_digest
         self.hooks.before_checkpoint(self.execution_id, seq, metadata)
+        metadata = validate_metadata(metadata)  # a reason, an agent id: not always short
         try:
             if new_blobs:
                 # One batch, durable before the checkpoint that references it is written.
                 await self.provider.put_blobs(self.execution_id, new_blobs)
                 self.known_blobs.update(new_blobs)
                 self.bytes_written += sum(len(blob) for blob in new_blobs.values())
-            info = await self.provider.save_checkpoint(
-                self.execution_id, seq, encoded.data, metadata=metadata, lease=self.lease
+            # The id and the seq are the manager's own: not validated again.
+            info = await self.provider._save_valid(
+                self.execution_id, seq, encoded.data, metadata, "create", self.lease
             )
         except BaseException as exc:
             self.hooks.on_checkpoint_error(self.execution_id, seq, exc)
@@ -121,10 +127,15 @@ class CheckpointWriter(CheckpointReader):
 
     def _owner_metadata(self) -> dict[str, str]:
         """Who wrote a checkpoint: lets anyone check from the store that owners never
-        overlapped (epochs never decrease along the sequence)."""
-        if self.lease is None:
+        overlapped (epochs never decrease along the sequence). Built once per lease (a
+        :class:`~durably.storage.Lease` is immutable); the caller copies it."""
+        lease = self.lease
+        if lease is None:
             return {}
-        return {META_OWNER: self.lease.owner, META_EPOCH: str(self.lease.epoch)}
+        cached = self._owner
+        if cached is None or cached[0] is not lease:
+            cached = self._owner = (lease, {META_OWNER: lease.owner, META_EPOCH: str(lease.epoch)})
+        return cached[1]
 
     async def _execution_bytes(self) -> int:
         """Bytes this execution has in the store (checkpoints and blobs), for

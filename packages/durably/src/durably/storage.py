@@ -215,12 +215,30 @@ class CheckpointProvider(BlobMethods):
         validate_execution_id(execution_id)
         check_seq(seq)
         meta = validate_metadata(metadata)
-        if lease is not None and lease.execution_id != execution_id:
-            raise ValueError(f"lease is for execution {lease.execution_id!r}, not {execution_id!r}")
         if not isinstance(mode, ExpectedVersion) and mode not in ("create", "overwrite"):
             raise ValueError(f"mode must be 'create', 'overwrite' or ExpectedVersion, not {mode!r}")
-        stored = self.envelope.wrap(bytes(data))
-        return await self._save(execution_id, seq, stored, meta, mode, lease)
+        return await self._save_valid(execution_id, seq, bytes(data), meta, mode, lease)
+
+    @final
+    async def _save_valid(
+        self,
+        execution_id: str,
+        seq: int,
+        data: bytes,
+        metadata: dict[str, str],
+        mode: WriteMode,
+        lease: Lease | None,
+    ) -> CheckpointInfo:
+        """:meth:`save_checkpoint` once its arguments are known to be valid.
+
+        The core's own checkpoints come here directly, their metadata validated: their
+        execution id was validated when the execution's manager was made and their
+        sequence number is its counter, so checking them again at every ``await`` would
+        only repeat the work. ``metadata`` becomes the provider's (a validated copy).
+        """
+        if lease is not None and lease.execution_id != execution_id:
+            raise ValueError(f"lease is for execution {lease.execution_id!r}, not {execution_id!r}")
+        return await self._save(execution_id, seq, self.envelope.wrap(data), metadata, mode, lease)
 
     @final
     async def load_checkpoint(self, execution_id: str, seq: int) -> StoredCheckpoint:

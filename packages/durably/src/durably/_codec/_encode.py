@@ -384,6 +384,8 @@ class Encoder:
                 self._give_up(exc, label, skip, skipped, cp)
                 return None
         self._new(value)
+        if not skip:
+            return self._node("d", self._variables(value, label), "", 2)
         items: list[str] = []
         for key, item in value.items():
             cp = self._checkpoint()
@@ -397,22 +399,37 @@ class Encoder:
             items.append(vf)
         return self._node("d", items, "", 2)
 
+    def _variables(self, value: dict[Any, Any], label: str) -> list[str]:
+        """A namespace's key and value fragments when a failure raises (the ``"error"``
+        policy): nothing is rolled back, so no checkpoint is taken per variable."""
+        items: list[str] = []
+        append, enc = items.append, self.enc
+        key: Any = None
+        try:
+            for key, item in value.items():
+                append(_esc(key) if type(key) is str else enc(key))
+                append(enc(item))
+        except (Fail, RecursionError) as exc:
+            self._give_up(exc, f"{label} {short_repr(key)}", False, [], None)
+        return items
+
     def _give_up(
         self,
         exc: Fail | RecursionError,
         var: str,
         skip: bool,
         skipped: list[str],
-        cp: tuple[int, int],
+        cp: tuple[int, int] | None,
     ) -> None:
-        """Raise the located error, or (skip policy) forget the variable ``var`` and warn."""
+        """Raise the located error, or (skip policy) roll back to ``cp``, forget the
+        variable ``var`` and warn."""
         fail = exc if isinstance(exc, Fail) else Fail("nested too deeply to serialize")
         error = fail.located(var)
-        if not skip:
+        if not skip or cp is None:
             raise error from (exc if isinstance(exc, RecursionError) else exc.__cause__)
         self._rollback(cp)
         skipped.append(var)
-        warnings.warn(f"{var} was not saved: {error}", DurablyWarning, stacklevel=4)
+        warnings.warn(f"{var} was not saved: {error}", DurablyWarning, stacklevel=5)
 
 
 def _e_list(e: Encoder, v: list[Any]) -> str:
@@ -424,7 +441,9 @@ def _e_list(e: Encoder, v: list[Any]) -> str:
     objs.append(v)
     if len(v) >= FLOAT_RUN and type(v[0]) is float and set(map(type, v)) == FLOAT_ONLY:
         return e.chunks.binary("lf", _pack_floats(v))
-    return e._node("l", e._seq(v))
+    items = e._seq(v)
+    s = '["l",' + ",".join(items) + "]" if items else '["l"]'  # Encoder._node, inline
+    return s if len(s) <= e.limit else e._node("l", items)
 
 
 def _pack_floats(v: list[float]) -> bytes:
@@ -438,7 +457,9 @@ def _e_dict(e: Encoder, v: dict[Any, Any]) -> str:
         return e._ref(number)
     memo[key] = len(objs)
     objs.append(v)
-    return e._node("d", e._pairs(v), "", 2)
+    items = e._pairs(v)
+    s = '["d",' + ",".join(items) + "]" if items else '["d"]'  # Encoder._node, inline
+    return s if len(s) <= e.limit else e._node("d", items, "", 2)
 
 
 def _e_set(e: Encoder, v: set[Any]) -> str:

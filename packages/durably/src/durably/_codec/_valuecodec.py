@@ -20,6 +20,7 @@ from durably._codec._format import (
     Fail,
     short_repr,
 )
+from durably._codec._plain import plain_document
 from durably.errors import CorruptObjectError, SerializationError, UnsupportedFormatError
 
 __all__ = ["ValueCodec"]
@@ -97,6 +98,15 @@ class ValueCodec:
             SerializationError: A value cannot be encoded (``on_unserializable="error"``).
             TypeError: A root name is not a str.
         """
+        data = plain_document(roots, self._blob_threshold, self.FORMAT)
+        if data is not None:  # the same bytes the general encoder writes, in one pass
+            return Encoded(data, {}, ())
+        return self._encode_general(roots, labels)
+
+    def _encode_general(
+        self, roots: Mapping[str, Any], labels: Mapping[str, str] | None
+    ) -> Encoded:
+        """:meth:`encode` by the general encoder (any value, any size)."""
         enc = Encoder(self, self._blob_threshold)
         skipped: list[str] = []
         labels = labels or {}

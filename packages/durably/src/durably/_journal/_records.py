@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import json.encoder as _json_encoder
 from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any, TypedDict
@@ -37,8 +38,27 @@ def digest(value: Any) -> str:
     sorted elements, not by its iteration order (which a restored set of strings need
     not keep).
     """
-    text = _DIGEST_JSON.encode(value)  # json.dumps(value, sort_keys=True, ...), built once
+    text = _plain_text(value)
+    if text is None:
+        text = _DIGEST_JSON.encode(value)  # json.dumps(value, sort_keys=True, ...), built once
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _plain_text(value: Any) -> str | None:
+    """What :data:`_DIGEST_JSON` makes of a list of str and lists of str (most
+    operations' ``[kind, args]``), built without the encoder's Python layers; None for
+    anything else."""
+    if type(value) is not list:
+        return None
+    parts = []
+    for item in value:
+        if type(item) is str:
+            parts.append(_json_str(item))
+        elif type(item) is list and all(type(x) is str for x in item):
+            parts.append("[" + ", ".join(map(_json_str, item)) + "]")
+        else:
+            return None
+    return "[" + ", ".join(parts) + "]"
 
 
 def _canonical(value: Any) -> Any:
@@ -53,6 +73,7 @@ def _canonical(value: Any) -> Any:
 
 
 _DIGEST_JSON = json.JSONEncoder(sort_keys=True, default=_canonical, ensure_ascii=False)
+_json_str = _json_encoder.encode_basestring  # how _DIGEST_JSON writes a str (not ASCII-only)
 
 
 def usage_tokens(usage: Mapping[str, Any] | None) -> int:
