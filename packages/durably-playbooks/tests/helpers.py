@@ -5,9 +5,12 @@ fuzzer's generator), under a module name of its own."""
 from __future__ import annotations
 
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
+
+from durably_playbooks._parsecache import CACHE_ENV
 
 HERE = Path(__file__).resolve().parent
 PROGRAMS = HERE / "programs"
@@ -43,6 +46,10 @@ def durably(*args: str, timeout: float | None = None, **kwargs: Any) -> Any:
     the commands that load a program (the core's 60 s for the others), unless given."""
     if timeout is None:
         timeout = LOADING_TIMEOUT if args and args[0] in _LOADING else 60.0
+    # The session's parse cache (conftest.py): the core's helper drops DURABLY_* variables.
+    cache = os.environ.get(CACHE_ENV)
+    if cache is not None:
+        kwargs["env"] = {CACHE_ENV: cache, **(kwargs.get("env") or {})}
     return _e2e().durably(*args, timeout=timeout, **kwargs)
 
 

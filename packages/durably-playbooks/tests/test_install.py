@@ -22,6 +22,7 @@ HELLO_INPUT = "I'm Ada and I love a good mystery."
 
 def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("DURABLY_", "VIRTUAL_ENV"))}
+    env["DURABLY_PLAYBOOKS_CACHE"] = "off"  # the installed playbooks parses, nothing cached
     return subprocess.run(
         [str(a) for a in args],
         cwd=cwd,
@@ -38,7 +39,10 @@ def _run(*args: str | Path, cwd: Path | None = None) -> subprocess.CompletedProc
 def test_pip_install_the_extra_then_run_hello_pb(tmp_path: Path) -> None:
     dist = tmp_path / "dist"
     for package in ("durably", "durably-filesystem", "durably-playbooks"):
-        built = _run("uv", "build", "--wheel", "--out-dir", dist, ROOT / "packages" / package)
+        built = _run(
+            "uv", "build", "--wheel", "--python", sys.executable, "--out-dir", dist,
+            ROOT / "packages" / package,
+        )  # fmt: skip
         assert built.returncode == 0, built.stderr
     venv = tmp_path / "venv"
     made = _run("uv", "venv", "--python", sys.executable, venv)

@@ -3,7 +3,10 @@
 Importing any ``playbooks`` submodule imports ``playbooks/__init__`` and through it litellm
 (~10 s on a busy machine), so this module is imported only when a ``.pb``/``.pbasm`` file is
 *loaded* for a new run: a resumed execution is rebuilt from the program document recorded
-in its header and never imports ``playbooks``.
+in its header and never imports ``playbooks``. A new run of a text parsed before does not
+import it either: every parse result is cached on disk by the digest of its input and of
+the installed release (:mod:`durably_playbooks._parsecache`; ``DURABLY_PLAYBOOKS_CACHE=off``
+turns that off).
 
 Names used (at the pinned version, by every test that loads a ``.pb``/``.pbasm``):
 ``playbooks.compilation.loader.Loader.read_program_files``,
@@ -19,12 +22,13 @@ trigger_instruction()``, ``step_collection``, ``execution_mode``, ``markdown``),
 
 from __future__ import annotations
 
+import importlib.util
 import os
 from importlib import metadata as importlib_metadata
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from durably_playbooks._parsecache import cached
 from durably_playbooks.errors import UnsupportedPlaybooksFeature
 
 __all__ = [
@@ -76,7 +80,12 @@ def check_version() -> str:
 
 
 def _prompt_file(name: str) -> str:
-    return (resources.files("playbooks") / "prompts" / name).read_text(encoding="utf-8")
+    """A prompt file of the installed playbooks, found without importing the package."""
+    spec = importlib.util.find_spec("playbooks")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError("No module named 'playbooks'", name="playbooks")
+    package = Path(next(iter(spec.submodule_search_locations)))
+    return (package / "prompts" / name).read_text(encoding="utf-8")
 
 
 def interpreter_prompt() -> str:
@@ -90,6 +99,11 @@ def compiler_prompt() -> str:
 
 
 def system_prompt_delimiter() -> str:
+    """Where Playbooks splits a prompt into its system and user parts."""
+    return cached("system_prompt_delimiter", "", playbooks_version(), _delimiter, load=str)
+
+
+def _delimiter() -> str:
     _quiet_environment()
     from playbooks.core.constants import SYSTEM_PROMPT_DELIMITER
 
@@ -100,6 +114,12 @@ def system_prompt_delimiter() -> str:
 def read_program(path: Path) -> tuple[str, bool]:
     """The program's text (shebang stripped, ``!import`` inlined) and whether it is
     compiled (PBAsm), as Playbooks' own loader reads it."""
+    key = path.name + "\0" + path.read_text(encoding="utf-8", errors="surrogateescape")
+    found = cached("read_program", key, playbooks_version(), lambda: _read_program(path), load=list)
+    return found[0], found[1]
+
+
+def _read_program(path: Path) -> tuple[str, bool]:
     _quiet_environment()
     from playbooks.compilation.loader import Loader
 
@@ -112,6 +132,16 @@ def read_program(path: Path) -> tuple[str, bool]:
 def split_agents(text: str) -> list[tuple[str, str]]:
     """The H1 sections of a ``.pb`` as (agent header, markdown), the way Playbooks'
     compiler splits a program into one compile call per agent."""
+    return cached(
+        "split_agents",
+        text,
+        playbooks_version(),
+        lambda: _split_agents(text),
+        load=lambda stored: [(name, markdown) for name, markdown in stored],
+    )
+
+
+def _split_agents(text: str) -> list[tuple[str, str]]:
     _quiet_environment()
     from playbooks.compilation.markdown_to_ast import markdown_to_ast
 
@@ -128,6 +158,12 @@ def split_agents(text: str) -> list[tuple[str, str]]:
 def parse_compiled(text: str) -> list[dict[str, Any]]:
     """Parse PBAsm with Playbooks' parser into plain dicts (one per H1), see
     :mod:`durably_playbooks._document` for the shape."""
+    return cached(
+        "parse_compiled", text, playbooks_version(), lambda: _parse_compiled(text), load=list
+    )
+
+
+def _parse_compiled(text: str) -> list[dict[str, Any]]:
     _quiet_environment()
     from playbooks.agents.agent_builder import AgentBuilder
     from playbooks.compilation.markdown_to_ast import markdown_to_ast
