@@ -228,7 +228,9 @@ def test_ctrl_c_in_a_terminal_prints_its_own_line_naming_the_execution(
     assert "KeyboardInterrupt" not in shown
     listed = json.loads(durably("ls", "--json", "--store", store).out)
     assert [row["status"] for row in listed] == ["stopped"], listed
-    resumed = durably("resume", "stopme", "--store", store)
+    # The recorded LLM paces its chunks (delay=0.05, for the Ctrl-C to land mid-run); the
+    # same script without the pacing finishes the rest in seconds, not ~20 s of sleeps.
+    resumed = durably("resume", "stopme", "--llm", f"scripted:{KITCHEN_SCRIPT}", "--store", store)
     assert resumed.code == 0, resumed.err
 
 

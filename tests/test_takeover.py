@@ -62,6 +62,15 @@ def _run_args(config: Path, execution_id: str, *, delay: float = 0.0) -> list[st
     return args
 
 
+def _unpaced_llm() -> list[str]:
+    """``--llm`` with the reference run's LLM: the same script, without the ``delay`` a run
+    started with ``_run_args(..., delay=...)`` recorded. That delay paces the run so that a
+    signal or a waiter lands mid-run; the process that continues it afterwards needs no
+    pacing (and would otherwise sleep through every remaining chunk)."""
+    llm = CASE.run_args("unused", "unused")
+    return ["--llm", llm[llm.index("--llm") + 1]]
+
+
 def _reference(config: Path, store: str) -> dict[str, object]:
     done = durably(*_run_args(config, "reference"))
     assert done.code == 0, done.err
@@ -214,7 +223,13 @@ def test_a_paused_owner_is_fenced_when_it_continues(backend: tuple[str, Path, st
         assert "alive" in refused.err, refused.err
         assert "--wait" in refused.err, refused.err
         taken = durably(
-            "resume", "paused", "--wait", "--config", str(config), env={"DURABLY_LEASE_TTL": "1.5"}
+            "resume",
+            "paused",
+            "--wait",
+            *_unpaced_llm(),
+            "--config",
+            str(config),
+            env={"DURABLY_LEASE_TTL": "1.5"},
         )
         assert taken.code == 0, taken.err
         _assert_equal(config, store, "paused", reference)
@@ -304,7 +319,7 @@ def test_ctrl_c_names_the_execution_and_it_resumes(file_store: str, tmp_path: Pa
     assert "interrupted; resume with: durably resume interrupted" in err, err
     assert "Traceback" not in err, err
     assert _ls_status(config, "interrupted") == "stopped"
-    resumed = durably("resume", "interrupted", "--config", str(config))
+    resumed = durably("resume", "interrupted", *_unpaced_llm(), "--config", str(config))
     assert resumed.code == 0, resumed.err
     _assert_equal(config, file_store, "interrupted", reference)
 
@@ -362,6 +377,7 @@ def test_wait_counts_down_on_a_terminal_and_takes_over_when_the_owner_dies(
                 "resume",
                 "waited",
                 "--wait",
+                *_unpaced_llm(),
                 "--config",
                 str(config),
             ],
