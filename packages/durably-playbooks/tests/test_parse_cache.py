@@ -150,3 +150,63 @@ def test_an_error_is_not_stored(cache: Path) -> None:
     with pytest.raises(ValueError, match="cannot parse"):
         cached("f", "t", "1", fail, load=dict)
     assert not cache.exists() or list(cache.glob("*.json")) == []
+
+
+def test_a_hit_keeps_the_types_and_key_order_of_what_was_computed(cache: Path) -> None:
+    # A dict's order reaches the program's document and its digest: cold and warm loads
+    # must give the same bytes.
+    value = {"zeta": 1, "alpha": {"y": True, "b": 1.5}, "mid": [None, "s"]}
+    calls, compute = _counting(value)
+    cold = cached("f", "t", "1", compute, load=dict)
+    warm = cached("f", "t", "1", compute, load=dict)
+    assert len(calls) == 1
+    assert json.dumps(warm) == json.dumps(cold) == json.dumps(value)
+    assert type(warm["alpha"]["y"]) is bool
+    assert type(warm["alpha"]["b"]) is float
+
+
+@pytest.mark.parametrize(
+    "value", [{"a": (1, 2)}, [1, 2.0, True], {"k": {"x": 1}}], ids=["tuple", "mixed", "nested"]
+)
+def test_values_json_keeps_are_stored(cache: Path, value: object) -> None:
+    calls, compute = _counting(value)
+    cached("f", "t", "1", compute, load=lambda v: v)
+    cached("f", "t", "1", compute, load=lambda v: v)
+    assert len(calls) == 1
+
+
+def test_a_file_changed_while_it_is_parsed_leaves_no_wrong_entry(
+    cache: Path, tmp_path: Path
+) -> None:
+    from durably_playbooks import _pb
+
+    program = tmp_path / "p.pb"
+    program.write_text("# A\nfirst\n")
+    real = _pb._read_program
+
+    def edit_then_read(path: Path) -> tuple[str, bool]:
+        # An editor saves between the cache's read (the key) and Playbooks' own read.
+        path.write_text("# A\nsecond\n")
+        return real(path)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_pb, "_read_program", edit_then_read)
+        text, _ = _pb.read_program(program)
+    assert "second" in text  # what Playbooks read, but not stored as the text of "first"
+    program.write_text("# A\nfirst\n")
+    assert "first" in _pb.read_program(program)[0]
+    program.write_text("# A\nsecond\n")
+    assert "second" in _pb.read_program(program)[0]
+
+
+def test_a_path_playbooks_would_glob_is_not_cached(cache: Path, tmp_path: Path) -> None:
+    from durably_playbooks import _pb
+
+    program = tmp_path / "p[1].pb"
+    program.write_text("# A\nfirst\n")
+    calls: list[Path] = []
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(_pb, "_read_program", lambda path: calls.append(path) or ("x", False))
+        _pb.read_program(program)
+        _pb.read_program(program)
+    assert len(calls) == 2

@@ -16,7 +16,7 @@ from durably._execution import Execution, UserIO
 from durably._inspect import describe_execution
 from durably.checkpoint import META_PREV
 from durably.config import DurabilityConfig
-from durably.errors import CorruptHistoryError, NotFoundError
+from durably.errors import CorruptHistoryError, CorruptObjectError, NotFoundError
 from durably.llm import open_llm
 from durably.runner import Program
 from durably.storage import META_BASE, CheckpointInfo
@@ -279,3 +279,40 @@ def test_show_escapes_terminal_control_characters() -> None:
     assert "\x07" not in shown
     assert "\r" not in shown
     assert "hi\\x1b]0;pwned\\x07" in shown
+
+
+@pytest.mark.asyncio
+async def test_a_base_far_before_what_is_stored_is_reported_at_once() -> None:
+    # Checkpoints moved far up (their manifests still name bases near 0): the gap is
+    # 2**63 long; loading must find it by what is stored, not by reading it page by page.
+    store = MemoryStore()
+    await run_counter(store, stop_after=14)
+    shift = 2**63 - 1 - 14
+    store.checkpoints[EID] = {
+        seq + shift: (replace(info, seq=seq + shift), data)
+        for seq, (info, data) in store.checkpoints[EID].items()
+    }
+    manager = CheckpointManager(EID, store)
+    for action in (
+        lambda: manager.load_execution(),
+        lambda: manager.load_execution(inert=True),
+        lambda: describe_execution(manager),
+    ):
+        with pytest.raises(CorruptHistoryError, match="missing in all") as info:
+            await action()
+        assert len(info.value.missing) == 10_000
+        assert info.value.missing[0] < 15
+
+
+@pytest.mark.asyncio
+async def test_no_checkpoint_is_saved_after_the_last_sequence_number() -> None:
+    # The core's own saves skip re-validating their sequence number; resuming a history
+    # whose latest checkpoint is 2**63 - 1 (one durably did not write) sets the next to
+    # 2**63, which must still never reach a provider.
+    store = MemoryStore()
+    manager = CheckpointManager(EID, store)
+    manager.next_seq = 2**63
+    with pytest.raises(CorruptObjectError, match="the largest there can be"):
+        await manager._store(2**63, {"doc": {}}, {"doc": "doc"}, {}, {})
+    assert store.checkpoints == {}
+    assert store.saves == 0

@@ -30,8 +30,8 @@ __all__ = ["CACHE_ENV", "cache_dir", "cached"]
 
 #: The environment variable naming the cache directory (``off``: no cache).
 CACHE_ENV = "DURABLY_PLAYBOOKS_CACHE"
-#: The layout of a cache file; part of every key.
-_LAYOUT = 1
+#: The layout of a cache file; part of every key (2: values kept in their own key order).
+_LAYOUT = 2
 
 T = TypeVar("T")
 
@@ -48,9 +48,18 @@ def cache_dir() -> Path | None:
 
 
 def cached(
-    function: str, text: str, version: str, compute: Callable[[], T], *, load: Callable[[Any], T]
+    function: str,
+    text: str,
+    version: str,
+    compute: Callable[[], T],
+    *,
+    load: Callable[[Any], T],
+    keep: Callable[[], bool] | None = None,
 ) -> T:
     """``compute()``, or the value an earlier call with the same key stored.
+
+    A hit is the value as it was computed: the same types, the same key order (a dict's
+    order reaches documents and their digests).
 
     Args:
         function: Which parse (part of the key).
@@ -59,6 +68,8 @@ def cached(
         compute: Makes the value when it is not cached; its exceptions propagate and
             nothing is stored.
         load: Turns the stored JSON back into the value (tuples are stored as lists).
+        keep: Asked after ``compute()``: False when what was computed may not belong to
+            ``text`` (a file that changed while it was parsed), and nothing is stored.
     """
     directory = cache_dir()
     if directory is None:
@@ -69,7 +80,8 @@ def cached(
     if found is not None:
         return load(found[0])
     value = compute()
-    _write(directory, path, key, value)
+    if keep is None or keep():
+        _write(directory, path, key, value)
     return value
 
 
@@ -102,7 +114,7 @@ def _read(path: Path, key: str) -> tuple[Any] | None:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if entry.get("key") != key:
             return None
-        value_json = json.dumps(entry["value"], sort_keys=True, ensure_ascii=False)
+        value_json = json.dumps(entry["value"], ensure_ascii=False)
         if entry.get("sha256") != _checksum(value_json):
             return None
         return (entry["value"],)
@@ -113,15 +125,15 @@ def _read(path: Path, key: str) -> tuple[Any] | None:
 def _write(directory: Path, path: Path, key: str, value: Any) -> None:
     """Store ``value`` if JSON keeps it as it is; never fail the load over the cache."""
     try:
-        value_json = json.dumps(value, sort_keys=True, ensure_ascii=False)
-        if _normalized(json.loads(value_json)) != _normalized(value):
-            return  # JSON would change it (non-str keys, ...): not cached
+        value_json = json.dumps(value, ensure_ascii=False)
+        if not _same(json.loads(value_json), value):
+            return  # JSON would change it (non-str keys, a subclass, ...): not cached
         entry = {"key": key, "sha256": _checksum(value_json), "value": value}
         directory.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".json", dir=directory)
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as out:
-                json.dump(entry, out, sort_keys=True, ensure_ascii=False)
+                json.dump(entry, out, ensure_ascii=False)
             os.replace(tmp, path)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
@@ -130,10 +142,15 @@ def _write(directory: Path, path: Path, key: str, value: Any) -> None:
         return
 
 
-def _normalized(value: Any) -> Any:
-    """``value`` with tuples as lists: what JSON keeps of it when nothing else changes."""
-    if isinstance(value, (list, tuple)):
-        return [_normalized(item) for item in value]
+def _same(loaded: Any, value: Any) -> bool:
+    """Whether ``loaded`` (what JSON gave back) is ``value`` with tuples as lists: the same
+    types (``1`` is not ``True`` or ``1.0``), the same dict keys in the same order."""
+    if isinstance(value, tuple):
+        value = list(value)
+    if type(loaded) is not type(value):
+        return False
+    if isinstance(value, list):
+        return len(loaded) == len(value) and all(map(_same, loaded, value))
     if isinstance(value, dict):
-        return {key: _normalized(item) for key, item in value.items()}
-    return value
+        return list(loaded) == list(value) and all(_same(loaded[k], value[k]) for k in value)
+    return bool(loaded == value)

@@ -114,8 +114,21 @@ def _delimiter() -> str:
 def read_program(path: Path) -> tuple[str, bool]:
     """The program's text (shebang stripped, ``!import`` inlined) and whether it is
     compiled (PBAsm), as Playbooks' own loader reads it."""
-    key = path.name + "\0" + path.read_text(encoding="utf-8", errors="surrogateescape")
-    found = cached("read_program", key, playbooks_version(), lambda: _read_program(path), load=list)
+
+    def text() -> str:
+        return path.read_text(encoding="utf-8", errors="surrogateescape")
+
+    if any(char in str(path) for char in "*?["):
+        return _read_program(path)  # Playbooks' loader globs: the text read may be another's
+    key = path.name + "\0" + text()
+    found = cached(
+        "read_program",
+        key,
+        playbooks_version(),
+        lambda: _read_program(path),
+        load=list,
+        keep=lambda: path.name + "\0" + text() == key,  # not changed while it was read
+    )
     return found[0], found[1]
 
 

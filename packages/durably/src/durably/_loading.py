@@ -33,6 +33,8 @@ __all__ = ["CheckpointReader", "HistoryCheck", "LoadedExecution"]
 _DIGEST_IN_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
 
 PAGE = 512
+#: At most this many missing sequence numbers are listed in a CorruptHistoryError.
+MISSING_SHOWN = 10_000
 """Checkpoints read per :meth:`~durably.storage.CheckpointProvider.load_checkpoints` call."""
 
 
@@ -123,9 +125,29 @@ class HistoryCheck:
         self._gone.add(seq)
 
     def missing(self) -> tuple[int, ...]:
-        """The sequence numbers between ``first`` and ``last`` that are not stored."""
-        have = set(self.present) - self._gone
-        return tuple(seq for seq in range(self.first, self.last + 1) if seq not in have)
+        """The sequence numbers between ``first`` and ``last`` that are not stored, the
+        first :data:`MISSING_SHOWN` of them (:meth:`missing_count` counts them all)."""
+        out: list[int] = []
+        for start, stop in self._gaps():
+            out.extend(range(start, min(stop, start + MISSING_SHOWN - len(out))))
+            if len(out) >= MISSING_SHOWN:
+                break
+        return tuple(out)
+
+    def missing_count(self) -> int:
+        """How many sequence numbers between ``first`` and ``last`` are not stored."""
+        return sum(stop - start for start, stop in self._gaps())
+
+    def _gaps(self) -> Iterator[tuple[int, int]]:
+        """The missing stretches as ``(start, stop)`` ranges: work in what is stored, not
+        in the length of the stretch (a damaged manifest may claim a base far back)."""
+        expected = self.first
+        for seq in sorted(set(self.present) - self._gone):
+            if seq > expected:
+                yield expected, seq
+            expected = seq + 1
+        if expected <= self.last:
+            yield expected, self.last + 1
 
     def check_listing(self, *, pruned_ok: bool) -> None:
         """Raise unless every checkpoint of the stretch is stored.
@@ -143,16 +165,18 @@ class HistoryCheck:
         if not missing:
             return
         have = sorted(set(self.present) - self._gone)
-        if pruned_ok and have and max(missing) < have[0]:
+        if pruned_ok and have and list(self._gaps()) == [(self.first, have[0])]:
             raise NotFoundError(
                 f"checkpoint {self.last} of execution {self.execution_id!r} can no longer "
                 f"be restored: retention removed checkpoint(s) {self.first}-{have[0] - 1} "
                 "that it builds on"
             )
+        count = self.missing_count()
+        more = f", {count} missing in all" if count > len(missing) else ""
         raise CorruptHistoryError(
             self.execution_id,
             missing=missing,
-            context=f"checkpoints {self.first} to {self.last} are needed",
+            context=f"checkpoints {self.first} to {self.last} are needed{more}",
         )
 
     def follow(self, stored: StoredCheckpoint) -> None:
@@ -347,6 +371,13 @@ class CheckpointReader:
         unresolved: list[str] | None = [] if inert else None
         latest_doc = (await self.decode(latest, unresolved=unresolved))["doc"]
         manifest: dict[str, int] = latest_doc.get("manifest", {})
+        if not isinstance(manifest, dict) or not all(
+            type(seq) is int and 0 <= seq <= latest.seq for seq in manifest.values()
+        ):
+            raise CorruptObjectError(
+                f"execution {self.execution_id!r}: checkpoint {latest.seq} names snapshots "
+                "that cannot be there (its manifest is not agent -> an earlier sequence number)"
+            )
         base = min(manifest.values()) if manifest else latest.seq
         snapshots: dict[str, tuple[int, dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
         deltas: list[tuple[int, dict[str, Any]]] = []
@@ -406,12 +437,25 @@ class CheckpointReader:
         recorded in ``history``: read :data:`PAGE` at a time through the provider's bulk
         read (one pass, no listing: a checkpoint the read does not find is missing)."""
         out: list[StoredCheckpoint] = []
-        for start in range(history.first, latest.seq, PAGE):
-            seqs = list(range(start, min(start + PAGE, latest.seq)))
-            for stored in await self.provider.load_checkpoints(self.execution_id, seqs):
+        start = history.first
+        while start < latest.seq:
+            end = min(start + PAGE, latest.seq)
+            found = False
+            for stored in await self.provider.load_checkpoints(
+                self.execution_id, list(range(start, end))
+            ):
                 if stored is not None:
                     history.listed(stored.seq)
                     out.append(stored)
+                    found = True
+            start = end
+            if not found and end < latest.seq:
+                # A whole page is missing (damage, or a manifest naming a base that never
+                # existed): ask for the next stored one instead of reading the gap.
+                page = await self.provider.list_checkpoints(
+                    self.execution_id, after=end - 1, limit=1
+                )
+                start = min(page.items[0].seq, latest.seq) if page.items else latest.seq
         history.listed(latest.seq)
         out.append(latest)
         return out

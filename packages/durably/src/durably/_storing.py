@@ -25,8 +25,11 @@ from durably._loading import CheckpointReader, digest_of
 from durably._metadata import CHAIN_START, META_AGENTS, META_EPOCH, META_OWNER, META_PREV
 from durably._plugins import Hooks
 from durably.config import DurabilityConfig
-from durably.errors import CheckpointTooLargeError
+from durably.errors import CheckpointTooLargeError, CorruptObjectError
 from durably.storage import META_BASE, Lease, validate_metadata
+
+#: Sequence numbers are below this (:func:`durably._storetypes.check_seq`).
+_SEQ_END = 2**63
 
 __all__ = ["CheckpointWriter"]
 
@@ -62,6 +65,12 @@ class CheckpointWriter(CheckpointReader):
     ) -> None:
         """Encode ``roots``, put their new blobs, and save checkpoint ``seq`` (fenced by the
         lease), with the checkpoint hooks around it."""
+        if seq >= _SEQ_END:  # only a history written by something else gets here
+            raise CorruptObjectError(
+                f"execution {self.execution_id!r}: its latest checkpoint has sequence "
+                f"number {seq - 1}, the largest there can be, so no checkpoint can follow "
+                "it; the store holds a history durably did not write"
+            )
         encoded = self.codec.encode(roots, labels)
         size = len(encoded.data)
         new_blobs = (
