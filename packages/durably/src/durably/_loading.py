@@ -33,9 +33,9 @@ __all__ = ["CheckpointReader", "HistoryCheck", "LoadedExecution"]
 _DIGEST_IN_TEXT = re.compile(rb"sha256:[0-9a-f]{64}")
 
 PAGE = 512
+"""Checkpoints read per :meth:`~durably.storage.CheckpointProvider.load_checkpoints` call."""
 #: At most this many missing sequence numbers are listed in a CorruptHistoryError.
 MISSING_SHOWN = 10_000
-"""Checkpoints read per :meth:`~durably.storage.CheckpointProvider.load_checkpoints` call."""
 
 
 class _MissingBlob(Exception):
@@ -435,7 +435,8 @@ class CheckpointReader:
     ) -> list[StoredCheckpoint]:
         """Every stored checkpoint from ``history.first`` to ``latest``, ascending, each
         recorded in ``history``: read :data:`PAGE` at a time through the provider's bulk
-        read (one pass, no listing: a checkpoint the read does not find is missing)."""
+        read (one pass: a checkpoint the read does not find is missing; the listing is
+        asked only to step over a page where nothing was found)."""
         out: list[StoredCheckpoint] = []
         start = history.first
         while start < latest.seq:
