@@ -27,6 +27,7 @@ __all__ = [
     "METADATA_KEY_RE",
     "META_BASE",
     "META_STATUS",
+    "SEQ_END",
     "BlobInfo",
     "CheckpointInfo",
     "ExecutionInfo",
@@ -247,9 +248,13 @@ def _check_key(key: object) -> None:
         _VALID_KEYS.add(key)
 
 
+#: Sequence numbers are below this.
+SEQ_END = 2**63
+
+
 def check_seq(seq: int) -> int:
-    """``seq`` if it is a sequence number (an int in ``[0, 2**63)``), else ValueError."""
-    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or seq >= 2**63:
+    """``seq`` if it is a sequence number (an int in ``[0, SEQ_END)``), else ValueError."""
+    if not isinstance(seq, int) or isinstance(seq, bool) or seq < 0 or seq >= SEQ_END:
         raise ValueError(f"sequence numbers are integers in [0, 2**63), not {seq!r}")
     return seq
 

@@ -24,12 +24,10 @@ from typing import Any
 from durably._loading import CheckpointReader, digest_of
 from durably._metadata import CHAIN_START, META_AGENTS, META_EPOCH, META_OWNER, META_PREV
 from durably._plugins import Hooks
+from durably._storetypes import SEQ_END
 from durably.config import DurabilityConfig
 from durably.errors import CheckpointTooLargeError, CorruptObjectError
 from durably.storage import META_BASE, Lease, validate_metadata
-
-#: Sequence numbers are below this (:func:`durably._storetypes.check_seq`).
-_SEQ_END = 2**63
 
 __all__ = ["CheckpointWriter"]
 
@@ -65,7 +63,7 @@ class CheckpointWriter(CheckpointReader):
     ) -> None:
         """Encode ``roots``, put their new blobs, and save checkpoint ``seq`` (fenced by the
         lease), with the checkpoint hooks around it."""
-        if seq >= _SEQ_END:  # only a history written by something else gets here
+        if seq >= SEQ_END:  # only a history written by something else gets here
             raise CorruptObjectError(
                 f"execution {self.execution_id!r}: its latest checkpoint has sequence "
                 f"number {seq - 1}, the largest there can be, so no checkpoint can follow "
