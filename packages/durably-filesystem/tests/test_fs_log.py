@@ -224,6 +224,41 @@ async def test_damaged_metadata_is_reported_not_returned(root: Path) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("first", ["list", "load", "compact"])
+@pytest.mark.parametrize("meta", [b"{not json", b'{"step": 1}', b"[]", b"\xff\xfe"])
+async def test_metadata_that_passes_its_crc_but_does_not_parse_is_damage(
+    root: Path, first: str, meta: bytes
+) -> None:
+    """The scan leaves metadata unparsed until it is read (``Entry``): metadata with a
+    good CRC that is not a JSON object of strings (only a foreign writer makes one) is
+    damage whichever reads it first -- the listing, a load, or a compaction."""
+    backdoor = await write(root, 2)
+    parts = fmt.encode_record(fmt.T_CHECKPOINT, 2, 7, 1, meta, Envelope().wrap(data(2)))
+    append_raw(backdoor.log_path(RUN), b"".join(bytes(p) for p in parts))
+    async with FilesystemProvider(root) as provider:
+        await provider.save_checkpoint(RUN, 3, data(3))
+        if first == "load":
+            with pytest.raises(CorruptObjectError, match="checkpoint 2"):
+                await provider.load_checkpoint(RUN, 2)
+        elif first == "compact":
+            await provider.delete_checkpoint(RUN, 0)
+            assert await provider.compact(RUN)
+        infos = [info async for info in provider.iter_checkpoints(RUN)]
+        assert [i.seq for i in infos][-2:] == [2, 3]
+        assert dict(infos[-2].metadata) == {}, "unparsable metadata must not be returned"
+        with pytest.raises(CorruptObjectError, match="checkpoint 2"):
+            await provider.load_checkpoint(RUN, 2)
+        with pytest.raises(CorruptObjectError, match="checkpoint 2"):
+            await provider.load_checkpoints(RUN, [1, 2, 3])
+        found = await provider.load_checkpoints(RUN, [1, 3])
+        assert [f.data if f else None for f in found] == [data(1), data(3)]
+    async with FilesystemProvider(root) as provider:
+        with pytest.raises(CorruptObjectError, match="checkpoint 2"):
+            await provider.load_checkpoint(RUN, 2)
+        assert (await provider.load_checkpoint(RUN, 3)).data == data(3)
+
+
+@pytest.mark.asyncio
 async def test_damaged_record_header_in_the_middle(root: Path) -> None:
     """When a header is unreadable the scan resynchronises on the next record; the lost
     record's seq is unknown, so asking for any missing seq reports the damage."""

@@ -87,6 +87,27 @@ async def test_a_checkpoint_over_the_limit_names_the_largest_variables() -> None
 
 
 @pytest.mark.asyncio
+async def test_a_line_whose_checkpoint_is_refused_is_not_shown() -> None:
+    """A Say is shown just before its checkpoint is written; a checkpoint refused before
+    any write (here: over ``max_checkpoint_size``) must not have shown its line, which no
+    resume would account for."""
+    store = MemoryStore()
+    manager = CheckpointManager(
+        "big-say", store, config=DurabilityConfig(max_checkpoint_size=4096, blob_threshold=1 << 20)
+    )
+    said: list[str] = []
+    agent = manager.attach(Big, echo=said.append)
+    executor = StreamingPythonExecutor(agent)
+    await executor.add_chunk('await self.Say("user", "short")\n')
+    saves = store.saves
+    with pytest.raises(CheckpointTooLargeError):
+        await executor.add_chunk('await self.Say("user", "z" * 20000)\n')
+    assert store.saves == saves, "the refused checkpoint was not written"
+    assert len(said) == 1, said
+    assert "short" in said[0]
+
+
+@pytest.mark.asyncio
 async def test_disabled_durability_runs_the_program_and_stores_nothing() -> None:
     store = MemoryStore()
     await run_counter(store, DurabilityConfig(enabled=False))

@@ -43,6 +43,7 @@ import struct
 import zlib
 from bisect import bisect_left, insort
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from durably.errors import CorruptObjectError, UnsupportedFormatError
 from durably.storage import decode_metadata, encode_metadata
@@ -69,6 +70,9 @@ SCAN_CHUNK = 1 << 20
 VERIFY_WHILE_SCANNING = 256 * 1024
 """Records up to this size are fully verified while the log is scanned (their bytes
 are read anyway); larger ones are verified when loaded."""
+
+
+_blake2b = hashlib.blake2b
 
 
 def frame_sum(*parts: bytes | memoryview) -> bytes:
@@ -100,9 +104,9 @@ def encode_record(
     return [head, data, frame_sum(head, data)]
 
 
-@dataclass(frozen=True, slots=True)
-class RecordHead:
-    """A record header that passed its CRC and sanity checks."""
+class RecordHead(NamedTuple):
+    """A record header that passed its CRC and sanity checks (a tuple: the scan makes
+    one per record)."""
 
     kind: int
     seq: int
@@ -111,10 +115,8 @@ class RecordHead:
     meta_len: int
     data_len: int
     meta_crc: int
-
-    @property
-    def length(self) -> int:
-        return HEAD_SIZE + self.meta_len + self.data_len + SUM_SIZE
+    length: int
+    """The whole record's length: header, metadata, data and frame checksum."""
 
 
 def decode_head(buf: bytes | memoryview, offset: int = 0) -> RecordHead | None:
@@ -134,24 +136,106 @@ def decode_head(buf: bytes | memoryview, offset: int = 0) -> RecordHead | None:
         return None
     if kind == T_TOMBSTONE and (meta_len or data_len):
         return None
-    return RecordHead(kind, seq, write_id, created_ns, meta_len, data_len, meta_crc)
+    length = HEAD_SIZE + meta_len + data_len + SUM_SIZE
+    return RecordHead(kind, seq, write_id, created_ns, meta_len, data_len, meta_crc, length)
 
 
-@dataclass(slots=True)
 class Entry:
-    """Where the current version of a checkpoint lives in the log."""
+    """Where the current version of a checkpoint lives in the log.
 
-    seq: int
-    offset: int
-    length: int
-    write_id: int
-    created_ns: int
-    meta_len: int
-    data_len: int
-    metadata: dict[str, str]
-    corrupt: bool = False
-    """Known to fail its checks (it is listed, and loading it raises)."""
-    verified: bool = False
+    A scan checks each record's metadata CRC but keeps the metadata's bytes unparsed
+    until :attr:`metadata` or :attr:`corrupt` is first read: a resume reads the last
+    few records of a long log, and parsing the JSON of every record was most of the
+    cost of opening it. Metadata that passes its CRC but does not parse makes the entry
+    corrupt when it is parsed, as it would have at the scan (only a writer other than
+    this provider can store such a record).
+    """
+
+    __slots__ = (
+        "_corrupt",
+        "_metadata",
+        "_raw_meta",
+        "created_ns",
+        "data_len",
+        "length",
+        "meta_len",
+        "offset",
+        "seq",
+        "verified",
+        "write_id",
+    )
+
+    def __init__(
+        self,
+        seq: int,
+        offset: int,
+        length: int,
+        write_id: int,
+        created_ns: int,
+        meta_len: int,
+        data_len: int,
+        metadata: dict[str, str] | None,
+        corrupt: bool = False,
+        verified: bool = False,
+        *,
+        raw_meta: bytes | None = None,
+    ) -> None:
+        self.seq = seq
+        self.offset = offset
+        self.length = length
+        self.write_id = write_id
+        self.created_ns = created_ns
+        self.meta_len = meta_len
+        self.data_len = data_len
+        self.verified = verified
+        self._corrupt = corrupt
+        self._metadata = metadata
+        self._raw_meta = raw_meta
+        """The CRC-checked metadata bytes while :attr:`_metadata` is None."""
+
+    def _parse(self) -> dict[str, str]:
+        raw, self._raw_meta = self._raw_meta, None
+        try:
+            metadata = decode_metadata(raw, f"the record of checkpoint {self.seq}")
+        except CorruptObjectError:
+            metadata = {}
+            self._corrupt = True
+        self._metadata = metadata
+        return metadata
+
+    @property
+    def metadata(self) -> dict[str, str]:
+        """The record's metadata ({} if it is damaged)."""
+        metadata = self._metadata
+        return self._parse() if metadata is None else metadata
+
+    @property
+    def corrupt(self) -> bool:
+        """Known to fail its checks (it is listed, and loading it raises)."""
+        if self._metadata is None:
+            self._parse()
+        return self._corrupt
+
+    @corrupt.setter
+    def corrupt(self, value: bool) -> None:
+        if self._metadata is None:
+            self._parse()
+        self._corrupt = value
+
+    def moved(self, offset: int, *, corrupt: bool) -> Entry:
+        """This entry at another offset (compaction), verified."""
+        return Entry(
+            self.seq,
+            offset,
+            self.length,
+            self.write_id,
+            self.created_ns,
+            self.meta_len,
+            self.data_len,
+            self.metadata,
+            self.corrupt or corrupt,
+            True,
+        )
 
     @property
     def data_offset(self) -> int:
@@ -160,6 +244,9 @@ class Entry:
     @property
     def version(self) -> str:
         return f"{self.write_id:016x}"
+
+    def __repr__(self) -> str:
+        return f"Entry(seq={self.seq}, offset={self.offset}, length={self.length})"
 
 
 @dataclass(slots=True)
@@ -224,16 +311,6 @@ def read_log_header(fd: int, path: str) -> None:
             f"log {path} has format version {version}; this durably-filesystem reads "
             f"version {LOG_VERSION}. Upgrade durably-filesystem to read it."
         )
-
-
-def parse_meta(raw: bytes | memoryview, head: RecordHead) -> dict[str, str] | None:
-    """The metadata of a record, or None if it fails its CRC or does not parse."""
-    if zlib.crc32(raw) != head.meta_crc:
-        return None
-    try:
-        return decode_metadata(raw, f"the record of checkpoint {head.seq}")
-    except CorruptObjectError:
-        return None
 
 
 class _ShortRead(Exception):
@@ -355,28 +432,38 @@ def _scan_records(fd: int, index: LogIndex, window: _Window, position: int, end:
         if record_end > end:
             index.tail = TornTail(position, head.seq)
             break
-        verified = corrupt = False
-        if head.length <= VERIFY_WHILE_SCANNING:
-            record = window.get(position, head.length)
-            corrupt = frame_sum(record[: head.length - SUM_SIZE]) != record[-SUM_SIZE:]
+        length = head.length
+        meta_len = head.meta_len
+        if length <= VERIFY_WHILE_SCANNING:
+            record = window.get(position, length)
+            body = length - SUM_SIZE
+            corrupt = _blake2b(record[:body], digest_size=SUM_SIZE).digest() != record[body:]
             verified = True
+            meta = record[HEAD_SIZE : HEAD_SIZE + meta_len]
+        else:
+            verified = corrupt = False
+            meta = window.get(position + HEAD_SIZE, meta_len)
         if head.kind == T_CHECKPOINT:
-            metadata = parse_meta(window.get(position + HEAD_SIZE, head.meta_len), head)
-            if metadata is None:
+            raw_meta = bytes(meta)
+            metadata: dict[str, str] | None = None  # parsed when first read (see Entry)
+            if zlib.crc32(raw_meta) != head.meta_crc:
                 corrupt = True
+                metadata = {}
+            elif not meta_len:
                 metadata = {}
             index.put(
                 Entry(
                     head.seq,
                     position,
-                    head.length,
+                    length,
                     head.write_id,
                     head.created_ns,
-                    head.meta_len,
+                    meta_len,
                     head.data_len,
                     metadata,
                     corrupt,
                     verified,
+                    raw_meta=None if metadata is not None else raw_meta,
                 )
             )
         else:

@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from durably.errors import CorruptObjectError, DurablyError, StoreError
@@ -464,7 +464,7 @@ def compact_sync(state: ExecState, drop: frozenset[int] = frozenset()) -> None:
         for entry in keep:
             # damaged records are copied as they are: still reported, never "repaired"
             ok = copy_record(current.fd, entry, fd)
-            new.put(replace(entry, offset=position, corrupt=entry.corrupt or not ok, verified=True))
+            new.put(entry.moved(position, corrupt=not ok))
             position += entry.length
         new.valid_end = new.scanned_size = position
         if state.fsync:

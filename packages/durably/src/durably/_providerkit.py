@@ -158,9 +158,8 @@ def decode_metadata(raw: str | bytes | bytearray | memoryview | None, what: str)
         value = json.loads(text)
     except (UnicodeDecodeError, ValueError) as exc:
         raise CorruptObjectError(f"the metadata of {what} is not valid JSON") from exc
-    if not isinstance(value, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in value.items()
-    ):
+    # JSON object keys are always strings: only the values need a look
+    if type(value) is not dict or not all(type(v) is str for v in value.values()):
         raise CorruptObjectError(f"the metadata of {what} is not a string mapping")
     return value
 

@@ -19,6 +19,7 @@ a snapshot, a delta or a final record). For every checkpoint it:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from durably._loading import CheckpointReader, digest_of
@@ -60,9 +61,13 @@ class CheckpointWriter(CheckpointReader):
         labels: dict[str, str],
         manifest: dict[str, int],
         metadata: dict[str, str],
+        announce: Callable[[], None] | None = None,
     ) -> None:
         """Encode ``roots``, put their new blobs, and save checkpoint ``seq`` (fenced by the
-        lease), with the checkpoint hooks around it."""
+        lease), with the checkpoint hooks around it. ``announce`` is called once the
+        checkpoint is encoded and passed every check, just before its first write: a
+        checkpoint refused (too large, unserializable, past the last sequence number)
+        shows nothing."""
         if seq >= SEQ_END:  # only a history written by something else gets here
             raise CorruptObjectError(
                 f"execution {self.execution_id!r}: its latest checkpoint has sequence "
@@ -113,6 +118,8 @@ class CheckpointWriter(CheckpointReader):
             metadata[META_PREV] = self._prev_digest
         self.hooks.before_checkpoint(self.execution_id, seq, metadata)
         metadata = validate_metadata(metadata)  # a reason, an agent id: not always short
+        if announce is not None:
+            announce()
         try:
             if new_blobs:
                 # One batch, durable before the checkpoint that references it is written.

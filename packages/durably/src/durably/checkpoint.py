@@ -159,6 +159,8 @@ class CheckpointManager(CheckpointWriter):
                 is: no other checkpoint -- no crash point -- falls between the user
                 seeing it and its record becoming durable. A crash while this very
                 checkpoint is written shows it once more after resume; none loses it.
+                A checkpoint refused before any write (too large, unserializable)
+                shows nothing.
         """
         if not self.config.enabled:
             if announce is not None:
@@ -181,14 +183,13 @@ class CheckpointManager(CheckpointWriter):
             if local_vars is not None:
                 roots["locals"] = local_vars
                 labels["locals"] = f"{frame} frame local"
-            if announce is not None:
-                announce()
             await self._store(
                 seq,
                 roots,
                 labels,
                 manifest,
                 {META_KIND: kind, META_AGENT: agent_id, META_STATUS: "running"},
+                announce,
             )
             if self.faults is not None:
                 self.faults.checkpoint_written()
