@@ -223,7 +223,8 @@ class Entry:
         self._corrupt = value
 
     def moved(self, offset: int, *, corrupt: bool) -> Entry:
-        """This entry at another offset (compaction), verified."""
+        """This entry at another offset (compaction), verified; its metadata still
+        unparsed if it was."""
         return Entry(
             self.seq,
             offset,
@@ -232,9 +233,10 @@ class Entry:
             self.created_ns,
             self.meta_len,
             self.data_len,
-            self.metadata,
-            self.corrupt or corrupt,
+            self._metadata,
+            self._corrupt or corrupt,
             True,
+            raw_meta=self._raw_meta,
         )
 
     @property
