@@ -189,9 +189,8 @@ class Entry:
         self.data_len = data_len
         self.verified = verified
         self._corrupt = corrupt
-        self._metadata = metadata
+        self._metadata = metadata  # None: not parsed yet, from _raw_meta (CRC-checked)
         self._raw_meta = raw_meta
-        """The CRC-checked metadata bytes while :attr:`_metadata` is None."""
 
     def _parse(self) -> dict[str, str]:
         raw, self._raw_meta = self._raw_meta, None
