@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -30,6 +31,13 @@ class Completed:
     code: int
     out: str
     err: str
+
+
+def default_ctrl_c() -> None:
+    """``preexec_fn`` of a process a test stops with Ctrl-C (SIGINT): Ctrl-C interrupts it
+    even if this process ignores SIGINT (a background job of a non-interactive shell, as
+    in ``pytest ... &``: its children inherit that, and Python keeps it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def durably(

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import KITCHEN, KITCHEN_INPUT, ROOT, durably
+from conftest import KITCHEN, KITCHEN_INPUT, ROOT, default_ctrl_c, durably
 
 PROGRAMS = ROOT / "tests" / "programs"
 TOOLFAIL = PROGRAMS / "toolfail.py"
@@ -81,6 +81,7 @@ class Terminal:
         def controlling_terminal() -> None:
             os.setsid()
             fcntl.ioctl(0, termios.TIOCSCTTY, 0)
+            default_ctrl_c()
 
         self.process = subprocess.Popen(
             [sys.executable, "-m", "durably", *args],

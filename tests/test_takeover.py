@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import PROGRAM_CASES, durably, show
+from conftest import PROGRAM_CASES, default_ctrl_c, durably, show
 
 COMPARED = ("transcript", "agents", "llm_calls", "result")
 CASE = PROGRAM_CASES["counter"]
@@ -305,6 +305,7 @@ def test_ctrl_c_names_the_execution_and_it_resumes(file_store: str, tmp_path: Pa
         stderr=subprocess.PIPE,
         stdin=subprocess.DEVNULL,
         text=True,
+        preexec_fn=default_ctrl_c,
     )
     try:
         deadline = time.monotonic() + 30

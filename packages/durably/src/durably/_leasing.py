@@ -42,6 +42,11 @@ async def leased(
     the store had dropped it (:class:`~durably.errors.OwnerLockLostError`: it is taking
     the execution over), ``on_lost`` is cancelled and the body ends with
     :class:`FencedError`, as it does when a checkpoint write is fenced.
+
+    Only that cancellation -- the one this context sent its own task -- is absorbed (and
+    withdrawn: ``uncancel``). Any other goes on, even after a lost lease: Ctrl-C, which
+    ``asyncio.run`` turns into cancelling the main task, still stops the run as
+    interrupted.
     """
     from durably._liveness import acquire_lease
 
@@ -59,9 +64,12 @@ async def leased(
         )
     stop = asyncio.Event()
     lost: ConflictError | None = None
+    task = asyncio.current_task()
+    cancelling = task.cancelling() if task is not None else 0  # others' requests, so far
+    sent = 0  # cancellations this context sent its task and did not withdraw yet
 
     async def renew() -> None:
-        nonlocal lease, lost
+        nonlocal lease, lost, sent
         interval = ttl / 3
         while not stop.is_set():
             try:
@@ -80,8 +88,8 @@ async def leased(
             except (FencedError, OwnerLockLostError) as exc:
                 lost = exc
                 # Not once the body ended (it is awaiting this task in `finally`).
-                if on_lost is not None and not stop.is_set():
-                    on_lost.cancel()
+                if on_lost is not None and not stop.is_set() and on_lost.cancel():
+                    sent += on_lost is task  # withdrawn when the context ends
                 return
             except (DurablyError, TimeoutError) as exc:  # transient: retry sooner
                 log.warning(
@@ -100,25 +108,36 @@ async def leased(
                 holder, epoch = _holder(current.owner), current.epoch
         return fenced(lease, "running the execution", current_epoch=epoch, taken_over_by=holder)
 
+    def foreign_cancellation() -> bool:
+        """Withdraw the cancellations this context sent its task; whether another one
+        (Ctrl-C) is still pending (Python's rule: absorb only what you asked for)."""
+        nonlocal sent
+        if task is None:
+            return False
+        for _ in range(sent):
+            task.uncancel()
+        sent = 0
+        return task.cancelling() > cancelling
+
     async def absorbing(awaitable: Awaitable[T]) -> T:
-        """Await, absorbing the one cancellation this context may have sent its task
-        when the lease was lost (it can land on any await after the body ended)."""
+        """Await, absorbing the cancellation this context sent its task when the lease
+        was lost (should it land here); any other one is raised."""
         inner = asyncio.ensure_future(awaitable)
         while True:
             try:
                 return await asyncio.shield(inner)
             except asyncio.CancelledError:
-                task = asyncio.current_task()
-                if lost is None or task is None or not task.cancelling():
+                if foreign_cancellation() or inner.cancelled():  # not ours, or its own
                     inner.cancel()
                     raise
-                task.uncancel()
 
     renewer = asyncio.create_task(renew())
     try:
         yield lease
     except BaseException as exc:
         stop.set()
+        if isinstance(exc, asyncio.CancelledError) and foreign_cancellation():
+            raise  # stopped (Ctrl-C), whatever became of the lease
         if isinstance(exc, FencedError) or (
             lost is not None and isinstance(exc, (Exception, asyncio.CancelledError))
         ):
@@ -133,6 +152,7 @@ async def leased(
             await absorbing(provider.release(manager.lease or lease))
         with contextlib.suppress(Exception):
             await absorbing(held.release_lock())
+        foreign_cancellation()  # ours withdrawn, even if the body swallowed it
 
 
 def _holder(owner: str) -> str:
