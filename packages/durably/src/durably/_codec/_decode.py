@@ -166,10 +166,13 @@ class Decoder:
 
 
 class _NotPlain(Exception):
-    """A node outside the plain subset (see :func:`decode_plain`)."""
+    """A node outside the plain subset (see :func:`decode_plain`).
 
-
-_NOT_PLAIN: Final = _NotPlain()
+    Raised as a new instance every time: an exception instance raised again keeps the
+    traceback of its earlier raises and adds to it, so a shared one would keep every
+    frame it ever left -- and through their callers every checkpoint a loader held --
+    alive for the life of the process.
+    """
 
 
 def _plain(node: Any) -> Any:
@@ -179,13 +182,13 @@ def _plain(node: Any) -> Any:
         if tag == "d":
             size = len(node)
             if not size & 1:
-                raise _NOT_PLAIN
+                raise _NotPlain
             out: dict[str, Any] = {}
             for i in range(1, size, 2):
                 key = node[i]
                 value = node[i + 1]
                 if type(key) is not str:
-                    raise _NOT_PLAIN
+                    raise _NotPlain
                 t = type(value)
                 out[key] = _plain(value) if t is list or t is dict else value
             return out
@@ -194,7 +197,7 @@ def _plain(node: Any) -> Any:
                 _plain(item) if type(item) is list or type(item) is dict else item
                 for item in node[1:]
             ]
-    raise _NOT_PLAIN
+    raise _NotPlain
 
 
 def decode_plain(data: bytes) -> dict[str, Any] | None:
