@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from durably._codec import Encoded, Unresolved, ValueCodec
@@ -477,7 +477,12 @@ def test_any_nested_value_round_trips_through_blobs(value: list[Any]) -> None:
 
 @settings(max_examples=100, deadline=None)
 @given(st.lists(hashables, max_size=20), st.randoms(use_true_random=False))
+@example([None, ((False, False), False), ((False, False), 0)], random.Random(0))
 def test_set_encoding_does_not_depend_on_insertion_order(items: list[Any], rnd: Any) -> None:
+    # One element per equality class: of `False` and `0` (equal, different types) a set
+    # keeps whichever came first, so building it in two orders would give two different
+    # values, which rightly encode differently. The same elements in any order must not.
+    items = list(dict.fromkeys(items))
     shuffled = list(items)
     rnd.shuffle(shuffled)
     codec = ValueCodec()
