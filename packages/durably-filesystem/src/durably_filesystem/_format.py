@@ -72,9 +72,6 @@ VERIFY_WHILE_SCANNING = 256 * 1024
 are read anyway); larger ones are verified when loaded."""
 
 
-_blake2b = hashlib.blake2b
-
-
 def frame_sum(*parts: bytes | memoryview) -> bytes:
     digest = hashlib.blake2b(digest_size=SUM_SIZE)
     for part in parts:
@@ -438,7 +435,7 @@ def _scan_records(fd: int, index: LogIndex, window: _Window, position: int, end:
         if length <= VERIFY_WHILE_SCANNING:
             record = window.get(position, length)
             body = length - SUM_SIZE
-            corrupt = _blake2b(record[:body], digest_size=SUM_SIZE).digest() != record[body:]
+            corrupt = frame_sum(record[:body]) != record[body:]
             verified = True
             meta = record[HEAD_SIZE : HEAD_SIZE + meta_len]
         else:
