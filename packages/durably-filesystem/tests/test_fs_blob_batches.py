@@ -1,6 +1,7 @@
-"""The filesystem provider's batched blob write (C33): the flushes of a batch are
-issued together, a failure leaves neither a half-written blob nor a temporary file, and
-a batch racing the deletion of its execution still stores every blob."""
+"""The batched blob write (C33) of a layout-1 store (one file per blob): the flushes of
+a batch are issued together, a failure leaves neither a half-written blob nor a
+temporary file, and a batch racing the deletion of its execution still stores every
+blob. Layout-2 stores write packs: ``test_fs_blob_packs.py``."""
 
 from __future__ import annotations
 
@@ -17,13 +18,22 @@ import pytest
 from durably.errors import StoreError
 from durably.storage import blob_digest
 from durably_filesystem import FilesystemProvider
-from durably_filesystem import _blobs as blobs_module
+from durably_filesystem import _blobfiles as blobs_module
 from durably_filesystem import _fsutil as fsutil_module
 
 RUN = "run-batch"
 INLINE = blobs_module.INLINE_LIMIT
 FLUSH = 0.05
 """Seconds one (simulated) flush takes in the timing test."""
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    """A store created by a durably-filesystem of layout 1, before blob packs."""
+    store = tmp_path / "store"
+    store.mkdir()
+    (store / "durably-store.json").write_text('{"layout": "durably-filesystem", "version": 1}')
+    return store
 
 
 def _batch(count: int, seed: int = 0) -> dict[str, bytes]:

@@ -23,13 +23,14 @@ from durably.errors import (
 )
 from durably.storage import blob_digest
 from durably_filesystem import FilesystemBackdoor, FilesystemProvider
-from durably_filesystem import _blobs as blobs_module
+from durably_filesystem import _blobfiles as blobfiles_module
 from durably_filesystem import _checkpoints as checkpoints_module
 from durably_filesystem import _executions as executions_module
 from durably_filesystem import _format as format_module
 from durably_filesystem import _fsutil as fsutil_module
 from durably_filesystem import _leases as leases_module
 from durably_filesystem import _log as log_module
+from durably_filesystem import _packs as packs_module
 from durably_filesystem import _store as store_module
 
 RUN = "run-1"
@@ -47,11 +48,11 @@ async def test_layout(root: Path) -> None:
         await provider.claim(RUN, "me", ttl=60)
         digest = await provider.put_blob(RUN, b"blob bytes")
     marker = json.loads((root / "durably-store.json").read_text())
-    assert marker == {"layout": "durably-filesystem", "version": 1}
-    hexdigest = digest.partition(":")[2]
+    assert marker == {"layout": "durably-filesystem", "version": 2}
+    [pack] = FilesystemBackdoor(root).pack_names(RUN)
     assert await FilesystemBackdoor(root).locations() == sorted(
         [
-            f"executions/{RUN}/blobs/{hexdigest[:2]}/{hexdigest}",
+            f"executions/{RUN}/blobs/{pack}/{digest}",
             f"executions/{RUN}/lease",
             f"executions/{RUN}/lock",
             f"executions/{RUN}/log",
@@ -66,13 +67,14 @@ async def test_layout(root: Path) -> None:
 async def test_a_blob_is_never_rewritten(root: Path) -> None:
     async with FilesystemProvider(root) as provider:
         digest = await provider.put_blob(RUN, b"once")
-        path = Path(FilesystemBackdoor(root).blob_path(RUN, digest))
+        path = Path(FilesystemBackdoor(root).find_blob(RUN, digest)[0])
         before = path.stat()
         assert not await provider._put_blob(RUN, digest, provider.envelope.wrap(b"once"))
         after = path.stat()
         assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
         assert await provider.get_blob(RUN, digest) == b"once"
         assert [b.digest for b in (await provider.list_blobs(RUN)).items] == [digest]
+        assert FilesystemBackdoor(root).pack_names(RUN) == [path.name]
         assert digest == blob_digest(b"once")
 
 
@@ -149,7 +151,8 @@ async def test_a_read_only_store(root: Path, monkeypatch: pytest.MonkeyPatch) ->
         store_module,
         checkpoints_module,
         executions_module,
-        blobs_module,
+        blobfiles_module,
+        packs_module,
         log_module,
         leases_module,
         fsutil_module,
@@ -196,10 +199,10 @@ async def test_a_directory_that_is_not_a_store_is_left_alone(tmp_path: Path) -> 
 async def test_a_store_of_a_newer_layout_is_refused(root: Path) -> None:
     root.mkdir()
     (root / "durably-store.json").write_text(
-        json.dumps({"layout": "durably-filesystem", "version": 2})
+        json.dumps({"layout": "durably-filesystem", "version": 3})
     )
     async with FilesystemProvider(root) as provider:
-        with pytest.raises(UnsupportedFormatError, match="layout version 2"):
+        with pytest.raises(UnsupportedFormatError, match="layout version 3"):
             await provider.load_latest_checkpoint(RUN)
         with pytest.raises(UnsupportedFormatError):
             await provider.save_checkpoint(RUN, 0, b"x")

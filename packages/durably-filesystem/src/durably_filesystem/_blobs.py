@@ -1,206 +1,160 @@
-"""Blobs of the filesystem store: one file per blob, ``E/blobs/ab/<64 hex digits>``.
+"""Blobs of the filesystem store: in packs (layout 2), or one file per blob (layout 1).
 
-A blob is created with ``O_EXCL`` (:func:`~durably_filesystem._fsutil.write_atomic`
-with ``exclusive=True``), so it is written once and never touched again (C17); listing
-walks the two-digit directories in order with a keyset cursor (the last digest, C25).
-Payloads above :data:`~durably_filesystem._log.INLINE_LIMIT` are written and read in a
-thread.
+A store of layout 2 -- every store created since blob packs -- writes the new blobs of
+each call as packs, ``E/blobs/<32 hex>.pack`` (:mod:`~durably_filesystem._packs`):
+a temporary file written and flushed, linked into place, then the directory flushed --
+three flushes for a checkpoint's whole batch (C33), where a file per blob takes three
+per blob. Blobs above :data:`~durably_filesystem._log.INLINE_LIMIT` get a pack each,
+written in a thread; the others share packs of up to ``INLINE_LIMIT`` bytes, written in
+the sync pool at once. Before writing, the execution's pack index is brought up to date
+(one ``listdir``; a pack never changes, so only new ones are read), so that a blob any
+writer stored already is not written again (C17); the packs directory is flushed before
+a blob found there counts as stored. Deleting a blob rewrites its pack without it, under
+the execution's lock.
 
-A batch (:func:`put_blobs`, C33: the new blobs of one checkpoint) shares its flushes:
-the missing fan-out directories are created first, then every blob is written to a
-temporary file next to its place and ``fsync``'d -- all at once, one pool thread each
-(:func:`~durably_filesystem._syncpool.run_durable_all`), together with the ``fsync``
-of each directory that gained a fan-out directory -- then linked into place (``link``:
-absent-only) and the directory of every blob of the batch (and the fan-out level above)
-is ``fsync``'d once, again all at once -- also for a blob found already there, which
-another writer may have linked without flushing yet. Two rounds of concurrent flushes,
-which the filesystem commits together, instead of three flushes one after the other per
-blob. A reader never sees a half-written blob under its name: the name appears only once
-the content is durable. The temporary files are removed whatever happens, cancellation
-included. Blobs above ``INLINE_LIMIT`` are written one by one in their own threads, as
-:func:`put_blob` writes them, so that a batch of big blobs never holds every thread of the
-sync pool that checkpoint appends wait for.
+A store of layout 1 keeps one file per blob (:mod:`~durably_filesystem._blobfiles`).
+Reads look in both places in every store.
 """
-
-# Small filesystem calls run on the event loop on purpose (see _provider.py).
-# ruff: noqa: ASYNC240
 
 from __future__ import annotations
 
-import os
-import re
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Mapping
 
 from durably.errors import StoreError
 from durably.storage import BlobInfo, Page
-from durably_filesystem import _format as fmt
-from durably_filesystem._fsutil import (
-    O_CLOEXEC,
-    fsync_dir,
-    make_dirs,
-    makedirs_durable,
-    publish,
-    remove_quietly,
-    tmp_path,
-    write_atomic,
-    write_new,
-)
-from durably_filesystem._log import INLINE_LIMIT, blocking
+from durably_filesystem import _blobfiles as files
+from durably_filesystem._fsutil import fsync_dir, makedirs_durable
+from durably_filesystem._log import INLINE_LIMIT, blocking, hold_lock
+from durably_filesystem._packs import MAX_ENTRIES, PackIndex, read_blob, remove, write_pack
 from durably_filesystem._store import FileStore
 from durably_filesystem._syncpool import run_durable, run_durable_all
 
 __all__ = ["delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob", "put_blobs"]
 
-_HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX2 = re.compile(r"[0-9a-f]{2}")
+_Entry = tuple[str, bytes, None]
 
 
-def _blob_path(store: FileStore, execution_id: str, digest: str) -> str:
-    hexdigest = digest.partition(":")[2]
-    blobs_dir = store.state(execution_id).blobs_dir
-    if not _HEX64.fullmatch(hexdigest):
-        raise ValueError(f"invalid blob digest {digest!r}")
-    return os.path.join(blobs_dir, hexdigest[:2], hexdigest)
-
-
-def _put_blob_sync(store: FileStore, path: str, stored: bytes) -> bool:
-    for _ in range(100):
-        if os.path.exists(path):
-            # Another writer (or an earlier attempt that failed before its directory
-            # flush) linked it: flush the directory entry before the caller counts on it.
-            if store.fsync:
-                fsync_dir(os.path.dirname(path))
-            return False
-        try:
-            store.prepare_root()
-            makedirs_durable(os.path.dirname(path), fsync=store.fsync)
-            return write_atomic(path, [stored], fsync=store.fsync, exclusive=True)
-        except FileNotFoundError:
-            continue  # the execution was deleted meanwhile: start over
-    raise StoreError(f"cannot create {path}: its directory keeps disappearing")
+def _index(store: FileStore, execution_id: str) -> PackIndex:
+    state = store.state(execution_id)
+    if state.packs is None:
+        state.packs = PackIndex(state.blobs_dir)
+    return state.packs
 
 
 async def put_blob(store: FileStore, execution_id: str, digest: str, stored: bytes) -> bool:
-    """Create the blob's file if absent; whether this call created it (C17)."""
-    path = _blob_path(store, execution_id, digest)
-    with store.errors(f"store blob {digest} of execution {execution_id!r}", path):
-        if len(stored) > INLINE_LIMIT:
-            return await blocking(_put_blob_sync, store, path, stored)
-        store.prepare_root()  # on the event loop: not thread-safe
-        return await run_durable(store, _put_blob_sync, store, path, stored)
+    """Store the blob if absent; whether this call wrote it (C17)."""
+    return (await put_blobs(store, execution_id, {digest: stored}))[digest]
 
 
 async def put_blobs(
     store: FileStore, execution_id: str, blobs: Mapping[str, bytes]
 ) -> dict[str, bool]:
-    """Create the files of the blobs that are absent, sharing the flushes (C33); for each
-    digest, whether this call created it."""
-    # Big blobs go one by one in their own threads (as put_blob does): a batch of them
-    # must not take every thread of the sync pool that checkpoint appends wait for.
-    one_by_one = {d: s for d, s in blobs.items() if len(s) > INLINE_LIMIT}
-    if not store.fsync or len(blobs) - len(one_by_one) < 2:
-        return {d: await put_blob(store, execution_id, d, stored) for d, stored in blobs.items()}
-    written = {d: await put_blob(store, execution_id, d, s) for d, s in one_by_one.items()}
-    batch = {d: s for d, s in blobs.items() if d not in one_by_one}
-    paths = {digest: _blob_path(store, execution_id, digest) for digest in batch}
-    written.update(dict.fromkeys(batch, False))
-    blobs_dir = store.state(execution_id).blobs_dir
-    with store.errors(f"store {len(blobs)} blobs of execution {execution_id!r}", blobs_dir):
+    """Store the blobs that are absent, durable when this returns (C33); for each digest,
+    whether this call wrote it."""
+    if not blobs:
+        return {}
+    store.prepare_root()  # on the event loop: not thread-safe; reads the layout
+    if not store.packs:
+        if len(blobs) == 1:
+            [(digest, stored)] = blobs.items()
+            return {digest: await files.put_blob(store, execution_id, digest, stored)}
+        return await files.put_blobs(store, execution_id, blobs)
+    for digest in blobs:
+        files.check_digest(digest)
+    index = _index(store, execution_id)
+    with store.errors(f"store {len(blobs)} blob(s) of execution {execution_id!r}", index.dir):
         for _ in range(100):
-            store.prepare_root()  # on the event loop: not thread-safe
             try:
-                await _put_batch(store, paths, batch, written)
-                return written
+                return await _put_packs(store, index, blobs)
             except FileNotFoundError:
+                store.prepare_root()
                 continue  # the execution was deleted meanwhile: start over
-        raise StoreError(f"cannot create the blobs of {blobs_dir}: it keeps disappearing")
+        raise StoreError(f"cannot create the blobs of {index.dir}: it keeps disappearing")
 
 
-async def _put_batch(
-    store: FileStore,
-    paths: Mapping[str, str],
-    blobs: Mapping[str, bytes],
-    written: dict[str, bool],
-) -> None:
-    """One attempt of :func:`put_blobs`: sets ``written[digest]`` for each blob it links,
-    then flushes the directory of every blob of the batch -- also of one found already
-    there: another writer, or an attempt that failed before its flush, may have linked
-    it without flushing yet, and the caller is about to save a checkpoint naming it."""
-    todo = {digest: path for digest, path in paths.items() if not os.path.exists(path)}
-    if todo:
-        await _link_new(store, todo, blobs, written)
-    directories = {os.path.dirname(path) for path in paths.values()}
-    directories |= {os.path.dirname(directory) for directory in directories}  # fan-out entries
-    flushed = await run_durable_all(
-        store, [(fsync_dir, (directory,)) for directory in sorted(directories)]
-    )
-    errors = [error for error in flushed if isinstance(error, BaseException)]
-    if errors:
-        raise errors[0]
-
-
-async def _link_new(
-    store: FileStore,
-    todo: Mapping[str, str],
-    blobs: Mapping[str, bytes],
-    written: dict[str, bool],
-) -> None:
-    """Write the blobs of ``todo`` (digest: path) to flushed temporary files, all at once,
-    with the new fan-out directories made durable alongside; then link each into place."""
-    gained = make_dirs({os.path.dirname(path) for path in todo.values()})
-    # The temporary names are chosen here, so that whatever happens -- a failed write,
-    # or the caller cancelled while the threads write -- every one is removed.
-    tmps = [tmp_path(os.path.dirname(path), os.path.basename(path)) for path in todo.values()]
-    calls: list[tuple[Callable[..., Any], tuple[Any, ...]]] = [
-        (_write_tmp_sync, (tmp, blobs[digest])) for digest, tmp in zip(todo, tmps, strict=True)
-    ]
-    calls += [(fsync_dir, (directory,)) for directory in gained]
-    try:
-        outcomes = await run_durable_all(store, calls)
-        errors = [error for error in outcomes if isinstance(error, BaseException)]
+async def _put_packs(
+    store: FileStore, index: PackIndex, blobs: Mapping[str, bytes]
+) -> dict[str, bool]:
+    index.refresh()
+    new = {digest: stored for digest, stored in blobs.items() if digest not in index.blobs}
+    if new:
+        makedirs_durable(index.dir, fsync=store.fsync)
+        small: list[list[_Entry]] = []
+        for group in _groups(new):
+            if sum(len(stored) for _, stored, _ in group) > INLINE_LIMIT:  # one big blob
+                index.add(*await blocking(write_pack, index.dir, group, store.fsync))
+            else:
+                small.append(group)
+        if len(small) == 1:  # inline, or in the pool when other flushes could share it
+            index.add(*await run_durable(store, write_pack, index.dir, small[0], store.fsync))
+            small = []
+        outcomes = await run_durable_all(
+            store, [(write_pack, (index.dir, group, store.fsync)) for group in small]
+        )
+        errors = [outcome for outcome in outcomes if isinstance(outcome, BaseException)]
+        for outcome in outcomes:
+            if not isinstance(outcome, BaseException):
+                index.add(*outcome)
         if errors:
             raise errors[0]
-    except BaseException:
-        for tmp in tmps:
-            remove_quietly(tmp)
-        raise
-    try:
-        for (digest, path), tmp in zip(todo.items(), tmps, strict=True):
-            if publish(tmp, path, exclusive=True):
-                written[digest] = True
-    finally:
-        for tmp in tmps:
-            remove_quietly(tmp)  # left only if publishing stopped early
+    if store.fsync:
+        # Also when every blob was found: its writer may not have flushed the directory yet.
+        await run_durable(store, fsync_dir, index.dir)
+    return {digest: digest in new for digest in blobs}
 
 
-def _write_tmp_sync(tmp: str, stored: bytes) -> None:
-    write_new(tmp, [stored], fsync=True)
+def _groups(blobs: Mapping[str, bytes]) -> list[list[_Entry]]:
+    """The blobs in packs of at most ``INLINE_LIMIT`` bytes and ``MAX_ENTRIES`` blobs (a
+    bigger blob alone)."""
+    groups: list[list[_Entry]] = []
+    group: list[_Entry] = []
+    size = 0
+    for digest, stored in blobs.items():
+        if group and (size + len(stored) > INLINE_LIMIT or len(group) == MAX_ENTRIES):
+            groups.append(group)
+            group, size = [], 0
+        group.append((digest, stored, None))
+        size += len(stored)
+    if group:
+        groups.append(group)
+    return groups
 
 
 async def get_blob(store: FileStore, execution_id: str, digest: str) -> bytes | None:
     """The blob's stored bytes, or None."""
     store.check_store()
-    path = _blob_path(store, execution_id, digest)
-    with store.errors(f"read blob {digest} of execution {execution_id!r}", path):
-        try:
-            fd = os.open(path, os.O_RDONLY | O_CLOEXEC)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        try:
-            size = os.fstat(fd).st_size
-            if size > INLINE_LIMIT:
-                return await blocking(fmt.pread_exact, fd, size, 0)
-            return fmt.pread_exact(fd, size, 0)
-        finally:
-            os.close(fd)
+    files.check_digest(digest)
+    index = _index(store, execution_id)
+    with store.errors(f"read blob {digest} of execution {execution_id!r}", index.dir):
+        for attempt in range(3):
+            packed = index.blobs.get(digest)
+            if packed is None and attempt == 0:
+                index.refresh()
+                packed = index.blobs.get(digest)
+            if packed is None:
+                break
+            try:
+                if packed.length > INLINE_LIMIT:
+                    return await blocking(read_blob, index.dir, digest, packed)
+                return read_blob(index.dir, digest, packed)
+            except FileNotFoundError:
+                index.refresh()  # its pack was rewritten (a deletion) or removed
+    stored = await files.get_blob(store, execution_id, digest)
+    if stored is None:
+        index.missing(digest, execution_id)
+    return stored
 
 
 async def has_blob(store: FileStore, execution_id: str, digest: str) -> bool:
-    """Whether the blob's file exists."""
-    path = _blob_path(store, execution_id, digest)
-    with store.errors(f"look up blob {digest} of execution {execution_id!r}", path):
-        return os.path.isfile(path)
+    """Whether the blob is stored."""
+    files.check_digest(digest)
+    index = _index(store, execution_id)
+    with store.errors(f"look up blob {digest} of execution {execution_id!r}", index.dir):
+        index.refresh()
+    if digest in index.blobs or await files.has_blob(store, execution_id, digest):
+        return True
+    index.missing(digest, execution_id)
+    return False
 
 
 async def list_blobs(
@@ -209,45 +163,36 @@ async def list_blobs(
     """A page of the execution's blobs, ascending by digest, after ``cursor`` (C25)."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
-    blobs_dir = store.state(execution_id).blobs_dir
-    with store.errors(f"list the blobs of execution {execution_id!r}", blobs_dir):
-        try:
-            subdirs = sorted(s for s in os.listdir(blobs_dir) if _HEX2.fullmatch(s))
-        except (FileNotFoundError, NotADirectoryError):
-            return Page(())
-        items: list[BlobInfo] = []
-        for sub in subdirs:
-            if cursor is not None and f"sha256:{sub}" < cursor[:9]:
-                continue
-            directory = os.path.join(blobs_dir, sub)
-            try:
-                names = sorted(
-                    n for n in os.listdir(directory) if _HEX64.fullmatch(n) and n.startswith(sub)
-                )
-            except (FileNotFoundError, NotADirectoryError):
-                continue
-            for name in names:
-                digest = f"sha256:{name}"
-                if cursor is not None and digest <= cursor:
-                    continue
-                try:
-                    info = os.stat(os.path.join(directory, name))
-                except FileNotFoundError:
-                    continue
-                if len(items) == limit:
-                    return Page(tuple(items), items[-1].digest)
-                items.append(BlobInfo(digest, info.st_size, info.st_mtime))
-        return Page(tuple(items))
+    index = _index(store, execution_id)
+    with store.errors(f"list the blobs of execution {execution_id!r}", index.dir):
+        index.refresh()
+    for name, (cls, reason) in sorted(index.damaged.items()):
+        raise cls(f"cannot list the blobs of execution {execution_id!r}: {name}: {reason}")
+    in_files = await files.list_blobs(store, execution_id, cursor, limit)
+    found = {info.digest: info for info in in_files.items}
+    more = in_files.next_cursor is not None
+    for digest, packed in index.blobs.items():
+        if (cursor is None or digest > cursor) and digest not in found:
+            found[digest] = BlobInfo(digest, packed.length, packed.created)
+    items = [found[digest] for digest in sorted(found)]
+    if len(items) > limit or more:
+        return Page(tuple(items[:limit]), items[limit - 1].digest)
+    return Page(tuple(items))
 
 
 async def delete_blob(store: FileStore, execution_id: str, digest: str) -> bool:
-    """Remove the blob's file; whether it existed."""
-    path = _blob_path(store, execution_id, digest)
-    with store.errors(f"delete blob {digest} of execution {execution_id!r}", path):
-        try:
-            os.unlink(path)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        if store.fsync:
-            fsync_dir(os.path.dirname(path))
-        return True
+    """Remove the blob; whether it existed."""
+    files.check_digest(digest)
+    existed = await files.delete_blob(store, execution_id, digest)
+    async with store.using(execution_id) as state:
+        index = _index(store, execution_id)
+        with store.errors(f"delete blob {digest} of execution {execution_id!r}", index.dir):
+            index.refresh()
+            if digest not in index.blobs:
+                return existed
+            # On the event loop: a rewrite changes the index that readers use (rare:
+            # deleting a blob is maintenance).
+            async with hold_lock(state, create=False) as locked:
+                if not locked:
+                    return existed
+                return remove(index, digest, store.fsync) or existed

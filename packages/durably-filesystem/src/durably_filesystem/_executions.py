@@ -33,6 +33,7 @@ from durably_filesystem._log import (
     writable_index,
 )
 from durably_filesystem._open import is_open
+from durably_filesystem._packs import is_pack_name
 from durably_filesystem._store import FileStore, is_execution_id
 
 __all__ = ["delete_execution", "execution_info", "list_executions", "list_open", "reindex"]
@@ -66,10 +67,13 @@ def execution_info(store: FileStore, execution_id: str) -> ExecutionInfo | None:
 
 
 def _has_any_blob(blobs_dir: str) -> bool:
+    """Whether the execution holds a blob: a blob file (layout 1) or a pack (layout 2)."""
     try:
         subdirs = os.listdir(blobs_dir)
     except (FileNotFoundError, NotADirectoryError):
         return False
+    if any(is_pack_name(name) for name in subdirs):
+        return True
     for sub in subdirs:
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             if any(_HEX64.fullmatch(name) for name in os.listdir(os.path.join(blobs_dir, sub))):

@@ -59,6 +59,7 @@ from durably_filesystem._syncpool import outlast_cancel, run_durable
 
 if TYPE_CHECKING:
     from durably_filesystem._leases import LeaseCache
+    from durably_filesystem._packs import PackIndex
 
 __all__ = [
     "INLINE_LIMIT",
@@ -192,6 +193,8 @@ class ExecState:
         """The inode of ``lock_fd`` (an open descriptor's inode never changes)."""
         self.log: OpenLog | None = None
         self.lease: LeaseCache | None = None
+        self.packs: PackIndex | None = None
+        """The blobs of the execution's packs (see :mod:`~durably_filesystem._blobs`)."""
 
     def drop_log(self) -> None:
         if self.log is not None:
@@ -212,9 +215,10 @@ class ExecState:
             os.close(fd)
 
     def reset(self) -> None:
-        """Close every file; the state reopens them lazily."""
+        """Close every file and forget the indexes; the state reopens them lazily."""
         self.drop_log()
         self.drop_lock()
+        self.packs = None
 
 
 def open_lock(state: ExecState, create: bool) -> int | None:

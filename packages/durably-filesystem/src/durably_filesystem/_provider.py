@@ -8,7 +8,8 @@ guarantees. In short, for one execution ``E`` under the store's root::
     root/executions/E/lock             flock(2) target serialising writers of E
     root/executions/E/lease            the current lease (JSON, replaced atomically)
     root/executions/E/owner            flock(2) held by the running owner (owner lock)
-    root/executions/E/blobs/ab/<hex>   one file per blob (envelope bytes)
+    root/executions/E/blobs/<hex>.pack blobs, many to a file (layout 2, see _packs.py)
+    root/executions/E/blobs/ab/<hex>   one file per blob (layout 1: stores made before packs)
     root/.trash/                       executions being deleted
     root/lock, root/epoch-floor        the lease-epoch floor and its lock
     root/open/E                        E is open: the index of OPEN_INDEX (see _open.py)
@@ -33,8 +34,10 @@ The modules: :mod:`~durably_filesystem._store` (the root, its marker, the execut
 states), :mod:`~durably_filesystem._checkpoints` (save, load, list, delete, compact),
 :mod:`~durably_filesystem._executions` (listing, deletion, the open index),
 :mod:`~durably_filesystem._leases` (lease files, the epoch floor, owner locks),
-:mod:`~durably_filesystem._blobs`; below them :mod:`~durably_filesystem._log` (the log:
-locking, indexing, appending, compaction), :mod:`~durably_filesystem._format` (the
+:mod:`~durably_filesystem._blobs` (with :mod:`~durably_filesystem._packs` and, for
+layout-1 stores, :mod:`~durably_filesystem._blobfiles`); below them
+:mod:`~durably_filesystem._log` (the log: locking, indexing, appending, compaction),
+:mod:`~durably_filesystem._format` (the
 record format), :mod:`~durably_filesystem._open` and :mod:`~durably_filesystem._fsutil`.
 """
 

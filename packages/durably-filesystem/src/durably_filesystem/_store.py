@@ -42,7 +42,11 @@ __all__ = ["MAX_OPEN_EXECUTIONS", "FileStore", "OSErrors", "Using", "is_executio
 
 MARKER = "durably-store.json"
 LAYOUT = "durably-filesystem"
-LAYOUT_VERSION = 1
+LAYOUT_VERSION = 2
+"""The layout a new store gets. 1: one file per blob (``blobs/ab/<hex>``); 2: blobs in
+packs (``blobs/<32 hex>.pack``, :mod:`~durably_filesystem._packs`). A store keeps the version it
+was created with: a version-1 store is read and written as version 1 (an older
+durably-filesystem can still use it); both layouts are read."""
 EXECUTIONS = "executions"
 TRASH = ".trash"
 
@@ -73,6 +77,7 @@ class FileStore:
         """Executions this instance claimed and has not released (see :mod:`._syncpool`)."""
         self._root_ready = False
         self._marker_checked = False
+        self._layout = LAYOUT_VERSION
         self._closed = False
 
     def describe(self) -> str:
@@ -171,12 +176,19 @@ class FileStore:
                 f"{self.root} holds a {layout!r} store, not a {LAYOUT!r} one",
                 key="durability.store",
             )
-        if not isinstance(version, int) or version > LAYOUT_VERSION:
+        if type(version) is not int or not 1 <= version <= LAYOUT_VERSION:
             raise UnsupportedFormatError(
                 f"the store {self.root} has layout version {version}; this "
                 f"durably-filesystem knows version {LAYOUT_VERSION}. Upgrade it."
             )
+        self._layout = version
         self._marker_checked = True
+
+    @property
+    def packs(self) -> bool:
+        """Whether new blobs go into packs (a layout-2 store; see :data:`LAYOUT_VERSION`).
+        Known once the marker was read: after :meth:`prepare_root`."""
+        return self._layout >= 2
 
     def check_store(self) -> None:
         """Before reading: refuse a store of a newer layout (an absent store is empty)."""

@@ -16,9 +16,10 @@ import fcntl
 import os
 from collections.abc import Iterator
 
-from durably.errors import NotFoundError
+from durably.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
 from durably.storage import validate_execution_id
 from durably_filesystem import _format as fmt
+from durably_filesystem import _packs as packs
 from durably_filesystem._fsutil import O_CLOEXEC, fsync_dir, tmp_path, write_all
 
 __all__ = ["FilesystemBackdoor"]
@@ -49,9 +50,34 @@ class FilesystemBackdoor:
         return os.path.join(self.execution_dir(execution_id), "log")
 
     def blob_path(self, execution_id: str, digest: str) -> str:
-        """The path of a blob's file."""
+        """The path of a blob's own file (a layout-1 store; see :meth:`find_blob`)."""
         hexdigest = digest.partition(":")[2]
         return os.path.join(self.execution_dir(execution_id), "blobs", hexdigest[:2], hexdigest)
+
+    def packs_dir(self, execution_id: str) -> str:
+        """The directory of an execution's blob packs (a layout-2 store)."""
+        return os.path.join(self.execution_dir(execution_id), "blobs")
+
+    def pack_names(self, execution_id: str) -> list[str]:
+        """The file names of an execution's blob packs."""
+        try:
+            names = os.listdir(self.packs_dir(execution_id))
+        except FileNotFoundError:
+            return []
+        return sorted(name for name in names if packs.is_pack_name(name))
+
+    def find_blob(self, execution_id: str, digest: str) -> tuple[str, int, int]:
+        """Where a blob's stored bytes lie: ``(path, offset, length)``, in its own file
+        or in a pack."""
+        path = self.blob_path(execution_id, digest)
+        if os.path.exists(path):
+            return path, 0, os.stat(path).st_size
+        for name in self.pack_names(execution_id):
+            pack = os.path.join(self.packs_dir(execution_id), name)
+            packed = packs.read_table(pack).get(digest)
+            if packed is not None:
+                return pack, packed.offset, packed.length
+        raise NotFoundError(f"no blob {digest} in execution {execution_id!r}")
 
     @contextlib.contextmanager
     def locked(self, execution_id: str) -> Iterator[None]:
@@ -154,9 +180,9 @@ class FilesystemBackdoor:
         self._replace_data(execution_id, seq, stored[: len(stored) // 2])
 
     async def corrupt_blob(self, execution_id: str, digest: str) -> None:
-        """Invert one byte in the middle of a blob's file."""
-        path = self.blob_path(execution_id, digest)
-        self._flip(path, os.stat(path).st_size // 2)
+        """Invert one byte in the middle of a blob's stored bytes (in its file or pack)."""
+        path, offset, length = self.find_blob(execution_id, digest)
+        self._flip(path, offset + length // 2)
 
     async def locations(self) -> list[str]:
         """Every file under the store's ``executions`` directory and every entry of its
@@ -166,7 +192,8 @@ class FilesystemBackdoor:
         top = os.path.join(self.root, "executions")
         for directory, _dirs, files in os.walk(top):
             for name in files:
-                found.append(os.path.relpath(os.path.join(directory, name), self.root))
+                path = os.path.join(directory, name)
+                found.extend(self._located(path, os.path.relpath(path, self.root)))
         with contextlib.suppress(FileNotFoundError):
             found.extend(
                 f"open/{name}"
@@ -174,6 +201,18 @@ class FilesystemBackdoor:
                 if not name.startswith(".")
             )
         return sorted(found)
+
+    @staticmethod
+    def _located(path: str, relative: str) -> list[str]:
+        """A file's locations: a pack holds one per blob (``<pack>/<digest>``), so a
+        batch in a pack counts as many locations as the same blobs in files of their own;
+        any other file (or a pack that cannot be read) is one."""
+        if not packs.is_pack_name(os.path.basename(path)):
+            return [relative]
+        try:
+            return [f"{relative}/{digest}" for digest in packs.read_table(path)]
+        except (OSError, CorruptObjectError, UnsupportedFormatError):
+            return [relative]
 
     async def add_open_entry(self, execution_id: str) -> None:
         """Leave an open-index entry for the execution, as a crash between its final

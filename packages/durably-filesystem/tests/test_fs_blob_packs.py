@@ -1,0 +1,239 @@
+"""Blob packs (layout 2): a batch is one file and two flushes; a damaged pack is never
+taken for an absent blob; deleting a blob rewrites its pack; layout-1 stores keep their
+files and are read alongside packs."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import struct
+from pathlib import Path
+
+import pytest
+
+from durably.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
+from durably.storage import blob_digest
+from durably_filesystem import FilesystemBackdoor, FilesystemProvider
+from durably_filesystem import _packs as packs_module
+
+RUN = "run-packs"
+
+
+def _batch(count: int, seed: int = 0) -> dict[str, bytes]:
+    payloads = [f"blob {seed}:{i} ".encode() * (40 + i) for i in range(count)]
+    return {blob_digest(data): data for data in payloads}
+
+
+def _marker(root: Path) -> dict[str, object]:
+    return json.loads((root / "durably-store.json").read_text())
+
+
+@pytest.mark.asyncio
+async def test_a_batch_is_one_pack_made_durable_with_two_flushes(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """16 new blobs: one file, flushed, linked, and its directory flushed -- two
+    flushes, where a file per blob takes three per blob."""
+    real_fsync = os.fsync
+    flushed: list[int] = []
+
+    def counting_fsync(fd: int) -> None:
+        flushed.append(fd)
+        real_fsync(fd)
+
+    batch = _batch(16)
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blob(RUN, b"makes the execution's blob directory")
+        monkeypatch.setattr(os, "fsync", counting_fsync)
+        assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        for digest, data in batch.items():
+            assert await provider.get_blob(RUN, digest) == data
+    assert _marker(root)["version"] == 2
+    backdoor = FilesystemBackdoor(root)
+    assert len(backdoor.pack_names(RUN)) == 2  # the first blob's, and the batch's
+    assert len(flushed) == 2, f"{len(flushed)} flushes for one batch"
+    leftovers = [n for n in os.listdir(backdoor.packs_dir(RUN)) if n.startswith(".tmp")]
+    assert leftovers == []
+
+
+@pytest.mark.asyncio
+async def test_big_blobs_get_a_pack_each(root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Packs stay at most INLINE_LIMIT bytes unless one blob is bigger; every blob is read
+    back whole from wherever it landed."""
+    monkeypatch.setattr("durably_filesystem._blobs.INLINE_LIMIT", 10_000)
+    big = {blob_digest(d): d for d in (os.urandom(30_000), os.urandom(25_000))}
+    small = _batch(40)  # ~2-3 KB each: several packs of at most 10,000 bytes
+    async with FilesystemProvider(root) as provider:
+        written = await provider.put_blobs(RUN, {**small, **big})
+        assert written == dict.fromkeys({**small, **big}, True)
+        for digest, data in {**small, **big}.items():
+            assert await provider.get_blob(RUN, digest) == data
+    backdoor = FilesystemBackdoor(root)
+    tables = [
+        packs_module.read_table(os.path.join(backdoor.packs_dir(RUN), name))
+        for name in backdoor.pack_names(RUN)
+    ]
+    bigs = [t for t in tables if set(t) & set(big)]
+    assert sorted(len(t) for t in bigs) == [1, 1], "a big blob shares no pack"
+    smalls = [sum(p.length for p in t.values()) for t in tables if t not in bigs]
+    assert all(size <= 10_000 for size in smalls), smalls
+    assert len(smalls) >= -(-sum(smalls) // 10_000) >= 2
+
+
+@pytest.mark.asyncio
+async def test_a_pack_written_by_another_instance_is_found(root: Path) -> None:
+    """Each instance indexes the packs it has seen; a blob another one stored is found
+    (and not written again), and a rewrite by another instance's deletion is followed."""
+    first, second = _batch(3, seed=1), _batch(3, seed=2)
+    async with FilesystemProvider(root) as a, FilesystemProvider(root) as b:
+        await a.put_blobs(RUN, first)
+        assert [await b.get_blob(RUN, d) for d in first] == list(first.values())
+        await b.put_blobs(RUN, second)
+        assert await a.put_blobs(RUN, second) == dict.fromkeys(second, False)
+        assert [await a.get_blob(RUN, d) for d in second] == list(second.values())
+        gone, *kept = list(first)
+        assert await b.delete_blob(RUN, gone) is True  # rewrites the pack a indexed
+        for digest in kept:
+            assert await a.get_blob(RUN, digest) == first[digest]
+        assert not await a.has_blob(RUN, gone)
+        with pytest.raises(NotFoundError):
+            await a.get_blob(RUN, gone)
+        assert await a.delete_blob(RUN, gone) is False
+
+
+@pytest.mark.asyncio
+async def test_deleting_blobs_of_one_pack_at_once_deletes_each(root: Path) -> None:
+    """Two instances (two locks) delete different blobs of one pack at the same time:
+    each rewrite starts from the other's result, so both blobs are gone."""
+    batch = _batch(8)
+    digests = list(batch)
+    async with FilesystemProvider(root) as a, FilesystemProvider(root) as b:
+        await a.put_blobs(RUN, batch)
+        results = await asyncio.gather(
+            *((a if i % 2 else b).delete_blob(RUN, digest) for i, digest in enumerate(digests[:4]))
+        )
+        assert results == [True] * 4
+        listed = [info.digest for info in (await a.list_blobs(RUN)).items]
+        assert listed == sorted(digests[4:])
+        for digest in digests[4:]:
+            assert await b.get_blob(RUN, digest) == batch[digest]
+    assert len(FilesystemBackdoor(root).pack_names(RUN)) == 1
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("damage", ["table", "truncated", "version"])
+async def test_a_pack_that_cannot_be_read_is_never_taken_for_absent_blobs(
+    root: Path, damage: str
+) -> None:
+    """A blob that may be in an unreadable pack raises (never NotFoundError, never False);
+    the blobs of other packs still load; putting the lost blobs again repairs them."""
+    lost, other = _batch(4, seed=1), _batch(4, seed=2)
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, lost)
+        await provider.put_blobs(RUN, other)
+    backdoor = FilesystemBackdoor(root)
+    pack = next(
+        os.path.join(backdoor.packs_dir(RUN), name)
+        for name in backdoor.pack_names(RUN)
+        if next(iter(lost)) in packs_module.read_table(os.path.join(backdoor.packs_dir(RUN), name))
+    )
+    raw = bytearray(Path(pack).read_bytes())
+    if damage == "table":
+        raw[20] ^= 0xFF
+    elif damage == "truncated":
+        del raw[-10:]
+    else:
+        struct.pack_into("<I", raw, 8, 99)
+    Path(pack).write_bytes(bytes(raw))
+    expected = UnsupportedFormatError if damage == "version" else CorruptObjectError
+    async with FilesystemProvider(root) as provider:
+        for digest, data in other.items():
+            assert await provider.get_blob(RUN, digest) == data
+        digest = next(iter(lost))
+        with pytest.raises(expected, match=os.path.basename(pack)):
+            await provider.get_blob(RUN, digest)
+        with pytest.raises(expected):
+            await provider.has_blob(RUN, digest)
+        with pytest.raises(expected):
+            await provider.list_blobs(RUN)
+        assert await provider.put_blobs(RUN, lost) == dict.fromkeys(lost, True)
+        for digest, data in lost.items():
+            assert await provider.get_blob(RUN, digest) == data
+
+
+@pytest.mark.asyncio
+async def test_a_damaged_blob_in_a_pack_stays_damaged_when_its_pack_is_rewritten(
+    root: Path,
+) -> None:
+    """Deleting a blob copies the others with their own checksums: a damaged one is not
+    laundered into a valid one."""
+    batch = _batch(3)
+    damaged, deleted, kept = list(batch)
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, batch)
+        await FilesystemBackdoor(root).corrupt_blob(RUN, damaged)
+        assert await provider.delete_blob(RUN, deleted) is True
+        with pytest.raises(CorruptObjectError):
+            await provider.get_blob(RUN, damaged)
+        assert await provider.get_blob(RUN, kept) == batch[kept]
+
+
+@pytest.mark.asyncio
+async def test_a_layout_1_store_keeps_a_file_per_blob(root: Path) -> None:
+    """A store made before packs stays layout 1 (an older release can still use it)."""
+    root.mkdir()
+    (root / "durably-store.json").write_text('{"layout": "durably-filesystem", "version": 1}')
+    batch = _batch(5)
+    async with FilesystemProvider(root) as provider:
+        assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+        digest = await provider.put_blob(RUN, b"alone")
+    backdoor = FilesystemBackdoor(root)
+    assert backdoor.pack_names(RUN) == []
+    for d in [*batch, digest]:
+        assert os.path.isfile(backdoor.blob_path(RUN, d))
+    assert _marker(root)["version"] == 1
+
+
+@pytest.mark.asyncio
+async def test_blob_files_and_packs_are_read_and_listed_together(root: Path) -> None:
+    """Blobs in files of their own (a layout-1 store's) and in packs are one set: got,
+    listed in one order with cursors, deleted."""
+    root.mkdir()
+    (root / "durably-store.json").write_text('{"layout": "durably-filesystem", "version": 1}')
+    in_files, in_packs = _batch(6, seed=1), _batch(6, seed=2)
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, in_files)
+    (root / "durably-store.json").write_text('{"layout": "durably-filesystem", "version": 2}')
+    everything = {**in_files, **in_packs}
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, in_packs)
+        assert FilesystemBackdoor(root).pack_names(RUN) != []
+        for digest, data in everything.items():
+            assert await provider.get_blob(RUN, digest) == data
+            assert await provider.has_blob(RUN, digest)
+        listed: list[str] = []
+        cursor = None
+        while True:
+            page = await provider.list_blobs(RUN, cursor=cursor, limit=5)
+            listed += [info.digest for info in page.items]
+            if page.next_cursor is None:
+                break
+            cursor = page.next_cursor
+        assert listed == sorted(everything)
+        for digest in [next(iter(in_files)), next(iter(in_packs))]:
+            assert await provider.delete_blob(RUN, digest) is True
+            assert await provider.delete_blob(RUN, digest) is False
+            assert not await provider.has_blob(RUN, digest)
+        assert len((await provider.list_blobs(RUN)).items) == len(everything) - 2
+
+
+@pytest.mark.asyncio
+async def test_an_execution_with_only_packed_blobs_exists(root: Path) -> None:
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, _batch(2))
+        assert [info.execution_id for info in (await provider.list_executions()).items] == [RUN]
+        assert await provider.delete_execution(RUN) is True
+        assert (await provider.list_executions()).items == ()
+        assert not await provider.has_blob(RUN, next(iter(_batch(2))))
