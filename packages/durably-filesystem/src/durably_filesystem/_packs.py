@@ -2,10 +2,11 @@
 
 A store of layout version 2 (see :mod:`~durably_filesystem._store`) writes the new blobs
 of a call -- a checkpoint's batch (C33) or one blob (C17) -- as one pack: a temporary
-file written and flushed, linked under its final name, and the packs directory flushed.
-That is three flushes for the whole batch, where a file per blob takes three per blob
-(and a fan-out directory for most of them). A pack never changes once linked, so a
-reader sees all of it or nothing, and a crash leaves at most a temporary file.
+file written and flushed, linked under its final name, and the directory flushed. That
+is two flushes for the whole batch (the file, then its directory), where a file per blob
+takes three per blob (and a fan-out directory for most of them). A pack never changes
+once linked, so a reader sees all of it or nothing, and a crash leaves at most a
+temporary file.
 
 Format (little-endian)::
 
