@@ -12,12 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from durably.errors import CorruptObjectError, NotFoundError, UnsupportedFormatError
+from durably.errors import CorruptObjectError, NotFoundError, StoreError, UnsupportedFormatError
 from durably.storage import blob_digest
 from durably_filesystem import FilesystemBackdoor, FilesystemProvider
 from durably_filesystem import _packs as packs_module
 
 RUN = "run-packs"
+MAX = packs_module.MAX_ENTRIES
 
 
 def _batch(count: int, seed: int = 0) -> dict[str, bytes]:
@@ -111,19 +112,79 @@ async def test_deleting_blobs_of_one_pack_at_once_deletes_each(root: Path) -> No
     digests = list(batch)
     async with FilesystemProvider(root) as a, FilesystemProvider(root) as b:
         await a.put_blobs(RUN, batch)
+        created = {info.digest: info.created_at for info in (await a.list_blobs(RUN)).items}
         results = await asyncio.gather(
             *((a if i % 2 else b).delete_blob(RUN, digest) for i, digest in enumerate(digests[:4]))
         )
         assert results == [True] * 4
         listed = [info.digest for info in (await a.list_blobs(RUN)).items]
         assert listed == sorted(digests[4:])
+        after = {info.digest: info.created_at for info in (await b.list_blobs(RUN)).items}
+        assert after == {digest: created[digest] for digest in digests[4:]}
         for digest in digests[4:]:
             assert await b.get_blob(RUN, digest) == batch[digest]
     assert len(FilesystemBackdoor(root).pack_names(RUN)) == 1
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("damage", ["table", "truncated", "version"])
+async def test_a_batch_of_more_blobs_than_one_writev_takes(root: Path) -> None:
+    """A pack of many small blobs is more buffers than one ``writev`` accepts (1024 on
+    Linux); the batch is stored whole, in packs of at most MAX_ENTRIES blobs."""
+    batch = {blob_digest(data): data for data in (b"%d" % i for i in range(MAX + 1))}
+    async with FilesystemProvider(root) as provider:
+        assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+        for digest in list(batch)[:: MAX // 7]:
+            assert await provider.get_blob(RUN, digest) == batch[digest]
+    assert len(FilesystemBackdoor(root).pack_names(RUN)) == 2
+
+
+@pytest.mark.asyncio
+async def test_a_pack_replaced_while_it_is_indexed_is_not_missed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another process deletes a blob between our listing of the packs and our reading
+    of the listed pack: its replacement (linked before the old pack went) is indexed,
+    so the other blobs are never reported absent."""
+    batch = _batch(3)
+    gone, *kept = list(batch)
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, batch)
+    backdoor = FilesystemBackdoor(root)
+    [pack] = backdoor.pack_names(RUN)
+    real_read_table = packs_module.read_table
+    replaced: list[str] = []
+
+    def read_table_after_a_deletion(path: str) -> dict[str, packs_module.Packed]:
+        if os.path.basename(path) == pack and not replaced:
+            replaced.append(path)
+            other = packs_module.PackIndex(backdoor.packs_dir(RUN))  # another process's
+            assert packs_module.remove(other, gone, fsync=False)
+        return real_read_table(path)
+
+    monkeypatch.setattr(packs_module, "read_table", read_table_after_a_deletion)
+    async with FilesystemProvider(root) as provider:
+        for digest in kept:
+            assert await provider.has_blob(RUN, digest), "a stored blob reported absent"
+            assert await provider.get_blob(RUN, digest) == batch[digest]
+        assert replaced
+        assert not await provider.has_blob(RUN, gone)
+        listed = [info.digest for info in (await provider.list_blobs(RUN)).items]
+        assert listed == sorted(kept)
+
+
+@pytest.mark.asyncio
+async def test_a_store_that_cannot_be_created_is_a_typed_error(tmp_path: Path) -> None:
+    not_a_directory = tmp_path / "file"
+    not_a_directory.write_text("not a store")
+    async with FilesystemProvider(not_a_directory) as provider:
+        with pytest.raises(StoreError):
+            await provider.put_blob(RUN, b"x")
+        with pytest.raises(StoreError):
+            await provider.put_blobs(RUN, _batch(2))
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("damage", ["table", "truncated", "version", "version 0"])
 async def test_a_pack_that_cannot_be_read_is_never_taken_for_absent_blobs(
     root: Path, damage: str
 ) -> None:
@@ -145,7 +206,7 @@ async def test_a_pack_that_cannot_be_read_is_never_taken_for_absent_blobs(
     elif damage == "truncated":
         del raw[-10:]
     else:
-        struct.pack_into("<I", raw, 8, 99)
+        struct.pack_into("<I", raw, 8, 99 if damage == "version" else 0)
     Path(pack).write_bytes(bytes(raw))
     expected = UnsupportedFormatError if damage == "version" else CorruptObjectError
     async with FilesystemProvider(root) as provider:
@@ -158,6 +219,8 @@ async def test_a_pack_that_cannot_be_read_is_never_taken_for_absent_blobs(
             await provider.has_blob(RUN, digest)
         with pytest.raises(expected):
             await provider.list_blobs(RUN)
+        with pytest.raises(expected):
+            await provider.delete_blob(RUN, digest)
         assert await provider.put_blobs(RUN, lost) == dict.fromkeys(lost, True)
         for digest, data in lost.items():
             assert await provider.get_blob(RUN, digest) == data

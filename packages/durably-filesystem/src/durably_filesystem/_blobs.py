@@ -3,8 +3,8 @@
 A store of layout 2 -- every store created since blob packs -- writes the new blobs of
 each call as packs, ``E/blobs/<32 hex>.pack`` (:mod:`~durably_filesystem._packs`):
 a temporary file written and flushed, linked into place, then the directory flushed --
-three flushes for a checkpoint's whole batch (C33), where a file per blob takes three
-per blob. Blobs above :data:`~durably_filesystem._log.INLINE_LIMIT` get a pack each,
+two flushes for a checkpoint's whole batch (C33), where a file per blob takes three per
+blob. Blobs above :data:`~durably_filesystem._log.INLINE_LIMIT` get a pack each,
 written in a thread; the others share packs of up to ``INLINE_LIMIT`` bytes, written in
 the sync pool at once. Before writing, the execution's pack index is brought up to date
 (one ``listdir``; a pack never changes, so only new ones are read), so that a blob any
@@ -32,6 +32,8 @@ from durably_filesystem._syncpool import run_durable, run_durable_all
 __all__ = ["delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob", "put_blobs"]
 
 _Entry = tuple[str, bytes, None]
+_ATTEMPTS = 10
+"""Reads of a blob whose pack keeps being replaced before giving up (a StoreError)."""
 
 
 def _index(store: FileStore, execution_id: str) -> PackIndex:
@@ -53,7 +55,8 @@ async def put_blobs(
     whether this call wrote it."""
     if not blobs:
         return {}
-    store.prepare_root()  # on the event loop: not thread-safe; reads the layout
+    with store.errors(f"store the blobs of execution {execution_id!r}", store.root):
+        store.prepare_root()  # on the event loop: not thread-safe; reads the layout
     if not store.packs:
         if len(blobs) == 1:
             [(digest, stored)] = blobs.items()
@@ -126,11 +129,11 @@ async def get_blob(store: FileStore, execution_id: str, digest: str) -> bytes | 
     files.check_digest(digest)
     index = _index(store, execution_id)
     with store.errors(f"read blob {digest} of execution {execution_id!r}", index.dir):
-        for attempt in range(3):
+        packed = index.blobs.get(digest)
+        if packed is None:
+            index.refresh()
             packed = index.blobs.get(digest)
-            if packed is None and attempt == 0:
-                index.refresh()
-                packed = index.blobs.get(digest)
+        for _ in range(_ATTEMPTS):
             if packed is None:
                 break
             try:
@@ -139,6 +142,12 @@ async def get_blob(store: FileStore, execution_id: str, digest: str) -> bytes | 
                 return read_blob(index.dir, digest, packed)
             except FileNotFoundError:
                 index.refresh()  # its pack was rewritten (a deletion) or removed
+                packed = index.blobs.get(digest)
+        else:
+            raise StoreError(
+                f"cannot read blob {digest} of execution {execution_id!r}: its pack was "
+                f"replaced {_ATTEMPTS} times while it was read (deletions of other blobs)"
+            )
     stored = await files.get_blob(store, execution_id, digest)
     if stored is None:
         index.missing(digest, execution_id)
@@ -147,6 +156,7 @@ async def get_blob(store: FileStore, execution_id: str, digest: str) -> bytes | 
 
 async def has_blob(store: FileStore, execution_id: str, digest: str) -> bool:
     """Whether the blob is stored."""
+    store.check_store()
     files.check_digest(digest)
     index = _index(store, execution_id)
     with store.errors(f"look up blob {digest} of execution {execution_id!r}", index.dir):
@@ -163,6 +173,7 @@ async def list_blobs(
     """A page of the execution's blobs, ascending by digest, after ``cursor`` (C25)."""
     if limit < 1:
         raise ValueError("limit must be at least 1")
+    store.check_store()
     index = _index(store, execution_id)
     with store.errors(f"list the blobs of execution {execution_id!r}", index.dir):
         index.refresh()
@@ -182,6 +193,7 @@ async def list_blobs(
 
 async def delete_blob(store: FileStore, execution_id: str, digest: str) -> bool:
     """Remove the blob; whether it existed."""
+    store.check_store()
     files.check_digest(digest)
     existed = await files.delete_blob(store, execution_id, digest)
     async with store.using(execution_id) as state:
@@ -189,6 +201,8 @@ async def delete_blob(store: FileStore, execution_id: str, digest: str) -> bool:
         with store.errors(f"delete blob {digest} of execution {execution_id!r}", index.dir):
             index.refresh()
             if digest not in index.blobs:
+                if not existed:
+                    index.missing(digest, execution_id)  # raises if a damaged pack may hold it
                 return existed
             # On the event loop: a rewrite changes the index that readers use (rare:
             # deleting a blob is maintenance).

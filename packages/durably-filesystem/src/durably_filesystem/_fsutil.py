@@ -51,8 +51,14 @@ def fsync_dir(path: str) -> None:
         os.close(fd)
 
 
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 16
+"""The most buffers one ``writev`` takes (Linux: 1024)."""
+
+
 def write_all(fd: int, parts: Sequence[bytes | memoryview]) -> None:
     """Write every buffer, in order, with as few system calls as possible."""
+    if len(parts) > _IOV_MAX:
+        parts = [b"".join(parts)]  # a blob pack of many small blobs
     total = sum(map(len, parts))
     written = os.writev(fd, parts) if len(parts) > 1 else os.write(fd, parts[0])
     if written == total:

@@ -31,6 +31,7 @@ the old one removed).
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import struct
 from collections.abc import Iterable
@@ -71,13 +72,13 @@ class Packed(NamedTuple):
     """The pack's modification time (UNIX seconds): when the blob was stored."""
 
 
+_NAME = re.compile(r"[0-9a-f]{32}\.pack")
+_RELISTS = 10
+"""Listings of the packs directory while packs vanish under it, before giving up."""
+
+
 def is_pack_name(name: str) -> bool:
-    hexpart = name.removesuffix(SUFFIX)
-    return (
-        len(name) == 32 + len(SUFFIX)
-        and name.endswith(SUFFIX)
-        and all(c in "0123456789abcdef" for c in hexpart)
-    )
+    return _NAME.fullmatch(name) is not None
 
 
 def encode(entries: Iterable[tuple[str, bytes | memoryview, bytes | None]]) -> list[bytes]:
@@ -134,11 +135,13 @@ def read_table(path: str) -> dict[str, Packed]:
         magic, version, count = _HEAD.unpack(head)
         if magic != MAGIC:
             raise CorruptObjectError(f"blob pack {path} is damaged: not a pack header")
-        if version != VERSION:
+        if version > VERSION:
             raise UnsupportedFormatError(
                 f"blob pack {path} has format version {version}; this durably-filesystem "
                 f"knows version {VERSION}. Upgrade it."
             )
+        if version != VERSION:
+            raise CorruptObjectError(f"blob pack {path} is damaged: format version {version}")
         if not 1 <= count <= MAX_ENTRIES:
             raise CorruptObjectError(f"blob pack {path} is damaged: {count} entries")
         size = count * _ENTRY.size
@@ -185,11 +188,24 @@ class PackIndex:
         """Packs that cannot be indexed: name -> (error class, message)."""
 
     def refresh(self) -> None:
-        """Follow the packs directory: index new packs, forget removed ones."""
+        """Follow the packs directory: index new packs, forget removed ones.
+
+        A pack listed but gone before its table was read was replaced (a deletion
+        rewrote it) or removed: the directory is listed again, so that the pack that
+        replaced it -- linked before the old one was removed -- is not missed.
+        """
+        for _ in range(_RELISTS):
+            if self._follow():
+                return
+        raise StoreError(f"cannot index the blob packs of {self.dir}: they keep being replaced")
+
+    def _follow(self) -> bool:
+        """One listing (see :meth:`refresh`); False if a listed pack vanished meanwhile."""
         try:
             names = {name for name in os.listdir(self.dir) if is_pack_name(name)}
         except (FileNotFoundError, NotADirectoryError):
             names = set()
+        complete = True
         gone = [name for name in self.packs if name not in names]
         for name in [name for name in self.damaged if name not in names]:
             del self.damaged[name]
@@ -199,6 +215,7 @@ class PackIndex:
             try:
                 self.packs[name] = read_table(os.path.join(self.dir, name))
             except FileNotFoundError:
+                complete = False
                 continue
             except (CorruptObjectError, UnsupportedFormatError) as exc:
                 self.damaged[name] = (type(exc), str(exc))
@@ -210,6 +227,7 @@ class PackIndex:
             for held in self.packs.values():
                 for digest, packed in held.items():
                     self.blobs.setdefault(digest, packed)
+        return complete
 
     def add(self, name: str, held: dict[str, Packed]) -> None:
         """Record a pack this process just linked."""
@@ -245,7 +263,14 @@ def remove(index: PackIndex, digest: str, fsync: bool) -> bool:
                 kept = [(d, pread_exact(fd, p.length, p.offset), p.checksum) for d, p in keep]
             finally:
                 os.close(fd)
-            index.add(*write_pack(index.dir, kept, fsync))
+            new_name, new_held = write_pack(index.dir, kept, fsync)
+            created = os.stat(path)  # the blobs keep their created_at
+            os.utime(
+                os.path.join(index.dir, new_name), ns=(created.st_atime_ns, created.st_mtime_ns)
+            )
+            index.add(
+                new_name, {d: p._replace(created=created.st_mtime) for d, p in new_held.items()}
+            )
             if fsync:
                 fsync_dir(index.dir)
         os.unlink(path)
