@@ -4,7 +4,9 @@ Run as ``python crash_writer.py ROOT EXECUTION_ID``. It resumes after the latest
 checkpoint it finds and loops forever: save checkpoint ``seq`` (payload and metadata
 derived from ``seq`` only, see :func:`payload`), and only *after* the save returned,
 print ``saved <seq>``; now and then it stores a blob (``blob <seq> <digest>``) or a
-batch of blobs with ``put_blobs`` (a ``blob`` line for each, once the batch returned), deletes
+batch of blobs with ``put_blobs`` (a ``blob`` line for each, once the batch returned),
+deletes one blob of the last batch (``unblob <digest>`` before, ``blobdel <digest>`` once
+it returned: in a pack, a rewrite of the pack its neighbours share), deletes
 an older checkpoint (``deleted <seq>``) or prunes (``pruned <seq> ...``). The store uses
 a tiny compaction threshold so that compactions happen all the time. Deliberately
 light on imports: it must start fast. Before each write of more than 1 MB it prints
@@ -83,6 +85,12 @@ async def main() -> None:
                 batch = {blob_digest(blob(key)): key for key in keys}
                 await provider.put_blobs(execution_id, {d: blob(k) for d, k in batch.items()})
                 out.writelines(f"blob {key} {digest}\n" for digest, key in batch.items())
+            if seq % 7 == 6:
+                doomed = blob_digest(blob(BATCH + (seq - 1) * 8))
+                out.write(f"unblob {doomed}\n")
+                out.flush()
+                if await provider.delete_blob(execution_id, doomed):
+                    out.write(f"blobdel {doomed}\n")
             if (
                 seq % 5 == 4
                 and seq >= 10

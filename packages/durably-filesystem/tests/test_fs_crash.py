@@ -7,7 +7,8 @@ compaction threshold, so the log is rewritten all the time). It reports each ope
 on stdout only after it returned. After every kill a fresh provider must find: a latest
 checkpoint at least as new as the last one reported, every listed checkpoint loading
 byte-for-byte as written, no checkpoint whose deletion was reported, every reported
-blob, and no blob that is listed but damaged (half-written). ``DURABLY_CRASH_SEED``
+blob (also beside a blob deleted from the same pack), no blob whose deletion was
+reported, and no blob that is listed but damaged (half-written). ``DURABLY_CRASH_SEED``
 changes the random kill schedule.
 """
 
@@ -53,6 +54,7 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
     durable = -1  # the highest seq the child reported as saved
     deleted: set[int] = set()
     blobs: dict[str, int] = {}
+    deleted_blobs: set[str] = set()
     resume_at = 0
     torn = interrupted = temporary_before = 0
     for kill in range(KILLS):
@@ -93,6 +95,10 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
                 pass
             elif word == "blob":
                 blobs[rest[1]] = int(rest[0])
+            elif word == "unblob":  # about to be deleted: no longer expected
+                blobs.pop(rest[0], None)
+            elif word == "blobdel":
+                deleted_blobs.add(rest[0])
 
         # what the kill left behind, for the summary (the checks below are what matter)
         backdoor = FilesystemBackdoor(root)
@@ -124,6 +130,8 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
                 assert dict(info.metadata) == writer.metadata(info.seq)
             for digest, seq in blobs.items():
                 assert await provider.get_blob(RUN, digest) == writer.blob(seq)
+            for digest in deleted_blobs:
+                assert not await provider.has_blob(RUN, digest), f"kill {kill}: {digest} is back"
             # a blob is visible under its name only once whole (get_blob verifies it)
             page = await provider.list_blobs(RUN)
             for blob_info in page.items:
@@ -131,6 +139,7 @@ async def test_sigkill_at_random_moments_never_loses_or_damages_a_checkpoint(
             resume_at = latest.seq + 1
 
     assert durable > 200, "the child should have saved hundreds of checkpoints"
+    assert len(deleted_blobs) > 10, "the child should have deleted blobs from packs"
     # nothing but the live files and, perhaps, temporary files of an interrupted
     # compaction (the next compaction removes them)
     index = FilesystemBackdoor(root).index(RUN)
