@@ -1,8 +1,9 @@
 """A worker stopping kills and reaps its children, and a cancellation never goes missing on
-the way: not one that lands while a child is reaped or the attempts are awaited (a second
-stop while stopping: absorbed, the task then ended as if nobody had asked). Real tasks,
-real child processes (their entry point replaced by a few lines that behave as the test
-needs)."""
+the way: not one that lands as a child's report arrives (``asyncio.wait_for`` on Python
+3.11 returned the line and dropped it), not one that lands while a child is reaped or the
+attempts are awaited (a second stop while stopping: absorbed, the task then ended as if
+nobody had asked). Real tasks, real child processes (their entry point replaced by a few
+lines that behave as the test needs)."""
 
 from __future__ import annotations
 
@@ -21,13 +22,48 @@ from durably.errors import StoreUnavailableError
 from durably.storage import Lease
 from durably.worker import supervise
 
+REPORTS_THEN_EXITS = (
+    "import sys, time; sys.stdin.readline(); sys.stdout.write('p\\n'); sys.stdout.flush(); "
+    'time.sleep(0.5); sys.stdout.write(\'r {"outcome": "completed"}\\n\')'
+)
+"""A child that reports progress, and its result half a second later."""
 RUNS_ON = "import sys, time; sys.stdin.readline(); time.sleep(30)"
 """A child that reports nothing and would run for 30 s (it is killed long before)."""
+REPORTS_THEN_HANGS = (
+    "import sys, time; sys.stdin.readline(); sys.stdout.write('p\\n'); sys.stdout.flush(); "
+    "time.sleep(30)"
+)
+"""A child that reports once, then is silent for 30 s (it is killed long before)."""
 OVERLONG_LINE = (
     "import sys, time; sys.stdin.readline(); sys.stdout.write('x' * 100_000); "
     "sys.stdout.flush(); time.sleep(30)"
 )
 """A child that writes a line longer than the pipe reader's limit, then runs on."""
+
+
+class _CancelOnFirstReport(dict[str, asyncio.subprocess.Process]):
+    """The attempt's running children: cancels the attempt's task as its child's first
+    report reaches the pipe's reader (the data and the cancellation in one turn of the
+    event loop, as when the worker stops while a child reports)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = False
+
+    def __setitem__(self, execution_id: str, proc: asyncio.subprocess.Process) -> None:
+        super().__setitem__(execution_id, proc)
+        task = asyncio.current_task()
+        assert task is not None
+        assert proc.stdout is not None
+        feed = proc.stdout.feed_data
+
+        def fed(data: bytes) -> None:
+            feed(data)
+            if not self.cancelled and b"\n" in data:  # a whole report: readline returns
+                self.cancelled = True
+                task.cancel()
+
+        proc.stdout.feed_data = fed  # type: ignore[method-assign]
 
 
 def _attempt(children: dict[str, asyncio.subprocess.Process]) -> asyncio.Task[Any]:
@@ -40,6 +76,40 @@ def _attempt(children: dict[str, asyncio.subprocess.Process]) -> asyncio.Task[An
             children=children,
         )
     )
+
+
+@pytest.mark.asyncio
+async def test_a_cancellation_landing_as_a_report_arrives_cancels_the_attempt(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(_children, "_CHILD_ENTRY", REPORTS_THEN_EXITS)
+    children = _CancelOnFirstReport()
+    attempt = _attempt(children)
+    with pytest.raises(asyncio.CancelledError):  # not lost: the attempt does not go on
+        await attempt
+    assert children.cancelled
+    assert dict(children) == {}, "the child is still listed as running"
+
+
+@pytest.mark.asyncio
+async def test_a_child_silent_for_statement_timeout_is_still_killed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The timeout on a child's reports is what it was (a guard: asyncio.timeout in place
+    of asyncio.wait_for): silent past ``statement_timeout`` after its first report, the
+    child is killed and the attempt is a failed one that says why."""
+    monkeypatch.setattr(_children, "_CHILD_ENTRY", REPORTS_THEN_HANGS)
+    children: dict[str, asyncio.subprocess.Process] = {}
+    outcome = await run_child(
+        "exec-1",
+        None,
+        config=DurabilityConfig(),
+        limits=WorkerConfig(statement_timeout=0.3),
+        children=children,
+    )
+    assert outcome.kind == "error"
+    assert "no progress for 0.3 s (statement_timeout)" in outcome.error
+    assert children == {}
 
 
 def _cancel_when_killing(

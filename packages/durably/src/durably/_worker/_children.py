@@ -130,7 +130,11 @@ async def run_child(
             limit = max(timeout, _STARTUP) if first and timeout is not None else timeout
             first = False
             try:
-                line = await asyncio.wait_for(proc.stdout.readline(), limit)
+                # Not asyncio.wait_for: on Python 3.11 it returns the line if a
+                # cancellation lands as the line arrives, and the cancellation is lost
+                # (CPython gh-86296; 3.12 rewrote wait_for on asyncio.timeout).
+                async with asyncio.timeout(limit):
+                    line = await proc.stdout.readline()
             except TimeoutError:
                 timed_out = True
                 kill(proc)
