@@ -7,7 +7,9 @@ Exit status (also in ``durably --help`` and the README's "Exit status"):
 * 1 -- the execution failed (its program raised, even ``SystemExit(0)`` or
   ``BaseException``; it is recorded as ``failed`` and can be resumed), or a
   ``worker --once`` ended with failed or damaged executions, or ``gc`` skipped some
-  executions (damaged, or a store error) or was told not to delete, or an internal error.
+  executions (damaged, or a store error) or was told not to delete, or an internal error
+  -- also a command cancelled from within (an ``asyncio.CancelledError`` raised by the
+  program, a library or a store call; a ``run``/``resume`` so stopped can be resumed).
 * 2 -- usage and configuration errors: a bad argument or option, an invalid execution id,
   an unknown execution, a bad ``durably.toml`` or store URL, a store that cannot be
   used, a damaged execution, a program that changed, or an execution another live
@@ -140,18 +142,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         say("stopped: ", exc)
         return 3
     except asyncio.CancelledError as exc:
-        # Only the lease watchdog cancels a command's task: another process took over.
-        which = getattr(args, "started_execution", None)
-        say(
-            "stopped: ",
-            f"{f'execution {which}' if which else 'the execution'} was "
-            "cancelled: its lease was lost to another process (it wrote nothing after that)",
-        )
+        # Not Ctrl-C: asyncio.run cancels the main task on SIGINT and raises
+        # KeyboardInterrupt once it ended (unless another cancel() of it is pending). Nor,
+        # as such, a lost lease: its watchdog cancels the command's task, but the lease
+        # context absorbs that cancellation and raises FencedError (durably._leasing).
+        # What reaches here was raised or asked for by the program, a library or a store
+        # call (one that ended cancelled by itself) -- after a take-over, if its
+        # FencedError is in the chain: then the lease was lost (3).
+        lost = _lost_lease(exc)
+        say("stopped: ", _cancelled_from_within(args) if lost is None else str(lost))
         if debug:
             import traceback
 
             traceback.print_exception(exc, file=sys.stderr)
-        return 3
+        return 1 if lost is None else 3
     except _UsageError as exc:
         say("error: ", exc)
         return 2
@@ -188,6 +192,29 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         say("internal error: ", f"{type(exc).__name__}: {exc} (--debug shows the traceback)")
         return 1
+
+
+def _lost_lease(exc: BaseException) -> FencedError | None:
+    """The take-over (:class:`FencedError`) that ``exc`` broke on its way, if any: what
+    it was raised from or while handling."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, FencedError):
+            return cause
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return None
+
+
+def _cancelled_from_within(args: argparse.Namespace) -> str:
+    """What a command stopped by a cancellation from within says (exit status 1)."""
+    which = getattr(args, "started_execution", None)
+    return (
+        f"{f'execution {which}' if which else 'the command'} was cancelled from within "
+        "(an asyncio.CancelledError from the program, a library or a store call; --debug "
+        f"shows where){f'; resume with: durably resume {which}' if which else ''}"
+    )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -49,12 +49,12 @@ the parts are in :mod:`durably._worker`: ``_scan`` (:func:`find_resumable`),
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import math
 from typing import Any
 
 # The constants and ScanState stay importable from here (``as``: re-exported).
 from durably._worker._children import EXIT_ORPHANED as EXIT_ORPHANED
+from durably._worker._children import to_the_end
 from durably._worker._scan import DAMAGE as DAMAGE
 from durably._worker._scan import FINISHED as FINISHED
 from durably._worker._scan import ScanState as ScanState
@@ -121,8 +121,10 @@ async def supervise(
             sup.kill_all()
             for task in sup.running.values():
                 task.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.gather(*sup.running.values(), return_exceptions=True)
+            # Every attempt ends (its child reaped) before this returns or raises, even if
+            # this task is cancelled meanwhile (stopped again while stopping): that
+            # cancellation is raised then, not absorbed.
+            await to_the_end(asyncio.gather(*sup.running.values(), return_exceptions=True))
 
 
 async def _sleep_or_finish(poll: float, running: dict[str, asyncio.Task[None]]) -> None:

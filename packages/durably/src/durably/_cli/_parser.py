@@ -77,7 +77,9 @@ exit status:
   0    success: the execution completed (run, resume), or the command did what was
        asked; never for a failed execution
   1    the execution failed (recorded as failed; `durably resume` retries it), or
-       `worker --once` ended with failed or damaged executions, or `gc` skipped some
+       `worker --once` ended with failed or damaged executions, or `gc` skipped some,
+       or the command was cancelled from within (an asyncio.CancelledError from the
+       program, a library or a store call; resume such a run)
   2    usage or configuration error: a bad argument, durably.toml or store URL, an
        unknown or damaged execution, a changed program, an execution another live
        process holds (resume without --wait)

@@ -29,15 +29,26 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Awaitable
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from durably._worker._scan import DAMAGE
 from durably.config import DurabilityConfig, WorkerConfig
 from durably.errors import FencedError, LeaseHeldError
 from durably.storage import META_STATUS, Lease
 
-__all__ = ["EXIT_ORPHANED", "Outcome", "child_main", "describe_death", "kill", "run_child"]
+__all__ = [
+    "EXIT_ORPHANED",
+    "Outcome",
+    "child_main",
+    "describe_death",
+    "kill",
+    "run_child",
+    "to_the_end",
+]
+
+T = TypeVar("T")
 
 EXIT_ORPHANED = 70
 """A child's exit status when its worker died (it stops at once)."""
@@ -119,7 +130,11 @@ async def run_child(
             limit = max(timeout, _STARTUP) if first and timeout is not None else timeout
             first = False
             try:
-                line = await asyncio.wait_for(proc.stdout.readline(), limit)
+                # Not asyncio.wait_for: on Python 3.11 it returns the line if a
+                # cancellation lands as the line arrives, and the cancellation is lost
+                # (CPython gh-86296; 3.12 rewrote wait_for on asyncio.timeout).
+                async with asyncio.timeout(limit):
+                    line = await proc.stdout.readline()
             except TimeoutError:
                 timed_out = True
                 kill(proc)
@@ -131,13 +146,12 @@ async def run_child(
                     result = json.loads(line[2:])
         returncode = await proc.wait()
     finally:
-        if proc.returncode is None:
-            kill(proc)
-            with contextlib.suppress(BaseException):
-                await asyncio.shield(proc.wait())
-        with contextlib.suppress(Exception):
-            proc.stdin.close()
-        children.pop(execution_id, None)
+        try:
+            await _reap(proc)
+        finally:
+            with contextlib.suppress(Exception):
+                proc.stdin.close()
+            children.pop(execution_id, None)
     if timed_out:
         return Outcome(
             "error",
@@ -147,6 +161,47 @@ async def run_child(
     if result is not None:
         return Outcome(str(result.get("outcome", "error")), str(result.get("error", "")))
     return Outcome("error", describe_death(returncode, limits.cpu_limit))
+
+
+async def _reap(proc: asyncio.subprocess.Process) -> None:
+    """Kill a child that still runs and wait until it is gone, even if the attempt is
+    cancelled meanwhile (a worker stopping, then stopped again): that cancellation is
+    raised once the child is reaped, never absorbed."""
+    if proc.returncode is not None:
+        return
+    kill(proc)
+    with contextlib.suppress(Exception):  # the wait's own trouble: it was SIGKILLed
+        await to_the_end(proc.wait())
+
+
+async def to_the_end(awaitable: Awaitable[T]) -> T:
+    """Await ``awaitable`` to its end even if the task is cancelled meanwhile (cleanup
+    that must finish, in a ``finally``), then raise that cancellation: it is deferred,
+    not lost.
+
+    Only the task's cancellation is deferred; ``awaitable`` is never cancelled by it (if
+    it ends cancelled by itself, that is raised). The task is cancelled as often as it was
+    asked to be (``Task.cancelling()`` counts every request): this raises one
+    :class:`asyncio.CancelledError` for them, as any coroutine does, and withdraws none
+    (``uncancel``): whoever asked, an ``asyncio.timeout`` or a ``TaskGroup`` included,
+    sees its cancellation through, on Python 3.11 as on 3.12+.
+
+    Raises:
+        asyncio.CancelledError: The task was cancelled while it waited (raised once
+            ``awaitable`` ended; its result or error is dropped).
+    """
+    inner = asyncio.ensure_future(awaitable)
+    cancelled: asyncio.CancelledError | None = None
+    while not inner.done():
+        try:
+            await asyncio.wait((inner,))  # neither cancels inner nor raises its error
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    if cancelled is not None:
+        if not inner.cancelled():
+            inner.exception()  # retrieved (not logged as never retrieved), and dropped
+        raise cancelled
+    return inner.result()
 
 
 def kill(proc: asyncio.subprocess.Process) -> None:
