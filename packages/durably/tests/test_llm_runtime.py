@@ -469,3 +469,33 @@ def test_max_tokens_is_reached_at_the_same_call_whatever_the_crash_point(program
         status, value, said_after = asyncio.run(_run_budgeted(program, store, resume=True))
         assert isinstance(value, LLMBudgetExceededError), (k, status, value)
         assert first[2] + said_after == reference, k
+
+
+@pytest.mark.parametrize(
+    "code",
+    [
+        "raise asyncio.CancelledError('from the program')",
+        "f = asyncio.get_running_loop().create_future(); f.cancel(); await f",
+    ],
+    ids=["raised", "awaited a cancelled future"],
+)
+def test_a_cancelled_error_from_the_program_fails_the_execution_instead_of_hanging(
+    program: Path, store: str, code: str
+) -> None:
+    """Nothing asked the run to stop: the program's CancelledError is its failure, as any
+    exception is (recorded as failed), never a hang, never a cancellation of the caller."""
+    reply = Reply(f"```python\nimport asyncio\nawait self.Say('user', 'before')\n{code}\n```")
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(
+            run_program(program, llm=Script([reply]), store=store, execution_id="x", echo=None),
+            timeout=20,
+        )
+
+    result = asyncio.run(bounded())
+    assert result.status == "failed", result
+    assert "CancelledError" in (result.error or ""), result
+    data = view(store)
+    assert data["status"] == "failed"
+    assert "CancelledError" in data["error"]
+    assert said(data) == ["before"]

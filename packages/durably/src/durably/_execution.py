@@ -148,8 +148,14 @@ class Execution:
             self.exiting = True
             task.finished = True
             self.agent_waiting()
-        except asyncio.CancelledError:
-            raise
+        except asyncio.CancelledError as exc:
+            current = asyncio.current_task()
+            if self.outcome is not None or (current is not None and current.cancelling()):
+                raise  # the program ended, or its run is being stopped
+            # Nothing asked this agent to stop: the program raised it, or a call it
+            # awaited ended cancelled by itself. The program failed, as with any other
+            # exception (without this, no outcome: the run would wait forever).
+            self._finish("failed", exc)
         except BaseException as exc:
             self._finish("failed", exc)
 

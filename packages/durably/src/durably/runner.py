@@ -129,6 +129,10 @@ async def _drive(execution: Execution, manager: CheckpointManager, *, resume: bo
         raise value
     with contextlib.suppress(DurablyError):
         await manager.write_final(execution, "failed", error)
+    if isinstance(value, asyncio.CancelledError):
+        # The program's own (see Execution._guard), not a cancellation of this call:
+        # raised, the caller would take it for one.
+        return RunResult(manager.execution_id, "failed", error=error)
     if isinstance(value, BaseException):
         raise value
     return RunResult(manager.execution_id, "failed", error=error)
