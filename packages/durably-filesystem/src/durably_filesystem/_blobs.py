@@ -58,10 +58,7 @@ async def put_blobs(
     with store.errors(f"store the blobs of execution {execution_id!r}", store.root):
         store.prepare_root()  # on the event loop: not thread-safe; reads the layout
     if not store.packs:
-        if len(blobs) == 1:
-            [(digest, stored)] = blobs.items()
-            return {digest: await files.put_blob(store, execution_id, digest, stored)}
-        return await files.put_blobs(store, execution_id, blobs)
+        return await files.put_blobs(store, execution_id, blobs)  # one alone: put_blob
     for digest in blobs:
         files.check_digest(digest)
     index = _index(store, execution_id)
