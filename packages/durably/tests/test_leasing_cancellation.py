@@ -164,3 +164,29 @@ def test_a_store_call_cancelled_by_itself_is_not_waited_for_again() -> None:
     assert not thread.is_alive(), "the context waits for the cancelled release for ever"
     assert len(raised) == 1
     assert isinstance(raised[0], asyncio.CancelledError)
+
+
+class CancelledLookUpStore(TakenOverStore):
+    """The test store: the lease is taken over, and the look-up of the new holder ends
+    cancelled by itself (its task is not)."""
+
+    async def _get_lease(self, eid: str) -> Lease | None:
+        raise asyncio.CancelledError
+
+
+def test_a_take_over_whose_holder_look_up_ends_cancelled_is_still_a_take_over() -> None:
+    """Not a plain cancellation (the CLI's "cancelled from within", exit 1): the lease was
+    lost, so the run ends with FencedError (exit 3), its new holder unknown."""
+
+    async def main() -> int:
+        manager = CheckpointManager("lost", CancelledLookUpStore())
+        forever = asyncio.Event()
+        with pytest.raises(FencedError) as stopped:
+            async with leased(manager, 0.3, asyncio.current_task()):
+                await asyncio.wait_for(forever.wait(), timeout=10)
+        assert "another process" in str(stopped.value)
+        task = asyncio.current_task()
+        assert task is not None
+        return task.cancelling()
+
+    assert asyncio.run(main()) == 0

@@ -102,10 +102,19 @@ async def leased(
     async def superseded() -> FencedError:
         holder = "another process"
         epoch: int | None = None
-        with contextlib.suppress(DurablyError):
+        try:
             current = await provider.get_lease(manager.execution_id)
-            if current is not None and current.epoch != lease.epoch:
-                holder, epoch = _holder(current.owner), current.epoch
+        except DurablyError:
+            current = None
+        except asyncio.CancelledError:
+            # The look-up ended cancelled by itself (a store's connection torn down): the
+            # take-over stands, its holder unknown. A cancellation of this task goes on.
+            me = asyncio.current_task()
+            if me is None or me.cancelling():
+                raise
+            current = None
+        if current is not None and current.epoch != lease.epoch:
+            holder, epoch = _holder(current.owner), current.epoch
         return fenced(lease, "running the execution", current_epoch=epoch, taken_over_by=holder)
 
     def foreign_cancellation() -> bool:
