@@ -67,9 +67,25 @@ def _sync(session: nox.Session, *args: str) -> None:
     )
 
 
-def _pytest(session: nox.Session, *paths: str, pythonpath: str | None = None) -> None:
-    env = {"PYTHONPATH": pythonpath} if pythonpath else {}
-    session.run("python", "-m", "pytest", *paths, *session.posargs, env=env)
+#: pytest-xdist workers per test session: ``DURABLY_TEST_WORKERS`` (a number, or ``auto``:
+#: one per core; ``0`` runs in one process). Most of the tests' time is spent in the
+#: processes they start and in waiting for them (leases to expire, SIGKILLs, resumes), so
+#: the second core halves a session's time; every test keeps its own store, schema, key
+#: prefix and moto server, so none sees another's data.
+WORKERS = os.environ.get("DURABLY_TEST_WORKERS", "auto")
+
+
+def _pytest(
+    session: nox.Session,
+    *paths: str,
+    pythonpath: str | None = None,
+    env: dict[str, str] | None = None,
+) -> None:
+    env = dict(env or {})
+    if pythonpath:
+        env["PYTHONPATH"] = pythonpath
+    # -n first: a `-n 0` after `--` (posargs) wins.
+    session.run("python", "-m", "pytest", "-n", WORKERS, *paths, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON, tags=["lint"])
@@ -167,13 +183,8 @@ def playbooks(session: nox.Session, version: str) -> None:
         "packages/durably-playbooks/pyproject.toml",
         "packages/durably-playbooks/src",
     )
-    session.run(
-        "python",
-        "-m",
-        "pytest",
-        "packages/durably-playbooks/tests",
-        *session.posargs,
-        env={"DURABLY_PLAYBOOKS_EXPECTED": version},
+    _pytest(
+        session, "packages/durably-playbooks/tests", env={"DURABLY_PLAYBOOKS_EXPECTED": version}
     )
 
 

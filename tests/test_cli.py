@@ -73,8 +73,11 @@ class Terminal:
 
         self.master, slave = pty.openpty()
         fcntl.ioctl(slave, termios.TIOCSWINSZ, b"\x28\x00\xa0\x00\x00\x00\x00\x00")  # 40x160
+        # The size is the terminal's (40x160, above), not COLUMNS/LINES: rich prefers those,
+        # and pytest-xdist's workers set them to 80x24.
+        dropped = {"NO_COLOR", "COLUMNS", "LINES"}
         base = {
-            k: v for k, v in os.environ.items() if not k.startswith("DURABLY_") and k != "NO_COLOR"
+            k: v for k, v in os.environ.items() if not k.startswith("DURABLY_") and k not in dropped
         }
         base.update({"TERM": "xterm-256color", **(env or {})})
 

@@ -12,6 +12,7 @@ executions (issue 16, item 4: the CLAIM_NEXT capability), on a 100,000-execution
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -70,8 +71,16 @@ async def test_claim_next_uses_the_open_index_among_100000_executions(
     text = json.dumps(plan)
     assert "executions_open_idx" in text, text
     assert "Seq Scan" not in text, text
-    buffers = plan["Shared Hit Blocks"] + plan["Shared Read Blocks"]
-    assert buffers < 50, (buffers, pages, text)
+    # The search for the execution to claim (the part that would grow with the finished
+    # executions) touches a handful of buffers. The whole statement adds the update's
+    # writes -- the row's new version, its index entries, the free-space map -- which do
+    # not depend on the table's size but vary with what other sessions of the server do
+    # (one holding an old snapshot keeps the page from being pruned: 66 buffers seen
+    # with the other tests running beside this one, 30-40 alone).
+    search = _buffers(_node(plan, "Limit"))
+    assert search < 10, (search, pages, text)
+    buffers = _buffers(plan)
+    assert buffers < 100 < pages / 10, (buffers, pages, text)
 
     # The provider's own claim returns the longest-expired unfinished execution, and
     # never a finished one.
@@ -79,6 +88,21 @@ async def test_claim_next_uses_the_open_index_among_100000_executions(
     ids = [lease.execution_id for lease in claimed if lease is not None]
     assert ids == [f"exec-{i:06d}" for i in range(1, OPEN + 1)]
     assert claimed[-1] is None
+
+
+def _node(plan: dict[str, Any], node_type: str) -> dict[str, Any]:
+    """The first node of that type in the plan (depth first)."""
+    if plan["Node Type"] == node_type:
+        return plan
+    for child in plan.get("Plans", []):
+        with contextlib.suppress(LookupError):
+            return _node(child, node_type)
+    raise LookupError(node_type)
+
+
+def _buffers(node: dict[str, Any]) -> int:
+    """Shared buffers a plan node and its children touched."""
+    return int(node["Shared Hit Blocks"]) + int(node["Shared Read Blocks"])
 
 
 async def _index_usage(admin: psycopg.AsyncConnection[Any], schema: str) -> tuple[int, int]:
