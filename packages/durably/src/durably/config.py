@@ -376,7 +376,9 @@ class WorkerConfig:
 
     statement_timeout: float = 300.0
     """Seconds an attempt may go without progress (a statement starting or a checkpoint
-    being written) before its child process is killed and the attempt fails. 0: no limit."""
+    being written) before its child process is killed and the attempt fails. 0: no limit.
+    Starting the child, opening the store, claiming and loading the history get at least
+    60 s."""
     max_attempts: int = 3
     """Failed attempts (a crash, a timeout, an error) after which the execution is
     marked ``failed`` and no longer retried by workers."""

@@ -7,8 +7,11 @@ session of its own), writes the job on the child's stdin and reads its reports:
 * the job: one JSON line -- ``execution_id``, ``config`` (the ``[durability]`` settings),
   ``handoff`` (``[owner, epoch, expires_at]`` of a lease the worker claimed, or null),
   ``cpu_limit``, ``memory_limit``, ``parent`` (the worker's pid);
-* ``p``: progress (the imports are done, a step, a checkpoint, the history loaded, the
-  agents restored), at most every :data:`_PROGRESS_EVERY` seconds;
+* ``p``: progress (the history loaded, the agents restored, a step, a checkpoint), at
+  most every :data:`_PROGRESS_EVERY` seconds. The first one says the execution is loaded:
+  until it arrives the child is starting (the interpreter, the imports, the store's client
+  and connection, the claim, reading the history), which gets at least :data:`_STARTUP`
+  seconds whatever ``statement_timeout`` is;
 * ``r {json}``: the result, an :class:`Outcome` (``outcome``, ``error``), then the child
   exits.
 
@@ -56,8 +59,10 @@ _CHILD_ENTRY = "from durably._worker._children import child_main; child_main()"
 _PROGRESS_EVERY = 0.25
 """A child reports progress at most this often (seconds)."""
 _STARTUP = 60.0
-"""Seconds a child has to report for the first time (interpreter start and imports, on a
-loaded machine), when ``statement_timeout`` is shorter."""
+"""Seconds a child has to report for the first time, when ``statement_timeout`` is
+shorter: starting the interpreter, importing the store's client (aiobotocore alone takes
+seconds on a loaded machine), connecting, claiming and loading the history are not a
+statement that makes no progress."""
 
 
 @dataclass(frozen=True)
@@ -86,9 +91,10 @@ async def run_child(
 
     The child gets its job as one JSON line on stdin (the execution, the configuration,
     the lease to hand off, the limits, the worker's pid) and keeps stdin open as its
-    lifeline. It reports ``p`` at every step and checkpoint, and ``r {json}`` (the
-    :class:`Outcome`) at the end. An attempt silent for ``statement_timeout`` (the first
-    report: at least :data:`_STARTUP` seconds) is killed with its process group; a child
+    lifeline. It reports ``p`` once the history is loaded, then at every step and
+    checkpoint, and ``r {json}`` (the :class:`Outcome`) at the end. An attempt silent for
+    ``statement_timeout`` (before the first report, while it starts, opens the store and
+    loads: at least :data:`_STARTUP` seconds) is killed with its process group; a child
     that dies without a result is a failed attempt whose reason says how it died.
 
     Args:
@@ -342,7 +348,8 @@ async def _child_run(job: dict[str, Any], channel: Any) -> Outcome:
     raw = dict(job["config"])
     raw["sources"] = tuple(raw.get("sources", ()))
     config = DurabilityConfig(**raw)
-    channel.write(b"p\n")  # started: the imports are done
+    # No report yet: until the history is loaded (the first report), the child is starting,
+    # which the worker bounds by _STARTUP, not by statement_timeout.
     last = 0.0
 
     def progress(*_args: Any) -> None:
