@@ -7,6 +7,7 @@ failed with "no progress" before they had run a statement."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
@@ -15,8 +16,9 @@ from typing import Any
 import pytest
 
 from durably._plugins import get_hooks, reset_hooks
-from durably._worker._children import _child_run
-from durably.config import DurabilityConfig
+from durably._worker import _children
+from durably._worker._children import _child_run, run_child
+from durably.config import DurabilityConfig, WorkerConfig
 from durably.hookspecs import hookimpl
 from durably.runner import submit_program
 
@@ -69,3 +71,28 @@ async def test_the_first_report_comes_once_the_history_is_loaded(
     assert "history loaded" in events, events
     first_report = next(i for i, event in enumerate(events) if event.startswith("report p"))
     assert events.index("history loaded") < first_report, events
+
+
+@pytest.mark.asyncio
+async def test_a_child_that_never_starts_is_killed_after_the_start_up_allowance(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Silent from the start: killed once the start-up allowance (not the shorter
+    statement_timeout) is over, and the attempt's reason says it did not start."""
+    monkeypatch.setattr(
+        _children, "_CHILD_ENTRY", "import sys, time; sys.stdin.readline(); time.sleep(30)"
+    )
+    monkeypatch.setattr(_children, "_STARTUP", 1.0)
+    start = time.monotonic()
+    outcome = await run_child(
+        "exec-1",
+        None,
+        config=DurabilityConfig(),
+        limits=WorkerConfig(statement_timeout=0.2),
+        children={},
+    )
+    took = time.monotonic() - start
+    assert outcome.kind == "error"
+    assert "did not start within 1 s" in outcome.error, outcome.error
+    assert "statement_timeout" not in outcome.error, outcome.error
+    assert 1.0 <= took < 20, took  # the allowance, not the 0.2 s statement_timeout

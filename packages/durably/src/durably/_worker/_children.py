@@ -126,15 +126,14 @@ async def run_child(
     assert proc.stdin is not None
     assert proc.stdout is not None
     result: dict[str, Any] | None = None
-    timed_out = False
+    timed_out: float | None = None  # the limit it ran into
+    started = False  # the child reported once (the history is loaded)
     try:
         proc.stdin.write(json.dumps(job, default=str).encode() + b"\n")
         await proc.stdin.drain()
         timeout = limits.statement_timeout or None
-        first = True
         while True:
-            limit = max(timeout, _STARTUP) if first and timeout is not None else timeout
-            first = False
+            limit = timeout if started or timeout is None else max(timeout, _STARTUP)
             try:
                 # Not asyncio.wait_for: on Python 3.11 it returns the line if a
                 # cancellation lands as the line arrives, and the cancellation is lost
@@ -142,11 +141,12 @@ async def run_child(
                 async with asyncio.timeout(limit):
                     line = await proc.stdout.readline()
             except TimeoutError:
-                timed_out = True
+                timed_out = limit
                 kill(proc)
                 break
             if not line:
                 break
+            started = True
             if line.startswith(b"r "):
                 with contextlib.suppress(ValueError):
                     result = json.loads(line[2:])
@@ -158,11 +158,16 @@ async def run_child(
             with contextlib.suppress(Exception):
                 proc.stdin.close()
             children.pop(execution_id, None)
-    if timed_out:
+    if timed_out is not None and not started:
         return Outcome(
             "error",
-            f"no progress for {limits.statement_timeout:g} s "
-            "(statement_timeout): its process was killed",
+            f"it did not start within {timed_out:g} s (importing, opening the store and "
+            "loading the history): its process was killed",
+        )
+    if timed_out is not None:
+        return Outcome(
+            "error",
+            f"no progress for {timed_out:g} s (statement_timeout): its process was killed",
         )
     if result is not None:
         return Outcome(str(result.get("outcome", "error")), str(result.get("error", "")))
