@@ -80,21 +80,28 @@ def _python_handles_ctrl_c() -> Iterator[None]:
     signal.signal(signal.SIGINT, before)
 
 
-def test_a_lost_lease_alone_is_a_take_over_and_its_cancellation_is_withdrawn() -> None:
-    async def main() -> int:
-        store = TakenOverStore()
+def _lose_the_lease(store: TakenOverStore) -> tuple[str, int]:
+    """Hold the lease on ``store`` until the heartbeat finds it taken over: (the
+    FencedError's message, cancellations still pending on the task afterwards)."""
+
+    async def main() -> tuple[str, int]:
         manager = CheckpointManager("lost", store)
         forever = asyncio.Event()
         with pytest.raises(FencedError) as stopped:
             async with leased(manager, 0.3, asyncio.current_task()):
                 # cancelled by the heartbeat's first renewal; the timeout only bounds a failure
                 await asyncio.wait_for(forever.wait(), timeout=10)
-        assert "another-host:4242" in str(stopped.value)
         task = asyncio.current_task()
         assert task is not None
-        return task.cancelling()
+        return str(stopped.value), task.cancelling()
 
-    assert asyncio.run(main()) == 0  # nothing left pending that was not asked for
+    return asyncio.run(main())
+
+
+def test_a_lost_lease_alone_is_a_take_over_and_its_cancellation_is_withdrawn() -> None:
+    message, pending = _lose_the_lease(TakenOverStore())
+    assert "another-host:4242" in message
+    assert pending == 0  # nothing left pending that was not asked for
 
 
 def test_ctrl_c_while_the_take_over_is_looked_up_interrupts_the_run() -> None:
@@ -178,15 +185,6 @@ def test_a_take_over_whose_holder_look_up_ends_cancelled_is_still_a_take_over() 
     """Not a plain cancellation (the CLI's "cancelled from within", exit 1): the lease was
     lost, so the run ends with FencedError (exit 3), its new holder unknown."""
 
-    async def main() -> int:
-        manager = CheckpointManager("lost", CancelledLookUpStore())
-        forever = asyncio.Event()
-        with pytest.raises(FencedError) as stopped:
-            async with leased(manager, 0.3, asyncio.current_task()):
-                await asyncio.wait_for(forever.wait(), timeout=10)
-        assert "another process" in str(stopped.value)
-        task = asyncio.current_task()
-        assert task is not None
-        return task.cancelling()
-
-    assert asyncio.run(main()) == 0
+    message, pending = _lose_the_lease(CancelledLookUpStore())
+    assert "another process" in message
+    assert pending == 0
