@@ -77,7 +77,7 @@ WORKERS = os.environ.get("DURABLY_TEST_WORKERS", "auto")
 
 def _pytest(
     session: nox.Session,
-    *paths: str,
+    *args: str,
     pythonpath: str | None = None,
     env: dict[str, str] | None = None,
 ) -> None:
@@ -85,7 +85,7 @@ def _pytest(
     if pythonpath:
         env["PYTHONPATH"] = pythonpath
     # -n first: a `-n 0` after `--` (posargs) wins.
-    session.run("python", "-m", "pytest", "-n", WORKERS, *paths, *session.posargs, env=env)
+    session.run("python", "-m", "pytest", "-n", WORKERS, *args, *session.posargs, env=env)
 
 
 @nox.session(python=PYTHON, tags=["lint"])
@@ -167,7 +167,8 @@ def playbooks(session: nox.Session, version: str) -> None:
     through the command, on the filesystem and -- when a server answers, see
     DURABLY_REQUIRE_POSTGRES and DURABLY_REQUIRE_REDIS -- PostgreSQL and Redis; generated
     programs in both dialects; the
-    `durably[playbooks]` extra installed from built wheels)."""
+    `durably[playbooks]` extra installed from built wheels). The older releases skip the
+    tests marked ``any_release``."""
     venv = {"UV_PROJECT_ENVIRONMENT": session.virtualenv.location}
     session.run_install(
         "uv", "sync", "--locked", "--project", "packages/durably-playbooks", env=venv
@@ -183,8 +184,15 @@ def playbooks(session: nox.Session, version: str) -> None:
         "packages/durably-playbooks/pyproject.toml",
         "packages/durably-playbooks/src",
     )
+    # An older release skips the tests of what lies below the Playbooks layer (marker
+    # any_release: the other stores, durably's snapshot cadence and retention), which the
+    # newest release's session runs: they cannot tell two releases apart.
+    older = ("-m", "not any_release") if version != PLAYBOOKS_VERSIONS[0] else ()
     _pytest(
-        session, "packages/durably-playbooks/tests", env={"DURABLY_PLAYBOOKS_EXPECTED": version}
+        session,
+        "packages/durably-playbooks/tests",
+        *older,
+        env={"DURABLY_PLAYBOOKS_EXPECTED": version},
     )
 
 

@@ -241,6 +241,10 @@ class InstanceSuite(SuiteBase):
     ) -> None:
         """[C22] After expiry another instance claims; the first is fenced and cannot renew."""
         one, two = provider_pool.first, provider_pool.new()
+        # The second instance's first request may start its client (S3's loads botocore's
+        # service model), which on a loaded machine can outlast the short lease: start it
+        # before the lease does, so the refusal below is timed on a request, not a start-up.
+        assert await two.get_lease(RUN) is None
         old = await one.claim(RUN, "worker-a", ttl=lease_ttl)
         with pytest.raises(LeaseHeldError):
             await two.claim(RUN, "worker-b", ttl=LONG)
