@@ -41,6 +41,7 @@ from durably_filesystem._log import (
     append_sync,
     blocking,
     compact_sync,
+    create_sync,
     hold_lock,
     info,
     maybe_compact,
@@ -102,8 +103,10 @@ async def save(
                     assert lease is not None
                     raise fenced_by(lease, None, fence.action)
                 fence.check()  # before the log is created or its torn tail truncated
-                index = await writable_index(state, create=True)
-                assert index is not None
+                index = await writable_index(state)
+                new_log = index is None  # created below, with this record in it
+                if index is None:
+                    index = fmt.LogIndex()
                 current = index.entries.get(seq)
                 if mode == "create":
                     if current is not None:
@@ -119,21 +122,23 @@ async def save(
                         missing=current is None,
                     )
                 opens = open_after_save(index, seq, metadata)
-                log = state.log
-                assert log is not None
-                if opens and log.listed_end != index.valid_end:
+                listed_end = -1 if state.log is None or new_log else state.log.listed_end
+                if opens and listed_end != index.valid_end:
                     # before: a crash keeps the entry (skipped while nothing was appended
                     # since our last save made sure of it, see OpenLog.listed_end)
                     await run_durable(store, store.open_index.add, execution_id)
+                write = create_sync if new_log else append_sync
                 if length > INLINE_LIMIT:
-                    await blocking(append_sync, state, parts, apply)
+                    await blocking(write, state, parts, apply)
                 else:
                     # inline, or in the sync pool when other executions could use the
                     # wait (their flushes then share journal commits); returns only
-                    # once the record is fdatasync'ed and the index updated
-                    await run_durable(store, append_sync, state, parts, apply)
+                    # once the record is durable and the index updated
+                    await run_durable(store, write, state, parts, apply)
+                log = state.log
+                assert log is not None
                 if opens:
-                    log.listed_end = index.valid_end
+                    log.listed_end = log.index.valid_end
                 elif opens is False:
                     store.open_index.remove(execution_id)
                 if current is not None:
@@ -263,7 +268,7 @@ async def delete(
                         raise fenced_by(lease, None, fence.action)
                     return []
                 fence.check()
-                index = await writable_index(state, create=False)
+                index = await writable_index(state)
                 if index is None:
                     return []
                 doomed = sorted({seq for seq in seqs if seq in index.entries})
@@ -302,7 +307,7 @@ async def compact(store: FileStore, execution_id: str) -> bool:
             async with hold_lock(state, create=False) as locked:
                 if not locked:
                     return False
-                index = await writable_index(state, create=False)
+                index = await writable_index(state)
                 if index is None or (index.dead_bytes == 0 and not index.corrupt_regions):
                     return False
                 await blocking(compact_sync, state)

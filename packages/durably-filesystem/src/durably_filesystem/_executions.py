@@ -184,7 +184,7 @@ async def reindex(store: FileStore, execution_id: str, *, add: bool) -> bool:
             return False
         with store.errors(f"index execution {execution_id!r}", state.dir):
             async with hold_lock(state, create=not add) as locked:
-                index = await writable_index(state, create=False) if locked else None
+                index = await writable_index(state) if locked else None
                 if is_open(index):
                     if add:
                         store.open_index.add(execution_id)

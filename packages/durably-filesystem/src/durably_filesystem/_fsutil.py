@@ -137,11 +137,14 @@ def write_atomic(
     *,
     fsync: bool,
     exclusive: bool = False,
+    flush_dir: bool = True,
 ) -> bool:
     """Create or replace ``path`` with ``parts`` so that readers see all or nothing.
 
     Writes a temporary file in the same directory, fsyncs it, moves it into place
-    (``rename``, or ``link`` when ``exclusive``) and fsyncs the directory.
+    (``rename``, or ``link`` when ``exclusive``) and fsyncs the directory (unless
+    ``flush_dir`` is False: the caller has shown that losing the move in a crash of the
+    machine is harmless, or that a later flush of the directory comes first).
 
     Returns:
         False if ``exclusive`` and ``path`` already existed (nothing was changed).
@@ -149,7 +152,7 @@ def write_atomic(
     tmp = write_tmp(path, parts, fsync=fsync)
     if not publish(tmp, path, exclusive=exclusive):
         return False
-    if fsync:
+    if fsync and flush_dir:
         fsync_dir(os.path.dirname(path))
     return True
 

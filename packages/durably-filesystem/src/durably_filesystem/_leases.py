@@ -190,8 +190,17 @@ def current_lease(state: ExecState, *, locked: bool = False) -> LeaseRecord | No
     return record
 
 
-async def write_lease(state: ExecState, record: LeaseRecord) -> None:
-    await run_durable(state, write_atomic, state.lease_path, [record.encode()], fsync=state.fsync)
+async def write_lease(state: ExecState, record: LeaseRecord, *, flush_dir: bool = True) -> None:
+    """Replace the lease file (its content flushed before it is moved into place, so a
+    lease file is never torn; the directory flushed too, unless ``flush_dir`` is False)."""
+    await run_durable(
+        state,
+        write_atomic,
+        state.lease_path,
+        [record.encode()],
+        fsync=state.fsync,
+        flush_dir=flush_dir,
+    )
     state.drop_lease()
 
 
@@ -289,7 +298,13 @@ async def claim(
                     raise lease_held(execution_id, current.owner, current.expires_at)
                 last = current.epoch if current else epoch_floor(store.root)
                 record = LeaseRecord(owner, last + 1, now + ttl, False)
-                await write_lease(state, record)
+                # With no log yet, nothing was written under any epoch: the first save
+                # creates the log and flushes this directory (``_log.create_sync``),
+                # which makes the lease's move durable before anything is written
+                # under it. A crash of the machine before that loses a claim nothing
+                # depends on, and the next claim -- another owner -- counts from the
+                # same place. So only a claim over an existing log flushes here.
+                await write_lease(state, record, flush_dir=os.path.exists(state.log_path))
     store.leased.add(execution_id)
     lease_claimed(store.root, execution_id)  # its writes may now share flushes
     return Lease(execution_id, owner, record.epoch, record.expires_at)
@@ -324,11 +339,16 @@ async def release(store: FileStore, lease: Lease) -> None:
                 current = current_lease(state, locked=True) if locked else None
                 if current is None or not _holds(current, lease) or current.released:
                     return
+                # The directory is not flushed: if a crash of the machine undoes the
+                # release, the lease is back as it was, held by an owner that died with
+                # the machine -- what resume recognises (another boot, a free owner lock)
+                # and takes over at once (C29, C30), and the lease expires anyway.
                 await write_lease(
                     state,
                     replace(
                         current, released=True, expires_at=min(current.expires_at, time.time())
                     ),
+                    flush_dir=False,
                 )
 
 

@@ -12,7 +12,8 @@ that serialises writers.
   compaction or a deletion -- means a full re-index).
 * :func:`writable_index` is the index under the lock, with a torn tail (an append
   whose writer crashed) truncated away; :func:`append_sync` appends whole records and
-  ``fdatasync``\ s them before the index changes.
+  ``fdatasync``\ s them before the index changes; :func:`create_sync` makes a new log
+  with its first record in it.
 * :func:`compact_sync` rewrites the log with its live records and renames it into
   place; :func:`maybe_compact` does so when dead records dominate.
 * :func:`read_current` reads and verifies a record, re-indexing under the lock before
@@ -50,12 +51,14 @@ from durably_filesystem._fsutil import (
     fdatasync,
     fsync_dir,
     makedirs_durable,
+    publish,
+    remove_quietly,
     tmp_path,
     wrap_os_error,
     write_all,
-    write_atomic,
+    write_tmp,
 )
-from durably_filesystem._syncpool import outlast_cancel, run_durable
+from durably_filesystem._syncpool import outlast_cancel
 
 if TYPE_CHECKING:
     from durably_filesystem._leases import LeaseCache
@@ -69,6 +72,7 @@ __all__ = [
     "append_sync",
     "blocking",
     "compact_sync",
+    "create_sync",
     "first_record_complete",
     "hold_lock",
     "info",
@@ -381,23 +385,12 @@ async def rescan(state: ExecState) -> fmt.LogIndex | None:
     return reopen(state)
 
 
-async def writable_index(state: ExecState, *, create: bool) -> fmt.LogIndex | None:
-    """Under the lock: the up-to-date index, with any torn tail truncated away."""
+async def writable_index(state: ExecState) -> fmt.LogIndex | None:
+    """Under the lock: the up-to-date index, with any torn tail truncated away (None: no
+    log yet; the first save makes it, see :func:`create_sync`)."""
     index = await refresh(state)
     if index is None:
-        if not create:
-            return None
-        await run_durable(
-            state,
-            write_atomic,
-            state.log_path,
-            [fmt.LOG_HEADER],
-            fsync=state.fsync,
-            exclusive=True,
-        )
-        index = reopen(state)
-        if index is None:
-            raise StoreError(f"{state.log_path} disappeared while it was being created")
+        return None
     current = state.log
     assert current is not None
     if not current.writable:
@@ -439,6 +432,45 @@ def append_sync(
         raise
     index.valid_end = index.scanned_size = offset + sum(map(len, parts))
     apply(index, offset)
+
+
+def create_sync(
+    state: ExecState,
+    parts: list[bytes | memoryview],
+    apply: Callable[[fmt.LogIndex, int], None],
+) -> None:
+    """Under the lock, with no log yet: create the log holding its header and ``parts``
+    (whole records), then index them.
+
+    The first record rides in the new file (written, flushed, linked into place, the
+    directory flushed) instead of being appended to an empty log and flushed again:
+    two flushes where three were, and a log at its path still always has its header.
+    The directory's flush also makes durable any earlier entry of the directory that
+    was not flushed on its own (a claim's lease file, see ``_leases.claim``). If
+    anything fails, the log is removed again: as with :func:`append_sync`, a save that
+    raised wrote nothing.
+    """
+    state.drop_log()
+    tmp = write_tmp(state.log_path, [fmt.LOG_HEADER, *parts], fsync=state.fsync)
+    if not publish(tmp, state.log_path, exclusive=True):
+        raise StoreError(f"{state.log_path} appeared while its execution's lock was held")
+    index = fmt.LogIndex()
+    index.valid_end = index.scanned_size = fmt.LOG_HEADER_SIZE + sum(map(len, parts))
+    fd = -1
+    try:
+        if state.fsync:
+            fsync_dir(state.dir)
+        fd = os.open(state.log_path, os.O_RDWR | os.O_APPEND | O_CLOEXEC)
+        info = os.fstat(fd)
+        if info.st_size != index.valid_end:
+            raise StoreError(f"{state.log_path} changed while its execution's lock was held")
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        remove_quietly(state.log_path)
+        raise
+    state.log = OpenLog(fd, info.st_ino, index, True)
+    apply(index, fmt.LOG_HEADER_SIZE)
 
 
 def compact_sync(state: ExecState, drop: frozenset[int] = frozenset()) -> None:

@@ -9,7 +9,7 @@ finished (:func:`durably.storage.is_finished`)::
 The entries change under the execution's ``flock``, in the same critical section as the
 write that changes its latest checkpoint (see ``FilesystemProvider._save``): an entry is
 created -- and its directory entry ``fsync``\\ ed -- *before* the record that opens the
-execution is appended, and removed *after* the record that finishes it is durable. A
+execution is written, and removed *after* the record that finishes it is durable. A
 crash can therefore leave a stale entry (a finished execution still listed) but never an
 open execution without one. Listing the open executions reads this directory only: its
 cost does not depend on the number of finished executions.
