@@ -297,6 +297,21 @@ def postgres_server_info(url: str) -> str:
         return f"unavailable ({type(exc).__name__}: {exc})".splitlines()[0]
 
 
+def file_create_us(directory: str, count: int = 200) -> float:
+    """Microseconds to create (and close) one empty file in a new subdirectory of
+    ``directory``: the filesystem store creates several per execution, so the fixed
+    cost of an execution follows it (seen on the 2-core VM: ~1 ms per file under
+    ``/tmp`` for a while, 16-25 µs there at other times and elsewhere on the same disk)."""
+    work = tempfile.mkdtemp(prefix="durably-bench-create-", dir=directory)
+    try:
+        start = now()
+        for i in range(count):
+            os.close(os.open(os.path.join(work, str(i)), os.O_WRONLY | os.O_CREAT | os.O_EXCL))
+        return (now() - start) / count * 1e6
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 def print_header(title: str, args: argparse.Namespace) -> None:
     """The machine and the versions, at the top of every report."""
     print(f"# {title}")
@@ -333,6 +348,10 @@ def print_header(title: str, args: argparse.Namespace) -> None:
     tmp = tempfile.gettempdir()
     device, point, fstype, options = _mount_of(tmp)
     print(f"- temp dir: {tmp} on {fstype} mounted at {point} ({options}); disk: {_disk(device)}")
+    print(
+        f"- creating a file there (no flush): {file_create_us(tmp):.0f} µs "
+        "(the stores are made there: `TMPDIR` moves them)"
+    )
     print(
         f"- Python {platform.python_version()} ({platform.python_implementation()}, "
         f"{sys.executable})"
