@@ -84,7 +84,8 @@ def crash_and_resume(
     expected_runs = tool_runs(log, "start")
     total = int(reference["checkpoints"])
     rng = random.Random(total)
-    for k in sorted(rng.sample(range(1, total - len(reference["agents"])), CRASH_POINTS)):
+    # Any checkpoint but the completion marker (after it, nothing is left to resume).
+    for k in sorted(rng.sample(range(1, total), CRASH_POINTS)):
         execution_id = f"crash-{k}"
         first_log, second_log = folder / f"{k}-first.log", folder / f"{k}-second.log"
         first = durably(

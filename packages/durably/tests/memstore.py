@@ -1,9 +1,11 @@
-"""A small in-memory provider for the core's own tests (not a conformance reference)."""
+"""A small in-memory provider for the core's own tests (not a conformance reference), and
+:func:`run_counter`, which runs the counter program on one."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 from durably.errors import AlreadyExistsError, FencedError, LeaseHeldError, PreconditionFailedError
@@ -144,3 +146,24 @@ class MemoryStore(CheckpointProvider):
 
     async def _delete_blob(self, eid: str, digest: str) -> bool:
         return self.blobs.get(eid, {}).pop(digest, None) is not None
+
+
+async def run_counter(store: MemoryStore, config: Any) -> None:
+    """Run ``programs/counter.py`` with its scripted LLM to completion on ``store``
+    (execution ``ret``)."""
+    from durably import CheckpointManager
+    from durably._execution import Execution, UserIO
+    from durably.llm import open_llm
+    from durably.runner import Program, _drive
+
+    here = Path(__file__).parent
+    manager = CheckpointManager("ret", store, config=config)
+    llm = open_llm(f"scripted:{here / 'programs/counter.scripted.json'}")
+    execution = Execution(
+        manager,
+        program=Program.load(here / "programs/counter.py"),
+        llm=llm,
+        io=UserIO(["x"], echo=None),
+    )
+    result = await _drive(execution, manager, resume=False)
+    assert result.status == "completed"

@@ -7,30 +7,12 @@ from pathlib import Path
 import pytest
 
 from durably import Agent, CheckpointManager, StreamingPythonExecutor
-from durably._execution import Execution, UserIO
 from durably.config import DurabilityConfig
 from durably.errors import CheckpointTooLargeError
-from durably.llm import open_llm
-from durably.runner import Program
 
-from memstore import MemoryStore
+from memstore import MemoryStore, run_counter
 
 HERE = Path(__file__).parent
-
-
-async def run_counter(store: MemoryStore, config: DurabilityConfig) -> None:
-    from durably.runner import _drive
-
-    manager = CheckpointManager("ret", store, config=config)
-    llm = open_llm(f"scripted:{HERE / 'programs/counter.scripted.json'}")
-    execution = Execution(
-        manager,
-        program=Program.load(HERE / "programs/counter.py"),
-        llm=llm,
-        io=UserIO(["x"], echo=None),
-    )
-    result = await _drive(execution, manager, resume=False)
-    assert result.status == "completed"
 
 
 @pytest.mark.asyncio

@@ -239,14 +239,27 @@ class Execution:
             entry.seq = seq
         journal.written(seq, snapshot=False)
 
-    async def write_snapshot(self, task: AgentTask) -> None:
+    async def write_snapshot(self, task: AgentTask, *, unless_repeated: bool = False) -> None:
+        """Write a snapshot of ``task``'s agent; with ``unless_repeated``, not when it
+        would repeat the agent's latest snapshot (nothing journaled since, and the same
+        content: see :meth:`CheckpointManager.repeats_snapshot`)."""
         doc, state, local_vars = task.snapshot_doc()
-        task.journal.forget_pending()  # in the snapshot
         frame = task.frames[0].playbook if task.frames else "agent"
+        body = doc.to_doc()
+        journal = task.journal
+        if (
+            unless_repeated
+            and journal.ops_since_snapshot == 0
+            and self.manager.repeats_snapshot(
+                self, task.agent_id, body, state=state, local_vars=local_vars, frame=frame
+            )
+        ):
+            return
+        journal.forget_pending()  # in the snapshot
         seq = await self.manager.write(
             self,
             task.agent_id,
-            doc.to_doc(),
+            body,
             kind="snapshot",
             state=state,
             local_vars=local_vars,

@@ -176,8 +176,8 @@ class AgentTask:
         if self.quiet and self.journal.ops_since_snapshot >= self.snapshot_every:
             await self.snapshot()
 
-    async def snapshot(self) -> None:
-        await self.execution.write_snapshot(self)
+    async def snapshot(self, *, unless_repeated: bool = False) -> None:
+        await self.execution.write_snapshot(self, unless_repeated=unless_repeated)
         self.journal.ops_since_snapshot = 0
 
     def snapshot_doc(self) -> tuple[SnapshotDoc, dict[str, Any], dict[str, Any]]:

@@ -18,13 +18,13 @@ What the documents hold is :mod:`durably._journal`'s; resuming from them is
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 from durably._codec import ValueCodec
 from durably._codeobjects import encode_fallback
 from durably._faults import CrashInjector
 from durably._journal import FinalDoc
-from durably._loading import HistoryCheck, LoadedExecution
+from durably._loading import HistoryCheck, LoadedExecution, digest_of
 from durably._metadata import (
     CHAIN_START,
     META_AGENT,
@@ -74,6 +74,36 @@ class ExecutionInfo(Protocol):
         ...
 
 
+class _Written(NamedTuple):
+    """A snapshot this manager wrote: what :meth:`CheckpointManager.repeats_snapshot`
+    compares a new one with."""
+
+    seq: int
+    op_index: int
+    manifest: dict[str, int]
+    next_agent_id: int
+    digest: str
+
+
+def _roots(
+    agent_id: str,
+    body: dict[str, Any],
+    state: dict[str, Any] | None,
+    local_vars: dict[str, Any] | None,
+    frame: str,
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """The codec's roots of an agent's checkpoint, and their labels (for its errors)."""
+    roots: dict[str, Any] = {"doc": body}
+    labels = {"doc": f"agent {agent_id} checkpoint"}
+    if state is not None:
+        roots["state"] = state
+        labels["state"] = f"agent {agent_id} state"
+    if local_vars is not None:
+        roots["locals"] = local_vars
+        labels["locals"] = f"{frame} frame local"
+    return roots, labels
+
+
 class CheckpointManager(CheckpointWriter):
     """Writes and reads the checkpoints of one execution.
 
@@ -109,6 +139,7 @@ class CheckpointManager(CheckpointWriter):
         self._stored_before: int | None = None  # bytes stored before (max_execution_size)
         self._unresolved: list[str] | None = None  # set while decoding inertly
         self._loading_seq = -1
+        self._snapshots: dict[str, _Written] = {}  # each agent's latest, if written here
         self.faults = CrashInjector.from_env()
         """Fault injection (``DURABLY_CRASH_*``), None unless asked for."""
         hooks_ = self.hooks
@@ -175,14 +206,7 @@ class CheckpointManager(CheckpointWriter):
             body = {**doc, "manifest": manifest, "next_agent_id": execution.next_agent_id}
             if kind == "snapshot":
                 body["header"] = execution.header
-            roots: dict[str, Any] = {"doc": body}
-            labels = {"doc": f"agent {agent_id} checkpoint"}
-            if state is not None:
-                roots["state"] = state
-                labels["state"] = f"agent {agent_id} state"
-            if local_vars is not None:
-                roots["locals"] = local_vars
-                labels["locals"] = f"{frame} frame local"
+            roots, labels = _roots(agent_id, body, state, local_vars, frame)
             await self._store(
                 seq,
                 roots,
@@ -191,12 +215,49 @@ class CheckpointManager(CheckpointWriter):
                 {META_KIND: kind, META_AGENT: agent_id, META_STATUS: "running"},
                 announce,
             )
+            if kind == "snapshot":
+                assert self._prev_digest is not None
+                self._snapshots[agent_id] = _Written(
+                    seq, doc.get("index", -1), manifest, execution.next_agent_id, self._prev_digest
+                )
             if self.faults is not None:
                 self.faults.checkpoint_written()
         keep = self.config.keep_last
         if keep and self.written % max(keep, PRUNE_EVERY) == 0:
             await self.prune(keep)
         return seq
+
+    def repeats_snapshot(
+        self,
+        execution: ExecutionInfo,
+        agent_id: str,
+        doc: dict[str, Any],
+        *,
+        state: dict[str, Any],
+        local_vars: dict[str, Any],
+        frame: str = "agent",
+    ) -> bool:
+        """Whether a snapshot of agent ``agent_id`` holding ``doc``, ``state`` and
+        ``local_vars`` would repeat the agent's latest snapshot, which this manager
+        wrote: encoded with the execution-wide keys that one carried (its manifest and
+        next agent id) and its next operation index, the same bytes. The caller checks
+        that no operation finished since (an operation started since and not finished
+        -- a wait for a message when the program ends -- only moved the index on: a
+        resume from the latest one starts it again, as after a crash right after that
+        one). Then writing it again records nothing new. False when unsure (the latest
+        one was written by another process, or nothing is stored)."""
+        last = self._snapshots.get(agent_id)
+        if last is None or not self.config.enabled or doc.get("index", -1) < last.op_index:
+            return False
+        body = {
+            **doc,
+            "index": last.op_index,
+            "manifest": last.manifest,
+            "next_agent_id": last.next_agent_id,
+            "header": execution.header,
+        }
+        roots, labels = _roots(agent_id, body, state, local_vars, frame)
+        return digest_of(self.codec.encode(roots, labels).data) == last.digest
 
     async def prune(self, keep_last: int) -> list[int]:
         """Apply retention: keep the last ``keep_last`` checkpoints and what resume needs."""

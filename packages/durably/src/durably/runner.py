@@ -108,9 +108,11 @@ async def _drive(execution: Execution, manager: CheckpointManager, *, resume: bo
         # Final snapshots, so that `show` sees every agent's final state. A crash before
         # the final record resumes from them, so only agents at a quiet point get one
         # (after a `Yield("exit")` another agent may still be waiting mid-statement).
+        # An agent idle since its latest snapshot, with the same content, keeps that one
+        # (the final record names it): writing it again would record nothing new.
         for agent_id, task in execution.agents.items():
             if agent_id in execution.settled:
-                await task.snapshot()
+                await task.snapshot(unless_repeated=True)
         await manager.write_final(execution, "completed", value)
         policy = manager.config.on_completion
         if policy == "prune":
