@@ -148,16 +148,15 @@ class MemoryStore(CheckpointProvider):
         return self.blobs.get(eid, {}).pop(digest, None) is not None
 
 
-async def run_counter(store: MemoryStore, config: Any) -> None:
-    """Run ``programs/counter.py`` with its scripted LLM to completion on ``store``
-    (execution ``ret``)."""
+async def run_counter(store: MemoryStore, config: Any = None, *, execution_id: str = "ret") -> None:
+    """Run ``programs/counter.py`` with its scripted LLM to completion on ``store``."""
     from durably import CheckpointManager
     from durably._execution import Execution, UserIO
     from durably.llm import open_llm
     from durably.runner import Program, _drive
 
     here = Path(__file__).parent
-    manager = CheckpointManager("ret", store, config=config)
+    manager = CheckpointManager(execution_id, store, config=config)
     llm = open_llm(f"scripted:{here / 'programs/counter.scripted.json'}")
     execution = Execution(
         manager,

@@ -12,19 +12,16 @@ from pathlib import Path
 import pytest
 
 from durably import CheckpointManager
-from durably._execution import Execution, UserIO
 from durably._inspect import describe_execution
 from durably.checkpoint import META_PREV
 from durably.config import DurabilityConfig
 from durably.errors import CorruptHistoryError, CorruptObjectError, NotFoundError
-from durably.llm import open_llm
-from durably.runner import Program
 from durably.storage import META_BASE, CheckpointInfo
 from durably.timetravel import checkpoint_points, diff_checkpoints, fork_execution
 
+import memstore
 from memstore import MemoryStore
 
-HERE = Path(__file__).parent
 EID = "hist"
 
 
@@ -33,18 +30,7 @@ async def run_counter(
 ) -> None:
     """Run the counter program; with ``stop_after``, drop every checkpoint after that one
     (as if the process had been killed there)."""
-    from durably.runner import _drive
-
-    manager = CheckpointManager(EID, store, config=config)
-    llm = open_llm(f"scripted:{HERE / 'programs/counter.scripted.json'}")
-    execution = Execution(
-        manager,
-        program=Program.load(HERE / "programs/counter.py"),
-        llm=llm,
-        io=UserIO(["x"], echo=None),
-    )
-    result = await _drive(execution, manager, resume=False)
-    assert result.status == "completed"
+    await memstore.run_counter(store, config, execution_id=EID)
     if stop_after is not None:
         for seq in [s for s in store.checkpoints[EID] if s > stop_after]:
             del store.checkpoints[EID][seq]

@@ -122,7 +122,7 @@ async def save(
                         missing=current is None,
                     )
                 opens = open_after_save(index, seq, metadata)
-                listed_end = -1 if state.log is None or new_log else state.log.listed_end
+                listed_end = -1 if state.log is None else state.log.listed_end  # None: new
                 if opens and listed_end != index.valid_end:
                     # before: a crash keeps the entry (skipped while nothing was appended
                     # since our last save made sure of it, see OpenLog.listed_end)
