@@ -271,7 +271,10 @@ async def test_100_concurrent_executions_stay_within_the_pool_bound(
     queued were written together."""
     app = f"durably-bound-{secrets.token_hex(3)}"
     bound = 4
-    stores = [make_store(application_name=app, pool_max_size=bound) for _ in range(100)]
+    # pool_linger = 0: the last close closes the engine at once (lingering: its own tests)
+    stores = [
+        make_store(application_name=app, pool_max_size=bound, pool_linger=0) for _ in range(100)
+    ]
     peak = 0
     done = asyncio.Event()
 
@@ -582,7 +585,9 @@ def test_a_provider_used_in_another_running_loop_releases_the_old_engine_there(
     """The old engine's loop still runs (it can come back): the reference is released in
     that loop, and the engine closes there once its last user lets go."""
     app = f"durably-loops2-{secrets.token_hex(3)}"
-    store = PostgresProvider.from_url(pg_url, {"schema": pg_schema, "application_name": app})
+    store = PostgresProvider.from_url(
+        pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 0}
+    )
     old_loop, new_loop = asyncio.new_event_loop(), asyncio.new_event_loop()
     try:
         first, _ = old_loop.run_until_complete(_use(store, "one"))
@@ -607,7 +612,11 @@ def test_a_forked_child_never_uses_its_parents_connections(pg_url: str, pg_schem
     child's own: none of the parent's connections (a socket shared by two processes
     garbles both sessions), and the parent's engine keeps working after the child ended."""
     app = f"durably-fork-{secrets.token_hex(3)}"
-    store = PostgresProvider.from_url(pg_url, {"schema": pg_schema, "application_name": app})
+    # pool_linger = 0: the parent's loop is closed without asyncio.run, which would close
+    # a lingering engine (the child's asyncio.run does: its engine lingers, then closes)
+    store = PostgresProvider.from_url(
+        pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 0}
+    )
     loop = asyncio.new_event_loop()
     try:
         parent, _ = loop.run_until_complete(_use(store, "parent"))
@@ -690,7 +699,8 @@ async def test_the_last_close_closes_the_engine_and_a_held_lock_keeps_only_its_s
     """Providers share an engine until the last one closes: then its pool closes. An
     owner lock still held then keeps only the lock session open, until it is released."""
     app = f"durably-last-{secrets.token_hex(3)}"
-    one, two = make_store(application_name=app), make_store(application_name=app)
+    one = make_store(application_name=app, pool_linger=0)
+    two = make_store(application_name=app, pool_linger=0)
     lock = await one.lock_owner("held")
     assert lock is not None
     await two.load_latest_checkpoint("held")

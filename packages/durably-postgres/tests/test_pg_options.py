@@ -82,11 +82,19 @@ def test_valid_options_are_kept() -> None:
             "application_name": "worker-1",
             "connect_retries": 0,
             "pool_timeout": 4,
+            "pool_linger": 0,
         },
     )
     opts = provider.options
+    assert (opts.pool_timeout, opts.pool_linger) == (4.0, 0.0)
     assert (opts.schema, opts.pool_min_size, opts.pool_max_size) == ("My_Schema", 0, 3)
     assert (opts.statement_timeout, opts.lease_clock, opts.migrate) == (1.5, "client", False)
+
+
+@pytest.mark.parametrize("value", [-1, "10", True, float("nan")])
+def test_a_bad_pool_linger_is_a_config_error(value: Any) -> None:
+    with pytest.raises(ConfigError, match="pool_linger"):
+        PostgresProvider.from_url("postgresql://h/db", {"pool_linger": value})
 
 
 @pytest.mark.parametrize("url", ["mysql://h/db", "file:///tmp/x"])

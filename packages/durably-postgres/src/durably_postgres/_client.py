@@ -198,7 +198,7 @@ class PostgresClient:
         if engine is None:
             return
         if engine.is_current():
-            await _engine.release(engine)
+            await _engine.release(engine, linger=self.options.pool_linger)
         else:
             _engine.abandon(engine)
 

@@ -19,6 +19,14 @@ So a process holds at most ``pool_max_size + 1`` connections per server and opti
 however many executions it runs (plus one, briefly, while the first provider checks the
 schema). The schema is checked (and migrated) once per engine and schema.
 
+An engine whose last provider closed **lingers** for ``pool_linger`` seconds (the option
+of the provider that closed last; 0: it closes at once): a provider opened meanwhile
+takes it again, with its connections, its owner-lock session and its checked schemas, so
+an application that runs executions one after another (``run_program`` opens and closes a
+provider each time) does not connect to the server for each of them. A lingering engine
+closes when the time is up, or when its event loop shuts down (``asyncio.run`` cancels
+the wait, and the engine closes in that loop before it ends).
+
 An engine belongs to the process and the event loop that made it: its pool, tasks and
 locks work in that loop only, and its sockets are that process's. A provider used in
 another event loop, or in a child after ``os.fork()``, takes a reference on the engine of
@@ -31,6 +39,7 @@ connections -- closing them would end the parent's sessions).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import weakref
@@ -123,6 +132,8 @@ class Engine:
         self._pinned: AsyncConn | None = None
         self.closed = asyncio.Event()
         """Set once the last reference was released and the pool closed."""
+        self._lingering: asyncio.Task[None] | None = None
+        """While no provider holds the engine: the wait after which it closes."""
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop | None:
@@ -208,13 +219,52 @@ class Engine:
             outcomes[index] = rows[position]
         return outcomes
 
+    @property
+    def lingering(self) -> bool:
+        """Whether the engine waits, unreferenced, to be taken again or closed."""
+        return self._lingering is not None
+
+    def linger(self, seconds: float) -> None:
+        """Close in ``seconds`` unless :meth:`revive` comes first (no reference left)."""
+        self._lingering = asyncio.get_running_loop().create_task(
+            self._close_after(seconds), name=f"durably: idle PostgreSQL engine ({seconds:g} s)"
+        )
+
+    def revive(self) -> None:
+        """A provider takes the lingering engine again: it stays open."""
+        task, self._lingering = self._lingering, None
+        if task is not None:
+            task.cancel()
+
+    async def _close_after(self, seconds: float) -> None:
+        ending = False
+        try:
+            await asyncio.sleep(seconds)
+        except asyncio.CancelledError:
+            ending = True
+            raise
+        finally:
+            # Time is up, or the loop shuts down (asyncio.run cancels its tasks and runs
+            # them to their end): close here, in the engine's loop. Not when revived.
+            if self._lingering is asyncio.current_task():
+                self._lingering = None
+                _forget(self)
+                await self.close(loop_ending=ending)
+
     def lock_session(self, connect: Callable[[], Awaitable[AsyncConn]]) -> OwnerLockSession:
         """The session that holds this engine's owner locks (made on first use)."""
         if self.owner_locks is None:
             self.owner_locks = OwnerLockSession(connect)
         return self.owner_locks
 
-    async def close(self) -> None:
+    async def close(self, *, loop_ending: bool = False) -> None:
+        """Close the pool and the idle owner-lock session (see :func:`release`).
+
+        ``loop_ending``: the event loop shuts down and cancelled the pool's worker tasks
+        along with this one; ``pool.close()`` would stop at waiting for them (their
+        cancellation) before closing its connections, so they are closed first
+        (``drain``), and that cancellation, which is not this task's, is not re-raised.
+        """
         try:
             await self.committer.wait_idle()
             pinned, self._pinned = self._pinned, None
@@ -223,7 +273,12 @@ class Engine:
             if self.owner_locks is not None:
                 await self.owner_locks.close_when_unused()
             if self.pool is not None:
-                await self.pool.close()
+                if not loop_ending:
+                    await self.pool.close()
+                else:
+                    await self.pool.drain()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self.pool.close()
         finally:
             self.closed.set()
 
@@ -265,6 +320,7 @@ async def acquire(
     engine = engines.get(key)
     if engine is None:
         engine = engines[key] = Engine(key)
+    engine.revive()
     engine.refs += 1
     try:
         if schema not in engine.schemas or engine.pool is None:
@@ -278,11 +334,15 @@ async def acquire(
     return engine
 
 
-async def release(engine: Engine) -> None:
-    """Drop a reference (in the engine's own loop); the last one closes the engine's pool
-    and idle lock session."""
+async def release(engine: Engine, linger: float = 0.0) -> None:
+    """Drop a reference (in the engine's own loop). The last one closes the engine's pool
+    and idle lock session, at once or after ``linger`` seconds in which no provider took
+    the engine again (:meth:`Engine.linger`)."""
     engine.refs -= 1
     if engine.refs > 0:
+        return
+    if linger > 0 and engine.pool is not None and not engine.pool.closed:
+        engine.linger(linger)
         return
     _forget(engine)
     await engine.close()

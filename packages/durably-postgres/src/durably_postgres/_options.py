@@ -42,6 +42,9 @@ class PostgresOptions:
     """Connections the pool opens at most."""
     pool_timeout: float = 30.0
     """Seconds an operation waits for a pooled connection before StoreUnavailableError."""
+    pool_linger: float = 10.0
+    """Seconds the process's pool and owner-lock session stay open after the last store
+    using them closed, for the next store to take again (0: they close with it)."""
     application_name: str | None = None
     """Shown in ``pg_stat_activity``; default ``durably`` unless the URL or PGAPPNAME sets one."""
     connect_timeout: float = 10.0
@@ -81,6 +84,8 @@ def parse_options(options: Mapping[str, Any] | None) -> PostgresOptions:
             value = _integer(key, value, minimum=1)
         elif name in ("pool_timeout", "connect_timeout"):
             value = _number(key, value, minimum=0.001)
+        elif name == "pool_linger":
+            value = _number(key, value, minimum=0, allow_zero=True)
         elif name == "statement_timeout":
             if value is not None:
                 value = _number(key, value, minimum=0, allow_zero=True) or None

@@ -88,7 +88,7 @@ class PostgresProvider(CheckpointProvider):
         Args:
             url: ``postgresql://user[:password]@host[:port]/dbname[?param=value...]``.
             options: The ``[durability.postgres]`` table: ``schema``, ``pool_min_size``,
-                ``pool_max_size``, ``pool_timeout``, ``application_name``,
+                ``pool_max_size``, ``pool_timeout``, ``pool_linger``, ``application_name``,
                 ``connect_timeout``, ``connect_retries``, ``statement_timeout``,
                 ``lease_clock``, ``migrate``, ``prepared_statements``.
 
