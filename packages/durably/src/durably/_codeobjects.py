@@ -11,6 +11,7 @@ execution is restored, never when it is inspected (:class:`ModuleReference`).
 
 from __future__ import annotations
 
+import functools
 import sys
 import types
 from typing import Any
@@ -55,7 +56,6 @@ def _defining_statement(value: Any) -> str | None:
     """The source of the LLM statement that defined a function or class, if that statement
     only defines it (``def``, ``class``, or ``name = lambda ...``), so re-running it on
     restore has no other effect."""
-    import ast
     import linecache
 
     if isinstance(value, types.FunctionType):
@@ -65,11 +65,22 @@ def _defining_statement(value: Any) -> str | None:
     if not filename.startswith("<llm "):
         return None
     source = "".join(linecache.getlines(filename)).lstrip("\n")
+    return source if _only_defines(source) else None
+
+
+@functools.lru_cache(maxsize=256)
+def _only_defines(source: str) -> bool:
+    """Whether the statement ``source`` only defines functions or classes (a result of
+    the text alone: cached, since every snapshot of a namespace holding the function
+    asks again; keyed by the text, never by the file name, which repeats across
+    executions)."""
+    import ast
+
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return None
-    pure = all(
+        return False
+    return bool(tree.body) and all(
         (
             isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
             and not node.decorator_list
@@ -77,7 +88,6 @@ def _defining_statement(value: Any) -> str | None:
         or (isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda))
         for node in tree.body
     )
-    return source if pure and tree.body else None
 
 
 class ModuleReference:

@@ -38,7 +38,7 @@ from durably.errors import DurablyWarning
 if TYPE_CHECKING:
     from durably._codec._valuecodec import ValueCodec
 
-__all__ = ["ENCODERS", "Encoder"]
+__all__ = ["ENCODERS", "Encoder", "EscapedStrings"]
 
 
 def _e_float(value: float) -> str:
@@ -71,6 +71,54 @@ def _e_tz(tz: _dt.tzinfo | None) -> str | None:
     return None
 
 
+LONG_STR = 256
+"""A str at least this long is looked up in (and added to) :class:`EscapedStrings`."""
+
+
+class EscapedStrings:
+    """The JSON text of the long str values of an execution's latest snapshot.
+
+    Snapshots of the same agent mostly hold the same str objects (a transcript, a
+    document, items of a list of which one changed): escaping each again is most of the
+    encoder's time for such a state. A str is immutable, so its escaped text can be
+    reused whenever the *same object* comes back. Entries hold the str itself, so its
+    ``id`` cannot be reused while the entry exists, and a hit is checked with ``is``.
+
+    Bounded: what is kept is the strings of the latest encode that had any (an encode
+    of a small document in between does not drop them) and those of the encode
+    running, each generation at most ``max_chars`` characters of escaped text (8 Mi by
+    default); a str whose text is longer than the blob threshold is chunked from its
+    pieces instead (not kept).
+    """
+
+    __slots__ = ("_before", "_chars", "_now", "max_chars")
+
+    def __init__(self, max_chars: int = 8 * 1024 * 1024) -> None:
+        self.max_chars = max_chars
+        self._before: dict[int, tuple[str, str]] = {}
+        self._now: dict[int, tuple[str, str]] = {}
+        self._chars = 0
+
+    def next_generation(self) -> None:
+        """Start an encode: what the last one used (if anything) is what it can reuse."""
+        if self._now:
+            self._before, self._now, self._chars = self._now, {}, 0
+
+    def escape(self, value: str, limit: int) -> str:
+        """``value``'s JSON text (``encode_basestring_ascii``), reused when cached."""
+        key = id(value)
+        hit = self._before.get(key)
+        s = hit[1] if hit is not None and hit[0] is value else _esc(value)
+        if len(s) <= limit and self._chars < self.max_chars and key not in self._now:
+            self._now[key] = (value, s)
+            self._chars += len(s)
+        return s
+
+
+_NO_STRINGS = EscapedStrings(max_chars=0)
+"""For an encoder without a cache: finds nothing, keeps nothing."""
+
+
 class Encoder:
     """State of one encode call: the identity memo, the blobs, the class-path cache."""
 
@@ -78,6 +126,7 @@ class Encoder:
         "chunks",
         "cls_cache",
         "codec",
+        "escaped",
         "fallback",
         "fields",
         "hook",
@@ -97,6 +146,7 @@ class Encoder:
         *,
         keying: bool = False,
         cls_cache: dict[type, str | None] | None = None,
+        escaped: EscapedStrings | None = None,
     ) -> None:
         self.codec = codec
         self.hook = codec._encode_hook
@@ -111,6 +161,7 @@ class Encoder:
         self.chunks = ChunkWriter(limit)
         self.cls_cache: dict[type, str | None] = {} if cls_cache is None else cls_cache
         self.fields: dict[type, tuple[str, ...]] = {}  # dataclass -> field names
+        self.escaped = _NO_STRINGS if escaped is None else escaped
 
     # -- dispatch -----------------------------------------------------------------------
 
@@ -118,7 +169,9 @@ class Encoder:
         """Encode one value to its JSON fragment."""
         t = type(value)
         if t is str:
-            s: str = _esc(value)
+            s: str = (
+                _esc(value) if len(value) < LONG_STR else self.escaped.escape(value, self.limit)
+            )
             return s if len(s) <= self.limit else self.chunks.big_str(value)
         f = ENCODERS.get(t)
         if f is not None:
@@ -176,13 +229,14 @@ class Encoder:
     def _seq(self, value: Iterable[Any]) -> list[str]:
         enc, limit, big, irepr, frepr = self.enc, self.limit, BIG_INT, int.__repr__, float.__repr__
         encoders = ENCODERS
+        escape = self.escaped.escape
         out: list[str] = []
         append = out.append
         try:
             for item in value:  # the common leaves inline: this loop is the hot path
                 t = type(item)
                 if t is str:
-                    s = _esc(item)
+                    s = _esc(item) if len(item) < LONG_STR else escape(item, limit)
                     append(s if len(s) <= limit else self.chunks.big_str(item))
                 elif t is int and -big < item < big:
                     append(irepr(item))
@@ -203,6 +257,7 @@ class Encoder:
     def _pairs(self, value: Mapping[Any, Any], out: list[str] | None = None) -> list[str]:
         enc, limit, big, irepr, frepr = self.enc, self.limit, BIG_INT, int.__repr__, float.__repr__
         encoders = ENCODERS
+        escape = self.escaped.escape
         out = [] if out is None else out
         append = out.append
         key: Any = None
@@ -211,7 +266,7 @@ class Encoder:
                 append(_esc(key) if type(key) is str else enc(key))
                 t = type(item)
                 if t is str:
-                    s = _esc(item)
+                    s = _esc(item) if len(item) < LONG_STR else escape(item, limit)
                     append(s if len(s) <= limit else self.chunks.big_str(item))
                 elif t is int and -big < item < big:
                     append(irepr(item))

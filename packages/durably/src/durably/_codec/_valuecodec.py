@@ -8,7 +8,7 @@ from json.encoder import encode_basestring_ascii as _esc
 from typing import Any, Literal
 
 from durably._codec._decode import Decoder
-from durably._codec._encode import Encoder
+from durably._codec._encode import Encoder, EscapedStrings
 from durably._codec._format import (
     FORMAT,
     MIN_THRESHOLD,
@@ -76,6 +76,8 @@ class ValueCodec:
         self._decode_fallback: DecodeHook | None = decode_fallback
         self._pickle_key: bytes | None = pickle_key
         self._skip: bool = on_unserializable == "skip"
+        self._escaped = EscapedStrings()
+        """The escaped text of the latest encode's long strings, reused by the next."""
 
     def encode(self, roots: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> Encoded:
         """Encode named roots (e.g. ``{"frame0": locals_dict, "state": state_dict}``).
@@ -107,7 +109,8 @@ class ValueCodec:
         self, roots: Mapping[str, Any], labels: Mapping[str, str] | None
     ) -> Encoded:
         """:meth:`encode` by the general encoder (any value, any size)."""
-        enc = Encoder(self, self._blob_threshold)
+        self._escaped.next_generation()
+        enc = Encoder(self, self._blob_threshold, escaped=self._escaped)
         skipped: list[str] = []
         labels = labels or {}
         parts = []
