@@ -200,3 +200,148 @@ async def test_connections_the_server_ended_while_lingering_are_replaced(
     now = await asyncio.to_thread(_backend_pids, pg_url, app)
     assert now
     assert not now & old
+
+
+def test_a_store_closed_by_a_task_cancelled_at_shutdown_does_not_linger_past_the_loop(
+    pg_url: str, pg_schema: str
+) -> None:
+    """An execution still running when ``main()`` returns is cancelled by asyncio.run's
+    shutdown, and closes its provider in a ``finally``. A wait started then would not be
+    cancelled (the shutdown cancels the tasks it found once): the engine closes at once."""
+    app = f"durably-linger-shut-{secrets.token_hex(3)}"
+    engines: list[Engine] = []
+
+    async def execution(store: PostgresProvider, started: asyncio.Event) -> None:
+        try:
+            await _execution(store, "bg")
+            engines.append(_engine(store))
+            started.set()
+            await asyncio.sleep(3600)  # waiting for the LLM, the user, a timer
+        finally:
+            await store.close()
+
+    async def main() -> None:
+        store = PostgresProvider.from_url(
+            pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 3600}
+        )
+        started = asyncio.Event()
+        asyncio.get_running_loop().create_task(execution(store, started))
+        await started.wait()  # main returns while the execution still runs
+
+    asyncio.run(main())
+    assert engines[0].closed.is_set()
+    assert not engines[0].lingering
+    deadline = time.monotonic() + 10
+    while _backend_pids(pg_url, app):
+        assert time.monotonic() < deadline, "connections left after asyncio.run"
+        time.sleep(0.01)
+
+
+@pytest.mark.asyncio
+async def test_the_schema_is_checked_again_when_the_engine_is_taken_again(
+    make_store: MakeStore, pg_url: str, pg_schema: str
+) -> None:
+    """Between two executions the schema may change behind the process's back: upgraded
+    by a newer durably, or dropped. The provider that takes the lingering engine checks
+    it again (on a pooled connection), as a provider of a new engine does."""
+    from durably.errors import StoreError
+    from durably_postgres import SCHEMA_VERSION
+
+    first = make_store()
+    await first.save_checkpoint("x", 0, b"x")
+    engine = _engine(first)
+    await first.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(
+            f'INSERT INTO "{pg_schema}".schema_version (version, description) VALUES (%s, %s)',
+            (SCHEMA_VERSION + 1, "from a newer durably"),
+        )
+    newer = make_store()
+    with pytest.raises(StoreError, match="newer than"):
+        await newer.save_checkpoint("x", 1, b"y")
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA "{pg_schema}" CASCADE')
+    again = make_store()
+    await again.save_checkpoint("x", 0, b"z")  # created again, as on first use
+    assert (await again.load_checkpoint("x", 0)).data == b"z"
+    assert engine.closed.is_set()  # the refused check closed the old engine
+
+
+def test_a_forked_child_running_the_parents_loop_leaves_its_lingering_engine_alone(
+    pg_url: str, pg_schema: str
+) -> None:
+    """Python lets a forked child run the event loop it inherited. The parent's lingering
+    engine's timer may fire there: it must not close the parent's sessions (a socket
+    shared by two processes)."""
+    import os
+    import signal
+
+    if not hasattr(os, "fork"):
+        pytest.skip("needs os.fork")
+    app = f"durably-linger-fork-{secrets.token_hex(3)}"
+    store = PostgresProvider.from_url(
+        pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 0.3}
+    )
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(_execution(store, "parent"))
+        engine = _engine(store)
+        loop.run_until_complete(store.close())
+        assert engine.lingering
+        before = _backend_pids(pg_url, app)
+        assert before
+        pid = os.fork()
+        if pid == 0:  # the child: unrelated asyncio work on the inherited loop
+            try:
+                signal.alarm(30)
+                loop.run_until_complete(asyncio.sleep(1.0))  # past the timer
+            finally:
+                os._exit(0)
+        os.waitpid(pid, 0)
+        time.sleep(0.2)
+        assert _backend_pids(pg_url, app) == before  # every session of the parent is alive
+        again = PostgresProvider.from_url(
+            pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 0}
+        )
+        loop.run_until_complete(_execution(again, "parent-again"))
+        assert _engine(again) is engine  # and still works
+        loop.run_until_complete(again.close())
+    finally:
+        loop.close()
+
+
+# psycopg_pool's worker tasks, pending in the closed loop, are reported as they are
+# collected: that is what the docs say happens to such a loop's engine.
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+def test_the_engine_of_a_loop_closed_without_cancelling_is_dropped_by_the_next_provider(
+    pg_url: str, pg_schema: str
+) -> None:
+    """``loop.close()`` without asyncio.run's cancellation: nothing can close a lingering
+    engine properly any more. The next provider (in another loop) drops it, and the
+    garbage collector closes its connections."""
+    import gc
+
+    app = f"durably-linger-plain-{secrets.token_hex(3)}"
+    options = {"schema": pg_schema, "application_name": app}
+    store = PostgresProvider.from_url(pg_url, options)
+    loop = asyncio.new_event_loop()
+    loop.run_until_complete(_execution(store, "one"))
+    loop.run_until_complete(store.close())
+    loop.close()
+    assert loop in _engines
+
+    async def next_execution() -> None:
+        other = PostgresProvider.from_url(pg_url, {**options, "pool_linger": 0})
+        await _execution(other, "two")
+        await other.close()
+
+    asyncio.run(next_execution())
+    assert loop not in _engines
+    del loop, store
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while _backend_pids(pg_url, app):
+        assert time.monotonic() < deadline, "the closed loop's connections are still open"
+        time.sleep(0.01)

@@ -161,7 +161,22 @@ class PostgresClient:
         )
 
     async def _prepare(self, engine: Engine, need_pool: bool) -> None:
-        """Check (migrate) this client's schema; open the engine's pool if it has none."""
+        """Check (migrate) this client's schema; open the engine's pool if it has none.
+
+        An engine with a pool (taken again after it lingered, or shared with a provider
+        of another schema) checks on one of its pooled connections; a new one on a
+        connection of its own, before the pool opens (a wrong password or an unreachable
+        server fails there, with the connection's own error).
+        """
+        if engine.pool is not None and not need_pool:
+            try:
+                async with engine.pool.connection() as conn:
+                    await ensure_schema(conn, self.schema, migrate=self.options.migrate)
+            except psycopg.Error as exc:
+                raise translate(
+                    exc, "preparing the schema", self.target, schema=self.schema
+                ) from exc
+            return
         await self.migrate(migrate=self.options.migrate)
         if not need_pool:
             return
@@ -190,8 +205,10 @@ class PostgresClient:
     async def close(self) -> None:
         """Let go of the shared engine (idempotent); later operations raise StoreError.
 
-        The last provider of the process to let go of it closes its pool. An engine of
-        another loop or process is let go of as :meth:`current_engine` says.
+        The last provider of the process to let go of it closes its pool, at once or
+        after ``pool_linger`` seconds in which no provider took it again (see
+        :mod:`durably_postgres._engine`). An engine of another loop or process is let go
+        of as :meth:`current_engine` says.
         """
         self._closed = True
         engine, self._engine = self._engine, None

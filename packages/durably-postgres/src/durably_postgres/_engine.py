@@ -4,8 +4,8 @@
 owner-lock session, 100 executions running at once in one process would need 100 or
 more connections (and PostgreSQL's ``max_connections`` is 100 by default). Instead, the
 providers of an event loop that connect to the same server with the same connection
-options share one :class:`Engine` (reference-counted: the last provider to close it
-closes its pool):
+options share one :class:`Engine` (reference-counted: when the last provider closes,
+the engine closes its pool, at once or after it lingered, below):
 
 - **one pool** of at most ``pool_max_size`` connections;
 - **one group committer** for checkpoint writes (:class:`durably._groupcommit.GroupCommitter`):
@@ -21,11 +21,15 @@ schema). The schema is checked (and migrated) once per engine and schema.
 
 An engine whose last provider closed **lingers** for ``pool_linger`` seconds (the option
 of the provider that closed last; 0: it closes at once): a provider opened meanwhile
-takes it again, with its connections, its owner-lock session and its checked schemas, so
-an application that runs executions one after another (``run_program`` opens and closes a
-provider each time) does not connect to the server for each of them. A lingering engine
-closes when the time is up, or when its event loop shuts down (``asyncio.run`` cancels
-the wait, and the engine closes in that loop before it ends).
+takes it again, with its connections and its owner-lock session (its schemas are checked
+again, on a pooled connection), so an application that runs executions one after
+another (``run_program`` opens and closes a provider each time) does not connect to the
+server for each of them. A lingering engine closes when the time is up, or when its
+event loop shuts down: ``asyncio.run`` cancels the wait, and the engine closes in that
+loop before it ends. A provider closed by a task being cancelled (during that shutdown,
+say) closes the engine at once. A forked child that runs the parent's loop never closes
+the parent's lingering engine; a loop closed without cancelling its tasks leaves its
+engine to the garbage collector (:func:`_forget_closed_loops`).
 
 An engine belongs to the process and the event loop that made it: its pool, tasks and
 locks work in that loop only, and its sockets are that process's. A provider used in
@@ -230,26 +234,41 @@ class Engine:
             self._close_after(seconds), name=f"durably: idle PostgreSQL engine ({seconds:g} s)"
         )
 
-    def revive(self) -> None:
-        """A provider takes the lingering engine again: it stays open."""
+    def revive(self) -> bool:
+        """A provider takes the engine (lingering or not): it stays open.
+
+        Returns:
+            Whether it was lingering. Its schemas are then checked again by the provider
+            that takes it (upgraded or dropped meanwhile, as for a new engine).
+        """
         task, self._lingering = self._lingering, None
-        if task is not None:
-            task.cancel()
+        if task is None:
+            return False
+        task.cancel()
+        self.schemas.clear()
+        return True
 
     async def _close_after(self, seconds: float) -> None:
-        ending = False
+        # Time is up, or the loop shuts down: asyncio.run (and asyncio.Runner, asgiref,
+        # pytest-asyncio) cancel the loop's tasks and run them to their end, so the engine
+        # closes here, in its loop, before that ends. Not when revived meanwhile. (A loop
+        # closed with this wait pending closes the coroutine instead, GeneratorExit: nothing
+        # runs; see _forget_closed_loops.)
         try:
             await asyncio.sleep(seconds)
         except asyncio.CancelledError:
-            ending = True
+            await self._close_lingering(loop_ending=True)
             raise
-        finally:
-            # Time is up, or the loop shuts down (asyncio.run cancels its tasks and runs
-            # them to their end): close here, in the engine's loop. Not when revived.
-            if self._lingering is asyncio.current_task():
-                self._lingering = None
-                _forget(self)
-                await self.close(loop_ending=ending)
+        await self._close_lingering(loop_ending=False)
+
+    async def _close_lingering(self, *, loop_ending: bool) -> None:
+        if self._lingering is not asyncio.current_task():
+            return  # revived: a provider holds the engine again
+        self._lingering = None
+        _forget(self)
+        if self.pid != os.getpid():
+            return  # a forked child runs the parent's loop: these are the parent's sessions
+        await self.close(loop_ending=loop_ending)
 
     def lock_session(self, connect: Callable[[], Awaitable[AsyncConn]]) -> OwnerLockSession:
         """The session that holds this engine's owner locks (made on first use)."""
@@ -260,10 +279,11 @@ class Engine:
     async def close(self, *, loop_ending: bool = False) -> None:
         """Close the pool and the idle owner-lock session (see :func:`release`).
 
-        ``loop_ending``: the event loop shuts down and cancelled the pool's worker tasks
-        along with this one; ``pool.close()`` would stop at waiting for them (their
-        cancellation) before closing its connections, so they are closed first
-        (``drain``), and that cancellation, which is not this task's, is not re-raised.
+        ``loop_ending``: this task is cancelled, as the event loop's shutdown cancels every
+        task, the pool's workers included; ``pool.close()`` would stop at waiting for
+        them (their cancellation) before closing its connections, so they are closed
+        first (``drain``), and that cancellation, which is not this task's, is not
+        re-raised.
         """
         try:
             await self.committer.wait_idle()
@@ -316,6 +336,7 @@ async def acquire(
     ``prepare(engine, need_pool)`` checks (migrates) ``schema`` and, if ``need_pool``,
     opens the pool; it runs once per engine and schema, under the engine's lock.
     """
+    _forget_closed_loops()
     engines = _engines.setdefault(asyncio.get_running_loop(), {})
     engine = engines.get(key)
     if engine is None:
@@ -341,11 +362,30 @@ async def release(engine: Engine, linger: float = 0.0) -> None:
     engine.refs -= 1
     if engine.refs > 0:
         return
-    if linger > 0 and engine.pool is not None and not engine.pool.closed:
+    task = asyncio.current_task()
+    # A task being cancelled closes at once: asyncio.run's shutdown cancels the loop's
+    # tasks once, and a wait started by one of them then would outlive the loop; and the
+    # pool's workers may be cancelled with it (Engine.close's loop_ending).
+    cancelled = task is not None and task.cancelling() > 0
+    if linger > 0 and engine.pool is not None and not engine.pool.closed and not cancelled:
         engine.linger(linger)
         return
     _forget(engine)
-    await engine.close()
+    await engine.close(loop_ending=cancelled)
+
+
+def _forget_closed_loops() -> None:
+    """Drop the engines of event loops that were closed with an engine still open.
+
+    Such a loop was closed without cancelling its tasks (``loop.close()`` after
+    ``run_until_complete``, not ``asyncio.run``), with a lingering engine or a provider
+    never closed. The engine's tasks refer to the loop, which keeps the loop's entry in
+    :data:`_engines` alive: dropped here, the engine, its tasks and its connections are
+    left to the garbage collector (which closes the sockets; asyncio reports the pending
+    tasks destroyed). Nothing can close them properly once their loop is closed.
+    """
+    for loop in [loop for loop in _engines if loop.is_closed()]:
+        _engines.pop(loop, None)
 
 
 def _forget(engine: Engine) -> None:
