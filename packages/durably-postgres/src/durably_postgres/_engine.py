@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import os
 import weakref
@@ -231,7 +232,9 @@ class Engine:
     def linger(self, seconds: float) -> None:
         """Close in ``seconds`` unless :meth:`revive` comes first (no reference left)."""
         self._lingering = asyncio.get_running_loop().create_task(
-            self._close_after(seconds), name=f"durably: idle PostgreSQL engine ({seconds:g} s)"
+            self._close_after(seconds),
+            name=f"durably: idle PostgreSQL engine ({seconds:g} s)",
+            context=contextvars.Context(),  # not the closing task's: it keeps nothing alive
         )
 
     def revive(self) -> bool:
