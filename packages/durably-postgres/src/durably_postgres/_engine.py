@@ -237,19 +237,13 @@ class Engine:
             context=contextvars.Context(),  # not the closing task's: it keeps nothing alive
         )
 
-    def revive(self) -> bool:
-        """A provider takes the engine (lingering or not): it stays open.
-
-        Returns:
-            Whether it was lingering. Its schemas are then checked again by the provider
-            that takes it (upgraded or dropped meanwhile, as for a new engine).
-        """
+    def revive(self) -> None:
+        """A provider takes the engine: if it lingers, it stays open, and its schemas are
+        checked again by that provider (upgraded or dropped meanwhile, as for a new one)."""
         task, self._lingering = self._lingering, None
-        if task is None:
-            return False
-        task.cancel()
-        self.schemas.clear()
-        return True
+        if task is not None:
+            task.cancel()
+            self.schemas.clear()
 
     async def _close_after(self, seconds: float) -> None:
         # Time is up, or the loop shuts down: asyncio.run (and asyncio.Runner, asgiref,
@@ -387,7 +381,11 @@ def _forget_closed_loops() -> None:
     left to the garbage collector (which closes the sockets; asyncio reports the pending
     tasks destroyed). Nothing can close them properly once their loop is closed.
     """
-    for loop in [loop for loop in _engines if loop.is_closed()]:
+    try:
+        closed = [loop for loop in _engines if loop.is_closed()]
+    except RuntimeError:  # another thread's loop changed the mapping: sweep next time
+        return
+    for loop in closed:
         _engines.pop(loop, None)
 
 
