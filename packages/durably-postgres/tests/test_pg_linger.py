@@ -12,50 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import secrets
 import time
 from typing import Any
 
 import psycopg
 import pytest
+from test_pg_group_commit import _backend_pids, _engine, _until_no_connection, _use
 from test_pg_provider import MakeStore
 
 from durably_postgres import PostgresProvider
 from durably_postgres._engine import Engine, _engines
-
-
-def _engine(store: PostgresProvider) -> Engine:
-    engine = store._db.engine
-    assert engine is not None
-    return engine
-
-
-def _backend_pids(url: str, app: str) -> set[int]:
-    with psycopg.connect(url, autocommit=True) as conn:
-        rows = conn.execute(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = %s", (app,)
-        ).fetchall()
-    return {int(row[0]) for row in rows}
-
-
-async def _until(condition: Any, what: str, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.01)
-
-
-async def _execution(store: PostgresProvider, execution_id: str) -> None:
-    """What run_program does with its provider: owner lock, lease, saves, release."""
-    lock = await store.lock_owner(execution_id)
-    assert lock is not None
-    lease = await store.claim(execution_id, "me", ttl=60)
-    for seq in range(3):
-        await store.save_checkpoint(execution_id, seq, b"x" * 100, lease=lease)
-    assert (await store.load_latest_checkpoint(execution_id)) is not None
-    await store.release(lease)
-    await lock.release()
 
 
 @pytest.mark.asyncio
@@ -64,7 +32,7 @@ async def test_the_next_provider_takes_the_lingering_engine_with_its_connections
 ) -> None:
     app = f"durably-linger-{secrets.token_hex(3)}"
     first = make_store(application_name=app)
-    await _execution(first, "one")
+    await _use(first, "one")
     engine = _engine(first)
     await first.close()
     assert engine.refs == 0
@@ -75,7 +43,7 @@ async def test_the_next_provider_takes_the_lingering_engine_with_its_connections
     assert before  # the pool's connections and the owner-lock session are still open
 
     second = make_store(application_name=app)
-    await _execution(second, "two")
+    await _use(second, "two")
     assert _engine(second) is engine
     assert not engine.lingering
     # No connection was opened for the second execution: the same server sessions.
@@ -90,7 +58,7 @@ async def test_a_lingering_engine_closes_when_the_time_is_up(
 ) -> None:
     app = f"durably-linger-up-{secrets.token_hex(3)}"
     store = make_store(application_name=app, pool_linger=0.2)
-    await _execution(store, "one")
+    await _use(store, "one")
     engine = _engine(store)
     await store.close()
     assert engine.lingering
@@ -99,10 +67,10 @@ async def test_a_lingering_engine_closes_when_the_time_is_up(
     assert engine.pool is not None
     assert engine.pool.closed
     assert engine.key not in _engines.get(asyncio.get_running_loop(), {})
-    await _until(lambda: not _backend_pids(pg_url, app), "the sessions to end")
+    await asyncio.to_thread(_until_no_connection, pg_url, app)
 
     again = make_store(application_name=app, pool_linger=0.2)  # a new engine connects
-    await _execution(again, "two")
+    await _use(again, "two")
     assert _engine(again) is not engine
 
 
@@ -113,7 +81,7 @@ async def test_a_provider_that_takes_the_engine_back_outlives_the_old_deadline(
     """The timer of the first close is cancelled when a provider takes the engine again:
     it never closes an engine in use, however long that use lasts."""
     store = make_store(pool_linger=0.2)
-    await _execution(store, "one")
+    await _use(store, "one")
     engine = _engine(store)
     await store.close()
     taker = make_store(pool_linger=0.2)
@@ -123,7 +91,7 @@ async def test_a_provider_that_takes_the_engine_back_outlives_the_old_deadline(
     assert not engine.closed.is_set()
     assert engine.pool is not None
     assert not engine.pool.closed
-    await _execution(taker, "two")
+    await _use(taker, "two")
     await taker.close()
     await asyncio.wait_for(engine.closed.wait(), timeout=10)
 
@@ -134,12 +102,12 @@ async def test_pool_linger_0_closes_the_engine_with_its_last_provider(
 ) -> None:
     app = f"durably-linger-0-{secrets.token_hex(3)}"
     store = make_store(application_name=app, pool_linger=0)
-    await _execution(store, "one")
+    await _use(store, "one")
     engine = _engine(store)
     await store.close()
     assert engine.closed.is_set()
     assert not engine.lingering
-    await _until(lambda: not _backend_pids(pg_url, app), "the sessions to end")
+    await asyncio.to_thread(_until_no_connection, pg_url, app)
 
 
 def test_asyncio_run_closes_a_lingering_engine_before_its_loop_ends(
@@ -155,7 +123,7 @@ def test_asyncio_run_closes_a_lingering_engine_before_its_loop_ends(
         store = PostgresProvider.from_url(
             pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 3600}
         )
-        await _execution(store, "one")
+        await _use(store, "one")
         engines.append(_engine(store))
         await store.close()
         assert engines[0].lingering
@@ -166,10 +134,7 @@ def test_asyncio_run_closes_a_lingering_engine_before_its_loop_ends(
     assert engine.closed.is_set()
     assert engine.pool is not None
     assert engine.pool.closed
-    deadline = time.monotonic() + 10
-    while _backend_pids(pg_url, app):  # the server ends closed sessions asynchronously
-        assert time.monotonic() < deadline, "connections left after asyncio.run"
-        time.sleep(0.01)
+    _until_no_connection(pg_url, app)
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert not problems, [r.getMessage() for r in problems]
 
@@ -183,7 +148,7 @@ async def test_connections_the_server_ended_while_lingering_are_replaced(
     new connections, owner lock included."""
     app = f"durably-linger-cut-{secrets.token_hex(3)}"
     store = make_store(application_name=app)
-    await _execution(store, "one")
+    await _use(store, "one")
     engine = _engine(store)
     await store.close()
     old = await asyncio.to_thread(_backend_pids, pg_url, app)
@@ -192,10 +157,10 @@ async def test_connections_the_server_ended_while_lingering_are_replaced(
         "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE application_name = %s",
         (app,),
     )
-    await _until(lambda: not _backend_pids(pg_url, app), "the sessions to end")
+    await asyncio.to_thread(_until_no_connection, pg_url, app)
 
     again = make_store(application_name=app)
-    await _execution(again, "two")
+    await _use(again, "two")
     assert _engine(again) is engine
     now = await asyncio.to_thread(_backend_pids, pg_url, app)
     assert now
@@ -213,7 +178,7 @@ def test_a_store_closed_by_a_task_cancelled_at_shutdown_does_not_linger_past_the
 
     async def execution(store: PostgresProvider, started: asyncio.Event) -> None:
         try:
-            await _execution(store, "bg")
+            await _use(store, "bg")
             engines.append(_engine(store))
             started.set()
             await asyncio.sleep(3600)  # waiting for the LLM, the user, a timer
@@ -231,10 +196,7 @@ def test_a_store_closed_by_a_task_cancelled_at_shutdown_does_not_linger_past_the
     asyncio.run(main())
     assert engines[0].closed.is_set()
     assert not engines[0].lingering
-    deadline = time.monotonic() + 10
-    while _backend_pids(pg_url, app):
-        assert time.monotonic() < deadline, "connections left after asyncio.run"
-        time.sleep(0.01)
+    _until_no_connection(pg_url, app)
 
 
 @pytest.mark.asyncio
@@ -268,24 +230,22 @@ async def test_the_schema_is_checked_again_when_the_engine_is_taken_again(
     assert engine.closed.is_set()  # the refused check closed the old engine
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_running_the_parents_loop_leaves_its_lingering_engine_alone(
     pg_url: str, pg_schema: str
 ) -> None:
     """Python lets a forked child run the event loop it inherited. The parent's lingering
     engine's timer may fire there: it must not close the parent's sessions (a socket
     shared by two processes)."""
-    import os
     import signal
 
-    if not hasattr(os, "fork"):
-        pytest.skip("needs os.fork")
     app = f"durably-linger-fork-{secrets.token_hex(3)}"
     store = PostgresProvider.from_url(
         pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 0.3}
     )
     loop = asyncio.new_event_loop()
     try:
-        loop.run_until_complete(_execution(store, "parent"))
+        loop.run_until_complete(_use(store, "parent"))
         engine = _engine(store)
         loop.run_until_complete(store.close())
         assert engine.lingering
@@ -304,7 +264,7 @@ def test_a_forked_child_running_the_parents_loop_leaves_its_lingering_engine_alo
         again = PostgresProvider.from_url(
             pg_url, {"schema": pg_schema, "application_name": app, "pool_linger": 0}
         )
-        loop.run_until_complete(_execution(again, "parent-again"))
+        loop.run_until_complete(_use(again, "parent-again"))
         assert _engine(again) is engine  # and still works
         loop.run_until_complete(again.close())
     finally:
@@ -327,21 +287,18 @@ def test_the_engine_of_a_loop_closed_without_cancelling_is_dropped_by_the_next_p
     options = {"schema": pg_schema, "application_name": app}
     store = PostgresProvider.from_url(pg_url, options)
     loop = asyncio.new_event_loop()
-    loop.run_until_complete(_execution(store, "one"))
+    loop.run_until_complete(_use(store, "one"))
     loop.run_until_complete(store.close())
     loop.close()
     assert loop in _engines
 
-    async def next_execution() -> None:
+    async def next_use() -> None:
         other = PostgresProvider.from_url(pg_url, {**options, "pool_linger": 0})
-        await _execution(other, "two")
+        await _use(other, "two")
         await other.close()
 
-    asyncio.run(next_execution())
+    asyncio.run(next_use())
     assert loop not in _engines
     del loop, store
     gc.collect()
-    deadline = time.monotonic() + 10
-    while _backend_pids(pg_url, app):
-        assert time.monotonic() < deadline, "the closed loop's connections are still open"
-        time.sleep(0.01)
+    _until_no_connection(pg_url, app)
