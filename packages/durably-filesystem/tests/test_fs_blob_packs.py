@@ -5,9 +5,12 @@ files and are read alongside packs."""
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
+import logging
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -300,3 +303,199 @@ async def test_an_execution_with_only_packed_blobs_exists(root: Path) -> None:
         assert await provider.delete_execution(RUN) is True
         assert (await provider.list_executions()).items == ()
         assert not await provider.has_blob(RUN, next(iter(_batch(2))))
+
+
+# ---------------------------------------------------------------- merging small packs
+
+
+def _tables(root: Path) -> dict[str, dict[str, packs_module.Packed]]:
+    backdoor = FilesystemBackdoor(root)
+    return {
+        name: packs_module.read_table(os.path.join(backdoor.packs_dir(RUN), name))
+        for name in backdoor.pack_names(RUN)
+    }
+
+
+@pytest.mark.asyncio
+async def test_small_packs_are_merged_as_they_accumulate(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every put with new blobs writes a pack; past MERGE_AFTER small ones, a put merges
+    them. The packs stay few, every blob reads back whole from a new instance and is
+    listed once with the size it has in a store that never merged, no blob looks older
+    than when it was put, nothing is left behind."""
+    batches = [_batch(1 + i % 3, seed=i) for i in range(40)]
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 1000)
+    async with FilesystemProvider(tmp_path / "unmerged") as control:
+        for batch in batches:
+            await control.put_blobs(RUN, batch)
+        sizes = {info.digest: info.size for info in (await control.list_blobs(RUN)).items}
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    stored: dict[str, bytes] = {}
+    put_at: dict[str, float] = {}
+    async with FilesystemProvider(root) as provider:
+        await provider.claim(RUN, "me", ttl=60)  # its lock file: merging needs the lock
+        for batch in batches:
+            before = time.time()
+            assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+            stored.update(batch)
+            put_at.update(dict.fromkeys(batch, before))
+            assert len(FilesystemBackdoor(root).pack_names(RUN)) <= 4 + 1
+            for digest in batch:  # the instance that merged reads through its index
+                assert await provider.get_blob(RUN, digest) == stored[digest]
+    tables = _tables(root)
+    held = [digest for table in tables.values() for digest in table]
+    assert sorted(held) == sorted(stored), "every blob in exactly one pack"
+    leftovers = [n for n in os.listdir(FilesystemBackdoor(root).packs_dir(RUN)) if n[0] == "."]
+    assert leftovers == []
+    async with FilesystemProvider(root) as provider:
+        for digest, data in stored.items():
+            assert await provider.get_blob(RUN, digest) == data
+        listed = (await provider.list_blobs(RUN, limit=1000)).items
+        assert [info.digest for info in listed] == sorted(stored)
+        for info in listed:
+            assert info.size == sizes[info.digest]
+            assert info.created_at >= put_at[info.digest] - 0.05  # never older
+
+
+@pytest.mark.asyncio
+async def test_a_merge_never_brings_back_a_deleted_blob(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another instance deletes a blob (rewriting the pack this one indexed); this one's
+    next merge starts from the packs as they are under the lock, not from its index."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    batches = [_batch(2, seed=i) for i in range(4)]
+    async with FilesystemProvider(root) as a, FilesystemProvider(root) as b:
+        for batch in batches:
+            await a.put_blobs(RUN, batch)
+        gone = next(iter(batches[0]))
+        assert await b.delete_blob(RUN, gone) is True
+        await a.put_blobs(RUN, _batch(2, seed=98))  # 5 small packs: a merges them
+        assert len(FilesystemBackdoor(root).pack_names(RUN)) == 1
+        for instance in (a, b):
+            assert not await instance.has_blob(RUN, gone)
+            with pytest.raises(NotFoundError):
+                await instance.get_blob(RUN, gone)
+        assert all(gone not in table for table in _tables(root).values())
+        for batch in batches:
+            for digest, data in batch.items():
+                if digest != gone:
+                    assert await b.get_blob(RUN, digest) == data
+
+
+@pytest.mark.asyncio
+async def test_a_merge_cut_short_leaves_every_blob_and_is_finished_later(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crash after a merged pack was linked and before the packs it replaces were
+    removed leaves blobs in two packs: each is read and listed once, and the next merge
+    keeps one copy."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    stored: dict[str, bytes] = {}
+    async with FilesystemProvider(root) as provider:
+        await provider.claim(RUN, "me", ttl=60)
+        for i in range(4):
+            batch = _batch(2, seed=i)
+            await provider.put_blobs(RUN, batch)
+            stored.update(batch)
+    directory = FilesystemBackdoor(root).packs_dir(RUN)
+    # what the merge had written when the crash came: the merged pack, the old ones kept
+    copies = [
+        (digest, packs_module.read_blob(directory, digest, packed), None)
+        for table in _tables(root).values()
+        for digest, packed in table.items()
+    ]
+    packs_module.write_pack(directory, copies, True)
+    assert len(os.listdir(directory)) == 5
+    async with FilesystemProvider(root) as provider:
+        listed = (await provider.list_blobs(RUN, limit=1000)).items
+        assert [info.digest for info in listed] == sorted(stored)
+        for digest, data in stored.items():
+            assert await provider.get_blob(RUN, digest) == data
+        more = _batch(1, seed=99)
+        await provider.put_blobs(RUN, more)  # 6 small packs: merged
+        stored.update(more)
+        tables = _tables(root)
+        assert len(tables) == 1
+        (table,) = tables.values()
+        assert sorted(table) == sorted(stored), "one copy of each blob"
+        for digest, data in stored.items():
+            assert await provider.get_blob(RUN, digest) == data
+
+
+@pytest.mark.asyncio
+async def test_a_damaged_pack_is_left_out_of_merges(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pack whose table cannot be read is not merged (its blobs cannot be copied): it
+    stays, and so does the error for the blobs only it may hold."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    lost = _batch(2, seed=0)
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, lost)
+    (damaged,) = FilesystemBackdoor(root).pack_names(RUN)
+    path = os.path.join(FilesystemBackdoor(root).packs_dir(RUN), damaged)
+    raw = bytearray(Path(path).read_bytes())
+    raw[20] ^= 0xFF
+    Path(path).write_bytes(bytes(raw))
+    stored: dict[str, bytes] = {}
+    async with FilesystemProvider(root) as provider:
+        await provider.claim(RUN, "me", ttl=60)
+        for i in range(1, 7):
+            batch = _batch(2, seed=i)
+            await provider.put_blobs(RUN, batch)
+            stored.update(batch)
+        names = FilesystemBackdoor(root).pack_names(RUN)
+        assert damaged in names
+        assert len(names) <= 1 + 4 + 1
+        assert Path(path).read_bytes() == bytes(raw)
+        with pytest.raises(CorruptObjectError, match=damaged):
+            await provider.get_blob(RUN, next(iter(lost)))
+        for digest, data in stored.items():
+            assert await provider.get_blob(RUN, digest) == data
+
+
+@pytest.mark.asyncio
+async def test_a_merge_that_fails_does_not_fail_the_put(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The put's blobs were durable before the merge: a merge that cannot write (a full
+    disk) is logged, the put succeeds, and nothing is lost."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 2)
+
+    def full_disk(*args: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr("durably_filesystem._blobs.merge", full_disk)
+    stored: dict[str, bytes] = {}
+    async with FilesystemProvider(root) as provider:
+        await provider.claim(RUN, "me", ttl=60)
+        for i in range(5):
+            batch = _batch(1, seed=i)
+            with caplog.at_level(logging.WARNING, logger="durably.filesystem"):
+                assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+            stored.update(batch)
+        for digest, data in stored.items():
+            assert await provider.get_blob(RUN, digest) == data
+    assert len(FilesystemBackdoor(root).pack_names(RUN)) == 5
+    assert "could not merge the blob packs" in caplog.text
+    assert "No space left" in caplog.text
+
+
+@pytest.mark.asyncio
+async def test_blobs_put_before_any_lease_are_not_merged(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Merging takes the execution's lock; an execution that never had one (blobs put
+    before a lease or a checkpoint) is left as it is, so that putting blobs leaves blobs
+    and nothing else (C33). Its first lease's next put merges."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 2)
+    async with FilesystemProvider(root) as provider:
+        for i in range(5):
+            await provider.put_blobs(RUN, _batch(1, seed=i))
+        assert len(FilesystemBackdoor(root).pack_names(RUN)) == 5
+        assert sorted(os.listdir(FilesystemBackdoor(root).execution_dir(RUN))) == ["blobs"]
+        await provider.claim(RUN, "me", ttl=60)
+        await provider.put_blobs(RUN, _batch(1, seed=5))
+        assert len(FilesystemBackdoor(root).pack_names(RUN)) == 1

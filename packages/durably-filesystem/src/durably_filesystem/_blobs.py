@@ -10,7 +10,9 @@ the sync pool at once. Before writing, the execution's pack index is brought up 
 (one ``listdir``; a pack never changes, so only new ones are read), so that a blob any
 writer stored already is not written again (C17); the packs directory is flushed before
 a blob found there counts as stored. Deleting a blob rewrites its pack without it, under
-the execution's lock.
+the execution's lock. Once an execution has more than ``MERGE_AFTER`` small packs, the
+put that wrote the last one merges them (:func:`~durably_filesystem._packs.merge`), so
+the packs stay about as many as the execution's blob bytes fill.
 
 A store of layout 1 keeps one file per blob (:mod:`~durably_filesystem._blobfiles`).
 Reads look in both places in every store.
@@ -18,14 +20,23 @@ Reads look in both places in every store.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 
-from durably.errors import StoreError
+from durably.errors import DurablyError, StoreError
 from durably.storage import BlobInfo, Page
 from durably_filesystem import _blobfiles as files
 from durably_filesystem._fsutil import fsync_dir, makedirs_durable
-from durably_filesystem._log import INLINE_LIMIT, blocking, hold_lock
-from durably_filesystem._packs import MAX_ENTRIES, PackIndex, read_blob, remove, write_pack
+from durably_filesystem._log import INLINE_LIMIT, blocking, hold_lock, log
+from durably_filesystem._packs import (
+    MAX_ENTRIES,
+    Packed,
+    PackIndex,
+    merge,
+    read_blob,
+    remove,
+    write_pack,
+)
 from durably_filesystem._store import FileStore
 from durably_filesystem._syncpool import run_durable, run_durable_all
 
@@ -34,6 +45,15 @@ __all__ = ["delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob", "put
 _Entry = tuple[str, bytes, None]
 _ATTEMPTS = 10
 """Reads of a blob whose pack keeps being replaced before giving up (a StoreError)."""
+MERGE_AFTER = 32
+"""Small packs an execution may have before a put merges them (each put that has new
+blobs writes a pack: without merging, an execution's packs grow with its snapshots, and
+so does the ``listdir`` before every put and the indexing of them all on resume)."""
+MERGE_BELOW = INLINE_LIMIT // 2
+"""A pack holding fewer bytes than this, and fewer than half ``MAX_ENTRIES`` blobs, is
+small: it is merged with others into packs of at most ``INLINE_LIMIT`` bytes (so a
+deletion still rewrites at most that much) and ``MAX_ENTRIES`` blobs. A merged pack
+that is no longer small is not merged again: each blob is copied about twice at most."""
 
 
 def _index(store: FileStore, execution_id: str) -> PackIndex:
@@ -65,11 +85,70 @@ async def put_blobs(
     with store.errors(f"store {len(blobs)} blob(s) of execution {execution_id!r}", index.dir):
         for _ in range(100):
             try:
-                return await _put_packs(store, index, blobs)
+                written = await _put_packs(store, index, blobs)
+                break
             except FileNotFoundError:
                 store.prepare_root()
                 continue  # the execution was deleted meanwhile: start over
-        raise StoreError(f"cannot create the blobs of {index.dir}: it keeps disappearing")
+        else:
+            raise StoreError(f"cannot create the blobs of {index.dir}: it keeps disappearing")
+    if len(index.packs) > MERGE_AFTER and any(written.values()) and _merge_plan(index):
+        await _merge_small_packs(store, execution_id, index)  # planned again under the lock
+    return written
+
+
+def _merge_plan(index: PackIndex) -> list[list[tuple[str, dict[str, Packed]]]]:
+    """Groups of small packs to merge, smallest first: each group of 2 or more packs and
+    at most ``INLINE_LIMIT`` bytes and ``MAX_ENTRIES`` blobs. Empty while at most
+    ``MERGE_AFTER`` packs are small."""
+    small = sorted(
+        (size, name)
+        for name, size in index.sizes.items()
+        if size < MERGE_BELOW and len(index.packs[name]) < MAX_ENTRIES // 2
+    )
+    if len(small) <= MERGE_AFTER:
+        return []
+    plan: list[list[tuple[str, dict[str, Packed]]]] = []
+    group: list[tuple[str, dict[str, Packed]]] = []
+    size = count = 0
+    for pack_size, name in small:
+        held = index.packs[name]
+        if group and (size + pack_size > INLINE_LIMIT or count + len(held) > MAX_ENTRIES):
+            plan.append(group)
+            group, size, count = [], 0, 0
+        group.append((name, held))
+        size += pack_size
+        count += len(held)
+    plan.append(group)
+    return [group for group in plan if len(group) > 1]
+
+
+async def _merge_small_packs(store: FileStore, execution_id: str, index: PackIndex) -> None:
+    """Merge the execution's small packs (see :func:`~durably_filesystem._packs.merge`),
+    under its lock, so that its packs stay about as many as its blobs' bytes take in
+    packs of ``INLINE_LIMIT``, plus at most ``MERGE_AFTER``. The put's blobs are
+    durable before this starts: a merge that fails (a full disk, say) loses nothing and
+    does not fail the put; it is logged, and the next put tries again. An execution that
+    never had a lock file (blobs put before any lease or checkpoint) is not merged:
+    putting blobs adds blobs and nothing else (C33)."""
+    try:
+        async with store.using(execution_id) as state:
+            if not os.path.exists(state.lock_path):  # noqa: ASYNC240 (one stat)
+                return
+            with store.errors(f"merge the blob packs of execution {execution_id!r}", index.dir):
+                async with hold_lock(state, create=False) as locked:
+                    if not locked:  # the execution was deleted meanwhile
+                        return
+                    index.refresh()  # under the lock: what deletions left
+                    plan = _merge_plan(index)
+                    if plan:
+                        # the files in a thread (up to MERGE_AFTER packs read and
+                        # rewritten); readers meanwhile find a removed pack's blobs in
+                        # the merged one
+                        await blocking(merge, index.dir, plan, store.fsync)
+                        index.refresh()
+    except DurablyError as exc:
+        log.warning("could not merge the blob packs of execution %r: %s", execution_id, exc)
 
 
 async def _put_packs(

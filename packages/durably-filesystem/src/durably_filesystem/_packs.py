@@ -25,11 +25,12 @@ The table's checksum is checked when a pack is indexed, a blob's checksum whenev
 read. A pack whose table is damaged hides which blobs it holds: a blob found nowhere
 else is then reported as possibly in it (:class:`~durably.errors.CorruptObjectError`),
 never as absent. Deleting a blob rewrites its pack without it (a new pack linked, then
-the old one removed).
+the old one removed); :func:`merge` rewrites many small packs as one the same way.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import secrets
@@ -46,6 +47,7 @@ __all__ = [
     "PackIndex",
     "Packed",
     "is_pack_name",
+    "merge",
     "read_blob",
     "remove",
     "write_pack",
@@ -186,6 +188,8 @@ class PackIndex:
         self.blobs: dict[str, Packed] = {}
         self.damaged: dict[str, tuple[type[CorruptObjectError | UnsupportedFormatError], str]] = {}
         """Packs that cannot be indexed: name -> (error class, message)."""
+        self.sizes: dict[str, int] = {}
+        """Pack name -> the bytes of the blobs it holds (what :func:`merge` plans with)."""
 
     def refresh(self) -> None:
         """Follow the packs directory: index new packs, forget removed ones.
@@ -211,6 +215,7 @@ class PackIndex:
             del self.damaged[name]
         for name in gone:
             del self.packs[name]
+            del self.sizes[name]
         for name in sorted(names - self.packs.keys() - self.damaged.keys()):
             try:
                 self.packs[name] = read_table(os.path.join(self.dir, name))
@@ -220,6 +225,7 @@ class PackIndex:
             except (CorruptObjectError, UnsupportedFormatError) as exc:
                 self.damaged[name] = (type(exc), str(exc))
                 continue
+            self.sizes[name] = sum(packed.length for packed in self.packs[name].values())
             for digest, packed in self.packs[name].items():
                 self.blobs.setdefault(digest, packed)
         if gone:
@@ -232,6 +238,7 @@ class PackIndex:
     def add(self, name: str, held: dict[str, Packed]) -> None:
         """Record a pack this process just linked."""
         self.packs[name] = held
+        self.sizes[name] = sum(packed.length for packed in held.values())
         for digest, packed in held.items():
             self.blobs.setdefault(digest, packed)
 
@@ -279,3 +286,52 @@ def remove(index: PackIndex, digest: str, fsync: bool) -> bool:
             fsync_dir(index.dir)
         index.refresh()
     return bool(holders)
+
+
+def merge(directory: str, plan: list[list[tuple[str, dict[str, Packed]]]], fsync: bool) -> int:
+    """Write each group of packs in ``plan`` as one pack, then remove the packs it
+    replaces; returns how many packs were removed.
+
+    ``plan`` is a list of groups of ``(pack name, what it holds)``, as the caller's index
+    knew them; each group fits in one pack (:data:`MAX_ENTRIES` blobs). A blob held twice
+    is written once. The caller holds the execution's lock: a deletion that rewrote one
+    of these packs meanwhile would be undone (its blob copied into the merged pack).
+    Every merged pack is linked and the directory flushed before any pack it replaces is
+    removed, so a crash in between leaves some blobs in two packs, none lost. A merged
+    pack takes the newest modification time of the packs it replaces: a blob may look
+    younger than it is (its ``created_at``), never older, so a collector that spares
+    young blobs still spares it. A group whose pack vanished meanwhile is left as it is.
+    Runs in a worker thread: it reads and writes files only, not the index.
+    """
+    replaced: list[str] = []
+    for group in plan:
+        entries: dict[str, tuple[str, bytes, bytes]] = {}
+        newest: os.stat_result | None = None
+        try:
+            for name, held in group:
+                fd = os.open(os.path.join(directory, name), os.O_RDONLY | O_CLOEXEC)
+                try:
+                    info = os.fstat(fd)
+                    for digest, packed in held.items():
+                        if digest not in entries:  # the old checksum: damage stays visible
+                            stored = pread_exact(fd, packed.length, packed.offset)
+                            entries[digest] = (digest, stored, packed.checksum)
+                finally:
+                    os.close(fd)
+                if newest is None or info.st_mtime_ns > newest.st_mtime_ns:
+                    newest = info
+        except FileNotFoundError:
+            continue  # deleted with its execution, or rewritten by a deletion before the lock
+        assert newest is not None
+        new_name, _held = write_pack(directory, entries.values(), fsync)
+        os.utime(os.path.join(directory, new_name), ns=(newest.st_atime_ns, newest.st_mtime_ns))
+        replaced += [name for name, _held in group]
+    if replaced:
+        if fsync:
+            fsync_dir(directory)  # the merged packs are durable names before any goes
+        for name in replaced:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(directory, name))
+        if fsync:
+            fsync_dir(directory)
+    return len(replaced)
