@@ -12,6 +12,7 @@ import os
 import struct
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -316,14 +317,28 @@ def _tables(root: Path) -> dict[str, dict[str, packs_module.Packed]]:
     }
 
 
+def _held(root: Path) -> list[str]:
+    """Every digest the packs hold, once per pack that holds it."""
+    return sorted(digest for table in _tables(root).values() for digest in table)
+
+
+def _random_batch(count: int, size: int) -> dict[str, bytes]:
+    payloads = [os.urandom(size) for _ in range(count)]  # incompressible: stored as big
+    return {blob_digest(data): data for data in payloads}
+
+
+TIERS = 6
+"""Tiers of small packs (weights 256 B to 512 KiB, a factor of 4 each)."""
+
+
 @pytest.mark.asyncio
 async def test_small_packs_are_merged_as_they_accumulate(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every put with new blobs writes a pack; past MERGE_AFTER small ones, a put merges
-    them. The packs stay few, every blob reads back whole from a new instance and is
-    listed once with the size it has in a store that never merged, no blob looks older
-    than when it was put, nothing is left behind."""
+    """Every put with new blobs writes a pack; once MERGE_AFTER small ones of a tier
+    accumulate, a put merges them. The packs stay few, every blob reads back whole from
+    a new instance and is listed once with the size it has in a store that never merged,
+    no blob looks older than when it was put, nothing is left behind."""
     batches = [_batch(1 + i % 3, seed=i) for i in range(40)]
     monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 1000)
     async with FilesystemProvider(tmp_path / "unmerged") as control:
@@ -340,12 +355,11 @@ async def test_small_packs_are_merged_as_they_accumulate(
             assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
             stored.update(batch)
             put_at.update(dict.fromkeys(batch, before))
-            assert len(FilesystemBackdoor(root).pack_names(RUN)) <= 4 + 1
+            assert len(FilesystemBackdoor(root).pack_names(RUN)) <= (4 - 1) * TIERS
             for digest in batch:  # the instance that merged reads through its index
                 assert await provider.get_blob(RUN, digest) == stored[digest]
-    tables = _tables(root)
-    held = [digest for table in tables.values() for digest in table]
-    assert sorted(held) == sorted(stored), "every blob in exactly one pack"
+    assert len(_tables(root)) <= 40 // 4
+    assert _held(root) == sorted(stored), "every blob in exactly one pack"
     leftovers = [n for n in os.listdir(FilesystemBackdoor(root).packs_dir(RUN)) if n[0] == "."]
     assert leftovers == []
     async with FilesystemProvider(root) as provider:
@@ -359,6 +373,66 @@ async def test_small_packs_are_merged_as_they_accumulate(
 
 
 @pytest.mark.asyncio
+async def test_a_merged_pack_takes_the_newest_time_of_those_it_replaces(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A blob's created_at may move later by a merge (to the newest replaced pack's
+    time), never earlier, and not to the time of the merge."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 1000)
+    async with FilesystemProvider(root) as provider:
+        await provider.claim(RUN, "me", ttl=60)
+        for i in range(4):
+            await provider.put_blobs(RUN, _batch(2, seed=i))
+    directory = FilesystemBackdoor(root).packs_dir(RUN)
+    past = time.time() - 3600
+    for age, name in enumerate(sorted(os.listdir(directory))):
+        os.utime(os.path.join(directory, name), (past - age * 60, past - age * 60))
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    big = _random_batch(1, 100_000)  # another tier: its put merges the four
+    async with FilesystemProvider(root) as provider:
+        await provider.put_blobs(RUN, big)
+        assert len(FilesystemBackdoor(root).pack_names(RUN)) == 2
+        created = {
+            info.created_at
+            for info in (await provider.list_blobs(RUN)).items
+            if info.digest not in big
+        }
+    assert len(created) == 1
+    assert created.pop() == pytest.approx(past, abs=0.01)
+
+
+@pytest.mark.asyncio
+async def test_the_directory_is_flushed_before_a_replaced_pack_is_removed(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The merged pack's name is durable before any pack it replaces goes."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    events: list[str] = []
+    real_fsync_dir, real_unlink = packs_module.fsync_dir, os.unlink
+
+    def fsync_dir(path: str) -> None:
+        events.append("fsync dir")
+        real_fsync_dir(path)
+
+    def unlink(path: str, *args: Any, **kwargs: Any) -> None:
+        if path.endswith(".pack") and not os.path.basename(path).startswith(".tmp-"):
+            events.append("unlink")  # a replaced pack (not a linked temporary file)
+        real_unlink(path, *args, **kwargs)
+
+    async with FilesystemProvider(root) as provider:
+        await provider.claim(RUN, "me", ttl=60)
+        for i in range(3):
+            await provider.put_blobs(RUN, _batch(2, seed=i))
+        monkeypatch.setattr(packs_module, "fsync_dir", fsync_dir)
+        monkeypatch.setattr(packs_module.os, "unlink", unlink)
+        await provider.put_blobs(RUN, _batch(2, seed=3))
+    assert "unlink" in events
+    assert events[0] == "fsync dir"
+    assert events.index("fsync dir") < events.index("unlink")
+    assert events[-1] == "fsync dir"
+
+
+@pytest.mark.asyncio
 async def test_a_merge_never_brings_back_a_deleted_blob(
     root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -367,17 +441,19 @@ async def test_a_merge_never_brings_back_a_deleted_blob(
     monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
     batches = [_batch(2, seed=i) for i in range(4)]
     async with FilesystemProvider(root) as a, FilesystemProvider(root) as b:
-        for batch in batches:
+        await a.claim(RUN, "me", ttl=60)
+        for batch in batches[:3]:
             await a.put_blobs(RUN, batch)
         gone = next(iter(batches[0]))
         assert await b.delete_blob(RUN, gone) is True
-        await a.put_blobs(RUN, _batch(2, seed=98))  # 5 small packs: a merges them
-        assert len(FilesystemBackdoor(root).pack_names(RUN)) == 1
+        await a.put_blobs(RUN, batches[3])
+        await a.put_blobs(RUN, _batch(2, seed=98))  # 4 packs of 2 blobs: a merges them
+        assert len(FilesystemBackdoor(root).pack_names(RUN)) <= 2
         for instance in (a, b):
             assert not await instance.has_blob(RUN, gone)
             with pytest.raises(NotFoundError):
                 await instance.get_blob(RUN, gone)
-        assert all(gone not in table for table in _tables(root).values())
+        assert gone not in _held(root)
         for batch in batches:
             for digest, data in batch.items():
                 if digest != gone:
@@ -385,18 +461,21 @@ async def test_a_merge_never_brings_back_a_deleted_blob(
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("merged", ["small", "big"])
 async def test_a_merge_cut_short_leaves_every_blob_and_is_finished_later(
-    root: Path, monkeypatch: pytest.MonkeyPatch
+    root: Path, monkeypatch: pytest.MonkeyPatch, merged: str
 ) -> None:
     """A crash after a merged pack was linked and before the packs it replaces were
-    removed leaves blobs in two packs: each is read and listed once, and the next merge
-    keeps one copy."""
+    removed leaves blobs in two packs: each is read and listed once, and a later merge
+    keeps one copy -- also when the merged pack is no longer small (it is not merged
+    again: the old packs' blobs are found in it and not written anew)."""
     monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    size, count = (300, 2) if merged == "small" else (100_000, 2)  # big: 600 KB merged
     stored: dict[str, bytes] = {}
     async with FilesystemProvider(root) as provider:
         await provider.claim(RUN, "me", ttl=60)
-        for i in range(4):
-            batch = _batch(2, seed=i)
+        for _ in range(3):
+            batch = _random_batch(count, size)
             await provider.put_blobs(RUN, batch)
             stored.update(batch)
     directory = FilesystemBackdoor(root).packs_dir(RUN)
@@ -407,19 +486,61 @@ async def test_a_merge_cut_short_leaves_every_blob_and_is_finished_later(
         for digest, packed in table.items()
     ]
     packs_module.write_pack(directory, copies, True)
-    assert len(os.listdir(directory)) == 5
+    assert len(os.listdir(directory)) == 4
     async with FilesystemProvider(root) as provider:
         listed = (await provider.list_blobs(RUN, limit=1000)).items
         assert [info.digest for info in listed] == sorted(stored)
         for digest, data in stored.items():
             assert await provider.get_blob(RUN, digest) == data
-        more = _batch(1, seed=99)
-        await provider.put_blobs(RUN, more)  # 6 small packs: merged
-        stored.update(more)
-        tables = _tables(root)
-        assert len(tables) == 1
-        (table,) = tables.values()
-        assert sorted(table) == sorted(stored), "one copy of each blob"
+        for _ in range(2):  # the tier of the old packs fills up: they are merged
+            more = _random_batch(count, size)
+            await provider.put_blobs(RUN, more)
+            stored.update(more)
+        assert _held(root) == sorted(stored), "one copy of each blob"
+        for digest, data in stored.items():
+            assert await provider.get_blob(RUN, digest) == data
+
+
+@pytest.mark.asyncio
+async def test_a_merge_failing_in_a_later_group_finishes_the_earlier_ones(
+    root: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A merge of two groups whose second pack cannot be written (a full disk) removes
+    the packs the first one replaced before the error is logged: no blob is held twice,
+    and the next puts do not pile up copies."""
+    monkeypatch.setattr("durably_filesystem._blobs.MERGE_AFTER", 4)
+    monkeypatch.setattr("durably_filesystem._blobs.INLINE_LIMIT", 2_000)  # groups of 2
+    stored: dict[str, bytes] = {}
+    async with FilesystemProvider(root) as provider:
+        await provider.claim(RUN, "me", ttl=60)
+        for _ in range(3):
+            batch = _random_batch(1, 700)
+            await provider.put_blobs(RUN, batch)
+            stored.update(batch)
+        real_write = packs_module.write_pack
+        calls: list[int] = []
+
+        def full_on_second(*args: Any, **kwargs: Any) -> Any:
+            calls.append(1)
+            if len(calls) == 2:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            return real_write(*args, **kwargs)
+
+        monkeypatch.setattr(packs_module, "write_pack", full_on_second)
+        batch = _random_batch(1, 700)
+        with caplog.at_level(logging.WARNING, logger="durably.filesystem"):
+            assert await provider.put_blobs(RUN, batch) == dict.fromkeys(batch, True)
+        stored.update(batch)
+        assert "No space left" in caplog.text
+        assert len(calls) == 2
+        held = _held(root)
+        assert held == sorted(stored), "the first group's packs were removed"
+        monkeypatch.setattr(packs_module, "write_pack", real_write)
+        for _ in range(3):
+            batch = _random_batch(1, 700)
+            await provider.put_blobs(RUN, batch)
+            stored.update(batch)
+            assert _held(root) == sorted(stored)
         for digest, data in stored.items():
             assert await provider.get_blob(RUN, digest) == data
 
@@ -448,7 +569,7 @@ async def test_a_damaged_pack_is_left_out_of_merges(
             stored.update(batch)
         names = FilesystemBackdoor(root).pack_names(RUN)
         assert damaged in names
-        assert len(names) <= 1 + 4 + 1
+        assert len(names) < 1 + 6
         assert Path(path).read_bytes() == bytes(raw)
         with pytest.raises(CorruptObjectError, match=damaged):
             await provider.get_blob(RUN, next(iter(lost)))
@@ -498,4 +619,4 @@ async def test_blobs_put_before_any_lease_are_not_merged(
         assert sorted(os.listdir(FilesystemBackdoor(root).execution_dir(RUN))) == ["blobs"]
         await provider.claim(RUN, "me", ttl=60)
         await provider.put_blobs(RUN, _batch(1, seed=5))
-        assert len(FilesystemBackdoor(root).pack_names(RUN)) == 1
+        assert len(FilesystemBackdoor(root).pack_names(RUN)) < 5

@@ -10,7 +10,7 @@ the sync pool at once. Before writing, the execution's pack index is brought up 
 (one ``listdir``; a pack never changes, so only new ones are read), so that a blob any
 writer stored already is not written again (C17); the packs directory is flushed before
 a blob found there counts as stored. Deleting a blob rewrites its pack without it, under
-the execution's lock. Once an execution has more than ``MERGE_AFTER`` small packs, the
+the execution's lock. Once ``MERGE_AFTER`` small packs of one size tier accumulate, the
 put that wrote the last one merges them (:func:`~durably_filesystem._packs.merge`), so
 the packs stay about as many as the execution's blob bytes fill.
 
@@ -45,15 +45,28 @@ __all__ = ["delete_blob", "get_blob", "has_blob", "list_blobs", "put_blob", "put
 _Entry = tuple[str, bytes, None]
 _ATTEMPTS = 10
 """Reads of a blob whose pack keeps being replaced before giving up (a StoreError)."""
-MERGE_AFTER = 32
-"""Small packs an execution may have before a put merges them (each put that has new
-blobs writes a pack: without merging, an execution's packs grow with its snapshots, and
-so does the ``listdir`` before every put and the indexing of them all on resume)."""
+MERGE_AFTER = 16
+"""Small packs of one tier an execution may have before a put merges them. Each put that
+has new blobs writes a pack: without merging, an execution's packs grow with its
+snapshots, and so do the ``listdir`` before every put and the indexing of them all on
+resume."""
 MERGE_BELOW = INLINE_LIMIT // 2
-"""A pack holding fewer bytes than this, and fewer than half ``MAX_ENTRIES`` blobs, is
-small: it is merged with others into packs of at most ``INLINE_LIMIT`` bytes (so a
-deletion still rewrites at most that much) and ``MAX_ENTRIES`` blobs. A merged pack
-that is no longer small is not merged again: each blob is copied about twice at most."""
+"""A pack whose weight is below this is small (see :func:`_weight`). Small packs are
+merged into packs of at most ``INLINE_LIMIT`` bytes (so a deletion still rewrites at
+most that much) and ``MAX_ENTRIES`` blobs."""
+_BLOB_WEIGHT = INLINE_LIMIT // MAX_ENTRIES
+"""What one blob weighs at least (a full pack of tiny blobs is as heavy as a full one of
+big blobs)."""
+
+
+def _weight(size: int, blobs: int) -> int:
+    """A pack's weight: its bytes, or its blobs times ``_BLOB_WEIGHT`` if more. Packs
+    are merged by tier (weights within a factor of 4), ``MERGE_AFTER`` at a time, so a
+    merged pack is about 16 times heavier than those it replaces: a blob is copied about
+    ``log16(MERGE_BELOW / its weight)`` times (at most 3 from a blob of a few bytes to a
+    pack no longer small), and an execution keeps at most ``MERGE_AFTER - 1`` small packs
+    per tier (6 tiers, from 256 bytes to ``MERGE_BELOW``)."""
+    return max(size, blobs * _BLOB_WEIGHT)
 
 
 def _index(store: FileStore, execution_id: str) -> PackIndex:
@@ -92,41 +105,42 @@ async def put_blobs(
                 continue  # the execution was deleted meanwhile: start over
         else:
             raise StoreError(f"cannot create the blobs of {index.dir}: it keeps disappearing")
-    if len(index.packs) > MERGE_AFTER and any(written.values()) and _merge_plan(index):
+    if len(index.packs) >= MERGE_AFTER and any(written.values()) and _merge_plan(index):
         await _merge_small_packs(store, execution_id, index)  # planned again under the lock
     return written
 
 
 def _merge_plan(index: PackIndex) -> list[list[tuple[str, dict[str, Packed]]]]:
-    """Groups of small packs to merge, smallest first: each group of 2 or more packs and
-    at most ``INLINE_LIMIT`` bytes and ``MAX_ENTRIES`` blobs. Empty while at most
-    ``MERGE_AFTER`` packs are small."""
-    small = sorted(
-        (size, name)
-        for name, size in index.sizes.items()
-        if size < MERGE_BELOW and len(index.packs[name]) < MAX_ENTRIES // 2
-    )
-    if len(small) <= MERGE_AFTER:
-        return []
+    """Groups of small packs to merge: of each tier holding ``MERGE_AFTER`` small packs or
+    more, its packs, smallest first, in groups of at most ``INLINE_LIMIT`` bytes and
+    ``MAX_ENTRIES`` blobs (each group of 2 packs or more)."""
+    tiers: dict[int, list[tuple[int, str]]] = {}
+    for name, size in index.sizes.items():
+        weight = _weight(size, len(index.packs[name]))
+        if weight < MERGE_BELOW:
+            tiers.setdefault(weight.bit_length() // 2, []).append((size, name))
     plan: list[list[tuple[str, dict[str, Packed]]]] = []
-    group: list[tuple[str, dict[str, Packed]]] = []
-    size = count = 0
-    for pack_size, name in small:
-        held = index.packs[name]
-        if group and (size + pack_size > INLINE_LIMIT or count + len(held) > MAX_ENTRIES):
-            plan.append(group)
-            group, size, count = [], 0, 0
-        group.append((name, held))
-        size += pack_size
-        count += len(held)
-    plan.append(group)
+    for packs in tiers.values():
+        if len(packs) < MERGE_AFTER:
+            continue
+        group: list[tuple[str, dict[str, Packed]]] = []
+        size = count = 0
+        for pack_size, name in sorted(packs):
+            held = index.packs[name]
+            if group and (size + pack_size > INLINE_LIMIT or count + len(held) > MAX_ENTRIES):
+                plan.append(group)
+                group, size, count = [], 0, 0
+            group.append((name, held))
+            size += pack_size
+            count += len(held)
+        plan.append(group)
     return [group for group in plan if len(group) > 1]
 
 
 async def _merge_small_packs(store: FileStore, execution_id: str, index: PackIndex) -> None:
     """Merge the execution's small packs (see :func:`~durably_filesystem._packs.merge`),
     under its lock, so that its packs stay about as many as its blobs' bytes take in
-    packs of ``INLINE_LIMIT``, plus at most ``MERGE_AFTER``. The put's blobs are
+    packs of ``INLINE_LIMIT``, plus the small ones of each tier. The put's blobs are
     durable before this starts: a merge that fails (a full disk, say) loses nothing and
     does not fail the put; it is logged, and the next put tries again. An execution that
     never had a lock file (blobs put before any lease or checkpoint) is not merged:
@@ -142,11 +156,19 @@ async def _merge_small_packs(store: FileStore, execution_id: str, index: PackInd
                     index.refresh()  # under the lock: what deletions left
                     plan = _merge_plan(index)
                     if plan:
-                        # the files in a thread (up to MERGE_AFTER packs read and
-                        # rewritten); readers meanwhile find a removed pack's blobs in
-                        # the merged one
-                        await blocking(merge, index.dir, plan, store.fsync)
-                        index.refresh()
+                        planned = {name for group in plan for name, _held in group}
+                        elsewhere = {
+                            digest
+                            for name, held in index.packs.items()
+                            if name not in planned
+                            for digest in held
+                        }
+                        # the files in a thread; readers meanwhile find a removed
+                        # pack's blobs in the merged one
+                        try:
+                            await blocking(merge, index.dir, plan, elsewhere, store.fsync)
+                        finally:
+                            index.refresh()
     except DurablyError as exc:
         log.warning("could not merge the blob packs of execution %r: %s", execution_id, exc)
 

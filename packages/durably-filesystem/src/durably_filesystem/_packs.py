@@ -288,50 +288,69 @@ def remove(index: PackIndex, digest: str, fsync: bool) -> bool:
     return bool(holders)
 
 
-def merge(directory: str, plan: list[list[tuple[str, dict[str, Packed]]]], fsync: bool) -> int:
-    """Write each group of packs in ``plan`` as one pack, then remove the packs it
-    replaces; returns how many packs were removed.
+def merge(
+    directory: str,
+    plan: list[list[tuple[str, dict[str, Packed]]]],
+    elsewhere: set[str],
+    fsync: bool,
+) -> int:
+    """Write each group of packs in ``plan`` as one pack, then remove the packs they
+    replace; returns how many packs were removed.
 
     ``plan`` is a list of groups of ``(pack name, what it holds)``, as the caller's index
-    knew them; each group fits in one pack (:data:`MAX_ENTRIES` blobs). A blob held twice
-    is written once. The caller holds the execution's lock: a deletion that rewrote one
-    of these packs meanwhile would be undone (its blob copied into the merged pack).
-    Every merged pack is linked and the directory flushed before any pack it replaces is
-    removed, so a crash in between leaves some blobs in two packs, none lost. A merged
-    pack takes the newest modification time of the packs it replaces: a blob may look
-    younger than it is (its ``created_at``), never older, so a collector that spares
-    young blobs still spares it. A group whose pack vanished meanwhile is left as it is.
-    Runs in a worker thread: it reads and writes files only, not the index.
+    knew them; each group fits in one pack (:data:`MAX_ENTRIES` blobs). A blob is
+    written once: not again when a pack outside the plan holds it (``elsewhere``: a
+    merge cut short by a crash left it there), nor when an earlier group or pack of the
+    plan held it. A group all of whose blobs are held elsewhere writes nothing: its
+    packs are only removed. The caller holds the execution's lock: a deletion that
+    rewrote one of these packs meanwhile would be undone (its blob copied into the
+    merged pack). Every merged pack is linked and the directory flushed before any pack
+    it replaces is removed, so a crash in between leaves some blobs in two packs, none
+    lost -- and so does an error in a later group: the groups merged before it are
+    finished (their packs removed) before it is raised. A merged pack takes the newest
+    modification time of the packs it replaces: a blob may look younger than it is (its
+    ``created_at``), never older, so a collector that spares young blobs still spares
+    it. A group whose pack vanished meanwhile is left as it is. Runs in a worker thread:
+    it reads and writes files only, not the index.
     """
     replaced: list[str] = []
-    for group in plan:
-        entries: dict[str, tuple[str, bytes, bytes]] = {}
-        newest: os.stat_result | None = None
-        try:
-            for name, held in group:
-                fd = os.open(os.path.join(directory, name), os.O_RDONLY | O_CLOEXEC)
-                try:
-                    info = os.fstat(fd)
-                    for digest, packed in held.items():
-                        if digest not in entries:  # the old checksum: damage stays visible
-                            stored = pread_exact(fd, packed.length, packed.offset)
-                            entries[digest] = (digest, stored, packed.checksum)
-                finally:
-                    os.close(fd)
-                if newest is None or info.st_mtime_ns > newest.st_mtime_ns:
-                    newest = info
-        except FileNotFoundError:
-            continue  # deleted with its execution, or rewritten by a deletion before the lock
-        assert newest is not None
-        new_name, _held = write_pack(directory, entries.values(), fsync)
-        os.utime(os.path.join(directory, new_name), ns=(newest.st_atime_ns, newest.st_mtime_ns))
-        replaced += [name for name, _held in group]
-    if replaced:
-        if fsync:
-            fsync_dir(directory)  # the merged packs are durable names before any goes
-        for name in replaced:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(directory, name))
-        if fsync:
-            fsync_dir(directory)
+    written = set(elsewhere)
+    try:
+        for group in plan:
+            entries: dict[str, tuple[str, bytes, bytes]] = {}
+            newest: os.stat_result | None = None
+            try:
+                for name, held in group:
+                    fd = os.open(os.path.join(directory, name), os.O_RDONLY | O_CLOEXEC)
+                    try:
+                        info = os.fstat(fd)
+                        for digest, packed in held.items():
+                            if digest not in entries and digest not in written:
+                                # with its old checksum: damage stays visible
+                                stored = pread_exact(fd, packed.length, packed.offset)
+                                entries[digest] = (digest, stored, packed.checksum)
+                    finally:
+                        os.close(fd)
+                    if newest is None or info.st_mtime_ns > newest.st_mtime_ns:
+                        newest = info
+            except FileNotFoundError:
+                continue  # deleted with its execution, or rewritten by a deletion earlier
+            assert newest is not None
+            if entries:
+                new_name, _held = write_pack(directory, entries.values(), fsync)
+                os.utime(
+                    os.path.join(directory, new_name),
+                    ns=(newest.st_atime_ns, newest.st_mtime_ns),
+                )
+                written.update(entries)
+            replaced += [name for name, _held in group]
+    finally:
+        if replaced:
+            if fsync:
+                fsync_dir(directory)  # the merged packs are durable names before any goes
+            for name in replaced:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(directory, name))
+            if fsync:
+                fsync_dir(directory)
     return len(replaced)
