@@ -14,10 +14,13 @@ copies of that store (filesystem provider), each repetition measures:
 * **start-up**: spawning ``python -c "import durably.cli, durably.runner,
   durably_filesystem"`` to its exit (interpreter and imports, no store access).
 
-Shapes: ``loop`` -- the N awaits are one ``for`` statement, so there is no quiet point in
-it and resume restores the snapshot from before the loop and replays all N journaled
-operations; ``statements`` -- N top-level statements, so resume restores the latest
-snapshot (at most ``snapshot_every`` = 16 operations back) and replays the rest.
+Shapes: ``loop`` -- the N awaits are one ``for`` statement over a ``range``, which durably
+runs an iteration at a time with a quiet point between iterations (``durably._loops``),
+so resume restores the latest snapshot inside the loop (at most ``snapshot_every`` = 16
+operations back) and replays the rest; ``statements`` -- N top-level statements, so
+resume restores the latest snapshot (at most 16 operations back) and replays the rest.
+Before loops were stepped, the loop shape restored the snapshot from before the loop
+and replayed all N journaled operations.
 
 Run: ``python benchmarks/bench_resume.py [--quick]``.
 """
@@ -54,9 +57,8 @@ class Case:
 
     def checkpoints_before_say(self) -> int:
         """How many checkpoints precede the resumed Say (the crash point): the first
-        snapshot, one delta per await, and (statements) a snapshot after every 16."""
-        if self.shape == "loop":
-            return 1 + self.n
+        snapshot, one delta per await, and a snapshot after every 16 (between two
+        statements, or two iterations of the loop)."""
         return 1 + self.n + self.n // SNAPSHOT_EVERY
 
 

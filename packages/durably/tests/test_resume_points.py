@@ -43,6 +43,8 @@ PROGRAMS = {
     ),
     # Two agents saying lines to the user at the same time: their checkpoints interleave.
     "duet": (HERE / "programs/duet.py", HERE / "programs/duet.scripted.json", []),
+    # Top-level loops that await, stepped (snapshots between iterations) or not.
+    "loops": (HERE / "programs/loops.py", HERE / "programs/loops.scripted.json", []),
 }
 
 

@@ -9,6 +9,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from durably._loops import SteppedLoop, loop_of
 from durably._statements import Statement, StatementSplitter
 from durably.agent import running_agent
 from durably.errors import DurablyError, StatementSyntaxError
@@ -160,10 +161,14 @@ class StreamingPythonExecutor:
         linecache.cache[filename] = (len(statement.source), None, lines, filename)
         token = running_agent.set(self.task)
         try:
-            code = compile(statement.source, filename, "exec", flags=_FLAGS, dont_inherit=True)
-            result = eval(code, frame.namespace)
-            if inspect.iscoroutine(result):
-                await result
+            loop = self._stepped(statement.source)
+            if loop is not None:  # iteration by iteration, with quiet points between
+                await SteppedLoop(loop, filename).run(frame, statement.index, self.task)
+            else:
+                code = compile(statement.source, filename, "exec", flags=_FLAGS, dont_inherit=True)
+                result = eval(code, frame.namespace)
+                if inspect.iscoroutine(result):
+                    await result
         except ControlFlow:
             self._stopped = True
             self.stop_end = statement.end
@@ -193,6 +198,14 @@ class StreamingPythonExecutor:
         frame.offset = statement.end
         frame.current = None
         await self.task.statement_done(frame)
+
+    def _stepped(self, source: str) -> ast.For | None:
+        """The statement's loop, if the executor steps through it: a ``for`` loop that
+        awaits, in the agent's bottom frame (only there can a loop reach a quiet point)."""
+        frames = self.task.frames
+        if not frames or frames[0] is not self.frame:
+            return None
+        return loop_of(source)
 
     @property
     def stopped(self) -> bool:

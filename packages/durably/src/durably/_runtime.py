@@ -176,6 +176,13 @@ class AgentTask:
         if self.quiet and self.journal.ops_since_snapshot >= self.snapshot_every:
             await self.snapshot()
 
+    async def iteration_done(self, frame: Frame) -> None:
+        """Between two iterations of a loop the executor steps through (``frame.loop``
+        says where): a quiet point like the end of a statement, if ``frame`` is the
+        agent's only frame (see :mod:`durably._loops`)."""
+        if self.quiet and self.journal.ops_since_snapshot >= self.snapshot_every:
+            await self.snapshot()
+
     async def snapshot(self, *, unless_repeated: bool = False) -> None:
         await self.execution.write_snapshot(self, unless_repeated=unless_repeated)
         self.journal.ops_since_snapshot = 0

@@ -21,9 +21,14 @@ each agent's latest snapshot; ``next_agent_id``; ``header`` on snapshots and fin
 Keys are short (they are written at every ``await``). Readers take what they know and
 default what is absent, so that adding a key never breaks an older checkpoint.
 
-**Versions and migration.** Documents carry no version of their own while their format
-is :data:`FORMAT` 1; a later format writes ``"v": N``. A reader accepts documents without
-``"v"`` (format 1) and refuses a newer one with :class:`~durably.errors.UnsupportedFormatError`.
+**Versions and migration.** Documents carry no version of their own in format 1; a later
+format writes ``"v": N``. A reader accepts documents without ``"v"`` (format 1) up to
+:data:`FORMAT` and refuses a newer one with :class:`~durably.errors.UnsupportedFormatError`.
+Format 2 adds the frame's ``loop`` (:class:`LoopPosition`: a snapshot taken between two
+iterations of a loop, :mod:`durably._loops`), which an older reader must not skip: it
+would run the loop again from its start over a namespace already inside it. So only
+such a snapshot is written as format 2, and every other document stays format 1, which
+older releases still read.
 The rule for a change: a new optional key keeps the format (readers default it); a key
 whose meaning changes, or a required new key, bumps :data:`FORMAT` and adds a migration
 here, in :func:`upgrade`, from every older format to the new one -- so that checkpoints
@@ -52,6 +57,7 @@ from durably._journal._records import (
     LLMAppend,
     LLMEntry,
     LLMRecord,
+    LoopPosition,
     Message,
     TranscriptItem,
     digest,
@@ -70,6 +76,7 @@ __all__ = [
     "LLMAppend",
     "LLMEntry",
     "LLMRecord",
+    "LoopPosition",
     "Message",
     "RestoredAgent",
     "SnapshotDoc",

@@ -30,21 +30,25 @@ __all__ = [
     "upgrade",
 ]
 
-FORMAT = 1
-"""The format of the documents this durably writes (see :mod:`durably._journal`)."""
+FORMAT = 2
+"""The newest format of the documents this durably reads and writes (see
+:mod:`durably._journal`): a snapshot inside a stepped loop is format 2, every other
+document format 1."""
+LOOP_FORMAT = 2
+"""The format that added :attr:`Frame.loop <durably._journal.Frame.loop>`."""
 
 
 def upgrade(doc: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``doc`` in the current format.
+    """``doc`` in the current format (format 2 only adds an optional key to format 1).
 
     Raises:
         UnsupportedFormatError: The document was written in a newer format.
     """
     version = doc.get("v", 1)
-    if version != FORMAT:
+    if version not in (1, LOOP_FORMAT):
         raise UnsupportedFormatError(
             f"checkpoint document format {version!r} is not supported (this durably reads "
-            f"format {FORMAT}); upgrade durably"
+            f"formats 1 to {FORMAT}); upgrade durably"
         )
     return doc
 
@@ -98,6 +102,8 @@ class SnapshotDoc:
         }
         if self.serving is not None:
             doc["serving"] = self.serving.to_doc()
+        if self.frame is not None and "loop" in self.frame:
+            doc["v"] = LOOP_FORMAT  # an older durably would resume the loop from its start
         return doc
 
     @classmethod

@@ -15,12 +15,15 @@ from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from typing import Any, TypedDict
 
+from durably.errors import CorruptObjectError
+
 __all__ = [
     "Entry",
     "Frame",
     "LLMAppend",
     "LLMEntry",
     "LLMRecord",
+    "LoopPosition",
     "Message",
     "TranscriptItem",
     "digest",
@@ -360,6 +363,46 @@ class Message:
 
 
 @dataclass
+class LoopPosition:
+    """Where a top-level ``for`` loop that durably runs an iteration at a time stands
+    between two iterations (see :mod:`durably._loops`): the statement, the index of the
+    next item, and the sequence the loop goes through (stored beside the frame's
+    namespace, in the same document: a list the namespace also holds stays one object)."""
+
+    statement: int
+    next: int
+    sequence: list[Any] | tuple[Any, ...] | str | range
+
+    def to_doc(self) -> dict[str, Any]:
+        sequence: Any = self.sequence
+        if type(sequence) is range:
+            sequence = {"range": [sequence.start, sequence.stop, sequence.step]}
+        return {"statement": self.statement, "next": self.next, "seq": sequence}
+
+    @classmethod
+    def from_doc(cls, doc: Mapping[str, Any]) -> LoopPosition:
+        """Raises:
+        CorruptObjectError: Not a loop position this durably writes."""
+        sequence: Any = doc.get("seq")
+        statement, position = doc.get("statement"), doc.get("next")
+        if type(sequence) is dict and set(sequence) == {"range"}:
+            bounds = sequence["range"]
+            if type(bounds) is list and len(bounds) == 3 and all(type(b) is int for b in bounds):
+                sequence = range(*bounds)
+        if (
+            type(sequence) not in (list, tuple, str, range)
+            or type(statement) is not int
+            or type(position) is not int
+            or not 0 <= position <= len(sequence)
+        ):
+            raise CorruptObjectError(
+                f"a snapshot's loop position is damaged: statement {statement!r}, next item "
+                f"{position!r} of a {type(sequence).__name__}"
+            )
+        return cls(statement, position, sequence)
+
+
+@dataclass
 class Frame:
     """One call-stack frame of an LLM playbook (its namespace is stored separately)."""
 
@@ -384,9 +427,12 @@ class Frame:
     history: list[dict[str, str]] = field(default_factory=list)
     """The conversation after the playbook's instruction: assistant and user messages,
     alternating, ending with a user message once a response ended."""
+    loop: LoopPosition | None = None
+    """Set between two iterations of the statement ``executed`` when it is a loop that
+    durably steps through (:mod:`durably._loops`): where a resume goes on inside it."""
 
     def to_doc(self) -> dict[str, Any]:
-        return {
+        doc = {
             "playbook": self.playbook,
             "calls": self.calls,
             "llm_index": self.llm_index,
@@ -398,6 +444,9 @@ class Frame:
             "no_code": self.no_code,
             "history": self.history,
         }
+        if self.loop is not None:
+            doc["loop"] = self.loop.to_doc()
+        return doc
 
     @classmethod
     def from_doc(
@@ -415,6 +464,7 @@ class Frame:
             error=doc["error"],
             no_code=doc.get("no_code", 0),
             history=list(doc["history"]),
+            loop=LoopPosition.from_doc(doc["loop"]) if doc.get("loop") is not None else None,
         )
 
     @property

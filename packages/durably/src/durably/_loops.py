@@ -1,0 +1,147 @@
+"""Top-level ``for`` loops of an agent's bottom frame, run one iteration at a time.
+
+A snapshot is exact only at a quiet point: the agent's bottom frame between two
+statements, nothing suspended (``docs/design/resume-model``). A ``for`` statement whose
+body awaits thousands of times never reaches one, so a resume would restore the snapshot
+taken before the loop and replay every operation since. Yet between two iterations of a
+loop over a list, a tuple, a str or a range, the only thing a Python frame holds beyond
+the namespace is the iterator's position -- and when durably runs the loop itself, with
+an index into the sequence, that position is data. :class:`SteppedLoop` runs such a loop
+iteration by iteration; between two iterations it records the sequence and the next
+index in the frame (:class:`~durably._journal.LoopPosition`) and offers the runtime a quiet
+point (:meth:`~durably._runtime.AgentTask.iteration_done`), where a snapshot may be
+taken. A resume from that snapshot goes on with that iteration: the iterable is not
+evaluated again, the namespace is as that iteration found it, and the operations
+journaled since are replayed. So replay stays bounded by ``snapshot_every`` operations
+plus one iteration's, whatever the length of the loop.
+
+Python's semantics are kept: the iterable is evaluated once; each iteration takes item
+``i`` while ``i < len(sequence)`` at that moment, as a list's iterator does (a body that
+appends to the list it loops over sees the new items); the target is assigned as
+Python assigns it; ``break`` skips the ``else`` clause, ``continue`` goes on. Iterables
+of other types (generators, ``enumerate``, dict views, subclasses) are iterated with
+``next()`` in the same way, without quiet points inside (their position cannot be
+stored). The body runs as the code of a one-item ``for`` over the current item, compiled
+from the statement's own syntax tree: its line numbers, and the lines of its tracebacks,
+are the statement's.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+from typing import TYPE_CHECKING, Any
+
+from durably._journal import LoopPosition
+
+if TYPE_CHECKING:
+    from durably._journal import Frame
+    from durably._runtime import AgentTask
+
+__all__ = ["SteppedLoop", "loop_of"]
+
+_FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_ITEM = "__durably_item__"
+"""The current item, in the namespace while an iteration's body runs."""
+_WENT_ON = "__durably_went_on__"
+"""Set by the body's wrapper when the body ended without ``break``."""
+_SEQUENCES = (list, tuple, str, range)
+"""Types whose iteration is ``sequence[i]`` for ``i < len(sequence)``: their position
+is an index."""
+
+
+def loop_of(source: str) -> ast.For | None:
+    """The statement's ``for`` node, if it is a ``for`` loop (not ``async for``) whose
+    body or ``else`` clause awaits: the loops worth stepping."""
+    if not source.startswith("for"):
+        return None
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:  # the executor reports it when it compiles the statement
+        return None
+    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.For):
+        return None
+    node = tree.body[0]
+    awaits = any(
+        isinstance(inner, (ast.Await, ast.AsyncFor, ast.AsyncWith))
+        for part in (*node.body, *node.orelse)
+        for inner in ast.walk(part)
+    )
+    return node if awaits else None
+
+
+class SteppedLoop:
+    """One top-level ``for`` statement, compiled to run an iteration at a time."""
+
+    def __init__(self, node: ast.For, filename: str) -> None:
+        iterable = ast.Expression(body=node.iter)
+        self._iterable = compile(iterable, filename, "eval", flags=_FLAGS, dont_inherit=True)
+        item = ast.Name(id=_ITEM, ctx=ast.Load())
+        went_on = ast.Assign(
+            targets=[ast.Name(id=_WENT_ON, ctx=ast.Store())], value=ast.Constant(True)
+        )
+        wrapper = ast.For(
+            target=node.target,
+            iter=ast.Tuple(elts=[item], ctx=ast.Load()),
+            body=node.body,
+            orelse=[went_on],
+        )
+        for made in (wrapper, wrapper.iter, item, went_on, *went_on.targets, went_on.value):
+            ast.copy_location(made, node)
+        body = ast.Module(body=[wrapper], type_ignores=[])
+        self._body = compile(body, filename, "exec", flags=_FLAGS, dont_inherit=True)
+        self._orelse = None
+        if node.orelse:
+            orelse = ast.Module(body=node.orelse, type_ignores=[])
+            self._orelse = compile(orelse, filename, "exec", flags=_FLAGS, dont_inherit=True)
+
+    async def run(self, frame: Frame, statement: int, task: AgentTask) -> None:
+        """Run the loop in ``frame`` -- from the iteration its restored
+        :attr:`~durably._journal.Frame.loop` names, if it names statement ``statement``
+        -- offering ``task`` a quiet point after each iteration over a sequence."""
+        namespace = frame.namespace
+        saved, frame.loop = frame.loop, None
+        if saved is not None and saved.statement == statement:
+            sequence: Any = saved.sequence
+            index = saved.next
+        else:
+            sequence = eval(self._iterable, namespace)
+            if self._iterable.co_flags & inspect.CO_COROUTINE:  # `for x in await f():`
+                sequence = await sequence
+            index = 0
+        iterator = None if type(sequence) in _SEQUENCES else iter(sequence)
+        while True:
+            if iterator is None:
+                if index >= len(sequence):
+                    break
+                item = sequence[index]
+            else:
+                try:
+                    item = next(iterator)
+                except StopIteration:
+                    break
+            index += 1
+            namespace[_ITEM] = item
+            try:
+                await _value(eval(self._body, namespace))
+                went_on = namespace.get(_WENT_ON) is True
+            finally:
+                namespace.pop(_ITEM, None)
+                namespace.pop(_WENT_ON, None)
+            if not went_on:  # break: no else clause
+                return
+            if iterator is None:
+                frame.loop = LoopPosition(statement, index, sequence)
+                try:
+                    await task.iteration_done(frame)
+                finally:
+                    frame.loop = None
+        if self._orelse is not None:
+            await _value(eval(self._orelse, namespace))
+
+
+async def _value(result: Any) -> Any:
+    """The value of evaluated code: awaited if the code awaits at top level."""
+    if inspect.iscoroutine(result):
+        return await result
+    return result

@@ -1,0 +1,152 @@
+"""Top-level loops that durably steps through (durably._loops): snapshots between
+iterations, so that a resume replays at most ``snapshot_every`` operations and one
+iteration's, not the whole loop; the format that records it; Python's semantics.
+
+The crash-after-every-checkpoint property for loops of every kind is the ``loops``
+program of ``test_resume_points.py``; with real processes and SIGKILL, the generated
+programs of ``tests/fuzz``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import test_resume_points as points
+
+from durably._codec import ValueCodec
+from durably._journal import Frame, LoopPosition, SnapshotDoc, upgrade
+from durably._loops import loop_of
+from durably._metadata import META_KIND
+from durably.errors import CorruptObjectError, UnsupportedFormatError
+
+HERE = Path(__file__).parent
+
+
+def _long_loop(tmp_path: Path, awaits: int) -> str:
+    """A Looper program whose only response is one loop of ``awaits`` awaits."""
+    code = (
+        "```python\n"
+        "self.state.seen = []\n"
+        f"for i in range({awaits}):\n"
+        "    self.state.seen.append(i)\n"
+        "    await self.Step('Main:01:EXE')\n"
+        "await self.Return(len(self.state.seen))\n"
+        "```"
+    )
+    script = tmp_path / "long.scripted.json"
+    script.write_text(json.dumps({"Looper.Main": [code]}))
+    return str(script)
+
+
+def _kinds(store: points.CrashingStore) -> list[str]:
+    stored = store.checkpoints["run"]
+    return [stored[seq][0].metadata[META_KIND] for seq in sorted(stored)]
+
+
+@pytest.mark.asyncio
+async def test_a_long_loop_resumes_from_a_snapshot_inside_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """300 awaits in one ``for``: snapshots every 16 operations inside it, so a crash
+    near its end resumes from a snapshot at most 16 operations back and replays only
+    those; the resumed run ends as the uninterrupted one."""
+    script = _long_loop(tmp_path, 300)
+    monkeypatch.setitem(points.PROGRAMS, "long", (HERE / "programs/loops.py", script, []))
+    reference = await points.run("long", points.CrashingStore(), every=16)
+    assert (reference.status, reference.value) == ("completed", 300)
+
+    store = points.CrashingStore()
+    crash_at = 290
+    first = await points.run("long", store, every=16, crash_at=crash_at)
+    assert first.status == "failed"
+    kinds = _kinds(store)
+    assert len(kinds) == crash_at
+    latest = max(seq for seq, kind in enumerate(kinds) if kind == "snapshot")
+    assert crash_at - 1 - latest <= 16, f"replays {crash_at - 1 - latest} operations"
+    assert kinds.count("snapshot") >= 280 // 16
+
+    second = await points.run("long", store, every=16, resume=True)
+    assert (second.status, second.value) == ("completed", 300)
+    assert second.states == reference.states
+
+
+def test_a_snapshot_inside_a_loop_is_format_2_and_no_other_is() -> None:
+    """An older durably would resume the loop from its start over a namespace already
+    inside it: a snapshot holding a loop position is format 2, which it refuses; every
+    other document stays format 1, which it reads."""
+    frame = Frame("Main", {})
+    plain = SnapshotDoc(
+        "1000", "Looper", 3, "begin", frame.to_doc(), [], [], [], [], [], {}, None, False, 0
+    ).to_doc()
+    assert "v" not in plain
+    frame.loop = LoopPosition(0, 5, range(10))
+    looping = SnapshotDoc(
+        "1000", "Looper", 3, "begin", frame.to_doc(), [], [], [], [], [], {}, None, False, 0
+    ).to_doc()
+    assert looping["v"] == 2
+    assert upgrade(looping) is looping
+    restored = SnapshotDoc.from_doc(looping)
+    assert restored.frame is not None
+    assert Frame.from_doc(restored.frame, {}, default_number=0).loop == frame.loop
+    with pytest.raises(UnsupportedFormatError, match="format 3"):
+        upgrade({**looping, "v": 3})
+
+
+@pytest.mark.parametrize(
+    "sequence", [range(3, 40, 4), range(0), [1, "a", None], ("x", 2), "text", []]
+)
+def test_a_loop_position_goes_through_the_codec(sequence: Any) -> None:
+    position = LoopPosition(7, 0, sequence)
+    codec = ValueCodec()
+    enc = codec.encode({"frame": position.to_doc()})
+    back = LoopPosition.from_doc(codec.decode(enc.data, enc.blobs.__getitem__)["frame"])
+    assert back == position
+    assert type(back.sequence) is type(sequence)
+
+
+def test_the_sequence_a_loop_shares_with_the_namespace_stays_one_object() -> None:
+    """A loop over a list the namespace (or the state) holds, which its body appends to:
+    restored, the loop goes on over the same list object, as the appends need."""
+    items = ["a", "b"]
+    codec = ValueCodec()
+    roots = {"frame": LoopPosition(0, 1, items).to_doc(), "locals": {"items": items}}
+    enc = codec.encode(roots)
+    back = codec.decode(enc.data, enc.blobs.__getitem__)
+    assert LoopPosition.from_doc(back["frame"]).sequence is back["locals"]["items"]
+
+
+@pytest.mark.parametrize(
+    "doc",
+    [
+        {"statement": 0, "next": 1, "seq": {"range": [0, 5]}},
+        {"statement": 0, "next": 1, "seq": {"range": [0, 5, 1], "x": 1}},
+        {"statement": 0, "next": 1, "seq": {"a": 1}},
+        {"statement": 0, "next": 1, "seq": 5},
+        {"statement": "0", "next": 1, "seq": [1]},
+        {"statement": 0, "next": 3, "seq": [1]},
+        {"statement": 0, "next": -1, "seq": [1]},
+        {"statement": 0, "seq": [1]},
+    ],
+)
+def test_a_damaged_loop_position_is_a_typed_error(doc: dict[str, Any]) -> None:
+    with pytest.raises(CorruptObjectError, match="loop position is damaged"):
+        LoopPosition.from_doc(doc)
+
+
+@pytest.mark.parametrize(
+    ("source", "stepped"),
+    [
+        ("for i in range(3):\n    await f()", True),
+        ("for i in x:\n    pass\nelse:\n    await f()", True),
+        ("for i in x:\n    async with y:\n        pass", True),
+        ("for i in range(3):\n    g(i)", False),  # no await: nothing to gain
+        ("async for i in x:\n    await f()", False),  # an async iterator's position
+        ("while True:\n    await f()", False),
+        ("x = 1", False),
+        ("for i in (:", False),  # the executor reports the syntax error
+    ],
+)
+def test_which_loops_are_stepped(source: str, stepped: bool) -> None:
+    assert (loop_of(source) is not None) is stepped
