@@ -16,8 +16,9 @@ import pytest
 import test_resume_points as points
 
 from durably._codec import ValueCodec
+from durably._executor import StreamingPythonExecutor
 from durably._journal import Frame, LoopPosition, SnapshotDoc, upgrade
-from durably._loops import loop_of
+from durably._loops import LOOP_BYTES_PER_OPERATION, loop_of
 from durably._metadata import META_KIND
 from durably.errors import CorruptObjectError, UnsupportedFormatError
 
@@ -125,7 +126,6 @@ def test_the_sequence_a_loop_shares_with_the_namespace_stays_one_object() -> Non
         {"statement": 0, "next": 1, "seq": {"a": 1}},
         {"statement": 0, "next": 1, "seq": 5},
         {"statement": "0", "next": 1, "seq": [1]},
-        {"statement": 0, "next": 3, "seq": [1]},
         {"statement": 0, "next": -1, "seq": [1]},
         {"statement": 0, "seq": [1]},
     ],
@@ -133,6 +133,61 @@ def test_the_sequence_a_loop_shares_with_the_namespace_stays_one_object() -> Non
 def test_a_damaged_loop_position_is_a_typed_error(doc: dict[str, Any]) -> None:
     with pytest.raises(CorruptObjectError, match="loop position is damaged"):
         LoopPosition.from_doc(doc)
+
+
+def test_a_position_past_the_end_of_its_list_is_not_damage() -> None:
+    """A body that empties the list it loops over leaves the next index past its end:
+    the loop ends there, after a resume as without one."""
+    assert LoopPosition.from_doc({"statement": 0, "next": 3, "seq": [1]}).next == 3
+
+
+@pytest.mark.asyncio
+async def test_stepping_changes_nothing_a_program_does(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loops program run with its loops stepped and as plain Python statements: the
+    same result, lines, states, transcript and LLM prompts (the crash tests compare
+    stepped runs with each other; this compares them with Python)."""
+    stepped = await points.run("loops", points.CrashingStore(), every=1)
+    monkeypatch.setattr(StreamingPythonExecutor, "_stepped", lambda self, source: None)
+    plain = await points.run("loops", points.CrashingStore(), every=1)
+    assert stepped.status == plain.status == "completed"
+    assert stepped.value == plain.value
+    assert stepped.said == plain.said
+    assert stepped.states == plain.states
+    assert stepped.transcript == plain.transcript
+    assert [p[3] for p in stepped.prompts] == [p[3] for p in plain.prompts]
+
+
+@pytest.mark.asyncio
+async def test_a_loop_over_a_large_namespace_snapshots_less_often(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each snapshot encodes the whole namespace: inside a loop, one is due once
+    snapshot_every operations were journaled and one per LOOP_BYTES_PER_OPERATION bytes
+    the latest snapshot took, so a loop of cheap awaits over a 400 KB state does not
+    re-encode it every 16 operations -- and replay stays bounded by that number."""
+    code = (
+        "```python\n"
+        "self.state.rows = [f'{k:04d}' * 256 for k in range(400)]\n"
+        "for i in range(600):\n"
+        "    await self.Step('Main:01:EXE')\n"
+        "await self.Return(i)\n"
+        "```"
+    )
+    script = tmp_path / "rows.scripted.json"
+    script.write_text(json.dumps({"Looper.Main": [code]}))
+    monkeypatch.setitem(points.PROGRAMS, "rows", (HERE / "programs/loops.py", str(script), []))
+    store = points.CrashingStore()
+    crash_at = 560
+    first = await points.run("rows", store, every=16, crash_at=crash_at)
+    assert first.status == "failed"
+    kinds = _kinds(store)
+    due = 400 * 1024 // LOOP_BYTES_PER_OPERATION  # ~100 operations
+    inside = kinds.count("snapshot") - 2  # the first one and the one before the loop
+    assert 1 <= inside <= crash_at // due + 1, kinds.count("snapshot")
+    latest = max(seq for seq, kind in enumerate(kinds) if kind == "snapshot")
+    assert crash_at - 1 - latest <= due + 16
+    second = await points.run("rows", store, every=16, resume=True)
+    assert (second.status, second.value) == ("completed", 599)
 
 
 @pytest.mark.parametrize(

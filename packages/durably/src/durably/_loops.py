@@ -33,12 +33,18 @@ import inspect
 from typing import TYPE_CHECKING, Any
 
 from durably._journal import LoopPosition
+from durably.errors import CorruptObjectError, SerializationError
 
 if TYPE_CHECKING:
     from durably._journal import Frame
     from durably._runtime import AgentTask
 
-__all__ = ["SteppedLoop", "loop_of"]
+__all__ = ["LOOP_BYTES_PER_OPERATION", "SteppedLoop", "loop_of"]
+
+LOOP_BYTES_PER_OPERATION = 4096
+"""Between two iterations, a snapshot is due once ``snapshot_every`` operations were
+journaled and one per this many bytes the agent's latest snapshot took to encode (see
+:meth:`~durably._runtime.AgentTask.iteration_done`)."""
 
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _ITEM = "__durably_item__"
@@ -101,7 +107,12 @@ class SteppedLoop:
         -- offering ``task`` a quiet point after each iteration over a sequence."""
         namespace = frame.namespace
         saved, frame.loop = frame.loop, None
-        if saved is not None and saved.statement == statement:
+        if saved is not None:
+            if saved.statement != statement:  # never written so: do not start it over
+                raise CorruptObjectError(
+                    f"a snapshot of {frame.playbook} stopped inside the loop of statement "
+                    f"{saved.statement}, but statement {statement} is the next to run"
+                )
             sequence: Any = saved.sequence
             index = saved.next
         else:
@@ -109,7 +120,8 @@ class SteppedLoop:
             if self._iterable.co_flags & inspect.CO_COROUTINE:  # `for x in await f():`
                 sequence = await sequence
             index = 0
-        iterator = None if type(sequence) in _SEQUENCES else iter(sequence)
+        iterator = None if _indexable(sequence) else iter(sequence)
+        quiet = iterator is None and (saved is not None or _storable(task, sequence))
         while True:
             if iterator is None:
                 if index >= len(sequence):
@@ -130,7 +142,7 @@ class SteppedLoop:
                 namespace.pop(_WENT_ON, None)
             if not went_on:  # break: no else clause
                 return
-            if iterator is None:
+            if quiet:
                 frame.loop = LoopPosition(statement, index, sequence)
                 try:
                     await task.iteration_done(frame)
@@ -138,6 +150,32 @@ class SteppedLoop:
                     frame.loop = None
         if self._orelse is not None:
             await _value(eval(self._orelse, namespace))
+
+
+def _storable(task: AgentTask, sequence: Any) -> bool:
+    """Whether a snapshot can hold the loop's sequence: a loop over values the codec
+    refuses (functions, say) gets no quiet points inside, so that it runs as it would
+    without durably."""
+    manager = task.execution.manager
+    if type(sequence) not in (list, tuple) or not manager.config.enabled:
+        return True
+    try:
+        manager.codec.encode_value(sequence)
+    except SerializationError:
+        return False
+    return True
+
+
+def _indexable(sequence: Any) -> bool:
+    """Whether the loop goes through ``sequence`` by index (a range too long for
+    ``len()`` is iterated)."""
+    if type(sequence) not in _SEQUENCES:
+        return False
+    try:
+        len(sequence)
+    except OverflowError:
+        return False
+    return True
 
 
 async def _value(result: Any) -> Any:

@@ -36,6 +36,7 @@ from durably._journal import (
     user_input_number,
 )
 from durably._llmloop import PlaybookLoop
+from durably._loops import LOOP_BYTES_PER_OPERATION
 from durably._mailbox import Mailbox
 from durably._messaging import wait_for
 from durably._replay import Journal
@@ -179,8 +180,17 @@ class AgentTask:
     async def iteration_done(self, frame: Frame) -> None:
         """Between two iterations of a loop the executor steps through (``frame.loop``
         says where): a quiet point like the end of a statement, if ``frame`` is the
-        agent's only frame (see :mod:`durably._loops`)."""
-        if self.quiet and self.journal.ops_since_snapshot >= self.snapshot_every:
+        agent's only frame (see :mod:`durably._loops`). A loop's iterations may await
+        little while the namespace is large, so a snapshot is taken there once
+        ``snapshot_every`` operations were journaled *and* one per
+        :data:`LOOP_BYTES_PER_OPERATION` bytes the latest snapshot's encoding took:
+        re-encoding a large namespace costs at most that much per operation, and replay
+        stays bounded by the same number of operations."""
+        due = max(
+            self.snapshot_every,
+            self.execution.manager.snapshot_bytes(self.agent_id) // LOOP_BYTES_PER_OPERATION,
+        )
+        if self.quiet and self.journal.ops_since_snapshot >= due:
             await self.snapshot()
 
     async def snapshot(self, *, unless_repeated: bool = False) -> None:

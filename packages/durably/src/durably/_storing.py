@@ -43,6 +43,9 @@ class CheckpointWriter(CheckpointReader):
     bytes_written: int
     _lock: Any
     _stored_before: int | None
+    encoded_bytes: int = 0
+    """Bytes the latest checkpoint's encoding took: its document and every chunk of it,
+    new or stored before."""
     _owner: tuple[Lease, dict[str, str]] | None = None
     """The lease :meth:`_owner_metadata` was built for, and what it built."""
 
@@ -76,6 +79,9 @@ class CheckpointWriter(CheckpointReader):
             )
         encoded = self.codec.encode(roots, labels)
         size = len(encoded.data)
+        self.encoded_bytes = (
+            size + sum(len(blob) for blob in encoded.blobs.values()) if encoded.blobs else size
+        )
         new_blobs = (
             {d: blob for d, blob in encoded.blobs.items() if d not in self.known_blobs}
             if encoded.blobs

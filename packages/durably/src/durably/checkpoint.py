@@ -83,6 +83,8 @@ class _Written(NamedTuple):
     manifest: dict[str, int]
     next_agent_id: int
     digest: str
+    encoded: int
+    """Bytes its encoding took (document and every chunk, stored before or not)."""
 
 
 def _roots(
@@ -218,7 +220,12 @@ class CheckpointManager(CheckpointWriter):
             if kind == "snapshot":
                 assert self._prev_digest is not None
                 self._snapshots[agent_id] = _Written(
-                    seq, doc.get("index", -1), manifest, execution.next_agent_id, self._prev_digest
+                    seq,
+                    doc.get("index", -1),
+                    manifest,
+                    execution.next_agent_id,
+                    self._prev_digest,
+                    self.encoded_bytes,
                 )
             if self.faults is not None:
                 self.faults.checkpoint_written()
@@ -258,6 +265,12 @@ class CheckpointManager(CheckpointWriter):
         }
         roots, labels = _roots(agent_id, body, state, local_vars, frame)
         return digest_of(self.codec.encode(roots, labels).data) == last.digest
+
+    def snapshot_bytes(self, agent_id: str) -> int:
+        """Bytes the encoding of agent ``agent_id``'s latest snapshot took, if this
+        manager wrote it (else 0): what another one will cost about as much of."""
+        last = self._snapshots.get(agent_id)
+        return 0 if last is None else last.encoded
 
     async def prune(self, keep_last: int) -> list[int]:
         """Apply retention: keep the last ``keep_last`` checkpoints and what resume needs."""

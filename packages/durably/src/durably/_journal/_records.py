@@ -393,7 +393,7 @@ class LoopPosition:
             type(sequence) not in (list, tuple, str, range)
             or type(statement) is not int
             or type(position) is not int
-            or not 0 <= position <= len(sequence)
+            or position < 0  # past the end is legitimate: a body may shrink its list
         ):
             raise CorruptObjectError(
                 f"a snapshot's loop position is damaged: statement {statement!r}, next item "
