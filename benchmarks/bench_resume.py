@@ -36,13 +36,13 @@ import sys
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import _common as c
 import _goals
 
 from durably.config import DurabilityConfig
 
-SNAPSHOT_EVERY = 16
 GOAL_AWAITS = 10_000
 GOAL_MS = 200.0
 """Issue 19, goal 5: a history of 10,000 awaits resumes in under 200 ms in-process."""
@@ -55,11 +55,14 @@ class Case:
     n: int
     state: c.StateShape
 
-    def checkpoints_before_say(self) -> int:
-        """How many checkpoints precede the resumed Say (the crash point): the first
-        snapshot, one delta per await, and a snapshot after every 16 (between two
-        statements, or two iterations of the loop)."""
-        return 1 + self.n + self.n // SNAPSHOT_EVERY
+    def script(self, work: c.Workdir) -> str:
+        """The scripted LLM: the shape's N awaits, then the Say that the resume shows."""
+        body = c.SHAPES[self.shape](self.n, self.state)
+        return work.script(
+            c.response(
+                body, self.state, tail="await self.Say('user', 'resumed')\nawait self.Return(0)\n"
+            )
+        )
 
 
 LARGE = c.StateShape("large (1 MB)", 1000)
@@ -81,17 +84,8 @@ def env(**extra: str) -> dict[str, str]:
     return e
 
 
-def crash(work: c.Workdir, case: Case, store: Path) -> tuple[str, str, float]:
-    """Run the program in a child process that SIGKILLs itself at the crash point."""
-    body = c.SHAPES[case.shape](case.n, case.state)
-    llm = work.script(
-        c.response(
-            body, case.state, tail="await self.Say('user', 'resumed')\nawait self.Return(0)\n"
-        )
-    )
-    execution_id = f"resume-{uuid.uuid4().hex[:10]}"
-    start = c.now()
-    proc = subprocess.run(
+def _run(work: c.Workdir, llm: str, store: Path, execution_id: str, **environ: str) -> Any:
+    return subprocess.run(
         [
             sys.executable,
             "-m",
@@ -105,14 +99,48 @@ def crash(work: c.Workdir, case: Case, store: Path) -> tuple[str, str, float]:
             "--execution-id",
             execution_id,
         ],
-        env=env(
-            DURABLY_CRASH_AFTER_CHECKPOINT=str(case.checkpoints_before_say()),
-            DURABLY_LEASE_TTL="0.2",
-        ),
+        env=env(**environ),
         capture_output=True,
         text=True,
         timeout=600,
         check=False,
+    )
+
+
+async def checkpoints_before_say(work: c.Workdir, llm: str) -> int:
+    """How many checkpoints precede the resumed Say's (the crash point), counted in an
+    uninterrupted run: the first snapshot, one delta per await, and the snapshots taken
+    between statements or iterations (how often inside a loop depends on the state's
+    size, see ``durably._loops``)."""
+    store = work.path / f"calibrate-{uuid.uuid4().hex[:8]}"
+    execution_id = "calibrate"
+    proc = _run(work, llm, store, execution_id)
+    if proc.returncode != 0:
+        raise RuntimeError(f"the calibration run failed: {proc.stderr[-500:]!r}")
+    from durably import open_store
+
+    kinds = []
+    async with open_store(config=DurabilityConfig(store=f"file://{store}")) as provider:
+        async for info in provider.iter_checkpoints(execution_id):
+            kinds.append(info.metadata.get("durably.kind"))
+    shutil.rmtree(store)
+    deltas = [i for i, kind in enumerate(kinds) if kind == "delta"]
+    return deltas[-2]  # the last delta is the Return's, the one before it the Say's
+
+
+async def crash(work: c.Workdir, case: Case, store: Path) -> tuple[str, str, float]:
+    """Run the program in a child process that SIGKILLs itself at the crash point."""
+    llm = case.script(work)
+    crash_at = await checkpoints_before_say(work, llm)
+    execution_id = f"resume-{uuid.uuid4().hex[:10]}"
+    start = c.now()
+    proc = _run(
+        work,
+        llm,
+        store,
+        execution_id,
+        DURABLY_CRASH_AFTER_CHECKPOINT=str(crash_at),
+        DURABLY_LEASE_TTL="0.2",
     )
     elapsed = c.now() - start
     if proc.returncode != -9 or "resumed" in proc.stdout:
@@ -201,7 +229,7 @@ async def bench(args: argparse.Namespace) -> None:
         for case in cases(args.quick):
             c.progress(f"resume: {case.shape}, {case.n} awaits, state {case.state.name}")
             original = work.path / f"crashed-{case.shape}-{case.n}-{case.state.items}"
-            execution_id, _llm, crash_s = crash(work, case, original)
+            execution_id, _llm, crash_s = await crash(work, case, original)
             usage = await c.store_usage(DurabilityConfig(store=f"file://{original}"), execution_id)
             if usage.kinds.get("delta") != case.n:  # the crash point is right before the Say
                 raise RuntimeError(
