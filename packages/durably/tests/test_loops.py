@@ -25,12 +25,14 @@ from durably.errors import CorruptObjectError, UnsupportedFormatError
 HERE = Path(__file__).parent
 
 
-def _long_loop(tmp_path: Path, awaits: int) -> str:
+def _long_loop(tmp_path: Path, awaits: int, kind: str = "for") -> str:
     """A Looper program whose only response is one loop of ``awaits`` awaits."""
+    head = f"for i in range({awaits}):\n" if kind == "for" else f"i = 0\nwhile i < {awaits}:\n"
+    step = "" if kind == "for" else "    i += 1\n"
     code = (
         "```python\n"
         "self.state.seen = []\n"
-        f"for i in range({awaits}):\n"
+        f"{head}{step}"
         "    self.state.seen.append(i)\n"
         "    await self.Step('Main:01:EXE')\n"
         "await self.Return(len(self.state.seen))\n"
@@ -47,13 +49,14 @@ def _kinds(store: points.CrashingStore) -> list[str]:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["for", "while"])
 async def test_a_long_loop_resumes_from_a_snapshot_inside_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: str
 ) -> None:
-    """300 awaits in one ``for``: snapshots every 16 operations inside it, so a crash
-    near its end resumes from a snapshot at most 16 operations back and replays only
-    those; the resumed run ends as the uninterrupted one."""
-    script = _long_loop(tmp_path, 300)
+    """300 awaits in one ``for`` (or ``while``): snapshots every 16 operations inside it,
+    so a crash near its end resumes from a snapshot at most 16 operations back and
+    replays only those; the resumed run ends as the uninterrupted one."""
+    script = _long_loop(tmp_path, 300, kind)
     monkeypatch.setitem(points.PROGRAMS, "long", (HERE / "programs/loops.py", script, []))
     reference = await points.run("long", points.CrashingStore(), every=16)
     assert (reference.status, reference.value) == ("completed", 300)
@@ -198,7 +201,9 @@ async def test_a_loop_over_a_large_namespace_snapshots_less_often(
         ("for i in x:\n    async with y:\n        pass", True),
         ("for i in range(3):\n    g(i)", False),  # no await: nothing to gain
         ("async for i in x:\n    await f()", False),  # an async iterator's position
-        ("while True:\n    await f()", False),
+        ("while True:\n    await f()", True),
+        ("while await f():\n    pass", True),
+        ("while x:\n    g()", False),
         ("x = 1", False),
         ("for i in (:", False),  # the executor reports the syntax error
     ],

@@ -199,9 +199,10 @@ class StreamingPythonExecutor:
         frame.current = None
         await self.task.statement_done(frame)
 
-    def _stepped(self, source: str) -> ast.For | None:
-        """The statement's loop, if the executor steps through it: a ``for`` loop that
-        awaits, in the agent's bottom frame (only there can a loop reach a quiet point)."""
+    def _stepped(self, source: str) -> ast.For | ast.While | None:
+        """The statement's loop, if the executor steps through it: a ``for`` or
+        ``while`` loop that awaits, in the agent's bottom frame (only there can a loop
+        reach a quiet point)."""
         frames = self.task.frames
         if not frames or frames[0] is not self.frame:
             return None

@@ -1,4 +1,5 @@
-"""Top-level ``for`` loops of an agent's bottom frame, run one iteration at a time.
+"""Top-level ``for`` and ``while`` loops of an agent's bottom frame, run one iteration at
+a time.
 
 A snapshot is exact only at a quiet point: the agent's bottom frame between two
 statements, nothing suspended (``docs/design/resume-model``). A ``for`` statement whose
@@ -24,6 +25,10 @@ of other types (generators, ``enumerate``, dict views, subclasses) are iterated 
 stored). The body runs as the code of a one-item ``for`` over the current item, compiled
 from the statement's own syntax tree: its line numbers, and the lines of its tracebacks,
 are the statement's.
+
+A ``while`` loop is simpler: at the top of an iteration, before its condition is
+evaluated, nothing but the namespace says where it stands, so its position holds no
+sequence (and a resume evaluates the condition, as the loop would have).
 """
 
 from __future__ import annotations
@@ -56,38 +61,47 @@ _SEQUENCES = (list, tuple, str, range)
 is an index."""
 
 
-def loop_of(source: str) -> ast.For | None:
-    """The statement's ``for`` node, if it is a ``for`` loop (not ``async for``) whose
-    body or ``else`` clause awaits: the loops worth stepping."""
-    if not source.startswith("for"):
+def loop_of(source: str) -> ast.For | ast.While | None:
+    """The statement's loop node, if it is a ``for`` loop (not ``async for``) or a
+    ``while`` loop that awaits (in its body, its ``else`` clause, or a ``while``'s
+    condition): the loops worth stepping."""
+    if not source.startswith(("for", "while")):
         return None
     try:
         tree = ast.parse(source)
     except SyntaxError:  # the executor reports it when it compiles the statement
         return None
-    if len(tree.body) != 1 or not isinstance(tree.body[0], ast.For):
+    if len(tree.body) != 1 or not isinstance(tree.body[0], (ast.For, ast.While)):
         return None
     node = tree.body[0]
+    parts: list[ast.AST] = [*node.body, *node.orelse]
+    if isinstance(node, ast.While):
+        parts.append(node.test)
     awaits = any(
         isinstance(inner, (ast.Await, ast.AsyncFor, ast.AsyncWith))
-        for part in (*node.body, *node.orelse)
+        for part in parts
         for inner in ast.walk(part)
     )
     return node if awaits else None
 
 
 class SteppedLoop:
-    """One top-level ``for`` statement, compiled to run an iteration at a time."""
+    """One top-level ``for`` or ``while`` statement, compiled to run an iteration at a
+    time."""
 
-    def __init__(self, node: ast.For, filename: str) -> None:
-        iterable = ast.Expression(body=node.iter)
-        self._iterable = compile(iterable, filename, "eval", flags=_FLAGS, dont_inherit=True)
+    def __init__(self, node: ast.For | ast.While, filename: str) -> None:
+        self._while = isinstance(node, ast.While)
+        head = ast.Expression(body=node.test if isinstance(node, ast.While) else node.iter)
+        # a for's iterable, evaluated once; a while's condition, before every iteration
+        self._iterable = compile(head, filename, "eval", flags=_FLAGS, dont_inherit=True)
         item = ast.Name(id=_ITEM, ctx=ast.Load())
         went_on = ast.Assign(
             targets=[ast.Name(id=_WENT_ON, ctx=ast.Store())], value=ast.Constant(True)
         )
+        target = node.target if isinstance(node, ast.For) else ast.Name(_ITEM, ast.Store())
+        ast.copy_location(target, node)
         wrapper = ast.For(
-            target=node.target,
+            target=target,
             iter=ast.Tuple(elts=[item], ctx=ast.Load()),
             body=node.body,
             orelse=[went_on],
@@ -107,12 +121,18 @@ class SteppedLoop:
         -- offering ``task`` a quiet point after each iteration over a sequence."""
         namespace = frame.namespace
         saved, frame.loop = frame.loop, None
+        if saved is not None and (
+            saved.statement != statement or (saved.sequence is None) != self._while
+        ):  # never written so: do not start it over
+            raise CorruptObjectError(
+                f"a snapshot of {frame.playbook} stopped inside the loop of statement "
+                f"{saved.statement}, but statement {statement} is the next to run"
+                + ("" if saved.statement != statement else ", a loop of another kind")
+            )
+        if self._while:
+            await self._run_while(frame, statement, task, 0 if saved is None else saved.next)
+            return
         if saved is not None:
-            if saved.statement != statement:  # never written so: do not start it over
-                raise CorruptObjectError(
-                    f"a snapshot of {frame.playbook} stopped inside the loop of statement "
-                    f"{saved.statement}, but statement {statement} is the next to run"
-                )
             sequence: Any = saved.sequence
             index = saved.next
         else:
@@ -148,6 +168,35 @@ class SteppedLoop:
                     await task.iteration_done(frame)
                 finally:
                     frame.loop = None
+        if self._orelse is not None:
+            await _value(eval(self._orelse, namespace))
+
+    async def _run_while(self, frame: Frame, statement: int, task: AgentTask, done: int) -> None:
+        """A ``while`` loop: at the top of each iteration, before its condition is
+        evaluated, everything is in the namespace, so its position is just that (and how
+        many iterations ran: ``done``)."""
+        namespace = frame.namespace
+        while True:
+            test = eval(self._iterable, namespace)
+            if self._iterable.co_flags & inspect.CO_COROUTINE:  # `while await f():`
+                test = await test
+            if not test:
+                break
+            namespace[_ITEM] = None
+            try:
+                await _value(eval(self._body, namespace))
+                went_on = namespace.get(_WENT_ON) is True
+            finally:
+                namespace.pop(_ITEM, None)
+                namespace.pop(_WENT_ON, None)
+            if not went_on:  # break: no else clause
+                return
+            done += 1
+            frame.loop = LoopPosition(statement, done, None)
+            try:
+                await task.iteration_done(frame)
+            finally:
+                frame.loop = None
         if self._orelse is not None:
             await _value(eval(self._orelse, namespace))
 

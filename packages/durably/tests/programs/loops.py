@@ -5,7 +5,8 @@ else, an empty sequence, a list that grows while it is looped over, a tuple targ
 loop inside a stepped loop, an enumerate, a nested LLM playbook and a tool inside
 iterations, a loop over what an await returned, an exception raised in an iteration, a
 list the body empties, a list of functions (which no snapshot can hold), a range too
-long for len()."""
+long for len(); ``while`` loops ended by their condition (with an ``else``), by
+``break`` after a ``continue``, and with an await in their condition."""
 
 from durably import Agent, playbook
 

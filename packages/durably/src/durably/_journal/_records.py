@@ -371,7 +371,9 @@ class LoopPosition:
 
     statement: int
     next: int
-    sequence: list[Any] | tuple[Any, ...] | str | range
+    """The next item's index (a ``while`` loop: the iterations that ran)."""
+    sequence: list[Any] | tuple[Any, ...] | str | range | None
+    """None for a ``while`` loop, whose position is all in the namespace."""
 
     def to_doc(self) -> dict[str, Any]:
         sequence: Any = self.sequence
@@ -390,7 +392,7 @@ class LoopPosition:
             if type(bounds) is list and len(bounds) == 3 and all(type(b) is int for b in bounds):
                 sequence = range(*bounds)
         if (
-            type(sequence) not in (list, tuple, str, range)
+            type(sequence) not in (list, tuple, str, range, type(None))
             or type(statement) is not int
             or type(position) is not int
             or position < 0  # past the end is legitimate: a body may shrink its list
