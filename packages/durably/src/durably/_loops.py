@@ -136,9 +136,7 @@ class SteppedLoop:
             sequence: Any = saved.sequence
             index = saved.next
         else:
-            sequence = eval(self._iterable, namespace)
-            if self._iterable.co_flags & inspect.CO_COROUTINE:  # `for x in await f():`
-                sequence = await sequence
+            sequence = await self._head(namespace)
             index = 0
         iterator = None if _indexable(sequence) else iter(sequence)
         quiet = iterator is None and (saved is not None or _storable(task, sequence))
@@ -153,52 +151,54 @@ class SteppedLoop:
                 except StopIteration:
                     break
             index += 1
-            namespace[_ITEM] = item
-            try:
-                await _value(eval(self._body, namespace))
-                went_on = namespace.get(_WENT_ON) is True
-            finally:
-                namespace.pop(_ITEM, None)
-                namespace.pop(_WENT_ON, None)
-            if not went_on:  # break: no else clause
+            if not await self._iteration(namespace, item):  # break: no else clause
                 return
             if quiet:
-                frame.loop = LoopPosition(statement, index, sequence)
-                try:
-                    await task.iteration_done(frame)
-                finally:
-                    frame.loop = None
-        if self._orelse is not None:
-            await _value(eval(self._orelse, namespace))
+                await _quiet_point(frame, task, LoopPosition(statement, index, sequence))
+        await self._else(namespace)
 
     async def _run_while(self, frame: Frame, statement: int, task: AgentTask, done: int) -> None:
         """A ``while`` loop: at the top of each iteration, before its condition is
         evaluated, everything is in the namespace, so its position is just that (and how
         many iterations ran: ``done``)."""
         namespace = frame.namespace
-        while True:
-            test = eval(self._iterable, namespace)
-            if self._iterable.co_flags & inspect.CO_COROUTINE:  # `while await f():`
-                test = await test
-            if not test:
-                break
-            namespace[_ITEM] = None
-            try:
-                await _value(eval(self._body, namespace))
-                went_on = namespace.get(_WENT_ON) is True
-            finally:
-                namespace.pop(_ITEM, None)
-                namespace.pop(_WENT_ON, None)
-            if not went_on:  # break: no else clause
+        while await self._head(namespace):
+            if not await self._iteration(namespace, None):  # break: no else clause
                 return
             done += 1
-            frame.loop = LoopPosition(statement, done, None)
-            try:
-                await task.iteration_done(frame)
-            finally:
-                frame.loop = None
+            await _quiet_point(frame, task, LoopPosition(statement, done, None))
+        await self._else(namespace)
+
+    async def _head(self, namespace: dict[str, Any]) -> Any:
+        """A ``for``'s iterable or a ``while``'s condition (``for x in await f():``)."""
+        value = eval(self._iterable, namespace)
+        if self._iterable.co_flags & inspect.CO_COROUTINE:
+            value = await value
+        return value
+
+    async def _iteration(self, namespace: dict[str, Any], item: Any) -> bool:
+        """Run the body once over ``item``; False if it ended with ``break``."""
+        namespace[_ITEM] = item
+        try:
+            await _value(eval(self._body, namespace))
+            return namespace.get(_WENT_ON) is True
+        finally:
+            namespace.pop(_ITEM, None)
+            namespace.pop(_WENT_ON, None)
+
+    async def _else(self, namespace: dict[str, Any]) -> None:
         if self._orelse is not None:
             await _value(eval(self._orelse, namespace))
+
+
+async def _quiet_point(frame: Frame, task: AgentTask, position: LoopPosition) -> None:
+    """Between two iterations: where the loop stands is in the frame while the runtime
+    may snapshot it, and only then."""
+    frame.loop = position
+    try:
+        await task.iteration_done(frame)
+    finally:
+        frame.loop = None
 
 
 def _storable(task: AgentTask, sequence: Any) -> bool:
