@@ -57,6 +57,7 @@ SHAPES = (
     "depth:3",
     "await:top",
     "await:for",
+    "await:for-enumerate",
     "await:while",
     "await:while-try-break",
     "await:if",
@@ -457,7 +458,11 @@ class _Builder:
                 for part in parts:
                     part.run()
 
-        lines = [f"for {var} in range({count}):"] + [ln for p in parts for ln in p.lines]
+        head = f"for {var} in range({count}):"
+        if self.ch.chance(50):  # stepped too, its position holding the start
+            self.shapes["await:for-enumerate"] += 1
+            head = f"for _, {var} in enumerate(list(range({count})), {self.ch.draw(3)}):"
+        lines = [head] + [ln for p in parts for ln in p.lines]
         return Stmt(lines, run, defines=(var,))
 
     def s_while(self, frame: _Frame) -> Stmt:

@@ -114,10 +114,11 @@ async def run(
     resume: bool = False,
     chunk_seed: int = 0,
     keep_last: int = 0,
+    options: dict[str, Any] | None = None,
 ) -> Outcome:
     path, script, inputs = PROGRAMS[program]
     store.crash_at = crash_at
-    config = DurabilityConfig(snapshot_every=every, keep_last=keep_last)
+    config = DurabilityConfig(snapshot_every=every, keep_last=keep_last, **(options or {}))
     manager = CheckpointManager("run", store, config=config)
     said: list[str] = []
     said_at: list[int] = []

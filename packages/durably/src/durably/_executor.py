@@ -197,7 +197,7 @@ class StreamingPythonExecutor:
         frame.executed = statement.index + 1
         frame.offset = statement.end
         frame.current = None
-        await self.task.statement_done(frame)
+        await self.task.quiet_point(frame)
 
     def _stepped(self, source: str) -> ast.For | ast.While | None:
         """The statement's loop, if the executor steps through it: a ``for`` or

@@ -8,23 +8,27 @@ taken before the loop and replay every operation since. Yet between two iteratio
 loop over a list, a tuple, a str or a range, the only thing a Python frame holds beyond
 the namespace is the iterator's position -- and when durably runs the loop itself, with
 an index into the sequence, that position is data. :class:`SteppedLoop` runs such a loop
-iteration by iteration; between two iterations it records the sequence and the next
-index in the frame (:class:`~durably._journal.LoopPosition`) and offers the runtime a quiet
-point (:meth:`~durably._runtime.AgentTask.iteration_done`), where a snapshot may be
-taken. A resume from that snapshot goes on with that iteration: the iterable is not
+iteration by iteration; between two iterations it is at a quiet point, where a snapshot
+may be taken with the sequence and the next index in the frame
+(:class:`~durably._journal.LoopPosition`). A resume from that snapshot goes on with the
+next iteration: the iterable is not
 evaluated again, the namespace is as that iteration found it, and the operations
-journaled since are replayed. So replay stays bounded by ``snapshot_every`` operations
-plus one iteration's, whatever the length of the loop.
+journaled since are replayed. So replay stays bounded by the snapshot interval
+(:meth:`~durably._runtime.AgentTask.snapshot_interval`) plus one iteration's operations,
+whatever the length of the loop.
 
 Python's semantics are kept: the iterable is evaluated once; each iteration takes item
 ``i`` while ``i < len(sequence)`` at that moment, as a list's iterator does (a body that
 appends to the list it loops over sees the new items); the target is assigned as
-Python assigns it; ``break`` skips the ``else`` clause, ``continue`` goes on. Iterables
-of other types (generators, ``enumerate``, dict views, subclasses) are iterated with
-``next()`` in the same way, without quiet points inside (their position cannot be
-stored). The body runs as the code of a one-item ``for`` over the current item, compiled
-from the statement's own syntax tree: its line numbers, and the lines of its tracebacks,
-are the statement's.
+Python assigns it; ``break`` skips the ``else`` clause, ``continue`` goes on. A loop
+over ``enumerate(sequence[, start])``, with the built-in ``enumerate`` and a sequence of
+those types, is stepped the same way, its position holding the start. Iterables of other
+types (generators, other calls, dict views, subclasses) are iterated with ``next()`` in
+the same way, without quiet points inside (their position cannot be stored); so is a
+sequence once it holds a value no snapshot can (checked when a snapshot is due, whatever
+``on_unserializable`` says). The body runs as the code of a one-item ``for`` over the
+current item, compiled from the statement's own syntax tree: its line numbers, and the
+lines of its tracebacks, are the statement's.
 
 A ``while`` loop is simpler: at the top of an iteration, before its condition is
 evaluated, nothing but the namespace says where it stands, so its position holds no
@@ -34,7 +38,9 @@ sequence (and a resume evaluates the condition, as the loop would have).
 from __future__ import annotations
 
 import ast
+import builtins
 import inspect
+from types import CodeType
 from typing import TYPE_CHECKING, Any
 
 from durably._journal import LoopPosition
@@ -44,12 +50,7 @@ if TYPE_CHECKING:
     from durably._journal import Frame
     from durably._runtime import AgentTask
 
-__all__ = ["LOOP_BYTES_PER_OPERATION", "SteppedLoop", "loop_of"]
-
-LOOP_BYTES_PER_OPERATION = 4096
-"""Between two iterations, a snapshot is due once ``snapshot_every`` operations were
-journaled and one per this many bytes the agent's latest snapshot took to encode (see
-:meth:`~durably._runtime.AgentTask.iteration_done`)."""
+__all__ = ["SteppedLoop", "loop_of"]
 
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _ITEM = "__durably_item__"
@@ -91,9 +92,13 @@ class SteppedLoop:
 
     def __init__(self, node: ast.For | ast.While, filename: str) -> None:
         self._while = isinstance(node, ast.While)
-        head = ast.Expression(body=node.test if isinstance(node, ast.While) else node.iter)
         # a for's iterable, evaluated once; a while's condition, before every iteration
-        self._iterable = compile(head, filename, "eval", flags=_FLAGS, dont_inherit=True)
+        self._iterable = _expression(
+            node.test if isinstance(node, ast.While) else node.iter, filename
+        )
+        self._enumerate: _Enumerate | None = None
+        if isinstance(node, ast.For):
+            self._enumerate = _Enumerate.of(node.iter, filename)
         item = ast.Name(id=_ITEM, ctx=ast.Load())
         went_on = ast.Assign(
             targets=[ast.Name(id=_WENT_ON, ctx=ast.Store())], value=ast.Constant(True)
@@ -122,7 +127,9 @@ class SteppedLoop:
         namespace = frame.namespace
         saved, frame.loop = frame.loop, None
         if saved is not None and (
-            saved.statement != statement or (saved.sequence is None) != self._while
+            saved.statement != statement
+            or (saved.sequence is None) != self._while
+            or (saved.start is not None and self._enumerate is None)
         ):  # never written so: do not start it over
             raise CorruptObjectError(
                 f"a snapshot of {frame.playbook} stopped inside the loop of statement "
@@ -134,17 +141,20 @@ class SteppedLoop:
             return
         if saved is not None:
             sequence: Any = saved.sequence
-            index = saved.next
+            index, start = saved.next, saved.start
         else:
-            sequence = await self._head(namespace)
             index = 0
+            if self._enumerate is None:
+                sequence, start = await self._head(namespace), None
+            else:
+                sequence, start = await self._enumerate.evaluate(namespace)
         iterator = None if _indexable(sequence) else iter(sequence)
-        quiet = iterator is None and (saved is not None or _storable(task, sequence))
+        quiet = iterator is None
         while True:
             if iterator is None:
                 if index >= len(sequence):
                     break
-                item = sequence[index]
+                item = sequence[index] if start is None else (start + index, sequence[index])
             else:
                 try:
                     item = next(iterator)
@@ -154,7 +164,8 @@ class SteppedLoop:
             if not await self._iteration(namespace, item):  # break: no else clause
                 return
             if quiet:
-                await _quiet_point(frame, task, LoopPosition(statement, index, sequence))
+                position = LoopPosition(statement, index, sequence, start)
+                quiet = await _quiet_point(frame, task, position)
         await self._else(namespace)
 
     async def _run_while(self, frame: Frame, statement: int, task: AgentTask, done: int) -> None:
@@ -171,10 +182,7 @@ class SteppedLoop:
 
     async def _head(self, namespace: dict[str, Any]) -> Any:
         """A ``for``'s iterable or a ``while``'s condition (``for x in await f():``)."""
-        value = eval(self._iterable, namespace)
-        if self._iterable.co_flags & inspect.CO_COROUTINE:
-            value = await value
-        return value
+        return await _evaluate(self._iterable, namespace)
 
     async def _iteration(self, namespace: dict[str, Any], item: Any) -> bool:
         """Run the body once over ``item``; False if it ended with ``break``."""
@@ -191,20 +199,69 @@ class SteppedLoop:
             await _value(eval(self._orelse, namespace))
 
 
-async def _quiet_point(frame: Frame, task: AgentTask, position: LoopPosition) -> None:
-    """Between two iterations: where the loop stands is in the frame while the runtime
-    may snapshot it, and only then."""
+class _Enumerate:
+    """A ``for`` loop's iterable written ``enumerate(sequence[, start])``: stepped over
+    ``sequence`` (with ``start``) when the name is the built-in and the sequence one the
+    loop goes through by index; otherwise the call is made as written."""
+
+    def __init__(self, parts: list[CodeType], keyword: bool) -> None:
+        self._parts = parts  # the callee, the iterable and the start, in Python's order
+        self._keyword = keyword  # the start passed as ``start=``
+
+    @classmethod
+    def of(cls, node: ast.expr, filename: str) -> _Enumerate | None:
+        """The iterable's parts, if ``node`` is such a call."""
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id == "enumerate"
+            and 1 <= len(node.args) + len(node.keywords) <= 2
+            and not any(isinstance(arg, ast.Starred) for arg in node.args)
+        ):
+            return None
+        args = list(node.args)
+        keyword = False
+        if node.keywords:
+            if len(args) != 1 or node.keywords[0].arg != "start":
+                return None
+            args.append(node.keywords[0].value)
+            keyword = True
+        return cls([_expression(part, filename) for part in (node.func, *args)], keyword)
+
+    async def evaluate(self, namespace: dict[str, Any]) -> tuple[Any, int | None]:
+        """(sequence, start) to step through, or (the call's value, None) to iterate."""
+        values = [await _evaluate(part, namespace) for part in self._parts]
+        function, iterable, *rest = values
+        start = rest[0] if rest else 0
+        if function is builtins.enumerate and type(start) is int and _indexable(iterable):
+            return iterable, start
+        if not rest:
+            return function(iterable), None
+        if self._keyword:
+            return function(iterable, start=start), None
+        return function(iterable, start), None
+
+
+async def _quiet_point(frame: Frame, task: AgentTask, position: LoopPosition) -> bool:
+    """Between two iterations: snapshot the agent if one is due, with where the loop
+    stands in the frame (there only while the snapshot is taken). False if the sequence
+    now holds a value no snapshot can (a function; a regex match an iteration put in an
+    item): the loop then goes on without quiet points, as it would without durably."""
+    if not task.snapshot_due:
+        return True
+    if not _storable(task, position.sequence):
+        return False
     frame.loop = position
     try:
-        await task.iteration_done(frame)
+        await task.snapshot()
     finally:
         frame.loop = None
+    return True
 
 
 def _storable(task: AgentTask, sequence: Any) -> bool:
-    """Whether a snapshot can hold the loop's sequence: a loop over values the codec
-    refuses (functions, say) gets no quiet points inside, so that it runs as it would
-    without durably."""
+    """Whether a snapshot can hold the loop's sequence, checked whatever
+    ``on_unserializable`` says: skipping a value of the position would lose the frame."""
     manager = task.execution.manager
     if type(sequence) not in (list, tuple) or not manager.config.enabled:
         return True
@@ -225,6 +282,22 @@ def _indexable(sequence: Any) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def _expression(node: ast.expr, filename: str) -> CodeType:
+    """``node`` compiled on its own (its line numbers are the statement's)."""
+    code: CodeType = compile(
+        ast.Expression(body=node), filename, "eval", flags=_FLAGS, dont_inherit=True
+    )
+    return code
+
+
+async def _evaluate(code: CodeType, namespace: dict[str, Any]) -> Any:
+    """An expression's value (``await f()`` awaited)."""
+    value = eval(code, namespace)
+    if code.co_flags & inspect.CO_COROUTINE:
+        value = await value
+    return value
 
 
 async def _value(result: Any) -> Any:

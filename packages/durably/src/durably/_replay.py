@@ -84,6 +84,11 @@ class Journal:
         self.unwritten_log: list[LLMRecord] = []
         self.llm_counts: dict[str, int] = {}
 
+    @property
+    def replaying(self) -> bool:
+        """Whether journaled operations or LLM responses are still to be replayed."""
+        return bool(self.replay or self.replay_llm)
+
     def next_index(self) -> int:
         index = self.index
         self.index += 1
@@ -132,8 +137,8 @@ class Journal:
         if recorded is not None:
             if recorded.kind != kind or recorded.key != key:
                 raise self._divergence(index, kind, recorded.kind)
-            # Counted as when it was committed: snapshots then come at the same points as
-            # in a run that never crashed (and `show` says the same about it).
+            # Counted as when it was committed, for the snapshot cadence once replay ends
+            # (no snapshot is taken while it lasts: see AgentTask.snapshot).
             self.ops_since_snapshot += 1
             if apply is not None:
                 apply(recorded.result)

@@ -36,12 +36,11 @@ from durably._journal import (
     user_input_number,
 )
 from durably._llmloop import PlaybookLoop
-from durably._loops import LOOP_BYTES_PER_OPERATION
 from durably._mailbox import Mailbox
 from durably._messaging import wait_for
 from durably._replay import Journal
 from durably._serving import run_phases, serve_request
-from durably._snapshots import restore_task, snapshot_of
+from durably._snapshots import SNAPSHOT_BYTES_PER_OPERATION, restore_task, snapshot_of
 from durably._tools import bind_arguments, call_tool
 from durably.errors import DurablyError
 
@@ -167,33 +166,39 @@ class AgentTask:
         on the stack (a public tool served at the bottom)."""
         return len(self.frames) <= 1 and not self.tools_running
 
-    @property
-    def snapshot_every(self) -> int:
-        """Operations between two snapshots at quiet points."""
-        return self.execution.manager.config.snapshot_every
-
-    async def statement_done(self, frame: Frame) -> None:
-        # The seed API shows `checkpoint.namespace` after every statement that awaited.
-        if self.quiet and self.journal.ops_since_snapshot >= self.snapshot_every:
-            await self.snapshot()
-
-    async def iteration_done(self, frame: Frame) -> None:
-        """Between two iterations of a loop the executor steps through (``frame.loop``
-        says where): a quiet point like the end of a statement, if ``frame`` is the
-        agent's only frame (see :mod:`durably._loops`). A loop's iterations may await
-        little while the namespace is large, so a snapshot is taken there once
-        ``snapshot_every`` operations were journaled *and* one per
-        :data:`LOOP_BYTES_PER_OPERATION` bytes the latest snapshot's encoding took:
-        re-encoding a large namespace costs at most that much per operation, and replay
-        stays bounded by the same number of operations."""
-        due = max(
-            self.snapshot_every,
-            self.execution.manager.snapshot_bytes(self.agent_id) // LOOP_BYTES_PER_OPERATION,
+    def snapshot_interval(self) -> int:
+        """Operations journaled before a quiet point takes a snapshot: ``snapshot_every``,
+        and one per :data:`SNAPSHOT_BYTES_PER_OPERATION` bytes the agent's latest snapshot
+        took to encode. A snapshot encodes the whole namespace, so this bounds the work
+        of re-encoding a large one to ~4 KiB per operation, while replay stays bounded by
+        the same number of operations."""
+        manager = self.execution.manager
+        return max(
+            manager.config.snapshot_every,
+            manager.snapshot_bytes(self.agent_id) // SNAPSHOT_BYTES_PER_OPERATION,
         )
-        if self.quiet and self.journal.ops_since_snapshot >= due:
+
+    @property
+    def snapshot_due(self) -> bool:
+        """At a quiet point: whether a snapshot is due there (the agent's only frame is
+        between two statements, or two iterations of a loop the executor steps through,
+        and a snapshot interval of operations was journaled since the latest one)."""
+        return self.quiet and self.journal.ops_since_snapshot >= self.snapshot_interval()
+
+    async def quiet_point(self, frame: Frame) -> None:
+        """``frame`` is between two statements: snapshot the agent if one is due."""
+        if self.snapshot_due:
             await self.snapshot()
 
     async def snapshot(self, *, unless_repeated: bool = False) -> None:
+        """Snapshot the agent -- unless it still has journaled operations to replay: they
+        are in deltas older than the snapshot would be, so a resume from it would never
+        see them and would run them again. (A run that never crashed took no snapshot in
+        that stretch, or the resume would have started from it; only a cadence that
+        depends on this process -- the snapshot interval, before its first snapshot --
+        can ask for one there.)"""
+        if self.journal.replaying:
+            return
         await self.execution.write_snapshot(self, unless_repeated=unless_repeated)
         self.journal.ops_since_snapshot = 0
 

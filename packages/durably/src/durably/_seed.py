@@ -55,8 +55,9 @@ class StandaloneTask(AgentTask):
 
     loop_class: ClassVar[type[PlaybookLoop]] = _FedLoop
 
-    @property
-    def snapshot_every(self) -> int:
+    def snapshot_interval(self) -> int:
+        """A snapshot after every statement that awaited: the seed API shows
+        ``checkpoint.namespace`` there."""
         return 1
 
     def standalone_frame(self) -> Frame:

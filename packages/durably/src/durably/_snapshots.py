@@ -10,7 +10,12 @@ from durably._journal import Frame, RestoredAgent, SnapshotDoc, user_input_numbe
 if TYPE_CHECKING:
     from durably._runtime import AgentTask
 
-__all__ = ["restore_task", "snapshot_of"]
+__all__ = ["SNAPSHOT_BYTES_PER_OPERATION", "restore_task", "snapshot_of"]
+
+SNAPSHOT_BYTES_PER_OPERATION = 4096
+"""At a quiet point, a snapshot is due once ``snapshot_every`` operations were journaled
+since the agent's latest one *and* one per this many bytes that snapshot took to encode
+(see :meth:`~durably._runtime.AgentTask.snapshot_interval`)."""
 
 
 def snapshot_of(task: AgentTask) -> tuple[SnapshotDoc, dict[str, Any], dict[str, Any]]:

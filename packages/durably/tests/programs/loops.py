@@ -2,11 +2,12 @@
 over a list, tuple, str or range (a quiet point between iterations) and iterates the
 others as Python does. Every kind of loop exit and iteration is here: break, continue,
 else, an empty sequence, a list that grows while it is looped over, a tuple target, a
-loop inside a stepped loop, an enumerate, a nested LLM playbook and a tool inside
-iterations, a loop over what an await returned, an exception raised in an iteration, a
-list the body empties, a list of functions (which no snapshot can hold), a range too
-long for len(); ``while`` loops ended by their condition (with an ``else``), by
-``break`` after a ``continue``, and with an await in their condition."""
+loop inside a stepped loop, ``enumerate`` (of a list, with a start, of a str, of a
+generator, and a function of the program's own named so), a nested LLM playbook and a
+tool inside iterations, a loop over what an await returned, an exception raised in an
+iteration, a list the body empties, a list of functions (which no snapshot can hold), a
+range too long for len(); ``while`` loops ended by their condition (with an ``else``),
+by ``break`` after a ``continue``, and with an await in their condition."""
 
 from durably import Agent, playbook
 

@@ -28,7 +28,9 @@ Format 2 adds the frame's ``loop`` (:class:`LoopPosition`: a snapshot taken betw
 iterations of a loop, :mod:`durably._loops`), which an older reader must not skip: it
 would run the loop again from its start over a namespace already inside it. So only
 such a snapshot is written as format 2, and every other document stays format 1, which
-older releases still read.
+older releases still read. Format 3 adds the position's ``start``, of a loop over
+``enumerate(sequence, start)``: a format-2 reader would skip it and hand the loop the
+sequence's items instead of ``(index, item)`` pairs, so only such a snapshot is format 3.
 The rule for a change: a new optional key keeps the format (readers default it); a key
 whose meaning changes, or a required new key, bumps :data:`FORMAT` and adds a migration
 here, in :func:`upgrade`, from every older format to the new one -- so that checkpoints

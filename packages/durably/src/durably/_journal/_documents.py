@@ -30,22 +30,25 @@ __all__ = [
     "upgrade",
 ]
 
-FORMAT = 2
+FORMAT = 3
 """The newest format of the documents this durably reads and writes (see
-:mod:`durably._journal`): a snapshot inside a stepped loop is format 2, every other
-document format 1."""
+:mod:`durably._journal`): a snapshot inside a stepped loop is format 2 (3 if the loop
+goes through ``enumerate``), every other document format 1."""
 LOOP_FORMAT = 2
 """The format that added :attr:`Frame.loop <durably._journal.Frame.loop>`."""
+ENUMERATE_FORMAT = 3
+"""The format that added :attr:`LoopPosition.start <durably._journal.LoopPosition.start>`."""
 
 
 def upgrade(doc: Mapping[str, Any]) -> Mapping[str, Any]:
-    """``doc`` in the current format (format 2 only adds an optional key to format 1).
+    """``doc`` in the current format (formats 2 and 3 only add optional keys to
+    format 1).
 
     Raises:
         UnsupportedFormatError: The document was written in a newer format.
     """
     version = doc.get("v", 1)
-    if version not in (1, LOOP_FORMAT):
+    if version not in (1, LOOP_FORMAT, ENUMERATE_FORMAT):
         raise UnsupportedFormatError(
             f"checkpoint document format {version!r} is not supported (this durably reads "
             f"formats 1 to {FORMAT}); upgrade durably"
@@ -102,8 +105,11 @@ class SnapshotDoc:
         }
         if self.serving is not None:
             doc["serving"] = self.serving.to_doc()
-        if self.frame is not None and "loop" in self.frame:
-            doc["v"] = LOOP_FORMAT  # an older durably would resume the loop from its start
+        loop = None if self.frame is None else self.frame.get("loop")
+        if loop is not None:
+            # An older durably would resume the loop from its start (format 2), or over
+            # the sequence's items instead of their enumeration (format 3).
+            doc["v"] = ENUMERATE_FORMAT if "start" in loop else LOOP_FORMAT
         return doc
 
     @classmethod

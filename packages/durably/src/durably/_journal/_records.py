@@ -364,9 +364,9 @@ class Message:
 
 @dataclass
 class LoopPosition:
-    """Where a top-level ``for`` loop that durably runs an iteration at a time stands
-    between two iterations (see :mod:`durably._loops`): the statement, the index of the
-    next item, and the sequence the loop goes through (stored beside the frame's
+    """Where a top-level loop that durably runs an iteration at a time stands between
+    two iterations (see :mod:`durably._loops`): the statement, the index of the next
+    item, and the sequence a ``for`` loop goes through (stored beside the frame's
     namespace, in the same document: a list the namespace also holds stays one object)."""
 
     statement: int
@@ -374,19 +374,25 @@ class LoopPosition:
     """The next item's index (a ``while`` loop: the iterations that ran)."""
     sequence: list[Any] | tuple[Any, ...] | str | range | None
     """None for a ``while`` loop, whose position is all in the namespace."""
+    start: int | None = None
+    """A loop over ``enumerate(sequence, start)``: item ``i`` is ``(start + i,
+    sequence[i])``. None for a loop over the sequence itself."""
 
     def to_doc(self) -> dict[str, Any]:
         sequence: Any = self.sequence
         if type(sequence) is range:
             sequence = {"range": [sequence.start, sequence.stop, sequence.step]}
-        return {"statement": self.statement, "next": self.next, "seq": sequence}
+        doc = {"statement": self.statement, "next": self.next, "seq": sequence}
+        if self.start is not None:
+            doc["start"] = self.start
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Mapping[str, Any]) -> LoopPosition:
         """Raises:
         CorruptObjectError: Not a loop position this durably writes."""
         sequence: Any = doc.get("seq")
-        statement, position = doc.get("statement"), doc.get("next")
+        statement, position, start = doc.get("statement"), doc.get("next"), doc.get("start")
         if type(sequence) is dict and set(sequence) == {"range"}:
             bounds = sequence["range"]
             if type(bounds) is list and len(bounds) == 3 and all(type(b) is int for b in bounds):
@@ -396,12 +402,14 @@ class LoopPosition:
             or type(statement) is not int
             or type(position) is not int
             or position < 0  # past the end is legitimate: a body may shrink its list
+            or (start is not None and (type(start) is not int or sequence is None))
         ):
             raise CorruptObjectError(
                 f"a snapshot's loop position is damaged: statement {statement!r}, next item "
                 f"{position!r} of a {type(sequence).__name__}"
+                + ("" if start is None else f" enumerated from {start!r}")
             )
-        return cls(statement, position, sequence)
+        return cls(statement, position, sequence, start)
 
 
 @dataclass
