@@ -222,6 +222,11 @@ async def test_a_large_namespace_is_snapshotted_less_often(
     assert crash_at - 1 - latest <= due + 16
     second = await points.run("rows", store, every=16, resume=True)
     assert (second.status, second.value) == ("completed", 599 if shape == "loop" else 600)
+    # The resumed process knows the restored snapshot's size: it snapshots where the
+    # run that never crashed did (the same history, and `show` says the same).
+    uninterrupted = points.CrashingStore()
+    await points.run("rows", uninterrupted, every=16)
+    assert _kinds(store) == _kinds(uninterrupted)
 
 
 def _program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, *codes: str) -> None:

@@ -213,6 +213,9 @@ class CheckpointReader:
     _prev_digest: str | None
     _unresolved: list[str] | None
     _loading_seq: int
+    _restored_bytes: dict[str, int]
+    """Each agent's latest snapshot as loaded: the bytes its encoding took (the document
+    and every blob it references), as the manager counted them when it wrote it."""
     _blob_cache: dict[str, bytes] | None = None
     """While :meth:`load_execution` runs: the blobs fetched so far (the latest checkpoint
     is decoded twice, for its manifest first and then in order with the others)."""
@@ -223,6 +226,7 @@ class CheckpointReader:
         referenced: set[str] | None = None,
         *,
         unresolved: list[str] | None = None,
+        blob_bytes: list[int] | None = None,
     ) -> dict[str, Any]:
         """Decode a stored checkpoint, fetching the blobs it references.
 
@@ -236,6 +240,7 @@ class CheckpointReader:
             referenced: If given, the digests of the blobs it references are added.
             unresolved: Decode inertly (inspection): classes and modules that are not
                 imported become placeholders and their names are appended here.
+            blob_bytes: If given, the sizes of the blobs it references are appended.
         """
         blobs = await self._prefetch(stored.data)
 
@@ -254,6 +259,8 @@ class CheckpointReader:
                     self._unresolved = None
                 if referenced is not None:
                     referenced.update(blobs)
+                if blob_bytes is not None:
+                    blob_bytes.extend(len(blob) for blob in blobs.values())
                 if unresolved is not None and sink:
                     unresolved.extend(name for name in sink if name not in unresolved)
                 return roots
@@ -388,13 +395,16 @@ class CheckpointReader:
         for stored in stretch:
             history.follow(stored)
             roots = decode_plain(stored.data)
+            blob_bytes: list[int] = []
             if roots is None:
-                roots = await self.decode(stored, unresolved=unresolved)
+                roots = await self.decode(stored, unresolved=unresolved, blob_bytes=blob_bytes)
             doc = roots["doc"]
             kind = doc_type(doc)
             if kind == "snapshot":
                 agent = doc["agent"]
                 if manifest.get(agent) == stored.seq:
+                    # So that its snapshot interval is the one the run before had.
+                    self._restored_bytes[agent] = len(stored.data) + sum(blob_bytes)
                     snapshots[agent] = (
                         stored.seq,
                         doc,

@@ -142,6 +142,7 @@ class CheckpointManager(CheckpointWriter):
         self._unresolved: list[str] | None = None  # set while decoding inertly
         self._loading_seq = -1
         self._snapshots: dict[str, _Written] = {}  # each agent's latest, if written here
+        self._restored_bytes: dict[str, int] = {}
         self.faults = CrashInjector.from_env()
         """Fault injection (``DURABLY_CRASH_*``), None unless asked for."""
         hooks_ = self.hooks
@@ -268,9 +269,11 @@ class CheckpointManager(CheckpointWriter):
 
     def snapshot_bytes(self, agent_id: str) -> int:
         """Bytes the encoding of agent ``agent_id``'s latest snapshot took, if this
-        manager wrote it (else 0): what another one will cost about as much of."""
+        manager wrote or loaded it (else 0): what another one will cost about as much
+        of. Loaded, it counts the same bytes, so that a resumed run snapshots where the
+        run before it would have."""
         last = self._snapshots.get(agent_id)
-        return 0 if last is None else last.encoded
+        return self._restored_bytes.get(agent_id, 0) if last is None else last.encoded
 
     async def prune(self, keep_last: int) -> list[int]:
         """Apply retention: keep the last ``keep_last`` checkpoints and what resume needs."""
