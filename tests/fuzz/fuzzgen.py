@@ -53,6 +53,7 @@ SHAPES = (
     "agents:1",
     "agents:2",
     "agents:3",
+    "agents:two-begin",
     "depth:2",
     "depth:3",
     "await:top",
@@ -904,23 +905,51 @@ MAIN = '''
 '''
 
 
-def render_program(n_agents: int) -> str:
-    """The program file of a generated program with ``n_agents`` agent classes."""
+def render_program(n_agents: int, omega: bool = False) -> str:
+    """The program file of a generated program with ``n_agents`` agent classes (and
+    ``Omega``, a second agent that begins, which no other agent calls)."""
     parts = [PROGRAM_HEAD]
     for index, name in enumerate(AGENTS[:n_agents]):
         parts.append(AGENT_TEMPLATE.format(name=name, main=MAIN if index == 0 else ""))
+    if omega:
+        parts.append(AGENT_TEMPLATE.format(name="Omega", main=MAIN))
     return "".join(parts)
 
 
-def generate(chooser: Chooser, *, max_llm_calls: int = 12) -> Generated:
-    """Generate one program (its source, responses and inputs) from ``chooser``."""
+def _omega_main(chooser: Chooser) -> str:
+    """Omega's one response: a few statements that concern no other agent (so that how
+    its checkpoints interleave with the others' changes no agent's history)."""
+    body = ["# execution_id: omega", "# recap: Main call 1 of 1", "# plan: begin beside Alpha"]
+    for i in range(1 + chooser.draw(4)):
+        body.append(
+            (
+                f'await self.Say("user", "Omega line {i}")',
+                'await self.Step("Main:01:EXE")',
+                f"total{i} = await self.Bump({i + 1})",
+            )[chooser.draw(3)]
+        )
+    body += ['await self.Step("Main:09:RET")', 'await self.Return("omega")']
+    return "```python\n" + "\n".join(body) + "\n```\n"
+
+
+def generate(chooser: Chooser, *, max_llm_calls: int = 12, omega: bool = True) -> Generated:
+    """Generate one program (its source, responses and inputs) from ``chooser``; with
+    ``omega``, sometimes with a second agent that begins (whose lines and calls
+    interleave with the others' as the scheduler has it: a harness that compares the
+    order across agents passes False)."""
     builder = _Builder(chooser, max_llm_calls)
     builder.shapes[f"agents:{builder.n_agents}"] += 1
     snapshot_every = (1, 4, 16)[chooser.draw(3)]
     keep_last = (0, 3)[chooser.draw(2)]
     builder.run_playbook("Alpha", "Main", 0, ("Alpha",))
+    # Two agents begin at once: a crash can come between their first snapshots. (Not
+    # with a Yield("exit"), which would stop Omega wherever the scheduler left it.)
+    omega = omega and not builder.exits and chooser.chance(30)
+    if omega:
+        builder.shapes["agents:two-begin"] += 1
+        builder.script["Omega.Main"] = [_omega_main(chooser)]
     return Generated(
-        source=render_program(builder.n_agents),
+        source=render_program(builder.n_agents, omega),
         script=builder.script,
         inputs=builder.inputs,
         shapes=+builder.shapes,

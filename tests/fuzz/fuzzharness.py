@@ -363,7 +363,13 @@ def _by_agent(lines: list[str]) -> dict[str, list[str]]:
 def _view(trace: Trace) -> dict[str, Any]:
     assert trace.view is not None
     view = without_measurements(trace.view)
-    return {key: view[key] for key in COMPARED}
+    compared = {key: view[key] for key in COMPARED}
+    # Each agent's lines and calls in its order; how the lines and calls of agents that
+    # run at once (two that begin together) interleave is up to the scheduler, in a
+    # resumed run as in two uninterrupted ones.
+    for key in ("transcript", "llm_calls"):
+        compared[key] = sorted(compared[key], key=lambda item: item["id"])
+    return compared
 
 
 def _first_difference(a: Any, b: Any, path: str = "") -> str:

@@ -45,12 +45,14 @@ PROGRAMS = {
     "duet": (HERE / "programs/duet.py", HERE / "programs/duet.scripted.json", []),
     # Top-level loops that await, stepped (snapshots between iterations) or not.
     "loops": (HERE / "programs/loops.py", HERE / "programs/loops.scripted.json", []),
+    # Three agents that begin at once (a crash can come before some first snapshots).
+    "begins": (HERE / "programs/begins.py", HERE / "programs/begins.scripted.json", []),
 }
 
 
-SAY_TOGETHER = {"duet"}
+SAY_TOGETHER = {"duet", "begins"}
 """Programs whose agents say lines to the user at the same time."""
-SEVERAL_AGENTS = {"kitchen", "duet"}
+SEVERAL_AGENTS = {"kitchen", "duet", "begins"}
 """Programs whose agents run at the same time (one agent's checkpoint can fall while
 another waits for the LLM)."""
 

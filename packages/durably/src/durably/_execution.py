@@ -13,9 +13,9 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from durably._executor import ProgramExit
-from durably._journal import DeltaDoc, Entry, Message
+from durably._journal import FIRST_AGENT_ID, DeltaDoc, Entry, Message
 from durably._runtime import AgentTask
-from durably.errors import DurablyError, IncompleteExecutionError
+from durably.errors import DivergenceError, DurablyError, IncompleteExecutionError
 from durably.llm import LLMLimits
 
 if TYPE_CHECKING:
@@ -84,7 +84,7 @@ class Execution:
         """A resume of an execution that failed: a no-code failure is forgiven once."""
         self.io = io or UserIO()
         self.agents: dict[str, AgentTask] = {}
-        self.next_agent_id = 1000
+        self.next_agent_id = FIRST_AGENT_ID
         self.program_names: dict[str, Any] = dict(program.names) if program is not None else {}
         self.tasks: dict[str, asyncio.Task[Any]] = {}
         self.done: asyncio.Event | None = None
@@ -113,7 +113,14 @@ class Execution:
         task_class: type[AgentTask] | None = None,
     ) -> AgentTask:
         if agent_id is None:
-            agent_id = str(self.next_agent_id)
+            # The lowest id no agent has: after a resume, the id of an agent whose
+            # creation was not durable yet (while a later one's was) is given again, as
+            # the run before the crash gave it. (The stored next_agent_id can be past
+            # it: another agent's checkpoint may carry it before the creation snapshot.)
+            number = FIRST_AGENT_ID
+            while str(number) in self.agents:
+                number += 1
+            agent_id = str(number)
         self.next_agent_id = max(self.next_agent_id, int(agent_id) + 1)
         task = (task_class or AgentTask)(self, agent_id, cls)
         self.agents[agent_id] = task
@@ -129,6 +136,38 @@ class Execution:
         await task.snapshot()
         self._start(task)
         return task
+
+    def begin_agents(self) -> list[AgentTask]:
+        """The agents the program starts with, one per class with a begin playbook,
+        numbered from :data:`~durably._journal.FIRST_AGENT_ID` in the program's order --
+        those a resume does not know yet included: an agent writes its first snapshot
+        before it does anything, so one the store does not hold had done nothing when
+        the process died (and had that same id), and it starts over.
+
+        Raises:
+            DivergenceError: The store holds another class's agent under such an id.
+        """
+        classes = self.program.begin_classes if self.program is not None else ()
+        tasks = []
+        for number, cls in enumerate(classes, FIRST_AGENT_ID):
+            task = self.agents.get(str(number))
+            if task is None:
+                other = next((t for t in self.agents.values() if t.agent_class is cls), None)
+                if other is not None:  # a history an older durably resumed
+                    raise DivergenceError(
+                        f"the store holds the {cls.__name__} as agent {other.agent_id}, "
+                        f"but the program starts its {cls.__name__} as agent {number}: the "
+                        "history was resumed without that agent's begin playbook"
+                    )
+                task = self.create_agent(cls, str(number))
+            elif task.agent_class is not cls:
+                raise DivergenceError(
+                    f"agent {number} is a {task.agent_class.__name__} in the store, but "
+                    f"the program starts a {cls.__name__} with that id: it changed since "
+                    "the execution started"
+                )
+            tasks.append(task)
+        return tasks
 
     def ensure_agent(self, agent_id: str, cls: type[Agent]) -> None:
         if agent_id not in self.agents:
@@ -280,9 +319,7 @@ class Execution:
         """Run (or resume) every agent until the program ends."""
         self.done = asyncio.Event()
         if not resume:
-            for cls in self.program.agent_classes:
-                if any(spec.begin for spec in cls.playbooks.values()):
-                    self.create_agent(cls)
+            self.begin_agents()
         for task in list(self.agents.values()):
             self._start(task)
         try:

@@ -18,7 +18,14 @@ from typing import Any
 from durably._codec import ValueCodec
 from durably._codec._decode import decode_plain
 from durably._codeobjects import decode_fallback
-from durably._journal import DeltaDoc, FinalDoc, RestoredAgent, SnapshotDoc, doc_type
+from durably._journal import (
+    FIRST_AGENT_ID,
+    DeltaDoc,
+    FinalDoc,
+    RestoredAgent,
+    SnapshotDoc,
+    doc_type,
+)
 from durably._metadata import META_PREV
 from durably.errors import (
     CorruptHistoryError,
@@ -436,7 +443,7 @@ class CheckpointReader:
             snapshots=snapshots,
             deltas=deltas,
             metadata=latest.metadata,
-            next_agent_id=latest_doc.get("next_agent_id", 1000),
+            next_agent_id=latest_doc.get("next_agent_id", FIRST_AGENT_ID),
             unresolved=tuple(unresolved or ()),
         )
 

@@ -39,6 +39,15 @@ class Program:
         """The names LLM code sees besides ``self``: the program's agent classes."""
         return {cls.__name__: cls for cls in self.agent_classes}
 
+    @property
+    def begin_classes(self) -> tuple[type[Agent], ...]:
+        """The agent classes with a playbook that runs at the beginning, in the program's
+        order: an execution starts one agent of each, numbered from the first agent id
+        in this order (see :meth:`durably._execution.Execution.begin_agents`)."""
+        return tuple(
+            cls for cls in self.agent_classes if any(spec.begin for spec in cls.playbooks.values())
+        )
+
     @classmethod
     def load(
         cls,

@@ -52,6 +52,8 @@ async def restore_agents(
                 task = execution.create_agent(cls, agent_id)
             task.restore(restored, state, local_vars)
             replayed += len(restored.entries)
+        # The process may have died before every begin agent wrote its first snapshot.
+        execution.begin_agents()
         # Messages sent after the receiver's snapshot: deliver them again (deduplicated).
         for delta_seq, delta in loaded.journal():
             for entry in delta.entries:

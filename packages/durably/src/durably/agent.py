@@ -85,7 +85,8 @@ def playbook(
 
     Args:
         llm: The LLM writes this playbook's code from its docstring (the steps).
-        begin: Run this playbook when the program starts.
+        begin: Run this playbook when the program starts (an LLM playbook: a Python
+            playbook runs when it is called, as a tool).
         public: Other agents may call it (``await other.Name(...)``).
         triggers: Descriptions of when it should run, shown to the LLM.
     """
@@ -93,6 +94,11 @@ def playbook(
     def mark(fn: F) -> F:
         if not inspect.iscoroutinefunction(fn):
             raise TypeError(f"playbook {fn.__qualname__} must be an 'async def'")
+        if begin and not llm:
+            raise TypeError(
+                f"playbook {fn.__qualname__}: begin=True needs llm=True (the program starts "
+                "with a playbook the LLM writes; a Python playbook runs when it is called)"
+            )
         sig = inspect.signature(fn)
         params = list(sig.parameters.values())[1:]
         shown = ", ".join(str(p) for p in params)

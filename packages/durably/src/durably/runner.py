@@ -246,9 +246,8 @@ async def submit_program(
             **prog.header,
         }
         async with leased(manager, config.lease_ttl):
-            for cls in prog.agent_classes:
-                if any(spec.begin for spec in cls.playbooks.values()):
-                    await execution.create_agent(cls).snapshot()
+            for task in execution.begin_agents():
+                await task.snapshot()
     return execution_id
 
 

@@ -44,6 +44,7 @@ from ``durably._journal``; no other module of the core reads or writes the keys.
 """
 
 from durably._journal._documents import (
+    FIRST_AGENT_ID,
     FORMAT,
     DeltaDoc,
     FinalDoc,
@@ -70,6 +71,7 @@ from durably._journal._records import (
 )
 
 __all__ = [
+    "FIRST_AGENT_ID",
     "FORMAT",
     "DeltaDoc",
     "Entry",

@@ -20,6 +20,7 @@ from durably._journal._records import (
 from durably.errors import UnsupportedFormatError
 
 __all__ = [
+    "FIRST_AGENT_ID",
     "FORMAT",
     "DeltaDoc",
     "FinalDoc",
@@ -30,6 +31,9 @@ __all__ = [
     "upgrade",
 ]
 
+FIRST_AGENT_ID = 1000
+"""The id of an execution's first agent (``next_agent_id`` before any was created); the
+next ones count up from it."""
 FORMAT = 3
 """The newest format of the documents this durably reads and writes (see
 :mod:`durably._journal`): a snapshot inside a stepped loop is format 2 (3 if the loop
