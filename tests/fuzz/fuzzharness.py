@@ -364,11 +364,12 @@ def _view(trace: Trace) -> dict[str, Any]:
     assert trace.view is not None
     view = without_measurements(trace.view)
     compared = {key: view[key] for key in COMPARED}
-    # Each agent's lines and calls in its order; how the lines and calls of agents that
-    # run at once (two that begin together) interleave is up to the scheduler, in a
-    # resumed run as in two uninterrupted ones.
-    for key in ("transcript", "llm_calls"):
-        compared[key] = sorted(compared[key], key=lambda item: item["id"])
+    # With Omega (a second agent that begins), each agent's lines and calls in its
+    # order: how theirs interleave with the others' is up to the scheduler, in a resumed
+    # run as in two uninterrupted ones. Without it, the order across agents counts too.
+    if any(item["agent"] == "Omega" for item in compared["llm_calls"]):
+        for key in ("transcript", "llm_calls"):
+            compared[key] = sorted(compared[key], key=lambda item: item["id"])
     return compared
 
 

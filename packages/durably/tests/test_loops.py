@@ -239,17 +239,20 @@ def _program(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, name: str, *codes:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("cadence", ["size", "setting"])
 @pytest.mark.parametrize("shape", ["loop", "statements"])
 async def test_a_crash_during_replay_loses_nothing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, shape: str, cadence: str
 ) -> None:
     """Crash after checkpoint k, resume, crash again at the resumed run's first
     checkpoint, resume: the end equals the uninterrupted run, no line shown twice, no
-    LLM call made twice. The snapshot interval of a large namespace depends on this
-    process (its latest snapshot's size: unknown after a resume), so the resumed run
-    would ask for a snapshot where the first one took none -- while it still replays.
-    Such a snapshot would hide the journal entries after it (they are in older deltas)
-    and the second resume would run them again; none is taken while replay lasts."""
+    LLM call made twice. A resumed run may ask for a snapshot where the run before it
+    took none -- while it still replays: when ``snapshot_every`` was changed between the
+    two processes ("setting"), or if it did not know the restored snapshot's size (the
+    interval of a large namespace, "size"). Such a snapshot would hide the journal
+    entries after it (they are in older deltas) and the second resume would run them
+    again; none is taken while replay lasts."""
+    first_every = 16 if cadence == "setting" else 1
     if shape == "loop":
         body = (
             "for i in range(12):\n"
@@ -273,10 +276,10 @@ async def test_a_crash_during_replay_loses_nothing(
     assert (reference.status, reference.value) == ("completed", sum(i // 2 for i in range(12)))
     expected = Counter((call[0], call[1]) for call in reference.llm.calls)
     probe = points.CrashingStore()
-    await points.run("twice", probe, every=1)
+    await points.run("twice", probe, every=first_every)
     for k in range(2, probe.saves):
         store = points.CrashingStore()
-        first = await points.run("twice", store, every=1, crash_at=k)
+        first = await points.run("twice", store, every=first_every, crash_at=k)
         base = store.saves
         second = await points.run("twice", store, every=1, crash_at=base + 1, resume=True)
         if second.status != "failed":

@@ -182,8 +182,13 @@ class AgentTask:
     def snapshot_due(self) -> bool:
         """At a quiet point: whether a snapshot is due there (the agent's only frame is
         between two statements, or two iterations of a loop the executor steps through,
-        and a snapshot interval of operations was journaled since the latest one)."""
-        return self.quiet and self.journal.ops_since_snapshot >= self.snapshot_interval()
+        and a snapshot interval of operations was journaled since the latest one -- and
+        the agent no longer replays: see :meth:`snapshot`)."""
+        return (
+            self.quiet
+            and self.journal.ops_since_snapshot >= self.snapshot_interval()
+            and not self.journal.replaying
+        )
 
     async def quiet_point(self, frame: Frame) -> None:
         """``frame`` is between two statements: snapshot the agent if one is due."""
