@@ -93,6 +93,10 @@ def test_inspection_never_imports_a_module_a_crafted_checkpoint_names(
             ["E", f"{CANARY}:Color", "RED"],
             "evil_tuple",
             ["N", f"{CANARY}:Pair", 1, 2],
+            "evil_name",
+            ["x", "durably.global", f"{CANARY}.sub:run"],
+            "evil_exception",
+            ["X", f"{CANARY}:Failure", ["t", "boom"]],
         ]
         data = json.dumps(doc, separators=(",", ":")).encode("ascii")
         await _rewrite(provider, "crafted", 0, data)
@@ -130,6 +134,8 @@ def test_inspection_never_imports_a_module_a_crafted_checkpoint_names(
     state = next(iter(shown["agents"].values()))["state"]
     assert "not imported" in state["evil_module"]
     assert "not imported" in state["evil_class"]
+    assert "not imported" in state["evil_name"]
+    assert "not imported" in state["evil_exception"]
     assert "not imported" in outputs["show crafted"]
     # The canary works: importing it does leave the marker (so the checks above can fail).
     subprocess.run(

@@ -120,6 +120,13 @@ VALUES = (
     "complex(1, -2)",
     "__import__('fractions').Fraction(1, 3)",
     "list(range(20))",
+    "range(2, 9, 3)",
+    "slice(1, None)",
+    "...",
+    "__import__('re').compile('a+b', 2)",
+    "ValueError('boom', 3)",
+    "__import__('math').sqrt",
+    "__import__('collections').Counter",
 )
 
 

@@ -8,7 +8,9 @@ interrupts; a message answered from ``ProcessMessages`` while the sender waits i
 ``Yield("agent ...")``; and the begin playbook's ``Return`` value, when the crash comes
 right after it. Checked at every checkpoint, in streams, during a resume and at every
 fork point, with snapshots after every statement and with the default cadence, with and
-without retention pruning.
+without retention pruning. ``programs/values.py``: LLM code that keeps values of many
+kinds across awaits (names imported from modules, patterns, exceptions, functions it
+defined held in containers and in the state), which a resume once failed on or lost.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def program(name: str, snapshot_every: int, keep_last: int) -> Generated:
     return Generated(
         source=(PROGRAMS / f"{name}.py").read_text(encoding="utf-8"),
         script=json.loads((PROGRAMS / f"{name}.scripted.json").read_text(encoding="utf-8")),
-        inputs=[],
+        inputs=["the ledger is right"] if name == "values" else [],
         shapes=Counter(),
         choices=[],
         snapshot_every=snapshot_every,
@@ -47,6 +49,15 @@ RESULTS = {
         "summary": "shelf 1 is about the moon and the tides",
     },
     "assembly": 304,
+    "values": [
+        [2, 5, 8],
+        "bad word x",
+        1,
+        2.0,
+        9,
+        10,
+        "[Errno 2] No such file or directory: '/nonexistent/values'",
+    ],
 }
 
 

@@ -14,6 +14,7 @@ import os
 import pathlib
 import pickle
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -321,6 +322,15 @@ SAMPLES: list[Any] = [
     deque(),
     [0.5] * 40,
     [float(i) / 3 for i in range(100)] + [math.nan, -0.0, math.inf],
+    range(0),
+    range(2, 10, 3),
+    range(10**30, -5, -7),
+    slice(1, None),
+    slice(None, None, -1),
+    slice("a", (1, 2), [3]),
+    ...,
+    re.compile(r"(\w+)@(\w+)", re.IGNORECASE | re.MULTILINE),
+    re.compile(b"x.y", re.DOTALL),
 ]
 
 
@@ -349,6 +359,78 @@ def test_round_trip_through_chunks(value: Any) -> None:
     assert same(out["xs"][0], value)
     assert all(x is out["xs"][0] or not isinstance(x, list | dict | set) for x in out["xs"])
     assert same(out["ys"][39][0], value)
+
+
+class PyInitError(Exception):
+    """An exception whose ``__init__`` takes other arguments than its ``args``."""
+
+    def __init__(self, code: int, detail: str) -> None:
+        super().__init__(f"{code}: {detail}")
+        self.code = code
+        self.detail = detail
+
+
+class PyNewError(Exception):
+    """An exception whose ``__new__`` is Python code: never instantiated by decoding."""
+
+    def __new__(cls, *args: Any) -> PyNewError:
+        return super().__new__(cls, *args)
+
+
+def test_exceptions_round_trip_with_args_attributes_and_identity() -> None:
+    key = KeyError("k")
+    value = ValueError("bad word", 3)
+    value.note = {"seen": [1]}  # type: ignore[attr-defined]
+    stop = StopIteration(5)
+    missing = FileNotFoundError(2, "No such file", "/x")
+    custom = PyInitError(7, "broken")
+    try:
+        json.loads("{bad")
+    except json.JSONDecodeError as exc:
+        parse = exc
+    out = roundtrip([key, value, stop, missing, custom, parse, value])
+    assert [type(x) for x in out] == [
+        KeyError,
+        ValueError,
+        StopIteration,
+        FileNotFoundError,
+        PyInitError,
+        json.JSONDecodeError,
+        ValueError,
+    ]
+    assert out[6] is out[1]  # one object, as before
+    assert str(out[0]) == str(key)
+    assert out[0].args == ("k",)
+    assert out[1].args == ("bad word", 3)
+    assert out[1].note == {"seen": [1]}
+    assert out[2].value == 5  # set by StopIteration's native __init__
+    assert (out[3].errno, out[3].strerror, out[3].filename) == (2, "No such file", "/x")
+    assert str(out[3]) == str(missing)  # no "-> None" for the unset second file name
+    # A Python __init__ is not run: args and attributes are put back as they were.
+    assert str(out[4]) == "7: broken"
+    assert (out[4].code, out[4].detail) == (7, "broken")
+    assert (out[5].msg, out[5].pos, out[5].lineno, str(out[5])) == (
+        parse.msg,
+        parse.pos,
+        parse.lineno,
+        str(parse),
+    )
+
+
+def test_exceptions_whose_new_is_python_code_are_not_serializable() -> None:
+    with pytest.raises(SerializationError, match="PyNewError"):
+        ValueCodec().encode_value(PyNewError("x"))
+
+
+def test_an_exception_referring_to_itself_through_its_args_is_refused() -> None:
+    exc = ValueError()
+    exc.args = (exc,)
+    with pytest.raises(SerializationError, match="refers back to itself"):
+        ValueCodec().encode_value(exc)
+    cyclic = ValueError("fine")
+    cyclic.me = cyclic  # type: ignore[attr-defined]
+    out = roundtrip(cyclic)
+    assert out.me is out
 
 
 def test_enum_members_are_the_singletons() -> None:
@@ -799,6 +881,20 @@ def test_unknown_format_version_is_refused() -> None:
         doc(["p", "sig", ["l"]]),
         doc(["lf", "AAAA"]),
         doc(["str", 1]),
+        doc(["rg", 1, 2, 0]),
+        doc(["rg", 1, 2]),
+        doc(["rg", "a", 1, 1]),
+        doc(["sl", 1]),
+        doc(["el", 1]),
+        doc(["re", "(", 0]),
+        doc(["re", 1, 0]),
+        doc(["re", "a", "i"]),
+        doc(["X", "builtins:ValueError", ["l"]]),
+        doc(["X", "builtins:ValueError"]),
+        doc(["X", "os:system", ["t"]]),
+        doc(["X", "builtins:dict", ["t"]]),
+        doc(["X", f"{__name__}:PyNewError", ["t"]]),
+        doc(["X", "builtins:ValueError", ["t"], "__class__", 1]),
         b'{"durably":1,"roots":[]}',
         b'{"durably":1,"roots":{"a":' + b"[" * 100_000 + b"}",
     ],

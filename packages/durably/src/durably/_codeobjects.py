@@ -5,8 +5,10 @@ The codec encodes them through :func:`encode_fallback` and decodes them through
 :func:`decode_fallback`; neither runs stored code. A function or class is stored as the
 source of the LLM statement that defined it (only when that statement does nothing else)
 and decoded as an inert :class:`FunctionSource`; restoring a frame re-creates it with
-:func:`rebind_functions`. A module is stored by name and imported again only when an
-execution is restored, never when it is inspected (:class:`ModuleReference`).
+:func:`rebind_functions`. A module is stored by name, and a function or class that a
+module defines (``from math import sqrt``, ``key=len``) by ``"module:QualName"``; both are
+imported again only when an execution is restored, never when it is inspected
+(:class:`ModuleReference`).
 """
 
 from __future__ import annotations
@@ -14,8 +16,11 @@ from __future__ import annotations
 import functools
 import sys
 import types
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
+from durably._codec._lookup import lookup_imported
 from durably.errors import CorruptObjectError, SerializationError
 
 __all__ = [
@@ -30,9 +35,16 @@ __all__ = [
 class FunctionSource:
     """A function defined by LLM code, to be re-created from its source on restore."""
 
+    decoded = 0
+    """How many this process decoded (none: restoring has nothing to re-create)."""
+
     def __init__(self, name: str, source: str) -> None:
         self.name = name
         self.source = source
+        FunctionSource.decoded += 1
+
+    def __repr__(self) -> str:
+        return f"<function {self.name} (defined by LLM code)>"
 
 
 def encode_fallback(value: Any) -> tuple[str, Any] | None:
@@ -49,7 +61,33 @@ def encode_fallback(value: Any) -> tuple[str, Any] | None:
         source = _defining_statement(value)
         if source is not None:
             return ("durably.function", [value.__name__, source])
+    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)):
+        path = _global_path(value)
+        if path is not None:
+            # LLM code ran `from module import name` (or used a builtin as a value).
+            return ("durably.global", path)
     return None
+
+
+def _global_path(value: Any) -> str | None:
+    """``"module:QualName"`` under which an imported module holds ``value`` itself (by its
+    qualified name, or by its plain name for a module-level alias such as
+    ``random.randint``), or None."""
+    module = getattr(value, "__module__", None)
+    if not isinstance(module, str) or module == "__main__" or module not in sys.modules:
+        return None
+    for name in (getattr(value, "__qualname__", None), getattr(value, "__name__", None)):
+        path = f"{module}:{name}"
+        if isinstance(name, str) and _valid_path(path) and lookup_imported(path) is value:
+            return path
+    return None
+
+
+def _valid_path(path: Any) -> bool:
+    module, _, qualname = path.partition(":") if type(path) is str else ("", "", "")
+    return all(p.isidentifier() for p in module.split(".")) and all(
+        p.isidentifier() and not p.startswith("__") for p in qualname.split(".")
+    )
 
 
 def _defining_statement(value: Any) -> str | None:
@@ -91,7 +129,8 @@ def _only_defines(source: str) -> bool:
 
 
 class ModuleReference:
-    """A module that LLM code imported, named by a checkpoint but not imported here.
+    """A module that LLM code imported (or a function or class of one, ``name`` then being
+    ``"module:QualName"``), named by a checkpoint but not imported here.
 
     Inspection shows it; it never imports anything. Restoring an execution (after the
     program's fingerprint check) imports the module instead, as the LLM code's ``import``
@@ -104,6 +143,8 @@ class ModuleReference:
         self.name = name
 
     def __repr__(self) -> str:
+        if ":" in self.name:
+            return f"<{self.name.replace(':', '.')} (not imported)>"
         return f"<module {self.name!r} (not imported)>"
 
 
@@ -129,28 +170,134 @@ def decode_fallback(tag: str, payload: Any, unresolved: list[str] | None = None)
         import importlib
 
         return importlib.import_module(payload)
+    if tag == "durably.global":
+        if not _valid_path(payload) or ":" not in payload:
+            raise CorruptObjectError(f"malformed data: bad global name {payload!r:.80}")
+        value = lookup_imported(payload)
+        if value is not None:
+            return value
+        if unresolved is not None:
+            unresolved.append(payload)
+            return ModuleReference(payload)
+        return _import_global(payload)
     return None
 
 
-def rebind_functions(namespace: dict[str, Any]) -> None:
-    """Re-create the functions LLM code defined, from their source, in their namespace."""
+def _import_global(path: str) -> Any:
+    """Restoring only: import the module and take the name, as ``from module import name``."""
+    import importlib
+
+    module, _, qualname = path.partition(":")
+    value: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        value = getattr(value, part)
+    return value
+
+
+def rebind_functions(namespace: dict[str, Any], *others: Any) -> None:
+    """Re-create the functions and classes LLM code defined, from their source, with
+    ``namespace`` (the frame's) as their globals, wherever a restored value holds one:
+    a name of the frame, an item of a list or dict, the agent's state (``others``).
+
+    Each stored definition is re-created once, so two places that held the same function
+    hold the same function again (``handlers["double"] is double``). Re-running a definition binds
+    nothing else: the names its statement defines keep their restored values.
+    """
+    if FunctionSource.decoded == 0:
+        return  # nothing in this process ever decoded one: skip the walks
+    made: dict[int, Any] = {}
+
+    def make(source: FunctionSource) -> Any:
+        function = made.get(id(source))
+        if function is None:
+            function = made[id(source)] = _recreate(source, namespace)
+        return function
+
+    seen: dict[int, Any] = {}
+    for name, value in list(namespace.items()):
+        if isinstance(value, FunctionSource):
+            namespace[name] = make(value)
+        else:
+            replaced = _swap(value, make, seen)
+            if replaced is not value:
+                namespace[name] = replaced
+    for other in others:
+        _swap(other, make, seen)
+
+
+def _recreate(value: FunctionSource, namespace: dict[str, Any]) -> Any:
+    import ast
     import linecache
     import textwrap
 
-    for name, value in list(namespace.items()):
-        if isinstance(value, FunctionSource):
-            previous = namespace.get(value.name)
-            source = textwrap.dedent(value.source)
-            filename = f"<llm restored {name}>"
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            try:
-                exec(compile(source, filename, "exec"), namespace)
-            except Exception as exc:
-                raise SerializationError(f"{name!r}", f"cannot re-create function: {exc}") from exc
-            if value.name == "<lambda>":
-                continue  # the statement assigned it to `name` again
-            namespace[name] = namespace[value.name]
-            if isinstance(namespace[name], type):
-                namespace[name].__durably_source__ = filename
-            if value.name != name and previous is not None:
-                namespace[value.name] = previous
+    source = textwrap.dedent(value.source)
+    filename = f"<llm restored {value.name}>"
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    try:
+        tree = ast.parse(source, filename)
+        if value.name == "<lambda>":
+            lambdas = [n.value for n in tree.body if isinstance(n, ast.Assign)]
+            expression = ast.Expression(body=lambdas[0])
+            return eval(compile(expression, filename, "eval"), namespace)
+        defined = [
+            n.name
+            for n in tree.body
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
+        ]
+        before = {name: namespace.get(name, _MISSING) for name in defined}
+        exec(compile(tree, filename, "exec"), namespace)
+        function = namespace[value.name]
+        for name, previous in before.items():
+            if previous is _MISSING:
+                namespace.pop(name, None)
+            else:
+                namespace[name] = previous
+    except Exception as exc:
+        raise SerializationError(f"{value.name!r}", f"cannot re-create function: {exc}") from exc
+    if isinstance(function, type):
+        function.__durably_source__ = filename  # type: ignore[attr-defined]
+    return function
+
+
+_MISSING = object()
+_ATOMS = (str, int, float, bool, bytes, type(None))
+
+
+def _swap(value: Any, make: Callable[[FunctionSource], Any], seen: dict[int, Any]) -> Any:
+    """``value`` with every :class:`FunctionSource` inside it replaced by ``make``'s
+    function: lists, dicts, deques, sets and objects' attributes in place, tuples and
+    frozensets rebuilt (returned)."""
+    if isinstance(value, FunctionSource):
+        return make(value)
+    if isinstance(value, (_ATOMS, types.ModuleType | type)):
+        return value
+    key = id(value)
+    if key in seen:
+        return seen[key]
+    seen[key] = value
+    if isinstance(value, (list, deque)):
+        for i, item in enumerate(value):
+            new = _swap(item, make, seen)
+            if new is not item:
+                value[i] = new
+    elif isinstance(value, dict):
+        for k, item in list(value.items()):
+            new = _swap(item, make, seen)
+            if new is not item:
+                value[k] = new
+    elif isinstance(value, (tuple, set, frozenset)):
+        items = [_swap(item, make, seen) for item in value]
+        if any(new is not old for new, old in zip(items, value, strict=True)):
+            if isinstance(value, set):
+                value.clear()
+                value.update(items)
+            else:
+                fields = getattr(type(value), "_fields", None)
+                rebuilt = type(value)(*items) if fields is not None else type(value)(items)
+                seen[key] = rebuilt
+                return rebuilt
+    else:
+        attributes = getattr(value, "__dict__", None)
+        if type(attributes) is dict:
+            _swap(attributes, make, seen)
+    return value

@@ -79,11 +79,12 @@ def restore_task(
             if entry.kind == "yield" and (number := user_input_number(entry.result)) is not None
         ),
     )
+    namespace = task.new_namespace(local_vars or {})
     if snap.frame is not None:
-        frame = Frame.from_doc(
+        task.resume_frame = Frame.from_doc(
             snap.frame,
-            task.new_namespace(local_vars or {}),
+            namespace,
             default_number=task.journal.llm_counts.get(snap.frame["playbook"], 1) - 1,
         )
-        rebind_functions(frame.namespace)
-        task.resume_frame = frame
+    # Functions LLM code defined, wherever the frame or the state holds them.
+    rebind_functions(namespace, task.agent.state.to_dict())

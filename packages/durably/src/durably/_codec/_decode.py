@@ -16,6 +16,7 @@ import hmac
 import json
 import pathlib
 import pickle
+import re
 import struct
 import uuid
 from collections import Counter, OrderedDict, defaultdict, deque
@@ -39,7 +40,7 @@ from durably._codec._format import (
     corrupt,
     short_repr,
 )
-from durably._codec._lookup import resolve_class
+from durably._codec._lookup import native_attributes, native_init, resolve_class
 from durably.errors import CorruptObjectError, SignatureError
 
 if TYPE_CHECKING:
@@ -388,6 +389,72 @@ def _d_complex(d: Decoder, n: list[Any]) -> complex:
     return complex(re, im)
 
 
+def _d_range(d: Decoder, n: list[Any]) -> range:
+    _arity(n, 4)
+    start, stop, step = (d.dec(x) for x in n[1:])
+    if not (type(start) is type(stop) is type(step) is int) or step == 0:
+        raise corrupt("bad range")
+    return range(start, stop, step)
+
+
+def _d_slice(d: Decoder, n: list[Any]) -> slice:
+    _arity(n, 4)
+    return slice(d.dec(n[1]), d.dec(n[2]), d.dec(n[3]))
+
+
+def _d_ellipsis(d: Decoder, n: list[Any]) -> Any:
+    _arity(n, 1)
+    return ...
+
+
+def _d_pattern(d: Decoder, n: list[Any]) -> re.Pattern[Any]:
+    _arity(n, 3)
+    pattern, flags = d.dec(n[1]), n[2]
+    if type(pattern) not in (str, bytes) or type(flags) is not int:
+        raise corrupt("bad pattern")
+    try:
+        return re.compile(pattern, flags)
+    except (re.error, ValueError) as exc:
+        raise corrupt(f"bad pattern: {exc}") from exc
+
+
+def _d_exception(d: Decoder, n: list[Any]) -> Any:
+    if len(n) < 3:
+        raise corrupt("bad exception node")
+    cls = d.resolve(n[1], "exception")
+    number = d._reserve()
+    args = d.dec(n[2])
+    if type(args) is not tuple:
+        raise corrupt("bad exception arguments")
+    if cls is None:
+        placeholder = Unresolved(n[1], "exception", {"args": args})
+        d.objs[number] = placeholder
+        placeholder.fields.update(d._attrs(n, 3))
+        return placeholder
+    # No Python code of the class runs: its __new__ is native (checked by resolve), and
+    # its __init__ is called only when native too; the stored attributes are then set
+    # directly (the C slots of builtin exceptions through their native setters).
+    obj = cls.__new__(cls, *args)
+    if native_init(cls):
+        try:
+            obj.__init__(*args)
+        except Exception as exc:
+            raise Fail(f"cannot restore {n[1]!r}: {exc!r}") from exc
+    else:
+        obj.args = args
+    d.objs[number] = obj
+    native = native_attributes(cls)
+    for name, value in d._attrs(n, 3):
+        if name not in native:
+            obj.__dict__[name] = value
+            continue
+        try:
+            setattr(obj, name, value)  # a C slot: its setter checks the value
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise corrupt(f"bad attribute {name!r} of {n[1]!r}: {exc}") from exc
+    return obj
+
+
 def _d_path(d: Decoder, n: list[Any]) -> pathlib.PurePath:
     _arity(n, 3)
     cls = PATH_TYPES.get(n[1]) if type(n[1]) is str else None
@@ -586,6 +653,11 @@ DECODERS: Final[dict[str, Callable[[Decoder, list[Any]], Any]]] = {
     "fr": _d_fraction,
     "cx": _d_complex,
     "pp": _d_path,
+    "rg": _d_range,
+    "sl": _d_slice,
+    "el": _d_ellipsis,
+    "re": _d_pattern,
+    "X": _d_exception,
     "E": _d_enum,
     "EV": _d_flag,
     "N": _d_namedtuple,

@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import pathlib
 import pickle
+import re
 import struct
 import sys
 import uuid
@@ -32,7 +33,7 @@ from durably._codec._format import (
     Fail,
     short_repr,
 )
-from durably._codec._lookup import class_path
+from durably._codec._lookup import class_path, exception_class, native_attributes
 from durably.errors import DurablyWarning
 
 if TYPE_CHECKING:
@@ -335,6 +336,10 @@ class Encoder:
             path = self._cls(t)
             if path is not None:
                 return self._dataclass(value, t, path)
+        elif isinstance(value, BaseException):
+            path = self._cls(t)
+            if path is not None and exception_class(t):
+                return self._exception(value, path)
         else:
             pyd = sys.modules.get("pydantic")
             base = getattr(pyd, "BaseModel", None) if pyd is not None else None
@@ -374,6 +379,29 @@ class Encoder:
                 if type(k) is str and k not in known and not (k[:2] == "__" == k[-2:])
             )
         return self._node("D", self._attrs(pairs, []), "," + _esc(path), 2)
+
+    def _exception(self, value: BaseException, path: str) -> str:
+        self._new(value)
+        number = len(self.objs) - 1
+        self.late.add(number)  # the decoder makes the exception from its args
+        try:
+            args = self.enc(value.args)
+        except Fail as exc:
+            exc.parts.append(".args")
+            raise
+        finally:
+            self.late.discard(number)
+        cls: Any = type(value)
+        pairs = [
+            (name, item)
+            for name in sorted(native_attributes(cls))
+            # None is what an unset slot reads as (OSError.filename2): setting it to None
+            # would not be the same (str() of an OSError then shows "-> None").
+            if (item := getattr(value, name, None)) is not None
+        ]
+        extra = getattr(value, "__dict__", None) or {}
+        pairs.extend((k, v) for k, v in extra.items() if type(k) is str and not _dunder(k))
+        return self._node("X", self._attrs(pairs, []), f",{_esc(path)},{args}", 2)
 
     def _pydantic(self, value: Any, path: str) -> str:
         self._new(value)
@@ -579,6 +607,26 @@ def _e_time(e: Encoder, v: _dt.time) -> str:
     return f'["tm","{v.replace(tzinfo=None).isoformat()}",{v.fold},{tz}]'
 
 
+def _dunder(name: str) -> bool:
+    return name[:2] == "__" == name[-2:]
+
+
+def _e_range(e: Encoder, v: range) -> str:
+    return f'["rg",{_e_int(v.start)},{_e_int(v.stop)},{_e_int(v.step)}]'
+
+
+def _e_slice(e: Encoder, v: slice) -> str:
+    try:
+        return f'["sl",{e.enc(v.start)},{e.enc(v.stop)},{e.enc(v.step)}]'
+    except Fail as exc:
+        exc.parts.append("<slice>")
+        raise
+
+
+def _e_pattern(e: Encoder, v: re.Pattern[Any]) -> str:
+    return f'["re",{e.enc(v.pattern)},{v.flags}]'
+
+
 def _e_path(e: Encoder, v: pathlib.PurePath) -> str:
     return f'["pp","{type(v).__name__}",{_esc(str(v))}]'
 
@@ -607,5 +655,9 @@ ENCODERS: Final[dict[type, Callable[[Encoder, Any], str]]] = {
     uuid.UUID: lambda e, v: f'["u","{v.hex}"]',
     fractions.Fraction: lambda e, v: f'["fr",{_e_int(v.numerator)},{_e_int(v.denominator)}]',
     complex: lambda e, v: f'["cx",{_e_float(v.real)},{_e_float(v.imag)}]',
+    range: _e_range,
+    slice: _e_slice,
+    type(...): lambda e, v: '["el"]',
+    re.Pattern: _e_pattern,
     **dict.fromkeys(PATH_TYPES.values(), _e_path),
 }

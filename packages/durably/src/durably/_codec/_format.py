@@ -7,8 +7,9 @@ and agent state at every checkpoint, so it is
   class path ``"module:Qual"`` is looked up only among modules already imported
   (``sys.modules``: the program file, the libraries it imported, registered plugins), by
   plain dictionary lookups that cannot trigger a lazy import; the only classes ever
-  instantiated are dataclasses, pydantic models, enums and named tuples (checked before any
-  instance exists), plus a fixed set of standard-library types. A class that is not
+  instantiated are dataclasses, pydantic models, enums, named tuples and exceptions whose
+  ``__new__`` is native (checked before any instance exists; an exception's ``__init__`` is
+  called only when native too), plus a fixed set of standard-library types. A class that is not
   imported is an error, or, when the caller asks for it (inspection), an inert
   :class:`Unresolved` placeholder. Pickle is used only when a ``pickle_key`` is
   configured, and then only for data whose HMAC-SHA256 verifies.
@@ -51,11 +52,17 @@ tz: ``null`` | ``["tz", d, s, us, name | null]`` | ``["zi", key]``  (timezone / 
 ``["dec", str]`` ``["u", hex]``        Decimal / UUID
 ``["fr", n, d]`` ``["cx", re, im]``    Fraction / complex
 ``["pp", class name, str]``            a concrete pathlib class
+``["rg", start, stop, step]``          range
+``["sl", start, stop, step]``          slice; ``["el"]``: Ellipsis
+``["re", pattern, flags]``             a compiled regular expression (``re.compile``)
 ``["E", "mod:Qual", name]``            an enum member (``["EV", path, value]`` for flag
                                        combinations that have no name)
 ``["N", "mod:Qual", x, ...]``          a named tuple
 ``["D", "mod:Qual", name, v, ...]``    a dataclass instance * (fields, then extra
                                        ``__dict__`` entries)
+``["X", "mod:Qual", args, name, v, ...]``
+                                       an exception * (``args``, then ``__dict__``
+                                       entries; no traceback, cause or context)
 ``["P", "mod:Qual", [fields set], extra, private, name, v, ...]``
                                        a pydantic v2 model instance *
 ``["h", tag, payload]``                a value encoded by ``encode_hook`` *
@@ -151,7 +158,8 @@ class Unresolved:
     Attributes:
         path: The stored class path, ``"module:QualName"``.
         kind: ``"dataclass"``, ``"pydantic model"``, ``"named tuple"``, ``"enum"``,
-            ``"flag"``, or ``"pickle"`` (a signed pickle: never loaded by inspection).
+            ``"flag"``, ``"exception"`` (fields: ``args`` and attributes), or
+            ``"pickle"`` (a signed pickle: never loaded by inspection).
         fields: Field name -> value (positional values of a named tuple are numbered
             ``"0"``, ``"1"``, ...; an enum member has ``{"name": ...}`` or ``{"value": ...}``).
     """

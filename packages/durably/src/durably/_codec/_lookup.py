@@ -9,13 +9,23 @@ import, and instantiates only the kinds :data:`KIND_CHECKS` allows.
 from __future__ import annotations
 
 import enum
+import functools
 import sys
+import types
 from collections.abc import Callable, Mapping
 from typing import Any, Final
 
 from durably._codec._format import Fail
 
-__all__ = ["KIND_CHECKS", "class_path", "lookup_imported", "resolve_class"]
+__all__ = [
+    "KIND_CHECKS",
+    "class_path",
+    "exception_class",
+    "lookup_imported",
+    "native_attributes",
+    "native_init",
+    "resolve_class",
+]
 
 
 def lookup_imported(path: str) -> Any:
@@ -70,7 +80,42 @@ def _kind_pydantic(cls: type) -> bool:
     )
 
 
+def _native(method: Any) -> bool:
+    """Whether ``method`` is implemented in C (so calling it runs no Python code)."""
+    return not hasattr(method, "__code__") and not hasattr(
+        getattr(method, "__func__", None), "__code__"
+    )
+
+
+def exception_class(cls: type) -> bool:
+    """Whether instances of ``cls`` can be stored: an exception class whose ``__new__`` runs
+    no Python code (the decoder makes the instance with it, from the stored ``args``)."""
+    return issubclass(cls, BaseException) and _native(cls.__new__)
+
+
+@functools.lru_cache(maxsize=256)
+def native_attributes(cls: Any) -> frozenset[str]:
+    """The attributes an exception class keeps in C slots rather than in its ``__dict__``
+    (``OSError.filename``, ``StopIteration.value``, ``ImportError.name``, ...): the
+    codec stores and restores them beside ``args``."""
+    return frozenset(
+        name
+        for base in cls.__mro__
+        if base.__module__ == "builtins"
+        for name, attribute in vars(base).items()
+        if isinstance(attribute, (types.MemberDescriptorType, types.GetSetDescriptorType))
+        and not name.startswith("__")
+        and name != "args"
+    )
+
+
+def native_init(cls: type) -> bool:
+    """Whether ``cls.__init__`` runs no Python code (the decoder may call it)."""
+    return _native(cls.__init__)  # type: ignore[misc]
+
+
 KIND_CHECKS: Final[dict[str, Callable[[type], bool]]] = {
+    "exception": exception_class,
     "dataclass": lambda cls: hasattr(cls, "__dataclass_fields__"),
     "enum": lambda cls: issubclass(cls, enum.Enum),
     "flag": lambda cls: issubclass(cls, enum.Flag),
