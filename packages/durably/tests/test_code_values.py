@@ -3,7 +3,9 @@ defined wherever a restored value holds them (``durably._codeobjects``)."""
 
 from __future__ import annotations
 
+import asyncio
 import collections
+import json
 import math
 import random
 import subprocess
@@ -19,7 +21,9 @@ from durably._codeobjects import (
     decode_fallback,
     encode_fallback,
     rebind_functions,
+    tag_definitions,
 )
+from durably.config import DurabilityConfig
 from durably.errors import CorruptObjectError
 
 CODEC = ValueCodec(encode_fallback=encode_fallback, decode_fallback=decode_fallback)
@@ -85,7 +89,7 @@ def test_functions_are_re_created_wherever_the_restored_values_hold_them() -> No
         "kept": {define},
     }
     state: dict[str, Any] = {"fn": define, "table": collections.deque([square])}
-    rebind_functions(namespace, state)
+    rebind_functions(namespace, list(namespace), state)
     helper, alias = namespace["helper"], namespace["alias"]
     assert helper(2) == 6
     assert alias(3) == 9
@@ -100,12 +104,110 @@ def test_functions_are_re_created_wherever_the_restored_values_hold_them() -> No
     assert "square" not in namespace  # re-creating the lambda bound no name
     namespace["factor"] = 10
     assert state["fn"](2) == 20
+    # Re-created, they can be stored again (the next checkpoint after a resume).
+    assert encode_fallback(helper) == ("durably.function", ["helper", define.source])
+    assert encode_fallback(alias) == ("durably.function", ["<lambda>", square.source])
 
 
 def test_a_function_held_only_in_the_state_is_re_created_without_binding_its_name() -> None:
     source = FunctionSource("helper", "def helper(a):\n    return a + 1\n")
     namespace: dict[str, Any] = {"helper": "a string now"}
     state: dict[str, Any] = {"fn": [source]}
-    rebind_functions(namespace, state)
+    rebind_functions(namespace, list(namespace), state)
     assert state["fn"][0](1) == 2
     assert namespace["helper"] == "a string now"
+
+
+CALC = '''
+from durably import Agent, playbook
+
+
+class Calc(Agent):
+    """Calculates."""
+
+    @playbook(llm=True, begin=True)
+    async def Main(self):
+        """- 01:EXE calculate"""
+'''
+
+
+def _script(tmp_path: Any, name: str, body: str) -> str:
+    says = "".join(f'await self.Say("user", "{name} {i}")\n' for i in range(6))
+    code = f"def helper(a):\n    return {body}\n{says}await self.Return(helper(1))\n"
+    path = tmp_path / f"{name}.json"
+    path.write_text(json.dumps({"Calc.Main": ["```python\n" + code + "```\n"]}))
+    return f"scripted:{path}"
+
+
+@pytest.mark.asyncio
+async def test_executions_in_one_process_keep_their_own_function_sources(tmp_path: Any) -> None:
+    """Two executions that define a function at the same place of the same playbook, run
+    side by side in one process (a worker's case): each one's checkpoints store its own
+    definition. (The statement's source was looked up by a name both executions gave it:
+    the later one's replaced the earlier one's, which then stored the other's function.)"""
+    from durably import open_store
+    from durably.checkpoint import CheckpointManager
+    from durably.runner import Program, run_program
+
+    (tmp_path / "calc.py").write_text(CALC)
+    program = Program.load(tmp_path / "calc.py")
+    config = DurabilityConfig(store=f"file://{tmp_path}/store", snapshot_every=1)
+    bodies = {"a": "a + 1", "b": "a * 100"}
+    said: list[str] = []
+    results = await asyncio.gather(
+        *(
+            run_program(
+                program,
+                llm=_script(tmp_path, name, body),
+                config=config,
+                execution_id=name,
+                echo=said.append,
+            )
+            for name, body in bodies.items()
+        )
+    )
+    assert [r.result for r in results] == [2, 100]
+    assert said != sorted(said)  # they ran side by side (or this test proves nothing)
+    async with open_store(config=config) as provider:
+        for name, body in bodies.items():
+            manager = CheckpointManager(name, provider, config=config)
+            stored = set()
+            async for info in provider.iter_checkpoints(name):
+                loaded = await manager.load_execution(info.seq, inert=True)
+                assert loaded is not None
+                for _, _, _, local_vars in loaded.snapshots.values():
+                    if isinstance(local_vars.get("helper"), FunctionSource):
+                        stored.add(local_vars["helper"].source)
+            assert stored == {f"def helper(a):\n    return {body}"}, name
+
+
+def _run_statement(source: str, namespace: dict[str, Any], filename: str) -> None:
+    exec(compile(source, filename, "exec"), namespace)
+    tag_definitions(namespace, filename, source)
+
+
+def test_a_definition_carries_its_own_statement() -> None:
+    namespace: dict[str, Any] = {"__name__": "__durably__"}
+    _run_statement("def double(a):\n    return a * 2\n", namespace, "<llm 1000 Main 1>")
+    _run_statement("square = lambda x: x * x\n", namespace, "<llm 1000 Main 2>")
+    _run_statement("class Box:\n    size = 3\n", namespace, "<llm 1000 Main 3>")
+    _run_statement("one = lambda: 1; two = lambda: 2\n", namespace, "<llm 1000 Main 4>")
+    _run_statement("def made():\n    return lambda: 5\nlater = made()\n", namespace, "<llm 5>")
+    assert encode_fallback(namespace["double"]) == (
+        "durably.function",
+        ["double", "def double(a):\n    return a * 2\n"],
+    )
+    assert encode_fallback(namespace["square"]) == (
+        "durably.function",
+        ["<lambda>", "square = lambda x: x * x"],
+    )
+    assert encode_fallback(namespace["Box"]) == (
+        "durably.function",
+        ["Box", "class Box:\n    size = 3\n"],
+    )
+    # Two lambdas on one line: which is which cannot be told, so neither is stored.
+    assert encode_fallback(namespace["one"]) is None
+    assert encode_fallback(namespace["two"]) is None
+    # A statement that does more than define stores nothing it made.
+    assert encode_fallback(namespace["made"]) is None
+    assert encode_fallback(namespace["later"]) is None

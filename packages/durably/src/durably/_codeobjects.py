@@ -17,7 +17,7 @@ import functools
 import sys
 import types
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from durably._codec._lookup import lookup_imported
@@ -29,6 +29,7 @@ __all__ = [
     "decode_fallback",
     "encode_fallback",
     "rebind_functions",
+    "tag_definitions",
 ]
 
 
@@ -93,17 +94,50 @@ def _valid_path(path: Any) -> bool:
 def _defining_statement(value: Any) -> str | None:
     """The source of the LLM statement that defined a function or class, if that statement
     only defines it (``def``, ``class``, or ``name = lambda ...``), so re-running it on
-    restore has no other effect."""
-    import linecache
+    restore has no other effect: what :func:`tag_definitions` put on it."""
+    source = vars(value).get("__durably_source__")
+    return source if type(source) is str else None
 
-    if isinstance(value, types.FunctionType):
-        filename = value.__code__.co_filename
-    else:
-        filename = getattr(value, "__durably_source__", "")
-    if not filename.startswith("<llm "):
+
+def tag_definitions(namespace: dict[str, Any], filename: str, source: str) -> None:
+    """Put its source on each function and class that the LLM statement ``source`` (run
+    as ``filename``) just defined, if the statement only defines them, so a checkpoint
+    can store them.
+
+    The source is kept on the object itself, never looked up by ``filename``: file names
+    repeat across executions (two executions running in one process may run different
+    code as the same statement of the same playbook).
+    """
+    text = source.lstrip("\n")
+    if not _only_defines(text):
+        return
+    for value in namespace.values():
+        if isinstance(value, types.FunctionType):
+            if value.__code__.co_filename != filename or "__durably_source__" in vars(value):
+                continue
+            own = _lambda_statement(source, value) if value.__name__ == "<lambda>" else text
+            if own is not None:
+                value.__durably_source__ = own  # type: ignore[attr-defined]
+        elif (
+            isinstance(value, type)
+            and value.__module__ == "__durably__"
+            and "__durably_source__" not in vars(value)
+        ):
+            value.__durably_source__ = text  # type: ignore[attr-defined]
+
+
+def _lambda_statement(source: str, value: types.FunctionType) -> str | None:
+    """The one ``name = lambda ...`` of ``source`` that made ``value`` (by its line), or
+    None when its line holds several."""
+    import ast
+
+    line = value.__code__.co_firstlineno
+    nodes = [
+        node for node in ast.parse(source).body if node.lineno <= line <= (node.end_lineno or 0)
+    ]
+    if len(nodes) != 1:
         return None
-    source = "".join(linecache.getlines(filename)).lstrip("\n")
-    return source if _only_defines(source) else None
+    return ast.get_source_segment(source, nodes[0])
 
 
 @functools.lru_cache(maxsize=256)
@@ -194,10 +228,11 @@ def _import_global(path: str) -> Any:
     return value
 
 
-def rebind_functions(namespace: dict[str, Any], *others: Any) -> None:
+def rebind_functions(namespace: dict[str, Any], restored: Iterable[str], *others: Any) -> None:
     """Re-create the functions and classes LLM code defined, from their source, with
     ``namespace`` (the frame's) as their globals, wherever a restored value holds one:
-    a name of the frame, an item of a list or dict, the agent's state (``others``).
+    a ``restored`` name of the frame, an item of a list or dict, the agent's state
+    (``others``). Nothing else of the namespace is walked (``self`` leads to the runtime).
 
     Each stored definition is re-created once, so two places that held the same function
     hold the same function again (``handlers["double"] is double``). Re-running a definition binds
@@ -214,7 +249,8 @@ def rebind_functions(namespace: dict[str, Any], *others: Any) -> None:
         return function
 
     seen: dict[int, Any] = {}
-    for name, value in list(namespace.items()):
+    for name in restored:
+        value = namespace.get(name)
         if isinstance(value, FunctionSource):
             namespace[name] = make(value)
         else:
@@ -238,7 +274,9 @@ def _recreate(value: FunctionSource, namespace: dict[str, Any]) -> Any:
         if value.name == "<lambda>":
             lambdas = [n.value for n in tree.body if isinstance(n, ast.Assign)]
             expression = ast.Expression(body=lambdas[0])
-            return eval(compile(expression, filename, "eval"), namespace)
+            function = eval(compile(expression, filename, "eval"), namespace)
+            function.__durably_source__ = source
+            return function
         defined = [
             n.name
             for n in tree.body
@@ -254,8 +292,7 @@ def _recreate(value: FunctionSource, namespace: dict[str, Any]) -> Any:
                 namespace[name] = previous
     except Exception as exc:
         raise SerializationError(f"{value.name!r}", f"cannot re-create function: {exc}") from exc
-    if isinstance(function, type):
-        function.__durably_source__ = filename  # type: ignore[attr-defined]
+    function.__durably_source__ = source
     return function
 
 

@@ -9,6 +9,7 @@ import traceback
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from durably._codeobjects import tag_definitions
 from durably._loops import SteppedLoop, loop_of
 from durably._statements import Statement, StatementSplitter
 from durably.agent import running_agent
@@ -22,6 +23,8 @@ if TYPE_CHECKING:
 __all__ = ["ControlFlow", "EndTurn", "PlaybookReturn", "ProgramExit", "StreamingPythonExecutor"]
 
 _FLAGS = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
+_DEFINES = ("def ", "async def ", "class ")
+"""How a statement that may define a function or class a checkpoint can store starts."""
 
 
 class ControlFlow(BaseException):
@@ -192,8 +195,8 @@ class StreamingPythonExecutor:
             return
         finally:
             running_agent.reset(token)
-        if statement.source.startswith("class "):
-            _tag_classes(frame.namespace, filename)
+        if statement.source.lstrip().startswith(_DEFINES) or "lambda" in statement.source:
+            tag_definitions(frame.namespace, filename, statement.source)
         frame.executed = statement.index + 1
         frame.offset = statement.end
         frame.current = None
@@ -226,14 +229,3 @@ def statement_spans(text: str, count: int) -> list[tuple[int, int]]:
     except StatementSyntaxError:
         pass
     return [(s.start, s.end) for s in statements[:count]]
-
-
-def _tag_classes(namespace: dict[str, Any], filename: str) -> None:
-    """Remember which statement defined a class, so a checkpoint can re-create it."""
-    for value in namespace.values():
-        if (
-            isinstance(value, type)
-            and value.__module__ == "__durably__"
-            and "__durably_source__" not in vars(value)
-        ):
-            value.__durably_source__ = filename  # type: ignore[attr-defined]

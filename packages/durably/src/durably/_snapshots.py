@@ -87,4 +87,4 @@ def restore_task(
             default_number=task.journal.llm_counts.get(snap.frame["playbook"], 1) - 1,
         )
     # Functions LLM code defined, wherever the frame or the state holds them.
-    rebind_functions(namespace, task.agent.state.to_dict())
+    rebind_functions(namespace, list(local_vars or ()), task.agent.state.to_dict())
