@@ -94,6 +94,7 @@ SHAPES = (
     "return:value",
     "exit:yield-exit",
     "trigger",
+    "value:unstorable-local",
 )
 
 #: Literal values of every type the codec stores (sources of Python expressions).
@@ -345,6 +346,7 @@ class _Builder:
             ("with", 2),
             ("comprehension", 2),
             ("fstring", 2),
+            ("iterator", 1),
         ]
         if nested and self.budget():
             if frame.depth < 2:
@@ -404,6 +406,23 @@ class _Builder:
             shown = f"sorted({name}, key=repr) if isinstance({name}, (set, frozenset)) else {name}"
             return Stmt([f'await self.Say("user", f"{frame.agent} has {{({shown})!r}}")'])
         return Stmt([f'await self.Say("user", "{frame.agent} {frame.playbook} line {self.names}")'])
+
+    def s_iterator(self, frame: _Frame) -> Stmt:
+        """A local no snapshot can hold (an iterator) across awaits: the agent's snapshots
+        wait until it is deleted (``on_unserializable = "replay"``)."""
+        self.shapes["value:unstorable-local"] += 1
+        self.shapes["await:top"] += 1
+        it, left = self.fresh("it"), self.fresh("left")
+        return Stmt(
+            [
+                f"{it} = iter([3, 1, 2])",
+                f'await self.Say("user", f"{frame.agent} first {{next({it})}}")',
+                "await self.Bump(1)",
+                f"{left} = list({it})",
+                f"del {it}",
+            ],
+            defines=(left,),
+        )
 
     def s_state(self, frame: _Frame) -> Stmt:
         name = self.fresh("v")

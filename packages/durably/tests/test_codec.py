@@ -1327,3 +1327,14 @@ def test_inspection_never_unpickles_even_signed_data(monkeypatch: pytest.MonkeyP
     assert value[0].kind == "pickle"
     assert value[1] == "x"
     assert unresolved == ["pickle:value"]
+
+
+def test_check_raises_where_encode_would_and_writes_nothing() -> None:
+    codec = ValueCodec(blob_threshold=1024)
+    state = {"log": ["x" * 3000, "y" * 3000], "n": 1}
+    codec.check({"state": state})  # no error, no blob
+    with pytest.raises(SerializationError, match=r"^Main frame local 'gen': generator"):
+        codec.check({"locals": {"gen": (i for i in range(3))}}, {"locals": "Main frame local"})
+    skipping = ValueCodec(on_unserializable="skip")
+    with pytest.raises(SerializationError):  # whatever the policy says
+        skipping.check({"locals": {"gen": (i for i in range(3))}})

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from durably._executor import ProgramExit
 from durably._journal import FIRST_AGENT_ID, DeltaDoc, Entry, Message
 from durably._runtime import AgentTask
+from durably._snapshots import snapshot_deferred
 from durably.errors import DivergenceError, DurablyError, IncompleteExecutionError
 from durably.llm import LLMLimits
 
@@ -278,14 +279,22 @@ class Execution:
             entry.seq = seq
         journal.written(seq, snapshot=False)
 
-    async def write_snapshot(self, task: AgentTask, *, unless_repeated: bool = False) -> None:
+    async def write_snapshot(self, task: AgentTask, *, unless_repeated: bool = False) -> bool:
         """Write a snapshot of ``task``'s agent; with ``unless_repeated``, not when it
         would repeat the agent's latest snapshot (nothing journaled since, and the same
-        content: see :meth:`CheckpointManager.repeats_snapshot`)."""
+        content: see :meth:`CheckpointManager.repeats_snapshot`). Under
+        ``on_unserializable = "replay"``, not while a frame variable cannot be stored and
+        the agent has a snapshot already (a resume replays from that one). False only
+        then: the snapshot was deferred."""
         doc, state, local_vars = task.snapshot_doc()
         frame = task.frames[0].playbook if task.frames else "agent"
-        body = doc.to_doc()
         journal = task.journal
+        if journal.snapshot_seq is not None:
+            problem = self.manager.unstorable(local_vars, frame)
+            if problem is not None:
+                snapshot_deferred(task, problem)
+                return False
+        body = doc.to_doc()
         if (
             unless_repeated
             and journal.ops_since_snapshot == 0
@@ -293,7 +302,7 @@ class Execution:
                 self, task.agent_id, body, state=state, local_vars=local_vars, frame=frame
             )
         ):
-            return
+            return True
         journal.forget_pending()  # in the snapshot
         seq = await self.manager.write(
             self,
@@ -305,6 +314,7 @@ class Execution:
             frame=frame,
         )
         task.journal.written(seq, snapshot=True)
+        return True
 
     def manifest(self) -> dict[str, int]:
         return {

@@ -81,6 +81,8 @@ class AgentTask:
         self.resume_frame: Frame | None = None
         """The bottom frame a restore put back, taken by :meth:`run` (or the seed API)."""
         self._injected: dict[str, Any] = {}
+        self.deferred: set[str] = set()
+        """Frame variables that made a snapshot wait (each warned about once)."""
 
     # ------------------------------------------------------------------ frames
 
@@ -204,8 +206,11 @@ class AgentTask:
         can ask for one there.)"""
         if self.journal.replaying:
             return
-        await self.execution.write_snapshot(self, unless_repeated=unless_repeated)
-        self.journal.ops_since_snapshot = 0
+        if await self.execution.write_snapshot(self, unless_repeated=unless_repeated):
+            self.journal.ops_since_snapshot = 0
+        # Deferred (a frame variable no snapshot can hold): the count goes on, so every
+        # quiet point tries again -- as the run before a crash did, which is where a
+        # resume snapshots then.
 
     def snapshot_doc(self) -> tuple[SnapshotDoc, dict[str, Any], dict[str, Any]]:
         """(snapshot document, state, locals) for the codec."""

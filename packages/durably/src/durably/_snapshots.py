@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import TYPE_CHECKING, Any
 
 from durably._codeobjects import rebind_functions
 from durably._journal import Frame, RestoredAgent, SnapshotDoc, user_input_number
+from durably.errors import DurablyWarning, SerializationError
 
 if TYPE_CHECKING:
     from durably._runtime import AgentTask
@@ -88,3 +90,20 @@ def restore_task(
         )
     # Functions LLM code defined, wherever the frame or the state holds them.
     rebind_functions(namespace, list(local_vars or ()), task.agent.state.to_dict())
+
+
+def snapshot_deferred(task: AgentTask, problem: SerializationError) -> None:
+    """A snapshot of ``task``'s agent waits (``on_unserializable = "replay"``): ``problem``
+    says which frame variable it could not hold. Warns once per variable: the agent's
+    operations are journaled as always, and a resume replays them from its latest
+    snapshot, so it stays exact, only longer."""
+    if problem.path in task.deferred:
+        return
+    task.deferred.add(problem.path)
+    warnings.warn(
+        f"{problem}: agent {task.agent_id} is not snapshotted while it holds this value "
+        "(a resume replays its operations from its latest snapshot; "
+        'on_unserializable = "error" fails the run instead)',
+        DurablyWarning,
+        stacklevel=3,
+    )

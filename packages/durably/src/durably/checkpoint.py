@@ -42,6 +42,7 @@ from durably.config import DurabilityConfig
 from durably.errors import (
     DurablyError,
     NotFoundError,
+    SerializationError,
 )
 from durably.storage import META_STATUS, CheckpointProvider, Lease
 
@@ -153,7 +154,8 @@ class CheckpointManager(CheckpointWriter):
             encode_fallback=encode_fallback,
             decode_fallback=self._decode_fallback,
             pickle_key=self.config.pickle_key if self.config.allow_pickle else None,
-            on_unserializable=self.config.on_unserializable,
+            # "replay" is the runtime's: it asks (unstorable) before a snapshot.
+            on_unserializable="skip" if self.config.on_unserializable == "skip" else "error",
         )
         if self.config.allow_pickle and self.config.pickle_key is None:
             raise DurablyError(
@@ -266,6 +268,18 @@ class CheckpointManager(CheckpointWriter):
         }
         roots, labels = _roots(agent_id, body, state, local_vars, frame)
         return digest_of(self.codec.encode(roots, labels).data) == last.digest
+
+    def unstorable(self, local_vars: dict[str, Any], frame: str) -> SerializationError | None:
+        """Under ``on_unserializable = "replay"``: why a snapshot could not hold the frame
+        variables ``local_vars`` (of playbook ``frame``), or None if it could (or the
+        policy is another: the write then fails, or skips, as it says)."""
+        if self.config.on_unserializable != "replay" or not local_vars or not self.config.enabled:
+            return None
+        try:
+            self.codec.check({"locals": local_vars}, {"locals": f"{frame} frame local"})
+        except SerializationError as exc:
+            return exc
+        return None
 
     def snapshot_bytes(self, agent_id: str) -> int:
         """Bytes the encoding of agent ``agent_id``'s latest snapshot took, if this

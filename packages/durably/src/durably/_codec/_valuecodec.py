@@ -105,6 +105,21 @@ class ValueCodec:
             return Encoded(data, {}, ())
         return self._encode_general(roots, labels)
 
+    def check(self, roots: Mapping[str, Any], labels: Mapping[str, str] | None = None) -> None:
+        """Raise :class:`SerializationError` where :meth:`encode` would (whatever the
+        ``on_unserializable`` policy), building no blob and leaving what the next
+        :meth:`encode` reuses as it is: a question asked before a snapshot.
+
+        Raises:
+            SerializationError: A value cannot be encoded.
+        """
+        if plain_document(roots, self._blob_threshold, self.FORMAT) is not None:
+            return
+        enc = Encoder(self, NO_LIMIT)
+        labels = labels or {}
+        for name, value in roots.items():
+            enc.root(value, labels.get(name, name), False, [])
+
     def _encode_general(
         self, roots: Mapping[str, Any], labels: Mapping[str, str] | None
     ) -> Encoded:
