@@ -75,17 +75,20 @@ class SourceText:
         self._partial_start += len(line)
 
     def parse(self, first: int, stop: int) -> ast.Module | SyntaxError:
-        """Parse lines ``first:stop``, with line numbers relative to the whole text."""
+        """Parse lines ``first:stop``. The nodes' line numbers count from line ``first``
+        (1 is line ``first + 1`` of the text: add ``first``), an error's from the whole
+        text."""
         if self._parsed is not None and self._parsed[:2] == (first, stop):
             return self._parsed[2]
-        # Parse the unit's own lines, then shift line numbers (in nodes and errors) to match
-        # the text: padding the source with newlines would cost time linear in ``first``.
+        # Parse the unit's own lines (padding the source with newlines would cost time
+        # linear in ``first``), and leave the nodes' line numbers as they are: shifting
+        # every node of the tree took as long as parsing it, for the few the caller reads.
         source = "".join(self.lines[first:stop])
         result: ast.Module | SyntaxError
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # e.g. invalid escapes: the executor warns
-                result = ast.increment_lineno(ast.parse(source, FILENAME), first)
+                result = ast.parse(source, FILENAME)
         except SyntaxError as error:
             if error.lineno is not None:
                 error.lineno += first

@@ -357,12 +357,14 @@ class StatementSplitter:
         """
         assert self._pending is not None
         source = self._source
+        shift = self._pending  # the parsed lines count from the pending unit's first
         units: list[tuple[int, int, int]] = []  # (start, end, lineno)
         for node in module.body:
-            first_line = _first_line(node)
-            end = source.offset(node.end_lineno or node.lineno, node.end_col_offset or 0)
-            if units and first_line == node.lineno:  # not decorated: may follow a ";"
-                gap = source.slice(units[-1][1], source.offset(node.lineno, node.col_offset))
+            lineno = node.lineno + shift
+            first_line = _first_line(node) + shift
+            end = source.offset((node.end_lineno or node.lineno) + shift, node.end_col_offset or 0)
+            if units and first_line == lineno:  # not decorated: may follow a ";"
+                gap = source.slice(units[-1][1], source.offset(lineno, node.col_offset))
                 if "\n" not in gap.replace("\\\n", ""):
                     units[-1] = (units[-1][0], end, units[-1][2])
                     continue
