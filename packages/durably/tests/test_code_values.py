@@ -193,6 +193,9 @@ def test_a_definition_carries_its_own_statement() -> None:
     _run_statement("class Box:\n    size = 3\n", namespace, "<llm 1000 Main 3>")
     _run_statement("one = lambda: 1; two = lambda: 2\n", namespace, "<llm 1000 Main 4>")
     _run_statement("def made():\n    return lambda: 5\nlater = made()\n", namespace, "<llm 5>")
+    # A class an earlier statement made (not only defining) is not taken for a later one's.
+    _run_statement("if True:\n    class Hidden:\n        pass\n", namespace, "<llm 6>")
+    _run_statement("def after():\n    return 1\n", namespace, "<llm 7>")
     assert encode_fallback(namespace["double"]) == (
         "durably.function",
         ["double", "def double(a):\n    return a * 2\n"],
@@ -205,9 +208,17 @@ def test_a_definition_carries_its_own_statement() -> None:
         "durably.function",
         ["Box", "class Box:\n    size = 3\n"],
     )
-    # Two lambdas on one line: which is which cannot be told, so neither is stored.
-    assert encode_fallback(namespace["one"]) is None
-    assert encode_fallback(namespace["two"]) is None
+    # Two lambdas on one line: each is stored with its own assignment.
+    assert encode_fallback(namespace["one"]) == (
+        "durably.function",
+        ["<lambda>", "one = lambda: 1"],
+    )
+    assert encode_fallback(namespace["two"]) == (
+        "durably.function",
+        ["<lambda>", "two = lambda: 2"],
+    )
     # A statement that does more than define stores nothing it made.
     assert encode_fallback(namespace["made"]) is None
     assert encode_fallback(namespace["later"]) is None
+    assert encode_fallback(namespace["Hidden"]) is None
+    assert encode_fallback(namespace["after"]) is not None

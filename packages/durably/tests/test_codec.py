@@ -895,6 +895,16 @@ def test_unknown_format_version_is_refused() -> None:
         doc(["X", "builtins:dict", ["t"]]),
         doc(["X", f"{__name__}:PyNewError", ["t"]]),
         doc(["X", "builtins:ValueError", ["t"], "__class__", 1]),
+        doc(["X", "builtins:UnicodeDecodeError", ["t", 1]]),
+        doc(
+            [
+                "X",
+                "builtins:UnicodeDecodeError",
+                ["t", "utf-8", ["b", "eA=="], 0, 1, "r"],
+                "start",
+                "not a number",
+            ]
+        ),
         b'{"durably":1,"roots":[]}',
         b'{"durably":1,"roots":{"a":' + b"[" * 100_000 + b"}",
     ],

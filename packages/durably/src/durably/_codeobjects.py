@@ -100,66 +100,50 @@ def _defining_statement(value: Any) -> str | None:
 
 
 def tag_definitions(namespace: dict[str, Any], filename: str, source: str) -> None:
-    """Put its source on each function and class that the LLM statement ``source`` (run
-    as ``filename``) just defined, if the statement only defines them, so a checkpoint
-    can store them.
+    """Put its own source on each function and class that the LLM statement ``source``
+    (run as ``filename``) just bound to a name, if the statement only defines them
+    (``def``, ``class``, ``name = lambda ...``), so a checkpoint can store them.
 
-    The source is kept on the object itself, never looked up by ``filename``: file names
-    repeat across executions (two executions running in one process may run different
-    code as the same statement of the same playbook).
+    Only the names the statement binds are looked at: a class another statement made (in
+    an ``if`` block, say) is never taken for this one's. The source is kept on the object
+    itself, never looked up by ``filename``: file names repeat across executions (two
+    executions running in one process may run different code as the same statement of
+    the same playbook).
     """
-    text = source.lstrip("\n")
-    if not _only_defines(text):
-        return
-    for value in namespace.values():
+    for name, own in _definitions(source.lstrip("\n")):
+        value = namespace.get(name)
         if isinstance(value, types.FunctionType):
-            if value.__code__.co_filename != filename or "__durably_source__" in vars(value):
-                continue
-            own = _lambda_statement(source, value) if value.__name__ == "<lambda>" else text
-            if own is not None:
+            if value.__code__.co_filename == filename:
                 value.__durably_source__ = own  # type: ignore[attr-defined]
-        elif (
-            isinstance(value, type)
-            and value.__module__ == "__durably__"
-            and "__durably_source__" not in vars(value)
-        ):
-            value.__durably_source__ = text  # type: ignore[attr-defined]
-
-
-def _lambda_statement(source: str, value: types.FunctionType) -> str | None:
-    """The one ``name = lambda ...`` of ``source`` that made ``value`` (by its line), or
-    None when its line holds several."""
-    import ast
-
-    line = value.__code__.co_firstlineno
-    nodes = [
-        node for node in ast.parse(source).body if node.lineno <= line <= (node.end_lineno or 0)
-    ]
-    if len(nodes) != 1:
-        return None
-    return ast.get_source_segment(source, nodes[0])
+        elif isinstance(value, type) and value.__module__ == "__durably__":
+            value.__durably_source__ = own  # type: ignore[attr-defined]
 
 
 @functools.lru_cache(maxsize=256)
-def _only_defines(source: str) -> bool:
-    """Whether the statement ``source`` only defines functions or classes (a result of
-    the text alone: cached, since every snapshot of a namespace holding the function
-    asks again; keyed by the text, never by the file name, which repeats across
-    executions)."""
+def _definitions(source: str) -> tuple[tuple[str, str], ...]:
+    """``(name, source to re-create it from)`` for each name the statement ``source``
+    binds, if it only defines functions or classes (none otherwise): the whole statement
+    for a ``def`` or ``class``, its own assignment for a ``name = lambda ...``. A result
+    of the text alone, so cached (keyed by the text, never by a file name, which repeats
+    across executions)."""
     import ast
 
     try:
         tree = ast.parse(source)
     except SyntaxError:
-        return False
-    return bool(tree.body) and all(
-        (
-            isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))
-            and not node.decorator_list
-        )
-        or (isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda))
-        for node in tree.body
-    )
+        return ()
+    found: list[tuple[str, str]] = []
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if node.decorator_list:
+                return ()
+            found.append((node.name, source))
+        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+            own = ast.get_source_segment(source, node) or source
+            found.extend((t.id, own) for t in node.targets if isinstance(t, ast.Name))
+        else:
+            return ()
+    return tuple(found)
 
 
 class ModuleReference:

@@ -434,14 +434,14 @@ def _d_exception(d: Decoder, n: list[Any]) -> Any:
     # No Python code of the class runs: its __new__ is native (checked by resolve), and
     # its __init__ is called only when native too; the stored attributes are then set
     # directly (the C slots of builtin exceptions through their native setters).
-    obj = cls.__new__(cls, *args)
-    if native_init(cls):
-        try:
+    try:
+        obj = cls.__new__(cls, *args)
+        if native_init(cls):
             obj.__init__(*args)
-        except Exception as exc:
-            raise Fail(f"cannot restore {n[1]!r}: {exc!r}") from exc
-    else:
-        obj.args = args
+        else:
+            obj.args = args
+    except Exception as exc:
+        raise Fail(f"cannot restore {n[1]!r} from its arguments: {exc!r}") from exc
     d.objs[number] = obj
     native = native_attributes(cls)
     for name, value in d._attrs(n, 3):

@@ -61,8 +61,10 @@ tz: ``null`` | ``["tz", d, s, us, name | null]`` | ``["zi", key]``  (timezone / 
 ``["D", "mod:Qual", name, v, ...]``    a dataclass instance * (fields, then extra
                                        ``__dict__`` entries)
 ``["X", "mod:Qual", args, name, v, ...]``
-                                       an exception * (``args``, then ``__dict__``
-                                       entries; no traceback, cause or context)
+                                       an exception * (``args``, then the attributes
+                                       builtin exceptions keep in C slots, such as
+                                       ``OSError.filename``, and ``__dict__`` entries;
+                                       no traceback, cause, context or notes)
 ``["P", "mod:Qual", [fields set], extra, private, name, v, ...]``
                                        a pydantic v2 model instance *
 ``["h", tag, payload]``                a value encoded by ``encode_hook`` *
