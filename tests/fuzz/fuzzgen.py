@@ -230,6 +230,7 @@ class _Builder:
         self.llm_calls = 0
         self.names = 0
         self.exits = False
+        self.iterators = True
 
     # -------------------------------------------------------------- helpers
 
@@ -346,7 +347,7 @@ class _Builder:
             ("with", 2),
             ("comprehension", 2),
             ("fstring", 2),
-            ("iterator", 1),
+            *([("iterator", 1)] if self.iterators else []),
         ]
         if nested and self.budget():
             if frame.depth < 2:
@@ -958,12 +959,16 @@ def _omega_main(chooser: Chooser) -> str:
     return "```python\n" + "\n".join(body) + "\n```\n"
 
 
-def generate(chooser: Chooser, *, max_llm_calls: int = 12, omega: bool = True) -> Generated:
+def generate(
+    chooser: Chooser, *, max_llm_calls: int = 12, omega: bool = True, iterators: bool = True
+) -> Generated:
     """Generate one program (its source, responses and inputs) from ``chooser``; with
     ``omega``, sometimes with a second agent that begins (whose lines and calls
     interleave with the others' as the scheduler has it: a harness that compares the
-    order across agents passes False)."""
+    order across agents passes False); with ``iterators``, sometimes with an iterator
+    kept across awaits (a harness that runs it passes ``on_unserializable = "replay"``)."""
     builder = _Builder(chooser, max_llm_calls)
+    builder.iterators = iterators
     builder.shapes[f"agents:{builder.n_agents}"] += 1
     snapshot_every = (1, 4, 16)[chooser.draw(3)]
     keep_last = (0, 3)[chooser.draw(2)]

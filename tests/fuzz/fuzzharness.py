@@ -229,7 +229,9 @@ class Case:
     def create(cls, generated: Generated, directory: Path) -> Case:
         program, _ = generated.write(directory)
         config = DurabilityConfig(
-            snapshot_every=generated.snapshot_every, keep_last=generated.keep_last
+            snapshot_every=generated.snapshot_every,
+            keep_last=generated.keep_last,
+            on_unserializable="replay",  # the generator keeps iterators across awaits
         )
         return cls(generated, program, config)
 

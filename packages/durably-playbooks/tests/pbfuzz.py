@@ -47,8 +47,9 @@ def generate(chooser: Any, **options: Any) -> Any:
     """The core generator's program, without a second agent that begins: this package's
     crash harness compares the order of lines and LLM calls across agents, which two
     agents running from the start leave to the scheduler (the core's harness compares
-    them agent by agent)."""
-    return fuzzgen.generate(chooser, omega=False, **options)
+    them agent by agent); and without iterators kept across awaits (its runs keep the
+    default ``on_unserializable``, which fails on them)."""
+    return fuzzgen.generate(chooser, omega=False, iterators=False, **options)
 
 
 def _playbook_options(node: ast.AsyncFunctionDef) -> dict[str, Any] | None:

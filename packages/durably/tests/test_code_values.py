@@ -222,3 +222,56 @@ def test_a_definition_carries_its_own_statement() -> None:
     assert encode_fallback(namespace["later"]) is None
     assert encode_fallback(namespace["Hidden"]) is None
     assert encode_fallback(namespace["after"]) is not None
+
+
+def test_a_stored_name_decodes_only_to_a_function_or_class() -> None:
+    """A crafted store naming another object a module holds (``os.environ``) is refused:
+    inspection would show it (the inspecting process's environment)."""
+    for unresolved in ([], None):
+        with pytest.raises(CorruptObjectError, match="not a function or class"):
+            decode_fallback("durably.global", "os:environ", unresolved)
+
+
+def test_only_definitions_a_restore_re_creates_the_same_are_stored() -> None:
+    from durably._codeobjects import snapshot_globals
+
+    namespace: dict[str, Any] = {"__name__": "__durably__", "factor": 3}
+    _run_statement("def plain(x, k=2):\n    return x * k\n", namespace, "<llm 1>")
+    _run_statement("def scaled(x, k=factor):\n    return x * k\n", namespace, "<llm 2>")
+    _run_statement("class Tally:\n    n = 0\n", namespace, "<llm 3>")
+    _run_statement("def marked():\n    return 1\n", namespace, "<llm 4>")
+    namespace["marked"].calls = 1
+    assert encode_fallback(namespace["plain"]) is not None
+    assert encode_fallback(namespace["scaled"]) is None  # the default was factor's value then
+    assert encode_fallback(namespace["Tally"]) is not None
+    namespace["Tally"].n += 1
+    assert encode_fallback(namespace["Tally"]) is None  # re-running the class would lose it
+    assert encode_fallback(namespace["marked"]) is None  # so would it its attribute
+    # A snapshot holds one frame's namespace: a function of another frame is not stored.
+    token = snapshot_globals.set({"other": "frame"})
+    try:
+        assert encode_fallback(namespace["plain"]) is None
+    finally:
+        snapshot_globals.reset(token)
+    token = snapshot_globals.set(namespace)
+    try:
+        assert encode_fallback(namespace["plain"]) is not None
+    finally:
+        snapshot_globals.reset(token)
+
+
+def test_a_re_created_definition_keeps_whitespace_lines_of_its_strings() -> None:
+    source = FunctionSource("text", 'def text():\n    return """top\n    \nbottom"""\n')
+    namespace: dict[str, Any] = {"text": source}
+    rebind_functions(namespace, ["text"])
+    assert namespace["text"]() == "top\n    \nbottom"
+
+
+def test_an_older_stored_line_of_several_lambdas_is_refused_on_restore() -> None:
+    from durably.errors import SerializationError
+
+    namespace: dict[str, Any] = {
+        "two": FunctionSource("<lambda>", "one = lambda: 1; two = lambda: 2")
+    }
+    with pytest.raises(SerializationError, match="several lambdas"):
+        rebind_functions(namespace, ["two"])

@@ -370,6 +370,17 @@ class PyInitError(Exception):
         self.detail = detail
 
 
+@dataclass
+class ApiError(Exception):
+    """An exception that is a dataclass too: stored as an exception (args kept)."""
+
+    code: int
+    reason: str
+
+    def __post_init__(self) -> None:
+        super().__init__(self.code, self.reason)
+
+
 class PyNewError(Exception):
     """An exception whose ``__new__`` is Python code: never instantiated by decoding."""
 
@@ -1348,3 +1359,28 @@ def test_check_raises_where_encode_would_and_writes_nothing() -> None:
     skipping = ValueCodec(on_unserializable="skip")
     with pytest.raises(SerializationError):  # whatever the policy says
         skipping.check({"locals": {"gen": (i for i in range(3))}})
+
+
+def test_exception_groups_and_dataclass_exceptions_round_trip() -> None:
+    inner = [ValueError("a"), KeyError("b")]
+    group = ExceptionGroup("several", inner)
+    out = roundtrip(group)
+    assert type(out) is ExceptionGroup
+    assert str(out) == str(group)
+    assert [type(e) for e in out.exceptions] == [ValueError, KeyError]
+    assert out.message == "several"
+    error = ApiError(404, "not found")
+    back = roundtrip(error)
+    assert type(back) is ApiError
+    assert back.args == error.args
+    assert str(back) == str(error)
+    assert (back.code, back.reason) == (404, "not found")
+
+
+def test_a_debug_pattern_prints_nothing_when_decoded(capsys: pytest.CaptureFixture[str]) -> None:
+    codec = ValueCodec()
+    data = doc(["re", "a+b", re.DEBUG])
+    capsys.readouterr()
+    out = codec.decode_value(data)
+    assert out.pattern == "a+b"
+    assert capsys.readouterr().out == ""

@@ -1,4 +1,4 @@
-"""``on_unserializable = "replay"`` (the default): a frame variable no snapshot can hold (a
+"""``on_unserializable = "replay"``: a frame variable no snapshot can hold (a
 generator, ``zip(...)``, a dict view) makes the agent's snapshots wait until it is gone.
 Every operation is journaled as always, so a resume replays from the snapshot before and
 ends as the uninterrupted run; under ``"error"`` the same program fails the checkpoint."""
@@ -16,6 +16,7 @@ from durably._metadata import META_KIND
 from durably.errors import DurablyWarning
 
 HERE = Path(__file__).parent
+REPLAY = {"on_unserializable": "replay"}
 
 CODE = (
     "names = ['ann', 'bob', 'cy']\n"
@@ -59,19 +60,23 @@ async def test_a_value_no_snapshot_can_hold_defers_snapshots_and_resumes_exactly
     """Crashed after every checkpoint (with retention pruning too: it keeps what a resume
     from the older snapshot needs), each resume equals the uninterrupted run."""
     _program(tmp_path, monkeypatch)
-    reference = await points.run("deferred", points.CrashingStore(), every=1)
+    reference = await points.run("deferred", points.CrashingStore(), every=1, options=REPLAY)
     assert (reference.status, reference.value) == ("completed", [29, [("bob", 1), ("cy", 2)]])
     probe = points.CrashingStore()
-    await points.run("deferred", probe, every=1)
+    await points.run("deferred", probe, every=1, options=REPLAY)
     kinds = _kinds(probe)
     # Snapshots after every statement, except while pairs, squares or view lived: the
     # Says of "first", the two squares and "rest", and "view" are followed by deltas only.
     assert kinds.count("snapshot") < kinds.count("delta"), kinds
     for k in range(1, probe.saves):
         store = points.CrashingStore()
-        first = await points.run("deferred", store, every=1, crash_at=k, keep_last=keep_last)
+        first = await points.run(
+            "deferred", store, every=1, crash_at=k, keep_last=keep_last, options=REPLAY
+        )
         assert first.status == "failed"
-        second = await points.run("deferred", store, every=1, resume=True, keep_last=keep_last)
+        second = await points.run(
+            "deferred", store, every=1, resume=True, keep_last=keep_last, options=REPLAY
+        )
         assert (second.status, second.value) == (reference.status, reference.value), k
         assert first.until(k)[0] + second.said == reference.said, k
         assert second.transcript == reference.transcript, k
@@ -84,7 +89,7 @@ async def test_each_variable_that_defers_a_snapshot_is_warned_about_once(
     _program(tmp_path, monkeypatch)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        outcome = await points.run("deferred", points.CrashingStore(), every=1)
+        outcome = await points.run("deferred", points.CrashingStore(), every=1, options=REPLAY)
     assert outcome.status == "completed"
     messages = [str(w.message) for w in caught if issubclass(w.category, DurablyWarning)]
     assert len(messages) == 3, messages
@@ -114,6 +119,6 @@ async def test_a_state_value_no_snapshot_can_hold_still_fails(
     code = "self.state.gen = (n for n in range(3))\nawait self.Say('user', 'x')\n"
     script.write_text(json.dumps({"Looper.Main": [f"```python\n{code}await self.Return(1)\n```"]}))
     monkeypatch.setitem(points.PROGRAMS, "state", (HERE / "programs/loops.py", str(script), []))
-    outcome = await points.run("state", points.CrashingStore(), every=1)
+    outcome = await points.run("state", points.CrashingStore(), every=1, options=REPLAY)
     assert outcome.status == "failed"
     assert "state 'gen': generator is not serializable" in str(outcome.value)

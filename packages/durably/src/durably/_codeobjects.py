@@ -18,6 +18,7 @@ import sys
 import types
 from collections import deque
 from collections.abc import Callable, Iterable
+from contextvars import ContextVar
 from typing import Any
 
 from durably._codec._lookup import lookup_imported
@@ -62,12 +63,16 @@ def encode_fallback(value: Any) -> tuple[str, Any] | None:
         source = _defining_statement(value)
         if source is not None:
             return ("durably.function", [value.__name__, source])
-    if isinstance(value, (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)):
+    if isinstance(value, _GLOBAL_TYPES):
         path = _global_path(value)
         if path is not None:
             # LLM code ran `from module import name` (or used a builtin as a value).
             return ("durably.global", path)
     return None
+
+
+_GLOBAL_TYPES = (types.FunctionType, types.BuiltinFunctionType, types.MethodType, type)
+"""What a ``durably.global`` may name."""
 
 
 def _global_path(value: Any) -> str | None:
@@ -91,12 +96,39 @@ def _valid_path(path: Any) -> bool:
     )
 
 
+snapshot_globals: ContextVar[dict[str, Any] | None] = ContextVar("snapshot_globals", default=None)
+"""While a snapshot is encoded: the namespace of the frame it holds (an empty dict when it
+holds none). A function is stored only if that namespace is its globals, the namespace a
+restore re-creates it in; one a nested or finished frame defined is not."""
+
+
 def _defining_statement(value: Any) -> str | None:
     """The source of the LLM statement that defined a function or class, if that statement
     only defines it (``def``, ``class``, or ``name = lambda ...``), so re-running it on
-    restore has no other effect: what :func:`tag_definitions` put on it."""
-    source = vars(value).get("__durably_source__")
-    return source if type(source) is str else None
+    restore has no other effect: what :func:`tag_definitions` put on it. None if re-running
+    it would not give the same object: other globals than the snapshot's frame, attributes
+    set on the function, a class whose attributes changed since."""
+    own = vars(value)
+    source = own.get("__durably_source__")
+    if type(source) is not str:
+        return None
+    namespace = snapshot_globals.get()
+    if isinstance(value, types.FunctionType):
+        if set(own) != {"__durably_source__"}:
+            return None  # f.attribute = ...: re-creating it would lose it
+        functions = [value]
+    else:
+        if own.get("__durably_vars__") != _class_vars(value):
+            return None  # Class.attribute changed (or was added) since it was defined
+        functions = [v for v in own.values() if isinstance(v, types.FunctionType)]
+    if namespace is not None and any(f.__globals__ is not namespace for f in functions):
+        return None
+    return source
+
+
+def _class_vars(cls: type) -> dict[str, int]:
+    """What a class holds, by identity (``id``: the class keeps each object alive)."""
+    return {k: id(v) for k, v in vars(cls).items() if not k.startswith("__durably_")}
 
 
 def tag_definitions(namespace: dict[str, Any], filename: str, source: str) -> None:
@@ -117,6 +149,19 @@ def tag_definitions(namespace: dict[str, Any], filename: str, source: str) -> No
                 value.__durably_source__ = own  # type: ignore[attr-defined]
         elif isinstance(value, type) and value.__module__ == "__durably__":
             value.__durably_source__ = own  # type: ignore[attr-defined]
+            value.__durably_vars__ = _class_vars(value)  # type: ignore[attr-defined]
+
+
+def _constant_defaults(node: Any) -> bool:
+    """Whether a definition's default values are constants: re-running it gives the same
+    ones (``def f(x, k=factor)`` would take ``factor`` as it is then)."""
+    import ast
+
+    arguments = getattr(node, "args", None)
+    if not isinstance(arguments, ast.arguments):
+        return True  # a class: its body is checked by what it holds (_class_vars)
+    defaults = [*arguments.defaults, *(d for d in arguments.kw_defaults if d is not None)]
+    return all(isinstance(d, ast.Constant) for d in defaults)
 
 
 @functools.lru_cache(maxsize=256)
@@ -135,10 +180,14 @@ def _definitions(source: str) -> tuple[tuple[str, str], ...]:
     found: list[tuple[str, str]] = []
     for node in tree.body:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
-            if node.decorator_list:
+            if node.decorator_list or not _constant_defaults(node):
                 return ()
             found.append((node.name, source))
-        elif isinstance(node, ast.Assign) and isinstance(node.value, ast.Lambda):
+        elif (
+            isinstance(node, ast.Assign)
+            and isinstance(node.value, ast.Lambda)
+            and _constant_defaults(node.value)
+        ):
             own = ast.get_source_segment(source, node) or source
             found.extend((t.id, own) for t in node.targets if isinstance(t, ast.Name))
         else:
@@ -192,12 +241,16 @@ def decode_fallback(tag: str, payload: Any, unresolved: list[str] | None = None)
         if not _valid_path(payload) or ":" not in payload:
             raise CorruptObjectError(f"malformed data: bad global name {payload!r:.80}")
         value = lookup_imported(payload)
-        if value is not None:
-            return value
-        if unresolved is not None:
+        if value is None and unresolved is not None:
             unresolved.append(payload)
             return ModuleReference(payload)
-        return _import_global(payload)
+        if value is None:
+            value = _import_global(payload)
+        if not isinstance(value, _GLOBAL_TYPES):
+            # Only what the encoder stores this way: never another object a module holds
+            # (os.environ, shown by inspection, would print the inspecting process's).
+            raise CorruptObjectError(f"malformed data: {payload!r:.80} is not a function or class")
+        return value
     return None
 
 
@@ -248,15 +301,17 @@ def rebind_functions(namespace: dict[str, Any], restored: Iterable[str], *others
 def _recreate(value: FunctionSource, namespace: dict[str, Any]) -> Any:
     import ast
     import linecache
-    import textwrap
 
-    source = textwrap.dedent(value.source)
+    source = value.source  # a top-level statement: never indented (no dedent, which
+    # would also blank whitespace-only lines inside its string literals)
     filename = f"<llm restored {value.name}>"
     linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
     try:
         tree = ast.parse(source, filename)
         if value.name == "<lambda>":
             lambdas = [n.value for n in tree.body if isinstance(n, ast.Assign)]
+            if len(lambdas) != 1:  # stored by an older release with its whole line
+                raise ValueError("the stored statement holds several lambdas")
             expression = ast.Expression(body=lambdas[0])
             function = eval(compile(expression, filename, "eval"), namespace)
             function.__durably_source__ = source
@@ -277,6 +332,8 @@ def _recreate(value: FunctionSource, namespace: dict[str, Any]) -> Any:
     except Exception as exc:
         raise SerializationError(f"{value.name!r}", f"cannot re-create function: {exc}") from exc
     function.__durably_source__ = source
+    if isinstance(function, type):
+        function.__durably_vars__ = _class_vars(function)  # type: ignore[attr-defined]
     return function
 
 
@@ -302,10 +359,14 @@ def _swap(value: Any, make: Callable[[FunctionSource], Any], seen: dict[int, Any
             if new is not item:
                 value[i] = new
     elif isinstance(value, dict):
-        for k, item in list(value.items()):
-            new = _swap(item, make, seen)
-            if new is not item:
-                value[k] = new
+        items = [(_swap(k, make, seen), _swap(v, make, seen)) for k, v in value.items()]
+        if any(k is not old for (k, _), old in zip(items, value, strict=True)):
+            value.clear()  # a function as a key: the dict again, in its order
+            value.update(items)
+        else:
+            for (k, new), old in zip(items, value.values(), strict=True):
+                if new is not old:
+                    value[k] = new
     elif isinstance(value, (tuple, set, frozenset)):
         items = [_swap(item, make, seen) for item in value]
         if any(new is not old for new, old in zip(items, value, strict=True)):

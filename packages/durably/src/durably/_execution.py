@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from durably._executor import ProgramExit
 from durably._journal import FIRST_AGENT_ID, DeltaDoc, Entry, Message
 from durably._runtime import AgentTask
-from durably._snapshots import snapshot_deferred
+from durably._snapshots import frame_globals, snapshot_deferred
 from durably.errors import DivergenceError, DurablyError, IncompleteExecutionError
 from durably.llm import LLMLimits
 
@@ -286,35 +286,36 @@ class Execution:
         ``on_unserializable = "replay"``, not while a frame variable cannot be stored and
         the agent has a snapshot already (a resume replays from that one). False only
         then: the snapshot was deferred."""
-        doc, state, local_vars = task.snapshot_doc()
-        frame = task.frames[0].playbook if task.frames else "agent"
-        journal = task.journal
-        if journal.snapshot_seq is not None:
-            problem = self.manager.unstorable(local_vars, frame)
-            if problem is not None:
-                snapshot_deferred(task, problem)
-                return False
-        body = doc.to_doc()
-        if (
-            unless_repeated
-            and journal.ops_since_snapshot == 0
-            and self.manager.repeats_snapshot(
-                self, task.agent_id, body, state=state, local_vars=local_vars, frame=frame
+        with frame_globals(task):  # the functions it can hold: its frame's
+            doc, state, local_vars = task.snapshot_doc()
+            frame = task.frames[0].playbook if task.frames else "agent"
+            journal = task.journal
+            if journal.snapshot_seq is not None:
+                problem = self.manager.unstorable(local_vars, frame)
+                if problem is not None:
+                    snapshot_deferred(task, problem)
+                    return False
+            body = doc.to_doc()
+            if (
+                unless_repeated
+                and journal.ops_since_snapshot == 0
+                and self.manager.repeats_snapshot(
+                    self, task.agent_id, body, state=state, local_vars=local_vars, frame=frame
+                )
+            ):
+                return True
+            journal.forget_pending()  # in the snapshot
+            seq = await self.manager.write(
+                self,
+                task.agent_id,
+                body,
+                kind="snapshot",
+                state=state,
+                local_vars=local_vars,
+                frame=frame,
             )
-        ):
+            task.journal.written(seq, snapshot=True)
             return True
-        journal.forget_pending()  # in the snapshot
-        seq = await self.manager.write(
-            self,
-            task.agent_id,
-            body,
-            kind="snapshot",
-            state=state,
-            local_vars=local_vars,
-            frame=frame,
-        )
-        task.journal.written(seq, snapshot=True)
-        return True
 
     def manifest(self) -> dict[str, int]:
         return {

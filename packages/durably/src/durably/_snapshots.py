@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from durably._codeobjects import rebind_functions
+from durably._codeobjects import rebind_functions, snapshot_globals
 from durably._journal import Frame, RestoredAgent, SnapshotDoc, user_input_number
 from durably.errors import DurablyWarning, SerializationError
 
@@ -88,8 +90,10 @@ def restore_task(
             namespace,
             default_number=task.journal.llm_counts.get(snap.frame["playbook"], 1) - 1,
         )
-    # Functions LLM code defined, wherever the frame or the state holds them.
-    rebind_functions(namespace, list(local_vars or ()), task.agent.state.to_dict())
+    # Functions LLM code defined, wherever the frame, its loop's sequence or the state
+    # holds them.
+    loop = task.resume_frame.loop if task.resume_frame is not None else None
+    rebind_functions(namespace, list(local_vars or ()), task.agent.state.to_dict(), loop)
 
 
 def snapshot_deferred(task: AgentTask, problem: SerializationError) -> None:
@@ -107,3 +111,15 @@ def snapshot_deferred(task: AgentTask, problem: SerializationError) -> None:
         DurablyWarning,
         stacklevel=3,
     )
+
+
+@contextmanager
+def frame_globals(task: AgentTask) -> Iterator[None]:
+    """While ``task``'s agent is snapshotted: the functions the snapshot can hold are
+    those whose globals are the namespace of the frame it holds, in which a restore
+    re-creates them (none when it holds no frame; see ``snapshot_globals``)."""
+    token = snapshot_globals.set(task.frames[0].namespace if task.frames else {})
+    try:
+        yield
+    finally:
+        snapshot_globals.reset(token)

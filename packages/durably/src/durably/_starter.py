@@ -79,8 +79,8 @@ _COMMENTS: dict[str, str] = {
     "keep_last": "keep only the last N checkpoints while an execution runs (0: all)",
     "on_completion": '"keep", "prune" (to keep_last, at least 1) or "delete" a completed '
     "execution's checkpoints",
-    "on_unserializable": '"replay" waits with snapshots while a frame variable cannot be '
-    'stored, "error" fails the checkpoint, "skip" leaves the variable out',
+    "on_unserializable": '"error" fails the checkpoint, "replay" waits with snapshots while '
+    'a frame variable cannot be stored, "skip" leaves the variable out',
     "allow_pickle": "pickle values the codec does not know (needs DURABLY_PICKLE_KEY)",
     "lease_ttl": "seconds an execution's lease lasts without renewal",
     "snapshot_every": "operations journaled between two snapshots of an agent",

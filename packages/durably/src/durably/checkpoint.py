@@ -107,6 +107,11 @@ def _roots(
     return roots, labels
 
 
+_PLACEHOLDERS = ("FunctionSource ", "ModuleReference ", "Unresolved ")
+"""The stand-ins decoding makes (a function to re-create, a module or class not imported):
+a snapshot that meets one is never deferred."""
+
+
 class CheckpointManager(CheckpointWriter):
     """Writes and reads the checkpoints of one execution.
 
@@ -278,6 +283,8 @@ class CheckpointManager(CheckpointWriter):
         try:
             self.codec.check({"locals": local_vars}, {"locals": f"{frame} frame local"})
         except SerializationError as exc:
+            if exc.reason.startswith(_PLACEHOLDERS):
+                raise  # a restore left it inert: deferring would go on with it, wrongly
             return exc
         return None
 

@@ -70,13 +70,14 @@ class DurabilityConfig:
     on_completion: Literal["keep", "prune", "delete"] = "keep"
     """What to do with a completed execution's checkpoints: keep them all, prune them to
     ``keep_last`` (at least 1), or delete the execution."""
-    on_unserializable: Literal["replay", "error", "skip"] = "replay"
+    on_unserializable: Literal["error", "replay", "skip"] = "error"
     """A frame variable no snapshot can hold (a generator, an open file, ``zip(...)``):
-    ``"replay"`` waits with the agent's snapshots until it is gone, with a warning (every
-    operation is journaled as always; a resume replays from the snapshot before, so it
-    stays exact, only longer); ``"error"`` fails the checkpoint; ``"skip"`` leaves the
-    variable out with a warning (a resume then lacks it). A value of ``self.state`` no
-    snapshot can hold fails the checkpoint under ``"replay"`` and ``"error"``."""
+    ``"error"`` fails the checkpoint; ``"replay"`` waits with the agent's snapshots until
+    it is gone, with a warning (every operation is journaled as always; a resume replays
+    from the snapshot before, so it stays exact, only longer: while such a value lives,
+    retention keeps everything since that snapshot); ``"skip"`` leaves the variable out
+    with a warning (a resume then lacks it). A value of ``self.state`` no snapshot can
+    hold fails the checkpoint under ``"replay"`` and ``"error"``."""
     allow_pickle: bool = False
     """Pickle values the codec does not know; needs ``DURABLY_PICKLE_KEY`` (HMAC-signed)."""
     lease_ttl: float = 30.0
@@ -131,7 +132,7 @@ _FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 _CHOICES = {
     "on_completion": ("keep", "prune", "delete"),
-    "on_unserializable": ("replay", "error", "skip"),
+    "on_unserializable": ("error", "replay", "skip"),
 }
 _SIZES = ("compression_threshold", "blob_threshold", "max_checkpoint_size", "max_execution_size")
 _UNITS = {

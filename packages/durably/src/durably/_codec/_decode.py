@@ -412,10 +412,15 @@ def _d_pattern(d: Decoder, n: list[Any]) -> re.Pattern[Any]:
     pattern, flags = d.dec(n[1]), n[2]
     if type(pattern) not in (str, bytes) or type(flags) is not int:
         raise corrupt("bad pattern")
-    try:
-        return re.compile(pattern, flags)
+    try:  # re.DEBUG would print the pattern (while inspecting, too)
+        return re.compile(pattern, flags & ~re.DEBUG)
     except (re.error, ValueError) as exc:
         raise corrupt(f"bad pattern: {exc}") from exc
+
+
+_SAME_BY_VALUE = (tuple, str, int, float, bytes)
+"""Types whose ``==`` runs no Python code of the stored data (a tuple's items compared
+are exceptions, compared by identity, or these)."""
 
 
 def _d_exception(d: Decoder, n: list[Any]) -> Any:
@@ -448,6 +453,9 @@ def _d_exception(d: Decoder, n: list[Any]) -> Any:
         if name not in native:
             obj.__dict__[name] = value
             continue
+        current = getattr(obj, name, None)
+        if current is value or (type(current) in _SAME_BY_VALUE and current == value):
+            continue  # made from args (ExceptionGroup.exceptions: read-only)
         try:
             setattr(obj, name, value)  # a C slot: its setter checks the value
         except (TypeError, ValueError, AttributeError) as exc:

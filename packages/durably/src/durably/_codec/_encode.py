@@ -332,14 +332,14 @@ class Encoder:
             if path is not None:
                 items = self._attrs(zip(t._fields, value, strict=False), [])
                 return self._node("N", items[1::2], "," + _esc(path))
+        elif isinstance(value, BaseException):  # before dataclasses: an exception may be one
+            path = self._cls(t)
+            if path is not None and exception_class(t):
+                return self._exception(value, path)
         elif hasattr(t, "__dataclass_fields__") and not isinstance(value, type):
             path = self._cls(t)
             if path is not None:
                 return self._dataclass(value, t, path)
-        elif isinstance(value, BaseException):
-            path = self._cls(t)
-            if path is not None and exception_class(t):
-                return self._exception(value, path)
         else:
             pyd = sys.modules.get("pydantic")
             base = getattr(pyd, "BaseModel", None) if pyd is not None else None
