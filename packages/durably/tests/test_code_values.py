@@ -246,6 +246,8 @@ def test_only_definitions_a_restore_re_creates_the_same_are_stored() -> None:
     assert encode_fallback(namespace["Tally"]) is not None
     namespace["Tally"].n += 1
     assert encode_fallback(namespace["Tally"]) is None  # re-running the class would lose it
+    _run_statement("class Bag:\n    items = []\n", namespace, "<llm 5>")
+    assert encode_fallback(namespace["Bag"]) is None  # Bag.items.append(...) would be lost
     assert encode_fallback(namespace["marked"]) is None  # so would it its attribute
     # A snapshot holds one frame's namespace: a function of another frame is not stored.
     token = snapshot_globals.set({"other": "frame"})

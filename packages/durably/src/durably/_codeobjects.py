@@ -120,10 +120,24 @@ def _defining_statement(value: Any) -> str | None:
     else:
         if own.get("__durably_vars__") != _class_vars(value):
             return None  # Class.attribute changed (or was added) since it was defined
+        if not all(_fixed(v) for k, v in own.items() if not (k[:2] == "__" == k[-2:])):
+            return None  # a list in the class body may have changed in place
         functions = [v for v in own.values() if isinstance(v, types.FunctionType)]
     if namespace is not None and any(f.__globals__ is not namespace for f in functions):
         return None
     return source
+
+
+def _fixed(value: Any) -> bool:
+    """Whether a class attribute is one re-running the class gives again as it is now: a
+    method, or an immutable value (never a container that may have changed in place)."""
+    if isinstance(value, (types.FunctionType, str, int, float, bool, bytes, type(None))):
+        return True
+    if isinstance(value, (staticmethod, classmethod)):
+        return isinstance(value.__func__, types.FunctionType)
+    if isinstance(value, (tuple, frozenset)):
+        return all(_fixed(item) for item in value)
+    return False
 
 
 def _class_vars(cls: type) -> dict[str, int]:
