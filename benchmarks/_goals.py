@@ -97,7 +97,7 @@ def summary(records: list[Record]) -> str:
         elif all(r.met for r in mine):
             state = "met"
         else:
-            state = f"not met ({sum(not r.met for r in mine)} of {len(mine)})"
+            state = f"not met (met in {sum(r.met for r in mine)} of {len(mine)} cases)"
         parts.append(f"goal {goal}: {state}")
     return "; ".join(parts)
 

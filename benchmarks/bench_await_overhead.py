@@ -14,7 +14,8 @@ by side:
   from the store: checkpoint and blob sizes, marginal over the no-await run):
   ``append + fdatasync`` and ``write tmp + fsync + rename + dir fsync`` on the same disk,
   one ``put_object`` to the same endpoint, one single-row ``INSERT`` + commit on the same
-  server;
+  server (and, on PostgreSQL, the provider's own fenced save statement run on one plain
+  connection: what the SQL costs, without the provider's Python around it);
 * ``provider.save_checkpoint`` of the same bytes with a lease (the provider layer alone).
 
 Shapes: ``loop`` -- one ``for`` statement with N awaits (no quiet point inside: every
@@ -31,6 +32,7 @@ import argparse
 import gc
 import os
 import uuid
+import warnings
 from typing import Any
 
 import _common as c
@@ -81,7 +83,48 @@ async def primitives_for(
     if isinstance(backend, c.S3Backend):
         return [("put_object", await prims.s3_put(backend, size, count))]
     assert isinstance(backend, c.PostgresBackend)
-    return [("INSERT+COMMIT", await prims.pg_insert(backend, size, count))]
+    return [
+        ("INSERT+COMMIT", await prims.pg_insert(backend, size, count)),
+        ("fenced save statement", await pg_save_statement(backend, size, count)),
+    ]
+
+
+async def pg_save_statement(backend: c.PostgresBackend, size: int, count: int) -> float:
+    """Mean seconds of the PostgreSQL provider's own fenced checkpoint statement, run on
+    one plain autocommit connection: the SQL's share of ``save_checkpoint``, without the
+    pool, the group committer, the envelope and the retries around it."""
+    import psycopg
+
+    from durably import open_store
+    from durably_postgres._sql import render  # the provider's statements, as it renders them
+
+    config = backend.config()
+    execution_id = f"probe-{uuid.uuid4().hex[:12]}"
+    data = os.urandom(size)
+    async with open_store(config=config) as provider:
+        lease = await provider.claim(execution_id, "bench", ttl=60)
+        await provider.save_checkpoint(execution_id, 0, data, lease=lease)  # the schema, warm
+        sql = render(f'"{backend.schema}"', "server").save("create", True)
+        params: dict[str, Any] = {
+            "id": execution_id,
+            "data": data,
+            "size": size,
+            "meta": '{"durably.kind":"delta"}',
+            "status": None,
+            "epoch": lease.epoch,
+            "owner": lease.owner,
+        }
+        async with await psycopg.AsyncConnection.connect(backend.url, autocommit=True) as conn:
+            start = c.now()
+            for seq in range(1, count + 1):
+                params["seq"] = seq
+                cur = await conn.execute(sql, params, binary=True)
+                fenced, version, _ = (await cur.fetchall())[0]
+                if not fenced or version is None:
+                    raise RuntimeError(f"the fenced save statement wrote nothing: {fenced}")
+            elapsed = (c.now() - start) / count
+        await provider.delete_execution(execution_id)
+    return elapsed
 
 
 async def timed(work: c.Workdir, llm: str, config: Any) -> float:
@@ -304,4 +347,7 @@ def report(
 
 
 if __name__ == "__main__":
+    # The "nothing flushed" runs (fsync = false) warn once per provider that fsync is
+    # disabled: we know, and 56 copies of the warning buried the tables.
+    warnings.filterwarnings("ignore", message="the file store .* has fsync disabled")
     c.main(bench, "durably benchmark: per-await overhead vs. the storage primitive")
