@@ -11,6 +11,9 @@ fork point, with snapshots after every statement and with the default cadence, w
 without retention pruning. ``programs/values.py``: LLM code that keeps values of many
 kinds across awaits (names imported from modules, patterns, exceptions, functions it
 defined held in containers and in the state), which a resume once failed on or lost.
+``programs/gather.py``: LLM code that awaits an agent's operations concurrently
+(``asyncio.gather``, ``create_task``, ``wait_for``), which a resume once answered in
+another order (a public tool run twice, a wrong result); now refused in every run alike.
 """
 
 from __future__ import annotations
@@ -58,6 +61,7 @@ RESULTS = {
         10,
         "[Errno 2] No such file or directory: '/nonexistent/values'",
     ],
+    "gather": {"r1": "ConcurrentAwaitError", "r2": [13, 21], "r3": 32},
 }
 
 

@@ -77,6 +77,10 @@ class Behaviour:
             :attr:`FakeServer.paused` and wait (at most 30 s) for
             :attr:`FakeServer.release` before going on: a stream stalled mid-response,
             for a test to kill its client in the middle of it.
+        keepalive_after_chars: After streaming this many characters, send only
+            keep-alives (OpenAI: SSE comments; Anthropic: ``ping`` events) every 0.1 s
+            for ``keepalive_seconds``, then the rest.
+        keepalive_seconds: How long the keep-alives last.
     """
 
     status: int = 200
@@ -94,6 +98,8 @@ class Behaviour:
     delay_per_chunk: float = 0.0
     usage: bool = True
     pause_after_chars: int | None = None
+    keepalive_after_chars: int | None = None
+    keepalive_seconds: float = 3.0
 
 
 @dataclass
@@ -375,6 +381,20 @@ class _Handler(BaseHTTPRequestHandler):
                 self.fake.paused.set()
                 self.fake.release.wait(30)
                 continue
+            if event is _KEEPALIVE:
+                alive = (
+                    _sse({"type": "ping"}, "ping") if dialect == "anthropic" else b": keepalive\n\n"
+                )
+                end = time.monotonic() + behaviour.keepalive_seconds
+                try:
+                    while time.monotonic() < end:
+                        self.wfile.write(f"{len(alive):x}\r\n".encode() + alive + b"\r\n")
+                        self.wfile.flush()
+                        time.sleep(0.1)
+                except OSError:  # the client gave up waiting
+                    self.close_connection = True
+                    return
+                continue
             assert isinstance(event, bytes)
             try:
                 self.wfile.write(f"{len(event):x}\r\n".encode() + event + b"\r\n")
@@ -467,6 +487,7 @@ class _Handler(BaseHTTPRequestHandler):
 _RESET = object()
 _DELAY = object()
 _PAUSE = object()
+_KEEPALIVE = object()
 
 
 def _pieces(text: str, behaviour: Behaviour) -> Iterator[str | object]:
@@ -478,10 +499,14 @@ def _pieces(text: str, behaviour: Behaviour) -> Iterator[str | object]:
     if behaviour.error_event and behaviour.error_after_chars is not None:
         limit = min(limit, behaviour.error_after_chars)
     pause = behaviour.pause_after_chars
+    keepalive = behaviour.keepalive_after_chars
     for start in range(0, limit, max(1, behaviour.chunk_size)):
         if pause is not None and start >= pause:
             pause = None
             yield _PAUSE
+        if keepalive is not None and start >= keepalive:
+            keepalive = None
+            yield _KEEPALIVE
         if behaviour.delay_per_chunk:
             yield _DELAY
         yield text[start : min(start + behaviour.chunk_size, limit)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -249,6 +250,23 @@ async def test_an_error_event_mid_stream_is_incomplete_after_the_chunks_that_cam
     assert "The server had an error" in str(error)
     assert "".join(chunks) == TEXT[:21]
     assert finishes == []
+
+
+@pytest.mark.asyncio
+async def test_keep_alives_without_text_end_the_stream_after_the_timeout() -> None:
+    # SSE comments restart the HTTP client's read timeout: without a timeout on the text
+    # itself, a server sending only keep-alives held the call forever
+    behaviour = Behaviour(keepalive_after_chars=14, keepalive_seconds=10)
+    with FakeServer([TEXT], behaviours=[behaviour]) as fake:
+        started = time.monotonic()
+        chunks, finishes, error = await drain(stream(client_for(fake, timeout=0.5)))
+        waited = time.monotonic() - started
+    assert isinstance(error, IncompleteResponseError)
+    assert error.retryable  # continued from what came, like a dropped stream
+    assert "no text in time" in str(error)
+    assert "".join(chunks) == TEXT[:14]
+    assert finishes == []
+    assert waited < 5
 
 
 @pytest.mark.asyncio

@@ -359,6 +359,48 @@ def test_a_truncated_response_is_not_retried_and_never_taken_as_finished(
     assert good.requests[0][1] == RETURN[:20]
 
 
+BUDGET = (
+    '```python\nawait self.Say("user", "budget set")\nself.state.budget = 1500\n'
+    "await self.Return(self.state.budget)\n```"
+)
+
+
+def test_a_response_said_complete_inside_its_code_block_is_continued(
+    program: Path, store: str
+) -> None:
+    # Servers that cut a response at their token limit have been seen to report "stop":
+    # its last line, cut, ran (`budget = 15` of `budget = 1500`) and the run completed.
+    cut = BUDGET[: BUDGET.index("1500") + 2]
+    client = Script([Reply(cut), Reply(BUDGET)])
+    result = run(program, store, client)
+    assert (result.status, result.result) == ("completed", 1500)
+    assert [prefix for _, prefix in client.requests] == ["", cut]
+    usage = view(store)["llm_calls"][0]["usage"]
+    assert usage["continuations"] == 1
+
+
+def test_a_continuation_that_adds_nothing_confirms_a_response_without_closing_fence(
+    program: Path, store: str
+) -> None:
+    unclosed = '```python\nawait self.Say("user", "step 1")\nawait self.Yield("call")'
+    client = Script([Reply(unclosed), Reply(unclosed), Reply(RETURN)])
+    result = run(program, store, client)
+    assert (result.status, result.result) == ("completed", "ok")
+    assert [prefix for _, prefix in client.requests] == ["", unclosed, ""]
+    assert said(view(store)) == ["step 1"]
+
+
+def test_no_request_is_made_for_what_follows_the_closing_fence(program: Path, store: str) -> None:
+    # The code ended with its fence (its last statement is no Return or Yield): a stream
+    # that breaks after it takes nothing from what ran, and asks for nothing more.
+    first = '```python\nawait self.Say("user", "step 1")\nself.state.n = 1\n```\nThat is all.'
+    client = Script([Reply(first, cut=len(first) - 4), Reply(RETURN)])
+    result = run(program, store, client)
+    assert (result.status, result.result) == ("completed", "ok")
+    assert [prefix for _, prefix in client.requests] == ["", ""]
+    assert said(view(store)) == ["step 1"]
+
+
 def test_a_client_that_reports_no_end_is_taken_at_its_word(program: Path, store: str) -> None:
     client = Script([Reply(say(1), finish=False), Reply(RETURN, finish=False)])
     assert run(program, store, client).status == "completed"

@@ -16,6 +16,7 @@ from durably.config import DurabilityConfig, load_config
 from durably.errors import (
     AlreadyExistsError,
     CheckpointTooLargeError,
+    ConcurrentAwaitError,
     ConfigError,
     ConflictError,
     CorruptHistoryError,
@@ -68,6 +69,7 @@ __all__ = [
     "CheckpointManager",
     "CheckpointProvider",
     "CheckpointTooLargeError",
+    "ConcurrentAwaitError",
     "ConfigError",
     "ConflictError",
     "CorruptHistoryError",

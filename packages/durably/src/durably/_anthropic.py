@@ -31,6 +31,7 @@ from durably._llmsdk import (
     import_sdk,
     is_transport_error,
     mid_stream_error,
+    paced,
     request_error,
     split_query,
     without_userinfo,
@@ -268,7 +269,7 @@ class AnthropicClient:
         completion_tokens: int | None = None
         try:
             _check_streaming(response, self.where, self._secrets())
-            async for event in response:
+            async for event in paced(response, self.timeout, _has_text):
                 kind = getattr(event, "type", None)
                 if kind == "message_start":
                     message = getattr(event, "message", None)
@@ -388,3 +389,10 @@ async def _drop_leading(
             done = True
         if item[cut:]:
             yield item[cut:]
+
+
+def _has_text(event: Any) -> bool:
+    """Whether a messages-stream event carries text of the response (``ping`` does not)."""
+    return getattr(event, "type", None) == "content_block_delta" and bool(
+        getattr(getattr(event, "delta", None), "text", None)
+    )

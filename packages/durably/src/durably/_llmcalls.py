@@ -149,6 +149,8 @@ class LLMCalls:
         try:
             while not entry.draining:
                 requested = True
+                finish = None
+                received = len(entry.text)
                 try:
                     async for chunk in client.stream(
                         entry.prompt,
@@ -170,6 +172,15 @@ class LLMCalls:
                             continue
                         self.journal.received(entry, chunk)
                         yield chunk
+                    if finish is not None and len(entry.text) > received and open_fence(entry.text):
+                        # "complete", yet inside its code block: servers that cut a response
+                        # at their token limit have been seen to say "stop"; its last line
+                        # may be cut (`x = 15` of `x = 1500`). A continuation that adds
+                        # nothing more is the model saying that it is complete.
+                        raise IncompleteResponseError(
+                            f"the response ended inside its code block (no closing fence) "
+                            f"although the provider reported it complete ({finish.reason!r})"
+                        )
                     break
                 except IncompleteResponseError as exc:
                     # What arrived is journaled; the rest is asked for from there.
@@ -212,3 +223,21 @@ class LLMCalls:
             "continuations": continued,
         }
         self.task.execution.tokens_used += usage_tokens(entry.usage)
+
+
+def open_fence(text: str) -> bool:
+    """Whether ``text`` opened a code fence on its first non-blank line and no later line
+    closes it. A fence line inside a string of the code counts as closing: this errs on
+    the side of taking the response as it is, as before this check."""
+    opened = False
+    for line in text.split("\n"):
+        stripped = line.strip()
+        if not opened:
+            if not stripped:
+                continue
+            if not stripped.startswith("```"):
+                return False
+            opened = True
+        elif stripped.startswith("```") and not stripped.strip("`"):
+            return False
+    return opened

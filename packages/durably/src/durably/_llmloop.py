@@ -115,12 +115,14 @@ class PlaybookLoop:
     ) -> None:
         """Run a response's code as it streams in. Once the code ended (a ``Return``, a
         ``Yield``, an error, the closing fence), the rest of a request in flight is read
-        for the provider's :class:`Finish` (its usage); it runs nothing."""
+        for the provider's :class:`Finish` (its usage); it runs nothing, and no request
+        is made for it (a stream that ends badly after the closing fence takes nothing
+        from what ran)."""
         self._streams[id(frame)] = stream
         try:
             async for chunk in stream:
                 await executor._feed(chunk)
-                if executor.stopped:
+                if executor.stopped or executor.splitter.code_closed:
                     break
             await executor.finish()
         except ControlFlow:

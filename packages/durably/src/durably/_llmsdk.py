@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-from collections.abc import Callable, Iterable, Mapping
-from typing import Any
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlsplit, urlunsplit
 
 from durably._llmtypes import IncompleteResponseError, LLMError
@@ -28,10 +28,16 @@ __all__ = [
     "import_sdk",
     "is_transport_error",
     "mid_stream_error",
+    "paced",
     "request_error",
     "split_query",
     "without_userinfo",
 ]
+
+T = TypeVar("T")
+
+SDK_TIMEOUT = 600.0
+"""Both SDKs' default timeout (seconds): what ``timeout`` is when it is not set."""
 
 _TRANSPORT_MODULES = ("httpx", "httpx2", "httpcore", "h11", "h2", "anyio", "aiohttp", "ssl")
 _PERMANENT_ERROR_TYPES = {
@@ -133,6 +139,35 @@ def is_transport_error(exc: BaseException) -> bool:
     if isinstance(exc, OSError | TimeoutError | EOFError):
         return True
     return any(cls.__module__.split(".")[0] in _TRANSPORT_MODULES for cls in type(exc).__mro__)
+
+
+async def paced(
+    events: AsyncIterable[T], seconds: float | None, has_text: Callable[[T], bool]
+) -> AsyncIterator[T]:
+    """The events of a response stream; :class:`TimeoutError` once ``seconds`` (the
+    client's ``timeout``; the SDK's 600 when None) pass without one that carries text.
+
+    The HTTP client's own read timeout restarts with every byte, so a server that sends
+    only keep-alives (SSE comments, ``ping`` events) would hold the call forever.
+    """
+    limit = SDK_TIMEOUT if seconds is None else seconds
+    loop = asyncio.get_running_loop()
+    last = loop.time()
+    iterator = aiter(events)
+    while True:
+        left = limit - (loop.time() - last)
+        if left <= 0:
+            raise TimeoutError(f"no text for {limit:g} s")
+        try:
+            async with asyncio.timeout(left):
+                item = await anext(iterator)
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise TimeoutError(f"no text for {limit:g} s") from None
+        if has_text(item):
+            last = loop.time()
+        yield item
 
 
 def _detail(exc: BaseException) -> str:
@@ -238,7 +273,10 @@ def mid_stream_error(
         error = body.get("error", body)
         if isinstance(error, Mapping) and isinstance(error.get("type") or error.get("code"), str):
             kind = error.get("type") or error.get("code")
-    if is_transport_error(exc) or "Connection" in type(exc).__name__:
+    if isinstance(exc, TimeoutError) or "Timeout" in type(exc).__name__:
+        detail = str(exc) or _cause(exc)
+        what = f"the server sent no text in time ({redact(detail, tuple(secrets))[:200]})"
+    elif is_transport_error(exc) or "Connection" in type(exc).__name__:
         what = f"the connection dropped ({redact(_cause(exc), tuple(secrets))[:200]})"
     else:
         what = f"the server sent an error ({redact(_detail(exc), tuple(secrets))[:300]})"

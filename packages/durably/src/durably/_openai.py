@@ -30,6 +30,7 @@ from durably._llmsdk import (
     import_sdk,
     is_transport_error,
     mid_stream_error,
+    paced,
     request_error,
     split_query,
     without_userinfo,
@@ -325,7 +326,7 @@ class OpenAIClient:
         usage: Any = None
         try:
             await self._check_streaming(response)
-            async for chunk in response:
+            async for chunk in paced(response, self.timeout, _has_text):
                 model = getattr(chunk, "model", None) or model
                 usage = getattr(chunk, "usage", None) or usage
                 for choice in getattr(chunk, "choices", None) or ():
@@ -477,3 +478,11 @@ class AzureOpenAIClient(OpenAIClient):
         if self.timeout is not None:
             kwargs["timeout"] = self.timeout
         return openai.AsyncAzureOpenAI(**kwargs)
+
+
+def _has_text(chunk: Any) -> bool:
+    """Whether a chat-completions chunk carries text of the response."""
+    return any(
+        getattr(getattr(choice, "delta", None), "content", None)
+        for choice in getattr(chunk, "choices", None) or ()
+    )

@@ -55,11 +55,16 @@ statement self-contained; do not redefine `self`."""
 
 
 def render(value: Any, limit: int = 2000) -> str:
-    """A stable, address-free rendering of a value for a prompt."""
+    """A stable, address-free rendering of a value for a prompt.
+
+    JSON where the value is JSON-like, else Python's ``repr``. The same value renders
+    the same in every process: sets are shown sorted (their iteration order depends on
+    the process's string hash seed), and no memory address is shown.
+    """
     try:
         text = json.dumps(value, ensure_ascii=False, default=_default, sort_keys=False)
-    except (TypeError, ValueError):
-        text = _ADDRESS.sub("", repr(value))
+    except (TypeError, ValueError):  # a key JSON cannot hold, a cycle
+        text = stable_repr(value)
     if len(text) > limit:
         text = text[: limit - 20] + f"... ({len(text)} chars)"
     return text
@@ -76,7 +81,39 @@ def _default(value: Any) -> Any:
         return f"<class {value.__name__}>"
     if inspect.ismodule(value):  # its repr holds a path: not the same on every machine
         return f"<module {value.__name__}>"
-    return _ADDRESS.sub("", repr(value))
+    return stable_repr(value)
+
+
+def stable_repr(value: Any) -> str:
+    """``repr(value)`` without memory addresses, with the items of every set, also
+    nested in dicts, lists and tuples, in sorted order: the same text in every process
+    (Python's ``repr`` of a set of strings differs from one process to the next)."""
+    return _stable(value, set())
+
+
+def _stable(value: Any, seen: set[int]) -> str:
+    kind = type(value)
+    if kind not in (dict, list, tuple, set, frozenset) or not value:
+        return _ADDRESS.sub("", repr(value))
+    if id(value) in seen:  # a cycle: as repr shows it
+        return "{...}" if kind is dict else "[...]" if kind is list else "(...)"
+    seen.add(id(value))
+    try:
+        if kind is dict:
+            return (
+                "{"
+                + ", ".join(f"{_stable(k, seen)}: {_stable(v, seen)}" for k, v in value.items())
+                + "}"
+            )
+        items = [_stable(item, seen) for item in value]
+    finally:
+        seen.discard(id(value))
+    if kind is list:
+        return "[" + ", ".join(items) + "]"
+    if kind is tuple:
+        return "(" + ", ".join(items) + (",)" if len(items) == 1 else ")")
+    body = "{" + ", ".join(sorted(items)) + "}"
+    return body if kind is set else f"frozenset({body})"
 
 
 def _playbook_lines(task: AgentTask) -> list[str]:

@@ -42,7 +42,7 @@ from durably._replay import Journal
 from durably._serving import run_phases, serve_request
 from durably._snapshots import SNAPSHOT_BYTES_PER_OPERATION, restore_task, snapshot_of
 from durably._tools import bind_arguments, call_tool
-from durably.errors import DurablyError
+from durably.errors import ConcurrentAwaitError, DurablyError
 
 if TYPE_CHECKING:
     from durably._execution import Execution
@@ -123,11 +123,9 @@ class AgentTask:
         return await self.journal.op(kind, args, live, **options)
 
     def check_running(self) -> None:
-        """Once the program has ended nothing more happens: the agents' tasks are being
-        cancelled, and a ``finally:`` block of LLM code unwinding must not run (and
-        journal) a durable operation after the end."""
-        if self.execution.outcome is not None:
-            raise asyncio.CancelledError("the program has ended")
+        """Before a durable operation or an LLM call of this agent: see
+        :func:`_check_running`."""
+        _check_running(self)
 
     # JournalHost
 
@@ -400,3 +398,21 @@ async def _none() -> None:
 
 
 __all__ = ["AgentTask"]
+
+
+def _check_running(task: AgentTask) -> None:
+    """Once the program has ended nothing more happens: the agents' tasks are being
+    cancelled, and a ``finally:`` block of LLM code unwinding must not run (and journal)
+    a durable operation after the end. And an operation is run only in the agent's own
+    asyncio task (:class:`ConcurrentAwaitError`): its operations are journaled one at a
+    time, in the order they are asked for."""
+    if task.execution.outcome is not None:
+        raise asyncio.CancelledError("the program has ended")
+    own = task.execution.tasks.get(task.agent_id)
+    if own is not None and asyncio.current_task() is not own:
+        raise ConcurrentAwaitError(
+            f"agent {task.agent_class.__name__}({task.agent_id}): a durable operation "
+            "(Say, Yield, a playbook, a call to another agent) was awaited in a task of "
+            "its own (asyncio.gather, create_task or wait_for); an agent's operations "
+            "are journaled one at a time: await them one after another"
+        )

@@ -33,6 +33,12 @@ The tree::
     ├── ProgramChangedError              the program changed under an execution
     └── StatementSyntaxError             LLM code that can never parse (also a SyntaxError)
         └── IncompleteCodeError          the stream ended in the middle of a statement
+
+Raised into the program's own code, and so not a :class:`DurablyError` (the code sees it
+like any error of its own, and the LLM is told about it in its next prompt):
+
+    RuntimeError
+    └── ConcurrentAwaitError             an agent's durable operations awaited concurrently
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ if TYPE_CHECKING:
 __all__ = [
     "AlreadyExistsError",
     "CheckpointTooLargeError",
+    "ConcurrentAwaitError",
     "ConfigError",
     "ConflictError",
     "CorruptHistoryError",
@@ -310,6 +317,24 @@ class IncompleteExecutionError(DurablyError):
     call stack, a request to another agent that got no reply, a begin playbook that never
     returned, or journal entries that replay never consumed. The execution is recorded
     ``failed`` and its checkpoint history is kept for ``resume`` and ``fork``.
+    """
+
+
+class ConcurrentAwaitError(RuntimeError):
+    """An agent's durable operation was awaited outside the agent's own task.
+
+    ``asyncio.gather(...)``, ``asyncio.create_task(...)`` or ``asyncio.wait_for(...)``
+    run what they are given in tasks of their own, concurrently. An agent's operations
+    (``Say``, ``Yield``, LLM playbooks, tools, calls to other agents) are journaled one
+    at a time, in the order they are asked for; concurrent ones would be asked for in
+    another order when a resume replays them (a journaled one answers at once, a live
+    one waits), and a resumed run could hand one call's result to another. So each is
+    refused where it is asked for, before anything is journaled, in the run before a
+    crash as in the resumed one: await them one after another.
+
+    Not a :class:`DurablyError`: it is raised into the program's code, which sees it like
+    any error of its own (an LLM playbook's next prompt names it; a tool's call records
+    it as the tool's error).
     """
 
 

@@ -62,6 +62,39 @@ def printable(text: str) -> str:
     return escape(text)
 
 
-def dumps(value: object, limit: int) -> str:
-    """``value`` as JSON (``repr`` for what JSON cannot say), cut at ``limit`` characters."""
-    return json.dumps(value, default=repr, ensure_ascii=False)[:limit]
+def dumps(value: object, limit: int | None = None, *, indent: int | None = None) -> str:
+    """``value`` as JSON (``repr`` for what JSON cannot say), cut at ``limit`` characters.
+
+    A dict key JSON cannot hold (a tuple) is written as its ``repr``, a set as a sorted
+    list, a cycle as ``"..."``: a value a program returned always prints.
+    """
+    try:
+        text = json.dumps(value, default=repr, ensure_ascii=False, indent=indent)
+    except (TypeError, ValueError):  # a key JSON cannot hold, a cycle
+        text = json.dumps(_jsonable(value, set()), default=repr, ensure_ascii=False, indent=indent)
+    return text if limit is None else text[:limit]
+
+
+def _jsonable(value: object, seen: set[int]) -> object:
+    """``value`` with what ``json.dumps`` refuses in containers made sayable."""
+    from durably._prompts import stable_repr
+
+    if not isinstance(value, (dict, list, tuple, set, frozenset)):
+        return value
+    if id(value) in seen:
+        return "..."
+    seen.add(id(value))
+    try:
+        if isinstance(value, dict):
+            return {
+                key
+                if key is None or isinstance(key, (str, int, float, bool))
+                else stable_repr(key): _jsonable(item, seen)
+                for key, item in value.items()
+            }
+        items = [_jsonable(item, seen) for item in value]
+        if isinstance(value, (set, frozenset)):
+            return [items[i] for i in sorted(range(len(items)), key=lambda i: repr(items[i]))]
+        return items
+    finally:
+        seen.discard(id(value))

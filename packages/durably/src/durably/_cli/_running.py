@@ -10,12 +10,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 import time
 from typing import Any
 
-from durably._cli._common import cli_config, llm_options, llm_spec, printable
+from durably._cli._common import cli_config, dumps, llm_options, llm_spec, printable
 from durably.errors import ConfigError, LeaseHeldError
 
 __all__ = ["last_tool_error", "recorded", "resume_command", "run_command", "submit_command"]
@@ -77,7 +76,7 @@ def _report(result: Any) -> int:
         return 0
     if result.status == "completed":
         if result.result is not None:
-            line = f"result: {json.dumps(result.result, default=repr, ensure_ascii=False)}"
+            line = f"result: {dumps(result.result)}"
             if fancy(sys.stdout, sys.stderr):
                 make_console(sys.stderr).print(printable(line), style="green")
             else:

@@ -52,7 +52,7 @@ async def diff_command(args: argparse.Namespace) -> int:
             raise UsageError(str(exc)) from None
     data = await compare(points[0], points[1], config=cli_config(args))
     if args.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False, default=repr))
+        print(dumps(data, indent=2))
         return 0
     out = _Out()
     names = []
@@ -147,7 +147,7 @@ async def _diff_one(args: argparse.Namespace, execution_id: str, a: int, b: int)
 
     data = await diff(execution_id, a, b, config=cli_config(args))
     if args.json:
-        print(json.dumps(data, indent=2, ensure_ascii=False, default=repr))
+        print(dumps(data, indent=2))
         return 0
     print(printable(f"{execution_id}: checkpoint {a} -> {b}"))
     for name, agent in data["agents"].items():
