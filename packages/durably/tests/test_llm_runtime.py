@@ -390,6 +390,20 @@ def test_a_continuation_that_adds_nothing_confirms_a_response_without_closing_fe
     assert said(view(store)) == ["step 1"]
 
 
+def test_a_response_whose_code_ended_needs_no_closing_fence(
+    program: Path, store: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    # The Return ran as its line came: nothing can be missing, whatever the fence says.
+    unclosed = '```python\nawait self.Say("user", "step 1")\nawait self.Return("ok")\n'
+    client = Script([Reply(unclosed)])
+    with caplog.at_level("WARNING", logger="durably"):
+        result = run(program, store, client)
+    assert (result.status, result.result) == ("completed", "ok")
+    assert [prefix for _, prefix in client.requests] == [""]
+    assert not [r for r in caplog.records if "ended badly" in r.getMessage()]
+    assert view(store)["llm_calls"][0]["usage"]["continuations"] == 0
+
+
 def test_no_request_is_made_for_what_follows_the_closing_fence(program: Path, store: str) -> None:
     # The code ended with its fence (its last statement is no Return or Yield): a stream
     # that breaks after it takes nothing from what ran, and asks for nothing more.

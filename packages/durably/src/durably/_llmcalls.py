@@ -172,7 +172,12 @@ class LLMCalls:
                             continue
                         self.journal.received(entry, chunk)
                         yield chunk
-                    if finish is not None and len(entry.text) > received and open_fence(entry.text):
+                    if (
+                        finish is not None
+                        and not entry.draining  # the code ended: nothing is missing
+                        and len(entry.text) > received
+                        and open_fence(entry.text)
+                    ):
                         # "complete", yet inside its code block: servers that cut a response
                         # at their token limit have been seen to say "stop"; its last line
                         # may be cut (`x = 15` of `x = 1500`). A continuation that adds
