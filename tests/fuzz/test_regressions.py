@@ -12,7 +12,7 @@ without retention pruning. ``programs/values.py``: LLM code that keeps values of
 kinds across awaits (names imported from modules, patterns, exceptions, functions it
 defined held in containers and in the state), which a resume once failed on or lost.
 ``programs/gather.py``: LLM code that awaits an agent's operations concurrently
-(``asyncio.gather``, ``create_task``, ``wait_for``), which a resume once answered in
+(``asyncio.gather``, ``create_task``), which a resume once answered in
 another order (a public tool run twice, a wrong result); now refused in every run alike.
 """
 

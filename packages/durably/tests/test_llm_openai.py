@@ -7,6 +7,7 @@ the runtime journals, and a response the server did not finish never ends in a F
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -250,6 +251,21 @@ async def test_an_error_event_mid_stream_is_incomplete_after_the_chunks_that_cam
     assert "The server had an error" in str(error)
     assert "".join(chunks) == TEXT[:21]
     assert finishes == []
+
+
+@pytest.mark.asyncio
+async def test_the_time_the_caller_takes_between_two_chunks_is_not_the_servers() -> None:
+    # Statements run between two chunks (a Yield("user"), a nested playbook): only the
+    # wait for the server counts against the timeout, or a slow statement would throw
+    # the response away and ask for a continuation.
+    with FakeServer([TEXT]) as fake:
+        received: list[str] = []
+        async for item in stream(client_for(fake, timeout=0.5)):
+            if isinstance(item, str):
+                received.append(item)
+                if len(received) == 1:
+                    await asyncio.sleep(1.0)
+    assert "".join(received) == TEXT
 
 
 @pytest.mark.asyncio

@@ -390,6 +390,40 @@ def test_a_continuation_that_adds_nothing_confirms_a_response_without_closing_fe
     assert said(view(store)) == ["step 1"]
 
 
+def test_a_continued_response_counts_the_usage_of_its_last_request(
+    program: Path, store: str
+) -> None:
+    # The first request finished ("stop", cut in a line of code) and reported its usage;
+    # the continuation's report replaces it (a resumed run never saw the first one), so
+    # the budget spent is what the journal holds: 121 + 210, under max_tokens = 200
+    # before the last call (the first report counted too made it 241: over).
+    unclosed = '```python\nawait self.Say("user", "step 1")\nawait self.Yield("call")'
+    client = Script(
+        [
+            Reply(unclosed, tokens=(100, 20)),
+            Reply(unclosed, tokens=(120, 1)),
+            Reply(RETURN, tokens=(200, 10)),
+        ]
+    )
+    result = run(program, store, client, max_tokens=200)
+    assert (result.status, result.result) == ("completed", "ok")
+    totals = view(store)["usage"]
+    assert (totals["prompt_tokens"], totals["completion_tokens"]) == (320, 11)
+
+
+def test_what_follows_the_closing_fence_is_in_the_conversation_however_it_arrived(
+    program: Path, store: str
+) -> None:
+    # A replay gets the journaled text at once; live, the fence and the prose after it
+    # come in chunks. The next prompt must hold the same assistant turn either way.
+    code = '```python\nawait self.Say("user", "step 1")\nself.state.n = 1\n```\n'
+    first = code + "That is all, thanks."
+    client = Script([Reply(first), Reply(RETURN)])
+    assert run(program, store, client).status == "completed"
+    turns = [m["content"] for m in client.requests[1][0] if m["role"] == "assistant"]
+    assert turns == [first]
+
+
 def test_a_response_whose_code_ended_needs_no_closing_fence(
     program: Path, store: str, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -1,5 +1,5 @@
 """LLM code that awaits an agent's operations concurrently: ``asyncio.gather`` of calls to
-another agent, ``asyncio.create_task`` of a ``Say``, ``asyncio.wait_for`` of a call.
+another agent (caught, then uncaught), ``asyncio.create_task`` of a ``Say``.
 
 Concurrent operations of one agent were journaled in the order they happened to be asked
 for; a resume replays a journaled one at once and waits for a live one, so it asked for

@@ -269,7 +269,7 @@ class AnthropicClient:
         completion_tokens: int | None = None
         try:
             _check_streaming(response, self.where, self._secrets())
-            async for event in paced(response, self.timeout, _has_text):
+            async for event in paced(response, self.timeout, _has_output):
                 kind = getattr(event, "type", None)
                 if kind == "message_start":
                     message = getattr(event, "message", None)
@@ -391,8 +391,7 @@ async def _drop_leading(
             yield item[cut:]
 
 
-def _has_text(event: Any) -> bool:
-    """Whether a messages-stream event carries text of the response (``ping`` does not)."""
-    return getattr(event, "type", None) == "content_block_delta" and bool(
-        getattr(getattr(event, "delta", None), "text", None)
-    )
+def _has_output(event: Any) -> bool:
+    """Whether a messages-stream event is more than a keep-alive (``ping``): text,
+    thinking, and the message's own events all are."""
+    return getattr(event, "type", None) != "ping"

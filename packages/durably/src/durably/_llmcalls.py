@@ -176,14 +176,14 @@ class LLMCalls:
                         finish is not None
                         and not entry.draining  # the code ended: nothing is missing
                         and len(entry.text) > received
-                        and open_fence(entry.text)
+                        and cut_in_code(entry.text)
                     ):
-                        # "complete", yet inside its code block: servers that cut a response
-                        # at their token limit have been seen to say "stop"; its last line
-                        # may be cut (`x = 15` of `x = 1500`). A continuation that adds
-                        # nothing more is the model saying that it is complete.
+                        # "complete", yet in the middle of a line of its code block: servers
+                        # that cut a response at their token limit have been seen to say
+                        # "stop" (`x = 15` of `x = 1500`). A continuation that adds nothing
+                        # more is the model saying that it is complete.
                         raise IncompleteResponseError(
-                            f"the response ended inside its code block (no closing fence) "
+                            f"the response ended in the middle of a line of its code block "
                             f"although the provider reported it complete ({finish.reason!r})"
                         )
                     break
@@ -218,7 +218,13 @@ class LLMCalls:
         self.journal.response_done(entry)
 
     def _finished(self, entry: LLMEntry, finish: Finish, started: float, continued: int) -> None:
-        """The provider said the response is complete: record what it cost."""
+        """The provider said the response is complete: record what it cost.
+
+        A response continued after a request that did finish (see :func:`cut_in_code`)
+        counts the last request only, as one continued after a cut-off stream does (whose
+        cut-off request never reported): the budget spent is the journaled usage, the
+        same in a resumed run, which never saw the earlier request's report."""
+        earlier = usage_tokens(entry.usage)
         entry.usage = {
             "model": finish.model,
             "prompt_tokens": finish.prompt_tokens,
@@ -227,13 +233,21 @@ class LLMCalls:
             "latency_ms": round((self.task.execution.clock() - started) * 1000, 1),
             "continuations": continued,
         }
-        self.task.execution.tokens_used += usage_tokens(entry.usage)
+        self.task.execution.tokens_used += usage_tokens(entry.usage) - earlier
 
 
-def open_fence(text: str) -> bool:
-    """Whether ``text`` opened a code fence on its first non-blank line and no later line
-    closes it. A fence line inside a string of the code counts as closing: this errs on
-    the side of taking the response as it is, as before this check."""
+def cut_in_code(text: str) -> bool:
+    """Whether ``text`` opened a code fence on its first non-blank line, no later line
+    closes it, and its last line is not complete (no newline after it).
+
+    A model that leaves out the closing fence usually ends its last line; a server that
+    cuts a response at a token limit usually cuts a line. A fence line inside a string
+    of the code counts as closing: this errs on the side of taking the response as it
+    is, as before this check.
+    """
+    text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if text.endswith("\n"):
+        return False
     opened = False
     for line in text.split("\n"):
         stripped = line.strip()

@@ -117,12 +117,16 @@ class PlaybookLoop:
         ``Yield``, an error, the closing fence), the rest of a request in flight is read
         for the provider's :class:`Finish` (its usage); it runs nothing, and no request
         is made for it (a stream that ends badly after the closing fence takes nothing
-        from what ran)."""
+        from what ran). What follows the fence still reaches the executor, which only
+        records it: the response counts as a replay sees it, all of it at once."""
         self._streams[id(frame)] = stream
         try:
             async for chunk in stream:
                 await executor._feed(chunk)
-                if executor.stopped or executor.splitter.code_closed:
+                if executor.stopped:
+                    break
+                if executor.splitter.code_closed:
+                    await self._drain(frame, stream, executor)
                     break
             await executor.finish()
         except ControlFlow:
@@ -132,13 +136,19 @@ class PlaybookLoop:
             self._streams.pop(id(frame), None)
         await self._drain(frame, stream)
 
-    async def _drain(self, frame: Frame, stream: AsyncIterator[str]) -> None:
+    async def _drain(
+        self,
+        frame: Frame,
+        stream: AsyncIterator[str],
+        executor: StreamingPythonExecutor | None = None,
+    ) -> None:
         entry = self.journal.open_llm.get(frame.llm_index) if frame.llm_index is not None else None
         if entry is not None:
             entry.draining = True  # no new request just for the tail
         try:
-            async for _ in stream:
-                pass
+            async for chunk in stream:
+                if executor is not None:
+                    await executor._feed(chunk)  # after the fence: recorded, never run
         except LLMError as exc:  # the code had ended: what it ran stands
             log.warning(
                 "agent %s: the LLM response for %s ended badly after its code (%s)",

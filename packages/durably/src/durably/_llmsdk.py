@@ -142,31 +142,34 @@ def is_transport_error(exc: BaseException) -> bool:
 
 
 async def paced(
-    events: AsyncIterable[T], seconds: float | None, has_text: Callable[[T], bool]
+    events: AsyncIterable[T], seconds: float | None, is_output: Callable[[T], bool]
 ) -> AsyncIterator[T]:
-    """The events of a response stream; :class:`TimeoutError` once ``seconds`` (the
-    client's ``timeout``; the SDK's 600 when None) pass without one that carries text.
+    """The events of a response stream; :class:`TimeoutError` once the stream was waited
+    on for ``seconds`` (the client's ``timeout``; the SDK's 600 when None) since the last
+    event that carries output (text, reasoning).
 
     The HTTP client's own read timeout restarts with every byte, so a server that sends
-    only keep-alives (SSE comments, ``ping`` events) would hold the call forever.
+    only keep-alives (SSE comments, ``ping`` events) would hold the call forever. Only
+    the time spent waiting for the next event counts, not the time the caller takes
+    between two (running the statements that arrived).
     """
     limit = SDK_TIMEOUT if seconds is None else seconds
     loop = asyncio.get_running_loop()
-    last = loop.time()
+    waited = 0.0
     iterator = aiter(events)
     while True:
-        left = limit - (loop.time() - last)
+        left = limit - waited
         if left <= 0:
-            raise TimeoutError(f"no text for {limit:g} s")
+            raise TimeoutError(f"no output for {limit:g} s")
+        start = loop.time()
         try:
             async with asyncio.timeout(left):
                 item = await anext(iterator)
         except StopAsyncIteration:
             return
         except TimeoutError:
-            raise TimeoutError(f"no text for {limit:g} s") from None
-        if has_text(item):
-            last = loop.time()
+            raise TimeoutError(f"no output for {limit:g} s") from None
+        waited = 0.0 if is_output(item) else waited + loop.time() - start
         yield item
 
 

@@ -326,7 +326,7 @@ class OpenAIClient:
         usage: Any = None
         try:
             await self._check_streaming(response)
-            async for chunk in paced(response, self.timeout, _has_text):
+            async for chunk in paced(response, self.timeout, _has_output):
                 model = getattr(chunk, "model", None) or model
                 usage = getattr(chunk, "usage", None) or usage
                 for choice in getattr(chunk, "choices", None) or ():
@@ -480,9 +480,16 @@ class AzureOpenAIClient(OpenAIClient):
         return openai.AsyncAzureOpenAI(**kwargs)
 
 
-def _has_text(chunk: Any) -> bool:
-    """Whether a chat-completions chunk carries text of the response."""
-    return any(
-        getattr(getattr(choice, "delta", None), "content", None)
-        for choice in getattr(chunk, "choices", None) or ()
-    )
+def _has_output(chunk: Any) -> bool:
+    """Whether a chat-completions chunk carries output: text, reasoning (``reasoning`` /
+    ``reasoning_content`` of compatible servers), a refusal, a tool call or the finish."""
+    for choice in getattr(chunk, "choices", None) or ():
+        if getattr(choice, "finish_reason", None):
+            return True
+        delta = getattr(choice, "delta", None)
+        if delta is not None and any(
+            getattr(delta, name, None)
+            for name in ("content", "reasoning_content", "reasoning", "refusal", "tool_calls")
+        ):
+            return True
+    return False

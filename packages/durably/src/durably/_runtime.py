@@ -413,6 +413,6 @@ def _check_running(task: AgentTask) -> None:
         raise ConcurrentAwaitError(
             f"agent {task.agent_class.__name__}({task.agent_id}): a durable operation "
             "(Say, Yield, a playbook, a call to another agent) was awaited in a task of "
-            "its own (asyncio.gather, create_task or wait_for); an agent's operations "
+            "its own (asyncio.gather or create_task); an agent's operations "
             "are journaled one at a time: await them one after another"
         )

@@ -323,8 +323,9 @@ class IncompleteExecutionError(DurablyError):
 class ConcurrentAwaitError(RuntimeError):
     """An agent's durable operation was awaited outside the agent's own task.
 
-    ``asyncio.gather(...)``, ``asyncio.create_task(...)`` or ``asyncio.wait_for(...)``
-    run what they are given in tasks of their own, concurrently. An agent's operations
+    ``asyncio.gather(...)`` and ``asyncio.create_task(...)`` (and, on Python 3.11,
+    ``asyncio.wait_for(...)``) run what they are given in tasks of their own,
+    concurrently. An agent's operations
     (``Say``, ``Yield``, LLM playbooks, tools, calls to other agents) are journaled one
     at a time, in the order they are asked for; concurrent ones would be asked for in
     another order when a resume replays them (a journaled one answers at once, a live
