@@ -56,6 +56,22 @@ def test_digests_of_plain_arguments_are_unchanged() -> None:
     assert digest(["say", ["user", 'héllo "q" \n\t \x00 \u2028 😀']]) == "f87d910eeca715e7"
 
 
+def test_arguments_json_cannot_hold_have_a_digest_too() -> None:
+    # A dict with tuple keys, or with keys JSON cannot sort (1 beside "b"), passed to a
+    # playbook: digesting its call raised TypeError into the LLM's code.
+    tuple_keys = {(1, 2): "a", (3, 4): "b"}
+    mixed = {1: "a", "b": 2}
+    cyclic: list[object] = [1]
+    cyclic.append(cyclic)
+    for value in (tuple_keys, mixed, cyclic):
+        assert len(digest(["tool:Size", [[value], {}]])) == 16
+    # stable: the same content in another order or another process gives the same digest
+    assert digest([{(3, 4): "b", (1, 2): "a"}]) == digest([tuple_keys])
+    assert digest([{"b": 2, 1: "a"}]) == digest([mixed])
+    assert digest([tuple_keys]) != digest([{(1, 2): "a", (3, 4): "c"}])
+    assert digest([{(1, 2): "a"}]) == "55470d2db2573a47"  # journaled: must not change
+
+
 def test_metadata_keys_are_checked_every_time() -> None:
     good = {"durably.kind": "delta", "durably.prev": "sha256:" + "0" * 64}
     for _ in range(3):

@@ -43,8 +43,33 @@ def digest(value: Any) -> str:
     """
     text = _plain_text(value)
     if text is None:
-        text = _DIGEST_JSON.encode(value)  # json.dumps(value, sort_keys=True, ...), built once
+        try:
+            text = _DIGEST_JSON.encode(value)  # json.dumps(value, sort_keys=True, ...)
+        except (TypeError, ValueError):  # keys JSON cannot hold or sort, a cycle
+            text = _DIGEST_JSON.encode(_keyed(value, set()))
     return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
+def _keyed(value: Any, seen: set[int]) -> Any:
+    """``value`` with every dict whose keys JSON cannot hold or sort (``(1, 2)``, ``1``
+    beside ``"b"``) written as ``["dict", [[key text, value], ...]]`` sorted by key text,
+    and a cycle as ``"..."``: what :func:`digest` encodes where plain JSON failed (so no
+    digest of a value that JSON could encode changes)."""
+    if isinstance(value, (list, tuple, dict)):
+        if id(value) in seen:
+            return "..."
+        seen.add(id(value))
+        try:
+            if isinstance(value, dict):
+                pairs = [
+                    [_DIGEST_JSON.encode(_keyed(key, seen)), _keyed(item, seen)]
+                    for key, item in value.items()
+                ]
+                return ["dict", sorted(pairs, key=lambda pair: pair[0])]
+            return [_keyed(item, seen) for item in value]
+        finally:
+            seen.discard(id(value))
+    return value
 
 
 def _plain_text(value: Any) -> str | None:
