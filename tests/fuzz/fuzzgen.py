@@ -95,6 +95,7 @@ SHAPES = (
     "exit:yield-exit",
     "trigger",
     "value:unstorable-local",
+    "await:gather-refused",
 )
 
 #: Literal values of every type the codec stores (sources of Python expressions).
@@ -128,6 +129,8 @@ VALUES = (
     "ValueError('boom', 3)",
     "__import__('math').sqrt",
     "__import__('collections').Counter",
+    "{(1, 2): 'pair', 3: 'int', 'k': {'red', 'green', 'blue'}}",
+    "{'tags': {'red', 'green', 'blue', 'cyan'}}",
 )
 
 
@@ -358,6 +361,7 @@ class _Builder:
                 ("remote_tool", 3),
                 ("delegate", 2),
                 ("forward", 2),
+                ("gather", 1),
             ]
             if self.idle_agents(frame):
                 options += [("message", 4)]
@@ -423,6 +427,28 @@ class _Builder:
                 f"del {it}",
             ],
             defines=(left,),
+        )
+
+    def s_gather(self, frame: _Frame) -> Stmt:
+        """An agent's operations awaited concurrently -- a call to another agent's public
+        tool (it waits for the reply) beside one of its own tools -- refused
+        (``ConcurrentAwaitError``, a ``RuntimeError``) before anything is journaled, in
+        every run alike. (Let through, a resume asked for them in another order.)"""
+        self.shapes["await:gather-refused"] += 1
+        targets = self.targets(frame)
+        target = targets[self.ch.draw(len(targets))]
+        get, handle = self.handle(frame, target)
+        name = self.fresh("gathered")
+        return Stmt(
+            [
+                *get,
+                "try:",
+                f"    {name} = await __import__('asyncio').gather("
+                f"{handle}.Lookup('{self.fresh('key')}'), self.Bump(1))",
+                "except RuntimeError as exc:",
+                f"    {name} = type(exc).__name__",
+            ],
+            defines=(name,),
         )
 
     def s_state(self, frame: _Frame) -> Stmt:

@@ -103,12 +103,25 @@ def snapshot_inside_tools(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(AgentTask, "quiet", property(lambda self: len(self.frames) <= 1))
 
 
+def let_operations_run_concurrently(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An agent's operations awaited in tasks of their own (``asyncio.gather``) are let
+    through: a resume asks for them in another order (``ConcurrentAwaitError`` no more)."""
+    import durably._runtime as runtime
+
+    def check_running(task: AgentTask) -> None:
+        if task.execution.outcome is not None:
+            raise asyncio.CancelledError("the program has ended")
+
+    monkeypatch.setattr(runtime, "_check_running", check_running)
+
+
 MUTATIONS: dict[str, Callable[[pytest.MonkeyPatch], None]] = {
     "snapshot while a tool runs": snapshot_inside_tools,
     "drop the reply of a cross-agent call on replay": drop_replayed_replies,
     "run a completed tool again on replay": rerun_completed_tools,
     "forget the request a resumed frame serves": forget_the_request_being_served,
     "lose the count of consumed user inputs": lose_consumed_inputs,
+    "let an agent's operations run concurrently": let_operations_run_concurrently,
 }
 
 
