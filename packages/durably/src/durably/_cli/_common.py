@@ -93,8 +93,6 @@ def _jsonable(value: object, seen: set[int]) -> object:
                 for key, item in value.items()
             }
         items = [_jsonable(item, seen) for item in value]
-        if isinstance(value, (set, frozenset)):
-            return [items[i] for i in sorted(range(len(items)), key=lambda i: repr(items[i]))]
-        return items
+        return sorted(items, key=repr) if isinstance(value, (set, frozenset)) else items
     finally:
         seen.discard(id(value))
